@@ -1,0 +1,198 @@
+"""The composition root: turns Settings into connected parts and starts/stops them.
+
+The CLI, the demo and the tests all wire paysched through `App.open`; nothing else constructs
+the store, queue, executor, scheduler or worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
+
+from paysched.clock import Clock, SystemClock
+from paysched.config import Settings
+from paysched.db.store import Store
+from paysched.domain import Occurrence, Payment, PaymentState
+from paysched.errors import BackendUnavailable, ConfigError, Conflict
+from paysched.events import EventBus, log_subscriber
+from paysched.executors.base import Executor
+from paysched.executors.ledger import LedgerExecutor
+from paysched.queue import Backoff, PaymentQueue
+from paysched.redis_server import EmbeddedRedis, answers
+from paysched.scheduler import Scheduler
+from paysched.worker import PaymentProcessor, WorkerPool
+
+log = logging.getLogger("paysched.app")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ExecutorFactory = Callable[["App"], Executor]
+
+
+def redacted(url: str) -> str:
+    """A Redis/database URL safe for logs: the password replaced."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def resolve_redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    """Which Redis to use: the configured one, localhost:6379 if it answers, else embedded."""
+    if settings.embedded_redis == "always":
+        embedded = EmbeddedRedis(settings.data_dir)
+        return embedded.start(), embedded
+    if settings.redis_explicit or answers(settings.redis_url):
+        return settings.redis_url, None
+    if settings.embedded_redis == "never":
+        raise ConfigError(
+            "REDIS_URL", f"nothing answers at {redacted(settings.redis_url)} and the embedded "
+            "server is disabled (PAYSCHED_EMBEDDED_REDIS=never)",
+        )  # fmt: skip
+    embedded = EmbeddedRedis(settings.data_dir)
+    return embedded.start(), embedded
+
+
+@dataclass
+class App:
+    settings: Settings
+    clock: Clock
+    store: Store
+    pool: ThreadPoolExecutor
+    bus: EventBus
+    backoff: Backoff
+    redis_url: str | None = None
+    embedded: EmbeddedRedis | None = None
+    queue: PaymentQueue | None = None
+    executor: Executor | None = None
+    scheduler: Scheduler | None = None
+    processor: PaymentProcessor | None = None
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        with_queue: bool = True,
+        executor_factory: ExecutorFactory | None = None,
+        rng: random.Random | None = None,
+    ) -> App:
+        clock = clock or SystemClock()
+        pool = ThreadPoolExecutor(
+            max_workers=settings.concurrency + 4, thread_name_prefix="paysched-db"
+        )
+        store = Store.connect(settings.database_url, pool_size=settings.concurrency + 5)
+        await asyncio.get_running_loop().run_in_executor(pool, store.migrate)
+        bus = EventBus()
+        bus.subscribe(log_subscriber)
+        backoff = Backoff(settings.backoff_ms, settings.backoff_jitter, rng or random.Random())
+        app = cls(settings, clock, store, pool, bus, backoff)
+        if not with_queue:
+            return app
+        # Started here, on the event loop's (main) thread: see EmbeddedRedis.
+        app.redis_url, app.embedded = resolve_redis(settings)
+        if app.embedded is None:
+            log.info("using Redis at %s", redacted(app.redis_url))
+        app.queue = PaymentQueue(
+            app.redis_url, settings.queue_name, settings.queue_prefix, settings.attempts,
+            backoff, settings.keep_completed,
+        )  # fmt: skip
+        try:
+            await app.queue.ping()
+        except Exception as exc:
+            await app.close()
+            raise BackendUnavailable(f"Redis at {redacted(app.redis_url)}: {exc}") from exc
+        app.executor = (executor_factory or default_executor)(app)
+        app.scheduler = Scheduler(
+            store, app.queue, clock, settings.lookahead, settings.tick_cron, pool
+        )
+        app.processor = PaymentProcessor(
+            store, app.executor, bus, clock, backoff, settings.attempts, pool
+        )
+        return app
+
+    async def close(self) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+        self.store.close()
+        self.pool.shutdown(wait=False)
+        if self.embedded is not None:
+            self.embedded.stop()
+
+    async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+    def _need_queue(self) -> tuple[PaymentQueue, Scheduler]:
+        if self.queue is None or self.scheduler is None:
+            raise RuntimeError("App opened without a queue")
+        return self.queue, self.scheduler
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def create_payment(self, **fields: Any) -> Payment:
+        """Store the payment, then enqueue at once whatever of it falls inside the window."""
+        _, scheduler = self._need_queue()
+        payment = await self.db(self.store.create_payment, now=self.clock.now(), **fields)
+        await scheduler.schedule_now([payment.id])
+        return payment
+
+    async def cancel_payment(self, payment_id: int) -> list[Occurrence]:
+        queue, _ = self._need_queue()
+        cancelled = await self.db(
+            self.store.cancel_payment, payment_id, self.clock.now(), "cancelled by user"
+        )
+        for occ in cancelled:
+            # An active job cannot be removed; its worker's claim will find it cancelled.
+            await queue.remove(occ.key)
+        return cancelled
+
+    async def stats(self) -> dict[str, Any]:
+        queue, _ = self._need_queue()
+        return {
+            "queue": await queue.counts(),
+            "occurrences": await self.db(self.store.occurrence_counts),
+        }
+
+    async def run(
+        self, stop: asyncio.Event, *, scheduler: bool = True, worker: bool = True
+    ) -> None:
+        """Run the scheduler and/or the worker pool until `stop` is set, then shut down
+        gracefully: stop taking jobs, let active ones finish within the grace period."""
+        queue, sched = self._need_queue()
+        assert self.processor is not None
+        pool: WorkerPool | None = None
+        if worker:
+            pool = WorkerPool(
+                queue, self.processor, self.settings.concurrency, self.settings.lock_ms
+            )
+            await pool.start()
+        tasks = []
+        if scheduler:
+            tasks.append(asyncio.create_task(sched.run_forever(stop)))
+        await stop.wait()
+        if pool is not None:
+            await pool.stop(self.settings.shutdown_grace.total_seconds())
+        await asyncio.gather(*tasks)
+
+
+def default_executor(app: App) -> Executor:
+    return LedgerExecutor(app.store, app.clock, app.pool)
+
+
+def is_final_payment(payment: Payment) -> bool:
+    return payment.state in (PaymentState.DONE, PaymentState.CANCELLED)
+
+
+def utc_now_text(now: datetime) -> str:
+    return now.isoformat(timespec="milliseconds")

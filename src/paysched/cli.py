@@ -1,0 +1,401 @@
+"""The command line: thin subcommands over App. Bad input -> one line on stderr, non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from paysched.app import App
+from paysched.clock import SystemClock
+from paysched.config import Settings
+from paysched.domain import (
+    PaymentState,
+    format_amount,
+    parse_currency,
+    parse_positive_amount,
+)
+from paysched.errors import (
+    BackendUnavailable,
+    ConfigError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayschedError,
+)
+from paysched.schedules import parse_duration, parse_instant, parse_timezone, validate_cron
+from paysched.views import account_view, occurrence_view, payment_view
+
+T = TypeVar("T")
+
+EXIT_INPUT = 2  # bad input or configuration
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_UNAVAILABLE = 5  # Redis or the database does not answer
+
+cli = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="paysched: scheduled payments, each exactly once, on time, never lost.",
+)  # fmt: skip
+accounts_cli = typer.Typer(no_args_is_help=True, help="Accounts and their balances.")
+cli.add_typer(accounts_cli, name="accounts")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _exit_code(exc: PayschedError) -> int:
+    if isinstance(exc, ConfigError | InvalidInput):
+        return EXIT_INPUT
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, Conflict):
+        return EXIT_CONFLICT
+    if isinstance(exc, BackendUnavailable):
+        return EXIT_UNAVAILABLE
+    return 1
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handled(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn paysched errors into one line on stderr and a named exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except PayschedError as exc:
+            raise fail(str(exc), _exit_code(exc)) from None
+        except OSError as exc:
+            raise fail(f"{exc}", EXIT_UNAVAILABLE) from None
+
+    return wrapper
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )  # fmt: skip
+    # bullmq warns on every connection when eviction is not "noeviction"; once is enough.
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def with_app(
+    body: Callable[[App], Awaitable[T]], *, with_queue: bool = True, cfg: Settings | None = None
+) -> T:
+    async def main() -> T:
+        app = await App.open(cfg or settings(), with_queue=with_queue)
+        try:
+            return await body(app)
+        finally:
+            await app.close()
+
+    return run_async(main())
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+# -- long-running ------------------------------------------------------------------------------
+
+
+def _serve(scheduler: bool, worker: bool) -> None:
+    cfg = settings()
+    setup_logging(cfg.log_level)
+
+    async def body(app: App) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await app.run(stop, scheduler=scheduler, worker=worker)
+
+    with_app(body, cfg=cfg)
+
+
+@cli.command()
+@handled
+def run() -> None:
+    """Run the scheduler and the worker pool in one process (until SIGTERM / Ctrl-C)."""
+    _serve(scheduler=True, worker=True)
+
+
+@cli.command("scheduler")
+@handled
+def scheduler_cmd() -> None:
+    """Run only the scheduler (several may run at once, on several machines)."""
+    _serve(scheduler=True, worker=False)
+
+
+@cli.command("worker")
+@handled
+def worker_cmd() -> None:
+    """Run only the worker pool."""
+    _serve(scheduler=False, worker=True)
+
+
+# -- accounts ----------------------------------------------------------------------------------
+
+
+@accounts_cli.command("create")
+@handled
+def accounts_create(
+    name: str, currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
+    as_json: JsonFlag = False,
+) -> None:  # fmt: skip
+    """Create an account with a zero balance."""
+    code = parse_currency(currency)
+    account = with_app(
+        lambda app: app.db(app.store.create_account, name, code, SystemClock().now()),
+        with_queue=False,
+    )
+    emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
+
+
+@accounts_cli.command("deposit")
+@handled
+def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
+    """Add money to an account (e.g. `deposit alice 100.00`)."""
+
+    async def body(app: App) -> Any:
+        account = await app.db(app.store.get_account, name)
+        minor = parse_positive_amount(amount, account.currency)
+        return await app.db(app.store.deposit, name, minor, app.clock.now())
+
+    account = with_app(body, with_queue=False)
+    view = account_view(account)
+    emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
+
+
+@accounts_cli.command("show")
+@handled
+def accounts_show(name: str, as_json: JsonFlag = False) -> None:
+    """Show an account's balance."""
+    account = with_app(lambda app: app.db(app.store.get_account, name), with_queue=False)
+    view = account_view(account)
+    emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
+
+
+@accounts_cli.command("list")
+@handled
+def accounts_list(as_json: JsonFlag = False) -> None:
+    """List accounts."""
+    accounts = with_app(lambda app: app.db(app.store.list_accounts), with_queue=False)
+    views = [account_view(a) for a in accounts]
+    lines = [f"{v['name']:<24} {v['balance']:>14} {v['currency']}" for v in views]
+    emit(views, as_json, "\n".join(lines) or "no accounts")
+
+
+# -- payments ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@handled
+def schedule(
+    payer: Annotated[str, typer.Option("--from", help="Paying account.")],
+    payee: Annotated[str, typer.Option("--to", help="Receiving account.")],
+    amount: Annotated[str, typer.Option(help="Decimal amount, e.g. 12.34.")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
+    at: Annotated[str | None, typer.Option(help="Due time, ISO-8601 with offset.")] = None,
+    in_: Annotated[str | None, typer.Option("--in", help="Due after a delay: 30s, 5m, 2h.")] = None,
+    cron: Annotated[str | None, typer.Option(help="Recurring: 5-field cron expression.")] = None,
+    tz: Annotated[str | None, typer.Option(help="IANA time zone for --cron.")] = None,
+    memo: Annotated[str, typer.Option(help="Free text kept with the payment.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Schedule a payment: one-time (--at or --in) or recurring (--cron [--tz])."""
+    given = [name for name, v in (("--at", at), ("--in", in_), ("--cron", cron)) if v]
+    if len(given) != 1:
+        raise InvalidInput("schedule", "give exactly one of --at, --in or --cron")
+    if tz and not cron:
+        raise InvalidInput("tz", "--tz applies to --cron schedules")
+    code = parse_currency(currency)
+    minor = parse_positive_amount(amount, code)
+    if tz:
+        parse_timezone(tz, "tz")
+    if cron:
+        validate_cron(cron, "cron")
+    clock = SystemClock()
+    due_at = parse_instant(at, "at") if at else None
+    if in_:
+        due_at = clock.now() + parse_duration(in_, "in")
+
+    async def body(app: App) -> Any:
+        return await app.create_payment(
+            payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at, cron=cron,
+            timezone=tz, memo=memo,
+        )  # fmt: skip
+
+    payment = with_app(body)
+    view = payment_view(payment)
+    when = view["due_at"] or f"{cron} ({tz or 'UTC'}), next {view['next_due_at']}"
+    emit(view, as_json, f"scheduled payment {payment.id}: {view['amount']} {code} "
+                        f"{payer} -> {payee} at {when}")  # fmt: skip
+
+
+@cli.command("list")
+@handled
+def list_cmd(
+    state: Annotated[str | None, typer.Option(help="active, done or cancelled.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List payments, newest first."""
+    if state is not None and state not in {s.value for s in PaymentState}:
+        raise InvalidInput("state", f"expected active, done or cancelled, got {state!r}")
+    payments = with_app(lambda app: app.db(app.store.list_payments, limit, state), with_queue=False)
+    views = [payment_view(p) for p in payments]
+    lines = [
+        f"{v['id']:>6}  {v['state']:<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
+        f"{v['to']}  {v['due_at'] or v['cron']}"
+        for v in views
+    ]
+    emit(views, as_json, "\n".join(lines) or "no payments")
+
+
+def _parse_id(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise InvalidInput("id", f"expected a positive integer payment id, got {text!r}")
+    return int(text)
+
+
+@cli.command()
+@handled
+def show(payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """Show a payment, its occurrences and every attempt."""
+    pid = _parse_id(payment_id)
+
+    async def body(app: App) -> dict[str, Any]:
+        payment = await app.db(app.store.get_payment, pid)
+        occs = await app.db(app.store.occurrences_of, pid)
+        history = await app.db(app.store.transitions_of, [o.id for o in occs])
+        view = payment_view(payment)
+        view["occurrences"] = [
+            occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
+        ]
+        return view
+
+    view = with_app(body, with_queue=False)
+    lines = [
+        f"payment {view['id']} [{view['state']}] {view['amount']} {view['currency']} "
+        f"{view['from']} -> {view['to']}"
+    ]
+    for occ in view["occurrences"]:
+        late = "" if occ["lateness_ms"] is None else f", started {occ['lateness_ms']} ms late"
+        lines.append(f"  {occ['due_at']}  {occ['state']}{late}" +
+                     (f"  ({occ['reason']})" if occ["reason"] else ""))  # fmt: skip
+        for att in occ["attempts"]:
+            lines.append(f"    attempt {att['number']}: {att['outcome'] or 'running'} "
+                         f"at {att['started_at']}" + (f" - {att['reason']}" if att["reason"] else ""))  # fmt: skip
+    emit(view, as_json, "\n".join(lines))
+
+
+@cli.command()
+@handled
+def cancel(payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+    """Cancel a payment: none of its pending occurrences will execute."""
+    pid = _parse_id(payment_id)
+    cancelled = with_app(lambda app: app.cancel_payment(pid))
+    emit({"id": pid, "cancelled_occurrences": [o.key for o in cancelled]}, as_json,
+         f"cancelled payment {pid} ({len(cancelled)} pending occurrence(s))")  # fmt: skip
+
+
+@cli.command()
+@handled
+def stats(as_json: JsonFlag = False) -> None:
+    """Queue counts (waiting, active, completed, failed, delayed, total) and occurrence states."""
+    data = with_app(lambda app: app.stats())
+    queue_line = "  ".join(f"{k} {v}" for k, v in data["queue"].items())
+    occ_line = "  ".join(f"{k} {v}" for k, v in data["occurrences"].items())
+    emit(data, as_json, f"queue:       {queue_line}\noccurrences: {occ_line}")
+
+
+@cli.command()
+def check(as_json: JsonFlag = False) -> None:
+    """Say whether Redis and the database answer; exit 0 only if both do."""
+    result: dict[str, Any] = {}
+    try:
+        cfg = settings()
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_INPUT) from None
+
+    async def body() -> None:
+        app: App | None = None
+        try:
+            app = await App.open(cfg, with_queue=False)
+            result["database"] = {"ok": True, "dialect": app.store.dialect}
+        except Exception as exc:
+            result["database"] = {"ok": False, "error": str(exc).splitlines()[0]}
+        try:
+            if app is None:
+                raise BackendUnavailable("skipped: database unavailable")
+            from paysched.app import resolve_redis
+
+            url, embedded = resolve_redis(cfg)
+            from paysched.redis_server import answers
+
+            ok = answers(url)
+            result["redis"] = {"ok": ok, "embedded": embedded is not None}
+            if embedded is not None:
+                embedded.stop()
+        except Exception as exc:
+            result["redis"] = {"ok": False, "error": str(exc).splitlines()[0]}
+        finally:
+            if app is not None:
+                await app.close()
+
+    run_async(body())
+    ok = all(part.get("ok") for part in result.values())
+    text = "\n".join(
+        f"{name}: {'ok' if part['ok'] else 'FAILED: ' + part.get('error', '')}"
+        for name, part in result.items()
+    )
+    emit(result | {"ok": ok}, as_json, text)
+    if not ok:
+        raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+@cli.command()
+@handled
+def demo(
+    count: Annotated[int, typer.Option(min=1, max=5000, help="Payments to schedule.")] = 50,
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="Spread of due times.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Schedule ~50 payments over ~20 s on a fresh demo database, run them, print a summary."""
+    from paysched.demo import run_demo
+
+    summary = run_demo(settings(), count=count, seconds=seconds, quiet=as_json)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    if not summary["ledger_balanced"] or summary["unfinished"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        cli()
+
+
+__all__ = ["cli", "format_amount", "main"]

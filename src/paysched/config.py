@@ -1,0 +1,172 @@
+"""Typed settings read from the environment in one place.
+
+`Settings.from_env(environ)` takes the mapping explicitly so tests never touch os.environ.
+Every problem is reported as ConfigError naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+from paysched.errors import ConfigError, InvalidInput
+from paysched.schedules import parse_duration, validate_cron
+
+DEFAULT_REDIS_HOST = "localhost"
+DEFAULT_REDIS_PORT = 6379
+
+KNOWN_VARIABLES = (
+    "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "DATABASE_URL",
+    "PAYSCHED_DATA_DIR", "PAYSCHED_QUEUE", "PAYSCHED_QUEUE_PREFIX", "PAYSCHED_CONCURRENCY",
+    "PAYSCHED_ATTEMPTS", "PAYSCHED_BACKOFF_MS", "PAYSCHED_BACKOFF_JITTER", "PAYSCHED_TICK_CRON",
+    "PAYSCHED_LOOKAHEAD", "PAYSCHED_LOCK_MS", "PAYSCHED_SHUTDOWN_GRACE",
+    "PAYSCHED_KEEP_COMPLETED", "PAYSCHED_EMBEDDED_REDIS", "PAYSCHED_LOG_LEVEL",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str
+    # True when the user named a Redis (REDIS_URL / REDIS_HOST / REDIS_PORT); otherwise paysched
+    # may fall back to its embedded server when nothing answers on localhost:6379.
+    redis_explicit: bool
+    embedded_redis: str  # "auto" | "always" | "never"
+    database_url: str
+    data_dir: Path
+    queue_name: str = "payments"
+    queue_prefix: str = "paysched"
+    concurrency: int = 3
+    attempts: int = 3
+    backoff_ms: int = 2000
+    backoff_jitter: float = 0.2
+    tick_cron: str = "* * * * *"
+    lookahead: timedelta = timedelta(minutes=5)
+    lock_ms: int = 30_000
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    keep_completed: int = 10_000
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get("PAYSCHED_DATA_DIR") or _default_data_dir(env)).expanduser()
+        redis_url, explicit = _redis_url(env)
+        embedded = env.get("PAYSCHED_EMBEDDED_REDIS", "auto").strip().lower()
+        if embedded not in ("auto", "always", "never"):
+            raise ConfigError("PAYSCHED_EMBEDDED_REDIS", f"expected auto, always or never, got {embedded!r}")
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'paysched.db'}"
+        if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+            raise ConfigError("DATABASE_URL", "expected a sqlite:/// or postgresql:// URL")
+        settings = cls(
+            redis_url=redis_url,
+            redis_explicit=explicit,
+            embedded_redis=embedded,
+            database_url=normalise_database_url(database_url),
+            data_dir=data_dir,
+            queue_name=_name(env, "PAYSCHED_QUEUE", "payments"),
+            queue_prefix=_name(env, "PAYSCHED_QUEUE_PREFIX", "paysched"),
+            concurrency=_int(env, "PAYSCHED_CONCURRENCY", 3, 1, 10_000),
+            attempts=_int(env, "PAYSCHED_ATTEMPTS", 3, 1, 100),
+            backoff_ms=_int(env, "PAYSCHED_BACKOFF_MS", 2000, 1, 86_400_000),
+            backoff_jitter=_fraction(env, "PAYSCHED_BACKOFF_JITTER", 0.2),
+            tick_cron=_cron(env, "PAYSCHED_TICK_CRON", "* * * * *"),
+            lookahead=_duration(env, "PAYSCHED_LOOKAHEAD", "5m"),
+            lock_ms=_int(env, "PAYSCHED_LOCK_MS", 30_000, 1000, 3_600_000),
+            shutdown_grace=_duration(env, "PAYSCHED_SHUTDOWN_GRACE", "30s"),
+            keep_completed=_int(env, "PAYSCHED_KEEP_COMPLETED", 10_000, 0, 10_000_000),
+            log_level=_choice(env, "PAYSCHED_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+        return settings
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _default_data_dir(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", ".")) / ".local" / "share")
+    return str(Path(base) / "paysched")
+
+
+def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
+    url = env.get("REDIS_URL", "").strip()
+    if url:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL", f"expected redis://host:port[/db], got {url!r}")
+        return url, True
+    host = env.get("REDIS_HOST", "").strip()
+    port_text = env.get("REDIS_PORT", "").strip()
+    password = env.get("REDIS_PASSWORD", "")
+    port = DEFAULT_REDIS_PORT
+    if port_text:
+        port = _int(env, "REDIS_PORT", DEFAULT_REDIS_PORT, 1, 65535)
+    auth = f":{quote(password, safe='')}@" if password else ""
+    explicit = bool(host or port_text or password)
+    return f"redis://{auth}{host or DEFAULT_REDIS_HOST}:{port}/0", explicit
+
+
+def normalise_database_url(url: str) -> str:
+    """Route postgresql:// URLs to psycopg 3, the driver paysched ships with."""
+    for plain in ("postgres://", "postgresql://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a number between 0 and 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(name, f"must be between 0 and 1, got {raw}")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
+    raw = env.get(name, "").strip() or default
+    try:
+        return parse_duration(raw, name)
+    except InvalidInput as exc:
+        raise ConfigError(name, exc.problem) from None
+
+
+def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    try:
+        return validate_cron(raw, name, allow_seconds=True)
+    except InvalidInput as exc:
+        raise ConfigError(name, exc.problem) from None
+
+
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if not raw.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(name, f"use letters, digits, '-', '_' or '.', got {raw!r}")
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name, "").strip() or default).upper()
+    if raw not in choices:
+        raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
+    return raw

@@ -1,0 +1,650 @@
+"""The repository: the only module that issues SQL.
+
+Methods are synchronous and short; async callers run them in a thread. Every occurrence state
+change is a compare-and-set (`UPDATE ... WHERE id = ? AND state = ?`) recorded in `transitions`
+within the same transaction. Driver errors are translated into paysched errors here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+
+from paysched.clock import to_ms
+from paysched.db import tables as t
+from paysched.db.engine import make_engine, migrate
+from paysched.domain import (
+    FINAL_STATES,
+    PENDING_STATES,
+    Account,
+    Occurrence,
+    OccurrenceState,
+    Payment,
+    PaymentState,
+    Transition,
+    can_transition,
+    occurrence_key,
+)
+from paysched.errors import (
+    BackendUnavailable,
+    Conflict,
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidInput,
+    NotFound,
+    UnknownAccount,
+)
+from paysched.schedules import next_cron
+
+S = OccurrenceState
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a worker holds after a successful claim: the occurrence, its payment and the fence."""
+
+    occurrence: Occurrence
+    payment: Payment
+    fence: int
+    attempt: int  # the database's count of claims, including this one
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReport:
+    balanced: bool
+    problems: list[str]
+
+
+def _external_name(currency: str) -> str:
+    return f"@external:{currency}"
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, url: str, pool_size: int = 10) -> Store:
+        return cls(make_engine(url, pool_size=pool_size))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        try:
+            migrate(self.engine)
+        except (OperationalError, SAInterfaceError) as exc:
+            raise BackendUnavailable(f"database unavailable: {_short(exc)}") from exc
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+        except (OperationalError, SAInterfaceError) as exc:
+            raise BackendUnavailable(f"database unavailable: {_short(exc)}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    def create_account(self, name: str, currency: str, now: datetime) -> Account:
+        if not name or name.startswith("@") or len(name) > 100:
+            raise InvalidInput("name", "must be 1-100 characters and not start with '@'")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(t.accounts).values(
+                        name=name, currency=currency, kind="user", balance=0, created_at=now
+                    )
+                )
+                return self._account(conn, name)
+        except IntegrityError:
+            raise Conflict(f"account {name!r} already exists") from None
+
+    def get_account(self, name: str) -> Account:
+        with self.engine.connect() as conn:
+            return self._account(conn, name)
+
+    def list_accounts(self) -> list[Account]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.accounts).where(t.accounts.c.kind == "user").order_by(t.accounts.c.name)
+            )
+            return [_account_from(r) for r in rows]
+
+    def deposit(self, name: str, amount: int, now: datetime) -> Account:
+        """Money entering paysched: the currency's external account is the other side."""
+        if amount <= 0:
+            raise InvalidInput("amount", "must be greater than zero")
+        with self.engine.begin() as conn:
+            account = self._account(conn, name)
+            external = self._external_account(conn, account.currency, now)
+            transfer_id = f"deposit-{account.id}-{to_ms(now)}-{amount}"
+            self._post(conn, transfer_id, external, account.id, amount, None, now)
+            return self._account(conn, name)
+
+    def _account(self, conn: Connection, name: str) -> Account:
+        row = conn.execute(select(t.accounts).where(t.accounts.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no account named {name!r}")
+        return _account_from(row)
+
+    def _external_account(self, conn: Connection, currency: str, now: datetime) -> int:
+        name = _external_name(currency)
+        values = dict(name=name, currency=currency, kind="external", balance=0, created_at=now)
+        conn.execute(self._insert_ignore(t.accounts, ["name"]).values(**values))
+        found = conn.execute(select(t.accounts.c.id).where(t.accounts.c.name == name)).scalar_one()
+        return int(found)
+
+    def _post(
+        self,
+        conn: Connection,
+        transfer_id: str,
+        debit_id: int,
+        credit_id: int,
+        amount: int,
+        occurrence_id: int | None,
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            update(t.accounts)
+            .where(t.accounts.c.id == debit_id)
+            .values(balance=t.accounts.c.balance - amount)
+        )
+        conn.execute(
+            update(t.accounts)
+            .where(t.accounts.c.id == credit_id)
+            .values(balance=t.accounts.c.balance + amount)
+        )
+        conn.execute(
+            insert(t.ledger_entries),
+            [
+                dict(transfer_id=transfer_id, account_id=debit_id, amount=-amount,
+                     occurrence_id=occurrence_id, created_at=now),
+                dict(transfer_id=transfer_id, account_id=credit_id, amount=amount,
+                     occurrence_id=occurrence_id, created_at=now),
+            ],
+        )  # fmt: skip
+
+    # -- payments ---------------------------------------------------------------------------
+
+    def create_payment(
+        self,
+        *,
+        payer: str,
+        payee: str,
+        amount: int,
+        currency: str,
+        due_at: datetime | None,
+        cron: str | None,
+        timezone: str | None,
+        memo: str,
+        now: datetime,
+    ) -> Payment:
+        if (due_at is None) == (cron is None):
+            raise InvalidInput("schedule", "give exactly one of a due time or a cron expression")
+        if payer == payee:
+            raise InvalidInput("to", "payer and payee must be different accounts")
+        if amount <= 0:
+            raise InvalidInput("amount", "must be greater than zero")
+        first_due = due_at if due_at is not None else next_cron(cron or "", now, timezone)
+        with self.engine.begin() as conn:
+            accounts = {}
+            for field, name in (("from", payer), ("to", payee)):
+                try:
+                    accounts[field] = self._account(conn, name)
+                except NotFound:
+                    raise InvalidInput(field, f"no account named {name!r}") from None
+                if accounts[field].currency != currency:
+                    raise InvalidInput(
+                        field,
+                        f"account {name!r} holds {accounts[field].currency}, payment is {currency}",
+                    )
+            payment_id = conn.execute(
+                insert(t.payments)
+                .values(
+                    payer_id=accounts["from"].id, payee_id=accounts["to"].id, amount=amount,
+                    currency=currency, state=PaymentState.ACTIVE.value, due_at=due_at, cron=cron,
+                    timezone=timezone, next_due_at=first_due, memo=memo, created_at=now,
+                    updated_at=now,
+                )
+                .returning(t.payments.c.id)
+            ).scalar_one()  # fmt: skip
+            return self._payment(conn, int(payment_id))
+
+    def get_payment(self, payment_id: int) -> Payment:
+        with self.engine.connect() as conn:
+            return self._payment(conn, payment_id)
+
+    def list_payments(self, limit: int = 100, state: str | None = None) -> list[Payment]:
+        query = _payment_select().order_by(t.payments.c.id.desc()).limit(limit)
+        if state:
+            query = query.where(t.payments.c.state == state)
+        with self.engine.connect() as conn:
+            return [_payment_from(r) for r in conn.execute(query)]
+
+    def _payment(self, conn: Connection, payment_id: int) -> Payment:
+        row = conn.execute(_payment_select().where(t.payments.c.id == payment_id)).first()
+        if row is None:
+            raise NotFound(f"no payment with id {payment_id}")
+        return _payment_from(row)
+
+    def cancel_payment(self, payment_id: int, now: datetime, reason: str) -> list[Occurrence]:
+        """Cancel the payment and every occurrence not yet final. Returns those occurrences."""
+        with self.engine.begin() as conn:
+            payment = self._payment(conn, payment_id)
+            if payment.state == PaymentState.CANCELLED:
+                raise Conflict(f"payment {payment_id} is already cancelled")
+            rows = conn.execute(
+                select(t.occurrences)
+                .where(t.occurrences.c.payment_id == payment_id)
+                .where(t.occurrences.c.state.in_([s.value for s in PENDING_STATES]))
+                .with_for_update()
+            ).all()
+            if payment.state == PaymentState.DONE and not rows:
+                raise Conflict(f"payment {payment_id} has already run; nothing left to cancel")
+            conn.execute(
+                update(t.payments)
+                .where(t.payments.c.id == payment_id)
+                .values(state=PaymentState.CANCELLED.value, next_due_at=None, updated_at=now)
+            )
+            cancelled = []
+            for row in rows:
+                occ = _occurrence_from(row)
+                if self._cas(conn, occ, S.CANCELLED, now, reason, finished=True):
+                    cancelled.append(occ)
+            return cancelled
+
+    # -- scheduler --------------------------------------------------------------------------
+
+    def materialize_due(
+        self, now: datetime, horizon: datetime, payment_ids: Sequence[int] | None = None,
+        limit: int = 1000,
+    ) -> list[Occurrence]:  # fmt: skip
+        """Create the occurrences of every active payment due at or before `horizon`.
+
+        One transaction. Idempotent and safe under concurrent schedulers: occurrences are unique
+        per (payment, due time) and `next_due_at` only advances by compare-and-set. Returns the
+        occurrences this call created, in due order.
+        """
+        created: list[Occurrence] = []
+        with self.engine.begin() as conn:
+            query = (
+                select(t.payments.c.id, t.payments.c.next_due_at, t.payments.c.cron,
+                       t.payments.c.timezone)
+                .where(t.payments.c.next_due_at <= horizon)
+                .where(t.payments.c.state == PaymentState.ACTIVE.value)
+                .order_by(t.payments.c.next_due_at)
+                .limit(limit)
+            )  # fmt: skip
+            if payment_ids is not None:
+                query = query.where(t.payments.c.id.in_(list(payment_ids)))
+            for pid, due, cron, tz in conn.execute(query).all():
+                next_due = due
+                count = 0
+                while next_due is not None and next_due <= horizon and count < limit:
+                    occ = self._insert_occurrence(conn, pid, next_due, now)
+                    if occ is not None:
+                        created.append(occ)
+                    next_due = next_cron(cron, next_due, tz) if cron else None
+                    count += 1
+                values: dict[str, Any] = {"next_due_at": next_due, "updated_at": now}
+                if next_due is None:
+                    values["state"] = PaymentState.DONE.value
+                conn.execute(
+                    update(t.payments)
+                    .where(t.payments.c.id == pid)
+                    .where(t.payments.c.next_due_at == due)
+                    .where(t.payments.c.state == PaymentState.ACTIVE.value)
+                    .values(**values)
+                )
+        created.sort(key=lambda o: (o.due_at, o.id))
+        return created
+
+    def _insert_occurrence(
+        self, conn: Connection, payment_id: int, due_at: datetime, now: datetime
+    ) -> Occurrence | None:
+        key = occurrence_key(payment_id, to_ms(due_at))
+        result = conn.execute(
+            self._insert_ignore(t.occurrences, ["payment_id", "due_at"]).values(
+                payment_id=payment_id, due_at=due_at, key=key, state=S.SCHEDULED.value,
+                attempts=0, fence=0, created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+        if result.rowcount != 1:
+            return None  # another scheduler created it first
+        row = conn.execute(select(t.occurrences).where(t.occurrences.c.key == key)).one()
+        occ = _occurrence_from(row)
+        self._record(conn, occ.id, now, None, S.SCHEDULED, 0, None)
+        return occ
+
+    def mark_queued(self, occurrence_ids: Iterable[int], now: datetime) -> int:
+        """scheduled -> queued for occurrences whose job is now in the queue."""
+        ids = list(occurrence_ids)
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                update(t.occurrences)
+                .where(t.occurrences.c.id.in_(ids))
+                .where(t.occurrences.c.state == S.SCHEDULED.value)
+                .values(state=S.QUEUED.value, updated_at=now)
+                .returning(t.occurrences.c.id, t.occurrences.c.attempts)
+            ).all()
+            if rows:
+                conn.execute(
+                    insert(t.transitions),
+                    [
+                        dict(occurrence_id=r[0], at=now, from_state=S.SCHEDULED.value,
+                             to_state=S.QUEUED.value, attempt=r[1], reason=None)
+                        for r in rows
+                    ],
+                )  # fmt: skip
+            return len(rows)
+
+    def pending_occurrences(
+        self, horizon: datetime, updated_before: datetime | None = None, limit: int = 10_000
+    ) -> list[Occurrence]:
+        """Non-final occurrences due by `horizon` (reconcile's input), earliest first."""
+        query = (
+            select(t.occurrences)
+            .where(t.occurrences.c.state.in_([s.value for s in PENDING_STATES]))
+            .where(t.occurrences.c.due_at <= horizon)
+            .order_by(t.occurrences.c.due_at)
+            .limit(limit)
+        )
+        if updated_before is not None:
+            query = query.where(t.occurrences.c.updated_at <= updated_before)
+        with self.engine.connect() as conn:
+            return [_occurrence_from(r) for r in conn.execute(query)]
+
+    # -- worker -----------------------------------------------------------------------------
+
+    def claim(self, occurrence_id: int, now: datetime) -> Claim | None:
+        """Take the occurrence for execution (bumping the fence), or None if it is final/gone."""
+        with self.engine.begin() as conn:
+            occ = self._occurrence_for_update(conn, occurrence_id)
+            if occ is None or occ.state in FINAL_STATES:
+                return None
+            attempt = occ.attempts + 1
+            reason = "taken over after its worker stalled" if occ.state == S.EXECUTING else None
+            if not self._cas(conn, occ, S.EXECUTING, now, reason, attempts=attempt):
+                return None
+            claimed = self._occurrence(conn, occurrence_id)
+            payment = self._payment(conn, occ.payment_id)
+            return Claim(claimed, payment, claimed.fence, attempt)
+
+    def settle_transfer(self, claim: Claim, now: datetime) -> bool:
+        """Move the money and mark the occurrence succeeded in ONE transaction.
+
+        Returns False (and moves nothing) when the claim lost its fence: someone else holds or
+        finished the occurrence. Raises a PermanentError for insufficient funds, unknown accounts
+        or a currency mismatch; the transaction is then rolled back whole.
+        """
+        payment = claim.payment
+        with self.engine.begin() as conn:
+            occ = self._occurrence_for_update(conn, claim.occurrence.id)
+            if occ is None or occ.state != S.EXECUTING or occ.fence != claim.fence:
+                return False
+            payer = conn.execute(
+                select(t.accounts).where(t.accounts.c.id == _payer_id(conn, payment.id))
+                .with_for_update()
+            ).first()  # fmt: skip
+            payee = conn.execute(
+                select(t.accounts).where(t.accounts.c.id == _payee_id(conn, payment.id))
+            ).first()
+            if payer is None or payee is None:
+                raise UnknownAccount("payer or payee account no longer exists")
+            if payer.currency != payment.currency or payee.currency != payment.currency:
+                raise CurrencyMismatch(
+                    f"payment is {payment.currency}, accounts hold {payer.currency}/{payee.currency}"
+                )
+            # The balance check and the debit are one statement, so no concurrent payment can
+            # slip between them.
+            debited = conn.execute(
+                update(t.accounts)
+                .where(t.accounts.c.id == payer.id)
+                .where(t.accounts.c.balance >= payment.amount)
+                .values(balance=t.accounts.c.balance - payment.amount)
+            ).rowcount
+            if debited != 1:
+                raise InsufficientFunds(f"insufficient funds in {payer.name!r}")
+            conn.execute(
+                update(t.accounts)
+                .where(t.accounts.c.id == payee.id)
+                .values(balance=t.accounts.c.balance + payment.amount)
+            )
+            conn.execute(
+                insert(t.ledger_entries),
+                [
+                    dict(transfer_id=occ.key, account_id=payer.id, amount=-payment.amount,
+                         occurrence_id=occ.id, created_at=now),
+                    dict(transfer_id=occ.key, account_id=payee.id, amount=payment.amount,
+                         occurrence_id=occ.id, created_at=now),
+                ],
+            )  # fmt: skip
+            return self._cas(conn, occ, S.SUCCEEDED, now, None, finished=True, fence=claim.fence)
+
+    def finish(
+        self, claim: Claim, target: OccurrenceState, now: datetime, reason: str | None
+    ) -> bool:
+        """executing -> succeeded | retrying | failed, only while the claim's fence is current."""
+        with self.engine.begin() as conn:
+            occ = self._occurrence_for_update(conn, claim.occurrence.id)
+            if occ is None or occ.state != S.EXECUTING or occ.fence != claim.fence:
+                return False
+            final = target in FINAL_STATES
+            return self._cas(conn, occ, target, now, reason, finished=final, fence=claim.fence)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_occurrence(self, occurrence_id: int) -> Occurrence:
+        with self.engine.connect() as conn:
+            return self._occurrence(conn, occurrence_id)
+
+    def occurrences_of(self, payment_id: int) -> list[Occurrence]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.occurrences)
+                .where(t.occurrences.c.payment_id == payment_id)
+                .order_by(t.occurrences.c.due_at)
+            )
+            return [_occurrence_from(r) for r in rows]
+
+    def transitions_of(self, occurrence_ids: Sequence[int]) -> list[Transition]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.transitions)
+                .where(t.transitions.c.occurrence_id.in_(list(occurrence_ids)))
+                .order_by(t.transitions.c.id)
+            )
+            return [
+                Transition(
+                    occurrence_id=r.occurrence_id, at=r.at,
+                    from_state=S(r.from_state) if r.from_state else None,
+                    to_state=S(r.to_state), attempt=r.attempt, reason=r.reason,
+                )
+                for r in rows
+            ]  # fmt: skip
+
+    def occurrence_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.occurrences.c.state, func.count()).group_by(t.occurrences.c.state)
+            )
+            counts = {s.value: 0 for s in OccurrenceState}
+            counts.update({state: int(n) for state, n in rows})
+            return counts
+
+    def all_occurrences(self, payment_ids: Sequence[int] | None = None) -> list[Occurrence]:
+        query = select(t.occurrences).order_by(t.occurrences.c.due_at)
+        if payment_ids is not None:
+            query = query.where(t.occurrences.c.payment_id.in_(list(payment_ids)))
+        with self.engine.connect() as conn:
+            return [_occurrence_from(r) for r in conn.execute(query)]
+
+    def succeeded_transfer_count(self) -> int:
+        with self.engine.connect() as conn:
+            n = conn.execute(
+                select(func.count(func.distinct(t.ledger_entries.c.occurrence_id)))
+            ).scalar_one()
+            return int(n)
+
+    def ledger_report(self) -> LedgerReport:
+        """Double-entry checks: every transfer sums to zero, every balance equals its entries,
+        and each succeeded occurrence moved money exactly once."""
+        problems: list[str] = []
+        with self.engine.connect() as conn:
+            unbalanced = conn.execute(
+                select(t.ledger_entries.c.transfer_id, func.sum(t.ledger_entries.c.amount))
+                .group_by(t.ledger_entries.c.transfer_id)
+                .having(func.sum(t.ledger_entries.c.amount) != 0)
+            ).all()
+            problems += [f"transfer {tid} sums to {total}" for tid, total in unbalanced]
+            sums = (
+                select(t.ledger_entries.c.account_id, func.sum(t.ledger_entries.c.amount).label("s"))
+                .group_by(t.ledger_entries.c.account_id)
+                .subquery()
+            )
+            mismatched = conn.execute(
+                select(t.accounts.c.name, t.accounts.c.balance, sums.c.s)
+                .select_from(t.accounts.outerjoin(sums, sums.c.account_id == t.accounts.c.id))
+                .where(t.accounts.c.balance != func.coalesce(sums.c.s, 0))
+            ).all()
+            problems += [f"account {n} balance {b} != entries {s}" for n, b, s in mismatched]
+            succeeded = conn.execute(
+                select(func.count()).where(t.occurrences.c.state == S.SUCCEEDED.value)
+            ).scalar_one()
+            with_entries = conn.execute(
+                select(func.count(func.distinct(t.ledger_entries.c.occurrence_id)))
+            ).scalar_one()
+            if succeeded != with_entries:
+                problems.append(f"{succeeded} succeeded occurrences but {with_entries} transfers")
+        return LedgerReport(balanced=not problems, problems=problems)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _insert_ignore(self, table: Any, conflict_columns: list[str]) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+
+    def _occurrence(self, conn: Connection, occurrence_id: int) -> Occurrence:
+        row = conn.execute(select(t.occurrences).where(t.occurrences.c.id == occurrence_id)).first()
+        if row is None:
+            raise NotFound(f"no occurrence with id {occurrence_id}")
+        return _occurrence_from(row)
+
+    def _occurrence_for_update(self, conn: Connection, occurrence_id: int) -> Occurrence | None:
+        row = conn.execute(
+            select(t.occurrences).where(t.occurrences.c.id == occurrence_id).with_for_update()
+        ).first()
+        return _occurrence_from(row) if row else None
+
+    def _cas(
+        self,
+        conn: Connection,
+        occ: Occurrence,
+        target: OccurrenceState,
+        now: datetime,
+        reason: str | None,
+        *,
+        finished: bool = False,
+        attempts: int | None = None,
+        fence: int | None = None,
+    ) -> bool:
+        """Compare-and-set one occurrence from its observed state to `target`, with history."""
+        if not can_transition(occ.state, target):
+            return False
+        values: dict[str, Any] = {"state": target.value, "updated_at": now}
+        if reason is not None or target in FINAL_STATES:
+            values["reason"] = reason
+        if finished:
+            values["finished_at"] = now
+        if attempts is not None:
+            values["attempts"] = attempts
+            values["fence"] = occ.fence + 1
+            values["started_at"] = occ.started_at or now
+        conditions = [t.occurrences.c.id == occ.id, t.occurrences.c.state == occ.state.value]
+        if fence is not None:
+            conditions.append(t.occurrences.c.fence == fence)
+        done = conn.execute(update(t.occurrences).where(and_(*conditions)).values(**values))
+        if done.rowcount != 1:
+            return False
+        attempt = attempts if attempts is not None else occ.attempts
+        self._record(conn, occ.id, now, occ.state, target, attempt, reason)
+        return True
+
+    def _record(
+        self, conn: Connection, occurrence_id: int, now: datetime,
+        source: OccurrenceState | None, target: OccurrenceState, attempt: int, reason: str | None,
+    ) -> None:  # fmt: skip
+        conn.execute(
+            insert(t.transitions).values(
+                occurrence_id=occurrence_id, at=now,
+                from_state=source.value if source else None, to_state=target.value,
+                attempt=attempt, reason=reason,
+            )
+        )  # fmt: skip
+
+
+def _payer_id(conn: Connection, payment_id: int) -> int:
+    return int(
+        conn.execute(
+            select(t.payments.c.payer_id).where(t.payments.c.id == payment_id)
+        ).scalar_one()
+    )
+
+
+def _payee_id(conn: Connection, payment_id: int) -> int:
+    return int(
+        conn.execute(
+            select(t.payments.c.payee_id).where(t.payments.c.id == payment_id)
+        ).scalar_one()
+    )
+
+
+def _payment_select() -> Any:
+    payer = t.accounts.alias("payer")
+    payee = t.accounts.alias("payee")
+    return select(
+        t.payments, payer.c.name.label("payer_name"), payee.c.name.label("payee_name")
+    ).select_from(
+        t.payments.join(payer, payer.c.id == t.payments.c.payer_id).join(
+            payee, payee.c.id == t.payments.c.payee_id
+        )
+    )
+
+
+def _payment_from(row: Row[Any]) -> Payment:
+    return Payment(
+        id=row.id, payer=row.payer_name, payee=row.payee_name, amount=int(row.amount),
+        currency=row.currency, state=PaymentState(row.state), due_at=row.due_at, cron=row.cron,
+        timezone=row.timezone, next_due_at=row.next_due_at, memo=row.memo,
+        created_at=row.created_at,
+    )  # fmt: skip
+
+
+def _occurrence_from(row: Row[Any]) -> Occurrence:
+    return Occurrence(
+        id=row.id, payment_id=row.payment_id, key=row.key, due_at=row.due_at,
+        state=OccurrenceState(row.state), attempts=row.attempts, fence=row.fence,
+        reason=row.reason, started_at=row.started_at, finished_at=row.finished_at,
+    )  # fmt: skip
+
+
+def _account_from(row: Row[Any]) -> Account:
+    return Account(id=row.id, name=row.name, currency=row.currency, balance=int(row.balance))
+
+
+def _short(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]

@@ -1,0 +1,137 @@
+"""Table definitions. Alembic migrations in migrations/versions must produce exactly this schema
+(tests/integration/test_migrations.py compares them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on every engine.
+
+    PostgreSQL stores timestamptz; SQLite has no time zones, so values are stored as naive UTC and
+    re-tagged on the way out. Naive input is refused: its meaning would be a guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("currency", String(3), nullable=False),
+    # "user" accounts belong to people; one "external" account per currency is the other side of
+    # deposits, so that every ledger movement has two entries summing to zero.
+    Column("kind", String(10), nullable=False, server_default="user"),
+    Column("balance", BigInteger, nullable=False, server_default="0"),  # minor units
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("payer_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("payee_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),  # minor units, > 0
+    Column("currency", String(3), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("due_at", UTCDateTime, nullable=True),  # one-time payments
+    Column("cron", String(120), nullable=True),  # recurring payments
+    Column("timezone", String(64), nullable=True),
+    # The next occurrence not yet created; NULL once none remain, which keeps the index that the
+    # scheduler's tick walks as small as the set of payments that still have work.
+    Column("next_due_at", UTCDateTime, nullable=True),
+    Column("memo", Text, nullable=False, server_default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "next_due_at"),
+)
+
+occurrences = Table(
+    "occurrences",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("payment_id", Integer, ForeignKey("payments.id"), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("key", String(80), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # Incremented by every claim; only the holder of the current fence may settle.
+    Column("fence", Integer, nullable=False, server_default="0"),
+    Column("reason", Text, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),  # first claim: lateness = started - due
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("payment_id", "due_at"),
+    Index(None, "state", "due_at"),
+)
+
+transitions = Table(
+    "transitions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("occurrence_id", Integer, ForeignKey("occurrences.id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("reason", Text, nullable=True),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("transfer_id", String(80), nullable=False, index=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),  # signed minor units; a transfer sums to zero
+    Column("occurrence_id", Integer, ForeignKey("occurrences.id"), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    # The last line of defence for "exactly once": one occurrence can touch an account once.
+    UniqueConstraint("occurrence_id", "account_id"),
+)

@@ -1,0 +1,150 @@
+"""`paysched demo`: about 50 payments over about 20 seconds, with permanent failures and
+transient ones, on a fresh demo database; ends with a summary and a ledger check."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+import time
+from datetime import timedelta
+from statistics import quantiles
+from typing import Any
+
+from paysched.app import App
+from paysched.config import Settings
+from paysched.domain import FINAL_STATES, OccurrenceState
+from paysched.executors.flaky import FlakyExecutor, memo_failures
+from paysched.executors.ledger import LedgerExecutor
+from paysched.views import lateness_ms
+
+log = logging.getLogger("paysched.demo")
+S = OccurrenceState
+
+
+def demo_settings(base: Settings) -> Settings:
+    """The demo keeps the user's Redis choice but never touches their data: its own SQLite file
+    and its own queue, with short retry delays so retries finish within the run."""
+    db_path = base.data_dir / "demo.db"
+    for suffix in ("", "-wal", "-shm"):
+        db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+    return base.with_overrides(
+        database_url=f"sqlite:///{db_path}",
+        queue_name=f"{base.queue_name}-demo",
+        tick_cron="*/2 * * * * *",
+        lookahead=timedelta(minutes=1),
+        backoff_ms=500,
+        lock_ms=10_000,
+        concurrency=max(base.concurrency, 3),
+    )
+
+
+def percentile(values: list[int], p: int) -> int:
+    if not values:
+        return 0
+    if len(values) == 1:
+        return values[0]
+    return round(quantiles(values, n=100, method="inclusive")[p - 1])
+
+
+async def _demo(cfg: Settings, count: int, seconds: float, quiet: bool) -> dict[str, Any]:
+    rng = random.Random(7)
+    app = await App.open(
+        cfg,
+        executor_factory=lambda a: FlakyExecutor(
+            LedgerExecutor(a.store, a.clock, a.pool), memo_failures
+        ),
+    )
+    assert app.queue is not None
+    try:
+        await app.queue.obliterate()
+        now = app.clock.now()
+        deposits = {"alice": 1_000_000, "bob": 500_000, "carol": 1_000}  # minor units
+        for name in ("alice", "bob", "carol", "dave"):
+            await app.db(app.store.create_account, name, "USD", now)
+            if name in deposits:
+                await app.db(app.store.deposit, name, deposits[name], now)
+        start = app.clock.now()
+        payment_ids = []
+        for i in range(count):
+            due = start + timedelta(seconds=1 + seconds * i / count)
+            if i % 12 == 5:  # carol cannot afford these: permanent failure, no retry
+                payer, payee, amount, memo = "carol", "dave", 50_000, "rent"
+            else:
+                payer, payee = rng.sample(["alice", "bob"], 1)[0], rng.choice(["carol", "dave"])
+                amount = rng.randrange(100, 5_000)
+                memo = f"flaky:{1 + i % 2}" if i % 9 == 3 else "invoice"
+            payment = await app.create_payment(
+                payer=payer, payee=payee, amount=amount, currency="USD", due_at=due, cron=None,
+                timezone=None, memo=memo,
+            )  # fmt: skip
+            payment_ids.append(payment.id)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(app.run(stop))
+        began = time.monotonic()
+        deadline = began + seconds + 60
+        occs = []
+        while time.monotonic() < deadline:
+            occs = await app.db(app.store.all_occurrences, payment_ids)
+            counts = {s: sum(1 for o in occs if o.state == s) for s in OccurrenceState}
+            final = sum(counts[s] for s in FINAL_STATES)
+            line = (
+                f"\r[{time.monotonic() - began:5.1f}s] succeeded {counts[S.SUCCEEDED]:>3}  "
+                f"failed {counts[S.FAILED]:>3}  retrying {counts[S.RETRYING]:>3}  "
+                f"executing {counts[S.EXECUTING]:>3}  waiting "
+                f"{counts[S.QUEUED] + counts[S.SCHEDULED]:>3}  / {len(payment_ids)}"
+            )
+            print(line, end="", file=sys.stderr, flush=True)
+            if occs and final == len(occs) and len(occs) == len(payment_ids):
+                break
+            await asyncio.sleep(0.25)
+        print(file=sys.stderr)
+        stop.set()
+        await runner
+        occs = await app.db(app.store.all_occurrences, payment_ids)
+        ledger = await app.db(app.store.ledger_report)
+        accounts = await app.db(app.store.list_accounts)
+        conserved = sum(a.balance for a in accounts) == sum(deposits.values())
+        late = sorted(v for o in occs if (v := lateness_ms(o)) is not None)
+        summary = {
+            "payments": len(payment_ids),
+            "succeeded": sum(1 for o in occs if o.state == S.SUCCEEDED),
+            "failed": sum(1 for o in occs if o.state == S.FAILED),
+            "retried": sum(1 for o in occs if o.attempts > 1),
+            "unfinished": sum(1 for o in occs if o.state not in FINAL_STATES),
+            "lateness_ms": {
+                "p50": percentile(late, 50), "p95": percentile(late, 95),
+                "max": late[-1] if late else 0,
+            },
+            "ledger_balanced": ledger.balanced and conserved,
+            "ledger_problems": ledger.problems,
+            "redis": "embedded" if app.embedded else "external",
+        }  # fmt: skip
+        await app.queue.obliterate()
+        return summary
+    finally:
+        await app.close()
+
+
+def run_demo(base: Settings, count: int, seconds: float, quiet: bool) -> dict[str, Any]:
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )  # fmt: skip
+    if not quiet:
+        logging.getLogger("paysched.app").setLevel(logging.INFO)
+        logging.getLogger("paysched.redis").setLevel(logging.INFO)
+    cfg = demo_settings(base)
+    summary = asyncio.run(_demo(cfg, count, seconds, quiet))
+    if not quiet:
+        lat = summary["lateness_ms"]
+        print(
+            f"\n{summary['payments']} payments: {summary['succeeded']} succeeded, "
+            f"{summary['failed']} failed, {summary['retried']} retried, "
+            f"{summary['unfinished']} unfinished\n"
+            f"start lateness: p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms\n"
+            f"ledger balanced: {'yes' if summary['ledger_balanced'] else 'NO'}"
+            + "".join(f"\n  {p}" for p in summary["ledger_problems"])
+        )
+    return summary

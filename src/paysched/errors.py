@@ -1,0 +1,75 @@
+"""Every error paysched raises on purpose.
+
+::
+
+    PayschedError
+    ├── ConfigError            a setting is missing or malformed (names the variable)
+    ├── InvalidInput           a user-supplied value is malformed (names the field)
+    ├── NotFound               an account, payment or occurrence does not exist
+    ├── Conflict               the request contradicts current state (e.g. cancel a finished payment)
+    ├── BackendUnavailable     Redis or the database does not answer
+    └── ExecutionError         raised by executors; decides retry vs. fail
+        ├── RetryableError     timeout, 5xx, connection loss: retried with backoff
+        └── PermanentError     retrying cannot help: failed at once
+            ├── InsufficientFunds
+            ├── UnknownAccount
+            └── CurrencyMismatch
+
+The message of each instance is meant for people: the CLI prints it as one line.
+"""
+
+from __future__ import annotations
+
+
+class PayschedError(Exception):
+    """Base class of every paysched error."""
+
+
+class ConfigError(PayschedError):
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class InvalidInput(PayschedError):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(PayschedError):
+    pass
+
+
+class Conflict(PayschedError):
+    pass
+
+
+class BackendUnavailable(PayschedError):
+    pass
+
+
+class ExecutionError(PayschedError):
+    """Raised by an executor. Subclasses say whether a retry can help."""
+
+
+class RetryableError(ExecutionError):
+    """The outcome is unknown or the failure is transient: try again with the same key."""
+
+
+class PermanentError(ExecutionError):
+    """Retrying cannot succeed: the occurrence fails at once."""
+
+
+class InsufficientFunds(PermanentError):
+    pass
+
+
+class UnknownAccount(PermanentError):
+    pass
+
+
+class CurrencyMismatch(PermanentError):
+    pass

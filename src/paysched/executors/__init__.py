@@ -1,0 +1,1 @@
+"""Executors carry out a payment: the ledger (default), later HTTP providers or user code."""

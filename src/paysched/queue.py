@@ -1,0 +1,280 @@
+"""The only module that talks to BullMQ: enqueue, remove, counts, workers and reconcile probes.
+
+Job id = occurrence key, so enqueueing the same occurrence twice is a no-op in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bullmq import Job, Queue, UnrecoverableError, Worker
+
+from paysched.clock import to_ms
+from paysched.domain import Occurrence
+
+log = logging.getLogger("paysched.queue")
+
+JOB_NAME = "payment"
+# BullMQ priorities run from 1 (first) to 2**21 - 1.
+_MAX_PRIORITY = 2**21 - 1
+QUEUE_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
+
+Processor = Callable[[Job, str], Awaitable[Any]]
+
+
+def priority_for(due_at: datetime) -> int:
+    """Earlier due -> smaller number -> served first, also for retries and backlogs.
+
+    Minutes since the epoch, folded into BullMQ's 21-bit range: the order is exact within any
+    ~4-year span (2**21 minutes); jobs due in the same minute keep their enqueue order.
+    """
+    return 1 + (to_ms(due_at) // 60_000) % (_MAX_PRIORITY - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with proportional jitter: base * 2**(n-1) * U(1 - j, 1 + j)."""
+
+    base_ms: int
+    jitter: float
+    rng: random.Random
+
+    def delay_ms(self, attempts_made: int) -> int:
+        raw = self.base_ms * 2 ** max(attempts_made - 1, 0)
+        factor = 1.0 + self.jitter * (2.0 * self.rng.random() - 1.0)
+        return max(1, round(raw * factor))
+
+    def bounds_ms(self, attempts_made: int) -> tuple[int, int]:
+        raw = self.base_ms * 2 ** max(attempts_made - 1, 0)
+        return max(1, int(raw * (1 - self.jitter))), round(raw * (1 + self.jitter)) + 1
+
+
+class RetryLater(Exception):
+    """Raised from the processor to have BullMQ retry after exactly `delay_ms`."""
+
+    def __init__(self, message: str, delay_ms: int) -> None:
+        super().__init__(message)
+        self.delay_ms = delay_ms
+
+
+class GiveUp(UnrecoverableError):  # type: ignore[misc]
+    """Raised from the processor for a failure that must not be retried."""
+
+
+def _backoff_strategy(attempts_made: int, _type: str, err: Any, _job: Any) -> int:
+    # The processor already decided the delay (and recorded it in the database).
+    if isinstance(err, RetryLater):
+        return err.delay_ms
+    return 1000
+
+
+class PaymentQueue:
+    def __init__(
+        self,
+        redis_url: str,
+        name: str,
+        prefix: str,
+        attempts: int,
+        backoff: Backoff,
+        keep_completed: int = 10_000,
+    ) -> None:
+        self.redis_url = redis_url
+        self.name = name
+        self.prefix = prefix
+        self.attempts = attempts
+        self.backoff = backoff
+        self.keep_completed = keep_completed
+        self._queue = Queue(name, {"connection": redis_url, "prefix": prefix})
+
+    @property
+    def redis(self) -> Any:
+        """The queue's redis-py asyncio client (for probes and tests)."""
+        return self._queue.client
+
+    async def close(self) -> None:
+        await self._queue.close()
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def server_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self.redis.info("server")
+        return info
+
+    def _job_options(self, occ: Occurrence, now: datetime, attempts: int) -> dict[str, Any]:
+        return {
+            "jobId": occ.key,
+            # BullMQ counts the delay from the job's timestamp, which it otherwise takes at the
+            # moment of the add; pinning it to `now` makes the job due exactly at due_at however
+            # long the database work before the add took.
+            "timestamp": to_ms(now),
+            "delay": max(0, to_ms(occ.due_at) - to_ms(now)),
+            "priority": priority_for(occ.due_at),
+            "attempts": attempts,
+            "backoff": {"type": "paysched", "delay": self.backoff.base_ms},
+            # Completed jobs stay a day (bounded by count) so a late duplicate enqueue still
+            # dedups against them; the database, not Redis, is the record of what happened.
+            "removeOnComplete": {"age": 86_400, "count": self.keep_completed},
+            "removeOnFail": {"age": 7 * 86_400},
+        }
+
+    async def enqueue(
+        self, occurrences: Sequence[Occurrence], now: datetime, attempts: int | None = None
+    ) -> None:
+        """Add one job per occurrence; jobs that already exist are left untouched (dedup)."""
+        if not occurrences:
+            return
+        jobs = []
+        for occ in occurrences:
+            remaining = attempts or max(1, self.attempts - occ.attempts)
+            jobs.append(
+                {
+                    "name": JOB_NAME,
+                    "data": {"occurrence_id": occ.id, "payment_id": occ.payment_id,
+                             "due_at_ms": to_ms(occ.due_at)},
+                    "opts": self._job_options(occ, now, remaining),
+                }
+            )  # fmt: skip
+        for start in range(0, len(jobs), 500):
+            await self._queue.addBulk(jobs[start : start + 500])
+        for occ, job in zip(occurrences, jobs, strict=True):
+            log.info(
+                "added payment #%s to queue (job id %s, delay %sms)",
+                occ.payment_id, occ.key, job["opts"]["delay"],
+            )  # fmt: skip
+
+    async def remove(self, job_id: str) -> bool:
+        """Remove a job that is not being processed. False when it is active (locked)."""
+        removed = await self._queue.remove(job_id)
+        return bool(removed)
+
+    async def job_states(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """'missing' | 'waiting' | 'active' | 'delayed' | 'prioritized' | 'completed' | 'failed'."""
+        states: dict[str, str] = {}
+        for job_id in job_ids:
+            state = await self._queue.getJobState(job_id)
+            states[job_id] = "missing" if state in (None, "unknown") else str(state)
+        return states
+
+    async def existing(self, job_ids: Sequence[str]) -> set[str]:
+        """The subset of job ids whose job hash exists in Redis (one pipelined round trip)."""
+        if not job_ids:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(self._queue.toKey(job_id))
+        found = await pipe.execute()
+        return {job_id for job_id, n in zip(job_ids, found, strict=True) if n}
+
+    async def finished(self, job_ids: Sequence[str]) -> set[str]:
+        """The subset of job ids that sit in the completed or failed set."""
+        if not job_ids:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.zscore(self._queue.toKey("completed"), job_id)
+            pipe.zscore(self._queue.toKey("failed"), job_id)
+        scores = await pipe.execute()
+        return {
+            job_id
+            for i, job_id in enumerate(job_ids)
+            if scores[2 * i] is not None or scores[2 * i + 1] is not None
+        }
+
+    async def counts(self) -> dict[str, int]:
+        raw = await self._queue.getJobCounts(*QUEUE_STATES)
+        counts = {state: int(raw.get(state, 0)) for state in QUEUE_STATES}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    async def obliterate(self) -> None:
+        await self._queue.obliterate(force=True)
+
+    async def get_progress(self, job_id: str) -> Any:
+        job = await self._queue.getJob(job_id)
+        return None if job is None else job.progress
+
+    async def start_worker(self, processor: Processor, concurrency: int, lock_ms: int) -> Worker:
+        worker = Worker(
+            self.name,
+            processor,
+            {
+                "connection": self.redis_url,
+                "prefix": self.prefix,
+                "concurrency": concurrency,
+                "lockDuration": lock_ms,
+                "stalledInterval": lock_ms,
+                "maxStalledCount": 3,
+                "autorun": False,
+                "settings": {"backoffStrategy": _backoff_strategy},
+            },
+        )
+        # bullmq 3.4.4 rounds the blocking wait up to whole seconds until the blocking
+        # connection has read the server version (capabilities default to "cannot block for
+        # fractions"). Reading it before run() gives millisecond-precise promotion of delayed
+        # jobs; bench/lateness.py measures it.
+        blocking = worker.backend.blocking_connection
+        if blocking is not None:
+            await blocking.getRedisVersion()
+        return worker
+
+
+class DelayWaker:
+    """Wakes blocked workers the moment the next delayed job falls due.
+
+    A BullMQ worker waits for delayed jobs with a blocking pop whose timeout Redis only checks
+    on its `hz` timer (10 times a second by default), so delayed jobs start up to ~100 ms late.
+    At each delayed job's due time this task adds the queue's wake-up marker, the same signal
+    BullMQ itself sends when a job is added, so the worker promotes the job within a millisecond
+    or two. Measured by bench/lateness.py.
+    """
+
+    def __init__(self, queue: PaymentQueue, max_sleep_s: float = 1.0) -> None:
+        self._redis = queue.redis
+        self._delayed_key = queue._queue.toKey("delayed")
+        self._marker_key = queue._queue.toKey("marker")
+        self._max_sleep_s = max_sleep_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        last_woken = -1
+        while True:
+            try:
+                head = await self._redis.zrange(self._delayed_key, 0, 0, withscores=True)
+                if not head:
+                    await asyncio.sleep(min(0.05, self._max_sleep_s))
+                    continue
+                # BullMQ scores delayed jobs as timestamp * 4096 + a 12-bit counter.
+                due_ms = int(head[0][1]) >> 12
+                wait_s = due_ms / 1000 - time.time()
+                if wait_s > 0:
+                    await asyncio.sleep(min(wait_s, self._max_sleep_s))
+                    continue
+                if due_ms != last_woken:
+                    await self._redis.zadd(self._marker_key, {"0": 0})
+                    last_woken = due_ms
+                # The worker promotes the job within a few ms; look again shortly after.
+                await asyncio.sleep(0.002)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the worker's own timeouts still apply
+                log.debug("delay waker: %s", exc)
+                await asyncio.sleep(self._max_sleep_s)

@@ -1,0 +1,134 @@
+"""The scheduler: discover due payments, create their occurrences, enqueue, reconcile.
+
+Its tick runs on a cron (every minute at :00 by default, as in the seed) but it is a safety net,
+not the clock: everything due within the look-ahead window is enqueued as a delayed job, and a
+payment created inside the window is enqueued at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import ParamSpec, TypeVar
+
+from croniter import croniter
+
+from paysched.clock import Clock
+from paysched.db.store import Store
+from paysched.domain import OccurrenceState
+from paysched.queue import PaymentQueue
+
+log = logging.getLogger("paysched.scheduler")
+P = ParamSpec("P")
+R = TypeVar("R")
+S = OccurrenceState
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    created: int
+    reconciled: int
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        queue: PaymentQueue,
+        clock: Clock,
+        lookahead: timedelta,
+        tick_cron: str,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.clock = clock
+        self.lookahead = lookahead
+        self.tick_cron = tick_cron
+        self.pool = pool
+
+    async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+    async def tick(self) -> TickResult:
+        now = self.clock.now()
+        created = await self._materialize(now, None)
+        reconciled = await self.reconcile(now)
+        return TickResult(created=created, reconciled=reconciled)
+
+    async def schedule_now(self, payment_ids: Sequence[int]) -> int:
+        """Enqueue at once what these (new or changed) payments have due within the window."""
+        return await self._materialize(self.clock.now(), payment_ids)
+
+    async def _materialize(self, now: datetime, payment_ids: Sequence[int] | None) -> int:
+        horizon = now + self.lookahead
+        total = 0
+        while True:
+            created = await self._db(self.store.materialize_due, now, horizon, payment_ids)
+            if not created:
+                break
+            log.info("found %s payment(s) due for execution", len(created))
+            # Committed first, enqueued second: a crash in between leaves `scheduled` rows that
+            # the next reconcile enqueues, never a job without its row.
+            await self.queue.enqueue(created, now)
+            await self._db(self.store.mark_queued, [o.id for o in created], now)
+            total += len(created)
+        return total
+
+    async def reconcile(self, now: datetime) -> int:
+        """Re-enqueue every occurrence the database holds as pending but Redis has lost.
+
+        Covers Redis restarts without persistence, FLUSHALL, eviction, and a scheduler that died
+        between commit and enqueue. Returns how many jobs were re-created.
+        """
+        pending = await self._db(self.store.pending_occurrences, now + self.lookahead)
+        if not pending:
+            return 0
+        keys = [o.key for o in pending]
+        existing = await self.queue.existing(keys)
+        finished = await self.queue.finished(keys)
+        # A job that finished in Redis while the database still says pending was failed by the
+        # queue itself (e.g. stalled too often): replace it so the occurrence runs to its end.
+        stale = [o for o in pending if o.key in finished]
+        for occ in stale:
+            await self.queue.remove(occ.key)
+        lost = [o for o in pending if o.key not in existing or o.key in finished]
+        # Re-read: a worker may have finished some of these while we looked at Redis.
+        still = {o.id for o in await self._db(self.store.pending_occurrences, now + self.lookahead)}
+        lost = [o for o in lost if o.id in still]
+        if lost:
+            log.warning(
+                "reconcile: %s pending occurrence(s) missing from the queue; re-enqueueing",
+                len(lost),
+            )
+            await self.queue.enqueue(lost, now)
+        scheduled = [o.id for o in pending if o.state == S.SCHEDULED]
+        if scheduled:
+            await self._db(self.store.mark_queued, scheduled, now)
+        return len(lost)
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Tick now (to pick up any backlog), then on every cron fire until `stop` is set."""
+        log.info("scheduler started: tick %r, look-ahead %s", self.tick_cron, self.lookahead)
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("scheduler tick failed; retrying at the next tick")
+            delay = (next_fire(self.tick_cron, self.clock.now()) - self.clock.now()).total_seconds()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.01))
+            except TimeoutError:
+                pass
+        log.info("scheduler stopped")
+
+
+def next_fire(cron: str, after: datetime) -> datetime:
+    """Next tick time; a 6-field cron has seconds as its last field."""
+    nxt: datetime = croniter(cron, after.astimezone(UTC)).get_next(datetime)
+    return nxt.astimezone(UTC)

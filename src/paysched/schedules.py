@@ -1,0 +1,63 @@
+"""Scheduling maths as pure functions of an explicit time. No clock is read here."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from paysched.errors import InvalidInput
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, field: str = "duration") -> timedelta:
+    """'30s', '5m', '250ms', '2h', '1d' -> timedelta."""
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise InvalidInput(field, f"expected a duration like 30s, 5m, 250ms, 2h, got {text!r}")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def parse_instant(text: str, field: str = "at") -> datetime:
+    """An ISO-8601 timestamp that carries its offset ('2026-12-01T09:00:00+01:00' or '...Z')."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            field, f"expected ISO-8601 like 2026-12-01T09:00:00+01:00, got {text!r}"
+        ) from None
+    if value.tzinfo is None:
+        raise InvalidInput(field, f"{text!r} has no UTC offset; add one like +00:00 or Z")
+    return value.astimezone(UTC)
+
+
+def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(field, f"unknown time zone {name!r} (use an IANA name)") from None
+
+
+def validate_cron(expr: str, field: str = "cron", allow_seconds: bool = False) -> str:
+    fields = expr.split()
+    allowed = (5, 6) if allow_seconds else (5,)
+    if len(fields) not in allowed or not croniter.is_valid(expr):
+        shape = "5 or 6 fields (6th = seconds)" if allow_seconds else "5 fields"
+        raise InvalidInput(field, f"not a valid cron expression with {shape}: {expr!r}")
+    return expr
+
+
+def next_cron(expr: str, after: datetime, tz: str | None = None) -> datetime:
+    """The first time strictly after `after` matching `expr`, evaluated in time zone `tz`.
+
+    Evaluating in the payment's own zone is what makes "09:00 every Monday in Berlin" stay at
+    09:00 local across DST changes; the result is returned in UTC.
+    """
+    zone = ZoneInfo(tz) if tz else UTC
+    local = after.astimezone(zone)
+    nxt: datetime = croniter(expr, local).get_next(datetime)
+    return nxt.astimezone(UTC)

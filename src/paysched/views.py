@@ -1,0 +1,76 @@
+"""Plain-data views of domain objects for the CLI's --json output and its tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from paysched.domain import Account, Occurrence, OccurrenceState, Payment, Transition, format_amount
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds")
+
+
+def account_view(account: Account) -> dict[str, Any]:
+    return {
+        "name": account.name,
+        "currency": account.currency,
+        "balance": format_amount(account.balance, account.currency),
+    }
+
+
+def payment_view(payment: Payment) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "state": payment.state.value,
+        "from": payment.payer,
+        "to": payment.payee,
+        "amount": format_amount(payment.amount, payment.currency),
+        "currency": payment.currency,
+        "due_at": iso(payment.due_at),
+        "cron": payment.cron,
+        "timezone": payment.timezone,
+        "next_due_at": iso(payment.next_due_at),
+        "memo": payment.memo,
+        "created_at": iso(payment.created_at),
+    }
+
+
+def lateness_ms(occ: Occurrence) -> int | None:
+    if occ.started_at is None:
+        return None
+    return round((occ.started_at - occ.due_at).total_seconds() * 1000)
+
+
+def attempts_view(history: list[Transition]) -> list[dict[str, Any]]:
+    """Attempts derived from the transition history: each entry into `executing` starts one,
+    the next transition out of it ends it."""
+    attempts: list[dict[str, Any]] = []
+    for tr in history:
+        if tr.to_state == OccurrenceState.EXECUTING:
+            attempts.append(
+                {"number": tr.attempt, "started_at": iso(tr.at), "finished_at": None,
+                 "outcome": None, "reason": tr.reason}
+            )  # fmt: skip
+        elif attempts and tr.from_state == OccurrenceState.EXECUTING:
+            current = attempts[-1]
+            current.update(finished_at=iso(tr.at), outcome=tr.to_state.value, reason=tr.reason)
+    return attempts
+
+
+def occurrence_view(occ: Occurrence, history: list[Transition]) -> dict[str, Any]:
+    return {
+        "key": occ.key,
+        "due_at": iso(occ.due_at),
+        "state": occ.state.value,
+        "reason": occ.reason,
+        "lateness_ms": lateness_ms(occ),
+        "finished_at": iso(occ.finished_at),
+        "attempts": attempts_view(history),
+        "history": [
+            {"at": iso(tr.at), "from": tr.from_state.value if tr.from_state else None,
+             "to": tr.to_state.value, "attempt": tr.attempt, "reason": tr.reason}
+            for tr in history
+        ],
+    }  # fmt: skip

@@ -1,0 +1,184 @@
+"""The job processor: the occurrence state machine around an executor.
+
+Every attempt claims the occurrence in the database first (bumping its fence), so a job that the
+queue delivers twice — after a stall, a lost lock or a reconcile — finds the occurrence final or
+takes it over; the executor's settle is fenced, so money moves at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+from bullmq import Job, Worker
+from sqlalchemy.exc import DBAPIError
+
+from paysched.clock import Clock
+from paysched.db.store import Claim, Store
+from paysched.domain import OccurrenceState
+from paysched.errors import BackendUnavailable, PermanentError
+from paysched.events import Event, EventBus, EventKind
+from paysched.executors.base import Executor
+from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentQueue, RetryLater
+
+log = logging.getLogger("paysched.worker")
+S = OccurrenceState
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Claims beyond attempts + this many mean the job keeps killing or stalling its workers.
+STALL_ALLOWANCE = 3
+
+
+class CorruptJob(ValueError):
+    pass
+
+
+def occurrence_id_of(data: Any) -> int:
+    if not isinstance(data, dict):
+        raise CorruptJob(f"job data must be an object, got {type(data).__name__}")
+    value = data.get("occurrence_id")
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise CorruptJob(f"occurrence_id: expected a positive integer, got {value!r}")
+    return value
+
+
+class PaymentProcessor:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        bus: EventBus,
+        clock: Clock,
+        backoff: Backoff,
+        max_attempts: int,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.bus = bus
+        self.clock = clock
+        self.backoff = backoff
+        self.max_attempts = max_attempts
+        self.pool = pool
+
+    async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+    def _emit(self, kind: EventKind, claim: Claim, **detail: Any) -> None:
+        self.bus.emit(
+            Event(kind, self.clock.now(), claim.occurrence.key, claim.payment.id, claim.attempt,
+                  detail)
+        )  # fmt: skip
+
+    async def _progress(self, job: Job, claim: Claim, percent: int, step: str) -> None:
+        try:
+            await job.updateProgress({"percent": percent, "step": step})
+        except Exception as exc:  # progress is informative; never fail a payment over it
+            log.debug("progress update for %s failed: %s", job.id, exc)
+        self._emit(EventKind.PROGRESS, claim, progress=percent, step=step)
+
+    async def __call__(self, job: Job, token: str) -> dict[str, Any]:
+        try:
+            occurrence_id = occurrence_id_of(job.data)
+        except CorruptJob as exc:
+            log.error("job %s is corrupt and cannot run: %s", job.id, exc)
+            self.bus.emit(Event(EventKind.ERROR, self.clock.now(), str(job.id),
+                                detail={"error": f"corrupt job: {exc}"}))  # fmt: skip
+            raise GiveUp(f"corrupt job: {exc}") from None
+        try:
+            claim = await self._db(self.store.claim, occurrence_id, self.clock.now())
+        except DBAPIError as exc:
+            raise RetryLater(f"database unavailable: {exc.orig}", self.backoff.delay_ms(1)) from exc
+        if claim is None:
+            log.info("job %s: occurrence already final or gone, nothing to do", job.id)
+            return {"skipped": True}
+        log.info("processing payment job %s: payment #%s (attempt %s)", job.id,
+                 claim.payment.id, claim.attempt)  # fmt: skip
+        await self._progress(job, claim, 10, "claimed")
+
+        attempts_allowed = int(job.opts.get("attempts") or 1)
+        last_attempt = job.attemptsMade + 1 >= attempts_allowed
+        if claim.attempt > self.max_attempts + STALL_ALLOWANCE:
+            await self._fail(claim, f"gave up after {claim.attempt} claims (workers kept dying)")
+        try:
+            await self._progress(job, claim, 50, f"executing via {self.executor.name}")
+            result = await self.executor.execute(claim, claim.occurrence.key)
+        except PermanentError as exc:
+            await self._fail(claim, str(exc))
+        except (DBAPIError, BackendUnavailable) as exc:
+            await self._retry_or_fail(claim, f"database error: {exc}", last_attempt,
+                                      job.attemptsMade + 1)  # fmt: skip
+        except Exception as exc:  # retryable by type, or unexpected: both get another try
+            await self._retry_or_fail(claim, str(exc) or type(exc).__name__, last_attempt,
+                                      job.attemptsMade + 1)  # fmt: skip
+        if result.fenced_out:
+            log.warning("job %s lost its claim to another worker; not settling", job.id)
+            return {"fenced_out": True}
+        if not result.settled:
+            done = await self._db(self.store.finish, claim, S.SUCCEEDED, self.clock.now(), None)
+            if not done:
+                return {"fenced_out": True}
+        await self._progress(job, claim, 100, "succeeded")
+        self._emit(EventKind.COMPLETED, claim, reference=result.reference,
+                   amount=claim.payment.amount, currency=claim.payment.currency)  # fmt: skip
+        return {"succeeded": True, "occurrence": claim.occurrence.key}
+
+    async def _fail(self, claim: Claim, reason: str) -> NoReturn:
+        if await self._db(self.store.finish, claim, S.FAILED, self.clock.now(), reason):
+            self._emit(EventKind.FAILED, claim, reason=reason)
+        raise GiveUp(reason)
+
+    async def _retry_or_fail(
+        self, claim: Claim, reason: str, last: bool, attempt: int
+    ) -> NoReturn:
+        if last:
+            await self._fail(claim, f"{reason} (after {claim.attempt} attempts)")
+        delay = self.backoff.delay_ms(attempt)
+        if await self._db(self.store.finish, claim, S.RETRYING, self.clock.now(), reason):
+            self._emit(EventKind.RETRYING, claim, reason=reason, delay_ms=delay)
+        raise RetryLater(reason, delay)
+
+
+class WorkerPool:
+    """A BullMQ worker running PaymentProcessor with N concurrent jobs."""
+
+    def __init__(self, queue: PaymentQueue, processor: PaymentProcessor, concurrency: int,
+                 lock_ms: int) -> None:  # fmt: skip
+        self.queue = queue
+        self.processor = processor
+        self.concurrency = concurrency
+        self.lock_ms = lock_ms
+        self._worker: Worker | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._waker = DelayWaker(queue)
+
+    async def start(self) -> None:
+        self._worker = await self.queue.start_worker(self.processor, self.concurrency, self.lock_ms)
+        self._worker.on("error", lambda err, *_: log.error("queue worker error: %s", err))
+        self._task = asyncio.create_task(self._worker.run())
+        self._waker.start()
+        log.info("worker started: queue %s, concurrency %s", self.queue.name, self.concurrency)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking jobs; let active ones finish within the grace period, then force."""
+        if self._worker is None:
+            return
+        worker = self._worker
+        await self._waker.stop()
+        try:
+            await asyncio.wait_for(worker.close(), timeout=grace_s)
+        except TimeoutError:
+            log.warning("active payments did not finish within %.0fs; forcing close", grace_s)
+            await worker.close(force=True)
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        self._worker = None
+        log.info("worker stopped")
