@@ -12,15 +12,14 @@ import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
 from paysched.db.store import Store
-from paysched.domain import Occurrence, Payment, PaymentState
-from paysched.errors import BackendUnavailable, ConfigError, Conflict
+from paysched.domain import Occurrence, Payment
+from paysched.errors import BackendUnavailable, ConfigError
 from paysched.events import EventBus, log_subscriber
 from paysched.executors.base import Executor
 from paysched.executors.ledger import LedgerExecutor
@@ -188,11 +187,3 @@ class App:
 
 def default_executor(app: App) -> Executor:
     return LedgerExecutor(app.store, app.clock, app.pool)
-
-
-def is_final_payment(payment: Payment) -> bool:
-    return payment.state in (PaymentState.DONE, PaymentState.CANCELLED)
-
-
-def utc_now_text(now: datetime) -> str:
-    return now.isoformat(timespec="milliseconds")

@@ -282,7 +282,9 @@ def _parse_id(text: str) -> int:
 
 @cli.command()
 @handled
-def show(payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+def show(
+    payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
     """Show a payment, its occurrences and every attempt."""
     pid = _parse_id(payment_id)
 
@@ -303,17 +305,20 @@ def show(payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: Json
     ]
     for occ in view["occurrences"]:
         late = "" if occ["lateness_ms"] is None else f", started {occ['lateness_ms']} ms late"
-        lines.append(f"  {occ['due_at']}  {occ['state']}{late}" +
-                     (f"  ({occ['reason']})" if occ["reason"] else ""))  # fmt: skip
+        why = f"  ({occ['reason']})" if occ["reason"] else ""
+        lines.append(f"  {occ['due_at']}  {occ['state']}{late}{why}")
         for att in occ["attempts"]:
-            lines.append(f"    attempt {att['number']}: {att['outcome'] or 'running'} "
-                         f"at {att['started_at']}" + (f" - {att['reason']}" if att["reason"] else ""))  # fmt: skip
+            detail = f" - {att['reason']}" if att["reason"] else ""
+            outcome = att["outcome"] or "running"
+            lines.append(f"    attempt {att['number']}: {outcome} at {att['started_at']}{detail}")
     emit(view, as_json, "\n".join(lines))
 
 
 @cli.command()
 @handled
-def cancel(payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False) -> None:
+def cancel(
+    payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
     """Cancel a payment: none of its pending occurrences will execute."""
     pid = _parse_id(payment_id)
     cancelled = with_app(lambda app: app.cancel_payment(pid))

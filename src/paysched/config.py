@@ -57,7 +57,9 @@ class Settings:
         redis_url, explicit = _redis_url(env)
         embedded = env.get("PAYSCHED_EMBEDDED_REDIS", "auto").strip().lower()
         if embedded not in ("auto", "always", "never"):
-            raise ConfigError("PAYSCHED_EMBEDDED_REDIS", f"expected auto, always or never, got {embedded!r}")
+            raise ConfigError(
+                "PAYSCHED_EMBEDDED_REDIS", f"expected auto, always or never, got {embedded!r}"
+            )
         database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'paysched.db'}"
         if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
             raise ConfigError("DATABASE_URL", "expected a sqlite:/// or postgresql:// URL")
@@ -78,7 +80,9 @@ class Settings:
             lock_ms=_int(env, "PAYSCHED_LOCK_MS", 30_000, 1000, 3_600_000),
             shutdown_grace=_duration(env, "PAYSCHED_SHUTDOWN_GRACE", "30s"),
             keep_completed=_int(env, "PAYSCHED_KEEP_COMPLETED", 10_000, 0, 10_000_000),
-            log_level=_choice(env, "PAYSCHED_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_level=_choice(
+                env, "PAYSCHED_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
+            ),
         )
         return settings
 
@@ -153,7 +157,7 @@ def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
 def _cron(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, "").strip() or default
     try:
-        return validate_cron(raw, name, allow_seconds=True)
+        return validate_cron(raw, name, allow_seconds=True)  # 6 fields: seconds first
     except InvalidInput as exc:
         raise ConfigError(name, exc.problem) from None
 

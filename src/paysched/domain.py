@@ -23,7 +23,9 @@ class OccurrenceState(StrEnum):
 
 
 S = OccurrenceState
-FINAL_STATES: frozenset[OccurrenceState] = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.SKIPPED})
+FINAL_STATES: frozenset[OccurrenceState] = frozenset(
+    {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.SKIPPED}
+)
 PENDING_STATES: frozenset[OccurrenceState] = frozenset(
     {S.SCHEDULED, S.QUEUED, S.EXECUTING, S.RETRYING}
 )
@@ -33,7 +35,9 @@ PENDING_STATES: frozenset[OccurrenceState] = frozenset(
 ALLOWED_TRANSITIONS: dict[OccurrenceState, frozenset[OccurrenceState]] = {
     S.SCHEDULED: frozenset({S.QUEUED, S.EXECUTING, S.CANCELLED, S.SKIPPED}),
     S.QUEUED: frozenset({S.EXECUTING, S.CANCELLED, S.SKIPPED}),
-    S.EXECUTING: frozenset({S.EXECUTING, S.SUCCEEDED, S.RETRYING, S.FAILED, S.CANCELLED, S.SKIPPED}),
+    S.EXECUTING: frozenset(
+        {S.EXECUTING, S.SUCCEEDED, S.RETRYING, S.FAILED, S.CANCELLED, S.SKIPPED}
+    ),
     S.RETRYING: frozenset({S.EXECUTING, S.CANCELLED, S.SKIPPED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),

@@ -6,7 +6,7 @@
     ├── ConfigError            a setting is missing or malformed (names the variable)
     ├── InvalidInput           a user-supplied value is malformed (names the field)
     ├── NotFound               an account, payment or occurrence does not exist
-    ├── Conflict               the request contradicts current state (e.g. cancel a finished payment)
+    ├── Conflict               the request contradicts current state (cancel a finished payment)
     ├── BackendUnavailable     Redis or the database does not answer
     └── ExecutionError         raised by executors; decides retry vs. fail
         ├── RetryableError     timeout, 5xx, connection loss: retried with backoff

@@ -36,7 +36,7 @@ def priority_for(due_at: datetime) -> int:
     Minutes since the epoch, folded into BullMQ's 21-bit range: the order is exact within any
     ~4-year span (2**21 minutes); jobs due in the same minute keep their enqueue order.
     """
-    return 1 + (to_ms(due_at) // 60_000) % (_MAX_PRIORITY - 1)
+    return int(1 + (to_ms(due_at) // 60_000) % (_MAX_PRIORITY - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +48,12 @@ class Backoff:
     rng: random.Random
 
     def delay_ms(self, attempts_made: int) -> int:
-        raw = self.base_ms * 2 ** max(attempts_made - 1, 0)
+        raw = self.base_ms << max(attempts_made - 1, 0)
         factor = 1.0 + self.jitter * (2.0 * self.rng.random() - 1.0)
         return max(1, round(raw * factor))
 
     def bounds_ms(self, attempts_made: int) -> tuple[int, int]:
-        raw = self.base_ms * 2 ** max(attempts_made - 1, 0)
+        raw = self.base_ms << max(attempts_made - 1, 0)
         return max(1, int(raw * (1 - self.jitter))), round(raw * (1 + self.jitter)) + 1
 
 
@@ -132,7 +132,7 @@ class PaymentQueue:
         """Add one job per occurrence; jobs that already exist are left untouched (dedup)."""
         if not occurrences:
             return
-        jobs = []
+        jobs: list[dict[str, Any]] = []
         for occ in occurrences:
             remaining = attempts or max(1, self.attempts - occ.attempts)
             jobs.append(

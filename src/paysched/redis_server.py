@@ -9,8 +9,8 @@ and the server's own process id (INFO server) is checked so paysched never talks
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ctypes
+import fcntl
 import logging
 import os
 import signal

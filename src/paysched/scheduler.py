@@ -8,6 +8,7 @@ payment created inside the window is enqueued at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -121,14 +122,15 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler tick failed; retrying at the next tick")
             delay = (next_fire(self.tick_cron, self.clock.now()) - self.clock.now()).total_seconds()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.01))
-            except TimeoutError:
-                pass
         log.info("scheduler stopped")
 
 
 def next_fire(cron: str, after: datetime) -> datetime:
-    """Next tick time; a 6-field cron has seconds as its last field."""
-    nxt: datetime = croniter(cron, after.astimezone(UTC)).get_next(datetime)
+    """Next tick time. A 6-field cron has seconds as its FIRST field, as in node-cron (the
+    seed's scheduler): "*/5 * * * * *" is every five seconds."""
+    nxt: datetime = croniter(
+        cron, after.astimezone(UTC), second_at_beginning=len(cron.split()) == 6
+    ).get_next(datetime)
     return nxt.astimezone(UTC)

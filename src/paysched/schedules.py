@@ -45,8 +45,11 @@ def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
 def validate_cron(expr: str, field: str = "cron", allow_seconds: bool = False) -> str:
     fields = expr.split()
     allowed = (5, 6) if allow_seconds else (5,)
-    if len(fields) not in allowed or not croniter.is_valid(expr):
-        shape = "5 or 6 fields (6th = seconds)" if allow_seconds else "5 fields"
+    valid = len(fields) in allowed and croniter.is_valid(
+        expr, second_at_beginning=len(fields) == 6
+    )
+    if not valid:
+        shape = "5 or 6 fields (seconds first)" if allow_seconds else "5 fields"
         raise InvalidInput(field, f"not a valid cron expression with {shape}: {expr!r}")
     return expr
 
@@ -58,6 +61,13 @@ def next_cron(expr: str, after: datetime, tz: str | None = None) -> datetime:
     09:00 local across DST changes; the result is returned in UTC.
     """
     zone = ZoneInfo(tz) if tz else UTC
-    local = after.astimezone(zone)
-    nxt: datetime = croniter(expr, local).get_next(datetime)
-    return nxt.astimezone(UTC)
+    # Iterate over naive wall-clock times and attach the zone afterwards: croniter's own
+    # arithmetic on aware datetimes lands an hour off on DST transition days. A wall time that
+    # the zone skips (spring forward) resolves to the equivalent instant after the gap; one it
+    # repeats (fall back) runs once, at its first occurrence.
+    wall = croniter(expr, after.astimezone(zone).replace(tzinfo=None))
+    while True:
+        local: datetime = wall.get_next(datetime)
+        candidate = local.replace(tzinfo=zone).astimezone(UTC)
+        if candidate > after:
+            return candidate

@@ -133,9 +133,7 @@ class PaymentProcessor:
             self._emit(EventKind.FAILED, claim, reason=reason)
         raise GiveUp(reason)
 
-    async def _retry_or_fail(
-        self, claim: Claim, reason: str, last: bool, attempt: int
-    ) -> NoReturn:
+    async def _retry_or_fail(self, claim: Claim, reason: str, last: bool, attempt: int) -> NoReturn:
         if last:
             await self._fail(claim, f"{reason} (after {claim.attempt} attempts)")
         delay = self.backoff.delay_ms(attempt)

@@ -314,15 +314,16 @@ class Store:
         self, conn: Connection, payment_id: int, due_at: datetime, now: datetime
     ) -> Occurrence | None:
         key = occurrence_key(payment_id, to_ms(due_at))
-        result = conn.execute(
-            self._insert_ignore(t.occurrences, ["payment_id", "due_at"]).values(
+        row = conn.execute(
+            self._insert_ignore(t.occurrences, ["payment_id", "due_at"])
+            .values(
                 payment_id=payment_id, due_at=due_at, key=key, state=S.SCHEDULED.value,
                 attempts=0, fence=0, created_at=now, updated_at=now,
             )
-        )  # fmt: skip
-        if result.rowcount != 1:
+            .returning(*t.occurrences.c)
+        ).first()  # fmt: skip
+        if row is None:
             return None  # another scheduler created it first
-        row = conn.execute(select(t.occurrences).where(t.occurrences.c.key == key)).one()
         occ = _occurrence_from(row)
         self._record(conn, occ.id, now, None, S.SCHEDULED, 0, None)
         return occ
@@ -405,9 +406,8 @@ class Store:
             if payer is None or payee is None:
                 raise UnknownAccount("payer or payee account no longer exists")
             if payer.currency != payment.currency or payee.currency != payment.currency:
-                raise CurrencyMismatch(
-                    f"payment is {payment.currency}, accounts hold {payer.currency}/{payee.currency}"
-                )
+                held = f"{payer.currency}/{payee.currency}"
+                raise CurrencyMismatch(f"payment is {payment.currency}, accounts hold {held}")
             # The balance check and the debit are one statement, so no concurrent payment can
             # slip between them.
             debited = conn.execute(
@@ -511,7 +511,9 @@ class Store:
             ).all()
             problems += [f"transfer {tid} sums to {total}" for tid, total in unbalanced]
             sums = (
-                select(t.ledger_entries.c.account_id, func.sum(t.ledger_entries.c.amount).label("s"))
+                select(
+                    t.ledger_entries.c.account_id, func.sum(t.ledger_entries.c.amount).label("s")
+                )
                 .group_by(t.ledger_entries.c.account_id)
                 .subquery()
             )

@@ -43,8 +43,12 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_payments"),
-        sa.ForeignKeyConstraint(["payer_id"], ["accounts.id"], name="fk_payments_payer_id_accounts"),
-        sa.ForeignKeyConstraint(["payee_id"], ["accounts.id"], name="fk_payments_payee_id_accounts"),
+        sa.ForeignKeyConstraint(
+            ["payer_id"], ["accounts.id"], name="fk_payments_payer_id_accounts"
+        ),
+        sa.ForeignKeyConstraint(
+            ["payee_id"], ["accounts.id"], name="fk_payments_payee_id_accounts"
+        ),
     )
     op.create_index("ix_payments_next_due_at", "payments", ["next_due_at"])
     op.create_table(

@@ -1,0 +1,174 @@
+"""One contract for the store, run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from paysched.db.store import Store
+from paysched.domain import OccurrenceState, PaymentState
+from paysched.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
+
+S = OccurrenceState
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store.connect(database_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+def funded(store: Store, balance: int = 10_000) -> None:
+    store.create_account("alice", "USD", T0)
+    store.create_account("bob", "USD", T0)
+    store.deposit("alice", balance, T0)
+
+
+def one_time(store: Store, amount: int = 1_000, due: datetime = T0) -> int:
+    payment = store.create_payment(
+        payer="alice", payee="bob", amount=amount, currency="USD", due_at=due, cron=None,
+        timezone=None, memo="", now=T0 - timedelta(hours=1),
+    )  # fmt: skip
+    return payment.id
+
+
+def test_accounts_and_deposits(store: Store) -> None:
+    funded(store, 12_34)
+    assert store.get_account("alice").balance == 1234
+    with pytest.raises(Conflict):
+        store.create_account("alice", "USD", T0)
+    with pytest.raises(NotFound):
+        store.get_account("nobody")
+    assert store.ledger_report().balanced
+
+
+def test_payment_validation_names_the_field(store: Store) -> None:
+    funded(store)
+    store.create_account("eur", "EUR", T0)
+    cases = [({"payee": "nobody"}, "to"), ({"payee": "eur"}, "to"), ({"payee": "alice"}, "to")]
+    for change, field in cases:
+        fields = dict(payer="alice", payee="bob", amount=5, currency="USD", due_at=T0, cron=None,
+                      timezone=None, memo="", now=T0) | change  # fmt: skip
+        with pytest.raises(InvalidInput) as info:
+            store.create_payment(**fields)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+def test_materialize_is_idempotent_and_respects_the_window(store: Store) -> None:
+    funded(store)
+    soon = one_time(store, due=T0 + timedelta(minutes=2))
+    later = one_time(store, due=T0 + timedelta(minutes=30))
+    created = store.materialize_due(T0, T0 + timedelta(minutes=5))
+    assert [o.payment_id for o in created] == [soon]
+    assert created[0].state == S.SCHEDULED
+    assert store.materialize_due(T0, T0 + timedelta(minutes=5)) == []
+    assert store.get_payment(soon).state == PaymentState.DONE
+    assert store.get_payment(later).next_due_at == T0 + timedelta(minutes=30)
+    assert store.mark_queued([created[0].id], T0) == 1
+    assert store.get_occurrence(created[0].id).state == S.QUEUED
+
+
+def test_recurring_payment_advances_in_its_time_zone(store: Store) -> None:
+    funded(store)
+    payment = store.create_payment(
+        payer="alice", payee="bob", amount=100, currency="USD", due_at=None, cron="0 9 * * *",
+        timezone="America/New_York", memo="", now=T0,
+    )  # fmt: skip
+    assert payment.next_due_at == datetime(2026, 11, 28, 14, tzinfo=UTC)  # 09:00 EST
+    created = store.materialize_due(T0, T0 + timedelta(days=3))
+    assert [o.due_at.hour for o in created] == [14, 14, 14]
+    assert store.get_payment(payment.id).state == PaymentState.ACTIVE
+
+
+def test_concurrent_schedulers_create_each_occurrence_once(store: Store) -> None:
+    funded(store)
+    for i in range(40):
+        one_time(store, amount=10, due=T0 + timedelta(seconds=i))
+    results: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def tick() -> None:
+        barrier.wait()
+        results.append(len(store.materialize_due(T0, T0 + timedelta(minutes=5))))
+
+    threads = [threading.Thread(target=tick) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sum(results) == 40
+    assert len(store.all_occurrences()) == 40
+
+
+def test_claim_settle_moves_money_exactly_once(store: Store) -> None:
+    funded(store)
+    one_time(store, amount=2_500)
+    (occ,) = store.materialize_due(T0, T0)
+    first = store.claim(occ.id, T0)
+    assert first is not None and first.attempt == 1
+    # The queue redelivers (stall): a second worker takes over and bumps the fence.
+    second = store.claim(occ.id, T0 + timedelta(seconds=1))
+    assert second is not None and second.fence == first.fence + 1
+    assert store.settle_transfer(first, T0) is False  # the stale holder is fenced out
+    assert store.settle_transfer(second, T0) is True
+    assert store.settle_transfer(second, T0) is False  # and nobody settles twice
+    assert store.claim(occ.id, T0) is None  # final
+    assert store.get_account("alice").balance == 7_500
+    assert store.get_account("bob").balance == 2_500
+    done = store.get_occurrence(occ.id)
+    assert done.state == S.SUCCEEDED and done.attempts == 2
+    assert done.started_at == T0  # lateness counts from the first claim
+    assert store.ledger_report().balanced
+    history = [(t.from_state, t.to_state) for t in store.transitions_of([occ.id])]
+    assert history == [(None, S.SCHEDULED), (S.SCHEDULED, S.EXECUTING),
+                       (S.EXECUTING, S.EXECUTING), (S.EXECUTING, S.SUCCEEDED)]  # fmt: skip
+
+
+def test_insufficient_funds_rolls_back_whole(store: Store) -> None:
+    funded(store, 500)
+    one_time(store, amount=1_000)
+    (occ,) = store.materialize_due(T0, T0)
+    claim = store.claim(occ.id, T0)
+    assert claim is not None
+    with pytest.raises(InsufficientFunds):
+        store.settle_transfer(claim, T0)
+    assert store.get_occurrence(occ.id).state == S.EXECUTING
+    assert store.get_account("alice").balance == 500
+    assert store.finish(claim, S.FAILED, T0, "insufficient funds")
+    assert store.get_occurrence(occ.id).reason == "insufficient funds"
+    assert store.ledger_report().balanced
+
+
+def test_cancel_stops_pending_occurrences(store: Store) -> None:
+    funded(store)
+    pid = one_time(store)
+    (occ,) = store.materialize_due(T0, T0)
+    cancelled = store.cancel_payment(pid, T0, "cancelled by user")
+    assert [o.id for o in cancelled] == [occ.id]
+    assert store.claim(occ.id, T0) is None
+    assert store.get_occurrence(occ.id).state == S.CANCELLED
+    with pytest.raises(Conflict):
+        store.cancel_payment(pid, T0, "again")
+
+
+def test_ledger_report_detects_tampering(store: Store) -> None:
+    funded(store)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE accounts SET balance = balance + 1 WHERE name = 'bob'")
+    report = store.ledger_report()
+    assert not report.balanced
+    assert any("bob" in p for p in report.problems)
+
+
+def test_times_come_back_aware_utc(store: Store) -> None:
+    funded(store)
+    pid = one_time(store, due=datetime(2026, 11, 28, 10, 0, 0, 123_000, tzinfo=UTC))
+    payment = store.get_payment(pid)
+    assert payment.due_at == datetime(2026, 11, 28, 10, 0, 0, 123_000, tzinfo=UTC)
+    assert payment.due_at is not None and payment.due_at.tzinfo is not None

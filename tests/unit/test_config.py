@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from paysched.config import Settings
+from paysched.errors import ConfigError
+
+
+def test_defaults_follow_the_seed() -> None:
+    s = Settings.from_env({"HOME": "/home/u"})
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert not s.redis_explicit
+    assert (s.concurrency, s.attempts, s.backoff_ms) == (3, 3, 2000)
+    assert s.tick_cron == "* * * * *"
+    assert s.lookahead == timedelta(minutes=5)
+    assert s.data_dir == Path("/home/u/.local/share/paysched")
+    assert s.database_url == "sqlite:////home/u/.local/share/paysched/paysched.db"
+
+
+def test_redis_host_port_password() -> None:
+    s = Settings.from_env({"REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_PASSWORD": "p@ss"})
+    assert s.redis_url == "redis://:p%40ss@cache:6380/0"
+    assert s.redis_explicit
+
+
+def test_redis_url_wins() -> None:
+    s = Settings.from_env({"REDIS_URL": "redis://r:1/2", "REDIS_HOST": "ignored"})
+    assert s.redis_url == "redis://r:1/2"
+
+
+def test_postgres_urls_use_psycopg() -> None:
+    s = Settings.from_env({"DATABASE_URL": "postgresql://u@h/db"})
+    assert s.database_url == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("PAYSCHED_CONCURRENCY", "three", "expected an integer"),
+        ("PAYSCHED_CONCURRENCY", "0", "between 1 and"),
+        ("REDIS_PORT", "99999", "between 1 and 65535"),
+        ("REDIS_URL", "localhost:6379", "expected redis://"),
+        ("DATABASE_URL", "mysql://x", "sqlite:/// or postgresql://"),
+        ("PAYSCHED_TICK_CRON", "every minute", "cron"),
+        ("PAYSCHED_LOOKAHEAD", "5 minutes", "duration"),
+        ("PAYSCHED_BACKOFF_JITTER", "2", "between 0 and 1"),
+        ("PAYSCHED_EMBEDDED_REDIS", "maybe", "auto, always or never"),
+        ("PAYSCHED_LOG_LEVEL", "LOUD", "one of"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({variable: value})
+    assert info.value.variable == variable
+    assert problem in str(info.value)
+    assert str(info.value).startswith(f"{variable}: ")

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+
+from paysched.domain import (
+    ALLOWED_TRANSITIONS,
+    FINAL_STATES,
+    OccurrenceState,
+    can_transition,
+    format_amount,
+    parse_amount,
+    parse_currency,
+    parse_positive_amount,
+)
+from paysched.errors import InvalidInput
+
+S = OccurrenceState
+
+
+def test_happy_path_is_allowed() -> None:
+    path = [S.SCHEDULED, S.QUEUED, S.EXECUTING, S.RETRYING, S.EXECUTING, S.SUCCEEDED]
+    for source, target in zip(path, path[1:], strict=False):
+        assert can_transition(source, target), (source, target)
+
+
+@pytest.mark.parametrize("final", sorted(FINAL_STATES))
+def test_final_states_never_change(final: OccurrenceState) -> None:
+    assert all(not can_transition(final, target) for target in OccurrenceState)
+
+
+@pytest.mark.parametrize("source", [s for s in OccurrenceState if s not in FINAL_STATES])
+def test_cancel_and_skip_from_every_open_state(source: OccurrenceState) -> None:
+    assert can_transition(source, S.CANCELLED)
+    assert can_transition(source, S.SKIPPED)
+
+
+def test_no_shortcuts_to_success() -> None:
+    sources = {s for s, targets in ALLOWED_TRANSITIONS.items() if S.SUCCEEDED in targets}
+    assert sources == {S.EXECUTING}
+    assert not can_transition(S.QUEUED, S.RETRYING)
+    assert not can_transition(S.RETRYING, S.FAILED)
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "minor"),
+    [("12.34", "USD", 1234), ("0.01", "USD", 1), ("100", "JPY", 100), ("1.005", "KWD", 1005),
+     ("1e2", "USD", 10000), (" 7.5 ", "EUR", 750)],
+)  # fmt: skip
+def test_amounts_parse_exactly(text: str, currency: str, minor: int) -> None:
+    assert parse_amount(text, currency) == minor
+
+
+@pytest.mark.parametrize("text", ["abc", "1.001", "nan", "inf", "", "1,5"])
+def test_bad_amounts_name_the_field(text: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_amount(text, "USD")
+    assert info.value.field == "amount"
+
+
+def test_amount_must_be_positive() -> None:
+    with pytest.raises(InvalidInput, match="greater than zero"):
+        parse_positive_amount("0", "USD")
+    with pytest.raises(InvalidInput):
+        parse_positive_amount("-1.00", "USD")
+
+
+def test_format_amount_round_trips() -> None:
+    assert format_amount(1234, "USD") == "12.34"
+    assert format_amount(5, "USD") == "0.05"
+    assert format_amount(100, "JPY") == "100"
+    assert format_amount(-250, "EUR") == "-2.50"
+    assert parse_amount(format_amount(987654321, "USD"), "USD") == 987654321
+
+
+def test_currency_codes() -> None:
+    assert parse_currency("usd") == "USD"
+    with pytest.raises(InvalidInput, match="3-letter"):
+        parse_currency("US")

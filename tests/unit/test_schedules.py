@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from paysched.clock import ManualClock, from_ms, to_ms
+from paysched.errors import InvalidInput
+from paysched.scheduler import next_fire
+from paysched.schedules import (
+    next_cron,
+    parse_duration,
+    parse_instant,
+    parse_timezone,
+    validate_cron,
+)
+
+
+def test_durations() -> None:
+    assert parse_duration("30s") == timedelta(seconds=30)
+    assert parse_duration("250ms") == timedelta(milliseconds=250)
+    assert parse_duration("2h") == timedelta(hours=2)
+    with pytest.raises(InvalidInput, match="duration"):
+        parse_duration("soon")
+
+
+def test_instants_need_an_offset() -> None:
+    assert parse_instant("2026-12-01T09:00:00+01:00") == datetime(2026, 12, 1, 8, tzinfo=UTC)
+    assert parse_instant("2026-12-01T09:00:00Z") == datetime(2026, 12, 1, 9, tzinfo=UTC)
+    with pytest.raises(InvalidInput, match="no UTC offset"):
+        parse_instant("2026-12-01T09:00:00")
+    with pytest.raises(InvalidInput) as info:
+        parse_instant("tomorrow")
+    assert info.value.field == "at"
+
+
+def test_cron_keeps_local_time_across_dst() -> None:
+    # 09:00 every day in Berlin: 08:00 UTC in winter, 07:00 UTC in summer.
+    before = datetime(2026, 3, 28, 12, tzinfo=UTC)  # DST starts on 2026-03-29
+    first = next_cron("0 9 * * *", before, "Europe/Berlin")
+    second = next_cron("0 9 * * *", first, "Europe/Berlin")
+    assert first == datetime(2026, 3, 29, 7, tzinfo=UTC)
+    assert second == datetime(2026, 3, 30, 7, tzinfo=UTC)
+    winter = next_cron("0 9 * * *", datetime(2026, 1, 5, tzinfo=UTC), "Europe/Berlin")
+    assert winter == datetime(2026, 1, 5, 8, tzinfo=UTC)
+
+
+def test_cron_validation() -> None:
+    assert validate_cron("*/5 * * * *") == "*/5 * * * *"
+    with pytest.raises(InvalidInput, match="cron"):
+        validate_cron("every day")
+    with pytest.raises(InvalidInput):
+        validate_cron("* * * * * *")  # seconds only for the tick
+    assert validate_cron("*/2 * * * * *", allow_seconds=True)
+
+
+def test_tick_fires_at_second_zero_by_default() -> None:
+    after = datetime(2026, 11, 28, 10, 15, 42, 500_000, tzinfo=UTC)
+    assert next_fire("* * * * *", after) == datetime(2026, 11, 28, 10, 16, tzinfo=UTC)
+    assert next_fire("*/5 * * * * *", after) == datetime(2026, 11, 28, 10, 15, 45, tzinfo=UTC)
+
+
+def test_timezones() -> None:
+    assert parse_timezone("America/New_York").key == "America/New_York"
+    with pytest.raises(InvalidInput, match="unknown time zone"):
+        parse_timezone("Mars/Olympus")
+
+
+def test_clock_helpers() -> None:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    clock.advance(timedelta(milliseconds=1500))
+    assert to_ms(clock.now()) == to_ms(datetime(2026, 1, 1, 0, 0, 1, 500_000, tzinfo=UTC))
+    assert from_ms(to_ms(clock.now())) == clock.now()
+    with pytest.raises(ValueError, match="naive"):
+        ManualClock(datetime(2026, 1, 1))
