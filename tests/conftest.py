@@ -130,7 +130,9 @@ def make_env(**overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def env(database_url: str, shared_redis_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
+def env(
+    database_url: str, shared_redis_url: str, redis_prefix: str, tmp_path: Path
+) -> dict[str, str]:
     """Environment for a paysched process (or Settings.from_env) isolated to this test."""
     return make_env(
         DATABASE_URL=database_url,

@@ -268,9 +268,13 @@ class DelayWaker:
                 if wait_s > 0:
                     await asyncio.sleep(min(wait_s, self._max_sleep_s))
                     continue
-                if due_ms != last_woken:
-                    await self._redis.zadd(self._marker_key, {"0": 0})
-                    last_woken = due_ms
+                if due_ms == last_woken:
+                    # Already signalled and still delayed: every worker slot is busy, and the
+                    # worker promotes it itself when a slot frees. Don't poll Redis hot.
+                    await asyncio.sleep(0.05)
+                    continue
+                await self._redis.zadd(self._marker_key, {"0": 0})
+                last_woken = due_ms
                 # The worker promotes the job within a few ms; look again shortly after.
                 await asyncio.sleep(0.002)
             except asyncio.CancelledError:

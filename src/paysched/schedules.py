@@ -45,9 +45,7 @@ def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
 def validate_cron(expr: str, field: str = "cron", allow_seconds: bool = False) -> str:
     fields = expr.split()
     allowed = (5, 6) if allow_seconds else (5,)
-    valid = len(fields) in allowed and croniter.is_valid(
-        expr, second_at_beginning=len(fields) == 6
-    )
+    valid = len(fields) in allowed and croniter.is_valid(expr, second_at_beginning=len(fields) == 6)
     if not valid:
         shape = "5 or 6 fields (seconds first)" if allow_seconds else "5 fields"
         raise InvalidInput(field, f"not a valid cron expression with {shape}: {expr!r}")

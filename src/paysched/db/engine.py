@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same in every paysched process.
 _MIGRATION_LOCK_ID = 0x70617973
+# Execution option marking a connection that only reads.
+READ_ONLY = "paysched_read_only"
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
@@ -31,11 +33,13 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
 
 
 def _sqlite_write_locking(engine: Engine) -> None:
-    """Start every SQLite transaction with BEGIN IMMEDIATE.
+    """Start SQLite write transactions with BEGIN IMMEDIATE, reads with a deferred BEGIN.
 
     A deferred transaction that reads and then writes can fail at once with "database is locked"
     when another connection wrote in between (the busy timeout does not apply to that upgrade).
     Taking the write lock up front makes concurrent writers queue on the busy timeout instead.
+    Connections marked READ_ONLY (see Store) keep a deferred BEGIN: under WAL they never wait
+    for a writer, even one that hangs inside its transaction.
     This is SQLAlchemy's documented recipe for pysqlite's transaction handling.
     """
 
@@ -51,7 +55,8 @@ def _sqlite_write_locking(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def alembic_config(engine: Engine) -> Config:

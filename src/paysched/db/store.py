@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
 from paysched.clock import to_ms
 from paysched.db import tables as t
-from paysched.db.engine import make_engine, migrate
+from paysched.db.engine import READ_ONLY, make_engine, migrate
 from paysched.domain import (
     FINAL_STATES,
     PENDING_STATES,
@@ -86,7 +86,7 @@ class Store:
 
     def ping(self) -> None:
         try:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 conn.execute(select(1))
         except (OperationalError, SAInterfaceError) as exc:
             raise BackendUnavailable(f"database unavailable: {_short(exc)}") from exc
@@ -111,11 +111,11 @@ class Store:
             raise Conflict(f"account {name!r} already exists") from None
 
     def get_account(self, name: str) -> Account:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return self._account(conn, name)
 
     def list_accounts(self) -> list[Account]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 select(t.accounts).where(t.accounts.c.kind == "user").order_by(t.accounts.c.name)
             )
@@ -222,14 +222,14 @@ class Store:
             return self._payment(conn, int(payment_id))
 
     def get_payment(self, payment_id: int) -> Payment:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return self._payment(conn, payment_id)
 
     def list_payments(self, limit: int = 100, state: str | None = None) -> list[Payment]:
         query = _payment_select().order_by(t.payments.c.id.desc()).limit(limit)
         if state:
             query = query.where(t.payments.c.state == state)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [_payment_from(r) for r in conn.execute(query)]
 
     def _payment(self, conn: Connection, payment_id: int) -> Payment:
@@ -365,7 +365,7 @@ class Store:
         )
         if updated_before is not None:
             query = query.where(t.occurrences.c.updated_at <= updated_before)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [_occurrence_from(r) for r in conn.execute(query)]
 
     # -- worker -----------------------------------------------------------------------------
@@ -448,11 +448,11 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
 
     def get_occurrence(self, occurrence_id: int) -> Occurrence:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return self._occurrence(conn, occurrence_id)
 
     def occurrences_of(self, payment_id: int) -> list[Occurrence]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 select(t.occurrences)
                 .where(t.occurrences.c.payment_id == payment_id)
@@ -461,7 +461,7 @@ class Store:
             return [_occurrence_from(r) for r in rows]
 
     def transitions_of(self, occurrence_ids: Sequence[int]) -> list[Transition]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 select(t.transitions)
                 .where(t.transitions.c.occurrence_id.in_(list(occurrence_ids)))
@@ -477,7 +477,7 @@ class Store:
             ]  # fmt: skip
 
     def occurrence_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 select(t.occurrences.c.state, func.count()).group_by(t.occurrences.c.state)
             )
@@ -489,11 +489,11 @@ class Store:
         query = select(t.occurrences).order_by(t.occurrences.c.due_at)
         if payment_ids is not None:
             query = query.where(t.occurrences.c.payment_id.in_(list(payment_ids)))
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [_occurrence_from(r) for r in conn.execute(query)]
 
     def succeeded_transfer_count(self) -> int:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             n = conn.execute(
                 select(func.count(func.distinct(t.ledger_entries.c.occurrence_id)))
             ).scalar_one()
@@ -503,7 +503,7 @@ class Store:
         """Double-entry checks: every transfer sums to zero, every balance equals its entries,
         and each succeeded occurrence moved money exactly once."""
         problems: list[str] = []
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             unbalanced = conn.execute(
                 select(t.ledger_entries.c.transfer_id, func.sum(t.ledger_entries.c.amount))
                 .group_by(t.ledger_entries.c.transfer_id)
@@ -534,6 +534,10 @@ class Store:
         return LedgerReport(balanced=not problems, problems=problems)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _reading(self) -> Connection:
+        """A connection for reads only (never blocked by a writer on SQLite's WAL)."""
+        return self.engine.connect().execution_options(**{READ_ONLY: True})
 
     def _insert_ignore(self, table: Any, conflict_columns: list[str]) -> Any:
         if self.dialect == "postgresql":

@@ -1,0 +1,60 @@
+"""SIGKILL a real worker process in the middle of a payment; a new worker finishes it, once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paysched.app import App
+from paysched.domain import OccurrenceState
+from tests.conftest import wait_for_sync
+from tests.integration.helpers import all_final, fund, pay
+
+S = OccurrenceState
+WORKER = Path(__file__).with_name("worker_proc.py")
+pytestmark = pytest.mark.faults
+
+
+def start_worker(env: dict[str, str], mode: str, marker: Path) -> subprocess.Popen[bytes]:
+    full_env = os.environ | env | {"PAYSCHED_TEST_MARKER": str(marker)}
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), mode], env=full_env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["hang-before-settle", "hang-in-transaction"])
+async def test_killed_mid_payment_is_finished_once(
+    app: App, env: dict[str, str], tmp_path: Path, mode: str
+) -> None:
+    await fund(app, {"alice": 10_000, "bob": 0})
+    pid = await pay(app, "alice", "bob", 2_500)
+    marker = tmp_path / "fault-point"
+    victim = start_worker(env, mode, marker)
+    try:
+        wait_for_sync(marker.exists, 30, f"the worker to reach {mode}")
+        (occ,) = await app.db(app.store.occurrences_of, pid)
+        assert occ.state == S.EXECUTING
+        assert (await app.db(app.store.get_account, "bob")).balance == 0
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    survivor = start_worker(env, "normal", tmp_path / "unused")
+    try:
+        (done,) = await all_final(app, [pid], timeout=60)  # stall detection: ~2 lock periods
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=30) == 0, survivor.stderr.read() if survivor.stderr else ""
+    assert done.state == S.SUCCEEDED
+    assert done.attempts == 2  # the killed claim and the takeover
+    assert await app.db(app.store.succeeded_transfer_count) == 1
+    assert (await app.db(app.store.get_account, "bob")).balance == 2_500
+    assert (await app.db(app.store.get_account, "alice")).balance == 7_500
+    assert (await app.db(app.store.ledger_report)).balanced

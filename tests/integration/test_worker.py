@@ -1,0 +1,230 @@
+"""The worker pool end to end on real Redis and SQLite/PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from paysched.app import App
+from paysched.config import Settings
+from paysched.domain import OccurrenceState
+from paysched.errors import RetryableError
+from paysched.events import Event, EventKind
+from paysched.executors.flaky import FlakyExecutor, memo_failures
+from paysched.executors.ledger import LedgerExecutor
+from tests.conftest import wait_for
+from tests.integration.helpers import all_final, fund, pay, running
+
+S = OccurrenceState
+
+
+def flaky_factory(app: App) -> FlakyExecutor:
+    return FlakyExecutor(LedgerExecutor(app.store, app.clock, app.pool), memo_failures)
+
+
+async def test_payments_run_once_and_balance(app: App) -> None:
+    await fund(app, {"alice": 100_000, "bob": 0})
+    ids = [await pay(app, "alice", "bob", 1_000 + i, in_s=0.2 * i) for i in range(10)]
+    events: list[Event] = []
+    app.bus.subscribe(events.append)
+    async with running(app):
+        occs = await all_final(app, ids)
+    assert {o.state for o in occs} == {S.SUCCEEDED}
+    assert all(o.attempts == 1 for o in occs)
+    bob = await app.db(app.store.get_account, "bob")
+    assert bob.balance == sum(1_000 + i for i in range(10))
+    assert (await app.db(app.store.ledger_report)).balanced
+    # Nothing started before it was due.
+    assert all(o.started_at is not None and o.started_at >= o.due_at for o in occs)
+    kinds = [e.kind for e in events]
+    assert kinds.count(EventKind.COMPLETED) == 10
+    assert EventKind.PROGRESS in kinds
+    stats = await app.stats()
+    assert stats["occurrences"]["succeeded"] == 10
+    assert stats["queue"]["completed"] == 10
+    assert stats["queue"]["total"] == sum(v for k, v in stats["queue"].items() if k != "total")
+
+
+async def test_retries_follow_backoff_then_succeed(settings: Settings) -> None:
+    app = await App.open(settings, executor_factory=flaky_factory, rng=random.Random(3))
+    try:
+        await fund(app, {"alice": 10_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 500, memo="flaky:2")
+        async with running(app):
+            (occ,) = await all_final(app, [pid])
+        assert occ.state == S.SUCCEEDED and occ.attempts == 3
+        history = await app.db(app.store.transitions_of, [occ.id])
+        starts = [t.at for t in history if t.to_state == S.EXECUTING]
+        retries = [t.at for t in history if t.to_state == S.RETRYING]
+        assert len(starts) == 3 and len(retries) == 2
+        # Gap from each failure to the next start: the backoff (200 ms * 2**(n-1), +-20 %)
+        # plus queue latency, never less than the lower jitter bound.
+        for n, (failed_at, next_start) in enumerate(zip(retries, starts[1:], strict=True), 1):
+            gap_ms = (next_start - failed_at).total_seconds() * 1000
+            low, high = app.backoff.bounds_ms(n)
+            assert low - 5 <= gap_ms <= high + 1500, (n, gap_ms, low, high)
+        assert (await app.db(app.store.get_account, "bob")).balance == 500
+    finally:
+        await app.close()
+
+
+async def test_retries_exhausted_fail_with_reason(settings: Settings) -> None:
+    app = await App.open(settings, executor_factory=flaky_factory)
+    try:
+        await fund(app, {"alice": 10_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 500, memo="flaky:5")
+        async with running(app):
+            (occ,) = await all_final(app, [pid])
+        assert occ.state == S.FAILED and occ.attempts == 3
+        assert occ.reason is not None and "after 3 attempts" in occ.reason
+        assert (await app.db(app.store.get_account, "alice")).balance == 10_000
+    finally:
+        await app.close()
+
+
+async def test_permanent_error_is_not_retried(app: App) -> None:
+    await fund(app, {"alice": 100, "bob": 0})
+    events: list[Event] = []
+    app.bus.subscribe(events.append)
+    pid = await pay(app, "alice", "bob", 5_000)
+    async with running(app):
+        (occ,) = await all_final(app, [pid])
+    assert occ.state == S.FAILED and occ.attempts == 1
+    assert occ.reason == "insufficient funds in 'alice'"
+    assert [e.kind for e in events if e.kind is not EventKind.PROGRESS] == [EventKind.FAILED]
+    assert app.queue is not None
+    assert (await app.queue.counts())["failed"] == 1
+
+
+async def test_cancelled_while_queued_never_executes(app: App) -> None:
+    await fund(app, {"alice": 10_000, "bob": 0})
+    pid = await pay(app, "alice", "bob", 700, in_s=1.5)
+    keep = await pay(app, "alice", "bob", 300, in_s=1.5)
+    assert app.queue is not None
+    assert (await app.queue.counts())["delayed"] == 2
+    cancelled = await app.cancel_payment(pid)
+    assert len(cancelled) == 1
+    assert await app.queue.existing([cancelled[0].key]) == set()  # job removed from Redis
+    async with running(app):
+        await all_final(app, [keep])
+    (occ,) = await app.db(app.store.occurrences_of, pid)
+    assert occ.state == S.CANCELLED and occ.attempts == 0
+    assert (await app.db(app.store.get_account, "bob")).balance == 300
+
+
+async def test_backlog_runs_in_due_order(settings: Settings) -> None:
+    """After downtime, overdue payments start earliest-due first (priority from due time)."""
+    app = await App.open(settings.with_overrides(concurrency=1))
+    try:
+        await fund(app, {"alice": 100_000, "bob": 0})
+        now = app.clock.now()
+        # Created in scrambled order, all overdue by minutes: the queue holds them at once.
+        offsets = [7, 2, 9, 4, 1, 8, 3, 6, 5]
+        ids = []
+        for minutes in offsets:
+            payment = await app.create_payment(
+                payer="alice", payee="bob", amount=100 + minutes, currency="USD",
+                due_at=now - timedelta(minutes=minutes * 3), cron=None, timezone=None, memo="",
+            )  # fmt: skip
+            ids.append(payment.id)
+        async with running(app, scheduler=False):
+            occs = await all_final(app, ids)
+        started = sorted(occs, key=lambda o: o.started_at or o.due_at)
+        assert [o.due_at for o in started] == sorted(o.due_at for o in occs)
+    finally:
+        await app.close()
+
+
+async def test_unexpected_executor_error_is_retried(settings: Settings) -> None:
+    calls: list[int] = []
+
+    class Boom:
+        name = "boom"
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def execute(self, claim: Any, key: str) -> Any:
+            calls.append(claim.attempt)
+            if len(calls) == 1:
+                raise RetryableError("HTTP 503 from provider")
+            return await self.inner.execute(claim, key)
+
+    app = await App.open(
+        settings, executor_factory=lambda a: Boom(LedgerExecutor(a.store, a.clock, a.pool))
+    )
+    try:
+        await fund(app, {"alice": 1_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 100)
+        async with running(app):
+            (occ,) = await all_final(app, [pid])
+        assert occ.state == S.SUCCEEDED and calls == [1, 2]
+    finally:
+        await app.close()
+
+
+async def test_corrupt_job_fails_without_crashing_the_worker(app: App) -> None:
+    await fund(app, {"alice": 1_000, "bob": 0})
+    assert app.queue is not None
+    await app.queue._queue.add("payment", {"occurrence_id": "DROP TABLE"}, {"jobId": "bad-1"})
+    pid = await pay(app, "alice", "bob", 100)
+    async with running(app):
+        await all_final(app, [pid])
+
+        async def bad_failed() -> bool:
+            assert app.queue is not None
+            return await app.queue.job_states(["bad-1"]) == {"bad-1": "failed"}
+
+        await wait_for(bad_failed, 10, "the corrupt job to be failed")
+    job = await app.queue._queue.getJob("bad-1")
+    assert "occurrence_id: expected a positive integer" in job.failedReason
+
+
+async def test_graceful_stop_lets_active_payment_finish(settings: Settings) -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    class Slow:
+        name = "slow"
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def execute(self, claim: Any, key: str) -> Any:
+            entered.set()
+            await release.wait()
+            return await self.inner.execute(claim, key)
+
+    app = await App.open(
+        settings, executor_factory=lambda a: Slow(LedgerExecutor(a.store, a.clock, a.pool))
+    )
+    try:
+        await fund(app, {"alice": 1_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 100)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop, scheduler=False))
+        await asyncio.wait_for(entered.wait(), 10)
+        stop.set()  # what SIGTERM does
+        await asyncio.sleep(0)
+        assert not task.done()
+        release.set()
+        await asyncio.wait_for(task, 10)
+        (occ,) = await app.db(app.store.occurrences_of, pid)
+        assert occ.state == S.SUCCEEDED
+    finally:
+        await app.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_progress_is_visible_in_the_queue(app: App) -> None:
+    await fund(app, {"alice": 1_000, "bob": 0})
+    pid = await pay(app, "alice", "bob", 100)
+    async with running(app):
+        (occ,) = await all_final(app, [pid])
+    assert app.queue is not None
+    progress = await app.queue.get_progress(occ.key)
+    assert progress == {"percent": 100, "step": "succeeded"}
