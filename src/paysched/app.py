@@ -144,7 +144,7 @@ class App:
         _, scheduler = self._need_queue()
         payment = await self.db(self.store.create_payment, now=self.clock.now(), **fields)
         await scheduler.schedule_now([payment.id])
-        return payment
+        return await self.db(self.store.get_payment, payment.id)
 
     async def cancel_payment(self, payment_id: int) -> list[Occurrence]:
         queue, _ = self._need_queue()

@@ -32,7 +32,7 @@ from paysched.errors import (
     PayschedError,
 )
 from paysched.schedules import parse_duration, parse_instant, parse_timezone, validate_cron
-from paysched.views import account_view, occurrence_view, payment_view
+from paysched.views import account_view, occurrence_view, payment_status, payment_view
 
 T = TypeVar("T")
 
@@ -293,6 +293,7 @@ def show(
         occs = await app.db(app.store.occurrences_of, pid)
         history = await app.db(app.store.transitions_of, [o.id for o in occs])
         view = payment_view(payment)
+        view["status"] = payment_status(payment, occs)
         view["occurrences"] = [
             occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
         ]
@@ -300,7 +301,7 @@ def show(
 
     view = with_app(body, with_queue=False)
     lines = [
-        f"payment {view['id']} [{view['state']}] {view['amount']} {view['currency']} "
+        f"payment {view['id']} [{view['status']}] {view['amount']} {view['currency']} "
         f"{view['from']} -> {view['to']}"
     ]
     for occ in view["occurrences"]:

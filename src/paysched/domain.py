@@ -61,7 +61,9 @@ def sources_of(target: OccurrenceState) -> frozenset[OccurrenceState]:
 
 class PaymentState(StrEnum):
     ACTIVE = "active"  # more occurrences may come
-    DONE = "done"  # every occurrence has been created (one-time payments after their one)
+    # Every occurrence has been created (a one-time payment once its one exists); what became
+    # of them is in their own states, summarised by views.payment_status.
+    DONE = "done"
     CANCELLED = "cancelled"
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from paysched.domain import Account, Occurrence, OccurrenceState, Payment, Transition, format_amount
+from paysched.domain import (
+    FINAL_STATES,
+    Account,
+    Occurrence,
+    OccurrenceState,
+    Payment,
+    PaymentState,
+    Transition,
+    format_amount,
+)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -35,6 +44,18 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "memo": payment.memo,
         "created_at": iso(payment.created_at),
     }
+
+
+def payment_status(payment: Payment, occurrences: list[Occurrence]) -> str:
+    """One word for people: cancelled, scheduled (more to come or still pending), or the
+    outcome of the last occurrence once all are final."""
+    if payment.state == PaymentState.CANCELLED:
+        return "cancelled"
+    if payment.state == PaymentState.ACTIVE or not occurrences:
+        return "scheduled"
+    if any(o.state not in FINAL_STATES for o in occurrences):
+        return "pending"
+    return occurrences[-1].state.value
 
 
 def lateness_ms(occ: Occurrence) -> int | None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from paysched.domain import (
@@ -19,7 +21,7 @@ S = OccurrenceState
 
 def test_happy_path_is_allowed() -> None:
     path = [S.SCHEDULED, S.QUEUED, S.EXECUTING, S.RETRYING, S.EXECUTING, S.SUCCEEDED]
-    for source, target in zip(path, path[1:], strict=False):
+    for source, target in itertools.pairwise(path):
         assert can_transition(source, target), (source, target)
 
 

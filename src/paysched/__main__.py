@@ -1,0 +1,3 @@
+from paysched.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""The real command line, as a user runs it: separate processes, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def paysched(
+    env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "paysched", *args], env=os.environ | env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"paysched {args} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def as_json(env: dict[str, str], *args: str) -> Any:
+    return json.loads(paysched(env, *args, "--json").stdout)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_accounts_schedule_run_show_stats(env: dict[str, str]) -> None:
+    assert as_json(env, "accounts", "create", "alice") == {
+        "name": "alice", "currency": "USD", "balance": "0.00",
+    }  # fmt: skip
+    paysched(env, "accounts", "create", "bob", "--currency", "usd")
+    assert as_json(env, "accounts", "deposit", "alice", "100.50")["balance"] == "100.50"
+    created = as_json(env, "schedule", "--from", "alice", "--to", "bob", "--amount", "12.34",
+                      "--in", "1s")  # fmt: skip
+    pid = str(created["id"])
+    assert created["amount"] == "12.34" and created["state"] == "done"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "paysched", "run"], env=os.environ | env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        shown: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            shown = as_json(env, "show", pid)
+            if shown["occurrences"] and shown["occurrences"][0]["state"] == "succeeded":
+                break
+            time.sleep(0.2)
+        (occ,) = shown["occurrences"]
+        assert occ["state"] == "succeeded" and shown["status"] == "succeeded"
+        assert [a["outcome"] for a in occ["attempts"]] == ["succeeded"]
+        assert occ["lateness_ms"] is not None and occ["lateness_ms"] >= 0
+        assert as_json(env, "accounts", "show", "bob")["balance"] == "12.34"
+        stats = as_json(env, "stats")
+        assert set(stats["queue"]) >= {"waiting", "active", "completed", "failed", "delayed",
+                                       "total", "prioritized"}  # fmt: skip
+        assert stats["occurrences"]["succeeded"] == 1
+        text = paysched(env, "show", pid).stdout
+        assert "succeeded" in text and "alice -> bob" in text
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    log = server.stderr.read() if server.stderr else ""
+    assert "found 1 payment(s) due" not in log or "added payment" in log
+    assert "worker stopped" in log
+
+
+def test_cancel_before_due(env: dict[str, str]) -> None:
+    paysched(env, "accounts", "create", "alice")
+    paysched(env, "accounts", "create", "bob")
+    pid = str(as_json(env, "schedule", "--from", "alice", "--to", "bob", "--amount", "1",
+                      "--at", "2099-01-01T00:00:00+00:00")["id"])  # fmt: skip
+    paysched(env, "cancel", pid)
+    assert as_json(env, "show", pid)["state"] == "cancelled"
+    one_line_error(paysched(env, "cancel", pid, check=False), 4, "already cancelled")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needles"),
+    [
+        (["schedule", "--from", "a", "--to", "b", "--amount", "ten", "--in", "1s"], 2, ["amount:"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1.001", "--in", "1s"], 2,
+         ["more than 2 decimals"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1"], 2, ["exactly one of"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--at", "2030-01-01T10:00"],
+         2, ["at:", "offset"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--in", "soon"], 2, ["in:"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--cron", "x", "--tz", "UTC"],
+         2, ["cron:"]),
+        (["schedule", "--from", "nobody", "--to", "b", "--amount", "1", "--in", "1s"], 2,
+         ["from:", "no account"]),
+        (["accounts", "create", "x", "--currency", "dollars"], 2, ["currency:"]),
+        (["accounts", "show", "ghost"], 3, ["ghost"]),
+        (["show", "abc"], 2, ["id:"]),
+        (["show", "999"], 3, ["999"]),
+        (["list", "--state", "weird"], 2, ["state:"]),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_one_clear_line(
+    env: dict[str, str], args: list[str], code: int, needles: list[str]
+) -> None:
+    one_line_error(paysched(env, *args, check=False), code, *needles)
+
+
+def test_bad_configuration_names_the_variable(env: dict[str, str]) -> None:
+    bad = env | {"PAYSCHED_CONCURRENCY": "lots"}
+    one_line_error(paysched(bad, "stats", check=False), 2, "PAYSCHED_CONCURRENCY", "integer")
+
+
+def test_check_reports_each_backend(env: dict[str, str], tmp_path: Path) -> None:
+    good = as_json(env, "check")
+    assert good["ok"] and good["redis"]["ok"] and good["database"]["ok"]
+    down = env | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = paysched(down, "check", check=False)
+    assert result.returncode == 5
+    assert "redis: FAILED" in result.stdout and "database: ok" in result.stdout
