@@ -85,21 +85,29 @@ async def _demo(cfg: Settings, count: int, seconds: float, quiet: bool) -> dict[
         began = time.monotonic()
         deadline = began + seconds + 60
         occs = []
+        # On a terminal the progress line redraws in place; in a log, one line every 2 s.
+        tty = sys.stderr.isatty()
+        last_line = 0.0
         while time.monotonic() < deadline:
             occs = await app.db(app.store.all_occurrences, payment_ids)
             counts = {s: sum(1 for o in occs if o.state == s) for s in OccurrenceState}
             final = sum(counts[s] for s in FINAL_STATES)
             line = (
-                f"\r[{time.monotonic() - began:5.1f}s] succeeded {counts[S.SUCCEEDED]:>3}  "
+                f"[{time.monotonic() - began:5.1f}s] succeeded {counts[S.SUCCEEDED]:>3}  "
                 f"failed {counts[S.FAILED]:>3}  retrying {counts[S.RETRYING]:>3}  "
                 f"executing {counts[S.EXECUTING]:>3}  waiting "
                 f"{counts[S.QUEUED] + counts[S.SCHEDULED]:>3}  / {len(payment_ids)}"
             )
-            print(line, end="", file=sys.stderr, flush=True)
+            if tty:
+                print("\r" + line, end="", file=sys.stderr, flush=True)
+            elif time.monotonic() - last_line >= 2:
+                print(line, file=sys.stderr, flush=True)
+                last_line = time.monotonic()
             if occs and final == len(occs) and len(occs) == len(payment_ids):
                 break
             await asyncio.sleep(0.25)
-        print(file=sys.stderr)
+        if tty:
+            print(file=sys.stderr)
         stop.set()
         await runner
         occs = await app.db(app.store.all_occurrences, payment_ids)

@@ -157,10 +157,17 @@ class WorkerPool:
 
     async def start(self) -> None:
         self._worker = await self.queue.start_worker(self.processor, self.concurrency, self.lock_ms)
-        self._worker.on("error", lambda err, *_: log.error("queue worker error: %s", err))
+        self._worker.on("error", self._on_error)
         self._task = asyncio.create_task(self._worker.run())
         self._waker.start()
         log.info("worker started: queue %s, concurrency %s", self.queue.name, self.concurrency)
+
+    def _on_error(self, err: Exception, job: Job | None = None) -> None:
+        """Queue-level errors (lost connection, failed lock renewal) reach the event bus too."""
+        key = str(job.id) if job is not None else "-"
+        self.processor.bus.emit(
+            Event(EventKind.ERROR, self.processor.clock.now(), key, detail={"error": str(err)})
+        )
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking jobs; let active ones finish within the grace period, then force."""
