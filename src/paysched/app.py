@@ -17,12 +17,19 @@ from urllib.parse import urlsplit
 
 from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
+from paysched.db.outbox import Outbox
 from paysched.db.store import Store
 from paysched.domain import Occurrence, Payment
 from paysched.errors import BackendUnavailable, ConfigError
 from paysched.events import EventBus, log_subscriber
 from paysched.executors.base import Executor
 from paysched.executors.ledger import LedgerExecutor
+from paysched.notify.base import Notifier, NotifierRegistry
+from paysched.notify.delivery import Deliverer
+from paysched.notify.log import LogNotifier
+from paysched.notify.messages import NotifyPolicy
+from paysched.notify.telegram import TelegramNotifier
+from paysched.notify.webhook import WebhookNotifier
 from paysched.queue import Backoff, PaymentQueue
 from paysched.redis_server import EmbeddedRedis, answers
 from paysched.scheduler import Scheduler
@@ -74,6 +81,8 @@ class App:
     executor: Executor | None = None
     scheduler: Scheduler | None = None
     processor: PaymentProcessor | None = None
+    outbox: Outbox | None = None
+    deliverer: Deliverer | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
@@ -96,6 +105,7 @@ class App:
         bus.subscribe(log_subscriber)
         backoff = Backoff(settings.backoff_ms, settings.backoff_jitter, rng or random.Random())
         app = cls(settings, clock, store, pool, bus, backoff)
+        app.outbox = Outbox(store.engine)
         if not with_queue:
             return app
         # Started here, on the event loop's (main) thread: see EmbeddedRedis.
@@ -115,12 +125,20 @@ class App:
         app.scheduler = Scheduler(
             store, app.queue, clock, settings.lookahead, settings.tick_cron, pool
         )
+        policy = NotifyPolicy(settings.notify_events, settings.notify_default)
         app.processor = PaymentProcessor(
-            store, app.executor, bus, clock, backoff, settings.attempts, pool
+            store, app.executor, bus, clock, backoff, settings.attempts, pool, policy
         )
+        app.deliverer = Deliverer(
+            app.outbox, build_registry(settings), clock, pool, poll=settings.notify_poll,
+            max_attempts=settings.notify_max_attempts,
+        )  # fmt: skip
+        bus.subscribe(app.deliverer.on_event)
         return app
 
     async def close(self) -> None:
+        if self.deliverer is not None:
+            await self.deliverer.registry.close()
         if self.queue is not None:
             await self.queue.close()
         self.store.close()
@@ -158,16 +176,24 @@ class App:
 
     async def stats(self) -> dict[str, Any]:
         queue, _ = self._need_queue()
+        assert self.outbox is not None
         return {
             "queue": await queue.counts(),
             "occurrences": await self.db(self.store.occurrence_counts),
+            "notifications": await self.db(self.outbox.counts),
         }
 
     async def run(
-        self, stop: asyncio.Event, *, scheduler: bool = True, worker: bool = True
+        self,
+        stop: asyncio.Event,
+        *,
+        scheduler: bool = True,
+        worker: bool = True,
+        deliver: bool | None = None,
     ) -> None:
-        """Run the scheduler and/or the worker pool until `stop` is set, then shut down
-        gracefully: stop taking jobs, let active ones finish within the grace period."""
+        """Run the scheduler and/or the worker pool (with notification delivery, unless
+        `deliver` says otherwise) until `stop` is set, then shut down gracefully: stop taking
+        jobs, let active ones finish within the grace period, send what they notified."""
         queue, sched = self._need_queue()
         assert self.processor is not None
         pool: WorkerPool | None = None
@@ -179,11 +205,26 @@ class App:
         tasks = []
         if scheduler:
             tasks.append(asyncio.create_task(sched.run_forever(stop)))
+        deliver_stop = asyncio.Event()
+        if (worker if deliver is None else deliver) and self.deliverer is not None:
+            tasks.append(asyncio.create_task(self.deliverer.run(deliver_stop)))
         await stop.wait()
         if pool is not None:
             await pool.stop(self.settings.shutdown_grace.total_seconds())
+        # Delivery stops last, so the notifications of the payments that just finished go out.
+        deliver_stop.set()
         await asyncio.gather(*tasks)
 
 
 def default_executor(app: App) -> Executor:
     return LedgerExecutor(app.store, app.clock, app.pool)
+
+
+def build_registry(settings: Settings) -> NotifierRegistry:
+    """The channels this process can deliver through: log always, the others when configured."""
+    notifiers: list[Notifier] = [LogNotifier()]
+    if settings.telegram_token:
+        notifiers.append(TelegramNotifier(settings.telegram_token, settings.telegram_api_url))
+    if settings.webhook_secret:
+        notifiers.append(WebhookNotifier(settings.webhook_secret))
+    return NotifierRegistry(notifiers)

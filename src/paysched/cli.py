@@ -31,8 +31,15 @@ from paysched.errors import (
     NotFound,
     PayschedError,
 )
+from paysched.notify.targets import normalise_targets
 from paysched.schedules import parse_duration, parse_instant, parse_timezone, validate_cron
-from paysched.views import account_view, occurrence_view, payment_status, payment_view
+from paysched.views import (
+    account_view,
+    notification_view,
+    occurrence_view,
+    payment_status,
+    payment_view,
+)
 
 T = TypeVar("T")
 
@@ -222,6 +229,10 @@ def schedule(
     cron: Annotated[str | None, typer.Option(help="Recurring: 5-field cron expression.")] = None,
     tz: Annotated[str | None, typer.Option(help="IANA time zone for --cron.")] = None,
     memo: Annotated[str, typer.Option(help="Free text kept with the payment.")] = "",
+    notify: Annotated[
+        list[str] | None,
+        typer.Option(help="telegram:CHAT_ID, webhook:URL or log; repeatable."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a payment: one-time (--at or --in) or recurring (--cron [--tz])."""
@@ -232,6 +243,7 @@ def schedule(
         raise InvalidInput("tz", "--tz applies to --cron schedules")
     code = parse_currency(currency)
     minor = parse_positive_amount(amount, code)
+    targets = normalise_targets(notify or [], "notify")
     if tz:
         parse_timezone(tz, "tz")
     if cron:
@@ -244,7 +256,7 @@ def schedule(
     async def body(app: App) -> Any:
         return await app.create_payment(
             payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at, cron=cron,
-            timezone=tz, memo=memo,
+            timezone=tz, memo=memo, notify=targets,
         )  # fmt: skip
 
     payment = with_app(body)
@@ -276,7 +288,7 @@ def list_cmd(
 
 def _parse_id(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
-        raise InvalidInput("id", f"expected a positive integer payment id, got {text!r}")
+        raise InvalidInput("id", f"expected a positive integer id, got {text!r}")
     return int(text)
 
 
@@ -297,6 +309,9 @@ def show(
         view["occurrences"] = [
             occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
         ]
+        assert app.outbox is not None
+        sent = await app.db(app.outbox.list, None, pid, 1000)
+        view["notifications"] = [notification_view(n) for n in reversed(sent)]
         return view
 
     view = with_app(body, with_queue=False)
@@ -312,6 +327,10 @@ def show(
             detail = f" - {att['reason']}" if att["reason"] else ""
             outcome = att["outcome"] or "running"
             lines.append(f"    attempt {att['number']}: {outcome} at {att['started_at']}{detail}")
+    lines.append(f"  notify: {', '.join(view['notify']) or 'default'}")
+    for n in view["notifications"]:
+        err = f" ({n['last_error']})" if n["last_error"] else ""
+        lines.append(f"    {n['event']} -> {n['channel']}:{n['target']} {n['state']}{err}")
     emit(view, as_json, "\n".join(lines))
 
 
@@ -332,9 +351,55 @@ def cancel(
 def stats(as_json: JsonFlag = False) -> None:
     """Queue counts (waiting, active, completed, failed, delayed, total) and occurrence states."""
     data = with_app(lambda app: app.stats())
-    queue_line = "  ".join(f"{k} {v}" for k, v in data["queue"].items())
-    occ_line = "  ".join(f"{k} {v}" for k, v in data["occurrences"].items())
-    emit(data, as_json, f"queue:       {queue_line}\noccurrences: {occ_line}")
+    lines = [
+        f"{part + ':':<14} " + "  ".join(f"{k} {v}" for k, v in data[part].items())
+        for part in ("queue", "occurrences", "notifications")
+    ]
+    emit(data, as_json, "\n".join(lines))
+
+
+notifications_cli = typer.Typer(no_args_is_help=True, help="The notification outbox.")
+cli.add_typer(notifications_cli, name="notifications")
+
+
+@notifications_cli.command("list")
+@handled
+def notifications_list(
+    state: Annotated[str | None, typer.Option(help="pending, sent or dead.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List notifications, newest first."""
+    if state is not None and state not in ("pending", "sent", "dead"):
+        raise InvalidInput("state", f"expected pending, sent or dead, got {state!r}")
+
+    async def body(app: App) -> Any:
+        assert app.outbox is not None
+        return await app.db(app.outbox.list, state, None, limit)
+
+    views = [notification_view(n) for n in with_app(body, with_queue=False)]
+    lines = [
+        f"{v['id']:>6}  {v['state']:<7} payment {v['payment_id']:<6} {v['event']:<9} "
+        f"{v['channel']}:{v['target']}" + (f"  ({v['last_error']})" if v["last_error"] else "")
+        for v in views
+    ]
+    emit(views, as_json, "\n".join(lines) or "no notifications")
+
+
+@notifications_cli.command("retry")
+@handled
+def notifications_retry(
+    notification_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """Send a dead notification again, with a fresh set of attempts."""
+    nid = _parse_id(notification_id)
+
+    async def body(app: App) -> Any:
+        assert app.outbox is not None
+        return await app.db(app.outbox.retry, nid, app.clock.now())
+
+    view = notification_view(with_app(body, with_queue=False))
+    emit(view, as_json, f"notification {nid} is pending again")
 
 
 @cli.command()

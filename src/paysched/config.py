@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 from paysched.errors import ConfigError, InvalidInput
+from paysched.notify.targets import normalise_targets, parse_events
 from paysched.schedules import parse_duration, validate_cron
 
 DEFAULT_REDIS_HOST = "localhost"
@@ -25,6 +26,8 @@ KNOWN_VARIABLES = (
     "PAYSCHED_ATTEMPTS", "PAYSCHED_BACKOFF_MS", "PAYSCHED_BACKOFF_JITTER", "PAYSCHED_TICK_CRON",
     "PAYSCHED_LOOKAHEAD", "PAYSCHED_LOCK_MS", "PAYSCHED_SHUTDOWN_GRACE",
     "PAYSCHED_KEEP_COMPLETED", "PAYSCHED_EMBEDDED_REDIS", "PAYSCHED_LOG_LEVEL",
+    "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_URL", "PAYSCHED_WEBHOOK_SECRET", "PAYSCHED_NOTIFY",
+    "PAYSCHED_NOTIFY_EVENTS", "PAYSCHED_NOTIFY_POLL", "PAYSCHED_NOTIFY_MAX_ATTEMPTS",
 )  # fmt: skip
 
 
@@ -49,6 +52,14 @@ class Settings:
     shutdown_grace: timedelta = timedelta(seconds=30)
     keep_completed: int = 10_000
     log_level: str = "INFO"
+    # Secrets stay out of repr() so that settings can be logged.
+    telegram_token: str = field(default="", repr=False)
+    telegram_api_url: str = "https://api.telegram.org"
+    webhook_secret: str = field(default="", repr=False)
+    notify_default: tuple[str, ...] = ("log",)
+    notify_events: frozenset[str] = frozenset({"succeeded", "failed", "retrying"})
+    notify_poll: timedelta = timedelta(seconds=1)
+    notify_max_attempts: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +94,13 @@ class Settings:
             log_level=_choice(
                 env, "PAYSCHED_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
+            telegram_token=env.get("TELEGRAM_BOT_TOKEN", "").strip(),
+            telegram_api_url=_http_url(env, "TELEGRAM_API_URL", "https://api.telegram.org"),
+            webhook_secret=env.get("PAYSCHED_WEBHOOK_SECRET", ""),
+            notify_default=_targets(env, "PAYSCHED_NOTIFY", "log"),
+            notify_events=_events(env, "PAYSCHED_NOTIFY_EVENTS", "succeeded,failed,retrying"),
+            notify_poll=_duration(env, "PAYSCHED_NOTIFY_POLL", "1s"),
+            notify_max_attempts=_int(env, "PAYSCHED_NOTIFY_MAX_ATTEMPTS", 10, 1, 1000),
         )
         return settings
 
@@ -174,3 +192,26 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if raw not in choices:
         raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
     return raw
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(name, f"expected an http(s):// URL, got {raw!r}")
+    return raw
+
+
+def _targets(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    raw = env.get(name, "").strip() or default
+    try:
+        return tuple(normalise_targets([t for t in raw.split(",") if t.strip()], name))
+    except InvalidInput as exc:
+        raise ConfigError(name, exc.problem) from None
+
+
+def _events(env: Mapping[str, str], name: str, default: str) -> frozenset[str]:
+    raw = env.get(name, "").strip() or default
+    try:
+        return parse_events(raw, name)
+    except InvalidInput as exc:
+        raise ConfigError(name, exc.problem) from None

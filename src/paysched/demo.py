@@ -143,6 +143,8 @@ def run_demo(base: Settings, count: int, seconds: float, quiet: bool) -> dict[st
     if not quiet:
         logging.getLogger("paysched.app").setLevel(logging.INFO)
         logging.getLogger("paysched.redis").setLevel(logging.INFO)
+        # Notifications on the log channel: what the people involved would be told.
+        logging.getLogger("paysched.notify").setLevel(logging.INFO)
     cfg = demo_settings(base)
     summary = asyncio.run(_demo(cfg, count, seconds, quiet))
     if not quiet:

@@ -140,6 +140,38 @@ class Payment:
     next_due_at: datetime | None
     memo: str
     created_at: datetime
+    notify: tuple[str, ...] = ()  # targets: "telegram:CHAT", "webhook:URL", "log"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A notification to commit together with the state change that causes it."""
+
+    dedup_key: str  # one per event and target; receivers may dedup on it too
+    payment_id: int
+    occurrence_id: int | None
+    event: str  # succeeded | failed | retrying
+    channel: str  # telegram | webhook | log
+    target: str
+    payload: str  # JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: int
+    dedup_key: str
+    payment_id: int
+    occurrence_id: int | None
+    event: str
+    channel: str
+    target: str
+    payload: str
+    state: str  # pending | sent | dead
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

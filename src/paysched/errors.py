@@ -8,6 +8,9 @@
     ├── NotFound               an account, payment or occurrence does not exist
     ├── Conflict               the request contradicts current state (cancel a finished payment)
     ├── BackendUnavailable     Redis or the database does not answer
+    ├── DeliveryError          raised by notifiers
+    │   ├── RetryableDelivery  429, 5xx, connection errors: retried (honouring retry_after)
+    │   └── PermanentDelivery  chat not found, bot blocked, other 4xx: the notification is dead
     └── ExecutionError         raised by executors; decides retry vs. fail
         ├── RetryableError     timeout, 5xx, connection loss: retried with backoff
         └── PermanentError     retrying cannot help: failed at once
@@ -72,4 +75,18 @@ class UnknownAccount(PermanentError):
 
 
 class CurrencyMismatch(PermanentError):
+    pass
+
+
+class DeliveryError(PayschedError):
+    """Raised by a notifier."""
+
+
+class RetryableDelivery(DeliveryError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentDelivery(DeliveryError):
     pass

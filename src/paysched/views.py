@@ -8,6 +8,7 @@ from typing import Any
 from paysched.domain import (
     FINAL_STATES,
     Account,
+    Notification,
     Occurrence,
     OccurrenceState,
     Payment,
@@ -42,7 +43,24 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "timezone": payment.timezone,
         "next_due_at": iso(payment.next_due_at),
         "memo": payment.memo,
+        "notify": list(payment.notify),
         "created_at": iso(payment.created_at),
+    }
+
+
+def notification_view(n: Notification) -> dict[str, Any]:
+    return {
+        "id": n.id,
+        "payment_id": n.payment_id,
+        "event": n.event,
+        "channel": n.channel,
+        "target": n.target,
+        "state": n.state,
+        "attempts": n.attempts,
+        "last_error": n.last_error,
+        "created_at": iso(n.created_at),
+        "sent_at": iso(n.sent_at),
+        "dedup_key": n.dedup_key,
     }
 
 

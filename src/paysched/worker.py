@@ -11,6 +11,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from bullmq import Job, Worker
@@ -18,10 +20,11 @@ from sqlalchemy.exc import DBAPIError
 
 from paysched.clock import Clock
 from paysched.db.store import Claim, Store
-from paysched.domain import OccurrenceState
+from paysched.domain import OccurrenceState, OutboxMessage
 from paysched.errors import BackendUnavailable, PermanentError
 from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import Executor
+from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentQueue, RetryLater
 
 log = logging.getLogger("paysched.worker")
@@ -56,7 +59,9 @@ class PaymentProcessor:
         backoff: Backoff,
         max_attempts: int,
         pool: ThreadPoolExecutor,
+        notify: NotifyPolicy,
     ) -> None:
+        self.notify = notify
         self.store = store
         self.executor = executor
         self.bus = bus
@@ -99,6 +104,7 @@ class PaymentProcessor:
             return {"skipped": True}
         log.info("processing payment job %s: payment #%s (attempt %s)", job.id,
                  claim.payment.id, claim.attempt)  # fmt: skip
+        claim = replace(claim, on_success=tuple(self._outbox(claim, "succeeded")))
         await self._progress(job, claim, 10, "claimed")
 
         attempts_allowed = int(job.opts.get("attempts") or 1)
@@ -120,7 +126,9 @@ class PaymentProcessor:
             log.warning("job %s lost its claim to another worker; not settling", job.id)
             return {"fenced_out": True}
         if not result.settled:
-            done = await self._db(self.store.finish, claim, S.SUCCEEDED, self.clock.now(), None)
+            done = await self._db(
+                self.store.finish, claim, S.SUCCEEDED, self.clock.now(), None, claim.on_success
+            )
             if not done:
                 return {"fenced_out": True}
         await self._progress(job, claim, 100, "succeeded")
@@ -128,8 +136,15 @@ class PaymentProcessor:
                    amount=claim.payment.amount, currency=claim.payment.currency)  # fmt: skip
         return {"succeeded": True, "occurrence": claim.occurrence.key}
 
+    def _outbox(
+        self, claim: Claim, event: str, reason: str | None = None, next_at: datetime | None = None
+    ) -> list[OutboxMessage]:
+        return outbox_for(self.notify, event, claim.payment, claim.occurrence, claim.attempt,
+                          self.clock.now(), reason, next_at)  # fmt: skip
+
     async def _fail(self, claim: Claim, reason: str) -> NoReturn:
-        if await self._db(self.store.finish, claim, S.FAILED, self.clock.now(), reason):
+        outbox = self._outbox(claim, "failed", reason)
+        if await self._db(self.store.finish, claim, S.FAILED, self.clock.now(), reason, outbox):
             self._emit(EventKind.FAILED, claim, reason=reason)
         raise GiveUp(reason)
 
@@ -137,7 +152,9 @@ class PaymentProcessor:
         if last:
             await self._fail(claim, f"{reason} (after {claim.attempt} attempts)")
         delay = self.backoff.delay_ms(attempt)
-        if await self._db(self.store.finish, claim, S.RETRYING, self.clock.now(), reason):
+        next_at = self.clock.now() + timedelta(milliseconds=delay)
+        outbox = self._outbox(claim, "retrying", reason, next_at)
+        if await self._db(self.store.finish, claim, S.RETRYING, self.clock.now(), reason, outbox):
             self._emit(EventKind.RETRYING, claim, reason=reason, delay_ms=delay)
         raise RetryLater(reason, delay)
 

@@ -7,6 +7,7 @@ within the same transaction. Driver errors are translated into paysched errors h
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from paysched.domain import (
     Account,
     Occurrence,
     OccurrenceState,
+    OutboxMessage,
     Payment,
     PaymentState,
     Transition,
@@ -54,6 +56,9 @@ class Claim:
     payment: Payment
     fence: int
     attempt: int  # the database's count of claims, including this one
+    # Notifications to commit with the move to succeeded (set by the worker; executors that
+    # settle themselves pass them on, so they commit in the same transaction as the money).
+    on_success: tuple[OutboxMessage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,7 @@ class Store:
         timezone: str | None,
         memo: str,
         now: datetime,
+        notify: Sequence[str] = (),
     ) -> Payment:
         if (due_at is None) == (cron is None):
             raise InvalidInput("schedule", "give exactly one of a due time or a cron expression")
@@ -215,6 +221,7 @@ class Store:
                     payer_id=accounts["from"].id, payee_id=accounts["to"].id, amount=amount,
                     currency=currency, state=PaymentState.ACTIVE.value, due_at=due_at, cron=cron,
                     timezone=timezone, next_due_at=first_due, memo=memo, created_at=now,
+                    notify=json.dumps(list(notify)),
                     updated_at=now,
                 )
                 .returning(t.payments.c.id)
@@ -432,18 +439,43 @@ class Store:
                          occurrence_id=occ.id, created_at=now),
                 ],
             )  # fmt: skip
-            return self._cas(conn, occ, S.SUCCEEDED, now, None, finished=True, fence=claim.fence)
+            if not self._cas(conn, occ, S.SUCCEEDED, now, None, finished=True, fence=claim.fence):
+                return False
+            self._enqueue_notifications(conn, claim.on_success, now)
+            return True
 
     def finish(
-        self, claim: Claim, target: OccurrenceState, now: datetime, reason: str | None
+        self,
+        claim: Claim,
+        target: OccurrenceState,
+        now: datetime,
+        reason: str | None,
+        outbox: Sequence[OutboxMessage] = (),
     ) -> bool:
-        """executing -> succeeded | retrying | failed, only while the claim's fence is current."""
+        """executing -> succeeded | retrying | failed, only while the claim's fence is current.
+        The notifications in `outbox` commit in the same transaction, or not at all."""
         with self.engine.begin() as conn:
             occ = self._occurrence_for_update(conn, claim.occurrence.id)
             if occ is None or occ.state != S.EXECUTING or occ.fence != claim.fence:
                 return False
             final = target in FINAL_STATES
-            return self._cas(conn, occ, target, now, reason, finished=final, fence=claim.fence)
+            if not self._cas(conn, occ, target, now, reason, finished=final, fence=claim.fence):
+                return False
+            self._enqueue_notifications(conn, outbox, now)
+            return True
+
+    def _enqueue_notifications(
+        self, conn: Connection, outbox: Sequence[OutboxMessage], now: datetime
+    ) -> None:
+        for msg in outbox:
+            conn.execute(
+                self._insert_ignore(t.notifications, ["dedup_key"]).values(
+                    dedup_key=msg.dedup_key, payment_id=msg.payment_id,
+                    occurrence_id=msg.occurrence_id, event=msg.event, channel=msg.channel,
+                    target=msg.target, payload=msg.payload, state="pending", attempts=0,
+                    next_attempt_at=now, created_at=now,
+                )
+            )  # fmt: skip
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -636,7 +668,7 @@ def _payment_from(row: Row[Any]) -> Payment:
         id=row.id, payer=row.payer_name, payee=row.payee_name, amount=int(row.amount),
         currency=row.currency, state=PaymentState(row.state), due_at=row.due_at, cron=row.cron,
         timezone=row.timezone, next_due_at=row.next_due_at, memo=row.memo,
-        created_at=row.created_at,
+        created_at=row.created_at, notify=tuple(json.loads(row.notify or "[]")),
     )  # fmt: skip
 
 

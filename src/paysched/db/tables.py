@@ -86,6 +86,8 @@ payments = Table(
     # scheduler's tick walks as small as the set of payments that still have work.
     Column("next_due_at", UTCDateTime, nullable=True),
     Column("memo", Text, nullable=False, server_default=""),
+    # Notification targets, JSON list of "telegram:CHAT", "webhook:URL" or "log".
+    Column("notify", Text, nullable=False, server_default="[]"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "next_due_at"),
@@ -134,4 +136,26 @@ ledger_entries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # The last line of defence for "exactly once": one occurrence can touch an account once.
     UniqueConstraint("occurrence_id", "account_id"),
+)
+
+# The outbox: one row per event and target, written in the same transaction as the state change
+# that causes it, delivered afterwards by notify.delivery.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dedup_key", String(200), nullable=False, unique=True),
+    Column("payment_id", Integer, ForeignKey("payments.id"), nullable=False),
+    Column("occurrence_id", Integer, ForeignKey("occurrences.id"), nullable=True),
+    Column("event", String(16), nullable=False),  # succeeded | failed | retrying
+    Column("channel", String(16), nullable=False),  # telegram | webhook | log
+    Column("target", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # JSON: text for people + structured event
+    Column("state", String(8), nullable=False),  # pending | sent | dead
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Index(None, "state", "next_attempt_at"),
 )

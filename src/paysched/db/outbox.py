@@ -1,0 +1,128 @@
+"""Repository of the notification outbox (the rows are written by Store with state changes)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Row, func, select, update
+
+from paysched.db import tables as t
+from paysched.db.engine import READ_ONLY
+from paysched.domain import Notification
+from paysched.errors import Conflict, NotFound
+
+STATES = ("pending", "sent", "dead")
+
+
+class Outbox:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
+        """Take up to `limit` pending notifications that are due, pushing their next attempt
+        `lease` into the future so that a concurrent deliverer skips them. A deliverer that
+        dies mid-send leaves them to be retried when the lease runs out."""
+        with self.engine.begin() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(t.notifications.c.id)
+                    .where(t.notifications.c.state == "pending")
+                    .where(t.notifications.c.next_attempt_at <= now)
+                    .order_by(t.notifications.c.next_attempt_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ]
+            if not ids:
+                return []
+            conn.execute(
+                update(t.notifications)
+                .where(t.notifications.c.id.in_(ids))
+                .where(t.notifications.c.state == "pending")
+                .values(next_attempt_at=now + lease, attempts=t.notifications.c.attempts + 1)
+            )
+            rows = conn.execute(
+                select(t.notifications)
+                .where(t.notifications.c.id.in_(ids))
+                .order_by(t.notifications.c.id)
+            )
+            return [_from(r) for r in rows]
+
+    def mark_sent(self, notification_id: int, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.notifications)
+                .where(t.notifications.c.id == notification_id)
+                .where(t.notifications.c.state == "pending")
+                .values(state="sent", sent_at=now, last_error=None)
+            )
+
+    def reschedule(self, notification_id: int, next_attempt_at: datetime, error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.notifications)
+                .where(t.notifications.c.id == notification_id)
+                .where(t.notifications.c.state == "pending")
+                .values(next_attempt_at=next_attempt_at, last_error=error)
+            )
+
+    def mark_dead(self, notification_id: int, error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.notifications)
+                .where(t.notifications.c.id == notification_id)
+                .where(t.notifications.c.state == "pending")
+                .values(state="dead", last_error=error)
+            )
+
+    def retry(self, notification_id: int, now: datetime) -> Notification:
+        """Give a dead notification a fresh set of attempts."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(t.notifications).where(t.notifications.c.id == notification_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"no notification with id {notification_id}")
+            if row.state != "dead":
+                raise Conflict(f"notification {notification_id} is {row.state}, not dead")
+            conn.execute(
+                update(t.notifications)
+                .where(t.notifications.c.id == notification_id)
+                .values(state="pending", attempts=0, next_attempt_at=now)
+            )
+            found = conn.execute(
+                select(t.notifications).where(t.notifications.c.id == notification_id)
+            ).one()
+            return _from(found)
+
+    def list(
+        self, state: str | None = None, payment_id: int | None = None, limit: int = 100
+    ) -> list[Notification]:
+        query = select(t.notifications).order_by(t.notifications.c.id.desc()).limit(limit)
+        if state:
+            query = query.where(t.notifications.c.state == state)
+        if payment_id is not None:
+            query = query.where(t.notifications.c.payment_id == payment_id)
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            return [_from(r) for r in conn.execute(query)]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            rows = conn.execute(
+                select(t.notifications.c.state, func.count()).group_by(t.notifications.c.state)
+            )
+            counts = dict.fromkeys(STATES, 0)
+            counts.update({state: int(n) for state, n in rows})
+            return counts
+
+
+def _from(row: Row[Any]) -> Notification:
+    return Notification(
+        id=row.id, dedup_key=row.dedup_key, payment_id=row.payment_id,
+        occurrence_id=row.occurrence_id, event=row.event, channel=row.channel, target=row.target,
+        payload=row.payload, state=row.state, attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at, last_error=row.last_error,
+        created_at=row.created_at, sent_at=row.sent_at,
+    )  # fmt: skip

@@ -1,0 +1,137 @@
+"""The delivery loop: sends outbox notifications with their own retries, apart from payments.
+
+Guarantees: a notification committed with its payment's state change is sent until a channel
+accepts it or says it never will (dead, with the reason). A deliverer that dies mid-send holds a
+lease only until it runs out; then another sends it again with the same dedup key, so the one
+window for a duplicate is a crash between the channel's acceptance and the commit of `sent` —
+webhook receivers can close it by deduplicating on Paysched-Event-Id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import ParamSpec, TypeVar
+
+from paysched.clock import Clock
+from paysched.db.outbox import Outbox
+from paysched.domain import Notification
+from paysched.errors import PermanentDelivery, RetryableDelivery
+from paysched.events import Event, EventKind
+from paysched.notify.base import NotifierRegistry
+
+log = logging.getLogger("paysched.notify")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Deliverer:
+    def __init__(
+        self,
+        outbox: Outbox,
+        registry: NotifierRegistry,
+        clock: Clock,
+        pool: ThreadPoolExecutor,
+        *,
+        poll: timedelta = timedelta(seconds=1),
+        lease: timedelta = timedelta(seconds=60),
+        max_attempts: int = 10,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 600.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.registry = registry
+        self.clock = clock
+        self.pool = pool
+        self.poll = poll
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+
+    async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+    def on_event(self, event: Event) -> None:
+        """Event-bus subscriber: a state change may have written notifications; look now."""
+        if event.kind in (EventKind.COMPLETED, EventKind.FAILED, EventKind.RETRYING):
+            self._wake.set()
+
+    def backoff_s(self, attempts: int) -> float:
+        raw = min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_max_s)
+        return float(raw * self.rng.uniform(0.8, 1.2))
+
+    async def deliver_due(self) -> int:
+        """Send every notification due now (one lease batch at a time). Returns how many were
+        attempted."""
+        total = 0
+        while True:
+            batch = await self._db(self.outbox.lease_due, self.clock.now(), self.lease)
+            if not batch:
+                return total
+            await asyncio.gather(*(self._deliver(n) for n in batch))
+            total += len(batch)
+
+    async def _deliver(self, n: Notification) -> None:
+        try:
+            notifier = self.registry.get(n.channel)
+            await notifier.send(n.target, json.loads(n.payload), n.dedup_key)
+        except PermanentDelivery as exc:
+            log.warning("notification %s to %s is dead: %s", n.id, n.channel, exc)
+            await self._db(self.outbox.mark_dead, n.id, str(exc))
+            return
+        except RetryableDelivery as exc:
+            await self._retry_later(n, str(exc), exc.retry_after)
+            return
+        except Exception as exc:  # a bug in a channel must not stop the loop
+            await self._retry_later(n, f"{type(exc).__name__}: {exc}", None)
+            return
+        await self._db(self.outbox.mark_sent, n.id, self.clock.now())
+        log.debug("notification %s sent via %s", n.id, n.channel)
+
+    async def _retry_later(self, n: Notification, error: str, retry_after: float | None) -> None:
+        if n.attempts >= self.max_attempts:
+            reason = f"gave up after {n.attempts} attempts: {error}"
+            log.warning("notification %s to %s is dead: %s", n.id, n.channel, reason)
+            await self._db(self.outbox.mark_dead, n.id, reason)
+            return
+        # The channel's own Retry-After wins over our backoff: sending earlier only earns
+        # another 429.
+        delay = retry_after if retry_after is not None else self.backoff_s(n.attempts)
+        log.info("notification %s to %s failed (%s); retrying in %.1fs", n.id, n.channel,
+                 error, delay)  # fmt: skip
+        await self._db(
+            self.outbox.reschedule, n.id, self.clock.now() + timedelta(seconds=delay), error
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("notification delivery started: channels %s", ", ".join(self.registry.channels))
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.deliver_due()
+            except Exception:
+                log.exception("notification delivery pass failed; retrying")
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(
+                waiters, timeout=self.poll.total_seconds(), return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waiters:
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+        # One last pass for what the final payments wrote; what fails stays pending for the
+        # next process, nothing is lost.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.deliver_due(), timeout=10)
+        log.info("notification delivery stopped")

@@ -1,0 +1,85 @@
+"""What people are told: outbox rows built from an occurrence's event. Pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from paysched.domain import Occurrence, OutboxMessage, Payment, format_amount
+from paysched.notify.targets import parse_target
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyPolicy:
+    events: frozenset[str]  # which events notify
+    default_targets: tuple[str, ...]  # used when a payment names none
+
+
+def local_time(when: datetime, tz: str | None) -> str:
+    """A time for people: in the payment's zone when it has one, UTC otherwise."""
+    zone = ZoneInfo(tz) if tz else UTC
+    return when.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def render(
+    event: str, payment: Payment, occurrence: Occurrence, attempt: int, at: datetime,
+    reason: str | None, next_attempt_at: datetime | None,
+) -> str:  # fmt: skip
+    money = f"{format_amount(payment.amount, payment.currency)} {payment.currency}"
+    head = f"Payment #{payment.id}: {money} from {payment.payer} to {payment.payee}"
+    if event == "succeeded":
+        return f"✅ {head} succeeded at {local_time(at, payment.timezone)}."
+    if event == "failed":
+        return f"❌ {head} failed after {attempt} attempt(s): {reason}. No money was moved."
+    nxt = local_time(next_attempt_at, payment.timezone) if next_attempt_at else "soon"
+    return f"⏳ {head}: attempt {attempt} failed ({reason}); next attempt at {nxt}."
+
+
+def outbox_for(
+    policy: NotifyPolicy, event: str, payment: Payment, occurrence: Occurrence, attempt: int,
+    at: datetime, reason: str | None = None, next_attempt_at: datetime | None = None,
+) -> list[OutboxMessage]:  # fmt: skip
+    """One outbox row per target, each with a dedup key unique to (event, attempt, target)."""
+    if event not in policy.events:
+        return []
+    targets: Sequence[str] = payment.notify or policy.default_targets
+    text = render(event, payment, occurrence, attempt, at, reason, next_attempt_at)
+    # Retrying happens once per attempt; succeeded/failed once per occurrence.
+    event_id = f"{occurrence.key}:{event}" + (f":{attempt}" if event == "retrying" else "")
+    body = {
+        "id": event_id,
+        "event": f"payment.{event}",
+        "payment_id": payment.id,
+        "occurrence": occurrence.key,
+        "amount": format_amount(payment.amount, payment.currency),
+        "currency": payment.currency,
+        "from": payment.payer,
+        "to": payment.payee,
+        "attempt": attempt,
+        "reason": reason,
+        "at": at.isoformat(timespec="milliseconds"),
+        "next_attempt_at": next_attempt_at.isoformat(timespec="milliseconds")
+        if next_attempt_at
+        else None,
+        "text": text,
+    }
+    rows = []
+    for spec in targets:
+        channel, target = parse_target(spec)
+        rows.append(
+            OutboxMessage(
+                dedup_key=f"{event_id}:{channel}:{_digest(target)}", payment_id=payment.id,
+                occurrence_id=occurrence.id, event=event, channel=channel, target=target,
+                payload=json.dumps(body, ensure_ascii=False),
+            )
+        )  # fmt: skip
+    return rows
+
+
+def _digest(target: str) -> str:
+    # Keeps dedup keys short and fixed-size whatever the URL's length.
+    return hashlib.sha256(target.encode()).hexdigest()[:16] if target else "-"

@@ -1,0 +1,87 @@
+"""Signed webhooks: POST the event as JSON with an HMAC-SHA256 signature over timestamp and body.
+
+Headers sent:
+  Paysched-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+  Paysched-Event-Id:  <dedup key>   (the same for every redelivery of this event to this URL)
+
+Receivers verify with `verify()` below (or its few lines copied, see README): recompute the HMAC,
+compare in constant time, and reject timestamps outside the tolerance window against replays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import httpx
+
+from paysched.errors import PermanentDelivery, RetryableDelivery
+
+SIGNATURE_HEADER = "Paysched-Signature"
+EVENT_ID_HEADER = "Paysched-Event-Id"
+DEFAULT_TOLERANCE_S = 300
+
+
+class SignatureError(ValueError):
+    pass
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(
+    secret: str, header: str, body: bytes, now: float | None = None,
+    tolerance_s: int = DEFAULT_TOLERANCE_S,
+) -> None:  # fmt: skip
+    """Raise SignatureError unless `header` signs `body` with `secret` within the tolerance."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+        given = parts["v1"]
+    except (KeyError, ValueError):
+        raise SignatureError("malformed signature header") from None
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance_s:
+        raise SignatureError("timestamp outside the tolerance window")
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    if not hmac.compare_digest(expected, given):
+        raise SignatureError("signature mismatch")
+
+
+class WebhookNotifier:
+    channel = "webhook"
+
+    def __init__(self, secret: str, timeout: float = 10.0) -> None:
+        if not secret:
+            raise ValueError("a webhook signing secret is required")
+        self._secret = secret
+        self._client = httpx.AsyncClient(timeout=timeout)
+
+    async def send(self, target: str, event: dict[str, Any], dedup_key: str) -> None:
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
+            EVENT_ID_HEADER: dedup_key,
+        }
+        try:
+            response = await self._client.post(target, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise RetryableDelivery(f"webhook unreachable: {type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status == 429 or status >= 500 or status == 408:
+            retry_after = response.headers.get("Retry-After", "")
+            raise RetryableDelivery(
+                f"webhook {status}", float(retry_after) if retry_after.isdigit() else None
+            )
+        raise PermanentDelivery(f"webhook {status}: {response.text[:200]}")
+
+    async def close(self) -> None:
+        await self._client.aclose()
