@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from paysched.app import App
+from paysched.config import Settings
 from paysched.domain import OccurrenceState
-from tests.conftest import wait_for_sync
+from tests.conftest import wait_for, wait_for_sync
+from tests.http_peers import WebhookReceiver
 from tests.integration.helpers import all_final, fund, pay
 
 S = OccurrenceState
@@ -51,10 +53,56 @@ async def test_killed_mid_payment_is_finished_once(
         (done,) = await all_final(app, [pid], timeout=60)  # stall detection: ~2 lock periods
     finally:
         survivor.send_signal(signal.SIGTERM)
-        assert survivor.wait(timeout=30) == 0, survivor.stderr.read() if survivor.stderr else ""
+        assert survivor.wait(timeout=90) == 0, survivor.stderr.read() if survivor.stderr else ""
     assert done.state == S.SUCCEEDED
     assert done.attempts == 2  # the killed claim and the takeover
     assert await app.db(app.store.succeeded_transfer_count) == 1
     assert (await app.db(app.store.get_account, "bob")).balance == 2_500
     assert (await app.db(app.store.get_account, "alice")).balance == 7_500
     assert (await app.db(app.store.ledger_report)).balanced
+
+
+async def test_killed_after_payment_notification_still_sent_once(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker dies right after the payment committed, before anything was delivered: the
+    notification committed with the payment is sent by the next worker, exactly once."""
+    hook = WebhookReceiver(secret="whsec-fault").start()
+    env = env | {"PAYSCHED_WEBHOOK_SECRET": "whsec-fault", "PAYSCHED_NOTIFY_POLL": "100ms"}
+    app = await App.open(Settings.from_env(env))
+    try:
+        await fund(app, {"alice": 10_000, "bob": 0})
+        payment = await app.create_payment(
+            payer="alice", payee="bob", amount=100, currency="USD", due_at=app.clock.now(),
+            cron=None, timezone=None, memo="", notify=[f"webhook:{hook.url}/hook"],
+        )  # fmt: skip
+        marker = tmp_path / "settled"
+        victim = start_worker(env, "die-after-settle", marker)
+        try:
+            wait_for_sync(marker.exists, 30, "the payment to commit")
+        finally:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+        assert app.outbox is not None
+        assert [n.state for n in await app.db(app.outbox.list, None, payment.id)] == ["pending"]
+        assert hook.requests == []
+        survivor = start_worker(env, "normal", tmp_path / "unused")
+        try:
+            wait_for_sync(lambda: len(hook.accepted) == 1, 30, "the notification")
+
+            async def sent() -> bool:
+                assert app.outbox is not None
+                found = await app.db(app.outbox.list, None, payment.id)
+                return [n.state for n in found] == ["sent"]
+
+            await wait_for(sent, 10, "the outbox row to be marked sent")
+        finally:
+            survivor.send_signal(signal.SIGTERM)
+            survivor.wait(timeout=90)
+        assert len(hook.requests) == 1
+        (occ,) = await app.db(app.store.occurrences_of, payment.id)
+        assert occ.state == S.SUCCEEDED and occ.attempts == 1
+        assert await app.db(app.store.succeeded_transfer_count) == 1
+    finally:
+        hook.stop()
+        await app.close()

@@ -6,6 +6,8 @@ and PAYSCHED_TEST_MARKER naming a file to create when the fault point is reached
   hang-before-settle  hang after claiming, before any money moves
   hang-in-transaction hang inside the settle transaction, after the ledger rows are written
                       but before COMMIT — the worst moment to die
+  die-after-settle    hang right after the payment committed, before its notification is
+                      delivered (this process delivers nothing)
 The test kills this process with SIGKILL at the fault point.
 """
 
@@ -41,10 +43,24 @@ def main(mode: str) -> None:
             await asyncio.sleep(3600)
             return await self.inner.execute(claim, key)
 
+    class HangAfterSettle:
+        name = "hang-after-settle"
+
+        def __init__(self, inner: LedgerExecutor) -> None:
+            self.inner = inner
+
+        async def execute(self, claim: Any, key: str) -> Any:
+            result = await self.inner.execute(claim, key)
+            marker.write_text("settled")
+            await asyncio.sleep(3600)
+            return result
+
     def factory(app: App) -> Any:
         ledger = LedgerExecutor(app.store, app.clock, app.pool)
         if mode == "hang-before-settle":
             return HangBeforeSettle(ledger)
+        if mode == "die-after-settle":
+            return HangAfterSettle(ledger)
         if mode == "hang-in-transaction":
 
             @event.listens_for(app.store.engine, "after_cursor_execute")
@@ -62,7 +78,7 @@ def main(mode: str) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await app.run(stop, scheduler=False)
+            await app.run(stop, scheduler=False, deliver=mode != "die-after-settle")
         finally:
             await app.close()
 

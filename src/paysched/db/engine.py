@@ -27,9 +27,13 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         )
         _sqlite_write_locking(engine)
         return engine
+    # A worker must never wait forever on a row another process locked, and a process that
+    # hangs inside a transaction must not hold its locks forever: PostgreSQL ends both.
+    options = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-    )
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+        connect_args={"options": options},
+    )  # fmt: skip
 
 
 def _sqlite_write_locking(engine: Engine) -> None:

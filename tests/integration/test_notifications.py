@@ -1,0 +1,147 @@
+"""Notification delivery against a local Bot API server and a signature-checking webhook."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from paysched.app import App
+from paysched.config import Settings
+from paysched.domain import OccurrenceState
+from tests.conftest import free_port, wait_for
+from tests.http_peers import Peer, WebhookReceiver
+from tests.integration.helpers import all_final, fund, running
+
+S = OccurrenceState
+TOKEN = "123456:TEST-token"
+SECRET = "whsec-test"
+
+
+@pytest.fixture
+def bot() -> Iterator[Peer]:
+    peer = Peer().start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+async def napp(env: dict[str, str], bot: Peer) -> AsyncIterator[App]:
+    settings = Settings.from_env(
+        env | {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": bot.url,
+               "PAYSCHED_WEBHOOK_SECRET": SECRET, "PAYSCHED_NOTIFY_POLL": "100ms",
+               "PAYSCHED_NOTIFY_EVENTS": "succeeded,failed"}
+    )  # fmt: skip
+    app = await App.open(settings)
+    assert app.deliverer is not None
+    app.deliverer.backoff_base_s = 0.1  # keep the receiver-down test short
+    yield app
+    await app.close()
+
+
+async def pay_notifying(app: App, amount: int, *targets: str) -> int:
+    payment = await app.create_payment(
+        payer="alice", payee="bob", amount=amount, currency="USD", due_at=app.clock.now(),
+        cron=None, timezone=None, memo="", notify=list(targets),
+    )  # fmt: skip
+    return payment.id
+
+
+async def states(app: App, pid: int) -> list[str]:
+    assert app.outbox is not None
+    return [n.state for n in await app.db(app.outbox.list, None, pid)]
+
+
+async def test_delivered_once_per_target(napp: App, bot: Peer) -> None:
+    hook = WebhookReceiver(secret=SECRET).start()
+    try:
+        await fund(napp, {"alice": 10_000, "bob": 0})
+        pid = await pay_notifying(napp, 1234, "telegram:42", f"webhook:{hook.url}/events")
+        async with running(napp):
+            await all_final(napp, [pid])
+            await wait_for(lambda: _all(napp, pid, "sent", 2), 15, "both notifications sent")
+        (call,) = bot.requests
+        assert call.path == f"/bot{TOKEN}/sendMessage"
+        assert call.json()["chat_id"] == 42
+        assert "12.34 USD from alice to bob succeeded" in call.json()["text"]
+        assert len(hook.requests) == 1 and hook.rejected == 0
+        ((event_id, event),) = hook.accepted.items()
+        assert event["event"] == "payment.succeeded" and event["amount"] == "12.34"
+        assert event_id.startswith(f"pay-{pid}-")
+    finally:
+        hook.stop()
+
+
+async def test_receiver_down_then_up_delivers_exactly_once(napp: App) -> None:
+    port = free_port()
+    await fund(napp, {"alice": 10_000, "bob": 0})
+    pid = await pay_notifying(napp, 500, f"webhook:http://127.0.0.1:{port}/hook")
+    async with running(napp):
+        (occ,) = await all_final(napp, [pid])
+        assert occ.state == S.SUCCEEDED  # a failing channel never holds up the payment
+
+        async def tried_twice() -> bool:
+            assert napp.outbox is not None
+            (n,) = await napp.db(napp.outbox.list, None, pid)
+            return (
+                n.attempts >= 2 and n.state == "pending" and "unreachable" in (n.last_error or "")
+            )
+
+        await wait_for(tried_twice, 15, "delivery to fail against the closed port")
+        hook = WebhookReceiver(port=port, secret=SECRET).start()
+        try:
+            await wait_for(lambda: _all(napp, pid, "sent", 1), 15, "delivery after recovery")
+        finally:
+            hook.stop()
+    assert len(hook.requests) == 1 and len(hook.accepted) == 1
+
+
+async def test_telegram_429_retry_after_is_honoured(napp: App, bot: Peer) -> None:
+    bot.script.append(
+        (429, {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
+               "parameters": {"retry_after": 1}}, {})
+    )  # fmt: skip
+    await fund(napp, {"alice": 10_000, "bob": 0})
+    pid = await pay_notifying(napp, 500, "telegram:42")
+    async with running(napp):
+        await wait_for(lambda: _all(napp, pid, "sent", 1), 15, "delivery after the 429")
+    first, second = bot.requests
+    assert second.at - first.at >= 1.0  # not before Telegram said so
+    assert len(bot.requests) == 2
+
+
+async def test_permanent_error_ends_dead_with_reason(napp: App, bot: Peer) -> None:
+    bot.then = (400, {"ok": False, "error_code": 400,
+                      "description": "Bad Request: chat not found"}, {})  # fmt: skip
+    await fund(napp, {"alice": 10_000, "bob": 0})
+    pid = await pay_notifying(napp, 500, "telegram:7")
+    async with running(napp):
+        await wait_for(lambda: _all(napp, pid, "dead", 1), 15, "the notification to die")
+    assert napp.outbox is not None
+    (n,) = await napp.db(napp.outbox.list, "dead", pid)
+    assert n.last_error == "telegram 400: Bad Request: chat not found"
+    assert TOKEN not in (n.last_error or "")
+    assert len(bot.requests) == 1  # not retried
+    retried = await napp.db(napp.outbox.retry, n.id, napp.clock.now())
+    assert retried.state == "pending" and retried.attempts == 0
+
+
+async def test_failed_payment_notifies_reason_default_log_target(settings: Settings) -> None:
+    app = await App.open(settings)  # nothing configured: the log channel
+    try:
+        await fund(app, {"alice": 100, "bob": 0})
+        pid = await pay_notifying(app, 5_000)
+        async with running(app):
+            await all_final(app, [pid])
+            await wait_for(lambda: _all(app, pid, "sent", 1), 15, "the log notification")
+        assert app.outbox is not None
+        (n,) = await app.db(app.outbox.list, None, pid)
+        assert n.channel == "log" and n.event == "failed"
+        assert "insufficient funds in 'alice'" in n.payload
+    finally:
+        await app.close()
+
+
+async def _all(app: App, pid: int, state: str, count: int) -> bool:
+    found = await states(app, pid)
+    return len(found) == count and set(found) == {state}

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from paysched.errors import InvalidInput
+from paysched.notify.targets import normalise_targets
+from paysched.notify.webhook import SignatureError, sign, verify
+
+BODY = b'{"id":"pay-1-0:succeeded","event":"payment.succeeded"}'
+
+
+def test_valid_signature_verifies() -> None:
+    header = sign("s3cret", BODY, 1_800_000_000)
+    verify("s3cret", header, BODY, now=1_800_000_100)
+
+
+@pytest.mark.parametrize(
+    ("secret", "body", "now", "problem"),
+    [
+        ("wrong", BODY, 1_800_000_000, "mismatch"),
+        ("s3cret", BODY.replace(b"succeeded", b"failed"), 1_800_000_000, "mismatch"),
+        ("s3cret", BODY, 1_800_000_000 + 301, "tolerance"),  # a replay, too late
+        ("s3cret", BODY, 1_800_000_000 - 301, "tolerance"),
+    ],
+)
+def test_bad_signatures_are_rejected(secret: str, body: bytes, now: int, problem: str) -> None:
+    header = sign("s3cret", BODY, 1_800_000_000)
+    with pytest.raises(SignatureError, match=problem):
+        verify(secret, header, body, now=now)
+
+
+@pytest.mark.parametrize("header", ["", "t=abc,v1=00", "v1=00", "garbage"])
+def test_malformed_headers_are_rejected(header: str) -> None:
+    with pytest.raises(SignatureError):
+        verify("s3cret", header, BODY, now=1_800_000_000)
+
+
+def test_targets_are_validated() -> None:
+    assert normalise_targets(["telegram:42", "log", "telegram:42", "webhook:https://x/y"]) == [
+        "telegram:42", "log", "webhook:https://x/y",
+    ]  # fmt: skip
+    for bad in ["telegram:abc def", "sms:123", "webhook:ftp://x", "log:x", "telegram"]:
+        with pytest.raises(InvalidInput) as info:
+            normalise_targets([bad])
+        assert info.value.field == "notify"
