@@ -33,6 +33,7 @@ from paysched.notify.webhook import WebhookNotifier
 from paysched.queue import Backoff, PaymentQueue
 from paysched.redis_server import EmbeddedRedis, answers
 from paysched.scheduler import Scheduler
+from paysched.threads import in_pool
 from paysched.worker import PaymentProcessor, WorkerPool
 
 log = logging.getLogger("paysched.app")
@@ -147,8 +148,7 @@ class App:
             self.embedded.stop()
 
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+        return await in_pool(self.pool, fn, *args, **kwargs)
 
     def _need_queue(self) -> tuple[PaymentQueue, Scheduler]:
         if self.queue is None or self.scheduler is None:

@@ -22,6 +22,7 @@ from paysched.clock import Clock
 from paysched.db.store import Store
 from paysched.domain import OccurrenceState
 from paysched.queue import PaymentQueue
+from paysched.threads import in_pool
 
 log = logging.getLogger("paysched.scheduler")
 P = ParamSpec("P")
@@ -53,8 +54,7 @@ class Scheduler:
         self.pool = pool
 
     async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+        return await in_pool(self.pool, fn, *args, **kwargs)
 
     async def tick(self) -> TickResult:
         now = self.clock.now()

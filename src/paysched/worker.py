@@ -26,6 +26,7 @@ from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import Executor
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentQueue, RetryLater
+from paysched.threads import in_pool
 
 log = logging.getLogger("paysched.worker")
 S = OccurrenceState
@@ -71,8 +72,7 @@ class PaymentProcessor:
         self.pool = pool
 
     async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+        return await in_pool(self.pool, fn, *args, **kwargs)
 
     def _emit(self, kind: EventKind, claim: Claim, **detail: Any) -> None:
         self.bus.emit(

@@ -25,6 +25,7 @@ from paysched.domain import Notification
 from paysched.errors import PermanentDelivery, RetryableDelivery
 from paysched.events import Event, EventKind
 from paysched.notify.base import NotifierRegistry
+from paysched.threads import in_pool
 
 log = logging.getLogger("paysched.notify")
 P = ParamSpec("P")
@@ -59,8 +60,7 @@ class Deliverer:
         self._wake = asyncio.Event()
 
     async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+        return await in_pool(self.pool, fn, *args, **kwargs)
 
     def on_event(self, event: Event) -> None:
         """Event-bus subscriber: a state change may have written notifications; look now."""
