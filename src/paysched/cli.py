@@ -12,7 +12,9 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
+import redis
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from paysched.app import App
 from paysched.clock import SystemClock
@@ -84,8 +86,11 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except PayschedError as exc:
             raise fail(str(exc), _exit_code(exc)) from None
-        except OSError as exc:
-            raise fail(f"{exc}", EXIT_UNAVAILABLE) from None
+        except (DBAPIError, redis.RedisError, OSError) as exc:
+            # A backend went away mid-command: one line, never a traceback.
+            first = str(getattr(exc, "orig", exc)).strip().splitlines()
+            raise fail(f"backend unavailable: {first[0] if first else type(exc).__name__}",
+                       EXIT_UNAVAILABLE) from None  # fmt: skip
 
     return wrapper
 

@@ -134,3 +134,8 @@ def test_check_reports_each_backend(env: dict[str, str], tmp_path: Path) -> None
     result = paysched(down, "check", check=False)
     assert result.returncode == 5
     assert "redis: FAILED" in result.stdout and "database: ok" in result.stdout
+
+
+def test_database_down_is_one_line(env: dict[str, str]) -> None:
+    down = env | {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
+    one_line_error(paysched(down, "list", check=False), 5, "database unavailable")
