@@ -52,6 +52,7 @@ from typing import Any
 
 from paysched import queue as paysched_queue
 from paysched.app import App
+from paysched.clock import to_ms
 from paysched.config import Settings
 from paysched.domain import FINAL_STATES, OccurrenceState
 from paysched.executors.base import Executor
@@ -80,6 +81,7 @@ CURRENCY = "USD"
 AMOUNT = 1  # minor units per payment
 METRICS = ("p50", "p95", "p99", "max")
 MIN_LEAD_S = 3.0
+SLOW_MS = 50  # the p99 target
 
 
 # -- one run -------------------------------------------------------------------------------------
@@ -261,6 +263,13 @@ async def one_run(
             occs = await app.db(app.store.all_occurrences, payment_ids)
             ledger = await app.db(app.store.ledger_report)
             late = [v for o in occs if (v := lateness_ms(o)) is not None]
+            # The late tail, with where each due time fell within the scheduler's 5 s tick
+            # period (0 = at a tick): a tail clustered at small phases is the tick's doing.
+            tail = sorted(
+                ((v, to_ms(o.due_at) % 5000) for o in occs
+                 if (v := lateness_ms(o)) is not None and v > SLOW_MS),
+                reverse=True,
+            )[:100]  # fmt: skip
             by_state = {s.value: sum(1 for o in occs if o.state == s) for s in OccurrenceState}
             return {
                 "run": number,
@@ -284,6 +293,9 @@ async def one_run(
                 # Every value, for charts (bench/run.py); bench/lateness.py leaves it out of its
                 # report.
                 "lateness_values_ms": late,
+                f"starts_later_than_{SLOW_MS}ms": [
+                    {"lateness_ms": v, "due_phase_in_tick_period_ms": phase} for v, phase in tail
+                ],
             }
         finally:
             stop.set()

@@ -603,6 +603,9 @@ async def scale_run(ctx: Ctx, kind: str) -> dict[str, Any]:
         began = time.monotonic()
         load = await asyncio.wait_for(app.db(bulk_schedule, app, n), 900)
         load_s = time.monotonic() - began
+        with app.store.engine.connect() as conn:
+            future = conn.execute(text("SELECT count(*) FROM payments")).scalar_one()
+            history = conn.execute(text("SELECT count(*) FROM occurrences")).scalar_one()
         due_now = app.clock.now() - timedelta(milliseconds=1)
         await app.db(insert_payments, app, [due_now] * ctx.sizes.scale_due_now)
 
@@ -636,7 +639,8 @@ async def scale_run(ctx: Ctx, kind: str) -> dict[str, Any]:
             "pending_occurrences": await app.db(explain, app, *pending) if pending else None,
         }
         return {
-            "database": kind, "future_payments": n, "history_occurrences": n,
+            "database": kind, "future_payments": int(future),
+            "history_occurrences": int(history),
             "due_now": ctx.sizes.scale_due_now, "created_by_first_tick": result.created,
             "load": load, "load_s": round(load_s, 1),
             "first_tick_ms": round(first_ms, 1),

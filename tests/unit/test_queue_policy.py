@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from paysched.queue import Backoff, priority_for
+from paysched.queue import Backoff, not_before_ms, priority_for
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4])
@@ -29,3 +29,22 @@ def test_earlier_due_gets_higher_priority() -> None:
     ranks = [priority_for(base + timedelta(minutes=m)) for m in range(0, 600, 7)]
     assert ranks == sorted(ranks)
     assert all(1 <= r < 2**21 for r in ranks)
+
+
+def test_jobs_never_become_due_before_their_due_time() -> None:
+    """Regression (found by python -m paysched.chaos): a job's time was the due time truncated
+    to the millisecond, and BullMQ promotes a delayed job when round(time.time() * 1000)
+    reaches it; a payment due at .706417 s started at .706326 s, 91 microseconds early."""
+    rng = random.Random(7)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for _ in range(20_000):
+        due = datetime(2026, 11, 28, 4, 38, tzinfo=UTC) + timedelta(
+            microseconds=rng.randrange(3_600_000_000)
+        )
+        due_us = (due - epoch) // timedelta(microseconds=1)
+        job_ms = not_before_ms(due)
+        earliest_promotion_us = job_ms * 1000 - 500  # round(t_ms) >= job_ms from here on
+        assert earliest_promotion_us >= due_us
+        assert job_ms * 1000 - due_us <= 2000  # and never more than 2 ms late
+    exact = datetime(2026, 11, 28, 4, 38, 21, 706000, tzinfo=UTC)
+    assert not_before_ms(exact) == (exact - epoch) // timedelta(milliseconds=1) + 1

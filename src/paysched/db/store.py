@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +56,8 @@ class Claim:
     payment: Payment
     fence: int
     attempt: int  # the database's count of claims, including this one
+    payer_id: int
+    payee_id: int
     # Notifications to commit with the move to succeeded (set by the worker; executors that
     # settle themselves pass them on, so they commit in the same transaction as the money).
     on_success: tuple[OutboxMessage, ...] = ()
@@ -321,8 +323,12 @@ class Store:
         self, conn: Connection, payment_id: int, due_at: datetime, now: datetime
     ) -> Occurrence | None:
         key = occurrence_key(payment_id, to_ms(due_at))
+        # No conflict target: UNIQUE(key) must be skipped too, not only UNIQUE(payment_id, due_at).
+        # PostgreSQL skips conflicts on the named index only, so a concurrent scheduler's insert
+        # of the same occurrence could raise UniqueViolation on the key (found by the chaos
+        # harness: two schedulers ticking at once).
         row = conn.execute(
-            self._insert_ignore(t.occurrences, ["payment_id", "due_at"])
+            self._insert_ignore(t.occurrences, None)
             .values(
                 payment_id=payment_id, due_at=due_at, key=key, state=S.SCHEDULED.value,
                 attempts=0, fence=0, created_at=now, updated_at=now,
@@ -378,18 +384,28 @@ class Store:
     # -- worker -----------------------------------------------------------------------------
 
     def claim(self, occurrence_id: int, now: datetime) -> Claim | None:
-        """Take the occurrence for execution (bumping the fence), or None if it is final/gone."""
+        """Take the occurrence for execution (bumping the fence), or None if it is final/gone.
+
+        Three statements: the occurrence with its payment (row-locked), the compare-and-set and
+        its history row. This runs once per attempt, so every round trip counts.
+        """
         with self.engine.begin() as conn:
-            occ = self._occurrence_for_update(conn, occurrence_id)
-            if occ is None or occ.state in FINAL_STATES:
+            row = conn.execute(_claim_select().where(t.occurrences.c.id == occurrence_id)).first()
+            if row is None:
+                return None
+            occ = _occurrence_from(row)
+            if occ.state in FINAL_STATES:
                 return None
             attempt = occ.attempts + 1
             reason = "taken over after its worker stalled" if occ.state == S.EXECUTING else None
             if not self._cas(conn, occ, S.EXECUTING, now, reason, attempts=attempt):
                 return None
-            claimed = self._occurrence(conn, occurrence_id)
-            payment = self._payment(conn, occ.payment_id)
-            return Claim(claimed, payment, claimed.fence, attempt)
+            claimed = replace(
+                occ, state=S.EXECUTING, attempts=attempt, fence=occ.fence + 1,
+                started_at=occ.started_at or now, reason=occ.reason if reason is None else reason,
+            )  # fmt: skip
+            payment = _payment_from(row, prefix="p_")
+            return Claim(claimed, payment, claimed.fence, attempt, row.p_payer_id, row.p_payee_id)
 
     def settle_transfer(self, claim: Claim, now: datetime) -> bool:
         """Move the money and mark the occurrence succeeded in ONE transaction.
@@ -397,52 +413,54 @@ class Store:
         Returns False (and moves nothing) when the claim lost its fence: someone else holds or
         finished the occurrence. Raises a PermanentError for insufficient funds, unknown accounts
         or a currency mismatch; the transaction is then rolled back whole.
+
+        The fenced compare-and-set comes first (it locks the occurrence row, and a stale claim
+        stops there having changed nothing); the balances come last, so the payer's row is
+        locked only for two statements and the commit: payments from one payer queue on that
+        lock, and its hold time bounds their throughput.
         """
         payment = claim.payment
+        occ = claim.occurrence
         with self.engine.begin() as conn:
-            occ = self._occurrence_for_update(conn, claim.occurrence.id)
-            if occ is None or occ.state != S.EXECUTING or occ.fence != claim.fence:
+            if not self._cas(conn, occ, S.SUCCEEDED, now, None, finished=True, fence=claim.fence):
                 return False
-            payer = conn.execute(
-                select(t.accounts).where(t.accounts.c.id == _payer_id(conn, payment.id))
-                .with_for_update()
-            ).first()  # fmt: skip
-            payee = conn.execute(
-                select(t.accounts).where(t.accounts.c.id == _payee_id(conn, payment.id))
-            ).first()
-            if payer is None or payee is None:
-                raise UnknownAccount("payer or payee account no longer exists")
-            if payer.currency != payment.currency or payee.currency != payment.currency:
-                held = f"{payer.currency}/{payee.currency}"
-                raise CurrencyMismatch(f"payment is {payment.currency}, accounts hold {held}")
-            # The balance check and the debit are one statement, so no concurrent payment can
-            # slip between them.
-            debited = conn.execute(
-                update(t.accounts)
-                .where(t.accounts.c.id == payer.id)
-                .where(t.accounts.c.balance >= payment.amount)
-                .values(balance=t.accounts.c.balance - payment.amount)
-            ).rowcount
-            if debited != 1:
-                raise InsufficientFunds(f"insufficient funds in {payer.name!r}")
-            conn.execute(
-                update(t.accounts)
-                .where(t.accounts.c.id == payee.id)
-                .values(balance=t.accounts.c.balance + payment.amount)
-            )
             conn.execute(
                 insert(t.ledger_entries),
                 [
-                    dict(transfer_id=occ.key, account_id=payer.id, amount=-payment.amount,
+                    dict(transfer_id=occ.key, account_id=claim.payer_id, amount=-payment.amount,
                          occurrence_id=occ.id, created_at=now),
-                    dict(transfer_id=occ.key, account_id=payee.id, amount=payment.amount,
+                    dict(transfer_id=occ.key, account_id=claim.payee_id, amount=payment.amount,
                          occurrence_id=occ.id, created_at=now),
                 ],
             )  # fmt: skip
-            if not self._cas(conn, occ, S.SUCCEEDED, now, None, finished=True, fence=claim.fence):
-                return False
             self._enqueue_notifications(conn, claim.on_success, now)
+            # The balance check and the debit are one statement, so no concurrent payment can
+            # slip between them. Rows are updated in id order so that transfers A->B and B->A
+            # running at once cannot deadlock.
+            legs = sorted([(claim.payer_id, -payment.amount), (claim.payee_id, payment.amount)])
+            for account_id, delta in legs:
+                stmt = (
+                    update(t.accounts)
+                    .where(t.accounts.c.id == account_id)
+                    .where(t.accounts.c.currency == payment.currency)
+                    .values(balance=t.accounts.c.balance + delta)
+                )
+                if delta < 0:
+                    stmt = stmt.where(t.accounts.c.balance >= -delta)
+                if conn.execute(stmt).rowcount != 1:
+                    raise self._why_not_moved(conn, account_id, payment.currency)
             return True
+
+    def _why_not_moved(self, conn: Connection, account_id: int, currency: str) -> Exception:
+        """The permanent error behind a balance update that matched no row."""
+        row = conn.execute(select(t.accounts).where(t.accounts.c.id == account_id)).first()
+        if row is None:
+            return UnknownAccount("payer or payee account no longer exists")
+        if row.currency != currency:
+            return CurrencyMismatch(
+                f"payment is {currency}, account {row.name!r} holds {row.currency}"
+            )
+        return InsufficientFunds(f"insufficient funds in {row.name!r}")
 
     def finish(
         self,
@@ -455,10 +473,8 @@ class Store:
         """executing -> succeeded | retrying | failed, only while the claim's fence is current.
         The notifications in `outbox` commit in the same transaction, or not at all."""
         with self.engine.begin() as conn:
-            occ = self._occurrence_for_update(conn, claim.occurrence.id)
-            if occ is None or occ.state != S.EXECUTING or occ.fence != claim.fence:
-                return False
             final = target in FINAL_STATES
+            occ = claim.occurrence
             if not self._cas(conn, occ, target, now, reason, finished=final, fence=claim.fence):
                 return False
             self._enqueue_notifications(conn, outbox, now)
@@ -571,7 +587,8 @@ class Store:
         """A connection for reads only (never blocked by a writer on SQLite's WAL)."""
         return self.engine.connect().execution_options(**{READ_ONLY: True})
 
-    def _insert_ignore(self, table: Any, conflict_columns: list[str]) -> Any:
+    def _insert_ignore(self, table: Any, conflict_columns: list[str] | None) -> Any:
+        """INSERT ... ON CONFLICT [(conflict_columns)] DO NOTHING; None: on any unique index."""
         if self.dialect == "postgresql":
             return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
@@ -581,12 +598,6 @@ class Store:
         if row is None:
             raise NotFound(f"no occurrence with id {occurrence_id}")
         return _occurrence_from(row)
-
-    def _occurrence_for_update(self, conn: Connection, occurrence_id: int) -> Occurrence | None:
-        row = conn.execute(
-            select(t.occurrences).where(t.occurrences.c.id == occurrence_id).with_for_update()
-        ).first()
-        return _occurrence_from(row) if row else None
 
     def _cas(
         self,
@@ -635,22 +646,6 @@ class Store:
         )  # fmt: skip
 
 
-def _payer_id(conn: Connection, payment_id: int) -> int:
-    return int(
-        conn.execute(
-            select(t.payments.c.payer_id).where(t.payments.c.id == payment_id)
-        ).scalar_one()
-    )
-
-
-def _payee_id(conn: Connection, payment_id: int) -> int:
-    return int(
-        conn.execute(
-            select(t.payments.c.payee_id).where(t.payments.c.id == payment_id)
-        ).scalar_one()
-    )
-
-
 def _payment_select() -> Any:
     payer = t.accounts.alias("payer")
     payee = t.accounts.alias("payee")
@@ -663,12 +658,33 @@ def _payment_select() -> Any:
     )
 
 
-def _payment_from(row: Row[Any]) -> Payment:
+def _claim_select() -> Any:
+    """An occurrence with its payment (payment columns prefixed p_), the occurrence row-locked."""
+    payer = t.accounts.alias("payer")
+    payee = t.accounts.alias("payee")
+    return (
+        select(
+            t.occurrences, *(c.label(f"p_{c.name}") for c in t.payments.c),
+            payer.c.name.label("p_payer_name"), payee.c.name.label("p_payee_name"),
+        )
+        .select_from(
+            t.occurrences.join(t.payments, t.payments.c.id == t.occurrences.c.payment_id)
+            .join(payer, payer.c.id == t.payments.c.payer_id)
+            .join(payee, payee.c.id == t.payments.c.payee_id)
+        )
+        .with_for_update(of=t.occurrences)
+    )  # fmt: skip
+
+
+def _payment_from(row: Row[Any], prefix: str = "") -> Payment:
+    m = row._mapping
     return Payment(
-        id=row.id, payer=row.payer_name, payee=row.payee_name, amount=int(row.amount),
-        currency=row.currency, state=PaymentState(row.state), due_at=row.due_at, cron=row.cron,
-        timezone=row.timezone, next_due_at=row.next_due_at, memo=row.memo,
-        created_at=row.created_at, notify=tuple(json.loads(row.notify or "[]")),
+        id=m[prefix + "id"], payer=m[prefix + "payer_name"], payee=m[prefix + "payee_name"],
+        amount=int(m[prefix + "amount"]), currency=m[prefix + "currency"],
+        state=PaymentState(m[prefix + "state"]), due_at=m[prefix + "due_at"],
+        cron=m[prefix + "cron"], timezone=m[prefix + "timezone"],
+        next_due_at=m[prefix + "next_due_at"], memo=m[prefix + "memo"],
+        created_at=m[prefix + "created_at"], notify=tuple(json.loads(m[prefix + "notify"] or "[]")),
     )  # fmt: skip
 
 

@@ -1,0 +1,158 @@
+"""The run report: payments, faults by kind, invariants, recovery times; JSON and a summary."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from paysched.chaos.faults import InjectedFault
+from paysched.chaos.invariants import Result
+from paysched.domain import Occurrence, OccurrenceState, Transition
+
+S = OccurrenceState
+
+
+def _summary(values: Sequence[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "min": round(ordered[0], 3),
+        "mean": round(statistics.fmean(ordered), 3),
+        "p50": round(ordered[len(ordered) // 2], 3),
+        "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 3),
+        "max": round(ordered[-1], 3),
+    }
+
+
+def recovery(faults: Sequence[InjectedFault], occurrences: Sequence[Occurrence]) -> dict[str, Any]:
+    """Per fault kind: seconds from the fault to the first payment that completed (succeeded or
+    failed) after the fault was over (after the restart, the end of the outage)."""
+    done = sorted(
+        o.finished_at.timestamp()
+        for o in occurrences
+        if o.finished_at is not None and o.state in (S.SUCCEEDED, S.FAILED)
+    )
+    per_kind: dict[str, list[float]] = defaultdict(list)
+    for fault in faults:
+        after = next((ts for ts in done if ts > fault.ended), None)
+        if after is not None:
+            per_kind[fault.kind].append(after - fault.started)
+    return {kind: _summary(values) for kind, values in sorted(per_kind.items())}
+
+
+def payment_stats(
+    occurrences: Sequence[Occurrence], transitions: Sequence[Transition], planned: int
+) -> dict[str, Any]:
+    states = Counter(o.state.value for o in occurrences)
+    reasons: Counter[str] = Counter()
+    for o in occurrences:
+        if o.state == S.FAILED:
+            text = o.reason or ""
+            if "insufficient funds" in text:
+                reasons["insufficient funds"] += 1
+            elif "after" in text and "attempts" in text:
+                reasons["retries exhausted"] += 1
+            elif "gave up" in text:
+                reasons["gave up (workers kept dying)"] += 1
+            else:
+                reasons[text[:60]] += 1
+    lateness = [
+        (o.started_at - o.due_at).total_seconds() * 1000 for o in occurrences if o.started_at
+    ]
+    return {
+        "planned": planned,
+        "occurrences": len(occurrences),
+        "states": dict(sorted(states.items())),
+        "failed_by_reason": dict(reasons),
+        "retries": sum(1 for tr in transitions if tr.to_state == S.RETRYING),
+        "takeovers": sum(
+            1 for tr in transitions if tr.from_state == S.EXECUTING and tr.to_state == S.EXECUTING
+        ),
+        "start_lateness_ms": _summary(lateness),
+    }
+
+
+def run_report(
+    *,
+    seed: int,
+    database: str,
+    duration: float,
+    payments: dict[str, Any],
+    faults: Sequence[InjectedFault],
+    results: Sequence[Result],
+    recovery_times: dict[str, Any],
+    drain_s: float,
+    unexpected_exits: dict[str, list[int]],
+    started: datetime,
+) -> dict[str, Any]:
+    return {
+        "seed": seed,
+        "database": database,
+        "duration_s": duration,
+        "started": started.isoformat(),
+        "payments": payments,
+        "faults": dict(sorted(Counter(f.kind for f in faults).items())),
+        "fault_log": [
+            {
+                "kind": f.kind,
+                "at": round(f.started, 3),
+                "took_s": round(f.ended - f.started, 3),
+                **f.detail,
+            }
+            for f in faults
+        ],
+        "invariants": {r.name: r.as_dict() for r in results},
+        "violations": sum(len(r.violations) for r in results),
+        "recovery_s": recovery_times,
+        "drain_s": round(drain_s, 2),
+        "unexpected_exits": unexpected_exits,
+    }
+
+
+def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    faults: Counter[str] = Counter()
+    states: Counter[str] = Counter()
+    for run in runs:
+        faults.update(run["faults"])
+        states.update(run["payments"]["states"])
+    recov: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        for kind, summary in run["recovery_s"].items():
+            if summary.get("n"):
+                recov[kind].append(summary["max"])
+    return {
+        "runs": len(runs),
+        "seeds": [r["seed"] for r in runs],
+        "total_duration_s": sum(r["duration_s"] for r in runs),
+        "payments": sum(r["payments"]["planned"] for r in runs),
+        "states": dict(sorted(states.items())),
+        "faults": dict(sorted(faults.items())),
+        "violations": sum(r["violations"] for r in runs),
+        "worst_recovery_s": {k: round(max(v), 3) for k, v in sorted(recov.items())},
+    }
+
+
+def text(run: dict[str, Any]) -> str:
+    p = run["payments"]
+    lines = [
+        f"seed {run['seed']} ({run['database']}, {run['duration_s']:.0f}s): "
+        f"{p['planned']} payments -> {p['states']}, failed by reason {p['failed_by_reason']}, "
+        f"{p['retries']} retries, {p['takeovers']} takeovers, drained in {run['drain_s']}s",
+        f"  faults: {run['faults']}",
+        "  invariants: " + ", ".join(
+            f"{name} {'ok' if r['ok'] else 'VIOLATED x' + str(r['violations'])}"
+            for name, r in run["invariants"].items()
+        ),
+        "  recovery (s, fault -> next completed payment): " + ", ".join(
+            f"{k} p50 {v['p50']} max {v['max']}" for k, v in run["recovery_s"].items()
+            if v.get("n")
+        ),
+    ]  # fmt: skip
+    if run["unexpected_exits"]:
+        lines.append(f"  processes that exited on their own: {run['unexpected_exits']}")
+    return "\n".join(lines)

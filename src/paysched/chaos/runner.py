@@ -1,0 +1,206 @@
+"""One chaos run: servers, payments, processes, faults, drain, invariants, report.
+
+Everything it starts (Redis, PostgreSQL, paysched processes, the temp dir) is stopped and
+removed in `finally`, also on an exception or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from paysched.chaos import invariants, report
+from paysched.chaos.faults import InjectedFault, Injector, plan
+from paysched.chaos.invariants import PlannedPayment
+from paysched.chaos.procs import Processes
+from paysched.chaos.servers import PostgresCluster, RedisServer
+from paysched.config import normalise_database_url
+from paysched.db.store import Store
+from paysched.domain import FINAL_STATES
+
+log = logging.getLogger("paysched.chaos")
+
+PAYERS = ["payer-1", "payer-2", "payer-3", "payer-4"]
+PAYEES = ["payee-1", "payee-2", "payee-3"]
+BROKE = "broke"  # payments from it mostly fail permanently: insufficient funds
+
+
+@dataclass
+class Config:
+    seed: int
+    duration: float = 60.0
+    payments: int = 500
+    database: str = "sqlite"
+    workers: int = 3
+    schedulers: int = 2
+    concurrency: int = 3
+    drain_timeout: float = 120.0
+    fail_rate: float = 0.08
+    hang_rate: float = 0.03
+    stall_rate: float = 0.01
+    log_level: str = "WARNING"
+    keep: bool = False
+
+
+def child_env(cfg: Config, redis_url: str, database_url: str, workdir: Path) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "PAYSCHED_DATA_DIR": str(workdir / "data"),
+        "PAYSCHED_EMBEDDED_REDIS": "never",
+        "PAYSCHED_QUEUE_PREFIX": "chaos",
+        "PAYSCHED_LOCK_MS": "2000",
+        "PAYSCHED_TICK_CRON": "*/2 * * * * *",
+        "PAYSCHED_LOOKAHEAD": "5s",
+        "PAYSCHED_BACKOFF_MS": "200",
+        "PAYSCHED_BACKOFF_JITTER": "0.2",
+        "PAYSCHED_ATTEMPTS": "4",
+        "PAYSCHED_CONCURRENCY": str(cfg.concurrency),
+        "PAYSCHED_SHUTDOWN_GRACE": "5s",
+        "PAYSCHED_LOG_LEVEL": cfg.log_level,
+        "PAYSCHED_NOTIFY_POLL": "1s",
+        "PAYSCHED_CHAOS_SEED": str(cfg.seed),
+        "PAYSCHED_CHAOS_FAIL_RATE": str(cfg.fail_rate),
+        "PAYSCHED_CHAOS_HANG_RATE": str(cfg.hang_rate),
+        "PAYSCHED_CHAOS_STALL_RATE": str(cfg.stall_rate),
+        "PAYSCHED_CHAOS_TIMEOUT_S": "1.0",
+    }
+
+
+def create_payments(
+    store: Store, cfg: Config
+) -> tuple[list[PlannedPayment], dict[str, int], datetime]:
+    """Accounts, deposits and `cfg.payments` one-time payments due over the fault phase."""
+    rng = random.Random(f"payments-{cfg.seed}")
+    now = datetime.now(UTC)
+    deposits: dict[str, int] = {}
+    for name in [*PAYERS, *PAYEES, BROKE]:
+        store.create_account(name, "USD", now)
+    for name in PAYERS:
+        deposits[name] = 50_000_000
+        store.deposit(name, deposits[name], now)
+    deposits[BROKE] = 2_000
+    store.deposit(BROKE, deposits[BROKE], now)
+    # Leave time to create them all and start the processes before the first falls due.
+    base = now + timedelta(seconds=3 + cfg.payments * 0.004)
+    span = max(cfg.duration - 2.0, 1.0)
+    planned = []
+    for _ in range(cfg.payments):
+        if rng.random() < 0.06:
+            payer, amount = BROKE, rng.randint(500, 5_000)
+        else:
+            payer, amount = rng.choice(PAYERS), rng.randint(1, 50_000)
+        payee = rng.choice([n for n in [*PAYEES, *PAYERS] if n != payer])
+        due = base + timedelta(seconds=rng.uniform(0, span))  # microsecond precision
+        payment = store.create_payment(
+            payer=payer, payee=payee, amount=amount, currency="USD", due_at=due, cron=None,
+            timezone=None, memo="chaos", now=datetime.now(UTC),
+        )  # fmt: skip
+        planned.append(PlannedPayment(payment.id, payer, payee, amount, due))
+    return planned, deposits, base
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    if cfg.database not in ("sqlite", "postgresql"):
+        raise ValueError(f"--database: expected sqlite or postgresql, got {cfg.database!r}")
+    workdir = Path(tempfile.mkdtemp(prefix=f"paysched-chaos-{cfg.seed}-"))
+    redis = RedisServer(workdir / "redis")
+    pg: PostgresCluster | None = None
+    procs: Processes | None = None
+    store: Store | None = None
+    started = datetime.now(UTC)
+    try:
+        redis.start()
+        sqlite_path: Path | None = None
+        if cfg.database == "postgresql":
+            pg = PostgresCluster(workdir / "pg")
+            pg.init()
+            database_url = pg.url()
+        else:
+            sqlite_path = workdir / "paysched.db"
+            database_url = f"sqlite:///{sqlite_path}"
+        env = child_env(cfg, redis.url, database_url, workdir)
+        store = Store.connect(normalise_database_url(database_url), pool_size=2)
+        store.migrate()
+        payments, deposits, base = create_payments(store, cfg)
+        log.info("seed %s: %s payments due from %s", cfg.seed, len(payments), base.isoformat())
+
+        procs = Processes(env, workdir / "logs")
+        procs.add("scheduler", cfg.schedulers)
+        procs.add("worker", cfg.workers)
+        procs.start_all()
+        active = procs
+
+        def sleep(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                active.supervise()
+                time.sleep(min(0.2, left))
+
+        injector = Injector(procs, redis, pg, sqlite_path, env, sleep)
+        phase_start = time.monotonic() + max(0.0, (base - datetime.now(UTC)).total_seconds())
+        injected: list[InjectedFault] = []
+        for fault in plan(cfg.seed, cfg.duration, cfg.database):
+            sleep(phase_start + fault.at - time.monotonic())
+            try:
+                done = injector.inject(fault)
+            except Exception as exc:  # a fault that could not be injected is reported, not fatal
+                log.warning("fault %s could not be injected: %s", fault.kind, exc)
+                continue
+            log.info("fault %s %s", done.kind, done.detail)
+            injected.append(done)
+        sleep(phase_start + cfg.duration - time.monotonic())
+
+        # Drain: no more faults, everything running, wait for every occurrence to be final.
+        drain_start = time.monotonic()
+        procs.revive_all()
+        while time.monotonic() - drain_start < cfg.drain_timeout:
+            try:
+                occs = store.all_occurrences()
+                if len(occs) >= len(payments) and all(o.state in FINAL_STATES for o in occs):
+                    break
+            except Exception as exc:
+                log.debug("drain probe: %s", exc)
+            sleep(0.5)
+        drain_s = time.monotonic() - drain_start
+        procs.stop_all()
+        unexpected = procs.unexpected_exits()
+        for name, tails in procs.exit_logs().items():
+            log.info("%s exited on its own %s time(s); last lines before the last exit:\n%s",
+                     name, len(tails), tails[-1])  # fmt: skip
+
+        results = invariants.check(store, cfg.seed, payments, deposits, datetime.now(UTC))
+        occurrences = store.all_occurrences()
+        transitions = store.transitions_of([o.id for o in occurrences]) if occurrences else []
+        result = report.run_report(
+            seed=cfg.seed, database=cfg.database, duration=cfg.duration,
+            payments=report.payment_stats(occurrences, transitions, len(payments)),
+            faults=injected, results=results,
+            recovery_times=report.recovery(injected, occurrences), drain_s=drain_s,
+            unexpected_exits=unexpected, started=started,
+        )  # fmt: skip
+        result["exit_log_tails"] = {n: t[-1] for n, t in procs.exit_logs().items()}
+        if result["violations"]:
+            broken = {n: r for n, r in result["invariants"].items() if not r["ok"]}
+            log.error("seed %s: invariant violations:\n%s", cfg.seed, json.dumps(broken, indent=2))
+        return result
+    finally:
+        if procs is not None:
+            procs.stop_all(grace=5)
+        if store is not None:
+            store.close()
+        redis.stop()
+        if pg is not None:
+            pg.destroy()
+        if cfg.keep:
+            log.warning("kept %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
