@@ -68,6 +68,13 @@ def resolve_redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     return embedded.start(), embedded
 
 
+# Every database call runs on the thread pool, so its size bounds the connections a process
+# opens. Beyond ~20 threads a 2-core machine only adds GIL and lock contention, and at
+# concurrency 200 one connection per job would exceed PostgreSQL's default 100 connections.
+# Jobs waiting on a slow executor hold no thread.
+MAX_DB_THREADS = 20
+
+
 @dataclass
 class App:
     settings: Settings
@@ -97,10 +104,9 @@ class App:
         rng: random.Random | None = None,
     ) -> App:
         clock = clock or SystemClock()
-        pool = ThreadPoolExecutor(
-            max_workers=settings.concurrency + 4, thread_name_prefix="paysched-db"
-        )
-        store = Store.connect(settings.database_url, pool_size=settings.concurrency + 5)
+        db_threads = min(settings.concurrency + 4, MAX_DB_THREADS)
+        pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="paysched-db")
+        store = Store.connect(settings.database_url, pool_size=db_threads + 1)
         await asyncio.get_running_loop().run_in_executor(pool, store.migrate)
         bus = EventBus()
         bus.subscribe(log_subscriber)

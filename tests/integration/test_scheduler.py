@@ -110,7 +110,9 @@ async def test_redis_flush_loses_nothing(settings: Settings, private_redis: Priv
     try:
         assert app.queue is not None and app.scheduler is not None
         await fund(app, {"alice": 100_000, "bob": 0})
-        ids = [await pay(app, "alice", "bob", 100 + i, in_s=0.5 + 0.1 * i) for i in range(10)]
+        # Due well after the flush: creating these and running the due-now one took over 0.5 s
+        # on a loaded machine, and a payment already running at the flush is not "lost".
+        ids = [await pay(app, "alice", "bob", 100 + i, in_s=3 + 0.1 * i) for i in range(10)]
         ids.append(await pay(app, "alice", "bob", 999, in_s=0))  # due now
         async with running(app, scheduler=False):
             await all_final(app, ids[-1:])

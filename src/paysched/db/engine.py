@@ -31,7 +31,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
     # hangs inside a transaction must not hold its locks forever: PostgreSQL ends both.
     options = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+        url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_recycle=1800,
         connect_args={"options": options},
     )  # fmt: skip
 

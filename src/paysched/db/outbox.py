@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,11 +51,15 @@ class Outbox:
             )
             return [_from(r) for r in rows]
 
-    def mark_sent(self, notification_id: int, now: datetime) -> None:
+    def mark_sent(self, notification_ids: Sequence[int], now: datetime) -> None:
+        """Record deliveries; one transaction for a whole batch (a burst of payments sends
+        thousands of notifications, and one commit each would double the database's work)."""
+        if not notification_ids:
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.notifications)
-                .where(t.notifications.c.id == notification_id)
+                .where(t.notifications.c.id.in_(list(notification_ids)))
                 .where(t.notifications.c.state == "pending")
                 .values(state="sent", sent_at=now, last_error=None)
             )

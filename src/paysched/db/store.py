@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
@@ -285,7 +285,6 @@ class Store:
         per (payment, due time) and `next_due_at` only advances by compare-and-set. Returns the
         occurrences this call created, in due order.
         """
-        created: list[Occurrence] = []
         with self.engine.begin() as conn:
             query = (
                 select(t.payments.c.id, t.payments.c.next_due_at, t.payments.c.cron,
@@ -297,49 +296,58 @@ class Store:
             )  # fmt: skip
             if payment_ids is not None:
                 query = query.where(t.payments.c.id.in_(list(payment_ids)))
+            rows: list[dict[str, Any]] = []
+            advances: list[dict[str, Any]] = []
             for pid, due, cron, tz in conn.execute(query).all():
                 next_due = due
                 count = 0
                 while next_due is not None and next_due <= horizon and count < limit:
-                    occ = self._insert_occurrence(conn, pid, next_due, now)
-                    if occ is not None:
-                        created.append(occ)
+                    key = occurrence_key(pid, to_ms(next_due))
+                    rows.append(
+                        dict(payment_id=pid, due_at=next_due, key=key, state=S.SCHEDULED.value,
+                             attempts=0, fence=0, created_at=now, updated_at=now)
+                    )  # fmt: skip
                     next_due = next_cron(cron, next_due, tz) if cron else None
                     count += 1
-                values: dict[str, Any] = {"next_due_at": next_due, "updated_at": now}
-                if next_due is None:
-                    values["state"] = PaymentState.DONE.value
+                done = next_due is None
+                advances.append(
+                    dict(b_id=pid, b_due=due, b_next=next_due,
+                         b_state=PaymentState.DONE.value if done else PaymentState.ACTIVE.value)
+                )  # fmt: skip
+            if not rows:
+                return []
+            # One multi-row INSERT for the whole batch. No conflict target: UNIQUE(key) must be
+            # skipped too, not only UNIQUE(payment_id, due_at) — PostgreSQL skips conflicts on
+            # the named index only, so a concurrent scheduler's insert of the same occurrence
+            # raised UniqueViolation on the key (found by the chaos harness). RETURNING yields
+            # only the rows this call inserted: what another scheduler created is not ours.
+            inserted = conn.execute(
+                self._insert_ignore(t.occurrences, None).returning(*t.occurrences.c), rows
+            ).all()
+            created = [_occurrence_from(r) for r in inserted]
+            if created:
                 conn.execute(
-                    update(t.payments)
-                    .where(t.payments.c.id == pid)
-                    .where(t.payments.c.next_due_at == due)
-                    .where(t.payments.c.state == PaymentState.ACTIVE.value)
-                    .values(**values)
-                )
+                    insert(t.transitions),
+                    [
+                        dict(occurrence_id=o.id, at=now, from_state=None,
+                             to_state=S.SCHEDULED.value, attempt=0, reason=None)
+                        for o in created
+                    ],
+                )  # fmt: skip
+            # next_due_at advances by compare-and-set: a concurrent scheduler that advanced it
+            # first wins, and this update then matches nothing.
+            conn.execute(
+                update(t.payments)
+                .where(t.payments.c.id == bindparam("b_id"))
+                .where(t.payments.c.next_due_at == bindparam("b_due"))
+                .where(t.payments.c.state == PaymentState.ACTIVE.value)
+                .values(
+                    next_due_at=bindparam("b_next"), state=bindparam("b_state"), updated_at=now
+                ),
+                advances,
+            )
         created.sort(key=lambda o: (o.due_at, o.id))
         return created
-
-    def _insert_occurrence(
-        self, conn: Connection, payment_id: int, due_at: datetime, now: datetime
-    ) -> Occurrence | None:
-        key = occurrence_key(payment_id, to_ms(due_at))
-        # No conflict target: UNIQUE(key) must be skipped too, not only UNIQUE(payment_id, due_at).
-        # PostgreSQL skips conflicts on the named index only, so a concurrent scheduler's insert
-        # of the same occurrence could raise UniqueViolation on the key (found by the chaos
-        # harness: two schedulers ticking at once).
-        row = conn.execute(
-            self._insert_ignore(t.occurrences, None)
-            .values(
-                payment_id=payment_id, due_at=due_at, key=key, state=S.SCHEDULED.value,
-                attempts=0, fence=0, created_at=now, updated_at=now,
-            )
-            .returning(*t.occurrences.c)
-        ).first()  # fmt: skip
-        if row is None:
-            return None  # another scheduler created it first
-        occ = _occurrence_from(row)
-        self._record(conn, occ.id, now, None, S.SCHEDULED, 0, None)
-        return occ
 
     def mark_queued(self, occurrence_ids: Iterable[int], now: datetime) -> int:
         """scheduled -> queued for occurrences whose job is now in the queue."""

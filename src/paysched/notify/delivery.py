@@ -79,25 +79,30 @@ class Deliverer:
             batch = await self._db(self.outbox.lease_due, self.clock.now(), self.lease)
             if not batch:
                 return total
-            await asyncio.gather(*(self._deliver(n) for n in batch))
+            sent = await asyncio.gather(*(self._deliver(n) for n in batch))
+            # The batch's deliveries are recorded together: a crash before this commit resends
+            # them (at most once more; webhooks carry the dedup key for that case).
+            accepted = [n.id for n, ok in zip(batch, sent, strict=True) if ok]
+            await self._db(self.outbox.mark_sent, accepted, self.clock.now())
             total += len(batch)
 
-    async def _deliver(self, n: Notification) -> None:
+    async def _deliver(self, n: Notification) -> bool:
+        """Send one notification; True when the channel accepted it."""
         try:
             notifier = self.registry.get(n.channel)
             await notifier.send(n.target, json.loads(n.payload), n.dedup_key)
         except PermanentDelivery as exc:
             log.warning("notification %s to %s is dead: %s", n.id, n.channel, exc)
             await self._db(self.outbox.mark_dead, n.id, str(exc))
-            return
+            return False
         except RetryableDelivery as exc:
             await self._retry_later(n, str(exc), exc.retry_after)
-            return
+            return False
         except Exception as exc:  # a bug in a channel must not stop the loop
             await self._retry_later(n, f"{type(exc).__name__}: {exc}", None)
-            return
-        await self._db(self.outbox.mark_sent, n.id, self.clock.now())
+            return False
         log.debug("notification %s sent via %s", n.id, n.channel)
+        return True
 
     async def _retry_later(self, n: Notification, error: str, retry_after: float | None) -> None:
         if n.attempts >= self.max_attempts:
