@@ -279,7 +279,7 @@ def queue_key(app: App, suffix: str) -> str:
 
 
 async def wait_all_final(app: App, n: int, timeout_s: float) -> bool:
-    """Until n jobs are completed/failed in Redis (polled every 20 ms) or the database says all
+    """Until n jobs are completed/failed in Redis (polled every 50 ms) or the database says all
     n occurrences are final (every 2 s). False on timeout."""
     assert app.queue is not None
     client = app.queue.redis
@@ -298,7 +298,7 @@ async def wait_all_final(app: App, n: int, timeout_s: float) -> bool:
             if sum(counts[s.value] for s in FINAL_STATES) >= n:
                 return True
             next_db = time.monotonic() + 2
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
     return False
 
 

@@ -6,7 +6,6 @@ Job id = occurrence key, so enqueueing the same occurrence twice is a no-op in R
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -275,22 +274,37 @@ class DelayWaker:
         self._marker_key = queue._queue.toKey("marker")
         self._max_sleep_s = max_sleep_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop within a second, whatever the task is doing.
+
+        Cancelling alone is not enough: redis-py can swallow a cancellation that lands while a
+        command times out or reconnects, and the loop then ran on while stop() awaited it
+        forever (a worker that never exited after SIGTERM). The flag ends the loop at its next
+        turn; the wait is bounded either way.
+        """
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=self._max_sleep_s + 0.5)
+        if not task.done():
+            log.warning("delay waker did not stop in time; leaving it")
 
     async def _run(self) -> None:
         last_woken = -1
-        while True:
+        while not self._stopping:
             try:
-                head = await self._redis.zrange(self._delayed_key, 0, 0, withscores=True)
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.zrange(self._delayed_key, 0, 0, withscores=True)
+                pipe.exists(self._marker_key)
+                head, marked = await pipe.execute()
                 if not head:
                     await asyncio.sleep(min(0.05, self._max_sleep_s))
                     continue
@@ -300,9 +314,10 @@ class DelayWaker:
                 if wait_s > 0:
                     await asyncio.sleep(min(wait_s, self._max_sleep_s))
                     continue
-                if due_ms == last_woken:
-                    # Already signalled and still delayed: every worker slot is busy, and the
-                    # worker promotes it itself when a slot frees. Don't poll Redis hot.
+                if due_ms == last_woken or marked:
+                    # Signalled already, or a marker is waiting that no worker has taken: no
+                    # worker is blocked, every slot is busy, and the next fetch promotes the job
+                    # itself. Don't poll Redis hot (a backlog of due jobs did, every 2 ms).
                     await asyncio.sleep(0.05)
                     continue
                 await self._redis.zadd(self._marker_key, {"0": 0})

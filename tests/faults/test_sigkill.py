@@ -23,11 +23,21 @@ pytestmark = pytest.mark.faults
 
 
 def start_worker(env: dict[str, str], mode: str, marker: Path) -> subprocess.Popen[bytes]:
+    """The worker's log goes to a file next to the marker: a pipe nobody reads would block the
+    worker once 64 KiB of log filled it."""
     full_env = os.environ | env | {"PAYSCHED_TEST_MARKER": str(marker)}
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), mode], env=full_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    log_file = (marker.parent / f"{marker.name}.{mode}.log").open("wb")
+    try:
+        return subprocess.Popen(
+            [sys.executable, str(WORKER), mode], env=full_env,
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )  # fmt: skip
+    finally:
+        log_file.close()
+
+
+def log_of(marker: Path, mode: str) -> str:
+    return (marker.parent / f"{marker.name}.{mode}.log").read_text(errors="replace")[-4000:]
 
 
 @pytest.mark.parametrize("mode", ["hang-before-settle", "hang-in-transaction"])
@@ -53,7 +63,7 @@ async def test_killed_mid_payment_is_finished_once(
         (done,) = await all_final(app, [pid], timeout=60)  # stall detection: ~2 lock periods
     finally:
         survivor.send_signal(signal.SIGTERM)
-        assert survivor.wait(timeout=90) == 0, survivor.stderr.read() if survivor.stderr else ""
+        assert survivor.wait(timeout=90) == 0, log_of(tmp_path / "unused", "normal")
     assert done.state == S.SUCCEEDED
     assert done.attempts == 2  # the killed claim and the takeover
     assert await app.db(app.store.succeeded_transfer_count) == 1
@@ -98,7 +108,7 @@ async def test_killed_after_payment_notification_still_sent_once(
             await wait_for(sent, 10, "the outbox row to be marked sent")
         finally:
             survivor.send_signal(signal.SIGTERM)
-            survivor.wait(timeout=90)
+            assert survivor.wait(timeout=90) == 0, log_of(tmp_path / "unused", "normal")
         assert len(hook.requests) == 1
         (occ,) = await app.db(app.store.occurrences_of, payment.id)
         assert occ.state == S.SUCCEEDED and occ.attempts == 1

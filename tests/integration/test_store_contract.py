@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from paysched.db.store import Store
+from paysched.db.store import Finish, Store
 from paysched.domain import OccurrenceState, PaymentState
 from paysched.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 
@@ -143,6 +143,47 @@ def test_insufficient_funds_rolls_back_whole(store: Store) -> None:
     assert store.finish(claim, S.FAILED, T0, "insufficient funds")
     assert store.get_occurrence(occ.id).reason == "insufficient funds"
     assert store.ledger_report().balanced
+
+
+def test_batches_settle_each_claim_on_its_own_merits(store: Store) -> None:
+    """One transaction, one result per item: a payer short of funds fails its own payment
+    only, balances are checked in order within the batch, and a stale fence is refused."""
+    funded(store, 3_000)
+    store.create_account("carol", "USD", T0)
+    for _ in range(3):
+        one_time(store, amount=1_000)
+    store.create_payment(
+        payer="carol", payee="bob", amount=1, currency="USD", due_at=T0, cron=None,
+        timezone=None, memo="", now=T0 - timedelta(hours=1),
+    )  # fmt: skip
+    one_time(store, amount=1_500)
+    occs = store.materialize_due(T0, T0)
+    ids = [o.id for o in occs]
+    claims = store.claim_many([*ids, 999_999], T0)
+    assert claims[-1] is None  # unknown id
+    live = [c for c in claims if c is not None]
+    assert len(live) == 5
+    stale = store.claim(ids[0], T0)  # a takeover: the first claim is now stale
+    assert stale is not None
+    results = store.settle_many([*live, stale], T0)
+    assert results[0] is False  # fenced out by the takeover
+    assert results[1] is True and results[2] is True
+    assert isinstance(results[3], InsufficientFunds)  # carol has nothing
+    assert isinstance(results[4], InsufficientFunds)  # 1,000 left after two, 1,500 asked
+    assert results[5] is True  # the takeover settles the first payment
+    assert store.get_account("alice").balance == 0
+    assert store.get_account("bob").balance == 3_000
+    assert store.ledger_report().balanced
+    finished = store.finish_many(
+        [Finish(live[3], S.FAILED, "insufficient funds", ()),
+         Finish(live[4], S.RETRYING, "try later", ()),
+         Finish(live[1], S.FAILED, "too late", ())],  # already succeeded
+        T0,
+    )  # fmt: skip
+    assert finished == [True, True, False]
+    states = {o.id: o.state for o in store.all_occurrences()}
+    assert [states[i] for i in ids] == [S.SUCCEEDED, S.SUCCEEDED, S.SUCCEEDED, S.FAILED,
+                                        S.RETRYING]  # fmt: skip
 
 
 def test_cancel_stops_pending_occurrences(store: Store) -> None:

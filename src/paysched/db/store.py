@@ -41,6 +41,7 @@ from paysched.errors import (
     InsufficientFunds,
     InvalidInput,
     NotFound,
+    PermanentError,
     UnknownAccount,
 )
 from paysched.schedules import next_cron
@@ -61,6 +62,16 @@ class Claim:
     # Notifications to commit with the move to succeeded (set by the worker; executors that
     # settle themselves pass them on, so they commit in the same transaction as the money).
     on_success: tuple[OutboxMessage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """One occurrence's move out of executing, for Store.finish_many."""
+
+    claim: Claim
+    target: OccurrenceState
+    reason: str | None
+    outbox: tuple[OutboxMessage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,83 +403,161 @@ class Store:
     # -- worker -----------------------------------------------------------------------------
 
     def claim(self, occurrence_id: int, now: datetime) -> Claim | None:
-        """Take the occurrence for execution (bumping the fence), or None if it is final/gone.
+        """Take the occurrence for execution (bumping the fence), or None if it is final/gone."""
+        return self.claim_many([occurrence_id], now)[0]
 
-        Three statements: the occurrence with its payment (row-locked), the compare-and-set and
-        its history row. This runs once per attempt, so every round trip counts.
+    def claim_many(self, occurrence_ids: Sequence[int], now: datetime) -> list[Claim | None]:
+        """claim() for a batch, in one transaction; one result per id, in order.
+
+        Three statements whatever the batch size: the occurrences with their payments
+        (row-locked), the compare-and-sets and their history. The rows are locked (SQLite: the
+        write lock of BEGIN IMMEDIATE), so what is read here is what the updates change. An id
+        twice in a batch behaves as two claims one after the other: the second takes over.
         """
         with self.engine.begin() as conn:
-            row = conn.execute(_claim_select().where(t.occurrences.c.id == occurrence_id)).first()
-            if row is None:
-                return None
-            occ = _occurrence_from(row)
-            if occ.state in FINAL_STATES:
-                return None
-            attempt = occ.attempts + 1
-            reason = "taken over after its worker stalled" if occ.state == S.EXECUTING else None
-            if not self._cas(conn, occ, S.EXECUTING, now, reason, attempts=attempt):
-                return None
-            claimed = replace(
-                occ, state=S.EXECUTING, attempts=attempt, fence=occ.fence + 1,
-                started_at=occ.started_at or now, reason=occ.reason if reason is None else reason,
-            )  # fmt: skip
-            payment = _payment_from(row, prefix="p_")
-            return Claim(claimed, payment, claimed.fence, attempt, row.p_payer_id, row.p_payee_id)
+            rows = conn.execute(
+                _claim_select()
+                .where(t.occurrences.c.id.in_(set(occurrence_ids)))
+                .order_by(t.occurrences.c.id)
+            ).all()
+            found = {row.id: row for row in rows}
+            current: dict[int, Occurrence] = {}
+            results: list[Claim | None] = []
+            updates: list[dict[str, Any]] = []
+            history: list[dict[str, Any]] = []
+            for occurrence_id in occurrence_ids:
+                row = found.get(occurrence_id)
+                occ = current.get(occurrence_id) or (_occurrence_from(row) if row else None)
+                if row is None or occ is None or not can_transition(occ.state, S.EXECUTING):
+                    results.append(None)
+                    continue
+                attempt = occ.attempts + 1
+                reason = "taken over after its worker stalled" if occ.state == S.EXECUTING else None
+                claimed = replace(
+                    occ, state=S.EXECUTING, attempts=attempt, fence=occ.fence + 1,
+                    started_at=occ.started_at or now,
+                    reason=occ.reason if reason is None else reason,
+                )  # fmt: skip
+                current[occurrence_id] = claimed
+                updates.append(
+                    dict(b_id=occ.id, b_attempts=attempt, b_fence=claimed.fence,
+                         b_started=claimed.started_at, b_reason=claimed.reason)
+                )  # fmt: skip
+                history.append(_history(occ.id, now, occ.state, S.EXECUTING, attempt, reason))
+                payment = _payment_from(row, prefix="p_")
+                results.append(
+                    Claim(claimed, payment, claimed.fence, attempt, row.p_payer_id, row.p_payee_id)
+                )
+            if updates:
+                conn.execute(
+                    update(t.occurrences)
+                    .where(t.occurrences.c.id == bindparam("b_id"))
+                    .values(
+                        state=S.EXECUTING.value, attempts=bindparam("b_attempts"),
+                        fence=bindparam("b_fence"), started_at=bindparam("b_started"),
+                        reason=bindparam("b_reason"), updated_at=now,
+                    ),
+                    updates,
+                )  # fmt: skip
+                conn.execute(insert(t.transitions), history)
+            return results
 
     def settle_transfer(self, claim: Claim, now: datetime) -> bool:
         """Move the money and mark the occurrence succeeded in ONE transaction.
 
         Returns False (and moves nothing) when the claim lost its fence: someone else holds or
         finished the occurrence. Raises a PermanentError for insufficient funds, unknown accounts
-        or a currency mismatch; the transaction is then rolled back whole.
-
-        The fenced compare-and-set comes first (it locks the occurrence row, and a stale claim
-        stops there having changed nothing); the balances come last, so the payer's row is
-        locked only for two statements and the commit: payments from one payer queue on that
-        lock, and its hold time bounds their throughput.
+        or a currency mismatch, having written nothing.
         """
-        payment = claim.payment
-        occ = claim.occurrence
-        with self.engine.begin() as conn:
-            if not self._cas(conn, occ, S.SUCCEEDED, now, None, finished=True, fence=claim.fence):
-                return False
-            conn.execute(
-                insert(t.ledger_entries),
-                [
-                    dict(transfer_id=occ.key, account_id=claim.payer_id, amount=-payment.amount,
-                         occurrence_id=occ.id, created_at=now),
-                    dict(transfer_id=occ.key, account_id=claim.payee_id, amount=payment.amount,
-                         occurrence_id=occ.id, created_at=now),
-                ],
-            )  # fmt: skip
-            self._enqueue_notifications(conn, claim.on_success, now)
-            # The balance check and the debit are one statement, so no concurrent payment can
-            # slip between them. Rows are updated in id order so that transfers A->B and B->A
-            # running at once cannot deadlock.
-            legs = sorted([(claim.payer_id, -payment.amount), (claim.payee_id, payment.amount)])
-            for account_id, delta in legs:
-                stmt = (
-                    update(t.accounts)
-                    .where(t.accounts.c.id == account_id)
-                    .where(t.accounts.c.currency == payment.currency)
-                    .values(balance=t.accounts.c.balance + delta)
-                )
-                if delta < 0:
-                    stmt = stmt.where(t.accounts.c.balance >= -delta)
-                if conn.execute(stmt).rowcount != 1:
-                    raise self._why_not_moved(conn, account_id, payment.currency)
-            return True
+        result = self.settle_many([claim], now)[0]
+        if isinstance(result, PermanentError):
+            raise result
+        return result
 
-    def _why_not_moved(self, conn: Connection, account_id: int, currency: str) -> Exception:
-        """The permanent error behind a balance update that matched no row."""
-        row = conn.execute(select(t.accounts).where(t.accounts.c.id == account_id)).first()
-        if row is None:
-            return UnknownAccount("payer or payee account no longer exists")
-        if row.currency != currency:
-            return CurrencyMismatch(
-                f"payment is {currency}, account {row.name!r} holds {row.currency}"
-            )
-        return InsufficientFunds(f"insufficient funds in {row.name!r}")
+    def settle_many(self, claims: Sequence[Claim], now: datetime) -> list[bool | PermanentError]:
+        """settle_transfer() for a batch, in ONE transaction; one result per claim, in order:
+        True (moved and succeeded), False (fenced out), or the PermanentError of that claim
+        alone — the others still commit.
+
+        The occurrences and the accounts involved are locked first (accounts in id order, so
+        two batches cannot deadlock on them), balances are checked in that locked view claim by
+        claim, then every write of the batch is one statement each: the compare-and-sets, their
+        history, the ledger entries, the notifications and one balance update per account.
+        """
+        with self.engine.begin() as conn:
+            fences = {
+                row.id: (row.state, row.fence)
+                for row in conn.execute(
+                    select(t.occurrences.c.id, t.occurrences.c.state, t.occurrences.c.fence)
+                    .where(t.occurrences.c.id.in_({c.occurrence.id for c in claims}))
+                    .order_by(t.occurrences.c.id)
+                    .with_for_update()
+                )
+            }
+            account_ids = {c.payer_id for c in claims} | {c.payee_id for c in claims}
+            accounts = {
+                row.id: row
+                for row in conn.execute(
+                    select(t.accounts)
+                    .where(t.accounts.c.id.in_(account_ids))
+                    .order_by(t.accounts.c.id)
+                    .with_for_update()
+                )
+            }
+            balance = {account_id: int(row.balance) for account_id, row in accounts.items()}
+            delta: dict[int, int] = {}
+            results: list[bool | PermanentError] = []
+            done: list[dict[str, Any]] = []
+            history: list[dict[str, Any]] = []
+            entries: list[dict[str, Any]] = []
+            outbox: list[OutboxMessage] = []
+            for claim in claims:
+                occ, payment = claim.occurrence, claim.payment
+                if fences.get(occ.id) != (S.EXECUTING.value, claim.fence):
+                    results.append(False)
+                    continue
+                payer, payee = accounts.get(claim.payer_id), accounts.get(claim.payee_id)
+                if payer is None or payee is None:
+                    results.append(UnknownAccount("payer or payee account no longer exists"))
+                    continue
+                if payer.currency != payment.currency or payee.currency != payment.currency:
+                    held = f"{payer.currency}/{payee.currency}"
+                    results.append(
+                        CurrencyMismatch(f"payment is {payment.currency}, accounts hold {held}")
+                    )
+                    continue
+                if balance[payer.id] < payment.amount:
+                    results.append(InsufficientFunds(f"insufficient funds in {payer.name!r}"))
+                    continue
+                for account_id, amount in ((payer.id, -payment.amount), (payee.id, payment.amount)):
+                    balance[account_id] += amount
+                    delta[account_id] = delta.get(account_id, 0) + amount
+                    entries.append(
+                        dict(transfer_id=occ.key, account_id=account_id, amount=amount,
+                             occurrence_id=occ.id, created_at=now)
+                    )  # fmt: skip
+                fences[occ.id] = (S.SUCCEEDED.value, claim.fence)
+                done.append({"b_id": occ.id})
+                history.append(_history(occ.id, now, S.EXECUTING, S.SUCCEEDED, occ.attempts, None))
+                outbox.extend(claim.on_success)
+                results.append(True)
+            if done:
+                conn.execute(
+                    update(t.occurrences)
+                    .where(t.occurrences.c.id == bindparam("b_id"))
+                    .values(state=S.SUCCEEDED.value, reason=None, finished_at=now, updated_at=now),
+                    done,
+                )
+                conn.execute(insert(t.transitions), history)
+                conn.execute(insert(t.ledger_entries), entries)
+                self._enqueue_notifications(conn, outbox, now)
+                conn.execute(
+                    update(t.accounts)
+                    .where(t.accounts.c.id == bindparam("b_id"))
+                    .values(balance=t.accounts.c.balance + bindparam("b_delta")),
+                    [{"b_id": i, "b_delta": d} for i, d in sorted(delta.items()) if d],
+                )
+            return results
 
     def finish(
         self,
@@ -480,26 +569,72 @@ class Store:
     ) -> bool:
         """executing -> succeeded | retrying | failed, only while the claim's fence is current.
         The notifications in `outbox` commit in the same transaction, or not at all."""
+        return self.finish_many([Finish(claim, target, reason, tuple(outbox))], now)[0]
+
+    def finish_many(self, items: Sequence[Finish], now: datetime) -> list[bool]:
+        """finish() for a batch, in one transaction; one result per item, in order."""
         with self.engine.begin() as conn:
-            final = target in FINAL_STATES
-            occ = claim.occurrence
-            if not self._cas(conn, occ, target, now, reason, finished=final, fence=claim.fence):
-                return False
-            self._enqueue_notifications(conn, outbox, now)
-            return True
+            fences = {
+                row.id: (row.state, row.fence)
+                for row in conn.execute(
+                    select(t.occurrences.c.id, t.occurrences.c.state, t.occurrences.c.fence)
+                    .where(t.occurrences.c.id.in_({i.claim.occurrence.id for i in items}))
+                    .order_by(t.occurrences.c.id)
+                    .with_for_update()
+                )
+            }
+            results: list[bool] = []
+            updates: list[dict[str, Any]] = []
+            history: list[dict[str, Any]] = []
+            outbox: list[OutboxMessage] = []
+            for item in items:
+                occ = item.claim.occurrence
+                current = fences.get(occ.id)
+                if current != (S.EXECUTING.value, item.claim.fence) or not can_transition(
+                    S.EXECUTING, item.target
+                ):
+                    results.append(False)
+                    continue
+                final = item.target in FINAL_STATES
+                fences[occ.id] = (item.target.value, item.claim.fence)
+                updates.append(
+                    dict(b_id=occ.id, b_state=item.target.value, b_reason=item.reason,
+                         b_finished=now if final else None)
+                )  # fmt: skip
+                history.append(
+                    _history(occ.id, now, S.EXECUTING, item.target, occ.attempts, item.reason)
+                )
+                outbox.extend(item.outbox)
+                results.append(True)
+            if updates:
+                conn.execute(
+                    update(t.occurrences)
+                    .where(t.occurrences.c.id == bindparam("b_id"))
+                    .values(
+                        state=bindparam("b_state"), reason=bindparam("b_reason"),
+                        finished_at=bindparam("b_finished"), updated_at=now,
+                    ),
+                    updates,
+                )  # fmt: skip
+                conn.execute(insert(t.transitions), history)
+                self._enqueue_notifications(conn, outbox, now)
+            return results
 
     def _enqueue_notifications(
         self, conn: Connection, outbox: Sequence[OutboxMessage], now: datetime
     ) -> None:
-        for msg in outbox:
-            conn.execute(
-                self._insert_ignore(t.notifications, ["dedup_key"]).values(
-                    dedup_key=msg.dedup_key, payment_id=msg.payment_id,
-                    occurrence_id=msg.occurrence_id, event=msg.event, channel=msg.channel,
-                    target=msg.target, payload=msg.payload, state="pending", attempts=0,
-                    next_attempt_at=now, created_at=now,
-                )
-            )  # fmt: skip
+        if not outbox:
+            return
+        conn.execute(
+            self._insert_ignore(t.notifications, ["dedup_key"]),
+            [
+                dict(dedup_key=msg.dedup_key, payment_id=msg.payment_id,
+                     occurrence_id=msg.occurrence_id, event=msg.event, channel=msg.channel,
+                     target=msg.target, payload=msg.payload, state="pending", attempts=0,
+                     next_attempt_at=now, created_at=now)
+                for msg in outbox
+            ],
+        )  # fmt: skip
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -664,6 +799,15 @@ def _payment_select() -> Any:
             payee, payee.c.id == t.payments.c.payee_id
         )
     )
+
+
+def _history(
+    occurrence_id: int, now: datetime, source: OccurrenceState | None, target: OccurrenceState,
+    attempt: int, reason: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """A transitions row."""
+    return dict(occurrence_id=occurrence_id, at=now, from_state=source.value if source else None,
+                to_state=target.value, attempt=attempt, reason=reason)  # fmt: skip
 
 
 def _claim_select() -> Any:

@@ -1,0 +1,69 @@
+"""GroupCommit: concurrent calls share one batch; each caller gets its own result or error."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from paysched.threads import GroupCommit
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        yield executor
+
+
+class Recorder:
+    """A batch function that records its batches and can be held inside a batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, items: list[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        self.entered.set()
+        assert self.release.wait(timeout=10)
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+
+async def test_a_lone_call_runs_at_once(pool: ThreadPoolExecutor) -> None:
+    run = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(pool, run)
+    assert await group.submit(4) == 40
+    assert run.batches == [[4]]
+
+
+async def test_calls_arriving_during_a_batch_share_the_next_one(pool: ThreadPoolExecutor) -> None:
+    run = Recorder()
+    run.release.clear()
+    group: GroupCommit[int, int] = GroupCommit(pool, run, max_batch=3)
+    first = asyncio.create_task(group.submit(0))
+    await asyncio.to_thread(run.entered.wait, 10)
+    rest = [asyncio.create_task(group.submit(i)) for i in range(1, 6)]
+    await asyncio.sleep(0)  # let every submit() enqueue
+    run.release.set()
+    results = await asyncio.gather(first, *rest, return_exceptions=True)
+    # Batch one held only the first call; the five that waited split by max_batch, in order.
+    assert run.batches == [[0], [1, 2, 3], [4, 5]]
+    assert results[0] == 0 and results[2] == 20 and results[4] == 40
+    assert [str(r) for r in results[1::2]] == ["odd 1", "odd 3", "odd 5"]
+
+
+async def test_a_failing_batch_fails_each_of_its_callers(pool: ThreadPoolExecutor) -> None:
+    def broken(items: list[int]) -> list[int | BaseException]:
+        raise ConnectionError("database down")
+
+    group: GroupCommit[int, int] = GroupCommit(pool, broken)
+    results = await asyncio.gather(*(group.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    # And the group keeps working after the failure.
+    group._run_batch = Recorder()
+    assert await group.submit(2) == 20
