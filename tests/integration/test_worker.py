@@ -228,3 +228,49 @@ async def test_progress_is_visible_in_the_queue(app: App) -> None:
     assert app.queue is not None
     progress = await app.queue.get_progress(occ.key)
     assert progress == {"percent": 100, "step": "succeeded"}
+
+
+class GatedExecutor:
+    """The ledger executor behind a gate that the test opens."""
+
+    name = "gated"
+
+    def __init__(self, inner: LedgerExecutor) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+
+    async def execute(self, claim: Any, idempotency_key: str) -> Any:
+        await self.gate.wait()
+        return await self.inner.execute(claim, idempotency_key)
+
+
+async def test_a_slow_step_shows_in_the_queue_while_it_runs(settings: Settings) -> None:
+    """A quick ledger payment writes only its final progress to Redis; an executor that takes
+    longer shows "executing" in the queue while it runs, then "succeeded"."""
+    executors: list[GatedExecutor] = []
+
+    def factory(app: App) -> GatedExecutor:
+        executors.append(GatedExecutor(LedgerExecutor(app.store, app.clock, app.pool)))
+        return executors[-1]
+
+    app = await App.open(settings, executor_factory=factory)
+    try:
+        await fund(app, {"alice": 1_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 100)
+        assert app.queue is not None
+        queue = app.queue
+        async with running(app):
+            (occ,) = await app.db(app.store.all_occurrences, [pid])
+
+            async def executing() -> bool:
+                progress = await queue.get_progress(occ.key)
+                return isinstance(progress, dict) and progress.get("percent") == 50
+
+            await wait_for(executing, what="'executing' progress in the queue")
+            assert (await queue.get_progress(occ.key))["step"] == "executing via gated"
+            executors[0].gate.set()
+            (occ,) = await all_final(app, [pid])
+        assert occ.state == S.SUCCEEDED
+        assert await queue.get_progress(occ.key) == {"percent": 100, "step": "succeeded"}
+    finally:
+        await app.close()
