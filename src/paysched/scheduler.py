@@ -90,18 +90,19 @@ class Scheduler:
         pending = await self._db(self.store.pending_occurrences, now + self.lookahead)
         if not pending:
             return 0
-        keys = [o.key for o in pending]
-        existing = await self.queue.existing(keys)
-        finished = await self.queue.finished(keys)
+        presence = await self.queue.presence([o.key for o in pending])
         # A job that finished in Redis while the database still says pending was failed by the
         # queue itself (e.g. stalled too often): replace it so the occurrence runs to its end.
-        stale = [o for o in pending if o.key in finished]
-        for occ in stale:
-            await self.queue.remove(occ.key)
-        lost = [o for o in pending if o.key not in existing or o.key in finished]
-        # Re-read: a worker may have finished some of these while we looked at Redis.
-        still = {o.id for o in await self._db(self.store.pending_occurrences, now + self.lookahead)}
-        lost = [o for o in lost if o.id in still]
+        for occ in pending:
+            if presence[occ.key] == "finished":
+                await self.queue.remove(occ.key)
+        lost = [o for o in pending if presence[o.key] != "live"]
+        if lost:
+            # Re-read: a worker may have finished some of these while we looked at Redis.
+            still = {
+                o.id for o in await self._db(self.store.pending_occurrences, now + self.lookahead)
+            }
+            lost = [o for o in lost if o.id in still]
         if lost:
             log.warning(
                 "reconcile: %s pending occurrence(s) missing from the queue; re-enqueueing",
