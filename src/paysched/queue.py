@@ -44,6 +44,8 @@ return out
 """
 PRESENCE = ("live", "missing", "finished")
 PRESENCE_BATCH = 1000
+# How often the delay waker looks at the delayed set when nothing is due sooner.
+POLL_S = 0.05
 QUEUE_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
 
 Processor = Callable[[Job, str], Awaitable[Any]]
@@ -244,7 +246,7 @@ class PaymentQueue:
         return None if job is None else job.progress
 
     async def start_worker(self, processor: Processor, concurrency: int, lock_ms: int) -> Worker:
-        worker = Worker(
+        worker = SequentialFetchWorker(
             self.name,
             processor,
             {
@@ -268,6 +270,51 @@ class PaymentQueue:
             reconnect_promptly(blocking.conn)
             await blocking.getRedisVersion()
         return worker
+
+
+class SequentialFetchWorker(Worker):  # type: ignore[misc]
+    """BullMQ's Worker, fetching one job at a time as Node BullMQ does.
+
+    bullmq 3.4.4's run loop starts one fetch task per free slot at once, and all but the one
+    that blocks for the next job call moveToActive together: after every job it fetched, a
+    worker with concurrency 50 made ~49 more moveToActive calls that found nothing. That burst
+    held the event loop and Redis for ~10 ms, and payments falling due meanwhile started that
+    late (bench/lateness.py, 600 payments over 15 s: start lateness p50 21 ms with the burst,
+    5 ms without). Node's loop awaits each fetch and stops at the first that finds nothing; a
+    lock gives the same here: fetches run in turn, one of them blocking for the next job while
+    the others wait their turn.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fetching = asyncio.Lock()
+        self._fetcher: asyncio.Task[Any] | None = None
+
+    async def getNextJob(self, token: str) -> Job | None:
+        async with self._fetching:
+            if self.closing:  # fetches queued behind the lock end at once on close
+                return None
+            self._fetcher = asyncio.current_task()
+            try:
+                job: Job | None = await super().getNextJob(token)
+                return job
+            except asyncio.CancelledError:
+                if self.closing:  # close() ended the blocking wait
+                    return None
+                raise
+            finally:
+                self._fetcher = None
+
+    async def close(self, force: bool = False) -> None:
+        # bullmq cancels the blocking wait's inner future; redis-py can swallow that (see
+        # DelayWaker.stop), and the fetch holding the lock would then block for seconds.
+        # Cancelling the fetch itself, only while it blocks (never mid-moveToActive, which
+        # would leave a job active with nobody processing it), ends it either way.
+        self.closing = True
+        fetcher = self._fetcher
+        if fetcher is not None and self.waiting is not None:
+            fetcher.cancel()
+        await super().close(force)
 
 
 class DelayWaker:
@@ -310,36 +357,33 @@ class DelayWaker:
             log.warning("delay waker did not stop in time; leaving it")
 
     async def _run(self) -> None:
-        last_woken = -1
+        # Every delayed job due at or before this (ms) has been signalled: a fetch promotes all
+        # due jobs at once, so one signal covers them, and the next one to watch is the first
+        # job due after it. (Re-reading the head instead, and backing off while it waited for a
+        # busy worker, left the jobs due just after it unsignalled: start lateness p50 ~10 ms.)
+        signalled_until = -1
         while not self._stopping:
             try:
                 pipe = self._redis.pipeline(transaction=False)
-                pipe.zrange(self._delayed_key, 0, 0, withscores=True)
+                # BullMQ scores delayed jobs as timestamp * 4096 + a 12-bit counter.
+                pipe.zrangebyscore(self._delayed_key, (signalled_until + 1) << 12, "+inf",
+                                   start=0, num=1, withscores=True)  # fmt: skip
                 pipe.zrange(self._marker_key, 0, 0, withscores=True)
                 head, marker = await pipe.execute()
-                if not head:
-                    await asyncio.sleep(min(0.05, self._max_sleep_s))
+                now_ms = time.time() * 1000
+                due_ms = int(head[0][1]) >> 12 if head else None
+                if due_ms is None or due_ms > now_ms:
+                    # Look again at least every POLL_S: a job added meanwhile may be due sooner.
+                    wait_s = POLL_S if due_ms is None else (due_ms - now_ms) / 1000
+                    await asyncio.sleep(min(wait_s, POLL_S, self._max_sleep_s))
                     continue
-                # BullMQ scores delayed jobs as timestamp * 4096 + a 12-bit counter.
-                due_ms = int(head[0][1]) >> 12
-                wait_s = due_ms / 1000 - time.time()
-                if wait_s > 0:
-                    await asyncio.sleep(min(wait_s, self._max_sleep_s))
-                    continue
-                # A marker no worker has taken yet, and that asks for a fetch now (score 0 or
-                # already past): the worker is busy, and its next fetch promotes the job
-                # anyway. A marker for a later time does NOT count: a worker popping it would
-                # block until then, past this job (that cost the lateness p50 20 ms).
-                fetch_pending = bool(marker) and int(marker[0][1]) <= time.time() * 1000
-                if due_ms == last_woken or fetch_pending:
-                    # Signalled already: every slot is busy. Don't poll Redis hot (a backlog
-                    # of due jobs did, every 2 ms).
-                    await asyncio.sleep(0.05)
-                    continue
-                await self._redis.zadd(self._marker_key, {"0": 0})
-                last_woken = due_ms
-                # The worker promotes the job within a few ms; look again shortly after.
-                await asyncio.sleep(0.002)
+                # A marker that asks for a fetch now (score 0 or past) and that no worker has
+                # taken yet: the worker is busy, and its next fetch promotes the job anyway. A
+                # marker for a later time does not count: the worker popping it would block
+                # until then, past this job.
+                if not (marker and int(marker[0][1]) <= now_ms):
+                    await self._redis.zadd(self._marker_key, {"0": 0})
+                signalled_until = int(now_ms)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: the worker's own timeouts still apply

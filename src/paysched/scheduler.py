@@ -91,18 +91,19 @@ class Scheduler:
         if not pending:
             return 0
         presence = await self.queue.presence([o.key for o in pending])
-        # A job that finished in Redis while the database still says pending was failed by the
-        # queue itself (e.g. stalled too often): replace it so the occurrence runs to its end.
-        for occ in pending:
-            if presence[occ.key] == "finished":
-                await self.queue.remove(occ.key)
         lost = [o for o in pending if presence[o.key] != "live"]
         if lost:
-            # Re-read: a worker may have finished some of these while we looked at Redis.
+            # Re-read: a worker may have finished some of these while we looked at Redis (the
+            # database commits first, then the job completes).
             still = {
                 o.id for o in await self._db(self.store.pending_occurrences, now + self.lookahead)
             }
             lost = [o for o in lost if o.id in still]
+        # A job that finished in Redis while the database still says pending was failed by the
+        # queue itself (e.g. stalled too often): replace it so the occurrence runs to its end.
+        for occ in lost:
+            if presence[occ.key] == "finished":
+                await self.queue.remove(occ.key)
         if lost:
             log.warning(
                 "reconcile: %s pending occurrence(s) missing from the queue; re-enqueueing",
