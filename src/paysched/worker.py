@@ -85,12 +85,8 @@ class PaymentProcessor:
                   detail)
         )  # fmt: skip
 
-    async def _progress(
-        self, job: Job, claim: Claim, percent: int, step: str, *, in_queue: bool = True
-    ) -> None:
-        """Progress to in-process subscribers at once and, with `in_queue`, to the job in Redis."""
-        if in_queue:
-            await self._write_progress(job, percent, step)
+    async def _progress(self, job: Job, claim: Claim, percent: int, step: str) -> None:
+        await self._write_progress(job, percent, step)
         self._emit(EventKind.PROGRESS, claim, progress=percent, step=step)
 
     async def _write_progress(self, job: Job, percent: int, step: str) -> None:
@@ -141,8 +137,8 @@ class PaymentProcessor:
         log.info("processing payment job %s: payment #%s (attempt %s)", job.id,
                  claim.payment.id, claim.attempt)  # fmt: skip
         claim = replace(claim, on_success=tuple(self._outbox(claim, "succeeded")))
-        # "claimed" is immediately followed by "executing": only the latter goes to Redis.
-        await self._progress(job, claim, 10, "claimed", in_queue=False)
+        # "claimed" is immediately followed by "executing": subscribers only, not Redis.
+        self._emit(EventKind.PROGRESS, claim, progress=10, step="claimed")
 
         attempts_allowed = int(job.opts.get("attempts") or 1)
         last_attempt = job.attemptsMade + 1 >= attempts_allowed

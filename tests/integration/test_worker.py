@@ -238,9 +238,14 @@ class GatedExecutor:
     def __init__(self, inner: LedgerExecutor) -> None:
         self.inner = inner
         self.gate = asyncio.Event()
+        self.inside = 0  # payments waiting at the gate right now
 
     async def execute(self, claim: Any, idempotency_key: str) -> Any:
-        await self.gate.wait()
+        self.inside += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.inside -= 1
         return await self.inner.execute(claim, idempotency_key)
 
 
@@ -272,5 +277,35 @@ async def test_a_slow_step_shows_in_the_queue_while_it_runs(settings: Settings) 
             (occ,) = await all_final(app, [pid])
         assert occ.state == S.SUCCEEDED
         assert await queue.get_progress(occ.key) == {"percent": 100, "step": "succeeded"}
+    finally:
+        await app.close()
+
+
+async def test_concurrency_runs_that_many_payments_at_once(settings: Settings) -> None:
+    """The seed's pool: with concurrency 3, three payments execute together and a fourth waits
+    for a free slot (the worker fetches jobs one at a time, but runs them in parallel)."""
+    executors: list[GatedExecutor] = []
+
+    def factory(app: App) -> GatedExecutor:
+        executors.append(GatedExecutor(LedgerExecutor(app.store, app.clock, app.pool)))
+        return executors[-1]
+
+    app = await App.open(settings.with_overrides(concurrency=3), executor_factory=factory)
+    try:
+        await fund(app, {"alice": 1_000, "bob": 0})
+        ids = [await pay(app, "alice", "bob", 100) for _ in range(4)]
+        async with running(app):
+            gated = executors[0]
+
+            async def three_inside() -> bool:
+                return gated.inside == 3
+
+            await wait_for(three_inside, what="three payments executing together")
+            counts = await app.db(app.store.occurrence_counts)
+            assert counts["executing"] == 3  # the fourth was not claimed: no free slot
+            gated.gate.set()
+            occs = await all_final(app, ids)
+        assert {o.state for o in occs} == {S.SUCCEEDED}
+        assert (await app.db(app.store.get_account, "bob")).balance == 400
     finally:
         await app.close()
