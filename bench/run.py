@@ -175,7 +175,7 @@ class NoopExecutor:
     name = "noop"
 
     async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        return ExecutionResult(settled=False, reference=idempotency_key)
+        return ExecutionResult.succeeded(idempotency_key)
 
 
 def _ledger(app: App) -> Executor:

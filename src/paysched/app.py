@@ -7,6 +7,8 @@ the store, queue, executor, scheduler or worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import logging
 import random
 from collections.abc import Callable
@@ -18,12 +20,13 @@ from urllib.parse import urlsplit
 from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
 from paysched.db.outbox import Outbox
-from paysched.db.store import Store
-from paysched.domain import Occurrence, Payment
-from paysched.errors import BackendUnavailable, ConfigError
-from paysched.events import EventBus, log_subscriber
-from paysched.executors.base import Executor
+from paysched.db.store import CancelResult, Store
+from paysched.domain import OccurrenceState, Payment
+from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
+from paysched.events import Event, EventBus, EventKind, log_subscriber
+from paysched.executors.base import Closable, Executor, Resolvable
 from paysched.executors.ledger import LedgerExecutor
+from paysched.executors.resolver import Resolver
 from paysched.notify.base import Notifier, NotifierRegistry
 from paysched.notify.delivery import Deliverer
 from paysched.notify.log import LogNotifier
@@ -91,6 +94,7 @@ class App:
     processor: PaymentProcessor | None = None
     outbox: Outbox | None = None
     deliverer: Deliverer | None = None
+    resolver: Resolver | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
@@ -119,23 +123,34 @@ class App:
         app.redis_url, app.embedded = resolve_redis(settings)
         if app.embedded is None:
             log.info("using Redis at %s", redacted(app.redis_url))
+        deployment_id = await app.db(store.deployment_id)
         app.queue = PaymentQueue(
             app.redis_url, settings.queue_name, settings.queue_prefix, settings.attempts,
-            backoff, settings.keep_completed,
+            backoff, settings.keep_completed, deployment_id,
         )  # fmt: skip
         try:
             await app.queue.ping()
         except Exception as exc:
             await app.close()
             raise BackendUnavailable(f"Redis at {redacted(app.redis_url)}: {exc}") from exc
-        app.executor = (executor_factory or default_executor)(app)
+        try:
+            app.executor = (executor_factory or default_executor)(app)
+        except BaseException:
+            await app.close()
+            raise
         app.scheduler = Scheduler(
             store, app.queue, clock, settings.lookahead, settings.tick_cron, pool
         )
         policy = NotifyPolicy(settings.notify_events, settings.notify_default)
         app.processor = PaymentProcessor(
-            store, app.executor, bus, clock, backoff, settings.attempts, pool, policy
-        )
+            store, app.executor, bus, clock, backoff, settings.attempts, pool, policy,
+            deployment_id,
+        )  # fmt: skip
+        if isinstance(app.executor, Resolvable):
+            app.resolver = Resolver(
+                store, app.executor, app.queue, bus, clock, pool, policy, settings.attempts,
+                settings.resolve_window, settings.resolve_max_interval,
+            )  # fmt: skip
         app.deliverer = Deliverer(
             app.outbox, build_registry(settings), clock, pool, poll=settings.notify_poll,
             max_attempts=settings.notify_max_attempts,
@@ -144,6 +159,8 @@ class App:
         return app
 
     async def close(self) -> None:
+        if isinstance(self.executor, Closable):
+            await self.executor.aclose()
         if self.deliverer is not None:
             await self.deliverer.registry.close()
         if self.queue is not None:
@@ -170,15 +187,62 @@ class App:
         await scheduler.schedule_now([payment.id])
         return await self.db(self.store.get_payment, payment.id)
 
-    async def cancel_payment(self, payment_id: int) -> list[Occurrence]:
+    async def cancel_payment(self, payment_id: int) -> CancelResult:
+        """Cancel the payment: none of its occurrences that have not started will execute;
+        those executing (or whose outcome is being resolved) finish and are reported."""
         queue, _ = self._need_queue()
-        cancelled = await self.db(
+        result = await self.db(
             self.store.cancel_payment, payment_id, self.clock.now(), "cancelled by user"
         )
-        for occ in cancelled:
-            # An active job cannot be removed; its worker's claim will find it cancelled.
+        for occ in result.cancelled:
+            # An active job cannot be removed; its claim will find the payment cancelled.
             await queue.remove(occ.key)
-        return cancelled
+        return result
+
+    async def resolve_occurrence(self, ref: str, outcome: str, reason: str) -> OccurrenceState:
+        """A person settles an unknown or needs_review occurrence: `succeeded` or `failed`
+        (what the provider says happened), or `retry` (send it again with the same key)."""
+        queue, _ = self._need_queue()
+        if ref.isdigit():
+            occurrence = await self.db(self.store.get_occurrence, int(ref))
+        else:
+            occurrence = await self.db(self.store.find_occurrence, ref)
+        targets = {"succeeded": OccurrenceState.SUCCEEDED, "failed": OccurrenceState.FAILED,
+                   "retry": OccurrenceState.QUEUED}  # fmt: skip
+        if outcome not in targets:
+            raise InvalidInput("outcome", f"expected succeeded, failed or retry, got {outcome!r}")
+        if not reason.strip():
+            raise InvalidInput("reason", "say why (it is kept in the occurrence's history)")
+        claim = await self.db(self.store.unresolved, occurrence.id)
+        state = claim.occurrence.state
+        if state not in (OccurrenceState.UNKNOWN, OccurrenceState.NEEDS_REVIEW):
+            raise Conflict(
+                f"occurrence {claim.occurrence.key} is {state.value}; only unknown or "
+                "needs_review occurrences are resolved by hand"
+            )
+        target = targets[outcome]
+        if target == OccurrenceState.SUCCEEDED and isinstance(self.executor, LedgerExecutor):
+            raise Conflict(
+                "the ledger executor moves money itself, in the same transaction as 'succeeded';"
+                " nothing moved for this occurrence: use --retry or --failed"
+            )
+        assert self.processor is not None
+        now = self.clock.now()
+        note = f"resolved by hand: {reason.strip()}"
+        event = {OccurrenceState.SUCCEEDED: "succeeded", OccurrenceState.FAILED: "failed"}
+        outbox = (
+            self.processor._outbox(claim, event[target], reason.strip())
+            if target in event else []
+        )  # fmt: skip
+        if not await self.db(self.store.resolve, claim, target, now, note, outbox):
+            raise Conflict(f"occurrence {claim.occurrence.key} changed meanwhile; try again")
+        self.bus.emit(Event(EventKind.RESOLVED, now, claim.occurrence.key, claim.payment.id,
+                            claim.attempt, {"outcome": target.value, "by": "hand"}))  # fmt: skip
+        if target == OccurrenceState.QUEUED:
+            fresh = await self.db(self.store.get_occurrence, claim.occurrence.id)
+            await queue.remove(fresh.key)
+            await queue.enqueue([fresh], now)
+        return target
 
     async def stats(self) -> dict[str, Any]:
         queue, _ = self._need_queue()
@@ -208,9 +272,11 @@ class App:
                 queue, self.processor, self.settings.concurrency, self.settings.lock_ms
             )
             await pool.start()
-        tasks = []
+        tasks = [asyncio.create_task(self._announce(stop))]
         if scheduler:
             tasks.append(asyncio.create_task(sched.run_forever(stop)))
+        if worker and self.resolver is not None:
+            tasks.append(asyncio.create_task(self.resolver.run(stop)))
         deliver_stop = asyncio.Event()
         if (worker if deliver is None else deliver) and self.deliverer is not None:
             tasks.append(asyncio.create_task(self.deliverer.run(deliver_stop)))
@@ -221,9 +287,60 @@ class App:
         deliver_stop.set()
         await asyncio.gather(*tasks)
 
+    async def _announce(self, stop: asyncio.Event, every_s: float = 60.0) -> None:
+        """Tell the queue this deployment uses it, every minute; complain loudly if another
+        deployment (another database) uses the same queue: each would refuse the other's jobs."""
+        queue, _ = self._need_queue()
+        while not stop.is_set():
+            try:
+                others = await queue.announce(self.clock.now())
+                if others:
+                    log.error(
+                        "queue %s is shared with other paysched deployment(s) %s: give each "
+                        "deployment its own PAYSCHED_QUEUE or Redis database",
+                        queue.name, ", ".join(others),
+                    )  # fmt: skip
+            except Exception as exc:  # Redis away: the queue reports that on its own
+                log.debug("announce failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
 
 def default_executor(app: App) -> Executor:
-    return LedgerExecutor(app.store, app.clock, app.pool)
+    """The executor PAYSCHED_EXECUTOR names: ledger, http, or package.module:factory."""
+    settings = app.settings
+    if settings.executor == "ledger":
+        return LedgerExecutor(app.store, app.clock, app.pool)
+    if settings.executor == "http":
+        from paysched.executors.http import HttpExecutor
+
+        return HttpExecutor(
+            settings.provider_url, settings.provider_token,
+            connect_timeout_s=settings.provider_connect_timeout.total_seconds(),
+            read_timeout_s=settings.provider_timeout.total_seconds(),
+        )  # fmt: skip
+    return plugin_executor(settings)
+
+
+def plugin_executor(settings: Settings) -> Executor:
+    """The user's own executor: `package.module:factory`, called with the settings."""
+    module_name, _, factory_name = settings.executor.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError("PAYSCHED_EXECUTOR", f"cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise ConfigError("PAYSCHED_EXECUTOR", f"{module_name!r} has no callable {factory_name!r}")
+    executor = factory(settings)
+    if not callable(getattr(executor, "execute", None)):
+        raise ConfigError(
+            "PAYSCHED_EXECUTOR",
+            f"{settings.executor} returned {type(executor).__name__}, which has no execute()",
+        )
+    if not isinstance(getattr(executor, "name", None), str):
+        executor.name = factory_name
+    return executor  # type: ignore[no-any-return]
 
 
 def build_registry(settings: Settings) -> NotifierRegistry:

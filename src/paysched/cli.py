@@ -16,7 +16,7 @@ import redis
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from paysched.app import App
+from paysched.app import App, redacted
 from paysched.clock import SystemClock
 from paysched.config import Settings
 from paysched.domain import (
@@ -346,9 +346,42 @@ def cancel(
 ) -> None:
     """Cancel a payment: none of its pending occurrences will execute."""
     pid = _parse_id(payment_id)
-    cancelled = with_app(lambda app: app.cancel_payment(pid))
-    emit({"id": pid, "cancelled_occurrences": [o.key for o in cancelled]}, as_json,
-         f"cancelled payment {pid} ({len(cancelled)} pending occurrence(s))")  # fmt: skip
+    result = with_app(lambda app: app.cancel_payment(pid))
+    in_flight = [{"key": o.key, "state": o.state.value} for o in result.in_flight]
+    lines = [f"cancelled payment {pid} ({len(result.cancelled)} pending occurrence(s))"]
+    lines += [f"  {o['key']} is {o['state']}: it cannot be cancelled and will finish"
+              for o in in_flight]  # fmt: skip
+    emit({"id": pid, "cancelled_occurrences": [o.key for o in result.cancelled],
+          "in_flight": in_flight}, as_json, "\n".join(lines))  # fmt: skip
+
+
+@cli.command()
+@handled
+def resolve(
+    occurrence: Annotated[str, typer.Argument(metavar="ID", help="Occurrence id or key.")],
+    succeeded: Annotated[
+        bool, typer.Option("--succeeded", help="The provider says the money moved.")
+    ] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="The provider says no money moved.")
+    ] = False,
+    retry: Annotated[
+        bool, typer.Option("--retry", help="Send it again with the same idempotency key.")
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why: kept in the occurrence's history.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Settle an occurrence whose outcome is unknown or needs review, by hand."""
+    chosen = [name for name, on in (("succeeded", succeeded), ("failed", failed),
+                                    ("retry", retry)) if on]  # fmt: skip
+    if len(chosen) != 1:
+        raise InvalidInput("outcome", "give exactly one of --succeeded, --failed or --retry")
+    ref = occurrence.strip()
+    if not ref or (ref.isdigit() and int(ref) <= 0):
+        raise InvalidInput("id", f"expected an occurrence id or key, got {occurrence!r}")
+    state = with_app(lambda app: app.resolve_occurrence(ref, chosen[0], reason))
+    emit({"occurrence": ref, "state": state.value}, as_json,
+         f"occurrence {ref} is now {state.value}")  # fmt: skip
 
 
 @cli.command()
@@ -407,6 +440,28 @@ def notifications_retry(
     emit(view, as_json, f"notification {nid} is pending again")
 
 
+async def _queue_check(app: App, cfg: Settings, url: str) -> dict[str, Any]:
+    """Is the queue used by another deployment (another database) too?"""
+    from paysched.queue import PaymentQueue
+
+    deployment = await app.db(app.store.deployment_id)
+    queue = PaymentQueue(url, cfg.queue_name, cfg.queue_prefix, cfg.attempts, app.backoff,
+                         deployment_id=deployment)  # fmt: skip
+    try:
+        others = await queue.other_deployments(app.clock.now())
+    finally:
+        await queue.close()
+    if others:
+        return {
+            "ok": False,
+            "deployment": deployment,
+            "shared_with": others,
+            "error": f"queue {cfg.queue_name!r} is shared with other deployment(s) "
+            f"{', '.join(others)}: give each its own PAYSCHED_QUEUE or Redis db",
+        }
+    return {"ok": True, "deployment": deployment, "name": cfg.queue_name}
+
+
 @cli.command()
 def check(as_json: JsonFlag = False) -> None:
     """Say whether Redis and the database answer; exit 0 only if both do."""
@@ -433,6 +488,10 @@ def check(as_json: JsonFlag = False) -> None:
 
             ok = answers(url)
             result["redis"] = {"ok": ok, "embedded": embedded is not None}
+            if not ok:
+                result["redis"]["error"] = f"no answer from Redis at {redacted(url)}"
+            else:
+                result["queue"] = await _queue_check(app, cfg, url)
             if embedded is not None:
                 embedded.stop()
         except Exception as exc:

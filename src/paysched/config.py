@@ -28,6 +28,9 @@ KNOWN_VARIABLES = (
     "PAYSCHED_KEEP_COMPLETED", "PAYSCHED_EMBEDDED_REDIS", "PAYSCHED_LOG_LEVEL",
     "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_URL", "PAYSCHED_WEBHOOK_SECRET", "PAYSCHED_NOTIFY",
     "PAYSCHED_NOTIFY_EVENTS", "PAYSCHED_NOTIFY_POLL", "PAYSCHED_NOTIFY_MAX_ATTEMPTS",
+    "PAYSCHED_EXECUTOR", "PAYSCHED_PROVIDER_URL", "PAYSCHED_PROVIDER_TOKEN",
+    "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "PAYSCHED_PROVIDER_TIMEOUT", "PAYSCHED_RESOLVE_WINDOW",
+    "PAYSCHED_RESOLVE_MAX_INTERVAL",
 )  # fmt: skip
 
 
@@ -57,9 +60,20 @@ class Settings:
     telegram_api_url: str = "https://api.telegram.org"
     webhook_secret: str = field(default="", repr=False)
     notify_default: tuple[str, ...] = ("log",)
-    notify_events: frozenset[str] = frozenset({"succeeded", "failed", "retrying"})
+    notify_events: frozenset[str] = frozenset({"succeeded", "failed", "retrying", "needs_review"})
     notify_poll: timedelta = timedelta(seconds=1)
     notify_max_attempts: int = 10
+    # "ledger" (paysched's own accounts), "http" (a provider behind the generic JSON contract)
+    # or "package.module:factory" (the user's own; the factory gets these settings).
+    executor: str = "ledger"
+    provider_url: str = ""
+    provider_token: str = field(default="", repr=False)
+    provider_connect_timeout: timedelta = timedelta(seconds=5)
+    provider_timeout: timedelta = timedelta(seconds=30)
+    # How long the resolver keeps asking about an unknown outcome before a person must decide,
+    # and the longest wait between two of its questions.
+    resolve_window: timedelta = timedelta(days=3)
+    resolve_max_interval: timedelta = timedelta(hours=1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -98,10 +112,27 @@ class Settings:
             telegram_api_url=_http_url(env, "TELEGRAM_API_URL", "https://api.telegram.org"),
             webhook_secret=env.get("PAYSCHED_WEBHOOK_SECRET", ""),
             notify_default=_targets(env, "PAYSCHED_NOTIFY", "log"),
-            notify_events=_events(env, "PAYSCHED_NOTIFY_EVENTS", "succeeded,failed,retrying"),
+            notify_events=_events(
+                env, "PAYSCHED_NOTIFY_EVENTS", "succeeded,failed,retrying,needs_review"
+            ),
             notify_poll=_duration(env, "PAYSCHED_NOTIFY_POLL", "1s"),
             notify_max_attempts=_int(env, "PAYSCHED_NOTIFY_MAX_ATTEMPTS", 10, 1, 1000),
+            executor=_executor(env, "PAYSCHED_EXECUTOR"),
+            provider_url=env.get("PAYSCHED_PROVIDER_URL", "").strip().rstrip("/"),
+            provider_token=env.get("PAYSCHED_PROVIDER_TOKEN", "").strip(),
+            provider_connect_timeout=_duration(env, "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "5s"),
+            provider_timeout=_duration(env, "PAYSCHED_PROVIDER_TIMEOUT", "30s"),
+            resolve_window=_duration(env, "PAYSCHED_RESOLVE_WINDOW", "3d"),
+            resolve_max_interval=_duration(env, "PAYSCHED_RESOLVE_MAX_INTERVAL", "1h"),
         )
+        if settings.executor == "http":
+            if not settings.provider_url:
+                raise ConfigError("PAYSCHED_PROVIDER_URL", "required with PAYSCHED_EXECUTOR=http")
+            if not settings.provider_url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    "PAYSCHED_PROVIDER_URL",
+                    f"expected an http(s):// URL, got {settings.provider_url!r}",
+                )
         return settings
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -191,6 +222,17 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     raw = (env.get(name, "").strip() or default).upper()
     if raw not in choices:
         raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _executor(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip() or "ledger"
+    if raw in ("ledger", "http"):
+        return raw
+    module, _, factory = raw.partition(":")
+    if not (module and factory and all(p.isidentifier() for p in module.split("."))
+            and factory.isidentifier()):  # fmt: skip
+        raise ConfigError(name, f"expected ledger, http or package.module:factory, got {raw!r}")
     return raw
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+
+from iso4217 import Currency
 
 from paysched.errors import InvalidInput
 
@@ -15,7 +18,11 @@ class OccurrenceState(StrEnum):
     SCHEDULED = "scheduled"  # created in the database, not yet confirmed in the queue
     QUEUED = "queued"  # a queue job exists (or is being re-created by reconcile)
     EXECUTING = "executing"  # a worker holds it; `fence` says which claim is current
-    RETRYING = "retrying"  # a retryable error happened; the queue will redeliver after backoff
+    RETRYING = "retrying"  # nothing moved; the queue will redeliver after backoff
+    # The executor could not tell whether money moved (timeout, 5xx, dropped connection,
+    # "pending"): the resolver asks the provider by idempotency key until it knows.
+    UNKNOWN = "unknown"
+    NEEDS_REVIEW = "needs_review"  # still unknown after the resolve window: a person decides
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -26,37 +33,36 @@ S = OccurrenceState
 FINAL_STATES: frozenset[OccurrenceState] = frozenset(
     {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.SKIPPED}
 )
+# Owned by the queue: reconcile re-enqueues any of these whose job Redis lost.
 PENDING_STATES: frozenset[OccurrenceState] = frozenset(
     {S.SCHEDULED, S.QUEUED, S.EXECUTING, S.RETRYING}
 )
+# Owned by the resolver (unknown) or a person (needs_review); never re-enqueued blindly.
+UNRESOLVED_STATES: frozenset[OccurrenceState] = frozenset({S.UNKNOWN, S.NEEDS_REVIEW})
+# What a cancel still stops: nothing of these has started, or the last attempt moved nothing.
+CANCELLABLE_STATES: frozenset[OccurrenceState] = frozenset({S.SCHEDULED, S.QUEUED, S.RETRYING})
 
 # executing -> executing is a takeover: the worker that held the job died or stalled, the queue
 # redelivered it, and the new claim bumps the fence so the old worker can no longer settle.
+# Nothing executing or unknown can be cancelled or skipped: money may be on its way.
 ALLOWED_TRANSITIONS: dict[OccurrenceState, frozenset[OccurrenceState]] = {
     S.SCHEDULED: frozenset({S.QUEUED, S.EXECUTING, S.CANCELLED, S.SKIPPED}),
     S.QUEUED: frozenset({S.EXECUTING, S.CANCELLED, S.SKIPPED}),
     S.EXECUTING: frozenset(
-        {S.EXECUTING, S.SUCCEEDED, S.RETRYING, S.FAILED, S.CANCELLED, S.SKIPPED}
+        {S.EXECUTING, S.SUCCEEDED, S.RETRYING, S.FAILED, S.UNKNOWN, S.NEEDS_REVIEW}
     ),
     S.RETRYING: frozenset({S.EXECUTING, S.CANCELLED, S.SKIPPED}),
+    S.UNKNOWN: frozenset({S.SUCCEEDED, S.FAILED, S.QUEUED, S.NEEDS_REVIEW}),
+    S.NEEDS_REVIEW: frozenset({S.SUCCEEDED, S.FAILED, S.QUEUED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
     S.SKIPPED: frozenset(),
 }
 
-CLAIMABLE_STATES: frozenset[OccurrenceState] = frozenset(
-    s for s, targets in ALLOWED_TRANSITIONS.items() if S.EXECUTING in targets
-)
-
 
 def can_transition(source: OccurrenceState, target: OccurrenceState) -> bool:
     return target in ALLOWED_TRANSITIONS[source]
-
-
-def sources_of(target: OccurrenceState) -> frozenset[OccurrenceState]:
-    """Every state from which `target` may be entered (the WHERE clause of a compare-and-set)."""
-    return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)
 
 
 class PaymentState(StrEnum):
@@ -71,23 +77,32 @@ class PaymentState(StrEnum):
 # Money: integer minor units, never float.
 
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
-# ISO 4217 exponents that differ from 2; every other code uses 2 decimals.
-_EXPONENTS = {
-    "BHD": 3, "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "IQD": 3, "ISK": 0, "JOD": 3, "JPY": 0,
-    "KMF": 0, "KRW": 0, "KWD": 3, "LYD": 3, "OMR": 3, "PYG": 0, "RWF": 0, "TND": 3, "UGX": 0,
-    "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
-}  # fmt: skip
 
 
 def parse_currency(code: str, field: str = "currency") -> str:
+    """An active ISO 4217 currency that has minor units (not a metal or a fund code)."""
     value = code.strip().upper()
     if not _CURRENCY_RE.match(value):
         raise InvalidInput(field, f"expected a 3-letter ISO 4217 code like USD, got {code!r}")
+    try:
+        exponent = Currency(value).exponent
+    except ValueError:
+        raise InvalidInput(field, f"{value!r} is not an ISO 4217 currency code") from None
+    if exponent is None:
+        raise InvalidInput(field, f"{value} has no minor unit; it cannot be paid in")
     return value
 
 
+@functools.cache
 def currency_exponent(currency: str) -> int:
-    return _EXPONENTS.get(currency, 2)
+    """Decimals of the currency's minor unit (ISO 4217): USD 2, JPY 0, BHD 3."""
+    try:
+        exponent = Currency(currency).exponent
+    except ValueError:
+        raise InvalidInput("currency", f"{currency!r} is not an ISO 4217 currency code") from None
+    if exponent is None:
+        raise InvalidInput("currency", f"{currency} has no minor unit; it cannot be paid in")
+    return int(exponent)
 
 
 def parse_amount(text: str, currency: str, field: str = "amount") -> int:
@@ -186,6 +201,13 @@ class Occurrence:
     reason: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    # Claims that took the occurrence over from a worker that died or stalled.
+    takeovers: int = 0
+    # The provider's id for the payment, once an executor reported one.
+    reference: str | None = None
+    # UNKNOWN only: when the resolver asks the provider next, and how often it has asked.
+    resolve_at: datetime | None = None
+    resolve_checks: int = 0
 
 
 @dataclass(frozen=True, slots=True)

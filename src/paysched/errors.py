@@ -8,6 +8,7 @@
     ├── NotFound               an account, payment or occurrence does not exist
     ├── Conflict               the request contradicts current state (cancel a finished payment)
     ├── BackendUnavailable     Redis or the database does not answer
+    │   └── InfrastructureError  it failed under an attempt: retried, never counted as one
     ├── DeliveryError          raised by notifiers
     │   ├── RetryableDelivery  429, 5xx, connection errors: retried (honouring retry_after)
     │   └── PermanentDelivery  chat not found, bot blocked, other 4xx: the notification is dead
@@ -52,6 +53,11 @@ class Conflict(PayschedError):
 
 class BackendUnavailable(PayschedError):
     pass
+
+
+class InfrastructureError(BackendUnavailable):
+    """paysched's own database failed while an attempt ran, and nothing of the attempt was
+    committed. Not the payment's fault: retried, never counted as one of its attempts."""
 
 
 class ExecutionError(PayschedError):

@@ -17,6 +17,10 @@ class EventKind(StrEnum):
     COMPLETED = "completed"
     RETRYING = "retrying"
     FAILED = "failed"
+    # The executor could not tell whether money moved; the resolver will ask the provider.
+    UNKNOWN = "unknown"
+    RESOLVED = "resolved"  # an unknown outcome became known (detail: outcome, by)
+    NEEDS_REVIEW = "needs_review"  # a person must decide what happened
     ERROR = "error"
 
 
@@ -65,6 +69,18 @@ def log_subscriber(event: Event) -> None:
         log.warning(
             "job %s attempt %s failed, retrying in %sms: %s",
             key, event.attempt, event.detail.get("delay_ms"), event.detail.get("reason"),
+        )  # fmt: skip
+    elif event.kind is EventKind.UNKNOWN:
+        log.warning(
+            "job %s outcome unknown (payment #%s): %s; asking the provider again later",
+            key, pid, event.detail.get("reason"),
+        )  # fmt: skip
+    elif event.kind is EventKind.RESOLVED:
+        log.info("job %s resolved as %s: payment #%s", key, event.detail.get("outcome"), pid)
+    elif event.kind is EventKind.NEEDS_REVIEW:
+        log.error(
+            "job %s NEEDS REVIEW (payment #%s): %s; settle it with `paysched resolve`",
+            key, pid, event.detail.get("reason"),
         )  # fmt: skip
     elif event.kind is EventKind.ERROR:
         log.error("job %s error: %s", key, event.detail.get("error"))

@@ -47,6 +47,12 @@ PRESENCE_BATCH = 1000
 # How often the delay waker looks at the delayed set when nothing is due sooner.
 POLL_S = 0.05
 QUEUE_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
+# BullMQ attempts beyond the business attempts: the processor decides from the database when a
+# payment has used its attempts; these only let the queue retry through errors of paysched's
+# own database or Redis without giving up on the job (reconcile would re-create it anyway).
+INFRA_RETRIES = 25
+# A deployment that announced itself on this queue within this window is using it now.
+DEPLOYMENT_SEEN_MS = 10 * 60_000
 
 Processor = Callable[[Job, str], Awaitable[Any]]
 
@@ -131,8 +137,10 @@ class PaymentQueue:
         attempts: int,
         backoff: Backoff,
         keep_completed: int = 10_000,
+        deployment_id: str = "",
     ) -> None:
         self.redis_url = redis_url
+        self.deployment_id = deployment_id
         self.name = name
         self.prefix = prefix
         self.attempts = attempts
@@ -182,15 +190,17 @@ class PaymentQueue:
             return
         jobs: list[dict[str, Any]] = []
         for occ in occurrences:
-            remaining = attempts or max(1, self.attempts - occ.attempts)
+            data: dict[str, Any] = {"occurrence_id": occ.id, "payment_id": occ.payment_id,
+                    "due_at_ms": to_ms(occ.due_at)}  # fmt: skip
+            if self.deployment_id:  # whose database this job belongs to
+                data["deployment"] = self.deployment_id
             jobs.append(
                 {
                     "name": JOB_NAME,
-                    "data": {"occurrence_id": occ.id, "payment_id": occ.payment_id,
-                             "due_at_ms": to_ms(occ.due_at)},
-                    "opts": self._job_options(occ, now, remaining),
+                    "data": data,
+                    "opts": self._job_options(occ, now, attempts or self.attempts + INFRA_RETRIES),
                 }
-            )  # fmt: skip
+            )
         for start in range(0, len(jobs), 500):
             await self._queue.addBulk(jobs[start : start + 500])
         for occ, job in zip(occurrences, jobs, strict=True):
@@ -231,6 +241,27 @@ class PaymentQueue:
     async def existing(self, job_ids: Sequence[str]) -> set[str]:
         """The subset of job ids whose job is still in Redis."""
         return {k for k, v in (await self.presence(job_ids)).items() if v != "missing"}
+
+    async def announce(self, now: datetime) -> list[str]:
+        """Record that this deployment uses the queue; return the other deployments that used
+        it within DEPLOYMENT_SEEN_MS (more than one database sharing a queue is a mistake that
+        would have each refuse the other's jobs)."""
+        await self.redis.hset(self._deployments_key, self.deployment_id, to_ms(now))
+        return await self.other_deployments(now)
+
+    async def other_deployments(self, now: datetime) -> list[str]:
+        seen: dict[Any, Any] = await self.redis.hgetall(self._deployments_key)
+        others = []
+        for raw_id, raw_ms in seen.items():
+            other = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            if other != self.deployment_id and to_ms(now) - int(raw_ms) <= DEPLOYMENT_SEEN_MS:
+                others.append(other)
+        return sorted(others)
+
+    @property
+    def _deployments_key(self) -> str:
+        key: str = self._queue.toKey("paysched:deployments")
+        return key
 
     async def counts(self) -> dict[str, int]:
         raw = await self._queue.getJobCounts(*QUEUE_STATES)

@@ -27,8 +27,8 @@ class GroupCommit(Generic[T, R]):
 
     `run_batch(items)` executes a whole batch in ONE transaction on the pool and returns one
     result per item, in order — a value, or an exception for that item alone (e.g. insufficient
-    funds); an exception raised by `run_batch` itself (the database is down) fails every item of
-    the batch. A lone call runs at once, so at low concurrency nothing waits; under load one
+    funds). When `run_batch` itself raises, the items are retried one by one (see `_run`).
+    A lone call runs at once, so at low concurrency nothing waits; under load one
     BEGIN/COMMIT and one execution of each statement serve many payments. This is where the
     worker's database time went: per-statement and per-transaction overhead, not the rows.
     """
@@ -57,14 +57,11 @@ class GroupCommit(Generic[T, R]):
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                results = await in_pool(self._pool, self._run_batch, [item for item, _ in batch])
-            except BaseException as exc:  # handed to every caller in the batch
+                results = await self._run([item for item, _ in batch])
+            except asyncio.CancelledError:
                 for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
+                    future.cancel()
+                raise
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():  # the caller was cancelled meanwhile
                     continue
@@ -72,3 +69,20 @@ class GroupCommit(Generic[T, R]):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+    async def _run(self, items: list[T]) -> Sequence[R | BaseException]:
+        """One transaction for the batch; if it fails as a whole (a lock timeout on one
+        item's row, a deadlock, the database gone), each item runs again alone, so that one
+        item's error never fails another and each caller gets its own outcome."""
+        try:
+            return await in_pool(self._pool, self._run_batch, items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+        results: list[R | BaseException] = []
+        for item in items:
+            try:
+                results.extend(await in_pool(self._pool, self._run_batch, [item]))
+            except Exception as exc:
+                results.append(exc)
+        return results

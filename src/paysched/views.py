@@ -104,7 +104,9 @@ def occurrence_view(occ: Occurrence, history: list[Transition]) -> dict[str, Any
         "due_at": iso(occ.due_at),
         "state": occ.state.value,
         "reason": occ.reason,
+        "reference": occ.reference,
         "lateness_ms": lateness_ms(occ),
+        "next_check_at": iso(occ.resolve_at) if occ.state == OccurrenceState.UNKNOWN else None,
         "finished_at": iso(occ.finished_at),
         "attempts": attempts_view(history),
         "history": [

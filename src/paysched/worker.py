@@ -2,7 +2,10 @@
 
 Every attempt claims the occurrence in the database first (bumping its fence), so a job that the
 queue delivers twice — after a stall, a lost lock or a reconcile — finds the occurrence final or
-takes it over; the executor's settle is fenced, so money moves at most once.
+takes it over; the executor's settle is fenced, so money moves at most once. The executor's
+outcome decides what follows: succeeded, declined (failed at once), not attempted (retried with
+backoff, the same idempotency key), or unknown (handed to the resolver, never guessed).
+Errors of paysched's own database or Redis are retried without counting as attempts.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import random
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -20,11 +24,12 @@ from bullmq import Job, Worker
 from sqlalchemy.exc import DBAPIError
 
 from paysched.clock import Clock
-from paysched.db.store import Claim, Finish, Store
+from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store
+from paysched.db.store.base import short_error
 from paysched.domain import OccurrenceState, OutboxMessage
-from paysched.errors import BackendUnavailable, PermanentError
+from paysched.errors import BackendUnavailable, PermanentError, RetryableError
 from paysched.events import Event, EventBus, EventKind
-from paysched.executors.base import Executor
+from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvable
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentQueue, RetryLater
 from paysched.threads import GroupCommit
@@ -32,10 +37,16 @@ from paysched.threads import GroupCommit
 log = logging.getLogger("paysched.worker")
 S = OccurrenceState
 
-# Claims beyond attempts + this many mean the job keeps killing or stalling its workers.
-STALL_ALLOWANCE = 3
+# Takeovers beyond this many mean the job keeps killing or stalling its workers: a person must
+# look (with a provider, money may have moved; guessing "failed" could pay twice later).
+MAX_TAKEOVERS = 5
 # A step that ends sooner is not written to the job's progress in Redis (see _progress_while).
 PROGRESS_DEFER_S = 0.2
+# Retries after paysched's own database failed: exponential from the backoff base, capped.
+INFRA_RETRY_CAP_MS = 15_000
+# The resolver first asks about an unknown outcome this long after it happened.
+FIRST_CHECK = timedelta(seconds=2)
+_INFRA_ERRORS = (DBAPIError, LostRace, BackendUnavailable)
 
 
 class CorruptJob(ValueError):
@@ -48,6 +59,9 @@ def occurrence_id_of(data: Any) -> int:
     value = data.get("occurrence_id")
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise CorruptJob(f"occurrence_id: expected a positive integer, got {value!r}")
+    deployment = data.get("deployment")
+    if deployment is not None and not isinstance(deployment, str):
+        raise CorruptJob(f"deployment: expected a string, got {deployment!r}")
     return value
 
 
@@ -62,6 +76,7 @@ class PaymentProcessor:
         max_attempts: int,
         pool: ThreadPoolExecutor,
         notify: NotifyPolicy,
+        deployment_id: str,
     ) -> None:
         self.notify = notify
         self.store = store
@@ -71,9 +86,10 @@ class PaymentProcessor:
         self.backoff = backoff
         self.max_attempts = max_attempts
         self.pool = pool
+        self.deployment_id = deployment_id
         # Concurrent jobs claim and finish in shared transactions (see GroupCommit).
-        self._claims: GroupCommit[int, Claim | None] = GroupCommit(
-            pool, lambda ids: store.claim_many(ids, clock.now())
+        self._claims: GroupCommit[tuple[int, str | None], Claim | NoClaim] = GroupCommit(
+            pool, lambda requests: store.claim_many(requests, clock.now())
         )
         self._finishes: GroupCommit[Finish, bool] = GroupCommit(
             pool, lambda items: store.finish_many(items, clock.now())
@@ -119,6 +135,21 @@ class PaymentProcessor:
             if written is not None:
                 await written  # so that it cannot land after the next step's write
 
+    def _refuse(self, job: Job, why: str) -> NoReturn:
+        """A job of another deployment sharing this Redis queue: never run or complete it,
+        say so loudly, and hand it back to the queue for a worker of its own deployment."""
+        message = (
+            f"job {job.id} belongs to another paysched deployment ({why}); refusing it. Two "
+            "deployments share one Redis queue: give each its own PAYSCHED_QUEUE or Redis db"
+        )
+        log.error(message)
+        self.bus.emit(Event(EventKind.ERROR, self.clock.now(), str(job.id),
+                            detail={"error": message, "foreign_job": True}))  # fmt: skip
+        raise RetryLater(message, random.randint(500, 2000))
+
+    def _infra_delay(self, job: Job) -> int:
+        return min(self.backoff.delay_ms(job.attemptsMade + 1), INFRA_RETRY_CAP_MS)
+
     async def __call__(self, job: Job, token: str) -> dict[str, Any]:
         try:
             occurrence_id = occurrence_id_of(job.data)
@@ -127,39 +158,66 @@ class PaymentProcessor:
             self.bus.emit(Event(EventKind.ERROR, self.clock.now(), str(job.id),
                                 detail={"error": f"corrupt job: {exc}"}))  # fmt: skip
             raise GiveUp(f"corrupt job: {exc}") from None
+        deployment = job.data.get("deployment")
+        if deployment is not None and deployment != self.deployment_id:
+            self._refuse(job, f"deployment {deployment}")
         try:
-            claim = await self._claims.submit(occurrence_id)
-        except DBAPIError as exc:
-            raise RetryLater(f"database unavailable: {exc.orig}", self.backoff.delay_ms(1)) from exc
-        if claim is None:
-            log.info("job %s: occurrence already final or gone, nothing to do", job.id)
-            return {"skipped": True}
+            claimed = await self._claims.submit((occurrence_id, str(job.id)))
+        except _INFRA_ERRORS as exc:
+            delay = self._infra_delay(job)
+            raise RetryLater(f"database unavailable: {short_error(exc)}", delay) from exc
+        if isinstance(claimed, NoClaim):
+            if claimed.why == "foreign":
+                self._refuse(job, f"occurrence {occurrence_id} has another key here")
+            log.info("job %s: nothing to do (occurrence %s)", job.id,
+                     claimed.state.value if claimed.state else claimed.why)  # fmt: skip
+            return {"skipped": True, "why": claimed.why}
+        claim = replace(claimed, on_success=tuple(self._outbox(claimed, "succeeded")))
         log.info("processing payment job %s: payment #%s (attempt %s)", job.id,
                  claim.payment.id, claim.attempt)  # fmt: skip
-        claim = replace(claim, on_success=tuple(self._outbox(claim, "succeeded")))
         # "claimed" is immediately followed by "executing": subscribers only, not Redis.
         self._emit(EventKind.PROGRESS, claim, progress=10, step="claimed")
-
-        attempts_allowed = int(job.opts.get("attempts") or 1)
-        last_attempt = job.attemptsMade + 1 >= attempts_allowed
-        if claim.attempt > self.max_attempts + STALL_ALLOWANCE:
-            await self._fail(claim, f"gave up after {claim.attempt} claims (workers kept dying)")
         try:
-            async with self._progress_while(job, claim, 50, f"executing via {self.executor.name}"):
-                result = await self.executor.execute(claim, claim.occurrence.key)
-        except PermanentError as exc:
-            await self._fail(claim, str(exc))
-        except (DBAPIError, BackendUnavailable) as exc:
-            await self._retry_or_fail(claim, f"database error: {exc}", last_attempt,
-                                      job.attemptsMade + 1)  # fmt: skip
-        except Exception as exc:  # retryable by type, or unexpected: both get another try
-            await self._retry_or_fail(claim, str(exc) or type(exc).__name__, last_attempt,
-                                      job.attemptsMade + 1)  # fmt: skip
+            if claim.occurrence.takeovers > MAX_TAKEOVERS:
+                return await self._needs_review(
+                    claim, f"its workers died or stalled {claim.occurrence.takeovers} times "
+                    "while executing it",
+                )  # fmt: skip
+            try:
+                async with self._progress_while(
+                    job, claim, 50, f"executing via {self.executor.name}"
+                ):
+                    result = await self.executor.execute(claim, claim.occurrence.key)
+            except _INFRA_ERRORS as exc:
+                await self._release(claim, f"database error: {short_error(exc)}")
+                delay = self._infra_delay(job)
+                raise RetryLater(f"database error: {short_error(exc)}", delay) from exc
+            except RetryableError as exc:
+                result = ExecutionResult.not_attempted(str(exc) or type(exc).__name__)
+            except PermanentError as exc:
+                result = ExecutionResult.declined(str(exc) or type(exc).__name__)
+            except Exception as exc:  # nobody can say what it left behind
+                log.exception("executor %s raised on %s", self.executor.name, job.id)
+                result = ExecutionResult.unknown(f"executor error: {type(exc).__name__}: {exc}")
+            return await self._record(job, claim, result)
+        except _INFRA_ERRORS as exc:
+            # Recording the outcome failed: the occurrence stays executing under this fence,
+            # and the retry takes it over and asks the executor again with the same key.
+            delay = self._infra_delay(job)
+            raise RetryLater(f"database error: {short_error(exc)}", delay) from exc
+
+    async def _record(self, job: Job, claim: Claim, result: ExecutionResult) -> dict[str, Any]:
         if result.fenced_out:
             log.warning("job %s lost its claim to another worker; not settling", job.id)
             return {"fenced_out": True}
+        if result.outcome == Outcome.DECLINED:
+            await self._fail(claim, result.reason or "declined", result.reference)
+        if result.outcome == Outcome.NOT_ATTEMPTED:
+            await self._retry_or_fail(claim, result.reason or "not attempted")
+        if result.outcome == Outcome.UNKNOWN:
+            return await self._unknown(claim, result)
         if not result.settled and not await self._finish(
-            claim, S.SUCCEEDED, None, claim.on_success
+            Finish(claim, S.SUCCEEDED, None, claim.on_success, reference=result.reference)
         ):
             return {"fenced_out": True}
         await self._progress(job, claim, 100, "succeeded")
@@ -167,11 +225,8 @@ class PaymentProcessor:
                    amount=claim.payment.amount, currency=claim.payment.currency)  # fmt: skip
         return {"succeeded": True, "occurrence": claim.occurrence.key}
 
-    async def _finish(
-        self, claim: Claim, target: OccurrenceState, reason: str | None,
-        outbox: Sequence[OutboxMessage],
-    ) -> bool:  # fmt: skip
-        return await self._finishes.submit(Finish(claim, target, reason, tuple(outbox)))
+    async def _finish(self, item: Finish) -> bool:
+        return await self._finishes.submit(item)
 
     def _outbox(
         self, claim: Claim, event: str, reason: str | None = None, next_at: datetime | None = None
@@ -179,21 +234,47 @@ class PaymentProcessor:
         return outbox_for(self.notify, event, claim.payment, claim.occurrence, claim.attempt,
                           self.clock.now(), reason, next_at)  # fmt: skip
 
-    async def _fail(self, claim: Claim, reason: str) -> NoReturn:
+    async def _fail(self, claim: Claim, reason: str, reference: str | None = None) -> NoReturn:
         outbox = self._outbox(claim, "failed", reason)
-        if await self._finish(claim, S.FAILED, reason, outbox):
+        if await self._finish(Finish(claim, S.FAILED, reason, tuple(outbox), reference)):
             self._emit(EventKind.FAILED, claim, reason=reason)
         raise GiveUp(reason)
 
-    async def _retry_or_fail(self, claim: Claim, reason: str, last: bool, attempt: int) -> NoReturn:
-        if last:
+    async def _retry_or_fail(self, claim: Claim, reason: str) -> NoReturn:
+        if claim.attempt >= self.max_attempts:
             await self._fail(claim, f"{reason} (after {claim.attempt} attempts)")
-        delay = self.backoff.delay_ms(attempt)
+        delay = self.backoff.delay_ms(claim.attempt)
         next_at = self.clock.now() + timedelta(milliseconds=delay)
         outbox = self._outbox(claim, "retrying", reason, next_at)
-        if await self._finish(claim, S.RETRYING, reason, outbox):
+        if await self._finish(Finish(claim, S.RETRYING, reason, tuple(outbox))):
             self._emit(EventKind.RETRYING, claim, reason=reason, delay_ms=delay)
         raise RetryLater(reason, delay)
+
+    async def _unknown(self, claim: Claim, result: ExecutionResult) -> dict[str, Any]:
+        reason = result.reason or "outcome unknown"
+        if not isinstance(self.executor, Resolvable):
+            return await self._needs_review(
+                claim, f"{reason}; executor {self.executor.name} cannot be asked what happened"
+            )
+        resolve_at = self.clock.now() + FIRST_CHECK
+        item = Finish(claim, S.UNKNOWN, reason, reference=result.reference, resolve_at=resolve_at)
+        if await self._finish(item):
+            self._emit(EventKind.UNKNOWN, claim, reason=reason)
+        return {"unknown": True, "occurrence": claim.occurrence.key}
+
+    async def _needs_review(self, claim: Claim, reason: str) -> dict[str, Any]:
+        outbox = self._outbox(claim, "needs_review", reason)
+        if await self._finish(Finish(claim, S.NEEDS_REVIEW, reason, tuple(outbox))):
+            self._emit(EventKind.NEEDS_REVIEW, claim, reason=reason)
+        return {"needs_review": True, "occurrence": claim.occurrence.key}
+
+    async def _release(self, claim: Claim, reason: str) -> None:
+        """Give the occurrence back after paysched's own database failed under the attempt:
+        retrying, and the attempt does not count. If even that cannot be written, the
+        occurrence stays executing and the retry takes it over."""
+        note = f"{reason}; retrying (not counted as an attempt)"
+        with contextlib.suppress(*_INFRA_ERRORS):
+            await self._finish(Finish(claim, S.RETRYING, note, uncount=True))
 
 
 class WorkerPool:

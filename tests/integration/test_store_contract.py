@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from paysched.db.store import Finish, Store
+from paysched.db.store import Claim, Finish, NoClaim, Store
 from paysched.domain import OccurrenceState, PaymentState
 from paysched.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 
@@ -111,18 +111,19 @@ def test_claim_settle_moves_money_exactly_once(store: Store) -> None:
     one_time(store, amount=2_500)
     (occ,) = store.materialize_due(T0, T0)
     first = store.claim(occ.id, T0)
-    assert first is not None and first.attempt == 1
+    assert isinstance(first, Claim) and first.attempt == 1
     # The queue redelivers (stall): a second worker takes over and bumps the fence.
     second = store.claim(occ.id, T0 + timedelta(seconds=1))
-    assert second is not None and second.fence == first.fence + 1
+    assert isinstance(second, Claim) and second.fence == first.fence + 1
     assert store.settle_transfer(first, T0) is False  # the stale holder is fenced out
     assert store.settle_transfer(second, T0) is True
     assert store.settle_transfer(second, T0) is False  # and nobody settles twice
-    assert store.claim(occ.id, T0) is None  # final
+    assert store.claim(occ.id, T0) == NoClaim("final", S.SUCCEEDED)
     assert store.get_account("alice").balance == 7_500
     assert store.get_account("bob").balance == 2_500
     done = store.get_occurrence(occ.id)
-    assert done.state == S.SUCCEEDED and done.attempts == 2
+    # The takeover continued the same attempt under a new fence: one attempt, one takeover.
+    assert done.state == S.SUCCEEDED and done.attempts == 1 and done.takeovers == 1
     assert done.started_at == T0  # lateness counts from the first claim
     assert store.ledger_report().balanced
     history = [(t.from_state, t.to_state) for t in store.transitions_of([occ.id])]
@@ -135,7 +136,7 @@ def test_insufficient_funds_rolls_back_whole(store: Store) -> None:
     one_time(store, amount=1_000)
     (occ,) = store.materialize_due(T0, T0)
     claim = store.claim(occ.id, T0)
-    assert claim is not None
+    assert isinstance(claim, Claim)
     with pytest.raises(InsufficientFunds):
         store.settle_transfer(claim, T0)
     assert store.get_occurrence(occ.id).state == S.EXECUTING
@@ -159,12 +160,12 @@ def test_batches_settle_each_claim_on_its_own_merits(store: Store) -> None:
     one_time(store, amount=1_500)
     occs = store.materialize_due(T0, T0)
     ids = [o.id for o in occs]
-    claims = store.claim_many([*ids, 999_999], T0)
-    assert claims[-1] is None  # unknown id
-    live = [c for c in claims if c is not None]
+    claims = store.claim_many([(i, None) for i in [*ids, 999_999]], T0)
+    assert claims[-1] == NoClaim("missing")  # unknown id
+    live = [c for c in claims if isinstance(c, Claim)]
     assert len(live) == 5
     stale = store.claim(ids[0], T0)  # a takeover: the first claim is now stale
-    assert stale is not None
+    assert isinstance(stale, Claim)
     results = store.settle_many([*live, stale], T0)
     assert results[0] is False  # fenced out by the takeover
     assert results[1] is True and results[2] is True
@@ -190,9 +191,9 @@ def test_cancel_stops_pending_occurrences(store: Store) -> None:
     funded(store)
     pid = one_time(store)
     (occ,) = store.materialize_due(T0, T0)
-    cancelled = store.cancel_payment(pid, T0, "cancelled by user")
-    assert [o.id for o in cancelled] == [occ.id]
-    assert store.claim(occ.id, T0) is None
+    result = store.cancel_payment(pid, T0, "cancelled by user")
+    assert [o.id for o in result.cancelled] == [occ.id] and result.in_flight == []
+    assert store.claim(occ.id, T0) == NoClaim("final", S.CANCELLED)
     assert store.get_occurrence(occ.id).state == S.CANCELLED
     with pytest.raises(Conflict):
         store.cancel_payment(pid, T0, "again")

@@ -106,7 +106,7 @@ async def test_cancelled_while_queued_never_executes(app: App) -> None:
     keep = await pay(app, "alice", "bob", 300, in_s=1.5)
     assert app.queue is not None
     assert (await app.queue.counts())["delayed"] == 2
-    cancelled = await app.cancel_payment(pid)
+    cancelled = (await app.cancel_payment(pid)).cancelled
     assert len(cancelled) == 1
     assert await app.queue.existing([cancelled[0].key]) == set()  # job removed from Redis
     async with running(app):

@@ -30,17 +30,32 @@ def test_final_states_never_change(final: OccurrenceState) -> None:
     assert all(not can_transition(final, target) for target in OccurrenceState)
 
 
-@pytest.mark.parametrize("source", [s for s in OccurrenceState if s not in FINAL_STATES])
-def test_cancel_and_skip_from_every_open_state(source: OccurrenceState) -> None:
+@pytest.mark.parametrize("source", [S.SCHEDULED, S.QUEUED, S.RETRYING])
+def test_cancel_and_skip_before_anything_started(source: OccurrenceState) -> None:
     assert can_transition(source, S.CANCELLED)
     assert can_transition(source, S.SKIPPED)
 
 
+@pytest.mark.parametrize("source", [S.EXECUTING, S.UNKNOWN, S.NEEDS_REVIEW])
+def test_nothing_in_flight_is_cancelled(source: OccurrenceState) -> None:
+    """Money may be on its way: an executing or unknown occurrence finishes or is resolved."""
+    assert not can_transition(source, S.CANCELLED)
+    assert not can_transition(source, S.SKIPPED)
+
+
 def test_no_shortcuts_to_success() -> None:
     sources = {s for s, targets in ALLOWED_TRANSITIONS.items() if S.SUCCEEDED in targets}
-    assert sources == {S.EXECUTING}
+    # Only an execution, or the resolution of an execution whose outcome was unknown.
+    assert sources == {S.EXECUTING, S.UNKNOWN, S.NEEDS_REVIEW}
     assert not can_transition(S.QUEUED, S.RETRYING)
     assert not can_transition(S.RETRYING, S.FAILED)
+    assert not can_transition(S.UNKNOWN, S.EXECUTING)  # never re-sent without asking first
+
+
+@pytest.mark.parametrize("code", ["XYZ", "ABC", "XAU", "XDR"])
+def test_currencies_are_real_and_payable(code: str) -> None:
+    with pytest.raises(InvalidInput, match="currency"):
+        parse_currency(code)
 
 
 @pytest.mark.parametrize(

@@ -67,3 +67,21 @@ async def test_a_failing_batch_fails_each_of_its_callers(pool: ThreadPoolExecuto
     # And the group keeps working after the failure.
     group._run_batch = Recorder()
     assert await group.submit(2) == 20
+
+
+async def test_one_items_error_never_fails_the_others(pool: ThreadPoolExecutor) -> None:
+    """A batch transaction that fails because of one item (a lock timeout on its row) is
+    retried item by item: the others succeed, only that item's caller gets the error."""
+    seen: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int | BaseException]:
+        seen.append(list(items))
+        if 7 in items:
+            raise TimeoutError("lock timeout on the row of item 7")
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(pool, run)
+    results = await asyncio.gather(*(group.submit(i) for i in (5, 7, 9)), return_exceptions=True)
+    assert results[0] == 50 and results[2] == 90
+    assert isinstance(results[1], TimeoutError)
+    assert seen == [[5, 7, 9], [5], [7], [9]]  # the batch, then one by one

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
@@ -54,7 +55,30 @@ metadata = MetaData(
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
     }
+)
+
+# The states as the database knows them: CHECK constraints keep a bug or a hand-written UPDATE
+# from storing a state the code cannot read.
+OCCURRENCE_STATES = (
+    "scheduled", "queued", "executing", "retrying", "unknown", "needs_review", "succeeded",
+    "failed", "cancelled", "skipped",
+)  # fmt: skip
+PAYMENT_STATES = ("active", "done", "cancelled")
+NOTIFICATION_STATES = ("pending", "sent", "dead")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# One row per database: the deployment id that marks the queue jobs this database created.
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )
 
 accounts = Table(
@@ -91,6 +115,9 @@ payments = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "next_due_at"),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("payer_id <> payee_id", name="distinct_accounts"),
+    CheckConstraint(_one_of("state", PAYMENT_STATES), name="state_valid"),
 )
 
 occurrences = Table(
@@ -109,8 +136,16 @@ occurrences = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Claims that took over from a worker that died or stalled (not business attempts).
+    Column("takeovers", Integer, nullable=False, server_default="0"),
+    Column("reference", Text, nullable=True),  # the provider's id for the payment
+    # unknown: when the resolver next asks the provider, and how many times it has asked.
+    Column("resolve_at", UTCDateTime, nullable=True),
+    Column("resolve_checks", Integer, nullable=False, server_default="0"),
     UniqueConstraint("payment_id", "due_at"),
     Index(None, "state", "due_at"),
+    CheckConstraint(_one_of("state", OCCURRENCE_STATES), name="state_valid"),
+    CheckConstraint("attempts >= 0 AND fence >= 0 AND takeovers >= 0", name="counts_valid"),
 )
 
 transitions = Table(
@@ -136,6 +171,7 @@ ledger_entries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # The last line of defence for "exactly once": one occurrence can touch an account once.
     UniqueConstraint("occurrence_id", "account_id"),
+    CheckConstraint("amount <> 0", name="amount_nonzero"),
 )
 
 # The outbox: one row per event and target, written in the same transaction as the state change
@@ -158,4 +194,5 @@ notifications = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
     Index(None, "state", "next_attempt_at"),
+    CheckConstraint(_one_of("state", NOTIFICATION_STATES), name="state_valid"),
 )

@@ -1,25 +1,64 @@
-"""The executor protocol.
+"""The executor contract: what carries out one payment occurrence, and the four outcomes.
 
-An executor receives the claim (occurrence, payment, fence) and its idempotency key, and either
-settles the occurrence itself (the ledger does, atomically) or reports the outcome so the worker
-marks it succeeded. It raises RetryableError or PermanentError (paysched.errors) on failure.
+An executor receives a claim (the occurrence, its payment, the fence) and the occurrence's
+idempotency key, which is the same on every attempt, redelivery and restart. It answers with
+one of four outcomes:
+
+- ``SUCCEEDED``: the money moved (``settled=True`` when the executor already recorded that in
+  the database in the same transaction as the money, as the ledger does);
+- ``DECLINED``: it will never succeed (insufficient funds, a provider's decline); ``reason``
+  says why, and the occurrence fails at once;
+- ``NOT_ATTEMPTED``: nothing reached the provider; retrying with the same key is safe;
+- ``UNKNOWN``: the money may or may not have moved (a read timeout, a 5xx, a dropped
+  connection, a provider's "pending"). paysched never guesses: it asks ``lookup`` later.
+
+Executors may also raise: ``RetryableError`` counts as NOT_ATTEMPTED, ``PermanentError`` as
+DECLINED; any other exception as UNKNOWN, because nobody can say what it left behind.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 from paysched.db.store import Claim
 
 
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    NOT_ATTEMPTED = "not_attempted"
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
-    # True when the executor already moved the occurrence to succeeded in its own transaction.
-    settled: bool
-    # False when the executor found the claim stale (another worker holds the occurrence).
-    fenced_out: bool = False
+    outcome: Outcome
+    reason: str | None = None
+    # The provider's id for the payment (or the ledger's transfer id), shown in `show`.
     reference: str | None = None
+    # SUCCEEDED only: the executor already moved the occurrence to succeeded, in the same
+    # database transaction as the money (the ledger). The worker then records nothing more.
+    settled: bool = False
+    # The executor found the claim stale (another worker holds the occurrence): nothing done.
+    fenced_out: bool = False
+
+    @classmethod
+    def succeeded(cls, reference: str | None = None, *, settled: bool = False) -> ExecutionResult:
+        return cls(Outcome.SUCCEEDED, reference=reference, settled=settled)
+
+    @classmethod
+    def declined(cls, reason: str, reference: str | None = None) -> ExecutionResult:
+        return cls(Outcome.DECLINED, reason=reason, reference=reference)
+
+    @classmethod
+    def not_attempted(cls, reason: str) -> ExecutionResult:
+        return cls(Outcome.NOT_ATTEMPTED, reason=reason)
+
+    @classmethod
+    def unknown(cls, reason: str, reference: str | None = None) -> ExecutionResult:
+        return cls(Outcome.UNKNOWN, reason=reason, reference=reference)
 
 
 class Executor(Protocol):
@@ -28,3 +67,19 @@ class Executor(Protocol):
     async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
         """Carry out the payment once for `idempotency_key`; stable across retries."""
         ...
+
+
+@runtime_checkable
+class Resolvable(Protocol):
+    """An executor that can say, later, what became of a payment whose outcome was UNKNOWN."""
+
+    async def lookup(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
+        """Ask the provider by idempotency key. SUCCEEDED or DECLINED when it knows;
+        NOT_ATTEMPTED when it never received the payment (safe to send again with the same
+        key); UNKNOWN when it cannot tell yet (pending, unreachable)."""
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    async def aclose(self) -> None: ...

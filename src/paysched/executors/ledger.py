@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy.exc import DBAPIError
+
 from paysched.clock import Clock
-from paysched.db.store import Claim, Store
-from paysched.executors.base import ExecutionResult
+from paysched.db.store import Claim, LostRace, Store
+from paysched.db.store.base import short_error
+from paysched.errors import InfrastructureError, PermanentError
+from paysched.executors.base import ExecutionResult, Outcome
 from paysched.threads import GroupCommit
 
 
@@ -19,11 +23,21 @@ class LedgerExecutor:
 
     def __init__(self, store: Store, clock: Clock, pool: ThreadPoolExecutor) -> None:
         # Concurrent payments settle in shared transactions (see GroupCommit); a permanent error
-        # (insufficient funds ...) is raised for its own payment only.
+        # (insufficient funds ...) is returned for its own payment only.
         self._settles: GroupCommit[Claim, bool] = GroupCommit(
             pool, lambda claims: store.settle_many(claims, clock.now())
         )
 
     async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        settled = await self._settles.submit(claim)
-        return ExecutionResult(settled=settled, fenced_out=not settled, reference=idempotency_key)
+        try:
+            settled = await self._settles.submit(claim)
+        except PermanentError as exc:  # insufficient funds, an account gone: nothing moved
+            return ExecutionResult.declined(str(exc))
+        except (DBAPIError, LostRace) as exc:
+            # The settle transaction did not commit (or, if the connection died during COMMIT,
+            # it did and the occurrence is already succeeded): either way nothing is left
+            # half-done, and the payment is not to blame.
+            raise InfrastructureError(f"database error: {short_error(exc)}") from exc
+        if not settled:
+            return ExecutionResult(Outcome.SUCCEEDED, fenced_out=True)
+        return ExecutionResult.succeeded(idempotency_key, settled=True)

@@ -35,6 +35,11 @@ def render(
         return f"✅ {head} succeeded at {local_time(at, payment.timezone)}."
     if event == "failed":
         return f"❌ {head} failed after {attempt} attempt(s): {reason}. No money was moved."
+    if event == "needs_review":
+        return (
+            f"⚠️ {head}: its outcome is unknown ({reason}). It will not be retried or paid "
+            "again until a person checks with the payment provider."
+        )
     nxt = local_time(next_attempt_at, payment.timezone) if next_attempt_at else "soon"
     return f"⏳ {head}: attempt {attempt} failed ({reason}); next attempt at {nxt}."
 
@@ -48,7 +53,7 @@ def outbox_for(
         return []
     targets: Sequence[str] = payment.notify or policy.default_targets
     text = render(event, payment, occurrence, attempt, at, reason, next_attempt_at)
-    # Retrying happens once per attempt; succeeded/failed once per occurrence.
+    # Retrying happens once per attempt; the others once per occurrence.
     event_id = f"{occurrence.key}:{event}" + (f":{attempt}" if event == "retrying" else "")
     body = {
         "id": event_id,

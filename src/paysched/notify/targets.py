@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from paysched.errors import InvalidInput
 
 CHANNELS = ("telegram", "webhook", "log")
-EVENTS = ("succeeded", "failed", "retrying")
+EVENTS = ("succeeded", "failed", "retrying", "needs_review")
 _CHAT_RE = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
 
 

@@ -1,0 +1,25 @@
+"""The repository: the only code that issues SQL for payments, occurrences and the ledger.
+
+One module per aggregate — `accounts` (accounts and the ledger), `payments` (payments,
+cancels, materializing occurrences), `execution` (claims, settles, finishes, unknown outcomes),
+`reads` (read models) — over `base` (engine, dialect helpers) and `transitions` (the one
+compare-and-set every state change goes through). `Store` puts them together so callers hold
+one object. Methods are synchronous and short; async callers run them on the database threads.
+"""
+
+from __future__ import annotations
+
+from paysched.db.engine import make_engine
+from paysched.db.store.accounts import LedgerReport
+from paysched.db.store.base import LostRace
+from paysched.db.store.execution import Claim, ExecutionStore, Finish, NoClaim
+from paysched.db.store.payments import CancelResult
+from paysched.db.store.reads import ReadsStore
+
+__all__ = ["CancelResult", "Claim", "Finish", "LedgerReport", "LostRace", "NoClaim", "Store"]
+
+
+class Store(ExecutionStore, ReadsStore):
+    @classmethod
+    def connect(cls, url: str, pool_size: int = 10) -> Store:
+        return cls(make_engine(url, pool_size=pool_size))

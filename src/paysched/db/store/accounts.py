@@ -1,0 +1,149 @@
+"""Accounts and the double-entry ledger: deposits, balances, the ledger's own checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from paysched.clock import to_ms
+from paysched.db import tables as t
+from paysched.db.store.base import StoreBase
+from paysched.db.store.rows import account_from
+from paysched.domain import Account, OccurrenceState
+from paysched.errors import Conflict, InvalidInput, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReport:
+    balanced: bool
+    problems: list[str]
+
+
+def external_name(currency: str) -> str:
+    return f"@external:{currency}"
+
+
+def entries(
+    transfer_id: str, debit_id: int, credit_id: int, amount: int, occurrence_id: int | None,
+    now: datetime,
+) -> list[dict[str, object]]:  # fmt: skip
+    """The two ledger rows of one transfer: they sum to zero."""
+    return [
+        dict(transfer_id=transfer_id, account_id=debit_id, amount=-amount,
+             occurrence_id=occurrence_id, created_at=now),
+        dict(transfer_id=transfer_id, account_id=credit_id, amount=amount,
+             occurrence_id=occurrence_id, created_at=now),
+    ]  # fmt: skip
+
+
+class AccountsStore(StoreBase):
+    def create_account(self, name: str, currency: str, now: datetime) -> Account:
+        if not name or name.startswith("@") or len(name) > 100:
+            raise InvalidInput("name", "must be 1-100 characters and not start with '@'")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(t.accounts).values(
+                        name=name, currency=currency, kind="user", balance=0, created_at=now
+                    )
+                )
+                return self._account(conn, name)
+        except IntegrityError:
+            raise Conflict(f"account {name!r} already exists") from None
+
+    def get_account(self, name: str) -> Account:
+        with self._reading() as conn:
+            return self._account(conn, name)
+
+    def list_accounts(self) -> list[Account]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t.accounts).where(t.accounts.c.kind == "user").order_by(t.accounts.c.name)
+            )
+            return [account_from(r) for r in rows]
+
+    def deposit(self, name: str, amount: int, now: datetime) -> Account:
+        """Money entering paysched: the currency's external account is the other side."""
+        if amount <= 0:
+            raise InvalidInput("amount", "must be greater than zero")
+        with self.engine.begin() as conn:
+            account = self._account(conn, name)
+            external = self._external_account(conn, account.currency, now)
+            transfer_id = f"deposit-{account.id}-{to_ms(now)}-{amount}"
+            for account_id, delta in ((external, -amount), (account.id, amount)):
+                conn.execute(
+                    update(t.accounts)
+                    .where(t.accounts.c.id == account_id)
+                    .values(balance=t.accounts.c.balance + delta)
+                )
+            conn.execute(
+                insert(t.ledger_entries),
+                entries(transfer_id, external, account.id, amount, None, now),
+            )
+            return self._account(conn, name)
+
+    def _account(self, conn: Connection, name: str) -> Account:
+        row = conn.execute(select(t.accounts).where(t.accounts.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no account named {name!r}")
+        return account_from(row)
+
+    def _external_account(self, conn: Connection, currency: str, now: datetime) -> int:
+        name = external_name(currency)
+        values = dict(name=name, currency=currency, kind="external", balance=0, created_at=now)
+        conn.execute(self._insert_ignore(t.accounts, ["name"]).values(**values))
+        found = conn.execute(select(t.accounts.c.id).where(t.accounts.c.name == name)).scalar_one()
+        return int(found)
+
+    def succeeded_transfer_count(self) -> int:
+        with self._reading() as conn:
+            n = conn.execute(
+                select(func.count(func.distinct(t.ledger_entries.c.occurrence_id)))
+            ).scalar_one()
+            return int(n)
+
+    def ledger_report(self) -> LedgerReport:
+        """Double-entry checks: every transfer sums to zero, every balance equals its entries,
+        and each succeeded occurrence moved money exactly once."""
+        problems: list[str] = []
+        le = t.ledger_entries.c
+        with self._reading() as conn:
+            unbalanced = conn.execute(
+                select(le.transfer_id, func.sum(le.amount))
+                .group_by(le.transfer_id)
+                .having(func.sum(le.amount) != 0)
+            ).all()
+            problems += [f"transfer {tid} sums to {total}" for tid, total in unbalanced]
+            sums = (
+                select(le.account_id, func.sum(le.amount).label("s"))
+                .group_by(le.account_id)
+                .subquery()
+            )
+            mismatched = conn.execute(
+                select(t.accounts.c.name, t.accounts.c.balance, sums.c.s)
+                .select_from(t.accounts.outerjoin(sums, sums.c.account_id == t.accounts.c.id))
+                .where(t.accounts.c.balance != func.coalesce(sums.c.s, 0))
+            ).all()
+            problems += [f"account {n} balance {b} != entries {s}" for n, b, s in mismatched]
+            # The ledger executor records its transfer id (the occurrence key) as the
+            # reference; an occurrence paid by a provider has no ledger entries.
+            occ = t.occurrences.c
+            moved = select(le.occurrence_id).where(le.occurrence_id.is_not(None)).distinct()
+            missing = conn.execute(
+                select(occ.key)
+                .where(occ.state == OccurrenceState.SUCCEEDED.value)
+                .where(occ.reference == occ.key)
+                .where(occ.id.not_in(moved))
+            ).all()
+            problems += [f"occurrence {k} succeeded in the ledger without a transfer"
+                         for (k,) in missing]  # fmt: skip
+            stray = conn.execute(
+                select(occ.key)
+                .where(occ.id.in_(moved))
+                .where(occ.state != OccurrenceState.SUCCEEDED.value)
+            ).all()
+            problems += [f"occurrence {k} moved money but is not succeeded" for (k,) in stray]
+        return LedgerReport(balanced=not problems, problems=problems)

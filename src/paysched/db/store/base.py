@@ -1,0 +1,71 @@
+"""What every part of the store shares: the engine, connections, dialect helpers, the
+deployment id, and the translation of driver errors into paysched errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from paysched.db import tables as t
+from paysched.db.engine import READ_ONLY, migrate
+from paysched.errors import BackendUnavailable, PayschedError
+
+
+class LostRace(PayschedError):
+    """A compare-and-set matched fewer rows than the locked read promised: the transaction is
+    rolled back and nothing of it is written. It never happens while row locks hold; it is the
+    SQL-level guarantee for when they do not."""
+
+
+class StoreBase:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._deployment_id: str | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        try:
+            migrate(self.engine)
+        except (OperationalError, InterfaceError) as exc:
+            raise BackendUnavailable(f"database unavailable: {short_error(exc)}") from exc
+
+    def ping(self) -> None:
+        try:
+            with self._reading() as conn:
+                conn.execute(select(1))
+        except (OperationalError, InterfaceError) as exc:
+            raise BackendUnavailable(f"database unavailable: {short_error(exc)}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def deployment_id(self) -> str:
+        """This database's identity, created by the migration that added it. Every queue job
+        carries it, so that a worker can tell a job of another deployment sharing its Redis."""
+        if self._deployment_id is None:
+            with self._reading() as conn:
+                value = conn.execute(
+                    select(t.meta.c.value).where(t.meta.c.key == "deployment_id")
+                ).scalar_one()
+            self._deployment_id = str(value)
+        return self._deployment_id
+
+    def _reading(self) -> Connection:
+        """A connection for reads only (never blocked by a writer on SQLite's WAL)."""
+        return self.engine.connect().execution_options(**{READ_ONLY: True})
+
+    def _insert_ignore(self, table: Any, conflict_columns: list[str] | None) -> Any:
+        """INSERT ... ON CONFLICT [(conflict_columns)] DO NOTHING; None: on any unique index."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+
+
+def short_error(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]

@@ -1,0 +1,101 @@
+"""Read models: occurrences, their history and counts, for views, reconcile and checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from paysched.db import tables as t
+from paysched.db.store.base import StoreBase
+from paysched.db.store.rows import occurrence_from
+from paysched.domain import PENDING_STATES, Occurrence, OccurrenceState, Transition
+from paysched.errors import NotFound
+
+S = OccurrenceState
+
+
+class ReadsStore(StoreBase):
+    def get_occurrence(self, occurrence_id: int) -> Occurrence:
+        with self._reading() as conn:
+            row = conn.execute(
+                select(t.occurrences).where(t.occurrences.c.id == occurrence_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no occurrence with id {occurrence_id}")
+        return occurrence_from(row)
+
+    def find_occurrence(self, key: str) -> Occurrence:
+        with self._reading() as conn:
+            row = conn.execute(select(t.occurrences).where(t.occurrences.c.key == key)).first()
+        if row is None:
+            raise NotFound(f"no occurrence with key {key!r}")
+        return occurrence_from(row)
+
+    def occurrences_of(self, payment_id: int) -> list[Occurrence]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t.occurrences)
+                .where(t.occurrences.c.payment_id == payment_id)
+                .order_by(t.occurrences.c.due_at)
+            )
+            return [occurrence_from(r) for r in rows]
+
+    def transitions_of(self, occurrence_ids: Sequence[int]) -> list[Transition]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t.transitions)
+                .where(t.transitions.c.occurrence_id.in_(list(occurrence_ids)))
+                .order_by(t.transitions.c.id)
+            )
+            return [
+                Transition(
+                    occurrence_id=r.occurrence_id, at=r.at,
+                    from_state=S(r.from_state) if r.from_state else None,
+                    to_state=S(r.to_state), attempt=r.attempt, reason=r.reason,
+                )
+                for r in rows
+            ]  # fmt: skip
+
+    def occurrence_counts(self) -> dict[str, int]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t.occurrences.c.state, func.count()).group_by(t.occurrences.c.state)
+            )
+            counts = {s.value: 0 for s in OccurrenceState}
+            counts.update({state: int(n) for state, n in rows})
+            return counts
+
+    def all_occurrences(self, payment_ids: Sequence[int] | None = None) -> list[Occurrence]:
+        query = select(t.occurrences).order_by(t.occurrences.c.due_at)
+        if payment_ids is not None:
+            query = query.where(t.occurrences.c.payment_id.in_(list(payment_ids)))
+        with self._reading() as conn:
+            return [occurrence_from(r) for r in conn.execute(query)]
+
+    def pending_occurrences(self, horizon: datetime, limit: int = 10_000) -> list[Occurrence]:
+        """Occurrences the queue owns (not final, not unresolved) due by `horizon`, earliest
+        first: reconcile's input."""
+        query = (
+            select(t.occurrences)
+            .where(t.occurrences.c.state.in_([s.value for s in PENDING_STATES]))
+            .where(t.occurrences.c.due_at <= horizon)
+            .order_by(t.occurrences.c.due_at)
+            .limit(limit)
+        )
+        with self._reading() as conn:
+            return [occurrence_from(r) for r in conn.execute(query)]
+
+    def entered_at(self, occurrence_id: int, state: OccurrenceState) -> datetime | None:
+        """When the occurrence last entered `state`, from its history."""
+        tr = t.transitions.c
+        with self._reading() as conn:
+            at: datetime | None = conn.execute(
+                select(tr.at)
+                .where(tr.occurrence_id == occurrence_id)
+                .where(tr.to_state == state.value)
+                .order_by(tr.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        return at
