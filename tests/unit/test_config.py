@@ -57,3 +57,24 @@ def test_bad_values_name_the_variable(variable: str, value: str, problem: str) -
     assert info.value.variable == variable
     assert problem in str(info.value)
     assert str(info.value).startswith(f"{variable}: ")
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [({"PAYSCHED_EXECUTOR": "stripe"}, "PAYSCHED_EXECUTOR"),
+     ({"PAYSCHED_EXECUTOR": "my.module:"}, "PAYSCHED_EXECUTOR"),
+     ({"PAYSCHED_EXECUTOR": "http"}, "PAYSCHED_PROVIDER_URL"),
+     ({"PAYSCHED_EXECUTOR": "http", "PAYSCHED_PROVIDER_URL": "ftp://x"}, "PAYSCHED_PROVIDER_URL"),
+     ({"PAYSCHED_RESOLVE_WINDOW": "soon"}, "PAYSCHED_RESOLVE_WINDOW")],
+)  # fmt: skip
+def test_executor_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    assert err.value.variable == variable
+
+
+def test_the_provider_token_never_reaches_repr() -> None:
+    s = Settings.from_env({"PAYSCHED_EXECUTOR": "http", "PAYSCHED_PROVIDER_URL": "https://p",
+                           "PAYSCHED_PROVIDER_TOKEN": "sk_live_123"})  # fmt: skip
+    assert s.executor == "http" and s.provider_token == "sk_live_123"
+    assert "sk_live_123" not in repr(s)

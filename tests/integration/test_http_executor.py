@@ -1,0 +1,567 @@
+"""HttpExecutor against real sockets: the stand-in provider for every outcome it can produce,
+and a small scripted peer for the answers the stand-in never gives (429, odd bodies, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from paysched.db.store import Claim
+from paysched.domain import Occurrence, OccurrenceState, Payment, PaymentState
+from paysched.executors.base import Closable, ExecutionResult, Outcome, Resolvable
+from paysched.executors.http import HttpExecutor
+from paysched.standin import Charge, StandinProvider
+from tests.conftest import free_port, wait_for
+
+TOKEN = f"tok-{secrets.token_hex(16)}"
+WRONG_TOKEN = f"wrong-{secrets.token_hex(16)}"
+READ_TIMEOUT_S = 0.3  # the client's read timeout
+HANG_S = 0.8  # the provider's timeout_before/after sleep: well past READ_TIMEOUT_S
+SLOW_S = 0.1  # well under READ_TIMEOUT_S
+SETTLE_S = 0.8
+
+
+def make_claim(
+    key: str | None = None,
+    amount: int = 1234,
+    currency: str = "USD",
+    payer: str = "alice",
+    payee: str = "bob",
+) -> Claim:
+    now = datetime.now(UTC)
+    payment = Payment(
+        id=1, payer=payer, payee=payee, amount=amount, currency=currency,
+        state=PaymentState.ACTIVE, due_at=now, cron=None, timezone=None, next_due_at=None,
+        memo="", created_at=now,
+    )  # fmt: skip
+    occurrence = Occurrence(
+        id=1, payment_id=1, key=key or f"pay-1-{uuid.uuid4().int % 10**13}", due_at=now,
+        state=OccurrenceState.EXECUTING, attempts=1, fence=1, reason=None, started_at=now,
+        finished_at=None,
+    )  # fmt: skip
+    return Claim(occurrence=occurrence, payment=payment, fence=1, attempt=1, payer_id=1, payee_id=2)
+
+
+def charges_for(provider: StandinProvider, key: str) -> list[Charge]:
+    return [c for c in provider.charges() if c.key == key]
+
+
+async def idle(provider: StandinProvider) -> None:
+    """Wait until the provider has finished every request (hung ones included)."""
+    assert await asyncio.to_thread(provider.wait_idle, 10.0), "provider still busy after 10 s"
+
+
+@pytest.fixture
+def provider(tmp_path: Any) -> Iterator[StandinProvider]:
+    with StandinProvider(
+        tmp_path / "standin.db", token=TOKEN, hang_s=HANG_S, slow_s=SLOW_S, settle_s=SETTLE_S
+    ) as p:
+        yield p
+
+
+def client(url: str, token: str = TOKEN, read_timeout_s: float = READ_TIMEOUT_S) -> HttpExecutor:
+    return HttpExecutor(url, token, connect_timeout_s=2.0, read_timeout_s=read_timeout_s)
+
+
+@pytest.fixture
+async def executor(provider: StandinProvider) -> AsyncIterator[HttpExecutor]:
+    ex = client(provider.url)
+    yield ex
+    await ex.aclose()
+
+
+# -- the stand-in provider -------------------------------------------------------------------
+
+
+def test_implements_the_protocols() -> None:
+    ex = HttpExecutor("http://127.0.0.1:1", "")
+    assert ex.name == "http"
+    assert isinstance(ex, Resolvable)
+    assert isinstance(ex, Closable)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "decimal"),
+    [(1234, "USD", "12.34"), (1234, "JPY", "1234"), (1234, "KWD", "1.234"), (5, "EUR", "0.05")],
+)
+async def test_succeeded(
+    provider: StandinProvider, executor: HttpExecutor, amount: int, currency: str, decimal: str
+) -> None:
+    claim = make_claim(amount=amount, currency=currency)
+    key = claim.occurrence.key
+
+    result = await executor.execute(claim, key)
+
+    [charge] = provider.charges()
+    assert result == ExecutionResult.succeeded(reference=charge.id)
+    assert (charge.key, charge.reference, charge.status) == (key, key, "succeeded")
+    assert (charge.amount, charge.currency) == (decimal, currency)
+    assert (charge.payer, charge.payee) == ("alice", "bob")
+    assert await executor.lookup(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+
+
+async def test_declined(provider: StandinProvider, executor: HttpExecutor) -> None:
+    claim = make_claim()
+    key = claim.occurrence.key
+    provider.set_faults({"keys": {key: "decline"}})
+
+    result = await executor.execute(claim, key)
+
+    [charge] = provider.charges()
+    expected = ExecutionResult.declined("declined by stand-in (injected)", reference=charge.id)
+    assert result == expected
+    assert await executor.lookup(claim, key) == expected
+    # Sending again answers the stored decline; it does not turn into a charge.
+    assert await executor.execute(claim, key) == expected
+    assert [c.status for c in provider.charges()] == ["declined"]
+
+
+async def test_not_attempted_when_nothing_listens() -> None:
+    ex = client(f"http://127.0.0.1:{free_port()}")
+    try:
+        claim = make_claim()
+        result = await ex.execute(claim, claim.occurrence.key)
+        assert result.outcome is Outcome.NOT_ATTEMPTED
+        assert result.reason is not None and result.reason.startswith("provider unreachable")
+        # A lookup that cannot reach the provider knows nothing.
+        looked = await ex.lookup(claim, claim.occurrence.key)
+        assert looked.outcome is Outcome.UNKNOWN
+        assert looked.reason is not None and "ConnectError" in looked.reason
+    finally:
+        await ex.aclose()
+
+
+async def test_timeout_before_commit_is_unknown_then_never_received(
+    provider: StandinProvider, executor: HttpExecutor
+) -> None:
+    claim = make_claim()
+    key = claim.occurrence.key
+    provider.set_faults({"keys": {key: "timeout_before"}})
+
+    started = time.monotonic()
+    result = await executor.execute(claim, key)
+    assert time.monotonic() - started < HANG_S, "the client should give up before the provider"
+    assert result == ExecutionResult.unknown(f"no answer from provider within {READ_TIMEOUT_S} s")
+
+    # The provider is still holding the request: received, not decided, so not "never received".
+    assert key in provider.in_flight()
+    assert (await executor.lookup(claim, key)).outcome is Outcome.UNKNOWN
+
+    await idle(provider)
+    assert provider.charges() == []
+    assert await executor.lookup(claim, key) == ExecutionResult.not_attempted(
+        "provider never received it"
+    )
+    # Safe to send again with the same key: exactly one charge.
+    again = await executor.execute(claim, key)
+    [charge] = charges_for(provider, key)
+    assert again == ExecutionResult.succeeded(reference=charge.id)
+    assert len(provider.charges()) == 1
+
+
+async def test_timeout_after_commit_is_unknown_then_succeeded(
+    provider: StandinProvider, executor: HttpExecutor
+) -> None:
+    claim = make_claim()
+    key = claim.occurrence.key
+    provider.set_faults({"keys": {key: "timeout_after"}})
+
+    result = await executor.execute(claim, key)
+    assert result.outcome is Outcome.UNKNOWN
+    assert result.reason == f"no answer from provider within {READ_TIMEOUT_S} s"
+
+    [charge] = provider.charges()
+    assert charge.status == "succeeded"
+    assert await executor.lookup(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+
+    await idle(provider)
+    replay = await executor.execute(claim, key)
+    assert replay == ExecutionResult.succeeded(reference=charge.id)
+    assert provider.charges() == [charge]
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("error_after", "provider answered HTTP 500: stand-in failed after committing (injected)"),
+        (
+            "drop_after",
+            "connection to provider dropped after sending: RemoteProtocolError: "
+            "Server disconnected without sending a response.",
+        ),
+    ],
+)
+async def test_failure_after_commit_is_unknown_then_succeeded(
+    provider: StandinProvider, executor: HttpExecutor, mode: str, reason: str
+) -> None:
+    claim = make_claim()
+    key = claim.occurrence.key
+    provider.set_faults({"keys": {key: mode}})
+
+    assert await executor.execute(claim, key) == ExecutionResult.unknown(reason)
+
+    [charge] = provider.charges()
+    assert await executor.lookup(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+    assert await executor.execute(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+    assert len(provider.charges()) == 1
+
+
+async def test_pending_is_unknown_until_settled(
+    provider: StandinProvider, executor: HttpExecutor
+) -> None:
+    claim = make_claim()
+    key = claim.occurrence.key
+    provider.set_faults({"keys": {key: "pending"}})
+    pending = "provider reports the payment pending"
+
+    started = time.monotonic()
+    result = await executor.execute(claim, key)
+    [charge] = provider.charges()
+    assert result == ExecutionResult.unknown(pending, reference=charge.id)
+    assert time.monotonic() - started < SETTLE_S / 2, "too slow to observe the pending state"
+    assert await executor.lookup(claim, key) == ExecutionResult.unknown(pending, charge.id)
+
+    seen: list[ExecutionResult] = []
+
+    async def settled() -> bool:
+        seen.append(await executor.lookup(claim, key))
+        return seen[-1].outcome is not Outcome.UNKNOWN
+
+    await wait_for(settled, SETTLE_S + 5, "the pending charge to settle")
+    assert time.monotonic() - started >= SETTLE_S - 0.05, "settled before its time"
+    assert seen[-1] == ExecutionResult.succeeded(reference=charge.id)
+    assert all(r == ExecutionResult.unknown(pending, charge.id) for r in seen[:-1])
+    assert [c.status for c in provider.charges()] == ["succeeded"]
+
+
+async def test_slow_is_succeeded(provider: StandinProvider, executor: HttpExecutor) -> None:
+    claim = make_claim()
+    key = claim.occurrence.key
+    provider.set_faults({"keys": {key: "slow"}})
+
+    started = time.monotonic()
+    result = await executor.execute(claim, key)
+
+    assert time.monotonic() - started >= SLOW_S
+    [charge] = provider.charges()
+    assert result == ExecutionResult.succeeded(reference=charge.id)
+
+
+async def test_same_key_with_another_body_is_declined(
+    provider: StandinProvider, executor: HttpExecutor
+) -> None:
+    claim = make_claim(amount=1234)
+    key = claim.occurrence.key
+    assert (await executor.execute(claim, key)).outcome is Outcome.SUCCEEDED
+
+    result = await executor.execute(make_claim(key=key, amount=9999), key)
+
+    assert result == ExecutionResult.declined(
+        "Idempotency-Key already used with another request body"
+    )
+    assert [c.amount for c in provider.charges()] == ["12.34"]
+
+
+async def test_same_key_in_flight_is_unknown(
+    provider: StandinProvider, executor: HttpExecutor
+) -> None:
+    claim = make_claim()
+    key = claim.occurrence.key
+    provider.set_faults({"keys": {key: "timeout_after"}})
+    patient = client(provider.url, read_timeout_s=HANG_S + 5)
+    try:
+        first = asyncio.create_task(patient.execute(claim, key))
+
+        async def in_flight() -> bool:
+            return key in provider.in_flight()
+
+        await wait_for(in_flight, 5, "the first request to reach the provider")
+        second = await executor.execute(claim, key)
+        assert second == ExecutionResult.unknown(
+            "provider is still processing this idempotency key (HTTP 409)"
+        )
+        [charge] = provider.charges()
+        assert await first == ExecutionResult.succeeded(reference=charge.id)
+        assert len(provider.charges()) == 1
+    finally:
+        await patient.aclose()
+
+
+async def test_wrong_token_is_declined_and_no_token_ever_leaks(
+    provider: StandinProvider, executor: HttpExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "paysched"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    results: list[ExecutionResult] = []
+    wrong = client(provider.url, token=WRONG_TOKEN)
+    anonymous = client(provider.url, token="")
+    try:
+        claim = make_claim()
+        key = claim.occurrence.key
+        for ex in (wrong, anonymous):
+            result = await ex.execute(claim, key)
+            assert result == ExecutionResult.declined("missing or wrong bearer token")
+            looked = await ex.lookup(claim, key)
+            assert looked.outcome is Outcome.UNKNOWN
+            assert looked.reason is not None and "HTTP 401" in looked.reason
+            results += [result, looked]
+        assert provider.charges() == []
+
+        # The right token, through success, a timeout, a drop and a failed lookup.
+        results.append(await executor.execute(claim, key))
+        results.append(await executor.lookup(claim, key))
+        for mode in ("timeout_before", "drop_after"):
+            other = make_claim()
+            provider.set_faults({"keys": {other.occurrence.key: mode}})
+            results.append(await executor.execute(other, other.occurrence.key))
+        provider.set_faults({"keys": {key: "lookup_error"}})
+        results.append(await executor.lookup(claim, key))
+    finally:
+        await wrong.aclose()
+        await anonymous.aclose()
+
+    assert {r.outcome for r in results} == {Outcome.DECLINED, Outcome.UNKNOWN, Outcome.SUCCEEDED}
+    texts = [f"{r.reason} {r.reference}" for r in results]
+    texts += [record.getMessage() for record in caplog.records]
+    texts.append(caplog.text)
+    # The capture really saw httpx's request lines (else this test could not fail).
+    assert any(r.name == "httpx" and "POST" in r.getMessage() for r in caplog.records)
+    for text in texts:
+        assert TOKEN not in text
+        assert WRONG_TOKEN not in text
+
+
+async def test_lookup_error_is_unknown(provider: StandinProvider, executor: HttpExecutor) -> None:
+    claim = make_claim()
+    key = claim.occurrence.key
+    assert (await executor.execute(claim, key)).outcome is Outcome.SUCCEEDED
+    provider.set_faults({"keys": {key: "lookup_error"}})
+
+    assert await executor.lookup(claim, key) == ExecutionResult.unknown(
+        "lookup failed: provider answered HTTP 503: stand-in lookup unavailable (injected)"
+    )
+    # The fault was one-shot: the resolver's next try gets the answer.
+    [charge] = provider.charges()
+    assert await executor.lookup(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+
+
+async def test_insufficient_balance_is_declined(
+    provider: StandinProvider, executor: HttpExecutor
+) -> None:
+    provider.set_balance("alice", "10.00")
+    claim = make_claim(amount=1234)
+
+    result = await executor.execute(claim, claim.occurrence.key)
+
+    [charge] = provider.charges()
+    assert result == ExecutionResult.declined(
+        "insufficient balance in alice: 10.00 available, 12.34 needed", reference=charge.id
+    )
+    assert str(provider.ledger.balance("alice")) == "10.00"
+    smaller = make_claim(amount=500)
+    assert (await executor.execute(smaller, smaller.occurrence.key)).outcome is Outcome.SUCCEEDED
+    assert str(provider.ledger.balance("alice")) == "5.00"
+
+
+# -- a scripted peer for the answers the stand-in never gives --------------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class ScriptedPeer:
+    """Answers every request with `status` and the raw `body`, and records the requests."""
+
+    status: int = 200
+    body: bytes = b"{}"
+    seen: list[Seen] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> ScriptedPeer:
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                peer.seen.append(Seen(self.command, self.path, dict(self.headers), body))
+                self.send_response(peer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(peer.body)))
+                self.end_headers()
+                self.wfile.write(peer.body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+@pytest.fixture
+def peer() -> Iterator[ScriptedPeer]:
+    p = ScriptedPeer().start()
+    yield p
+    p.stop()
+
+
+def _body(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else json.dumps(value).encode()
+
+
+LONG = "x" * 1000
+
+EXECUTE_CASES: list[tuple[int, Any, ExecutionResult]] = [
+    (200, {"id": "p1", "status": "succeeded"}, ExecutionResult.succeeded("p1")),
+    (201, {"id": "p1", "status": "declined", "reason": "card expired"},
+     ExecutionResult.declined("card expired", "p1")),
+    (200, {"id": "p1", "status": "declined"},
+     ExecutionResult.declined("declined by provider", "p1")),
+    (202, {"id": "p1", "status": "pending"},
+     ExecutionResult.unknown("provider reports the payment pending", "p1")),
+    (200, b"<html>ok</html>",
+     ExecutionResult.unknown("provider answered HTTP 200 with a body that is not JSON")),
+    (200, [1, 2], ExecutionResult.unknown("provider's answer is not a JSON object")),
+    (200, {"status": "succeeded"}, ExecutionResult.unknown("provider's answer has no payment id")),
+    (200, {"id": "p1", "status": "done"},
+     ExecutionResult.unknown("provider answered an unknown status 'done'", "p1")),
+    (200, {"id": "p1", "status": "succeeded", "reference": "pay-9-9"},
+     ExecutionResult.unknown("provider's answer names another payment")),
+    (409, {"reason": "busy"},
+     ExecutionResult.unknown("provider is still processing this idempotency key (HTTP 409)")),
+    (429, {"reason": "slow down"},
+     ExecutionResult.not_attempted("provider rate-limited the request (HTTP 429)")),
+    (408, b"", ExecutionResult.unknown("provider timed out reading the request (HTTP 408)")),
+    (400, {"detail": "bad\n  iban"}, ExecutionResult.declined("bad iban")),
+    (403, {"error": "forbidden"}, ExecutionResult.declined("forbidden")),
+    (402, {"error": {"message": "card declined"}}, ExecutionResult.declined("card declined")),
+    (422, {"message": "amount too large"}, ExecutionResult.declined("amount too large")),
+    (404, b"", ExecutionResult.declined("provider answered HTTP 404")),
+    (400, {"reason": LONG}, ExecutionResult.declined("x" * 299 + "…")),
+    (400, {"reason": f"token {TOKEN} is not valid"},
+     ExecutionResult.declined("token *** is not valid")),
+    (500, {"reason": "boom"}, ExecutionResult.unknown("provider answered HTTP 500: boom")),
+    (503, b"", ExecutionResult.unknown("provider answered HTTP 503: provider answered HTTP 503")),
+    (302, b"", ExecutionResult.unknown("provider answered HTTP 302: provider answered HTTP 302")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), EXECUTE_CASES)
+async def test_execute_mapping(
+    peer: ScriptedPeer, status: int, body: Any, expected: ExecutionResult
+) -> None:
+    peer.status, peer.body = status, _body(body)
+    ex = client(peer.url)
+    try:
+        claim = make_claim(key="pay-7-1700000000000")
+        result = await ex.execute(claim, claim.occurrence.key)
+    finally:
+        await ex.aclose()
+    assert result == expected
+    assert result.reason is None or len(result.reason) <= 300
+
+
+LOOKUP_CASES: list[tuple[int, Any, ExecutionResult]] = [
+    (200, {"id": "p1", "status": "succeeded"}, ExecutionResult.succeeded("p1")),
+    (200, {"id": "p1", "status": "declined", "reason": "no funds"},
+     ExecutionResult.declined("no funds", "p1")),
+    (200, {"id": "p1", "status": "pending"},
+     ExecutionResult.unknown("provider reports the payment pending", "p1")),
+    (200, b"not json",
+     ExecutionResult.unknown("provider answered HTTP 200 with a body that is not JSON")),
+    (404, {"reason": "not found"}, ExecutionResult.not_attempted("provider never received it")),
+    (500, b"", ExecutionResult.unknown(
+        "lookup failed: provider answered HTTP 500: provider answered HTTP 500")),
+    (401, {"reason": f"bad token {TOKEN}"},
+     ExecutionResult.unknown("lookup failed: provider answered HTTP 401: bad token ***")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), LOOKUP_CASES)
+async def test_lookup_mapping(
+    peer: ScriptedPeer, status: int, body: Any, expected: ExecutionResult
+) -> None:
+    peer.status, peer.body = status, _body(body)
+    ex = client(peer.url)
+    try:
+        claim = make_claim()
+        assert await ex.lookup(claim, claim.occurrence.key) == expected
+    finally:
+        await ex.aclose()
+
+
+async def test_request_shape(peer: ScriptedPeer) -> None:
+    peer.body = _body({"id": "p1", "status": "succeeded"})
+    ex = client(f"{peer.url}/v1/", token=TOKEN)
+    anonymous = client(peer.url, token="")
+    try:
+        claim = make_claim(key="pay-3-1700000000000", amount=120050, payer="ann", payee="bo b")
+        await ex.execute(claim, claim.occurrence.key)
+        await ex.lookup(claim, "odd/key with space")
+        await anonymous.execute(claim, claim.occurrence.key)
+    finally:
+        await ex.aclose()
+        await anonymous.aclose()
+
+    post, get, anon = peer.seen
+    assert (post.method, post.path) == ("POST", "/v1/payments")
+    assert post.headers["Idempotency-Key"] == "pay-3-1700000000000"
+    assert post.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert json.loads(post.body) == {
+        "amount": "1200.50",
+        "currency": "USD",
+        "from": "ann",
+        "to": "bo b",
+        "reference": "pay-3-1700000000000",
+    }
+    assert (get.method, get.path) == ("GET", "/v1/payments/odd%2Fkey%20with%20space")
+    assert get.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert "Authorization" not in anon.headers
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://user:secret@127.0.0.1:1", "http://127.0.0.1:1/?token=abc", "ftp://127.0.0.1", "x"],
+)
+def test_rejects_unsafe_base_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        HttpExecutor(url, TOKEN)
+
+
+@pytest.mark.parametrize("token", ["with space", "new\nline", "caf\u00e9"])
+def test_rejects_tokens_that_cannot_be_sent(token: str) -> None:
+    with pytest.raises(ValueError, match="token") as raised:
+        HttpExecutor("http://127.0.0.1:1", token)
+    assert token not in str(raised.value)

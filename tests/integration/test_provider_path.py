@@ -1,0 +1,121 @@
+"""Payments through the HTTP provider executor against the stand-in provider, end to end:
+scheduler, queue, workers, resolver. Unknown outcomes are resolved by asking the provider,
+never guessed; each succeeded occurrence is charged exactly once under its own key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from paysched.app import App
+from paysched.config import Settings
+from paysched.domain import OccurrenceState
+from paysched.standin.server import StandinProvider
+from tests.conftest import wait_for
+from tests.integration.helpers import all_final, fund, pay, running
+
+S = OccurrenceState
+MODES = ["none", "decline", "timeout_before", "timeout_after", "error_after", "drop_after",
+         "pending", "slow"]  # fmt: skip
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> Iterator[StandinProvider]:
+    with StandinProvider(tmp_path / "provider.db", token="s3cret-token", hang_s=1.5,
+                         slow_s=0.1, settle_s=0.5) as instance:  # fmt: skip
+        yield instance
+
+
+def http_settings(settings: Settings, provider: StandinProvider, **extra: object) -> Settings:
+    return settings.with_overrides(
+        executor="http", provider_url=provider.url, provider_token="s3cret-token",
+        provider_timeout=timedelta(seconds=0.5), provider_connect_timeout=timedelta(seconds=1),
+        **extra,
+    )  # fmt: skip
+
+
+async def test_every_provider_fault_ends_in_the_truth(
+    settings: Settings, provider: StandinProvider
+) -> None:
+    app = await App.open(http_settings(settings, provider))
+    try:
+        await fund(app, {"alice": 0, "bob": 0})  # the provider holds the money, not the ledger
+        pids = {mode: await pay(app, "alice", "bob", 100 + i, in_s=1.5)
+                for i, mode in enumerate(MODES)}  # fmt: skip
+        keys = {mode: (await app.db(app.store.occurrences_of, pid))[0].key
+                for mode, pid in pids.items()}  # fmt: skip
+        provider.set_faults({"keys": {keys[m]: m for m in MODES if m != "none"}})
+        async with running(app):
+            occs = {o.payment_id: o for o in await all_final(app, list(pids.values()), 60)}
+        charges = {c.key: c for c in provider.charges()}
+        for mode, pid in pids.items():
+            occ = occs[pid]
+            charge = charges.get(keys[mode])
+            assert charge is not None, mode
+            expected = S.FAILED if charge.status == "declined" else S.SUCCEEDED
+            assert occ.state == expected, (mode, occ)
+            if occ.state == S.SUCCEEDED:
+                assert occ.reference == charge.id  # the provider's id, shown by `show`
+        assert occs[pids["decline"]].state == S.FAILED
+        for mode in ("timeout_before", "timeout_after", "error_after", "drop_after", "pending"):
+            history = await app.db(app.store.transitions_of, [occs[pids[mode]].id])
+            assert S.UNKNOWN in {h.to_state for h in history}, mode  # asked, never guessed
+        retried = await app.db(app.store.transitions_of, [occs[pids["timeout_before"]].id])
+        assert (S.UNKNOWN, S.QUEUED) in {(h.from_state, h.to_state) for h in retried}
+        # Exactly once: one charge per key, and no charge for a key paysched does not know.
+        assert sorted(charges) == sorted(keys.values())
+        assert len(provider.charges()) == len(MODES)
+    finally:
+        await app.close()
+
+
+async def test_still_unknown_after_the_window_needs_a_person(
+    settings: Settings, provider: StandinProvider
+) -> None:
+    app = await App.open(http_settings(settings, provider, resolve_window=timedelta(seconds=1)))
+    try:
+        await fund(app, {"alice": 0, "bob": 0})
+        pid = await pay(app, "alice", "bob", 4_200, in_s=1.0)
+        (occ,) = await app.db(app.store.occurrences_of, pid)
+        provider.set_faults({"keys": {occ.key: "timeout_after"}, "lookup_error": 1.0})
+
+        async def needs_review() -> bool:
+            return (await app.db(app.store.get_occurrence, occ.id)).state == S.NEEDS_REVIEW
+
+        async with running(app):
+            await wait_for(needs_review, 60, "the occurrence to need review")
+        assert (await app.db(app.store.occurrence_counts))["needs_review"] == 1
+        assert app.outbox is not None
+        events = [n.event for n in await app.db(app.outbox.list, None, pid, 100)]
+        assert "needs_review" in events
+        # The person checks with the provider (it did charge) and settles it by hand.
+        assert await app.resolve_occurrence(occ.key, "succeeded", "charge seen") == S.SUCCEEDED
+        done = await app.db(app.store.get_occurrence, occ.id)
+        assert done.state == S.SUCCEEDED
+        history = await app.db(app.store.transitions_of, [occ.id])
+        assert history[-1].reason == "resolved by hand: charge seen"
+        assert len(provider.charges()) == 1
+    finally:
+        await app.close()
+
+
+async def test_the_users_own_executor_from_examples(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAYSCHED_EXECUTOR=module:factory, as README shows with examples/custom_executor.py."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "examples"))
+    app = await App.open(settings.with_overrides(executor="custom_executor:make_executor"))
+    try:
+        assert app.executor is not None and app.executor.name == "bank-transfer"
+        await fund(app, {"alice": 0, "bob": 0})
+        ok = await pay(app, "alice", "bob", 2_500)
+        too_big = await pay(app, "alice", "bob", 2_000_000)
+        async with running(app):
+            occs = {o.payment_id: o for o in await all_final(app, [ok, too_big], 30)}
+        assert occs[ok].state == S.SUCCEEDED and occs[ok].reference == "bt-1"
+        assert occs[too_big].state == S.FAILED and "daily limit" in (occs[too_big].reason or "")
+    finally:
+        await app.close()
