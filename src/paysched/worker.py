@@ -39,7 +39,7 @@ S = OccurrenceState
 
 # Takeovers beyond this many mean the job keeps killing or stalling its workers: a person must
 # look (with a provider, money may have moved; guessing "failed" could pay twice later).
-MAX_TAKEOVERS = 5
+MAX_TAKEOVERS = 10
 # A step that ends sooner is not written to the job's progress in Redis (see _progress_while).
 PROGRESS_DEFER_S = 0.2
 # Retries after paysched's own database failed: exponential from the backoff base, capped.

@@ -46,5 +46,7 @@ def test_exactly_once_nothing_lost_under_faults(database: str, seed: int) -> Non
     assert set(report["faults"]) == kinds  # every kind was injected at least once
     payments = report["payments"]
     assert payments["occurrences"] == payments["planned"] == 300
-    assert set(payments["states"]) <= {"succeeded", "failed"}
+    # needs_review only with a reason (checked by all_due_final): a job that kept killing
+    # its workers is left to a person rather than guessed.
+    assert set(payments["states"]) <= {"succeeded", "failed", "needs_review"}
     assert payments["failed_by_reason"].get("insufficient funds", 0) > 0

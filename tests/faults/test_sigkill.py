@@ -65,7 +65,8 @@ async def test_killed_mid_payment_is_finished_once(
         survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(timeout=90) == 0, log_of(tmp_path / "unused", "normal")
     assert done.state == S.SUCCEEDED
-    assert done.attempts == 2  # the killed claim and the takeover
+    # The killed claim and the takeover are one attempt under two fences.
+    assert done.attempts == 1 and done.takeovers == 1 and done.fence == 2
     assert await app.db(app.store.succeeded_transfer_count) == 1
     assert (await app.db(app.store.get_account, "bob")).balance == 2_500
     assert (await app.db(app.store.get_account, "alice")).balance == 7_500

@@ -116,7 +116,10 @@ def check(
             for occ in by_payment[p.id]:
                 bad(once, occ, f"one-time payment {p.id} has {len(by_payment[p.id])} occurrences")
     for occ in occurrences:
-        if occ.due_at <= now and occ.state not in FINAL_STATES:
+        # needs_review is where paysched stops guessing (a job that kept killing its
+        # workers, an outcome still unknown): settled, for now, by a person, with a reason.
+        parked = occ.state == S.NEEDS_REVIEW and bool((occ.reason or "").strip())
+        if occ.due_at <= now and occ.state not in FINAL_STATES and not parked:
             bad(final, occ, f"due occurrence is still {occ.state.value}")
         if succeeded_into[occ.id] > 1:
             bad(once, occ, f"entered succeeded {succeeded_into[occ.id]} times")

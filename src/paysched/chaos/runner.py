@@ -24,7 +24,7 @@ from paysched.chaos.procs import Processes
 from paysched.chaos.servers import PostgresCluster, RedisServer
 from paysched.config import normalise_database_url
 from paysched.db.store import Store
-from paysched.domain import FINAL_STATES
+from paysched.domain import FINAL_STATES, OccurrenceState
 
 log = logging.getLogger("paysched.chaos")
 
@@ -165,7 +165,9 @@ def run(cfg: Config) -> dict[str, Any]:
         while time.monotonic() - drain_start < cfg.drain_timeout:
             try:
                 occs = store.all_occurrences()
-                if len(occs) >= len(payments) and all(o.state in FINAL_STATES for o in occs):
+                if len(occs) >= len(payments) and all(
+                    o.state in FINAL_STATES or o.state == OccurrenceState.NEEDS_REVIEW for o in occs
+                ):
                     break
             except Exception as exc:
                 log.debug("drain probe: %s", exc)
