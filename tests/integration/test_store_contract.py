@@ -131,6 +131,25 @@ def test_claim_settle_moves_money_exactly_once(store: Store) -> None:
                        (S.EXECUTING, S.EXECUTING), (S.EXECUTING, S.SUCCEEDED)]  # fmt: skip
 
 
+def test_retry_by_hand_starts_takeovers_afresh(store: Store) -> None:
+    """A job that kept killing its workers is parked in needs_review; a person's --retry sends
+    it again with its takeovers reset, or it would be parked again at its first claim."""
+    funded(store)
+    one_time(store)
+    (occ,) = store.materialize_due(T0, T0)
+    for i in range(4):  # the first claim, then three takeovers
+        claim = store.claim(occ.id, T0 + timedelta(seconds=i))
+    assert isinstance(claim, Claim) and claim.occurrence.takeovers == 3
+    assert store.finish(claim, S.NEEDS_REVIEW, T0, "its workers died 3 times")
+    parked = store.unresolved(occ.id)
+    assert parked.occurrence.state == S.NEEDS_REVIEW and parked.occurrence.takeovers == 3
+    assert store.resolve(parked, S.QUEUED, T0, "resolved by hand: provider says nothing arrived")
+    again = store.get_occurrence(occ.id)
+    assert again.state == S.QUEUED and again.takeovers == 0
+    fresh = store.claim(occ.id, T0 + timedelta(minutes=1))
+    assert isinstance(fresh, Claim) and fresh.occurrence.takeovers == 0
+
+
 def test_insufficient_funds_rolls_back_whole(store: Store) -> None:
     funded(store, 500)
     one_time(store, amount=1_000)

@@ -365,6 +365,9 @@ class ExecutionStore(PaymentsStore):
                 occ, state=target, reason=reason, resolve_at=None,
                 finished_at=now if target in FINAL_STATES else None,
                 reference=reference or occ.reference,
+                # Sent again by a person's decision: a fresh start, not the takeovers that
+                # parked it (else a retry of a takeover-parked one is parked again at once).
+                takeovers=0 if target == OccurrenceState.QUEUED else occ.takeovers,
             )  # fmt: skip
             transitions.apply(conn, [transitions.Change(occ, after)], now)
             self._enqueue_notifications(conn, outbox, now)
