@@ -63,7 +63,13 @@ def next_cron(expr: str, after: datetime, tz: str | None = None) -> datetime:
     # arithmetic on aware datetimes lands an hour off on DST transition days. A wall time that
     # the zone skips (spring forward) resolves to the equivalent instant after the gap; one it
     # repeats (fall back) runs once, at its first occurrence.
-    wall = croniter(expr, after.astimezone(zone).replace(tzinfo=None))
+    # Six fields mean seconds first, as everywhere in paysched (croniter's own default puts
+    # them last); payments created through the CLI or HTTP have five.
+    wall = croniter(
+        expr,
+        after.astimezone(zone).replace(tzinfo=None),
+        second_at_beginning=len(expr.split()) == 6,
+    )
     while True:
         local: datetime = wall.get_next(datetime)
         candidate = local.replace(tzinfo=zone).astimezone(UTC)

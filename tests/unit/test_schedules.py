@@ -73,3 +73,14 @@ def test_clock_helpers() -> None:
     assert from_ms(to_ms(clock.now())) == clock.now()
     with pytest.raises(ValueError, match="naive"):
         ManualClock(datetime(2026, 1, 1))
+
+
+def test_six_field_cron_has_seconds_first_everywhere() -> None:
+    """The tick cron and a payment's cron read six fields the same way: seconds first."""
+    at = datetime(2026, 1, 1, 0, 0, 0, 500_000, tzinfo=UTC)
+    fires = []
+    for _ in range(3):
+        at = next_cron("*/4 * * * * *", at)
+        fires.append(at)
+    assert fires == [datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in (4, 8, 12)]
+    assert next_fire("*/4 * * * * *", datetime(2026, 1, 1, tzinfo=UTC)) == fires[0]

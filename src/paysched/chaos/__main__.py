@@ -1,4 +1,4 @@
-"""`python -m paysched.chaos --seed 1 --seed 2 --duration 120 --database postgresql`."""
+"""`python -m paysched.chaos --seed 1,2 --duration 120 --database postgresql`; see --help."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=60.0, help="fault phase per seed, seconds")
     ap.add_argument("--payments", type=int, default=500, help="one-time payments per seed")
     ap.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument(
+        "--executor",
+        choices=["ledger", "provider"],
+        default="ledger",
+        help="ledger: the in-house ledger; provider: HTTP to the stand-in provider",
+    )
+    ap.add_argument("--recurring", type=int, default=6, help="recurring payments per seed")
+    ap.add_argument(
+        "--db-error-rate",
+        type=float,
+        default=0.005,
+        help="share of the workers' occurrence writes failed with a database error",
+    )
     ap.add_argument("--out", type=Path, default=Path("chaos-report.json"))
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--schedulers", type=int, default=2)
@@ -50,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("paysched").setLevel(logging.WARNING)
     logging.getLogger("paysched.chaos").setLevel(logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the harness's own provider reads
     signal.signal(signal.SIGTERM, _terminate)
     runs = []
     for seed in seeds(args.seed) or [1]:
@@ -57,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=seed, duration=args.duration, payments=args.payments, database=args.database,
             workers=args.workers, schedulers=args.schedulers, drain_timeout=args.drain_timeout,
             fail_rate=args.fail_rate, hang_rate=args.hang_rate, stall_rate=args.stall_rate,
+            executor=args.executor, recurring=args.recurring, db_error_rate=args.db_error_rate,
             log_level=args.log_level, keep=args.keep,
         )  # fmt: skip
         result = run(cfg)

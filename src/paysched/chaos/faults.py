@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from paysched.app import App
+from paysched.chaos.cancels import Canceller
 from paysched.chaos.procs import Processes
+from paysched.chaos.provider import ChaosProvider
 from paysched.chaos.servers import PostgresCluster, RedisServer
 from paysched.config import Settings
 
@@ -31,7 +33,19 @@ WEIGHTS = {
     "db_outage": 2,
     "pg_terminate": 2,
     "double_tick": 2,
+    "cancel": 4,  # a person cancelling a payment, racing its materialize or its claim
+    "provider_kill": 2,  # the stand-in provider SIGKILLed mid-request, back after a while
 }
+
+
+def kinds(database: str, executor: str) -> list[str]:
+    """The fault kinds a run on this database with this executor injects."""
+    skip = set()
+    if database != "postgresql":
+        skip.add("pg_terminate")
+    if executor != "provider":
+        skip.add("provider_kill")
+    return [k for k in WEIGHTS if k not in skip]
 
 
 @dataclass(frozen=True)
@@ -50,14 +64,16 @@ class InjectedFault:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def plan(seed: int, duration: float, database: str, mean_gap_s: float = 4.0) -> list[PlannedFault]:
+def plan(
+    seed: int, duration: float, database: str, executor: str = "ledger", mean_gap_s: float = 3.0
+) -> list[PlannedFault]:
     """One of every kind at a random moment, then more at random until the phase is full."""
     rng = random.Random(seed)
-    kinds = [k for k in WEIGHTS if database == "postgresql" or k != "pg_terminate"]
+    chosen = kinds(database, executor)
     end = max(duration - 3.0, 2.0)  # leave the last seconds quiet for the last deadlines
 
     def down(kind: str) -> float:
-        if kind in ("kill_worker", "kill_scheduler"):
+        if kind in ("kill_worker", "kill_scheduler", "provider_kill"):
             return round(rng.uniform(0.2, 3.0), 2)
         if kind == "redis_restart":
             return round(rng.uniform(0.5, 3.0), 2)
@@ -65,11 +81,11 @@ def plan(seed: int, duration: float, database: str, mean_gap_s: float = 4.0) -> 
             return round(rng.uniform(1.5, 5.0), 2)
         return 0.0
 
-    faults = [PlannedFault(rng.uniform(1.0, end), k, down(k), rng.randrange(1000)) for k in kinds]
+    faults = [PlannedFault(rng.uniform(1.0, end), k, down(k), rng.randrange(1000)) for k in chosen]
     extra = int(duration / mean_gap_s)
-    weights = [WEIGHTS[k] for k in kinds]
+    weights = [WEIGHTS[k] for k in chosen]
     for _ in range(extra):
-        kind = rng.choices(kinds, weights)[0]
+        kind = rng.choices(chosen, weights)[0]
         faults.append(PlannedFault(rng.uniform(1.0, end), kind, down(kind), rng.randrange(1000)))
     return sorted(faults, key=lambda f: f.at)
 
@@ -83,7 +99,11 @@ class Injector:
         sqlite_path: Path | None,
         env: dict[str, str],
         sleep: Callable[[float], None],
+        canceller: Canceller,
+        provider: ChaosProvider | None = None,
     ) -> None:
+        self.canceller = canceller
+        self.provider = provider
         self.procs = procs
         self.redis = redis
         self.pg = pg
@@ -107,6 +127,14 @@ class Injector:
     def kill_scheduler(self, fault: PlannedFault) -> dict[str, Any]:
         name = self._victim("scheduler", fault)
         return {"process": name, "killed": self.procs.sigkill(name, fault.down_s)}
+
+    def cancel(self, fault: PlannedFault) -> dict[str, Any]:
+        return self.canceller.cancel(fault.pick)
+
+    def provider_kill(self, fault: PlannedFault) -> dict[str, Any]:
+        assert self.provider is not None
+        self.provider.collect_drawn()  # a restarted provider starts counting afresh
+        return {"killed": self.procs.sigkill("provider-1", fault.down_s), "down_s": fault.down_s}
 
     def redis_restart(self, fault: PlannedFault) -> dict[str, Any]:
         self.redis.kill()

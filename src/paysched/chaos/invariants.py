@@ -6,28 +6,37 @@ Each invariant yields violations; a violation names the occurrence, its transiti
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from croniter import croniter
 from sqlalchemy import select
 
+from paysched.chaos.model import CancelRecord, PlannedPayment, ProviderView
 from paysched.db import tables as t
 from paysched.db.store import Store
-from paysched.domain import FINAL_STATES, Occurrence, OccurrenceState
+from paysched.domain import (
+    CANCELLABLE_STATES,
+    FINAL_STATES,
+    UNRESOLVED_STATES,
+    Occurrence,
+    OccurrenceState,
+    PaymentState,
+    Transition,
+)
 
 S = OccurrenceState
-
-
-@dataclass(frozen=True)
-class PlannedPayment:
-    id: int
-    payer: str
-    payee: str
-    amount: int
-    due_at: datetime
+__all__ = ["PlannedPayment", "Result", "check"]
+# A failure whose reason is paysched's own infrastructure (never an attempt, never "failed").
+INFRA_REASON = re.compile(
+    r"database|OperationalError|InterfaceError|InfrastructureError|server closed|psycopg|sqlite",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -61,96 +70,285 @@ def check(
     payments: Sequence[PlannedPayment],
     deposits: dict[str, int],
     now: datetime,
+    cancels: Sequence[CancelRecord] = (),
+    provider: ProviderView | None = None,
 ) -> list[Result]:
-    occurrences = store.all_occurrences()
-    by_payment: dict[int, list[Occurrence]] = defaultdict(list)
-    for occ in occurrences:
-        by_payment[occ.payment_id].append(occ)
-    with store.engine.connect() as conn:
-        entries = conn.execute(
-            select(t.ledger_entries.c.occurrence_id, t.ledger_entries.c.transfer_id,
-                   t.ledger_entries.c.account_id, t.ledger_entries.c.amount)
-            .where(t.ledger_entries.c.occurrence_id.is_not(None))
-        ).all()  # fmt: skip
-        balances = {
-            name: int(balance)
-            for name, balance in conn.execute(select(t.accounts.c.name, t.accounts.c.balance))
-        }
-        succeeded_into: Counter[int] = Counter(
-            r.occurrence_id
-            for r in conn.execute(
-                select(t.transitions.c.occurrence_id).where(
-                    t.transitions.c.to_state == S.SUCCEEDED.value
-                )
-            )
-        )
-    transfers: dict[int, set[str]] = defaultdict(set)
-    entry_count: Counter[int] = Counter()
-    for r in entries:
-        transfers[r.occurrence_id].add(r.transfer_id)
-        entry_count[r.occurrence_id] += 1
+    return Checker(store, seed, payments, deposits, now, cancels, provider).run()
 
-    final = Result("all_due_final", "every payment has its occurrence; every due one is final")
-    once = Result("no_double_success", "no occurrence (or one-time payment) succeeded twice")
-    match = Result("transfers_match_successes", "ledger transfers == succeeded occurrences")
-    money = Result("balances_exact", "balance == deposits + transfers in - out, to the cent")
-    early = Result("not_started_early", "occurrences.started_at >= due_at")
-    reason = Result("failed_have_reason", "every failed occurrence has a reason")
 
-    def bad(result: Result, occ: Occurrence | None, problem: str, **extra: Any) -> None:
-        item: dict[str, Any] = {"seed": seed, "problem": problem, **extra}
+class Checker:
+    """Every invariant over one end state; `run` returns them in report order."""
+
+    def __init__(
+        self,
+        store: Store,
+        seed: int,
+        payments: Sequence[PlannedPayment],
+        deposits: dict[str, int],
+        now: datetime,
+        cancels: Sequence[CancelRecord],
+        provider: ProviderView | None,
+    ) -> None:
+        self.store, self.seed, self.now = store, seed, now
+        self.payments = list(payments)
+        self.planned = {p.id: p for p in payments}
+        self.deposits = deposits
+        self.cancels = list(cancels)
+        self.provider = provider
+        self.occurrences = store.all_occurrences()
+        self.by_payment: dict[int, list[Occurrence]] = defaultdict(list)
+        for occ in self.occurrences:
+            self.by_payment[occ.payment_id].append(occ)
+        self.history: dict[int, list[Transition]] = defaultdict(list)
+        if self.occurrences:
+            for tr in store.transitions_of([o.id for o in self.occurrences]):
+                self.history[tr.occurrence_id].append(tr)
+        with store.engine.connect() as conn:
+            entries = conn.execute(
+                select(t.ledger_entries.c.occurrence_id, t.ledger_entries.c.transfer_id)
+                .where(t.ledger_entries.c.occurrence_id.is_not(None))
+            ).all()  # fmt: skip
+            self.balances = {
+                name: int(balance)
+                for name, balance in conn.execute(select(t.accounts.c.name, t.accounts.c.balance))
+            }
+            self.payment_states = {
+                pid: PaymentState(state)
+                for pid, state in conn.execute(select(t.payments.c.id, t.payments.c.state))
+            }
+        self.transfers: dict[int, set[str]] = defaultdict(set)
+        self.entry_count: Counter[int] = Counter()
+        for r in entries:
+            self.transfers[r.occurrence_id].add(r.transfer_id)
+            self.entry_count[r.occurrence_id] += 1
+
+    def bad(self, result: Result, occ: Occurrence | None, problem: str, **extra: Any) -> None:
+        item: dict[str, Any] = {"seed": self.seed, "problem": problem, **extra}
         if occ is not None:
             item["occurrence"] = occurrence_view(occ)
             item["transitions"] = [
                 {"at": tr.at.isoformat(), "from": tr.from_state.value if tr.from_state else None,
                  "to": tr.to_state.value, "attempt": tr.attempt, "reason": tr.reason}
-                for tr in store.transitions_of([occ.id])
+                for tr in self.history[occ.id]
             ]  # fmt: skip
         result.violations.append(item)
 
-    planned = {p.id: p for p in payments}
-    for p in payments:
-        if p.due_at <= now and not by_payment.get(p.id):
-            bad(final, None, f"payment {p.id} due {p.due_at.isoformat()} has no occurrence")
-        if len(by_payment.get(p.id, [])) > 1:
-            for occ in by_payment[p.id]:
-                bad(once, occ, f"one-time payment {p.id} has {len(by_payment[p.id])} occurrences")
-    for occ in occurrences:
-        # needs_review is where paysched stops guessing (a job that kept killing its
-        # workers, an outcome still unknown): settled, for now, by a person, with a reason.
-        parked = occ.state == S.NEEDS_REVIEW and bool((occ.reason or "").strip())
-        if occ.due_at <= now and occ.state not in FINAL_STATES and not parked:
-            bad(final, occ, f"due occurrence is still {occ.state.value}")
-        if succeeded_into[occ.id] > 1:
-            bad(once, occ, f"entered succeeded {succeeded_into[occ.id]} times")
-        if len(transfers.get(occ.id, ())) > 1 or entry_count[occ.id] not in (0, 2):
-            bad(once, occ, f"{entry_count[occ.id]} ledger entries in {len(transfers[occ.id])} "
-                           "transfers")  # fmt: skip
-        if (occ.state == S.SUCCEEDED) != (occ.id in transfers):
-            bad(match, occ, f"state {occ.state.value} but transfer present: {occ.id in transfers}")
-        if occ.started_at is not None and occ.started_at < occ.due_at:
-            early_by = (occ.due_at - occ.started_at).total_seconds() * 1000
-            bad(early, occ, f"started {early_by:.3f} ms before its due time")
-        if occ.state == S.FAILED and not (occ.reason or "").strip():
-            bad(reason, occ, "failed without a reason")
-    succeeded = sum(1 for o in occurrences if o.state == S.SUCCEEDED)
-    if succeeded != len(transfers):
-        bad(match, None, f"{succeeded} succeeded occurrences but {len(transfers)} transfers")
+    def run(self) -> list[Result]:
+        results = [self.all_due_final(), self.no_double_success(), self.money_moved_once(),
+                   self.balances_exact(), self.not_started_early(), self.failed_have_reason(),
+                   self.no_failure_from_infrastructure(), self.unknowns_resolved(),
+                   self.cancel_wins(), self.recurring_complete()]  # fmt: skip
+        return results
 
-    expected = dict.fromkeys(balances, 0)
-    for name, amount in deposits.items():
-        expected[name] += amount
-    for occ in occurrences:
-        if occ.state == S.SUCCEEDED:
-            p = planned[occ.payment_id]
-            expected[p.payer] -= p.amount
-            expected[p.payee] += p.amount
-    for name, balance in sorted(balances.items()):
-        if name.startswith("@"):
-            continue  # the external account: minus the deposits, checked by the ledger report
-        if balance != expected[name]:
-            bad(money, None, f"account {name}: balance {balance} != expected {expected[name]}",
-                account=name, balance=balance, expected=expected[name])  # fmt: skip
-    for problem in store.ledger_report().problems:
-        bad(money, None, f"ledger: {problem}")
-    return [final, once, match, money, early, reason]
+    # -- nothing lost -------------------------------------------------------------------------
+
+    def all_due_final(self) -> Result:
+        r = Result("all_due_final", "every payment has its occurrence; every due one is final")
+        for p in self.payments:
+            cancelled = self.payment_states.get(p.id) == PaymentState.CANCELLED
+            if p.due_at <= self.now and not self.by_payment.get(p.id) and not cancelled:
+                self.bad(r, None, f"payment {p.id} due {p.due_at.isoformat()} has no occurrence")
+        for occ in self.occurrences:
+            # needs_review is where paysched stops guessing (a job that kept killing its
+            # workers, an outcome still unknown): settled, for now, by a person, with a reason.
+            if occ.due_at <= self.now and occ.state not in FINAL_STATES and not self._parked(occ):
+                self.bad(r, occ, f"due occurrence is still {occ.state.value}")
+        return r
+
+    @staticmethod
+    def _parked(occ: Occurrence) -> bool:
+        return occ.state == S.NEEDS_REVIEW and bool((occ.reason or "").strip())
+
+    def recurring_complete(self) -> Result:
+        r = Result("recurring_complete", "a recurring payment's occurrences follow its cron "
+                   "without a gap or a duplicate, from its first due time on")  # fmt: skip
+        for p in self.payments:
+            if p.cron is None:
+                continue
+            occs = sorted(self.by_payment.get(p.id, []), key=lambda o: o.due_at)
+            if not occs:
+                if p.due_at <= self.now and self.payment_states.get(p.id) != PaymentState.CANCELLED:
+                    self.bad(r, None, f"recurring payment {p.id} has no occurrence")
+                continue
+            # The cron times from the first due time to the last materialized one, computed
+            # here with croniter directly (not paysched's own next_cron).
+            it = croniter(p.cron, p.due_at, second_at_beginning=len(p.cron.split()) == 6)
+            expected = [p.due_at]
+            while (nxt := it.get_next(datetime)) <= occs[-1].due_at:
+                expected.append(nxt)
+            got = [o.due_at for o in occs]
+            if got != expected:
+                missing = sorted(set(expected) - set(got))
+                extra = sorted(set(got) - set(expected))
+                self.bad(r, None, f"recurring payment {p.id}: {len(got)} occurrences, "
+                         f"{len(expected)} cron times up to the last", payment=p.id,
+                         missing=[m.isoformat() for m in missing[:5]],
+                         unexpected=[e.isoformat() for e in extra[:5]])  # fmt: skip
+        return r
+
+    # -- exactly once -------------------------------------------------------------------------
+
+    def no_double_success(self) -> Result:
+        r = Result("no_double_success", "no occurrence (or one-time payment) succeeded twice")
+        for p in self.payments:
+            occs = self.by_payment.get(p.id, [])
+            if p.cron is None and len(occs) > 1:
+                for occ in occs:
+                    self.bad(r, occ, f"one-time payment {p.id} has {len(occs)} occurrences")
+        for occ in self.occurrences:
+            entered = sum(1 for tr in self.history[occ.id] if tr.to_state == S.SUCCEEDED)
+            if entered > 1:
+                self.bad(r, occ, f"entered succeeded {entered} times")
+            if len(self.transfers.get(occ.id, ())) > 1 or self.entry_count[occ.id] not in (0, 2):
+                self.bad(r, occ, f"{self.entry_count[occ.id]} ledger entries in "
+                         f"{len(self.transfers[occ.id])} transfers")  # fmt: skip
+        return r
+
+    def money_moved_once(self) -> Result:
+        if self.provider is None:
+            r = Result("transfers_match_successes", "ledger transfers == succeeded occurrences")
+            for occ in self.occurrences:
+                if (occ.state == S.SUCCEEDED) != (occ.id in self.transfers):
+                    self.bad(r, occ, f"state {occ.state.value} but transfer present: "
+                             f"{occ.id in self.transfers}")  # fmt: skip
+            succeeded = sum(1 for o in self.occurrences if o.state == S.SUCCEEDED)
+            if succeeded != len(self.transfers):
+                self.bad(r, None, f"{succeeded} succeeded occurrences but "
+                         f"{len(self.transfers)} transfers")  # fmt: skip
+            return r
+        return self._provider_charged_once()
+
+    def _provider_charged_once(self) -> Result:
+        assert self.provider is not None
+        r = Result("provider_charged_once", "the provider charged each succeeded occurrence's "
+                   "key exactly once, for its amount, and nothing else")  # fmt: skip
+        charges: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for charge in self.provider.charges:
+            charges[charge["key"]].append(charge)
+        by_key = {o.key: o for o in self.occurrences}
+        for key, found in charges.items():
+            occ = by_key.get(key)
+            if occ is None:
+                self.bad(r, None, f"provider charge {key} matches no occurrence", charges=found)
+                continue
+            if len(found) > 1:
+                self.bad(r, occ, f"provider holds {len(found)} charges for one key")
+            paid = [c for c in found if c["status"] == "succeeded"]
+            if paid and occ.state != S.SUCCEEDED and not self._parked(occ):
+                self.bad(r, occ, f"provider charged it but the occurrence is {occ.state.value}")
+            if any(c["status"] == "pending" for c in found) and occ.state in FINAL_STATES:
+                self.bad(r, occ, f"provider still pending but the occurrence is {occ.state.value}")
+            p = self.planned[occ.payment_id]
+            for c in paid:
+                if (Decimal(c["amount"]) * 100, c["from"], c["to"]) != (
+                    Decimal(p.amount),
+                    p.payer,
+                    p.payee,
+                ):
+                    self.bad(r, occ, "provider charge differs from the payment", charge=c)
+        for occ in self.occurrences:
+            if occ.state == S.SUCCEEDED and not any(
+                c["status"] == "succeeded" for c in charges.get(occ.key, [])
+            ):
+                self.bad(r, occ, "succeeded, but the provider has no succeeded charge for its key")
+            if occ.id in self.transfers:
+                self.bad(r, occ, "a provider-paid occurrence has local ledger entries")
+        return r
+
+    def balances_exact(self) -> Result:
+        r = Result("balances_exact", "balance == deposits + transfers in - out, to the cent")
+        moved: dict[str, int] = defaultdict(int)
+        for occ in self.occurrences:
+            if occ.state == S.SUCCEEDED:
+                p = self.planned[occ.payment_id]
+                moved[p.payer] -= p.amount
+                moved[p.payee] += p.amount
+        local = {**moved} if self.provider is None else {}  # a provider moves its own money
+        for name, balance in sorted(self.balances.items()):
+            if name.startswith("@"):
+                continue  # the external account: minus the deposits, checked by the ledger report
+            expected = self.deposits.get(name, 0) + local.get(name, 0)
+            if balance != expected:
+                self.bad(r, None, f"account {name}: balance {balance} != expected {expected}",
+                         account=name, balance=balance, expected=expected)  # fmt: skip
+        for problem in self.store.ledger_report().problems:
+            self.bad(r, None, f"ledger: {problem}")
+        if self.provider is not None:
+            for name, start in sorted(self.provider.initial.items()):
+                want = start + Decimal(moved.get(name, 0)) / 100
+                have = self.provider.balances.get(name)
+                if have != want:
+                    self.bad(r, None, f"provider account {name}: {have} != expected {want}",
+                             account=name, balance=str(have), expected=str(want))  # fmt: skip
+        return r
+
+    # -- on time, and every end explained -----------------------------------------------------
+
+    def not_started_early(self) -> Result:
+        r = Result("not_started_early", "occurrences.started_at >= due_at")
+        for occ in self.occurrences:
+            if occ.started_at is not None and occ.started_at < occ.due_at:
+                early_by = (occ.due_at - occ.started_at).total_seconds() * 1000
+                self.bad(r, occ, f"started {early_by:.3f} ms before its due time")
+        return r
+
+    def failed_have_reason(self) -> Result:
+        r = Result("failed_have_reason", "every failed occurrence has a reason")
+        for occ in self.occurrences:
+            if occ.state == S.FAILED and not (occ.reason or "").strip():
+                self.bad(r, occ, "failed without a reason")
+        return r
+
+    def no_failure_from_infrastructure(self) -> Result:
+        r = Result(
+            "no_failure_from_infrastructure",
+            "no occurrence failed because paysched's own database failed; such errors never "
+            "count as attempts",
+        )
+        for occ in self.occurrences:
+            if occ.state == S.FAILED and INFRA_REASON.search(occ.reason or ""):
+                self.bad(r, occ, "failed with an infrastructure reason")
+            for tr in self.history[occ.id]:
+                counted = tr.to_state == S.RETRYING and "not counted" not in (tr.reason or "")
+                if counted and INFRA_REASON.search(tr.reason or ""):
+                    self.bad(r, occ, "an infrastructure error was counted as an attempt")
+                    break
+        return r
+
+    def unknowns_resolved(self) -> Result:
+        r = Result("unknowns_resolved", "every unknown outcome was resolved (asked, never "
+                   "guessed) or is in needs_review with a reason")  # fmt: skip
+        for occ in self.occurrences:
+            was_unknown = any(tr.to_state == S.UNKNOWN for tr in self.history[occ.id])
+            if was_unknown and occ.state in UNRESOLVED_STATES and not self._parked(occ):
+                self.bad(r, occ, f"an unknown outcome is still {occ.state.value}")
+        return r
+
+    # -- cancels ------------------------------------------------------------------------------
+
+    def cancel_wins(self) -> Result:
+        r = Result(
+            "cancel_wins",
+            "once a cancel commits, nothing of its payment starts: what it cancelled stays "
+            "cancelled, no claim begins after it, nothing new appears",
+        )
+        for record in self.cancels:
+            pid = record.payment_id
+            if self.payment_states.get(pid) != PaymentState.CANCELLED:
+                self.bad(r, None, f"payment {pid} cancelled but is {self.payment_states.get(pid)}")
+            snapshot = record.snapshot
+            for occ in self.by_payment.get(pid, []):
+                began = [tr.at for tr in self.history[occ.id] if tr.to_state == S.EXECUTING]
+                if any(at > record.committed_at for at in began) and occ.id not in record.in_flight:
+                    self.bad(r, occ, "claimed after its payment's cancel committed at "
+                             f"{record.committed_at.isoformat()}")  # fmt: skip
+                if snapshot is None:
+                    continue
+                seen = snapshot.get(occ.id)
+                if seen is None:
+                    self.bad(r, occ, "created after its payment's cancel committed")
+                elif S(seen) in CANCELLABLE_STATES:
+                    self.bad(r, occ, f"still {seen} right after its payment's cancel committed")
+                elif S(seen) in FINAL_STATES and occ.state.value != seen:
+                    self.bad(r, occ, f"was {seen} at the cancel, is {occ.state.value} now")
+        return r

@@ -9,6 +9,15 @@ attempt) from the run's seed so every worker agrees:
   - a stall at PAYSCHED_CHAOS_STALL_RATE: the event loop blocks longer than the job lock, so
     the queue hands the job to another worker while this one still runs it; the fence must
     stop this one settling.
+
+With PAYSCHED_EXECUTOR=http the executor is the provider client (the stand-in provider injects
+its own faults: declines, timeouts before and after committing, errors, dropped connections,
+pending charges) and only the stalls are added here; the wrapper keeps `lookup`, so unknown
+outcomes go to the resolver as they would in production.
+
+PAYSCHED_CHAOS_DB_ERROR_RATE makes that share of the statements that write occurrences (claims,
+finishes and settles, mostly group commits) fail with the driver's own OperationalError, as a
+lock timeout or a dropped connection would.
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ import signal
 import sys
 import time
 
-from paysched.app import App
+from sqlalchemy import event
+
+from paysched.app import App, default_executor
+from paysched.chaos.model import DB_ERROR_LOG_LINE, INJECTED_DB_ERROR
 from paysched.cli import setup_logging
 from paysched.config import Settings
 from paysched.db.store import Claim
 from paysched.errors import BackendUnavailable, RetryableError
-from paysched.executors.base import ExecutionResult, Executor
+from paysched.executors.base import ExecutionResult, Executor, Resolvable
 from paysched.executors.flaky import FlakyExecutor
 from paysched.executors.ledger import LedgerExecutor
 
@@ -85,17 +97,59 @@ class HangingExecutor:
         return result
 
 
+class StallingProvider(HangingExecutor):
+    """A provider client with stalls added; asked about unknown outcomes like the real one."""
+
+    def __init__(self, inner: Executor, plan: FaultPlan, stall_s: float) -> None:
+        super().__init__(inner, plan, timeout_s=1.0, stall_s=stall_s)
+        assert isinstance(inner, Resolvable), "the chaos provider executor is resolvable"
+        self._provider: Resolvable = inner
+
+    async def lookup(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
+        return await self._provider.lookup(claim, idempotency_key)
+
+    async def aclose(self) -> None:
+        close = getattr(self._provider, "aclose", None)
+        if close is not None:
+            await close()
+
+
 def build_executor(app: App) -> Executor:
     plan = FaultPlan(
         os.environ.get("PAYSCHED_CHAOS_SEED", "0"), _rate("PAYSCHED_CHAOS_FAIL_RATE"),
         _rate("PAYSCHED_CHAOS_HANG_RATE"), _rate("PAYSCHED_CHAOS_STALL_RATE"),
     )  # fmt: skip
+    stall_s = app.settings.lock_ms / 1000 * 2.5
+    inject_db_errors(app, _rate("PAYSCHED_CHAOS_DB_ERROR_RATE"))
+    if app.settings.executor != "ledger":
+        provider = default_executor(app)
+        return StallingProvider(provider, FaultPlan(plan.seed, 0, 0, plan.stall), stall_s)
     ledger = LedgerExecutor(app.store, app.clock, app.pool)
     hanging = HangingExecutor(
-        ledger, plan, timeout_s=_rate("PAYSCHED_CHAOS_TIMEOUT_S") or 1.0,
-        stall_s=app.settings.lock_ms / 1000 * 2.5,
-    )  # fmt: skip
+        ledger, plan, timeout_s=_rate("PAYSCHED_CHAOS_TIMEOUT_S") or 1.0, stall_s=stall_s
+    )
     return FlakyExecutor(hanging, lambda c: c.attempt if plan.draw(c) == "fail" else 0)
+
+
+# Statements that write occurrences: a claim, a finish, a settle, a release (all compare-and-set
+# UPDATEs, most of them batched by a group commit), and the ledger inserts of a settle.
+_WRITES = ("UPDATE occurrences", "INSERT INTO ledger_entries", "INSERT INTO transitions")
+
+
+def inject_db_errors(app: App, rate: float) -> None:
+    """Fail `rate` of the writing statements with the driver's OperationalError. The draw is
+    random per statement (not seeded): a retry of the same write must be able to succeed."""
+    if rate <= 0:
+        return
+    rng = random.Random()
+    driver_error = app.store.engine.dialect.loaded_dbapi.OperationalError
+
+    def maybe_fail(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().startswith(_WRITES) and rng.random() < rate:
+            log.warning("%s into: %s", DB_ERROR_LOG_LINE, statement.split("(")[0][:60])
+            raise driver_error(INJECTED_DB_ERROR)
+
+    event.listen(app.store.engine, "before_cursor_execute", maybe_fail)
 
 
 def dump_tasks() -> None:

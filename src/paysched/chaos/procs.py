@@ -26,6 +26,7 @@ ROLES = {
 class Proc:
     name: str
     role: str
+    command: list[str]
     process: subprocess.Popen[bytes] | None = None
     down_until: float = 0.0  # killed on purpose: restart at this monotonic time
     starts: int = 0
@@ -40,10 +41,11 @@ class Processes:
         self.procs: dict[str, Proc] = {}
         self._logs: list[IO[bytes]] = []
 
-    def add(self, role: str, count: int) -> None:
+    def add(self, role: str, count: int, command: list[str] | None = None) -> None:
+        """`count` processes of `role`, running `command` (default: the role's paysched one)."""
         for i in range(count):
             name = f"{role}-{i + 1}"
-            self.procs[name] = Proc(name, role)
+            self.procs[name] = Proc(name, role, command or ROLES[role])
 
     def names(self, role: str) -> list[str]:
         return sorted(n for n, p in self.procs.items() if p.role == role)
@@ -55,7 +57,7 @@ class Processes:
         log = (self.logdir / f"{name}.log").open("ab")
         self._logs.append(log)
         proc.process = subprocess.Popen(
-            ROLES[proc.role], env=os.environ | self.env, stdin=subprocess.DEVNULL, stdout=log,
+            proc.command, env=os.environ | self.env, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         proc.down_until = 0.0
@@ -123,6 +125,14 @@ class Processes:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def count_in_logs(self, text: str) -> int:
+        """Lines containing `text` in every process's log (faults a process injects itself)."""
+        count = 0
+        for path in self.logdir.glob("*.log"):
+            with path.open(errors="replace") as f:
+                count += sum(1 for line in f if text in line)
+        return count
 
     def exit_logs(self) -> dict[str, list[str]]:
         return {n: p.exit_logs for n, p in self.procs.items() if p.exit_logs}

@@ -10,7 +10,8 @@ from typing import Any
 
 from paysched.chaos.faults import InjectedFault
 from paysched.chaos.invariants import Result
-from paysched.domain import Occurrence, OccurrenceState, Transition
+from paysched.chaos.model import INJECTED_DB_ERROR, CancelRecord, ProviderView
+from paysched.domain import FINAL_STATES, Occurrence, OccurrenceState, Transition
 
 S = OccurrenceState
 
@@ -53,8 +54,10 @@ def payment_stats(
     for o in occurrences:
         if o.state == S.FAILED:
             text = o.reason or ""
-            if "insufficient funds" in text:
+            if "insufficient funds" in text or "insufficient balance" in text:
                 reasons["insufficient funds"] += 1
+            elif "declined by stand-in" in text:
+                reasons["declined by the provider"] += 1
             elif "after" in text and "attempts" in text:
                 reasons["retries exhausted"] += 1
             elif "gave up" in text:
@@ -70,6 +73,10 @@ def payment_stats(
         "states": dict(sorted(states.items())),
         "failed_by_reason": dict(reasons),
         "retries": sum(1 for tr in transitions if tr.to_state == S.RETRYING),
+        # Injected database errors that hit an attempt and released it (not counted).
+        "released_after_db_error": sum(
+            1 for tr in transitions if INJECTED_DB_ERROR in (tr.reason or "")
+        ),
         "takeovers": sum(
             1 for tr in transitions if tr.from_state == S.EXECUTING and tr.to_state == S.EXECUTING
         ),
@@ -77,10 +84,52 @@ def payment_stats(
     }
 
 
+def unknown_resolution(transitions: Sequence[Transition]) -> dict[str, Any]:
+    """Seconds from an occurrence's first `unknown` to the final state it was resolved to (a
+    resend in between included): what an unknown outcome costs before it is known."""
+    first_unknown: dict[int, datetime] = {}
+    took: list[float] = []
+    for tr in sorted(transitions, key=lambda tr: tr.at):
+        if tr.to_state == S.UNKNOWN:
+            first_unknown.setdefault(tr.occurrence_id, tr.at)
+        elif tr.to_state in FINAL_STATES and tr.occurrence_id in first_unknown:
+            took.append((tr.at - first_unknown.pop(tr.occurrence_id)).total_seconds())
+    return {**_summary(took), "unresolved": len(first_unknown)}
+
+
+def cancel_stats(
+    faults: Sequence[InjectedFault], records: Sequence[CancelRecord]
+) -> dict[str, Any]:
+    by_target: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for f in faults:
+        if f.kind == "cancel":
+            by_target[str(f.detail.get("target"))] += 1
+            outcomes[str(f.detail.get("outcome", "")).split(":")[0]] += 1
+    return {
+        "issued": sum(by_target.values()),
+        "by_target": dict(sorted(by_target.items())),
+        "outcomes": dict(sorted(outcomes.items())),
+        "committed": len(records),  # the end-of-run cancels of recurring payments included
+        "in_flight_at_cancel": sum(len(r.in_flight) for r in records),
+        "occurrences_cancelled": sum(len(r.cancelled) for r in records),
+    }
+
+
+def provider_stats(view: ProviderView | None) -> dict[str, Any] | None:
+    if view is None:
+        return None
+    return {
+        "faults_drawn": view.drawn,
+        "charges": dict(sorted(Counter(str(c["status"]) for c in view.charges).items())),
+    }
+
+
 def run_report(
     *,
     seed: int,
     database: str,
+    executor: str,
     duration: float,
     payments: dict[str, Any],
     faults: Sequence[InjectedFault],
@@ -89,10 +138,12 @@ def run_report(
     drain_s: float,
     unexpected_exits: dict[str, list[int]],
     started: datetime,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "seed": seed,
         "database": database,
+        "executor": executor,
         "duration_s": duration,
         "started": started.isoformat(),
         "payments": payments,
@@ -111,6 +162,7 @@ def run_report(
         "recovery_s": recovery_times,
         "drain_s": round(drain_s, 2),
         "unexpected_exits": unexpected_exits,
+        **extra,
     }
 
 
@@ -121,10 +173,17 @@ def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         faults.update(run["faults"])
         states.update(run["payments"]["states"])
     recov: dict[str, list[float]] = defaultdict(list)
+    drawn: Counter[str] = Counter()
+    unknown_max: list[float] = []
+    unknown_p50: list[float] = []
     for run in runs:
         for kind, summary in run["recovery_s"].items():
             if summary.get("n"):
                 recov[kind].append(summary["max"])
+        drawn.update((run.get("provider") or {}).get("faults_drawn", {}))
+        if run.get("unknown_to_resolved_s", {}).get("n"):
+            unknown_max.append(run["unknown_to_resolved_s"]["max"])
+            unknown_p50.append(run["unknown_to_resolved_s"]["p50"])
     return {
         "runs": len(runs),
         "seeds": [r["seed"] for r in runs],
@@ -134,13 +193,19 @@ def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "faults": dict(sorted(faults.items())),
         "violations": sum(r["violations"] for r in runs),
         "worst_recovery_s": {k: round(max(v), 3) for k, v in sorted(recov.items())},
+        "provider_faults_drawn": dict(sorted(drawn.items())),
+        "unknown_to_resolved_s": {
+            "p50_of_runs": round(statistics.median(unknown_p50), 3) if unknown_p50 else None,
+            "max": round(max(unknown_max), 3) if unknown_max else None,
+            "resolved": sum(r.get("unknown_to_resolved_s", {}).get("n", 0) for r in runs),
+        },
     }
 
 
 def text(run: dict[str, Any]) -> str:
     p = run["payments"]
     lines = [
-        f"seed {run['seed']} ({run['database']}, {run['duration_s']:.0f}s): "
+        f"seed {run['seed']} ({run['database']}, {run['executor']}, {run['duration_s']:.0f}s): "
         f"{p['planned']} payments -> {p['states']}, failed by reason {p['failed_by_reason']}, "
         f"{p['retries']} retries, {p['takeovers']} takeovers, drained in {run['drain_s']}s",
         f"  faults: {run['faults']}",
@@ -153,6 +218,13 @@ def text(run: dict[str, Any]) -> str:
             if v.get("n")
         ),
     ]  # fmt: skip
+    if run.get("provider"):
+        lines.append(f"  provider: {run['provider']}")
+    if run.get("unknown_to_resolved_s", {}).get("n"):
+        u = run["unknown_to_resolved_s"]
+        lines.append(f"  unknown -> resolved: {u['n']} (p50 {u['p50']}s, max {u['max']}s)")
+    if run.get("cancels"):
+        lines.append(f"  cancels: {run['cancels']}")
     if run["unexpected_exits"]:
         lines.append(f"  processes that exited on their own: {run['unexpected_exits']}")
     return "\n".join(lines)

@@ -12,16 +12,20 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from paysched.chaos import invariants, report
+from paysched.chaos.cancels import Canceller
 from paysched.chaos.faults import InjectedFault, Injector, plan
-from paysched.chaos.invariants import PlannedPayment
+from paysched.chaos.model import DB_ERROR_LOG_LINE, PlannedPayment, ProviderView
 from paysched.chaos.procs import Processes
-from paysched.chaos.servers import PostgresCluster, RedisServer
+from paysched.chaos.provider import ChaosProvider
+from paysched.chaos.servers import PostgresCluster, RedisServer, wait_until
 from paysched.config import normalise_database_url
 from paysched.db.store import Store
 from paysched.domain import FINAL_STATES, OccurrenceState
@@ -31,6 +35,9 @@ log = logging.getLogger("paysched.chaos")
 PAYERS = ["payer-1", "payer-2", "payer-3", "payer-4"]
 PAYEES = ["payee-1", "payee-2", "payee-3"]
 BROKE = "broke"  # payments from it mostly fail permanently: insufficient funds
+# Recurring payments beside the one-time ones: seconds-first crons, so a run sees many.
+CRONS = ["*/2 * * * * *", "*/3 * * * * *", "*/5 * * * * *"]
+LOOKAHEAD_S = 5.0
 
 
 @dataclass
@@ -46,6 +53,9 @@ class Config:
     fail_rate: float = 0.08
     hang_rate: float = 0.03
     stall_rate: float = 0.01
+    executor: str = "ledger"  # or "provider": the HTTP executor against the stand-in
+    recurring: int = 6
+    db_error_rate: float = 0.005  # of the statements writing occurrences, in the workers
     log_level: str = "WARNING"
     keep: bool = False
 
@@ -59,7 +69,7 @@ def child_env(cfg: Config, redis_url: str, database_url: str, workdir: Path) -> 
         "PAYSCHED_QUEUE_PREFIX": "chaos",
         "PAYSCHED_LOCK_MS": "2000",
         "PAYSCHED_TICK_CRON": "*/2 * * * * *",
-        "PAYSCHED_LOOKAHEAD": "5s",
+        "PAYSCHED_LOOKAHEAD": f"{LOOKAHEAD_S:g}s",
         "PAYSCHED_BACKOFF_MS": "200",
         "PAYSCHED_BACKOFF_JITTER": "0.2",
         "PAYSCHED_ATTEMPTS": "4",
@@ -72,6 +82,7 @@ def child_env(cfg: Config, redis_url: str, database_url: str, workdir: Path) -> 
         "PAYSCHED_CHAOS_HANG_RATE": str(cfg.hang_rate),
         "PAYSCHED_CHAOS_STALL_RATE": str(cfg.stall_rate),
         "PAYSCHED_CHAOS_TIMEOUT_S": "1.0",
+        "PAYSCHED_CHAOS_DB_ERROR_RATE": str(cfg.db_error_rate),
     }
 
 
@@ -105,17 +116,35 @@ def create_payments(
             timezone=None, memo="chaos", now=datetime.now(UTC),
         )  # fmt: skip
         planned.append(PlannedPayment(payment.id, payer, payee, amount, due))
+    for _ in range(cfg.recurring):
+        payer = rng.choice(PAYERS)
+        payee, amount, cron = rng.choice(PAYEES), rng.randint(100, 5_000), rng.choice(CRONS)
+        payment = store.create_payment(
+            payer=payer, payee=payee, amount=amount, currency="USD", due_at=None, cron=cron,
+            timezone=None, memo="chaos recurring", now=base - timedelta(seconds=1),
+        )  # fmt: skip
+        assert payment.next_due_at is not None
+        planned.append(PlannedPayment(payment.id, payer, payee, amount, payment.next_due_at, cron))
     return planned, deposits, base
+
+
+def fund_provider(provider: ChaosProvider, deposits: dict[str, int]) -> None:
+    """The same balances at the provider (which then moves the money), payees from zero."""
+    for name in [*PAYERS, *PAYEES, BROKE]:
+        provider.set_balance(name, Decimal(deposits.get(name, 0)) / 100)
 
 
 def run(cfg: Config) -> dict[str, Any]:
     if cfg.database not in ("sqlite", "postgresql"):
         raise ValueError(f"--database: expected sqlite or postgresql, got {cfg.database!r}")
+    if cfg.executor not in ("ledger", "provider"):
+        raise ValueError(f"--executor: expected ledger or provider, got {cfg.executor!r}")
     workdir = Path(tempfile.mkdtemp(prefix=f"paysched-chaos-{cfg.seed}-"))
     redis = RedisServer(workdir / "redis")
     pg: PostgresCluster | None = None
     procs: Processes | None = None
     store: Store | None = None
+    provider: ChaosProvider | None = None
     started = datetime.now(UTC)
     try:
         redis.start()
@@ -128,15 +157,27 @@ def run(cfg: Config) -> dict[str, Any]:
             sqlite_path = workdir / "paysched.db"
             database_url = f"sqlite:///{sqlite_path}"
         env = child_env(cfg, redis.url, database_url, workdir)
+        procs = Processes(env, workdir / "logs")
+        if cfg.executor == "provider":
+            provider = ChaosProvider(workdir, cfg.seed)
+            env |= provider.env()
+            procs.add("provider", 1, provider.command())
+            procs.start("provider-1")
+            wait_until(provider.up, 20, "the stand-in provider")
         store = Store.connect(normalise_database_url(database_url), pool_size=2)
         store.migrate()
         payments, deposits, base = create_payments(store, cfg)
-        log.info("seed %s: %s payments due from %s", cfg.seed, len(payments), base.isoformat())
+        if provider is not None:
+            fund_provider(provider, deposits)
+        log.info("seed %s: %s payments (%s recurring) due from %s", cfg.seed, len(payments),
+                 cfg.recurring, base.isoformat())  # fmt: skip
+        canceller = Canceller(store, payments, LOOKAHEAD_S, cfg.seed)
 
-        procs = Processes(env, workdir / "logs")
         procs.add("scheduler", cfg.schedulers)
         procs.add("worker", cfg.workers)
-        procs.start_all()
+        for name in procs.procs:
+            if name != "provider-1":
+                procs.start(name)
         active = procs
 
         def sleep(seconds: float) -> None:
@@ -145,10 +186,10 @@ def run(cfg: Config) -> dict[str, Any]:
                 active.supervise()
                 time.sleep(min(0.2, left))
 
-        injector = Injector(procs, redis, pg, sqlite_path, env, sleep)
+        injector = Injector(procs, redis, pg, sqlite_path, env, sleep, canceller, provider)
         phase_start = time.monotonic() + max(0.0, (base - datetime.now(UTC)).total_seconds())
         injected: list[InjectedFault] = []
-        for fault in plan(cfg.seed, cfg.duration, cfg.database):
+        for fault in plan(cfg.seed, cfg.duration, cfg.database, cfg.executor):
             sleep(phase_start + fault.at - time.monotonic())
             try:
                 done = injector.inject(fault)
@@ -159,13 +200,18 @@ def run(cfg: Config) -> dict[str, Any]:
             injected.append(done)
         sleep(phase_start + cfg.duration - time.monotonic())
 
-        # Drain: no more faults, everything running, wait for every occurrence to be final.
+        # Drain: no more faults, everything running; the recurring payments end (cancelled,
+        # as a subscription ends); wait for every occurrence to be final.
         drain_start = time.monotonic()
         procs.revive_all()
+        end_recurring(canceller, payments, sleep)
+        one_time = {p.id for p in payments if p.cron is None}
         while time.monotonic() - drain_start < cfg.drain_timeout:
             try:
                 occs = store.all_occurrences()
-                if len(occs) >= len(payments) and all(
+                cancelled = {p.id for p in store.list_payments(10**6, state="cancelled")}
+                pending = one_time - cancelled - {o.payment_id for o in occs}
+                if not pending and all(
                     o.state in FINAL_STATES or o.state == OccurrenceState.NEEDS_REVIEW for o in occs
                 ):
                     break
@@ -173,22 +219,32 @@ def run(cfg: Config) -> dict[str, Any]:
                 log.debug("drain probe: %s", exc)
             sleep(0.5)
         drain_s = time.monotonic() - drain_start
+        db_errors = procs.count_in_logs(DB_ERROR_LOG_LINE)
+        view: ProviderView | None = provider.view() if provider is not None else None
         procs.stop_all()
         unexpected = procs.unexpected_exits()
         for name, tails in procs.exit_logs().items():
             log.info("%s exited on its own %s time(s); last lines before the last exit:\n%s",
                      name, len(tails), tails[-1])  # fmt: skip
 
-        results = invariants.check(store, cfg.seed, payments, deposits, datetime.now(UTC))
+        results = invariants.check(store, cfg.seed, payments, deposits, datetime.now(UTC),
+                                   canceller.records, view)  # fmt: skip
         occurrences = store.all_occurrences()
         transitions = store.transitions_of([o.id for o in occurrences]) if occurrences else []
+        extra = {
+            "cancels": report.cancel_stats(injected, canceller.records),
+            "provider": report.provider_stats(view),
+            "unknown_to_resolved_s": report.unknown_resolution(transitions),
+        }
         result = report.run_report(
-            seed=cfg.seed, database=cfg.database, duration=cfg.duration,
+            seed=cfg.seed, database=cfg.database, executor=cfg.executor, duration=cfg.duration,
             payments=report.payment_stats(occurrences, transitions, len(payments)),
             faults=injected, results=results,
             recovery_times=report.recovery(injected, occurrences), drain_s=drain_s,
-            unexpected_exits=unexpected, started=started,
+            unexpected_exits=unexpected, started=started, extra=extra,
         )  # fmt: skip
+        if db_errors:
+            result["faults"]["db_error"] = db_errors  # injected by the workers themselves
         result["exit_log_tails"] = {n: t[-1] for n, t in procs.exit_logs().items()}
         if result["violations"]:
             broken = {n: r for n, r in result["invariants"].items() if not r["ok"]}
@@ -199,6 +255,8 @@ def run(cfg: Config) -> dict[str, Any]:
             procs.stop_all(grace=5)
         if store is not None:
             store.close()
+        if provider is not None:
+            provider.close()
         redis.stop()
         if pg is not None:
             pg.destroy()
@@ -206,3 +264,19 @@ def run(cfg: Config) -> dict[str, Any]:
             log.warning("kept %s", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def end_recurring(
+    canceller: Canceller, payments: list[PlannedPayment], sleep: Callable[[float], None]
+) -> None:
+    """Cancel every recurring payment still running, retrying through a last outage."""
+    for p in payments:
+        if p.cron is None or p.id in canceller.cancelled_ids():
+            continue
+        for _ in range(40):
+            try:
+                canceller.cancel_payment(p.id, "end")
+                break
+            except Exception as exc:  # the database is still coming back
+                log.info("ending recurring payment %s: %s", p.id, exc)
+                sleep(0.5)

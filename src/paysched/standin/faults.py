@@ -102,6 +102,7 @@ class Faults:
         self._overrides: dict[str, list[Mode]] = {}
         self._posts: Counter[str] = Counter()
         self._gets: Counter[str] = Counter()
+        self._drawn: Counter[Mode] = Counter()  # what hit the requests so far (a report)
         if rates:
             self.update({"rates": dict(rates)})
 
@@ -160,6 +161,7 @@ class Faults:
                 "hang_s": self.hang_s,
                 "slow_s": self.slow_s,
                 "settle_s": self.settle_s,
+                "drawn": {str(m): n for m, n in sorted(self._drawn.items())},
             }
 
     def for_post(self, key: str) -> Draw:
@@ -170,11 +172,13 @@ class Faults:
             override = self._take(key, lambda m: m is not Mode.LOOKUP_ERROR)
             if override is not None:
                 # An override is a test asking for exactly this: a pending one settles well.
+                self._drawn[override] += 1
                 return Draw(override, "succeeded")
             # A generator per (key, attempt): draws do not depend on how keys interleave.
             rng = random.Random(f"{self.seed}:{key}:{n}")
             mode = _pick(rng.random(), self.rates, POST_MODES)
             declined_later = rng.random() < self.rates.get(Mode.DECLINE, 0.0)
+            self._drawn[mode] += 1
             return Draw(mode, "declined" if declined_later else "succeeded")
 
     def for_get(self, key: str) -> bool:
@@ -182,10 +186,13 @@ class Faults:
         with self._lock:
             n = self._gets[key]
             self._gets[key] += 1
-            if self._take(key, lambda m: m is Mode.LOOKUP_ERROR):
-                return True
-            rng = random.Random(f"{self.seed}:{key}:get:{n}")
-            return rng.random() < self.rates.get(Mode.LOOKUP_ERROR, 0.0)
+            failed = self._take(key, lambda m: m is Mode.LOOKUP_ERROR) is not None
+            if not failed:
+                rng = random.Random(f"{self.seed}:{key}:get:{n}")
+                failed = rng.random() < self.rates.get(Mode.LOOKUP_ERROR, 0.0)
+            if failed:
+                self._drawn[Mode.LOOKUP_ERROR] += 1
+            return failed
 
     def _take(self, key: str, wanted: Callable[[Mode], bool]) -> Mode | None:
         queue = self._overrides.get(key)

@@ -1,0 +1,43 @@
+"""What the harness planned and did, as the invariants read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+# The message of the database errors the chaos workers inject (see node.inject_db_errors).
+INJECTED_DB_ERROR = "injected database error"
+DB_ERROR_LOG_LINE = "injecting a database error"  # what a worker logs as it injects one
+
+
+@dataclass(frozen=True)
+class PlannedPayment:
+    id: int
+    payer: str
+    payee: str
+    amount: int  # minor units
+    due_at: datetime  # the first due time of a recurring one
+    cron: str | None = None
+
+
+@dataclass
+class CancelRecord:
+    payment_id: int
+    committed_at: datetime  # read after the cancel returned: at or after its commit
+    target: str  # what it raced (see cancels.TARGETS)
+    cancelled: list[int]  # occurrence ids the cancel moved to cancelled
+    in_flight: list[int]  # executing or being resolved: left to finish
+    # occurrence id -> state, read back right after the commit; None if that read failed
+    snapshot: dict[int, str] | None = None
+
+
+@dataclass
+class ProviderView:
+    """The stand-in provider's ledger at the end of the run (GET /_charges, /_accounts)."""
+
+    charges: list[dict[str, Any]]
+    balances: dict[str, Decimal | None]
+    initial: dict[str, Decimal]  # balances given at the start
+    drawn: dict[str, int] = field(default_factory=dict)  # fault modes that hit requests
