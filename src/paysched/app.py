@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +27,7 @@ from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidIn
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
 from paysched.executors.ledger import LedgerExecutor
-from paysched.executors.resolver import Resolver
+from paysched.executors.resolver import DEFAULT_LOOKUP_TIMEOUT, Resolver
 from paysched.notify.base import Notifier, NotifierRegistry
 from paysched.notify.delivery import Deliverer
 from paysched.notify.log import LogNotifier
@@ -150,6 +151,7 @@ class App:
             app.resolver = Resolver(
                 store, app.executor, app.queue, bus, clock, pool, policy, settings.attempts,
                 settings.resolve_window, settings.resolve_max_interval,
+                lookup_timeout=lookup_timeout(settings),
             )  # fmt: skip
         app.deliverer = Deliverer(
             app.outbox, build_registry(settings), clock, pool, poll=settings.notify_poll,
@@ -320,6 +322,14 @@ def default_executor(app: App) -> Executor:
             read_timeout_s=settings.provider_timeout.total_seconds(),
         )  # fmt: skip
     return plugin_executor(settings)
+
+
+def lookup_timeout(settings: Settings) -> timedelta:
+    """How long one lookup may take: the HTTP executor's own timeouts, with room for a retry
+    of its connect; a user's executor gets the resolver's default."""
+    if settings.executor == "http":
+        return 2 * (settings.provider_connect_timeout + settings.provider_timeout)
+    return DEFAULT_LOOKUP_TIMEOUT
 
 
 def plugin_executor(settings: Settings) -> Executor:

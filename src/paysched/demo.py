@@ -1,22 +1,29 @@
 """`paysched demo`: about 50 payments over about 20 seconds, with permanent failures and
-transient ones, on a fresh demo database; ends with a summary and a ledger check."""
+transient ones, on a fresh demo database; ends with a summary and a ledger check.
+
+`--executor http` pays through the stand-in provider instead (started in this process, with
+its own ledger): declines, timeouts after committing, dropped answers, pending charges and
+failing lookups hit some requests; the unknown outcomes are resolved by asking it, and the
+summary checks its ledger against paysched's (one succeeded charge per succeeded payment)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+import secrets
 import sys
 import time
 from datetime import timedelta
 from statistics import quantiles
 from typing import Any
 
-from paysched.app import App
+from paysched.app import App, default_executor
 from paysched.config import Settings
 from paysched.domain import FINAL_STATES, OccurrenceState
 from paysched.executors.flaky import FlakyExecutor, memo_failures
 from paysched.executors.ledger import LedgerExecutor
+from paysched.standin import StandinProvider
 from paysched.views import lateness_ms
 
 log = logging.getLogger("paysched.demo")
@@ -40,6 +47,19 @@ def demo_settings(base: Settings) -> Settings:
     )
 
 
+# The stand-in's faults in the http demo: per request, seeded (the same run every time).
+STANDIN_RATES = {"decline": 0.04, "timeout_after": 0.04, "drop_after": 0.04, "error_after": 0.03,
+                 "pending": 0.08, "slow": 0.05, "lookup_error": 0.1}  # fmt: skip
+STANDIN_BALANCES = {"alice": "10000.00", "bob": "5000.00", "carol": "10.00", "dave": "0.00"}
+
+
+def with_standin(cfg: Settings, provider: StandinProvider, token: str) -> Settings:
+    return cfg.with_overrides(
+        executor="http", provider_url=provider.url, provider_token=token,
+        provider_timeout=timedelta(seconds=1), resolve_max_interval=timedelta(seconds=2),
+    )  # fmt: skip
+
+
 def percentile(values: list[int], p: int) -> int:
     if not values:
         return 0
@@ -48,14 +68,16 @@ def percentile(values: list[int], p: int) -> int:
     return round(quantiles(values, n=100, method="inclusive")[p - 1])
 
 
-async def _demo(cfg: Settings, count: int, seconds: float, quiet: bool) -> dict[str, Any]:
+async def _demo(
+    cfg: Settings, count: int, seconds: float, quiet: bool, provider: StandinProvider | None
+) -> dict[str, Any]:
     rng = random.Random(7)
     app = await App.open(
         cfg,
-        executor_factory=lambda a: FlakyExecutor(
+        executor_factory=default_executor if provider else lambda a: FlakyExecutor(
             LedgerExecutor(a.store, a.clock, a.pool), memo_failures
         ),
-    )
+    )  # fmt: skip
     assert app.queue is not None
     try:
         await app.queue.obliterate()
@@ -95,7 +117,7 @@ async def _demo(cfg: Settings, count: int, seconds: float, quiet: bool) -> dict[
             line = (
                 f"[{time.monotonic() - began:5.1f}s] succeeded {counts[S.SUCCEEDED]:>3}  "
                 f"failed {counts[S.FAILED]:>3}  retrying {counts[S.RETRYING]:>3}  "
-                f"executing {counts[S.EXECUTING]:>3}  waiting "
+                f"executing {counts[S.EXECUTING]:>3}  unknown {counts[S.UNKNOWN]:>3}  waiting "
                 f"{counts[S.QUEUED] + counts[S.SCHEDULED]:>3}  / {len(payment_ids)}"
             )
             if tty:
@@ -127,15 +149,20 @@ async def _demo(cfg: Settings, count: int, seconds: float, quiet: bool) -> dict[
             },
             "ledger_balanced": ledger.balanced and conserved,
             "ledger_problems": ledger.problems,
+            "executor": app.executor.name if app.executor else None,
             "redis": "embedded" if app.embedded else "external",
         }  # fmt: skip
+        if provider is not None:
+            summary |= provider_check(provider, occs)
         await app.queue.obliterate()
         return summary
     finally:
         await app.close()
 
 
-def run_demo(base: Settings, count: int, seconds: float, quiet: bool) -> dict[str, Any]:
+def run_demo(
+    base: Settings, count: int, seconds: float, quiet: bool, executor: str = "ledger"
+) -> dict[str, Any]:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -146,7 +173,17 @@ def run_demo(base: Settings, count: int, seconds: float, quiet: bool) -> dict[st
         # Notifications on the log channel: what the people involved would be told.
         logging.getLogger("paysched.notify").setLevel(logging.INFO)
     cfg = demo_settings(base)
-    summary = asyncio.run(_demo(cfg, count, seconds, quiet))
+    if executor == "http":
+        token = secrets.token_hex(16)
+        with StandinProvider(None, token=token, seed="demo", rates=STANDIN_RATES, hang_s=2.0,
+                             settle_s=1.5) as provider:  # fmt: skip
+            for name, balance in STANDIN_BALANCES.items():
+                provider.set_balance(name, balance)
+            summary = asyncio.run(
+                _demo(with_standin(cfg, provider, token), count, seconds, quiet, provider)
+            )
+    else:
+        summary = asyncio.run(_demo(cfg, count, seconds, quiet, None))
     if not quiet:
         lat = summary["lateness_ms"]
         print(
@@ -157,4 +194,34 @@ def run_demo(base: Settings, count: int, seconds: float, quiet: bool) -> dict[st
             f"ledger balanced: {'yes' if summary['ledger_balanced'] else 'NO'}"
             + "".join(f"\n  {p}" for p in summary["ledger_problems"])
         )
+        if "provider" in summary:
+            pv = summary["provider"]
+            print(
+                f"provider: {pv['charges']} charges, faults drawn {pv['faults_drawn']}\n"
+                f"provider charged each succeeded payment once and nothing else: "
+                f"{'yes' if pv['matches'] else 'NO'}" + "".join(f"\n  {p}" for p in pv["problems"])
+            )
     return summary
+
+
+def provider_check(provider: StandinProvider, occs: list[Any]) -> dict[str, Any]:
+    """The stand-in's ledger against paysched's: one succeeded charge per succeeded occurrence,
+    none for any other."""
+    charges = {c.key: c for c in provider.charges()}
+    problems = []
+    for occ in occs:
+        paid = occ.key in charges and charges[occ.key].status == "succeeded"
+        if (occ.state == S.SUCCEEDED) != paid:
+            theirs = charges[occ.key].status if occ.key in charges else "none"
+            problems.append(f"{occ.key}: {occ.state.value} here, provider charge {theirs}")
+    keys = {o.key for o in occs}
+    problems += [f"{key}: charged, but no such occurrence" for key in charges if key not in keys]
+    statuses = [c.status for c in charges.values()]
+    return {
+        "provider": {
+            "charges": {s: statuses.count(s) for s in sorted(set(statuses))},
+            "faults_drawn": provider.faults.snapshot()["drawn"],
+            "matches": not problems,
+            "problems": problems,
+        }
+    }

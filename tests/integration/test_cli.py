@@ -139,3 +139,17 @@ def test_check_reports_each_backend(env: dict[str, str], tmp_path: Path) -> None
 def test_database_down_is_one_line(env: dict[str, str]) -> None:
     down = env | {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
     one_line_error(paysched(down, "list", check=False), 5, "database unavailable")
+
+
+def test_demo_through_the_standin_provider(env: dict[str, str], tmp_path: Path) -> None:
+    """`paysched demo --executor http`: payments through the stand-in provider, its faults
+    included; every payment ends final and the provider's ledger agrees with paysched's."""
+    demo_env = env | {"PAYSCHED_DATA_DIR": str(tmp_path / "demo")}
+    result = paysched(demo_env, "demo", "--executor", "http", "--count", "16", "--seconds", "4",
+                      "--json")  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["executor"] == "http" and summary["unfinished"] == 0
+    assert summary["succeeded"] + summary["failed"] == 16
+    assert summary["provider"]["matches"] and summary["provider"]["problems"] == []
+    assert summary["provider"]["charges"].get("succeeded") == summary["succeeded"]
+    assert "Traceback" not in result.stderr

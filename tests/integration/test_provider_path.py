@@ -7,17 +7,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from paysched.app import App
 from paysched.config import Settings
+from paysched.db.store import Claim, Finish, Store
 from paysched.domain import OccurrenceState
 from paysched.standin.server import StandinProvider
 from tests.conftest import wait_for
 from tests.integration.helpers import all_final, fund, pay, running
 
 S = OccurrenceState
+MS = timedelta(milliseconds=1)
 MODES = ["none", "decline", "timeout_before", "timeout_after", "error_after", "drop_after",
          "pending", "slow"]  # fmt: skip
 
@@ -117,5 +121,57 @@ async def test_the_users_own_executor_from_examples(
             occs = {o.payment_id: o for o in await all_final(app, [ok, too_big], 30)}
         assert occs[ok].state == S.SUCCEEDED and occs[ok].reference == "bt-1"
         assert occs[too_big].state == S.FAILED and "daily limit" in (occs[too_big].reason or "")
+    finally:
+        await app.close()
+
+
+class FailsToResolve:
+    """The real store, except that recording the outcome of one occurrence fails as a lock
+    timeout or a dropped connection would."""
+
+    def __init__(self, store: Store, occurrence_id: int) -> None:
+        self._store = store
+        self._occurrence_id = occurrence_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def resolve(self, claim: Claim, *args: Any) -> bool:
+        if claim.occurrence.id == self._occurrence_id:
+            raise OperationalError("UPDATE occurrences ...", {}, Exception("lock timeout"))
+        return self._store.resolve(claim, *args)
+
+
+async def test_a_failed_check_holds_its_occurrence_for_seconds_not_the_others(
+    settings: Settings, provider: StandinProvider
+) -> None:
+    """One check failing on paysched's own database neither stops the other checks of the pass
+    nor parks its occurrence for minutes: it is leased for about one lookup's time."""
+    app = await App.open(http_settings(settings, provider))
+    try:
+        await fund(app, {"alice": 0, "bob": 0})
+        pids = [await pay(app, "alice", "bob", 100 + i) for i in range(3)]
+        now = app.clock.now()
+        await app.db(app.store.materialize_due, now, now)
+        assert app.executor is not None and app.resolver is not None
+        ids = []
+        for i, pid in enumerate(pids):
+            (occ,) = await app.db(app.store.occurrences_of, pid)
+            claim = await app.db(app.store.claim, occ.id, now)
+            assert isinstance(claim, Claim)
+            # The provider charged it; its answer was lost on the way back.
+            assert (await app.executor.execute(claim, occ.key)).outcome == "succeeded"
+            unknown = Finish(claim, S.UNKNOWN, "answer lost", resolve_at=now + i * MS)
+            assert await app.db(app.store.finish_many, [unknown], now) == [True]
+            ids.append(occ.id)
+        app.resolver.store = FailsToResolve(app.store, ids[0])  # type: ignore[assignment]
+        assert await app.resolver.check_due() == 3
+        states = [(await app.db(app.store.get_occurrence, i)).state for i in ids]
+        assert states == [S.UNKNOWN, S.SUCCEEDED, S.SUCCEEDED]
+        held = await app.db(app.store.get_occurrence, ids[0])
+        assert held.resolve_at is not None
+        # Leased for one lookup (2 x (1 s connect + 0.5 s read)) and a margin: seconds.
+        assert held.resolve_at - now <= app.resolver.lease + timedelta(seconds=1)
+        assert app.resolver.lease < timedelta(seconds=15)
     finally:
         await app.close()

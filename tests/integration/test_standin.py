@@ -356,6 +356,13 @@ def test_faults_endpoint(provider: StandinProvider, http: httpx.Client) -> None:
 
     http.post("/_faults", json={"clear": True})
     assert pay(http, "b").json()["status"] == "succeeded"
+    provider.set_faults({"keys": {"b": "lookup_error"}})
+    assert http.get("/payments/b").status_code == 503
+    # What hit the requests, for a report: the decline by rate, the slow override, the
+    # clean one after the clear, and the failed lookup.
+    assert http.get("/_faults").json()["drawn"] == {
+        "decline": 1, "lookup_error": 1, "none": 1, "slow": 1,
+    }  # fmt: skip
 
 
 def test_charges_endpoint(provider: StandinProvider, http: httpx.Client) -> None:

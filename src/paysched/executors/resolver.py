@@ -11,7 +11,10 @@ minutes, then at most `max_interval` apart — and acts only on an answer:
   up: nothing moved, so that is the truth);
 - still unknown after `window` -> needs_review: a person decides with `paysched resolve`.
 
-Several resolvers may run (one per worker process): each leases the occurrences it checks.
+Several resolvers may run (one per worker process): each leases the few occurrences it checks
+at once, for as long as one lookup may take. A resolver that dies mid-check, or a check that
+fails on paysched's own database or Redis, leaves them to be asked again when the lease ends:
+seconds, not minutes, so an outage or a SIGKILL never parks unknown outcomes for long.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ from paysched.threads import in_pool
 log = logging.getLogger("paysched.resolver")
 S = OccurrenceState
 FIRST_INTERVAL = timedelta(seconds=2)
-# A check in progress holds its occurrence this long; a resolver that dies frees it after.
-LEASE = timedelta(minutes=2)
+# How many occurrences one pass leases and asks about concurrently.
+BATCH = 8
+# A lookup that takes longer is abandoned (its occurrence is asked again later); the lease of
+# a pass covers it with this margin for the database writes after it.
+DEFAULT_LOOKUP_TIMEOUT = timedelta(seconds=60)
+LEASE_MARGIN = timedelta(seconds=10)
 
 
 def next_interval(checks: int, max_interval: timedelta) -> timedelta:
@@ -58,6 +65,7 @@ class Resolver:
         window: timedelta,
         max_interval: timedelta,
         poll: timedelta = timedelta(seconds=1),
+        lookup_timeout: timedelta = DEFAULT_LOOKUP_TIMEOUT,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -70,6 +78,8 @@ class Resolver:
         self.window = window
         self.max_interval = max_interval
         self.poll = poll
+        self.lookup_timeout = lookup_timeout
+        self.lease = lookup_timeout + LEASE_MARGIN
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -83,16 +93,30 @@ class Resolver:
                     await asyncio.wait_for(stop.wait(), self.poll.total_seconds())
 
     async def check_due(self) -> int:
-        """Ask about every unknown occurrence whose next check is due. Returns how many."""
-        claims = await in_pool(self.pool, self.store.lease_unknowns, self.clock.now(), LEASE)
-        for claim in claims:
-            await self.check(claim)
+        """Ask about up to BATCH unknown occurrences whose next check is due, concurrently.
+        Returns how many were leased."""
+        claims = await in_pool(
+            self.pool, self.store.lease_unknowns, self.clock.now(), self.lease, BATCH
+        )
+        results = await asyncio.gather(*(self.check(c) for c in claims), return_exceptions=True)
+        for claim, result in zip(claims, results, strict=True):
+            if isinstance(result, Exception):  # paysched's own database or Redis failed
+                log.warning(
+                    "checking %s failed (%s: %s); it is asked again when its lease ends",
+                    claim.occurrence.key, type(result).__name__, result,
+                )  # fmt: skip
+            elif isinstance(result, BaseException):
+                raise result  # cancelled: stopping
         return len(claims)
 
     async def check(self, claim: Claim) -> None:
         key = claim.occurrence.key
         try:
-            answer = await self.executor.lookup(claim, key)
+            answer = await asyncio.wait_for(
+                self.executor.lookup(claim, key), self.lookup_timeout.total_seconds()
+            )
+        except TimeoutError:
+            answer = ExecutionResult.unknown(f"lookup took longer than {self.lookup_timeout}")
         except Exception as exc:  # a lookup that breaks tells nothing: ask again later
             answer = ExecutionResult.unknown(f"lookup failed: {type(exc).__name__}: {exc}")
         now = self.clock.now()

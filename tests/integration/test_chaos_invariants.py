@@ -1,0 +1,148 @@
+"""The chaos invariants catch what they claim to catch: each is shown a broken end state (built
+in a real database) and must name it, and a sound one it must pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paysched.chaos.invariants import Result, check
+from paysched.chaos.model import CancelRecord, PlannedPayment, ProviderView
+from paysched.db.store import Claim, Finish, Store
+from paysched.domain import OccurrenceState
+
+S = OccurrenceState
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+DEPOSITS = {"payer": 100_000}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.connect(f"sqlite:///{tmp_path / 'paysched.db'}")
+    s.migrate()
+    s.create_account("payer", "USD", T0)
+    s.create_account("payee", "USD", T0)
+    s.deposit("payer", DEPOSITS["payer"], T0)
+    yield s
+    s.close()
+
+
+def payment(store: Store, amount: int = 1_000, cron: str | None = None) -> PlannedPayment:
+    p = store.create_payment(
+        payer="payer", payee="payee", amount=amount, currency="USD",
+        due_at=None if cron else T0, cron=cron, timezone=None, memo="",
+        now=T0 - timedelta(seconds=1),
+    )  # fmt: skip
+    assert p.next_due_at is not None
+    return PlannedPayment(p.id, "payer", "payee", amount, p.next_due_at, cron)
+
+
+def claimed(store: Store, planned: PlannedPayment, at: datetime = T0) -> Claim:
+    store.materialize_due(at, at)
+    (occ,) = store.occurrences_of(planned.id)
+    claim = store.claim(occ.id, at)
+    assert isinstance(claim, Claim)
+    return claim
+
+
+def results(store: Store, planned: list[PlannedPayment], **kw: Any) -> dict[str, Result]:
+    found = check(store, 7, planned, DEPOSITS, T0 + timedelta(minutes=5), **kw)
+    return {r.name: r for r in found}
+
+
+def problems(result: Result) -> list[str]:
+    return [v["problem"] for v in result.violations]
+
+
+def test_a_sound_run_passes_every_invariant(store: Store) -> None:
+    paid, cancelled = payment(store), payment(store, 2_000)
+    assert store.settle_transfer(claimed(store, paid), T0)
+    done = store.cancel_payment(cancelled.id, T0, "changed my mind")
+    record = CancelRecord(
+        cancelled.id, T0 + timedelta(milliseconds=1), "later",
+        [o.id for o in done.cancelled], [],
+        {o.id: o.state.value for o in store.occurrences_of(cancelled.id)},
+    )  # fmt: skip
+    found = results(store, [paid, cancelled], cancels=[record])
+    assert {name: problems(r) for name, r in found.items() if not r.ok} == {}
+
+
+def test_cancel_wins_names_a_claim_after_the_cancel(store: Store) -> None:
+    planned = payment(store)
+    claim = claimed(store, planned, T0 + timedelta(seconds=5))
+    assert store.settle_transfer(claim, T0 + timedelta(seconds=5))
+    # The harness saw the cancel commit at T0 with the occurrence cancelled, yet it was
+    # claimed 5 s later and paid: a claim that ignored the cancel.
+    record = CancelRecord(planned.id, T0, "claim", [claim.occurrence.id], [],
+                          {claim.occurrence.id: "cancelled"})  # fmt: skip
+    found = problems(results(store, [planned], cancels=[record])["cancel_wins"])
+    assert any("cancelled but is" in p for p in found)  # the payment is not cancelled
+    assert any("claimed after its payment's cancel committed" in p for p in found)
+    assert "was cancelled at the cancel, is succeeded now" in found
+    # An occurrence the snapshot never saw was created after the cancel.
+    unseen = CancelRecord(planned.id, T0 + timedelta(minutes=1), "materialize", [], [], {})
+    assert "created after its payment's cancel committed" in problems(
+        results(store, [planned], cancels=[unseen])["cancel_wins"]
+    )
+
+
+def test_provider_charged_once_names_every_mismatch(store: Store) -> None:
+    paid, declined = payment(store, 1_234), payment(store, 500)
+    a, b = claimed(store, paid), claimed(store, declined)
+    assert store.finish_many([Finish(a, S.SUCCEEDED, None, reference="ch_1"),
+                              Finish(b, S.FAILED, "declined", reference="ch_2")],
+                             T0) == [True, True]  # fmt: skip
+
+    def charge(key: str, status: str, amount: str) -> dict[str, Any]:
+        return {"key": key, "status": status, "amount": amount, "from": "payer", "to": "payee"}
+
+    start = {"payer": Decimal("1000.00"), "payee": Decimal("0.00")}
+    good = ProviderView(
+        [charge(a.occurrence.key, "succeeded", "12.34"),
+         charge(b.occurrence.key, "declined", "5.00")],
+        {"payer": Decimal("987.66"), "payee": Decimal("12.34")}, start,
+    )  # fmt: skip
+    found = results(store, [paid, declined], provider=good)
+    assert found["provider_charged_once"].ok and found["balances_exact"].ok
+
+    bad = ProviderView(
+        [charge(b.occurrence.key, "succeeded", "5.00"), charge("pay-99-1", "succeeded", "1.00")],
+        {"payer": Decimal("1000.00"), "payee": Decimal("0.00")}, start,
+    )  # fmt: skip
+    found = results(store, [paid, declined], provider=bad)
+    named = problems(found["provider_charged_once"])
+    assert "succeeded, but the provider has no succeeded charge for its key" in named
+    assert "provider charged it but the occurrence is failed" in named
+    assert "provider charge pay-99-1 matches no occurrence" in named
+    assert any("provider account payer" in p for p in problems(found["balances_exact"]))
+
+
+def test_infrastructure_failures_and_open_unknowns_are_named(store: Store) -> None:
+    broken, unknown = payment(store), payment(store, 700)
+    x, y = claimed(store, broken), claimed(store, unknown)
+    assert store.finish_many([
+        Finish(x, S.FAILED, "database error: (psycopg.OperationalError) server closed"),
+        Finish(y, S.UNKNOWN, "provider timed out", resolve_at=T0),
+    ], T0) == [True, True]  # fmt: skip
+    found = results(store, [broken, unknown])
+    assert problems(found["no_failure_from_infrastructure"]) == [
+        "failed with an infrastructure reason"
+    ]
+    assert problems(found["unknowns_resolved"]) == ["an unknown outcome is still unknown"]
+    assert "due occurrence is still unknown" in problems(found["all_due_final"])
+
+
+def test_recurring_complete_names_a_missing_cron_time(store: Store) -> None:
+    planned = payment(store, 300, cron="*/2 * * * * *")
+    store.materialize_due(T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))
+    assert results(store, [planned])["recurring_complete"].ok
+    # Planned to start two seconds earlier than its first occurrence: that one was lost.
+    lost = PlannedPayment(planned.id, "payer", "payee", 300,
+                          planned.due_at - timedelta(seconds=2), planned.cron)  # fmt: skip
+    (violation,) = results(store, [lost])["recurring_complete"].violations
+    assert violation["missing"] == [lost.due_at.isoformat()]
