@@ -213,7 +213,7 @@ class PaymentProcessor:
         if result.outcome == Outcome.DECLINED:
             await self._fail(claim, result.reason or "declined", result.reference)
         if result.outcome == Outcome.NOT_ATTEMPTED:
-            await self._retry_or_fail(claim, result.reason or "not attempted")
+            return await self._retry_or_fail(claim, result.reason or "not attempted")
         if result.outcome == Outcome.UNKNOWN:
             return await self._unknown(claim, result)
         if not result.settled and not await self._finish(
@@ -240,8 +240,16 @@ class PaymentProcessor:
             self._emit(EventKind.FAILED, claim, reason=reason)
         raise GiveUp(reason)
 
-    async def _retry_or_fail(self, claim: Claim, reason: str) -> NoReturn:
+    async def _retry_or_fail(self, claim: Claim, reason: str) -> dict[str, Any]:
         if claim.attempt >= self.max_attempts:
+            if isinstance(self.executor, Resolvable):
+                # This request never left, but an earlier one with the same key may have gone
+                # through (its answer lost, its worker taken over): "failed, nothing moved"
+                # is the provider's to say. The resolver asks; "never received" ends failed.
+                return await self._unknown(claim, ExecutionResult.unknown(
+                    f"{reason} (after {claim.attempt} attempts); asking the provider whether "
+                    "an earlier request went through"
+                ))  # fmt: skip
             await self._fail(claim, f"{reason} (after {claim.attempt} attempts)")
         delay = self.backoff.delay_ms(claim.attempt)
         next_at = self.clock.now() + timedelta(milliseconds=delay)

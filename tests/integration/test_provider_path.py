@@ -175,3 +175,46 @@ async def test_a_failed_check_holds_its_occurrence_for_seconds_not_the_others(
         assert app.resolver.lease < timedelta(seconds=15)
     finally:
         await app.close()
+
+
+async def test_an_unreachable_last_attempt_asks_before_failing(
+    settings: Settings, provider: StandinProvider, tmp_path: Path
+) -> None:
+    """Found by the chaos run: a worker sent the charge and died before recording it; the
+    takeover, on the last attempt, could not reach the provider ("not attempted"), and the
+    occurrence ended failed although the provider had charged it. Now the resolver asks the
+    provider first, and the truth (succeeded) is recorded."""
+    app = await App.open(http_settings(settings, provider, attempts=1))
+    try:
+        await fund(app, {"alice": 0, "bob": 0})
+        pid = await pay(app, "alice", "bob", 777)
+        assert app.scheduler is not None and app.executor is not None
+        await app.scheduler.tick()  # the job is in the queue
+        (occ,) = await app.db(app.store.occurrences_of, pid)
+        # A first worker claims it, the provider charges, and the worker dies: no answer kept.
+        first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
+        assert isinstance(first, Claim)
+        assert (await app.executor.execute(first, occ.key)).outcome == "succeeded"
+        port = int(provider.url.rsplit(":", 1)[1])
+        provider.stop()  # and now the provider is unreachable
+
+        async def state() -> S:
+            return (await app.db(app.store.get_occurrence, occ.id)).state
+
+        async with running(app, scheduler=False):
+            await wait_for(lambda: _is(state, S.UNKNOWN), 30, "the takeover to ask, not fail")
+            history = await app.db(app.store.transitions_of, [occ.id])
+            assert history[-1].reason is not None and "unreachable" in history[-1].reason
+            back = StandinProvider(tmp_path / "provider.db", token="s3cret-token", port=port)
+            back.start()
+            try:
+                await wait_for(lambda: _is(state, S.SUCCEEDED), 30, "the resolver's answer")
+            finally:
+                back.stop()
+        assert await state() == S.SUCCEEDED
+    finally:
+        await app.close()
+
+
+async def _is(state: Any, expected: S) -> bool:
+    return bool(await state() == expected)
