@@ -17,9 +17,11 @@ import redis
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from paysched.app import App, redacted
+from paysched import redaction
+from paysched.app import App, probe_redis, resolve_redis
 from paysched.clock import SystemClock
 from paysched.config import Settings
+from paysched.db.store.base import short_error
 from paysched.domain import (
     PaymentState,
     format_amount,
@@ -74,7 +76,7 @@ def _exit_code(exc: PayschedError) -> int:
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redaction.redact(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -97,10 +99,13 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def settings() -> Settings:
-    return Settings.from_env()
+    cfg = Settings.from_env()
+    redaction.remember(cfg.secrets())
+    return cfg
 
 
 def setup_logging(level: str) -> None:
+    redaction.install()
     logging.basicConfig(
         level=level, stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -110,10 +115,16 @@ def setup_logging(level: str) -> None:
 
 
 def with_app(
-    body: Callable[[App], Awaitable[T]], *, with_queue: bool = True, cfg: Settings | None = None
+    body: Callable[[App], Awaitable[T]],
+    *,
+    with_queue: bool = True,
+    cfg: Settings | None = None,
+    wait_for_backends: bool = False,
 ) -> T:
     async def main() -> T:
-        app = await App.open(cfg or settings(), with_queue=with_queue)
+        app = await App.open(
+            cfg or settings(), with_queue=with_queue, wait_for_backends=wait_for_backends
+        )
         try:
             return await body(app)
         finally:
@@ -144,7 +155,8 @@ def _serve(scheduler: bool, worker: bool) -> None:
             loop.add_signal_handler(sig, stop.set)
         await app.run(stop, scheduler=scheduler, worker=worker)
 
-    with_app(body, cfg=cfg)
+    # A service waits for its backends (saying so once); a command fails within seconds.
+    with_app(body, cfg=cfg, wait_for_backends=True)
 
 
 @cli.command()
@@ -478,25 +490,21 @@ def check(as_json: JsonFlag = False) -> None:
             app = await App.open(cfg, with_queue=False)
             result["database"] = {"ok": True, "dialect": app.store.dialect}
         except Exception as exc:
-            result["database"] = {"ok": False, "error": str(exc).splitlines()[0]}
+            result["database"] = {"ok": False, "error": short_error(exc)}
         try:
             if app is None:
                 raise BackendUnavailable("skipped: database unavailable")
-            from paysched.app import resolve_redis
-
             url, embedded = resolve_redis(cfg)
-            from paysched.redis_server import answers
 
-            ok = answers(url)
-            result["redis"] = {"ok": ok, "embedded": embedded is not None}
-            if not ok:
-                result["redis"]["error"] = f"no answer from Redis at {redacted(url)}"
-            else:
+            try:
+                await probe_redis(url)
+                result["redis"] = {"ok": True, "embedded": embedded is not None}
                 result["queue"] = await _queue_check(app, cfg, url)
-            if embedded is not None:
-                embedded.stop()
+            finally:
+                if embedded is not None:
+                    embedded.stop()
         except Exception as exc:
-            result["redis"] = {"ok": False, "error": str(exc).splitlines()[0]}
+            result["redis"] = {"ok": False, "error": short_error(exc)}
         finally:
             if app is not None:
                 await app.close()

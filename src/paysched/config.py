@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from paysched.errors import ConfigError, InvalidInput
 from paysched.notify.targets import normalise_targets, parse_events
+from paysched.redaction import url_password
 from paysched.schedules import parse_duration, validate_cron
 
 DEFAULT_REDIS_HOST = "localhost"
@@ -134,6 +135,11 @@ class Settings:
                     f"expected an http(s):// URL, got {settings.provider_url!r}",
                 )
         return settings
+
+    def secrets(self) -> list[str]:
+        """Every secret value configured: never to appear in a log or an error."""
+        return [self.telegram_token, self.webhook_secret, self.provider_token,
+                url_password(self.redis_url), url_password(self.database_url)]  # fmt: skip
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

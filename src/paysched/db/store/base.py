@@ -68,4 +68,6 @@ class StoreBase:
 
 
 def short_error(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+    """The first line of an error (a driver's own for a database error), or its type name."""
+    lines = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
