@@ -280,7 +280,7 @@ class App:
         """A person settles an unknown or needs_review occurrence: `succeeded` or `failed`
         (what the provider says happened), or `retry` (send it again with the same key)."""
         queue, _ = self._need_queue()
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
             occurrence = await self.db(self.store.get_occurrence, int(ref))
         else:
             occurrence = await self.db(self.store.find_occurrence, ref)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import redis
 import typer
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from paysched import redaction
 from paysched.app import App, probe_redis, resolve_redis
@@ -26,6 +26,7 @@ from paysched.domain import (
     PaymentState,
     format_amount,
     parse_currency,
+    parse_id,
     parse_positive_amount,
 )
 from paysched.errors import (
@@ -89,6 +90,8 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except PayschedError as exc:
             raise fail(str(exc), _exit_code(exc)) from None
+        except DataError as exc:  # a value the database refused: the input's fault, not its own
+            raise fail(f"invalid value: {short_error(exc)}", EXIT_INPUT) from None
         except (DBAPIError, redis.RedisError, OSError) as exc:
             # A backend went away mid-command: one line, never a traceback.
             first = str(getattr(exc, "orig", exc)).strip().splitlines()
@@ -198,7 +201,8 @@ def accounts_create(
     emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
 
 
-@accounts_cli.command("deposit")
+# "-5" is an amount to refuse with a reason, not an unknown option.
+@accounts_cli.command("deposit", context_settings={"ignore_unknown_options": True})
 @handled
 def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     """Add money to an account (e.g. `deposit alice 100.00`)."""
@@ -251,6 +255,9 @@ def schedule(
         list[str] | None,
         typer.Option(help="telegram:CHAT_ID, webhook:URL or log; repeatable."),
     ] = None,
+    allow_past: Annotated[
+        bool, typer.Option("--allow-past", help="Accept an --at in the past: run it at once.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a payment: one-time (--at or --in) or recurring (--cron [--tz])."""
@@ -259,15 +266,18 @@ def schedule(
         raise InvalidInput("schedule", "give exactly one of --at, --in or --cron")
     if tz and not cron:
         raise InvalidInput("tz", "--tz applies to --cron schedules")
+    cfg = settings()
     code = parse_currency(currency)
     minor = parse_positive_amount(amount, code)
-    targets = normalise_targets(notify or [], "notify")
+    targets = normalise_targets(notify or [], "notify", cfg.webhook_allow_private)
     if tz:
         parse_timezone(tz, "tz")
     if cron:
         validate_cron(cron, "cron")
     clock = SystemClock()
     due_at = parse_instant(at, "at") if at else None
+    if due_at is not None and due_at < clock.now() and not allow_past:
+        raise InvalidInput("at", f"{at} is in the past; pass --allow-past to run it at once")
     if in_:
         due_at = clock.now() + parse_duration(in_, "in")
 
@@ -277,7 +287,7 @@ def schedule(
             timezone=tz, memo=memo, notify=targets,
         )  # fmt: skip
 
-    payment = with_app(body)
+    payment = with_app(body, cfg=cfg)
     view = payment_view(payment)
     when = view["due_at"] or f"{cron} ({tz or 'UTC'}), next {view['next_due_at']}"
     emit(view, as_json, f"scheduled payment {payment.id}: {view['amount']} {code} "
@@ -305,9 +315,7 @@ def list_cmd(
 
 
 def _parse_id(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise InvalidInput("id", f"expected a positive integer id, got {text!r}")
-    return int(text)
+    return parse_id(text, "id")
 
 
 @cli.command()
@@ -390,8 +398,10 @@ def resolve(
     if len(chosen) != 1:
         raise InvalidInput("outcome", "give exactly one of --succeeded, --failed or --retry")
     ref = occurrence.strip()
-    if not ref or (ref.isdigit() and int(ref) <= 0):
+    if not ref or not ref.isascii() or not ref.isprintable() or len(ref) > 80:
         raise InvalidInput("id", f"expected an occurrence id or key, got {occurrence!r}")
+    if ref.isdigit():
+        ref = str(parse_id(ref, "id"))
     state = with_app(lambda app: app.resolve_occurrence(ref, chosen[0], reason))
     emit({"occurrence": ref, "state": state.value}, as_json,
          f"occurrence {ref} is now {state.value}")  # fmt: skip
