@@ -28,6 +28,7 @@ from paysched.domain import (
     parse_currency,
     parse_id,
     parse_positive_amount,
+    refuse_external,
 )
 from paysched.errors import (
     BackendUnavailable,
@@ -208,6 +209,7 @@ def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     """Add money to an account (e.g. `deposit alice 100.00`)."""
 
     async def body(app: App) -> Any:
+        refuse_external(name)
         account = await app.db(app.store.get_account, name)
         minor = parse_positive_amount(amount, account.currency)
         return await app.db(app.store.deposit, name, minor, app.clock.now())

@@ -157,6 +157,12 @@ def parse_id(text: str, field: str = "id") -> int:
     return int(raw)
 
 
+def refuse_external(name: str, field: str = "name") -> None:
+    """Names starting with '@' are paysched's external accounts: not for deposits or payments."""
+    if name.strip().startswith("@"):
+        raise InvalidInput(field, f"{name.strip()!r} is an external account; use a user's account")
+
+
 def normalise_name(name: str, field: str = "name") -> str:
     """An account name as stored and looked up: NFC, trimmed, printable, 1-100 characters.
     'zoé' typed either way is one account; a name with a newline or an escape is refused."""

@@ -22,6 +22,7 @@ from paysched.domain import (
     currency_exponent,
     format_amount,
     normalise_name,
+    refuse_external,
 )
 from paysched.errors import Conflict, InvalidInput, NotFound
 
@@ -83,13 +84,11 @@ class AccountsStore(StoreBase):
         Checked before anything is written: the amount, the account's balance after it and
         the currency's total deposits stay within the limits (domain.MAX_*), so no balance
         can overflow its column on either database."""
+        refuse_external(name)
         if amount <= 0:
             raise InvalidInput("amount", "must be greater than zero")
         with self.engine.begin() as conn:
             account = self._account(conn, name)
-            if account.name.startswith("@"):
-                raise InvalidInput("name", f"{account.name!r} is an external account; deposit "
-                                   "to a user's account")  # fmt: skip
             cur = account.currency
             if amount > MAX_AMOUNT:
                 raise InvalidInput("amount", f"at most {format_amount(MAX_AMOUNT, cur)} {cur}")

@@ -31,6 +31,7 @@ from paysched.domain import (
     PaymentState,
     format_amount,
     occurrence_key,
+    refuse_external,
 )
 from paysched.errors import Conflict, InvalidInput, NotFound
 from paysched.schedules import next_cron
@@ -79,9 +80,7 @@ class PaymentsStore(AccountsStore):
                     accounts[field] = self._account(conn, name)
                 except NotFound:
                     raise InvalidInput(field, f"no account named {name!r}") from None
-                if accounts[field].name.startswith("@"):
-                    raise InvalidInput(field, f"{accounts[field].name!r} is an external account;"
-                                       " payments are between users' accounts")  # fmt: skip
+                refuse_external(accounts[field].name, field)
                 if accounts[field].currency != currency:
                     raise InvalidInput(
                         field,
