@@ -62,6 +62,9 @@ cli = typer.Typer(
 accounts_cli = typer.Typer(no_args_is_help=True, help="Accounts and their balances.")
 cli.add_typer(accounts_cli, name="accounts")
 
+# For commands taking an id, a name or an amount: "-5" is a value to refuse with a reason
+# naming the field, not an unknown option.
+NEGATIVE_OK = {"ignore_unknown_options": True}
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
@@ -187,7 +190,7 @@ def worker_cmd() -> None:
 # -- accounts ----------------------------------------------------------------------------------
 
 
-@accounts_cli.command("create")
+@accounts_cli.command("create", context_settings=NEGATIVE_OK)
 @handled
 def accounts_create(
     name: str, currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
@@ -202,8 +205,7 @@ def accounts_create(
     emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
 
 
-# "-5" is an amount to refuse with a reason, not an unknown option.
-@accounts_cli.command("deposit", context_settings={"ignore_unknown_options": True})
+@accounts_cli.command("deposit", context_settings=NEGATIVE_OK)
 @handled
 def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     """Add money to an account (e.g. `deposit alice 100.00`)."""
@@ -219,7 +221,7 @@ def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
 
 
-@accounts_cli.command("show")
+@accounts_cli.command("show", context_settings=NEGATIVE_OK)
 @handled
 def accounts_show(name: str, as_json: JsonFlag = False) -> None:
     """Show an account's balance."""
@@ -320,7 +322,7 @@ def _parse_id(text: str) -> int:
     return parse_id(text, "id")
 
 
-@cli.command()
+@cli.command(context_settings=NEGATIVE_OK)
 @handled
 def show(
     payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
@@ -362,7 +364,7 @@ def show(
     emit(view, as_json, "\n".join(lines))
 
 
-@cli.command()
+@cli.command(context_settings=NEGATIVE_OK)
 @handled
 def cancel(
     payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
@@ -378,7 +380,7 @@ def cancel(
           "in_flight": in_flight}, as_json, "\n".join(lines))  # fmt: skip
 
 
-@cli.command()
+@cli.command(context_settings=NEGATIVE_OK)
 @handled
 def resolve(
     occurrence: Annotated[str, typer.Argument(metavar="ID", help="Occurrence id or key.")],
