@@ -175,10 +175,11 @@ async def app(settings: Settings) -> AsyncIterator[App]:
 class PrivateRedis:
     """A redis-server of the test's own, on a free port, that the test may flush or kill."""
 
-    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+    def __init__(self, workdir: Path, appendonly: bool = False, password: str = "") -> None:
         self.port = free_port()
         self.workdir = workdir
         self.appendonly = appendonly
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -190,10 +191,12 @@ class PrivateRedis:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir)],
+             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir),
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2,
+                             password=self.password or None)  # fmt: skip
 
         def up() -> bool:
             try:

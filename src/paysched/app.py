@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
+import redis
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy.exc import DBAPIError
+
+from paysched import redaction
 from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
 from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
+from paysched.db.store.base import short_error
 from paysched.domain import OccurrenceState, Payment
 from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
@@ -54,6 +64,53 @@ def redacted(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+# A command reports a Redis that does not answer within this long; a service retries.
+REDIS_PROBE_TIMEOUT_S = 5.0
+REDIS_RETRY_CAP_S = 5.0
+
+
+async def probe_redis(url: str, timeout: float = REDIS_PROBE_TIMEOUT_S) -> None:
+    """One PING, no retries: BackendUnavailable naming the reason within `timeout` seconds."""
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        await asyncio.wait_for(client.ping(), timeout)
+    except redis.AuthenticationError as exc:
+        raise BackendUnavailable(
+            f"Redis at {redacted(url)} refused the credentials: {short_error(exc)} (check "
+            "REDIS_PASSWORD or the password in REDIS_URL)"
+        ) from None
+    except redis.ResponseError as exc:  # e.g. NOAUTH: a password is required
+        raise BackendUnavailable(f"Redis at {redacted(url)}: {short_error(exc)}") from None
+    except (redis.RedisError, OSError, TimeoutError) as exc:
+        reason = short_error(exc) or f"no answer within {timeout:g} s"
+        raise BackendUnavailable(f"Redis at {redacted(url)} unreachable: {reason}") from None
+    finally:
+        await client.aclose()
+
+
+async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -> None:
+    """A long-running process waits for a backend: `attempt` again with backoff up to every
+    5 s, saying so once when it starts waiting and once when the backend answers."""
+    delay = 0.2
+    waited_since: float | None = None
+    while True:
+        try:
+            await attempt()
+        except (BackendUnavailable, DBAPIError, OSError) as exc:
+            if waited_since is None:
+                waited_since = time.monotonic()
+                log.warning("%s unavailable (%s); retrying every %g s at most until it answers",
+                            what, short_error(exc), REDIS_RETRY_CAP_S)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REDIS_RETRY_CAP_S)
+            continue
+        if waited_since is not None:
+            log.warning("%s answers again after %.0f s", what, time.monotonic() - waited_since)
+        return
 
 
 def resolve_redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
@@ -105,14 +162,22 @@ class App:
         *,
         clock: Clock | None = None,
         with_queue: bool = True,
+        wait_for_backends: bool = False,
         executor_factory: ExecutorFactory | None = None,
         rng: random.Random | None = None,
     ) -> App:
+        # Whoever opens an app (CLI, worker, test, chaos node): its secrets never reach a log.
+        redaction.remember(settings.secrets())
+        redaction.install()
         clock = clock or SystemClock()
         db_threads = min(settings.concurrency + 4, MAX_DB_THREADS)
         pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="paysched-db")
         store = Store.connect(settings.database_url, pool_size=db_threads + 1)
-        await asyncio.get_running_loop().run_in_executor(pool, store.migrate)
+        migrate = functools.partial(asyncio.get_running_loop().run_in_executor, pool, store.migrate)
+        if wait_for_backends:
+            await until_available("the database", migrate)
+        else:
+            await migrate()
         bus = EventBus()
         bus.subscribe(log_subscriber)
         backoff = Backoff(settings.backoff_ms, settings.backoff_jitter, rng or random.Random())
@@ -121,19 +186,29 @@ class App:
         if not with_queue:
             return app
         # Started here, on the event loop's (main) thread: see EmbeddedRedis.
-        app.redis_url, app.embedded = resolve_redis(settings)
+        redis_url, app.embedded = resolve_redis(settings)
+        app.redis_url = redis_url
         if app.embedded is None:
-            log.info("using Redis at %s", redacted(app.redis_url))
+            log.info("using Redis at %s", redacted(redis_url))
         deployment_id = await app.db(store.deployment_id)
         app.queue = PaymentQueue(
             app.redis_url, settings.queue_name, settings.queue_prefix, settings.attempts,
             backoff, settings.keep_completed, deployment_id,
         )  # fmt: skip
         try:
+            if wait_for_backends:
+                await until_available("Redis", lambda: probe_redis(redis_url))
+            else:
+                await probe_redis(redis_url)
             await app.queue.ping()
+        except BackendUnavailable:
+            await app.close()
+            raise
         except Exception as exc:
             await app.close()
-            raise BackendUnavailable(f"Redis at {redacted(app.redis_url)}: {exc}") from exc
+            raise BackendUnavailable(
+                f"Redis at {redacted(app.redis_url)}: {short_error(exc)}"
+            ) from exc
         try:
             app.executor = (executor_factory or default_executor)(app)
         except BaseException:
@@ -205,7 +280,7 @@ class App:
         """A person settles an unknown or needs_review occurrence: `succeeded` or `failed`
         (what the provider says happened), or `retry` (send it again with the same key)."""
         queue, _ = self._need_queue()
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
             occurrence = await self.db(self.store.get_occurrence, int(ref))
         else:
             occurrence = await self.db(self.store.find_occurrence, ref)

@@ -15,16 +15,20 @@ from typing import Annotated, Any, TypeVar
 
 import redis
 import typer
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 
-from paysched.app import App, redacted
+from paysched import redaction
+from paysched.app import App, probe_redis, resolve_redis
 from paysched.clock import SystemClock
 from paysched.config import Settings
+from paysched.db.store.base import short_error
 from paysched.domain import (
     PaymentState,
     format_amount,
     parse_currency,
+    parse_id,
     parse_positive_amount,
+    refuse_external,
 )
 from paysched.errors import (
     BackendUnavailable,
@@ -58,6 +62,9 @@ cli = typer.Typer(
 accounts_cli = typer.Typer(no_args_is_help=True, help="Accounts and their balances.")
 cli.add_typer(accounts_cli, name="accounts")
 
+# For commands taking an id, a name or an amount: "-5" is a value to refuse with a reason
+# naming the field, not an unknown option.
+NEGATIVE_OK = {"ignore_unknown_options": True}
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
@@ -74,7 +81,7 @@ def _exit_code(exc: PayschedError) -> int:
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redaction.redact(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -87,6 +94,8 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except PayschedError as exc:
             raise fail(str(exc), _exit_code(exc)) from None
+        except DataError as exc:  # a value the database refused: the input's fault, not its own
+            raise fail(f"invalid value: {short_error(exc)}", EXIT_INPUT) from None
         except (DBAPIError, redis.RedisError, OSError) as exc:
             # A backend went away mid-command: one line, never a traceback.
             first = str(getattr(exc, "orig", exc)).strip().splitlines()
@@ -97,10 +106,13 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def settings() -> Settings:
-    return Settings.from_env()
+    cfg = Settings.from_env()
+    redaction.remember(cfg.secrets())
+    return cfg
 
 
 def setup_logging(level: str) -> None:
+    redaction.install()
     logging.basicConfig(
         level=level, stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -110,10 +122,16 @@ def setup_logging(level: str) -> None:
 
 
 def with_app(
-    body: Callable[[App], Awaitable[T]], *, with_queue: bool = True, cfg: Settings | None = None
+    body: Callable[[App], Awaitable[T]],
+    *,
+    with_queue: bool = True,
+    cfg: Settings | None = None,
+    wait_for_backends: bool = False,
 ) -> T:
     async def main() -> T:
-        app = await App.open(cfg or settings(), with_queue=with_queue)
+        app = await App.open(
+            cfg or settings(), with_queue=with_queue, wait_for_backends=wait_for_backends
+        )
         try:
             return await body(app)
         finally:
@@ -144,7 +162,8 @@ def _serve(scheduler: bool, worker: bool) -> None:
             loop.add_signal_handler(sig, stop.set)
         await app.run(stop, scheduler=scheduler, worker=worker)
 
-    with_app(body, cfg=cfg)
+    # A service waits for its backends (saying so once); a command fails within seconds.
+    with_app(body, cfg=cfg, wait_for_backends=True)
 
 
 @cli.command()
@@ -171,7 +190,7 @@ def worker_cmd() -> None:
 # -- accounts ----------------------------------------------------------------------------------
 
 
-@accounts_cli.command("create")
+@accounts_cli.command("create", context_settings=NEGATIVE_OK)
 @handled
 def accounts_create(
     name: str, currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
@@ -186,12 +205,13 @@ def accounts_create(
     emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
 
 
-@accounts_cli.command("deposit")
+@accounts_cli.command("deposit", context_settings=NEGATIVE_OK)
 @handled
 def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     """Add money to an account (e.g. `deposit alice 100.00`)."""
 
     async def body(app: App) -> Any:
+        refuse_external(name)
         account = await app.db(app.store.get_account, name)
         minor = parse_positive_amount(amount, account.currency)
         return await app.db(app.store.deposit, name, minor, app.clock.now())
@@ -201,7 +221,7 @@ def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
 
 
-@accounts_cli.command("show")
+@accounts_cli.command("show", context_settings=NEGATIVE_OK)
 @handled
 def accounts_show(name: str, as_json: JsonFlag = False) -> None:
     """Show an account's balance."""
@@ -239,6 +259,9 @@ def schedule(
         list[str] | None,
         typer.Option(help="telegram:CHAT_ID, webhook:URL or log; repeatable."),
     ] = None,
+    allow_past: Annotated[
+        bool, typer.Option("--allow-past", help="Accept an --at in the past: run it at once.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a payment: one-time (--at or --in) or recurring (--cron [--tz])."""
@@ -247,15 +270,18 @@ def schedule(
         raise InvalidInput("schedule", "give exactly one of --at, --in or --cron")
     if tz and not cron:
         raise InvalidInput("tz", "--tz applies to --cron schedules")
+    cfg = settings()
     code = parse_currency(currency)
     minor = parse_positive_amount(amount, code)
-    targets = normalise_targets(notify or [], "notify")
+    targets = normalise_targets(notify or [], "notify", cfg.webhook_allow_private)
     if tz:
         parse_timezone(tz, "tz")
     if cron:
         validate_cron(cron, "cron")
     clock = SystemClock()
     due_at = parse_instant(at, "at") if at else None
+    if due_at is not None and due_at < clock.now() and not allow_past:
+        raise InvalidInput("at", f"{at} is in the past; pass --allow-past to run it at once")
     if in_:
         due_at = clock.now() + parse_duration(in_, "in")
 
@@ -265,7 +291,7 @@ def schedule(
             timezone=tz, memo=memo, notify=targets,
         )  # fmt: skip
 
-    payment = with_app(body)
+    payment = with_app(body, cfg=cfg)
     view = payment_view(payment)
     when = view["due_at"] or f"{cron} ({tz or 'UTC'}), next {view['next_due_at']}"
     emit(view, as_json, f"scheduled payment {payment.id}: {view['amount']} {code} "
@@ -293,12 +319,10 @@ def list_cmd(
 
 
 def _parse_id(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise InvalidInput("id", f"expected a positive integer id, got {text!r}")
-    return int(text)
+    return parse_id(text, "id")
 
 
-@cli.command()
+@cli.command(context_settings=NEGATIVE_OK)
 @handled
 def show(
     payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
@@ -340,7 +364,7 @@ def show(
     emit(view, as_json, "\n".join(lines))
 
 
-@cli.command()
+@cli.command(context_settings=NEGATIVE_OK)
 @handled
 def cancel(
     payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
@@ -356,7 +380,7 @@ def cancel(
           "in_flight": in_flight}, as_json, "\n".join(lines))  # fmt: skip
 
 
-@cli.command()
+@cli.command(context_settings=NEGATIVE_OK)
 @handled
 def resolve(
     occurrence: Annotated[str, typer.Argument(metavar="ID", help="Occurrence id or key.")],
@@ -378,8 +402,10 @@ def resolve(
     if len(chosen) != 1:
         raise InvalidInput("outcome", "give exactly one of --succeeded, --failed or --retry")
     ref = occurrence.strip()
-    if not ref or (ref.isdigit() and int(ref) <= 0):
+    if not ref or not ref.isascii() or not ref.isprintable() or len(ref) > 80:
         raise InvalidInput("id", f"expected an occurrence id or key, got {occurrence!r}")
+    if ref.isdigit():
+        ref = str(parse_id(ref, "id"))
     state = with_app(lambda app: app.resolve_occurrence(ref, chosen[0], reason))
     emit({"occurrence": ref, "state": state.value}, as_json,
          f"occurrence {ref} is now {state.value}")  # fmt: skip
@@ -478,25 +504,21 @@ def check(as_json: JsonFlag = False) -> None:
             app = await App.open(cfg, with_queue=False)
             result["database"] = {"ok": True, "dialect": app.store.dialect}
         except Exception as exc:
-            result["database"] = {"ok": False, "error": str(exc).splitlines()[0]}
+            result["database"] = {"ok": False, "error": short_error(exc)}
         try:
             if app is None:
                 raise BackendUnavailable("skipped: database unavailable")
-            from paysched.app import resolve_redis
-
             url, embedded = resolve_redis(cfg)
-            from paysched.redis_server import answers
 
-            ok = answers(url)
-            result["redis"] = {"ok": ok, "embedded": embedded is not None}
-            if not ok:
-                result["redis"]["error"] = f"no answer from Redis at {redacted(url)}"
-            else:
+            try:
+                await probe_redis(url)
+                result["redis"] = {"ok": True, "embedded": embedded is not None}
                 result["queue"] = await _queue_check(app, cfg, url)
-            if embedded is not None:
-                embedded.stop()
+            finally:
+                if embedded is not None:
+                    embedded.stop()
         except Exception as exc:
-            result["redis"] = {"ok": False, "error": str(exc).splitlines()[0]}
+            result["redis"] = {"ok": False, "error": short_error(exc)}
         finally:
             if app is not None:
                 await app.close()

@@ -7,17 +7,24 @@ Every problem is reported as ConfigError naming the variable.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from paysched.errors import ConfigError, InvalidInput
 from paysched.notify.targets import normalise_targets, parse_events
+from paysched.redaction import url_password
 from paysched.schedules import parse_duration, validate_cron
 
 DEFAULT_REDIS_HOST = "localhost"
+MS = timedelta(milliseconds=1)
+_INT = re.compile(r"\A-?[0-9]{1,18}\Z")
 DEFAULT_REDIS_PORT = 6379
 
 KNOWN_VARIABLES = (
@@ -30,7 +37,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_NOTIFY_EVENTS", "PAYSCHED_NOTIFY_POLL", "PAYSCHED_NOTIFY_MAX_ATTEMPTS",
     "PAYSCHED_EXECUTOR", "PAYSCHED_PROVIDER_URL", "PAYSCHED_PROVIDER_TOKEN",
     "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "PAYSCHED_PROVIDER_TIMEOUT", "PAYSCHED_RESOLVE_WINDOW",
-    "PAYSCHED_RESOLVE_MAX_INTERVAL",
+    "PAYSCHED_RESOLVE_MAX_INTERVAL", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE",
 )  # fmt: skip
 
 
@@ -59,6 +66,7 @@ class Settings:
     telegram_token: str = field(default="", repr=False)
     telegram_api_url: str = "https://api.telegram.org"
     webhook_secret: str = field(default="", repr=False)
+    webhook_allow_private: bool = False
     notify_default: tuple[str, ...] = ("log",)
     notify_events: frozenset[str] = frozenset({"succeeded", "failed", "retrying", "needs_review"})
     notify_poll: timedelta = timedelta(seconds=1)
@@ -78,16 +86,15 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        data_dir = Path(env.get("PAYSCHED_DATA_DIR") or _default_data_dir(env)).expanduser()
+        allow_private = _flag(env, "PAYSCHED_WEBHOOK_ALLOW_PRIVATE")
+        data_dir = _data_dir(env)
         redis_url, explicit = _redis_url(env)
         embedded = env.get("PAYSCHED_EMBEDDED_REDIS", "auto").strip().lower()
         if embedded not in ("auto", "always", "never"):
             raise ConfigError(
                 "PAYSCHED_EMBEDDED_REDIS", f"expected auto, always or never, got {embedded!r}"
             )
-        database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'paysched.db'}"
-        if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
-            raise ConfigError("DATABASE_URL", "expected a sqlite:/// or postgresql:// URL")
+        database_url = _database_url(env, data_dir)
         settings = cls(
             redis_url=redis_url,
             redis_explicit=explicit,
@@ -111,19 +118,26 @@ class Settings:
             telegram_token=env.get("TELEGRAM_BOT_TOKEN", "").strip(),
             telegram_api_url=_http_url(env, "TELEGRAM_API_URL", "https://api.telegram.org"),
             webhook_secret=env.get("PAYSCHED_WEBHOOK_SECRET", ""),
-            notify_default=_targets(env, "PAYSCHED_NOTIFY", "log"),
+            webhook_allow_private=allow_private,
+            notify_default=_targets(env, "PAYSCHED_NOTIFY", "log", allow_private),
             notify_events=_events(
                 env, "PAYSCHED_NOTIFY_EVENTS", "succeeded,failed,retrying,needs_review"
             ),
-            notify_poll=_duration(env, "PAYSCHED_NOTIFY_POLL", "1s"),
+            notify_poll=_duration(env, "PAYSCHED_NOTIFY_POLL", "1s", low=MS * 10),
             notify_max_attempts=_int(env, "PAYSCHED_NOTIFY_MAX_ATTEMPTS", 10, 1, 1000),
             executor=_executor(env, "PAYSCHED_EXECUTOR"),
             provider_url=env.get("PAYSCHED_PROVIDER_URL", "").strip().rstrip("/"),
             provider_token=env.get("PAYSCHED_PROVIDER_TOKEN", "").strip(),
-            provider_connect_timeout=_duration(env, "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "5s"),
-            provider_timeout=_duration(env, "PAYSCHED_PROVIDER_TIMEOUT", "30s"),
-            resolve_window=_duration(env, "PAYSCHED_RESOLVE_WINDOW", "3d"),
-            resolve_max_interval=_duration(env, "PAYSCHED_RESOLVE_MAX_INTERVAL", "1h"),
+            provider_connect_timeout=_duration(
+                env, "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "5s", low=MS * 100
+            ),
+            provider_timeout=_duration(env, "PAYSCHED_PROVIDER_TIMEOUT", "30s", low=MS * 100),
+            resolve_window=_duration(
+                env, "PAYSCHED_RESOLVE_WINDOW", "3d", low=timedelta(1 / 86400)
+            ),
+            resolve_max_interval=_duration(
+                env, "PAYSCHED_RESOLVE_MAX_INTERVAL", "1h", low=timedelta(seconds=1)
+            ),
         )
         if settings.executor == "http":
             if not settings.provider_url:
@@ -135,8 +149,39 @@ class Settings:
                 )
         return settings
 
+    def secrets(self) -> list[str]:
+        """Every secret value configured: never to appear in a log or an error."""
+        return [self.telegram_token, self.webhook_secret, self.provider_token,
+                url_password(self.redis_url), url_password(self.database_url)]  # fmt: skip
+
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _data_dir(env: Mapping[str, str]) -> Path:
+    path = Path(env.get("PAYSCHED_DATA_DIR") or _default_data_dir(env)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError("PAYSCHED_DATA_DIR", f"{str(path)!r} exists and is not a directory")
+    return path
+
+
+def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
+    raw = env.get("DATABASE_URL", "").strip()
+    if not raw:
+        return f"sqlite:///{data_dir / 'paysched.db'}"
+    if not raw.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+        raise ConfigError("DATABASE_URL", "expected a sqlite:/// or postgresql:// URL")
+    try:
+        url = make_url(normalise_database_url(raw))
+        url.port  # noqa: B018 - a port that is not a number raises here, not at connect time
+    except (ArgumentError, ValueError):
+        raise ConfigError("DATABASE_URL", "is not a valid database URL") from None
+    if url.get_backend_name() == "sqlite" and (url.host or url.port):
+        raise ConfigError(
+            "DATABASE_URL", "SQLite URLs have three slashes: sqlite:///relative.db or "
+            "sqlite:////absolute/path.db",
+        )  # fmt: skip
+    return raw
 
 
 def _default_data_dir(env: Mapping[str, str]) -> str:
@@ -147,8 +192,9 @@ def _default_data_dir(env: Mapping[str, str]) -> str:
 def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
     url = env.get("REDIS_URL", "").strip()
     if url:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL", f"expected redis://host:port[/db], got {url!r}")
+        problem = _redis_url_problem(url)
+        if problem:
+            raise ConfigError("REDIS_URL", f"{problem} (expected redis://host:port/db)")
         return url, True
     host = env.get("REDIS_HOST", "").strip()
     port_text = env.get("REDIS_PORT", "").strip()
@@ -159,6 +205,26 @@ def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
     auth = f":{quote(password, safe='')}@" if password else ""
     explicit = bool(host or port_text or password)
     return f"redis://{auth}{host or DEFAULT_REDIS_HOST}:{port}/0", explicit
+
+
+def _redis_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "unknown scheme"
+    if parts.scheme == "unix":
+        return None if parts.path else "a unix:// URL needs a socket path"
+    try:
+        port = parts.port
+    except ValueError:
+        return "the port is not a number between 1 and 65535"
+    if not parts.hostname:
+        return "no host"
+    if port == 0:
+        return "the port is not a number between 1 and 65535"
+    db = parts.path.lstrip("/")
+    if db and not (db.isascii() and db.isdigit() and int(db) < 16_384):
+        return f"the database number {db!r} is not a number"
+    return None
 
 
 def normalise_database_url(url: str) -> str:
@@ -173,10 +239,9 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+    if not _INT.match(raw):  # int() would also take '١٢', '1_000' and ' +5'
+        raise ConfigError(name, f"expected an integer, got {raw!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise ConfigError(name, f"must be between {low} and {high}, got {value}")
     return value
@@ -195,12 +260,17 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
+def _duration(
+    env: Mapping[str, str], name: str, default: str, low: timedelta = timedelta(0)
+) -> timedelta:
     raw = env.get(name, "").strip() or default
     try:
-        return parse_duration(raw, name)
+        value = parse_duration(raw, name)
     except InvalidInput as exc:
         raise ConfigError(name, exc.problem) from None
+    if value < low:
+        raise ConfigError(name, f"must be at least {low.total_seconds():g}s, got {raw!r}")
+    return value
 
 
 def _cron(env: Mapping[str, str], name: str, default: str) -> str:
@@ -243,10 +313,22 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-def _targets(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(name, f"expected 1/true/yes or 0/false/no, got {raw!r}")
+
+
+def _targets(
+    env: Mapping[str, str], name: str, default: str, allow_private: bool
+) -> tuple[str, ...]:
     raw = env.get(name, "").strip() or default
     try:
-        return tuple(normalise_targets([t for t in raw.split(",") if t.strip()], name))
+        targets = [t for t in raw.split(",") if t.strip()]
+        return tuple(normalise_targets(targets, name, allow_private))
     except InvalidInput as exc:
         raise ConfigError(name, exc.problem) from None
 

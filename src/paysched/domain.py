@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 
 from iso4217 import Currency
@@ -105,26 +106,73 @@ def currency_exponent(currency: str) -> int:
     return int(exponent)
 
 
+# Limits, in minor units. No balance plus amount can overflow a signed 64-bit column
+# (9.2e18) on either database, and neither can the external account of a currency, which
+# holds minus everything ever deposited in it.
+MAX_AMOUNT = 10**15  # one payment or deposit: 10 trillion USD
+MAX_BALANCE = 10**17  # any account's balance
+MAX_ISSUED = 10**18  # all deposits in one currency
+# Database ids are 32-bit on PostgreSQL: a larger one cannot exist (and must not reach SQL).
+MAX_ID = 2**31 - 1
+# ASCII digits only (str.isdigit() also accepts '١٢٣'), an optional sign, no exponent.
+_AMOUNT = re.compile(r"\A[+-]?[0-9]{1,20}(?:\.[0-9]{1,20})?\Z")
+_ID = re.compile(r"\A[0-9]{1,12}\Z")
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A user's input, quoted for an error message, cut short if long."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 def parse_amount(text: str, currency: str, field: str = "amount") -> int:
-    """'12.34' in USD -> 1234 minor units. Rejects floats' artefacts, signs and extra decimals."""
-    try:
-        value = Decimal(text.strip())
-    except (InvalidOperation, AttributeError):
-        raise InvalidInput(field, f"expected a decimal number like 12.34, got {text!r}") from None
-    if not value.is_finite():
-        raise InvalidInput(field, f"expected a finite number, got {text!r}")
+    """'12.34' in USD -> 1234 minor units: ASCII digits and one dot, at most the currency's
+    decimals, at most MAX_AMOUNT. Floats' artefacts and exponents are refused, not rounded."""
+    raw = text.strip() if isinstance(text, str) else ""
+    if not _AMOUNT.match(raw):
+        raise InvalidInput(field, f"expected a decimal number like 12.34, got {shown(str(text))}")
+    value = Decimal(raw)
     exponent = currency_exponent(currency)
     minor = value.scaleb(exponent)
     if minor != minor.to_integral_value():
-        raise InvalidInput(field, f"{text!r} has more than {exponent} decimals for {currency}")
+        raise InvalidInput(field, f"{shown(raw)} has more than {exponent} decimals for {currency}")
+    if abs(minor) > MAX_AMOUNT:
+        limit = format_amount(MAX_AMOUNT, currency)
+        raise InvalidInput(field, f"at most {limit} {currency}, got {shown(raw)}")
     return int(minor)
 
 
 def parse_positive_amount(text: str, currency: str, field: str = "amount") -> int:
     minor = parse_amount(text, currency, field)
     if minor <= 0:
-        raise InvalidInput(field, f"must be greater than zero, got {text!r}")
+        raise InvalidInput(field, f"must be greater than zero, got {shown(text)}")
     return minor
+
+
+def parse_id(text: str, field: str = "id") -> int:
+    """A positive id in ASCII digits; InvalidInput otherwise. One above MAX_ID is valid input
+    that names nothing (the caller's lookup says 'not found' without asking the database)."""
+    raw = text.strip()
+    if not _ID.match(raw) or int(raw) <= 0:
+        raise InvalidInput(field, f"expected a positive integer id, got {shown(text)}")
+    return int(raw)
+
+
+def refuse_external(name: str, field: str = "name") -> None:
+    """Names starting with '@' are paysched's external accounts: not for deposits or payments."""
+    if name.strip().startswith("@"):
+        raise InvalidInput(field, f"{name.strip()!r} is an external account; use a user's account")
+
+
+def normalise_name(name: str, field: str = "name") -> str:
+    """An account name as stored and looked up: NFC, trimmed, printable, 1-100 characters.
+    'zoé' typed either way is one account; a name with a newline or an escape is refused."""
+    value = unicodedata.normalize("NFC", name).strip()
+    if not value or len(value) > 100:
+        raise InvalidInput(field, "must be 1-100 characters (after trimming spaces)")
+    if not value.isprintable():
+        raise InvalidInput(field, f"must be printable text without control characters, got "
+                                  f"{shown(value)}")  # fmt: skip
+    return value
 
 
 def format_amount(minor: int, currency: str) -> str:

@@ -16,6 +16,7 @@
         ├── RetryableError     timeout, 5xx, connection loss: retried with backoff
         └── PermanentError     retrying cannot help: failed at once
             ├── InsufficientFunds
+            ├── BalanceLimit
             ├── UnknownAccount
             └── CurrencyMismatch
 
@@ -74,6 +75,10 @@ class PermanentError(ExecutionError):
 
 class InsufficientFunds(PermanentError):
     pass
+
+
+class BalanceLimit(PermanentError):
+    """The payee's balance would pass domain.MAX_BALANCE: refused, never overflowed."""
 
 
 class UnknownAccount(PermanentError):

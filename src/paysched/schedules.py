@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from paysched.errors import InvalidInput
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+# ASCII digits only ('\d' would take any script's digits).
+_DURATION_RE = re.compile(r"\A\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d)\s*\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Longer than any schedule or setting needs, and far inside what datetime can add.
+MAX_DURATION = timedelta(days=3660)
+# Due times within this window; past it a year is a typo, not a plan.
+LATEST_DUE = datetime(9000, 1, 1, tzinfo=UTC)
+MAX_CRON_LENGTH = 120  # the column's width
 
 
 def parse_duration(text: str, field: str = "duration") -> timedelta:
@@ -19,20 +26,32 @@ def parse_duration(text: str, field: str = "duration") -> timedelta:
     match = _DURATION_RE.match(text)
     if not match:
         raise InvalidInput(field, f"expected a duration like 30s, 5m, 250ms, 2h, got {text!r}")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = Decimal(match.group(1)) * Decimal(str(_UNIT_SECONDS[match.group(2)]))
+    if seconds > Decimal(MAX_DURATION.total_seconds()):
+        raise InvalidInput(field, f"at most {MAX_DURATION.days}d, got {text!r}")
+    return timedelta(seconds=float(seconds))
 
 
 def parse_instant(text: str, field: str = "at") -> datetime:
     """An ISO-8601 timestamp that carries its offset ('2026-12-01T09:00:00+01:00' or '...Z')."""
+    raw = text.strip()
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        if not raw.isascii():
+            raise ValueError(raw)
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(
             field, f"expected ISO-8601 like 2026-12-01T09:00:00+01:00, got {text!r}"
         ) from None
     if value.tzinfo is None:
         raise InvalidInput(field, f"{text!r} has no UTC offset; add one like +00:00 or Z")
-    return value.astimezone(UTC)
+    try:
+        instant = value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last representable UTC time
+        raise InvalidInput(field, f"{text!r} is out of range") from None
+    if instant >= LATEST_DUE:
+        raise InvalidInput(field, f"{text!r} is out of range (before {LATEST_DUE.year})")
+    return instant
 
 
 def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
@@ -43,12 +62,19 @@ def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
 
 
 def validate_cron(expr: str, field: str = "cron", allow_seconds: bool = False) -> str:
+    if len(expr) > MAX_CRON_LENGTH or not expr.isascii() or not expr.isprintable():
+        raise InvalidInput(field, f"expected a cron expression of at most {MAX_CRON_LENGTH} "
+                                  "printable ASCII characters")  # fmt: skip
     fields = expr.split()
     allowed = (5, 6) if allow_seconds else (5,)
     valid = len(fields) in allowed and croniter.is_valid(expr, second_at_beginning=len(fields) == 6)
     if not valid:
         shape = "5 or 6 fields (seconds first)" if allow_seconds else "5 fields"
         raise InvalidInput(field, f"not a valid cron expression with {shape}: {expr!r}")
+    try:  # "0 0 30 2 *" is well-formed and never fires
+        next_cron(expr, datetime(2000, 1, 1, tzinfo=UTC))
+    except InvalidInput as exc:
+        raise InvalidInput(field, exc.problem) from None
     return expr
 
 
@@ -71,7 +97,10 @@ def next_cron(expr: str, after: datetime, tz: str | None = None) -> datetime:
         second_at_beginning=len(expr.split()) == 6,
     )
     while True:
-        local: datetime = wall.get_next(datetime)
+        try:
+            local: datetime = wall.get_next(datetime)
+        except CroniterBadDateError:
+            raise InvalidInput("cron", f"{expr!r} never matches a date") from None
         candidate = local.replace(tzinfo=zone).astimezone(UTC)
         if candidate > after:
             return candidate

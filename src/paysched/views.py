@@ -16,6 +16,7 @@ from paysched.domain import (
     Transition,
     format_amount,
 )
+from paysched.redaction import redact
 
 
 def iso(value: datetime | None) -> str | None:
@@ -43,7 +44,8 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "timezone": payment.timezone,
         "next_due_at": iso(payment.next_due_at),
         "memo": payment.memo,
-        "notify": list(payment.notify),
+        # A webhook URL may carry a password: shown masked, as everywhere else.
+        "notify": [redact(target) for target in payment.notify],
         "created_at": iso(payment.created_at),
     }
 
@@ -54,10 +56,10 @@ def notification_view(n: Notification) -> dict[str, Any]:
         "payment_id": n.payment_id,
         "event": n.event,
         "channel": n.channel,
-        "target": n.target,
+        "target": redact(n.target),
         "state": n.state,
         "attempts": n.attempts,
-        "last_error": n.last_error,
+        "last_error": redact(n.last_error) if n.last_error else None,
         "created_at": iso(n.created_at),
         "sent_at": iso(n.sent_at),
         "dedup_key": n.dedup_key,

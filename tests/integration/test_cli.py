@@ -153,3 +153,64 @@ def test_demo_through_the_standin_provider(env: dict[str, str], tmp_path: Path) 
     assert summary["provider"]["matches"] and summary["provider"]["problems"] == []
     assert summary["provider"]["charges"].get("succeeded") == summary["succeeded"]
     assert "Traceback" not in result.stderr
+
+
+def test_unreachable_redis_fails_a_command_fast(env: dict[str, str]) -> None:
+    """Within seconds (the subprocess timeout would fire long before bullmq's 5 minutes of
+    reconnects), one line naming Redis and the reason, exit 5."""
+    down = env | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    for args in (["stats"], ["cancel", "1"], ["schedule", "--from", "a", "--to", "b",
+                                              "--amount", "1", "--in", "1s"]):  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "paysched", *args], env=os.environ | down,
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        one_line_error(result, 5, "Redis at redis://127.0.0.1:", "unreachable")
+
+
+def test_wrong_redis_password_is_named_not_echoed(env: dict[str, str], tmp_path: Path) -> None:
+    from tests.conftest import PrivateRedis
+
+    server = PrivateRedis(tmp_path / "redis", password="right-horse-battery")
+    server.start()
+    try:
+        wrong = env | {"REDIS_URL": f"redis://:wrong-staple-9@127.0.0.1:{server.port}/0"}
+        result = subprocess.run(
+            [sys.executable, "-m", "paysched", "stats"], env=os.environ | wrong,
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        one_line_error(result, 5, "refused the credentials", "REDIS_PASSWORD")
+        assert "wrong-staple-9" not in result.stderr
+        checked = subprocess.run(
+            [sys.executable, "-m", "paysched", "check"], env=os.environ | wrong,
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        assert checked.returncode == 5
+        assert "redis: FAILED: Redis at redis://:***@127.0.0.1:" in checked.stdout
+        assert "refused the credentials" in checked.stdout
+    finally:
+        server.stop()
+
+
+def test_a_worker_waits_for_redis_and_says_so_once(env: dict[str, str], tmp_path: Path) -> None:
+    from tests.conftest import PrivateRedis, wait_for_sync
+
+    server = PrivateRedis(tmp_path / "redis")  # its port chosen, not started yet
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "paysched", "worker"],
+            env=os.environ | env | {"REDIS_URL": server.url}, stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for_sync(lambda: "retrying every" in log_path.read_text(), 20, "the waiting line")
+        server.start()
+        wait_for_sync(lambda: "worker started" in log_path.read_text(), 30, "the worker")
+        text = log_path.read_text()
+        assert text.count("Redis unavailable") == 1, text  # once, not per attempt
+        assert "Redis answers again after" in text
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        server.stop()

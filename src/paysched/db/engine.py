@@ -32,7 +32,8 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
     options = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
     return create_engine(
         url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_recycle=1800,
-        connect_args={"options": options},
+        # A command reports an unreachable database within seconds, not the OS's TCP timeout.
+        connect_args={"options": options, "connect_timeout": 5},
     )  # fmt: skip
 
 

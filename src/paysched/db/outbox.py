@@ -12,6 +12,7 @@ from paysched.db import tables as t
 from paysched.db.engine import READ_ONLY
 from paysched.domain import Notification
 from paysched.errors import Conflict, NotFound
+from paysched.redaction import redact
 
 STATES = ("pending", "sent", "dead")
 
@@ -70,7 +71,7 @@ class Outbox:
                 update(t.notifications)
                 .where(t.notifications.c.id == notification_id)
                 .where(t.notifications.c.state == "pending")
-                .values(next_attempt_at=next_attempt_at, last_error=error)
+                .values(next_attempt_at=next_attempt_at, last_error=redact(error))
             )
 
     def mark_dead(self, notification_id: int, error: str) -> None:
@@ -79,7 +80,7 @@ class Outbox:
                 update(t.notifications)
                 .where(t.notifications.c.id == notification_id)
                 .where(t.notifications.c.state == "pending")
-                .values(state="dead", last_error=error)
+                .values(state="dead", last_error=redact(error))
             )
 
     def retry(self, notification_id: int, now: datetime) -> Notification:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from paysched.domain import Occurrence, OutboxMessage, Payment, format_amount
-from paysched.notify.targets import parse_target
+from paysched.notify.targets import split_target
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ def outbox_for(
     }
     rows = []
     for spec in targets:
-        channel, target = parse_target(spec)
+        channel, target = split_target(spec)
         rows.append(
             OutboxMessage(
                 dedup_key=f"{event_id}:{channel}:{_digest(target)}", payment_id=payment.id,

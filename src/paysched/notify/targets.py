@@ -1,7 +1,15 @@
-"""Notification targets: "telegram:CHAT_ID", "webhook:URL", "log"."""
+"""Notification targets: "telegram:CHAT_ID", "webhook:URL", "log".
+
+A webhook URL is checked where it enters (CLI, configuration): http(s), a host, a valid port,
+no spaces or control characters, at most MAX_URL characters; and, unless
+PAYSCHED_WEBHOOK_ALLOW_PRIVATE is set, not a loopback, private, link-local or otherwise
+internal address (a cloud metadata endpoint such as 169.254.169.254 included). paysched
+posts to these URLs from inside the deployment, so one pointing inwards is refused.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -9,33 +17,88 @@ from paysched.errors import InvalidInput
 
 CHANNELS = ("telegram", "webhook", "log")
 EVENTS = ("succeeded", "failed", "retrying", "needs_review")
-_CHAT_RE = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
+_CHAT_RE = re.compile(r"\A(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})\Z")
+MAX_URL = 2000
 
 
-def parse_target(text: str, field: str = "notify") -> tuple[str, str]:
+def webhook_problem(url: str) -> str | None:
+    """Why `url` cannot be a webhook, or None if it can (wherever it points)."""
+    if len(url) > MAX_URL:
+        return f"longer than {MAX_URL} characters"
+    if not url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "contains spaces, control or non-ASCII characters (percent-encode them)"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "needs an http:// or https:// URL"
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        return "has an invalid port (1-65535)"
+    if not parts.hostname:
+        return "has no host"
+    return None
+
+
+def is_internal_host(host: str) -> bool:
+    """Loopback, private, link-local, reserved, multicast or unspecified, or a local name."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
+            or ip.is_multicast or ip.is_unspecified)  # fmt: skip
+
+
+def split_target(spec: str) -> tuple[str, str]:
+    """A stored target (validated when it entered) -> (channel, target), without checks."""
+    if spec == "log":
+        return "log", ""
+    channel, _, target = spec.partition(":")
+    return channel, target
+
+
+def parse_target(text: str, field: str = "notify", allow_private: bool = False) -> tuple[str, str]:
     """'telegram:123' -> ('telegram', '123'); 'webhook:https://x/y' -> ('webhook', url)."""
     raw = text.strip()
     if raw == "log":
         return "log", ""
     channel, sep, target = raw.partition(":")
     if not sep or channel not in CHANNELS:
-        raise InvalidInput(field, f"expected telegram:CHAT_ID, webhook:URL or log, got {text!r}")
+        raise InvalidInput(field, f"expected telegram:CHAT_ID, webhook:URL or log, got "
+                                  f"{_shown(text)}")  # fmt: skip
     if channel == "telegram" and not _CHAT_RE.match(target):
-        raise InvalidInput(field, f"telegram chat must be a numeric id or @channel, got {target!r}")
+        raise InvalidInput(field, f"telegram chat must be a numeric id or @channel, got "
+                                  f"{_shown(target)}")  # fmt: skip
     if channel == "webhook":
-        url = urlsplit(target)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            raise InvalidInput(field, f"webhook needs an http(s) URL, got {target!r}")
+        problem = webhook_problem(target)
+        if problem:
+            raise InvalidInput(field, f"webhook URL {problem}")
+        host = urlsplit(target).hostname or ""
+        if not allow_private and is_internal_host(host):
+            raise InvalidInput(field, f"webhook host {host!r} is a loopback, private or "
+                               "link-local address; set PAYSCHED_WEBHOOK_ALLOW_PRIVATE=1 to "
+                               "allow it")  # fmt: skip
     if channel == "log" and target:
         raise InvalidInput(field, "the log channel takes no target: use 'log'")
     return channel, target
 
 
-def normalise_targets(texts: list[str], field: str = "notify") -> list[str]:
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "…")
+
+
+def normalise_targets(
+    texts: list[str], field: str = "notify", allow_private: bool = False
+) -> list[str]:
     """Validate and de-duplicate, keeping order."""
     seen: list[str] = []
     for text in texts:
-        channel, target = parse_target(text, field)
+        channel, target = parse_target(text, field, allow_private)
         canonical = "log" if channel == "log" else f"{channel}:{target}"
         if canonical not in seen:
             seen.append(canonical)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from paysched.errors import PermanentDelivery, RetryableDelivery
+from paysched.notify.targets import webhook_problem
 
 SIGNATURE_HEADER = "Paysched-Signature"
 EVENT_ID_HEADER = "Paysched-Event-Id"
@@ -69,8 +70,13 @@ class WebhookNotifier:
             SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
             EVENT_ID_HEADER: dedup_key,
         }
+        problem = webhook_problem(target)
+        if problem:  # no retry can make a malformed URL work
+            raise PermanentDelivery(f"invalid webhook URL: {problem}")
         try:
             response = await self._client.post(target, content=body, headers=headers)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise PermanentDelivery(f"invalid webhook URL: {exc}") from None
         except httpx.HTTPError as exc:
             raise RetryableDelivery(f"webhook unreachable: {type(exc).__name__}: {exc}") from None
         status = response.status_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,7 +13,17 @@ from paysched.clock import to_ms
 from paysched.db import tables as t
 from paysched.db.store.base import StoreBase
 from paysched.db.store.rows import account_from
-from paysched.domain import Account, OccurrenceState
+from paysched.domain import (
+    MAX_AMOUNT,
+    MAX_BALANCE,
+    MAX_ISSUED,
+    Account,
+    OccurrenceState,
+    currency_exponent,
+    format_amount,
+    normalise_name,
+    refuse_external,
+)
 from paysched.errors import Conflict, InvalidInput, NotFound
 
 
@@ -41,8 +52,10 @@ def entries(
 
 class AccountsStore(StoreBase):
     def create_account(self, name: str, currency: str, now: datetime) -> Account:
-        if not name or name.startswith("@") or len(name) > 100:
-            raise InvalidInput("name", "must be 1-100 characters and not start with '@'")
+        name = normalise_name(name)
+        if name.startswith("@"):
+            raise InvalidInput("name", "must not start with '@' (kept for external accounts)")
+        currency_exponent(currency)  # an ISO 4217 currency with minor units, or InvalidInput
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -66,12 +79,35 @@ class AccountsStore(StoreBase):
             return [account_from(r) for r in rows]
 
     def deposit(self, name: str, amount: int, now: datetime) -> Account:
-        """Money entering paysched: the currency's external account is the other side."""
+        """Money entering paysched: the currency's external account is the other side.
+
+        Checked before anything is written: the amount, the account's balance after it and
+        the currency's total deposits stay within the limits (domain.MAX_*), so no balance
+        can overflow its column on either database."""
+        refuse_external(name)
         if amount <= 0:
             raise InvalidInput("amount", "must be greater than zero")
         with self.engine.begin() as conn:
             account = self._account(conn, name)
-            external = self._external_account(conn, account.currency, now)
+            cur = account.currency
+            if amount > MAX_AMOUNT:
+                raise InvalidInput("amount", f"at most {format_amount(MAX_AMOUNT, cur)} {cur}")
+            external = self._external_account(conn, cur, now)
+            held = {
+                r.id: int(r.balance)
+                for r in conn.execute(
+                    select(t.accounts.c.id, t.accounts.c.balance)
+                    .where(t.accounts.c.id.in_([account.id, external]))
+                    .order_by(t.accounts.c.id)
+                    .with_for_update()
+                )
+            }  # fmt: skip
+            if held[account.id] + amount > MAX_BALANCE:
+                raise InvalidInput("amount", f"{account.name!r} would hold more than the balance "
+                                   f"limit of {format_amount(MAX_BALANCE, cur)} {cur}")  # fmt: skip
+            if -held[external] + amount > MAX_ISSUED:
+                raise InvalidInput("amount", f"deposits in {cur} would exceed the limit of "
+                                   f"{format_amount(MAX_ISSUED, cur)} {cur} in all")  # fmt: skip
             transfer_id = f"deposit-{account.id}-{to_ms(now)}-{amount}"
             for account_id, delta in ((external, -amount), (account.id, amount)):
                 conn.execute(
@@ -86,6 +122,8 @@ class AccountsStore(StoreBase):
             return self._account(conn, name)
 
     def _account(self, conn: Connection, name: str) -> Account:
+        # Looked up as stored: "zoé" typed in either Unicode form, " alice " as "alice".
+        name = unicodedata.normalize("NFC", name).strip()
         row = conn.execute(select(t.accounts).where(t.accounts.c.name == name)).first()
         if row is None:
             raise NotFound(f"no account named {name!r}")

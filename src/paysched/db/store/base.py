@@ -11,7 +11,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from paysched.db import tables as t
 from paysched.db.engine import READ_ONLY, migrate
-from paysched.errors import BackendUnavailable, PayschedError
+from paysched.domain import MAX_ID
+from paysched.errors import BackendUnavailable, NotFound, PayschedError
 
 
 class LostRace(PayschedError):
@@ -67,5 +68,14 @@ class StoreBase:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
 
 
+def existing_id(value: int, what: str) -> None:
+    """NotFound for an id no row can have (PostgreSQL's ids are 32-bit): it never reaches SQL,
+    where it would be a database error rather than 'not found'."""
+    if not 0 < value <= MAX_ID:
+        raise NotFound(f"no {what} with id {value}")
+
+
 def short_error(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+    """The first line of an error (a driver's own for a database error), or its type name."""
+    lines = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__

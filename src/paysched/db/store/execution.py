@@ -18,19 +18,23 @@ from sqlalchemy import bindparam, insert, select, update
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import entries
+from paysched.db.store.base import existing_id
 from paysched.db.store.payments import PaymentsStore
 from paysched.db.store.rows import claim_rows, occurrence_from, payment_from
 from paysched.domain import (
     CANCELLABLE_STATES,
     FINAL_STATES,
+    MAX_BALANCE,
     UNRESOLVED_STATES,
     Occurrence,
     OccurrenceState,
     OutboxMessage,
     Payment,
     PaymentState,
+    format_amount,
 )
 from paysched.errors import (
+    BalanceLimit,
     CurrencyMismatch,
     InsufficientFunds,
     NotFound,
@@ -236,6 +240,13 @@ class ExecutionStore(PaymentsStore):
                 if balance[payer.id] < payment.amount:
                     results.append(InsufficientFunds(f"insufficient funds in {payer.name!r}"))
                     continue
+                if balance[payee.id] + payment.amount > MAX_BALANCE:
+                    limit = format_amount(MAX_BALANCE, payment.currency)
+                    results.append(BalanceLimit(
+                        f"{payee.name!r} would hold more than the balance limit of {limit} "
+                        f"{payment.currency}"
+                    ))  # fmt: skip
+                    continue
                 for account_id, amount in ((payer.id, -payment.amount), (payee.id, payment.amount)):
                     balance[account_id] += amount
                     delta[account_id] = delta.get(account_id, 0) + amount
@@ -327,6 +338,7 @@ class ExecutionStore(PaymentsStore):
 
     def unresolved(self, occurrence_id: int) -> Claim:
         """An occurrence in unknown or needs_review with its payment, for a manual resolve."""
+        existing_id(occurrence_id, "occurrence")
         with self._reading() as conn:
             row = conn.execute(claim_rows(), {"ids": [occurrence_id]}).first()
         if row is None:

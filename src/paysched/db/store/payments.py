@@ -19,15 +19,19 @@ from paysched.clock import to_ms
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import AccountsStore
+from paysched.db.store.base import existing_id
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
 from paysched.domain import (
     CANCELLABLE_STATES,
     FINAL_STATES,
+    MAX_AMOUNT,
     Occurrence,
     OccurrenceState,
     Payment,
     PaymentState,
+    format_amount,
     occurrence_key,
+    refuse_external,
 )
 from paysched.errors import Conflict, InvalidInput, NotFound
 from paysched.schedules import next_cron
@@ -65,6 +69,9 @@ class PaymentsStore(AccountsStore):
             raise InvalidInput("to", "payer and payee must be different accounts")
         if amount <= 0:
             raise InvalidInput("amount", "must be greater than zero")
+        if amount > MAX_AMOUNT:
+            limit = format_amount(MAX_AMOUNT, currency)
+            raise InvalidInput("amount", f"at most {limit} {currency} per payment")
         first_due = due_at if due_at is not None else next_cron(cron or "", now, timezone)
         with self.engine.begin() as conn:
             accounts = {}
@@ -73,6 +80,7 @@ class PaymentsStore(AccountsStore):
                     accounts[field] = self._account(conn, name)
                 except NotFound:
                     raise InvalidInput(field, f"no account named {name!r}") from None
+                refuse_external(accounts[field].name, field)
                 if accounts[field].currency != currency:
                     raise InvalidInput(
                         field,
@@ -92,6 +100,7 @@ class PaymentsStore(AccountsStore):
             return self._payment(conn, int(payment_id))
 
     def get_payment(self, payment_id: int) -> Payment:
+        existing_id(payment_id, "payment")
         with self._reading() as conn:
             return self._payment(conn, payment_id)
 
@@ -116,6 +125,7 @@ class PaymentsStore(AccountsStore):
         here), and a claim reads the payment under a lock and refuses a cancelled one.
         Occurrences already executing or being resolved are left to finish and reported.
         """
+        existing_id(payment_id, "payment")
         with self.engine.begin() as conn:
             locked = conn.execute(
                 select(t.payments.c.state)

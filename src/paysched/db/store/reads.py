@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from paysched.db import tables as t
-from paysched.db.store.base import StoreBase
+from paysched.db.store.base import StoreBase, existing_id
 from paysched.db.store.rows import occurrence_from
 from paysched.domain import PENDING_STATES, Occurrence, OccurrenceState, Transition
 from paysched.errors import NotFound
@@ -18,6 +18,7 @@ S = OccurrenceState
 
 class ReadsStore(StoreBase):
     def get_occurrence(self, occurrence_id: int) -> Occurrence:
+        existing_id(occurrence_id, "occurrence")
         with self._reading() as conn:
             row = conn.execute(
                 select(t.occurrences).where(t.occurrences.c.id == occurrence_id)

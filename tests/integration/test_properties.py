@@ -1,0 +1,218 @@
+"""Property-based tests of the boundary: whatever a user types into the CLI or the
+configuration, paysched answers with an exit code from the documented set and, when it refuses,
+one line naming the field; never a traceback; and a refused command changes no balance and no
+row. Run on SQLite and PostgreSQL (the CLI in-process, against the real databases and Redis).
+
+Exit codes (README): 0 ok, 2 bad input or configuration, 3 not found, 4 conflict.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner, Result
+
+from paysched.cli import cli
+from paysched.config import KNOWN_VARIABLES, Settings
+from paysched.db.store import Store
+from paysched.domain import parse_amount
+from paysched.errors import ConfigError
+
+EXAMPLES = 150
+PROPERTY = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)  # fmt: skip
+
+# Anything a keyboard, a paste or a script can produce (no surrogates: not valid in argv).
+any_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+digits_any_script = st.text(st.characters(categories=("Nd",)), min_size=1, max_size=6)
+numberish = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.integers(-(10**25), 10**25).map(str),
+    st.floats().map(repr),
+    st.from_regex(r"\A-?[0-9]{1,22}(\.[0-9]{0,4})?\Z"),
+    digits_any_script,
+)
+amounts = st.one_of(numberish, any_text)
+ids = st.one_of(st.integers(-(10**25), 10**25).map(str), digits_any_script, any_text)
+instants = st.one_of(
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?([+-][0-9]{2}:[0-9]{2}|Z)?\Z"),
+    any_text,
+)  # fmt: skip
+durations = st.one_of(
+    st.from_regex(r"\A[0-9]{1,14}(\.[0-9]{1,3})?(ms|s|m|h|d)\Z"),
+    st.builds(lambda n, u: f"{n}{u}", digits_any_script, st.sampled_from(["s", "m", "d"])),
+    any_text,
+)
+cron_field = st.one_of(st.sampled_from(["*", "*/5", "0", "30", "1-5", "MON", "JAN", "L", "?"]),
+                       st.integers(-5, 100).map(str))  # fmt: skip
+crons = st.one_of(st.lists(cron_field, min_size=4, max_size=7).map(" ".join), any_text,
+                  st.text(alphabet="*/0123456789 ,-", max_size=200))  # fmt: skip
+name_parts = st.sampled_from([*string.ascii_letters, *" @\t\n\x1b.é", "e\u0301"])
+names = st.one_of(any_text, st.lists(name_parts, max_size=12).map("".join))
+hosts = st.sampled_from(["example.com", "127.0.0.1", "10.1.2.3", "169.254.169.254", "[::1]",
+                         "localhost", "hooks.example.org", "", "a b", "0.0.0.0"])  # fmt: skip
+urls = st.one_of(
+    st.builds(lambda scheme, host, port, path: f"{scheme}://{host}{port}/{path}",
+              st.sampled_from(["http", "https", "ftp", "javascript", ""]), hosts,
+              st.one_of(st.just(""), st.integers(-5, 100_000).map(lambda p: f":{p}")),
+              any_text),
+    any_text,
+)  # fmt: skip
+
+
+@pytest.fixture
+def runner(env: dict[str, str]) -> Iterator[tuple[CliRunner, dict[str, str], Store]]:
+    store = Store.connect(env["DATABASE_URL"])
+    store.migrate()
+    run = CliRunner()
+    for name in ("alice", "bob"):
+        assert run.invoke(cli, ["accounts", "create", name], env=env).exit_code == 0
+    yield run, env, store
+    store.close()
+
+
+def invoke(runner: CliRunner, env: dict[str, str], args: list[str]) -> Result:
+    result = runner.invoke(cli, args, env=env)
+    # Never a traceback: the only exception allowed is the CLI's own exit.
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        args, repr(result.exception), result.stdout, result.stderr,
+    )  # fmt: skip
+    assert "Traceback" not in result.stdout + result.stderr
+    return result
+
+
+def refused_with(result: Result, codes: set[int], *fields: str, value: str = "") -> None:
+    """A refusal: an exit code from `codes`, one 'error:' line naming one of `fields`.
+
+    A value that is itself option syntax ("--json", "--") may instead get the command line's
+    own usage error (exit 2, its usage and the problem), as any CLI would."""
+    assert result.exit_code in codes, (result.exit_code, result.stderr)
+    if value.startswith("-") and result.exit_code == 2 and "Usage:" in result.stderr:
+        return
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    if result.exit_code == 2:
+        assert any(lines[0].startswith(f"error: {f}:") for f in fields), lines[0]
+
+
+def state(store: Store) -> tuple[Any, ...]:
+    """Everything a refused command must leave as it was."""
+    accounts = tuple((a.name, a.balance) for a in store.list_accounts())
+    return accounts, len(store.list_payments(10**6)), store.ledger_report().balanced
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@PROPERTY
+@given(amount=amounts)
+def test_deposit_amounts(runner: Any, amount: str) -> None:
+    run, env, store = runner
+    before = store.get_account("alice").balance
+    total = state(store)
+    result = invoke(run, env, ["accounts", "deposit", "alice", amount])
+    if result.exit_code == 0:
+        assert store.get_account("alice").balance == before + parse_amount(amount, "USD")
+    else:
+        refused_with(result, {2}, "amount", value=amount)
+        assert state(store) == total
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@PROPERTY
+@given(amount=amounts, when=st.one_of(instants.map(lambda t: ["--at", t]),
+                                      durations.map(lambda d: ["--in", d]),
+                                      crons.map(lambda c: ["--cron", c])))  # fmt: skip
+def test_schedule_amounts_and_times(runner: Any, amount: str, when: list[str]) -> None:
+    run, env, store = runner
+    total = state(store)
+    args = ["schedule", "--from", "alice", "--to", "bob", "--amount", amount, *when]
+    result = invoke(run, env, args)
+    if result.exit_code == 0:
+        assert len(store.list_payments(10**6)) == total[1] + 1
+    else:
+        refused_with(
+            result,
+            {2},
+            "amount",
+            "at",
+            "in",
+            "cron",
+            "schedule",
+            value=min(amount, when[1], key=lambda v: not v.startswith("-")),
+        )
+        assert state(store) == total
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@PROPERTY
+@given(ref=ids)
+def test_ids(runner: Any, ref: str) -> None:
+    run, env, store = runner
+    total = state(store)
+    for command in (["show", ref], ["cancel", ref]):
+        result = invoke(run, env, command)
+        if result.exit_code != 0:
+            refused_with(result, {2, 3, 4}, "id", value=ref)
+        assert state(store)[0] == total[0]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@PROPERTY
+@given(name=names, currency=st.one_of(st.sampled_from(["USD", "eur", "JPY", "XYZ", "XAU"]),
+                                      any_text))  # fmt: skip
+def test_account_names_and_currencies(runner: Any, name: str, currency: str) -> None:
+    run, env, store = runner
+    total = state(store)
+    result = invoke(run, env, ["accounts", "create", name, "--currency", currency])
+    if result.exit_code == 0:
+        created = result.stdout.removeprefix("created account ").rsplit(" (", 1)[0]
+        assert created == created.strip() and created.isprintable()
+        assert store.get_account(name).name == created  # found again as typed
+    else:
+        refused_with(
+            result,
+            {2, 4},
+            "name",
+            "currency",
+            value=min(name, currency, key=lambda v: not v.startswith("-")),
+        )
+        assert state(store) == total
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@PROPERTY
+@given(url=urls)
+def test_webhook_targets(runner: Any, url: str) -> None:
+    run, env, store = runner
+    total = state(store)
+    args = ["schedule", "--from", "alice", "--to", "bob", "--amount", "1", "--in", "1h",
+            "--notify", f"webhook:{url}"]  # fmt: skip
+    result = invoke(run, env, args)
+    if result.exit_code == 0:
+        (payment,) = store.list_payments(1)
+        (target,) = payment.notify
+        host = target.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        assert host and not host.startswith(("127.", "10.", "169.254.", "[::1]", "localhost"))
+        assert target.isascii() and target.isprintable() and " " not in target
+    else:
+        refused_with(result, {2}, "notify")
+        assert state(store) == total
+
+
+@PROPERTY
+@given(variable=st.sampled_from(sorted(KNOWN_VARIABLES)),
+       value=st.one_of(any_text, numberish, durations, urls, crons))  # fmt: skip
+def test_configuration_values(variable: str, value: str, tmp_path_factory: Any) -> None:
+    env = {"PAYSCHED_DATA_DIR": str(tmp_path_factory.mktemp("data")), variable: value}
+    try:
+        Settings.from_env(env)
+    except ConfigError as exc:
+        assert exc.variable == variable and str(exc).startswith(f"{variable}: ")
