@@ -47,8 +47,11 @@ class Canceller:
         if target == "later":
             later = [p for p in one_time if p.due_at > now + self.lookahead]
             return self.rng.choice(later) if later else None
+        # The next one to fall due (its claim is moments away), or the next one to enter the
+        # scheduler's look-ahead (its materialize is moments away).
         aim = now + (self.lookahead if target == "materialize" else timedelta(0))
-        return min(one_time, key=lambda p: abs(p.due_at - aim), default=None)
+        coming = [p for p in one_time if p.due_at >= aim]
+        return min(coming, key=lambda p: p.due_at - aim, default=None)
 
     def cancel(self, pick: int) -> dict[str, Any]:
         target = TARGETS[pick % len(TARGETS)]

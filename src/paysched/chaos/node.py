@@ -172,7 +172,7 @@ def main() -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 pid`: stacks to the log
 
     async def run() -> None:
-        app = await App.open(settings, executor_factory=build_executor)
+        app = await App.open(settings, executor_factory=build_executor, wait_for_backends=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
