@@ -50,7 +50,7 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_url: str) -> None:
             TELEGRAM_BOT_TOKEN=SECRETS["telegram"], TELEGRAM_API_URL=telegram.url,
             PAYSCHED_WEBHOOK_SECRET=SECRETS["signing"], PAYSCHED_EXECUTOR="http",
             PAYSCHED_PROVIDER_URL=provider.url, PAYSCHED_PROVIDER_TOKEN=SECRETS["provider"],
-            PAYSCHED_NOTIFY_POLL="200ms",
+            PAYSCHED_NOTIFY_POLL="200ms", PAYSCHED_WEBHOOK_ALLOW_PRIVATE="1",
         )  # fmt: skip
         assert "postgres:SECRETdbPASS@" in env["DATABASE_URL"]
         outputs: list[str] = []
