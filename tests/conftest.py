@@ -23,6 +23,7 @@ import redis
 
 from paysched.app import App
 from paysched.config import Settings
+from paysched.db.store import Store
 
 SHARED_REDIS = os.environ.get("PAYSCHED_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get("PAYSCHED_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -158,6 +159,15 @@ def env(
         PAYSCHED_QUEUE_PREFIX=redis_prefix,
         PAYSCHED_DATA_DIR=str(tmp_path / "data"),
     )
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """A migrated store on the test's own database (SQLite file or PostgreSQL database)."""
+    s = Store.connect(database_url)
+    s.migrate()
+    yield s
+    s.close()
 
 
 @pytest.fixture

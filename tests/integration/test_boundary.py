@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import unicodedata
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,14 +47,6 @@ def refused(result: subprocess.CompletedProcess[str], code: int, *needles: str) 
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store.connect(database_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 # -- limits: no balance can overflow, on either database ---------------------------------------

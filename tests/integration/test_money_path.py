@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,14 +27,6 @@ from tests.conftest import wait_for_sync
 
 S = OccurrenceState
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store.connect(database_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def accounts(store: Store, *names: str, balance: int = 10_000) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,14 +13,6 @@ from paysched.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 
 S = OccurrenceState
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store.connect(database_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def funded(store: Store, balance: int = 10_000) -> None:
