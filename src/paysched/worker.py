@@ -318,11 +318,17 @@ class WorkerPool:
             return
         worker = self._worker
         await self._waker.stop()
-        try:
-            await asyncio.wait_for(worker.close(), timeout=grace_s)
-        except TimeoutError:
+        # Not wait_for(worker.close(), grace): bullmq's close() shields its teardown and keeps
+        # waiting through a cancellation, so the grace never ended and a hung payment kept
+        # the process alive forever after SIGTERM.
+        closing = asyncio.ensure_future(worker.close())
+        done, _ = await asyncio.wait({closing}, timeout=grace_s)
+        if not done:
             log.warning("active payments did not finish within %.0fs; forcing close", grace_s)
+            # Cancels the jobs still running: their occurrences stay executing under their
+            # fence and the next worker takes them over (a settle already in flight is fenced).
             await worker.close(force=True)
+            await asyncio.wait({closing}, timeout=5)
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=5)

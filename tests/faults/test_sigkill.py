@@ -117,3 +117,43 @@ async def test_killed_after_payment_notification_still_sent_once(
     finally:
         hook.stop()
         await app.close()
+
+
+async def test_sigterm_past_the_grace_forces_the_stop_and_the_payment_is_taken_over(
+    app: App, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The forced-shutdown path: SIGTERM while a payment hangs, with a 1 s grace. The process
+    exits on its own (not killed), the payment is neither failed nor settled, and the next
+    worker takes it over and pays once."""
+    await fund(app, {"alice": 10_000, "bob": 0})
+    pid = await pay(app, "alice", "bob", 1_500)
+    marker = tmp_path / "fault-point"
+    victim = start_worker(env | {"PAYSCHED_SHUTDOWN_GRACE": "1s"}, "hang-before-settle", marker)
+    try:
+        wait_for_sync(marker.exists, 30, "the worker to be inside the payment")
+        victim.send_signal(signal.SIGTERM)
+        try:
+            code = victim.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            victim.send_signal(signal.SIGUSR1)  # its threads' stacks into the log
+            wait_for_sync(lambda: "File" in log_of(marker, "hang-before-settle"), 5, "stacks")
+            pytest.fail(
+                "still running 30 s after SIGTERM:\n" + log_of(marker, "hang-before-settle")
+            )
+        assert code == 0, log_of(marker, "hang-before-settle")
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert "did not finish within 1s; forcing close" in log_of(marker, "hang-before-settle")
+    (occ,) = await app.db(app.store.occurrences_of, pid)
+    assert occ.state == S.EXECUTING and occ.attempts == 1
+    assert (await app.db(app.store.get_account, "bob")).balance == 0
+    survivor = start_worker(env, "normal", tmp_path / "unused")
+    try:
+        (done,) = await all_final(app, [pid], timeout=60)
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=90) == 0, log_of(tmp_path / "unused", "normal")
+    assert done.state == S.SUCCEEDED and done.attempts == 1 and done.takeovers == 1
+    assert await app.db(app.store.succeeded_transfer_count) == 1
+    assert (await app.db(app.store.get_account, "bob")).balance == 1_500

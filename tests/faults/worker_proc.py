@@ -14,6 +14,7 @@ The test kills this process with SIGKILL at the fault point.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 from sqlalchemy import event
 
 from paysched.app import App
+from paysched.cli import setup_logging
 from paysched.config import Settings
 from paysched.executors.ledger import LedgerExecutor
 
@@ -31,6 +33,8 @@ from paysched.executors.ledger import LedgerExecutor
 def main(mode: str) -> None:
     marker = Path(os.environ["PAYSCHED_TEST_MARKER"])
     settings = Settings.from_env()
+    setup_logging(settings.log_level)  # to stderr: the test's log file
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack
 
     class HangBeforeSettle:
         name = "hang-before-settle"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from paysched.app import App
 from paysched.config import Settings
 from paysched.domain import OccurrenceState
+from paysched.notify.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookNotifier
 from tests.conftest import free_port, wait_for
 from tests.http_peers import Peer, WebhookReceiver
 from tests.integration.helpers import all_final, fund, running
@@ -145,3 +148,27 @@ async def test_failed_payment_notifies_reason_default_log_target(settings: Setti
 async def _all(app: App, pid: int, state: str, count: int) -> bool:
     found = await states(app, pid)
     return len(found) == count and set(found) == {state}
+
+
+async def test_the_readme_verifier_accepts_a_real_delivery() -> None:
+    """The receiver-side snippet in README.md, run as written, against what paysched sends."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("**Verifying webhooks.**", 1)[1]
+    snippet = section.split("```python", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    readme_verify = scope["verify"]
+
+    receiver = Peer().start()
+    notifier = WebhookNotifier("whsec-readme-check")
+    try:
+        await notifier.send(f"{receiver.url}/hook", {"event": "succeeded", "amount": "1.00"}, "k1")
+        (request,) = receiver.requests
+        header = request.headers[SIGNATURE_HEADER]
+        assert request.headers[EVENT_ID_HEADER] == "k1"
+        assert readme_verify("whsec-readme-check", header, request.body) is True
+        assert readme_verify("another-secret", header, request.body) is False
+        assert readme_verify("whsec-readme-check", header, request.body + b" ") is False
+    finally:
+        await notifier.close()
+        receiver.stop()

@@ -184,34 +184,42 @@ async def test_corrupt_job_fails_without_crashing_the_worker(app: App) -> None:
     assert "occurrence_id: expected a positive integer" in job.failedReason
 
 
+class Held:
+    """The ledger executor, held inside the payment until the test releases it."""
+
+    name = "held"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def execute(self, claim: Any, key: str) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await self.inner.execute(claim, key)
+
+
 async def test_graceful_stop_lets_active_payment_finish(settings: Settings) -> None:
-    release = asyncio.Event()
-    entered = asyncio.Event()
+    held: list[Held] = []
 
-    class Slow:
-        name = "slow"
+    def factory(a: App) -> Any:
+        held.append(Held(LedgerExecutor(a.store, a.clock, a.pool)))
+        return held[0]
 
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        async def execute(self, claim: Any, key: str) -> Any:
-            entered.set()
-            await release.wait()
-            return await self.inner.execute(claim, key)
-
-    app = await App.open(
-        settings, executor_factory=lambda a: Slow(LedgerExecutor(a.store, a.clock, a.pool))
-    )
+    app = await App.open(settings.with_overrides(shutdown_grace=timedelta(seconds=30)),
+                         executor_factory=factory)  # fmt: skip
     try:
         await fund(app, {"alice": 1_000, "bob": 0})
         pid = await pay(app, "alice", "bob", 100)
         stop = asyncio.Event()
         task = asyncio.create_task(app.run(stop, scheduler=False))
-        await asyncio.wait_for(entered.wait(), 10)
+        await asyncio.wait_for(held[0].entered.wait(), 10)
         stop.set()  # what SIGTERM does
-        await asyncio.sleep(0)
-        assert not task.done()
-        release.set()
+        # A stop that did not wait for the active payment would be over well within this.
+        finished, _ = await asyncio.wait({task}, timeout=1.0)
+        assert not finished, "stopped without waiting for the active payment"
+        held[0].release.set()
         await asyncio.wait_for(task, 10)
         (occ,) = await app.db(app.store.occurrences_of, pid)
         assert occ.state == S.SUCCEEDED

@@ -9,6 +9,12 @@ from paysched.notify.webhook import SignatureError, sign, verify
 BODY = b'{"id":"pay-1-0:succeeded","event":"payment.succeeded"}'
 
 
+def test_known_answer_vector() -> None:
+    """Computed outside paysched: printf '1800000000.<BODY>' | openssl dgst -sha256 -hmac s3cret"""
+    expected = "2f70bf0f0c122685ccbf153531d29dc91f64ce06650ec93c3cce9a366a5d7e1b"
+    assert sign("s3cret", BODY, 1_800_000_000) == f"t=1800000000,v1={expected}"
+
+
 def test_valid_signature_verifies() -> None:
     header = sign("s3cret", BODY, 1_800_000_000)
     verify("s3cret", header, BODY, now=1_800_000_100)
