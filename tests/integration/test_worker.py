@@ -139,7 +139,7 @@ async def test_backlog_runs_in_due_order(settings: Settings) -> None:
         await app.close()
 
 
-async def test_unexpected_executor_error_is_retried(settings: Settings) -> None:
+async def test_retryable_executor_error_is_retried(settings: Settings) -> None:
     calls: list[int] = []
 
     class Boom:
@@ -163,6 +163,35 @@ async def test_unexpected_executor_error_is_retried(settings: Settings) -> None:
         async with running(app):
             (occ,) = await all_final(app, [pid])
         assert occ.state == S.SUCCEEDED and calls == [1, 2]
+    finally:
+        await app.close()
+
+
+async def test_unexpected_executor_error_is_never_guessed(settings: Settings) -> None:
+    """An executor that raises something it did not declare may or may not have moved money:
+    not retried with the same or a new key, not failed; a person looks (needs_review)."""
+
+    class Buggy:
+        name = "buggy"
+
+        async def execute(self, claim: Any, key: str) -> Any:
+            raise ValueError("index out of range in the provider client")
+
+    app = await App.open(settings, executor_factory=lambda a: Buggy())
+    try:
+        await fund(app, {"alice": 1_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 100)
+
+        async def parked() -> bool:
+            (occ,) = await app.db(app.store.occurrences_of, pid)
+            return occ.state == S.NEEDS_REVIEW
+
+        async with running(app):
+            await wait_for(parked, 20, "the occurrence to need review")
+        (occ,) = await app.db(app.store.occurrences_of, pid)
+        assert occ.attempts == 1
+        assert "executor error: ValueError: index out of range" in (occ.reason or "")
+        assert (await app.db(app.store.get_account, "alice")).balance == 1_000
     finally:
         await app.close()
 
