@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
@@ -38,6 +36,7 @@ from paysched.errors import (
     NotFound,
     PayschedError,
 )
+from paysched.logs import setup_logging
 from paysched.notify.targets import normalise_targets
 from paysched.schedules import parse_duration, parse_instant, parse_timezone, validate_cron
 from paysched.views import (
@@ -111,16 +110,6 @@ def settings() -> Settings:
     return cfg
 
 
-def setup_logging(level: str) -> None:
-    redaction.install()
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )  # fmt: skip
-    # bullmq warns on every connection when eviction is not "noeviction"; once is enough.
-    logging.getLogger("asyncio").setLevel(logging.WARNING)
-
-
 def with_app(
     body: Callable[[App], Awaitable[T]],
     *,
@@ -153,7 +142,7 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 
 def _serve(scheduler: bool, worker: bool) -> None:
     cfg = settings()
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_format)
 
     async def body(app: App) -> None:
         stop = asyncio.Event()

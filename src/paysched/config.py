@@ -33,6 +33,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_ATTEMPTS", "PAYSCHED_BACKOFF_MS", "PAYSCHED_BACKOFF_JITTER", "PAYSCHED_TICK_CRON",
     "PAYSCHED_LOOKAHEAD", "PAYSCHED_LOCK_MS", "PAYSCHED_SHUTDOWN_GRACE",
     "PAYSCHED_KEEP_COMPLETED", "PAYSCHED_EMBEDDED_REDIS", "PAYSCHED_LOG_LEVEL",
+    "PAYSCHED_LOG_FORMAT",
     "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_URL", "PAYSCHED_WEBHOOK_SECRET", "PAYSCHED_NOTIFY",
     "PAYSCHED_NOTIFY_EVENTS", "PAYSCHED_NOTIFY_POLL", "PAYSCHED_NOTIFY_MAX_ATTEMPTS",
     "PAYSCHED_EXECUTOR", "PAYSCHED_PROVIDER_URL", "PAYSCHED_PROVIDER_TOKEN",
@@ -62,6 +63,7 @@ class Settings:
     shutdown_grace: timedelta = timedelta(seconds=30)
     keep_completed: int = 10_000
     log_level: str = "INFO"
+    log_format: str = "plain"  # or "json": one object per line
     # Secrets stay out of repr() so that settings can be logged.
     telegram_token: str = field(default="", repr=False)
     telegram_api_url: str = "https://api.telegram.org"
@@ -115,6 +117,7 @@ class Settings:
             log_level=_choice(
                 env, "PAYSCHED_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
+            log_format=_choice(env, "PAYSCHED_LOG_FORMAT", "PLAIN", ("PLAIN", "JSON")).lower(),
             telegram_token=env.get("TELEGRAM_BOT_TOKEN", "").strip(),
             telegram_api_url=_http_url(env, "TELEGRAM_API_URL", "https://api.telegram.org"),
             webhook_secret=env.get("PAYSCHED_WEBHOOK_SECRET", ""),

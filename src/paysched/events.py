@@ -9,6 +9,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from paysched.logs import payment_fields
+
 log = logging.getLogger("paysched.events")
 
 
@@ -58,31 +60,32 @@ class EventBus:
 def log_subscriber(event: Event) -> None:
     """The seed's log lines, one per event."""
     key, pid = event.occurrence_key, event.payment_id
+    out = logging.LoggerAdapter(log, payment_fields(key, pid, event.attempt))
     if event.kind is EventKind.COMPLETED:
-        log.info("job %s completed: payment #%s (attempt %s)", key, pid, event.attempt)
+        out.info("job %s completed: payment #%s (attempt %s)", key, pid, event.attempt)
     elif event.kind is EventKind.FAILED:
-        log.warning(
+        out.warning(
             "job %s failed after %s attempt(s): payment #%s: %s",
             key, event.attempt, pid, event.detail.get("reason"),
         )  # fmt: skip
     elif event.kind is EventKind.RETRYING:
-        log.warning(
+        out.warning(
             "job %s attempt %s failed, retrying in %sms: %s",
             key, event.attempt, event.detail.get("delay_ms"), event.detail.get("reason"),
         )  # fmt: skip
     elif event.kind is EventKind.UNKNOWN:
-        log.warning(
+        out.warning(
             "job %s outcome unknown (payment #%s): %s; asking the provider again later",
             key, pid, event.detail.get("reason"),
         )  # fmt: skip
     elif event.kind is EventKind.RESOLVED:
-        log.info("job %s resolved as %s: payment #%s", key, event.detail.get("outcome"), pid)
+        out.info("job %s resolved as %s: payment #%s", key, event.detail.get("outcome"), pid)
     elif event.kind is EventKind.NEEDS_REVIEW:
-        log.error(
+        out.error(
             "job %s NEEDS REVIEW (payment #%s): %s; settle it with `paysched resolve`",
             key, pid, event.detail.get("reason"),
         )  # fmt: skip
     elif event.kind is EventKind.ERROR:
-        log.error("job %s error: %s", key, event.detail.get("error"))
+        out.error("job %s error: %s", key, event.detail.get("error"))
     else:
-        log.debug("job %s progress %s%%", key, event.detail.get("progress"))
+        out.debug("job %s progress %s%%", key, event.detail.get("progress"))

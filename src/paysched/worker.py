@@ -30,6 +30,7 @@ from paysched.domain import OccurrenceState, OutboxMessage
 from paysched.errors import BackendUnavailable, PermanentError, RetryableError
 from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvable
+from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentQueue, RetryLater
 from paysched.threads import GroupCommit
@@ -173,8 +174,9 @@ class PaymentProcessor:
                      claimed.state.value if claimed.state else claimed.why)  # fmt: skip
             return {"skipped": True, "why": claimed.why}
         claim = replace(claimed, on_success=tuple(self._outbox(claimed, "succeeded")))
+        fields = payment_fields(claim.occurrence.key, claim.payment.id, claim.attempt)
         log.info("processing payment job %s: payment #%s (attempt %s)", job.id,
-                 claim.payment.id, claim.attempt)  # fmt: skip
+                 claim.payment.id, claim.attempt, extra=fields)  # fmt: skip
         # "claimed" is immediately followed by "executing": subscribers only, not Redis.
         self._emit(EventKind.PROGRESS, claim, progress=10, step="claimed")
         try:

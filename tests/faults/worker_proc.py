@@ -25,9 +25,9 @@ from typing import Any
 from sqlalchemy import event
 
 from paysched.app import App
-from paysched.cli import setup_logging
 from paysched.config import Settings
 from paysched.executors.ledger import LedgerExecutor
+from paysched.logs import setup_logging
 
 
 def main(mode: str) -> None:

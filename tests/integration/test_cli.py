@@ -215,3 +215,32 @@ def test_a_worker_waits_for_redis_and_says_so_once(env: dict[str, str], tmp_path
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
         server.stop()
+
+
+def test_json_logs_carry_the_payment_fields(env: dict[str, str]) -> None:
+    json_env = env | {"PAYSCHED_LOG_FORMAT": "json"}
+    paysched(json_env, "accounts", "create", "alice")
+    paysched(json_env, "accounts", "create", "bob")
+    paysched(json_env, "accounts", "deposit", "alice", "10.00")
+    pid = as_json(json_env, "schedule", "--from", "alice", "--to", "bob", "--amount", "1.00",
+                  "--in", "1s")["id"]  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "paysched", "run"], env=os.environ | json_env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if as_json(json_env, "show", str(pid))["status"] == "succeeded":
+                break
+            time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # every line parses
+    completed = [
+        x for x in lines if x["message"].startswith("job ") and "completed" in x["message"]
+    ]
+    assert completed, err
+    assert completed[0]["payment_id"] == pid and completed[0]["attempt"] == 1
+    assert completed[0]["occurrence"].startswith(f"pay-{pid}-")

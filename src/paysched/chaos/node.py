@@ -35,13 +35,13 @@ from sqlalchemy import event
 
 from paysched.app import App, default_executor
 from paysched.chaos.model import DB_ERROR_LOG_LINE, INJECTED_DB_ERROR
-from paysched.cli import setup_logging
 from paysched.config import Settings
 from paysched.db.store import Claim
 from paysched.errors import BackendUnavailable, RetryableError
 from paysched.executors.base import ExecutionResult, Executor, Resolvable
 from paysched.executors.flaky import FlakyExecutor
 from paysched.executors.ledger import LedgerExecutor
+from paysched.logs import setup_logging
 
 log = logging.getLogger("paysched.chaos.node")
 
@@ -168,7 +168,7 @@ def _frames(task: asyncio.Task[object]) -> list[str]:
 
 def main() -> None:
     settings = Settings.from_env()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 pid`: stacks to the log
 
     async def run() -> None:
