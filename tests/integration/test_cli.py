@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from paysched.redis_server import free_port
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

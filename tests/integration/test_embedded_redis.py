@@ -13,8 +13,8 @@ import redis
 
 from paysched.app import resolve_redis
 from paysched.config import Settings
-from paysched.redis_server import EmbeddedRedis
-from tests.conftest import free_port, wait_for_sync
+from paysched.redis_server import EmbeddedRedis, free_port
+from tests.conftest import wait_for_sync
 
 
 def alive(pid: int) -> bool:

@@ -22,8 +22,9 @@ from paysched.db.store import Claim
 from paysched.domain import Occurrence, OccurrenceState, Payment, PaymentState
 from paysched.executors.base import Closable, ExecutionResult, Outcome, Resolvable
 from paysched.executors.http import HttpExecutor
+from paysched.redis_server import free_port
 from paysched.standin import Charge, StandinProvider
-from tests.conftest import free_port, wait_for
+from tests.conftest import wait_for
 
 TOKEN = f"tok-{secrets.token_hex(16)}"
 WRONG_TOKEN = f"wrong-{secrets.token_hex(16)}"

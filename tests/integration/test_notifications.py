@@ -12,7 +12,8 @@ from paysched.app import App
 from paysched.config import Settings
 from paysched.domain import OccurrenceState
 from paysched.notify.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookNotifier
-from tests.conftest import free_port, wait_for
+from paysched.redis_server import free_port
+from tests.conftest import wait_for
 from tests.http_peers import Peer, WebhookReceiver
 from tests.integration.helpers import all_final, fund, running
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from paysched.chaos.model import ProviderView
-from paysched.chaos.servers import free_port
+from paysched.redis_server import free_port
 
 # Per request. Their sum stays well under 1: most charges go through on the first try.
 RATES = {

