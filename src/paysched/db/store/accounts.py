@@ -37,6 +37,12 @@ def external_name(currency: str) -> str:
     return f"@external:{currency}"
 
 
+def write_entries(conn: Connection, rows: list[dict[str, object]]) -> None:
+    """Append ledger entries (see `entries`): the one place that writes the ledger."""
+    if rows:
+        conn.execute(insert(t.ledger_entries), rows)
+
+
 def entries(
     transfer_id: str, debit_id: int, credit_id: int, amount: int, occurrence_id: int | None,
     now: datetime,
@@ -115,10 +121,7 @@ class AccountsStore(StoreBase):
                     .where(t.accounts.c.id == account_id)
                     .values(balance=t.accounts.c.balance + delta)
                 )
-            conn.execute(
-                insert(t.ledger_entries),
-                entries(transfer_id, external, account.id, amount, None, now),
-            )
+            write_entries(conn, entries(transfer_id, external, account.id, amount, None, now))
             return self._account(conn, name)
 
     def _account(self, conn: Connection, name: str) -> Account:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 
 from paysched.db import tables as t
 from paysched.db.store import transitions
-from paysched.db.store.accounts import entries
+from paysched.db.store.accounts import entries, write_entries
 from paysched.db.store.base import existing_id
 from paysched.db.store.payments import PaymentsStore
 from paysched.db.store.rows import claim_rows, occurrence_from, payment_from
@@ -260,7 +260,7 @@ class ExecutionStore(PaymentsStore):
                 results.append(True)
             if changes:
                 transitions.apply(conn, changes, now)
-                conn.execute(insert(t.ledger_entries), ledger)
+                write_entries(conn, ledger)
                 self._enqueue_notifications(conn, outbox, now)
                 changed = [{"b_id": i, "b_delta": d} for i, d in sorted(delta.items()) if d]
                 if changed:

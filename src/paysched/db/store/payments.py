@@ -223,11 +223,9 @@ class PaymentsStore(AccountsStore):
                 self._insert_ignore(t.occurrences, None).returning(*t.occurrences.c), rows
             ).all()
             created = [occurrence_from(r) for r in inserted]
-            if created:
-                conn.execute(
-                    insert(t.transitions),
-                    [transitions.history(o.id, now, None, S.SCHEDULED, 0, None) for o in created],
-                )
+            transitions.record(
+                conn, [transitions.history(o.id, now, None, S.SCHEDULED, 0, None) for o in created]
+            )
             # next_due_at advances by compare-and-set: a concurrent scheduler that advanced it
             # first wins, and this update then matches nothing.
             conn.execute(
@@ -257,10 +255,7 @@ class PaymentsStore(AccountsStore):
                 .values(state=S.QUEUED.value, updated_at=now)
                 .returning(t.occurrences.c.id, t.occurrences.c.attempts)
             ).all()
-            if rows:
-                conn.execute(
-                    insert(t.transitions),
-                    [transitions.history(r[0], now, S.SCHEDULED, S.QUEUED, r[1], None)
-                     for r in rows],
-                )  # fmt: skip
+            transitions.record(conn, [
+                transitions.history(r[0], now, S.SCHEDULED, S.QUEUED, r[1], None) for r in rows
+            ])  # fmt: skip
             return len(rows)

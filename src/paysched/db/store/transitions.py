@@ -102,14 +102,17 @@ def apply(conn: Connection, changes: Sequence[Change], now: datetime) -> None:
             f"{len(changes) - matched} of {len(changes)} occurrence(s) changed under a "
             "compare-and-set; nothing was written"
         )
-    conn.execute(
-        insert(t.transitions),
-        [
-            history(c.after.id, now, c.before.state, c.after.state, c.after.attempts,
-                    (c.note if c.note is not None else c.after.reason) or None)
-            for c in changes
-        ],
-    )  # fmt: skip
+    record(conn, [
+        history(c.after.id, now, c.before.state, c.after.state, c.after.attempts,
+                (c.note if c.note is not None else c.after.reason) or None)
+        for c in changes
+    ])  # fmt: skip
+
+
+def record(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Append rows (see `history`) to the transitions table: the one place that writes it."""
+    if rows:
+        conn.execute(insert(t.transitions), rows)
 
 
 def history(
