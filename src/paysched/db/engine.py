@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+
+from paysched.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same in every paysched process.
@@ -27,6 +30,10 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         )
         _sqlite_write_locking(engine)
         return engine
+    if importlib.util.find_spec("psycopg") is None:
+        raise ConfigError(
+            "DATABASE_URL", "PostgreSQL needs its driver: pip install 'paysched[postgresql]'"
+        )
     # A worker must never wait forever on a row another process locked, and a process that
     # hangs inside a transaction must not hold its locks forever: PostgreSQL ends both.
     options = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
