@@ -21,11 +21,15 @@ import redis
 from paysched.app import App
 from paysched.config import Settings
 from paysched.db.store import Store
-from paysched.redis_server import RedisProcess as PrivateRedis
+from paysched.redis_server import RedisProcess
 
 SHARED_REDIS = os.environ.get("PAYSCHED_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get("PAYSCHED_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# A redis-server of the test's own, on a free port, that the test may flush, kill or restart.
+PrivateRedis = RedisProcess
 
 
 def unavailable(what: str) -> None:

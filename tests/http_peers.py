@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from paysched.notify.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, SignatureError, verify
 
@@ -38,7 +38,7 @@ class Peer:
     def respond(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
         return self.script.pop(0) if self.script else self.then
 
-    def start(self) -> Peer:
+    def start(self) -> Self:
         peer = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -36,7 +36,7 @@ def test_configuration_and_persistence(tmp_path: Path) -> None:
         client = redis.Redis.from_url(url, decode_responses=True)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
-        assert client.config_get("bind")["bind"].startswith("127.0.0.1")
+        assert str(client.config_get("bind")["bind"]).startswith("127.0.0.1")
         assert server.process is not None
         assert int(client.info("server")["process_id"]) == server.process.pid
         client.set("paysched:probe", "kept")

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from paysched.clock import SystemClock
 from paysched.db import tables as t
-from paysched.db.store import Claim, LostRace, NoClaim, Store, execution
+from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store, transitions
 from paysched.domain import OccurrenceState
 from paysched.errors import Conflict, InfrastructureError
 from paysched.executors.base import Outcome
@@ -161,7 +161,7 @@ def test_compare_and_set_holds_without_the_locked_read(
     stale = claimed(store.claim(occ.id, T0))
     stale_view = {occ.id: stale.occurrence}
     current = claimed(store.claim(occ.id, T0 + timedelta(seconds=1)))  # a takeover
-    monkeypatch.setattr(execution.transitions, "lock", lambda conn, ids: dict(stale_view))
+    monkeypatch.setattr(transitions, "lock", lambda conn, ids: dict(stale_view))
     history_before = len(store.transitions_of([occ.id]))
 
     with pytest.raises(LostRace):
@@ -245,9 +245,7 @@ def test_an_infrastructure_release_does_not_count_as_an_attempt(store: Store) ->
     (occ,) = store.materialize_due(T0, T0)
     first = claimed(store.claim(occ.id, T0))
     assert first.attempt == 1
-    done = store.finish_many(
-        [execution.Finish(first, S.RETRYING, "database error", uncount=True)], T0
-    )
+    done = store.finish_many([Finish(first, S.RETRYING, "database error", uncount=True)], T0)
     assert done == [True]
     assert store.get_occurrence(occ.id).attempts == 0
     again = claimed(store.claim(occ.id, T0))
