@@ -1,0 +1,113 @@
+"""3. A burst: many payments due at the same instant."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+# Run as a script, bench/ is on sys.path: the helpers live next to this file.
+from bench_harness import (
+    Ctx,
+    insert_payments,
+    median,
+    occurrence_stats,
+    paysched,
+    running,
+    wait_all_final,
+)  # isort: skip
+
+from paysched.domain import OccurrenceState
+from paysched.views import lateness_ms
+
+from common import (  # isort: skip
+    ROOT,
+    summarise,
+)
+
+log = logging.getLogger("bench.run")
+
+RESULTS_DIR = ROOT / "bench" / "results"
+MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead")
+CURRENCY = "USD"
+PAYER, PAYEE = "bench-payer", "bench-payee"
+# PostgreSQL here allows 100 connections and other people's tests share it. paysched sizes its
+# pool as concurrency + 5 (+ as much overflow): at concurrency 200 that is up to 410 connections.
+# The bench caps its own engine at this many and says so in the report.
+PG_CONNECTION_CAP = 60
+TARGETS = {
+    "lateness_p99_ms": 50.0,
+    "burst_all_succeeded_s": 15.0,
+    "tick_ms_1m": 50.0,
+    "noop_vs_bullmq": 0.5,
+}
+
+
+# -- 3. burst -------------------------------------------------------------------------------------
+
+
+async def burst_run(ctx: Ctx, kind: str, n: int, per_payment_tick_s: float) -> dict[str, Any]:
+    """n payments due at the same instant T, materialized and enqueued (delayed) before T by
+    one tick; App.run (scheduler + workers, concurrency 50) from before T until all final."""
+    async with paysched(ctx, kind, "burst", concurrency=50, funds=n) as app:
+        assert app.scheduler is not None
+        lead_s = max(5.0, 1.5 * per_payment_tick_s * n + 3.0)
+        due = (app.clock.now() + timedelta(seconds=lead_s)).replace(microsecond=0)
+        await app.db(insert_payments, app, [due] * n)
+        tick_began = time.monotonic()
+        await asyncio.wait_for(app.scheduler.tick(), 600)
+        tick_s = time.monotonic() - tick_began
+        async with running(app, scheduler=True):
+            margin_s = (due - app.clock.now()).total_seconds()
+            ok = await wait_all_final(app, n, timeout_s=max(margin_s, 0) + 300)
+        occs = await app.db(app.store.all_occurrences)
+        late = [v for o in occs if (v := lateness_ms(o)) is not None]
+        finished = [o.finished_at for o in occs if o.finished_at is not None]
+        all_s = (max(finished) - due).total_seconds() if finished else None
+        succeeded = sum(1 for o in occs if o.state == OccurrenceState.SUCCEEDED)
+        complete = ok and succeeded == n
+        return {
+            "database": kind, "payments": n, "concurrency": 50, "lead_s": round(lead_s, 1),
+            "tick_s": round(tick_s, 3), "first_due_margin_s": round(margin_s, 3),
+            "overran": margin_s < 0.5, "complete": complete,
+            "all_succeeded_after_s": round(all_s, 3) if all_s is not None and complete else None,
+            "payments_per_s": round(n / all_s, 1) if all_s and complete else None,
+            "lateness_ms": summarise(late), **occurrence_stats(occs),
+        }  # fmt: skip
+
+
+async def tick_cost_per_payment(ctx: Ctx, kind: str, n: int = 500) -> float:
+    async with paysched(ctx, kind, "calib", concurrency=3, funds=n) as app:
+        assert app.scheduler is not None
+        await app.db(insert_payments, app, [app.clock.now() + timedelta(seconds=60)] * n)
+        began = time.monotonic()
+        await app.scheduler.tick()
+        return (time.monotonic() - began) / n
+
+
+async def bench_burst(ctx: Ctx) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    n = ctx.sizes.burst_payments
+    for kind in ctx.databases:
+        per_payment = await tick_cost_per_payment(ctx, kind)
+        runs = []
+        for number in range(1, ctx.burst_runs + 1):
+            r = await burst_run(ctx, kind, n, per_payment)
+            lat = r["lateness_ms"]
+            print(f"  burst {kind} run {number}: {n} payments all succeeded after "
+                  f"{r['all_succeeded_after_s']}s ({r['payments_per_s']}/s), lateness p50 "
+                  f"{lat['p50']} p99 {lat['p99']} ms; tick {r['tick_s']}s, margin "
+                  f"{r['first_due_margin_s']}s", flush=True)  # fmt: skip
+            runs.append(r)
+        out[kind] = {
+            "payments": n, "runs": runs,
+            "median_all_succeeded_s": median([r["all_succeeded_after_s"] for r in runs]),
+            "median_payments_per_s": median([r["payments_per_s"] for r in runs]),
+            "median_lateness_p50_ms": median([r["lateness_ms"]["p50"] for r in runs]),
+            "median_lateness_p99_ms": median([r["lateness_ms"]["p99"] for r in runs]),
+            "median_tick_s": median([r["tick_s"] for r in runs]),
+            "complete": all(r["complete"] and not r["overran"] for r in runs),
+        }  # fmt: skip
+    return out
