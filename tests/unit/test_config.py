@@ -78,3 +78,17 @@ def test_the_provider_token_never_reaches_repr() -> None:
                            "PAYSCHED_PROVIDER_TOKEN": "sk_live_123"})  # fmt: skip
     assert s.executor == "http" and s.provider_token == "sk_live_123"
     assert "sk_live_123" not in repr(s)
+
+
+def test_postgresql_without_its_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from paysched.db import engine
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "psycopg" else real(name)
+    )
+    with pytest.raises(ConfigError) as info:
+        engine.make_engine("postgresql+psycopg://postgres@127.0.0.1/x")
+    assert info.value.variable == "DATABASE_URL" and "paysched[postgresql]" in str(info.value)
