@@ -64,6 +64,9 @@ def payment_stats(
                 reasons["gave up (workers kept dying)"] += 1
             else:
                 reasons[text[:60]] += 1
+    review = Counter(
+        (o.reason or "")[:80] for o in occurrences if o.state == S.NEEDS_REVIEW
+    )  # what was left to a person, and why
     lateness = [
         (o.started_at - o.due_at).total_seconds() * 1000 for o in occurrences if o.started_at
     ]
@@ -72,6 +75,7 @@ def payment_stats(
         "occurrences": len(occurrences),
         "states": dict(sorted(states.items())),
         "failed_by_reason": dict(reasons),
+        "needs_review_by_reason": dict(review),
         "retries": sum(1 for tr in transitions if tr.to_state == S.RETRYING),
         # Injected database errors that hit an attempt and released it (not counted).
         "released_after_db_error": sum(
