@@ -448,9 +448,10 @@ def test_stop_does_not_wait_out_a_hang(tmp_path: Path) -> None:
     c = httpx.Client(base_url=p.url, timeout=60)
     in_background(lambda: pay(c, "k"))
     wait_for_sync(lambda: "k" in p.in_flight(), 5, "the request")
-    started = time.monotonic()
-    p.stop()
-    assert time.monotonic() - started < 3
+    stopping = threading.Thread(target=p.stop)
+    stopping.start()
+    stopping.join(timeout=30)  # well inside the 60 s hang: stop() did not wait it out
+    assert not stopping.is_alive()
     c.close()
 
 
