@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -23,26 +22,8 @@ from paysched.domain import OccurrenceState
 from paysched.views import lateness_ms
 
 from common import (  # isort: skip
-    ROOT,
     summarise,
 )
-
-log = logging.getLogger("bench.run")
-
-RESULTS_DIR = ROOT / "bench" / "results"
-MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead")
-CURRENCY = "USD"
-PAYER, PAYEE = "bench-payer", "bench-payee"
-# PostgreSQL here allows 100 connections and other people's tests share it. paysched sizes its
-# pool as concurrency + 5 (+ as much overflow): at concurrency 200 that is up to 410 connections.
-# The bench caps its own engine at this many and says so in the report.
-PG_CONNECTION_CAP = 60
-TARGETS = {
-    "lateness_p99_ms": 50.0,
-    "burst_all_succeeded_s": 15.0,
-    "tick_ms_1m": 50.0,
-    "noop_vs_bullmq": 0.5,
-}
 
 
 # -- 3. burst -------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import subprocess
@@ -20,26 +19,6 @@ from paysched.queue import PaymentQueue
 
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
 from bench_harness import Ctx, insert_payments, median, paysched, wait_all_final  # isort: skip
-from common import (  # isort: skip
-    ROOT,
-)
-
-log = logging.getLogger("bench.run")
-
-RESULTS_DIR = ROOT / "bench" / "results"
-MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead")
-CURRENCY = "USD"
-PAYER, PAYEE = "bench-payer", "bench-payee"
-# PostgreSQL here allows 100 connections and other people's tests share it. paysched sizes its
-# pool as concurrency + 5 (+ as much overflow): at concurrency 200 that is up to 410 connections.
-# The bench caps its own engine at this many and says so in the report.
-PG_CONNECTION_CAP = 60
-TARGETS = {
-    "lateness_p99_ms": 50.0,
-    "burst_all_succeeded_s": 15.0,
-    "tick_ms_1m": 50.0,
-    "noop_vs_bullmq": 0.5,
-}
 
 
 # -- 5. footprint ---------------------------------------------------------------------------------

@@ -69,9 +69,9 @@ from measure_lateness import bench_lateness  # isort: skip
 from measure_overhead import bench_overhead  # isort: skip
 from measure_scale import bench_scale  # isort: skip
 from measure_throughput import bench_throughput  # isort: skip
+from bench_harness import MEASUREMENTS, PG_CONNECTION_CAP, RESULTS_DIR, TARGETS  # isort: skip
 from common import (  # isort: skip
     DEFAULT_PG_ADMIN_URL,
-    ROOT,
     PrivateRedis,
     database_version,
     git_revision,
@@ -80,21 +80,6 @@ from common import (  # isort: skip
 )
 
 log = logging.getLogger("bench.run")
-
-RESULTS_DIR = ROOT / "bench" / "results"
-MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead")
-CURRENCY = "USD"
-PAYER, PAYEE = "bench-payer", "bench-payee"
-# PostgreSQL here allows 100 connections and other people's tests share it. paysched sizes its
-# pool as concurrency + 5 (+ as much overflow): at concurrency 200 that is up to 410 connections.
-# The bench caps its own engine at this many and says so in the report.
-PG_CONNECTION_CAP = 60
-TARGETS = {
-    "lateness_p99_ms": 50.0,
-    "burst_all_succeeded_s": 15.0,
-    "tick_ms_1m": 50.0,
-    "noop_vs_bullmq": 0.5,
-}
 
 
 # -- main -----------------------------------------------------------------------------------------
