@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy.exc import DBAPIError
 
-from paysched import redaction
+from paysched import metrics, redaction
 from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
 from paysched.db.outbox import Outbox
@@ -180,6 +180,7 @@ class App:
             await migrate()
         bus = EventBus()
         bus.subscribe(log_subscriber)
+        bus.subscribe(metrics.on_event)
         backoff = Backoff(settings.backoff_ms, settings.backoff_jitter, rng or random.Random())
         app = cls(settings, clock, store, pool, bus, backoff)
         app.outbox = Outbox(store.engine)

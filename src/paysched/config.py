@@ -39,6 +39,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_EXECUTOR", "PAYSCHED_PROVIDER_URL", "PAYSCHED_PROVIDER_TOKEN",
     "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "PAYSCHED_PROVIDER_TIMEOUT", "PAYSCHED_RESOLVE_WINDOW",
     "PAYSCHED_RESOLVE_MAX_INTERVAL", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE",
+    "PAYSCHED_API_RATE_LIMIT", "PAYSCHED_METRICS_PUBLIC", "PAYSCHED_IDEMPOTENCY_RETENTION",
 )  # fmt: skip
 
 
@@ -84,6 +85,11 @@ class Settings:
     # and the longest wait between two of its questions.
     resolve_window: timedelta = timedelta(days=3)
     resolve_max_interval: timedelta = timedelta(hours=1)
+    # The HTTP API: requests per second per API key (bursts of twice that), whether /metrics
+    # answers without a key, and how long idempotency keys are remembered.
+    api_rate_limit: int = 100
+    metrics_public: bool = False
+    idempotency_retention: timedelta = timedelta(days=30)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +146,12 @@ class Settings:
             ),
             resolve_max_interval=_duration(
                 env, "PAYSCHED_RESOLVE_MAX_INTERVAL", "1h", low=timedelta(seconds=1)
+            ),
+            api_rate_limit=_int(env, "PAYSCHED_API_RATE_LIMIT", 100, 1, 1_000_000),
+            metrics_public=_flag(env, "PAYSCHED_METRICS_PUBLIC"),
+            # Clients retry with the same key for days; 30 days is the floor the API promises.
+            idempotency_retention=_duration(
+                env, "PAYSCHED_IDEMPOTENCY_RETENTION", "30d", low=timedelta(days=30)
             ),
         )
         if settings.executor == "http":

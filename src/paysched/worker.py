@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -23,6 +24,7 @@ from typing import Any, NoReturn
 from bullmq import Job, Worker
 from sqlalchemy.exc import DBAPIError
 
+from paysched import metrics
 from paysched.clock import Clock
 from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store
 from paysched.db.store.base import short_error
@@ -34,6 +36,7 @@ from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentQueue, RetryLater
 from paysched.threads import GroupCommit
+from paysched.views import lateness_ms
 
 log = logging.getLogger("paysched.worker")
 S = OccurrenceState
@@ -178,7 +181,10 @@ class PaymentProcessor:
         log.info("processing payment job %s: payment #%s (attempt %s)", job.id,
                  claim.payment.id, claim.attempt, extra=fields)  # fmt: skip
         # "claimed" is immediately followed by "executing": subscribers only, not Redis.
-        self._emit(EventKind.PROGRESS, claim, progress=10, step="claimed")
+        occ = claim.occurrence
+        first_start = claim.attempt == 1 and occ.takeovers == 0 and occ.started_at is not None
+        lateness = {"lateness_ms": lateness_ms(occ)} if first_start else {}
+        self._emit(EventKind.PROGRESS, claim, progress=10, step="claimed", **lateness)
         try:
             if claim.occurrence.takeovers > MAX_TAKEOVERS:
                 return await self._needs_review(
@@ -189,7 +195,13 @@ class PaymentProcessor:
                 async with self._progress_while(
                     job, claim, 50, f"executing via {self.executor.name}"
                 ):
-                    result = await self.executor.execute(claim, claim.occurrence.key)
+                    began = time.monotonic()
+                    try:
+                        result = await self.executor.execute(claim, claim.occurrence.key)
+                    finally:
+                        metrics.observe_executor(
+                            self.executor.name, "execute", time.monotonic() - began
+                        )
             except _INFRA_ERRORS as exc:
                 await self._release(claim, f"database error: {short_error(exc)}")
                 delay = self._infra_delay(job)

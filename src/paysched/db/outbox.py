@@ -10,6 +10,7 @@ from sqlalchemy import Engine, Row, func, select, update
 
 from paysched.db import tables as t
 from paysched.db.engine import READ_ONLY
+from paysched.db.store.base import AfterWrite
 from paysched.domain import Notification
 from paysched.errors import Conflict, NotFound
 from paysched.redaction import redact
@@ -83,7 +84,9 @@ class Outbox:
                 .values(state="dead", last_error=redact(error))
             )
 
-    def retry(self, notification_id: int, now: datetime) -> Notification:
+    def retry(
+        self, notification_id: int, now: datetime, then: AfterWrite | None = None
+    ) -> Notification:
         """Give a dead notification a fresh set of attempts."""
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -101,7 +104,10 @@ class Outbox:
             found = conn.execute(
                 select(t.notifications).where(t.notifications.c.id == notification_id)
             ).one()
-            return _from(found)
+            result = _from(found)
+            if then is not None:
+                then(conn, result)
+            return result
 
     def list(
         self, state: str | None = None, payment_id: int | None = None, limit: int = 100

@@ -196,3 +196,45 @@ notifications = Table(
     Index(None, "state", "next_attempt_at"),
     CheckConstraint(_one_of("state", NOTIFICATION_STATES), name="state_valid"),
 )
+
+# API keys of the HTTP API. Only a SHA-256 of the key is kept: keys are 256-bit random, so a
+# slow password hash would add nothing but latency to every request.
+API_SCOPES = ("read", "write", "admin")
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("scope", String(8), nullable=False),
+    # The key's public part (shown in listings, used to find the row); the rest is secret.
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    CheckConstraint(_one_of("scope", API_SCOPES), name="scope_valid"),
+)
+
+# Idempotency keys of POST requests: the response is written in the same transaction as the
+# change it reports, so a replay can never repeat the change nor miss its answer.
+IDEMPOTENCY_STATES = ("in_flight", "done")
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("key", String(255), nullable=False),
+    # SHA-256 of method, path and canonical body: the same key with another request is refused.
+    Column("fingerprint", String(64), nullable=False),
+    Column("state", String(10), nullable=False),
+    # The request holding an in-flight key; another may take it over once locked_until passes
+    # (its process died before the change committed, so nothing of it was written).
+    Column("owner", String(32), nullable=False),
+    Column("locked_until", UTCDateTime, nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("api_key_id", "key"),
+    Index(None, "created_at"),
+    CheckConstraint(_one_of("state", IDEMPOTENCY_STATES), name="state_valid"),
+)

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from paysched import metrics
 from paysched.clock import Clock
 from paysched.db.store import Claim, Store
 from paysched.domain import OccurrenceState, OutboxMessage
@@ -111,6 +113,7 @@ class Resolver:
 
     async def check(self, claim: Claim) -> None:
         key = claim.occurrence.key
+        began = time.monotonic()
         try:
             answer = await asyncio.wait_for(
                 self.executor.lookup(claim, key), self.lookup_timeout.total_seconds()
@@ -119,6 +122,8 @@ class Resolver:
             answer = ExecutionResult.unknown(f"lookup took longer than {self.lookup_timeout}")
         except Exception as exc:  # a lookup that breaks tells nothing: ask again later
             answer = ExecutionResult.unknown(f"lookup failed: {type(exc).__name__}: {exc}")
+        name = getattr(self.executor, "name", type(self.executor).__name__)
+        metrics.observe_executor(name, "lookup", time.monotonic() - began)
         now = self.clock.now()
         if answer.outcome == Outcome.SUCCEEDED:
             outbox = self._outbox(claim, "succeeded", None, now)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from paysched.clock import to_ms
 from paysched.db import tables as t
-from paysched.db.store.base import StoreBase
+from paysched.db.store.base import AfterWrite, StoreBase, after
 from paysched.db.store.rows import account_from
 from paysched.domain import (
     MAX_AMOUNT,
@@ -57,7 +57,9 @@ def entries(
 
 
 class AccountsStore(StoreBase):
-    def create_account(self, name: str, currency: str, now: datetime) -> Account:
+    def create_account(
+        self, name: str, currency: str, now: datetime, then: AfterWrite | None = None
+    ) -> Account:
         name = normalise_name(name)
         if name.startswith("@"):
             raise InvalidInput("name", "must not start with '@' (kept for external accounts)")
@@ -69,7 +71,9 @@ class AccountsStore(StoreBase):
                         name=name, currency=currency, kind="user", balance=0, created_at=now
                     )
                 )
-                return self._account(conn, name)
+                account = self._account(conn, name)
+                after(then, conn, account)
+                return account
         except IntegrityError:
             raise Conflict(f"account {name!r} already exists") from None
 
@@ -84,7 +88,9 @@ class AccountsStore(StoreBase):
             )
             return [account_from(r) for r in rows]
 
-    def deposit(self, name: str, amount: int, now: datetime) -> Account:
+    def deposit(
+        self, name: str, amount: int, now: datetime, then: AfterWrite | None = None
+    ) -> Account:
         """Money entering paysched: the currency's external account is the other side.
 
         Checked before anything is written: the amount, the account's balance after it and
@@ -122,7 +128,9 @@ class AccountsStore(StoreBase):
                     .values(balance=t.accounts.c.balance + delta)
                 )
             write_entries(conn, entries(transfer_id, external, account.id, amount, None, now))
-            return self._account(conn, name)
+            result = self._account(conn, name)
+            after(then, conn, result)
+            return result
 
     def _account(self, conn: Connection, name: str) -> Account:
         # Looked up as stored: "zoé" typed in either Unicode form, " alice " as "alice".

@@ -3,6 +3,7 @@ deployment id, and the translation of driver errors into paysched errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -13,6 +14,15 @@ from paysched.db import tables as t
 from paysched.db.engine import READ_ONLY, migrate
 from paysched.domain import MAX_ID
 from paysched.errors import BackendUnavailable, NotFound, PayschedError
+
+# Run inside a write's transaction with its result, before it commits: what must be written
+# atomically with the change (the HTTP API's idempotency record) and fail it if it fails.
+AfterWrite = Callable[[Connection, Any], None]
+
+
+def after(hook: AfterWrite | None, conn: Connection, result: Any) -> None:
+    if hook is not None:
+        hook(conn, result)
 
 
 class LostRace(PayschedError):

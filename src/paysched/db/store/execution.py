@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, select, update
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import entries, write_entries
-from paysched.db.store.base import existing_id
+from paysched.db.store.base import AfterWrite, existing_id
 from paysched.db.store.payments import PaymentsStore
 from paysched.db.store.rows import claim_rows, occurrence_from, payment_from
 from paysched.domain import (
@@ -366,6 +366,7 @@ class ExecutionStore(PaymentsStore):
         reason: str | None,
         outbox: Sequence[OutboxMessage] = (),
         reference: str | None = None,
+        then: AfterWrite | None = None,
     ) -> bool:
         """unknown | needs_review -> succeeded | failed | queued | needs_review, by the resolver
         or by a person; False when the occurrence was no longer in the state the claim saw."""
@@ -383,6 +384,8 @@ class ExecutionStore(PaymentsStore):
             )  # fmt: skip
             transitions.apply(conn, [transitions.Change(occ, after)], now)
             self._enqueue_notifications(conn, outbox, now)
+            if then is not None:
+                then(conn, target)
             return True
 
     def _claim_of(self, row: Any) -> Claim:

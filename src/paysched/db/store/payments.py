@@ -19,7 +19,7 @@ from paysched.clock import to_ms
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import AccountsStore
-from paysched.db.store.base import existing_id
+from paysched.db.store.base import AfterWrite, after, existing_id
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
 from paysched.domain import (
     CANCELLABLE_STATES,
@@ -62,6 +62,7 @@ class PaymentsStore(AccountsStore):
         memo: str,
         now: datetime,
         notify: Sequence[str] = (),
+        then: AfterWrite | None = None,
     ) -> Payment:
         if (due_at is None) == (cron is None):
             raise InvalidInput("schedule", "give exactly one of a due time or a cron expression")
@@ -97,7 +98,9 @@ class PaymentsStore(AccountsStore):
                 )
                 .returning(t.payments.c.id)
             ).scalar_one()  # fmt: skip
-            return self._payment(conn, int(payment_id))
+            payment = self._payment(conn, int(payment_id))
+            after(then, conn, payment)
+            return payment
 
     def get_payment(self, payment_id: int) -> Payment:
         existing_id(payment_id, "payment")
@@ -117,7 +120,9 @@ class PaymentsStore(AccountsStore):
             raise NotFound(f"no payment with id {payment_id}")
         return payment_from(row)
 
-    def cancel_payment(self, payment_id: int, now: datetime, reason: str) -> CancelResult:
+    def cancel_payment(
+        self, payment_id: int, now: datetime, reason: str, then: AfterWrite | None = None
+    ) -> CancelResult:
         """Cancel the payment and every occurrence that has not started.
 
         A cancel that commits wins over everything not yet executing: the payment row is locked
@@ -166,7 +171,9 @@ class PaymentsStore(AccountsStore):
                 ],
                 now,
             )
-            return CancelResult(self._payment(conn, payment_id), cancellable, in_flight)
+            result = CancelResult(self._payment(conn, payment_id), cancellable, in_flight)
+            after(then, conn, result)
+            return result
 
     # -- scheduler --------------------------------------------------------------------------
 
