@@ -31,8 +31,8 @@ from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
 from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
-from paysched.db.store.base import short_error
-from paysched.domain import OccurrenceState, Payment
+from paysched.db.store.base import AfterWrite, short_error
+from paysched.domain import Occurrence, OccurrenceState, Payment, parse_id
 from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
@@ -48,6 +48,12 @@ from paysched.queue import Backoff, PaymentQueue
 from paysched.redis_server import EmbeddedRedis, answers
 from paysched.scheduler import Scheduler
 from paysched.threads import in_pool
+from paysched.views import (
+    notification_view,
+    occurrence_view,
+    payment_status,
+    payment_view,
+)
 from paysched.worker import PaymentProcessor, WorkerPool
 
 log = logging.getLogger("paysched.app")
@@ -265,26 +271,52 @@ class App:
         await scheduler.schedule_now([payment.id])
         return await self.db(self.store.get_payment, payment.id)
 
-    async def cancel_payment(self, payment_id: int) -> CancelResult:
+    async def cancel_payment(self, payment_id: int, then: AfterWrite | None = None) -> CancelResult:
         """Cancel the payment: none of its occurrences that have not started will execute;
         those executing (or whose outcome is being resolved) finish and are reported."""
         queue, _ = self._need_queue()
         result = await self.db(
-            self.store.cancel_payment, payment_id, self.clock.now(), "cancelled by user"
+            self.store.cancel_payment, payment_id, self.clock.now(), "cancelled by user", then
         )
         for occ in result.cancelled:
             # An active job cannot be removed; its claim will find the payment cancelled.
             await queue.remove(occ.key)
         return result
 
-    async def resolve_occurrence(self, ref: str, outcome: str, reason: str) -> OccurrenceState:
+    async def find_occurrence(self, ref: str) -> Occurrence:
+        """By id (digits) or by key."""
+        if ref.isascii() and ref.isdigit():
+            return await self.db(self.store.get_occurrence, parse_id(ref, "id"))
+        return await self.db(self.store.find_occurrence, ref)
+
+    async def occurrence_detail(self, ref: str) -> dict[str, Any]:
+        occurrence = await self.find_occurrence(ref)
+        history = await self.db(self.store.transitions_of, [occurrence.id])
+        return occurrence_view(occurrence, history)
+
+    async def payment_detail(self, payment_id: int) -> dict[str, Any]:
+        """A payment as `paysched show --json` and GET /v1/payments/{id} show it: its
+        occurrences with every attempt and transition, and its notifications."""
+        assert self.outbox is not None
+        payment = await self.db(self.store.get_payment, payment_id)
+        occs = await self.db(self.store.occurrences_of, payment_id)
+        history = await self.db(self.store.transitions_of, [o.id for o in occs])
+        view = payment_view(payment)
+        view["status"] = payment_status(payment, occs)
+        view["occurrences"] = [
+            occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
+        ]
+        sent = await self.db(self.outbox.list, None, payment_id, 1000)
+        view["notifications"] = [notification_view(n) for n in reversed(sent)]
+        return view
+
+    async def resolve_occurrence(
+        self, ref: str, outcome: str, reason: str, then: AfterWrite | None = None
+    ) -> OccurrenceState:
         """A person settles an unknown or needs_review occurrence: `succeeded` or `failed`
         (what the provider says happened), or `retry` (send it again with the same key)."""
         queue, _ = self._need_queue()
-        if ref.isascii() and ref.isdigit():
-            occurrence = await self.db(self.store.get_occurrence, int(ref))
-        else:
-            occurrence = await self.db(self.store.find_occurrence, ref)
+        occurrence = await self.find_occurrence(ref)
         targets = {"succeeded": OccurrenceState.SUCCEEDED, "failed": OccurrenceState.FAILED,
                    "retry": OccurrenceState.QUEUED}  # fmt: skip
         if outcome not in targets:
@@ -312,7 +344,7 @@ class App:
             self.processor._outbox(claim, event[target], reason.strip())
             if target in event else []
         )  # fmt: skip
-        if not await self.db(self.store.resolve, claim, target, now, note, outbox):
+        if not await self.db(self.store.resolve, claim, target, now, note, outbox, None, then):
             raise Conflict(f"occurrence {claim.occurrence.key} changed meanwhile; try again")
         self.bus.emit(Event(EventKind.RESOLVED, now, claim.occurrence.key, claim.payment.id,
                             claim.attempt, {"outcome": target.value, "by": "hand"}))  # fmt: skip

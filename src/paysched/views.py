@@ -102,6 +102,8 @@ def attempts_view(history: list[Transition]) -> list[dict[str, Any]]:
 
 def occurrence_view(occ: Occurrence, history: list[Transition]) -> dict[str, Any]:
     return {
+        "id": occ.id,
+        "payment_id": occ.payment_id,
         "key": occ.key,
         "due_at": iso(occ.due_at),
         "state": occ.state.value,

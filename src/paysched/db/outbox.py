@@ -10,7 +10,7 @@ from sqlalchemy import Engine, Row, func, select, update
 
 from paysched.db import tables as t
 from paysched.db.engine import READ_ONLY
-from paysched.db.store.base import AfterWrite
+from paysched.db.store.base import AfterWrite, existing_id
 from paysched.domain import Notification
 from paysched.errors import Conflict, NotFound
 from paysched.redaction import redact
@@ -88,6 +88,7 @@ class Outbox:
         self, notification_id: int, now: datetime, then: AfterWrite | None = None
     ) -> Notification:
         """Give a dead notification a fresh set of attempts."""
+        existing_id(notification_id, "notification")
         with self.engine.begin() as conn:
             row = conn.execute(
                 select(t.notifications).where(t.notifications.c.id == notification_id)
@@ -110,9 +111,12 @@ class Outbox:
             return result
 
     def list(
-        self, state: str | None = None, payment_id: int | None = None, limit: int = 100
-    ) -> list[Notification]:
+        self, state: str | None = None, payment_id: int | None = None, limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[Notification]:  # fmt: skip
         query = select(t.notifications).order_by(t.notifications.c.id.desc()).limit(limit)
+        if before_id is not None:
+            query = query.where(t.notifications.c.id < before_id)
         if state:
             query = query.where(t.notifications.c.state == state)
         if payment_id is not None:

@@ -81,12 +81,13 @@ class AccountsStore(StoreBase):
         with self._reading() as conn:
             return self._account(conn, name)
 
-    def list_accounts(self) -> list[Account]:
+    def list_accounts(self, limit: int | None = None, after: str | None = None) -> list[Account]:
+        """By name; `after` continues a page."""
+        query = select(t.accounts).where(t.accounts.c.kind == "user").order_by(t.accounts.c.name)
+        if after is not None:
+            query = query.where(t.accounts.c.name > after)
         with self._reading() as conn:
-            rows = conn.execute(
-                select(t.accounts).where(t.accounts.c.kind == "user").order_by(t.accounts.c.name)
-            )
-            return [account_from(r) for r in rows]
+            return [account_from(r) for r in conn.execute(query.limit(limit))]
 
     def deposit(
         self, name: str, amount: int, now: datetime, then: AfterWrite | None = None

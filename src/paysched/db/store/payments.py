@@ -107,10 +107,23 @@ class PaymentsStore(AccountsStore):
         with self._reading() as conn:
             return self._payment(conn, payment_id)
 
-    def list_payments(self, limit: int = 100, state: str | None = None) -> list[Payment]:
+    def list_payments(
+        self, limit: int = 100, state: str | None = None, *, before_id: int | None = None,
+        payer: str | None = None, payee: str | None = None, currency: str | None = None,
+    ) -> list[Payment]:  # fmt: skip
+        """Newest first; `before_id` continues a page (keyset: stable while payments are
+        added, unlike an offset)."""
         query = payment_select().order_by(t.payments.c.id.desc()).limit(limit)
         if state:
             query = query.where(t.payments.c.state == state)
+        if before_id is not None:
+            query = query.where(t.payments.c.id < before_id)
+        if currency:
+            query = query.where(t.payments.c.currency == currency)
+        for column, name in ((t.payments.c.payer_id, payer), (t.payments.c.payee_id, payee)):
+            if name is not None:
+                named = select(t.accounts.c.id).where(t.accounts.c.name == name)
+                query = query.where(column == named.scalar_subquery())
         with self._reading() as conn:
             return [payment_from(r) for r in conn.execute(query)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from paysched.db import tables as t
 from paysched.db.store.base import StoreBase, existing_id
@@ -58,6 +58,40 @@ class ReadsStore(StoreBase):
                 )
                 for r in rows
             ]  # fmt: skip
+
+    def list_occurrences(
+        self, limit: int, *, after: tuple[datetime, int] | None = None,
+        state: OccurrenceState | None = None, payment_id: int | None = None,
+        due_from: datetime | None = None, due_before: datetime | None = None,
+    ) -> list[Occurrence]:  # fmt: skip
+        """Earliest due first (then by id); `after` is the (due_at, id) a page ended at."""
+        c = t.occurrences.c
+        query = select(t.occurrences).order_by(c.due_at, c.id).limit(limit)
+        if after is not None:
+            query = query.where(
+                or_(c.due_at > after[0], and_(c.due_at == after[0], c.id > after[1]))
+            )
+        if state is not None:
+            query = query.where(c.state == state.value)
+        if payment_id is not None:
+            query = query.where(c.payment_id == payment_id)
+        if due_from is not None:
+            query = query.where(c.due_at >= due_from)
+        if due_before is not None:
+            query = query.where(c.due_at < due_before)
+        with self._reading() as conn:
+            return [occurrence_from(r) for r in conn.execute(query)]
+
+    def oldest_due(self, now: datetime) -> datetime | None:
+        """The due time of the oldest occurrence that is due and still waits to run."""
+        c = t.occurrences.c
+        with self._reading() as conn:
+            oldest: datetime | None = conn.execute(
+                select(func.min(c.due_at))
+                .where(c.state.in_([s.value for s in PENDING_STATES]))
+                .where(c.due_at <= now)
+            ).scalar_one_or_none()
+        return oldest
 
     def occurrence_counts(self) -> dict[str, int]:
         with self._reading() as conn:

@@ -1,0 +1,71 @@
+"""/v1/accounts: create, list, get, deposit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from paysched.api import pages
+from paysched.api.deps import paysched, problems
+from paysched.api.idempotent import IdempotencyKey, once
+from paysched.api.models import Account, AccountCreate, Deposit, Page
+from paysched.api.security import Read, Write
+from paysched.db.apikeys import ApiKey
+from paysched.domain import normalise_name, parse_currency, parse_positive_amount, refuse_external
+from paysched.views import account_view
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+
+
+@router.post("", status_code=201, response_model=Account, responses=problems(409))
+async def create_account(
+    body: AccountCreate, request: Request, caller: ApiKey = Write,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Create an account with a zero balance."""
+    app = paysched(request)
+    code = parse_currency(body.currency)
+    return await once(
+        request, caller, idempotency_key, 201,
+        lambda then: app.db(app.store.create_account, body.name, code, app.clock.now(), then),
+        account_view,
+    )  # fmt: skip
+
+
+@router.get("", response_model=Page[Account], responses=problems())
+async def list_accounts(
+    request: Request, limit: int = pages.Limit, cursor: str | None = pages.Cursor,
+    _: ApiKey = Read,
+) -> dict[str, Any]:  # fmt: skip
+    """Accounts by name."""
+    app = paysched(request)
+    after = pages.decode(cursor, lambda p: isinstance(p, str))
+    rows = await app.db(app.store.list_accounts, limit + 1, after)
+    return pages.page(rows, limit, account_view, lambda a: a.name)
+
+
+@router.get("/{name}", response_model=Account, responses=problems(404))
+async def get_account(name: str, request: Request, _: ApiKey = Read) -> dict[str, Any]:
+    """An account and its balance."""
+    app = paysched(request)
+    return account_view(await app.db(app.store.get_account, normalise_name(name)))
+
+
+@router.post("/{name}/deposits", response_model=Account, responses=problems(404, 409))
+async def deposit(
+    name: str, body: Deposit, request: Request, caller: ApiKey = Write,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Add money to an account; answers the account with its new balance."""
+    app = paysched(request)
+    name = normalise_name(name)
+    refuse_external(name)
+    account = await app.db(app.store.get_account, name)
+    minor = parse_positive_amount(body.amount, account.currency)
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.db(app.store.deposit, name, minor, app.clock.now(), then),
+        account_view,
+    )  # fmt: skip

@@ -1,0 +1,195 @@
+"""The API's request and response bodies: the OpenAPI document is generated from these.
+
+Money is a decimal string plus an ISO 4217 currency, never a JSON number (a float cannot hold
+12.34 exactly). Times are RFC 3339 with an offset; the API answers in UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+Amount = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9]{1,16}(\.[0-9]{1,4})?$", max_length=21, examples=["12.34"],
+        description="A decimal string with at most the currency's decimals; never a number.",
+    ),
+]  # fmt: skip
+Currency = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z]{3}$", examples=["USD"], description="ISO 4217 code."),
+]
+AccountName = Annotated[str, Field(min_length=1, max_length=100, examples=["alice"])]
+Timestamp = Annotated[
+    str,
+    Field(json_schema_extra={"format": "date-time"}, examples=["2026-12-01T08:00:00.000+00:00"]),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+class AccountCreate(Strict):
+    name: AccountName
+    currency: Currency = "USD"
+
+
+class Deposit(Strict):
+    amount: Amount
+
+
+class PaymentCreate(Strict):
+    """One-time (`at` or `in`) or recurring (`cron`, optionally `timezone`)."""
+
+    payer: AccountName = Field(alias="from", description="The paying account.")
+    payee: AccountName = Field(alias="to", description="The receiving account.")
+    amount: Amount
+    currency: Currency = "USD"
+    at: AwareDatetime | None = Field(
+        None, description="Due time, RFC 3339 with an offset; not in the past unless allow_past."
+    )
+    in_: str | None = Field(
+        None, alias="in", max_length=32, examples=["30s"],
+        description="Due after a delay from now: 250ms, 30s, 5m, 2h, 1d.",
+    )  # fmt: skip
+    cron: str | None = Field(
+        None, max_length=120, examples=["0 9 * * 1"], description="Recurring: 5-field cron."
+    )
+    timezone: str | None = Field(
+        None, max_length=64, examples=["Europe/Berlin"], description="IANA zone for `cron`."
+    )
+    memo: str = Field("", max_length=1000)
+    notify: list[Annotated[str, Field(max_length=2000)]] = Field(
+        default_factory=list, max_length=20,
+        description="telegram:CHAT_ID, webhook:URL or log; none: the deployment's default.",
+    )  # fmt: skip
+    allow_past: bool = Field(False, description="Accept an `at` in the past: run it at once.")
+
+
+class Resolve(Strict):
+    outcome: Annotated[str, Field(pattern="^(succeeded|failed|retry)$")] = Field(
+        description="succeeded / failed: what the provider says happened; retry: send again "
+        "with the same idempotency key."
+    )
+    reason: str = Field(min_length=1, max_length=1000, description="Kept in the history.")
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+class Account(Out):
+    name: str
+    currency: str
+    balance: str = Field(description="Decimal string.")
+
+
+class Attempt(Out):
+    number: int
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    outcome: str | None
+    reason: str | None
+
+
+class HistoryEntry(Out):
+    at: Timestamp | None
+    from_: str | None = Field(alias="from")
+    to: str
+    attempt: int
+    reason: str | None
+
+
+class Occurrence(Out):
+    id: int
+    payment_id: int
+    key: str = Field(description="Its idempotency key at the payment provider.")
+    due_at: Timestamp | None
+    state: str
+    reason: str | None
+    reference: str | None
+    lateness_ms: int | None = Field(description="Start of the first attempt minus due time.")
+    next_check_at: Timestamp | None
+    finished_at: Timestamp | None
+    attempts: list[Attempt]
+    history: list[HistoryEntry]
+
+
+class Notification(Out):
+    id: int
+    payment_id: int
+    event: str
+    channel: str
+    target: str
+    state: str
+    attempts: int
+    last_error: str | None
+    created_at: Timestamp | None
+    sent_at: Timestamp | None
+    dedup_key: str
+
+
+class Payment(Out):
+    id: int
+    state: str
+    payer: str = Field(alias="from")
+    payee: str = Field(alias="to")
+    amount: str = Field(description="Decimal string.")
+    currency: str
+    due_at: Timestamp | None
+    cron: str | None
+    timezone: str | None
+    next_due_at: Timestamp | None
+    memo: str
+    notify: list[str]
+    created_at: Timestamp | None
+
+
+class PaymentDetail(Payment):
+    status: str = Field(description="scheduled, pending, succeeded, failed or cancelled.")
+    occurrences: list[Occurrence]
+    notifications: list[Notification]
+
+
+class InFlight(Out):
+    key: str
+    state: str
+
+
+class Cancelled(Out):
+    id: int
+    cancelled_occurrences: list[str] = Field(description="Keys that will never execute.")
+    in_flight: list[InFlight] = Field(description="Executing now: they finish and are reported.")
+
+
+class Resolved(Out):
+    occurrence: str
+    state: str
+
+
+class Stats(Out):
+    queue: dict[str, int] = Field(description="waiting, active, completed, failed, delayed, ...")
+    occurrences: dict[str, int]
+    notifications: dict[str, int]
+
+
+class Page(Out, Generic[T]):
+    data: list[T]
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class Health(Out):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,56 @@
+"""/v1/notifications: the outbox. List (by state, by payment), send a dead one again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from paysched.api import pages
+from paysched.api.deps import paysched, problems
+from paysched.api.idempotent import IdempotencyKey, once
+from paysched.api.models import Notification, Page
+from paysched.api.security import Read, Write
+from paysched.db.apikeys import ApiKey
+from paysched.db.outbox import STATES
+from paysched.domain import MAX_ID
+from paysched.errors import InvalidInput
+from paysched.views import notification_view
+
+router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
+
+
+@router.get("", response_model=Page[Notification], responses=problems())
+async def list_notifications(
+    request: Request,
+    state: str | None = Query(None, description="pending, sent or dead."),
+    payment_id: int | None = Query(None, ge=1, le=MAX_ID),
+    limit: int = pages.Limit,
+    cursor: str | None = pages.Cursor,
+    _: ApiKey = Read,
+) -> dict[str, Any]:
+    """Notifications, newest first."""
+    if state is not None and state not in STATES:
+        raise InvalidInput("state", f"expected pending, sent or dead, got {state!r}")
+    app = paysched(request)
+    assert app.outbox is not None
+    before = pages.decode(cursor, pages.is_id)
+    rows = await app.db(app.outbox.list, state, payment_id, limit + 1, before)
+    return pages.page(rows, limit, notification_view, lambda n: n.id)
+
+
+@router.post("/{notification_id}/retry", response_model=Notification, responses=problems(404, 409))
+async def retry_notification(
+    notification_id: int, request: Request, caller: ApiKey = Write,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Send a dead notification again with a fresh set of attempts (409 unless dead)."""
+    app = paysched(request)
+    outbox = app.outbox
+    assert outbox is not None
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.db(outbox.retry, notification_id, app.clock.now(), then),
+        notification_view,
+    )  # fmt: skip

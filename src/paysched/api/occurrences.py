@@ -1,0 +1,97 @@
+"""/v1/occurrences: one execution of a payment. Get by id or key, list by state / payment /
+due range, resolve an unknown or needs_review one by hand."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+
+from paysched.api import pages
+from paysched.api.deps import paysched, problems
+from paysched.api.idempotent import IdempotencyKey, once
+from paysched.api.models import Occurrence, Page, Resolve, Resolved
+from paysched.api.security import Admin, Read
+from paysched.clock import from_ms, to_ms
+from paysched.db.apikeys import ApiKey
+from paysched.domain import MAX_ID, OccurrenceState
+from paysched.domain import Occurrence as OccurrenceRow
+from paysched.errors import InvalidInput
+from paysched.schedules import parse_instant
+from paysched.views import occurrence_view
+
+router = APIRouter(prefix="/v1/occurrences", tags=["occurrences"])
+Ref = Path(
+    min_length=1, max_length=80, pattern=r"^[\x21-\x7e]+$",
+    description="The occurrence's id, or its key (e.g. pay-12-1764576000000).",
+)  # fmt: skip
+
+
+def _state(value: str | None) -> OccurrenceState | None:
+    if value is None:
+        return None
+    try:
+        return OccurrenceState(value)
+    except ValueError:
+        states = ", ".join(s.value for s in OccurrenceState)
+        raise InvalidInput("state", f"expected one of {states}, got {value!r}") from None
+
+
+def _instant(value: datetime | None, field: str) -> datetime | None:
+    return None if value is None else parse_instant(value.isoformat(), field)
+
+
+def _position(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(pages.is_id(v) for v in value)
+
+
+def _summary(occ: OccurrenceRow) -> dict[str, Any]:
+    return occurrence_view(occ, [])
+
+
+@router.get("", response_model=Page[Occurrence], responses=problems())
+async def list_occurrences(
+    request: Request,
+    state: str | None = Query(None, description="scheduled, queued, executing, ..."),
+    payment_id: int | None = Query(None, ge=1, le=MAX_ID, description="Only this payment's."),
+    due_from: AwareDatetime | None = Query(None, description="Due at or after (RFC 3339)."),
+    due_before: AwareDatetime | None = Query(None, description="Due before (RFC 3339)."),
+    limit: int = pages.Limit,
+    cursor: str | None = pages.Cursor,
+    _: ApiKey = Read,
+) -> dict[str, Any]:
+    """Occurrences, earliest due first. List entries leave out `attempts` and `history`
+    (empty lists); get one occurrence for them."""
+    app = paysched(request)
+    position = pages.decode(cursor, _position)
+    after = (from_ms(position[0]), position[1]) if position else None
+    rows = await app.db(
+        app.store.list_occurrences, limit + 1, after=after, state=_state(state),
+        payment_id=payment_id, due_from=_instant(due_from, "due_from"),
+        due_before=_instant(due_before, "due_before"),
+    )  # fmt: skip
+    return pages.page(rows, limit, _summary, lambda o: [to_ms(o.due_at), o.id])
+
+
+@router.get("/{ref}", response_model=Occurrence, responses=problems(404))
+async def get_occurrence(request: Request, ref: str = Ref, _: ApiKey = Read) -> dict[str, Any]:
+    """One occurrence with every attempt and its full history."""
+    return await paysched(request).occurrence_detail(ref)
+
+
+@router.post("/{ref}/resolve", response_model=Resolved, responses=problems(404, 409))
+async def resolve_occurrence(
+    body: Resolve, request: Request, ref: str = Ref, caller: ApiKey = Admin,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Settle an unknown or needs_review occurrence by hand (admin keys only): `succeeded` or
+    `failed` is what the provider says happened; `retry` sends it again with the same key."""
+    app = paysched(request)
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.resolve_occurrence(ref, body.outcome, body.reason, then),
+        lambda state: {"occurrence": ref, "state": state.value},
+    )  # fmt: skip

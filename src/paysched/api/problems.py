@@ -1,0 +1,145 @@
+"""RFC 9457 problem details: every error the API answers with, and the handlers that make them.
+
+Each problem carries a stable `code` (for programs), a `detail` (for people), the offending
+`field` when one is to blame, and the request id (also in the X-Request-Id header) to find the
+request in the logs. Bad input is a 4xx naming the field; nothing paysched raises on purpose
+becomes a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from paysched.errors import (
+    BackendUnavailable,
+    ConfigError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayschedError,
+)
+from paysched.redaction import redact
+
+log = logging.getLogger("paysched.api")
+
+PROBLEM_JSON = "application/problem+json"
+TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
+    413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+}  # fmt: skip
+
+
+class Problem(Exception):
+    """Raise to answer with a problem document."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, field: str | None = None,
+        headers: dict[str, str] | None = None, errors: list[dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.field = field
+        self.headers = headers or {}
+        self.errors = errors
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://paysched.dev/problems/{problem.code}",
+        "title": TITLES.get(problem.status, "Error"),
+        "status": problem.status,
+        "code": problem.code,
+        "detail": redact(problem.detail),
+        "instance": request.url.path,
+        "request_id": request_id(request),
+    }
+    if problem.field is not None:
+        body["field"] = problem.field
+    if problem.errors:
+        body["errors"] = problem.errors
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
+    )
+
+
+def from_paysched(exc: PayschedError) -> Problem:
+    if isinstance(exc, InvalidInput):
+        return Problem(422, "invalid_input", str(exc), exc.field)
+    if isinstance(exc, NotFound):
+        return Problem(404, "not_found", str(exc))
+    if isinstance(exc, Conflict):
+        return Problem(409, "conflict", str(exc))
+    if isinstance(exc, BackendUnavailable):
+        return Problem(503, "backend_unavailable", str(exc), headers={"Retry-After": "5"})
+    if isinstance(exc, ConfigError):
+        return Problem(503, "misconfigured", str(exc), exc.variable)
+    return Problem(409, "rejected", str(exc))
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """('body', 'amount') -> 'amount'; ('query', 'limit') -> 'limit'; a header by its name."""
+    parts = [str(p) for p in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
+    return ".".join(parts) or "body"
+
+
+def install(api: FastAPI) -> None:
+    @api.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc)
+
+    @api.exception_handler(PayschedError)
+    async def _paysched(request: Request, exc: PayschedError) -> JSONResponse:
+        return problem_response(request, from_paysched(exc))
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field(tuple(e.get("loc", ()))), "detail": str(e.get("msg", "invalid"))}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "body", "detail": "invalid request"}
+        detail = f"{first['field']}: {first['detail']}"
+        return problem_response(
+            request, Problem(422, "invalid_input", detail, first["field"], errors=errors)
+        )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        return problem_response(request, Problem(exc.status_code, code, str(exc.detail),
+                                                 headers=headers))  # fmt: skip
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug or a backend failing mid-request. Database/Redis errors are the backend's:
+        # 503 so clients retry; anything else is ours, logged with its traceback.
+        from redis import RedisError
+        from sqlalchemy.exc import DataError, DBAPIError
+
+        if isinstance(exc, DataError):
+            return problem_response(request, Problem(422, "invalid_input", "a value is out of "
+                                                     "range for the database"))  # fmt: skip
+        if isinstance(exc, DBAPIError | RedisError | OSError):
+            log.warning("request %s: backend error: %s", request_id(request), exc)
+            return problem_response(
+                request, Problem(503, "backend_unavailable", "the database or Redis did not "
+                                 "answer; try again", headers={"Retry-After": "5"})
+            )  # fmt: skip
+        log.exception("request %s failed", request_id(request))
+        detail = "internal error; the log has the details under this request id"
+        return problem_response(request, Problem(500, "internal", detail))
