@@ -140,26 +140,66 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 # -- long-running ------------------------------------------------------------------------------
 
 
-def _serve(scheduler: bool, worker: bool) -> None:
+def _serve(scheduler: bool, worker: bool, api: str | None = None) -> None:
     cfg = settings()
     setup_logging(cfg.log_level, cfg.log_format)
+    sock = None
+    if api is not None:
+        from paysched.api.server import listen, parse_address
+
+        sock = listen(*parse_address(api))
 
     async def body(app: App) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await app.run(stop, scheduler=scheduler, worker=worker)
+        if sock is None:
+            await app.run(stop, scheduler=scheduler, worker=worker)
+            return
+        from paysched.api.server import serve as serve_api
+
+        parts = [asyncio.create_task(serve_api(app, sock, stop))]
+        if scheduler or worker:
+            parts.append(asyncio.create_task(app.run(stop, scheduler=scheduler, worker=worker)))
+        await asyncio.gather(*parts)
 
     # A service waits for its backends (saying so once); a command fails within seconds.
-    with_app(body, cfg=cfg, wait_for_backends=True)
+    try:
+        with_app(body, cfg=cfg, wait_for_backends=True)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+API_DEFAULT = "127.0.0.1:8080"
 
 
 @cli.command()
 @handled
-def run() -> None:
+def run(
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api", metavar="[HOST:PORT]",
+            help=f"Also serve the HTTP API (alone: {API_DEFAULT}).",
+        ),
+    ] = None,
+) -> None:  # fmt: skip
     """Run the scheduler and the worker pool in one process (until SIGTERM / Ctrl-C)."""
-    _serve(scheduler=True, worker=True)
+    _serve(scheduler=True, worker=True, api=api)
+
+
+@cli.command()
+@handled
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8080,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) until SIGTERM / Ctrl-C."""
+    _serve(
+        scheduler=False, worker=False, api=f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    )
 
 
 @cli.command("scheduler")
@@ -552,9 +592,94 @@ def demo(
         raise typer.Exit(1)
 
 
+# -- API keys ----------------------------------------------------------------------------------
+
+apikeys_cli = typer.Typer(no_args_is_help=True, help="Keys of the HTTP API.")
+cli.add_typer(apikeys_cli, name="apikeys")
+
+
+SCOPE_HELP = "read: GET; write: + create, deposit, cancel; admin: + resolve occurrences."
+
+
+class Scope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+def _apikey_view(key: Any) -> dict[str, Any]:
+    from paysched.views import iso
+
+    return {"id": key.id, "name": key.name, "scope": key.scope, "prefix": f"psk_{key.prefix}",
+            "created_at": iso(key.created_at), "last_used_at": iso(key.last_used_at),
+            "revoked_at": iso(key.revoked_at)}  # fmt: skip
+
+
+@apikeys_cli.command("create")
+@handled
+def apikeys_create(
+    name: str,
+    scope: Annotated[Scope, typer.Option(help=SCOPE_HELP)],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key. The key is printed once: it is stored only as a hash."""
+    from paysched.db.apikeys import ApiKeys
+
+    async def body(app: App) -> Any:
+        return await app.db(ApiKeys(app.store.engine).create, name, scope.value, app.clock.now())
+
+    row, key = with_app(body, with_queue=False)
+    emit({"id": row.id, "key": key, "name": row.name, "scope": row.scope}, as_json,
+         f"created API key {row.id} ({row.name}, {row.scope}):\n{key}\n"
+         "store it now: it is not shown again")  # fmt: skip
+
+
+@apikeys_cli.command("list")
+@handled
+def apikeys_list(as_json: JsonFlag = False) -> None:
+    """List API keys (their public prefixes, never the keys)."""
+    from paysched.db.apikeys import ApiKeys
+
+    keys = with_app(lambda app: app.db(ApiKeys(app.store.engine).list), with_queue=False)
+    views = [_apikey_view(k) for k in keys]
+    lines = [
+        f"{v['id']:>4}  {v['scope']:<5}  {v['prefix']:<16} {v['name']:<24} "
+        + (f"revoked {v['revoked_at']}" if v["revoked_at"] else f"last used {v['last_used_at']}")
+        for v in views
+    ]
+    emit(views, as_json, "\n".join(lines) or "no API keys")
+
+
+@apikeys_cli.command("revoke", context_settings=NEGATIVE_OK)
+@handled
+def apikeys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """Revoke an API key: its next request is refused."""
+    from paysched.db.apikeys import ApiKeys
+
+    kid = _parse_id(key_id)
+
+    async def body(app: App) -> Any:
+        return await app.db(ApiKeys(app.store.engine).revoke, kid, app.clock.now())
+
+    emit(_apikey_view(with_app(body, with_queue=False)), as_json, f"revoked API key {kid}")
+
+
+def _api_flag_default(argv: list[str]) -> list[str]:
+    """`run --api` alone means the default address (click has no optional option values)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--api" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = f"--api={API_DEFAULT}"
+    return out
+
+
 def main() -> None:
+    import sys
+
     with contextlib.suppress(KeyboardInterrupt):
-        cli()
+        cli(args=_api_flag_default(sys.argv[1:]), prog_name="paysched")
 
 
 __all__ = ["cli", "format_amount", "main"]

@@ -43,10 +43,15 @@ async def _request_id(
     given = request.headers.get("x-request-id", "")
     request.state.request_id = given if _REQUEST_ID.match(given) else f"req_{secrets.token_hex(8)}"
     length = request.headers.get("content-length", "")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    problem = None
     if length.isdigit() and int(length) > MAX_BODY:
-        response: Response = problems.problem_response(
-            request, problems.Problem(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-        )
+        problem = problems.Problem(413, "body_too_large", f"request body over {MAX_BODY} bytes")
+    elif length not in ("", "0") and not (kind == "application/json" or kind.endswith("+json")):
+        problem = problems.Problem(415, "unsupported_media_type", "send the body as JSON with "
+                                   "Content-Type: application/json", "Content-Type")  # fmt: skip
+    if problem is not None:
+        response: Response = problems.problem_response(request, problem)
     else:
         response = await call_next(request)
     response.headers["X-Request-Id"] = request.state.request_id

@@ -75,8 +75,8 @@ class Guard:
     async def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
         challenge = {"WWW-Authenticate": 'Bearer realm="paysched"'}
         if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Problem(401, "unauthenticated", "send an API key as 'Authorization: Bearer "
-                          "<key>'", "Authorization", challenge)  # fmt: skip
+            raise Problem(401, "unauthenticated", "send an API key in the Authorization "
+                          "header, with the Bearer scheme", "Authorization", challenge)  # fmt: skip
         found = await self.db(self.keys.verify, credentials.credentials)
         if not isinstance(found, ApiKey):
             raise Problem(401, "invalid_key", "the API key is unknown or revoked",

@@ -1,0 +1,69 @@
+"""Serving the API with uvicorn inside paysched's own event loop and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from paysched.api.app import create_api
+from paysched.app import App
+from paysched.errors import ConfigError
+
+log = logging.getLogger("paysched.api")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+class _Server(uvicorn.Server):
+    # paysched's CLI owns SIGTERM/SIGINT (it stops the workers gracefully too) and tells the
+    # server to exit; uvicorn's own handlers would take the signals from it.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def parse_address(text: str, field: str = "--api") -> tuple[str, int]:
+    """'HOST:PORT', ':PORT' or 'PORT' -> (host, port)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = "", text.strip()
+    host = host.strip("[]") or DEFAULT_HOST
+    if not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(field, f"expected HOST:PORT with a port 0-65535, got {text!r}")
+    return host, int(port)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind now, so that a taken port is a one-line error before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("--port", f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+async def serve(app: App, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Answer HTTP on `sock` until `stop` is set, then finish the requests in progress."""
+    config = uvicorn.Config(
+        create_api(app), log_config=None, access_log=False, server_header=False,
+        lifespan="on", timeout_graceful_shutdown=10,
+    )  # fmt: skip
+    server = _Server(config)
+    host, port = sock.getsockname()[:2]
+    log.info("API listening on http://%s:%s (OpenAPI at /openapi.json, docs at /docs)",
+             host, port)  # fmt: skip
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await task
