@@ -32,7 +32,7 @@ from paysched.config import Settings
 from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
 from paysched.db.store.base import AfterWrite, short_error
-from paysched.domain import Occurrence, OccurrenceState, Payment, parse_id
+from paysched.domain import Occurrence, OccurrenceState, Payment
 from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
@@ -285,8 +285,8 @@ class App:
 
     async def find_occurrence(self, ref: str) -> Occurrence:
         """By id (digits) or by key."""
-        if ref.isascii() and ref.isdigit():
-            return await self.db(self.store.get_occurrence, parse_id(ref, "id"))
+        if ref.isascii() and ref.isdigit():  # 0 or past any id: not found, like a key
+            return await self.db(self.store.get_occurrence, int(ref))
         return await self.db(self.store.find_occurrence, ref)
 
     async def occurrence_detail(self, ref: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from paysched.api import pages
-from paysched.api.deps import paysched, problems
+from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
 from paysched.api.models import Account, AccountCreate, Deposit, Page
 from paysched.api.security import Read, Write
@@ -19,7 +19,11 @@ from paysched.views import account_view
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
 
-@router.post("", status_code=201, response_model=Account, responses=problems(409))
+@router.post(
+    "", status_code=201, response_model=Account, operation_id="createAccount",
+    responses=problems(409) | links(201, account=("getAccount", {"name": "$response.body#/name"}),
+                                     deposit=("deposit", {"name": "$response.body#/name"})),
+)  # fmt: skip
 async def create_account(
     body: AccountCreate, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
@@ -34,7 +38,7 @@ async def create_account(
     )  # fmt: skip
 
 
-@router.get("", response_model=Page[Account], responses=problems())
+@router.get("", response_model=Page[Account], operation_id="listAccounts", responses=problems())
 async def list_accounts(
     request: Request, limit: int = pages.Limit, cursor: str | None = pages.Cursor,
     _: ApiKey = Read,
@@ -46,14 +50,19 @@ async def list_accounts(
     return pages.page(rows, limit, account_view, lambda a: a.name)
 
 
-@router.get("/{name}", response_model=Account, responses=problems(404))
+@router.get("/{name}", response_model=Account, operation_id="getAccount", responses=problems(404))
 async def get_account(name: str, request: Request, _: ApiKey = Read) -> dict[str, Any]:
     """An account and its balance."""
     app = paysched(request)
     return account_view(await app.db(app.store.get_account, normalise_name(name)))
 
 
-@router.post("/{name}/deposits", response_model=Account, responses=problems(404, 409))
+@router.post(
+    "/{name}/deposits",
+    response_model=Account,
+    operation_id="deposit",
+    responses=problems(404, 409),
+)
 async def deposit(
     name: str, body: Deposit, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,

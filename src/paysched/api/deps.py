@@ -26,11 +26,24 @@ class ProblemDoc(Out):
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The `responses` of a route: its problems in application/problem+json."""
-    common = (401, 403, 422, 429, 503)
+    common = (400, 401, 403, 422, 429, 503)
     schema = {"schema": {"$ref": "#/components/schemas/ProblemDoc"}}
     return {
         status: {"model": ProblemDoc, "content": {"application/problem+json": schema}}
         for status in sorted({*common, *statuses})
+    }
+
+
+def links(status: int, **targets: tuple[str, dict[str, str]]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI links of a response: where its ids lead (clients and schemathesis follow them).
+    `name=(operationId, {parameter: runtime expression})`."""
+    return {
+        status: {
+            "links": {
+                name: {"operationId": operation, "parameters": parameters}
+                for name, (operation, parameters) in targets.items()
+            }
+        }
     }
 
 

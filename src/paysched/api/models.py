@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ class PaymentCreate(Strict):
     payee: AccountName = Field(alias="to", description="The receiving account.")
     amount: Amount
     currency: Currency = "USD"
-    at: AwareDatetime | None = Field(
+    at: Timestamp | None = Field(
         None, description="Due time, RFC 3339 with an offset; not in the past unless allow_past."
     )
     in_: str | None = Field(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from paysched.api import pages
-from paysched.api.deps import paysched, problems
+from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
 from paysched.api.models import Notification, Page
 from paysched.api.security import Read, Write
@@ -21,7 +21,13 @@ from paysched.views import notification_view
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
 
-@router.get("", response_model=Page[Notification], responses=problems())
+@router.get(
+    "",
+    response_model=Page[Notification],
+    operation_id="listNotifications",
+    responses=problems()
+    | links(200, retry=("retryNotification", {"notification_id": "$response.body#/data/0/id"})),
+)
 async def list_notifications(
     request: Request,
     state: str | None = Query(None, description="pending, sent or dead."),
@@ -40,7 +46,12 @@ async def list_notifications(
     return pages.page(rows, limit, notification_view, lambda n: n.id)
 
 
-@router.post("/{notification_id}/retry", response_model=Notification, responses=problems(404, 409))
+@router.post(
+    "/{notification_id}/retry",
+    response_model=Notification,
+    operation_id="retryNotification",
+    responses=problems(404, 409),
+)
 async def retry_notification(
     notification_id: int, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,

@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 
 from paysched.api import pages
 from paysched.api.deps import paysched, problems
@@ -24,6 +23,7 @@ from paysched.schedules import parse_instant
 from paysched.views import occurrence_view
 
 router = APIRouter(prefix="/v1/occurrences", tags=["occurrences"])
+DATE_TIME: dict[str, Any] = {"format": "date-time"}
 Ref = Path(
     min_length=1, max_length=80, pattern=r"^[\x21-\x7e]+$",
     description="The occurrence's id, or its key (e.g. pay-12-1764576000000).",
@@ -40,8 +40,8 @@ def _state(value: str | None) -> OccurrenceState | None:
         raise InvalidInput("state", f"expected one of {states}, got {value!r}") from None
 
 
-def _instant(value: datetime | None, field: str) -> datetime | None:
-    return None if value is None else parse_instant(value.isoformat(), field)
+def _instant(value: str | None, field: str) -> datetime | None:
+    return None if value is None else parse_instant(value, field)
 
 
 def _position(value: Any) -> bool:
@@ -52,13 +52,19 @@ def _summary(occ: OccurrenceRow) -> dict[str, Any]:
     return occurrence_view(occ, [])
 
 
-@router.get("", response_model=Page[Occurrence], responses=problems())
+@router.get(
+    "", response_model=Page[Occurrence], operation_id="listOccurrences", responses=problems()
+)
 async def list_occurrences(
     request: Request,
     state: str | None = Query(None, description="scheduled, queued, executing, ..."),
     payment_id: int | None = Query(None, ge=1, le=MAX_ID, description="Only this payment's."),
-    due_from: AwareDatetime | None = Query(None, description="Due at or after (RFC 3339)."),
-    due_before: AwareDatetime | None = Query(None, description="Due before (RFC 3339)."),
+    due_from: str | None = Query(
+        None, max_length=40, description="Due at or after (RFC 3339).", json_schema_extra=DATE_TIME
+    ),
+    due_before: str | None = Query(
+        None, max_length=40, description="Due before (RFC 3339).", json_schema_extra=DATE_TIME
+    ),
     limit: int = pages.Limit,
     cursor: str | None = pages.Cursor,
     _: ApiKey = Read,
@@ -76,13 +82,20 @@ async def list_occurrences(
     return pages.page(rows, limit, _summary, lambda o: [to_ms(o.due_at), o.id])
 
 
-@router.get("/{ref}", response_model=Occurrence, responses=problems(404))
+@router.get(
+    "/{ref}", response_model=Occurrence, operation_id="getOccurrence", responses=problems(404)
+)
 async def get_occurrence(request: Request, ref: str = Ref, _: ApiKey = Read) -> dict[str, Any]:
     """One occurrence with every attempt and its full history."""
     return await paysched(request).occurrence_detail(ref)
 
 
-@router.post("/{ref}/resolve", response_model=Resolved, responses=problems(404, 409))
+@router.post(
+    "/{ref}/resolve",
+    response_model=Resolved,
+    operation_id="resolveOccurrence",
+    responses=problems(404, 409),
+)
 async def resolve_occurrence(
     body: Resolve, request: Request, ref: str = Ref, caller: ApiKey = Admin,
     idempotency_key: str | None = IdempotencyKey,

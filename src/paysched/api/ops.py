@@ -20,20 +20,32 @@ from paysched.db.store.base import short_error
 router = APIRouter()
 
 
-@router.get("/v1/stats", response_model=Stats, tags=["stats"], responses=problems())
+@router.get(
+    "/v1/stats",
+    response_model=Stats,
+    tags=["stats"],
+    operation_id="getStats",
+    responses=problems(),
+)
 async def stats(request: Request, _: ApiKey = Read) -> dict[str, Any]:
     """The same object as `paysched stats --json`: queue counts (waiting, active, completed,
     failed, delayed, total), occurrences per state, notifications per state."""
     return await paysched(request).stats()
 
 
-@router.get("/healthz", response_model=Health, tags=["health"])
+@router.get("/healthz", response_model=Health, tags=["health"], operation_id="healthz")
 async def healthz() -> dict[str, Any]:
     """The process is alive (nothing else is checked)."""
     return {"status": "ok", "checks": {}}
 
 
-@router.get("/readyz", response_model=Health, tags=["health"], responses=problems(503))
+@router.get(
+    "/readyz",
+    response_model=Health,
+    tags=["health"],
+    operation_id="readyz",
+    responses=problems(503),
+)
 async def readyz(request: Request) -> Any:
     """Redis and the database answer (503 naming the one that does not)."""
     app = paysched(request)
@@ -57,7 +69,7 @@ async def readyz(request: Request) -> Any:
 
 
 @router.get(
-    "/metrics", tags=["health"], response_class=Response, responses={
+    "/metrics", tags=["health"], response_class=Response, operation_id="metrics", responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}},
               "description": "Prometheus text format."},
         **problems(),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from paysched.api import pages
-from paysched.api.deps import paysched, problems
+from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
 from paysched.api.models import Cancelled, Page, Payment, PaymentCreate, PaymentDetail
 from paysched.api.security import Read, Write
@@ -36,10 +36,9 @@ def schedule_fields(app: App, body: PaymentCreate) -> dict[str, Any]:
     now = app.clock.now()
     due_at = None
     if body.at is not None:
-        due_at = parse_instant(body.at.isoformat(), "at")
+        due_at = parse_instant(body.at, "at")
         if due_at < now and not body.allow_past:
-            raise InvalidInput("at", f"{body.at.isoformat()} is in the past; set allow_past to "
-                               "run it at once")  # fmt: skip
+            raise InvalidInput("at", f"{body.at} is in the past; set allow_past to run it at once")
     if body.in_:
         due_at = now + parse_duration(body.in_, "in")
     if body.timezone:
@@ -54,7 +53,13 @@ def schedule_fields(app: App, body: PaymentCreate) -> dict[str, Any]:
     )  # fmt: skip
 
 
-@router.post("", status_code=201, response_model=Payment, responses=problems())
+@router.post(
+    "", status_code=201, response_model=Payment, operation_id="createPayment",
+    responses=problems() | links(
+        201, payment=("getPayment", {"payment_id": "$response.body#/id"}),
+        cancel=("cancelPayment", {"payment_id": "$response.body#/id"}),
+    ),
+)  # fmt: skip
 async def create_payment(
     body: PaymentCreate, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
@@ -75,7 +80,7 @@ def _state(value: str | None) -> str | None:
     return value
 
 
-@router.get("", response_model=Page[Payment], responses=problems())
+@router.get("", response_model=Page[Payment], operation_id="listPayments", responses=problems())
 async def list_payments(
     request: Request,
     state: str | None = Query(None, description="active, done or cancelled."),
@@ -98,7 +103,13 @@ async def list_payments(
     return pages.page(rows, limit, payment_view, lambda p: p.id)
 
 
-@router.get("/{payment_id}", response_model=PaymentDetail, responses=problems(404))
+@router.get(
+    "/{payment_id}",
+    response_model=PaymentDetail,
+    operation_id="getPayment",
+    responses=problems(404)
+    | links(200, occurrence=("getOccurrence", {"ref": "$response.body#/occurrences/0/key"})),
+)
 async def get_payment(payment_id: int, request: Request, _: ApiKey = Read) -> dict[str, Any]:
     """A payment, its occurrences with every attempt and transition, and its notifications."""
     return await paysched(request).payment_detail(payment_id)
@@ -112,7 +123,12 @@ def cancelled_view(result: CancelResult) -> dict[str, Any]:
     }
 
 
-@router.post("/{payment_id}/cancel", response_model=Cancelled, responses=problems(404, 409))
+@router.post(
+    "/{payment_id}/cancel",
+    response_model=Cancelled,
+    operation_id="cancelPayment",
+    responses=problems(404, 409),
+)
 async def cancel_payment(
     payment_id: int, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
