@@ -30,7 +30,7 @@ class Api:
         extra = {"Idempotency-Key": key} if key else {}
         return await self.client.post(path, json=body, headers=self.auth(scope) | extra | headers)
 
-    async def get(self, path: str, scope: str = "read", **params: object) -> httpx.Response:
+    async def get(self, path: str, scope: str = "read", **params: Any) -> httpx.Response:
         return await self.client.get(path, params=params, headers=self.auth(scope))
 
 
