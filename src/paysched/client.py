@@ -415,8 +415,8 @@ class Paysched:
                     if detail.final:
                         return detail
                     runner = self._runner
-                    if runner is not None and runner.done() and runner.exception() is not None:
-                        await runner  # raises it
+                    if runner is not None and runner.done() and not runner.cancelled():
+                        runner.result()  # raises what stopped the scheduler or workers, if any
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), WAIT_POLL_S)
         except TimeoutError:

@@ -239,6 +239,24 @@ async def test_lifecycle_conflicts(sqlite_env: dict[str, str]) -> None:
         await ps.list_payments()
 
 
+async def test_wait_for_raises_what_stopped_the_workers(
+    ps: paysched.Paysched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await funded(ps, alice="1.00", bob="0")
+    payment = await ps.schedule(payer="alice", payee="bob", amount="1.00", in_="30s")
+
+    async def broken(stop: object, **parts: bool) -> None:
+        raise RuntimeError("the workers died")
+
+    monkeypatch.setattr(ps.app, "run", broken)
+    await ps.start()
+    with pytest.raises(RuntimeError, match="the workers died"):
+        await ps.wait_for(payment.id, timeout=20)
+    with pytest.raises(RuntimeError, match="the workers died"):
+        await ps.stop()
+    assert not ps.running
+
+
 def test_settings_overrides(tmp_path: Path) -> None:
     base = Settings.from_env({"PAYSCHED_DATA_DIR": str(tmp_path / "a")})
     moved = build_settings(base, {"data_dir": str(tmp_path / "b"), "queue_name": "bot"})
