@@ -25,7 +25,6 @@ from paysched.domain import (
     format_amount,
     parse_currency,
     parse_id,
-    parse_positive_amount,
     refuse_external,
 )
 from paysched.errors import (
@@ -36,9 +35,8 @@ from paysched.errors import (
     NotFound,
     PayschedError,
 )
+from paysched.inputs import CLI_NAMES, check_schedule_choice, deposit_amount, payment_request
 from paysched.logs import setup_logging
-from paysched.notify.targets import normalise_targets
-from paysched.schedules import parse_duration, parse_instant, parse_timezone, validate_cron
 from paysched.views import (
     account_view,
     notification_view,
@@ -242,7 +240,7 @@ def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     async def body(app: App) -> Any:
         refuse_external(name)
         account = await app.db(app.store.get_account, name)
-        minor = parse_positive_amount(amount, account.currency)
+        minor = deposit_amount(amount, account.currency)
         return await app.db(app.store.deposit, name, minor, app.clock.now())
 
     account = with_app(body, with_queue=False)
@@ -294,31 +292,19 @@ def schedule(
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a payment: one-time (--at or --in) or recurring (--cron [--tz])."""
-    given = [name for name, v in (("--at", at), ("--in", in_), ("--cron", cron)) if v]
-    if len(given) != 1:
-        raise InvalidInput("schedule", "give exactly one of --at, --in or --cron")
-    if tz and not cron:
-        raise InvalidInput("tz", "--tz applies to --cron schedules")
+    # The shape of the request first, then the configuration, then each value (inputs.py:
+    # the Python API checks the same things the same way).
+    check_schedule_choice(at, in_, cron, tz, CLI_NAMES)
     cfg = settings()
-    code = parse_currency(currency)
-    minor = parse_positive_amount(amount, code)
-    targets = normalise_targets(notify or [], "notify", cfg.webhook_allow_private)
-    if tz:
-        parse_timezone(tz, "tz")
-    if cron:
-        validate_cron(cron, "cron")
-    clock = SystemClock()
-    due_at = parse_instant(at, "at") if at else None
-    if due_at is not None and due_at < clock.now() and not allow_past:
-        raise InvalidInput("at", f"{at} is in the past; pass --allow-past to run it at once")
-    if in_:
-        due_at = clock.now() + parse_duration(in_, "in")
+    request = payment_request(
+        payer=payer, payee=payee, amount=amount, currency=currency, at=at, in_=in_, cron=cron,
+        tz=tz, memo=memo, notify=notify, allow_past=allow_past,
+        allow_private=cfg.webhook_allow_private, now=SystemClock().now(), names=CLI_NAMES,
+    )  # fmt: skip
+    code = request.currency
 
     async def body(app: App) -> Any:
-        return await app.create_payment(
-            payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at, cron=cron,
-            timezone=tz, memo=memo, notify=targets,
-        )  # fmt: skip
+        return await app.create_payment(**request.fields())
 
     payment = with_app(body, cfg=cfg)
     view = payment_view(payment)

@@ -43,14 +43,20 @@ def parse_instant(text: str, field: str = "at") -> datetime:
         raise InvalidInput(
             field, f"expected ISO-8601 like 2026-12-01T09:00:00+01:00, got {text!r}"
         ) from None
-    if value.tzinfo is None:
-        raise InvalidInput(field, f"{text!r} has no UTC offset; add one like +00:00 or Z")
+    return check_instant(value, field, text)
+
+
+def check_instant(value: datetime, field: str = "at", text: str | None = None) -> datetime:
+    """An aware datetime within range, in UTC; `text` is how the caller wrote it."""
+    shown = value.isoformat() if text is None else text
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(field, f"{shown!r} has no UTC offset; add one like +00:00 or Z")
     try:
         instant = value.astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last representable UTC time
-        raise InvalidInput(field, f"{text!r} is out of range") from None
+        raise InvalidInput(field, f"{shown!r} is out of range") from None
     if instant >= LATEST_DUE:
-        raise InvalidInput(field, f"{text!r} is out of range (before {LATEST_DUE.year})")
+        raise InvalidInput(field, f"{shown!r} is out of range (before {LATEST_DUE.year})")
     return instant
 
 
