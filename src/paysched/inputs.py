@@ -39,11 +39,15 @@ class Names:
     payer_field: str = "payer"
     payee_field: str = "payee"
     allow_past: str = "pass allow_past=True"
+    tz_field: str = "tz"
 
 
 PYTHON_NAMES = Names()
 CLI_NAMES = Names(at="--at", in_="--in", cron="--cron", tz="--tz", in_field="in",
                   payer_field="from", payee_field="to", allow_past="pass --allow-past")  # fmt: skip
+HTTP_NAMES = Names(at="at", in_="in", cron="cron", tz="timezone", in_field="in",
+                   payer_field="from", payee_field="to", allow_past="set allow_past",
+                   tz_field="timezone")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +88,7 @@ def check_schedule_choice(
             "schedule", f"give exactly one of {names.at}, {names.in_} or {names.cron}"
         )
     if _given(tz) and not _given(cron):
-        raise InvalidInput("tz", f"{names.tz} applies to {names.cron} schedules")
+        raise InvalidInput(names.tz_field, f"{names.tz} applies to {names.cron} schedules")
 
 
 def amount_text(value: object, field: str = "amount") -> str:
@@ -139,7 +143,7 @@ def payment_request(
         raise InvalidInput("notify", f"expected a list of targets, got the string {notify!r}")
     targets = normalise_targets(list(notify or []), "notify", allow_private)
     if _given(tz):
-        parse_timezone(str(tz), "tz")
+        parse_timezone(str(tz), names.tz_field)
     if _given(cron):
         validate_cron(str(cron), "cron")
     due_at: datetime | None = None
@@ -183,6 +187,6 @@ def deposit_amount(amount: str | Decimal, currency: str) -> int:
 
 
 __all__ = [
-    "CLI_NAMES", "PYTHON_NAMES", "Names", "PaymentRequest", "amount_text",
+    "CLI_NAMES", "HTTP_NAMES", "PYTHON_NAMES", "Names", "PaymentRequest", "amount_text",
     "check_schedule_choice", "deposit_amount", "payment_request",
 ]  # fmt: skip

@@ -16,41 +16,24 @@ from paysched.api.security import Read, Write
 from paysched.app import App
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
-from paysched.domain import PaymentState, normalise_name, parse_currency, parse_positive_amount
+from paysched.domain import PaymentState, normalise_name, parse_currency
 from paysched.errors import InvalidInput
-from paysched.notify.targets import normalise_targets
-from paysched.schedules import parse_duration, parse_instant, parse_timezone, validate_cron
+from paysched.inputs import HTTP_NAMES, payment_request
 from paysched.views import payment_view
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
 
-def schedule_fields(app: App, body: PaymentCreate) -> dict[str, Any]:
-    """The store's fields for a new payment, every value checked (the CLI's `schedule` rules)."""
-    given = [n for n, v in (("at", body.at), ("in", body.in_), ("cron", body.cron)) if v]
-    if len(given) != 1:
-        raise InvalidInput("schedule", "give exactly one of at, in or cron")
-    if body.timezone and not body.cron:
-        raise InvalidInput("timezone", "applies to cron schedules")
-    code = parse_currency(body.currency)
-    now = app.clock.now()
-    due_at = None
-    if body.at is not None:
-        due_at = parse_instant(body.at, "at")
-        if due_at < now and not body.allow_past:
-            raise InvalidInput("at", f"{body.at} is in the past; set allow_past to run it at once")
-    if body.in_:
-        due_at = now + parse_duration(body.in_, "in")
-    if body.timezone:
-        parse_timezone(body.timezone, "timezone")
-    if body.cron:
-        validate_cron(body.cron, "cron")
-    return dict(
-        payer=normalise_name(body.payer, "from"), payee=normalise_name(body.payee, "to"),
-        amount=parse_positive_amount(body.amount, code), currency=code, due_at=due_at,
-        cron=body.cron, timezone=body.timezone, memo=body.memo,
-        notify=normalise_targets(body.notify, "notify", app.settings.webhook_allow_private),
+def schedule_fields(app: App, body: PaymentCreate) -> dict[str, object]:
+    """The store's fields for a new payment, checked by the same rules as the CLI's and the
+    Python API's (paysched.inputs), with the API's field names in messages."""
+    request = payment_request(
+        payer=body.payer, payee=body.payee, amount=body.amount, currency=body.currency,
+        at=body.at, in_=body.in_, cron=body.cron, tz=body.timezone, memo=body.memo,
+        notify=body.notify, allow_past=body.allow_past,
+        allow_private=app.settings.webhook_allow_private, now=app.clock.now(), names=HTTP_NAMES,
     )  # fmt: skip
+    return request.fields()
 
 
 @router.post(
