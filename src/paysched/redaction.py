@@ -31,6 +31,8 @@ _SHAPES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?P<head>/bot)\d+:[A-Za-z0-9_-]+"), rf"\g<head>{MASK}"),
     # Authorization: Bearer <token>
     (re.compile(r"(?P<head>\b[Bb]earer\s+)[^\s'\",;]+"), rf"\g<head>{MASK}"),
+    # paysched API keys, wherever they appear: psk_<public prefix>_<secret>
+    (re.compile(r"(?P<head>\bpsk_[0-9a-f]{1,32}_)[A-Za-z0-9_-]{8,}"), rf"\g<head>{MASK}"),
 ]  # fmt: skip
 
 _lock = threading.Lock()

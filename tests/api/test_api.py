@@ -306,3 +306,17 @@ async def test_metrics_after_a_payment(api: Api) -> None:
     assert 'paysched_queue_jobs{state="completed"} 1.0' in text
     assert "paysched_oldest_due_occurrence_age_seconds 0.0" in text
     assert "alice" not in text  # no per-account labels
+
+
+async def test_no_key_reaches_a_log(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    wrong = "psk_0123456789ab_" + "s3cr3t" * 6
+    await api.client.get("/v1/accounts", headers={"Authorization": f"Bearer {wrong}"})
+    await api.get("/v1/accounts")
+    logging.getLogger("paysched.test").warning("echo %s and %s", wrong, api.keys["read"])
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "echo" in text
+    for key in (wrong, *api.keys.values()):
+        assert key.split("_", 2)[2] not in text

@@ -75,3 +75,9 @@ def test_third_party_lines_and_tracebacks_are_masked(captured: io.StringIO) -> N
 def test_short_values_are_not_treated_as_secrets() -> None:
     redaction.remember(["", "ab", "  "])
     assert redaction.redact("a table of abs") == "a table of abs"
+
+
+def test_api_keys_are_masked_wherever_they_appear() -> None:
+    key = "psk_c9b370aaabb9_HqafblyYqFV9uVqbUgoq5-7GlGjDF1nnuclaW-YBbO0"
+    assert redaction.redact(f"key={key}; next") == "key=psk_c9b370aaabb9_***; next"
+    assert "HqafblyY" not in redaction.redact(f'{{"Authorization": "Bearer {key}"}}')
