@@ -64,6 +64,9 @@ async def serve(app: App, sock: socket.socket, stop: asyncio.Event) -> None:
     task = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    # The server may also have ended on its own (a failed start-up): then the scheduler and
+    # workers beside it stop too, gracefully, rather than run on with no API.
+    stop.set()
     server.should_exit = True
     stopping.cancel()
     await task
