@@ -1,33 +1,23 @@
-"""The command line: thin subcommands over App. Bad input -> one line on stderr, non-zero exit."""
+"""The command line: thin subcommands over App. Bad input -> one line on stderr, non-zero exit.
+
+Only typer and light modules are imported here: `paysched --help` must not pay for SQLAlchemy,
+Redis, BullMQ or Alembic (~0.8 s together). Each command imports what it needs when it runs;
+commands that touch only the database or only counts use paysched.direct instead of App.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
-import signal
-from collections.abc import Awaitable, Callable, Coroutine
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import redis
 import typer
-from sqlalchemy.exc import DataError, DBAPIError
 
 from paysched import redaction
-from paysched.app import App, probe_redis, resolve_redis
-from paysched.clock import SystemClock
-from paysched.config import Settings
-from paysched.db.store.base import short_error
-from paysched.domain import (
-    PaymentState,
-    format_amount,
-    parse_currency,
-    parse_id,
-    parse_positive_amount,
-    refuse_external,
-)
 from paysched.errors import (
     BackendUnavailable,
     ConfigError,
@@ -35,17 +25,13 @@ from paysched.errors import (
     InvalidInput,
     NotFound,
     PayschedError,
+    SchemaMismatch,
 )
-from paysched.logs import setup_logging
-from paysched.notify.targets import normalise_targets
-from paysched.schedules import parse_duration, parse_instant, parse_timezone, validate_cron
-from paysched.views import (
-    account_view,
-    notification_view,
-    occurrence_view,
-    payment_status,
-    payment_view,
-)
+
+if TYPE_CHECKING:
+    from paysched.app import App
+    from paysched.config import Settings
+    from paysched.db.store import Store
 
 T = TypeVar("T")
 
@@ -68,7 +54,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of te
 
 
 def _exit_code(exc: PayschedError) -> int:
-    if isinstance(exc, ConfigError | InvalidInput):
+    if isinstance(exc, ConfigError | InvalidInput | SchemaMismatch):
         return EXIT_INPUT
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
@@ -93,9 +79,12 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except PayschedError as exc:
             raise fail(str(exc), _exit_code(exc)) from None
-        except DataError as exc:  # a value the database refused: the input's fault, not its own
-            raise fail(f"invalid value: {short_error(exc)}", EXIT_INPUT) from None
-        except (DBAPIError, redis.RedisError, OSError) as exc:
+        except Exception as exc:
+            kind = _backend_error(exc)
+            if kind is None:
+                raise
+            if kind == "data":  # a value the database refused: the input's fault, not its own
+                raise fail(f"invalid value: {_short_error(exc)}", EXIT_INPUT) from None
             # A backend went away mid-command: one line, never a traceback.
             first = str(getattr(exc, "orig", exc)).strip().splitlines()
             raise fail(f"backend unavailable: {first[0] if first else type(exc).__name__}",
@@ -104,7 +93,32 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _backend_error(exc: Exception) -> str | None:
+    """ "data" for SQLAlchemy's DataError, "backend" for its other DBAPIErrors, Redis errors and
+    OSError, else None. Matched without importing SQLAlchemy or redis: an exception of theirs
+    exists only if the module defining it was imported, so a module not yet in sys.modules
+    cannot have raised it."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        if isinstance(exc, sa_exc.DataError):
+            return "data"
+        if isinstance(exc, sa_exc.DBAPIError):
+            return "backend"
+    redis_exc = sys.modules.get("redis.exceptions")
+    if redis_exc is not None and isinstance(exc, redis_exc.RedisError):
+        return "backend"
+    return "backend" if isinstance(exc, OSError) else None
+
+
+def _short_error(exc: BaseException) -> str:
+    from paysched.db.store.base import short_error
+
+    return short_error(exc)
+
+
 def settings() -> Settings:
+    from paysched.config import Settings
+
     cfg = Settings.from_env()
     redaction.remember(cfg.secrets())
     return cfg
@@ -116,11 +130,17 @@ def with_app(
     with_queue: bool = True,
     cfg: Settings | None = None,
     wait_for_backends: bool = False,
+    migrate: bool = True,
 ) -> T:
+    """Run `body` with an App; `migrate=False` for a command that only reads: it then refuses
+    a schema behind the head instead of changing it."""
+    from paysched.app import App
+
     async def main() -> T:
         app = await App.open(
-            cfg or settings(), with_queue=with_queue, wait_for_backends=wait_for_backends
-        )
+            cfg or settings(), with_queue=with_queue, wait_for_backends=wait_for_backends,
+            migrate=migrate,
+        )  # fmt: skip
         try:
             return await body(app)
         finally:
@@ -130,7 +150,19 @@ def with_app(
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     return asyncio.run(coro)
+
+
+@contextlib.contextmanager
+def store_of(*, migrate: bool, cfg: Settings | None = None) -> Iterator[Store]:
+    """The store alone, for a command that needs only the database (see paysched.direct);
+    `migrate=False` for one that only reads."""
+    from paysched.direct import open_store
+
+    with open_store(cfg or settings(), migrate=migrate) as store:
+        yield store
 
 
 def emit(data: Any, as_json: bool, text: str) -> None:
@@ -141,6 +173,11 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _serve(scheduler: bool, worker: bool) -> None:
+    import asyncio
+    import signal
+
+    from paysched.logs import setup_logging
+
     cfg = settings()
     setup_logging(cfg.log_level, cfg.log_format)
 
@@ -186,11 +223,13 @@ def accounts_create(
     as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
     """Create an account with a zero balance."""
+    from paysched.clock import SystemClock
+    from paysched.domain import parse_currency
+    from paysched.views import account_view
+
     code = parse_currency(currency)
-    account = with_app(
-        lambda app: app.db(app.store.create_account, name, code, SystemClock().now()),
-        with_queue=False,
-    )
+    with store_of(migrate=True) as store:
+        account = store.create_account(name, code, SystemClock().now())
     emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
 
 
@@ -198,14 +237,14 @@ def accounts_create(
 @handled
 def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     """Add money to an account (e.g. `deposit alice 100.00`)."""
+    from paysched.clock import SystemClock
+    from paysched.domain import parse_positive_amount, refuse_external
+    from paysched.views import account_view
 
-    async def body(app: App) -> Any:
+    with store_of(migrate=True) as store:
         refuse_external(name)
-        account = await app.db(app.store.get_account, name)
-        minor = parse_positive_amount(amount, account.currency)
-        return await app.db(app.store.deposit, name, minor, app.clock.now())
-
-    account = with_app(body, with_queue=False)
+        minor = parse_positive_amount(amount, store.get_account(name).currency)
+        account = store.deposit(name, minor, SystemClock().now())
     view = account_view(account)
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
 
@@ -214,7 +253,10 @@ def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
 @handled
 def accounts_show(name: str, as_json: JsonFlag = False) -> None:
     """Show an account's balance."""
-    account = with_app(lambda app: app.db(app.store.get_account, name), with_queue=False)
+    from paysched.views import account_view
+
+    with store_of(migrate=False) as store:
+        account = store.get_account(name)
     view = account_view(account)
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
 
@@ -223,7 +265,10 @@ def accounts_show(name: str, as_json: JsonFlag = False) -> None:
 @handled
 def accounts_list(as_json: JsonFlag = False) -> None:
     """List accounts."""
-    accounts = with_app(lambda app: app.db(app.store.list_accounts), with_queue=False)
+    from paysched.views import account_view
+
+    with store_of(migrate=False) as store:
+        accounts = store.list_accounts()
     views = [account_view(a) for a in accounts]
     lines = [f"{v['name']:<24} {v['balance']:>14} {v['currency']}" for v in views]
     emit(views, as_json, "\n".join(lines) or "no accounts")
@@ -254,6 +299,12 @@ def schedule(
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a payment: one-time (--at or --in) or recurring (--cron [--tz])."""
+    from paysched.clock import SystemClock
+    from paysched.domain import parse_currency, parse_positive_amount
+    from paysched.notify.targets import normalise_targets
+    from paysched.schedules import parse_duration, parse_instant, parse_timezone, validate_cron
+    from paysched.views import payment_view
+
     given = [name for name, v in (("--at", at), ("--in", in_), ("--cron", cron)) if v]
     if len(given) != 1:
         raise InvalidInput("schedule", "give exactly one of --at, --in or --cron")
@@ -295,9 +346,13 @@ def list_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """List payments, newest first."""
+    from paysched.domain import PaymentState
+    from paysched.views import payment_view
+
     if state is not None and state not in {s.value for s in PaymentState}:
         raise InvalidInput("state", f"expected active, done or cancelled, got {state!r}")
-    payments = with_app(lambda app: app.db(app.store.list_payments, limit, state), with_queue=False)
+    with store_of(migrate=False) as store:
+        payments = store.list_payments(limit, state)
     views = [payment_view(p) for p in payments]
     lines = [
         f"{v['id']:>6}  {v['state']:<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
@@ -308,6 +363,8 @@ def list_cmd(
 
 
 def _parse_id(text: str) -> int:
+    from paysched.domain import parse_id
+
     return parse_id(text, "id")
 
 
@@ -317,23 +374,21 @@ def show(
     payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
 ) -> None:
     """Show a payment, its occurrences and every attempt."""
+    from paysched.db.outbox import Outbox
+    from paysched.views import notification_view, occurrence_view, payment_status, payment_view
+
     pid = _parse_id(payment_id)
-
-    async def body(app: App) -> dict[str, Any]:
-        payment = await app.db(app.store.get_payment, pid)
-        occs = await app.db(app.store.occurrences_of, pid)
-        history = await app.db(app.store.transitions_of, [o.id for o in occs])
-        view = payment_view(payment)
-        view["status"] = payment_status(payment, occs)
-        view["occurrences"] = [
-            occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
-        ]
-        assert app.outbox is not None
-        sent = await app.db(app.outbox.list, None, pid, 1000)
-        view["notifications"] = [notification_view(n) for n in reversed(sent)]
-        return view
-
-    view = with_app(body, with_queue=False)
+    with store_of(migrate=False) as store:
+        payment = store.get_payment(pid)
+        occs = store.occurrences_of(pid)
+        history = store.transitions_of([o.id for o in occs])
+        sent = Outbox(store.engine).list(None, pid, 1000)
+    view = payment_view(payment)
+    view["status"] = payment_status(payment, occs)
+    view["occurrences"] = [
+        occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
+    ]
+    view["notifications"] = [notification_view(n) for n in reversed(sent)]
     lines = [
         f"payment {view['id']} [{view['status']}] {view['amount']} {view['currency']} "
         f"{view['from']} -> {view['to']}"
@@ -394,7 +449,7 @@ def resolve(
     if not ref or not ref.isascii() or not ref.isprintable() or len(ref) > 80:
         raise InvalidInput("id", f"expected an occurrence id or key, got {occurrence!r}")
     if ref.isdigit():
-        ref = str(parse_id(ref, "id"))
+        ref = str(_parse_id(ref))
     state = with_app(lambda app: app.resolve_occurrence(ref, chosen[0], reason))
     emit({"occurrence": ref, "state": state.value}, as_json,
          f"occurrence {ref} is now {state.value}")  # fmt: skip
@@ -404,7 +459,10 @@ def resolve(
 @handled
 def stats(as_json: JsonFlag = False) -> None:
     """Queue counts (waiting, active, completed, failed, delayed, total) and occurrence states."""
-    data = with_app(lambda app: app.stats())
+    from paysched.direct import stats as read_stats
+
+    # Not through App: no queue object, executor, scheduler or notifier is needed for counts.
+    data = run_async(read_stats(settings()))
     lines = [
         f"{part + ':':<14} " + "  ".join(f"{k} {v}" for k, v in data[part].items())
         for part in ("queue", "occurrences", "notifications")
@@ -424,14 +482,14 @@ def notifications_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List notifications, newest first."""
+    from paysched.db.outbox import Outbox
+    from paysched.views import notification_view
+
     if state is not None and state not in ("pending", "sent", "dead"):
         raise InvalidInput("state", f"expected pending, sent or dead, got {state!r}")
-
-    async def body(app: App) -> Any:
-        assert app.outbox is not None
-        return await app.db(app.outbox.list, state, None, limit)
-
-    views = [notification_view(n) for n in with_app(body, with_queue=False)]
+    with store_of(migrate=False) as store:
+        notifications = Outbox(store.engine).list(state, None, limit)
+    views = [notification_view(n) for n in notifications]
     lines = [
         f"{v['id']:>6}  {v['state']:<7} payment {v['payment_id']:<6} {v['event']:<9} "
         f"{v['channel']}:{v['target']}" + (f"  ({v['last_error']})" if v["last_error"] else "")
@@ -446,13 +504,13 @@ def notifications_retry(
     notification_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
 ) -> None:
     """Send a dead notification again, with a fresh set of attempts."""
+    from paysched.clock import SystemClock
+    from paysched.db.outbox import Outbox
+    from paysched.views import notification_view
+
     nid = _parse_id(notification_id)
-
-    async def body(app: App) -> Any:
-        assert app.outbox is not None
-        return await app.db(app.outbox.retry, nid, app.clock.now())
-
-    view = notification_view(with_app(body, with_queue=False))
+    with store_of(migrate=True) as store:
+        view = notification_view(Outbox(store.engine).retry(nid, SystemClock().now()))
     emit(view, as_json, f"notification {nid} is pending again")
 
 
@@ -486,17 +544,27 @@ def check(as_json: JsonFlag = False) -> None:
         cfg = settings()
     except ConfigError as exc:
         raise fail(str(exc), EXIT_INPUT) from None
+    from paysched.app import App, probe_redis, resolve_redis
+    from paysched.db.store.base import short_error
+
+    mismatch: list[SchemaMismatch] = []
 
     async def body() -> None:
         app: App | None = None
         try:
-            app = await App.open(cfg, with_queue=False)
+            # A check changes nothing: an old schema is reported, not migrated.
+            app = await App.open(cfg, with_queue=False, migrate=False)
             result["database"] = {"ok": True, "dialect": app.store.dialect}
+        except SchemaMismatch as exc:
+            mismatch.append(exc)
+            result["database"] = {"ok": False, "error": str(exc)}
         except Exception as exc:
             result["database"] = {"ok": False, "error": short_error(exc)}
         try:
             if app is None:
-                raise BackendUnavailable("skipped: database unavailable")
+                raise BackendUnavailable(
+                    "skipped: database " + ("schema not usable" if mismatch else "unavailable")
+                )
             url, embedded = resolve_redis(cfg)
 
             try:
@@ -520,7 +588,7 @@ def check(as_json: JsonFlag = False) -> None:
     )
     emit(result | {"ok": ok}, as_json, text)
     if not ok:
-        raise typer.Exit(EXIT_UNAVAILABLE)
+        raise typer.Exit(EXIT_INPUT if mismatch else EXIT_UNAVAILABLE)
 
 
 class DemoExecutor(StrEnum):
@@ -557,4 +625,4 @@ def main() -> None:
         cli()
 
 
-__all__ = ["cli", "format_amount", "main"]
+__all__ = ["cli", "main"]
