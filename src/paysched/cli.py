@@ -16,6 +16,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+from typer.models import CommandFunctionType
 
 from paysched import redaction
 from paysched.errors import (
@@ -40,11 +42,41 @@ EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_UNAVAILABLE = 5  # Redis or the database does not answer
 
-cli = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _QuickHelp:
+    """typer 0.29 coerces the value of --help when it is not given (None) through a pydantic
+    TypeAdapter, importing pydantic (~0.15 s) for every command, even `paysched stats`. A bool
+    default (False: not asked for help) takes its shortcut for bool flags instead."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+
+class QuickGroup(_QuickHelp, TyperGroup):
+    pass
+
+
+class QuickCommand(_QuickHelp, TyperCommand):
+    pass
+
+
+class QuickTyper(typer.Typer):
+    """A Typer whose commands are QuickCommands unless they say otherwise."""
+
+    def command(
+        self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        return super().command(*args, cls=cls or QuickCommand, **kwargs)
+
+
+cli = QuickTyper(
+    cls=QuickGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="paysched: scheduled payments, each exactly once, on time, never lost.",
 )  # fmt: skip
-accounts_cli = typer.Typer(no_args_is_help=True, help="Accounts and their balances.")
+accounts_cli = QuickTyper(cls=QuickGroup, no_args_is_help=True, help="Accounts and their balances.")
 cli.add_typer(accounts_cli, name="accounts")
 
 # For commands taking an id, a name or an amount: "-5" is a value to refuse with a reason
@@ -470,7 +502,9 @@ def stats(as_json: JsonFlag = False) -> None:
     emit(data, as_json, "\n".join(lines))
 
 
-notifications_cli = typer.Typer(no_args_is_help=True, help="The notification outbox.")
+notifications_cli = QuickTyper(
+    cls=QuickGroup, no_args_is_help=True, help="The notification outbox."
+)
 cli.add_typer(notifications_cli, name="notifications")
 
 
@@ -534,6 +568,22 @@ async def _queue_check(app: App, cfg: Settings, url: str) -> dict[str, Any]:
             f"{', '.join(others)}: give each its own PAYSCHED_QUEUE or Redis db",
         }
     return {"ok": True, "deployment": deployment, "name": cfg.queue_name}
+
+
+@cli.command()
+@handled
+def migrate(as_json: JsonFlag = False) -> None:
+    """Bring the database schema to this paysched's revision (read-only commands never do)."""
+    from paysched.db.schema import HEAD_REVISION
+    from paysched.direct import open_store
+
+    with open_store(settings(), migrate=False, check=False) as store:
+        before, after = store.ensure_schema(migrate=True)
+    if before == after:
+        text = f"schema already at revision {after} (the newest)"
+    else:
+        text = f"schema migrated from revision {before or 'none (empty database)'} to {after}"
+    emit({"before": before, "after": after, "head": HEAD_REVISION}, as_json, text)
 
 
 @cli.command()

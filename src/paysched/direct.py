@@ -19,15 +19,17 @@ from paysched.db.store import Store
 
 
 @contextlib.contextmanager
-def open_store(settings: Settings, *, migrate: bool) -> Iterator[Store]:
+def open_store(settings: Settings, *, migrate: bool, check: bool = True) -> Iterator[Store]:
     """The store on the configured database, its schema checked: at the head, or migrated
-    when `migrate` (a fresh database is migrated either way), else SchemaMismatch."""
+    when `migrate` (a fresh database is migrated either way), else SchemaMismatch.
+    `check=False` leaves the schema as it is (for `paysched migrate`, which reports it)."""
     redaction.remember(settings.secrets())
     redaction.install()
     # One connection: a command runs its queries one after the other, on this thread.
     store = Store.connect(settings.database_url, pool_size=1)
     try:
-        store.ensure_schema(migrate=migrate)
+        if check:
+            store.ensure_schema(migrate=migrate)
         yield store
     finally:
         store.close()
