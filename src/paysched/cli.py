@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -671,8 +672,14 @@ def demo(
 
 
 def main() -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        cli()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            cli()
+    finally:
+        # At exit the interpreter's last garbage collections walk every object SQLAlchemy,
+        # redis and typer created (~0.1 s of a 0.5 s command); frozen objects are skipped.
+        # Nothing is lost: atexit handlers and finalizers by reference count still run.
+        gc.freeze()
 
 
 __all__ = ["cli", "main"]
