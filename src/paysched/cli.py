@@ -127,10 +127,10 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def _backend_error(exc: Exception) -> str | None:
-    """ "data" for SQLAlchemy's DataError, "backend" for its other DBAPIErrors, Redis errors and
-    OSError, else None. Matched without importing SQLAlchemy or redis: an exception of theirs
-    exists only if the module defining it was imported, so a module not yet in sys.modules
-    cannot have raised it."""
+    """What `exc` says about a backend: "data" for SQLAlchemy's DataError, "backend" for its
+    other DBAPIErrors, Redis errors and OSError, else None. Matched without importing
+    SQLAlchemy or redis: an exception of theirs exists only if the module defining it was
+    imported, so a module not yet in sys.modules cannot have raised it."""
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is not None:
         if isinstance(exc, sa_exc.DataError):
@@ -163,17 +163,15 @@ def with_app(
     with_queue: bool = True,
     cfg: Settings | None = None,
     wait_for_backends: bool = False,
-    migrate: bool = True,
 ) -> T:
-    """Run `body` with an App; `migrate=False` for a command that only reads: it then refuses
-    a schema behind the head instead of changing it."""
+    """Run `body` with an App (which brings the schema up to date: only commands that write
+    use it; those that only read go through store_of or paysched.direct)."""
     from paysched.app import App
 
     async def main() -> T:
         app = await App.open(
-            cfg or settings(), with_queue=with_queue, wait_for_backends=wait_for_backends,
-            migrate=migrate,
-        )  # fmt: skip
+            cfg or settings(), with_queue=with_queue, wait_for_backends=wait_for_backends
+        )
         try:
             return await body(app)
         finally:
