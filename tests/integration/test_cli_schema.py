@@ -121,3 +121,30 @@ def test_a_schema_of_a_newer_paysched_is_refused(env: dict[str, str], args: list
     result = paysched(env, *args, check=False)
     one_line_error(result, 2, "revision 9999", "newer paysched", "upgrade paysched")
     assert _schema(env["DATABASE_URL"])[0] == "9999"
+
+
+def test_read_only_commands_load_neither_alembic_nor_the_queue(env: dict[str, str]) -> None:
+    """What keeps them quick: at the head, no Alembic (the revision is one query), no bullmq or
+    App (stats counts with BullMQ's script), no pydantic for commands without value options
+    (typer's coercion of --help; typer coerces an --limit through pydantic)."""
+    import os
+    import subprocess
+    import sys
+
+    paysched(env, "migrate")
+    code = (
+        "import sys\n"
+        "from paysched.cli import main\n"
+        "sys.argv = ['paysched', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    heavy = ('alembic', 'bullmq', 'paysched.app', 'httpx', 'pydantic')\n"
+        "    print('\\n' + ' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    for args, loaded in ((["list", "--json"], "pydantic"), (["stats", "--json"], ""),
+                         (["accounts", "list"], "")):  # fmt: skip
+        result = subprocess.run([sys.executable, "-c", code, *args], env=os.environ | env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == loaded, (args, result.stdout)
