@@ -35,7 +35,7 @@ from common import (  # isort: skip
 log = logging.getLogger("bench.run")
 
 RESULTS_DIR = ROOT / "bench" / "results"
-MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead")
+MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead", "cli")
 CURRENCY = "USD"
 PAYER, PAYEE = "bench-payer", "bench-payee"
 # PostgreSQL here allows 100 connections and other people's tests share it. paysched sizes its
@@ -47,6 +47,9 @@ TARGETS = {
     "burst_all_succeeded_s": 15.0,
     "tick_ms_1m": 50.0,
     "noop_vs_bullmq": 0.5,
+    # Wall time of a whole `paysched` process (median), on the 2-core reference machine.
+    "cli_help_s": 0.3,
+    "cli_stats_s": 0.6,
 }
 
 
@@ -63,6 +66,7 @@ class Sizes:
     footprint_delayed: int = 10_000
     footprint_worker_payments: int = 2000
     overhead_jobs: int = 3000
+    cli_repeats: int = 15
 
 
 QUICK = Sizes(
@@ -76,6 +80,7 @@ QUICK = Sizes(
     footprint_delayed=2000,
     footprint_worker_payments=200,
     overhead_jobs=400,
+    cli_repeats=5,
 )
 
 

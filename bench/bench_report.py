@@ -101,6 +101,19 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
                 None if v is None else v >= target,
             )
         )
+    for db, r in results.get("cli", {}).items():
+        for name, c in r["commands"].items():
+            target = c["target_s"]
+            rows.append(
+                _row(
+                    f"paysched {name} (p90 {c['p90_s']:g} s)",
+                    db,
+                    c["median_s"],
+                    "s",
+                    f"<= {target:g} s" if target is not None else "",
+                    c["met"],
+                )
+            )
     return rows  # fmt: skip
 
 

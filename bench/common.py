@@ -109,7 +109,7 @@ def database_version(kind: str, pg_admin_url: str) -> str:
 # -- statistics ----------------------------------------------------------------------------------
 
 
-def percentile(sorted_values: Sequence[int], p: float) -> float:
+def percentile(sorted_values: Sequence[float], p: float) -> float:
     """Linear interpolation between closest ranks (numpy's default, 'inclusive')."""
     if not sorted_values:
         return float("nan")

@@ -18,6 +18,9 @@ Measurements (--only takes a comma-separated subset of these names):
               completed job leaves in Redis
   overhead    bare BullMQ no-op jobs/s vs paysched payments/s with a no-op executor (concurrency
               50, the same Redis, the same run)
+  cli         wall time of whole `paysched` processes (--help, stats --json, list --json,
+              accounts create, schedule) on a seeded database, 15 times each (5 with --quick):
+              median and p90 against the targets for --help and stats
 
 Redis is one private `redis-server` on a free port (no persistence) for the whole suite; every
 database is a fresh SQLite file or a throw-away PostgreSQL database `paysched_bench_*`, dropped
@@ -69,6 +72,7 @@ from measure_lateness import bench_lateness  # isort: skip
 from measure_overhead import bench_overhead  # isort: skip
 from measure_scale import bench_scale  # isort: skip
 from measure_throughput import bench_throughput  # isort: skip
+from measure_cli import bench_cli  # isort: skip
 from bench_harness import MEASUREMENTS, PG_CONNECTION_CAP, RESULTS_DIR, TARGETS  # isort: skip
 from common import (  # isort: skip
     DEFAULT_PG_ADMIN_URL,
@@ -92,6 +96,7 @@ BENCHES: dict[str, Bench] = {
     "scale": bench_scale,
     "footprint": bench_footprint,
     "overhead": bench_overhead,
+    "cli": bench_cli,
 }
 
 

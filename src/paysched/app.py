@@ -1,7 +1,8 @@
 """The composition root: turns Settings into connected parts and starts/stops them.
 
 The CLI, the demo and the tests all wire paysched through `App.open`; nothing else constructs
-the store, queue, executor, scheduler or worker.
+the store, queue, executor, scheduler or worker — except the CLI's commands that need only the
+database or only a count (paysched.direct), which must start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -18,15 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit
 
-import redis
-from redis import asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from sqlalchemy.exc import DBAPIError
 
 from paysched import metrics, redaction
+from paysched.backends import probe_redis, redacted, resolve_redis
 from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
 from paysched.db.outbox import Outbox
@@ -45,7 +42,7 @@ from paysched.notify.messages import NotifyPolicy
 from paysched.notify.telegram import TelegramNotifier
 from paysched.notify.webhook import WebhookNotifier
 from paysched.queue import Backoff, PaymentQueue
-from paysched.redis_server import EmbeddedRedis, answers
+from paysched.redis_server import EmbeddedRedis
 from paysched.scheduler import Scheduler
 from paysched.threads import in_pool
 from paysched.views import (
@@ -62,40 +59,11 @@ R = TypeVar("R")
 
 ExecutorFactory = Callable[["App"], Executor]
 
+# Redis and the database are found and probed in paysched.backends; named here too, as before.
+__all__ = ["App", "default_executor", "probe_redis", "redacted", "resolve_redis"]
 
-def redacted(url: str) -> str:
-    """A Redis/database URL safe for logs: the password replaced."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
-
-
-# A command reports a Redis that does not answer within this long; a service retries.
-REDIS_PROBE_TIMEOUT_S = 5.0
+# A service waiting for a backend tries again at least this often.
 REDIS_RETRY_CAP_S = 5.0
-
-
-async def probe_redis(url: str, timeout: float = REDIS_PROBE_TIMEOUT_S) -> None:
-    """One PING, no retries: BackendUnavailable naming the reason within `timeout` seconds."""
-    client = aioredis.Redis.from_url(
-        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        await asyncio.wait_for(client.ping(), timeout)
-    except redis.AuthenticationError as exc:
-        raise BackendUnavailable(
-            f"Redis at {redacted(url)} refused the credentials: {short_error(exc)} (check "
-            "REDIS_PASSWORD or the password in REDIS_URL)"
-        ) from None
-    except redis.ResponseError as exc:  # e.g. NOAUTH: a password is required
-        raise BackendUnavailable(f"Redis at {redacted(url)}: {short_error(exc)}") from None
-    except (redis.RedisError, OSError, TimeoutError) as exc:
-        reason = short_error(exc) or f"no answer within {timeout:g} s"
-        raise BackendUnavailable(f"Redis at {redacted(url)} unreachable: {reason}") from None
-    finally:
-        await client.aclose()
 
 
 async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -> None:
@@ -117,22 +85,6 @@ async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -
         if waited_since is not None:
             log.warning("%s answers again after %.0f s", what, time.monotonic() - waited_since)
         return
-
-
-def resolve_redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
-    """Which Redis to use: the configured one, localhost:6379 if it answers, else embedded."""
-    if settings.embedded_redis == "always":
-        embedded = EmbeddedRedis(settings.data_dir)
-        return embedded.start(), embedded
-    if settings.redis_explicit or answers(settings.redis_url):
-        return settings.redis_url, None
-    if settings.embedded_redis == "never":
-        raise ConfigError(
-            "REDIS_URL", f"nothing answers at {redacted(settings.redis_url)} and the embedded "
-            "server is disabled (PAYSCHED_EMBEDDED_REDIS=never)",
-        )  # fmt: skip
-    embedded = EmbeddedRedis(settings.data_dir)
-    return embedded.start(), embedded
 
 
 # Every database call runs on the thread pool, so its size bounds the connections a process
@@ -171,7 +123,11 @@ class App:
         wait_for_backends: bool = False,
         executor_factory: ExecutorFactory | None = None,
         rng: random.Random | None = None,
+        migrate: bool = True,
     ) -> App:
+        """Connect the parts. The schema is brought to the head revision, unless `migrate` is
+        off: then a database of an older revision is SchemaMismatch (a fresh, empty one is
+        still migrated), so that a command that only reads never changes the schema."""
         # Whoever opens an app (CLI, worker, test, chaos node): its secrets never reach a log.
         redaction.remember(settings.secrets())
         redaction.install()
@@ -179,11 +135,21 @@ class App:
         db_threads = min(settings.concurrency + 4, MAX_DB_THREADS)
         pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="paysched-db")
         store = Store.connect(settings.database_url, pool_size=db_threads + 1)
-        migrate = functools.partial(asyncio.get_running_loop().run_in_executor, pool, store.migrate)
-        if wait_for_backends:
-            await until_available("the database", migrate)
-        else:
-            await migrate()
+        # The schema first: a database that is unavailable or of the wrong revision fails here,
+        # before anything else is connected.
+        prepare = functools.partial(
+            asyncio.get_running_loop().run_in_executor, pool,
+            functools.partial(store.ensure_schema, migrate=migrate),
+        )  # fmt: skip
+        try:
+            if wait_for_backends:
+                await until_available("the database", prepare)
+            else:
+                await prepare()
+        except BaseException:
+            store.close()
+            pool.shutdown(wait=False)
+            raise
         bus = EventBus()
         bus.subscribe(log_subscriber)
         bus.subscribe(metrics.on_event)

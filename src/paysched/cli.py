@@ -1,32 +1,26 @@
-"""The command line: thin subcommands over App. Bad input -> one line on stderr, non-zero exit."""
+"""The command line: thin subcommands over App. Bad input -> one line on stderr, non-zero exit.
+
+Only typer and light modules are imported here: `paysched --help` must not pay for SQLAlchemy,
+Redis, BullMQ or Alembic (~0.8 s together). Each command imports what it needs when it runs;
+commands that touch only the database or only counts use paysched.direct instead of App.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
+import gc
 import json
-import signal
-from collections.abc import Awaitable, Callable, Coroutine
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import redis
 import typer
-from sqlalchemy.exc import DataError, DBAPIError
+from typer.core import TyperCommand, TyperGroup
+from typer.models import CommandFunctionType
 
 from paysched import redaction
-from paysched.app import App, probe_redis, resolve_redis
-from paysched.clock import SystemClock
-from paysched.config import Settings
-from paysched.db.store.base import short_error
-from paysched.domain import (
-    PaymentState,
-    format_amount,
-    parse_currency,
-    parse_id,
-    refuse_external,
-)
 from paysched.errors import (
     BackendUnavailable,
     ConfigError,
@@ -34,16 +28,13 @@ from paysched.errors import (
     InvalidInput,
     NotFound,
     PayschedError,
+    SchemaMismatch,
 )
-from paysched.inputs import CLI_NAMES, check_schedule_choice, deposit_amount, payment_request
-from paysched.logs import setup_logging
-from paysched.views import (
-    account_view,
-    notification_view,
-    occurrence_view,
-    payment_status,
-    payment_view,
-)
+
+if TYPE_CHECKING:
+    from paysched.app import App
+    from paysched.config import Settings
+    from paysched.db.store import Store
 
 T = TypeVar("T")
 
@@ -52,11 +43,41 @@ EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_UNAVAILABLE = 5  # Redis or the database does not answer
 
-cli = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _QuickHelp:
+    """typer 0.29 coerces the value of --help when it is not given (None) through a pydantic
+    TypeAdapter, importing pydantic (~0.15 s) for every command, even `paysched stats`. A bool
+    default (False: not asked for help) takes its shortcut for bool flags instead."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+
+class QuickGroup(_QuickHelp, TyperGroup):
+    pass
+
+
+class QuickCommand(_QuickHelp, TyperCommand):
+    pass
+
+
+class QuickTyper(typer.Typer):
+    """A Typer whose commands are QuickCommands unless they say otherwise."""
+
+    def command(
+        self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        return super().command(*args, cls=cls or QuickCommand, **kwargs)
+
+
+cli = QuickTyper(
+    cls=QuickGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="paysched: scheduled payments, each exactly once, on time, never lost.",
 )  # fmt: skip
-accounts_cli = typer.Typer(no_args_is_help=True, help="Accounts and their balances.")
+accounts_cli = QuickTyper(cls=QuickGroup, no_args_is_help=True, help="Accounts and their balances.")
 cli.add_typer(accounts_cli, name="accounts")
 
 # For commands taking an id, a name or an amount: "-5" is a value to refuse with a reason
@@ -66,7 +87,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of te
 
 
 def _exit_code(exc: PayschedError) -> int:
-    if isinstance(exc, ConfigError | InvalidInput):
+    if isinstance(exc, ConfigError | InvalidInput | SchemaMismatch):
         return EXIT_INPUT
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
@@ -91,9 +112,12 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except PayschedError as exc:
             raise fail(str(exc), _exit_code(exc)) from None
-        except DataError as exc:  # a value the database refused: the input's fault, not its own
-            raise fail(f"invalid value: {short_error(exc)}", EXIT_INPUT) from None
-        except (DBAPIError, redis.RedisError, OSError) as exc:
+        except Exception as exc:
+            kind = _backend_error(exc)
+            if kind is None:
+                raise
+            if kind == "data":  # a value the database refused: the input's fault, not its own
+                raise fail(f"invalid value: {_short_error(exc)}", EXIT_INPUT) from None
             # A backend went away mid-command: one line, never a traceback.
             first = str(getattr(exc, "orig", exc)).strip().splitlines()
             raise fail(f"backend unavailable: {first[0] if first else type(exc).__name__}",
@@ -102,7 +126,32 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _backend_error(exc: Exception) -> str | None:
+    """What `exc` says about a backend: "data" for SQLAlchemy's DataError, "backend" for its
+    other DBAPIErrors, Redis errors and OSError, else None. Matched without importing
+    SQLAlchemy or redis: an exception of theirs exists only if the module defining it was
+    imported, so a module not yet in sys.modules cannot have raised it."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        if isinstance(exc, sa_exc.DataError):
+            return "data"
+        if isinstance(exc, sa_exc.DBAPIError):
+            return "backend"
+    redis_exc = sys.modules.get("redis.exceptions")
+    if redis_exc is not None and isinstance(exc, redis_exc.RedisError):
+        return "backend"
+    return "backend" if isinstance(exc, OSError) else None
+
+
+def _short_error(exc: BaseException) -> str:
+    from paysched.db.store.base import short_error
+
+    return short_error(exc)
+
+
 def settings() -> Settings:
+    from paysched.config import Settings
+
     cfg = Settings.from_env()
     redaction.remember(cfg.secrets())
     return cfg
@@ -115,6 +164,10 @@ def with_app(
     cfg: Settings | None = None,
     wait_for_backends: bool = False,
 ) -> T:
+    """Run `body` with an App (which brings the schema up to date: only commands that write
+    use it; those that only read go through store_of or paysched.direct)."""
+    from paysched.app import App
+
     async def main() -> T:
         app = await App.open(
             cfg or settings(), with_queue=with_queue, wait_for_backends=wait_for_backends
@@ -128,7 +181,19 @@ def with_app(
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     return asyncio.run(coro)
+
+
+@contextlib.contextmanager
+def store_of(*, migrate: bool, cfg: Settings | None = None) -> Iterator[Store]:
+    """The store alone, for a command that needs only the database (see paysched.direct);
+    `migrate=False` for one that only reads."""
+    from paysched.direct import open_store
+
+    with open_store(cfg or settings(), migrate=migrate) as store:
+        yield store
 
 
 def emit(data: Any, as_json: bool, text: str) -> None:
@@ -139,6 +204,11 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _serve(scheduler: bool, worker: bool, api: str | None = None) -> None:
+    import asyncio
+    import signal
+
+    from paysched.logs import setup_logging
+
     cfg = settings()
     setup_logging(cfg.log_level, cfg.log_format)
     sock = None
@@ -224,11 +294,13 @@ def accounts_create(
     as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
     """Create an account with a zero balance."""
+    from paysched.clock import SystemClock
+    from paysched.domain import parse_currency
+    from paysched.views import account_view
+
     code = parse_currency(currency)
-    account = with_app(
-        lambda app: app.db(app.store.create_account, name, code, SystemClock().now()),
-        with_queue=False,
-    )
+    with store_of(migrate=True) as store:
+        account = store.create_account(name, code, SystemClock().now())
     emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
 
 
@@ -236,14 +308,15 @@ def accounts_create(
 @handled
 def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     """Add money to an account (e.g. `deposit alice 100.00`)."""
+    from paysched.clock import SystemClock
+    from paysched.domain import refuse_external
+    from paysched.inputs import deposit_amount
+    from paysched.views import account_view
 
-    async def body(app: App) -> Any:
+    with store_of(migrate=True) as store:
         refuse_external(name)
-        account = await app.db(app.store.get_account, name)
-        minor = deposit_amount(amount, account.currency)
-        return await app.db(app.store.deposit, name, minor, app.clock.now())
-
-    account = with_app(body, with_queue=False)
+        minor = deposit_amount(amount, store.get_account(name).currency)
+        account = store.deposit(name, minor, SystemClock().now())
     view = account_view(account)
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
 
@@ -252,7 +325,10 @@ def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
 @handled
 def accounts_show(name: str, as_json: JsonFlag = False) -> None:
     """Show an account's balance."""
-    account = with_app(lambda app: app.db(app.store.get_account, name), with_queue=False)
+    from paysched.views import account_view
+
+    with store_of(migrate=False) as store:
+        account = store.get_account(name)
     view = account_view(account)
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
 
@@ -261,7 +337,10 @@ def accounts_show(name: str, as_json: JsonFlag = False) -> None:
 @handled
 def accounts_list(as_json: JsonFlag = False) -> None:
     """List accounts."""
-    accounts = with_app(lambda app: app.db(app.store.list_accounts), with_queue=False)
+    from paysched.views import account_view
+
+    with store_of(migrate=False) as store:
+        accounts = store.list_accounts()
     views = [account_view(a) for a in accounts]
     lines = [f"{v['name']:<24} {v['balance']:>14} {v['currency']}" for v in views]
     emit(views, as_json, "\n".join(lines) or "no accounts")
@@ -292,6 +371,10 @@ def schedule(
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a payment: one-time (--at or --in) or recurring (--cron [--tz])."""
+    from paysched.clock import SystemClock
+    from paysched.inputs import CLI_NAMES, check_schedule_choice, payment_request
+    from paysched.views import payment_view
+
     # The shape of the request first, then the configuration, then each value (inputs.py:
     # the Python API checks the same things the same way).
     check_schedule_choice(at, in_, cron, tz, CLI_NAMES)
@@ -321,9 +404,13 @@ def list_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """List payments, newest first."""
+    from paysched.domain import PaymentState
+    from paysched.views import payment_view
+
     if state is not None and state not in {s.value for s in PaymentState}:
         raise InvalidInput("state", f"expected active, done or cancelled, got {state!r}")
-    payments = with_app(lambda app: app.db(app.store.list_payments, limit, state), with_queue=False)
+    with store_of(migrate=False) as store:
+        payments = store.list_payments(limit, state)
     views = [payment_view(p) for p in payments]
     lines = [
         f"{v['id']:>6}  {v['state']:<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
@@ -334,6 +421,8 @@ def list_cmd(
 
 
 def _parse_id(text: str) -> int:
+    from paysched.domain import parse_id
+
     return parse_id(text, "id")
 
 
@@ -343,23 +432,21 @@ def show(
     payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
 ) -> None:
     """Show a payment, its occurrences and every attempt."""
+    from paysched.db.outbox import Outbox
+    from paysched.views import notification_view, occurrence_view, payment_status, payment_view
+
     pid = _parse_id(payment_id)
-
-    async def body(app: App) -> dict[str, Any]:
-        payment = await app.db(app.store.get_payment, pid)
-        occs = await app.db(app.store.occurrences_of, pid)
-        history = await app.db(app.store.transitions_of, [o.id for o in occs])
-        view = payment_view(payment)
-        view["status"] = payment_status(payment, occs)
-        view["occurrences"] = [
-            occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
-        ]
-        assert app.outbox is not None
-        sent = await app.db(app.outbox.list, None, pid, 1000)
-        view["notifications"] = [notification_view(n) for n in reversed(sent)]
-        return view
-
-    view = with_app(body, with_queue=False)
+    with store_of(migrate=False) as store:
+        payment = store.get_payment(pid)
+        occs = store.occurrences_of(pid)
+        history = store.transitions_of([o.id for o in occs])
+        sent = Outbox(store.engine).list(None, pid, 1000)
+    view = payment_view(payment)
+    view["status"] = payment_status(payment, occs)
+    view["occurrences"] = [
+        occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
+    ]
+    view["notifications"] = [notification_view(n) for n in reversed(sent)]
     lines = [
         f"payment {view['id']} [{view['status']}] {view['amount']} {view['currency']} "
         f"{view['from']} -> {view['to']}"
@@ -420,7 +507,7 @@ def resolve(
     if not ref or not ref.isascii() or not ref.isprintable() or len(ref) > 80:
         raise InvalidInput("id", f"expected an occurrence id or key, got {occurrence!r}")
     if ref.isdigit():
-        ref = str(parse_id(ref, "id"))
+        ref = str(_parse_id(ref))
     state = with_app(lambda app: app.resolve_occurrence(ref, chosen[0], reason))
     emit({"occurrence": ref, "state": state.value}, as_json,
          f"occurrence {ref} is now {state.value}")  # fmt: skip
@@ -430,7 +517,10 @@ def resolve(
 @handled
 def stats(as_json: JsonFlag = False) -> None:
     """Queue counts (waiting, active, completed, failed, delayed, total) and occurrence states."""
-    data = with_app(lambda app: app.stats())
+    from paysched.direct import stats as read_stats
+
+    # Not through App: no queue object, executor, scheduler or notifier is needed for counts.
+    data = run_async(read_stats(settings()))
     lines = [
         f"{part + ':':<14} " + "  ".join(f"{k} {v}" for k, v in data[part].items())
         for part in ("queue", "occurrences", "notifications")
@@ -438,7 +528,9 @@ def stats(as_json: JsonFlag = False) -> None:
     emit(data, as_json, "\n".join(lines))
 
 
-notifications_cli = typer.Typer(no_args_is_help=True, help="The notification outbox.")
+notifications_cli = QuickTyper(
+    cls=QuickGroup, no_args_is_help=True, help="The notification outbox."
+)
 cli.add_typer(notifications_cli, name="notifications")
 
 
@@ -450,14 +542,14 @@ def notifications_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List notifications, newest first."""
+    from paysched.db.outbox import Outbox
+    from paysched.views import notification_view
+
     if state is not None and state not in ("pending", "sent", "dead"):
         raise InvalidInput("state", f"expected pending, sent or dead, got {state!r}")
-
-    async def body(app: App) -> Any:
-        assert app.outbox is not None
-        return await app.db(app.outbox.list, state, None, limit)
-
-    views = [notification_view(n) for n in with_app(body, with_queue=False)]
+    with store_of(migrate=False) as store:
+        notifications = Outbox(store.engine).list(state, None, limit)
+    views = [notification_view(n) for n in notifications]
     lines = [
         f"{v['id']:>6}  {v['state']:<7} payment {v['payment_id']:<6} {v['event']:<9} "
         f"{v['channel']}:{v['target']}" + (f"  ({v['last_error']})" if v["last_error"] else "")
@@ -472,13 +564,13 @@ def notifications_retry(
     notification_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
 ) -> None:
     """Send a dead notification again, with a fresh set of attempts."""
+    from paysched.clock import SystemClock
+    from paysched.db.outbox import Outbox
+    from paysched.views import notification_view
+
     nid = _parse_id(notification_id)
-
-    async def body(app: App) -> Any:
-        assert app.outbox is not None
-        return await app.db(app.outbox.retry, nid, app.clock.now())
-
-    view = notification_view(with_app(body, with_queue=False))
+    with store_of(migrate=True) as store:
+        view = notification_view(Outbox(store.engine).retry(nid, SystemClock().now()))
     emit(view, as_json, f"notification {nid} is pending again")
 
 
@@ -505,6 +597,22 @@ async def _queue_check(app: App, cfg: Settings, url: str) -> dict[str, Any]:
 
 
 @cli.command()
+@handled
+def migrate(as_json: JsonFlag = False) -> None:
+    """Bring the database schema to this paysched's revision (read-only commands never do)."""
+    from paysched.db.schema import HEAD_REVISION
+    from paysched.direct import open_store
+
+    with open_store(settings(), migrate=False, check=False) as store:
+        before, after = store.ensure_schema(migrate=True)
+    if before == after:
+        text = f"schema already at revision {after} (the newest)"
+    else:
+        text = f"schema migrated from revision {before or 'none (empty database)'} to {after}"
+    emit({"before": before, "after": after, "head": HEAD_REVISION}, as_json, text)
+
+
+@cli.command()
 def check(as_json: JsonFlag = False) -> None:
     """Say whether Redis and the database answer; exit 0 only if both do."""
     result: dict[str, Any] = {}
@@ -512,17 +620,27 @@ def check(as_json: JsonFlag = False) -> None:
         cfg = settings()
     except ConfigError as exc:
         raise fail(str(exc), EXIT_INPUT) from None
+    from paysched.app import App, probe_redis, resolve_redis
+    from paysched.db.store.base import short_error
+
+    mismatch: list[SchemaMismatch] = []
 
     async def body() -> None:
         app: App | None = None
         try:
-            app = await App.open(cfg, with_queue=False)
+            # A check changes nothing: an old schema is reported, not migrated.
+            app = await App.open(cfg, with_queue=False, migrate=False)
             result["database"] = {"ok": True, "dialect": app.store.dialect}
+        except SchemaMismatch as exc:
+            mismatch.append(exc)
+            result["database"] = {"ok": False, "error": str(exc)}
         except Exception as exc:
             result["database"] = {"ok": False, "error": short_error(exc)}
         try:
             if app is None:
-                raise BackendUnavailable("skipped: database unavailable")
+                raise BackendUnavailable(
+                    "skipped: database " + ("schema not usable" if mismatch else "unavailable")
+                )
             url, embedded = resolve_redis(cfg)
 
             try:
@@ -546,7 +664,7 @@ def check(as_json: JsonFlag = False) -> None:
     )
     emit(result | {"ok": ok}, as_json, text)
     if not ok:
-        raise typer.Exit(EXIT_UNAVAILABLE)
+        raise typer.Exit(EXIT_INPUT if mismatch else EXIT_UNAVAILABLE)
 
 
 class DemoExecutor(StrEnum):
@@ -658,8 +776,14 @@ def _api_flag_default(argv: list[str]) -> list[str]:
 def main() -> None:
     import sys
 
-    with contextlib.suppress(KeyboardInterrupt):
-        cli(args=_api_flag_default(sys.argv[1:]), prog_name="paysched")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            cli(args=_api_flag_default(sys.argv[1:]), prog_name="paysched")
+    finally:
+        # At exit the interpreter's last garbage collections walk every object SQLAlchemy,
+        # redis and typer created (~0.1 s of a 0.5 s command); frozen objects are skipped.
+        # Nothing is lost: atexit handlers and finalizers by reference count still run.
+        gc.freeze()
 
 
-__all__ = ["cli", "format_amount", "main"]
+__all__ = ["cli", "main"]

@@ -10,8 +10,6 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from iso4217 import Currency
-
 from paysched.errors import InvalidInput
 
 
@@ -80,13 +78,24 @@ class PaymentState(StrEnum):
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
+def _exponent(code: str) -> int | None:
+    """The ISO 4217 exponent of `code` (None: no minor unit); ValueError if not a code.
+
+    iso4217 is imported on first use: building its enum of every currency costs ~60 ms, which
+    a command that never handles an amount (`paysched stats`) should not pay."""
+    from iso4217 import Currency
+
+    exponent = Currency(code).exponent
+    return None if exponent is None else int(exponent)
+
+
 def parse_currency(code: str, field: str = "currency") -> str:
     """An active ISO 4217 currency that has minor units (not a metal or a fund code)."""
     value = code.strip().upper()
     if not _CURRENCY_RE.match(value):
         raise InvalidInput(field, f"expected a 3-letter ISO 4217 code like USD, got {code!r}")
     try:
-        exponent = Currency(value).exponent
+        exponent = _exponent(value)
     except ValueError:
         raise InvalidInput(field, f"{value!r} is not an ISO 4217 currency code") from None
     if exponent is None:
@@ -98,7 +107,7 @@ def parse_currency(code: str, field: str = "currency") -> str:
 def currency_exponent(currency: str) -> int:
     """Decimals of the currency's minor unit (ISO 4217): USD 2, JPY 0, BHD 3."""
     try:
-        exponent = Currency(currency).exponent
+        exponent = _exponent(currency)
     except ValueError:
         raise InvalidInput("currency", f"{currency!r} is not an ISO 4217 currency code") from None
     if exponent is None:

@@ -7,6 +7,7 @@
     ├── InvalidInput           a user-supplied value is malformed (names the field)
     ├── NotFound               an account, payment or occurrence does not exist
     ├── Conflict               the request contradicts current state (cancel a finished payment)
+    ├── SchemaMismatch         the database's schema is older (or newer) than this paysched
     ├── BackendUnavailable     Redis or the database does not answer
     │   └── InfrastructureError  it failed under an attempt: retried, never counted as one
     ├── DeliveryError          raised by notifiers
@@ -50,6 +51,15 @@ class NotFound(PayschedError):
 
 class Conflict(PayschedError):
     pass
+
+
+class SchemaMismatch(PayschedError):
+    """The database's schema revision is not the one this paysched needs: older, for a
+    command that does not migrate (`paysched migrate` fixes it), or of a newer paysched."""
+
+    def __init__(self, message: str, current: str | None = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class BackendUnavailable(PayschedError):

@@ -21,6 +21,7 @@ from redis.backoff import ExponentialBackoff
 
 from paysched.clock import to_ms
 from paysched.domain import Occurrence
+from paysched.queue_counts import QUEUE_STATES
 
 log = logging.getLogger("paysched.queue")
 
@@ -46,7 +47,6 @@ PRESENCE = ("live", "missing", "finished")
 PRESENCE_BATCH = 1000
 # How often the delay waker looks at the delayed set when nothing is due sooner.
 POLL_S = 0.05
-QUEUE_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
 # BullMQ attempts beyond the business attempts: the processor decides from the database when a
 # payment has used its attempts; these only let the queue retry through errors of paysched's
 # own database or Redis without giving up on the job (reconcile would re-create it anyway).

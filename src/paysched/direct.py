@@ -1,0 +1,66 @@
+"""The CLI's quick commands: the database or a count, without App.
+
+A command that reads or writes only the database (`list`, `show`, `accounts ...`,
+`notifications ...`) or only counts things (`stats`) needs no queue, executor, scheduler or
+notifier; building App for it imported bullmq, httpx and the executors (~0.3 s) and ran the
+migrations. Here it gets the store alone, on the calling thread, after one query that checks
+the schema's revision (see StoreBase.ensure_schema).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from paysched import redaction
+from paysched.config import Settings
+from paysched.db.store import Store
+
+
+@contextlib.contextmanager
+def open_store(settings: Settings, *, migrate: bool, check: bool = True) -> Iterator[Store]:
+    """The store on the configured database, its schema checked: at the head, or migrated
+    when `migrate` (a fresh database is migrated either way), else SchemaMismatch.
+    `check=False` leaves the schema as it is (for `paysched migrate`, which reports it)."""
+    redaction.remember(settings.secrets())
+    redaction.install()
+    # One connection: a command runs its queries one after the other, on this thread.
+    store = Store.connect(settings.database_url, pool_size=1)
+    try:
+        if check:
+            store.ensure_schema(migrate=migrate)
+        yield store
+    finally:
+        store.close()
+
+
+async def stats(settings: Settings) -> dict[str, Any]:
+    """`paysched stats`: what App.stats reports, from the database and one Redis script.
+
+    The database first, as App.open did: an unavailable database or a schema behind is
+    reported before Redis is looked at."""
+    from redis import asyncio as aioredis
+
+    from paysched.backends import REDIS_PROBE_TIMEOUT_S, probe_redis, resolve_redis
+    from paysched.db.outbox import Outbox
+    from paysched.queue_counts import queue_counts
+
+    with open_store(settings, migrate=False) as store:
+        occurrences = store.occurrence_counts()
+        notifications = Outbox(store.engine).counts()
+    url, embedded = resolve_redis(settings)
+    try:
+        # The same PING App.open makes: the same one-line reasons (unreachable, credentials).
+        await probe_redis(url)
+        client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=REDIS_PROBE_TIMEOUT_S, socket_timeout=REDIS_PROBE_TIMEOUT_S
+        )
+        try:
+            queue = await queue_counts(client, settings.queue_name, settings.queue_prefix)
+        finally:
+            await client.aclose()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return {"queue": queue, "occurrences": occurrences, "notifications": notifications}
