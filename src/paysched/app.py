@@ -45,12 +45,7 @@ from paysched.queue import Backoff, PaymentQueue
 from paysched.redis_server import EmbeddedRedis
 from paysched.scheduler import Scheduler
 from paysched.threads import in_pool
-from paysched.views import (
-    notification_view,
-    occurrence_view,
-    payment_status,
-    payment_view,
-)
+from paysched.views import occurrence_view
 from paysched.worker import PaymentProcessor, WorkerPool
 
 log = logging.getLogger("paysched.app")
@@ -263,18 +258,9 @@ class App:
     async def payment_detail(self, payment_id: int) -> dict[str, Any]:
         """A payment as `paysched show --json` and GET /v1/payments/{id} show it: its
         occurrences with every attempt and transition, and its notifications."""
-        assert self.outbox is not None
-        payment = await self.db(self.store.get_payment, payment_id)
-        occs = await self.db(self.store.occurrences_of, payment_id)
-        history = await self.db(self.store.transitions_of, [o.id for o in occs])
-        view = payment_view(payment)
-        view["status"] = payment_status(payment, occs)
-        view["occurrences"] = [
-            occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
-        ]
-        sent = await self.db(self.outbox.list, None, payment_id, 1000)
-        view["notifications"] = [notification_view(n) for n in reversed(sent)]
-        return view
+        from paysched.direct import payment_detail
+
+        return await self.db(payment_detail, self.store, payment_id)
 
     async def resolve_occurrence(
         self, ref: str, outcome: str, reason: str, then: AfterWrite | None = None

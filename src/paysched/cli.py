@@ -432,21 +432,11 @@ def show(
     payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
 ) -> None:
     """Show a payment, its occurrences and every attempt."""
-    from paysched.db.outbox import Outbox
-    from paysched.views import notification_view, occurrence_view, payment_status, payment_view
+    from paysched.direct import payment_detail
 
     pid = _parse_id(payment_id)
     with store_of(migrate=False) as store:
-        payment = store.get_payment(pid)
-        occs = store.occurrences_of(pid)
-        history = store.transitions_of([o.id for o in occs])
-        sent = Outbox(store.engine).list(None, pid, 1000)
-    view = payment_view(payment)
-    view["status"] = payment_status(payment, occs)
-    view["occurrences"] = [
-        occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
-    ]
-    view["notifications"] = [notification_view(n) for n in reversed(sent)]
+        view = payment_detail(store, pid)
     lines = [
         f"payment {view['id']} [{view['status']}] {view['amount']} {view['currency']} "
         f"{view['from']} -> {view['to']}"
