@@ -6,7 +6,7 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -25,12 +25,15 @@ class OccurrenceState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    SKIPPED = "skipped"
+    SKIPPED = "skipped"  # a person skipped it (skip-next), or its payment was paused
+    # Fell due while paysched was down or the payment paused, and the payment's catch-up
+    # policy (latest / none, or its window) says not to run it late.
+    MISSED = "missed"
 
 
 S = OccurrenceState
 FINAL_STATES: frozenset[OccurrenceState] = frozenset(
-    {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.SKIPPED}
+    {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.SKIPPED, S.MISSED}
 )
 # Owned by the queue: reconcile re-enqueues any of these whose job Redis lost.
 PENDING_STATES: frozenset[OccurrenceState] = frozenset(
@@ -45,8 +48,8 @@ CANCELLABLE_STATES: frozenset[OccurrenceState] = frozenset({S.SCHEDULED, S.QUEUE
 # redelivered it, and the new claim bumps the fence so the old worker can no longer settle.
 # Nothing executing or unknown can be cancelled or skipped: money may be on its way.
 ALLOWED_TRANSITIONS: dict[OccurrenceState, frozenset[OccurrenceState]] = {
-    S.SCHEDULED: frozenset({S.QUEUED, S.EXECUTING, S.CANCELLED, S.SKIPPED}),
-    S.QUEUED: frozenset({S.EXECUTING, S.CANCELLED, S.SKIPPED}),
+    S.SCHEDULED: frozenset({S.QUEUED, S.EXECUTING, S.CANCELLED, S.SKIPPED, S.MISSED}),
+    S.QUEUED: frozenset({S.EXECUTING, S.CANCELLED, S.SKIPPED, S.MISSED}),
     S.EXECUTING: frozenset(
         {S.EXECUTING, S.SUCCEEDED, S.RETRYING, S.FAILED, S.UNKNOWN, S.NEEDS_REVIEW}
     ),
@@ -57,6 +60,7 @@ ALLOWED_TRANSITIONS: dict[OccurrenceState, frozenset[OccurrenceState]] = {
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
     S.SKIPPED: frozenset(),
+    S.MISSED: frozenset(),
 }
 
 
@@ -66,6 +70,9 @@ def can_transition(source: OccurrenceState, target: OccurrenceState) -> bool:
 
 class PaymentState(StrEnum):
     ACTIVE = "active"  # more occurrences may come
+    # Nothing of it runs until it is resumed: no occurrence is created, none is claimed; what
+    # fell due meanwhile is then run or missed by its catch-up policy.
+    PAUSED = "paused"
     # Every occurrence has been created (a one-time payment once its one exists); what became
     # of them is in their own states, summarised by views.payment_status.
     DONE = "done"
@@ -213,6 +220,10 @@ class Payment:
     memo: str
     created_at: datetime
     notify: tuple[str, ...] = ()  # targets: "telegram:CHAT", "webhook:URL", "log"
+    recurrence: str | None = None  # paysched.recurrence.Recurrence as JSON
+    catchup: str = "all"  # all | latest | none
+    catchup_window: timedelta | None = None
+    next_nominal_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +276,8 @@ class Occurrence:
     # UNKNOWN only: when the resolver asks the provider next, and how often it has asked.
     resolve_at: datetime | None = None
     resolve_checks: int = 0
+    # Set when a business-day rule moved due_at off the rule's own instant (the key's).
+    nominal_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

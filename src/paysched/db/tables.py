@@ -63,9 +63,10 @@ metadata = MetaData(
 # from storing a state the code cannot read.
 OCCURRENCE_STATES = (
     "scheduled", "queued", "executing", "retrying", "unknown", "needs_review", "succeeded",
-    "failed", "cancelled", "skipped",
+    "failed", "cancelled", "skipped", "missed",
 )  # fmt: skip
-PAYMENT_STATES = ("active", "done", "cancelled")
+PAYMENT_STATES = ("active", "paused", "done", "cancelled")
+CATCHUP_POLICIES = ("all", "latest", "none")
 NOTIFICATION_STATES = ("pending", "sent", "dead")
 
 
@@ -106,6 +107,14 @@ payments = Table(
     Column("due_at", UTCDateTime, nullable=True),  # one-time payments
     Column("cron", String(120), nullable=True),  # recurring payments
     Column("timezone", String(64), nullable=True),
+    # Recurring by calendar rule instead of cron: paysched.recurrence.Recurrence as JSON.
+    Column("recurrence", Text, nullable=True),
+    # What runs of the occurrences that fell due while paysched was down or the payment paused.
+    Column("catchup", String(8), nullable=False, server_default="all"),
+    Column("catchup_window_s", Integer, nullable=True),  # older than this: missed, always
+    # The nominal (rule) instant of next_due_at: next_due_at itself may be moved off a
+    # holiday; the nominal one names the occurrence and continues the series.
+    Column("next_nominal_at", UTCDateTime, nullable=True),
     # The next occurrence not yet created; NULL once none remain, which keeps the index that the
     # scheduler's tick walks as small as the set of payments that still have work.
     Column("next_due_at", UTCDateTime, nullable=True),
@@ -118,6 +127,7 @@ payments = Table(
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("payer_id <> payee_id", name="distinct_accounts"),
     CheckConstraint(_one_of("state", PAYMENT_STATES), name="state_valid"),
+    CheckConstraint(_one_of("catchup", CATCHUP_POLICIES), name="catchup_valid"),
 )
 
 occurrences = Table(
@@ -142,7 +152,9 @@ occurrences = Table(
     # unknown: when the resolver next asks the provider, and how many times it has asked.
     Column("resolve_at", UTCDateTime, nullable=True),
     Column("resolve_checks", Integer, nullable=False, server_default="0"),
-    UniqueConstraint("payment_id", "due_at"),
+    # The rule's own instant when a business-day rule moved due_at off it (else NULL): the key
+    # is made from it, so two nominal dates moved onto one day stay two occurrences.
+    Column("nominal_at", UTCDateTime, nullable=True),
     Index(None, "state", "due_at"),
     CheckConstraint(_one_of("state", OCCURRENCE_STATES), name="state_valid"),
     CheckConstraint("attempts >= 0 AND fence >= 0 AND takeovers >= 0", name="counts_valid"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Row, bindparam, select
@@ -53,6 +54,7 @@ def claim_rows() -> Any:
 
 def payment_from(row: Row[Any], prefix: str = "") -> Payment:
     m = row._mapping
+    window = m[prefix + "catchup_window_s"]
     return Payment(
         id=m[prefix + "id"], payer=m[prefix + "payer_name"], payee=m[prefix + "payee_name"],
         amount=int(m[prefix + "amount"]), currency=m[prefix + "currency"],
@@ -60,6 +62,9 @@ def payment_from(row: Row[Any], prefix: str = "") -> Payment:
         cron=m[prefix + "cron"], timezone=m[prefix + "timezone"],
         next_due_at=m[prefix + "next_due_at"], memo=m[prefix + "memo"],
         created_at=m[prefix + "created_at"], notify=tuple(json.loads(m[prefix + "notify"] or "[]")),
+        recurrence=m[prefix + "recurrence"], catchup=m[prefix + "catchup"],
+        catchup_window=None if window is None else timedelta(seconds=window),
+        next_nominal_at=m[prefix + "next_nominal_at"],
     )  # fmt: skip
 
 
@@ -69,7 +74,7 @@ def occurrence_from(row: Row[Any]) -> Occurrence:
         state=OccurrenceState(row.state), attempts=row.attempts, fence=row.fence,
         reason=row.reason, started_at=row.started_at, finished_at=row.finished_at,
         takeovers=row.takeovers, reference=row.reference, resolve_at=row.resolve_at,
-        resolve_checks=row.resolve_checks,
+        resolve_checks=row.resolve_checks, nominal_at=row.nominal_at,
     )  # fmt: skip
 
 
