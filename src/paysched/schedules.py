@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -90,11 +91,12 @@ def next_cron(expr: str, after: datetime, tz: str | None = None) -> datetime:
     Evaluating in the payment's own zone is what makes "09:00 every Monday in Berlin" stay at
     09:00 local across DST changes; the result is returned in UTC.
     """
-    zone = ZoneInfo(tz) if tz else UTC
-    # Iterate over naive wall-clock times and attach the zone afterwards: croniter's own
+    zone = ZoneInfo(tz or "UTC")
+    # Iterate over naive wall-clock times and resolve each with `resolve_local`: croniter's own
     # arithmetic on aware datetimes lands an hour off on DST transition days. A wall time that
-    # the zone skips (spring forward) resolves to the equivalent instant after the gap; one it
-    # repeats (fall back) runs once, at its first occurrence.
+    # the zone skips (spring forward) runs at the first instant after the gap; one it repeats
+    # (fall back) runs once, at its first occurrence: the same rule as recurrence rules
+    # (paysched.recurrence), so a cron and an RRULE payment agree on every transition.
     # Six fields mean seconds first, as everywhere in paysched (croniter's own default puts
     # them last); payments created through the CLI or HTTP have five.
     wall = croniter(
@@ -107,6 +109,46 @@ def next_cron(expr: str, after: datetime, tz: str | None = None) -> datetime:
             local: datetime = wall.get_next(datetime)
         except CroniterBadDateError:
             raise InvalidInput("cron", f"{expr!r} never matches a date") from None
-        candidate = local.replace(tzinfo=zone).astimezone(UTC)
+        # Walls at or before `after`'s own wall time resolve at or before it; only the walls in
+        # a repeated hour can still resolve before `after`, so this loop ends within that hour.
+        candidate = resolve_local(local, zone)
         if candidate > after:
             return candidate
+
+
+def resolve_local(wall: datetime, zone: ZoneInfo) -> datetime:
+    """A naive wall-clock time in `zone` -> the aware UTC instant it stands for.
+
+    It is the first instant at which the zone's clock reads `wall` or later:
+    - a normal wall time: its one instant;
+    - one the clock passes twice (fall back): the first instance (fold=0);
+    - one the clock skips (spring forward): the transition instant itself, the first valid
+      instant after the gap (02:30 on Berlin's spring-forward day -> 03:00 CEST = 01:00 UTC),
+      never 03:30 (what fold=0 alone gives: the gap's length added on) and never a skip.
+    Any zone and any shift: 30 minutes (Australia/Lord_Howe), 45-minute offsets, a whole day
+    (Pacific/Apia, 2011-12-30).
+    """
+    naive = wall.replace(tzinfo=None, fold=0)
+    # fold=0 reads the wall time with the offset in force before a transition.
+    first = naive.replace(tzinfo=zone).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) == naive:
+        return first  # it exists; in an overlap fold=0 is the earlier instance
+    # In a gap, fold=0 (the earlier offset) lands after the transition and fold=1 (the later
+    # offset) before it. zoneinfo does not expose the transition itself: find it by bisection
+    # on whole seconds (tz transitions fall on whole seconds), at most ~17 steps for a day.
+    before = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    low = math.floor(before.timestamp())  # wall(low) < naive
+    high = math.ceil(first.timestamp())  # wall(high) >= naive
+    if low >= high or _wall_at(high, zone) < naive or _wall_at(low, zone) >= naive:
+        return first  # not the shape of a gap after all: keep zoneinfo's own reading
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall_at(middle, zone) >= naive:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def _wall_at(seconds: int, zone: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(seconds, zone).replace(tzinfo=None)

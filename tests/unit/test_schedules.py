@@ -45,6 +45,18 @@ def test_cron_keeps_local_time_across_dst() -> None:
     assert winter == datetime(2026, 1, 5, 8, tzinfo=UTC)
 
 
+def test_cron_dst_gap_runs_at_the_first_instant_after_it() -> None:
+    """02:30 daily in Berlin on spring-forward day (02:00 -> 03:00): 03:00 CEST, the first valid
+    instant after the gap, as recurrence rules do (until issue 12 it ran at 03:30). Fall back:
+    once, at the first 02:30 (CEST)."""
+    spring = next_cron("30 2 * * *", datetime(2026, 3, 28, 12, tzinfo=UTC), "Europe/Berlin")
+    assert spring == datetime(2026, 3, 29, 1, tzinfo=UTC)
+    autumn = next_cron("30 2 * * *", datetime(2026, 10, 24, 12, tzinfo=UTC), "Europe/Berlin")
+    assert autumn == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    after = next_cron("30 2 * * *", autumn, "Europe/Berlin")
+    assert after == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+
+
 def test_cron_validation() -> None:
     assert validate_cron("*/5 * * * *") == "*/5 * * * *"
     with pytest.raises(InvalidInput, match="cron"):
