@@ -3,7 +3,8 @@ deployment id, and the translation of driver errors into paysched errors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -12,7 +13,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from paysched.db import schema
 from paysched.db import tables as t
 from paysched.db.engine import READ_ONLY, migrate
-from paysched.domain import MAX_ID
+from paysched.domain import MAX_ID, OutboxMessage
 from paysched.errors import BackendUnavailable, NotFound, PayschedError
 
 # Run inside a write's transaction with its result, before it commits: what must be written
@@ -90,6 +91,22 @@ class StoreBase:
     def _reading(self) -> Connection:
         """A connection for reads only (never blocked by a writer on SQLite's WAL)."""
         return self.engine.connect().execution_options(**{READ_ONLY: True})
+
+    def _enqueue_notifications(
+        self, conn: Any, outbox: Sequence[OutboxMessage], now: datetime
+    ) -> None:
+        if not outbox:
+            return
+        conn.execute(
+            self._insert_ignore(t.notifications, ["dedup_key"]),
+            [
+                dict(dedup_key=msg.dedup_key, payment_id=msg.payment_id,
+                     occurrence_id=msg.occurrence_id, event=msg.event, channel=msg.channel,
+                     target=msg.target, payload=msg.payload, state="pending", attempts=0,
+                     next_attempt_at=now, created_at=now)
+                for msg in outbox
+            ],
+        )  # fmt: skip
 
     def _insert_ignore(self, table: Any, conflict_columns: list[str] | None) -> Any:
         """INSERT ... ON CONFLICT [(conflict_columns)] DO NOTHING; None: on any unique index."""

@@ -392,19 +392,3 @@ class ExecutionStore(PaymentsStore):
         occ = occurrence_from(row)
         return Claim(occ, payment_from(row, prefix="p_"), occ.fence, occ.attempts,
                      row.p_payer_id, row.p_payee_id)  # fmt: skip
-
-    def _enqueue_notifications(
-        self, conn: Any, outbox: Sequence[OutboxMessage], now: datetime
-    ) -> None:
-        if not outbox:
-            return
-        conn.execute(
-            self._insert_ignore(t.notifications, ["dedup_key"]),
-            [
-                dict(dedup_key=msg.dedup_key, payment_id=msg.payment_id,
-                     occurrence_id=msg.occurrence_id, event=msg.event, channel=msg.channel,
-                     target=msg.target, payload=msg.payload, state="pending", attempts=0,
-                     next_attempt_at=now, created_at=now)
-                for msg in outbox
-            ],
-        )  # fmt: skip

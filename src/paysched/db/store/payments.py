@@ -8,25 +8,28 @@ first, so neither can interleave with the other.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from paysched import series
 from paysched.clock import to_ms
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import AccountsStore
 from paysched.db.store.base import AfterWrite, after, existing_id
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
+from paysched.db.tables import CATCHUP_POLICIES
 from paysched.domain import (
     CANCELLABLE_STATES,
     FINAL_STATES,
     MAX_AMOUNT,
     Occurrence,
     OccurrenceState,
+    OutboxMessage,
     Payment,
     PaymentState,
     format_amount,
@@ -34,9 +37,14 @@ from paysched.domain import (
     refuse_external,
 )
 from paysched.errors import Conflict, InvalidInput, NotFound
-from paysched.schedules import next_cron
+from paysched.recurrence import Due
 
 S = OccurrenceState
+# Due longer ago than this when it is created or resumed: it fell due while paysched was down
+# (or the payment paused), not merely inside the scheduler's own tick and look-ahead.
+LATE_AFTER = timedelta(minutes=1)
+# The outbox rows announcing a missed occurrence (the worker's notification policy).
+MissedOutbox = Callable[[Connection, Occurrence], Sequence[OutboxMessage]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +71,16 @@ class PaymentsStore(AccountsStore):
         now: datetime,
         notify: Sequence[str] = (),
         then: AfterWrite | None = None,
+        recurrence: str | None = None,
+        catchup: str = "all",
+        catchup_window: timedelta | None = None,
     ) -> Payment:
-        if (due_at is None) == (cron is None):
-            raise InvalidInput("schedule", "give exactly one of a due time or a cron expression")
+        if sum(v is not None for v in (due_at, cron, recurrence)) != 1:
+            raise InvalidInput(
+                "schedule", "give exactly one of a due time, a cron expression or a rule"
+            )
+        if catchup not in CATCHUP_POLICIES:
+            raise InvalidInput("catchup", f"expected all, latest or none, got {catchup!r}")
         if payer == payee:
             raise InvalidInput("to", "payer and payee must be different accounts")
         if amount <= 0:
@@ -73,7 +88,13 @@ class PaymentsStore(AccountsStore):
         if amount > MAX_AMOUNT:
             limit = format_amount(MAX_AMOUNT, currency)
             raise InvalidInput("amount", f"at most {limit} {currency} per payment")
-        first_due = due_at if due_at is not None else next_cron(cron or "", now, timezone)
+        found = (
+            Due(nominal=due_at, due=due_at) if due_at is not None
+            else series.first(cron, timezone, recurrence, now)
+        )  # fmt: skip
+        if found is None:
+            raise InvalidInput("rrule", "the rule has no occurrence after now")
+        first: Due = found
         with self.engine.begin() as conn:
             accounts = {}
             for field, name in (("from", payer), ("to", payee)):
@@ -92,7 +113,11 @@ class PaymentsStore(AccountsStore):
                 .values(
                     payer_id=accounts["from"].id, payee_id=accounts["to"].id, amount=amount,
                     currency=currency, state=PaymentState.ACTIVE.value, due_at=due_at, cron=cron,
-                    timezone=timezone, next_due_at=first_due, memo=memo, created_at=now,
+                    timezone=timezone, next_due_at=first.due, memo=memo, created_at=now,
+                    recurrence=recurrence, catchup=catchup,
+                    catchup_window_s=None if catchup_window is None
+                    else int(catchup_window.total_seconds()),
+                    next_nominal_at=first.nominal if first.nominal != first.due else None,
                     notify=json.dumps(list(notify)),
                     updated_at=now,
                 )
@@ -192,7 +217,7 @@ class PaymentsStore(AccountsStore):
 
     def materialize_due(
         self, now: datetime, horizon: datetime, payment_ids: Sequence[int] | None = None,
-        limit: int = 1000,
+        limit: int = 1000, missed_outbox: MissedOutbox | None = None,
     ) -> list[Occurrence]:  # fmt: skip
         """Create the occurrences of every active payment due at or before `horizon`.
 
@@ -203,9 +228,10 @@ class PaymentsStore(AccountsStore):
         created, in due order.
         """
         with self.engine.begin() as conn:
+            p = t.payments.c
             query = (
-                select(t.payments.c.id, t.payments.c.next_due_at, t.payments.c.cron,
-                       t.payments.c.timezone)
+                select(p.id, p.next_due_at, p.cron, p.timezone, p.recurrence, p.next_nominal_at,
+                       p.catchup, p.catchup_window_s)
                 .where(t.payments.c.next_due_at <= horizon)
                 .where(t.payments.c.state == PaymentState.ACTIVE.value)
                 .order_by(t.payments.c.next_due_at, t.payments.c.id)
@@ -216,20 +242,28 @@ class PaymentsStore(AccountsStore):
                 query = query.where(t.payments.c.id.in_(list(payment_ids)))
             rows: list[dict[str, Any]] = []
             advances: list[dict[str, Any]] = []
-            for pid, due, cron, tz in conn.execute(query).all():
-                next_due = due
+            late: dict[int, tuple[str, int | None]] = {}  # payments with catch-up work
+            for pid, due, cron, tz, rule, nominal_at, catchup, window in conn.execute(query):
+                step: Due | None = Due(nominal=nominal_at or due, due=due)
                 count = 0
-                while next_due is not None and next_due <= horizon and count < limit:
-                    key = occurrence_key(pid, to_ms(next_due))
+                while step is not None and step.due <= horizon and count < limit:
+                    # The key is the nominal instant's: moving a payment off a holiday never
+                    # makes it another occurrence.
+                    key = occurrence_key(pid, to_ms(step.nominal))
                     rows.append(
-                        dict(payment_id=pid, due_at=next_due, key=key, state=S.SCHEDULED.value,
-                             attempts=0, fence=0, created_at=now, updated_at=now)
+                        dict(payment_id=pid, due_at=step.due, key=key, state=S.SCHEDULED.value,
+                             attempts=0, fence=0, created_at=now, updated_at=now,
+                             nominal_at=step.nominal if step.nominal != step.due else None)
                     )  # fmt: skip
-                    next_due = next_cron(cron, next_due, tz) if cron else None
+                    if step.due < now - LATE_AFTER and (catchup != "all" or window is not None):
+                        late[pid] = (catchup, window)
+                    step = series.following(cron, tz, rule, step.nominal)
                     count += 1
-                done = next_due is None
+                done = step is None
                 advances.append(
-                    dict(b_id=pid, b_due=due, b_next=next_due,
+                    dict(b_id=pid, b_due=due, b_next=None if step is None else step.due,
+                         b_nominal=None if step is None or step.nominal == step.due
+                         else step.nominal,
                          b_state=PaymentState.DONE.value if done else PaymentState.ACTIVE.value)
                 )  # fmt: skip
             if not rows:
@@ -254,12 +288,60 @@ class PaymentsStore(AccountsStore):
                 .where(t.payments.c.next_due_at == bindparam("b_due"))
                 .where(t.payments.c.state == PaymentState.ACTIVE.value)
                 .values(
-                    next_due_at=bindparam("b_next"), state=bindparam("b_state"), updated_at=now
+                    next_due_at=bindparam("b_next"),
+                    next_nominal_at=bindparam("b_nominal"),
+                    state=bindparam("b_state"),
+                    updated_at=now,
                 ),
                 advances,
             )
+            missed = self._catch_up(conn, late, now, missed_outbox) if late else set()
+        created = [o for o in created if o.id not in missed]
         created.sort(key=lambda o: (o.due_at, o.id))
         return created
+
+    def _catch_up(
+        self, conn: Connection, policies: dict[int, tuple[str, int | None]], now: datetime,
+        missed_outbox: MissedOutbox | None,
+    ) -> set[int]:  # fmt: skip
+        """Apply each payment's catch-up policy to its occurrences that fell due while
+        paysched was down or the payment paused (due more than LATE_AFTER ago, not started):
+        `all` runs them, `latest` only the most recent, `none` none; any older than the
+        payment's window is missed whatever the policy. Returns the ids marked missed."""
+        c = t.occurrences.c
+        rows = conn.execute(
+            select(c.id, c.payment_id)
+            .where(c.payment_id.in_(list(policies)))
+            .where(c.state.in_([S.SCHEDULED.value, S.QUEUED.value]))
+            .where(c.attempts == 0)
+            .where(c.due_at < now - LATE_AFTER)
+            .order_by(c.payment_id, c.due_at, c.id)
+        ).all()
+        locked = transitions.lock(conn, [r.id for r in rows])
+        by_payment: dict[int, list[Occurrence]] = {}
+        for r in rows:
+            occ = locked.get(r.id)
+            if occ is not None and occ.state in (S.SCHEDULED, S.QUEUED) and occ.attempts == 0:
+                by_payment.setdefault(r.payment_id, []).append(occ)
+        changes: list[transitions.Change] = []
+        for pid, late in by_payment.items():
+            policy, window = policies[pid]
+            for i, occ in enumerate(late):
+                stale = window is not None and occ.due_at < now - timedelta(seconds=window)
+                skip = policy == "none" or (policy == "latest" and i < len(late) - 1)
+                if stale or skip:
+                    why = (f"missed: due {occ.due_at.isoformat(timespec='seconds')}, older than "
+                           "the catch-up window" if stale else
+                           f"missed: catch-up policy {policy!r} while paysched was down or the "
+                           "payment paused")  # fmt: skip
+                    after_ = replace(occ, state=S.MISSED, reason=why, finished_at=now)
+                    changes.append(transitions.Change(occ, after_))
+        transitions.apply(conn, changes, now)
+        if missed_outbox is not None and changes:
+            messages = [m for ch in changes for m in missed_outbox(conn, ch.after)]
+            if messages:
+                self._enqueue_notifications(conn, messages, now)
+        return {ch.after.id for ch in changes}
 
     def mark_queued(self, occurrence_ids: Iterable[int], now: datetime) -> int:
         """scheduled -> queued for occurrences whose job is now in the queue (a compare-and-set

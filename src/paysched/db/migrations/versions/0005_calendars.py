@@ -35,9 +35,7 @@ def upgrade() -> None:
         op.execute("PRAGMA defer_foreign_keys = ON")  # see 0003
     with op.batch_alter_table("payments") as batch:
         batch.add_column(sa.Column("recurrence", sa.Text(), nullable=True))
-        batch.add_column(
-            sa.Column("catchup", sa.String(8), nullable=False, server_default="all")
-        )
+        batch.add_column(sa.Column("catchup", sa.String(8), nullable=False, server_default="all"))
         batch.add_column(sa.Column("catchup_window_s", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("next_nominal_at", UTCDateTime(), nullable=True))
         batch.drop_constraint("state_valid", type_="check")
