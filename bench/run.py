@@ -18,6 +18,9 @@ Measurements (--only takes a comma-separated subset of these names):
               completed job leaves in Redis
   overhead    bare BullMQ no-op jobs/s vs paysched payments/s with a no-op executor (concurrency
               50, the same Redis, the same run)
+  api         the HTTP API (`paysched serve`) beside the CLI: 1,000 payments created over the
+              API (sequential and 10 clients) and by `paysched schedule`; reads at 50 in flight
+              (GET /v1/payments/{id}, /v1/payments) and by `paysched show` / `list`
 
 Redis is one private `redis-server` on a free port (no persistence) for the whole suite; every
 database is a fresh SQLite file or a throw-away PostgreSQL database `paysched_bench_*`, dropped
@@ -63,6 +66,7 @@ from typing import Any
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
 from bench_harness import Ctx, QUICK, Sizes  # isort: skip
 from bench_report import lateness_chart, print_table, strip_values, summary_rows  # isort: skip
+from measure_api import bench_api  # isort: skip
 from measure_burst import bench_burst  # isort: skip
 from measure_footprint import bench_footprint  # isort: skip
 from measure_lateness import bench_lateness  # isort: skip
@@ -92,6 +96,7 @@ BENCHES: dict[str, Bench] = {
     "scale": bench_scale,
     "footprint": bench_footprint,
     "overhead": bench_overhead,
+    "api": bench_api,
 }
 
 
