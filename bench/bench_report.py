@@ -106,6 +106,7 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 API_ROWS = (  # (label, median key, unit) of each database's results["api"]
+    ("API GET /healthz seq p50", "healthz_seq_p50_ms", "ms"),
     ("API create seq", "create_seq_per_s", "payments/s"),
     ("API create seq p99", "create_seq_p99_ms", "ms"),
     ("API create c=10", "create_c10_per_s", "payments/s"),

@@ -4,6 +4,7 @@ Per database and run, on a fresh database: a real `paysched serve` process (API 
 scheduler or workers), an admin API key from `paysched apikeys create`, two accounts and a
 deposit over the API; then
 
+- a floor: 50 sequential GET /healthz (no key, no database) from one keep-alive client;
 - create: ApiSizes.create_payments payments by POST /v1/payments (a new Idempotency-Key each),
   sequentially from one keep-alive client, then again from 10 concurrent clients; afterwards
   the payments are counted by paging GET /v1/payments (by memo, per phase) and the delayed jobs
@@ -296,6 +297,13 @@ async def api_run(ctx: Ctx, kind: str, sizes: ApiSizes) -> dict[str, Any]:
                 (await http.post("/v1/accounts/alice/deposits",
                                  json={"amount": "1000000.00"})).raise_for_status()  # fmt: skip
 
+                # A floor under every request: sequential GET /healthz (no auth, no database).
+                healthz: list[float] = []
+                for _ in range(50):
+                    began = time.perf_counter()
+                    (await http.get("/healthz")).raise_for_status()
+                    healthz.append(time.perf_counter() - began)
+
                 n = sizes.create_payments
                 seq = await create_phase(server, key, workdir, "api-seq", n, 1)
                 conc = await create_phase(server, key, workdir, "api-c10", n,
@@ -353,7 +361,7 @@ async def api_run(ctx: Ctx, kind: str, sizes: ApiSizes) -> dict[str, Any]:
     return {
         "database": kind, "complete": not problems, "problems": problems,
         "lookahead": LOOKAHEAD, "payment": PAYMENT,
-        "create_seq": seq, "create_c10": conc,
+        "healthz_seq": latency_summary(healthz), "create_seq": seq, "create_c10": conc,
         "cli_schedule": {
             **cli, "runs": len(cli_times),
             "extrapolated_1000_s": round(1000 * p50_s, 1),
@@ -384,6 +392,7 @@ def _pick(runs: Sequence[dict[str, Any]], *path: str) -> float | None:
 
 
 MEDIANS = {
+    "healthz_seq_p50_ms": ("healthz_seq", "p50"),
     "create_seq_per_s": ("create_seq", "per_s"),
     "create_seq_p50_ms": ("create_seq", "latency_ms", "p50"),
     "create_seq_p99_ms": ("create_seq", "latency_ms", "p99"),
