@@ -35,7 +35,7 @@ from common import (  # isort: skip
 log = logging.getLogger("bench.run")
 
 RESULTS_DIR = ROOT / "bench" / "results"
-MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead", "cli")
+MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead", "cli", "api")
 CURRENCY = "USD"
 PAYER, PAYEE = "bench-payer", "bench-payee"
 # PostgreSQL here allows 100 connections and other people's tests share it. paysched sizes its

@@ -114,7 +114,39 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
                     c["met"],
                 )
             )
+    rows.extend(api_rows(results.get("api", {})))
     return rows  # fmt: skip
+
+
+API_ROWS = (  # (label, median key, unit) of each database's results["api"]
+    ("API GET /healthz seq p50", "healthz_seq_p50_ms", "ms"),
+    ("API create seq", "create_seq_per_s", "payments/s"),
+    ("API create seq p99", "create_seq_p99_ms", "ms"),
+    ("API create c=10", "create_c10_per_s", "payments/s"),
+    ("API create c=10 p99", "create_c10_p99_ms", "ms"),
+    ("CLI schedule p50 (per command)", "cli_schedule_p50_ms", "ms"),
+    ("CLI schedule p99 (per command)", "cli_schedule_p99_ms", "ms"),
+    ("CLI schedule 1,000 (extrapolated)", "cli_schedule_1000_extrapolated_s", "s"),
+    ("API GET /payments/{id} c=50", "read_get_per_s", "req/s"),
+    ("API GET /payments/{id} c=50 p99", "read_get_p99_ms", "ms"),
+    ("API GET /payments/{id} c=50 errors", "read_get_errors", "requests"),
+    ("API GET /payments c=50", "read_list_per_s", "req/s"),
+    ("API GET /payments c=50 p99", "read_list_p99_ms", "ms"),
+    ("API GET /payments c=50 errors", "read_list_errors", "requests"),
+    ("CLI show p50", "cli_show_p50_ms", "ms"),
+    ("CLI show p99", "cli_show_p99_ms", "ms"),
+    ("CLI list p50", "cli_list_p50_ms", "ms"),
+    ("CLI list p99", "cli_list_p99_ms", "ms"),
+)
+
+
+def api_rows(api: dict[str, Any]) -> list[dict[str, Any]]:
+    """bench/measure_api.py's medians (load generator and server share the machine's cores)."""
+    return [
+        _row(label, db, r.get(f"median_{key}"), unit)
+        for db, r in api.items()
+        for label, key, unit in API_ROWS
+    ]
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:

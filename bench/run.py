@@ -21,6 +21,9 @@ Measurements (--only takes a comma-separated subset of these names):
   cli         wall time of whole `paysched` processes (--help, stats --json, list --json,
               accounts create, schedule) on a seeded database, 15 times each (5 with --quick):
               median and p90 against the targets for --help and stats
+  api         the HTTP API (`paysched serve`) beside the CLI: 1,000 payments created over the
+              API (sequential and 10 clients) and by `paysched schedule`; reads at 50 in flight
+              (GET /v1/payments/{id}, /v1/payments) and by `paysched show` / `list`
 
 Redis is one private `redis-server` on a free port (no persistence) for the whole suite; every
 database is a fresh SQLite file or a throw-away PostgreSQL database `paysched_bench_*`, dropped
@@ -66,6 +69,7 @@ from typing import Any
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
 from bench_harness import Ctx, QUICK, Sizes  # isort: skip
 from bench_report import lateness_chart, print_table, strip_values, summary_rows  # isort: skip
+from measure_api import bench_api  # isort: skip
 from measure_burst import bench_burst  # isort: skip
 from measure_footprint import bench_footprint  # isort: skip
 from measure_lateness import bench_lateness  # isort: skip
@@ -97,6 +101,7 @@ BENCHES: dict[str, Bench] = {
     "footprint": bench_footprint,
     "overhead": bench_overhead,
     "cli": bench_cli,
+    "api": bench_api,
 }
 
 

@@ -29,3 +29,16 @@ def test_addresses(text: str, address: tuple[str, int]) -> None:
 def test_bad_addresses_name_the_option(text: str) -> None:
     with pytest.raises(ConfigError, match="--api"):
         parse_address(text)
+
+
+def test_the_listening_socket_is_tcp_so_responses_are_not_delayed() -> None:
+    import socket
+
+    from paysched.api.server import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        # asyncio turns Nagle off only on sockets it knows are TCP (proto == IPPROTO_TCP).
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
