@@ -182,10 +182,10 @@ class App:
         except BaseException:
             await app.close()
             raise
-        app.scheduler = Scheduler(
-            store, app.queue, clock, settings.lookahead, settings.tick_cron, pool
-        )
         policy = NotifyPolicy(settings.notify_events, settings.notify_default)
+        app.scheduler = Scheduler(
+            store, app.queue, clock, settings.lookahead, settings.tick_cron, pool, policy
+        )
         app.processor = PaymentProcessor(
             store, app.executor, bus, clock, backoff, settings.attempts, pool, policy,
             deployment_id,

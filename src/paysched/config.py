@@ -71,7 +71,9 @@ class Settings:
     webhook_secret: str = field(default="", repr=False)
     webhook_allow_private: bool = False
     notify_default: tuple[str, ...] = ("log",)
-    notify_events: frozenset[str] = frozenset({"succeeded", "failed", "retrying", "needs_review"})
+    notify_events: frozenset[str] = frozenset(
+        {"succeeded", "failed", "retrying", "needs_review", "missed"}
+    )
     notify_poll: timedelta = timedelta(seconds=1)
     notify_max_attempts: int = 10
     # "ledger" (paysched's own accounts), "http" (a provider behind the generic JSON contract)
@@ -130,7 +132,7 @@ class Settings:
             webhook_allow_private=allow_private,
             notify_default=_targets(env, "PAYSCHED_NOTIFY", "log", allow_private),
             notify_events=_events(
-                env, "PAYSCHED_NOTIFY_EVENTS", "succeeded,failed,retrying,needs_review"
+                env, "PAYSCHED_NOTIFY_EVENTS", "succeeded,failed,retrying,needs_review,missed"
             ),
             notify_poll=_duration(env, "PAYSCHED_NOTIFY_POLL", "1s", low=MS * 10),
             notify_max_attempts=_int(env, "PAYSCHED_NOTIFY_MAX_ATTEMPTS", 10, 1, 1000),

@@ -20,7 +20,8 @@ from croniter import croniter
 
 from paysched.clock import Clock
 from paysched.db.store import Store
-from paysched.domain import OccurrenceState
+from paysched.domain import Occurrence, OccurrenceState, OutboxMessage, Payment
+from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import PaymentQueue
 from paysched.threads import in_pool
 
@@ -45,7 +46,9 @@ class Scheduler:
         lookahead: timedelta,
         tick_cron: str,
         pool: ThreadPoolExecutor,
+        policy: NotifyPolicy | None = None,
     ) -> None:
+        self.policy = policy
         self.store = store
         self.queue = queue
         self.clock = clock
@@ -70,9 +73,19 @@ class Scheduler:
         horizon = now + self.lookahead
         total = 0
         while True:
-            created = await self._db(self.store.materialize_due, now, horizon, payment_ids)
-            if not created:
+            made = await self._db(
+                self.store.materialize_due, now, horizon, payment_ids,
+                missed_outbox=self.missed_outbox,
+            )  # fmt: skip
+            if not made:
                 break
+            missed = [o for o in made if o.state == S.MISSED]
+            if missed:
+                log.warning("%s occurrence(s) missed by their payments' catch-up policy: %s",
+                            len(missed), ", ".join(o.key for o in missed[:10]))  # fmt: skip
+            created = [o for o in made if o.state == S.SCHEDULED]
+            if not created:
+                continue
             log.info("found %s payment(s) due for execution", len(created))
             # Committed first, enqueued second: a crash in between leaves `scheduled` rows that
             # the next reconcile enqueues, never a job without its row.
@@ -80,6 +93,13 @@ class Scheduler:
             await self._db(self.store.mark_queued, [o.id for o in created], now)
             total += len(created)
         return total
+
+    def missed_outbox(self, payment: Payment, occurrence: Occurrence) -> list[OutboxMessage]:
+        """The notifications of an occurrence its catch-up policy did not run."""
+        if self.policy is None:
+            return []
+        return outbox_for(self.policy, "missed", payment, occurrence, 0, self.clock.now(),
+                          occurrence.reason)  # fmt: skip
 
     async def reconcile(self, now: datetime) -> int:
         """Re-enqueue every occurrence the database holds as pending but Redis has lost.

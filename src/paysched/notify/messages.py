@@ -35,6 +35,10 @@ def render(
         return f"✅ {head} succeeded at {local_time(at, payment.timezone)}."
     if event == "failed":
         return f"❌ {head} failed after {attempt} attempt(s): {reason}. No money was moved."
+    if event == "missed":
+        return (
+            f"⏭️ {head} due {local_time(occurrence.due_at, payment.timezone)} was not run: {reason}."
+        )
     if event == "needs_review":
         return (
             f"⚠️ {head}: its outcome is unknown ({reason}). It will not be retried or paid "

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from paysched.errors import InvalidInput
 
 CHANNELS = ("telegram", "webhook", "log")
-EVENTS = ("succeeded", "failed", "retrying", "needs_review")
+EVENTS = ("succeeded", "failed", "retrying", "needs_review", "missed")
 _CHAT_RE = re.compile(r"\A(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})\Z")
 MAX_URL = 2000
 

@@ -19,7 +19,7 @@ from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import entries, write_entries
 from paysched.db.store.base import AfterWrite, existing_id
-from paysched.db.store.payments import PaymentsStore
+from paysched.db.store.payments import ControlStore
 from paysched.db.store.rows import claim_rows, occurrence_from, payment_from
 from paysched.domain import (
     CANCELLABLE_STATES,
@@ -66,7 +66,7 @@ class Claim:
 class NoClaim:
     """Why a job's occurrence was not claimed."""
 
-    why: str  # missing | foreign | final | unresolved | cancelled
+    why: str  # missing | foreign | final | unresolved | cancelled | paused
     state: OccurrenceState | None = None
 
 
@@ -121,7 +121,7 @@ def _balance_update() -> Any:
     )
 
 
-class ExecutionStore(PaymentsStore):
+class ExecutionStore(ControlStore):
     def claim(self, occurrence_id: int, now: datetime, key: str | None = None) -> Claim | NoClaim:
         """Take the occurrence for execution (bumping its fence)."""
         return self.claim_many([(occurrence_id, key)], now)[0]
@@ -167,6 +167,12 @@ class ExecutionStore(PaymentsStore):
                     changes.append(transitions.Change(occ, after))
                     current[occurrence_id] = after
                     results.append(NoClaim("cancelled", S.CANCELLED))
+                    continue
+                paused = payment_states.get(occ.payment_id) == PaymentState.PAUSED.value
+                if paused and occ.state in CANCELLABLE_STATES:
+                    # Held as it is: resuming the payment re-enqueues it (or its catch-up
+                    # policy marks it missed); nothing of a paused payment starts.
+                    results.append(NoClaim("paused", occ.state))
                     continue
                 takeover = occ.state == S.EXECUTING
                 after = replace(

@@ -44,7 +44,7 @@ S = OccurrenceState
 # (or the payment paused), not merely inside the scheduler's own tick and look-ahead.
 LATE_AFTER = timedelta(minutes=1)
 # The outbox rows announcing a missed occurrence (the worker's notification policy).
-MissedOutbox = Callable[[Connection, Occurrence], Sequence[OutboxMessage]]
+MissedOutbox = Callable[[Payment, Occurrence], Sequence[OutboxMessage]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +296,10 @@ class PaymentsStore(AccountsStore):
                 advances,
             )
             missed = self._catch_up(conn, late, now, missed_outbox) if late else set()
-        created = [o for o in created if o.id not in missed]
+        # Missed ones are returned too (as missed): the caller enqueues only the scheduled.
+        created = [
+            replace(o, state=S.MISSED) if o.id in missed else o for o in created
+        ]  # fmt: skip
         created.sort(key=lambda o: (o.due_at, o.id))
         return created
 
@@ -338,9 +341,11 @@ class PaymentsStore(AccountsStore):
                     changes.append(transitions.Change(occ, after_))
         transitions.apply(conn, changes, now)
         if missed_outbox is not None and changes:
-            messages = [m for ch in changes for m in missed_outbox(conn, ch.after)]
-            if messages:
-                self._enqueue_notifications(conn, messages, now)
+            payments = {pid: self._payment(conn, pid) for pid in by_payment}
+            messages = [
+                m for ch in changes for m in missed_outbox(payments[ch.after.payment_id], ch.after)
+            ]
+            self._enqueue_notifications(conn, messages, now)
         return {ch.after.id for ch in changes}
 
     def mark_queued(self, occurrence_ids: Iterable[int], now: datetime) -> int:
@@ -361,3 +366,144 @@ class PaymentsStore(AccountsStore):
                 transitions.history(r[0], now, S.SCHEDULED, S.QUEUED, r[1], None) for r in rows
             ])  # fmt: skip
             return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A pause or resume: the payment after it, and the occurrences it holds or releases."""
+
+    payment: Payment
+    occurrences: list[Occurrence]  # paused: held (their jobs to remove); resumed: to enqueue
+    missed: list[Occurrence]  # resumed: marked missed by the catch-up policy
+
+
+class ControlStore(PaymentsStore):
+    """Pause, resume and skip: a person's control over a payment's series."""
+
+    def pause(self, payment_id: int, now: datetime) -> Held:
+        """Nothing of the payment starts until it is resumed: no occurrence is created and
+        none is claimed (its not-started occurrences are held as they are). Occurrences
+        already executing finish."""
+        existing_id(payment_id, "payment")
+        with self.engine.begin() as conn:
+            state = self._lock_payment(conn, payment_id)
+            if state != PaymentState.ACTIVE.value:
+                raise Conflict(f"payment {payment_id} is {state}; only an active payment pauses")
+            conn.execute(
+                update(t.payments).where(t.payments.c.id == payment_id)
+                .values(state=PaymentState.PAUSED.value, updated_at=now)
+            )  # fmt: skip
+            held = self._not_started(conn, payment_id)
+            return Held(self._payment(conn, payment_id), held, [])
+
+    def resume(
+        self, payment_id: int, now: datetime, missed_outbox: MissedOutbox | None = None
+    ) -> Held:
+        """Active again. What fell due while it was paused is run or marked missed by its
+        catch-up policy (all / latest / none, and its window); the caller enqueues the rest
+        and materializes what falls due next."""
+        existing_id(payment_id, "payment")
+        with self.engine.begin() as conn:
+            state = self._lock_payment(conn, payment_id)
+            if state != PaymentState.PAUSED.value:
+                raise Conflict(f"payment {payment_id} is {state}, not paused")
+            conn.execute(
+                update(t.payments).where(t.payments.c.id == payment_id)
+                .values(state=PaymentState.ACTIVE.value, updated_at=now)
+            )  # fmt: skip
+            payment = self._payment(conn, payment_id)
+            policy = {payment_id: (payment.catchup, _seconds(payment.catchup_window))}
+            missed = self._catch_up(conn, policy, now, missed_outbox)
+            held = [o for o in self._not_started(conn, payment_id) if o.id not in missed]
+            gone = [o for o in self._occurrences(conn, payment_id) if o.id in missed]
+            return Held(payment, held, gone)
+
+    def skip_next(self, payment_id: int, now: datetime, reason: str) -> Occurrence:
+        """Skip the payment's next occurrence: the earliest not started, or the next of its
+        series (created as skipped, so the series moves on past it)."""
+        existing_id(payment_id, "payment")
+        with self.engine.begin() as conn:
+            state = self._lock_payment(conn, payment_id)
+            if state not in (PaymentState.ACTIVE.value, PaymentState.PAUSED.value):
+                raise Conflict(f"payment {payment_id} is {state}; nothing is left to skip")
+            waiting = self._not_started(conn, payment_id)
+            if waiting:
+                occ = waiting[0]
+                skipped = replace(occ, state=S.SKIPPED, reason=reason, finished_at=now)
+                transitions.apply(conn, [transitions.Change(occ, skipped)], now)
+                return skipped
+            p = conn.execute(
+                select(t.payments).where(t.payments.c.id == payment_id)
+            ).one()  # fmt: skip
+            if p.next_due_at is None:
+                raise Conflict(f"payment {payment_id} has no occurrence left to skip")
+            nominal = p.next_nominal_at or p.next_due_at
+            created = conn.execute(
+                self._insert_ignore(t.occurrences, None).returning(*t.occurrences.c),
+                [dict(payment_id=payment_id, due_at=p.next_due_at,
+                      key=occurrence_key(payment_id, to_ms(nominal)), state=S.SKIPPED.value,
+                      attempts=0, fence=0, reason=reason, finished_at=now, created_at=now,
+                      updated_at=now, nominal_at=p.next_nominal_at)],
+            ).all()  # fmt: skip
+            if not created:
+                raise Conflict(f"payment {payment_id} changed meanwhile; try again")
+            occ = occurrence_from(created[0])
+            transitions.record(conn, [transitions.history(occ.id, now, None, S.SKIPPED, 0, reason)])
+            step = series.following(p.cron, p.timezone, p.recurrence, nominal)
+            conn.execute(
+                update(t.payments).where(t.payments.c.id == payment_id)
+                .values(
+                    next_due_at=None if step is None else step.due,
+                    next_nominal_at=None if step is None or step.nominal == step.due
+                    else step.nominal,
+                    state=PaymentState.DONE.value if step is None else p.state, updated_at=now,
+                )
+            )  # fmt: skip
+            return occ
+
+    def upcoming(self, payment_id: int, count: int) -> list[Due]:
+        """The payment's next `count` due times: the occurrences not started yet, then its
+        series onwards (none for a cancelled or finished payment)."""
+        existing_id(payment_id, "payment")
+        with self._reading() as conn:
+            payment = self._payment(conn, payment_id)
+            waiting = self._not_started(conn, payment_id)
+        out = [Due(nominal=o.nominal_at or o.due_at, due=o.due_at) for o in waiting][:count]
+        if payment.state in (PaymentState.CANCELLED, PaymentState.DONE) or not (
+            payment.next_due_at
+        ):
+            return out
+        nominal = payment.next_nominal_at or payment.next_due_at
+        out.append(Due(nominal=nominal, due=payment.next_due_at))
+        out += series.upcoming(payment.cron, payment.timezone, payment.recurrence, nominal,
+                               count - len(out))  # fmt: skip
+        return out[:count]
+
+    def _lock_payment(self, conn: Connection, payment_id: int) -> str:
+        row = conn.execute(
+            select(t.payments.c.state).where(t.payments.c.id == payment_id).with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"no payment with id {payment_id}")
+        return str(row.state)
+
+    def _not_started(self, conn: Connection, payment_id: int) -> list[Occurrence]:
+        rows = conn.execute(
+            select(t.occurrences.c.id)
+            .where(t.occurrences.c.payment_id == payment_id)
+            .where(t.occurrences.c.state.in_([S.SCHEDULED.value, S.QUEUED.value]))
+            .order_by(t.occurrences.c.due_at, t.occurrences.c.id)
+        ).all()
+        locked = transitions.lock(conn, [r.id for r in rows])
+        return sorted(
+            (o for o in locked.values() if o.state in (S.SCHEDULED, S.QUEUED)),
+            key=lambda o: (o.due_at, o.id),
+        )
+
+    def _occurrences(self, conn: Connection, payment_id: int) -> list[Occurrence]:
+        rows = conn.execute(select(t.occurrences).where(t.occurrences.c.payment_id == payment_id))
+        return [occurrence_from(r) for r in rows]
+
+
+def _seconds(window: timedelta | None) -> int | None:
+    return None if window is None else int(window.total_seconds())

@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, or_, select
 from paysched.db import tables as t
 from paysched.db.store.base import StoreBase, existing_id
 from paysched.db.store.rows import occurrence_from
-from paysched.domain import PENDING_STATES, Occurrence, OccurrenceState, Transition
+from paysched.domain import PENDING_STATES, Occurrence, OccurrenceState, PaymentState, Transition
 from paysched.errors import NotFound
 
 S = OccurrenceState
@@ -112,10 +112,13 @@ class ReadsStore(StoreBase):
     def pending_occurrences(self, horizon: datetime, limit: int = 10_000) -> list[Occurrence]:
         """Occurrences the queue owns (not final, not unresolved) due by `horizon`, earliest
         first: reconcile's input."""
+        paused = select(t.payments.c.id).where(t.payments.c.state == PaymentState.PAUSED.value)
         query = (
             select(t.occurrences)
             .where(t.occurrences.c.state.in_([s.value for s in PENDING_STATES]))
             .where(t.occurrences.c.due_at <= horizon)
+            # A paused payment's occurrences wait for its resume, not in the queue.
+            .where(t.occurrences.c.payment_id.not_in(paused))
             .order_by(t.occurrences.c.due_at)
             .limit(limit)
         )
