@@ -29,6 +29,7 @@ from paysched.config import Settings
 from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
 from paysched.db.store.base import AfterWrite, short_error
+from paysched.db.store.payments import Held
 from paysched.domain import Occurrence, OccurrenceState, Payment
 from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
@@ -42,6 +43,7 @@ from paysched.notify.messages import NotifyPolicy
 from paysched.notify.telegram import TelegramNotifier
 from paysched.notify.webhook import WebhookNotifier
 from paysched.queue import Backoff, PaymentQueue
+from paysched.recurrence import Due
 from paysched.redis_server import EmbeddedRedis
 from paysched.scheduler import Scheduler
 from paysched.threads import in_pool
@@ -243,6 +245,42 @@ class App:
             # An active job cannot be removed; its claim will find the payment cancelled.
             await queue.remove(occ.key)
         return result
+
+    async def pause_payment(self, payment_id: int) -> Held:
+        """Nothing of the payment starts until it is resumed (see ControlStore.pause)."""
+        queue, _ = self._need_queue()
+        held = await self.db(self.store.pause, payment_id, self.clock.now())
+        for occ in held.occurrences:  # a job already taken is refused by its claim
+            await queue.remove(occ.key)
+        return held
+
+    async def resume_payment(self, payment_id: int) -> Held:
+        """Active again: what fell due meanwhile runs or is missed by its catch-up policy,
+        what is due next is enqueued."""
+        queue, scheduler = self._need_queue()
+        now = self.clock.now()
+        held = await self.db(self.store.resume, payment_id, now, scheduler.missed_outbox)
+        for occ in held.occurrences:
+            # Its job may have finished as "paused" and still be kept: a new one replaces it.
+            await queue.remove(occ.key)
+        await queue.enqueue(held.occurrences, now)
+        await scheduler.schedule_now([payment_id])
+        return held
+
+    async def skip_next(self, payment_id: int) -> Occurrence:
+        """Skip the payment's next occurrence (it is recorded as skipped)."""
+        queue, _ = self._need_queue()
+        skipped = await self.db(
+            self.store.skip_next, payment_id, self.clock.now(), "skipped by user"
+        )
+        await queue.remove(skipped.key)
+        return skipped
+
+    async def upcoming(self, payment_id: int, count: int) -> list[Due]:
+        """The payment's next `count` due times."""
+        if not 1 <= count <= 1000:
+            raise InvalidInput("count", f"expected 1-1000, got {count}")
+        return await self.db(self.store.upcoming, payment_id, count)
 
     async def find_occurrence(self, ref: str) -> Occurrence:
         """By id (digits) or by key."""

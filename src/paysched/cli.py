@@ -359,7 +359,53 @@ def schedule(
     at: Annotated[str | None, typer.Option(help="Due time, ISO-8601 with offset.")] = None,
     in_: Annotated[str | None, typer.Option("--in", help="Due after a delay: 30s, 5m, 2h.")] = None,
     cron: Annotated[str | None, typer.Option(help="Recurring: 5-field cron expression.")] = None,
-    tz: Annotated[str | None, typer.Option(help="IANA time zone for --cron.")] = None,
+    tz: Annotated[str | None, typer.Option(help="IANA time zone for --cron or a rule.")] = None,
+    rrule: Annotated[
+        str | None,
+        typer.Option(
+            help="Recurring by calendar: an RFC 5545 rule, e.g. 'FREQ=MONTHLY;BYMONTHDAY=-1'.",
+        ),
+    ] = None,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            help="Recurring every interval from --start: '2 weeks', '1 month', 'year'.",
+        ),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="A rule's first local date and time of day in --tz, e.g. 2026-12-01T09:00.",
+        ),
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="A rule's number of occurrences.")] = None,
+    until: Annotated[str | None, typer.Option(help="A rule's last local date: 2027-12-31.")] = None,
+    business_day: Annotated[
+        str,
+        typer.Option(
+            help="Move a rule's dates off weekends and holidays: none, following, "
+            "modified_following or preceding.",
+        ),
+    ] = "none",
+    calendar: Annotated[
+        str | None,
+        typer.Option(
+            help="Holidays for --business-day: a country (DE, DE-BY, US-NY) or market (NYSE).",
+        ),
+    ] = None,
+    catchup: Annotated[
+        str,
+        typer.Option(
+            help="Of what fell due while paysched was down or the payment paused, run all, the "
+            "latest or none (those are recorded as missed).",
+        ),
+    ] = "all",
+    catchup_window: Annotated[
+        str | None,
+        typer.Option(
+            help="Older than this when found (e.g. 3d): missed, whatever --catchup says.",
+        ),
+    ] = None,
     memo: Annotated[str, typer.Option(help="Free text kept with the payment.")] = "",
     notify: Annotated[
         list[str] | None,
@@ -370,19 +416,23 @@ def schedule(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Schedule a payment: one-time (--at or --in) or recurring (--cron [--tz])."""
+    """Schedule a payment: one-time (--at or --in), recurring by cron (--cron [--tz]) or by
+    calendar (--rrule or --every, with --start [--tz] [--count | --until] [--business-day
+    --calendar])."""
     from paysched.clock import SystemClock
-    from paysched.inputs import CLI_NAMES, check_schedule_choice, payment_request
+    from paysched.inputs import CLI_NAMES, Calendar, check_schedule_choice, payment_request
     from paysched.views import payment_view
 
+    rule = Calendar(rrule, every, start, count, until, business_day, calendar)
     # The shape of the request first, then the configuration, then each value (inputs.py:
     # the Python API checks the same things the same way).
-    check_schedule_choice(at, in_, cron, tz, CLI_NAMES)
+    check_schedule_choice(at, in_, cron, tz, CLI_NAMES, rule=rule.given)
     cfg = settings()
     request = payment_request(
         payer=payer, payee=payee, amount=amount, currency=currency, at=at, in_=in_, cron=cron,
         tz=tz, memo=memo, notify=notify, allow_past=allow_past,
         allow_private=cfg.webhook_allow_private, now=SystemClock().now(), names=CLI_NAMES,
+        calendar=rule, catchup=catchup, catchup_window=catchup_window,
     )  # fmt: skip
     code = request.currency
 
@@ -391,7 +441,7 @@ def schedule(
 
     payment = with_app(body, cfg=cfg)
     view = payment_view(payment)
-    when = view["due_at"] or f"{cron} ({tz or 'UTC'}), next {view['next_due_at']}"
+    when = view["due_at"] or f"{view['schedule']}, next {view['next_due_at']}"
     emit(view, as_json, f"scheduled payment {payment.id}: {view['amount']} {code} "
                         f"{payer} -> {payee} at {when}")  # fmt: skip
 
@@ -470,6 +520,70 @@ def cancel(
               for o in in_flight]  # fmt: skip
     emit({"id": pid, "cancelled_occurrences": [o.key for o in result.cancelled],
           "in_flight": in_flight}, as_json, "\n".join(lines))  # fmt: skip
+
+
+@cli.command(context_settings=NEGATIVE_OK)
+@handled
+def pause(
+    payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """Pause a payment: nothing of it starts until `paysched resume ID`."""
+    from paysched.views import payment_view
+
+    pid = _parse_id(payment_id)
+    held = with_app(lambda app: app.pause_payment(pid))
+    emit(payment_view(held.payment) | {"held": [o.key for o in held.occurrences]}, as_json,
+         f"paused payment {pid} ({len(held.occurrences)} occurrence(s) held)")  # fmt: skip
+
+
+@cli.command(context_settings=NEGATIVE_OK)
+@handled
+def resume(
+    payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """Resume a paused payment; what fell due meanwhile follows its catch-up policy."""
+    from paysched.views import payment_view
+
+    pid = _parse_id(payment_id)
+    held = with_app(lambda app: app.resume_payment(pid))
+    missed = [o.key for o in held.missed]
+    emit(payment_view(held.payment) | {"released": [o.key for o in held.occurrences],
+                                       "missed": missed}, as_json,
+         f"resumed payment {pid}" + (f"; missed by its catch-up policy: {', '.join(missed)}"
+                                     if missed else ""))  # fmt: skip
+
+
+@cli.command("skip-next", context_settings=NEGATIVE_OK)
+@handled
+def skip_next(
+    payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """Skip a payment's next occurrence (recorded as skipped; the series goes on)."""
+    from paysched.views import iso
+
+    pid = _parse_id(payment_id)
+    occ = with_app(lambda app: app.skip_next(pid))
+    emit({"id": pid, "skipped": occ.key, "due_at": iso(occ.due_at)}, as_json,
+         f"skipped {occ.key} of payment {pid}, due {iso(occ.due_at)}")  # fmt: skip
+
+
+@cli.command(context_settings=NEGATIVE_OK)
+@handled
+def preview(
+    payment_id: Annotated[str, typer.Argument(metavar="ID")],
+    count: Annotated[int, typer.Option(min=1, max=1000, help="How many.")] = 12,
+    as_json: JsonFlag = False,
+) -> None:
+    """The next due times of a payment (after holidays and DST), without changing anything."""
+    from paysched.views import due_view
+
+    pid = _parse_id(payment_id)
+    with store_of(migrate=False) as store:
+        dues = store.upcoming(pid, count)
+    views = [due_view(d) for d in dues]
+    lines = [v["due_at"] + ("" if v["due_at"] == v["nominal_at"] else
+                            f"  (rule date {v['nominal_at']})") for v in views]  # fmt: skip
+    emit(views, as_json, "\n".join(lines) or f"payment {pid} has nothing left to run")
 
 
 @cli.command(context_settings=NEGATIVE_OK)

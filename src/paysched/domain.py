@@ -68,6 +68,11 @@ def can_transition(source: OccurrenceState, target: OccurrenceState) -> bool:
     return target in ALLOWED_TRANSITIONS[source]
 
 
+# What a recurring payment runs of the occurrences that fell due while paysched was down or
+# the payment paused: all of them, the latest only, or none (they are recorded as missed).
+CATCHUP_POLICIES = ("all", "latest", "none")
+
+
 class PaymentState(StrEnum):
     ACTIVE = "active"  # more occurrences may come
     # Nothing of it runs until it is resumed: no occurrence is created, none is claimed; what

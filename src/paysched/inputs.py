@@ -8,12 +8,13 @@ parameters in messages differs (`--in` on the command line, `in_` in Python): se
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from paysched.domain import parse_currency, parse_positive_amount, shown
+from paysched.domain import CATCHUP_POLICIES, parse_currency, parse_positive_amount, shown
 from paysched.errors import InvalidInput
 from paysched.notify.targets import normalise_targets
 from paysched.schedules import (
@@ -40,14 +41,21 @@ class Names:
     payee_field: str = "payee"
     allow_past: str = "pass allow_past=True"
     tz_field: str = "tz"
+    rrule: str = "rrule"
+    every: str = "every"
+    rrule_field: str = "rrule"
+    every_field: str = "every"
+    start_field: str = "start"
+    window_field: str = "catchup_window"
 
 
 PYTHON_NAMES = Names()
-CLI_NAMES = Names(at="--at", in_="--in", cron="--cron", tz="--tz", in_field="in",
-                  payer_field="from", payee_field="to", allow_past="pass --allow-past")  # fmt: skip
 HTTP_NAMES = Names(at="at", in_="in", cron="cron", tz="timezone", in_field="in",
                    payer_field="from", payee_field="to", allow_past="set allow_past",
                    tz_field="timezone")  # fmt: skip
+CLI_NAMES = Names(at="--at", in_="--in", cron="--cron", tz="--tz", in_field="in",
+                  payer_field="from", payee_field="to", allow_past="pass --allow-past",
+                  rrule="--rrule", every="--every")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +72,101 @@ class PaymentRequest:
     timezone: str | None
     memo: str
     notify: tuple[str, ...]
+    recurrence: str | None = None  # paysched.recurrence.Recurrence as JSON
+    catchup: str = "all"
+    catchup_window: timedelta | None = None
 
     def fields(self) -> dict[str, object]:
         return {
             "payer": self.payer, "payee": self.payee, "amount": self.amount,
             "currency": self.currency, "due_at": self.due_at, "cron": self.cron,
             "timezone": self.timezone, "memo": self.memo, "notify": list(self.notify),
+            "recurrence": self.recurrence, "catchup": self.catchup,
+            "catchup_window": self.catchup_window,
         }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """A calendar rule's parts as the caller gave them (all optional but one of rrule/every)."""
+
+    rrule: str | None = None  # RFC 5545 RRULE body: "FREQ=MONTHLY;BYMONTHDAY=-1"
+    every: str | None = None  # "2 weeks", "1 month", "3d": the simple interval rules
+    start: datetime | str | None = None  # local wall time of the first one: "2026-12-01T09:00"
+    count: int | None = None
+    until: str | None = None  # a local date or date-time: "2027-12-31"
+    business_day: str = "none"
+    calendar: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.rrule is not None or self.every is not None
+
+
+_EVERY = re.compile(
+    r"\A\s*([0-9]{1,4})?\s*(d|days?|w|weeks?|mo|months?|y|years?)\s*\Z", re.IGNORECASE
+)
+_FREQ = {"d": "DAILY", "w": "WEEKLY", "m": "MONTHLY", "y": "YEARLY"}
+
+
+def rule_of(calendar: Calendar, names: Names = PYTHON_NAMES) -> str:
+    """The RRULE body a calendar request stands for (every, count and until folded in)."""
+    if calendar.rrule is not None and calendar.every is not None:
+        raise InvalidInput("rrule", f"give {names.rrule} or {names.every}, not both")
+    if calendar.every is not None:
+        match = _EVERY.match(calendar.every)
+        if not match:
+            raise InvalidInput(names.every_field, "expected an interval like '2 weeks', "
+                               f"'1 month', '3d' or 'year', got {calendar.every!r}")  # fmt: skip
+        n = int(match.group(1) or 1)
+        if n < 1:
+            raise InvalidInput(names.every_field, "the interval must be at least 1")
+        rule = f"FREQ={_FREQ[match.group(2)[0].lower()]};INTERVAL={n}"
+    else:
+        rule = (calendar.rrule or "").strip().removeprefix("RRULE:")
+    if calendar.count is not None:
+        if isinstance(calendar.count, bool) or not isinstance(calendar.count, int):
+            raise InvalidInput("count", "expected a whole number of occurrences")
+        if not 1 <= calendar.count <= 100_000:
+            raise InvalidInput("count", f"expected 1-100000, got {calendar.count}")
+        rule += f";COUNT={calendar.count}"
+    if calendar.until is not None:
+        text = str(calendar.until).strip()
+        try:
+            until = datetime.fromisoformat(text) if text.isascii() else None
+        except ValueError:
+            until = None
+        if until is None or until.tzinfo is not None:
+            raise InvalidInput("until", f"expected a local date like 2027-12-31, got {text!r}")
+        if len(text) <= 10:  # a date: through the end of that day
+            until = until.replace(hour=23, minute=59, second=59)
+        rule += f";UNTIL={until:%Y%m%dT%H%M%S}"
+    return rule
+
+
+def recurrence_of(calendar: Calendar, tz: str | None, now: datetime, names: Names) -> str:
+    """A calendar request checked and made a stored Recurrence (JSON)."""
+    from paysched.recurrence import parse_recurrence
+
+    if calendar.start is None:
+        raise InvalidInput(names.start_field, "a calendar rule needs its first local date and "
+                           "time of day, e.g. 2026-12-01T09:00")  # fmt: skip
+    rec = parse_recurrence(
+        rule_of(calendar, names), calendar.start, tz or "UTC", calendar.business_day,
+        calendar.calendar, field=names.rrule_field,
+    )  # fmt: skip
+    return rec.to_json()
+
+
+def check_catchup(policy: str, window: timedelta | str | None, names: Names) -> timedelta | None:
+    if policy not in CATCHUP_POLICIES:
+        raise InvalidInput("catchup", f"expected all, latest or none, got {policy!r}")
+    if window is None or window == "":
+        return None
+    value = _delay(window, names.window_field)
+    if value <= timedelta(0):
+        raise InvalidInput(names.window_field, "must be longer than zero")
+    return value
 
 
 def _given(value: object) -> bool:
@@ -80,14 +176,17 @@ def _given(value: object) -> bool:
 
 
 def check_schedule_choice(
-    at: object, in_: object, cron: object, tz: object, names: Names = PYTHON_NAMES
-) -> None:
-    """Exactly one of a due time, a delay or a cron expression; a time zone only with cron."""
-    if sum(_given(v) for v in (at, in_, cron)) != 1:
+    at: object, in_: object, cron: object, tz: object, names: Names = PYTHON_NAMES,
+    rule: bool = False,
+) -> None:  # fmt: skip
+    """Exactly one of a due time, a delay, a cron expression or a calendar rule; a time zone
+    only with cron or a rule."""
+    if sum(_given(v) for v in (at, in_, cron, rule or None)) != 1:
         raise InvalidInput(
-            "schedule", f"give exactly one of {names.at}, {names.in_} or {names.cron}"
-        )
-    if _given(tz) and not _given(cron):
+            "schedule", f"give exactly one of {names.at}, {names.in_}, {names.cron} or "
+            f"{names.rrule} / {names.every}",
+        )  # fmt: skip
+    if _given(tz) and not _given(cron) and not rule:
         raise InvalidInput(names.tz_field, f"{names.tz} applies to {names.cron} schedules")
 
 
@@ -127,13 +226,17 @@ def payment_request(
     allow_private: bool,
     now: datetime,
     names: Names = PYTHON_NAMES,
+    calendar: Calendar | None = None,
+    catchup: str = "all",
+    catchup_window: timedelta | str | None = None,
 ) -> PaymentRequest:
     """Check a request to schedule a payment; InvalidInput naming the first bad field.
 
     `at` is an aware datetime or ISO-8601 text with an offset; `in_` a non-negative timedelta
     or a duration like '30s'. Whether the accounts exist, differ and hold `currency` is
     checked by the store when the payment is written (there, fields `from` and `to`)."""
-    check_schedule_choice(at, in_, cron, tz, names)
+    calendar = calendar or Calendar()
+    check_schedule_choice(at, in_, cron, tz, names, rule=calendar.given)
     for field, text in ((names.payer_field, payer), (names.payee_field, payee), ("memo", memo)):
         if not isinstance(text, str):
             raise InvalidInput(field, f"expected a string, got {type(text).__name__}")
@@ -153,9 +256,12 @@ def payment_request(
             raise InvalidInput("at", f"{text} is in the past; {names.allow_past} to run it at once")
     if _given(in_):
         due_at = now + _delay(in_, names.in_field)
+    recurrence = recurrence_of(calendar, tz, now, names) if calendar.given else None
+    window = check_catchup(catchup, catchup_window, names)
     return PaymentRequest(
         payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at,
-        cron=cron, timezone=tz, memo=memo, notify=tuple(targets),
+        cron=cron, timezone=tz, memo=memo, notify=tuple(targets), recurrence=recurrence,
+        catchup=catchup, catchup_window=window,
     )  # fmt: skip
 
 

@@ -41,6 +41,12 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "currency": payment.currency,
         "due_at": iso(payment.due_at),
         "cron": payment.cron,
+        "recurrence": recurrence_view(payment.recurrence),
+        "schedule": schedule_text(payment),
+        "catchup": payment.catchup,
+        "catchup_window": None
+        if payment.catchup_window is None
+        else f"{int(payment.catchup_window.total_seconds())}s",
         "timezone": payment.timezone,
         "next_due_at": iso(payment.next_due_at),
         "memo": payment.memo,
@@ -48,6 +54,33 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "notify": [redact(target) for target in payment.notify],
         "created_at": iso(payment.created_at),
     }
+
+
+def recurrence_view(stored: str | None) -> dict[str, Any] | None:
+    if stored is None:
+        return None
+    from paysched.recurrence import Recurrence
+
+    rec = Recurrence.from_json(stored)
+    return {"rrule": rec.rule, "start": rec.start.isoformat(timespec="minutes"),
+            "timezone": rec.timezone, "business_day": rec.business_day,
+            "calendar": rec.calendar}  # fmt: skip
+
+
+def schedule_text(payment: Payment) -> str | None:
+    """The schedule for people: None for a one-time payment."""
+    if payment.recurrence is not None:
+        from paysched.recurrence import Recurrence, describe
+
+        return describe(Recurrence.from_json(payment.recurrence))
+    if payment.cron is not None:
+        return f"cron {payment.cron} ({payment.timezone or 'UTC'})"
+    return None
+
+
+def due_view(due: Any) -> dict[str, Any]:
+    """One upcoming occurrence: when it runs, and its rule's own date when moved off it."""
+    return {"due_at": iso(due.due), "nominal_at": iso(due.nominal)}
 
 
 def notification_view(n: Notification) -> dict[str, Any]:
@@ -106,6 +139,7 @@ def occurrence_view(occ: Occurrence, history: list[Transition]) -> dict[str, Any
         "payment_id": occ.payment_id,
         "key": occ.key,
         "due_at": iso(occ.due_at),
+        "nominal_at": iso(occ.nominal_at or occ.due_at),
         "state": occ.state.value,
         "reason": occ.reason,
         "reference": occ.reference,

@@ -137,7 +137,7 @@ async def test_invalid_input_names_the_field_and_writes_nothing(ps: paysched.Pay
         ({"amount": Decimal("NaN"), "in_": soon}, "amount", "decimal number"),
         ({"amount": "-1", "in_": soon}, "amount", "greater than zero"),
         ({"at": past + timedelta(hours=2), "in_": soon}, "schedule", "exactly one"),
-        ({}, "schedule", "exactly one of at, in_ or cron"),
+        ({}, "schedule", "exactly one of at, in_, cron or rrule / every"),
         ({"at": past}, "at", "allow_past=True"),
         ({"at": datetime(2030, 1, 1)}, "at", "no UTC offset"),
         ({"in_": timedelta(seconds=-1)}, "in_", "negative"),

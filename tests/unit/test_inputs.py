@@ -27,7 +27,9 @@ def refusal(names: Names, **changes: Any) -> InvalidInput:
 
 
 def test_command_line_messages_are_unchanged() -> None:
-    assert str(refusal(CLI_NAMES)) == "schedule: give exactly one of --at, --in or --cron"
+    assert str(refusal(CLI_NAMES)) == (
+        "schedule: give exactly one of --at, --in, --cron or --rrule / --every"
+    )
     assert str(refusal(CLI_NAMES, in_="1s", tz="UTC")) == "tz: --tz applies to --cron schedules"
     past = refusal(CLI_NAMES, at="2020-01-01T00:00:00Z")
     assert (
@@ -37,7 +39,7 @@ def test_command_line_messages_are_unchanged() -> None:
 
 
 def test_python_spelling() -> None:
-    assert str(refusal(PYTHON_NAMES)) == "schedule: give exactly one of at, in_ or cron"
+    assert str(refusal(PYTHON_NAMES)) == "schedule: give exactly one of at, in_, cron or rrule / every"
     assert refusal(PYTHON_NAMES, in_=timedelta(days=4000)).field == "in_"
     past = refusal(PYTHON_NAMES, at=NOW - timedelta(seconds=1))
     assert past.field == "at" and "pass allow_past=True" in past.problem

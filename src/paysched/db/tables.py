@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from paysched.domain import CATCHUP_POLICIES
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in, timezone-aware UTC out, on every engine.
@@ -66,7 +68,6 @@ OCCURRENCE_STATES = (
     "failed", "cancelled", "skipped", "missed",
 )  # fmt: skip
 PAYMENT_STATES = ("active", "paused", "done", "cancelled")
-CATCHUP_POLICIES = ("all", "latest", "none")
 NOTIFICATION_STATES = ("pending", "sent", "dead")
 
 

@@ -22,9 +22,9 @@ from paysched.db.store import transitions
 from paysched.db.store.accounts import AccountsStore
 from paysched.db.store.base import AfterWrite, after, existing_id
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
-from paysched.db.tables import CATCHUP_POLICIES
 from paysched.domain import (
     CANCELLABLE_STATES,
+    CATCHUP_POLICIES,
     FINAL_STATES,
     MAX_AMOUNT,
     Occurrence,

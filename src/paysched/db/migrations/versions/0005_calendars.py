@@ -14,12 +14,12 @@ import sqlalchemy as sa
 from alembic import op
 
 from paysched.db.tables import (
-    CATCHUP_POLICIES,
     OCCURRENCE_STATES,
     PAYMENT_STATES,
     UTCDateTime,
     _one_of,
 )
+from paysched.domain import CATCHUP_POLICIES
 
 revision = "0005"
 down_revision = "0004"
