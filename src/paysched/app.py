@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -260,12 +260,20 @@ class App:
         queue, scheduler = self._need_queue()
         now = self.clock.now()
         held = await self.db(self.store.resume, payment_id, now, scheduler.missed_outbox)
-        for occ in held.occurrences:
+        # What fell due while paused and was never created is created now, under the same
+        # policy (which may now mark a held one missed: "latest" is over all of them).
+        await scheduler.schedule_now([payment_id])
+        waiting = {o.id: o for o in await self.db(self.store.occurrences_of, payment_id)}
+        release = [
+            waiting[o.id]
+            for o in held.occurrences
+            if waiting[o.id].state in (OccurrenceState.SCHEDULED, OccurrenceState.QUEUED)
+        ]
+        for occ in release:
             # Its job may have finished as "paused" and still be kept: a new one replaces it.
             await queue.remove(occ.key)
-        await queue.enqueue(held.occurrences, now)
-        await scheduler.schedule_now([payment_id])
-        return held
+        await queue.enqueue(release, now)
+        return replace(held, occurrences=release)
 
     async def skip_next(self, payment_id: int) -> Occurrence:
         """Skip the payment's next occurrence (it is recorded as skipped)."""

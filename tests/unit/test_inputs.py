@@ -39,7 +39,9 @@ def test_command_line_messages_are_unchanged() -> None:
 
 
 def test_python_spelling() -> None:
-    assert str(refusal(PYTHON_NAMES)) == "schedule: give exactly one of at, in_, cron or rrule / every"
+    assert (
+        str(refusal(PYTHON_NAMES)) == "schedule: give exactly one of at, in_, cron or rrule / every"
+    )
     assert refusal(PYTHON_NAMES, in_=timedelta(days=4000)).field == "in_"
     past = refusal(PYTHON_NAMES, at=NOW - timedelta(seconds=1))
     assert past.field == "at" and "pass allow_past=True" in past.problem

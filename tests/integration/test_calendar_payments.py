@@ -1,0 +1,141 @@
+"""Calendar payments in the store, on SQLite and PostgreSQL: keys tied to the nominal date,
+business days, catch-up policy after downtime, pause / resume, skip-next, preview."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from paysched.clock import to_ms
+from paysched.db.store import NoClaim, Store
+from paysched.db.store.payments import LATE_AFTER
+from paysched.domain import OccurrenceState, PaymentState, occurrence_key
+from paysched.errors import Conflict
+from paysched.inputs import PYTHON_NAMES, Calendar, recurrence_of
+
+S = OccurrenceState
+T0 = datetime(2027, 1, 4, 12, 0, tzinfo=UTC)  # a Monday
+
+
+def funded(store: Store) -> None:
+    for name in ("alice", "bob"):
+        store.create_account(name, "EUR", T0 - timedelta(days=400))
+    store.deposit("alice", 10**9, T0 - timedelta(days=400))
+
+
+def rule(text: str, start: str, tz: str = "Europe/Berlin", **extra: str) -> str:
+    cal = Calendar(rrule=text, start=start, **extra)  # type: ignore[arg-type]
+    return recurrence_of(cal, tz, T0, PYTHON_NAMES)
+
+
+def create(store: Store, now: datetime, *, recurrence: str | None = None, cron: str | None = None,
+           catchup: str = "all", window: timedelta | None = None) -> int:  # fmt: skip
+    return store.create_payment(
+        payer="alice", payee="bob", amount=100, currency="EUR", due_at=None, cron=cron,
+        timezone="Europe/Berlin" if cron else None, memo="", now=now, recurrence=recurrence,
+        catchup=catchup, catchup_window=window,
+    ).id  # fmt: skip
+
+
+def test_a_holiday_moves_the_due_time_not_the_key(store: Store) -> None:
+    funded(store)
+    # The 1st of each month at 09:00 Berlin, following business day (DE): 2027-01-01 is a
+    # holiday (Friday), so it runs Monday 2027-01-04; its key keeps January 1st.
+    pid = create(
+        store,
+        T0 - timedelta(days=10),
+        recurrence=rule(
+            "FREQ=MONTHLY;BYMONTHDAY=1", "2026-12-01T09:00", business_day="following", calendar="DE"
+        ),
+    )
+    [occ] = store.materialize_due(
+        T0 - timedelta(days=10), T0 - timedelta(days=10) + timedelta(days=20), [pid]
+    )
+    nominal = datetime(2027, 1, 1, 8, 0, tzinfo=UTC)
+    assert occ.key == occurrence_key(pid, to_ms(nominal))
+    assert occ.due_at == datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
+    assert occ.nominal_at == nominal
+    # Materializing again (another scheduler, a retry) creates nothing new.
+    assert store.materialize_due(T0, T0 + timedelta(days=1), [pid]) == []
+    assert len(store.occurrences_of(pid)) == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "window", "late_runs"),
+    [("all", None, 9), ("latest", None, 1), ("none", None, 0), ("all", timedelta(minutes=5), 4)],
+)
+def test_catchup_policy_after_downtime(
+    store: Store, policy: str, window: timedelta | None, late_runs: int
+) -> None:
+    funded(store)
+    pid = create(store, T0, cron="* * * * *", catchup=policy, window=window)
+    # paysched was down for ten minutes: ten occurrences fell due meanwhile; nine of them more
+    # than a minute ago (late), the last one 30 s ago (due now, not late: it always runs).
+    now = T0 + timedelta(minutes=10, seconds=30)
+    made = store.materialize_due(now, now, [pid])
+    assert len(made) == 10
+    late = [o for o in made if o.due_at < now - LATE_AFTER]
+    assert len(late) == 9
+    assert made[-1].state == S.SCHEDULED
+    runs = [o for o in late if o.state == S.SCHEDULED]
+    missed = [o for o in made if o.state == S.MISSED]
+    assert len(runs) == late_runs and len(missed) == 9 - late_runs
+    if policy == "latest":
+        assert runs == [late[-1]]
+    if window is not None:
+        assert all(o.due_at < now - window for o in missed)
+    stored = {o.id: o for o in store.occurrences_of(pid)}
+    for occ in missed:
+        assert stored[occ.id].state == S.MISSED and "missed" in (stored[occ.id].reason or "")
+
+
+def test_pause_holds_claims_and_resume_applies_the_policy(store: Store) -> None:
+    funded(store)
+    pid = create(store, T0, cron="* * * * *", catchup="latest")
+    first = store.materialize_due(T0, T0 + timedelta(minutes=3), [pid])
+    assert len(first) == 3
+    held = store.pause(pid, T0)
+    assert held.payment.state == PaymentState.PAUSED and len(held.occurrences) == 3
+    claimed = store.claim(first[0].id, T0 + timedelta(minutes=1))
+    assert isinstance(claimed, NoClaim) and claimed.why == "paused"
+    later = T0 + timedelta(minutes=30)
+    assert store.materialize_due(later, later, [pid]) == []
+    assert store.pending_occurrences(T0 + timedelta(hours=1)) == []  # reconcile leaves them
+    with pytest.raises(Conflict):
+        store.pause(pid, T0)
+    resumed = store.resume(pid, T0 + timedelta(minutes=10))
+    assert resumed.payment.state == PaymentState.ACTIVE
+    assert len(resumed.missed) == 2 and len(resumed.occurrences) == 1  # the latest of three
+    # What fell due after the held ones comes from materializing, by the same policy, and
+    # "latest" is over all of them: one late occurrence runs in all, the most recent; those
+    # due within the last minute are not late, and run.
+    now = T0 + timedelta(minutes=10)
+    store.materialize_due(now, now, [pid])
+    late = [o for o in store.occurrences_of(pid) if o.due_at < now - LATE_AFTER]
+    assert [o.due_at for o in late if o.state != S.MISSED] == [late[-1].due_at]
+
+
+def test_skip_next_skips_a_waiting_one_or_the_next_of_the_series(store: Store) -> None:
+    funded(store)
+    pid = create(store, T0, recurrence=rule("FREQ=WEEKLY;BYDAY=MO", "2027-01-11T09:00"))
+    upcoming = store.upcoming(pid, 3)
+    skipped = store.skip_next(pid, T0, "holiday trip")
+    assert skipped.state == S.SKIPPED and skipped.due_at == upcoming[0].due
+    assert [d.due for d in store.upcoming(pid, 2)] == [d.due for d in upcoming[1:3]]
+    made = store.materialize_due(T0, T0 + timedelta(days=8), [pid])
+    assert made == []  # the skipped one is not created again
+    made = store.materialize_due(T0, T0 + timedelta(days=15), [pid])
+    assert [o.due_at for o in made] == [upcoming[1].due]
+    again = store.skip_next(pid, T0, "again")
+    assert again.id == made[0].id and again.state == S.SKIPPED
+
+
+def test_count_ends_the_series(store: Store) -> None:
+    funded(store)
+    pid = create(store, T0, recurrence=rule("FREQ=DAILY;COUNT=3", "2027-01-05T09:00"))
+    made = store.materialize_due(T0, T0 + timedelta(days=30), [pid])
+    assert len(made) == 3
+    assert store.get_payment(pid).state == PaymentState.DONE
+    # Created, not yet run: still upcoming; the series itself has nothing more.
+    assert [d.due for d in store.upcoming(pid, 5)] == [o.due_at for o in made]
