@@ -246,20 +246,20 @@ class App:
             await queue.remove(occ.key)
         return result
 
-    async def pause_payment(self, payment_id: int) -> Held:
+    async def pause_payment(self, payment_id: int, then: AfterWrite | None = None) -> Held:
         """Nothing of the payment starts until it is resumed (see ControlStore.pause)."""
         queue, _ = self._need_queue()
-        held = await self.db(self.store.pause, payment_id, self.clock.now())
+        held = await self.db(self.store.pause, payment_id, self.clock.now(), then)
         for occ in held.occurrences:  # a job already taken is refused by its claim
             await queue.remove(occ.key)
         return held
 
-    async def resume_payment(self, payment_id: int) -> Held:
+    async def resume_payment(self, payment_id: int, then: AfterWrite | None = None) -> Held:
         """Active again: what fell due meanwhile runs or is missed by its catch-up policy,
         what is due next is enqueued."""
         queue, scheduler = self._need_queue()
         now = self.clock.now()
-        held = await self.db(self.store.resume, payment_id, now, scheduler.missed_outbox)
+        held = await self.db(self.store.resume, payment_id, now, scheduler.missed_outbox, then)
         # What fell due while paused and was never created is created now, under the same
         # policy (which may now mark a held one missed: "latest" is over all of them).
         await scheduler.schedule_now([payment_id])
@@ -275,11 +275,11 @@ class App:
         await queue.enqueue(release, now)
         return replace(held, occurrences=release)
 
-    async def skip_next(self, payment_id: int) -> Occurrence:
+    async def skip_next(self, payment_id: int, then: AfterWrite | None = None) -> Occurrence:
         """Skip the payment's next occurrence (it is recorded as skipped)."""
         queue, _ = self._need_queue()
         skipped = await self.db(
-            self.store.skip_next, payment_id, self.clock.now(), "skipped by user"
+            self.store.skip_next, payment_id, self.clock.now(), "skipped by user", then
         )
         await queue.remove(skipped.key)
         return skipped

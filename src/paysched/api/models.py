@@ -70,6 +70,40 @@ class PaymentCreate(Strict):
     timezone: str | None = Field(
         None, max_length=64, examples=["Europe/Berlin"], description="IANA zone for `cron`."
     )
+    rrule: str | None = Field(
+        None, max_length=500, examples=["FREQ=MONTHLY;BYMONTHDAY=-1"],
+        description="Recurring by calendar: an RFC 5545 rule (FREQ, INTERVAL, BYDAY, "
+        "BYMONTHDAY incl. negative, BYMONTH, BYSETPOS, COUNT, UNTIL), with `start`.",
+    )  # fmt: skip
+    every: str | None = Field(
+        None, max_length=32, examples=["2 weeks"],
+        description="Recurring every interval from `start`: '2 weeks', '1 month', 'year'.",
+    )  # fmt: skip
+    start: str | None = Field(
+        None, max_length=32, examples=["2026-12-01T09:00"],
+        description="A rule's first local date and time of day, in `timezone`.",
+    )  # fmt: skip
+    count: int | None = Field(None, ge=1, le=100_000, description="A rule's occurrences.")
+    until: str | None = Field(
+        None, max_length=32, examples=["2027-12-31"], description="A rule's last local date."
+    )
+    business_day: str = Field(
+        "none", pattern="^(none|following|modified_following|preceding)$",
+        description="Move a rule's dates off weekends and `calendar`'s holidays.",
+    )  # fmt: skip
+    calendar: str | None = Field(
+        None, max_length=32, examples=["DE"],
+        description="Holidays: a country (DE, DE-BY, US-NY) or a market (NYSE).",
+    )  # fmt: skip
+    catchup: str = Field(
+        "all", pattern="^(all|latest|none)$",
+        description="Of what fell due while paysched was down or the payment paused: run all,"
+        " the latest, or none (recorded as missed).",
+    )  # fmt: skip
+    catchup_window: str | None = Field(
+        None, max_length=32, examples=["3d"],
+        description="Older than this when found: missed, whatever `catchup` says.",
+    )  # fmt: skip
     memo: str = Field("", max_length=1000)
     notify: list[Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=list, max_length=20,
@@ -116,6 +150,9 @@ class Occurrence(Out):
     payment_id: int
     key: str = Field(description="Its idempotency key at the payment provider.")
     due_at: Timestamp | None
+    nominal_at: Timestamp | None = Field(
+        description="The rule's own instant; differs from due_at when moved off a holiday."
+    )
     state: str
     reason: str | None
     reference: str | None
@@ -140,15 +177,27 @@ class Notification(Out):
     dedup_key: str
 
 
+class RecurrenceOut(Out):
+    rrule: str
+    start: str
+    timezone: str
+    business_day: str
+    calendar: str | None
+
+
 class Payment(Out):
     id: int
-    state: str
+    state: str = Field(description="active, paused, done or cancelled.")
     payer: str = Field(alias="from")
     payee: str = Field(alias="to")
     amount: str = Field(description="Decimal string.")
     currency: str
     due_at: Timestamp | None
     cron: str | None
+    recurrence: RecurrenceOut | None
+    schedule: str | None = Field(description="The schedule for people; null when one-time.")
+    catchup: str
+    catchup_window: str | None
     timezone: str | None
     next_due_at: Timestamp | None
     memo: str
@@ -176,6 +225,23 @@ class Cancelled(Out):
 class Resolved(Out):
     occurrence: str
     state: str
+
+
+class Upcoming(Out):
+    due_at: Timestamp | None
+    nominal_at: Timestamp | None
+
+
+class Held(Payment):
+    held: list[str] = Field(default_factory=list, description="Occurrences held by a pause.")
+    released: list[str] = Field(default_factory=list, description="Released by a resume.")
+    missed: list[str] = Field(default_factory=list, description="Missed by the catch-up policy.")
+
+
+class Skipped(Out):
+    id: int
+    skipped: str = Field(description="The key of the occurrence skipped.")
+    due_at: Timestamp | None
 
 
 class Stats(Out):

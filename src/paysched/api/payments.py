@@ -11,15 +11,25 @@ from fastapi.responses import JSONResponse
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
-from paysched.api.models import Cancelled, Page, Payment, PaymentCreate, PaymentDetail
+from paysched.api.models import (
+    Cancelled,
+    Held,
+    Page,
+    Payment,
+    PaymentCreate,
+    PaymentDetail,
+    Skipped,
+    Upcoming,
+)
 from paysched.api.security import Read, Write
 from paysched.app import App
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
+from paysched.db.store.payments import Held as HeldResult
 from paysched.domain import PaymentState, normalise_name, parse_currency
 from paysched.errors import InvalidInput
-from paysched.inputs import HTTP_NAMES, payment_request
-from paysched.views import payment_view
+from paysched.inputs import HTTP_NAMES, Calendar, payment_request
+from paysched.views import due_view, iso, payment_view
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
@@ -32,6 +42,9 @@ def schedule_fields(app: App, body: PaymentCreate) -> dict[str, object]:
         at=body.at, in_=body.in_, cron=body.cron, tz=body.timezone, memo=body.memo,
         notify=body.notify, allow_past=body.allow_past,
         allow_private=app.settings.webhook_allow_private, now=app.clock.now(), names=HTTP_NAMES,
+        calendar=Calendar(body.rrule, body.every, body.start, body.count, body.until,
+                          body.business_day, body.calendar),
+        catchup=body.catchup, catchup_window=body.catchup_window,
     )  # fmt: skip
     return request.fields()
 
@@ -123,3 +136,71 @@ async def cancel_payment(
         request, caller, idempotency_key, 200,
         lambda then: app.cancel_payment(payment_id, then=then), cancelled_view,
     )  # fmt: skip
+
+
+def _held_view(held: HeldResult) -> dict[str, Any]:
+    return payment_view(held.payment) | {
+        "held": [o.key for o in held.occurrences] if held.payment.state.value == "paused" else [],
+        "released": [o.key for o in held.occurrences]
+        if held.payment.state.value != "paused"
+        else [],
+        "missed": [o.key for o in held.missed],
+    }
+
+
+@router.post(
+    "/{payment_id}/pause", response_model=Held, operation_id="pausePayment",
+    responses=problems(404, 409),
+)  # fmt: skip
+async def pause_payment(
+    payment_id: int, request: Request, caller: ApiKey = Write,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Pause: nothing of the payment starts until it is resumed (409 unless active)."""
+    app = paysched(request)
+    return await once(request, caller, idempotency_key, 200,
+                      lambda then: app.pause_payment(payment_id, then), _held_view)  # fmt: skip
+
+
+@router.post(
+    "/{payment_id}/resume", response_model=Held, operation_id="resumePayment",
+    responses=problems(404, 409),
+)  # fmt: skip
+async def resume_payment(
+    payment_id: int, request: Request, caller: ApiKey = Write,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Resume a paused payment: what fell due meanwhile runs or is missed by its catch-up
+    policy (409 unless paused)."""
+    app = paysched(request)
+    return await once(request, caller, idempotency_key, 200,
+                      lambda then: app.resume_payment(payment_id, then), _held_view)  # fmt: skip
+
+
+@router.post(
+    "/{payment_id}/skip-next", response_model=Skipped, operation_id="skipNext",
+    responses=problems(404, 409),
+)  # fmt: skip
+async def skip_next(
+    payment_id: int, request: Request, caller: ApiKey = Write,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Skip the payment's next occurrence (recorded as skipped; the series goes on)."""
+    app = paysched(request)
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.skip_next(payment_id, then),
+        lambda occ: {"id": payment_id, "skipped": occ.key, "due_at": iso(occ.due_at)},
+    )  # fmt: skip
+
+
+@router.get(
+    "/{payment_id}/preview", response_model=list[Upcoming], operation_id="previewPayment",
+    responses=problems(404),
+)  # fmt: skip
+async def preview_payment(
+    payment_id: int, request: Request,
+    count: int = Query(12, ge=1, le=1000, description="How many due times."), _: ApiKey = Read,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The payment's next due times (after holidays and DST), changing nothing."""
+    return [due_view(d) for d in await paysched(request).upcoming(payment_id, count)]

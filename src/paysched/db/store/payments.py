@@ -380,7 +380,7 @@ class Held:
 class ControlStore(PaymentsStore):
     """Pause, resume and skip: a person's control over a payment's series."""
 
-    def pause(self, payment_id: int, now: datetime) -> Held:
+    def pause(self, payment_id: int, now: datetime, then: AfterWrite | None = None) -> Held:
         """Nothing of the payment starts until it is resumed: no occurrence is created and
         none is claimed (its not-started occurrences are held as they are). Occurrences
         already executing finish."""
@@ -393,12 +393,14 @@ class ControlStore(PaymentsStore):
                 update(t.payments).where(t.payments.c.id == payment_id)
                 .values(state=PaymentState.PAUSED.value, updated_at=now)
             )  # fmt: skip
-            held = self._not_started(conn, payment_id)
-            return Held(self._payment(conn, payment_id), held, [])
+            result = Held(self._payment(conn, payment_id), self._not_started(conn, payment_id), [])
+            after(then, conn, result)
+            return result
 
     def resume(
-        self, payment_id: int, now: datetime, missed_outbox: MissedOutbox | None = None
-    ) -> Held:
+        self, payment_id: int, now: datetime, missed_outbox: MissedOutbox | None = None,
+        then: AfterWrite | None = None,
+    ) -> Held:  # fmt: skip
         """Active again. What fell due while it was paused is run or marked missed by its
         catch-up policy (all / latest / none, and its window); the caller enqueues the rest
         and materializes what falls due next."""
@@ -416,9 +418,13 @@ class ControlStore(PaymentsStore):
             missed = self._catch_up(conn, policy, now, missed_outbox)
             held = [o for o in self._not_started(conn, payment_id) if o.id not in missed]
             gone = [o for o in self._occurrences(conn, payment_id) if o.id in missed]
-            return Held(payment, held, gone)
+            result = Held(payment, held, gone)
+            after(then, conn, result)
+            return result
 
-    def skip_next(self, payment_id: int, now: datetime, reason: str) -> Occurrence:
+    def skip_next(
+        self, payment_id: int, now: datetime, reason: str, then: AfterWrite | None = None
+    ) -> Occurrence:
         """Skip the payment's next occurrence: the earliest not started, or the next of its
         series (created as skipped, so the series moves on past it)."""
         existing_id(payment_id, "payment")
@@ -431,6 +437,7 @@ class ControlStore(PaymentsStore):
                 occ = waiting[0]
                 skipped = replace(occ, state=S.SKIPPED, reason=reason, finished_at=now)
                 transitions.apply(conn, [transitions.Change(occ, skipped)], now)
+                after(then, conn, skipped)
                 return skipped
             p = conn.execute(
                 select(t.payments).where(t.payments.c.id == payment_id)
@@ -459,6 +466,7 @@ class ControlStore(PaymentsStore):
                     state=PaymentState.DONE.value if step is None else p.state, updated_at=now,
                 )
             )  # fmt: skip
+            after(then, conn, occ)
             return occ
 
     def upcoming(self, payment_id: int, count: int) -> list[Due]:
