@@ -69,7 +69,7 @@ from paysched.domain import (
 )
 from paysched.errors import ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventKind
-from paysched.inputs import PYTHON_NAMES, deposit_amount, payment_request
+from paysched.inputs import PYTHON_NAMES, Calendar, deposit_amount, payment_request
 from paysched.views import payment_status
 
 log = logging.getLogger("paysched.client")
@@ -249,9 +249,23 @@ class Paysched:
         memo: str = "",
         notify: Sequence[str] | None = None,
         allow_past: bool = False,
+        rrule: str | None = None,
+        every: str | None = None,
+        start: datetime | str | None = None,
+        count: int | None = None,
+        until: str | None = None,
+        business_day: str = "none",
+        calendar: str | None = None,
+        catchup: str = "all",
+        catchup_window: timedelta | str | None = None,
     ) -> Payment:
         """Schedule a payment: exactly one of `at` (an aware datetime, or ISO-8601 text with
-        an offset), `in_` (a timedelta, or '30s') or `cron` (5 fields; `tz` an IANA zone).
+        an offset), `in_` (a timedelta, or '30s'), `cron` (5 fields; `tz` an IANA zone) or a
+        calendar rule: `rrule` (RFC 5545, e.g. 'FREQ=MONTHLY;BYMONTHDAY=-1') or `every`
+        ('2 weeks'), from `start` (local wall time in `tz`), optionally `count` / `until`,
+        `business_day` (following, modified_following, preceding) with a holiday `calendar`
+        ('DE', 'NYSE'). `catchup` (all, latest, none) and `catchup_window` say what runs of
+        what fell due while paysched was down or the payment paused.
         A past `at` is refused unless `allow_past` (then it runs at once). `notify` lists
         targets ('log', 'telegram:CHAT_ID', 'webhook:URL'); None means PAYSCHED_NOTIFY.
         Whatever falls due within the look-ahead window is on the queue when this returns."""
@@ -260,7 +274,8 @@ class Paysched:
             payer=payer, payee=payee, amount=amount, currency=currency, at=at, in_=in_,
             cron=cron, tz=tz, memo=memo, notify=notify, allow_past=allow_past,
             allow_private=app.settings.webhook_allow_private, now=app.clock.now(),
-            names=PYTHON_NAMES,
+            names=PYTHON_NAMES, catchup=catchup, catchup_window=catchup_window,
+            calendar=Calendar(rrule, every, start, count, until, business_day, calendar),
         )  # fmt: skip
         try:
             return await app.create_payment(**request.fields())
@@ -296,6 +311,23 @@ class Paysched:
         Conflict if it is already cancelled, NotFound if there is none."""
         app = self._open_app()
         return await app.cancel_payment(_payment_id(payment_id))
+
+    async def pause(self, payment_id: int | str) -> Payment:
+        """Nothing of the payment starts until `resume` (Conflict unless active)."""
+        return (await self._open_app().pause_payment(_payment_id(payment_id))).payment
+
+    async def resume(self, payment_id: int | str) -> Payment:
+        """Active again; what fell due meanwhile follows its catch-up policy."""
+        return (await self._open_app().resume_payment(_payment_id(payment_id))).payment
+
+    async def skip_next(self, payment_id: int | str) -> Occurrence:
+        """Skip the payment's next occurrence (recorded as skipped)."""
+        return await self._open_app().skip_next(_payment_id(payment_id))
+
+    async def preview(self, payment_id: int | str, count: int = 12) -> list[datetime]:
+        """The payment's next `count` due times (UTC), after holidays and DST."""
+        dues = await self._open_app().upcoming(_payment_id(payment_id), count)
+        return [d.due for d in dues]
 
     async def stats(self) -> Stats:
         app = self._open_app()

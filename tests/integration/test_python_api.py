@@ -121,6 +121,29 @@ async def test_cancel(ps: paysched.Paysched) -> None:
     assert await balance(ps, "alice") == Decimal("10.00")
 
 
+async def test_calendar_rules_pause_resume_skip_preview(ps: paysched.Paysched) -> None:
+    await funded(ps, alice="10.00", bob="0")
+    # Rent on the 31st, clamped to each month's last day, at 09:00 New York.
+    payment = await ps.schedule(
+        payer="alice", payee="bob", amount="1.00", rrule="FREQ=MONTHLY;BYMONTHDAY=31",
+        start="2030-01-31T09:00", tz="America/New_York",
+    )  # fmt: skip
+    dues = await ps.preview(payment.id, 4)
+    assert [d.date().isoformat() for d in dues] == [
+        "2030-01-31", "2030-02-28", "2030-03-31", "2030-04-30"]  # fmt: skip
+    assert (await ps.pause(payment.id)).state.value == "paused"
+    with pytest.raises(paysched.Conflict):
+        await ps.pause(payment.id)
+    assert (await ps.resume(payment.id)).state.value == "active"
+    skipped = await ps.skip_next(payment.id)
+    assert skipped.due_at == dues[0] and skipped.state == OccurrenceState.SKIPPED
+    assert await ps.preview(payment.id, 3) == dues[1:]
+    with pytest.raises(paysched.InvalidInput) as refused:
+        await ps.schedule(payer="alice", payee="bob", amount="1.00", every="fortnight",
+                          start="2030-01-01T09:00")  # fmt: skip
+    assert refused.value.field == "every"
+
+
 def _refusal(exc: pytest.ExceptionInfo[paysched.InvalidInput]) -> tuple[str, str]:
     return exc.value.field, exc.value.problem
 
