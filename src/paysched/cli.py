@@ -213,6 +213,13 @@ def _serve(scheduler: bool, worker: bool, api: str | None = None) -> None:
     setup_logging(cfg.log_level, cfg.log_format)
     sock = None
     if api is not None:
+        import importlib.util
+
+        if (
+            importlib.util.find_spec("fastapi") is None
+            or importlib.util.find_spec("uvicorn") is None
+        ):
+            raise ConfigError("--api", "the HTTP API needs its extra: pip install 'paysched[api]'")
         from paysched.api.server import listen, parse_address
 
         sock = listen(*parse_address(api))
