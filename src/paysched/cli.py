@@ -223,6 +223,15 @@ def _serve(scheduler: bool, worker: bool, api: str | None = None) -> None:
         from paysched.api.server import listen, parse_address
 
         sock = listen(*parse_address(api))
+    if cfg.metrics_listen is not None:
+        from prometheus_client import start_http_server
+
+        host, port = cfg.metrics_listen
+        try:
+            start_http_server(port, addr=host)
+        except OSError as exc:
+            why = f"cannot listen on {host}:{port}: {exc.strerror}"
+            raise ConfigError("PAYSCHED_METRICS_LISTEN", why) from None
 
     async def body(app: App) -> None:
         stop = asyncio.Event()

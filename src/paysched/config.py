@@ -40,6 +40,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "PAYSCHED_PROVIDER_TIMEOUT", "PAYSCHED_RESOLVE_WINDOW",
     "PAYSCHED_RESOLVE_MAX_INTERVAL", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE",
     "PAYSCHED_API_RATE_LIMIT", "PAYSCHED_METRICS_PUBLIC", "PAYSCHED_IDEMPOTENCY_RETENTION",
+    "PAYSCHED_METRICS_LISTEN",
 )  # fmt: skip
 
 
@@ -92,6 +93,9 @@ class Settings:
     api_rate_limit: int = 100
     metrics_public: bool = False
     idempotency_retention: timedelta = timedelta(days=30)
+    # A bare Prometheus endpoint of a `run` / `worker` / `scheduler` process (host, port): its
+    # own counters and histograms, for processes that serve no API.
+    metrics_listen: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +154,7 @@ class Settings:
                 env, "PAYSCHED_RESOLVE_MAX_INTERVAL", "1h", low=timedelta(seconds=1)
             ),
             api_rate_limit=_int(env, "PAYSCHED_API_RATE_LIMIT", 100, 1, 1_000_000),
+            metrics_listen=_listen(env, "PAYSCHED_METRICS_LISTEN"),
             metrics_public=_flag(env, "PAYSCHED_METRICS_PUBLIC"),
             # Clients retry with the same key for days; 30 days is the floor the API promises.
             idempotency_retention=_duration(
@@ -328,6 +333,18 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise ConfigError(name, f"expected an http(s):// URL, got {raw!r}")
     return raw
+
+
+def _listen(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
+    """HOST:PORT, or PORT alone for 127.0.0.1; empty: off."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+        raise ConfigError(name, f"expected HOST:PORT with a port 1-65535, got {raw!r}")
+    return host, int(port)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -78,3 +78,39 @@ def test_apikeys_create_list_revoke(env: dict[str, str]) -> None:
                    "already revoked")  # fmt: skip
     one_line_error(paysched(env, "apikeys", "revoke", "99", check=False), 3, "no API key")
     one_line_error(paysched(env, "apikeys", "create", "x", "--scope", "root", check=False), 2)
+
+
+def test_a_worker_process_exposes_its_own_metrics(env: dict[str, str]) -> None:
+    """`paysched run` without the API: PAYSCHED_METRICS_LISTEN serves the process's counters,
+    and they count the payment its workers ran."""
+    paysched(env, "accounts", "create", "alice")
+    paysched(env, "accounts", "create", "bob")
+    paysched(env, "accounts", "deposit", "alice", "10.00")
+    pid = json.loads(paysched(env, "schedule", "--from", "alice", "--to", "bob", "--amount",
+                              "1.00", "--in", "1s", "--json").stdout)["id"]  # fmt: skip
+    port = free_port()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "paysched", "run"],
+        env=os.environ | env | {"PAYSCHED_METRICS_LISTEN": f"127.0.0.1:{port}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def scraped() -> str:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            except httpx.TransportError:
+                return ""
+
+        succeeded = 'paysched_occurrence_outcomes_total{outcome="succeeded"} 1.0'
+        wait_for_sync(lambda: succeeded in scraped(), 60, f"payment {pid} counted")
+        assert "paysched_start_lateness_seconds_count 1.0" in scraped()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+
+
+def test_a_bad_metrics_address_names_the_variable(env: dict[str, str]) -> None:
+    bad = env | {"PAYSCHED_METRICS_LISTEN": "127.0.0.1:http"}
+    one_line_error(paysched(bad, "worker", check=False), 2, "PAYSCHED_METRICS_LISTEN")
