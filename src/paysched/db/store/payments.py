@@ -152,6 +152,27 @@ class PaymentsStore(AccountsStore):
         with self._reading() as conn:
             return [payment_from(r) for r in conn.execute(query)]
 
+    def _lock_payment(self, conn: Connection, payment_id: int) -> str:
+        row = conn.execute(
+            select(t.payments.c.state).where(t.payments.c.id == payment_id).with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"no payment with id {payment_id}")
+        return str(row.state)
+
+    def _switch(
+        self, conn: Connection, payment_id: int, source: PaymentState, target: PaymentState,
+        now: datetime,
+    ) -> None:  # fmt: skip
+        """source -> target under the payment's row lock; Conflict from any other state."""
+        state = self._lock_payment(conn, payment_id)
+        if state != source.value:
+            raise Conflict(f"payment {payment_id} is {state}, not {source.value}")
+        conn.execute(
+            update(t.payments).where(t.payments.c.id == payment_id)
+            .values(state=target.value, updated_at=now)
+        )  # fmt: skip
+
     def _payment(self, conn: Connection, payment_id: int) -> Payment:
         row = conn.execute(payment_select().where(t.payments.c.id == payment_id)).first()
         if row is None:
@@ -170,14 +191,8 @@ class PaymentsStore(AccountsStore):
         """
         existing_id(payment_id, "payment")
         with self.engine.begin() as conn:
-            locked = conn.execute(
-                select(t.payments.c.state)
-                .where(t.payments.c.id == payment_id)
-                .with_for_update()
-            ).first()  # fmt: skip
-            if locked is None:
-                raise NotFound(f"no payment with id {payment_id}")
-            if locked.state == PaymentState.CANCELLED.value:
+            state = self._lock_payment(conn, payment_id)
+            if state == PaymentState.CANCELLED.value:
                 raise Conflict(f"payment {payment_id} is already cancelled")
             rows = conn.execute(
                 select(t.occurrences.c.id)
@@ -187,7 +202,7 @@ class PaymentsStore(AccountsStore):
             open_ = transitions.lock(conn, [r.id for r in rows])
             cancellable = [o for o in open_.values() if o.state in CANCELLABLE_STATES]
             in_flight = [o for o in open_.values() if o.state not in CANCELLABLE_STATES]
-            if locked.state == PaymentState.DONE.value and not cancellable:
+            if state == PaymentState.DONE.value and not cancellable:
                 if in_flight:
                     raise Conflict(
                         f"payment {payment_id} is {in_flight[0].state.value} now and cannot be "
@@ -386,13 +401,7 @@ class ControlStore(PaymentsStore):
         already executing finish."""
         existing_id(payment_id, "payment")
         with self.engine.begin() as conn:
-            state = self._lock_payment(conn, payment_id)
-            if state != PaymentState.ACTIVE.value:
-                raise Conflict(f"payment {payment_id} is {state}; only an active payment pauses")
-            conn.execute(
-                update(t.payments).where(t.payments.c.id == payment_id)
-                .values(state=PaymentState.PAUSED.value, updated_at=now)
-            )  # fmt: skip
+            self._switch(conn, payment_id, PaymentState.ACTIVE, PaymentState.PAUSED, now)
             result = Held(self._payment(conn, payment_id), self._not_started(conn, payment_id), [])
             after(then, conn, result)
             return result
@@ -406,13 +415,7 @@ class ControlStore(PaymentsStore):
         and materializes what falls due next."""
         existing_id(payment_id, "payment")
         with self.engine.begin() as conn:
-            state = self._lock_payment(conn, payment_id)
-            if state != PaymentState.PAUSED.value:
-                raise Conflict(f"payment {payment_id} is {state}, not paused")
-            conn.execute(
-                update(t.payments).where(t.payments.c.id == payment_id)
-                .values(state=PaymentState.ACTIVE.value, updated_at=now)
-            )  # fmt: skip
+            self._switch(conn, payment_id, PaymentState.PAUSED, PaymentState.ACTIVE, now)
             payment = self._payment(conn, payment_id)
             policy = {payment_id: (payment.catchup, _seconds(payment.catchup_window))}
             missed = self._catch_up(conn, policy, now, missed_outbox)
@@ -486,14 +489,6 @@ class ControlStore(PaymentsStore):
         out += series.upcoming(payment.cron, payment.timezone, payment.recurrence, nominal,
                                count - len(out))  # fmt: skip
         return out[:count]
-
-    def _lock_payment(self, conn: Connection, payment_id: int) -> str:
-        row = conn.execute(
-            select(t.payments.c.state).where(t.payments.c.id == payment_id).with_for_update()
-        ).first()
-        if row is None:
-            raise NotFound(f"no payment with id {payment_id}")
-        return str(row.state)
 
     def _not_started(self, conn: Connection, payment_id: int) -> list[Occurrence]:
         rows = conn.execute(
