@@ -465,18 +465,16 @@ def schedule(
 @cli.command("list")
 @handled
 def list_cmd(
-    state: Annotated[str | None, typer.Option(help="active, done or cancelled.")] = None,
+    state: Annotated[str | None, typer.Option(help="active, paused, done or cancelled.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """List payments, newest first."""
-    from paysched.domain import PaymentState
+    from paysched.domain import payment_state_filter
     from paysched.views import payment_view
 
-    if state is not None and state not in {s.value for s in PaymentState}:
-        raise InvalidInput("state", f"expected active, done or cancelled, got {state!r}")
     with store_of(migrate=False) as store:
-        payments = store.list_payments(limit, state)
+        payments = store.list_payments(limit, payment_state_filter(state))
     views = [payment_view(p) for p in payments]
     lines = [
         f"{v['id']:>6}  {v['state']:<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "

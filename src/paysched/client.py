@@ -65,6 +65,7 @@ from paysched.domain import (
     format_amount,
     parse_currency,
     parse_id,
+    payment_state_filter,
     refuse_external,
 )
 from paysched.errors import ConfigError, Conflict, InvalidInput
@@ -108,7 +109,8 @@ class PaymentDetail:
     def final(self) -> bool:
         """Nothing more will happen: no occurrence will be added, and each one is final. An
         occurrence whose outcome is unknown or needs review is not final."""
-        return self.payment.state != PaymentState.ACTIVE and all(
+        ended = (PaymentState.DONE, PaymentState.CANCELLED)  # a paused one may resume
+        return self.payment.state in ended and all(
             o.state in FINAL_STATES for o in self.occurrences
         )
 
@@ -295,10 +297,9 @@ class Paysched:
         return PaymentDetail(payment, payment_status(payment, occurrences), tuple(occurrences))
 
     async def list_payments(self, *, state: str | None = None, limit: int = 50) -> list[Payment]:
-        """Payments, newest first; `state` is active, done or cancelled."""
+        """Payments, newest first; `state` is active, paused, done or cancelled."""
         app = self._open_app()
-        if state is not None and state not in {s.value for s in PaymentState}:
-            raise InvalidInput("state", f"expected active, done or cancelled, got {state!r}")
+        payment_state_filter(state)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIST_LIMIT:
             raise InvalidInput(
                 "limit", f"expected an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"

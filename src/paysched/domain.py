@@ -84,6 +84,16 @@ class PaymentState(StrEnum):
     CANCELLED = "cancelled"
 
 
+def payment_state_filter(value: str | None) -> str | None:
+    """A payment list's `state` filter: None (all) or one of the states, named in the error."""
+    if value is not None and value not in PAYMENT_STATE_NAMES:
+        raise InvalidInput("state", f"expected {', '.join(PAYMENT_STATE_NAMES)}, got {value!r}")
+    return value
+
+
+PAYMENT_STATE_NAMES = tuple(s.value for s in PaymentState)
+
+
 # ---------------------------------------------------------------------------------------------
 # Money: integer minor units, never float.
 

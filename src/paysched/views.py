@@ -100,10 +100,10 @@ def notification_view(n: Notification) -> dict[str, Any]:
 
 
 def payment_status(payment: Payment, occurrences: list[Occurrence]) -> str:
-    """One word for people: cancelled, scheduled (more to come or still pending), or the
-    outcome of the last occurrence once all are final."""
-    if payment.state == PaymentState.CANCELLED:
-        return "cancelled"
+    """One word for people: cancelled, paused, scheduled (more to come or still pending), or
+    the outcome of the last occurrence once all are final."""
+    if payment.state in (PaymentState.CANCELLED, PaymentState.PAUSED):
+        return payment.state.value
     if payment.state == PaymentState.ACTIVE or not occurrences:
         return "scheduled"
     if any(o.state not in FINAL_STATES for o in occurrences):

@@ -131,6 +131,47 @@ def test_skip_next_skips_a_waiting_one_or_the_next_of_the_series(store: Store) -
     assert again.id == made[0].id and again.state == S.SKIPPED
 
 
+def test_a_pending_one_time_payment_can_be_paused_skipped_and_resumed(store: Store) -> None:
+    """A one-time payment is done once its occurrence exists; until that starts, a person can
+    still hold it or skip it, as they can cancel it. Resume makes it done again, not active."""
+    funded(store)
+    due = T0 + timedelta(minutes=5)
+    pid = store.create_payment(
+        payer="alice", payee="bob", amount=100, currency="EUR", due_at=due, cron=None,
+        timezone=None, memo="", now=T0,
+    ).id  # fmt: skip
+    [occ] = store.materialize_due(T0, due, [pid])
+    assert store.get_payment(pid).state == PaymentState.DONE
+    held = store.pause(pid, T0)
+    assert held.payment.state == PaymentState.PAUSED and [o.id for o in held.occurrences] == [
+        occ.id
+    ]
+    claimed = store.claim(occ.id, due)
+    assert isinstance(claimed, NoClaim) and claimed.why == "paused"
+    resumed = store.resume(pid, T0 + timedelta(minutes=1))
+    assert resumed.payment.state == PaymentState.DONE
+    assert [o.id for o in resumed.occurrences] == [occ.id]
+    # Once it has run there is nothing left to hold or skip.
+    assert not isinstance(store.claim(occ.id, due), NoClaim)
+    with pytest.raises(Conflict, match="nothing of it is left to start"):
+        store.pause(pid, due)
+    with pytest.raises(Conflict, match="nothing is left to skip"):
+        store.skip_next(pid, due, "too late")
+
+
+def test_skip_next_of_a_pending_one_time_payment(store: Store) -> None:
+    funded(store)
+    due = T0 + timedelta(minutes=5)
+    pid = store.create_payment(
+        payer="alice", payee="bob", amount=100, currency="EUR", due_at=due, cron=None,
+        timezone=None, memo="", now=T0,
+    ).id  # fmt: skip
+    [occ] = store.materialize_due(T0, due, [pid])
+    skipped = store.skip_next(pid, T0, "not this time")
+    assert skipped.id == occ.id and skipped.state == S.SKIPPED
+    assert isinstance(store.claim(occ.id, due), NoClaim)
+
+
 def test_count_ends_the_series(store: Store) -> None:
     funded(store)
     pid = create(store, T0, recurrence=rule("FREQ=DAILY;COUNT=3", "2027-01-05T09:00"))

@@ -97,3 +97,13 @@ def test_currency_codes() -> None:
     assert parse_currency("usd") == "USD"
     with pytest.raises(InvalidInput, match="3-letter"):
         parse_currency("US")
+
+
+def test_the_payment_state_filter_names_every_state() -> None:
+    from paysched.domain import payment_state_filter
+
+    assert payment_state_filter(None) is None
+    assert payment_state_filter("paused") == "paused"
+    with pytest.raises(InvalidInput, match="active, paused, done, cancelled") as exc:
+        payment_state_filter("bogus")
+    assert exc.value.field == "state"

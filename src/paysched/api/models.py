@@ -206,7 +206,10 @@ class Payment(Out):
 
 
 class PaymentDetail(Payment):
-    status: str = Field(description="scheduled, pending, succeeded, failed or cancelled.")
+    status: str = Field(
+        description="scheduled, paused, pending, cancelled, or the final state of the last "
+        "occurrence (succeeded, failed, skipped, missed)."
+    )
     occurrences: list[Occurrence]
     notifications: list[Notification]
 

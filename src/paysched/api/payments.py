@@ -26,8 +26,7 @@ from paysched.app import App
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
 from paysched.db.store.payments import Held as HeldResult
-from paysched.domain import PaymentState, normalise_name, parse_currency
-from paysched.errors import InvalidInput
+from paysched.domain import normalise_name, parse_currency, payment_state_filter
 from paysched.inputs import HTTP_NAMES, Calendar, payment_request
 from paysched.views import due_view, iso, payment_view
 
@@ -70,16 +69,10 @@ async def create_payment(
     )  # fmt: skip
 
 
-def _state(value: str | None) -> str | None:
-    if value is not None and value not in {s.value for s in PaymentState}:
-        raise InvalidInput("state", f"expected active, done or cancelled, got {value!r}")
-    return value
-
-
 @router.get("", response_model=Page[Payment], operation_id="listPayments", responses=problems())
 async def list_payments(
     request: Request,
-    state: str | None = Query(None, description="active, done or cancelled."),
+    state: str | None = Query(None, description="active, paused, done or cancelled."),
     payer: str | None = Query(None, alias="from", max_length=100, description="Paying account."),
     payee: str | None = Query(None, alias="to", max_length=100, description="Receiving account."),
     currency: str | None = Query(None, pattern=r"^[A-Za-z]{3}$"),
@@ -91,7 +84,7 @@ async def list_payments(
     app = paysched(request)
     before = pages.decode(cursor, pages.is_id)
     rows = await app.db(
-        app.store.list_payments, limit + 1, _state(state), before_id=before,
+        app.store.list_payments, limit + 1, payment_state_filter(state), before_id=before,
         payer=normalise_name(payer, "from") if payer is not None else None,
         payee=normalise_name(payee, "to") if payee is not None else None,
         currency=parse_currency(currency) if currency else None,

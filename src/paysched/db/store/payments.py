@@ -160,14 +160,10 @@ class PaymentsStore(AccountsStore):
             raise NotFound(f"no payment with id {payment_id}")
         return str(row.state)
 
-    def _switch(
-        self, conn: Connection, payment_id: int, source: PaymentState, target: PaymentState,
-        now: datetime,
-    ) -> None:  # fmt: skip
-        """source -> target under the payment's row lock; Conflict from any other state."""
-        state = self._lock_payment(conn, payment_id)
-        if state != source.value:
-            raise Conflict(f"payment {payment_id} is {state}, not {source.value}")
+    def _set_state(
+        self, conn: Connection, payment_id: int, target: PaymentState, now: datetime
+    ) -> None:
+        """The payment's new state; the caller holds its row lock (`_lock_payment`)."""
         conn.execute(
             update(t.payments).where(t.payments.c.id == payment_id)
             .values(state=target.value, updated_at=now)
@@ -401,8 +397,21 @@ class ControlStore(PaymentsStore):
         already executing finish."""
         existing_id(payment_id, "payment")
         with self.engine.begin() as conn:
-            self._switch(conn, payment_id, PaymentState.ACTIVE, PaymentState.PAUSED, now)
-            result = Held(self._payment(conn, payment_id), self._not_started(conn, payment_id), [])
+            state = self._lock_payment(conn, payment_id)
+            waiting = self._not_started(conn, payment_id)
+            # A one-time payment is done once its occurrence exists, yet until that starts a
+            # person can still hold it, as they can cancel it.
+            if not (
+                state == PaymentState.ACTIVE.value or (state == PaymentState.DONE.value and waiting)
+            ):
+                detail = (
+                    "nothing of it is left to start"
+                    if state == PaymentState.DONE.value
+                    else "not active"
+                )
+                raise Conflict(f"payment {payment_id} is {state}; {detail}")
+            self._set_state(conn, payment_id, PaymentState.PAUSED, now)
+            result = Held(self._payment(conn, payment_id), waiting, [])
             after(then, conn, result)
             return result
 
@@ -415,7 +424,16 @@ class ControlStore(PaymentsStore):
         and materializes what falls due next."""
         existing_id(payment_id, "payment")
         with self.engine.begin() as conn:
-            self._switch(conn, payment_id, PaymentState.PAUSED, PaymentState.ACTIVE, now)
+            state = self._lock_payment(conn, payment_id)
+            if state != PaymentState.PAUSED.value:
+                raise Conflict(f"payment {payment_id} is {state}, not paused")
+            # Back to active while its series goes on; a one-time payment, or a series whose
+            # last occurrence exists, is done again.
+            ongoing = conn.execute(
+                select(t.payments.c.next_due_at).where(t.payments.c.id == payment_id)
+            ).scalar_one() is not None  # fmt: skip
+            target = PaymentState.ACTIVE if ongoing else PaymentState.DONE
+            self._set_state(conn, payment_id, target, now)
             payment = self._payment(conn, payment_id)
             policy = {payment_id: (payment.catchup, _seconds(payment.catchup_window))}
             missed = self._catch_up(conn, policy, now, missed_outbox)
@@ -433,9 +451,11 @@ class ControlStore(PaymentsStore):
         existing_id(payment_id, "payment")
         with self.engine.begin() as conn:
             state = self._lock_payment(conn, payment_id)
-            if state not in (PaymentState.ACTIVE.value, PaymentState.PAUSED.value):
-                raise Conflict(f"payment {payment_id} is {state}; nothing is left to skip")
             waiting = self._not_started(conn, payment_id)
+            if state == PaymentState.CANCELLED.value or (
+                state == PaymentState.DONE.value and not waiting
+            ):
+                raise Conflict(f"payment {payment_id} is {state}; nothing is left to skip")
             if waiting:
                 occ = waiting[0]
                 skipped = replace(occ, state=S.SKIPPED, reason=reason, finished_at=now)
