@@ -470,15 +470,14 @@ def list_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """List payments, newest first."""
+    from paysched.direct import payment_rows
     from paysched.domain import payment_state_filter
-    from paysched.views import payment_view
 
     with store_of(migrate=False) as store:
-        payments = store.list_payments(limit, payment_state_filter(state))
-    views = [payment_view(p) for p in payments]
+        views = payment_rows(store, store.list_payments(limit, payment_state_filter(state)))
     lines = [
-        f"{v['id']:>6}  {v['state']:<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
-        f"{v['to']}  {v['due_at'] or v['cron']}"
+        f"{v['id']:>6}  {v['status']:<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
+        f"{v['to']}  {v['due_at'] or v['schedule']}"
         for v in views
     ]
     emit(views, as_json, "\n".join(lines) or "no payments")

@@ -294,7 +294,9 @@ class Paysched:
         pid = _payment_id(payment_id)
         payment = await app.db(app.store.get_payment, pid)
         occurrences = await app.db(app.store.occurrences_of, pid)
-        return PaymentDetail(payment, payment_status(payment, occurrences), tuple(occurrences))
+        return PaymentDetail(
+            payment, payment_status(payment, [o.state for o in occurrences]), tuple(occurrences)
+        )
 
     async def list_payments(self, *, state: str | None = None, limit: int = 50) -> list[Payment]:
         """Payments, newest first; `state` is active, paused, done or cancelled."""

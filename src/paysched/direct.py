@@ -10,12 +10,13 @@ the schema's revision (see StoreBase.ensure_schema).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from paysched import redaction
 from paysched.config import Settings
 from paysched.db.store import Store
+from paysched.domain import Payment
 
 
 @contextlib.contextmanager
@@ -77,9 +78,21 @@ def payment_detail(store: Store, payment_id: int) -> dict[str, Any]:
     history = store.transitions_of([o.id for o in occs])
     sent = Outbox(store.engine).list(None, payment_id, 1000)
     view = payment_view(payment)
-    view["status"] = payment_status(payment, occs)
+    view["status"] = payment_status(payment, [o.state for o in occs])
     view["occurrences"] = [
         occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
     ]
     view["notifications"] = [notification_view(n) for n in reversed(sent)]
     return view
+
+
+def payment_rows(store: Store, payments: Sequence[Payment]) -> list[dict[str, Any]]:
+    """Payments as `paysched list` and GET /v1/payments show them: each with its status (what
+    became of it), read for the whole page in one query."""
+    from paysched.domain import PaymentState
+    from paysched.views import payment_status, payment_view
+
+    # Only a done payment's status depends on its occurrences (views.payment_status).
+    done = [p.id for p in payments if p.state == PaymentState.DONE]
+    states = store.occurrence_states(done)
+    return [payment_view(p) | {"status": payment_status(p, states.get(p.id, []))} for p in payments]

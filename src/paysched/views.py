@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -99,16 +100,18 @@ def notification_view(n: Notification) -> dict[str, Any]:
     }
 
 
-def payment_status(payment: Payment, occurrences: list[Occurrence]) -> str:
-    """One word for people: cancelled, paused, scheduled (more to come or still pending), or
-    the outcome of the last occurrence once all are final."""
+def payment_status(payment: Payment, states: Sequence[OccurrenceState]) -> str:
+    """One word for people: cancelled, paused, scheduled (more to come), pending (created, not
+    final yet), or the outcome of the last occurrence (by due time) once all are final.
+    `payment.state` says where the series is: a one-time payment is `done` as soon as its one
+    occurrence exists, long before it is paid."""
     if payment.state in (PaymentState.CANCELLED, PaymentState.PAUSED):
         return payment.state.value
-    if payment.state == PaymentState.ACTIVE or not occurrences:
+    if payment.state == PaymentState.ACTIVE or not states:
         return "scheduled"
-    if any(o.state not in FINAL_STATES for o in occurrences):
+    if any(state not in FINAL_STATES for state in states):
         return "pending"
-    return occurrences[-1].state.value
+    return states[-1].value
 
 
 def lateness_ms(occ: Occurrence) -> int | None:

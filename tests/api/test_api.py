@@ -29,10 +29,15 @@ async def test_a_payment_scheduled_over_http_runs_once_and_shows_its_history(api
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["amount"] == "12.34" and created["currency"] == "USD"
+    # Its one occurrence exists at once: the series is done, the payment is not paid yet.
+    [listed] = (await api.get("/v1/payments")).json()["data"]
+    assert (listed["state"], listed["status"]) == ("done", "pending")
     async with running(api.app):
         await all_final(api.app, [created["id"]])
     detail = (await api.get(f"/v1/payments/{created['id']}")).json()
     assert detail["status"] == "succeeded"
+    [listed] = (await api.get("/v1/payments")).json()["data"]
+    assert listed["status"] == "succeeded"
     [occ] = detail["occurrences"]
     assert occ["state"] == "succeeded" and occ["lateness_ms"] is not None
     assert [a["outcome"] for a in occ["attempts"]] == ["succeeded"]
@@ -58,6 +63,7 @@ async def test_recurring_payment_and_cancel(api: Api) -> None:
     assert cancelled.status_code == 200 and cancelled.json()["id"] == pid
     problem(await api.post(f"/v1/payments/{pid}/cancel", None, "write"), 409, "conflict")
     assert (await api.get(f"/v1/payments/{pid}")).json()["status"] == "cancelled"
+    assert [p["status"] for p in (await api.get("/v1/payments")).json()["data"]] == ["cancelled"]
 
 
 # -- keys and scopes ---------------------------------------------------------------------------

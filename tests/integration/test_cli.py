@@ -77,6 +77,9 @@ def test_accounts_schedule_run_show_stats(env: dict[str, str]) -> None:
         assert stats["occurrences"]["succeeded"] == 1
         text = paysched(env, "show", pid).stdout
         assert "succeeded" in text and "alice -> bob" in text
+        # `list` says what became of each payment, not only where its series is ("done").
+        [row] = paysched(env, "list").stdout.splitlines()
+        assert row.split()[:2] == [pid, "succeeded"]
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0

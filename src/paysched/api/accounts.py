@@ -47,7 +47,7 @@ async def list_accounts(
     app = paysched(request)
     after = pages.decode(cursor, lambda p: isinstance(p, str))
     rows = await app.db(app.store.list_accounts, limit + 1, after)
-    return pages.page(rows, limit, account_view, lambda a: a.name)
+    return pages.page(rows, limit, pages.each(account_view), lambda a: a.name)
 
 
 @router.get("/{name}", response_model=Account, operation_id="getAccount", responses=problems(404))

@@ -187,7 +187,10 @@ class RecurrenceOut(Out):
 
 class Payment(Out):
     id: int
-    state: str = Field(description="active, paused, done or cancelled.")
+    state: str = Field(
+        description="Where its series is: active (more occurrences to come), paused, done "
+        "(every occurrence exists; `status` says what became of them) or cancelled."
+    )
     payer: str = Field(alias="from")
     payee: str = Field(alias="to")
     amount: str = Field(description="Decimal string.")
@@ -205,11 +208,15 @@ class Payment(Out):
     created_at: Timestamp | None
 
 
-class PaymentDetail(Payment):
+class PaymentSummary(Payment):
     status: str = Field(
-        description="scheduled, paused, pending, cancelled, or the final state of the last "
-        "occurrence (succeeded, failed, skipped, missed)."
+        description="What became of it: scheduled (more to come), paused, pending (created, "
+        "not final yet), cancelled, or the final state of its last occurrence (succeeded, "
+        "failed, skipped, missed)."
     )
+
+
+class PaymentDetail(PaymentSummary):
     occurrences: list[Occurrence]
     notifications: list[Notification]
 

@@ -43,7 +43,7 @@ async def list_notifications(
     assert app.outbox is not None
     before = pages.decode(cursor, pages.is_id)
     rows = await app.db(app.outbox.list, state, payment_id, limit + 1, before)
-    return pages.page(rows, limit, notification_view, lambda n: n.id)
+    return pages.page(rows, limit, pages.each(notification_view), lambda n: n.id)
 
 
 @router.post(

@@ -79,7 +79,7 @@ async def list_occurrences(
         payment_id=payment_id, due_from=_instant(due_from, "due_from"),
         due_before=_instant(due_before, "due_before"),
     )  # fmt: skip
-    return pages.page(rows, limit, _summary, lambda o: [to_ms(o.due_at), o.id])
+    return pages.page(rows, limit, pages.each(_summary), lambda o: [to_ms(o.due_at), o.id])
 
 
 @router.get(

@@ -41,16 +41,25 @@ def decode(cursor: str | None, check: Callable[[Any], bool]) -> Any:
 
 
 def page(
-    rows: Sequence[T], limit: int, view: Callable[[T], Any], position: Callable[[T], Any]
+    rows: Sequence[T],
+    limit: int,
+    views: Callable[[Sequence[T]], list[Any]],
+    position: Callable[[T], Any],
 ) -> dict[str, Any]:
-    """`rows` were fetched with limit + 1: the extra one only says there is more."""
+    """`rows` were fetched with limit + 1: the extra one only says there is more. `views`
+    sees the shown rows at once (a page may need one more query for all of them)."""
     shown = list(rows[:limit])
     more = len(rows) > limit
     return {
-        "data": [view(r) for r in shown],
+        "data": views(shown),
         "has_more": more,
         "next_cursor": encode(position(shown[-1])) if more and shown else None,
     }
+
+
+def each(view: Callable[[T], Any]) -> Callable[[Sequence[T]], list[Any]]:
+    """`views` for a page whose rows are seen one by one."""
+    return lambda rows: [view(r) for r in rows]
 
 
 def is_id(value: Any) -> bool:

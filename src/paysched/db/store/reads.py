@@ -43,6 +43,22 @@ class ReadsStore(StoreBase):
             )
             return [occurrence_from(r) for r in rows]
 
+    def occurrence_states(self, payment_ids: Sequence[int]) -> dict[int, list[OccurrenceState]]:
+        """The states of each payment's occurrences, by due time: what a list of payments
+        needs to say what became of each (views.payment_status), in one query."""
+        out: dict[int, list[OccurrenceState]] = {pid: [] for pid in payment_ids}
+        if not payment_ids:
+            return out
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t.occurrences.c.payment_id, t.occurrences.c.state)
+                .where(t.occurrences.c.payment_id.in_(list(payment_ids)))
+                .order_by(t.occurrences.c.due_at, t.occurrences.c.id)
+            )
+            for row in rows:
+                out[row.payment_id].append(S(row.state))
+        return out
+
     def transitions_of(self, occurrence_ids: Sequence[int]) -> list[Transition]:
         with self._reading() as conn:
             rows = conn.execute(
