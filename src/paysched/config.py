@@ -169,6 +169,15 @@ class Settings:
                     "PAYSCHED_PROVIDER_URL",
                     f"expected an http(s):// URL, got {settings.provider_url!r}",
                 )
+        # A default target on a channel that is not set up would make every notification of
+        # every payment dead on arrival: refuse it here, as one line naming what to set.
+        needs = {"telegram": ("TELEGRAM_BOT_TOKEN", settings.telegram_token),
+                 "webhook": ("PAYSCHED_WEBHOOK_SECRET", settings.webhook_secret)}  # fmt: skip
+        for target in settings.notify_default:
+            variable, value = needs.get(target.split(":", 1)[0], ("", "set"))
+            if not value:
+                raise ConfigError("PAYSCHED_NOTIFY", f"{target.split(':', 1)[0]} targets "
+                                  f"need {variable}, which is not set")  # fmt: skip
         return settings
 
     def secrets(self) -> list[str]:

@@ -201,7 +201,10 @@ def test_cli_refuses_hostile_input(env: dict[str, str]) -> None:
      ("PAYSCHED_NOTIFY_POLL", "0s", "at least"),
      ("PAYSCHED_CONCURRENCY", "١٢", "integer"),
      ("PAYSCHED_WEBHOOK_ALLOW_PRIVATE", "maybe", "expected"),
-     ("PAYSCHED_NOTIFY", "webhook:http://10.0.0.1/x", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE")],
+     ("PAYSCHED_NOTIFY", "webhook:http://10.0.0.1/x", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE"),
+     # A default target whose channel is not set up: every notification would be dead.
+     ("PAYSCHED_NOTIFY", "log,telegram:123", "TELEGRAM_BOT_TOKEN"),
+     ("PAYSCHED_NOTIFY", "webhook:https://example.com/hook", "PAYSCHED_WEBHOOK_SECRET")],
 )  # fmt: skip
 def test_bad_configuration_names_the_variable(
     name: str, value: str, needle: str, tmp_path: Path
