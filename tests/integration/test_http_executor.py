@@ -476,8 +476,8 @@ EXECUTE_CASES: list[tuple[int, Any, ExecutionResult]] = [
     (400, {"reason": f"token {TOKEN} is not valid"},
      ExecutionResult.declined("token *** is not valid")),
     (500, {"reason": "boom"}, ExecutionResult.unknown("provider answered HTTP 500: boom")),
-    (503, b"", ExecutionResult.unknown("provider answered HTTP 503: provider answered HTTP 503")),
-    (302, b"", ExecutionResult.unknown("provider answered HTTP 302: provider answered HTTP 302")),
+    (503, b"", ExecutionResult.unknown("provider answered HTTP 503")),
+    (302, b"", ExecutionResult.unknown("provider answered HTTP 302")),
 ]  # fmt: skip
 
 
@@ -505,8 +505,7 @@ LOOKUP_CASES: list[tuple[int, Any, ExecutionResult]] = [
     (200, b"not json",
      ExecutionResult.unknown("provider answered HTTP 200 with a body that is not JSON")),
     (404, {"reason": "not found"}, ExecutionResult.not_attempted("provider never received it")),
-    (500, b"", ExecutionResult.unknown(
-        "lookup failed: provider answered HTTP 500: provider answered HTTP 500")),
+    (500, b"", ExecutionResult.unknown("lookup failed: provider answered HTTP 500")),
     (401, {"reason": f"bad token {TOKEN}"},
      ExecutionResult.unknown("lookup failed: provider answered HTTP 401: bad token ***")),
 ]  # fmt: skip

@@ -132,9 +132,7 @@ class HttpExecutor:
             return self._from_body(response, idempotency_key)
         if code == 404:
             return ExecutionResult.not_attempted("provider never received it")
-        return ExecutionResult.unknown(
-            self._clean(f"lookup failed: provider answered HTTP {code}: {self._reason(response)}")
-        )
+        return ExecutionResult.unknown(self._clean(f"lookup failed: {self._answered(response)}"))
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -154,11 +152,10 @@ class HttpExecutor:
         if code == 408:
             return ExecutionResult.unknown("provider timed out reading the request (HTTP 408)")
         if 400 <= code < 500:
-            return ExecutionResult.declined(self._clean(self._reason(response)))
+            words = self._reason(response)
+            return ExecutionResult.declined(self._clean(words or self._answered(response)))
         # 5xx, and 1xx/3xx which the contract does not use: the provider may have acted.
-        return ExecutionResult.unknown(
-            self._clean(f"provider answered HTTP {code}: {self._reason(response)}")
-        )
+        return ExecutionResult.unknown(self._clean(self._answered(response)))
 
     def _from_body(self, response: httpx.Response, key: str) -> ExecutionResult:
         try:
@@ -192,8 +189,13 @@ class HttpExecutor:
             reference=payment_id,
         )
 
-    def _reason(self, response: httpx.Response) -> str:
-        """The provider's own words for a refusal, else the status code."""
+    def _answered(self, response: httpx.Response) -> str:
+        """The status code, and the provider's own words when it gave some."""
+        words = self._reason(response)
+        return f"provider answered HTTP {response.status_code}" + (f": {words}" if words else "")
+
+    def _reason(self, response: httpx.Response) -> str | None:
+        """The provider's own words for a refusal or an error, if its body has them."""
         try:
             body: Any = response.json()
         except ValueError:
@@ -206,7 +208,7 @@ class HttpExecutor:
                     value = value.get("message") or value.get("reason")
                 if isinstance(value, str) and value.strip():
                     return value
-        return f"provider answered HTTP {response.status_code}"
+        return None
 
     def _after_send(self, exc: httpx.HTTPError) -> str:
         if isinstance(exc, httpx.ReadTimeout):
