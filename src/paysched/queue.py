@@ -300,6 +300,10 @@ class PaymentQueue:
         if blocking is not None:
             reconnect_promptly(blocking.conn)
             await blocking.getRedisVersion()
+        # run() names its connections first (CLIENT SETNAME); a worker closed before its run
+        # task got that far reopened them after close() and left them to the GC ("Event loop
+        # is closed" at exit). Named here, run() has nothing left to open.
+        await worker._ensure_client_names()
         return worker
 
 
@@ -320,6 +324,11 @@ class SequentialFetchWorker(Worker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._fetching = asyncio.Lock()
         self._fetcher: asyncio.Task[Any] | None = None
+
+    async def run(self) -> None:
+        if self.closing:  # closed before its task first ran: nothing to start
+            return
+        await super().run()
 
     async def getNextJob(self, token: str) -> Job | None:
         async with self._fetching:

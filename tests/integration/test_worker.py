@@ -16,7 +16,7 @@ from paysched.errors import RetryableError
 from paysched.events import Event, EventKind
 from paysched.executors.flaky import FlakyExecutor, memo_failures
 from paysched.executors.ledger import LedgerExecutor
-from tests.conftest import wait_for
+from tests.conftest import PrivateRedis, wait_for
 from tests.integration.helpers import all_final, fund, pay, running
 
 S = OccurrenceState
@@ -346,3 +346,27 @@ async def test_concurrency_runs_that_many_payments_at_once(settings: Settings) -
         assert (await app.db(app.store.get_account, "bob")).balance == 400
     finally:
         await app.close()
+
+
+async def test_stopped_right_after_starting_leaves_no_redis_connection(
+    settings: Settings, private_redis: PrivateRedis
+) -> None:
+    """A worker closed before its run task first ran used to reopen its connections after
+    close() (CLIENT SETNAME in run()) and leave them open until the GC: on a private Redis,
+    every connection of the app is gone once it has closed."""
+    app = await App.open(settings.with_overrides(redis_url=private_redis.url, redis_explicit=True))
+    stop = asyncio.Event()
+    try:
+        run = asyncio.create_task(app.run(stop))
+        await asyncio.sleep(0)  # run() starts the worker pool, and is stopped at once
+        stop.set()
+        await asyncio.wait_for(run, 30)
+    finally:
+        await app.close()
+    with private_redis.client() as probe:
+        me = str(probe.client_id())
+
+        async def only_the_probe_left() -> bool:
+            return [c["id"] for c in probe.client_list()] == [me]
+
+        await wait_for(only_the_probe_left, 5, "every connection of the app to be closed")
