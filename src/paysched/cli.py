@@ -371,7 +371,9 @@ def schedule(
     payer: Annotated[str, typer.Option("--from", help="Paying account.")],
     payee: Annotated[str, typer.Option("--to", help="Receiving account.")],
     amount: Annotated[str, typer.Option(help="Decimal amount, e.g. 12.34.")],
-    currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
+    currency: Annotated[
+        str | None, typer.Option(help="ISO 4217 code; default: the paying account's.")
+    ] = None,
     at: Annotated[str | None, typer.Option(help="Due time, ISO-8601 with offset.")] = None,
     in_: Annotated[str | None, typer.Option("--in", help="Due after a delay: 30s, 5m, 2h.")] = None,
     cron: Annotated[str | None, typer.Option(help="Recurring: 5-field cron expression.")] = None,
@@ -436,7 +438,13 @@ def schedule(
     calendar (--rrule or --every, with --start [--tz] [--count | --until] [--business-day
     --calendar])."""
     from paysched.clock import SystemClock
-    from paysched.inputs import CLI_NAMES, Calendar, check_schedule_choice, payment_request
+    from paysched.inputs import (
+        CLI_NAMES,
+        Calendar,
+        check_schedule_choice,
+        payer_currency,
+        payment_request,
+    )
     from paysched.views import payment_view
 
     rule = Calendar(rrule, every, start, count, until, business_day, calendar)
@@ -450,6 +458,9 @@ def schedule(
         allow_private=cfg.webhook_allow_private, now=SystemClock().now(), names=CLI_NAMES,
         calendar=rule, catchup=catchup, catchup_window=catchup_window,
     )  # fmt: skip
+    if request.currency is None:
+        with store_of(migrate=True) as store:
+            request = request.in_currency(payer_currency(store.get_account, payer, CLI_NAMES))
     code = request.currency
 
     async def body(app: App) -> Any:

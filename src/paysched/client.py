@@ -70,7 +70,13 @@ from paysched.domain import (
 )
 from paysched.errors import ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventKind
-from paysched.inputs import PYTHON_NAMES, Calendar, deposit_amount, payment_request
+from paysched.inputs import (
+    PYTHON_NAMES,
+    Calendar,
+    deposit_amount,
+    payer_currency,
+    payment_request,
+)
 from paysched.views import payment_status
 
 log = logging.getLogger("paysched.client")
@@ -243,7 +249,7 @@ class Paysched:
         payer: str,
         payee: str,
         amount: Decimal | str,
-        currency: str = "USD",
+        currency: str | None = None,
         at: datetime | str | None = None,
         in_: timedelta | str | None = None,
         cron: str | None = None,
@@ -268,7 +274,8 @@ class Paysched:
         `business_day` (following, modified_following, preceding) with a holiday `calendar`
         ('DE', 'NYSE'). `catchup` (all, latest, none) and `catchup_window` say what runs of
         what fell due while paysched was down or the payment paused.
-        A past `at` is refused unless `allow_past` (then it runs at once). `notify` lists
+        `currency` defaults to the paying account's. A past `at` is refused unless
+        `allow_past` (then it runs at once). `notify` lists
         targets ('log', 'telegram:CHAT_ID', 'webhook:URL'); None means PAYSCHED_NOTIFY.
         Whatever falls due within the look-ahead window is on the queue when this returns."""
         app = self._open_app()
@@ -279,6 +286,10 @@ class Paysched:
             names=PYTHON_NAMES, catchup=catchup, catchup_window=catchup_window,
             calendar=Calendar(rrule, every, start, count, until, business_day, calendar),
         )  # fmt: skip
+        if request.currency is None:
+            request = request.in_currency(
+                await app.db(payer_currency, app.store.get_account, payer, PYTHON_NAMES)
+            )
         try:
             return await app.create_payment(**request.fields())
         except InvalidInput as exc:

@@ -159,9 +159,7 @@ def parse_amount(text: str, currency: str, field: str = "amount") -> int:
     """'12.34' in USD -> 1234 minor units: ASCII digits and one dot, at most the currency's
     decimals, at most MAX_AMOUNT. Floats' artefacts and exponents are refused, not rounded."""
     raw = text.strip() if isinstance(text, str) else ""
-    if not _AMOUNT.match(raw):
-        raise InvalidInput(field, f"expected a decimal number like 12.34, got {shown(str(text))}")
-    value = Decimal(raw)
+    value = amount_shape(text, field)
     exponent = currency_exponent(currency)
     minor = value.scaleb(exponent)
     if minor != minor.to_integral_value():
@@ -170,6 +168,15 @@ def parse_amount(text: str, currency: str, field: str = "amount") -> int:
         limit = format_amount(MAX_AMOUNT, currency)
         raise InvalidInput(field, f"at most {limit} {currency}, got {shown(raw)}")
     return int(minor)
+
+
+def amount_shape(text: str, field: str = "amount") -> Decimal:
+    """An amount's number, its shape checked (ASCII digits and one dot), before its currency
+    is known: the decimals and the limit are the currency's (`parse_amount`)."""
+    raw = text.strip() if isinstance(text, str) else ""
+    if not _AMOUNT.match(raw):
+        raise InvalidInput(field, f"expected a decimal number like 12.34, got {shown(str(text))}")
+    return Decimal(raw)
 
 
 def parse_positive_amount(text: str, currency: str, field: str = "amount") -> int:

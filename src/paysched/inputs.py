@@ -9,13 +9,21 @@ parameters in messages differs (`--in` on the command line, `in_` in Python): se
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from paysched.domain import CATCHUP_POLICIES, parse_currency, parse_positive_amount, shown
-from paysched.errors import InvalidInput
+from paysched.domain import (
+    CATCHUP_POLICIES,
+    Account,
+    amount_shape,
+    normalise_name,
+    parse_currency,
+    parse_positive_amount,
+    shown,
+)
+from paysched.errors import InvalidInput, NotFound
 from paysched.notify.targets import normalise_targets
 from paysched.schedules import (
     MAX_DURATION,
@@ -65,8 +73,8 @@ class PaymentRequest:
 
     payer: str
     payee: str
-    amount: int  # minor units
-    currency: str
+    amount: int | None  # minor units; None while the currency is not known (`in_currency`)
+    currency: str | None  # None: the caller named none, and the payer's is looked up
     due_at: datetime | None  # one-time payments (UTC)
     cron: str | None  # recurring payments
     timezone: str | None
@@ -75,8 +83,17 @@ class PaymentRequest:
     recurrence: str | None = None  # paysched.recurrence.Recurrence as JSON
     catchup: str = "all"
     catchup_window: timedelta | None = None
+    amount_text: str = ""
+
+    def in_currency(self, currency: str) -> PaymentRequest:
+        """The request in `currency` (the payer's, when the caller named none): the amount
+        checked against its decimals and limit."""
+        code = parse_currency(currency)
+        return replace(self, currency=code, amount=parse_positive_amount(self.amount_text, code))
 
     def fields(self) -> dict[str, object]:
+        if self.amount is None or self.currency is None:
+            raise ValueError("the payment's currency is not known yet: call in_currency()")
         return {
             "payer": self.payer, "payee": self.payee, "amount": self.amount,
             "currency": self.currency, "due_at": self.due_at, "cron": self.cron,
@@ -210,12 +227,23 @@ def amount_text(value: object, field: str = "amount") -> str:
                               f"{shown(str(value))}")  # fmt: skip
 
 
+def payer_currency(get_account: Callable[[str], Account], payer: object, names: Names) -> str:
+    """The currency of a payment that names none: its paying account's (InvalidInput naming
+    the payer when there is no such account)."""
+    if not isinstance(payer, str):
+        raise InvalidInput(names.payer_field, f"expected a string, got {type(payer).__name__}")
+    try:
+        return get_account(normalise_name(payer, names.payer_field)).currency
+    except NotFound as exc:
+        raise InvalidInput(names.payer_field, str(exc)) from None
+
+
 def payment_request(
     *,
     payer: str,
     payee: str,
     amount: str | Decimal,
-    currency: str,
+    currency: str | None,
     at: datetime | str | None,
     in_: timedelta | str | None,
     cron: str | None,
@@ -234,14 +262,19 @@ def payment_request(
 
     `at` is an aware datetime or ISO-8601 text with an offset; `in_` a non-negative timedelta
     or a duration like '30s'. Whether the accounts exist, differ and hold `currency` is
-    checked by the store when the payment is written (there, fields `from` and `to`)."""
+    checked by the store when the payment is written (there, fields `from` and `to`). With
+    no `currency`, the amount's decimals wait for `PaymentRequest.in_currency` (the payer's,
+    looked up by the caller after every other check: `payer_currency`)."""
     calendar = calendar or Calendar()
     check_schedule_choice(at, in_, cron, tz, names, rule=calendar.given)
     for field, text in ((names.payer_field, payer), (names.payee_field, payee), ("memo", memo)):
         if not isinstance(text, str):
             raise InvalidInput(field, f"expected a string, got {type(text).__name__}")
-    code = parse_currency(currency)
-    minor = parse_positive_amount(amount_text(amount), code)
+    written = amount_text(amount)
+    code = None if currency is None else parse_currency(currency)
+    minor = None if code is None else parse_positive_amount(written, code)
+    if minor is None and amount_shape(written) <= 0:
+        raise InvalidInput("amount", f"must be greater than zero, got {shown(written)}")
     if isinstance(notify, str):  # a bare string would be checked one character at a time
         raise InvalidInput("notify", f"expected a list of targets, got the string {notify!r}")
     targets = normalise_targets(list(notify or []), "notify", allow_private)
@@ -261,7 +294,7 @@ def payment_request(
     return PaymentRequest(
         payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at,
         cron=cron, timezone=tz, memo=memo, notify=tuple(targets), recurrence=recurrence,
-        catchup=catchup, catchup_window=window,
+        catchup=catchup, catchup_window=window, amount_text=written,
     )  # fmt: skip
 
 
@@ -294,5 +327,5 @@ def deposit_amount(amount: str | Decimal, currency: str) -> int:
 
 __all__ = [
     "CLI_NAMES", "HTTP_NAMES", "PYTHON_NAMES", "Names", "PaymentRequest", "amount_text",
-    "check_schedule_choice", "deposit_amount", "payment_request",
+    "check_schedule_choice", "deposit_amount", "payer_currency", "payment_request",
 ]  # fmt: skip

@@ -326,3 +326,19 @@ async def test_no_key_reaches_a_log(api: Api, caplog: pytest.LogCaptureFixture) 
     assert "echo" in text
     for key in (wrong, *api.keys.values()):
         assert key.split("_", 2)[2] not in text
+
+
+async def test_a_payment_without_a_currency_takes_the_payers(api: Api) -> None:
+    for name in ("anna", "ben"):
+        r = await api.post("/v1/accounts", {"name": name, "currency": "JPY"}, "write")
+        assert r.status_code == 201, r.text
+    await api.post("/v1/accounts/anna/deposits", {"amount": "1000"}, "write")
+    r = await api.post("/v1/payments", {"from": "anna", "to": "ben", "amount": "500", "in": "1h"})
+    assert r.status_code == 201, r.text
+    assert (r.json()["currency"], r.json()["amount"]) == ("JPY", "500")
+    # JPY has no minor unit: the payer's currency also decides how many decimals are allowed.
+    body = {"from": "anna", "to": "ben", "amount": "1.50", "in": "1h"}
+    problem(await api.post("/v1/payments", body), 422, "invalid_input", "amount")
+    body = {"from": "nobody", "to": "ben", "amount": "5", "in": "1h"}
+    assert "nobody" in problem(await api.post("/v1/payments", body), 422, "invalid_input",
+                               "from")["detail"]  # fmt: skip

@@ -99,12 +99,28 @@ def test_cancel_before_due(env: dict[str, str]) -> None:
     one_line_error(paysched(env, "cancel", pid, check=False), 4, "already cancelled")
 
 
+def test_schedule_takes_the_payers_currency_unless_told(env: dict[str, str]) -> None:
+    paysched(env, "accounts", "create", "eva", "--currency", "EUR")
+    paysched(env, "accounts", "create", "finn", "--currency", "EUR")
+    created = as_json(env, "schedule", "--from", "eva", "--to", "finn", "--amount", "2.50",
+                      "--in", "1h")  # fmt: skip
+    assert (created["currency"], created["amount"]) == ("EUR", "2.50")
+    one_line_error(paysched(env, "schedule", "--from", "eva", "--to", "finn", "--amount", "1",
+                            "--in", "1h", "--currency", "USD", check=False), 2,
+                   "holds EUR")  # fmt: skip
+    one_line_error(paysched(env, "schedule", "--from", "ghost", "--to", "finn", "--amount", "1",
+                            "--in", "1h", check=False), 2, "ghost")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("args", "code", "needles"),
     [
         (["schedule", "--from", "a", "--to", "b", "--amount", "ten", "--in", "1s"], 2, ["amount:"]),
+        # The decimals are the currency's: named here, else the payer's (which must exist).
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1.001", "--in", "1s",
+          "--currency", "USD"], 2, ["more than 2 decimals"]),
         (["schedule", "--from", "a", "--to", "b", "--amount", "1.001", "--in", "1s"], 2,
-         ["more than 2 decimals"]),
+         ["from:", "no account named 'a'"]),
         (["schedule", "--from", "a", "--to", "b", "--amount", "1"], 2, ["exactly one of"]),
         (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--at", "2030-01-01T10:00"],
          2, ["at:", "offset"]),
@@ -163,8 +179,10 @@ def test_unreachable_redis_fails_a_command_fast(env: dict[str, str]) -> None:
     """Within seconds (the subprocess timeout would fire long before bullmq's 5 minutes of
     reconnects), one line naming Redis and the reason, exit 5."""
     down = env | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    # (The schedule names its currency: else the payer's is looked up first, and there is none.)
     for args in (["stats"], ["cancel", "1"], ["schedule", "--from", "a", "--to", "b",
-                                              "--amount", "1", "--in", "1s"]):  # fmt: skip
+                                              "--amount", "1", "--in", "1s",
+                                              "--currency", "USD"]):  # fmt: skip
         result = subprocess.run(
             [sys.executable, "-m", "paysched", *args], env=os.environ | down,
             capture_output=True, text=True, timeout=20,

@@ -189,6 +189,17 @@ async def test_invalid_input_names_the_field_and_writes_nothing(ps: paysched.Pay
     assert refused.value.field == "amount"
 
 
+async def test_the_currency_defaults_to_the_payers(ps: paysched.Paysched) -> None:
+    await ps.create_account("eva", currency="EUR")
+    await ps.create_account("finn", currency="EUR")
+    await ps.deposit("eva", Decimal("10"))
+    payment = await ps.schedule(payer="eva", payee="finn", amount="2.50", in_="1h")
+    assert (payment.currency, payment.amount) == ("EUR", 250)
+    with pytest.raises(paysched.InvalidInput) as info:
+        await ps.schedule(payer="ghost", payee="finn", amount="1", in_="1h")
+    assert info.value.field == "payer" and "ghost" in str(info.value)
+
+
 async def test_not_found_and_bad_ids(ps: paysched.Paysched) -> None:
     for missing in (999, 2**40, "12345"):
         with pytest.raises(paysched.NotFound):

@@ -56,7 +56,9 @@ class PaymentCreate(Strict):
     payer: AccountName = Field(alias="from", description="The paying account.")
     payee: AccountName = Field(alias="to", description="The receiving account.")
     amount: Amount
-    currency: Currency = "USD"
+    currency: Currency | None = Field(
+        None, description="ISO 4217 code; default: the paying account's currency."
+    )
     at: Timestamp | None = Field(
         None, description="Due time, RFC 3339 with an offset; not in the past unless allow_past."
     )

@@ -29,24 +29,33 @@ from paysched.db.store import CancelResult
 from paysched.db.store.payments import Held as HeldResult
 from paysched.direct import payment_rows
 from paysched.domain import normalise_name, parse_currency, payment_state_filter
-from paysched.inputs import HTTP_NAMES, Calendar, payment_request
+from paysched.inputs import (
+    HTTP_NAMES,
+    Calendar,
+    payer_currency,
+    payment_request,
+)
 from paysched.views import due_view, iso, payment_view
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
 
-def schedule_fields(app: App, body: PaymentCreate) -> dict[str, object]:
+async def schedule_fields(app: App, body: PaymentCreate) -> dict[str, object]:
     """The store's fields for a new payment, checked by the same rules as the CLI's and the
     Python API's (paysched.inputs), with the API's field names in messages."""
+    rule = Calendar(body.rrule, body.every, body.start, body.count, body.until,
+                    body.business_day, body.calendar)  # fmt: skip
     request = payment_request(
         payer=body.payer, payee=body.payee, amount=body.amount, currency=body.currency,
         at=body.at, in_=body.in_, cron=body.cron, tz=body.timezone, memo=body.memo,
         notify=body.notify, allow_past=body.allow_past,
         allow_private=app.settings.webhook_allow_private, now=app.clock.now(), names=HTTP_NAMES,
-        calendar=Calendar(body.rrule, body.every, body.start, body.count, body.until,
-                          body.business_day, body.calendar),
-        catchup=body.catchup, catchup_window=body.catchup_window,
+        calendar=rule, catchup=body.catchup, catchup_window=body.catchup_window,
     )  # fmt: skip
+    if request.currency is None:
+        request = request.in_currency(
+            await app.db(payer_currency, app.store.get_account, body.payer, HTTP_NAMES)
+        )
     return request.fields()
 
 
@@ -64,7 +73,7 @@ async def create_payment(
     """Schedule a payment. Whatever of it falls due within the scheduler's look-ahead is
     queued at once."""
     app = paysched(request)
-    fields = schedule_fields(app, body)
+    fields = await schedule_fields(app, body)
     return await once(
         request, caller, idempotency_key, 201,
         lambda then: app.create_payment(**fields, then=then), payment_view,
