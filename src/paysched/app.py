@@ -131,7 +131,10 @@ class App:
         clock = clock or SystemClock()
         db_threads = min(settings.concurrency + 4, MAX_DB_THREADS)
         pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="paysched-db")
-        store = Store.connect(settings.database_url, pool_size=db_threads + 1)
+        store = Store.connect(
+            settings.database_url, pool_size=db_threads + 1,
+            late_after=settings.catchup_late_after,
+        )  # fmt: skip
         # The schema first: a database that is unavailable or of the wrong revision fails here,
         # before anything else is connected.
         prepare = functools.partial(

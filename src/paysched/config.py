@@ -40,7 +40,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "PAYSCHED_PROVIDER_TIMEOUT", "PAYSCHED_RESOLVE_WINDOW",
     "PAYSCHED_RESOLVE_MAX_INTERVAL", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE",
     "PAYSCHED_API_RATE_LIMIT", "PAYSCHED_METRICS_PUBLIC", "PAYSCHED_IDEMPOTENCY_RETENTION",
-    "PAYSCHED_METRICS_LISTEN",
+    "PAYSCHED_METRICS_LISTEN", "PAYSCHED_CATCHUP_LATE_AFTER",
 )  # fmt: skip
 
 
@@ -61,6 +61,11 @@ class Settings:
     backoff_jitter: float = 0.2
     tick_cron: str = "* * * * *"
     lookahead: timedelta = timedelta(minutes=5)
+    # An occurrence found (created or resumed) longer than this after it fell due is late:
+    # its payment's catch-up policy decides whether it runs. Keep it longer than a scheduler
+    # tick: with a short look-ahead an on-time occurrence is created up to a tick after it
+    # fell due, and would count as late.
+    catchup_late_after: timedelta = timedelta(seconds=60)
     lock_ms: int = 30_000
     shutdown_grace: timedelta = timedelta(seconds=30)
     keep_completed: int = 10_000
@@ -123,6 +128,7 @@ class Settings:
             backoff_jitter=_fraction(env, "PAYSCHED_BACKOFF_JITTER", 0.2),
             tick_cron=_cron(env, "PAYSCHED_TICK_CRON", "* * * * *"),
             lookahead=_duration(env, "PAYSCHED_LOOKAHEAD", "5m"),
+            catchup_late_after=_duration(env, "PAYSCHED_CATCHUP_LATE_AFTER", "60s", low=MS),
             lock_ms=_int(env, "PAYSCHED_LOCK_MS", 30_000, 1000, 3_600_000),
             shutdown_grace=_duration(env, "PAYSCHED_SHUTDOWN_GRACE", "30s"),
             keep_completed=_int(env, "PAYSCHED_KEEP_COMPLETED", 10_000, 0, 10_000_000),

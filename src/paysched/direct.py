@@ -27,7 +27,9 @@ def open_store(settings: Settings, *, migrate: bool, check: bool = True) -> Iter
     redaction.remember(settings.secrets())
     redaction.install()
     # One connection: a command runs its queries one after the other, on this thread.
-    store = Store.connect(settings.database_url, pool_size=1)
+    store = Store.connect(
+        settings.database_url, pool_size=1, late_after=settings.catchup_late_after
+    )
     try:
         if check:
             store.ensure_schema(migrate=migrate)

@@ -2,8 +2,9 @@
 
 Each run starts its own Redis (and, for PostgreSQL, its own cluster; with the provider executor,
 the stand-in provider), injects faults drawn from the seed for ~45 s, cancels payments at random
-moments, runs recurring payments beside one-time ones, drains, and checks the invariants from
-the database, the ledger and the provider's own ledger. The assertions are about the invariants
+moments, runs recurring payments beside one-time ones (each with a catch-up policy drawn from the
+seed, late after 1 s) and pauses and resumes them, drains, and checks the invariants from the
+database, the ledger and the provider's own ledger. The assertions are about the invariants
 and what was injected, never about timing.
 """
 
@@ -51,16 +52,20 @@ def test_exactly_once_nothing_lost_under_faults(database: str, executor: str, se
     money = "provider_charged_once" if executor == "provider" else "transfers_match_successes"
     expected = {"all_due_final", "no_double_success", money, "balances_exact",
                 "not_started_early", "failed_have_reason", "no_failure_from_infrastructure",
-                "unknowns_resolved", "cancel_wins", "recurring_complete"}  # fmt: skip
+                "unknowns_resolved", "cancel_wins", "recurring_complete", "pause_holds",
+                "missed_only_by_policy"}  # fmt: skip
     assert set(report["invariants"]) == expected
     # Every kind was injected at least once (the workers' own database errors are drawn per
     # statement, so a short run may see none).
     assert set(kinds(database, executor)) <= set(report["faults"])
+    assert report["pauses"]["paused"] > 0  # a pause fault found a payment to pause
     payments = report["payments"]
     assert payments["planned"] == 306
     # needs_review only with a reason (checked by all_due_final): a job that kept killing
-    # its workers is left to a person rather than guessed.
-    assert set(payments["states"]) <= {"succeeded", "failed", "cancelled", "needs_review"}
+    # its workers is left to a person rather than guessed; missed only by a catch-up policy
+    # (checked by missed_only_by_policy).
+    assert set(payments["states"]) <= {"succeeded", "failed", "cancelled", "needs_review",
+                                       "missed"}  # fmt: skip
     assert payments["states"].get("cancelled", 0) > 0  # the recurring ones ended at least
     assert payments["failed_by_reason"].get("insufficient funds", 0) > 0
     if executor == "provider":

@@ -116,6 +116,27 @@ def test_pause_holds_claims_and_resume_applies_the_policy(store: Store) -> None:
     assert [o.due_at for o in late if o.state != S.MISSED] == [late[-1].due_at]
 
 
+@pytest.mark.parametrize(("late_after", "missed"), [(timedelta(seconds=1), 2), (None, 0)])
+def test_late_after_decides_what_a_resume_catches_up(
+    store: Store, late_after: timedelta | None, missed: int
+) -> None:
+    """PAYSCHED_CATCHUP_LATE_AFTER: held 5 s, three occurrences due 2.5-4.5 s before the
+    resume are late under 1 s ("latest" runs only the last), and on time under the default
+    minute (all run)."""
+    funded(store)
+    # The same database, the setting's store (Store.connect(late_after=...) in App).
+    tuned = store if late_after is None else Store(store.engine, late_after=late_after)
+    pid = create(tuned, T0, cron="* * * * * *", catchup="latest")
+    made = tuned.materialize_due(T0, T0 + timedelta(seconds=3), [pid])
+    assert [o.due_at for o in made] == [T0 + timedelta(seconds=s) for s in (1, 2, 3)]
+    assert len(tuned.pause(pid, T0 + timedelta(milliseconds=500)).occurrences) == 3
+    resumed = tuned.resume(pid, T0 + timedelta(seconds=5, milliseconds=500))
+    assert [o.id for o in resumed.missed] == [o.id for o in made[:missed]]
+    assert [o.id for o in resumed.occurrences] == [o.id for o in made[missed:]]
+    states = {o.id: o.state for o in store.occurrences_of(pid)}
+    assert [states[o.id] for o in made] == [S.MISSED] * missed + [S.SCHEDULED] * (3 - missed)
+
+
 def test_skip_next_skips_a_waiting_one_or_the_next_of_the_series(store: Store) -> None:
     funded(store)
     pid = create(store, T0, recurrence=rule("FREQ=WEEKLY;BYDAY=MO", "2027-01-11T09:00"))

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from paysched.chaos.invariants import Result, check
-from paysched.chaos.model import CancelRecord, PlannedPayment, ProviderView
+from paysched.chaos.model import CancelRecord, PauseRecord, PlannedPayment, ProviderView
+from paysched.db import tables as t
 from paysched.db.store import Claim, Finish, Store
 from paysched.domain import OccurrenceState
 
@@ -146,3 +148,68 @@ def test_recurring_complete_names_a_missing_cron_time(store: Store) -> None:
                           planned.due_at - timedelta(seconds=2), planned.cron)  # fmt: skip
     (violation,) = results(store, [lost])["recurring_complete"].violations
     assert violation["missing"] == [lost.due_at.isoformat()]
+
+
+def test_pause_holds_names_a_claim_and_a_creation_inside_a_pause(store: Store) -> None:
+    planned = payment(store)
+    at = T0 + timedelta(seconds=5)
+    claim = claimed(store, planned, at)  # created and claimed at T0 + 5 s
+    assert store.settle_transfer(claim, at)
+    seen = store.transitions_of([claim.occurrence.id])
+
+    def record(paused_s: float, resumed_s: float, before: Any) -> PauseRecord:
+        return PauseRecord(planned.id, T0 + timedelta(seconds=paused_s), [],
+                           T0 + timedelta(seconds=resumed_s), T0 + timedelta(seconds=resumed_s),
+                           [], "resumed", before)  # fmt: skip
+
+    # Paused after it ran, or (the read before the resume did not see them) the claim and the
+    # creation committed after the resume although stamped before it: sound.
+    for sound in (record(6, 8, seen), record(1, 9, [])):
+        assert results(store, [planned], pauses=[sound])["pause_holds"].ok
+    # The harness saw the pause commit at T0 + 1 s, and before resuming at T0 + 9 s read a
+    # creation and a claim at T0 + 5 s: both happened while the payment was paused.
+    found = problems(results(store, [planned], pauses=[record(1, 9, seen)])["pause_holds"])
+    assert len(found) == 2
+    assert found[0].startswith("created at") and "while its payment was paused" in found[0]
+    assert found[1].startswith("started at") and "while its payment was paused" in found[1]
+    # A pause that never ended is named too.
+    recurring = payment(store, 300, cron="*/2 * * * * *")
+    store.pause(recurring.id, T0)
+    assert problems(results(store, [planned, recurring])["pause_holds"]) == [
+        f"payment {recurring.id} is still paused at the end"
+    ]
+
+
+def test_missed_only_by_policy_names_a_miss_its_policy_does_not_allow(store: Store) -> None:
+    late_after = timedelta(seconds=1)
+    tuned = Store(store.engine, late_after=late_after)  # PAYSCHED_CATCHUP_LATE_AFTER=1s
+    pid = tuned.create_payment(
+        payer="payer", payee="payee", amount=100, currency="USD", due_at=None,
+        cron="* * * * * *", timezone=None, memo="", now=T0 - timedelta(seconds=1),
+        catchup="latest",
+    ).id  # fmt: skip
+    planned = PlannedPayment(pid, "payer", "payee", 100, T0, "* * * * * *", "latest")
+    # Found 10 s late: T0 .. T0 + 8 s are late, "latest" runs T0 + 8 s and misses the rest.
+    made = tuned.materialize_due(T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))
+    missed = [o for o in made if o.state == S.MISSED]
+    assert [o.due_at for o in missed] == [T0 + timedelta(seconds=s) for s in range(8)]
+
+    def named(**kw: Any) -> list[str]:
+        return problems(results(store, [planned], **kw)["missed_only_by_policy"])
+
+    assert named(late_after=late_after) == []
+    # A resume that reported missed what is not missed, or not then (it was missed at 10 s).
+    running = next(o for o in made if o.state == S.SCHEDULED)
+    resumed = T0 + timedelta(seconds=11)
+    bogus = PauseRecord(pid, T0, [], resumed, resumed, [running.id, missed[0].id], "resumed", [])
+    assert named(late_after=late_after, pauses=[bogus]) == [
+        "its resume reported it missed, but it is scheduled",
+        f"its resume at {resumed.isoformat()} reported it missed, but it was not missed then, "
+        "or not late then",
+    ]
+    # Under the default minute none of them was late when it was missed.
+    assert len(named()) == 8 and all("not more than 60s after it was due" in p for p in named())
+    # The same end state for a payment that runs all it missed: every miss is wrong.
+    with store.engine.begin() as conn:
+        conn.execute(update(t.payments).where(t.payments.c.id == pid).values(catchup="all"))
+    assert named(late_after=late_after) == ["missed, but its payment's catch-up policy is all"] * 8

@@ -49,6 +49,8 @@ def test_postgres_urls_use_psycopg() -> None:
         ("PAYSCHED_BACKOFF_JITTER", "2", "between 0 and 1"),
         ("PAYSCHED_EMBEDDED_REDIS", "maybe", "auto, always or never"),
         ("PAYSCHED_LOG_LEVEL", "LOUD", "one of"),
+        ("PAYSCHED_CATCHUP_LATE_AFTER", "a while", "duration"),
+        ("PAYSCHED_CATCHUP_LATE_AFTER", "0s", "at least"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, problem: str) -> None:
@@ -57,6 +59,14 @@ def test_bad_values_name_the_variable(variable: str, value: str, problem: str) -
     assert info.value.variable == variable
     assert problem in str(info.value)
     assert str(info.value).startswith(f"{variable}: ")
+
+
+def test_catchup_late_after_is_a_duration() -> None:
+    assert Settings.from_env({}).catchup_late_after == timedelta(seconds=60)
+    env = {"PAYSCHED_CATCHUP_LATE_AFTER": "1s"}
+    assert Settings.from_env(env).catchup_late_after == timedelta(seconds=1)
+    env = {"PAYSCHED_CATCHUP_LATE_AFTER": "250ms"}
+    assert Settings.from_env(env).catchup_late_after == timedelta(milliseconds=250)
 
 
 @pytest.mark.parametrize(

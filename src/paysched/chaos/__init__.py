@@ -8,5 +8,6 @@ the database and the ledger. Nothing in paysched imports this package.
 
 Modules: `servers` (private Redis and PostgreSQL), `procs` (the paysched processes), `node` (a
 worker process with a fault-injecting executor), `faults` (the seeded fault schedule and its
-injection), `invariants` (the end-of-run checks), `report` (JSON and text), `runner` (one run).
+injection), `cancels` and `pauses` (a person cancelling, pausing and resuming payments),
+`invariants` (the end-of-run checks), `report` (JSON and text), `runner` (one run).
 """

@@ -18,6 +18,7 @@ from typing import Any
 
 from paysched.app import App
 from paysched.chaos.cancels import Canceller
+from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
 from paysched.chaos.servers import PostgresCluster, RedisServer
@@ -35,6 +36,7 @@ WEIGHTS = {
     "double_tick": 2,
     "cancel": 4,  # a person cancelling a payment, racing its materialize or its claim
     "provider_kill": 2,  # the stand-in provider SIGKILLed mid-request, back after a while
+    "pause": 3,  # a person pausing a recurring payment for a few seconds, then resuming it
 }
 
 
@@ -79,6 +81,8 @@ def plan(
             return round(rng.uniform(0.5, 3.0), 2)
         if kind == "db_outage":
             return round(rng.uniform(1.5, 5.0), 2)
+        if kind == "pause":  # how long it is held: longer than late_after (1 s) or not
+            return round(rng.uniform(1.0, 4.0), 2)
         return 0.0
 
     faults = [PlannedFault(rng.uniform(1.0, end), k, down(k), rng.randrange(1000)) for k in chosen]
@@ -101,8 +105,10 @@ class Injector:
         sleep: Callable[[float], None],
         canceller: Canceller,
         provider: ChaosProvider | None = None,
+        pauser: Pauser | None = None,
     ) -> None:
         self.canceller = canceller
+        self.pauser = pauser
         self.provider = provider
         self.procs = procs
         self.redis = redis
@@ -130,6 +136,11 @@ class Injector:
 
     def cancel(self, fault: PlannedFault) -> dict[str, Any]:
         return self.canceller.cancel(fault.pick)
+
+    def pause(self, fault: PlannedFault) -> dict[str, Any]:
+        if self.pauser is None:
+            raise RuntimeError("no pauser: this run pauses nothing")
+        return self.pauser.pause(fault.down_s)
 
     def provider_kill(self, fault: PlannedFault) -> dict[str, Any]:
         assert self.provider is not None

@@ -10,16 +10,17 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from croniter import croniter
 from sqlalchemy import select
 
-from paysched.chaos.model import CancelRecord, PlannedPayment, ProviderView
+from paysched.chaos.model import CancelRecord, PauseRecord, PlannedPayment, ProviderView
 from paysched.db import tables as t
 from paysched.db.store import Store
+from paysched.db.store.payments import LATE_AFTER
 from paysched.domain import (
     CANCELLABLE_STATES,
     FINAL_STATES,
@@ -72,8 +73,14 @@ def check(
     now: datetime,
     cancels: Sequence[CancelRecord] = (),
     provider: ProviderView | None = None,
+    pauses: Sequence[PauseRecord] = (),
+    late_after: timedelta = LATE_AFTER,
 ) -> list[Result]:
-    return Checker(store, seed, payments, deposits, now, cancels, provider).run()
+    """`late_after`: the run's PAYSCHED_CATCHUP_LATE_AFTER (what missed_only_by_policy
+    holds a missed occurrence's lateness to)."""
+    return Checker(
+        store, seed, payments, deposits, now, cancels, provider, pauses, late_after
+    ).run()
 
 
 class Checker:
@@ -88,8 +95,12 @@ class Checker:
         now: datetime,
         cancels: Sequence[CancelRecord],
         provider: ProviderView | None,
+        pauses: Sequence[PauseRecord] = (),
+        late_after: timedelta = LATE_AFTER,
     ) -> None:
         self.store, self.seed, self.now = store, seed, now
+        self.pauses = list(pauses)
+        self.late_after = late_after
         self.payments = list(payments)
         self.planned = {p.id: p for p in payments}
         self.deposits = deposits
@@ -112,10 +123,14 @@ class Checker:
                 name: int(balance)
                 for name, balance in conn.execute(select(t.accounts.c.name, t.accounts.c.balance))
             }
-            self.payment_states = {
-                pid: PaymentState(state)
-                for pid, state in conn.execute(select(t.payments.c.id, t.payments.c.state))
-            }
+            self.payment_states: dict[int, PaymentState] = {}
+            self.catchup: dict[int, tuple[str, int | None]] = {}  # policy, window (s)
+            p = t.payments.c
+            for pid, state, policy, window in conn.execute(
+                select(p.id, p.state, p.catchup, p.catchup_window_s)
+            ):
+                self.payment_states[pid] = PaymentState(state)
+                self.catchup[pid] = (policy, window)
         self.transfers: dict[int, set[str]] = defaultdict(set)
         self.entry_count: Counter[int] = Counter()
         for r in entries:
@@ -137,7 +152,8 @@ class Checker:
         results = [self.all_due_final(), self.no_double_success(), self.money_moved_once(),
                    self.balances_exact(), self.not_started_early(), self.failed_have_reason(),
                    self.no_failure_from_infrastructure(), self.unknowns_resolved(),
-                   self.cancel_wins(), self.recurring_complete()]  # fmt: skip
+                   self.cancel_wins(), self.recurring_complete(), self.pause_holds(),
+                   self.missed_only_by_policy()]  # fmt: skip
         return results
 
     # -- nothing lost -------------------------------------------------------------------------
@@ -357,4 +373,101 @@ class Checker:
                     self.bad(r, occ, f"still {seen} right after its payment's cancel committed")
                 elif S(seen) in FINAL_STATES and occ.state.value != seen:
                     self.bad(r, occ, f"was {seen} at the cancel, is {occ.state.value} now")
+        return r
+
+    # -- pauses and catch-up ------------------------------------------------------------------
+
+    def pause_holds(self) -> Result:
+        """For each pause the harness made, in the payment's history as read right before its
+        resume was called (everything there had committed before the resume did): no
+        transition into executing from another state (a claim: a first attempt or a retry)
+        and no occurrence created (its first transition) stamped after the pause committed
+        (`paused_at`, read after it returned) and before `resume_called_at`.
+
+        A takeover (executing -> executing) continues an attempt that began before the pause,
+        so it may happen. The end state's history is not used for this: a process stamps a
+        transition with the time it read before its transaction, so a claim that waited on a
+        lock across the resume's commit would carry a time inside the window although it ran
+        after the resume. Also: no payment is left paused at the end of the run.
+        """
+        r = Result("pause_holds", "nothing of a paused payment starts or is created until it "
+                   "is resumed, and every pause ends")  # fmt: skip
+        for record in self.pauses:
+            seen = record.before_resume
+            if seen is None:
+                continue  # that read failed (an outage): this pause is not checked
+            end = record.resume_called_at
+            by_id = {o.id: o for o in self.by_payment.get(record.payment_id, [])}
+            for tr in seen:
+                if not (tr.at > record.paused_at and (end is None or tr.at < end)):
+                    continue
+                occ = by_id.get(tr.occurrence_id)
+                if tr.to_state == S.EXECUTING and tr.from_state != S.EXECUTING:
+                    self.bad(r, occ, f"started at {tr.at.isoformat()} while its payment was "
+                             f"paused (from {record.paused_at.isoformat()})")  # fmt: skip
+                if tr.from_state is None:
+                    self.bad(r, occ, f"created at {tr.at.isoformat()} while its payment was "
+                             f"paused (from {record.paused_at.isoformat()})")  # fmt: skip
+        for pid, state in sorted(self.payment_states.items()):
+            if state == PaymentState.PAUSED:
+                self.bad(r, None, f"payment {pid} is still paused at the end", payment=pid)
+        return r
+
+    def missed_only_by_policy(self) -> Result:
+        """Exactly this, for every occurrence in state missed:
+        - its payment's catch-up policy is `latest` or `none`, or it has a window (with `all`
+          and no window nothing is ever missed);
+        - it became missed once, from scheduled or queued, without an attempt (never executing);
+        - it was due more than `late_after` before the moment it was marked missed (the
+          transition's time: the `now` of the resume or materialize that found it late);
+        - with `latest` and no window, a later-due occurrence of its payment is not missed
+          (each catch-up runs the most recent late one; a later catch-up that misses that
+          one runs a still later one);
+        and every occurrence a harness resume reported missed is missed, stamped with that
+        resume's `now` (`resume_called_at`), due more than `late_after` before it.
+
+        It does not check that each payment missed as many as its policy allows at most (that
+        depends on which occurrences had started when each catch-up ran)."""
+        r = Result("missed_only_by_policy", "an occurrence is missed only by its payment's "
+                   "catch-up policy, when found late")  # fmt: skip
+        for occ in self.occurrences:
+            if occ.state != S.MISSED:
+                continue
+            policy, window = self.catchup.get(occ.payment_id, ("all", None))
+            if policy == "all" and window is None:
+                self.bad(r, occ, "missed, but its payment's catch-up policy is all")
+            into = [tr for tr in self.history[occ.id] if tr.to_state == S.MISSED]
+            began = any(tr.to_state == S.EXECUTING for tr in self.history[occ.id])
+            if (len(into) != 1 or into[0].from_state not in (S.SCHEDULED, S.QUEUED)
+                    or began or occ.attempts):  # fmt: skip
+                self.bad(r, occ, "missed other than once from scheduled or queued before an "
+                         "attempt")  # fmt: skip
+            if into and not occ.due_at < into[0].at - self.late_after:
+                self.bad(r, occ, f"missed at {into[0].at.isoformat()}, not more than "
+                         f"{self.late_after.total_seconds():g}s after it was due")  # fmt: skip
+            if (
+                policy == "latest"
+                and window is None
+                and not any(
+                    o.due_at > occ.due_at and o.state != S.MISSED
+                    for o in self.by_payment[occ.payment_id]
+                )
+            ):
+                self.bad(r, occ, "missed under catch-up policy latest, and no later "
+                         "occurrence of its payment runs")  # fmt: skip
+        by_id = {o.id: o for o in self.occurrences}
+        for record in self.pauses:
+            for oid in record.missed:
+                found = by_id.get(oid)
+                into = [tr for tr in self.history[oid] if tr.to_state == S.MISSED]
+                if found is None or found.state != S.MISSED:
+                    self.bad(r, found, f"its resume reported it missed, but it is "
+                             f"{found.state.value if found else 'gone'}")  # fmt: skip
+                elif record.resume_called_at is not None and (
+                    not into or into[0].at != record.resume_called_at
+                    or not found.due_at < record.resume_called_at - self.late_after
+                ):  # fmt: skip
+                    self.bad(r, found, "its resume at "
+                             f"{record.resume_called_at.isoformat()} reported it missed, but "
+                             "it was not missed then, or not late then")  # fmt: skip
         return r

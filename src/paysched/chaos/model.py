@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from paysched.domain import Transition
+
 # The message of the database errors the chaos workers inject (see node.inject_db_errors).
 INJECTED_DB_ERROR = "injected database error"
 DB_ERROR_LOG_LINE = "injecting a database error"  # what a worker logs as it injects one
@@ -20,6 +22,7 @@ class PlannedPayment:
     amount: int  # minor units
     due_at: datetime  # the first due time of a recurring one
     cron: str | None = None
+    catchup: str = "all"  # all | latest | none: what runs of what fell due while paused
 
 
 @dataclass
@@ -31,6 +34,25 @@ class CancelRecord:
     in_flight: list[int]  # executing or being resolved: left to finish
     # occurrence id -> state, read back right after the commit; None if that read failed
     snapshot: dict[int, str] | None = None
+
+
+@dataclass
+class PauseRecord:
+    """One pause of a recurring payment by the harness, and the resume that ended it."""
+
+    payment_id: int
+    paused_at: datetime  # read right after the pause returned: at or after its commit
+    held: list[int]  # not-started occurrence ids the pause held
+    # Read right before the resume call that succeeded, and passed to it as its `now`: at or
+    # before the resume's commit, and the instant its catch-up measured lateness from.
+    resume_called_at: datetime | None = None
+    resumed_at: datetime | None = None  # read right after the resume returned
+    missed: list[int] = field(default_factory=list)  # marked missed by that resume
+    # resumed | resumed at drain | cancelled while paused | paused (never resumed: a violation)
+    outcome: str = "paused"
+    # The payment's transitions read before the first resume call: all committed while it was
+    # paused or before (None if that read failed; pause_holds then skips this record).
+    before_resume: list[Transition] | None = None
 
 
 @dataclass

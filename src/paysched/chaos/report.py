@@ -10,7 +10,7 @@ from typing import Any
 
 from paysched.chaos.faults import InjectedFault
 from paysched.chaos.invariants import Result
-from paysched.chaos.model import INJECTED_DB_ERROR, CancelRecord, ProviderView
+from paysched.chaos.model import INJECTED_DB_ERROR, CancelRecord, PauseRecord, ProviderView
 from paysched.domain import FINAL_STATES, Occurrence, OccurrenceState, Transition
 
 S = OccurrenceState
@@ -120,6 +120,32 @@ def cancel_stats(
     }
 
 
+def pause_stats(
+    faults: Sequence[InjectedFault], records: Sequence[PauseRecord],
+    occurrences: Sequence[Occurrence],
+) -> dict[str, Any]:  # fmt: skip
+    """The pauses the harness made, how they ended, and what was missed (by a resume, or by
+    a scheduler's catch-up after one, or after paysched's own downtime)."""
+    outcomes: Counter[str] = Counter()
+    for f in faults:
+        if f.kind == "pause":
+            outcomes[str(f.detail.get("outcome", "")).split(":")[0]] += 1
+    held = [
+        (r.resume_called_at - r.paused_at).total_seconds() for r in records
+        if r.resume_called_at is not None
+    ]  # fmt: skip
+    return {
+        "issued": sum(outcomes.values()),
+        "paused": len(records),
+        "outcomes": dict(sorted(Counter(r.outcome for r in records).items())),
+        "fault_outcomes": dict(sorted(outcomes.items())),
+        "held_s": _summary(held),
+        "held_occurrences": sum(len(r.held) for r in records),
+        "missed_at_resume": sum(len(r.missed) for r in records),
+        "missed": sum(1 for o in occurrences if o.state == S.MISSED),
+    }
+
+
 def provider_stats(view: ProviderView | None) -> dict[str, Any] | None:
     if view is None:
         return None
@@ -173,9 +199,11 @@ def run_report(
 def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     faults: Counter[str] = Counter()
     states: Counter[str] = Counter()
+    pauses = 0
     for run in runs:
         faults.update(run["faults"])
         states.update(run["payments"]["states"])
+        pauses += (run.get("pauses") or {}).get("paused", 0)
     recov: dict[str, list[float]] = defaultdict(list)
     drawn: Counter[str] = Counter()
     unknown_max: list[float] = []
@@ -195,6 +223,7 @@ def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "payments": sum(r["payments"]["planned"] for r in runs),
         "states": dict(sorted(states.items())),
         "faults": dict(sorted(faults.items())),
+        "pauses": pauses,
         "violations": sum(r["violations"] for r in runs),
         "worst_recovery_s": {k: round(max(v), 3) for k, v in sorted(recov.items())},
         "provider_faults_drawn": dict(sorted(drawn.items())),
@@ -229,6 +258,8 @@ def text(run: dict[str, Any]) -> str:
         lines.append(f"  unknown -> resolved: {u['n']} (p50 {u['p50']}s, max {u['max']}s)")
     if run.get("cancels"):
         lines.append(f"  cancels: {run['cancels']}")
+    if run.get("pauses"):
+        lines.append(f"  pauses: {run['pauses']}")
     if run["unexpected_exits"]:
         lines.append(f"  processes that exited on their own: {run['unexpected_exits']}")
     return "\n".join(lines)

@@ -23,10 +23,11 @@ from paysched.chaos import invariants, report
 from paysched.chaos.cancels import Canceller
 from paysched.chaos.faults import InjectedFault, Injector, plan
 from paysched.chaos.model import DB_ERROR_LOG_LINE, PlannedPayment, ProviderView
+from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
 from paysched.chaos.servers import PostgresCluster, RedisServer, wait_until
-from paysched.config import normalise_database_url
+from paysched.config import Settings, normalise_database_url
 from paysched.db.store import Store
 from paysched.domain import FINAL_STATES, OccurrenceState
 
@@ -37,7 +38,11 @@ PAYEES = ["payee-1", "payee-2", "payee-3"]
 BROKE = "broke"  # payments from it mostly fail permanently: insufficient funds
 # Recurring payments beside the one-time ones: seconds-first crons, so a run sees many.
 CRONS = ["*/2 * * * * *", "*/3 * * * * *", "*/5 * * * * *"]
+CATCHUPS = ["all", "latest", "none"]
 LOOKAHEAD_S = 5.0
+# A pause holds 1-4 s: with late_after 1 s, what fell due early in a pause is late at its
+# resume (and caught up by the policy), what fell due in its last second is not.
+LATE_AFTER = "1s"
 
 
 @dataclass
@@ -70,6 +75,7 @@ def child_env(cfg: Config, redis_url: str, database_url: str, workdir: Path) -> 
         "PAYSCHED_LOCK_MS": "2000",
         "PAYSCHED_TICK_CRON": "*/2 * * * * *",
         "PAYSCHED_LOOKAHEAD": f"{LOOKAHEAD_S:g}s",
+        "PAYSCHED_CATCHUP_LATE_AFTER": LATE_AFTER,
         "PAYSCHED_BACKOFF_MS": "200",
         "PAYSCHED_BACKOFF_JITTER": "0.2",
         "PAYSCHED_ATTEMPTS": "4",
@@ -89,7 +95,8 @@ def child_env(cfg: Config, redis_url: str, database_url: str, workdir: Path) -> 
 def create_payments(
     store: Store, cfg: Config
 ) -> tuple[list[PlannedPayment], dict[str, int], datetime]:
-    """Accounts, deposits and `cfg.payments` one-time payments due over the fault phase."""
+    """Accounts, deposits, `cfg.payments` one-time payments due over the fault phase and
+    `cfg.recurring` recurring ones, each with a catch-up policy drawn from the seed."""
     rng = random.Random(f"payments-{cfg.seed}")
     now = datetime.now(UTC)
     deposits: dict[str, int] = {}
@@ -119,12 +126,16 @@ def create_payments(
     for _ in range(cfg.recurring):
         payer = rng.choice(PAYERS)
         payee, amount, cron = rng.choice(PAYEES), rng.randint(100, 5_000), rng.choice(CRONS)
+        catchup = rng.choice(CATCHUPS)
         payment = store.create_payment(
             payer=payer, payee=payee, amount=amount, currency="USD", due_at=None, cron=cron,
             timezone=None, memo="chaos recurring", now=base - timedelta(seconds=1),
+            catchup=catchup,
         )  # fmt: skip
         assert payment.next_due_at is not None
-        planned.append(PlannedPayment(payment.id, payer, payee, amount, payment.next_due_at, cron))
+        planned.append(
+            PlannedPayment(payment.id, payer, payee, amount, payment.next_due_at, cron, catchup)
+        )
     return planned, deposits, base
 
 
@@ -164,7 +175,11 @@ def run(cfg: Config) -> dict[str, Any]:
             procs.add("provider", 1, provider.command())
             procs.start("provider-1")
             wait_until(provider.up, 20, "the stand-in provider")
-        store = Store.connect(normalise_database_url(database_url), pool_size=2)
+        # Resume applies catch-up in this process: with the children's late_after.
+        late_after = Settings.from_env(env).catchup_late_after
+        store = Store.connect(
+            normalise_database_url(database_url), pool_size=2, late_after=late_after
+        )
         store.migrate()
         payments, deposits, base = create_payments(store, cfg)
         if provider is not None:
@@ -186,7 +201,10 @@ def run(cfg: Config) -> dict[str, Any]:
                 active.supervise()
                 time.sleep(min(0.2, left))
 
-        injector = Injector(procs, redis, pg, sqlite_path, env, sleep, canceller, provider)
+        pauser = Pauser(store, payments, cfg.seed, sleep, canceller.cancelled_ids)
+        injector = Injector(
+            procs, redis, pg, sqlite_path, env, sleep, canceller, provider, pauser
+        )  # fmt: skip
         phase_start = time.monotonic() + max(0.0, (base - datetime.now(UTC)).total_seconds())
         injected: list[InjectedFault] = []
         for fault in plan(cfg.seed, cfg.duration, cfg.database, cfg.executor):
@@ -200,11 +218,12 @@ def run(cfg: Config) -> dict[str, Any]:
             injected.append(done)
         sleep(phase_start + cfg.duration - time.monotonic())
 
-        # Drain: no more faults, everything running; the recurring payments end (cancelled,
-        # as a subscription ends); wait for every occurrence to be final.
+        # Drain: no more faults, everything running; a payment a pause left paused is resumed,
+        # the recurring payments end (cancelled, as a subscription ends); wait for every
+        # occurrence to be final.
         drain_start = time.monotonic()
         procs.revive_all()
-        end_recurring(canceller, payments, sleep)
+        end_recurring(canceller, payments, sleep, pauser)
         one_time = {p.id for p in payments if p.cron is None}
         while time.monotonic() - drain_start < cfg.drain_timeout:
             try:
@@ -228,11 +247,13 @@ def run(cfg: Config) -> dict[str, Any]:
                      name, len(tails), tails[-1])  # fmt: skip
 
         results = invariants.check(store, cfg.seed, payments, deposits, datetime.now(UTC),
-                                   canceller.records, view)  # fmt: skip
+                                   canceller.records, view, pauser.records,
+                                   late_after)  # fmt: skip
         occurrences = store.all_occurrences()
         transitions = store.transitions_of([o.id for o in occurrences]) if occurrences else []
         extra = {
             "cancels": report.cancel_stats(injected, canceller.records),
+            "pauses": report.pause_stats(injected, pauser.records, occurrences),
             "provider": report.provider_stats(view),
             "unknown_to_resolved_s": report.unknown_resolution(transitions),
         }
@@ -267,9 +288,13 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def end_recurring(
-    canceller: Canceller, payments: list[PlannedPayment], sleep: Callable[[float], None]
-) -> None:
-    """Cancel every recurring payment still running, retrying through a last outage."""
+    canceller: Canceller, payments: list[PlannedPayment], sleep: Callable[[float], None],
+    pauser: Pauser | None = None,
+) -> None:  # fmt: skip
+    """Resume every payment a pause left paused (its record then holds the resume), then
+    cancel every recurring payment still running, retrying through a last outage."""
+    if pauser is not None:
+        pauser.resume_open()
     for p in payments:
         if p.cron is None or p.id in canceller.cancelled_ids():
             continue

@@ -9,11 +9,13 @@ one object. Methods are synchronous and short; async callers run them on the dat
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from paysched.db.engine import make_engine
 from paysched.db.store.accounts import LedgerReport
 from paysched.db.store.base import LostRace
 from paysched.db.store.execution import Claim, ExecutionStore, Finish, NoClaim
-from paysched.db.store.payments import CancelResult
+from paysched.db.store.payments import LATE_AFTER, CancelResult
 from paysched.db.store.reads import ReadsStore
 
 __all__ = ["CancelResult", "Claim", "Finish", "LedgerReport", "LostRace", "NoClaim", "Store"]
@@ -21,5 +23,6 @@ __all__ = ["CancelResult", "Claim", "Finish", "LedgerReport", "LostRace", "NoCla
 
 class Store(ExecutionStore, ReadsStore):
     @classmethod
-    def connect(cls, url: str, pool_size: int = 10) -> Store:
-        return cls(make_engine(url, pool_size=pool_size))
+    def connect(cls, url: str, pool_size: int = 10, late_after: timedelta = LATE_AFTER) -> Store:
+        """`late_after`: see PaymentsStore (Settings.catchup_late_after)."""
+        return cls(make_engine(url, pool_size=pool_size), late_after=late_after)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from paysched import series
 from paysched.clock import to_ms
@@ -41,7 +41,8 @@ from paysched.recurrence import Due
 
 S = OccurrenceState
 # Due longer ago than this when it is created or resumed: it fell due while paysched was down
-# (or the payment paused), not merely inside the scheduler's own tick and look-ahead.
+# (or the payment paused), not merely inside the scheduler's own tick and look-ahead. The
+# default of a store; PAYSCHED_CATCHUP_LATE_AFTER sets it (Store.connect(late_after=...)).
 LATE_AFTER = timedelta(minutes=1)
 # The outbox rows announcing a missed occurrence (the worker's notification policy).
 MissedOutbox = Callable[[Payment, Occurrence], Sequence[OutboxMessage]]
@@ -57,6 +58,14 @@ class CancelResult:
 
 
 class PaymentsStore(AccountsStore):
+    def __init__(self, engine: Engine, late_after: timedelta = LATE_AFTER) -> None:
+        super().__init__(engine)
+        if late_after <= timedelta(0):
+            raise ValueError(f"late_after must be more than 0, got {late_after}")
+        # The same in every process of a deployment: resume applies catch-up in the caller's
+        # process, materialize in the scheduler's.
+        self.late_after = late_after
+
     def create_payment(
         self,
         *,
@@ -254,6 +263,7 @@ class PaymentsStore(AccountsStore):
             rows: list[dict[str, Any]] = []
             advances: list[dict[str, Any]] = []
             late: dict[int, tuple[str, int | None]] = {}  # payments with catch-up work
+            late_before = now - self.late_after
             for pid, due, cron, tz, rule, nominal_at, catchup, window in conn.execute(query):
                 step: Due | None = Due(nominal=nominal_at or due, due=due)
                 count = 0
@@ -266,7 +276,7 @@ class PaymentsStore(AccountsStore):
                              attempts=0, fence=0, created_at=now, updated_at=now,
                              nominal_at=step.nominal if step.nominal != step.due else None)
                     )  # fmt: skip
-                    if step.due < now - LATE_AFTER and (catchup != "all" or window is not None):
+                    if step.due < late_before and (catchup != "all" or window is not None):
                         late[pid] = (catchup, window)
                     step = series.following(cron, tz, rule, step.nominal)
                     count += 1
@@ -319,7 +329,7 @@ class PaymentsStore(AccountsStore):
         missed_outbox: MissedOutbox | None,
     ) -> set[int]:  # fmt: skip
         """Apply each payment's catch-up policy to its occurrences that fell due while
-        paysched was down or the payment paused (due more than LATE_AFTER ago, not started):
+        paysched was down or the payment paused (due more than `late_after` ago, not started):
         `all` runs them, `latest` only the most recent, `none` none; any older than the
         payment's window is missed whatever the policy. Returns the ids marked missed."""
         c = t.occurrences.c
@@ -328,7 +338,7 @@ class PaymentsStore(AccountsStore):
             .where(c.payment_id.in_(list(policies)))
             .where(c.state.in_([S.SCHEDULED.value, S.QUEUED.value]))
             .where(c.attempts == 0)
-            .where(c.due_at < now - LATE_AFTER)
+            .where(c.due_at < now - self.late_after)
             .order_by(c.payment_id, c.due_at, c.id)
         ).all()
         locked = transitions.lock(conn, [r.id for r in rows])
