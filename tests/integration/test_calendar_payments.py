@@ -201,3 +201,20 @@ def test_count_ends_the_series(store: Store) -> None:
     assert store.get_payment(pid).state == PaymentState.DONE
     # Created, not yet run: still upcoming; the series itself has nothing more.
     assert [d.due for d in store.upcoming(pid, 5)] == [o.due_at for o in made]
+
+
+async def test_the_app_and_the_quick_commands_use_the_configured_late_after(
+    env: dict[str, str],
+) -> None:
+    from paysched.app import App
+    from paysched.config import Settings
+    from paysched.direct import open_store
+
+    settings = Settings.from_env(env | {"PAYSCHED_CATCHUP_LATE_AFTER": "7s"})
+    app = await App.open(settings)
+    try:
+        assert app.store.late_after == timedelta(seconds=7)
+    finally:
+        await app.close()
+    with open_store(settings, migrate=True) as store:
+        assert store.late_after == timedelta(seconds=7)
