@@ -10,7 +10,7 @@ import pytest
 from paysched.clock import to_ms
 from paysched.db.store import NoClaim, Store
 from paysched.db.store.payments import LATE_AFTER
-from paysched.domain import OccurrenceState, PaymentState, occurrence_key
+from paysched.domain import Occurrence, OccurrenceState, PaymentState, occurrence_key
 from paysched.errors import Conflict
 from paysched.inputs import PYTHON_NAMES, Calendar, recurrence_of
 
@@ -152,9 +152,8 @@ def test_skip_next_skips_a_waiting_one_or_the_next_of_the_series(store: Store) -
     assert again.id == made[0].id and again.state == S.SKIPPED
 
 
-def test_a_pending_one_time_payment_can_be_paused_skipped_and_resumed(store: Store) -> None:
-    """A one-time payment is done once its occurrence exists; until that starts, a person can
-    still hold it or skip it, as they can cancel it. Resume makes it done again, not active."""
+def pending_one_time(store: Store) -> tuple[int, Occurrence, datetime]:
+    """A one-time payment due in 5 minutes, its occurrence created (the payment is done)."""
     funded(store)
     due = T0 + timedelta(minutes=5)
     pid = store.create_payment(
@@ -163,10 +162,16 @@ def test_a_pending_one_time_payment_can_be_paused_skipped_and_resumed(store: Sto
     ).id  # fmt: skip
     [occ] = store.materialize_due(T0, due, [pid])
     assert store.get_payment(pid).state == PaymentState.DONE
+    return pid, occ, due
+
+
+def test_a_pending_one_time_payment_can_be_paused_skipped_and_resumed(store: Store) -> None:
+    """A one-time payment is done once its occurrence exists; until that starts, a person can
+    still hold it or skip it, as they can cancel it. Resume makes it done again, not active."""
+    pid, occ, due = pending_one_time(store)
     held = store.pause(pid, T0)
-    assert held.payment.state == PaymentState.PAUSED and [o.id for o in held.occurrences] == [
-        occ.id
-    ]
+    assert held.payment.state == PaymentState.PAUSED
+    assert [o.id for o in held.occurrences] == [occ.id]
     claimed = store.claim(occ.id, due)
     assert isinstance(claimed, NoClaim) and claimed.why == "paused"
     resumed = store.resume(pid, T0 + timedelta(minutes=1))
@@ -181,13 +186,7 @@ def test_a_pending_one_time_payment_can_be_paused_skipped_and_resumed(store: Sto
 
 
 def test_skip_next_of_a_pending_one_time_payment(store: Store) -> None:
-    funded(store)
-    due = T0 + timedelta(minutes=5)
-    pid = store.create_payment(
-        payer="alice", payee="bob", amount=100, currency="EUR", due_at=due, cron=None,
-        timezone=None, memo="", now=T0,
-    ).id  # fmt: skip
-    [occ] = store.materialize_due(T0, due, [pid])
+    pid, occ, due = pending_one_time(store)
     skipped = store.skip_next(pid, T0, "not this time")
     assert skipped.id == occ.id and skipped.state == S.SKIPPED
     assert isinstance(store.claim(occ.id, due), NoClaim)
