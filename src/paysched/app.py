@@ -468,5 +468,7 @@ def build_registry(settings: Settings) -> NotifierRegistry:
     if settings.telegram_token:
         notifiers.append(TelegramNotifier(settings.telegram_token, settings.telegram_api_url))
     if settings.webhook_secret:
-        notifiers.append(WebhookNotifier(settings.webhook_secret))
+        notifiers.append(
+            WebhookNotifier(settings.webhook_secret, allow_private=settings.webhook_allow_private)
+        )
     return NotifierRegistry(notifiers)

@@ -79,7 +79,11 @@ async def test_killed_after_payment_notification_still_sent_once(
     """The worker dies right after the payment committed, before anything was delivered: the
     notification committed with the payment is sent by the next worker, exactly once."""
     hook = WebhookReceiver(secret="whsec-fault").start()
-    env = env | {"PAYSCHED_WEBHOOK_SECRET": "whsec-fault", "PAYSCHED_NOTIFY_POLL": "100ms"}
+    env = env | {
+        "PAYSCHED_WEBHOOK_SECRET": "whsec-fault",
+        "PAYSCHED_NOTIFY_POLL": "100ms",
+        "PAYSCHED_WEBHOOK_ALLOW_PRIVATE": "1",
+    }  # the receiver is on 127.0.0.1
     app = await App.open(Settings.from_env(env))
     try:
         await fund(app, {"alice": 10_000, "bob": 0})

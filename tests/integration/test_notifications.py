@@ -11,6 +11,7 @@ import pytest
 from paysched.app import App
 from paysched.config import Settings
 from paysched.domain import OccurrenceState
+from paysched.errors import PermanentDelivery, RetryableDelivery
 from paysched.notify.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookNotifier
 from paysched.redis_server import free_port
 from tests.conftest import wait_for
@@ -34,7 +35,9 @@ async def napp(env: dict[str, str], bot: Peer) -> AsyncIterator[App]:
     settings = Settings.from_env(
         env | {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": bot.url,
                "PAYSCHED_WEBHOOK_SECRET": SECRET, "PAYSCHED_NOTIFY_POLL": "100ms",
-               "PAYSCHED_NOTIFY_EVENTS": "succeeded,failed"}
+               "PAYSCHED_NOTIFY_EVENTS": "succeeded,failed",
+               # The receivers listen on 127.0.0.1: a private address, allowed here.
+               "PAYSCHED_WEBHOOK_ALLOW_PRIVATE": "1"}
     )  # fmt: skip
     app = await App.open(settings)
     assert app.deliverer is not None
@@ -161,7 +164,7 @@ async def test_the_readme_verifier_accepts_a_real_delivery() -> None:
     readme_verify = scope["verify"]
 
     receiver = Peer().start()
-    notifier = WebhookNotifier("whsec-readme-check")
+    notifier = WebhookNotifier("whsec-readme-check", allow_private=True)  # a local receiver
     try:
         await notifier.send(f"{receiver.url}/hook", {"event": "succeeded", "amount": "1.00"}, "k1")
         (request,) = receiver.requests
@@ -172,4 +175,29 @@ async def test_the_readme_verifier_accepts_a_real_delivery() -> None:
         assert readme_verify("whsec-readme-check", header, request.body + b" ") is False
     finally:
         await notifier.close()
+        receiver.stop()
+
+
+async def test_a_webhook_host_resolving_inwards_is_refused_at_delivery() -> None:
+    """A URL whose host only resolves to an internal address (127.1 is 127.0.0.1 to every
+    resolver) is refused when it is posted to, unless private addresses are allowed; then
+    the post goes to the address checked, under the URL's own Host."""
+    receiver = Peer().start()
+    port = receiver.url.rsplit(":", 1)[1]
+    target = f"http://127.1:{port}/hook"
+    strict = WebhookNotifier("whsec-inward")
+    allowing = WebhookNotifier("whsec-inward", allow_private=True)
+    try:
+        with pytest.raises(PermanentDelivery, match=r"'127\.1' resolves to 127\.0\.0\.1"):
+            await strict.send(target, {"event": "succeeded"}, "k1")
+        assert receiver.requests == []
+        await allowing.send(target, {"event": "succeeded"}, "k2")
+        (request,) = receiver.requests
+        assert request.headers["Host"] == f"127.1:{port}"
+        # A name that does not resolve may resolve later: retried, not dead.
+        with pytest.raises(RetryableDelivery, match="does not resolve"):
+            await strict.send("http://hooks.does-not-exist.invalid/x", {}, "k3")
+    finally:
+        await strict.close()
+        await allowing.close()
         receiver.stop()

@@ -49,3 +49,16 @@ def test_targets_are_validated() -> None:
         with pytest.raises(InvalidInput) as info:
             normalise_targets([bad])
         assert info.value.field == "notify"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/x", "http://localhost:8080/", "http://[::1]/", "http://10.1.2.3/",
+     "http://169.254.169.254/latest", "http://[::ffff:127.0.0.1]/",
+     # Numeric forms every resolver reads as an address: 127.0.0.1 and 10.0.0.1.
+     "http://127.1/", "http://2130706433/", "http://0x7f000001/", "http://10.1/"],
+)  # fmt: skip
+def test_webhooks_pointing_inwards_are_refused_unless_allowed(url: str) -> None:
+    with pytest.raises(InvalidInput, match="ALLOW_PRIVATE"):
+        normalise_targets([f"webhook:{url}"])
+    assert normalise_targets([f"webhook:{url}"], allow_private=True) == [f"webhook:{url}"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from urllib.parse import urlsplit
 
 from paysched.errors import InvalidInput
@@ -47,7 +48,10 @@ def is_internal_host(host: str) -> bool:
     try:
         ip = ipaddress.ip_address(name.strip("[]"))
     except ValueError:
-        return False
+        try:  # the forms only inet_aton reads, which resolvers accept too: 127.1, 2130706433
+            ip = ipaddress.ip_address(socket.inet_aton(name))
+        except OSError:
+            return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved

@@ -10,16 +10,18 @@ compare in constant time, and reject timestamps outside the tolerance window aga
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import socket
 import time
 from typing import Any
 
 import httpx
 
 from paysched.errors import PermanentDelivery, RetryableDelivery
-from paysched.notify.targets import webhook_problem
+from paysched.notify.targets import is_internal_host, webhook_problem
 
 SIGNATURE_HEADER = "Paysched-Signature"
 EVENT_ID_HEADER = "Paysched-Event-Id"
@@ -57,11 +59,13 @@ def verify(
 class WebhookNotifier:
     channel = "webhook"
 
-    def __init__(self, secret: str, timeout: float = 10.0) -> None:
+    def __init__(self, secret: str, timeout: float = 10.0, allow_private: bool = False) -> None:
         if not secret:
             raise ValueError("a webhook signing secret is required")
         self._secret = secret
-        self._client = httpx.AsyncClient(timeout=timeout)
+        self._allow_private = allow_private
+        # Redirects are not followed: one could lead inwards past the address check below.
+        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     async def send(self, target: str, event: dict[str, Any], dedup_key: str) -> None:
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
@@ -74,7 +78,15 @@ class WebhookNotifier:
         if problem:  # no retry can make a malformed URL work
             raise PermanentDelivery(f"invalid webhook URL: {problem}")
         try:
-            response = await self._client.post(target, content=body, headers=headers)
+            url = httpx.URL(target)
+            address = await self._address(url)
+            # Posted to the address just checked, not to a second lookup of the name that
+            # could answer otherwise (DNS rebinding); Host and TLS still name the host.
+            response = await self._client.post(
+                url.copy_with(host=address), content=body,
+                headers=headers | {"Host": url.netloc.decode("ascii")},
+                extensions={"sni_hostname": url.host} if url.scheme == "https" else None,
+            )  # fmt: skip
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise PermanentDelivery(f"invalid webhook URL: {exc}") from None
         except httpx.HTTPError as exc:
@@ -88,6 +100,28 @@ class WebhookNotifier:
                 f"webhook {status}", float(retry_after) if retry_after.isdigit() else None
             )
         raise PermanentDelivery(f"webhook {status}: {response.text[:200]}")
+
+    async def _address(self, url: httpx.URL) -> str:
+        """The address the webhook's host resolves to, refused if any address it resolves to
+        is internal (unless PAYSCHED_WEBHOOK_ALLOW_PRIVATE): a public-looking name, or a
+        numeric form such as 127.1, can point inside the deployment."""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                url.host, port, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:  # socket.gaierror: a name that does not resolve (yet)
+            raise RetryableDelivery(f"webhook host {url.host!r} does not resolve: {exc}") from None
+        addresses = [str(info[4][0]) for info in found]
+        if not addresses:
+            raise RetryableDelivery(f"webhook host {url.host!r} resolves to no address")
+        inward = [a for a in addresses if is_internal_host(a)]
+        if inward and not self._allow_private:
+            raise PermanentDelivery(
+                f"webhook host {url.host!r} resolves to {inward[0]}, a loopback, private or "
+                "link-local address; set PAYSCHED_WEBHOOK_ALLOW_PRIVATE=1 to allow it"
+            )
+        return addresses[0]
 
     async def close(self) -> None:
         await self._client.aclose()
