@@ -215,10 +215,7 @@ def _serve(scheduler: bool, worker: bool, api: str | None = None) -> None:
     if api is not None:
         import importlib.util
 
-        if (
-            importlib.util.find_spec("fastapi") is None
-            or importlib.util.find_spec("uvicorn") is None
-        ):
+        if any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "jinja2")):
             raise ConfigError("--api", "the HTTP API needs its extra: pip install 'paysched[api]'")
         from paysched.api.server import listen, parse_address
 

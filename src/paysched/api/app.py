@@ -18,6 +18,7 @@ from paysched.api.security import Guard, RateLimiter
 from paysched.app import App
 from paysched.db.apikeys import ApiKeys
 from paysched.db.idempotency import IdempotencyKeys
+from paysched.web import create_dashboard
 
 log = logging.getLogger("paysched.api")
 MAX_BODY = 64 * 1024  # every request body the API takes fits in a few KiB
@@ -36,6 +37,13 @@ Money is a decimal string and a currency, never a number.
 """
 
 
+def _dashboard_form(request: Request, kind: str) -> bool:
+    """The dashboard's login form is the one body sent as a browser's urlencoded form."""
+    return kind == "application/x-www-form-urlencoded" and request.url.path.startswith(
+        "/dashboard/"
+    )
+
+
 async def _request_id(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
@@ -47,7 +55,9 @@ async def _request_id(
     problem = None
     if length.isdigit() and int(length) > MAX_BODY:
         problem = problems.Problem(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-    elif length not in ("", "0") and not (kind == "application/json" or kind.endswith("+json")):
+    elif length not in ("", "0") and not (
+        kind == "application/json" or kind.endswith("+json") or _dashboard_form(request, kind)
+    ):
         problem = problems.Problem(415, "unsupported_media_type", "send the body as JSON with "
                                    "Content-Type: application/json", "Content-Type")  # fmt: skip
     if problem is not None:
@@ -71,8 +81,9 @@ async def _purge(app: App, keys: IdempotencyKeys) -> None:
         await asyncio.sleep(PURGE_EVERY_S)
 
 
-def create_api(app: App) -> FastAPI:
-    """The API over `app`, which must have been opened with its queue."""
+def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
+    """The API over `app`, which must have been opened with its queue, and the dashboard at
+    /dashboard. Setting `stopping` ends the dashboard's live streams (see api.server)."""
     keys = ApiKeys(app.store.engine)
     idempotency = IdempotencyKeys(app.store.engine)
 
@@ -97,4 +108,5 @@ def create_api(app: App) -> FastAPI:
     problems.install(api)
     for module in (accounts, payments, occurrences, notifications, ops):
         api.include_router(module.router)
+    api.mount("/dashboard", create_dashboard(app, api.state.guard, stopping or asyncio.Event()))
     return api

@@ -57,13 +57,13 @@ def listen(host: str, port: int) -> socket.socket:
 async def serve(app: App, sock: socket.socket, stop: asyncio.Event) -> None:
     """Answer HTTP on `sock` until `stop` is set, then finish the requests in progress."""
     config = uvicorn.Config(
-        create_api(app), log_config=None, access_log=False, server_header=False,
+        create_api(app, stop), log_config=None, access_log=False, server_header=False,
         lifespan="on", timeout_graceful_shutdown=10,
     )  # fmt: skip
     server = _Server(config)
     host, port = sock.getsockname()[:2]
-    log.info("API listening on http://%s:%s (OpenAPI at /openapi.json, docs at /docs)",
-             host, port)  # fmt: skip
+    log.info("API listening on http://%s:%s (OpenAPI at /openapi.json, docs at /docs, "
+             "dashboard at /dashboard/)", host, port)  # fmt: skip
     task = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)

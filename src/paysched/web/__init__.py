@@ -1,0 +1,45 @@
+"""The operator dashboard at /dashboard: Jinja2 pages, vendored htmx, live numbers over SSE.
+
+It is a FastAPI app of its own, mounted inside the API's (see api.app.create_api), so that its
+errors are HTML pages rather than problem documents and it stays out of the OpenAPI document.
+It signs in with the API's keys and checks them with the API's Guard (see web.auth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from paysched.api.security import Guard
+from paysched.app import App
+from paysched.web import auth, pages, render
+
+
+def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI:
+    """The dashboard over `app`; its live streams end when `stopping` is set."""
+    web = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    web.state.paysched = app
+    web.state.guard = guard  # the API's own: one rate limit per key across API and dashboard
+    web.state.stopping = stopping
+    render.install(web)
+
+    @web.exception_handler(auth.NotSignedIn)
+    async def _login_first(request: Request, exc: auth.NotSignedIn) -> Response:
+        response: Response
+        if render.is_htmx(request):  # htmx follows HX-Redirect with a full page load
+            response = Response(status_code=401, headers={"HX-Redirect": auth.LOGIN})
+        elif request.url.path == f"{auth.PATH}/events":  # an EventSource stops on a 401
+            response = Response(status_code=401)
+        else:
+            response = RedirectResponse(auth.LOGIN, status_code=303)
+        if exc.stale:
+            auth.clear_key(request, response)
+        return response
+
+    # htmx, its SSE extension and the stylesheet, from the installed package (no CDN).
+    web.mount("/static", StaticFiles(packages=[("paysched.web", "static")]), name="static")
+    web.include_router(pages.router)
+    return web

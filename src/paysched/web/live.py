@@ -1,0 +1,87 @@
+"""/dashboard/events: the overview, live, as Server-Sent Events (htmx's sse extension swaps
+each `overview` event into the page).
+
+The stream renders the overview every second and at once on each paysched event of this
+process (workers running beside the API emit them on `app.bus`), at most every MIN_GAP_S so
+that a burst of completions is one render. An unchanged overview is sent as a comment, which
+costs a few bytes and finds a client that went away at the next write. It ends when the
+server stops (uvicorn's graceful shutdown waits for open responses, so an endless stream would
+hold `paysched serve` for its whole grace time) and when the key it was opened with is revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from paysched.api.security import Guard
+from paysched.app import App
+from paysched.db.store.base import short_error
+from paysched.events import Event
+from paysched.web.data import overview
+from paysched.web.render import render
+
+log = logging.getLogger("paysched.web")
+EVERY_S = 1.0
+MIN_GAP_S = 0.25
+RECHECK_KEY_S = 10.0
+RETRY_MS = 2000  # how soon the browser reconnects after the stream ends
+
+
+def sse(event: str, data: str) -> bytes:
+    """One event; every line of `data` is a `data:` field (the client joins them with \\n)."""
+    lines = "".join(f"data: {line}\n" for line in (data.splitlines() or [""]))
+    return f"event: {event}\n{lines}\n".encode()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _pause(wake: asyncio.Event, stopping: asyncio.Event) -> None:
+    """At least MIN_GAP_S (unless stopping), then until an event, stopping, or EVERY_S."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), MIN_GAP_S)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_first(wake, stopping), EVERY_S - MIN_GAP_S)
+
+
+async def _render(app: App) -> str:
+    try:
+        return render("_live.html", **await overview(app))
+    except Exception as exc:  # Redis or the database away: say so, and try again next time
+        log.warning("dashboard overview unavailable: %s", short_error(exc))
+        return render("_unavailable.html", reason=short_error(exc))
+
+
+async def stream(app: App, guard: Guard, key: str, stopping: asyncio.Event) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+
+    def on_event(_: Event) -> None:  # may be called from a worker's thread
+        loop.call_soon_threadsafe(wake.set)
+
+    unsubscribe = app.bus.subscribe(on_event)
+    try:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        last, checked = "", loop.time()
+        while not stopping.is_set():
+            wake.clear()
+            html = await _render(app)
+            yield sse("overview", html) if html != last else b": unchanged\n\n"
+            last = html
+            if loop.time() - checked >= RECHECK_KEY_S:
+                checked = loop.time()
+                if await guard.db(guard.keys.verify, key) is None:  # revoked meanwhile
+                    yield sse("signed-out", "")
+                    return
+            await _pause(wake, stopping)
+    finally:
+        unsubscribe()

@@ -1,0 +1,134 @@
+"""The dashboard's routes: login/logout, overview, payment detail, actions, live events."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from paysched.api.problems import from_paysched
+from paysched.app import App
+from paysched.db.apikeys import ApiKey
+from paysched.domain import parse_id
+from paysched.errors import NotFound, PayschedError
+from paysched.web import auth, live
+from paysched.web.data import overview
+from paysched.web.render import is_htmx, page
+
+router = APIRouter()
+Read = Depends(auth.signed_in("read"))
+Write = Depends(auth.signed_in("write"))
+HOME = f"{auth.PATH}/"
+
+
+def _app(request: Request) -> App:
+    app: App = request.app.state.paysched
+    return app
+
+
+# -- signing in --------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request) -> HTMLResponse:
+    return page(request, "login.html", error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    auth.check_csrf(request)
+    key = await auth.form_field(request, "key")
+    found = await auth.verify(request.app.state.guard, key) if key else None
+    if found is None:
+        return page(request, "login.html", 401, error="that API key is unknown or revoked")
+    response = RedirectResponse(HOME, status_code=303)
+    auth.set_key(request, response, key)
+    return response
+
+
+@router.get("/logout")
+async def logout(request: Request) -> Response:
+    # A GET is enough: signing out changes nothing on the server, so it needs no CSRF check.
+    response = RedirectResponse(auth.LOGIN, status_code=303)
+    auth.clear_key(request, response)
+    return response
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(request: Request, _: ApiKey = Read) -> HTMLResponse:
+    return page(request, "overview.html", **await overview(_app(request)))
+
+
+@router.get("/events")
+async def events(request: Request, _: ApiKey = Read) -> StreamingResponse:
+    body = live.stream(_app(request), request.app.state.guard, request.cookies[auth.COOKIE],
+                       request.app.state.stopping)  # fmt: skip
+    # no-store: never cached; X-Accel-Buffering: a proxy (nginx) passes each event on at once.
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+async def _detail_page(
+    request: Request, payment_id: int, status: int = 200, flash: tuple[bool, str] | None = None
+) -> HTMLResponse:
+    detail = await _app(request).payment_detail(payment_id)
+    return page(request, "payment.html", status, p=detail, flash=flash)
+
+
+@router.get("/payments/{payment_id}", response_class=HTMLResponse)
+async def payment(request: Request, payment_id: str, _: ApiKey = Read) -> HTMLResponse:
+    # Taken as text and parsed by the CLI's rule: a bad id is a 422 page naming it.
+    return await _detail_page(request, parse_id(payment_id, "payment id"))
+
+
+# -- acting (write keys) -----------------------------------------------------------------------
+
+
+async def _cancel(app: App, pid: int) -> str:
+    result = await app.cancel_payment(pid)
+    text = f"Payment #{pid} cancelled: {len(result.cancelled)} occurrence(s) will not run."
+    if result.in_flight:
+        text += f" {len(result.in_flight)} already executing will finish."
+    return text
+
+
+async def _pause(app: App, pid: int) -> str:
+    held = await app.pause_payment(pid)
+    return f"Payment #{pid} paused: {len(held.occurrences)} occurrence(s) held."
+
+
+async def _resume(app: App, pid: int) -> str:
+    held = await app.resume_payment(pid)
+    return (f"Payment #{pid} resumed: {len(held.occurrences)} occurrence(s) released, "
+            f"{len(held.missed)} missed.")  # fmt: skip
+
+
+ACTIONS: dict[str, Callable[[App, int], Awaitable[str]]] = {
+    "cancel": _cancel, "pause": _pause, "resume": _resume,
+}  # fmt: skip
+
+
+@router.post("/payments/{payment_id}/{action}", response_class=HTMLResponse)
+async def act(request: Request, payment_id: str, action: str, _: ApiKey = Write) -> Response:
+    """The same App methods as POST /v1/payments/{id}/cancel|pause|resume. A refusal (409) is
+    shown with its reason; only an unknown payment or action is an error page."""
+    if action not in ACTIONS:
+        raise NotFound(f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
+    pid = parse_id(payment_id, "payment id")
+    try:
+        ok, status, message = True, 200, await ACTIONS[action](_app(request), pid)
+    except NotFound:
+        raise
+    except PayschedError as exc:
+        problem = from_paysched(exc)
+        ok, status, message = False, problem.status, problem.detail
+    if is_htmx(request):
+        # The result goes where the button said; the page's detail reloads itself on the event.
+        headers: dict[str, Any] = {"HX-Trigger": "payment-changed"} if ok else {}
+        return page(request, "_result.html", status, headers, ok=ok, message=message)
+    return await _detail_page(request, pid, status, (ok, message))

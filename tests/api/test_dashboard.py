@@ -1,0 +1,347 @@
+"""The operator dashboard at /dashboard over a real App (SQLite and PostgreSQL, real Redis):
+signing in with an API key, pages, actions by scope, CSRF, escaping, live events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import importlib.resources
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from paysched.api.server import listen, serve
+from paysched.app import App
+from paysched.db.apikeys import ApiKeys
+from paysched.domain import OccurrenceState
+from paysched.web.auth import COOKIE
+from tests.api.conftest import Api
+from tests.api.test_api import accounts
+from tests.conftest import wait_for
+from tests.integration.helpers import all_final, running
+
+HX = {"HX-Request": "true"}
+
+
+def signed(api: Api, scope: str) -> dict[str, str]:
+    """What the browser sends once signed in with the `scope` key."""
+    return {"Cookie": f"{COOKIE}={api.keys[scope]}"}
+
+
+async def page(api: Api, path: str, scope: str = "read") -> str:
+    r = await api.client.get(path, headers=signed(api, scope))
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("text/html")
+    return r.text
+
+
+def count(text: str, section: str, name: str) -> int:
+    """A number of the overview: `name` in its `section` card (Queue, Occurrences, ...)."""
+    card = text.split(f"<h2>{section}</h2>", 1)[1].split("</section>", 1)[0]
+    found = re.search(rf"<dt>{name}</dt><dd>(\d+)</dd>", card)
+    assert found, (section, name, card)
+    return int(found.group(1))
+
+
+async def schedule(api: Api, **body: str) -> int:
+    r = await api.post("/v1/payments", {"from": "alice", "to": "bob", "amount": "2.50"} | body,
+                       "write")  # fmt: skip
+    assert r.status_code == 201, r.text
+    pid: int = r.json()["id"]
+    return pid
+
+
+# -- signing in --------------------------------------------------------------------------------
+
+
+async def test_login_sets_a_strict_http_only_cookie_for_the_dashboard_only(api: Api) -> None:
+    form = {"key": api.keys["read"]}
+    r = await api.client.post("/dashboard/login", data=form, headers={"Origin": "http://api"})
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/"
+    cookie = r.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert cookie.startswith(f"{COOKIE}={api.keys['read']};")
+    assert {"httponly", "path", "samesite"} <= attributes and "secure" not in attributes
+    assert "Path=/dashboard" in cookie and "samesite=strict" in cookie.lower()
+    # Over https the cookie is also Secure.
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.api),
+                                 base_url="https://api") as tls:  # fmt: skip
+        r = await tls.post("/dashboard/login", data=form, headers={"Origin": "https://api"})
+        assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+    # The cookie opens the pages (the client kept it, as a browser does).
+    assert (await api.client.get("/dashboard/")).status_code == 200
+    out = await api.client.get("/dashboard/logout")
+    assert out.status_code == 303 and out.headers["location"] == "/dashboard/login"
+    assert out.headers["set-cookie"].startswith(f'{COOKIE}="";')
+    assert (await api.client.get("/dashboard/")).status_code == 303
+
+
+async def test_a_wrong_or_revoked_key_or_a_cross_site_form_signs_nobody_in(api: Api) -> None:
+    origin = {"Origin": "http://api"}
+    wrong = await api.client.post("/dashboard/login", data={"key": "psk_0000_nope"},
+                                  headers=origin)  # fmt: skip
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    assert "unknown or revoked" in wrong.text and "psk_0000_nope" not in wrong.text
+    keys = ApiKeys(api.app.store.engine)
+    row, key = await api.app.db(keys.create, "gone", "admin", api.app.clock.now())
+    await api.app.db(keys.revoke, row.id, api.app.clock.now())
+    revoked = await api.client.post("/dashboard/login", data={"key": key}, headers=origin)
+    assert revoked.status_code == 401 and "set-cookie" not in revoked.headers
+    # A form posted from another site (or with no Origin at all) is refused before the key.
+    for headers in ({"Origin": "http://evil.example"}, {}):
+        r = await api.client.post("/dashboard/login", data={"key": api.keys["read"]},
+                                  headers=headers)  # fmt: skip
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+
+
+async def test_pages_without_a_valid_cookie_lead_to_the_login_page(api: Api) -> None:
+    for path in ("/dashboard/", "/dashboard/payments/1"):
+        r = await api.client.get(path)
+        assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
+    stale = await api.client.get("/dashboard/", headers={"Cookie": f"{COOKIE}=psk_00_xxxxxxxxxx"})
+    assert stale.status_code == 303 and stale.headers["set-cookie"].startswith(f'{COOKIE}="";')
+    htmx = await api.client.get("/dashboard/", headers=HX)
+    assert htmx.status_code == 401 and htmx.headers["hx-redirect"] == "/dashboard/login"
+    assert (await api.client.get("/dashboard/events")).status_code == 401
+    login = await api.client.get("/dashboard/login")
+    assert login.status_code == 200 and 'name="key"' in login.text
+    # /dashboard itself leads to the overview.
+    assert (await api.client.get("/dashboard")).headers["location"].endswith("/dashboard/")
+
+
+# -- actions by scope, CSRF ---------------------------------------------------------------------
+
+
+async def test_a_read_key_cannot_cancel_a_write_key_can(api: Api) -> None:
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    pid = await schedule(api, **{"in": "1h"})
+    cancel = f"/dashboard/payments/{pid}/cancel"
+    denied = await api.client.post(cancel, headers=signed(api, "read") | HX)
+    assert denied.status_code == 403 and "scope 'write'" in html.unescape(denied.text)
+    assert "Signed in with a read key" in await page(api, f"/dashboard/payments/{pid}")
+    done = await api.client.post(cancel, headers=signed(api, "write") | HX)
+    assert done.status_code == 200 and f"Payment #{pid} cancelled" in done.text
+    assert done.headers["hx-trigger"] == "payment-changed"
+    assert (await api.get(f"/v1/payments/{pid}")).json()["status"] == "cancelled"
+    # A refusal is its message with its status, not a 500.
+    again = await api.client.post(cancel, headers=signed(api, "write") | HX)
+    assert again.status_code == 409 and "already cancelled" in again.text
+    detail = await page(api, f"/dashboard/payments/{pid}", "write")
+    assert "s-cancelled" in detail and "hx-post" not in detail  # nothing left to do
+
+
+async def test_pause_and_resume_from_the_dashboard(api: Api) -> None:
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    pid = await schedule(api, cron="0 9 * * 1")
+    base = f"/dashboard/payments/{pid}"
+    assert f'hx-post="{base}/pause"' in await page(api, base, "write")
+    paused = await api.client.post(f"{base}/pause", headers=signed(api, "write") | HX)
+    assert paused.status_code == 200 and "paused" in paused.text
+    assert f'hx-post="{base}/resume"' in await page(api, base, "write")
+    twice = await api.client.post(f"{base}/pause", headers=signed(api, "write") | HX)
+    assert twice.status_code == 409
+    resumed = await api.client.post(f"{base}/resume", headers=signed(api, "admin") | HX)
+    assert resumed.status_code == 200 and "resumed" in resumed.text
+    assert (await api.get(f"/v1/payments/{pid}")).json()["state"] == "active"
+
+
+async def test_an_action_without_hx_request_or_a_matching_origin_is_refused(api: Api) -> None:
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    pid = await schedule(api, **{"in": "1h"})
+    cancel = f"/dashboard/payments/{pid}/cancel"
+    for extra in ({}, {"Origin": "http://evil.example"}, {"Origin": "null"}):
+        r = await api.client.post(cancel, headers=signed(api, "admin") | extra)
+        assert r.status_code == 403 and "not sent from the dashboard" in r.text
+    assert (await api.get(f"/v1/payments/{pid}")).json()["status"] != "cancelled"
+    # A plain form post from the dashboard's own page (no JavaScript) works, as a full page.
+    r = await api.client.post(cancel, headers=signed(api, "admin") | {"Origin": "http://api"})
+    assert r.status_code == 200 and "<html" in r.text and f"Payment #{pid} cancelled" in r.text
+
+
+# -- what it shows -----------------------------------------------------------------------------
+
+
+async def test_the_overview_and_the_detail_show_a_payment_that_ran(api: Api) -> None:
+    await accounts(api, {"alice": "100.00", "bob": ""})
+    pid = await schedule(api, **{"in": "200ms"}, memo="rent")
+    async with running(api.app):
+        [occ] = await all_final(api.app, [pid])
+    assert occ.state == OccurrenceState.SUCCEEDED
+    text = await page(api, "/dashboard/")
+    stats = (await api.get("/v1/stats")).json()
+    for section, part in (("Queue", "queue"), ("Occurrences", "occurrences"),
+                          ("Notifications", "notifications")):  # fmt: skip
+        for name, n in stats[part].items():
+            assert count(text, section, name.replace("_", " ")) == n, (section, name)
+    assert count(text, "Queue", "completed") == 1 and count(text, "Occurrences", "succeeded") == 1
+    assert f'href="/dashboard/payments/{pid}"' in text and "2.50 USD" in text
+    assert "alice → bob" in text and "Nothing: no occurrence in needs_review" in text
+    detail = await page(api, f"/dashboard/payments/{pid}")
+    assert occ.key in detail and "s-succeeded" in detail and "rent" in detail
+    attempts = detail.split("<h3>Attempts</h3>", 1)[1].split("</table>", 1)[0]
+    assert re.search(r"<td>1</td>.*s-succeeded", attempts, re.S), attempts
+    assert "<h3>History</h3>" in detail and "executing" in detail
+
+
+async def test_the_overview_lists_what_needs_a_person(api: Api) -> None:
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    pid = await schedule(api, **{"in": "30s"})
+    store, now = api.app.store, api.app.clock.now()
+    [occ] = await api.app.db(store.occurrences_of, pid)
+    claim = await api.app.db(store.claim, occ.id, now)
+    assert await api.app.db(store.finish, claim, OccurrenceState.NEEDS_REVIEW, now,  # type: ignore[arg-type]
+                            "the provider never answered")  # fmt: skip
+    text = await page(api, "/dashboard/")
+    attention = text.split("<h2>Needs a person</h2>", 1)[1].split("</section>", 1)[0]
+    assert occ.key in attention and "needs review" in attention
+    assert "the provider never answered" in attention
+    assert count(text, "Occurrences", "needs review") == 1
+
+
+async def test_names_and_memos_are_escaped(api: Api) -> None:
+    evil = "<script>x</script>"
+    await accounts(api, {evil: "", "bob": ""})
+    memo = '<img src=x onerror="alert(1)">'
+    r = await api.post("/v1/payments", {"from": evil, "to": "bob", "amount": "1.00",
+                                        "in": "1h", "memo": memo}, "write")  # fmt: skip
+    assert r.status_code == 201, r.text
+    for path in ("/dashboard/", f"/dashboard/payments/{r.json()['id']}"):
+        text = await page(api, path)
+        assert evil not in text and "<img src=x" not in text
+        assert html.escape(evil) in text
+    assert "&lt;img src=x onerror=" in text  # the memo, shown as text
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [("/dashboard/payments/999999", 404, "no payment with id 999999"),
+     ("/dashboard/payments/2147483648", 404, "no payment with id 2147483648"),
+     ("/dashboard/payments/99999999999999", 422, "expected a positive integer id"),
+     ("/dashboard/payments/abc", 422, "expected a positive integer id"),
+     ("/dashboard/payments/-1", 422, "expected a positive integer id"),
+     ("/dashboard/nothing-here", 404, "no such page")],
+)  # fmt: skip
+async def test_bad_addresses_are_pages_not_errors(
+    api: Api, path: str, status: int, says: str
+) -> None:
+    r = await api.client.get(path, headers=signed(api, "read"))
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert says in r.text and "Traceback" not in r.text
+    assert r.headers["x-request-id"] in r.text
+    bad_action = await api.client.post("/dashboard/payments/1/explode",
+                                       headers=signed(api, "write") | HX)  # fmt: skip
+    assert bad_action.status_code == 404
+    assert "no action 'explode'" in html.unescape(bad_action.text)
+
+
+async def test_the_static_files_come_from_the_package(api: Api) -> None:
+    static = importlib.resources.files("paysched.web") / "static"
+    for name, kind in (("htmx.min.js", "javascript"), ("htmx-ext-sse.min.js", "javascript"),
+                       ("dashboard.css", "text/css")):  # fmt: skip
+        r = await api.client.get(f"/dashboard/static/{name}")  # no key needed
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+        assert r.content == (static / name).read_bytes()
+    assert (await api.client.get("/dashboard/static/htmx.min.js")).text.startswith("/*! htmx 2.")
+    assert "0BSD" in (static / "htmx-ext-sse.min.js").read_text().splitlines()[0]
+    assert (await api.client.get("/dashboard/static/../auth.py")).status_code == 404
+    overview = await page(api, "/dashboard/")
+    assert "/dashboard/static/htmx.min.js" in overview and "https://" not in overview
+
+
+async def test_the_key_never_reaches_a_page_a_url_or_a_log(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    pid = await schedule(api, **{"in": "1h"})
+    key = api.keys["write"]
+    login = await api.client.post("/dashboard/login", data={"key": key},
+                                  headers={"Origin": "http://api"})  # fmt: skip
+    seen = [login.text, login.headers["location"]]
+    for path in ("/dashboard/", f"/dashboard/payments/{pid}", "/dashboard/payments/x"):
+        r = await api.client.get(path)
+        seen += [r.text, str(r.url)]
+    seen.append((await api.client.post(f"/dashboard/payments/{pid}/cancel", headers=HX)).text)
+    for text in [*seen, caplog.text]:
+        assert key not in text and key.split("_", 2)[2] not in text
+
+
+# -- live --------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def served(app: App) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """The API on a real port, as `paysched serve` runs it (httpx's ASGI transport would buffer
+    a stream to its end)."""
+    stop = asyncio.Event()
+    sock = listen("127.0.0.1", 0)
+    task = asyncio.create_task(serve(app, sock, stop))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def up() -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{url}/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        await wait_for(up, 15, "the API to listen")
+        yield url, stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+async def events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) of a text/event-stream."""
+    name, data = "message", list[str]()
+    async for line in lines:
+        if not line:
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", list[str]()
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+
+
+async def test_the_overview_streams_and_changes_when_a_payment_completes(api: Api) -> None:
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    subscribers = len(api.app.bus._subscribers)
+    async with (
+        served(api.app) as (url, stop),
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        client.stream("GET", "/dashboard/events", headers=signed(api, "read")) as stream,
+    ):
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        received = events(stream.aiter_lines())
+        async with asyncio.timeout(10):
+            name, first = await anext(received)
+        assert name == "overview" and count(first, "Occurrences", "succeeded") == 0
+        assert len(api.app.bus._subscribers) == subscribers + 1
+        pid = await schedule(api, **{"in": "100ms"})
+        async with running(api.app), asyncio.timeout(30):
+            async for name, data in received:  # the next ones, until the payment shows
+                if name == "overview" and count(data, "Occurrences", "succeeded") == 1:
+                    break
+            assert f"/dashboard/payments/{pid}" in data and "s-succeeded" in data
+        # The server stopping ends the stream at once, not after uvicorn's grace time.
+        stop.set()
+        async with asyncio.timeout(5):
+            async for _ in received:
+                pass
+    await wait_for(lambda: _async(len(api.app.bus._subscribers) == subscribers), 5,
+                   "the stream to unsubscribe")  # fmt: skip
+
+
+async def _async(value: bool) -> bool:
+    return value
