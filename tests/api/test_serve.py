@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -52,6 +53,46 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(env: dict[str, str]) -> None
     assert (
         json.loads(paysched(env, "accounts", "show", "alice", "--json").stdout)["name"] == "alice"
     )
+
+
+def test_sigterm_with_a_dashboard_stream_open_exits_promptly(env: dict[str, str]) -> None:
+    """uvicorn's graceful shutdown waits for open responses: the dashboard's endless event
+    stream must end when the server stops, or `serve` would hang for its whole grace time."""
+    key = json.loads(paysched(env, "apikeys", "create", "ops", "--scope", "read", "--json")
+                     .stdout)["key"]  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "paysched", "serve", "--port", str(port)],
+        env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+            def up() -> bool:
+                try:
+                    return client.get("/healthz").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_for_sync(up, 60, "the API")
+            cookie = {"Cookie": f"paysched_key={key}"}
+            with client.stream("GET", "/dashboard/events", headers=cookie) as stream:
+                assert stream.status_code == 200
+                lines = stream.iter_lines()
+                assert any(line == "event: overview" for line in lines)
+                started = time.monotonic()
+                server.send_signal(signal.SIGTERM)
+                for _ in lines:  # the stream ends as the server stops
+                    pass
+            _, stderr = server.communicate(timeout=30)
+            elapsed = time.monotonic() - started
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 0, stderr
+    assert elapsed < 5, f"took {elapsed:.1f}s to stop with a stream open"  # grace is 10 s
+    assert "Traceback" not in stderr and key not in stderr
 
 
 def test_a_taken_port_is_one_line_naming_it(env: dict[str, str]) -> None:
