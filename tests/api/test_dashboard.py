@@ -130,6 +130,7 @@ async def test_a_read_key_cannot_cancel_a_write_key_can(api: Api) -> None:
     # A refusal is its message with its status, not a 500.
     again = await api.client.post(cancel, headers=signed(api, "write") | HX)
     assert again.status_code == 409 and "already cancelled" in again.text
+    assert again.headers["hx-trigger"] == "payment-changed"  # the page was out of date
     detail = await page(api, f"/dashboard/payments/{pid}", "write")
     assert "s-cancelled" in detail and "hx-post" not in detail  # nothing left to do
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -128,7 +127,8 @@ async def act(request: Request, payment_id: str, action: str, _: ApiKey = Write)
         problem = from_paysched(exc)
         ok, status, message = False, problem.status, problem.detail
     if is_htmx(request):
-        # The result goes where the button said; the page's detail reloads itself on the event.
-        headers: dict[str, Any] = {"HX-Trigger": "payment-changed"} if ok else {}
+        # The result goes where the button said; the page's detail reloads itself on the
+        # event, after a refusal too: that usually means the page was out of date.
+        headers = {"HX-Trigger": "payment-changed"}
         return page(request, "_result.html", status, headers, ok=ok, message=message)
     return await _detail_page(request, pid, status, (ok, message))
