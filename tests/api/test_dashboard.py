@@ -181,6 +181,9 @@ async def test_the_overview_and_the_detail_show_a_payment_that_ran(api: Api) -> 
     assert count(text, "Queue", "completed") == 1 and count(text, "Occurrences", "succeeded") == 1
     assert f'href="/dashboard/payments/{pid}"' in text and "2.50 USD" in text
     assert "alice → bob" in text and "Nothing: no occurrence in needs_review" in text
+    r = await api.client.get("/dashboard/", headers=signed(api, "read"))
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
     detail = await page(api, f"/dashboard/payments/{pid}")
     assert occ.key in detail and "s-succeeded" in detail and "rent" in detail
     attempts = detail.split("<h3>Attempts</h3>", 1)[1].split("</table>", 1)[0]

@@ -8,6 +8,7 @@ It signs in with the API's keys and checks them with the API's Guard (see web.au
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -17,6 +18,27 @@ from paysched.api.security import Guard
 from paysched.app import App
 from paysched.web import auth, pages, render
 
+# Scripts and styles only from the dashboard's own files (htmx adds one <style> for its
+# indicators, hence 'unsafe-inline' for styles alone); no framing (clickjacking of the action
+# buttons); forms post only here. Pages may show payment data: never cached.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+async def _headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    response.headers.update(HEADERS)
+    if not request.url.path.startswith(f"{auth.PATH}/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
 
 def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI:
     """The dashboard over `app`; its live streams end when `stopping` is set."""
@@ -25,6 +47,7 @@ def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI
     web.state.guard = guard  # the API's own: one rate limit per key across API and dashboard
     web.state.stopping = stopping
     render.install(web)
+    web.middleware("http")(_headers)
 
     @web.exception_handler(auth.NotSignedIn)
     async def _login_first(request: Request, exc: auth.NotSignedIn) -> Response:
