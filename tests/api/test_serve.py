@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -20,24 +20,37 @@ from tests.integration.test_cli import one_line_error, paysched
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-def test_serve_answers_and_stops_cleanly_on_sigterm(env: dict[str, str]) -> None:
-    key = json.loads(paysched(env, "apikeys", "create", "ops", "--scope", "write", "--json")
-                     .stdout)["key"]  # fmt: skip
+def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], httpx.Client]:
+    """`paysched serve` on a free port, answering, and a client for it."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "paysched", "serve", "--port", str(port)],
         env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    def up() -> bool:
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        wait_for_sync(up, 60, "the API")
+    except BaseException:
+        client.close()
+        server.kill()
+        server.communicate()
+        raise
+    return server, client
 
-            def up() -> bool:
-                try:
-                    return client.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
 
-            wait_for_sync(up, 60, "the API")
+def test_serve_answers_and_stops_cleanly_on_sigterm(env: dict[str, str]) -> None:
+    key = json.loads(paysched(env, "apikeys", "create", "ops", "--scope", "write", "--json")
+                     .stdout)["key"]  # fmt: skip
+    server, client = start_serve(env)
+    try:
+        with contextlib.closing(client):
             assert client.get("/readyz").json()["checks"] == {"database": "ok", "redis": "ok"}
             auth = {"Authorization": f"Bearer {key}"}
             created = client.post("/v1/accounts", json={"name": "alice"}, headers=auth)
@@ -60,38 +73,25 @@ def test_sigterm_with_a_dashboard_stream_open_exits_promptly(env: dict[str, str]
     stream must end when the server stops, or `serve` would hang for its whole grace time."""
     key = json.loads(paysched(env, "apikeys", "create", "ops", "--scope", "read", "--json")
                      .stdout)["key"]  # fmt: skip
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "paysched", "serve", "--port", str(port)],
-        env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # A grace far longer than the wait below: a stream that outlived SIGTERM would hold the
+    # server past it (no wall-clock bound on a fast stop is needed to see that).
+    server, client = start_serve(env | {"PAYSCHED_SHUTDOWN_GRACE": "300s"})
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-
-            def up() -> bool:
-                try:
-                    return client.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_for_sync(up, 60, "the API")
+        with contextlib.closing(client):
             cookie = {"Cookie": f"paysched_key={key}"}
             with client.stream("GET", "/dashboard/events", headers=cookie) as stream:
                 assert stream.status_code == 200
                 lines = stream.iter_lines()
                 assert any(line == "event: overview" for line in lines)
-                started = time.monotonic()
                 server.send_signal(signal.SIGTERM)
                 for _ in lines:  # the stream ends as the server stops
                     pass
-            _, stderr = server.communicate(timeout=30)
-            elapsed = time.monotonic() - started
+            _, stderr = server.communicate(timeout=60)
     finally:
         if server.poll() is None:
             server.kill()
             server.communicate()
     assert server.returncode == 0, stderr
-    assert elapsed < 5, f"took {elapsed:.1f}s to stop with a stream open"  # grace is 10 s
     assert "Traceback" not in stderr and key not in stderr
 
 

@@ -58,7 +58,9 @@ async def serve(app: App, sock: socket.socket, stop: asyncio.Event) -> None:
     """Answer HTTP on `sock` until `stop` is set, then finish the requests in progress."""
     config = uvicorn.Config(
         create_api(app, stop), log_config=None, access_log=False, server_header=False,
-        lifespan="on", timeout_graceful_shutdown=10,
+        lifespan="on",
+        # Requests in progress get the same grace after SIGTERM as payments in progress.
+        timeout_graceful_shutdown=max(1, round(app.settings.shutdown_grace.total_seconds())),
     )  # fmt: skip
     server = _Server(config)
     host, port = sock.getsockname()[:2]
