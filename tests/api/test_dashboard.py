@@ -349,3 +349,70 @@ async def test_the_overview_streams_and_changes_when_a_payment_completes(api: Ap
 
 async def _async(value: bool) -> bool:
     return value
+
+
+# -- what needs a person, acted on -------------------------------------------------------------
+
+
+async def test_an_admin_resolves_an_occurrence_by_hand(api: Api) -> None:
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    pid = await schedule(api, **{"in": "30s"})
+    store, now = api.app.store, api.app.clock.now()
+    [occ] = await api.app.db(store.occurrences_of, pid)
+    claim = await api.app.db(store.claim, occ.id, now)
+    assert await api.app.db(store.finish, claim, OccurrenceState.NEEDS_REVIEW, now,  # type: ignore[arg-type]
+                            "the provider never answered")  # fmt: skip
+    detail = f"/dashboard/payments/{pid}"
+    resolve = f"/dashboard/occurrences/{occ.id}/resolve"
+    assert f'hx-post="{resolve}"' in await page(api, detail, "admin")
+    assert "needs an admin key" in await page(api, detail, "write")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    denied = await api.client.post(resolve, content="outcome=retry&reason=x",
+                                   headers=signed(api, "write") | HX | form)  # fmt: skip
+    assert denied.status_code == 403
+    # No reason: refused with the field's message, nothing changed.
+    r = await api.client.post(resolve, content="outcome=retry&reason=+",
+                              headers=signed(api, "admin") | HX | form)  # fmt: skip
+    assert r.status_code == 422 and "say why" in r.text
+    # The ledger moves money itself: "succeeded" by hand is refused for it, with the reason.
+    r = await api.client.post(resolve, content="outcome=succeeded&reason=seen",
+                              headers=signed(api, "admin") | HX | form)  # fmt: skip
+    assert r.status_code == 409 and "ledger executor" in r.text
+    r = await api.client.post(resolve, content="outcome=retry&reason=provider+is+back",
+                              headers=signed(api, "admin") | HX | form)  # fmt: skip
+    assert r.status_code == 200 and "now queued" in r.text, r.text
+    assert r.headers["hx-trigger"] == "payment-changed"
+    again = await api.app.db(store.get_occurrence, occ.id)
+    assert again.state == OccurrenceState.QUEUED
+    history = await api.app.db(store.transitions_of, [occ.id])
+    assert history[-1].reason is not None and "provider is back" in history[-1].reason
+    bad = await api.client.post("/dashboard/occurrences/999999/resolve",
+                                content="outcome=retry&reason=x",
+                                headers=signed(api, "admin") | HX | form)  # fmt: skip
+    assert bad.status_code == 404
+
+
+async def test_a_dead_notification_is_sent_again(api: Api) -> None:
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    # Telegram is not set up in this app: its notification is dead at its first delivery.
+    r = await api.post("/v1/payments", {"from": "alice", "to": "bob", "amount": "1.00",
+                                        "in": "200ms", "notify": ["telegram:123"]})  # fmt: skip
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    outbox = api.app.outbox
+    assert outbox is not None
+
+    async def dead() -> bool:
+        return [n.state for n in await api.app.db(outbox.list, None, pid)] == ["dead"]
+
+    async with running(api.app):
+        await all_final(api.app, [pid])
+        await wait_for(dead, what="the notification to be dead")
+    [sent] = await api.app.db(outbox.list, None, pid)
+    retry = f"/dashboard/notifications/{sent.id}/retry"
+    assert f'hx-post="{retry}"' in await page(api, f"/dashboard/payments/{pid}", "write")
+    r = await api.client.post(retry, headers=signed(api, "write") | HX)
+    assert r.status_code == 200 and "will be sent again" in r.text
+    assert (await api.app.db(outbox.get, sent.id)).state == "pending"
+    twice = await api.client.post(retry, headers=signed(api, "write") | HX)
+    assert twice.status_code == 409 and "not dead" in twice.text

@@ -110,6 +110,16 @@ class Outbox:
                 then(conn, result)
             return result
 
+    def get(self, notification_id: int) -> Notification:
+        existing_id(notification_id, "notification")
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            row = conn.execute(
+                select(t.notifications).where(t.notifications.c.id == notification_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no notification with id {notification_id}")
+        return _from(row)
+
     def list(
         self, state: str | None = None, payment_id: int | None = None, limit: int = 100,
         before_id: int | None = None,

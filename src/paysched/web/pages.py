@@ -19,6 +19,7 @@ from paysched.web.render import is_htmx, page
 router = APIRouter()
 Read = Depends(auth.signed_in("read"))
 Write = Depends(auth.signed_in("write"))
+Admin = Depends(auth.signed_in("admin"))
 HOME = f"{auth.PATH}/"
 
 
@@ -119,8 +120,47 @@ async def act(request: Request, payment_id: str, action: str, _: ApiKey = Write)
     if action not in ACTIONS:
         raise NotFound(f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
     pid = parse_id(payment_id, "payment id")
+    return await _answer(request, pid, ACTIONS[action](_app(request), pid))
+
+
+@router.post("/occurrences/{occurrence_id}/resolve", response_class=HTMLResponse)
+async def resolve(request: Request, occurrence_id: str, _: ApiKey = Admin) -> Response:
+    """Settle an unknown or needs_review occurrence by hand, as `paysched resolve` and
+    POST /v1/occurrences/{ref}/resolve do (admin keys only): succeeded, failed or retry, with
+    the reason kept in its history."""
+    app = _app(request)
+    occurrence = await app.find_occurrence(str(parse_id(occurrence_id, "occurrence id")))
+    outcome = await auth.form_field(request, "outcome")
+    reason = await auth.form_field(request, "reason")
+
+    async def settle() -> str:
+        state = await app.resolve_occurrence(str(occurrence.id), outcome, reason)
+        return f"Occurrence {occurrence.key} resolved by hand: now {state.value}."
+
+    return await _answer(request, occurrence.payment_id, settle())
+
+
+@router.post("/notifications/{notification_id}/retry", response_class=HTMLResponse)
+async def retry(request: Request, notification_id: str, _: ApiKey = Write) -> Response:
+    """Send a dead notification again with fresh attempts, as
+    POST /v1/notifications/{id}/retry does."""
+    app = _app(request)
+    outbox = app.outbox
+    assert outbox is not None  # App.open always makes it
+    nid = parse_id(notification_id, "notification id")
+    found = await app.db(outbox.get, nid)
+
+    async def again() -> str:
+        await app.db(outbox.retry, nid, app.clock.now())
+        return f"Notification {nid} ({found.event} to {found.channel}) will be sent again."
+
+    return await _answer(request, found.payment_id, again())
+
+
+async def _answer(request: Request, pid: int, action: Awaitable[str]) -> Response:
+    """An action's outcome: the message, or a refusal with its reason and status."""
     try:
-        ok, status, message = True, 200, await ACTIONS[action](_app(request), pid)
+        ok, status, message = True, 200, await action
     except NotFound:
         raise
     except PayschedError as exc:
