@@ -16,7 +16,7 @@ from typing import Any
 from paysched import redaction
 from paysched.config import Settings
 from paysched.db.store import Store
-from paysched.domain import Payment
+from paysched.domain import Payment, PaymentState
 
 
 @contextlib.contextmanager
@@ -91,7 +91,6 @@ def payment_detail(store: Store, payment_id: int) -> dict[str, Any]:
 def payment_rows(store: Store, payments: Sequence[Payment]) -> list[dict[str, Any]]:
     """Payments as `paysched list` and GET /v1/payments show them: each with its status (what
     became of it), read for the whole page in one query."""
-    from paysched.domain import PaymentState
     from paysched.views import payment_status, payment_view
 
     # Only a done payment's status depends on its occurrences (views.payment_status).
