@@ -17,7 +17,7 @@ import pytest
 from paysched.api.server import listen, serve
 from paysched.app import App
 from paysched.db.apikeys import ApiKeys
-from paysched.domain import OccurrenceState
+from paysched.domain import Occurrence, OccurrenceState
 from paysched.web.auth import COOKIE
 from tests.api.conftest import Api
 from tests.api.test_api import accounts
@@ -191,7 +191,8 @@ async def test_the_overview_and_the_detail_show_a_payment_that_ran(api: Api) -> 
     assert "<h3>History</h3>" in detail and "executing" in detail
 
 
-async def test_the_overview_lists_what_needs_a_person(api: Api) -> None:
+async def needing_review(api: Api) -> tuple[int, Occurrence]:
+    """A payment whose one occurrence was claimed and parked in needs_review, with a reason."""
     await accounts(api, {"alice": "10.00", "bob": ""})
     pid = await schedule(api, **{"in": "30s"})
     store, now = api.app.store, api.app.clock.now()
@@ -199,6 +200,11 @@ async def test_the_overview_lists_what_needs_a_person(api: Api) -> None:
     claim = await api.app.db(store.claim, occ.id, now)
     assert await api.app.db(store.finish, claim, OccurrenceState.NEEDS_REVIEW, now,  # type: ignore[arg-type]
                             "the provider never answered")  # fmt: skip
+    return pid, occ
+
+
+async def test_the_overview_lists_what_needs_a_person(api: Api) -> None:
+    _, occ = await needing_review(api)
     text = await page(api, "/dashboard/")
     attention = text.split("<h2>Needs a person</h2>", 1)[1].split("</section>", 1)[0]
     assert occ.key in attention and "needs review" in attention
@@ -355,13 +361,8 @@ async def _async(value: bool) -> bool:
 
 
 async def test_an_admin_resolves_an_occurrence_by_hand(api: Api) -> None:
-    await accounts(api, {"alice": "10.00", "bob": ""})
-    pid = await schedule(api, **{"in": "30s"})
-    store, now = api.app.store, api.app.clock.now()
-    [occ] = await api.app.db(store.occurrences_of, pid)
-    claim = await api.app.db(store.claim, occ.id, now)
-    assert await api.app.db(store.finish, claim, OccurrenceState.NEEDS_REVIEW, now,  # type: ignore[arg-type]
-                            "the provider never answered")  # fmt: skip
+    pid, occ = await needing_review(api)
+    store = api.app.store
     detail = f"/dashboard/payments/{pid}"
     resolve = f"/dashboard/occurrences/{occ.id}/resolve"
     assert f'hx-post="{resolve}"' in await page(api, detail, "admin")
