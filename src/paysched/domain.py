@@ -68,6 +68,23 @@ def can_transition(source: OccurrenceState, target: OccurrenceState) -> bool:
     return target in ALLOWED_TRANSITIONS[source]
 
 
+def may_have_reached_provider(occ: Occurrence) -> bool:
+    """An earlier request of the occurrence's current attempt may have reached the provider:
+    a worker it was taken over from sent it and stalled or died, and nobody has asked the
+    provider since (a lookup or a person's decision that sends it again clears `takeovers`).
+    Such an occurrence is never cancelled, skipped or given up on blindly: the provider may
+    have charged it, and only a lookup (or a retry under the same key) can tell."""
+    return occ.takeovers > 0
+
+
+def cancellable(occ: Occurrence) -> bool:
+    """A cancel stops it: nothing of it has started, or its last attempt moved nothing and no
+    earlier request of it may still have reached the provider."""
+    return occ.state in CANCELLABLE_STATES and not (
+        occ.state == S.RETRYING and may_have_reached_provider(occ)
+    )
+
+
 # What a recurring payment runs of the occurrences that fell due while paysched was down or
 # the payment paused: all of them, the latest only, or none (they are recorded as missed).
 CATCHUP_POLICIES = ("all", "latest", "none")

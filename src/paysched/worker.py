@@ -28,7 +28,7 @@ from paysched import metrics
 from paysched.clock import Clock
 from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store
 from paysched.db.store.base import short_error
-from paysched.domain import OccurrenceState, OutboxMessage
+from paysched.domain import OccurrenceState, OutboxMessage, may_have_reached_provider
 from paysched.errors import BackendUnavailable, PermanentError, RetryableError
 from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvable
@@ -255,6 +255,23 @@ class PaymentProcessor:
         raise GiveUp(reason)
 
     async def _retry_or_fail(self, claim: Claim, reason: str) -> dict[str, Any]:
+        if may_have_reached_provider(claim.occurrence):
+            # This request never left, but the worker this attempt was taken over from may
+            # have sent one that went through. Left retrying, a cancel would stop it and bury
+            # that charge; so the provider is asked first, and "never received" sends it again
+            # under the same key. An executor that cannot be asked leaves it to a person at the
+            # end, never to "failed".
+            if isinstance(self.executor, Resolvable):
+                return await self._unknown(claim, ExecutionResult.unknown(
+                    f"{reason}; the worker this attempt was taken over from may have reached "
+                    "the provider: asking the provider first"
+                ))  # fmt: skip
+            if claim.attempt >= self.max_attempts:
+                return await self._needs_review(claim, (
+                    f"{reason} (after {claim.attempt} attempts); the worker this attempt was "
+                    f"taken over from may have reached the provider, and executor "
+                    f"{self.executor.name} cannot be asked what happened"
+                ))  # fmt: skip
         if claim.attempt >= self.max_attempts:
             if isinstance(self.executor, Resolvable):
                 # This request never left, but an earlier one with the same key may have gone

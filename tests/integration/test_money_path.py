@@ -149,6 +149,31 @@ def test_cancel_leaves_an_executing_occurrence_to_finish(store: Store) -> None:
     assert store.ledger_report().balanced
 
 
+def test_a_taken_over_retrying_occurrence_is_not_cancelled(store: Store) -> None:
+    """Issue 19, finding 1: worker A sent the charge and stalled, worker B took the attempt
+    over and could not connect: `retrying`. A's request may have charged, so a cancel must
+    not mark it cancelled (A's success would then be fenced out and the charge buried): it is
+    in flight, and a one-time payment's cancel answers that the provider is asked first."""
+    accounts(store, "alice", "bob")
+    recurring = payment(store, cron="0 9 * * *")
+    one_time = payment(store)
+    occs = store.materialize_due(T0, T0)
+    for occ in occs:
+        claimed(store.claim(occ.id, T0))  # worker A: the charge is on its way
+        takeover = claimed(store.claim(occ.id, T0))  # worker B takes the attempt over
+        assert takeover.occurrence.takeovers == 1
+        assert store.finish(takeover, S.RETRYING, T0, "provider unreachable")
+    with pytest.raises(Conflict, match="asking the provider first"):
+        store.cancel_payment(one_time, T0, "cancelled by user")
+    result = store.cancel_payment(recurring, T0, "cancelled by user")
+    assert result.cancelled == [] and len(result.in_flight) == 1
+    assert {store.get_occurrence(o.id).state for o in occs} == {S.RETRYING}
+    # Its retry still runs under the same key (claims of a cancelled payment stop only what
+    # a cancel could stop): the provider answers with what the first request did.
+    for occ in occs:
+        assert isinstance(store.claim(occ.id, T0), Claim)
+
+
 def test_compare_and_set_holds_without_the_locked_read(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from paysched.app import App
 from paysched.config import Settings
 from paysched.db.store import Claim, Finish, Store
 from paysched.domain import OccurrenceState
+from paysched.errors import Conflict
 from paysched.standin.server import StandinProvider
 from tests.conftest import wait_for
 from tests.integration.helpers import all_final, fund, pay, running
@@ -214,6 +215,56 @@ async def test_an_unreachable_last_attempt_asks_before_failing(
         assert await state() == S.SUCCEEDED
     finally:
         await app.close()
+
+
+async def test_a_cancel_after_an_unreachable_takeover_asks_the_provider_first(
+    settings: Settings, provider: StandinProvider, tmp_path: Path
+) -> None:
+    """Issue 19, finding 1: worker A sends the charge and stalls; worker B takes the attempt
+    over and cannot connect ("not attempted"). Left `retrying` (cancellable), a cancel buried
+    the charge the provider had made. Now B's outcome is unknown: the provider is asked first,
+    a cancel meanwhile answers so and changes nothing, and the charge is recorded."""
+    # A long backoff: a `retrying` occurrence (the bug) would stay so while the test cancels.
+    app = await App.open(http_settings(settings, provider, backoff_ms=600_000))
+    try:
+        await fund(app, {"alice": 0, "bob": 0})
+        pid = await pay(app, "alice", "bob", 1_234)
+        assert app.scheduler is not None and app.executor is not None
+        await app.scheduler.tick()  # the job is in the queue
+        (occ,) = await app.db(app.store.occurrences_of, pid)
+        first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
+        assert isinstance(first, Claim)
+        assert (await app.executor.execute(first, occ.key)).outcome == "succeeded"
+        port = int(provider.url.rsplit(":", 1)[1])
+        provider.stop()  # worker A stalls with the charge made; B cannot reach the provider
+
+        async def taken_over_and_answered() -> bool:
+            now = await app.db(app.store.get_occurrence, occ.id)
+            return now.fence > first.fence and now.state != S.EXECUTING
+
+        async with running(app, scheduler=False):
+            await wait_for(taken_over_and_answered, 30, "the takeover's attempt to end")
+            assert (await app.db(app.store.get_occurrence, occ.id)).state == S.UNKNOWN
+            with pytest.raises(Conflict, match="asking the provider first"):
+                await app.cancel_payment(pid)
+            back = StandinProvider(tmp_path / "provider.db", token="s3cret-token", port=port)
+            back.start()
+            try:
+                await wait_for(lambda: _is(state_of(app, occ.id), S.SUCCEEDED), 30, "the answer")
+            finally:
+                back.stop()
+        assert (await app.db(app.store.get_payment, pid)).state.value != "cancelled"
+        history = await app.db(app.store.transitions_of, [occ.id])
+        assert S.CANCELLED not in {h.to_state for h in history}
+    finally:
+        await app.close()
+
+
+def state_of(app: App, occurrence_id: int) -> Any:
+    async def state() -> S:
+        return (await app.db(app.store.get_occurrence, occurrence_id)).state
+
+    return state
 
 
 async def _is(state: Any, expected: S) -> bool:

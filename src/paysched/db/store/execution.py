@@ -31,6 +31,7 @@ from paysched.domain import (
     OutboxMessage,
     Payment,
     PaymentState,
+    cancellable,
     format_amount,
 )
 from paysched.errors import (
@@ -160,7 +161,7 @@ class ExecutionStore(ControlStore):
                     results.append(NoClaim(why, occ.state))
                     continue
                 cancelled = payment_states.get(occ.payment_id) == PaymentState.CANCELLED.value
-                if cancelled and occ.state in CANCELLABLE_STATES:
+                if cancelled and cancellable(occ):
                     after = replace(
                         occ, state=S.CANCELLED, reason=PAYMENT_CANCELLED, finished_at=now
                     )

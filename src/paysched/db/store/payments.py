@@ -23,7 +23,6 @@ from paysched.db.store.accounts import AccountsStore
 from paysched.db.store.base import AfterWrite, after, existing_id
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
 from paysched.domain import (
-    CANCELLABLE_STATES,
     CATCHUP_POLICIES,
     FINAL_STATES,
     MAX_AMOUNT,
@@ -32,7 +31,9 @@ from paysched.domain import (
     OutboxMessage,
     Payment,
     PaymentState,
+    cancellable,
     format_amount,
+    may_have_reached_provider,
     occurrence_key,
     refuse_external,
 )
@@ -205,14 +206,11 @@ class PaymentsStore(AccountsStore):
                 .where(t.occurrences.c.state.not_in([s.value for s in FINAL_STATES]))
             ).all()
             open_ = transitions.lock(conn, [r.id for r in rows])
-            cancellable = [o for o in open_.values() if o.state in CANCELLABLE_STATES]
-            in_flight = [o for o in open_.values() if o.state not in CANCELLABLE_STATES]
-            if state == PaymentState.DONE.value and not cancellable:
+            stoppable = [o for o in open_.values() if cancellable(o)]
+            in_flight = [o for o in open_.values() if not cancellable(o)]
+            if state == PaymentState.DONE.value and not stoppable:
                 if in_flight:
-                    raise Conflict(
-                        f"payment {payment_id} is {in_flight[0].state.value} now and cannot be "
-                        "cancelled; it will finish"
-                    )
+                    raise Conflict(f"payment {payment_id} {in_flight_reason(in_flight[0])}")
                 raise Conflict(f"payment {payment_id} has already run; nothing left to cancel")
             conn.execute(
                 update(t.payments)
@@ -225,11 +223,11 @@ class PaymentsStore(AccountsStore):
                     transitions.Change(
                         o, replace(o, state=S.CANCELLED, reason=reason, finished_at=now)
                     )
-                    for o in cancellable
+                    for o in stoppable
                 ],
                 now,
             )
-            result = CancelResult(self._payment(conn, payment_id), cancellable, in_flight)
+            result = CancelResult(self._payment(conn, payment_id), stoppable, in_flight)
             after(then, conn, result)
             return result
 
@@ -536,6 +534,18 @@ class ControlStore(PaymentsStore):
     def _occurrences(self, conn: Connection, payment_id: int) -> list[Occurrence]:
         rows = conn.execute(select(t.occurrences).where(t.occurrences.c.payment_id == payment_id))
         return [occurrence_from(r) for r in rows]
+
+
+def in_flight_reason(occ: Occurrence) -> str:
+    """Why a cancel leaves this occurrence alone, said after 'payment N'."""
+    if occ.state == S.UNKNOWN or may_have_reached_provider(occ):
+        return (
+            "is executing: asking the provider first whether it went through; it cannot be "
+            "cancelled now"
+        )
+    if occ.state == S.NEEDS_REVIEW:
+        return "needs review: a person decides what became of it (paysched resolve)"
+    return f"is {occ.state.value} now and cannot be cancelled; it will finish"
 
 
 def _seconds(window: timedelta | None) -> int | None:
