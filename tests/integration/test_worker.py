@@ -14,6 +14,7 @@ from paysched.config import Settings
 from paysched.domain import OccurrenceState
 from paysched.errors import RetryableError
 from paysched.events import Event, EventKind
+from paysched.executors.base import ExecutionResult
 from paysched.executors.flaky import FlakyExecutor, memo_failures
 from paysched.executors.ledger import LedgerExecutor
 from tests.conftest import PrivateRedis, wait_for
@@ -192,6 +193,39 @@ async def test_unexpected_executor_error_is_never_guessed(settings: Settings) ->
         assert occ.attempts == 1
         assert "executor error: ValueError: index out of range" in (occ.reason or "")
         assert (await app.db(app.store.get_account, "alice")).balance == 1_000
+    finally:
+        await app.close()
+
+
+async def test_a_second_needs_review_is_announced_too(settings: Settings) -> None:
+    """Issue 19, finding 3: the needs_review notification's dedup key named only the
+    occurrence, so after a person's retry that ended in needs_review again nobody was told."""
+
+    class Unsure:
+        name = "unsure"
+
+        async def execute(self, claim: Any, key: str) -> Any:
+            return ExecutionResult.unknown("the bank's answer was cut off")
+
+    app = await App.open(settings, executor_factory=lambda a: Unsure())
+    try:
+        await fund(app, {"alice": 1_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 100)
+        (occ,) = await app.db(app.store.occurrences_of, pid)
+        assert app.outbox is not None
+        outbox = app.outbox
+
+        async def announced(count: int) -> bool:
+            current = await app.db(app.store.get_occurrence, occ.id)
+            events = [n.event for n in await app.db(outbox.list, None, pid, 100)]
+            return current.state == S.NEEDS_REVIEW and events.count("needs_review") == count
+
+        async with running(app):
+            await wait_for(lambda: announced(1), 20, "the first needs_review to be announced")
+            await app.resolve_occurrence(occ.key, "retry", "the bank says it never arrived")
+            await wait_for(lambda: announced(2), 20, "the second needs_review to be announced")
+        review = [n for n in await app.db(outbox.list, None, pid, 100) if n.event == "needs_review"]
+        assert len({n.dedup_key for n in review}) == 2
     finally:
         await app.close()
 

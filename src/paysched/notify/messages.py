@@ -57,8 +57,7 @@ def outbox_for(
         return []
     targets: Sequence[str] = payment.notify or policy.default_targets
     text = render(event, payment, occurrence, attempt, at, reason, next_attempt_at)
-    # Retrying happens once per attempt; the others once per occurrence.
-    event_id = f"{occurrence.key}:{event}" + (f":{attempt}" if event == "retrying" else "")
+    event_id = f"{occurrence.key}:{event}" + _repeat(event, occurrence, attempt)
     body = {
         "id": event_id,
         "event": f"payment.{event}",
@@ -87,6 +86,18 @@ def outbox_for(
             )
         )  # fmt: skip
     return rows
+
+
+def _repeat(event: str, occurrence: Occurrence, attempt: int) -> str:
+    """What tells apart two events of one kind of one occurrence (empty when it happens once):
+    retrying happens once per attempt; needs_review once per claim that ends there, and a
+    person's retry that ends in needs_review again is a new claim (the fence) to announce.
+    The final events happen once."""
+    if event == "retrying":
+        return f":{attempt}"
+    if event == "needs_review":
+        return f":{occurrence.fence}"
+    return ""
 
 
 def _digest(target: str) -> str:
