@@ -276,6 +276,11 @@ class App:
             # Its job may have finished as "paused" and still be kept: a new one replaces it.
             await queue.remove(occ.key)
         await queue.enqueue(release, now)
+        # A retrying one whose job came back while paused ended that job refused; it runs now
+        # (not at the next reconcile, up to a minute later). One still waiting out its backoff
+        # keeps its job and its delay.
+        retrying = [o for o in waiting.values() if o.state == OccurrenceState.RETRYING]
+        release += await scheduler.requeue(retrying, now)
         return replace(held, occurrences=release)
 
     async def skip_next(self, payment_id: int, then: AfterWrite | None = None) -> Occurrence:

@@ -119,21 +119,38 @@ class Scheduler:
                 o.id for o in await self._db(self.store.pending_occurrences, now + self.lookahead)
             }
             lost = [o for o in lost if o.id in still]
-        # A job that finished in Redis while the database still says pending was failed by the
-        # queue itself (e.g. stalled too often): replace it so the occurrence runs to its end.
-        for occ in lost:
-            if presence[occ.key] == "finished":
-                await self.queue.remove(occ.key)
         if lost:
             log.warning(
                 "reconcile: %s pending occurrence(s) missing from the queue; re-enqueueing",
                 len(lost),
             )
-            await self.queue.enqueue(lost, now)
+            await self.replace(lost, presence, now)
         scheduled = [o.id for o in pending if o.state == S.SCHEDULED]
         if scheduled:
             await self._db(self.store.mark_queued, scheduled, now)
         return len(lost)
+
+    async def requeue(self, occurrences: Sequence[Occurrence], now: datetime) -> list[Occurrence]:
+        """Enqueue those of these pending occurrences that have no live job (missing, or
+        finished while the database still says pending); a live job, e.g. one waiting out its
+        backoff, is left as it is. Returns the occurrences enqueued."""
+        if not occurrences:
+            return []
+        presence = await self.queue.presence([o.key for o in occurrences])
+        lost = [o for o in occurrences if presence[o.key] != "live"]
+        await self.replace(lost, presence, now)
+        return lost
+
+    async def replace(
+        self, lost: Sequence[Occurrence], presence: dict[str, str], now: datetime
+    ) -> None:
+        # A job that finished in Redis while the database still says pending was failed by the
+        # queue itself (stalled too often) or ended refused (its payment paused): its id would
+        # dedup the new job away, so it is removed first.
+        for occ in lost:
+            if presence[occ.key] == "finished":
+                await self.queue.remove(occ.key)
+        await self.queue.enqueue(lost, now)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Tick now (to pick up any backlog), then on every cron fire until `stop` is set."""

@@ -11,6 +11,7 @@ import pytest
 
 from paysched.app import App
 from paysched.config import Settings
+from paysched.db.store import Claim
 from paysched.domain import OccurrenceState
 from paysched.errors import RetryableError
 from paysched.events import Event, EventKind
@@ -228,6 +229,36 @@ async def test_a_second_needs_review_is_announced_too(settings: Settings) -> Non
         assert len({n.dedup_key for n in review}) == 2
     finally:
         await app.close()
+
+
+async def test_a_retrying_occurrence_of_a_paused_payment_runs_at_resume(app: App) -> None:
+    """Issue 19, finding 4: the retry of a paused payment's occurrence came back while it was
+    paused and ended refused; resume re-enqueued only scheduled and queued occurrences, so it
+    waited for the next reconcile (up to a minute). Now it runs at resume."""
+    await fund(app, {"alice": 1_000, "bob": 0})
+    pid = await pay(app, "alice", "bob", 100)  # due now: queued at once
+    (occ,) = await app.db(app.store.occurrences_of, pid)
+    assert occ.state == S.QUEUED and app.queue is not None
+    queue = app.queue
+    # Its first attempt moved nothing and left it retrying; its job is back in the queue.
+    first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
+    assert isinstance(first, Claim)
+    assert await app.db(app.store.finish, first, S.RETRYING, app.clock.now(), "bank busy")
+    await app.pause_payment(pid)
+
+    async def refused() -> bool:
+        return await queue.job_states([occ.key]) == {occ.key: "completed"}
+
+    async def succeeded() -> bool:
+        return (await app.db(app.store.get_occurrence, occ.id)).state == S.SUCCEEDED
+
+    async with running(app, scheduler=False):  # no reconcile: only resume can release it
+        await wait_for(refused, 20, "the paused payment's retry to be refused")
+        assert (await app.db(app.store.get_occurrence, occ.id)).state == S.RETRYING
+        resumed = await app.resume_payment(pid)
+        assert [o.id for o in resumed.occurrences] == [occ.id]
+        await wait_for(succeeded, 20, "the retry to run after resume")
+    assert (await app.db(app.store.get_account, "bob")).balance == 100
 
 
 async def test_corrupt_job_fails_without_crashing_the_worker(app: App) -> None:

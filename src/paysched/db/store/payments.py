@@ -407,10 +407,12 @@ class ControlStore(PaymentsStore):
         with self.engine.begin() as conn:
             state = self._lock_payment(conn, payment_id)
             waiting = self._not_started(conn, payment_id)
-            # A one-time payment is done once its occurrence exists, yet until that starts a
-            # person can still hold it, as they can cancel it.
+            # A one-time payment is done once its occurrence exists, yet until that starts (or
+            # while it waits to be retried) a person can still hold it, as they can cancel it.
+            holdable = waiting or self._retrying(conn, payment_id)
             if not (
-                state == PaymentState.ACTIVE.value or (state == PaymentState.DONE.value and waiting)
+                state == PaymentState.ACTIVE.value
+                or (state == PaymentState.DONE.value and holdable)
             ):
                 detail = (
                     "nothing of it is left to start"
@@ -530,6 +532,13 @@ class ControlStore(PaymentsStore):
             (o for o in locked.values() if o.state in (S.SCHEDULED, S.QUEUED)),
             key=lambda o: (o.due_at, o.id),
         )
+
+    def _retrying(self, conn: Connection, payment_id: int) -> bool:
+        """Has the payment an occurrence waiting for its next attempt? (Its claim is held
+        while the payment is paused.)"""
+        c = t.occurrences.c
+        query = select(c.id).where(c.payment_id == payment_id, c.state == S.RETRYING.value)
+        return conn.execute(query.limit(1)).first() is not None
 
     def _occurrences(self, conn: Connection, payment_id: int) -> list[Occurrence]:
         rows = conn.execute(select(t.occurrences).where(t.occurrences.c.payment_id == payment_id))
