@@ -18,6 +18,7 @@ from typing import Any
 
 from paysched.chaos.model import CancelRecord, PlannedPayment
 from paysched.db.store import Store
+from paysched.domain import Occurrence
 from paysched.errors import Conflict
 
 # What a cancel races, by `pick % 4`.
@@ -80,12 +81,12 @@ class Canceller:
             "occurrences_cancelled": len(record.cancelled), "in_flight": len(record.in_flight),
         }  # fmt: skip
 
-    def _read_back(self, payment_id: int) -> dict[int, str] | None:
+    def _read_back(self, payment_id: int) -> dict[int, Occurrence] | None:
         """The payment's occurrences right after the cancel; None if the database would not
         answer within a few seconds (that cancel's snapshot rules are then not checked)."""
         for _ in range(20):
             try:
-                return {o.id: o.state.value for o in self.store.occurrences_of(payment_id)}
+                return {o.id: o for o in self.store.occurrences_of(payment_id)}
             except Exception:  # an injected outage; reading back is the harness's own business
                 time.sleep(0.25)
         return None

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from paysched.domain import Transition
+from paysched.domain import Occurrence, Transition
 
 # The message of the database errors the chaos workers inject (see node.inject_db_errors).
 INJECTED_DB_ERROR = "injected database error"
@@ -32,8 +32,9 @@ class CancelRecord:
     target: str  # what it raced (see cancels.TARGETS)
     cancelled: list[int]  # occurrence ids the cancel moved to cancelled
     in_flight: list[int]  # executing or being resolved: left to finish
-    # occurrence id -> state, read back right after the commit; None if that read failed
-    snapshot: dict[int, str] | None = None
+    # occurrence id -> the occurrence, read back right after the commit; None if that read
+    # failed
+    snapshot: dict[int, Occurrence] | None = None
 
 
 @dataclass
