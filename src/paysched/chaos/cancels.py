@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +54,19 @@ class Canceller:
         aim = now + (self.lookahead if target == "materialize" else timedelta(0))
         coming = [p for p in one_time if p.due_at >= aim]
         return min(coming, key=lambda p: p.due_at - aim, default=None)
+
+    def take_next_due(
+        self, lead: timedelta, usable: Callable[[PlannedPayment], bool]
+    ) -> PlannedPayment | None:
+        """The open one-time payment `usable` accepts that falls due first at least `lead` from
+        now, taken out of the random cancels' reach: its caller stages its own cancel."""
+        aim = datetime.now(UTC) + lead
+        coming = [p for p in self.payments if p.id not in self._done and p.cron is None
+                  and p.due_at >= aim and usable(p)]  # fmt: skip
+        payment = min(coming, key=lambda p: p.due_at, default=None)
+        if payment is not None:
+            self._done.add(payment.id)
+        return payment
 
     def cancel(self, pick: int) -> dict[str, Any]:
         target = TARGETS[pick % len(TARGETS)]

@@ -12,6 +12,7 @@ from paysched.domain import Occurrence, Transition
 # The message of the database errors the chaos workers inject (see node.inject_db_errors).
 INJECTED_DB_ERROR = "injected database error"
 DB_ERROR_LOG_LINE = "injecting a database error"  # what a worker logs as it injects one
+BROKE = "broke"  # the payer whose payments mostly fail permanently: insufficient funds
 
 
 @dataclass(frozen=True)
