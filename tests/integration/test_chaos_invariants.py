@@ -4,6 +4,7 @@ in a real database) and must name it, and a sound one it must pass."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_a_sound_run_passes_every_invariant(store: Store) -> None:
     record = CancelRecord(
         cancelled.id, T0 + timedelta(milliseconds=1), "later",
         [o.id for o in done.cancelled], [],
-        {o.id: o.state.value for o in store.occurrences_of(cancelled.id)},
+        {o.id: o for o in store.occurrences_of(cancelled.id)},
     )  # fmt: skip
     found = results(store, [paid, cancelled], cancels=[record])
     assert {name: problems(r) for name, r in found.items() if not r.ok} == {}
@@ -80,8 +81,8 @@ def test_cancel_wins_names_a_claim_after_the_cancel(store: Store) -> None:
     assert store.settle_transfer(claim, T0 + timedelta(seconds=5))
     # The harness saw the cancel commit at T0 with the occurrence cancelled, yet it was
     # claimed 5 s later and paid: a claim that ignored the cancel.
-    record = CancelRecord(planned.id, T0, "claim", [claim.occurrence.id], [],
-                          {claim.occurrence.id: "cancelled"})  # fmt: skip
+    seen = replace(claim.occurrence, state=S.CANCELLED)
+    record = CancelRecord(planned.id, T0, "claim", [seen.id], [], {seen.id: seen})
     found = problems(results(store, [planned], cancels=[record])["cancel_wins"])
     assert any("cancelled but is" in p for p in found)  # the payment is not cancelled
     assert any("claimed after its payment's cancel committed" in p for p in found)
@@ -91,6 +92,31 @@ def test_cancel_wins_names_a_claim_after_the_cancel(store: Store) -> None:
     assert "created after its payment's cancel committed" in problems(
         results(store, [planned], cancels=[unseen])["cancel_wins"]
     )
+
+
+def test_cancel_wins_lets_a_cancel_leave_a_taken_over_retry_in_flight(store: Store) -> None:
+    """Issue 19 finding 1: a retrying occurrence whose attempt was taken over from a stalled
+    worker may have been charged by that worker's request, so a cancel leaves it in flight
+    (to be asked about and retried under its key). The snapshot holding it retrying is sound;
+    the same snapshot of a retry nobody took over is a cancel that failed to stop it."""
+    planned = payment(store, cron="0 9 * * *")  # recurring: its cancel commits
+    stalled = claimed(store, planned)  # worker A sent the charge and stalled
+    takeover = store.claim(stalled.occurrence.id, T0)  # worker B
+    assert isinstance(takeover, Claim) and takeover.occurrence.takeovers == 1
+    assert store.finish_many([Finish(takeover, S.RETRYING, "provider unreachable")], T0) == [True]
+    done = store.cancel_payment(planned.id, T0 + timedelta(seconds=1), "changed my mind")
+    (occ,) = done.in_flight
+    assert (occ.state, done.cancelled) == (S.RETRYING, [])
+    record = CancelRecord(planned.id, T0 + timedelta(seconds=1), "takeover", [], [occ.id],
+                          {occ.id: occ})  # fmt: skip
+    retry = store.claim(occ.id, T0 + timedelta(seconds=2))  # the retry goes on, same key
+    assert isinstance(retry, Claim) and store.settle_transfer(retry, T0 + timedelta(seconds=2))
+    assert results(store, [planned], cancels=[record])["cancel_wins"].ok
+
+    record.snapshot = {occ.id: replace(occ, takeovers=0)}
+    assert problems(results(store, [planned], cancels=[record])["cancel_wins"]) == [
+        "still retrying right after its payment's cancel committed"
+    ]
 
 
 def test_provider_charged_once_names_every_mismatch(store: Store) -> None:

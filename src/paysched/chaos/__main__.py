@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from paysched.chaos import report
+from paysched.chaos.faults import WEIGHTS, kinds
 from paysched.chaos.runner import Config, run
 
 
@@ -49,7 +50,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stall-rate", type=float, default=0.01, help="event loop stalls > lock")
     ap.add_argument("--log-level", default="WARNING", help="of the paysched processes")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
-    return ap.parse_args(argv)
+    ap.add_argument(
+        "--faults",
+        default="",
+        help=f"only these fault kinds, comma-separated: {', '.join(WEIGHTS)}",
+    )
+    args = ap.parse_args(argv)
+    args.faults = tuple(args.faults.replace(",", " ").split())
+    if unknown := sorted(set(args.faults) - set(WEIGHTS)):
+        ap.error(f"--faults: unknown fault kind(s) {', '.join(unknown)}")
+    if args.faults and not kinds(args.database, args.executor, args.faults):
+        ap.error(f"--faults: none of them applies to a {args.database} run with executor "
+                 f"{args.executor}")  # fmt: skip
+    return args
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers, schedulers=args.schedulers, drain_timeout=args.drain_timeout,
             fail_rate=args.fail_rate, hang_rate=args.hang_rate, stall_rate=args.stall_rate,
             executor=args.executor, recurring=args.recurring, db_error_rate=args.db_error_rate,
-            log_level=args.log_level, keep=args.keep,
+            log_level=args.log_level, keep=args.keep, faults=args.faults,
         )  # fmt: skip
         result = run(cfg)
         print(report.text(result), flush=True)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from paysched.chaos.model import CancelRecord, PlannedPayment
 from paysched.db.store import Store
+from paysched.domain import Occurrence
 from paysched.errors import Conflict
 
 # What a cancel races, by `pick % 4`.
@@ -53,6 +55,19 @@ class Canceller:
         coming = [p for p in one_time if p.due_at >= aim]
         return min(coming, key=lambda p: p.due_at - aim, default=None)
 
+    def take_next_due(
+        self, lead: timedelta, usable: Callable[[PlannedPayment], bool]
+    ) -> PlannedPayment | None:
+        """The open one-time payment `usable` accepts that falls due first at least `lead` from
+        now, taken out of the random cancels' reach: its caller stages its own cancel."""
+        aim = datetime.now(UTC) + lead
+        coming = [p for p in self.payments if p.id not in self._done and p.cron is None
+                  and p.due_at >= aim and usable(p)]  # fmt: skip
+        payment = min(coming, key=lambda p: p.due_at, default=None)
+        if payment is not None:
+            self._done.add(payment.id)
+        return payment
+
     def cancel(self, pick: int) -> dict[str, Any]:
         target = TARGETS[pick % len(TARGETS)]
         payment = self._choose(target, datetime.now(UTC))
@@ -80,12 +95,12 @@ class Canceller:
             "occurrences_cancelled": len(record.cancelled), "in_flight": len(record.in_flight),
         }  # fmt: skip
 
-    def _read_back(self, payment_id: int) -> dict[int, str] | None:
+    def _read_back(self, payment_id: int) -> dict[int, Occurrence] | None:
         """The payment's occurrences right after the cancel; None if the database would not
         answer within a few seconds (that cancel's snapshot rules are then not checked)."""
         for _ in range(20):
             try:
-                return {o.id: o.state.value for o in self.store.occurrences_of(payment_id)}
+                return {o.id: o for o in self.store.occurrences_of(payment_id)}
             except Exception:  # an injected outage; reading back is the harness's own business
                 time.sleep(0.25)
         return None

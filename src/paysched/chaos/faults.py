@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from paysched.app import App
 from paysched.chaos.cancels import Canceller
+from paysched.chaos.model import BROKE
 from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
 from paysched.chaos.servers import PostgresCluster, RedisServer
+from paysched.clock import to_ms
 from paysched.config import Settings
+from paysched.domain import Occurrence, OccurrenceState, occurrence_key
 
 # kind -> relative weight of the extra faults after one of each kind
 WEIGHTS = {
@@ -37,17 +42,28 @@ WEIGHTS = {
     "cancel": 4,  # a person cancelling a payment, racing its materialize or its claim
     "provider_kill": 2,  # the stand-in provider SIGKILLed mid-request, back after a while
     "pause": 3,  # a person pausing a recurring payment for a few seconds, then resuming it
+    # A worker sends a charge and stalls, the provider goes down, another worker takes the
+    # attempt over and cannot connect, then a person cancels the payment (issue 19 finding 1).
+    "stall_takeover_cancel": 1,
 }
+PROVIDER_ONLY = {"provider_kill", "stall_takeover_cancel"}
+# stall_takeover_cancel: how far ahead the payment it stages is due (time to mark it), how
+# long each stage may take before the fault gives up and says so in its detail.
+STAGE_LEAD = timedelta(seconds=1)
+STAGE_TIMEOUT_S = 20.0
+
+T = TypeVar("T")
 
 
-def kinds(database: str, executor: str) -> list[str]:
-    """The fault kinds a run on this database with this executor injects."""
+def kinds(database: str, executor: str, only: Collection[str] = ()) -> list[str]:
+    """The fault kinds a run on this database with this executor injects (of `only`, if
+    given: a focused run)."""
     skip = set()
     if database != "postgresql":
         skip.add("pg_terminate")
     if executor != "provider":
-        skip.add("provider_kill")
-    return [k for k in WEIGHTS if k not in skip]
+        skip |= PROVIDER_ONLY
+    return [k for k in WEIGHTS if k not in skip and (not only or k in only)]
 
 
 @dataclass(frozen=True)
@@ -67,11 +83,15 @@ class InjectedFault:
 
 
 def plan(
-    seed: int, duration: float, database: str, executor: str = "ledger", mean_gap_s: float = 3.0
-) -> list[PlannedFault]:
+    seed: int, duration: float, database: str, executor: str = "ledger", mean_gap_s: float = 3.0,
+    only: Collection[str] = (),
+) -> list[PlannedFault]:  # fmt: skip
     """One of every kind at a random moment, then more at random until the phase is full."""
     rng = random.Random(seed)
-    chosen = kinds(database, executor)
+    chosen = kinds(database, executor, only)
+    if not chosen:
+        raise ValueError(f"--faults: none of {sorted(only)} applies to a {database} run with "
+                         f"executor {executor}")  # fmt: skip
     end = max(duration - 3.0, 2.0)  # leave the last seconds quiet for the last deadlines
 
     def down(kind: str) -> float:
@@ -106,7 +126,9 @@ class Injector:
         canceller: Canceller,
         provider: ChaosProvider | None = None,
         pauser: Pauser | None = None,
+        hold_dir: Path | None = None,
     ) -> None:
+        self.hold_dir = hold_dir  # the workers' PAYSCHED_CHAOS_HOLD_DIR
         self.canceller = canceller
         self.pauser = pauser
         self.provider = provider
@@ -146,6 +168,76 @@ class Injector:
         assert self.provider is not None
         self.provider.collect_drawn()  # a restarted provider starts counting afresh
         return {"killed": self.procs.sigkill("provider-1", fault.down_s), "down_s": fault.down_s}
+
+    def stall_takeover_cancel(self, fault: PlannedFault) -> dict[str, Any]:
+        """The interleaving of issue 19 finding 1, staged on the next payment due: its first
+        attempt reaches the provider (which charges it) and its worker stalls (held, see
+        `node.StallingProvider`); the provider is SIGKILLed; another worker takes the attempt
+        over and its request cannot connect; then the payment is cancelled, as a person would,
+        and only after that the provider comes back and the stalled worker goes on (its
+        success fenced out). The charge must not be buried: the occurrence is asked about
+        first (the cancel refused, "executing: asking the provider first") and ends succeeded;
+        provider_charged_once and cancel_wins check the end. The detail says how far the
+        interleaving got: `taken_over`, what the takeover ended in, and the cancel's answer."""
+        assert self.provider is not None and self.hold_dir is not None
+        if not self._until(self.provider.up):  # a provider_kill before may still hold it down
+            return {"outcome": "the provider did not come back"}
+        payment = self.canceller.take_next_due(STAGE_LEAD, lambda p: p.payer != BROKE)
+        if payment is None:
+            return {"outcome": "nothing left to stall"}
+        # Its first charge goes through and is answered at once (none of the stand-in's faults).
+        self.provider.force(occurrence_key(payment.id, to_ms(payment.due_at)), "none")
+        mark = self.hold_dir / str(payment.id)
+        mark.touch()
+        detail: dict[str, Any] = {"payment": payment.id, "taken_over": False}
+        try:
+            self._stage(payment.id, detail)
+        finally:
+            mark.unlink(missing_ok=True)  # the stalled worker goes on
+            self.procs.revive("provider-1")
+            detail["provider_back"] = bool(self._until(self.provider.up))
+        return detail
+
+    def _stage(self, payment_id: int, detail: dict[str, Any]) -> None:
+        """The held attempt, the kill, the takeover and the cancel; what happened into
+        `detail` (its "outcome" says where it stopped, if it did)."""
+        assert self.provider is not None and self.hold_dir is not None
+        held_at = self.hold_dir / f"{payment_id}.held"
+        held = self._until(lambda: _read_json(held_at))
+        if held is None:
+            detail["outcome"] = "its first attempt was not held"
+            return
+        detail["first_attempt"] = held["outcome"]
+        self.provider.collect_drawn()
+        detail["provider_killed"] = self.procs.sigkill("provider-1", STAGE_TIMEOUT_S * 3)
+        after = self._until(lambda: self._taken_over(payment_id, int(held["fence"])))
+        if after is None:
+            detail["outcome"] = "not taken over"
+            return
+        detail |= {"taken_over": True, "takeover_ended": after.state.value}
+        answer = self.canceller.cancel_payment(payment_id, "takeover")
+        detail["cancel"] = answer["outcome"]
+        if "in_flight" in answer:
+            detail["in_flight"] = answer["in_flight"]
+
+    def _taken_over(self, payment_id: int, fence: int) -> Occurrence | None:
+        """The payment's occurrence once another claim took it over from `fence` and that
+        takeover's attempt ended (it is no longer executing)."""
+        try:
+            (occ,) = self.canceller.store.occurrences_of(payment_id)
+        except Exception:  # not there yet, or the harness's read failed: ask again
+            return None
+        return occ if occ.fence > fence and occ.state != OccurrenceState.EXECUTING else None
+
+    def _until(self, probe: Callable[[], T | None]) -> T | None:
+        """Ask `probe` every 50 ms (keeping the processes supervised) until it answers, at
+        most STAGE_TIMEOUT_S; None if it never does."""
+        deadline = time.monotonic() + STAGE_TIMEOUT_S
+        while (found := probe()) is None or found is False:
+            if time.monotonic() > deadline:
+                return None
+            self.sleep(0.05)
+        return found
 
     def redis_restart(self, fault: PlannedFault) -> dict[str, Any]:
         self.redis.kill()
@@ -199,3 +291,11 @@ class Injector:
                         await a.close()
 
         return {"enqueued": asyncio.run(both())}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):  # not written yet, or half written
+        return None
+    return found

@@ -22,13 +22,13 @@ from paysched.db import tables as t
 from paysched.db.store import Store
 from paysched.db.store.payments import LATE_AFTER
 from paysched.domain import (
-    CANCELLABLE_STATES,
     FINAL_STATES,
     UNRESOLVED_STATES,
     Occurrence,
     OccurrenceState,
     PaymentState,
     Transition,
+    cancellable,
 )
 
 S = OccurrenceState
@@ -369,10 +369,14 @@ class Checker:
                 seen = snapshot.get(occ.id)
                 if seen is None:
                     self.bad(r, occ, "created after its payment's cancel committed")
-                elif S(seen) in CANCELLABLE_STATES:
-                    self.bad(r, occ, f"still {seen} right after its payment's cancel committed")
-                elif S(seen) in FINAL_STATES and occ.state.value != seen:
-                    self.bad(r, occ, f"was {seen} at the cancel, is {occ.state.value} now")
+                elif cancellable(seen):
+                    # Not: retrying after a takeover. Its stalled worker's request may have
+                    # reached the provider, so the cancel leaves it to be asked about first.
+                    self.bad(r, occ, f"still {seen.state.value} right after its payment's "
+                             "cancel committed")  # fmt: skip
+                elif seen.state in FINAL_STATES and occ.state != seen.state:
+                    self.bad(r, occ, f"was {seen.state.value} at the cancel, is "
+                             f"{occ.state.value} now")  # fmt: skip
         return r
 
     # -- pauses and catch-up ------------------------------------------------------------------

@@ -7,11 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from paysched.domain import Transition
+from paysched.domain import Occurrence, Transition
 
 # The message of the database errors the chaos workers inject (see node.inject_db_errors).
 INJECTED_DB_ERROR = "injected database error"
 DB_ERROR_LOG_LINE = "injecting a database error"  # what a worker logs as it injects one
+BROKE = "broke"  # the payer whose payments mostly fail permanently: insufficient funds
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,9 @@ class CancelRecord:
     target: str  # what it raced (see cancels.TARGETS)
     cancelled: list[int]  # occurrence ids the cancel moved to cancelled
     in_flight: list[int]  # executing or being resolved: left to finish
-    # occurrence id -> state, read back right after the commit; None if that read failed
-    snapshot: dict[int, str] | None = None
+    # occurrence id -> the occurrence, read back right after the commit; None if that read
+    # failed
+    snapshot: dict[int, Occurrence] | None = None
 
 
 @dataclass

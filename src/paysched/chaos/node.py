@@ -13,7 +13,9 @@ attempt) from the run's seed so every worker agrees:
 With PAYSCHED_EXECUTOR=http the executor is the provider client (the stand-in provider injects
 its own faults: declines, timeouts before and after committing, errors, dropped connections,
 pending charges) and only the stalls are added here; the wrapper keeps `lookup`, so unknown
-outcomes go to the resolver as they would in production.
+outcomes go to the resolver as they would in production. The harness can also hold one
+payment's first attempt in a stall *after* the provider answered, for as long as it needs to
+stage a takeover around it (PAYSCHED_CHAOS_HOLD_DIR, see `StallingProvider`).
 
 PAYSCHED_CHAOS_DB_ERROR_RATE makes that share of the statements that write occurrences (claims,
 finishes and settles, mostly group commits) fail with the driver's own OperationalError, as a
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import json
 import logging
 import os
 import random
 import signal
 import sys
 import time
+from pathlib import Path
 
 from sqlalchemy import event
 
@@ -97,13 +101,49 @@ class HangingExecutor:
         return result
 
 
-class StallingProvider(HangingExecutor):
-    """A provider client with stalls added; asked about unknown outcomes like the real one."""
+# The longest a held attempt waits for the harness to let it go (a harness that died).
+HOLD_MAX_S = 60.0
 
-    def __init__(self, inner: Executor, plan: FaultPlan, stall_s: float) -> None:
+
+class StallingProvider(HangingExecutor):
+    """A provider client with stalls added; asked about unknown outcomes like the real one.
+
+    `hold_dir` (the harness's `stall_takeover_cancel` fault): when a file named by a payment's
+    id is there, the first attempt of that payment (not a takeover) stalls the event loop right
+    after the provider answered, as a worker that sent the charge and froze: it writes
+    `<id>.held` (its fence and what the provider said), then blocks until the harness removes
+    the mark, meanwhile the queue hands the job to another worker."""
+
+    def __init__(
+        self, inner: Executor, plan: FaultPlan, stall_s: float, hold_dir: Path | None = None
+    ) -> None:
         super().__init__(inner, plan, timeout_s=1.0, stall_s=stall_s)
         assert isinstance(inner, Resolvable), "the chaos provider executor is resolvable"
         self._provider: Resolvable = inner
+        self._hold_dir = hold_dir
+
+    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
+        result = await super().execute(claim, idempotency_key)
+        self._hold(claim, result)
+        return result
+
+    def _hold(self, claim: Claim, result: ExecutionResult) -> None:
+        if self._hold_dir is None or claim.occurrence.takeovers or claim.attempt != 1:
+            return
+        mark = self._hold_dir / str(claim.payment.id)
+        if not mark.exists():
+            return
+        try:  # once: a retry of this attempt after a database error is not held again
+            with (self._hold_dir / f"{claim.payment.id}.held").open("x") as f:
+                json.dump({"fence": claim.fence, "outcome": result.outcome.value,
+                           "reason": result.reason}, f)  # fmt: skip
+        except FileExistsError:
+            return
+        log.warning("holding the event loop after the provider answered %s on %s",
+                    result.outcome.value, claim.occurrence.key)  # fmt: skip
+        deadline = time.monotonic() + HOLD_MAX_S
+        while mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # blocks lock renewal: the job is taken over meanwhile
 
     async def lookup(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
         return await self._provider.lookup(claim, idempotency_key)
@@ -123,7 +163,9 @@ def build_executor(app: App) -> Executor:
     inject_db_errors(app, _rate("PAYSCHED_CHAOS_DB_ERROR_RATE"))
     if app.settings.executor != "ledger":
         provider = default_executor(app)
-        return StallingProvider(provider, FaultPlan(plan.seed, 0, 0, plan.stall), stall_s)
+        hold = os.environ.get("PAYSCHED_CHAOS_HOLD_DIR")
+        return StallingProvider(provider, FaultPlan(plan.seed, 0, 0, plan.stall), stall_s,
+                                Path(hold) if hold else None)  # fmt: skip
     ledger = LedgerExecutor(app.store, app.clock, app.pool)
     hanging = HangingExecutor(
         ledger, plan, timeout_s=_rate("PAYSCHED_CHAOS_TIMEOUT_S") or 1.0, stall_s=stall_s

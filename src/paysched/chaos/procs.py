@@ -92,6 +92,12 @@ class Processes:
             if now >= proc.down_until:
                 self.start(name)
 
+    def revive(self, name: str) -> None:
+        """Restart a process killed on purpose now rather than at the end of its down time."""
+        proc = self.procs[name]
+        proc.down_until = min(proc.down_until, time.monotonic())
+        self.supervise()
+
     def revive_all(self) -> None:
         for proc in self.procs.values():
             proc.down_until = min(proc.down_until, time.monotonic())

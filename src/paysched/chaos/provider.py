@@ -82,6 +82,11 @@ class ChaosProvider:
         response.raise_for_status()
         self.initial[name] = balance
 
+    def force(self, key: str, mode: str) -> None:
+        """The next charge request for `key` meets `mode` rather than a drawn fault."""
+        response = self._client.post("/_faults", json={"keys": {key: mode}})
+        response.raise_for_status()
+
     def collect_drawn(self) -> None:
         """Add up the fault modes drawn so far; called before each kill (a restart forgets)."""
         try:

@@ -22,7 +22,7 @@ from typing import Any
 from paysched.chaos import invariants, report
 from paysched.chaos.cancels import Canceller
 from paysched.chaos.faults import InjectedFault, Injector, plan
-from paysched.chaos.model import DB_ERROR_LOG_LINE, PlannedPayment, ProviderView
+from paysched.chaos.model import BROKE, DB_ERROR_LOG_LINE, PlannedPayment, ProviderView
 from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
@@ -35,7 +35,6 @@ log = logging.getLogger("paysched.chaos")
 
 PAYERS = ["payer-1", "payer-2", "payer-3", "payer-4"]
 PAYEES = ["payee-1", "payee-2", "payee-3"]
-BROKE = "broke"  # payments from it mostly fail permanently: insufficient funds
 # Recurring payments beside the one-time ones: seconds-first crons, so a run sees many.
 CRONS = ["*/2 * * * * *", "*/3 * * * * *", "*/5 * * * * *"]
 CATCHUPS = ["all", "latest", "none"]
@@ -63,6 +62,7 @@ class Config:
     db_error_rate: float = 0.005  # of the statements writing occurrences, in the workers
     log_level: str = "WARNING"
     keep: bool = False
+    faults: tuple[str, ...] = ()  # only these fault kinds (a focused run); () = every kind
 
 
 def child_env(cfg: Config, redis_url: str, database_url: str, workdir: Path) -> dict[str, str]:
@@ -156,6 +156,7 @@ def run(cfg: Config) -> dict[str, Any]:
     procs: Processes | None = None
     store: Store | None = None
     provider: ChaosProvider | None = None
+    hold_dir: Path | None = None
     started = datetime.now(UTC)
     try:
         redis.start()
@@ -172,6 +173,9 @@ def run(cfg: Config) -> dict[str, Any]:
         if cfg.executor == "provider":
             provider = ChaosProvider(workdir, cfg.seed)
             env |= provider.env()
+            hold_dir = workdir / "hold"  # payments whose first attempt a fault holds
+            hold_dir.mkdir()
+            env["PAYSCHED_CHAOS_HOLD_DIR"] = str(hold_dir)
             procs.add("provider", 1, provider.command())
             procs.start("provider-1")
             wait_until(provider.up, 20, "the stand-in provider")
@@ -203,11 +207,11 @@ def run(cfg: Config) -> dict[str, Any]:
 
         pauser = Pauser(store, payments, cfg.seed, sleep, canceller.cancelled_ids)
         injector = Injector(
-            procs, redis, pg, sqlite_path, env, sleep, canceller, provider, pauser
+            procs, redis, pg, sqlite_path, env, sleep, canceller, provider, pauser, hold_dir
         )  # fmt: skip
         phase_start = time.monotonic() + max(0.0, (base - datetime.now(UTC)).total_seconds())
         injected: list[InjectedFault] = []
-        for fault in plan(cfg.seed, cfg.duration, cfg.database, cfg.executor):
+        for fault in plan(cfg.seed, cfg.duration, cfg.database, cfg.executor, only=cfg.faults):
             sleep(phase_start + fault.at - time.monotonic())
             try:
                 done = injector.inject(fault)
