@@ -203,7 +203,7 @@ class App:
             app.resolver = Resolver(
                 store, app.executor, app.queue, bus, clock, pool, policy, settings.attempts,
                 settings.resolve_window, settings.resolve_max_interval,
-                lookup_timeout=lookup_timeout(settings),
+                lookup_timeout=lookup_timeout(settings), in_flight=in_flight(settings),
             )  # fmt: skip
         app.deliverer = Deliverer(
             app.outbox, build_registry(settings), clock, pool, poll=settings.notify_poll,
@@ -457,6 +457,15 @@ def lookup_timeout(settings: Settings) -> timedelta:
     if settings.executor == "http":
         return 2 * (settings.provider_connect_timeout + settings.provider_timeout)
     return DEFAULT_LOOKUP_TIMEOUT
+
+
+def in_flight(settings: Settings) -> timedelta:
+    """How long after it was sent a payment request may still be in flight at the provider:
+    the HTTP executor's pool wait and connect, then its write and its wait for the answer. A
+    user's executor answers for its own lookups."""
+    if settings.executor == "http":
+        return 2 * (settings.provider_connect_timeout + settings.provider_timeout)
+    return timedelta(0)
 
 
 def plugin_executor(settings: Settings) -> Executor:
