@@ -84,6 +84,10 @@ async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -
         return
 
 
+# How long a create waits to queue what it made due soon. Beyond that the payment, already
+# committed, is answered as it is and the scheduler's next tick queues it.
+CREATE_ENQUEUE_WAIT_S = 5.0
+
 # Every database call runs on the thread pool, so its size bounds the connections a process
 # opens. Beyond ~20 threads a 2-core machine only adds GIL and lock contention, and at
 # concurrency 200 one connection per job would exceed PostgreSQL's default 100 connections.
@@ -199,7 +203,7 @@ class App:
             app.resolver = Resolver(
                 store, app.executor, app.queue, bus, clock, pool, policy, settings.attempts,
                 settings.resolve_window, settings.resolve_max_interval,
-                lookup_timeout=lookup_timeout(settings),
+                lookup_timeout=lookup_timeout(settings), in_flight=in_flight(settings),
             )  # fmt: skip
         app.deliverer = Deliverer(
             app.outbox, build_registry(settings), clock, pool, poll=settings.notify_poll,
@@ -231,10 +235,24 @@ class App:
     # -- operations -------------------------------------------------------------------------
 
     async def create_payment(self, **fields: Any) -> Payment:
-        """Store the payment, then enqueue at once whatever of it falls inside the window."""
+        """Store the payment, then enqueue at once whatever of it falls inside the window.
+
+        Once the payment is committed it is the answer: the enqueue is best-effort and bounded
+        (CREATE_ENQUEUE_WAIT_S). An error after the commit made the caller retry and schedule
+        the payment twice; what is left `scheduled` here is enqueued by the scheduler's next
+        tick (reconcile), and what was not materialized by its next materialize."""
         _, scheduler = self._need_queue()
         payment = await self.db(self.store.create_payment, now=self.clock.now(), **fields)
-        await scheduler.schedule_now([payment.id])
+        try:
+            # redis-py retries a lost Redis for ~5 minutes: the caller must not wait for that.
+            await asyncio.wait_for(scheduler.schedule_now([payment.id]), CREATE_ENQUEUE_WAIT_S)
+        except Exception as exc:
+            reason = (
+                f"no answer within {CREATE_ENQUEUE_WAIT_S:g} s"
+                if isinstance(exc, TimeoutError) else short_error(exc)
+            )  # fmt: skip
+            log.warning("payment %s is stored but not yet queued (%s); the scheduler's next "
+                        "tick queues it", payment.id, reason)  # fmt: skip
         return await self.db(self.store.get_payment, payment.id)
 
     async def cancel_payment(self, payment_id: int, then: AfterWrite | None = None) -> CancelResult:
@@ -444,6 +462,15 @@ def lookup_timeout(settings: Settings) -> timedelta:
     if settings.executor == "http":
         return 2 * (settings.provider_connect_timeout + settings.provider_timeout)
     return DEFAULT_LOOKUP_TIMEOUT
+
+
+def in_flight(settings: Settings) -> timedelta:
+    """How long after it was sent a payment request may still be in flight at the provider:
+    the HTTP executor's pool wait and connect, then its write and its wait for the answer. A
+    user's executor answers for its own lookups."""
+    if settings.executor == "http":
+        return 2 * (settings.provider_connect_timeout + settings.provider_timeout)
+    return timedelta(0)
 
 
 def plugin_executor(settings: Settings) -> Executor:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from paysched.api.pages import encode
+from paysched.clock import to_ms
 from paysched.db.apikeys import ApiKeys
 from tests.api.conftest import Api, problem
 from tests.integration.helpers import all_final, running
@@ -289,6 +291,38 @@ async def test_payment_and_occurrence_filters(api: Api) -> None:
     assert [o["payment_id"] for o in window["data"]] == [ids[1]]
     mine = (await api.get("/v1/occurrences", payment_id=ids[2])).json()["data"]
     assert [o["payment_id"] for o in mine] == [ids[2]]
+
+
+async def test_occurrence_pages_keep_the_due_times_microseconds(api: Api) -> None:
+    """Regression: the cursor held the last due time in milliseconds while due times keep
+    microseconds, so the next page started before rows due later within that millisecond and
+    showed them again. Here five occurrences fall due within one millisecond, each later one
+    created first (a smaller id), and pages of two walk them exactly once."""
+    app = api.app
+    await accounts(api, {"alice": "100.00", "bob": ""})
+    now = app.clock.now()
+    base = (now + timedelta(hours=1)).replace(microsecond=0)
+    for micros in (5, 4, 3, 2, 1):
+        p = await app.db(
+            app.store.create_payment, payer="alice", payee="bob", amount=100, currency="USD",
+            due_at=base + timedelta(microseconds=micros), cron=None, timezone=None, memo="",
+            now=now,
+        )  # fmt: skip
+        await app.db(app.store.materialize_due, now, base + timedelta(seconds=1), [p.id])
+    stored = await app.db(app.store.list_occurrences, 10)
+    assert [o.due_at - base for o in stored] == [timedelta(microseconds=m) for m in range(1, 6)]
+    seen: list[int] = []
+    params: dict[str, Any] = {"limit": 2}
+    for _ in range(5):  # three pages; a cursor that goes back would page on and on
+        page = (await api.get("/v1/occurrences", **params)).json()
+        seen += [o["id"] for o in page["data"]]
+        if not page["has_more"]:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert seen == [o.id for o in stored]
+    # A cursor of the old form (milliseconds) is refused, not read as another position.
+    old = encode([to_ms(base), stored[0].id])
+    problem(await api.get("/v1/occurrences", cursor=old), 422, "invalid_cursor", "cursor")
 
 
 # -- metrics -----------------------------------------------------------------------------------

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from paysched.app import App
+from paysched.app import App, build_registry
+from paysched.clock import ManualClock
 from paysched.config import Settings
 from paysched.domain import OccurrenceState
 from paysched.errors import PermanentDelivery, RetryableDelivery
+from paysched.notify.delivery import Deliverer
 from paysched.notify.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookNotifier
 from paysched.redis_server import free_port
 from tests.conftest import wait_for
-from tests.http_peers import Peer, WebhookReceiver
+from tests.http_peers import Peer, Request, WebhookReceiver
 from tests.integration.helpers import all_final, fund, running
 
 S = OccurrenceState
@@ -201,3 +208,87 @@ async def test_a_webhook_host_resolving_inwards_is_refused_at_delivery() -> None
         await strict.close()
         await allowing.close()
         receiver.stop()
+
+
+@dataclass
+class HeldReceiver(WebhookReceiver):
+    """A slow receiver: answers only once the test releases it."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def respond(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
+        self.arrived.set()
+        self.release.wait(30)
+        return super().respond(request)
+
+
+async def test_each_notification_is_recorded_as_sent_without_waiting_for_its_batch(
+    napp: App,
+) -> None:
+    """Regression: a leased batch was recorded as sent only once its slowest receiver answered;
+    the lease ran out meanwhile and another deliverer sent the others again. Each is now
+    recorded right after its own send: the fast receivers' notifications are `sent` while the
+    slow one is still in flight, and nothing is left for a deliverer that comes after the
+    lease."""
+    assert napp.outbox is not None
+    fast = WebhookReceiver(secret=SECRET).start()
+    slow = HeldReceiver(secret=SECRET).start()
+    registry = build_registry(napp.settings)
+    try:
+        await fund(napp, {"alice": 10_000, "bob": 0})
+        targets = [f"webhook:{fast.url}/{i}" for i in range(5)] + [f"webhook:{slow.url}/slow"]
+        pid = await pay_notifying(napp, 100, *targets)
+        stop = asyncio.Event()
+        run = asyncio.create_task(napp.run(stop, deliver=False))  # its notifications wait
+        try:
+            await all_final(napp, [pid])
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, 30)
+        assert await states(napp, pid) == ["pending"] * 6
+        clock = ManualClock(datetime.now(UTC))
+        lease = timedelta(seconds=60)
+        first, second = (Deliverer(napp.outbox, registry, clock, napp.pool, lease=lease)
+                         for _ in range(2))  # fmt: skip
+        sending = asyncio.create_task(first.deliver_due())
+
+        async def fast_ones_sent() -> bool:
+            assert napp.outbox is not None
+            found = await napp.db(napp.outbox.list, None, pid)
+            (held,) = [n for n in found if n.target.endswith("/slow")]
+            # The slow one still in flight: not given up on (the post's own timeout) yet.
+            in_flight = slow.arrived.is_set() and held.last_error is None
+            return in_flight and all(n.state == "sent" for n in found if n is not held)
+
+        await wait_for(fast_ones_sent, 15, "the fast notifications recorded while one is slow")
+        slow.release.set()
+        assert await asyncio.wait_for(sending, 30) == 6
+        assert await states(napp, pid) == ["sent"] * 6
+        clock.advance(lease + timedelta(seconds=1))  # the batch's lease has run out
+        assert await second.deliver_due() == 0
+        assert sorted(r.path for r in fast.requests) == [f"/{i}" for i in range(5)]
+        assert [r.path for r in slow.requests] == ["/slow"]
+    finally:
+        slow.release.set()
+        await registry.close()
+        fast.stop()
+        slow.stop()
+
+
+async def test_a_webhook_lookup_that_outlasts_its_timeout_is_retried() -> None:
+    """The system resolver can take minutes (an unreachable DNS server), and the delivery's
+    lease runs meanwhile: the lookup is bounded like the post, and one that runs out is
+    retried later, not dead. Here the loop's one resolver thread is held busy, so the lookup
+    of a name that does resolve cannot answer in time."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    busy = threading.Event()
+    loop.run_in_executor(None, busy.wait, 30)
+    notifier = WebhookNotifier("whsec-dns", timeout=0.2, allow_private=True)
+    try:
+        with pytest.raises(RetryableDelivery, match=r"'localhost' did not resolve within 0\.2 s"):
+            await asyncio.wait_for(notifier.send("http://localhost:9/hook", {}, "k1"), 10)
+    finally:
+        busy.set()
+        await notifier.close()

@@ -5,7 +5,7 @@ never guessed; each succeeded occurrence is charged exactly once under its own k
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from paysched.app import App
+from paysched.clock import ManualClock
 from paysched.config import Settings
 from paysched.db.store import Claim, Finish, Store
 from paysched.domain import OccurrenceState
@@ -269,3 +270,54 @@ def state_of(app: App, occurrence_id: int) -> Any:
 
 async def _is(state: Any, expected: S) -> bool:
     return bool(await state() == expected)
+
+
+async def test_a_404_while_the_request_may_be_in_flight_is_asked_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A provider that records a charge only when it commits answers 404 for one still in
+    flight. paysched took that for "never received": on the last attempt the occurrence failed
+    while its charge went through (and earlier it was sent again). The 404 is believed only
+    once the request's own timeout (2 x (1 s connect + 0.5 s read) here) has passed since it
+    was sent; asked again then, the provider has the charge."""
+    clock = ManualClock(datetime.now(UTC))
+    # The charge is held in flight at the provider for 4 s, well past paysched's 0.5 s.
+    with StandinProvider(tmp_path / "provider.db", token="s3cret-token", slow_s=4.0,
+                         in_flight_lookup=404) as provider:  # fmt: skip
+        app = await App.open(http_settings(settings, provider, attempts=1), clock=clock)
+        try:
+            assert app.executor is not None and app.resolver is not None
+            await fund(app, {"alice": 0, "bob": 0})
+            pid = await pay(app, "alice", "bob", 555)
+            (occ,) = await app.db(app.store.occurrences_of, pid)
+            provider.set_faults({"keys": {occ.key: "slow"}})
+            sent_at = clock.now()
+            claim = await app.db(app.store.claim, occ.id, sent_at, occ.key)
+            assert isinstance(claim, Claim)
+            sent = await app.executor.execute(claim, occ.key)
+            assert sent.outcome == "unknown" and occ.key in provider.in_flight()
+            unknown = Finish(claim, S.UNKNOWN, sent.reason, resolve_at=clock.now())
+            assert await app.db(app.store.finish_many, [unknown], clock.now()) == [True]
+
+            clock.advance(timedelta(seconds=2.5))  # the request may be in flight until 3 s
+            assert await app.resolver.check_due() == 1
+            assert occ.key in provider.in_flight()  # the 404 it got was about this one
+            held = await app.db(app.store.get_occurrence, occ.id)
+            assert held.state == S.UNKNOWN, held.reason
+            assert "may still be in flight" in (held.reason or "")
+            # Asked again once nothing can be in flight any more, not before.
+            assert app.resolver.in_flight == timedelta(seconds=3)
+            assert held.resolve_at is not None and held.resolve_at >= sent_at + timedelta(seconds=3)
+            await wait_for(lambda: _charged(provider, occ.key), 30, "the held charge to commit")
+
+            clock.advance(timedelta(seconds=10))
+            assert await app.resolver.check_due() == 1
+            (done,) = await app.db(app.store.occurrences_of, pid)
+            (charge,) = provider.charges()
+            assert done.state == S.SUCCEEDED and done.reference == charge.id
+        finally:
+            await app.close()
+
+
+async def _charged(provider: StandinProvider, key: str) -> bool:
+    return any(c.key == key for c in provider.charges())

@@ -14,7 +14,6 @@ from paysched.api.deps import paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
 from paysched.api.models import Occurrence, Page, Resolve, Resolved
 from paysched.api.security import Admin, Read
-from paysched.clock import from_ms, to_ms
 from paysched.db.apikeys import ApiKey
 from paysched.domain import MAX_ID, OccurrenceState
 from paysched.domain import Occurrence as OccurrenceRow
@@ -45,7 +44,12 @@ def _instant(value: str | None, field: str) -> datetime | None:
 
 
 def _position(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(pages.is_id(v) for v in value)
+    """[due time as stored (ISO 8601, to the microsecond), id]. Milliseconds lost the
+    microseconds, and the next page repeated rows due within the last one's millisecond."""
+    return (
+        isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+        and datetime.fromisoformat(value[0]).utcoffset() is not None and pages.is_id(value[1])
+    )  # fmt: skip
 
 
 def _summary(occ: OccurrenceRow) -> dict[str, Any]:
@@ -73,13 +77,13 @@ async def list_occurrences(
     (empty lists); get one occurrence for them."""
     app = paysched(request)
     position = pages.decode(cursor, _position)
-    after = (from_ms(position[0]), position[1]) if position else None
+    after = (datetime.fromisoformat(position[0]), position[1]) if position else None
     rows = await app.db(
         app.store.list_occurrences, limit + 1, after=after, state=_state(state),
         payment_id=payment_id, due_from=_instant(due_from, "due_from"),
         due_before=_instant(due_before, "due_before"),
     )  # fmt: skip
-    return pages.page(rows, limit, pages.each(_summary), lambda o: [to_ms(o.due_at), o.id])
+    return pages.page(rows, limit, pages.each(_summary), lambda o: [o.due_at.isoformat(), o.id])
 
 
 @router.get(

@@ -54,8 +54,7 @@ class Outbox:
             return [_from(r) for r in rows]
 
     def mark_sent(self, notification_ids: Sequence[int], now: datetime) -> None:
-        """Record deliveries; one transaction for a whole batch (a burst of payments sends
-        thousands of notifications, and one commit each would double the database's work)."""
+        """Record deliveries, in one transaction."""
         if not notification_ids:
             return
         with self.engine.begin() as conn:

@@ -14,7 +14,10 @@ answers 2xx with::
     {"id": "...", "status": "succeeded" | "declined" | "pending", "reason": "..."?}
 
 ``GET {base_url}/payments/{idempotency_key}`` answers 200 with the same body, or 404 when the
-provider never received the payment.
+provider never received the payment. A request still in flight (sent, not yet recorded) may
+be answered 409 or 404: paysched believes a 404 only once the request's own timeout
+(2 x (connect timeout + read timeout)) has passed since it was sent, and asks again then; a
+provider must have recorded, or dropped for good, any request it received by that time.
 
 How ``execute`` maps what happens:
 
@@ -32,7 +35,8 @@ How ``execute`` maps what happens:
   truncated to 300 characters.
 
 How ``lookup`` maps the GET: 200 is read like a 2xx above; 404 is NOT_ATTEMPTED ("provider never
-received it"), so the payment may be sent again with the same key; any transport error,
+received it"), so the payment may be sent again with the same key (by the resolver, not
+before the request's timeout has passed, see above); any transport error,
 timeout, 5xx, other status or odd body is UNKNOWN with the cause.
 
 Reasons are short, single-line and never contain the token. httpx logs every request's method

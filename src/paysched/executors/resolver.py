@@ -8,7 +8,10 @@ minutes, then at most `max_interval` apart — and acts only on an answer:
 - succeeded  -> the occurrence succeeded (notified as usual);
 - declined   -> failed, with the provider's reason;
 - never received (404) -> queued again with the SAME key (or failed when its attempts are used
-  up: nothing moved, so that is the truth);
+  up: nothing moved, so that is the truth). Believed only once the request's own timeout
+  (`in_flight`) has passed since it was sent: until then a provider that records a payment
+  when it commits may not know of one still in flight, so the answer is "unknown, ask again
+  then";
 - still unknown after `window` -> needs_review: a person decides with `paysched resolve`.
 
 Several resolvers may run (one per worker process): each leases the few occurrences it checks
@@ -68,6 +71,7 @@ class Resolver:
         max_interval: timedelta,
         poll: timedelta = timedelta(seconds=1),
         lookup_timeout: timedelta = DEFAULT_LOOKUP_TIMEOUT,
+        in_flight: timedelta = timedelta(0),
     ) -> None:
         self.store = store
         self.executor = executor
@@ -82,6 +86,8 @@ class Resolver:
         self.poll = poll
         self.lookup_timeout = lookup_timeout
         self.lease = lookup_timeout + LEASE_MARGIN
+        # How long after it was sent a request may still be in flight at the provider.
+        self.in_flight = in_flight
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -136,7 +142,15 @@ class Resolver:
             ):
                 self._emit(EventKind.FAILED, claim, reason=reason)
         elif answer.outcome == Outcome.NOT_ATTEMPTED:
-            await self._never_received(claim, answer, now)
+            sent = await in_pool(self.pool, self.store.entered_at, claim.occurrence.id, S.EXECUTING)
+            settled = (sent or now) + self.in_flight
+            if now < settled:
+                never = answer.reason or "the provider never received it"
+                reason = (f"{never}, but the request may still be in flight until "
+                          f"{settled.isoformat(timespec='seconds')}")  # fmt: skip
+                await self._still_unknown(claim, ExecutionResult.unknown(reason), now, settled)
+            else:
+                await self._never_received(claim, answer, now)
         else:
             await self._still_unknown(claim, answer, now)
 
@@ -159,7 +173,10 @@ class Resolver:
         await self.queue.remove(occurrence.key)
         await self.queue.enqueue([occurrence], now)
 
-    async def _still_unknown(self, claim: Claim, answer: ExecutionResult, now: datetime) -> None:
+    async def _still_unknown(
+        self, claim: Claim, answer: ExecutionResult, now: datetime,
+        not_before: datetime | None = None,
+    ) -> None:  # fmt: skip
         since = await in_pool(self.pool, self.store.entered_at, claim.occurrence.id, S.UNKNOWN)
         since = since or now
         reason = answer.reason or "the provider cannot tell yet"
@@ -170,7 +187,7 @@ class Resolver:
                 self._emit(EventKind.NEEDS_REVIEW, claim, reason=reason)
             return
         wait = next_interval(claim.occurrence.resolve_checks, self.max_interval)
-        at = min(now + wait, since + self.window)
+        at = min(max(now + wait, not_before or now), since + self.window)
         log.info("occurrence %s still unknown (%s); asking again at %s", claim.occurrence.key,
                  reason, at.isoformat(timespec="seconds"))  # fmt: skip
         await in_pool(self.pool, self.store.recheck_later, claim, at, reason)

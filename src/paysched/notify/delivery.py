@@ -79,15 +79,12 @@ class Deliverer:
             batch = await self._db(self.outbox.lease_due, self.clock.now(), self.lease)
             if not batch:
                 return total
-            sent = await asyncio.gather(*(self._deliver(n) for n in batch))
-            # The batch's deliveries are recorded together: a crash before this commit resends
-            # them (at most once more; webhooks carry the dedup key for that case).
-            accepted = [n.id for n, ok in zip(batch, sent, strict=True) if ok]
-            await self._db(self.outbox.mark_sent, accepted, self.clock.now())
+            await asyncio.gather(*(self._deliver(n) for n in batch))
             total += len(batch)
 
     async def _deliver(self, n: Notification) -> bool:
-        """Send one notification; True when the channel accepted it."""
+        """Send one notification and record the outcome at once; True when the channel
+        accepted it."""
         try:
             notifier = self.registry.get(n.channel)
             await notifier.send(n.target, json.loads(n.payload), n.dedup_key)
@@ -101,6 +98,9 @@ class Deliverer:
         except Exception as exc:  # a bug in a channel must not stop the loop
             await self._retry_later(n, f"{type(exc).__name__}: {exc}", None)
             return False
+        # Recorded as soon as it is sent, not with its batch: a batch waited for its slowest
+        # receiver, its lease ran out meanwhile, and another deliverer sent the rest again.
+        await self._db(self.outbox.mark_sent, [n.id], self.clock.now())
         log.debug("notification %s sent via %s", n.id, n.channel)
         return True
 

@@ -64,6 +64,7 @@ class WebhookNotifier:
             raise ValueError("a webhook signing secret is required")
         self._secret = secret
         self._allow_private = allow_private
+        self._timeout = timeout
         # Redirects are not followed: one could lead inwards past the address check below.
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
@@ -107,9 +108,16 @@ class WebhookNotifier:
         numeric form such as 127.1, can point inside the deployment."""
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            found = await asyncio.get_running_loop().getaddrinfo(
-                url.host, port, type=socket.SOCK_STREAM
+            # Bounded like the post: the system resolver may take minutes, and the delivery's
+            # lease runs meanwhile. (The lookup's thread is left to finish on its own.)
+            found = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(url.host, port, type=socket.SOCK_STREAM),
+                self._timeout,
             )
+        except TimeoutError:
+            raise RetryableDelivery(
+                f"webhook host {url.host!r} did not resolve within {self._timeout:g} s"
+            ) from None
         except OSError as exc:  # socket.gaierror: a name that does not resolve (yet)
             raise RetryableDelivery(f"webhook host {url.host!r} does not resolve: {exc}") from None
         addresses = [str(info[4][0]) for info in found]

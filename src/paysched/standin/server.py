@@ -9,7 +9,8 @@ Endpoints:
   same key with another body is a 422; the same key while its first request is still being
   processed is a 409. Fault modes (`paysched.standin.faults`) apply here.
 - ``GET /payments/{key}``: 200 with the stored charge; 409 while its first POST is still being
-  processed and nothing is committed yet; 404 when the provider never received it. A pending
+  processed and nothing is committed yet (404, with ``in_flight_lookup=404``: a provider that
+  records a charge only when it commits); 404 when the provider never received it. A pending
   charge settles once its time has passed (checked on read). ``lookup_error`` answers 503.
 - ``GET /_charges``: every charge, every column, as a JSON list.
 - ``GET /_faults``, ``POST /_faults``: read or change the fault configuration
@@ -80,8 +81,10 @@ class StandinProvider:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], datetime] = utc_now,
+        in_flight_lookup: int = 409,
     ) -> None:
         self.ledger = Ledger(db, clock=clock)
+        self._in_flight_lookup = in_flight_lookup
         self.faults = Faults(seed, rates, hang_s=hang_s, slow_s=slow_s, settle_s=settle_s)
         self._token = token
         self._host = host
@@ -318,8 +321,9 @@ class StandinProvider:
         charge = self.ledger.get(key)
         if charge is not None:
             h.send_json(200, charge.body())
-        elif key in self.in_flight():
-            # Received but not decided: "never received" (404) would be a lie.
+        elif key in self.in_flight() and self._in_flight_lookup == 409:
+            # Received but not decided: "never received" (404) would be a lie; some providers
+            # tell it all the same (in_flight_lookup=404), and paysched must not believe it.
             h.send_json(409, {"reason": "a request with this Idempotency-Key is in progress"})
         else:
             h.send_json(404, {"reason": "no payment with this Idempotency-Key"})
