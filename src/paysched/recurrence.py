@@ -257,9 +257,9 @@ def _parse_rule(text: str, field: str) -> _Rule:
                                   "YEARLY)")  # fmt: skip
     interval = 1
     if "INTERVAL" in parts:
-        (interval,) = _ints(parts["INTERVAL"], "INTERVAL", 1, MAX_INTERVAL, field, False) or (1,)
-        if "," in parts["INTERVAL"]:
+        if "," in parts["INTERVAL"]:  # before unpacking: "2,3" is two numbers, not a crash
             raise InvalidInput(field, "INTERVAL takes one number")
+        (interval,) = _ints(parts["INTERVAL"], "INTERVAL", 1, MAX_INTERVAL, field, False)
     bymonth = _ints(parts["BYMONTH"], "BYMONTH", 1, 12, field, False) if "BYMONTH" in parts else ()
     bymonthday = (
         _ints(parts["BYMONTHDAY"], "BYMONTHDAY", 1, 31, field, True)
@@ -297,9 +297,9 @@ def _parse_rule(text: str, field: str) -> _Rule:
         wkst = _WEEKDAYS.index(parts["WKST"])
     count = None
     if "COUNT" in parts:
-        (count,) = _ints(parts["COUNT"], "COUNT", 1, MAX_COUNT, field, False)
         if "," in parts["COUNT"]:
             raise InvalidInput(field, "COUNT takes one number")
+        (count,) = _ints(parts["COUNT"], "COUNT", 1, MAX_COUNT, field, False)
     until = None
     if "UNTIL" in parts:
         if count is not None:

@@ -305,6 +305,9 @@ def test_moving_off_a_holiday_never_makes_a_second_occurrence() -> None:
         ({"rule": "FREQ=DAILY;FREQ=DAILY"}, "rrule", "twice"),
         ({"rule": "FREQ=DAILY;COUNT=0"}, "rrule", "COUNT"),
         ({"rule": "FREQ=DAILY;INTERVAL=0"}, "rrule", "INTERVAL"),
+        # Found by the rules drawn from RFC 5545's parts: two numbers were a ValueError.
+        ({"rule": "FREQ=DAILY;INTERVAL=2,3"}, "rrule", "INTERVAL takes one number"),
+        ({"rule": "FREQ=DAILY;COUNT=2,3"}, "rrule", "COUNT takes one number"),
         ({"start": "2026-01-31"}, "start", "time of day"),
         ({"start": "soon"}, "start", "2026-01-31T09:00"),
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
