@@ -140,7 +140,7 @@ class Recurrence:
                 raise ValueError(text)
         except (ValueError, KeyError, TypeError):
             raise InvalidInput("recurrence", "not a stored recurrence (version 1 JSON)") from None
-        return parse_recurrence(rule, start, zone, business_day, cal)
+        return parse_recurrence(rule, start, zone, business_day, cal, search=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,12 +408,16 @@ def parse_recurrence(
     business_day: str = "none",
     calendar: str | None = None,
     field: str = "rrule",
+    *,
+    search: bool = True,
 ) -> Recurrence:
     """Validate every part; raises InvalidInput naming the field ("rrule" or `field`, "start",
     "timezone", "business_day", "calendar").
 
     `start` is the local wall time in `timezone`: "2026-01-31T09:00" or a naive datetime. An
     aware datetime (or a string with an offset) is converted to its wall time in `timezone`.
+    `search=False` leaves out the search for the first date and the COUNT series' expansion:
+    for a stored rule, searched when it was made (a view of a payment walks no calendar).
     """
     parsed = _parse_rule(rule, field)
     if not isinstance(timezone, str):
@@ -426,6 +430,8 @@ def parse_recurrence(
     canonical_calendar = _parse_calendar(calendar) if calendar else None
     rec = Recurrence(_format_rule(parsed), wall, zone.key, business_day, canonical_calendar)
     compiled = _compile(rec, field)
+    if not search:
+        return rec
     # Searched without COUNT, within a horizon and a budget (a rule that never matches would
     # make dateutil walk on to the year 9999; the horizon alone does not stop it).
     horizon = wall.replace(year=wall.year + _HORIZON_YEARS, day=min(wall.day, 28))

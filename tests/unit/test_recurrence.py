@@ -317,8 +317,9 @@ def test_moving_off_a_holiday_never_makes_a_second_occurrence() -> None:
     ],
 )  # fmt: skip
 def test_refusals_name_the_field(kwargs: dict[str, str], field: str, message: str) -> None:
-    args = {"rule": "FREQ=DAILY", "start": "2026-01-31T09:00", "timezone": "Europe/Berlin",
-            "business_day": "following", "calendar": "DE", **kwargs}  # fmt: skip
+    args: dict[str, Any] = {"rule": "FREQ=DAILY", "start": "2026-01-31T09:00",
+                            "timezone": "Europe/Berlin", "business_day": "following",
+                            "calendar": "DE", **kwargs}  # fmt: skip
     with pytest.raises(InvalidInput, match=message) as info:
         parse_recurrence(**args)
     assert info.value.field == field
@@ -427,6 +428,16 @@ def test_a_count_series_longer_than_the_request_budget_is_refused() -> None:
     assert months[0] <= DATE_BUDGET + REQUEST_BUDGET + 24
     assert len(preview(parse_recurrence("FREQ=YEARLY;COUNT=400", "2026-01-01T09:00", "UTC"),
                        None, 1000)) == 400  # fmt: skip
+
+
+def test_a_stored_rule_is_read_without_walking_its_calendar() -> None:
+    """Every view of a payment reads its stored rule (on the event loop): searched for its
+    first date when it was made, it is not searched again."""
+    text = parse_recurrence(SPARSE, "2026-01-01T09:00", "UTC").to_json()
+    with walked() as months:
+        rec = Recurrence.from_json(text)
+        describe(rec)
+    assert months[0] == 0 and rec.rule == SPARSE
 
 
 def test_describe() -> None:
