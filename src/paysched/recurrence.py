@@ -525,7 +525,7 @@ def _merge(
              for kw in components]  # fmt: skip
     last = None
     for wall in heapq.merge(*rules):
-        walk.since_date = 0
+        walk.since_date = 0  # a date: the search for the next one starts afresh
         if wall == last or (floor is not None and wall <= floor):
             continue
         last = wall
