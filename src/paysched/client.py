@@ -279,7 +279,10 @@ class Paysched:
         targets ('log', 'telegram:CHAT_ID', 'webhook:URL'); None means PAYSCHED_NOTIFY.
         Whatever falls due within the look-ahead window is on the queue when this returns."""
         app = self._open_app()
-        request = payment_request(
+        # On the thread pool: checking a calendar rule expands it, CPU the caller's event
+        # loop would otherwise wait on.
+        request = await app.db(
+            payment_request,
             payer=payer, payee=payee, amount=amount, currency=currency, at=at, in_=in_,
             cron=cron, tz=tz, memo=memo, notify=notify, allow_past=allow_past,
             allow_private=app.settings.webhook_allow_private, now=app.clock.now(),

@@ -49,7 +49,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -79,6 +78,14 @@ LATEST_START = datetime(8900, 1, 1)
 _LAST_WALL = (LATEST_DUE - timedelta(days=2)).replace(tzinfo=None)
 # How far a new rule is searched for its first date: a rule with none in a century is refused.
 _HORIZON_YEARS = 100
+# The work of an expansion, in months of calendar that dateutil walks (a YEARLY period counts
+# 12: dateutil examines each of its days). dateutil itself has no bound: a rule without
+# another date walks on to the year 9999, UNTIL or not (it stops only at a date past UNTIL),
+# which a sparse rule turned into seconds of CPU per request. A date is searched for over at
+# most a century of months: none that far ahead, and the series has ended (a new rule is
+# refused). One request - a preview, a COUNT series expanded whole - walks at most four.
+DATE_BUDGET = _HORIZON_YEARS * 12
+REQUEST_BUDGET = 4 * DATE_BUDGET
 
 _FREQS = {"DAILY": du.DAILY, "WEEKLY": du.WEEKLY, "MONTHLY": du.MONTHLY, "YEARLY": du.YEARLY}
 _WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
@@ -133,7 +140,7 @@ class Recurrence:
                 raise ValueError(text)
         except (ValueError, KeyError, TypeError):
             raise InvalidInput("recurrence", "not a stored recurrence (version 1 JSON)") from None
-        return parse_recurrence(rule, start, zone, business_day, cal)
+        return parse_recurrence(rule, start, zone, business_day, cal, search=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +149,55 @@ class Due:
 
     nominal: datetime  # aware UTC: the rule's date at its time of day, before adjustment
     due: datetime  # aware UTC: after business-day adjustment, same local time of day
+
+
+# --- the work budget ---------------------------------------------------------------------
+
+
+class _OutOfBudget(Exception):
+    def __init__(self, whole: bool) -> None:
+        super().__init__("request" if whole else "date")
+        self.whole = whole  # the expansion's REQUEST_BUDGET ran out, not one date's search
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What one expansion has walked, in months (see DATE_BUDGET)."""
+
+    budget: int  # for the whole expansion
+    since_date: int = 0  # since the last date found
+    spent: int = 0
+
+    def spend(self, months: int) -> None:
+        self.since_date += months
+        self.spent += months
+        if self.spent > self.budget:
+            raise _OutOfBudget(whole=True)
+        if self.since_date > DATE_BUDGET:
+            raise _OutOfBudget(whole=False)
+
+
+class _MeteredRule(du.rrule):  # type: ignore[misc]
+    """dateutil's rrule, charging its walk to `walk`."""
+
+    def __init__(self, walk: _Walk, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.walk = walk
+
+
+class _MeteredInfo(du._iterinfo):  # type: ignore[misc]
+    """dateutil's calendar masks, which its iteration rebuilds for every month (DAILY, WEEKLY,
+    MONTHLY) or year (YEARLY) it walks, matching or not: the one place where the walk can be
+    counted and stopped, since dateutil has no hook of its own. Inert for other rrules. (No
+    __slots__: dateutil's __init__ sets the attributes named by `self.__slots__`.)"""
+
+    def rebuild(self, year: int, month: int) -> None:
+        if isinstance(self.rrule, _MeteredRule):
+            self.rrule.walk.spend(12 if self.rrule._freq == du.YEARLY else 1)
+        super().rebuild(year, month)
+
+
+du._iterinfo = _MeteredInfo  # rrule._iter looks the class up here at each iteration
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -201,9 +257,9 @@ def _parse_rule(text: str, field: str) -> _Rule:
                                   "YEARLY)")  # fmt: skip
     interval = 1
     if "INTERVAL" in parts:
-        (interval,) = _ints(parts["INTERVAL"], "INTERVAL", 1, MAX_INTERVAL, field, False) or (1,)
-        if "," in parts["INTERVAL"]:
+        if "," in parts["INTERVAL"]:  # before unpacking: "2,3" is two numbers, not a crash
             raise InvalidInput(field, "INTERVAL takes one number")
+        (interval,) = _ints(parts["INTERVAL"], "INTERVAL", 1, MAX_INTERVAL, field, False)
     bymonth = _ints(parts["BYMONTH"], "BYMONTH", 1, 12, field, False) if "BYMONTH" in parts else ()
     bymonthday = (
         _ints(parts["BYMONTHDAY"], "BYMONTHDAY", 1, 31, field, True)
@@ -241,9 +297,9 @@ def _parse_rule(text: str, field: str) -> _Rule:
         wkst = _WEEKDAYS.index(parts["WKST"])
     count = None
     if "COUNT" in parts:
-        (count,) = _ints(parts["COUNT"], "COUNT", 1, MAX_COUNT, field, False)
         if "," in parts["COUNT"]:
             raise InvalidInput(field, "COUNT takes one number")
+        (count,) = _ints(parts["COUNT"], "COUNT", 1, MAX_COUNT, field, False)
     until = None
     if "UNTIL" in parts:
         if count is not None:
@@ -352,12 +408,16 @@ def parse_recurrence(
     business_day: str = "none",
     calendar: str | None = None,
     field: str = "rrule",
+    *,
+    search: bool = True,
 ) -> Recurrence:
     """Validate every part; raises InvalidInput naming the field ("rrule" or `field`, "start",
     "timezone", "business_day", "calendar").
 
     `start` is the local wall time in `timezone`: "2026-01-31T09:00" or a naive datetime. An
     aware datetime (or a string with an offset) is converted to its wall time in `timezone`.
+    `search=False` leaves out the search for the first date and the COUNT series' expansion:
+    for a stored rule, searched when it was made (a view of a payment walks no calendar).
     """
     parsed = _parse_rule(rule, field)
     if not isinstance(timezone, str):
@@ -370,13 +430,23 @@ def parse_recurrence(
     canonical_calendar = _parse_calendar(calendar) if calendar else None
     rec = Recurrence(_format_rule(parsed), wall, zone.key, business_day, canonical_calendar)
     compiled = _compile(rec, field)
-    # Searched without COUNT and within a horizon: a rule that never matches would otherwise
-    # make dateutil walk on to the year 9999.
+    if not search:
+        return rec
+    # Searched without COUNT, within a horizon and a budget (a rule that never matches would
+    # make dateutil walk on to the year 9999; the horizon alone does not stop it).
     horizon = wall.replace(year=wall.year + _HORIZON_YEARS, day=min(wall.day, 28))
-    first = next(_merge(compiled.components, wall, horizon, None), None)
+    try:
+        first = next(_merge(compiled.components, wall, horizon, None, _Walk(DATE_BUDGET)), None)
+    except _OutOfBudget:
+        first = None
     if first is None:
         raise InvalidInput(field, f"{rec.rule} produces no date within {_HORIZON_YEARS} years "
-                                  f"of {wall:%Y-%m-%d}")  # fmt: skip
+                                  f"of {wall:%Y-%m-%d} (the search budget: {DATE_BUDGET} months "
+                                  "of the rule's calendar)")  # fmt: skip
+    if compiled.count is not None and _count_series(compiled)[1]:
+        raise InvalidInput(field, f"COUNT={compiled.count} spans more than the {REQUEST_BUDGET} "
+                                  "months of the rule's calendar paysched expands at once (the "
+                                  "search budget); give a smaller COUNT or an UNTIL")  # fmt: skip
     if compiled.past_until(first, resolve_local(first, zone)):
         raise InvalidInput(field, f"UNTIL={parsed.until} is before the first occurrence "
                                   f"({first:%Y-%m-%dT%H:%M})")  # fmt: skip
@@ -399,14 +469,17 @@ class _Compiled:
     until_wall: datetime | None
     until_utc: datetime | None
 
-    def walls(self, floor: datetime | None) -> Iterator[datetime]:
-        """The series' naive wall times strictly after `floor` (all when None), in order."""
+    def walls(self, floor: datetime | None, walk: _Walk) -> Iterator[datetime]:
+        """The series' naive wall times strictly after `floor` (all when None), in order;
+        raises _OutOfBudget when `walk` runs out."""
         if self.count is not None:
-            series = _count_series(self)
+            series, cut = _count_series(self)
             yield from (w for w in series if floor is None or w > floor)
+            if cut:  # stored before COUNT was bounded (parse_recurrence refuses it now)
+                raise _OutOfBudget(whole=True)
             return
         dtstart = self.start if floor is None else self._reanchor(floor)
-        yield from _merge(self.components, dtstart, None, floor)
+        yield from _merge(self.components, dtstart, None, floor, walk)
 
     def past_until(self, wall: datetime, nominal: datetime) -> bool:
         if self.until_wall is not None and wall > self.until_wall:
@@ -446,10 +519,13 @@ def _merge(
     dtstart: datetime,
     horizon: datetime | None,
     floor: datetime | None,
+    walk: _Walk,
 ) -> Iterator[datetime]:
-    rules = [du.rrule(dtstart=dtstart, until=horizon, cache=False, **kw) for kw in components]
+    rules = [_MeteredRule(walk, dtstart=dtstart, until=horizon, cache=False, **kw)
+             for kw in components]  # fmt: skip
     last = None
     for wall in heapq.merge(*rules):
+        walk.since_date = 0  # a date: the search for the next one starts afresh
         if wall == last or (floor is not None and wall <= floor):
             continue
         last = wall
@@ -457,11 +533,21 @@ def _merge(
 
 
 @lru_cache(maxsize=256)
-def _count_series(compiled: _Compiled) -> tuple[datetime, ...]:
+def _count_series(compiled: _Compiled) -> tuple[tuple[datetime, ...], bool]:
     """A COUNT series in full: COUNT numbers occurrences from the start, so skipping ahead
-    would need them all counted anyway; bounded by MAX_COUNT and kept per rule."""
-    walls = _merge(compiled.components, compiled.start, None, None)
-    return tuple(islice(walls, compiled.count))
+    would need them all counted anyway; bounded by MAX_COUNT and REQUEST_BUDGET and kept per
+    rule. Also says whether REQUEST_BUDGET cut it short (a series with a century and more
+    between two dates ends there, as any series does)."""
+    walls: list[datetime] = []
+    try:
+        for wall in _merge(compiled.components, compiled.start, None, None,
+                           _Walk(REQUEST_BUDGET)):  # fmt: skip
+            walls.append(wall)
+            if len(walls) == compiled.count:
+                break
+    except _OutOfBudget as out:
+        return tuple(walls), out.whole
+    return tuple(walls), False
 
 
 def _clamped_days(rule: _Rule, bymonthday: tuple[int, ...]) -> tuple[int, ...]:
@@ -531,7 +617,7 @@ def _compile(rec: Recurrence, field: str = "rrule") -> _Compiled:
 # --- occurrences -------------------------------------------------------------------------
 
 
-def _dues(rec: Recurrence, after: datetime | None) -> Iterator[Due]:
+def _dues(rec: Recurrence, after: datetime | None, walk: _Walk) -> Iterator[Due]:
     if after is not None and (after.tzinfo is None or after.utcoffset() is None):
         raise ValueError("after must be an aware datetime")
     compiled = _compile(rec)
@@ -540,7 +626,7 @@ def _dues(rec: Recurrence, after: datetime | None) -> Iterator[Due]:
     # time resolves to the first instant the clock reads it or later), so the search starts
     # there; only walls in a repeated hour can still resolve at or before `after`.
     floor = None if after is None else after.astimezone(zone).replace(tzinfo=None, fold=0)
-    for wall in compiled.walls(floor):
+    for wall in compiled.walls(floor, walk):
         if wall >= _LAST_WALL:
             return
         nominal = resolve_local(wall, zone)
@@ -556,13 +642,32 @@ def _dues(rec: Recurrence, after: datetime | None) -> Iterator[Due]:
 
 def next_due(rec: Recurrence, after: datetime | None) -> Due | None:
     """The first occurrence whose nominal instant is strictly after `after` (aware; None: the
-    rule's first), or None when the series has ended (COUNT, UNTIL)."""
-    return next(_dues(rec, after), None)
+    rule's first), or None when the series has ended (COUNT, UNTIL, or no date within the
+    DATE_BUDGET's century of search)."""
+    try:
+        return next(_dues(rec, after, _Walk(DATE_BUDGET)), None)
+    except _OutOfBudget:
+        return None
 
 
 def preview(rec: Recurrence, after: datetime | None, count: int) -> list[Due]:
-    """The next `count` occurrences after `after`, as successive `next_due` calls give them."""
-    return list(islice(_dues(rec, after), max(count, 0)))
+    """The next `count` occurrences after `after`, as successive `next_due` calls give them;
+    InvalidInput naming "count" when finding them would walk more than REQUEST_BUDGET."""
+    found: list[Due] = []
+    dues = _dues(rec, after, _Walk(REQUEST_BUDGET))
+    try:
+        while len(found) < count:
+            due = next(dues, None)
+            if due is None:
+                break
+            found.append(due)
+    except _OutOfBudget as out:
+        if out.whole:
+            raise InvalidInput("count", f"the next {count} dates of {rec.rule} span more than "
+                                        f"the {REQUEST_BUDGET} months of its calendar one request "
+                                        f"may search (the search budget; {len(found)} found); "
+                                        "ask for fewer") from None  # fmt: skip
+    return found
 
 
 # --- business days -----------------------------------------------------------------------

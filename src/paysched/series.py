@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 
-from paysched.recurrence import Due, Recurrence, next_due
+from paysched.recurrence import Due, Recurrence, next_due, preview
 from paysched.schedules import next_cron
 
 
@@ -43,7 +43,12 @@ def first(
 def upcoming(
     cron: str | None, timezone: str | None, recurrence: str | None, nominal: datetime, count: int
 ) -> list[Due]:
-    """The next `count` occurrences after the one at `nominal`."""
+    """The next `count` occurrences after the one at `nominal` (InvalidInput naming "count"
+    when a calendar rule's would take more search than one request may do)."""
+    if recurrence:
+        # One walk for them all, within one request's budget: `following` per occurrence
+        # would spend a whole date's search on each of them.
+        return preview(_recurrence(recurrence), nominal, count)
     out: list[Due] = []
     at: datetime | None = nominal
     while at is not None and len(out) < count:

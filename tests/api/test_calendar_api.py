@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from typing import Any
+
 import pytest
 
+from paysched import recurrence
+from paysched.recurrence import DATE_BUDGET, REQUEST_BUDGET
 from tests.api.conftest import Api, problem
 from tests.api.test_api import accounts
+from tests.unit.test_recurrence import NEVER, SPARSE, walked
 
 LAST_BUSINESS_DAY = {
     "from": "alice", "to": "bob", "amount": "10.00", "rrule": "FREQ=MONTHLY;BYMONTHDAY=-1",
@@ -68,3 +75,54 @@ async def test_impossible_rules_are_422_naming_the_field(
     await accounts(api, {"alice": "100.00", "bob": ""})
     body = {k: v for k, v in (LAST_BUSINESS_DAY | change).items() if v is not None}
     problem(await api.post("/v1/payments", body, "write"), 422, "invalid_input", field)
+
+
+# --- the work budget (issue 19, finding 8) -----------------------------------------------------
+
+
+async def test_a_rule_without_dates_is_422_within_the_budget(api: Api) -> None:
+    await accounts(api, {"alice": "100.00", "bob": ""})
+    with walked() as months:
+        r = await api.post("/v1/payments", LAST_BUSINESS_DAY | {"rrule": NEVER}, "write")
+    assert "search budget" in problem(r, 422, "invalid_input", "rrule")["detail"]
+    assert months[0] <= DATE_BUDGET + 1  # was a walk to the year 9999: 95,688 months
+
+
+async def test_a_preview_past_the_request_budget_is_422_naming_count(api: Api) -> None:
+    await accounts(api, {"alice": "100.00", "bob": ""})
+    body = LAST_BUSINESS_DAY | {"rrule": SPARSE, "business_day": "none"}
+    created = await api.post("/v1/payments", body, "write")
+    assert created.status_code == 201, created.text
+    path = f"/v1/payments/{created.json()['id']}/preview"
+    few = (await api.get(path, count=2)).json()
+    assert [d["nominal_at"][:10] for d in few] == ["2044-02-29", "2072-02-29"]
+    with walked() as months:
+        r = await api.get(path, count=1000)
+    assert "search budget" in problem(r, 422, "invalid_input", "count")["detail"]
+    assert months[0] <= REQUEST_BUDGET + 1  # was 83,786 months, one date at a time
+
+
+async def test_healthz_answers_while_a_rule_is_checked(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule check of a create runs on the thread pool: held there, the event loop goes on
+    answering; on the loop it would hold every request until it ended."""
+    await accounts(api, {"alice": "100.00", "bob": ""})
+    reached, release = threading.Event(), threading.Event()
+    check = recurrence.parse_recurrence
+
+    def held(*args: Any, **kwargs: Any) -> recurrence.Recurrence:
+        reached.set()
+        release.wait(timeout=30)  # released below; the timeout only ends a broken run
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(recurrence, "parse_recurrence", held)
+    create = asyncio.create_task(
+        api.post("/v1/payments", LAST_BUSINESS_DAY | {"rrule": NEVER}, "write")
+    )
+    assert await asyncio.to_thread(reached.wait, 30)
+    health = await api.client.get("/healthz")
+    checking = not create.done()
+    release.set()
+    assert health.status_code == 200 and checking
+    problem(await create, 422, "invalid_input", "rrule")

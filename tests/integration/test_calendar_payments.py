@@ -11,8 +11,10 @@ from paysched.clock import to_ms
 from paysched.db.store import NoClaim, Store
 from paysched.db.store.payments import LATE_AFTER
 from paysched.domain import Occurrence, OccurrenceState, PaymentState, occurrence_key
-from paysched.errors import Conflict
+from paysched.errors import Conflict, InvalidInput
 from paysched.inputs import PYTHON_NAMES, Calendar, recurrence_of
+from paysched.recurrence import DATE_BUDGET, REQUEST_BUDGET
+from tests.unit.test_recurrence import SPARSE, walked
 
 S = OccurrenceState
 T0 = datetime(2027, 1, 4, 12, 0, tzinfo=UTC)  # a Monday
@@ -200,6 +202,25 @@ def test_count_ends_the_series(store: Store) -> None:
     assert store.get_payment(pid).state == PaymentState.DONE
     # Created, not yet run: still upcoming; the series itself has nothing more.
     assert [d.due for d in store.upcoming(pid, 5)] == [o.due_at for o in made]
+
+
+def test_the_scheduler_steps_a_sparse_series_within_the_budget(store: Store) -> None:
+    """Materializing steps a series one date at a time, each searched within DATE_BUDGET:
+    every 11th day that is a Monday Feb 29 falls in 2044, then in 2196, past a century of
+    search, so the series ends with its 2044 date; a preview that would walk past what one
+    request may is refused naming count (issue 19 finding 8)."""
+    funded(store)
+    pid = create(store, T0, recurrence=rule(SPARSE + ";INTERVAL=11", "2026-01-01T09:00", "UTC"))
+    due = datetime(2044, 2, 29, 9, tzinfo=UTC)
+    assert store.get_payment(pid).next_due_at == due
+    with walked() as months:
+        [occ] = store.materialize_due(due, due, [pid])
+    assert occ.due_at == due and months[0] <= DATE_BUDGET + 1
+    assert store.get_payment(pid).state == PaymentState.DONE
+    sparse = create(store, T0, recurrence=rule(SPARSE, "2026-01-01T09:00", "UTC"))
+    with walked() as months, pytest.raises(InvalidInput, match="search budget") as refused:
+        store.upcoming(sparse, 1000)
+    assert refused.value.field == "count" and months[0] <= REQUEST_BUDGET + 1
 
 
 async def test_the_app_and_the_quick_commands_use_the_configured_late_after(

@@ -4,6 +4,7 @@ event loop; and examples/embedded.py as a real process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 import paysched
+from paysched import recurrence
 from paysched.client import build_settings
 from paysched.config import Settings
 from paysched.domain import OccurrenceState
@@ -142,6 +144,28 @@ async def test_calendar_rules_pause_resume_skip_preview(ps: paysched.Paysched) -
         await ps.schedule(payer="alice", payee="bob", amount="1.00", every="fortnight",
                           start="2030-01-01T09:00")  # fmt: skip
     assert refused.value.field == "every"
+
+
+async def test_a_rule_is_checked_off_the_callers_event_loop(
+    ps: paysched.Paysched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking a calendar rule expands it: on paysched's thread pool, not on the loop of the
+    program that embeds paysched (issue 19 finding 8)."""
+    await funded(ps, alice="10.00", bob="0")
+    loops: list[asyncio.AbstractEventLoop | None] = []
+    check = recurrence.parse_recurrence
+
+    def seen(*args: Any, **kwargs: Any) -> recurrence.Recurrence:
+        try:
+            loops.append(asyncio.get_running_loop())
+        except RuntimeError:  # no loop runs in this thread
+            loops.append(None)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(recurrence, "parse_recurrence", seen)
+    await ps.schedule(payer="alice", payee="bob", amount="1.00", rrule="FREQ=MONTHLY;BYMONTHDAY=-1",
+                      start="2030-01-31T09:00", tz="UTC")  # fmt: skip
+    assert loops and not any(loops), loops
 
 
 def _refusal(exc: pytest.ExceptionInfo[paysched.InvalidInput]) -> tuple[str, str]:

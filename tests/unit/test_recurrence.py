@@ -3,12 +3,18 @@ DST bug of another scheduler that issue 12 names, each with the exact instants p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
+from dateutil import rrule as du
 
 from paysched.errors import InvalidInput
 from paysched.recurrence import (
+    DATE_BUDGET,
+    REQUEST_BUDGET,
     Due,
     Recurrence,
     describe,
@@ -27,6 +33,26 @@ def utc(
 
 def nominals(rec: Recurrence, after: datetime | None, count: int) -> list[datetime]:
     return [d.nominal for d in preview(rec, after, count)]
+
+
+@contextmanager
+def walked() -> Iterator[list[int]]:
+    """The months of calendar dateutil walks inside the block (a YEARLY period counts 12),
+    counted where dateutil rebuilds its masks for each month or year it walks: the work of an
+    expansion, measured apart from paysched's own meter."""
+    info = du._iterinfo
+    real = info.rebuild
+    months = [0]
+
+    def rebuild(self: Any, year: int, month: int) -> None:
+        months[0] += 12 if self.rrule._freq == du.YEARLY else 1
+        real(self, year, month)
+
+    info.rebuild = rebuild
+    try:
+        yield months
+    finally:
+        info.rebuild = real
 
 
 def cron_chain(expr: str, after: datetime, tz: str, count: int) -> list[datetime]:
@@ -279,6 +305,9 @@ def test_moving_off_a_holiday_never_makes_a_second_occurrence() -> None:
         ({"rule": "FREQ=DAILY;FREQ=DAILY"}, "rrule", "twice"),
         ({"rule": "FREQ=DAILY;COUNT=0"}, "rrule", "COUNT"),
         ({"rule": "FREQ=DAILY;INTERVAL=0"}, "rrule", "INTERVAL"),
+        # Found by the rules drawn from RFC 5545's parts: two numbers were a ValueError.
+        ({"rule": "FREQ=DAILY;INTERVAL=2,3"}, "rrule", "INTERVAL takes one number"),
+        ({"rule": "FREQ=DAILY;COUNT=2,3"}, "rrule", "COUNT takes one number"),
         ({"start": "2026-01-31"}, "start", "time of day"),
         ({"start": "soon"}, "start", "2026-01-31T09:00"),
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
@@ -288,8 +317,9 @@ def test_moving_off_a_holiday_never_makes_a_second_occurrence() -> None:
     ],
 )  # fmt: skip
 def test_refusals_name_the_field(kwargs: dict[str, str], field: str, message: str) -> None:
-    args = {"rule": "FREQ=DAILY", "start": "2026-01-31T09:00", "timezone": "Europe/Berlin",
-            "business_day": "following", "calendar": "DE", **kwargs}  # fmt: skip
+    args: dict[str, Any] = {"rule": "FREQ=DAILY", "start": "2026-01-31T09:00",
+                            "timezone": "Europe/Berlin", "business_day": "following",
+                            "calendar": "DE", **kwargs}  # fmt: skip
     with pytest.raises(InvalidInput, match=message) as info:
         parse_recurrence(**args)
     assert info.value.field == field
@@ -351,6 +381,63 @@ def test_next_due_is_fast_far_into_a_long_series() -> None:
         assert found is not None
         after = found.nominal
     assert after.year == 2066
+
+
+# --- the work budget (issue 19, finding 8) ---------------------------------------------------
+
+# Every day of every month, then positions 29..31 from either end: no month has them, so
+# dateutil walked on to the year 9999 (2-3 s per POST).
+NEVER = ("FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYMONTHDAY="
+         + ",".join(map(str, range(1, 29))) + ";BYSETPOS=29,30,31,-29,-30,-31")  # fmt: skip
+# Valid and sparse: a Monday Feb 29, every 28 to 40 years (a preview of 1000 took 12.5 s).
+SPARSE = "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO"
+
+
+def test_a_rule_without_dates_is_refused_within_the_date_budget() -> None:
+    with walked() as months, pytest.raises(InvalidInput, match="search budget") as info:
+        parse_recurrence(NEVER, "2026-01-01T09:00", "UTC")
+    assert info.value.field == "rrule"
+    assert months[0] <= DATE_BUDGET + 1
+
+
+def test_a_preview_is_refused_past_the_request_budget_naming_count() -> None:
+    rec = parse_recurrence(SPARSE, "2026-01-01T09:00", "UTC")
+    assert [d.nominal.year for d in preview(rec, None, 3)] == [2044, 2072, 2112]
+    with walked() as months, pytest.raises(InvalidInput, match="search budget") as info:
+        preview(rec, None, 1000)
+    assert info.value.field == "count" and "ask for fewer" in info.value.problem
+    assert months[0] <= REQUEST_BUDGET + 1
+
+
+def test_a_date_more_than_a_century_of_search_ahead_ends_the_series() -> None:
+    """What the scheduler steps with: every 11th day that is a Monday Feb 29 falls in 2044,
+    then in 2196. Past 2044 the series has ended, found within one date's budget."""
+    rec = parse_recurrence(SPARSE + ";INTERVAL=11", "2026-01-01T09:00", "UTC")
+    first = next_due(rec, None)
+    assert first is not None and first.nominal == utc(2044, 2, 29, 9)
+    with walked() as months:
+        assert next_due(rec, first.nominal) is None
+    assert months[0] <= DATE_BUDGET + 1
+
+
+def test_a_count_series_longer_than_the_request_budget_is_refused() -> None:
+    """A COUNT series is expanded whole: 10000 yearly dates would walk to the year 9999."""
+    with walked() as months, pytest.raises(InvalidInput, match="smaller COUNT") as info:
+        parse_recurrence("FREQ=YEARLY;COUNT=10000", "2026-01-01T09:00", "UTC")
+    assert info.value.field == "rrule"
+    assert months[0] <= DATE_BUDGET + REQUEST_BUDGET + 24
+    assert len(preview(parse_recurrence("FREQ=YEARLY;COUNT=400", "2026-01-01T09:00", "UTC"),
+                       None, 1000)) == 400  # fmt: skip
+
+
+def test_a_stored_rule_is_read_without_walking_its_calendar() -> None:
+    """Every view of a payment reads its stored rule (on the event loop): searched for its
+    first date when it was made, it is not searched again."""
+    text = parse_recurrence(SPARSE, "2026-01-01T09:00", "UTC").to_json()
+    with walked() as months:
+        rec = Recurrence.from_json(text)
+        describe(rec)
+    assert months[0] == 0 and rec.rule == SPARSE
 
 
 def test_describe() -> None:

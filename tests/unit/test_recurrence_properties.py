@@ -6,6 +6,8 @@
 - The series: month ends computed with calendar.monthrange, everything else expanded by
   dateutil's rrulestr from DTSTART in full (no skipping ahead, COUNT counted by dateutil),
   then resolved with the oracle above.
+- The work: rules drawn from RFC 5545's parts, as a hostile client writes them, are answered
+  or refused within the budget, counted as months dateutil walks (not seconds).
 Zones include 30-minute DST (Lord_Howe), a 45-minute offset (Chatham), southern-hemisphere
 rules (Sydney, Santiago, Sao Paulo's historic DST, Auckland) and none (Kolkata); instants are
 drawn near real transitions of 1990-2037.
@@ -22,10 +24,13 @@ from zoneinfo import ZoneInfo
 import holidays
 from dateutil import rrule as du
 from dateutil import tz as dtz
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from paysched.errors import InvalidInput
 from paysched.recurrence import (
+    DATE_BUDGET,
+    REQUEST_BUDGET,
     Due,
     Recurrence,
     adjust_business_day,
@@ -36,6 +41,7 @@ from paysched.recurrence import (
     resolve_local,
 )
 from paysched.schedules import next_cron
+from tests.unit.test_recurrence import NEVER, SPARSE, walked
 
 EXAMPLES = 150
 PROPERTY = settings(
@@ -353,3 +359,101 @@ def test_adjusted_due_keeps_the_nominal_key_and_time_of_day(
         assert is_business_day(target, cal)
         expected = oracle_resolve(datetime.combine(target, rec.start.time()), rec.timezone)
         assert moved.due == expected
+
+
+# --- any rule: answered or refused, within the work budget ------------------------------------
+
+
+def numbers(low: int, high: int, signed: bool) -> st.SearchStrategy[str]:
+    value = st.integers(low, high)
+    if signed:
+        value = st.one_of(value, value.map(lambda n: -n))
+    return st.lists(value, min_size=1, max_size=6).map(lambda v: ",".join(map(str, v)))
+
+
+ORDINALS = ["", "1", "2", "-1", "+3", "5", "-5", "53"]
+WEEKDAY_PART = st.builds("{}{}".format, st.sampled_from(ORDINALS), st.sampled_from(DAYNAMES))
+SUPPORTED_PARTS = {
+    "INTERVAL": st.one_of(st.integers(1, 1000).map(str), st.sampled_from(["0", "1001", "2,3"])),
+    "COUNT": st.integers(1, 10_000).map(str),
+    "UNTIL": st.one_of(
+        st.dates(date(1990, 1, 1), date(2400, 12, 31)).map(lambda d: f"{d:%Y%m%d}"),
+        st.sampled_from(["20991231T090000", "20300101T080000Z", "2030"]),
+    ),
+    "BYMONTH": numbers(1, 12, signed=False),
+    # Every day and every weekday too: the sets that BYSETPOS=29.. never reaches.
+    "BYMONTHDAY": st.one_of(numbers(1, 31, signed=True), st.just(",".join(map(str, range(1, 29))))),
+    "BYDAY": st.one_of(st.lists(WEEKDAY_PART, min_size=1, max_size=7).map(",".join),
+                       st.just(",".join(DAYNAMES))),
+    "BYSETPOS": numbers(1, 366, signed=True),
+    "WKST": st.sampled_from(DAYNAMES),
+}  # fmt: skip
+# RFC 5545 parts paysched does not take: refused, naming the rule.
+OTHER_PARTS = {
+    "BYYEARDAY": numbers(1, 366, signed=True),
+    "BYWEEKNO": numbers(1, 53, signed=True),
+    "BYHOUR": numbers(0, 23, signed=False),
+    "BYMINUTE": numbers(0, 59, signed=False),
+}
+
+
+UTCS = st.just(UTC)
+
+
+@st.composite
+def rfc5545_rules(draw: st.DrawFn) -> str:
+    """FREQ (now and then one paysched refuses) and any other parts, in any order."""
+    freqs = ["DAILY", "WEEKLY", "MONTHLY", "YEARLY"] * 8 + ["HOURLY", "MINUTELY", "SECONDLY"]
+    names = draw(st.lists(st.sampled_from(sorted(SUPPORTED_PARTS)), max_size=5, unique=True))
+    if draw(st.integers(0, 9)) == 0:
+        names.append(draw(st.sampled_from(sorted(OTHER_PARTS))))
+    parts = [f"FREQ={draw(st.sampled_from(freqs))}"]
+    parts += [f"{n}={draw((SUPPORTED_PARTS | OTHER_PARTS)[n])}" for n in names]
+    return ";".join(draw(st.permutations(parts)))
+
+
+@PROPERTY
+@example(rule=NEVER, start=datetime(2026, 1, 1, 9), zone="UTC", after=None, count=12)
+@example(rule=SPARSE, start=datetime(2026, 1, 1, 9), zone="UTC", after=None, count=1000)
+@example(rule="FREQ=YEARLY;COUNT=10000", start=datetime(2026, 1, 1, 9), zone="UTC",
+         after=None, count=1000)  # fmt: skip
+@given(
+    rule=rfc5545_rules(),
+    start=st.datetimes(datetime(1990, 1, 1), datetime(2060, 12, 31)).map(
+        lambda d: d.replace(second=0, microsecond=0)
+    ),
+    zone=st.sampled_from(ZONES),
+    after=st.none() | st.datetimes(datetime(1990, 1, 1), datetime(2200, 1, 1), timezones=UTCS),
+    count=st.integers(1, 1000),
+)  # fmt: skip
+def test_any_rule_is_answered_or_refused_within_the_budget(
+    rule: str, start: datetime, zone: str, after: datetime | None, count: int
+) -> None:
+    """Checking a rule accepts it or refuses it naming the rule; an accepted rule gives its
+    next date, and a preview of up to 1000 or a refusal naming count and the budget. None of
+    it walks past its budget: the bounded time of each example, as work."""
+    with walked() as months:
+        try:
+            rec = parse_recurrence(rule, start, zone)
+        except InvalidInput as exc:
+            assert exc.field == "rrule" and exc.problem
+            rec = None
+    # The first date's search, and a COUNT series expanded whole.
+    assert months[0] <= DATE_BUDGET + REQUEST_BUDGET + 24
+    if rec is None:
+        return
+    whole = REQUEST_BUDGET if "COUNT" in rec.rule else 0  # a COUNT series, once per rule
+    with walked() as months:
+        first = next_due(rec, after)
+    assert months[0] <= DATE_BUDGET + whole + 12
+    with walked() as months:
+        try:
+            dues: list[Due] | None = preview(rec, after, count)
+        except InvalidInput as exc:
+            assert exc.field == "count" and "search budget" in exc.problem
+            dues = None
+    assert months[0] <= REQUEST_BUDGET + whole + 12
+    if dues is not None:
+        assert len(dues) <= count and (dues[0] if dues else None) == first
+        assert all(after is None or d.nominal > after for d in dues)
+        assert all(a.nominal < b.nominal for a, b in pairwise(dues))

@@ -45,7 +45,10 @@ async def schedule_fields(app: App, body: PaymentCreate) -> dict[str, object]:
     Python API's (paysched.inputs), with the API's field names in messages."""
     rule = Calendar(body.rrule, body.every, body.start, body.count, body.until,
                     body.business_day, body.calendar)  # fmt: skip
-    request = payment_request(
+    # On the thread pool: checking a calendar rule expands it (bounded, but CPU all the same),
+    # which on the event loop would hold up every other request meanwhile.
+    request = await app.db(
+        payment_request,
         payer=body.payer, payee=body.payee, amount=body.amount, currency=body.currency,
         at=body.at, in_=body.in_, cron=body.cron, tz=body.timezone, memo=body.memo,
         notify=body.notify, allow_past=body.allow_past,
