@@ -3,7 +3,7 @@ due range, resolve an unknown or needs_review one by hand."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -44,8 +44,15 @@ def _instant(value: str | None, field: str) -> datetime | None:
     return None if value is None else parse_instant(value, field)
 
 
+# The last due time a datetime can hold: a position past it is no occurrence's.
+_MAX_MS = to_ms(datetime(9999, 12, 31, tzinfo=UTC))
+
+
 def _position(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(pages.is_id(v) for v in value)
+    return (
+        isinstance(value, list) and len(value) == 2
+        and pages.is_int(value[0], 1, _MAX_MS) and pages.is_id(value[1])
+    )  # fmt: skip
 
 
 def _summary(occ: OccurrenceRow) -> dict[str, Any]:
