@@ -30,7 +30,7 @@ from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
 from paysched.db.store.base import AfterWrite, short_error
 from paysched.db.store.payments import Held
-from paysched.domain import Occurrence, OccurrenceState, Payment
+from paysched.domain import Occurrence, OccurrenceState, Payment, check_text
 from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
@@ -347,6 +347,7 @@ class App:
             raise InvalidInput("outcome", f"expected succeeded, failed or retry, got {outcome!r}")
         if not reason.strip():
             raise InvalidInput("reason", "say why (it is kept in the occurrence's history)")
+        check_text(reason, "reason")
         claim = await self.db(self.store.unresolved, occurrence.id)
         state = claim.occurrence.state
         if state not in (OccurrenceState.UNKNOWN, OccurrenceState.NEEDS_REVIEW):

@@ -165,6 +165,10 @@ MAX_ID = 2**31 - 1
 # ASCII digits only (str.isdigit() also accepts '١٢٣'), an optional sign, no exponent.
 _AMOUNT = re.compile(r"\A[+-]?[0-9]{1,20}(?:\.[0-9]{1,20})?\Z")
 _ID = re.compile(r"\A[0-9]{1,12}\Z")
+# What stored free text (a memo, a reason) may not hold: NUL, which PostgreSQL refuses in text
+# (SQLite stored it), lone surrogates, which no UTF-8 encodes, and the other control characters
+# (they hide or fake what a message shows). Tabs and line breaks are text.
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def shown(text: str, limit: int = 40) -> str:
@@ -210,6 +214,18 @@ def parse_id(text: str, field: str = "id") -> int:
     if not _ID.match(raw) or int(raw) <= 0:
         raise InvalidInput(field, f"expected a positive integer id, got {shown(text)}")
     return int(raw)
+
+
+def check_text(text: str, field: str) -> str:
+    """Free text as it is to be stored, the same on SQLite and PostgreSQL; InvalidInput naming
+    `field` and the first character it may not hold."""
+    bad = _UNSTORABLE.search(text)
+    if bad is not None:
+        char = f"U+{ord(bad.group()):04X} at {bad.start()}"
+        raise InvalidInput(
+            field, f"must be text without NUL, control characters or lone surrogates, got {char}"
+        )
+    return text
 
 
 def refuse_external(name: str, field: str = "name") -> None:

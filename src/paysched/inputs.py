@@ -18,6 +18,7 @@ from paysched.domain import (
     CATCHUP_POLICIES,
     Account,
     amount_shape,
+    check_text,
     normalise_name,
     parse_currency,
     parse_positive_amount,
@@ -270,6 +271,7 @@ def payment_request(
     for field, text in ((names.payer_field, payer), (names.payee_field, payee), ("memo", memo)):
         if not isinstance(text, str):
             raise InvalidInput(field, f"expected a string, got {type(text).__name__}")
+    check_text(memo, "memo")
     written = amount_text(amount)
     code = None if currency is None else parse_currency(currency)
     minor = None if code is None else parse_positive_amount(written, code)

@@ -45,7 +45,7 @@ async def list_accounts(
 ) -> dict[str, Any]:  # fmt: skip
     """Accounts by name."""
     app = paysched(request)
-    after = pages.decode(cursor, lambda p: isinstance(p, str))
+    after = pages.decode(cursor, pages.is_name)
     rows = await app.db(app.store.list_accounts, limit + 1, after)
     return pages.page(rows, limit, pages.each(account_view), lambda a: a.name)
 

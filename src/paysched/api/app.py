@@ -10,7 +10,9 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from starlette.datastructures import Headers
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import paysched
 from paysched.api import accounts, notifications, occurrences, ops, payments, problems
@@ -44,6 +46,52 @@ def _dashboard_form(request: Request, kind: str) -> bool:
     )
 
 
+def _has_body(headers: Headers) -> bool:
+    """A body declared by its length, or sent in chunks (no length said)."""
+    return headers.get("content-length", "") not in ("", "0") or "transfer-encoding" in headers
+
+
+def _too_large() -> problems.Problem:
+    return problems.Problem(413, "body_too_large", f"request body over {MAX_BODY} bytes")
+
+
+class BodyLimit:
+    """413 once a body passes MAX_BODY, however it is sent. The Content-Length check sees only
+    what a client declares: a chunked body declares nothing, and a 100 MB one was read and
+    parsed whole (+170 MB of memory) before the memo's own check. Here the body is read and
+    counted first, and handed on in one piece: it is at most MAX_BODY, and every route reads
+    its body whole anyway. It runs inside _request_id: the 413 carries the request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(Headers(scope=scope)):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away mid-body: there is no one to answer
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_BODY:
+                # Answered now: the app never sees the body, and uvicorn drops the rest.
+                await problems.problem_response(Request(scope), _too_large())(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+        async def replay() -> Message:
+            # The body, then what the client does next (a disconnect) as it happens.
+            return whole.pop() if whole else await receive()
+
+        await self.app(scope, replay, send)
+
+
 async def _request_id(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
@@ -54,8 +102,8 @@ async def _request_id(
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     problem = None
     if length.isdigit() and int(length) > MAX_BODY:
-        problem = problems.Problem(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-    elif length not in ("", "0") and not (
+        problem = _too_large()
+    elif _has_body(request.headers) and not (
         kind == "application/json" or kind.endswith("+json") or _dashboard_form(request, kind)
     ):
         problem = problems.Problem(415, "unsupported_media_type", "send the body as JSON with "
@@ -104,6 +152,7 @@ def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
     api.state.paysched = app
     api.state.idempotency = idempotency
     api.state.guard = Guard(keys, RateLimiter(app.settings.api_rate_limit), app.db, app.clock.now)
+    api.add_middleware(BodyLimit)
     api.add_middleware(BaseHTTPMiddleware, dispatch=_request_id)
     problems.install(api)
     for module in (accounts, payments, occurrences, notifications, ops):

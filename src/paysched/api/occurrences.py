@@ -3,7 +3,7 @@ due range, resolve an unknown or needs_review one by hand."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -43,12 +43,25 @@ def _instant(value: str | None, field: str) -> datetime | None:
     return None if value is None else parse_instant(value, field)
 
 
+# A position is [due time in microseconds since the epoch, id]: exact, as stored. (In
+# milliseconds, the due time read back fell before the row's own, and the next page began
+# with the row the last one ended at.)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _us(when: datetime) -> int:
+    return (when - _EPOCH) // _US
+
+
+# The last due time a datetime can hold: a position past it is no occurrence's.
+_MAX_US = _us(datetime(9999, 12, 31, tzinfo=UTC))
+
+
 def _position(value: Any) -> bool:
-    """[due time as stored (ISO 8601, to the microsecond), id]. Milliseconds lost the
-    microseconds, and the next page repeated rows due within the last one's millisecond."""
     return (
-        isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-        and datetime.fromisoformat(value[0]).utcoffset() is not None and pages.is_id(value[1])
+        isinstance(value, list) and len(value) == 2
+        and pages.is_int(value[0], 1, _MAX_US) and pages.is_id(value[1])
     )  # fmt: skip
 
 
@@ -77,13 +90,13 @@ async def list_occurrences(
     (empty lists); get one occurrence for them."""
     app = paysched(request)
     position = pages.decode(cursor, _position)
-    after = (datetime.fromisoformat(position[0]), position[1]) if position else None
+    after = (_EPOCH + position[0] * _US, position[1]) if position else None
     rows = await app.db(
         app.store.list_occurrences, limit + 1, after=after, state=_state(state),
         payment_id=payment_id, due_from=_instant(due_from, "due_from"),
         due_before=_instant(due_before, "due_before"),
     )  # fmt: skip
-    return pages.page(rows, limit, pages.each(_summary), lambda o: [o.due_at.isoformat(), o.id])
+    return pages.page(rows, limit, pages.each(_summary), lambda o: [_us(o.due_at), o.id])
 
 
 @router.get(

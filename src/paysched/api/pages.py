@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from fastapi import Query
 
 from paysched.api.problems import Problem
+from paysched.domain import MAX_ID, normalise_name
+from paysched.errors import InvalidInput
 
 T = TypeVar("T")
 
@@ -62,5 +64,18 @@ def each(view: Callable[[T], Any]) -> Callable[[Sequence[T]], list[Any]]:
     return lambda rows: [view(r) for r in rows]
 
 
+def is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
+    """A row id: no larger one exists (nor reaches SQL, where it is out of range)."""
+    return is_int(value, 1, MAX_ID)
+
+
+def is_name(value: Any) -> bool:
+    """An account name as stored: no other (a NUL, a lone surrogate) may reach SQL."""
+    try:
+        return isinstance(value, str) and normalise_name(value) == value
+    except InvalidInput:
+        return False

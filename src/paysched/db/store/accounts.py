@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -134,8 +133,12 @@ class AccountsStore(StoreBase):
             return result
 
     def _account(self, conn: Connection, name: str) -> Account:
-        # Looked up as stored: "zoé" typed in either Unicode form, " alice " as "alice".
-        name = unicodedata.normalize("NFC", name).strip()
+        # Looked up as stored: "zoé" typed in either Unicode form, " alice " as "alice". A
+        # name no account can have (a NUL, a lone surrogate) names none and never reaches SQL.
+        try:
+            name = normalise_name(name)
+        except InvalidInput:
+            raise NotFound(f"no account named {name!r}") from None
         row = conn.execute(select(t.accounts).where(t.accounts.c.name == name)).first()
         if row is None:
             raise NotFound(f"no account named {name!r}")

@@ -3,9 +3,10 @@ deployment id, and the translation of driver errors into paysched errors."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -24,6 +25,35 @@ AfterWrite = Callable[[Connection, Any], None]
 def after(hook: AfterWrite | None, conn: Connection, result: Any) -> None:
     if hook is not None:
         hook(conn, result)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# PostgreSQL aborts one transaction of a deadlock (40P01) or of a serialization failure
+# (40001) so that the others go on; the victim wrote nothing and may simply run again.
+VICTIM_SQLSTATES = frozenset({"40P01", "40001"})
+VICTIM_ATTEMPTS = 3
+
+
+def retried_if_victim(write: Callable[P, R]) -> Callable[P, R]:
+    """Run a write transaction again (up to VICTIM_ATTEMPTS in all) when PostgreSQL chose it
+    as a deadlock's or serialization failure's victim. The locks are taken in one order (see
+    payments), so this is the guard for what that order misses: a person's cancel, pause or
+    resume answers what is true once the other transaction is done, not a 503."""
+
+    @functools.wraps(write)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        attempt = 1
+        while True:
+            try:
+                return write(*args, **kwargs)
+            except OperationalError as exc:
+                victim = getattr(exc.orig, "sqlstate", None) in VICTIM_SQLSTATES
+                if not victim or attempt == VICTIM_ATTEMPTS:
+                    raise
+                attempt += 1
+
+    return run
 
 
 class LostRace(PayschedError):

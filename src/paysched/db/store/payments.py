@@ -3,6 +3,12 @@
 Lock order, the same in every transaction that takes more than one: payments, then
 occurrences (by id), then accounts (by id). A cancel and a materialize both lock the payment
 first, so neither can interleave with the other.
+
+A payment is locked FOR NO KEY UPDATE (what an UPDATE of its columns takes anyway), never FOR
+UPDATE: a settle or finish holds its occurrences and then inserts notifications, whose foreign
+key share-locks the payment (FOR KEY SHARE). FOR UPDATE conflicts with that, so a cancel
+holding the payment and waiting for the occurrence deadlocked with it; FOR NO KEY UPDATE
+does not, and still conflicts with a claim's FOR SHARE.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from paysched.clock import to_ms
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import AccountsStore
-from paysched.db.store.base import AfterWrite, after, existing_id
+from paysched.db.store.base import AfterWrite, after, existing_id, retried_if_victim
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
 from paysched.domain import (
     CATCHUP_POLICIES,
@@ -164,7 +170,9 @@ class PaymentsStore(AccountsStore):
 
     def _lock_payment(self, conn: Connection, payment_id: int) -> str:
         row = conn.execute(
-            select(t.payments.c.state).where(t.payments.c.id == payment_id).with_for_update()
+            select(t.payments.c.state)
+            .where(t.payments.c.id == payment_id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: see the module's docstring
         ).first()
         if row is None:
             raise NotFound(f"no payment with id {payment_id}")
@@ -185,6 +193,7 @@ class PaymentsStore(AccountsStore):
             raise NotFound(f"no payment with id {payment_id}")
         return payment_from(row)
 
+    @retried_if_victim
     def cancel_payment(
         self, payment_id: int, now: datetime, reason: str, then: AfterWrite | None = None
     ) -> CancelResult:
@@ -205,9 +214,15 @@ class PaymentsStore(AccountsStore):
                 .where(t.occurrences.c.payment_id == payment_id)
                 .where(t.occurrences.c.state.not_in([s.value for s in FINAL_STATES]))
             ).all()
-            open_ = transitions.lock(conn, [r.id for r in rows])
-            stoppable = [o for o in open_.values() if cancellable(o)]
-            in_flight = [o for o in open_.values() if not cancellable(o)]
+            # Read as not final, then locked: one a settle or finish held may have finished
+            # while the cancel waited for it, and is then neither cancellable nor in flight.
+            open_ = [
+                o
+                for o in transitions.lock(conn, [r.id for r in rows]).values()
+                if o.state not in FINAL_STATES
+            ]
+            stoppable = [o for o in open_ if cancellable(o)]
+            in_flight = [o for o in open_ if not cancellable(o)]
             if state == PaymentState.DONE.value and not stoppable:
                 if in_flight:
                     raise Conflict(f"payment {payment_id} {in_flight_reason(in_flight[0])}")
@@ -254,7 +269,7 @@ class PaymentsStore(AccountsStore):
                 .where(t.payments.c.state == PaymentState.ACTIVE.value)
                 .order_by(t.payments.c.next_due_at, t.payments.c.id)
                 .limit(limit)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, key_share=True)
             )  # fmt: skip
             if payment_ids is not None:
                 query = query.where(t.payments.c.id.in_(list(payment_ids)))
@@ -399,6 +414,7 @@ class Held:
 class ControlStore(PaymentsStore):
     """Pause, resume and skip: a person's control over a payment's series."""
 
+    @retried_if_victim
     def pause(self, payment_id: int, now: datetime, then: AfterWrite | None = None) -> Held:
         """Nothing of the payment starts until it is resumed: no occurrence is created and
         none is claimed (its not-started occurrences are held as they are). Occurrences
@@ -425,6 +441,7 @@ class ControlStore(PaymentsStore):
             after(then, conn, result)
             return result
 
+    @retried_if_victim
     def resume(
         self, payment_id: int, now: datetime, missed_outbox: MissedOutbox | None = None,
         then: AfterWrite | None = None,
@@ -453,6 +470,7 @@ class ControlStore(PaymentsStore):
             after(then, conn, result)
             return result
 
+    @retried_if_victim
     def skip_next(
         self, payment_id: int, now: datetime, reason: str, then: AfterWrite | None = None
     ) -> Occurrence:
