@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -44,7 +45,9 @@ TAMPERED = [
     json_cursor('"\\ud800"'),  # a lone surrogate: no UTF-8 for it
     json_cursor('"a\\u0000b"'),
     json_cursor("[1, 2147483648]"),
-    json_cursor("[999999999999999999, 1]"),  # past the year 9999
+    json_cursor("[999999999999999999, 1]"),  # a number where the due time goes
+    json_cursor('["0001-01-01T00:00:00+14:00", 1]'),  # out of range in UTC
+    json_cursor('["2026-01-01T09:00:00", 1]'),  # no offset
     json_cursor("[1e400, 1]"),
     json_cursor("true"),
     json_cursor("null"),
@@ -83,7 +86,7 @@ async def test_the_cursors_of_this_api_walk_every_row_once(api: Api) -> None:
 
 
 def valid_position(path: str, value: Any) -> bool:
-    """What each list's cursor holds: an id, an account name, or [due ms, id]."""
+    """What each list's cursor holds: an id, an account name, or [due time, id]."""
 
     def is_id(v: Any) -> bool:
         return type(v) is int and 0 < v <= MAX_ID
@@ -91,8 +94,19 @@ def valid_position(path: str, value: Any) -> bool:
     if path == "/v1/accounts":
         return isinstance(value, str) and value.isprintable() and value == value.strip()
     if path == "/v1/occurrences":
-        return isinstance(value, list) and len(value) == 2 and all(map(is_id, value))
+        return (
+            isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and aware(value[0]) and is_id(value[1])
+        )  # fmt: skip
     return is_id(value)
+
+
+def aware(text: str) -> bool:
+    try:
+        due = datetime.fromisoformat(text)
+        return due.utcoffset() is not None and due.astimezone(UTC) is not None
+    except (ValueError, OverflowError):
+        return False
 
 
 def decoded(cursor: str) -> Any:

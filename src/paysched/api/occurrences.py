@@ -3,7 +3,7 @@ due range, resolve an unknown or needs_review one by hand."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -43,25 +43,23 @@ def _instant(value: str | None, field: str) -> datetime | None:
     return None if value is None else parse_instant(value, field)
 
 
-# A position is [due time in microseconds since the epoch, id]: exact, as stored. (In
-# milliseconds, the due time read back fell before the row's own, and the next page began
-# with the row the last one ended at.)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-
-
-def _us(when: datetime) -> int:
-    return (when - _EPOCH) // _US
-
-
-# The last due time a datetime can hold: a position past it is no occurrence's.
-_MAX_US = _us(datetime(9999, 12, 31, tzinfo=UTC))
+def _due(value: Any) -> datetime | None:
+    """A position's due time: ISO 8601 with an offset, to the microsecond, as stored (in
+    milliseconds the next page began with the row the last one ended at); None if not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        due = datetime.fromisoformat(value)
+        return due.astimezone(UTC) if due.utcoffset() is not None else None
+    except (ValueError, OverflowError):  # not a time, or its offset leaves datetime's range
+        return None
 
 
 def _position(value: Any) -> bool:
+    """[due time, id]: an old position in milliseconds is refused, not read as another."""
     return (
-        isinstance(value, list) and len(value) == 2
-        and pages.is_int(value[0], 1, _MAX_US) and pages.is_id(value[1])
+        isinstance(value, list) and len(value) == 2 and _due(value[0]) is not None
+        and pages.is_id(value[1])
     )  # fmt: skip
 
 
@@ -90,13 +88,14 @@ async def list_occurrences(
     (empty lists); get one occurrence for them."""
     app = paysched(request)
     position = pages.decode(cursor, _position)
-    after = (_EPOCH + position[0] * _US, position[1]) if position else None
+    due = _due(position[0]) if position else None
+    after = (due, position[1]) if due is not None else None
     rows = await app.db(
         app.store.list_occurrences, limit + 1, after=after, state=_state(state),
         payment_id=payment_id, due_from=_instant(due_from, "due_from"),
         due_before=_instant(due_before, "due_before"),
     )  # fmt: skip
-    return pages.page(rows, limit, pages.each(_summary), lambda o: [_us(o.due_at), o.id])
+    return pages.page(rows, limit, pages.each(_summary), lambda o: [o.due_at.isoformat(), o.id])
 
 
 @router.get(
