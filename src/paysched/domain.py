@@ -195,9 +195,16 @@ def parse_id(text: str, field: str = "id") -> int:
     return int(raw)
 
 
+def looks_external(name: str) -> bool:
+    """Starts with '@' once compatibility look-alikes are folded (NFKC): the full-width
+    (U+FF20) and small (U+FE6B) commercial at read as '@' to a person, so they may not
+    pass for an external account."""
+    return unicodedata.normalize("NFKC", name).strip().startswith("@")
+
+
 def refuse_external(name: str, field: str = "name") -> None:
     """Names starting with '@' are paysched's external accounts: not for deposits or payments."""
-    if name.strip().startswith("@"):
+    if looks_external(name):
         raise InvalidInput(field, f"{name.strip()!r} is an external account; use a user's account")
 
 
@@ -209,6 +216,24 @@ def normalise_name(name: str, field: str = "name") -> str:
         raise InvalidInput(field, "must be 1-100 characters (after trimming spaces)")
     if not value.isprintable():
         raise InvalidInput(field, f"must be printable text without control characters, got "
+                                  f"{shown(value)}")  # fmt: skip
+    return value
+
+
+# A name is one segment of /v1/accounts/{name} and one argument of the CLI: these would end
+# the segment, start a query or fragment, or read as percent-encoding (or as '/' in browsers).
+_URL_BREAKING = "/\\?#%"
+
+
+def new_account_name(name: str, field: str = "name") -> str:
+    """A name a new account may take: normalise_name's, not external-looking, and usable
+    as it is in a URL path. Lookups stay with normalise_name, so older names still answer."""
+    value = normalise_name(name, field)
+    if looks_external(value):
+        raise InvalidInput(field, "must not start with '@' or a look-alike of it (kept for "
+                                  "external accounts)")  # fmt: skip
+    if any(ch in value for ch in _URL_BREAKING) or value in (".", ".."):
+        raise InvalidInput(field, f"must not be '.' or '..' or contain / \\ ? # %, got "
                                   f"{shown(value)}")  # fmt: skip
     return value
 

@@ -130,6 +130,8 @@ def test_schedule_takes_the_payers_currency_unless_told(env: dict[str, str]) -> 
         (["schedule", "--from", "nobody", "--to", "b", "--amount", "1", "--in", "1s"], 2,
          ["from:", "no account"]),
         (["accounts", "create", "x", "--currency", "dollars"], 2, ["currency:"]),
+        (["accounts", "create", "a/b"], 2, ["name:", "contain /"]),
+        (["accounts", "create", "\uff20external:USD"], 2, ["name:", "'@'"]),
         (["accounts", "show", "ghost"], 3, ["ghost"]),
         (["show", "abc"], 2, ["id:"]),
         (["show", "999"], 3, ["999"]),

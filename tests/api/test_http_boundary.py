@@ -1,0 +1,28 @@
+"""What a hostile client found at the HTTP boundary: names that break their own URLs, ids,
+amounts and time zones that only look valid, and the HTTP mechanics around the routes."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+from tests.api.conftest import Api, problem
+
+
+@pytest.mark.parametrize("name", ["a/b", "a\\b", "what?", "a#1", "100%", "..", "\uff20external:USD",
+                                  "\ufe6bx"])  # fmt: skip
+async def test_a_name_that_would_break_its_url_or_pass_for_external_is_422(
+    api: Api, name: str
+) -> None:
+    problem(await api.post("/v1/accounts", {"name": name}, "write"), 422, "invalid_input", "name")
+    assert (await api.get("/v1/accounts")).json()["data"] == []
+
+
+async def test_an_accepted_name_is_found_again_at_its_own_url(api: Api) -> None:
+    name = "zoé.b+c&d;e=f g"
+    assert (await api.post("/v1/accounts", {"name": name}, "write")).status_code == 201
+    path = f"/v1/accounts/{quote(name, safe='')}"
+    assert (await api.get(path)).json()["name"] == name
+    deposited = await api.post(f"{path}/deposits", {"amount": "1.00"}, "write")
+    assert deposited.status_code == 200 and deposited.json()["balance"] == "1.00"
