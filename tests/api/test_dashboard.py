@@ -154,7 +154,10 @@ async def test_an_action_without_hx_request_or_a_matching_origin_is_refused(api:
     await accounts(api, {"alice": "10.00", "bob": ""})
     pid = await schedule(api, **{"in": "1h"})
     cancel = f"/dashboard/payments/{pid}/cancel"
-    for extra in ({}, {"Origin": "http://evil.example"}, {"Origin": "null"}):
+    # A foreign Origin is refused even beside HX-Request (which a header alone cannot vouch for).
+    foreign = [{"Origin": "http://evil.example"}, {"Origin": "null"},
+               {"Origin": "http://api.evil.example"}, {"Origin": "http://api:8080"}]  # fmt: skip
+    for extra in [{}, *foreign, *(o | HX for o in foreign)]:
         r = await api.client.post(cancel, headers=signed(api, "admin") | extra)
         assert r.status_code == 403 and "not sent from the dashboard" in r.text
     assert (await api.get(f"/v1/payments/{pid}")).json()["status"] != "cancelled"
