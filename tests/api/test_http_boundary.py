@@ -26,3 +26,18 @@ async def test_an_accepted_name_is_found_again_at_its_own_url(api: Api) -> None:
     assert (await api.get(path)).json()["name"] == name
     deposited = await api.post(f"{path}/deposits", {"amount": "1.00"}, "write")
     assert deposited.status_code == 200 and deposited.json()["balance"] == "1.00"
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [("/v1/accounts/", "/v1/accounts"), ("/v1/accounts/?limit=5", "/v1/accounts?limit=5"),
+     ("/dashboard", "/dashboard/"), ("/dashboard/login/", "/dashboard/login")],
+)  # fmt: skip
+async def test_a_trailing_slash_redirect_names_the_path_only(
+    api: Api, path: str, location: str
+) -> None:
+    """The Location is relative, never built from the Host header a client sent."""
+    r = await api.client.get(path, headers=api.auth("read") | {"Host": "evil.example"})
+    assert r.status_code == 307 and r.headers["location"] == location
+    assert (await api.client.get(path, headers=api.auth("read"), follow_redirects=True)).is_success
+    problem(await api.get("/v1/nothing/"), 404, "not_found")

@@ -14,6 +14,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 
 import paysched
 from paysched.api import accounts, notifications, occurrences, ops, payments, problems
+from paysched.api.routing import relative_slash_redirects
 from paysched.api.security import Guard, RateLimiter
 from paysched.app import App
 from paysched.db.apikeys import ApiKeys
@@ -109,4 +110,5 @@ def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
     for module in (accounts, payments, occurrences, notifications, ops):
         api.include_router(module.router)
     api.mount("/dashboard", create_dashboard(app, api.state.guard, stopping or asyncio.Event()))
+    relative_slash_redirects(api.router)
     return api
