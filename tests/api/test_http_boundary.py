@@ -59,3 +59,14 @@ async def test_docs_load_nothing_from_elsewhere_and_say_so_in_their_csp(api: Api
     [inline] = re.findall(r"<script>(.*?)</script>", r.text, re.DOTALL)
     digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
     assert csp["script-src"] == f"'self' 'sha256-{digest}'"
+
+
+@pytest.mark.parametrize("zone", ["", "localtime", "posixrules", "Factory", "right/UTC"])
+async def test_a_time_zone_that_is_not_an_iana_zone_is_422(api: Api, zone: str) -> None:
+    for name in ("alice", "bob"):
+        assert (await api.post("/v1/accounts", {"name": name}, "write")).status_code == 201
+    body = {"from": "alice", "to": "bob", "amount": "1.00", "cron": "0 9 * * 1", "timezone": zone}
+    r = await api.post("/v1/payments", body, "write")
+    assert "unknown time zone" in problem(r, 422, "invalid_input", "timezone")["detail"]
+    body["timezone"] = "Europe/Berlin"
+    assert (await api.post("/v1/payments", body, "write")).status_code == 201

@@ -127,6 +127,8 @@ def test_schedule_takes_the_payers_currency_unless_told(env: dict[str, str]) -> 
         (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--in", "soon"], 2, ["in:"]),
         (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--cron", "x", "--tz", "UTC"],
          2, ["cron:"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--cron", "0 9 * * *",
+          "--tz", "localtime"], 2, ["tz:", "unknown time zone"]),
         (["schedule", "--from", "nobody", "--to", "b", "--amount", "1", "--in", "1s"], 2,
          ["from:", "no account"]),
         (["accounts", "create", "x", "--currency", "dollars"], 2, ["currency:"]),
