@@ -70,3 +70,22 @@ async def test_a_time_zone_that_is_not_an_iana_zone_is_422(api: Api, zone: str) 
     assert "unknown time zone" in problem(r, 422, "invalid_input", "timezone")["detail"]
     body["timezone"] = "Europe/Berlin"
     assert (await api.post("/v1/payments", body, "write")).status_code == 201
+
+
+@pytest.mark.parametrize("ref", ["1.0", "+1", "1_0", "%201", "1e0", "%D9%A1"])
+async def test_an_id_is_ascii_digits_only(api: Api, ref: str) -> None:
+    """Not what pydantic would also read as an integer: /v1/payments/1.0 is not payment 1."""
+    await api.post("/v1/accounts", {"name": "alice"}, "write")
+    await api.post("/v1/accounts/alice/deposits", {"amount": "5.00"}, "write")
+    await api.post("/v1/accounts", {"name": "bob"}, "write")
+    body = {"from": "alice", "to": "bob", "amount": "1.00", "in": "1h"}
+    assert (await api.post("/v1/payments", body, "write")).json()["id"] == 1
+    assert (await api.get("/v1/payments/1")).status_code == 200
+    problem(await api.get(f"/v1/payments/{ref}"), 422, "invalid_input", "payment_id")
+    problem(await api.post(f"/v1/payments/{ref}/cancel", None, "write"), 422, "invalid_input",
+            "payment_id")  # fmt: skip
+    problem(await api.post(f"/v1/notifications/{ref}/retry", None, "write"), 422,
+            "invalid_input", "notification_id")  # fmt: skip
+    for listing in ("/v1/occurrences", "/v1/notifications"):
+        r = await api.client.get(f"{listing}?payment_id={ref}", headers=api.auth("read"))
+        problem(r, 422, "invalid_input", "payment_id")
