@@ -157,13 +157,16 @@ def shown(text: str, limit: int = 40) -> str:
 
 def parse_amount(text: str, currency: str, field: str = "amount") -> int:
     """'12.34' in USD -> 1234 minor units: ASCII digits and one dot, at most the currency's
-    decimals, at most MAX_AMOUNT. Floats' artefacts and exponents are refused, not rounded."""
+    decimals as written ('1.0000' is refused for USD, like '1.0001': a client that writes
+    more decimals than the currency has is confused about the currency), at most MAX_AMOUNT.
+    Floats' artefacts and exponents are refused, not rounded."""
     raw = text.strip() if isinstance(text, str) else ""
     value = amount_shape(text, field)
     exponent = currency_exponent(currency)
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    written = value.as_tuple().exponent  # -4 for '1.0000'; amount_shape's numbers are finite
+    if isinstance(written, int) and -written > exponent:
         raise InvalidInput(field, f"{shown(raw)} has more than {exponent} decimals for {currency}")
+    minor = value.scaleb(exponent)
     if abs(minor) > MAX_AMOUNT:
         limit = format_amount(MAX_AMOUNT, currency)
         raise InvalidInput(field, f"at most {limit} {currency}, got {shown(raw)}")

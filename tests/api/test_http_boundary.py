@@ -89,3 +89,15 @@ async def test_an_id_is_ascii_digits_only(api: Api, ref: str) -> None:
     for listing in ("/v1/occurrences", "/v1/notifications"):
         r = await api.client.get(f"{listing}?payment_id={ref}", headers=api.auth("read"))
         problem(r, 422, "invalid_input", "payment_id")
+
+
+async def test_an_amount_with_more_decimals_than_its_currency_is_422_even_as_zeros(
+    api: Api,
+) -> None:
+    for name in ("alice", "bob"):
+        assert (await api.post("/v1/accounts", {"name": name}, "write")).status_code == 201
+    deposit = await api.post("/v1/accounts/alice/deposits", {"amount": "1.0000"}, "write")
+    assert "more than 2 decimals" in problem(deposit, 422, "invalid_input", "amount")["detail"]
+    body = {"from": "alice", "to": "bob", "amount": "1.000", "in": "1h"}
+    problem(await api.post("/v1/payments", body, "write"), 422, "invalid_input", "amount")
+    assert (await api.get("/v1/accounts/alice")).json()["balance"] == "0.00"

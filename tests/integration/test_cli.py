@@ -119,6 +119,8 @@ def test_schedule_takes_the_payers_currency_unless_told(env: dict[str, str]) -> 
         # The decimals are the currency's: named here, else the payer's (which must exist).
         (["schedule", "--from", "a", "--to", "b", "--amount", "1.001", "--in", "1s",
           "--currency", "USD"], 2, ["more than 2 decimals"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1.000", "--in", "1s",
+          "--currency", "USD"], 2, ["amount:", "more than 2 decimals"]),
         (["schedule", "--from", "a", "--to", "b", "--amount", "1.001", "--in", "1s"], 2,
          ["from:", "no account named 'a'"]),
         (["schedule", "--from", "a", "--to", "b", "--amount", "1"], 2, ["exactly one of"]),
