@@ -101,3 +101,18 @@ async def test_an_amount_with_more_decimals_than_its_currency_is_422_even_as_zer
     body = {"from": "alice", "to": "bob", "amount": "1.000", "in": "1h"}
     problem(await api.post("/v1/payments", body, "write"), 422, "invalid_input", "amount")
     assert (await api.get("/v1/accounts/alice")).json()["balance"] == "0.00"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("DELETE", "/v1/accounts", "GET, POST"), ("POST", "/v1/payments/1", "GET"),
+     ("GET", "/v1/payments/1/cancel", "POST"), ("PUT", "/v1/occurrences/1", "GET"),
+     ("POST", "/healthz", "GET"), ("POST", "/openapi.json", "GET, HEAD"), ("POST", "/docs", "GET"),
+     ("POST", "/docs/files/swagger-ui.css", "GET, HEAD")],
+)  # fmt: skip
+async def test_405_names_every_method_the_path_takes(
+    api: Api, method: str, path: str, allowed: str
+) -> None:
+    r = await api.client.request(method, path, headers=api.auth("admin"))
+    problem(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == allowed
