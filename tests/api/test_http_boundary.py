@@ -105,9 +105,10 @@ async def test_an_amount_with_more_decimals_than_its_currency_is_422_even_as_zer
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [("DELETE", "/v1/accounts", "GET, POST"), ("POST", "/v1/payments/1", "GET"),
-     ("GET", "/v1/payments/1/cancel", "POST"), ("PUT", "/v1/occurrences/1", "GET"),
-     ("POST", "/healthz", "GET"), ("POST", "/openapi.json", "GET, HEAD"), ("POST", "/docs", "GET"),
+    [("DELETE", "/v1/accounts", "GET, HEAD, POST"), ("POST", "/v1/payments/1", "GET, HEAD"),
+     ("GET", "/v1/payments/1/cancel", "POST"), ("PUT", "/v1/occurrences/1", "GET, HEAD"),
+     ("POST", "/healthz", "GET, HEAD"), ("POST", "/openapi.json", "GET, HEAD"),
+     ("POST", "/docs", "GET, HEAD"),
      ("POST", "/docs/files/swagger-ui.css", "GET, HEAD")],
 )  # fmt: skip
 async def test_405_names_every_method_the_path_takes(
@@ -116,3 +117,20 @@ async def test_405_names_every_method_the_path_takes(
     r = await api.client.request(method, path, headers=api.auth("admin"))
     problem(r, 405, "method_not_allowed")
     assert r.headers["allow"] == allowed
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/accounts", "/v1/accounts/alice", "/healthz", "/openapi.json", "/docs",
+             "/docs/files/swagger-ui.css", "/dashboard/login"],
+)  # fmt: skip
+async def test_head_answers_like_get_without_a_body(api: Api, path: str) -> None:
+    await api.post("/v1/accounts", {"name": "alice"}, "write")
+    got = await api.client.get(path, headers=api.auth("read"))
+    head = await api.client.head(path, headers=api.auth("read"))
+    assert got.status_code == head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers.get("content-length") == got.headers.get("content-length")
+    # And what GET refuses, HEAD refuses the same way.
+    assert (await api.client.head("/v1/nothing")).status_code == 404
+    assert (await api.client.head("/v1/accounts")).status_code == 401

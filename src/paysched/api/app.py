@@ -15,7 +15,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 import paysched
 from paysched.api import accounts, notifications, occurrences, ops, payments, problems
 from paysched.api.docs import install_docs
-from paysched.api.routing import relative_slash_redirects
+from paysched.api.routing import HeadAsGet, relative_slash_redirects
 from paysched.api.security import Guard, RateLimiter
 from paysched.app import App
 from paysched.db.apikeys import ApiKeys
@@ -107,6 +107,7 @@ def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
     api.state.idempotency = idempotency
     api.state.guard = Guard(keys, RateLimiter(app.settings.api_rate_limit), app.db, app.clock.now)
     api.add_middleware(BaseHTTPMiddleware, dispatch=_request_id)
+    api.add_middleware(HeadAsGet)
     problems.install(api)
     install_docs(api)
     for module in (accounts, payments, occurrences, notifications, ops):

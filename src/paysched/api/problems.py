@@ -108,10 +108,13 @@ def allowed_methods(request: Request) -> list[str]:
     # As the app saw the request: a mount on the way here moved its root_path.
     root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
     scope = dict(request.scope, root_path=root)
-    return [
+    taken = {
         method for method in METHODS
         if any(_takes(route, dict(scope, method=method)) for route in routes)
-    ]  # fmt: skip
+    }  # fmt: skip
+    if "GET" in taken:  # answered as GET without the body (api.routing.HeadAsGet)
+        taken.add("HEAD")
+    return sorted(taken)
 
 
 def _takes(route: BaseRoute, scope: dict[str, Any]) -> bool:

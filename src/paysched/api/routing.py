@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from starlette.responses import RedirectResponse
 from starlette.routing import Match, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def relative_slash_redirects(router: Router) -> None:
@@ -33,3 +33,28 @@ def relative_slash_redirects(router: Router) -> None:
         await fallback(scope, receive, send)
 
     router.default = default
+
+
+class HeadAsGet:
+    """HEAD answered as GET, headers only: a path that takes GET takes HEAD (RFC 9110), and
+    FastAPI's routes take only the methods they name. The body is dropped here, and a
+    streamed one (the dashboard's events) ends at its first part."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        ended = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal ended
+            if message["type"] == "http.response.start":
+                await send(message)
+            elif not ended:
+                ended = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await self.app(dict(scope, method="GET"), receive, headers_only)
