@@ -288,12 +288,12 @@ async def test_the_key_never_reaches_a_page_a_url_or_a_log(
 
 
 @contextlib.asynccontextmanager
-async def served(app: App) -> AsyncIterator[tuple[str, asyncio.Event]]:
+async def served(app: App, **options: float) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """The API on a real port, as `paysched serve` runs it (httpx's ASGI transport would buffer
-    a stream to its end)."""
+    a stream to its end); `options` go to serve()."""
     stop = asyncio.Event()
     sock = listen("127.0.0.1", 0)
-    task = asyncio.create_task(serve(app, sock, stop))
+    task = asyncio.create_task(serve(app, sock, stop, **options))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     async def up() -> bool:

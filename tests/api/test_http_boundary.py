@@ -3,6 +3,7 @@ amounts and time zones that only look valid, and the HTTP mechanics around the r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -11,6 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.api.conftest import Api, problem
+from tests.api.test_dashboard import served
 
 
 @pytest.mark.parametrize("name", ["a/b", "a\\b", "what?", "a#1", "100%", "..", "\uff20external:USD",
@@ -134,3 +136,27 @@ async def test_head_answers_like_get_without_a_body(api: Api, path: str) -> None
     # And what GET refuses, HEAD refuses the same way.
     assert (await api.client.head("/v1/nothing")).status_code == 404
     assert (await api.client.head("/v1/accounts")).status_code == 401
+
+
+async def test_a_connection_that_never_finishes_its_headers_is_closed(api: Api) -> None:
+    async with served(api.app, header_timeout=0.5) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        # Nothing at all, half a request line, a request line and some headers: closed.
+        for opening in (b"", b"GET /hea", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(opening)
+            await writer.drain()
+            # Waits far longer than the bound for the close (EOF), not for a time.
+            assert await asyncio.wait_for(reader.read(), 60) == b""
+            writer.close()
+        # After a whole request is answered, the next one on the connection is on the clock too.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), 60)
+        assert status.startswith(b"HTTP/1.1 200")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+        writer.write(b"GET /healthz HTTP/1.1\r\n")
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), 60)  # the first answer's body, then the close
+        assert reader.at_eof()
+        writer.close()
