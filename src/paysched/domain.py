@@ -178,13 +178,16 @@ def shown(text: str, limit: int = 40) -> str:
 
 def parse_amount(text: str, currency: str, field: str = "amount") -> int:
     """'12.34' in USD -> 1234 minor units: ASCII digits and one dot, at most the currency's
-    decimals, at most MAX_AMOUNT. Floats' artefacts and exponents are refused, not rounded."""
+    decimals as written ('1.0000' is refused for USD, like '1.0001': a client that writes
+    more decimals than the currency has is confused about the currency), at most MAX_AMOUNT.
+    Floats' artefacts and exponents are refused, not rounded."""
     raw = text.strip() if isinstance(text, str) else ""
     value = amount_shape(text, field)
     exponent = currency_exponent(currency)
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    written = value.as_tuple().exponent  # -4 for '1.0000'; amount_shape's numbers are finite
+    if isinstance(written, int) and -written > exponent:
         raise InvalidInput(field, f"{shown(raw)} has more than {exponent} decimals for {currency}")
+    minor = value.scaleb(exponent)
     if abs(minor) > MAX_AMOUNT:
         limit = format_amount(MAX_AMOUNT, currency)
         raise InvalidInput(field, f"at most {limit} {currency}, got {shown(raw)}")
@@ -228,9 +231,16 @@ def check_text(text: str, field: str) -> str:
     return text
 
 
+def looks_external(name: str) -> bool:
+    """Starts with '@' once compatibility look-alikes are folded (NFKC): the full-width
+    (U+FF20) and small (U+FE6B) commercial at read as '@' to a person, so they may not
+    pass for an external account."""
+    return unicodedata.normalize("NFKC", name).strip().startswith("@")
+
+
 def refuse_external(name: str, field: str = "name") -> None:
     """Names starting with '@' are paysched's external accounts: not for deposits or payments."""
-    if name.strip().startswith("@"):
+    if looks_external(name):
         raise InvalidInput(field, f"{name.strip()!r} is an external account; use a user's account")
 
 
@@ -242,6 +252,24 @@ def normalise_name(name: str, field: str = "name") -> str:
         raise InvalidInput(field, "must be 1-100 characters (after trimming spaces)")
     if not value.isprintable():
         raise InvalidInput(field, f"must be printable text without control characters, got "
+                                  f"{shown(value)}")  # fmt: skip
+    return value
+
+
+# A name is one segment of /v1/accounts/{name} and one argument of the CLI: these would end
+# the segment, start a query or fragment, or read as percent-encoding (or as '/' in browsers).
+_URL_BREAKING = "/\\?#%"
+
+
+def new_account_name(name: str, field: str = "name") -> str:
+    """A name a new account may take: normalise_name's, not external-looking, and usable
+    as it is in a URL path. Lookups stay with normalise_name, so older names still answer."""
+    value = normalise_name(name, field)
+    if looks_external(value):
+        raise InvalidInput(field, "must not start with '@' or a look-alike of it (kept for "
+                                  "external accounts)")  # fmt: skip
+    if any(ch in value for ch in _URL_BREAKING) or value in (".", ".."):
+        raise InvalidInput(field, f"must not be '.' or '..' or contain / \\ ? # %, got "
                                   f"{shown(value)}")  # fmt: skip
     return value
 

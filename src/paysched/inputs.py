@@ -280,7 +280,7 @@ def payment_request(
     if isinstance(notify, str):  # a bare string would be checked one character at a time
         raise InvalidInput("notify", f"expected a list of targets, got the string {notify!r}")
     targets = normalise_targets(list(notify or []), "notify", allow_private)
-    if _given(tz):
+    if tz is not None:  # an empty zone is no zone, not UTC
         parse_timezone(str(tz), names.tz_field)
     if _given(cron):
         validate_cron(str(cron), "cron")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import CroniterBadDateError, croniter
 
@@ -61,11 +62,23 @@ def check_instant(value: datetime, field: str = "at", text: str | None = None) -
     return instant
 
 
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # The tz database's names. ZoneInfo opens any file under the zoneinfo directories,
+    # and beside the zones they hold this host's own local time ("localtime", which moves with
+    # the host), the compiler's default rules ("posixrules"), a placeholder ("Factory") and
+    # copies of every zone with and without leap seconds ("right/...", "posix/...").
+    return frozenset(
+        name for name in available_timezones()
+        if name not in ("localtime", "posixrules", "Factory")
+        and not name.startswith(("right/", "posix/"))
+    )  # fmt: skip
+
+
 def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(field, f"unknown time zone {name!r} (use an IANA name)") from None
+    if name not in _zone_names():
+        raise InvalidInput(field, f"unknown time zone {name!r} (use an IANA name)")
+    return ZoneInfo(name)
 
 
 def validate_cron(expr: str, field: str = "cron", allow_seconds: bool = False) -> str:

@@ -154,7 +154,10 @@ async def test_an_action_without_hx_request_or_a_matching_origin_is_refused(api:
     await accounts(api, {"alice": "10.00", "bob": ""})
     pid = await schedule(api, **{"in": "1h"})
     cancel = f"/dashboard/payments/{pid}/cancel"
-    for extra in ({}, {"Origin": "http://evil.example"}, {"Origin": "null"}):
+    # A foreign Origin is refused even beside HX-Request (which a header alone cannot vouch for).
+    foreign = [{"Origin": "http://evil.example"}, {"Origin": "null"},
+               {"Origin": "http://api.evil.example"}, {"Origin": "http://api:8080"}]  # fmt: skip
+    for extra in [{}, *foreign, *(o | HX for o in foreign)]:
         r = await api.client.post(cancel, headers=signed(api, "admin") | extra)
         assert r.status_code == 403 and "not sent from the dashboard" in r.text
     assert (await api.get(f"/v1/payments/{pid}")).json()["status"] != "cancelled"
@@ -213,7 +216,7 @@ async def test_the_overview_lists_what_needs_a_person(api: Api) -> None:
 
 
 async def test_names_and_memos_are_escaped(api: Api) -> None:
-    evil = "<script>x</script>"
+    evil = "<svg onload=alert(1)>"  # no "/": a name is one URL segment
     await accounts(api, {evil: "", "bob": ""})
     memo = '<img src=x onerror="alert(1)">'
     r = await api.post("/v1/payments", {"from": evil, "to": "bob", "amount": "1.00",
@@ -285,12 +288,12 @@ async def test_the_key_never_reaches_a_page_a_url_or_a_log(
 
 
 @contextlib.asynccontextmanager
-async def served(app: App) -> AsyncIterator[tuple[str, asyncio.Event]]:
+async def served(app: App, **options: float) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """The API on a real port, as `paysched serve` runs it (httpx's ASGI transport would buffer
-    a stream to its end)."""
+    a stream to its end); `options` go to serve()."""
     stop = asyncio.Event()
     sock = listen("127.0.0.1", 0)
-    task = asyncio.create_task(serve(app, sock, stop))
+    task = asyncio.create_task(serve(app, sock, stop, **options))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     async def up() -> bool:

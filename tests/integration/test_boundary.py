@@ -133,10 +133,18 @@ def test_names_are_normalised_trimmed_printable_and_unique(store: Store) -> None
         store.create_account(nfc, "EUR", T0)  # a look-alike duplicate
     assert store.create_account("  alice  ", "USD", T0).name == "alice"
     assert store.get_account("alice ").name == "alice"
-    for bad in ("   ", "a\nb", "\x1b[31mred", "x" * 101, "@mine"):
+    for bad in ("   ", "a\nb", "\x1b[31mred", "x" * 101, "@mine",
+                # Look-alikes of the external accounts' '@': full-width, small, after a space.
+                "\uff20external:USD", "\ufe6bmine", "\u3000\uff20x",
+                # What would end or escape the name's segment of /v1/accounts/{name}.
+                "a/b", "a\\b", "what?", "a#1", "100%", ".", ".."):  # fmt: skip
         with pytest.raises(InvalidInput) as info:
             store.create_account(bad, "USD", T0)
         assert info.value.field == "name"
+    # Refused as external wherever a name is used, not only when it is created.
+    with pytest.raises(InvalidInput, match="external account"):
+        store.deposit("\uff20external:USD", 5, T0)
+    assert store.create_account("a.b+c&d;e=f g", "USD", T0).name == "a.b+c&d;e=f g"
 
 
 # -- the CLI: one line, the field, the right exit code -----------------------------------------

@@ -292,3 +292,20 @@ async def test_a_webhook_lookup_that_outlasts_its_timeout_is_retried() -> None:
     finally:
         busy.set()
         await notifier.close()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["100.64.0.1", "[2002:7f00:1::]", "[64:ff9b::7f00:1]", "[2001::1]", "[::127.0.0.1]"],
+)
+async def test_a_webhook_resolving_to_a_non_global_address_is_dead_at_delivery(host: str) -> None:
+    """Shared address space (100.64.0.0/10) and IPv6 forms that carry an internal IPv4
+    address are refused at delivery too, before anything is sent; so is port 0."""
+    notifier = WebhookNotifier("whsec-inward")
+    try:
+        with pytest.raises(PermanentDelivery, match="otherwise internal address"):
+            await notifier.send(f"http://{host}:8080/hook", {"event": "succeeded"}, "k1")
+        with pytest.raises(PermanentDelivery, match="invalid port"):
+            await notifier.send(f"http://{host}:0/hook", {"event": "succeeded"}, "k2")
+    finally:
+        await notifier.close()

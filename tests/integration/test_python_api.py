@@ -181,6 +181,7 @@ async def test_invalid_input_names_the_field_and_writes_nothing(ps: paysched.Pay
         ({"amount": 12.34, "in_": soon}, "amount", "float"),
         ({"amount": 12, "in_": soon}, "amount", "Decimal"),
         ({"amount": Decimal("1.001"), "in_": soon}, "amount", "decimals"),
+        ({"amount": Decimal("1.000"), "in_": soon}, "amount", "decimals"),
         ({"amount": Decimal("NaN"), "in_": soon}, "amount", "decimal number"),
         ({"amount": "-1", "in_": soon}, "amount", "greater than zero"),
         ({"at": past + timedelta(hours=2), "in_": soon}, "schedule", "exactly one"),

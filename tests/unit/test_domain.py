@@ -70,11 +70,22 @@ def test_amounts_parse_exactly(text: str, currency: str, minor: int) -> None:
 @pytest.mark.parametrize(
     "text",
     ["abc", "1.001", "nan", "inf", "", "1,5", "1e2", "1e309", "10^20", "١٢٣", "１２", "1" * 5000,
-     "10000000000000.01", "92233720368547758.07", "0x10", "1_000", "+-1"],
+     "10000000000000.01", "92233720368547758.07", "0x10", "1_000", "+-1",
+     # More decimals than USD has, even as zeros.
+     "1.000", "1.0000", "0.000"],
 )  # fmt: skip
 def test_bad_amounts_name_the_field(text: str) -> None:
     with pytest.raises(InvalidInput) as info:
         parse_amount(text, "USD")
+    assert info.value.field == "amount"
+
+
+@pytest.mark.parametrize(
+    ("text", "currency"), [("12.0", "JPY"), ("12.50", "JPY"), ("1.0000", "KWD"), ("7.500", "EUR")]
+)
+def test_decimals_are_counted_as_written(text: str, currency: str) -> None:
+    with pytest.raises(InvalidInput, match=f"decimals for {currency}") as info:
+        parse_amount(text, currency)
     assert info.value.field == "amount"
 
 

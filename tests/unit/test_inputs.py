@@ -54,6 +54,8 @@ def test_same_checks_in_the_same_order(names: Names) -> None:
     assert first.field == "amount" and "decimals" in first.problem
     assert refusal(names, in_="1s", notify=["fax:1"], tz=None).field == "notify"
     assert refusal(names, cron="0 9 * * *", tz="Nowhere/Town").field == "tz"
+    # An empty zone is refused, not read as UTC.
+    assert refusal(names, cron="0 9 * * *", tz="").field == "tz"
 
 
 def test_amount_types() -> None:

@@ -73,9 +73,15 @@ def test_tick_fires_at_second_zero_by_default() -> None:
 
 
 def test_timezones() -> None:
-    assert parse_timezone("America/New_York").key == "America/New_York"
-    with pytest.raises(InvalidInput, match="unknown time zone"):
-        parse_timezone("Mars/Olympus")
+    for name in ("America/New_York", "UTC", "Etc/UTC", "Europe/Berlin"):
+        assert parse_timezone(name).key == name
+    # Files beside the zones that ZoneInfo would open too: the host's local time, the
+    # compiler's default, a placeholder, the leap-second and POSIX copies; and no name at all.
+    for bad in ("Mars/Olympus", "", "localtime", "posixrules", "Factory", "right/UTC",
+                "posix/Europe/Berlin", "Europe/../UTC"):  # fmt: skip
+        with pytest.raises(InvalidInput, match="unknown time zone") as info:
+            parse_timezone(bad, "tz")
+        assert info.value.field == "tz"
 
 
 def test_clock_helpers() -> None:

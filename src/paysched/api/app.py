@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import paysched
 from paysched.api import accounts, notifications, occurrences, ops, payments, problems
+from paysched.api.docs import install_docs
+from paysched.api.routing import HeadAsGet, relative_slash_redirects
 from paysched.api.security import Guard, RateLimiter
 from paysched.app import App
 from paysched.db.apikeys import ApiKeys
@@ -147,15 +149,18 @@ def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
 
     api = FastAPI(
         title="paysched", version=paysched.__version__, description=DESCRIPTION,
-        lifespan=lifespan, openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+        lifespan=lifespan, openapi_url="/openapi.json", docs_url=None, redoc_url=None,
     )  # fmt: skip
     api.state.paysched = app
     api.state.idempotency = idempotency
     api.state.guard = Guard(keys, RateLimiter(app.settings.api_rate_limit), app.db, app.clock.now)
     api.add_middleware(BodyLimit)
     api.add_middleware(BaseHTTPMiddleware, dispatch=_request_id)
+    api.add_middleware(HeadAsGet)
     problems.install(api)
+    install_docs(api)
     for module in (accounts, payments, occurrences, notifications, ops):
         api.include_router(module.router)
     api.mount("/dashboard", create_dashboard(app, api.state.guard, stopping or asyncio.Event()))
+    relative_slash_redirects(api.router)
     return api

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -24,6 +24,17 @@ Currency = Annotated[
     Field(pattern=r"^[A-Za-z]{3}$", examples=["USD"], description="ISO 4217 code."),
 ]
 AccountName = Annotated[str, Field(min_length=1, max_length=100, examples=["alice"])]
+
+
+def _ascii_digits(value: object) -> object:
+    # An id in a path or query as the client wrote it: pydantic would also read "1.0", "+1",
+    # " 1" or "1_0" as an integer, so /v1/payments/1.0 would be payment 1.
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("expected a positive integer id in ASCII digits")
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_ascii_digits)]
 Timestamp = Annotated[
     str,
     Field(json_schema_extra={"format": "date-time"}, examples=["2026-12-01T08:00:00.000+00:00"]),

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
-from paysched.api.models import Notification, Page
+from paysched.api.models import Id, Notification, Page
 from paysched.api.security import Read, Write
 from paysched.db.apikeys import ApiKey
 from paysched.db.outbox import STATES
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 async def list_notifications(
     request: Request,
     state: str | None = Query(None, description="pending, sent or dead."),
-    payment_id: int | None = Query(None, ge=1, le=MAX_ID),
+    payment_id: Id | None = Query(None, ge=1, le=MAX_ID),
     limit: int = pages.Limit,
     cursor: str | None = pages.Cursor,
     _: ApiKey = Read,
@@ -53,7 +53,7 @@ async def list_notifications(
     responses=problems(404, 409),
 )
 async def retry_notification(
-    notification_id: int, request: Request, caller: ApiKey = Write,
+    notification_id: Id, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
 ) -> JSONResponse:  # fmt: skip
     """Send a dead notification again with a fresh set of attempts (409 unless dead)."""

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from paysched.api import pages
 from paysched.api.deps import paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
-from paysched.api.models import Occurrence, Page, Resolve, Resolved
+from paysched.api.models import Id, Occurrence, Page, Resolve, Resolved
 from paysched.api.security import Admin, Read
 from paysched.db.apikeys import ApiKey
 from paysched.domain import MAX_ID, OccurrenceState
@@ -73,7 +73,7 @@ def _summary(occ: OccurrenceRow) -> dict[str, Any]:
 async def list_occurrences(
     request: Request,
     state: str | None = Query(None, description="scheduled, queued, executing, ..."),
-    payment_id: int | None = Query(None, ge=1, le=MAX_ID, description="Only this payment's."),
+    payment_id: Id | None = Query(None, ge=1, le=MAX_ID, description="Only this payment's."),
     due_from: str | None = Query(
         None, max_length=40, description="Due at or after (RFC 3339).", json_schema_extra=DATE_TIME
     ),

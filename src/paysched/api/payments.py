@@ -14,6 +14,7 @@ from paysched.api.idempotent import IdempotencyKey, once
 from paysched.api.models import (
     Cancelled,
     Held,
+    Id,
     Page,
     Payment,
     PaymentCreate,
@@ -121,7 +122,7 @@ async def list_payments(
     responses=problems(404)
     | links(200, occurrence=("getOccurrence", {"ref": "$response.body#/occurrences/0/key"})),
 )
-async def get_payment(payment_id: int, request: Request, _: ApiKey = Read) -> dict[str, Any]:
+async def get_payment(payment_id: Id, request: Request, _: ApiKey = Read) -> dict[str, Any]:
     """A payment, its occurrences with every attempt and transition, and its notifications."""
     return await paysched(request).payment_detail(payment_id)
 
@@ -141,7 +142,7 @@ def cancelled_view(result: CancelResult) -> dict[str, Any]:
     responses=problems(404, 409),
 )
 async def cancel_payment(
-    payment_id: int, request: Request, caller: ApiKey = Write,
+    payment_id: Id, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
 ) -> JSONResponse:  # fmt: skip
     """Cancel: nothing of it that has not started will execute. Occurrences executing now
@@ -168,7 +169,7 @@ def _held_view(held: HeldResult) -> dict[str, Any]:
     responses=problems(404, 409),
 )  # fmt: skip
 async def pause_payment(
-    payment_id: int, request: Request, caller: ApiKey = Write,
+    payment_id: Id, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
 ) -> JSONResponse:  # fmt: skip
     """Pause: nothing of the payment starts until it is resumed (409 unless active)."""
@@ -182,7 +183,7 @@ async def pause_payment(
     responses=problems(404, 409),
 )  # fmt: skip
 async def resume_payment(
-    payment_id: int, request: Request, caller: ApiKey = Write,
+    payment_id: Id, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
 ) -> JSONResponse:  # fmt: skip
     """Resume a paused payment: what fell due meanwhile runs or is missed by its catch-up
@@ -197,7 +198,7 @@ async def resume_payment(
     responses=problems(404, 409),
 )  # fmt: skip
 async def skip_next(
-    payment_id: int, request: Request, caller: ApiKey = Write,
+    payment_id: Id, request: Request, caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
 ) -> JSONResponse:  # fmt: skip
     """Skip the payment's next occurrence (recorded as skipped; the series goes on)."""
@@ -214,7 +215,7 @@ async def skip_next(
     responses=problems(404),
 )  # fmt: skip
 async def preview_payment(
-    payment_id: int, request: Request,
+    payment_id: Id, request: Request,
     count: int = Query(12, ge=1, le=1000, description="How many due times."), _: ApiKey = Read,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The payment's next due times (after holidays and DST), changing nothing."""

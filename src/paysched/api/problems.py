@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.staticfiles import StaticFiles
 
 from paysched.errors import (
     BackendUnavailable,
@@ -96,14 +98,33 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(request: Request) -> list[str]:
-    path = request.url.path
-    methods: set[str] = set()
-    for route in request.app.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(path):
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """The methods some route takes at this path, each asked of the routes as a request with
+    that method (FastAPI's included routers keep their own routes out of `app.routes`)."""
+    routes = request.app.router.routes
+    # As the app saw the request: a mount on the way here moved its root_path.
+    root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+    scope = dict(request.scope, root_path=root)
+    taken = {
+        method for method in METHODS
+        if any(_takes(route, dict(scope, method=method)) for route in routes)
+    }  # fmt: skip
+    if "GET" in taken:  # answered as GET without the body (api.routing.HeadAsGet)
+        taken.add("HEAD")
+    return sorted(taken)
+
+
+def _takes(route: BaseRoute, scope: dict[str, Any]) -> bool:
+    # A mount matches every method under its path; the one here that answers 405 itself
+    # serves files (/docs/files), which take GET and HEAD.
+    if isinstance(route, Mount) and (
+        not isinstance(route.app, StaticFiles) or scope["method"] not in ("GET", "HEAD")
+    ):
+        return False
+    return route.matches(scope)[0] is Match.FULL
 
 
 def install(api: FastAPI) -> None:

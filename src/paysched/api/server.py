@@ -8,7 +8,9 @@ import logging
 import socket
 from collections.abc import Iterator
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from paysched.api.app import create_api
 from paysched.app import App
@@ -17,6 +19,9 @@ from paysched.errors import ConfigError
 log = logging.getLogger("paysched.api")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+# Every request's line and headers fit in one or two packets; a client slower than this is
+# holding a connection, not sending a request.
+HEADER_TIMEOUT_S = 10.0
 
 
 class _Server(uvicorn.Server):
@@ -25,6 +30,44 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a bound on the time a request's headers may take.
+
+    uvicorn closes an idle connection only after a response (timeout_keep_alive), and forgets
+    that timer at the next byte: a client that connected and sent nothing, or a request line
+    and then a header now and then, held its connection (and a file descriptor) for ever.
+    Here the headers must be complete within `header_timeout` seconds of the connection, or
+    of the first byte of the next request on it, or the connection is closed."""
+
+    header_timeout = HEADER_TIMEOUT_S
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline = self.loop.call_later(self.header_timeout, self._expired)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the request's headers are all here
+            self._disarm()
+        elif self._deadline is None:  # a request has begun: its headers are on the clock
+            self._deadline = self.loop.call_later(self.header_timeout, self._expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
 def parse_address(text: str, field: str = "--api") -> tuple[str, int]:
@@ -54,11 +97,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(app: App, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Answer HTTP on `sock` until `stop` is set, then finish the requests in progress."""
+async def serve(
+    app: App, sock: socket.socket, stop: asyncio.Event, header_timeout: float = HEADER_TIMEOUT_S
+) -> None:
+    """Answer HTTP on `sock` until `stop` is set, then finish the requests in progress.
+    A connection whose request headers take longer than `header_timeout` s is closed."""
+    protocol = type("HeaderDeadline", (_HeaderDeadline,), {"header_timeout": header_timeout})
     config = uvicorn.Config(
         create_api(app, stop), log_config=None, access_log=False, server_header=False,
-        lifespan="on",
+        lifespan="on", http=protocol,
         # Requests in progress get the same grace after SIGTERM as payments in progress.
         timeout_graceful_shutdown=max(1, round(app.settings.shutdown_grace.total_seconds())),
     )  # fmt: skip

@@ -2,9 +2,10 @@
 
 A webhook URL is checked where it enters (CLI, configuration): http(s), a host, a valid port,
 no spaces or control characters, at most MAX_URL characters; and, unless
-PAYSCHED_WEBHOOK_ALLOW_PRIVATE is set, not a loopback, private, link-local or otherwise
-internal address (a cloud metadata endpoint such as 169.254.169.254 included). paysched
-posts to these URLs from inside the deployment, so one pointing inwards is refused.
+PAYSCHED_WEBHOOK_ALLOW_PRIVATE is set, not an address that is not globally reachable
+(loopback, private, link-local, shared 100.64.0.0/10 where cloud metadata services live,
+169.254.169.254 included) nor an IPv6 form that carries such an IPv4 address inside it.
+paysched posts to these URLs from inside the deployment, so one pointing inwards is refused.
 """
 
 from __future__ import annotations
@@ -32,16 +33,39 @@ def webhook_problem(url: str) -> str | None:
     if parts.scheme not in ("http", "https"):
         return "needs an http:// or https:// URL"
     try:
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        port = parts.port  # raises ValueError for a port above 65535 or not a number
     except ValueError:
+        port = 0
+    if port == 0:
         return "has an invalid port (1-65535)"
     if not parts.hostname:
         return "has no host"
     return None
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def is_internal_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Not globally reachable (loopback, private, link-local, shared 100.64.0.0/10,
+    reserved, unspecified), multicast, or an IPv6 address that reaches an IPv4 one a
+    router or the host itself may translate to: IPv4-mapped (::ffff:a.b.c.d) and
+    -compatible (::a.b.c.d) always, Teredo (2001::/32, tunnels to any IPv4) always, and 6to4
+    (2002::/16) or NAT64 (64:ff9b::/96) when the IPv4 address inside is internal."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None or int(ip) >> 32 == 0 or ip.teredo is not None:
+            return True
+        inner = ip.sixtofour
+        if inner is None and ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is not None and is_internal_address(inner):
+            return True
+    # is_global alone lets multicast through (224.0.0.1 and ff02::1 count as global).
+    return not ip.is_global or ip.is_multicast or ip.is_reserved
+
+
 def is_internal_host(host: str) -> bool:
-    """Loopback, private, link-local, reserved, multicast or unspecified, or a local name."""
+    """A local name, or an address (in any numeric form) that is_internal_address refuses."""
     name = host.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
         return True
@@ -52,10 +76,7 @@ def is_internal_host(host: str) -> bool:
             ip = ipaddress.ip_address(socket.inet_aton(name))
         except OSError:
             return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-            or ip.is_multicast or ip.is_unspecified)  # fmt: skip
+    return is_internal_address(ip)
 
 
 def split_target(spec: str) -> tuple[str, str]:
@@ -84,9 +105,9 @@ def parse_target(text: str, field: str = "notify", allow_private: bool = False) 
             raise InvalidInput(field, f"webhook URL {problem}")
         host = urlsplit(target).hostname or ""
         if not allow_private and is_internal_host(host):
-            raise InvalidInput(field, f"webhook host {host!r} is a loopback, private or "
-                               "link-local address; set PAYSCHED_WEBHOOK_ALLOW_PRIVATE=1 to "
-                               "allow it")  # fmt: skip
+            raise InvalidInput(field, f"webhook host {host!r} is a loopback, private, "
+                               "link-local or otherwise internal address; set "
+                               "PAYSCHED_WEBHOOK_ALLOW_PRIVATE=1 to allow it")  # fmt: skip
     if channel == "log" and target:
         raise InvalidInput(field, "the log channel takes no target: use 'log'")
     return channel, target

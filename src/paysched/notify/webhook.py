@@ -126,8 +126,9 @@ class WebhookNotifier:
         inward = [a for a in addresses if is_internal_host(a)]
         if inward and not self._allow_private:
             raise PermanentDelivery(
-                f"webhook host {url.host!r} resolves to {inward[0]}, a loopback, private or "
-                "link-local address; set PAYSCHED_WEBHOOK_ALLOW_PRIVATE=1 to allow it"
+                f"webhook host {url.host!r} resolves to {inward[0]}, a loopback, private, "
+                "link-local or otherwise internal address; set PAYSCHED_WEBHOOK_ALLOW_PRIVATE=1 "
+                "to allow it"
             )
         return addresses[0]
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from paysched.api.routing import relative_slash_redirects
 from paysched.api.security import Guard
 from paysched.app import App
 from paysched.web import auth, pages, render
@@ -65,4 +66,5 @@ def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI
     # htmx, its SSE extension and the stylesheet, from the installed package (no CDN).
     web.mount("/static", StaticFiles(packages=[("paysched.web", "static")]), name="static")
     web.include_router(pages.router)
+    relative_slash_redirects(web.router)
     return web

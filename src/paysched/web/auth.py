@@ -9,7 +9,9 @@ write for actions).
 
 CSRF: besides SameSite=Strict, every POST must carry `HX-Request` (a header another site's
 form cannot set, and that its scripts can only send after a CORS preflight we never allow) or
-an `Origin` naming this host (what a browser sends with a plain form post).
+an `Origin` naming this host (what a browser sends with a plain form post). An `Origin` that
+names another site (or "null") is refused even with `HX-Request`: the browser says where the
+request came from, and a header is no reason to doubt it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ def same_origin(request: Request) -> bool:
 
 
 def check_csrf(request: Request) -> None:
-    if request.headers.get("hx-request", "").lower() == "true" or same_origin(request):
+    if "origin" in request.headers:
+        if same_origin(request):
+            return
+        raise Problem(403, "cross_site", "refused: this form was not sent from the dashboard "
+                      "(its Origin names another site)")  # fmt: skip
+    if request.headers.get("hx-request", "").lower() == "true":
         return
     raise Problem(403, "cross_site", "refused: this form was not sent from the dashboard "
                   "(no HX-Request header and no Origin naming this host)")  # fmt: skip

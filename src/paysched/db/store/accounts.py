@@ -20,6 +20,7 @@ from paysched.domain import (
     OccurrenceState,
     currency_exponent,
     format_amount,
+    new_account_name,
     normalise_name,
     refuse_external,
 )
@@ -59,9 +60,7 @@ class AccountsStore(StoreBase):
     def create_account(
         self, name: str, currency: str, now: datetime, then: AfterWrite | None = None
     ) -> Account:
-        name = normalise_name(name)
-        if name.startswith("@"):
-            raise InvalidInput("name", "must not start with '@' (kept for external accounts)")
+        name = new_account_name(name)
         currency_exponent(currency)  # an ISO 4217 currency with minor units, or InvalidInput
         try:
             with self.engine.begin() as conn:
