@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
+from paysched.db.outbox import Outbox
 from paysched.db.store import Store
+from paysched.domain import OccurrenceState
 from tests.conftest import PG_ADMIN, _pg_admin
 
 PAYMENTS = 100_000
@@ -125,3 +127,29 @@ def test_reconcile_finds_pending_occurrences_by_index(grown: Store) -> None:
     pending = grown.pending_occurrences(NOW + timedelta(minutes=5))
     assert [o.key for o in pending] == ["due-10"]  # the paused payment's waits for its resume
     assert_indexed(grown, lambda: grown.pending_occurrences(NOW + timedelta(minutes=5)))
+
+
+def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
+    """A payment's detail, lists and controls read its own rows, and lists by state only that
+    state's, however many occurrences and notifications other payments have finished."""
+    outbox = Outbox(grown.engine)
+    pid = 20  # active, with ten finished occurrences and two notifications in the history
+
+    def per_payment() -> None:
+        grown.get_payment(pid)
+        grown.occurrences_of(pid)
+        grown.occurrence_states([pid, pid + 10])
+        grown.list_occurrences(50, payment_id=pid)
+        outbox.list(payment_id=pid, limit=50)
+        grown.pause(pid, NOW)
+        grown.resume(pid, NOW)
+        grown.cancel_payment(pid + 10, NOW, "test")  # resume left 20 done: nothing more due
+
+    def per_state() -> None:
+        grown.list_payments(50, state="paused")
+        grown.list_occurrences(50, state=OccurrenceState.SCHEDULED)
+        outbox.list(state="dead", limit=50)
+
+    assert len(grown.occurrences_of(pid)) == OCCURRENCES // PAYMENTS
+    assert_indexed(grown, per_payment)
+    assert_indexed(grown, per_state)
