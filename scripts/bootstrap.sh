@@ -9,10 +9,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 extras="${1:-}"
-lock=requirements.lock
-if [ "$extras" = "[dev]" ]; then
-  lock=requirements-dev.lock
-fi
+# The project itself goes in with --no-deps, so the lock must hold every extra asked for.
+case "$extras" in
+  "" | "[api]") lock=requirements.lock ;;  # the runtime lock holds the API extra
+  "[dev]") lock=requirements-dev.lock ;;
+  "[bench]") lock=requirements-bench.lock ;;
+  *) echo "bootstrap.sh: no lock file for extras $extras (\"\", \"[api]\", \"[dev]\" or \"[bench]\")" >&2
+     exit 2 ;;
+esac
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
 "${pip[@]}" --require-hashes -r "$lock"

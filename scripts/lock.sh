@@ -2,7 +2,9 @@
 # Regenerate the hashed lock files from pyproject.toml's ranges and constraints.txt's pins:
 #   requirements.lock      what paysched needs to run, with the HTTP API (scripts/demo.sh)
 #   requirements-dev.lock  that plus the PostgreSQL driver and the test tools (scripts/test.sh)
-# Run it after changing a dependency or a pin; commit all three files together.
+#   requirements-bench.lock  requirements.lock plus the PostgreSQL driver, matplotlib and py-spy
+#                            (bench/run.py)
+# Run it after changing a dependency or a pin; commit all four files together.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tools="$(mktemp -d)"
@@ -15,3 +17,4 @@ compile() {
 }
 compile --extra api -o requirements.lock
 compile --extra dev -o requirements-dev.lock
+compile --extra api --extra bench -o requirements-bench.lock

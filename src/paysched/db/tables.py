@@ -125,6 +125,7 @@ payments = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "next_due_at"),
+    Index(None, "state", "id"),  # lists by state, newest first; the paused ones for reconcile
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("payer_id <> payee_id", name="distinct_accounts"),
     CheckConstraint(_one_of("state", PAYMENT_STATES), name="state_valid"),
@@ -157,6 +158,8 @@ occurrences = Table(
     # is made from it, so two nominal dates moved onto one day stay two occurrences.
     Column("nominal_at", UTCDateTime, nullable=True),
     Index(None, "state", "due_at"),
+    # A payment's occurrences (its detail and pages, pause, resume, cancel), not all history.
+    Index(None, "payment_id", "due_at"),
     CheckConstraint(_one_of("state", OCCURRENCE_STATES), name="state_valid"),
     CheckConstraint("attempts >= 0 AND fence >= 0 AND takeovers >= 0", name="counts_valid"),
 )
@@ -207,6 +210,7 @@ notifications = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
     Index(None, "state", "next_attempt_at"),
+    Index(None, "payment_id", "id"),  # a payment's notifications, newest first
     CheckConstraint(_one_of("state", NOTIFICATION_STATES), name="state_valid"),
 )
 

@@ -128,13 +128,19 @@ class ReadsStore(StoreBase):
     def pending_occurrences(self, horizon: datetime, limit: int = 10_000) -> list[Occurrence]:
         """Occurrences the queue owns (not final, not unresolved) due by `horizon`, earliest
         first: reconcile's input."""
-        paused = select(t.payments.c.id).where(t.payments.c.state == PaymentState.PAUSED.value)
+        # A paused payment's occurrences wait for its resume, not in the queue. NOT EXISTS
+        # (an anti-join on the payment's key), not NOT IN: PostgreSQL cannot turn NOT IN into
+        # an anti-join, so it read every payment on every tick to hash the paused ones.
+        paused = (
+            select(t.payments.c.id)
+            .where(t.payments.c.id == t.occurrences.c.payment_id)
+            .where(t.payments.c.state == PaymentState.PAUSED.value)
+        )
         query = (
             select(t.occurrences)
             .where(t.occurrences.c.state.in_([s.value for s in PENDING_STATES]))
             .where(t.occurrences.c.due_at <= horizon)
-            # A paused payment's occurrences wait for its resume, not in the queue.
-            .where(t.occurrences.c.payment_id.not_in(paused))
+            .where(~paused.exists())
             .order_by(t.occurrences.c.due_at)
             .limit(limit)
         )

@@ -1,0 +1,155 @@
+"""The store's per-payment and per-state queries read by index, not through history.
+
+One PostgreSQL database of this module's own, filled with SQL (generate_series) with a history
+of finished occurrences and notifications and ANALYZEd, as autovacuum would after such a load;
+each query is run through the store, captured as it was sent, and its EXPLAIN ANALYZE must show
+no sequential scan of a grown table and no node that reads past more than a page of rows.
+The planner chooses freely: no enable_* setting is changed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from paysched.db.outbox import Outbox
+from paysched.db.store import Store
+from paysched.domain import OccurrenceState
+from tests.conftest import PG_ADMIN, _pg_admin
+
+PAYMENTS = 100_000
+OCCURRENCES = 1_000_000  # finished: the history that grows forever
+NOTIFICATIONS = 200_000
+GROWN = ("payments", "occurrences", "notifications")
+# A query may look at a page of rows it then drops, not at a share of the history.
+MAX_FILTERED = 1_000
+NOW = datetime.now(UTC)
+
+# Every 10th payment active, every 1,000th paused, the rest one-time payments that are done.
+_FILL = [
+    """INSERT INTO accounts (name, currency, kind, balance, created_at)
+       VALUES ('payer', 'USD', 'user', 0, now()), ('payee', 'USD', 'user', 0, now())""",
+    """INSERT INTO payments (payer_id, payee_id, amount, currency, state, due_at, created_at,
+                             updated_at)
+       SELECT 1, 2, 1, 'USD',
+              CASE WHEN g % 1000 = 0 THEN 'paused' WHEN g % 10 = 0 THEN 'active' ELSE 'done' END,
+              now() - interval '30 day', now(), now()
+       FROM generate_series(1, :payments) AS g""",
+    """INSERT INTO occurrences (payment_id, due_at, key, state, attempts, fence, started_at,
+                                finished_at, created_at, updated_at)
+       SELECT 1 + g % :payments, now() - interval '30 day' + g * interval '1 second',
+              'hist-' || g, 'succeeded', 1, 1, now(), now(), now(), now()
+       FROM generate_series(1, :occurrences) AS g""",
+    """INSERT INTO notifications (dedup_key, payment_id, event, channel, target, payload, state,
+                                  attempts, next_attempt_at, created_at, sent_at)
+       SELECT 'hist-' || g, 1 + g % :payments, 'succeeded', 'log', 'log', '{}',
+              CASE WHEN g % 1000 = 0 THEN 'dead' ELSE 'sent' END, 1, now(), now(), now()
+       FROM generate_series(1, :notifications) AS g""",
+    # Due now and waiting: one of an active payment (10), one of a paused payment (1000).
+    """INSERT INTO occurrences (payment_id, due_at, key, state, created_at, updated_at)
+       VALUES (10, now() - interval '1 minute', 'due-10', 'scheduled', now(), now()),
+              (1000, now() - interval '1 minute', 'due-1000', 'scheduled', now(), now())""",
+]
+
+
+@pytest.fixture(scope="module")
+def grown() -> Iterator[Store]:
+    name = f"paysched_t_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    store = Store.connect(f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}")
+    try:
+        store.migrate()
+        sizes = {"payments": PAYMENTS, "occurrences": OCCURRENCES, "notifications": NOTIFICATIONS}
+        with store.engine.begin() as conn:
+            for statement in _FILL:
+                conn.execute(text(statement), sizes)
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+        yield store
+    finally:
+        store.close()
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def reads_of(store: Store, run: Callable[[], object]) -> list[tuple[str, list[str]]]:
+    """Each SELECT that `run` sent, with what its plan does wrong (empty: nothing)."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        run()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    assert sent, "no query captured"
+    out = []
+    with store.engine.connect() as conn:
+        for statement, parameters in sent:
+            explained = conn.exec_driver_sql(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
+            ).scalar_one()
+            wrong = [
+                f"{node['Node Type']} on {node.get('Relation Name')}, "
+                f"{node.get('Rows Removed by Filter', 0)} rows filtered out"
+                for node in _nodes(explained[0]["Plan"])
+                if (node["Node Type"] == "Seq Scan" and node.get("Relation Name") in GROWN)
+                or node.get("Rows Removed by Filter", 0) > MAX_FILTERED
+            ]
+            out.append((statement, wrong))
+        conn.rollback()  # SELECT ... FOR UPDATE locked rows
+    return out
+
+
+def assert_indexed(store: Store, run: Callable[[], object]) -> None:
+    bad = [(statement, wrong) for statement, wrong in reads_of(store, run) if wrong]
+    assert bad == []
+
+
+def test_reconcile_finds_pending_occurrences_by_index(grown: Store) -> None:
+    """The tick's reconcile: paused payments are found through the payment's key, not by
+    reading every payment (a sequential scan that grew with the schedule)."""
+    pending = grown.pending_occurrences(NOW + timedelta(minutes=5))
+    assert [o.key for o in pending] == ["due-10"]  # the paused payment's waits for its resume
+    assert_indexed(grown, lambda: grown.pending_occurrences(NOW + timedelta(minutes=5)))
+
+
+def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
+    """A payment's detail, lists and controls read its own rows, and lists by state only that
+    state's, however many occurrences and notifications other payments have finished."""
+    outbox = Outbox(grown.engine)
+    pid = 20  # active, with ten finished occurrences and two notifications in the history
+
+    def per_payment() -> None:
+        grown.get_payment(pid)
+        grown.occurrences_of(pid)
+        grown.occurrence_states([pid, pid + 10])
+        grown.list_occurrences(50, payment_id=pid)
+        outbox.list(payment_id=pid, limit=50)
+        grown.pause(pid, NOW)
+        grown.resume(pid, NOW)
+        grown.cancel_payment(pid + 10, NOW, "test")  # resume left 20 done: nothing more due
+
+    def per_state() -> None:
+        grown.list_payments(50, state="paused")
+        grown.list_occurrences(50, state=OccurrenceState.SCHEDULED)
+        outbox.list(state="dead", limit=50)
+
+    assert len(grown.occurrences_of(pid)) == OCCURRENCES // PAYMENTS
+    assert_indexed(grown, per_payment)
+    assert_indexed(grown, per_state)
