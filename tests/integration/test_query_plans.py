@@ -28,7 +28,6 @@ NOTIFICATIONS = 200_000
 GROWN = ("payments", "occurrences", "notifications")
 # A query may look at a page of rows it then drops, not at a share of the history.
 MAX_FILTERED = 1_000
-NOW = datetime.now(UTC)
 
 # Every 10th payment active, every 1,000th paused, the rest one-time payments that are done.
 _FILL = [
@@ -121,18 +120,28 @@ def assert_indexed(store: Store, run: Callable[[], object]) -> None:
     assert bad == []
 
 
+def database_now(store: Store) -> datetime:
+    """The fill's clock (its rows are stamped with the server's now()), read when a test runs:
+    a time taken at import was minutes old by the time a long suite got here."""
+    with store.engine.connect() as conn:
+        now: datetime = conn.execute(text("SELECT now()")).scalar_one()
+    return now.astimezone(UTC)
+
+
 def test_reconcile_finds_pending_occurrences_by_index(grown: Store) -> None:
     """The tick's reconcile: paused payments are found through the payment's key, not by
     reading every payment (a sequential scan that grew with the schedule)."""
-    pending = grown.pending_occurrences(NOW + timedelta(minutes=5))
+    horizon = database_now(grown) + timedelta(minutes=5)
+    pending = grown.pending_occurrences(horizon)
     assert [o.key for o in pending] == ["due-10"]  # the paused payment's waits for its resume
-    assert_indexed(grown, lambda: grown.pending_occurrences(NOW + timedelta(minutes=5)))
+    assert_indexed(grown, lambda: grown.pending_occurrences(horizon))
 
 
 def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
     """A payment's detail, lists and controls read its own rows, and lists by state only that
     state's, however many occurrences and notifications other payments have finished."""
     outbox = Outbox(grown.engine)
+    now = database_now(grown)
     pid = 20  # active, with ten finished occurrences and two notifications in the history
 
     def per_payment() -> None:
@@ -141,9 +150,9 @@ def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
         grown.occurrence_states([pid, pid + 10])
         grown.list_occurrences(50, payment_id=pid)
         outbox.list(payment_id=pid, limit=50)
-        grown.pause(pid, NOW)
-        grown.resume(pid, NOW)
-        grown.cancel_payment(pid + 10, NOW, "test")  # resume left 20 done: nothing more due
+        grown.pause(pid, now)
+        grown.resume(pid, now)
+        grown.cancel_payment(pid + 10, now, "test")  # resume left 20 done: nothing more due
 
     def per_state() -> None:
         grown.list_payments(50, state="paused")
