@@ -419,3 +419,25 @@ async def test_a_payment_without_a_currency_takes_the_payers(api: Api) -> None:
     body = {"from": "nobody", "to": "ben", "amount": "5", "in": "1h"}
     assert "nobody" in problem(await api.post("/v1/payments", body), 422, "invalid_input",
                                "from")["detail"]  # fmt: skip
+
+
+async def test_a_create_materializes_its_payment_in_one_transaction(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await accounts(api, {"alice": "100.00", "bob": ""})
+    store = api.app.store
+    real = store.materialize_due
+    calls: list[object] = []
+
+    def materialize_due(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "materialize_due", materialize_due)
+    # Its occurrence is made and queued by one call (a second one only found nothing).
+    body = {"from": "alice", "to": "bob", "amount": "1.00", "in": "200ms"}
+    r = await api.post("/v1/payments", body, "write", key="one-tx")
+    assert r.status_code == 201, r.text
+    assert len(calls) == 1
+    detail = (await api.get(f"/v1/payments/{r.json()['id']}")).json()
+    assert [o["state"] for o in detail["occurrences"]] == ["queued"]
