@@ -72,19 +72,14 @@ async def stats(settings: Settings) -> dict[str, Any]:
 def payment_detail(store: Store, payment_id: int) -> dict[str, Any]:
     """A payment as `paysched show --json` and GET /v1/payments/{id} show it: its
     occurrences with every attempt and transition, and its notifications."""
-    from paysched.db.outbox import Outbox
     from paysched.views import notification_view, occurrence_view, payment_status, payment_view
 
-    payment = store.get_payment(payment_id)
-    occs = store.occurrences_of(payment_id)
-    history = store.transitions_of([o.id for o in occs])
-    sent = Outbox(store.engine).list(None, payment_id, 1000)
-    view = payment_view(payment)
-    view["status"] = payment_status(payment, [o.state for o in occs])
-    view["occurrences"] = [
-        occurrence_view(o, [h for h in history if h.occurrence_id == o.id]) for o in occs
-    ]
-    view["notifications"] = [notification_view(n) for n in reversed(sent)]
+    found = store.payment_history(payment_id)
+    occs = found.occurrences
+    view = payment_view(found.payment)
+    view["status"] = payment_status(found.payment, [o.state for o in occs])
+    view["occurrences"] = [occurrence_view(o, found.transitions[o.id]) for o in occs]
+    view["notifications"] = [notification_view(n) for n in reversed(found.notifications)]
     return view
 
 

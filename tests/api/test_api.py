@@ -8,9 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from paysched.api.pages import encode
-from paysched.clock import to_ms
+from paysched.api.security import KEY_CACHE_FOR
+from paysched.clock import ManualClock, to_ms
 from paysched.db.apikeys import ApiKeys
 from tests.api.conftest import Api, problem
 from tests.integration.helpers import all_final, running
@@ -93,14 +95,55 @@ async def test_scopes_nest_and_are_enforced(api: Api) -> None:
     problem(resolve, 403, "insufficient_scope")
 
 
-async def test_a_revoked_key_is_refused_at_its_next_request(api: Api) -> None:
+async def test_a_revoked_key_is_refused_once_the_key_cache_bound_has_passed(api: Api) -> None:
+    guard = api.api.state.guard
+    clock = ManualClock(api.app.clock.now())
+    guard.now = clock.now
+    looked_up: list[str] = []
+    real_db = guard.db
+
+    async def db(fn: Any, *args: Any) -> object:
+        looked_up.append(fn.__name__)
+        return await real_db(fn, *args)
+
+    guard.db = db
     keys = ApiKeys(api.app.store.engine)
     row, key = await api.app.db(keys.create, "short-lived", "read", api.app.clock.now())
     headers = {"Authorization": f"Bearer {key}"}
     assert (await api.client.get("/v1/accounts", headers=headers)).status_code == 200
     assert (await api.app.db(keys.get, row.id)).last_used_at is not None
+    assert looked_up.count("verify") == 1
     await api.app.db(keys.revoke, row.id, api.app.clock.now())
+    # Within the bound the key is answered from memory: no database round trip for it.
+    clock.advance(KEY_CACHE_FOR - timedelta(milliseconds=1))
+    assert (await api.client.get("/v1/accounts", headers=headers)).status_code == 200
+    assert looked_up.count("verify") == 1
+    clock.advance(timedelta(milliseconds=1))
     problem(await api.client.get("/v1/accounts", headers=headers), 401, "invalid_key")
+    assert looked_up.count("verify") == 2
+
+
+async def test_a_payment_detail_is_read_on_one_connection(api: Api) -> None:
+    await accounts(api, {"alice": "100.00", "bob": ""})
+    body = {"from": "alice", "to": "bob", "amount": "1.00", "in": "200ms", "memo": "one read"}
+    created = (await api.post("/v1/payments", body, "write")).json()
+    assert (await api.get("/v1/accounts")).status_code == 200  # the read key is verified
+    checkouts: list[object] = []
+
+    def checkout(*_: object) -> None:
+        checkouts.append(_)
+
+    engine = api.app.store.engine
+    event.listen(engine, "checkout", checkout)
+    try:
+        detail = (await api.get(f"/v1/payments/{created['id']}")).json()
+    finally:
+        event.remove(engine, "checkout", checkout)
+    # Payment, occurrences, their transitions and notifications: one checkout, one snapshot
+    # (four before, each a ping, BEGIN and ROLLBACK around its query).
+    assert len(checkouts) == 1
+    assert detail["id"] == created["id"] and detail["occurrences"]
+    assert all(o["history"] for o in detail["occurrences"])
 
 
 async def test_keys_are_stored_hashed(api: Api) -> None:
@@ -376,3 +419,43 @@ async def test_a_payment_without_a_currency_takes_the_payers(api: Api) -> None:
     body = {"from": "nobody", "to": "ben", "amount": "5", "in": "1h"}
     assert "nobody" in problem(await api.post("/v1/payments", body), 422, "invalid_input",
                                "from")["detail"]  # fmt: skip
+
+
+async def test_a_create_materializes_its_payment_in_one_transaction(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await accounts(api, {"alice": "100.00", "bob": ""})
+    store = api.app.store
+    real = store.materialize_due
+    calls: list[object] = []
+
+    def materialize_due(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "materialize_due", materialize_due)
+    # Its occurrence is made and queued by one call (a second one only found nothing).
+    body = {"from": "alice", "to": "bob", "amount": "1.00", "in": "200ms"}
+    r = await api.post("/v1/payments", body, "write", key="one-tx")
+    assert r.status_code == 201, r.text
+    assert len(calls) == 1
+    detail = (await api.get(f"/v1/payments/{r.json()['id']}")).json()
+    assert [o["state"] for o in detail["occurrences"]] == ["queued"]
+
+
+async def test_every_answer_carries_its_request_id_without_a_base_http_middleware(
+    api: Api,
+) -> None:
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    # BaseHTTPMiddleware runs every request through an extra task and stream: a fifth of the
+    # CPU of a cheap GET. The request id is plain ASGI.
+    classes = [m.cls for m in api.api.user_middleware]
+    assert not any(isinstance(c, type) and issubclass(c, BaseHTTPMiddleware) for c in classes)
+    ok = await api.client.get("/v1/accounts", headers=api.auth() | {"X-Request-Id": "abc-1"})
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == "abc-1"
+    body = problem(await api.get("/v1/payments/999999"), 404, "not_found")
+    unsupported = await api.client.post("/v1/accounts", content=b"name=x", headers=api.auth()
+                                        | {"Content-Type": "text/plain"})  # fmt: skip
+    problem(unsupported, 415, "unsupported_media_type", "Content-Type")
+    assert body["request_id"].startswith("req_")

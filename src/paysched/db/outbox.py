@@ -51,7 +51,7 @@ class Outbox:
                 .where(t.notifications.c.id.in_(ids))
                 .order_by(t.notifications.c.id)
             )
-            return [_from(r) for r in rows]
+            return [notification_from(r) for r in rows]
 
     def mark_sent(self, notification_ids: Sequence[int], now: datetime) -> None:
         """Record deliveries, in one transaction."""
@@ -104,7 +104,7 @@ class Outbox:
             found = conn.execute(
                 select(t.notifications).where(t.notifications.c.id == notification_id)
             ).one()
-            result = _from(found)
+            result = notification_from(found)
             if then is not None:
                 then(conn, result)
             return result
@@ -117,7 +117,7 @@ class Outbox:
             ).first()
         if row is None:
             raise NotFound(f"no notification with id {notification_id}")
-        return _from(row)
+        return notification_from(row)
 
     def list(
         self, state: str | None = None, payment_id: int | None = None, limit: int = 100,
@@ -131,7 +131,7 @@ class Outbox:
         if payment_id is not None:
             query = query.where(t.notifications.c.payment_id == payment_id)
         with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-            return [_from(r) for r in conn.execute(query)]
+            return [notification_from(r) for r in conn.execute(query)]
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
@@ -143,7 +143,7 @@ class Outbox:
             return counts
 
 
-def _from(row: Row[Any]) -> Notification:
+def notification_from(row: Row[Any]) -> Notification:
     return Notification(
         id=row.id, dedup_key=row.dedup_key, payment_id=row.payment_id,
         occurrence_id=row.occurrence_id, event=row.event, channel=row.channel, target=row.target,

@@ -3,20 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from paysched.db import tables as t
 from paysched.db.store.base import StoreBase, existing_id
-from paysched.db.store.rows import occurrence_from
-from paysched.domain import PENDING_STATES, Occurrence, OccurrenceState, PaymentState, Transition
+from paysched.db.store.rows import occurrence_from, payment_from, payment_select
+from paysched.domain import (
+    PENDING_STATES,
+    Notification,
+    Occurrence,
+    OccurrenceState,
+    Payment,
+    PaymentState,
+    Transition,
+)
 from paysched.errors import NotFound
 
 S = OccurrenceState
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentHistory:
+    """What a payment's detail view shows, read at one instant."""
+
+    payment: Payment
+    occurrences: list[Occurrence]
+    transitions: dict[int, list[Transition]]  # by occurrence id, oldest first
+    notifications: list[Notification]  # newest first
+
+
 class ReadsStore(StoreBase):
+    def payment_history(self, payment_id: int, notifications: int = 1000) -> PaymentHistory:
+        """A payment, its occurrences, their transitions and its latest notifications on ONE
+        connection in one read transaction: a detail read was four checkouts (each a pool
+        ping, BEGIN and ROLLBACK around its query), most of GET /v1/payments/{id}'s time."""
+        # Imported here: db.outbox imports the store package.
+        from paysched.db.outbox import notification_from
+
+        existing_id(payment_id, "payment")
+        n = t.notifications.c
+        with self._reading() as conn:
+            row = conn.execute(payment_select().where(t.payments.c.id == payment_id)).first()
+            if row is None:
+                raise NotFound(f"no payment with id {payment_id}")
+            occurrences = self._occurrences_of(conn, payment_id)
+            transitions: dict[int, list[Transition]] = {o.id: [] for o in occurrences}
+            for tr in self._transitions_of(conn, list(transitions)):
+                transitions[tr.occurrence_id].append(tr)
+            sent = conn.execute(
+                select(t.notifications).where(n.payment_id == payment_id)
+                .order_by(n.id.desc()).limit(notifications)
+            )  # fmt: skip
+            return PaymentHistory(payment_from(row), occurrences, transitions,
+                                  [notification_from(r) for r in sent])  # fmt: skip
+
     def get_occurrence(self, occurrence_id: int) -> Occurrence:
         existing_id(occurrence_id, "occurrence")
         with self._reading() as conn:
@@ -36,12 +79,15 @@ class ReadsStore(StoreBase):
 
     def occurrences_of(self, payment_id: int) -> list[Occurrence]:
         with self._reading() as conn:
-            rows = conn.execute(
-                select(t.occurrences)
-                .where(t.occurrences.c.payment_id == payment_id)
-                .order_by(t.occurrences.c.due_at)
-            )
-            return [occurrence_from(r) for r in rows]
+            return self._occurrences_of(conn, payment_id)
+
+    def _occurrences_of(self, conn: Connection, payment_id: int) -> list[Occurrence]:
+        rows = conn.execute(
+            select(t.occurrences)
+            .where(t.occurrences.c.payment_id == payment_id)
+            .order_by(t.occurrences.c.due_at)
+        )
+        return [occurrence_from(r) for r in rows]
 
     def occurrence_states(self, payment_ids: Sequence[int]) -> dict[int, list[OccurrenceState]]:
         """The states of each payment's occurrences, by due time: what a list of payments
@@ -61,19 +107,24 @@ class ReadsStore(StoreBase):
 
     def transitions_of(self, occurrence_ids: Sequence[int]) -> list[Transition]:
         with self._reading() as conn:
-            rows = conn.execute(
-                select(t.transitions)
-                .where(t.transitions.c.occurrence_id.in_(list(occurrence_ids)))
-                .order_by(t.transitions.c.id)
+            return self._transitions_of(conn, occurrence_ids)
+
+    def _transitions_of(self, conn: Connection, occurrence_ids: Sequence[int]) -> list[Transition]:
+        if not occurrence_ids:
+            return []
+        rows = conn.execute(
+            select(t.transitions)
+            .where(t.transitions.c.occurrence_id.in_(list(occurrence_ids)))
+            .order_by(t.transitions.c.id)
+        )
+        return [
+            Transition(
+                occurrence_id=r.occurrence_id, at=r.at,
+                from_state=S(r.from_state) if r.from_state else None,
+                to_state=S(r.to_state), attempt=r.attempt, reason=r.reason,
             )
-            return [
-                Transition(
-                    occurrence_id=r.occurrence_id, at=r.at,
-                    from_state=S(r.from_state) if r.from_state else None,
-                    to_state=S(r.to_state), attempt=r.attempt, reason=r.reason,
-                )
-                for r in rows
-            ]  # fmt: skip
+            for r in rows
+        ]  # fmt: skip
 
     def list_occurrences(
         self, limit: int, *, after: tuple[datetime, int] | None = None,

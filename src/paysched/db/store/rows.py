@@ -13,6 +13,7 @@ from paysched.db import tables as t
 from paysched.domain import Account, Occurrence, OccurrenceState, Payment, PaymentState
 
 
+@functools.cache  # built once (see claim_rows): callers refine it, which copies
 def payment_select() -> Any:
     payer = t.accounts.alias("payer")
     payee = t.accounts.alias("payee")
