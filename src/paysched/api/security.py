@@ -1,10 +1,9 @@
 """Who is calling: API keys (`Authorization: Bearer <key>`), their scopes, a per-key rate limit.
 
 Keys are looked up by their public prefix and compared by hash in constant time (see
-db.apikeys); a key never reaches a log (the redaction filter masks `Bearer ...`). A verified
-key is trusted for KEY_CACHE_FOR in the process that verified it, so revocation takes effect
-within that bound. `last_used_at` is written at most once a minute per key, so a busy client
-does not turn every read into a write.
+db.apikeys); a key never reaches a log (the redaction filter masks `Bearer ...`). Revocation
+takes effect on the next request: nothing is cached. `last_used_at` is written at most once a
+minute per key, so a busy client does not turn every read into a write.
 """
 
 from __future__ import annotations
@@ -20,14 +19,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from paysched.api.problems import Problem
-from paysched.db.apikeys import ApiKey, ApiKeys, key_hash
+from paysched.db.apikeys import ApiKey, ApiKeys
 
 TOUCH_EVERY = timedelta(minutes=1)
-# How long a verified key is answered from memory: looking it up was a pool checkout and three
-# round trips (ping, SELECT, ROLLBACK) on every request, a fifth of GET /v1/payments/{id}'s
-# time. The price is that `paysched apikeys revoke` (another process) takes up to this long to
-# reach a running API process.
-KEY_CACHE_FOR = timedelta(seconds=5)
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -77,33 +71,14 @@ class Guard:
     db: Callable[..., Awaitable[object]]
     now: Callable[[], datetime]
     _touched: dict[int, datetime] = field(default_factory=dict)
-    # SHA-256 of a presented key -> (the key's row, when it was read). Only live keys enter,
-    # so unknown keys cannot fill it and are looked up every time.
-    _verified: dict[str, tuple[ApiKey, datetime]] = field(default_factory=dict)
-
-    async def _verify(self, presented: str, now: datetime) -> ApiKey | None:
-        digest = key_hash(presented)
-        cached = self._verified.get(digest)
-        if cached is not None and timedelta(0) <= now - cached[1] < KEY_CACHE_FOR:
-            return cached[0]
-        found = await self.db(self.keys.verify, presented)
-        if not isinstance(found, ApiKey):
-            self._verified.pop(digest, None)
-            return None
-        if len(self._verified) >= 1000:  # keys come and go: drop the stale ones
-            self._verified = {d: v for d, v in self._verified.items()
-                              if timedelta(0) <= now - v[1] < KEY_CACHE_FOR}  # fmt: skip
-        self._verified[digest] = (found, now)
-        return found
 
     async def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
         challenge = {"WWW-Authenticate": 'Bearer realm="paysched"'}
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Problem(401, "unauthenticated", "send an API key in the Authorization "
                           "header, with the Bearer scheme", "Authorization", challenge)  # fmt: skip
-        now = self.now()
-        found = await self._verify(credentials.credentials, now)
-        if found is None:
+        found = await self.db(self.keys.verify, credentials.credentials)
+        if not isinstance(found, ApiKey):
             raise Problem(401, "invalid_key", "the API key is unknown or revoked",
                           "Authorization", challenge)  # fmt: skip
         wait = self.limiter.wait_for(found.id)
@@ -111,6 +86,7 @@ class Guard:
             raise Problem(429, "rate_limited", f"more than {self.limiter.rate} requests per "
                           "second with this key; slow down", None,
                           {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+        now = self.now()
         last = self._touched.get(found.id)
         if last is None or now - last >= TOUCH_EVERY:
             self._touched[found.id] = now
