@@ -383,6 +383,8 @@ class DelayWaker:
         self._delayed_key = queue._queue.toKey("delayed")
         self._marker_key = queue._queue.toKey("marker")
         self._events_key = queue._queue.toKey("events")
+        # Named, so that CLIENT LIST tells its blocked read from the workers'.
+        self.client_name = f"{queue.prefix}:{queue.name}:delay-waker"
         self._max_sleep_s = max_sleep_s
         self._task: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[Any] | None = None  # the blocking XREAD, across turns
@@ -412,7 +414,9 @@ class DelayWaker:
     async def _run(self) -> None:
         # The blocking read needs a connection of its own: the queue's client has one
         # connection, which the read would hold for seconds.
-        events = Redis.from_url(self._redis_url, single_connection_client=True)
+        events = Redis.from_url(
+            self._redis_url, single_connection_client=True, client_name=self.client_name
+        )
         reconnect_promptly(events)
         try:
             await self._loop(events)
