@@ -414,9 +414,12 @@ class DelayWaker:
     async def _run(self) -> None:
         # The blocking read needs a connection of its own: the queue's client has one
         # connection, which the read would hold for seconds.
+        # redis-py's default socket timeout (5 s) would cut the blocking read short and
+        # reconnect every time: the read's own block, with room for Redis to answer.
         events = Redis.from_url(
-            self._redis_url, single_connection_client=True, client_name=self.client_name
-        )
+            self._redis_url, single_connection_client=True, client_name=self.client_name,
+            socket_timeout=IDLE_LOOK_S + 5,
+        )  # fmt: skip
         reconnect_promptly(events)
         try:
             await self._loop(events)
