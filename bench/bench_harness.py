@@ -35,7 +35,9 @@ from common import (  # isort: skip
 log = logging.getLogger("bench.run")
 
 RESULTS_DIR = ROOT / "bench" / "results"
-MEASUREMENTS = ("lateness", "throughput", "burst", "scale", "footprint", "overhead", "cli", "api")
+MEASUREMENTS = (
+    "lateness", "throughput", "burst", "scale", "footprint", "overhead", "cli", "api", "idle",
+)  # fmt: skip
 CURRENCY = "USD"
 PAYER, PAYEE = "bench-payer", "bench-payee"
 # PostgreSQL here allows 100 connections and other people's tests share it. paysched sizes its
@@ -50,6 +52,9 @@ TARGETS = {
     # Wall time of a whole `paysched` process (median), on the 2-core reference machine.
     "cli_help_s": 0.3,
     "cli_stats_s": 0.6,
+    # An idle `paysched run` (nothing due): issue 20's targets.
+    "idle_redis_commands_per_s": 5.0,
+    "idle_write_transactions_per_s": 0.0,
 }
 
 
@@ -67,6 +72,7 @@ class Sizes:
     footprint_worker_payments: int = 2000
     overhead_jobs: int = 3000
     cli_repeats: int = 15
+    idle_window_s: float = 20.0
 
 
 QUICK = Sizes(
@@ -81,6 +87,7 @@ QUICK = Sizes(
     footprint_worker_payments=200,
     overhead_jobs=400,
     cli_repeats=5,
+    idle_window_s=6.0,
 )
 
 

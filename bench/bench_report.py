@@ -115,6 +115,16 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             )
     rows.extend(api_rows(results.get("api", {})))
+    for db, r in results.get("idle", {}).items():
+        v = r["median_redis_commands_per_s"]
+        target = TARGETS["idle_redis_commands_per_s"]
+        rows.append(_row("idle: Redis commands", db, v, "per s", f"< {target:g}/s",
+                         None if v is None else v < target))  # fmt: skip
+        v = r["median_write_transactions_per_s"]
+        target = TARGETS["idle_write_transactions_per_s"]
+        rows.append(_row("idle: write transactions", db, v, "per s", f"<= {target:g}/s",
+                         None if v is None else v <= target))  # fmt: skip
+        rows.append(_row("idle: SQL statements", db, r["median_sql_statements_per_s"], "per s"))
     return rows  # fmt: skip
 
 

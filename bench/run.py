@@ -24,6 +24,9 @@ Measurements (--only takes a comma-separated subset of these names):
   api         the HTTP API (`paysched serve`) beside the CLI: 1,000 payments created over the
               API (sequential and 10 clients) and by `paysched schedule`; reads at 50 in flight
               (GET /v1/payments/{id}, /v1/payments) and by `paysched show` / `list`
+  idle        a `paysched run` process with nothing due (http executor, so the resolver runs
+              too): Redis commands (INFO commandstats, its own redis-server), SQL statements
+              and write transactions per second over a 20 s window (6 s with --quick)
 
 Redis is one private `redis-server` on a free port (no persistence) for the whole suite; every
 database is a fresh SQLite file or a throw-away PostgreSQL database `paysched_bench_*`, dropped
@@ -77,6 +80,7 @@ from measure_overhead import bench_overhead  # isort: skip
 from measure_scale import bench_scale  # isort: skip
 from measure_throughput import bench_throughput  # isort: skip
 from measure_cli import bench_cli  # isort: skip
+from measure_idle import bench_idle  # isort: skip
 from bench_harness import MEASUREMENTS, PG_CONNECTION_CAP, RESULTS_DIR, TARGETS  # isort: skip
 from common import (  # isort: skip
     DEFAULT_PG_ADMIN_URL,
@@ -102,6 +106,7 @@ BENCHES: dict[str, Bench] = {
     "overhead": bench_overhead,
     "cli": bench_cli,
     "api": bench_api,
+    "idle": bench_idle,
 }
 
 

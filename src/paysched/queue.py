@@ -6,6 +6,7 @@ Job id = occurrence key, so enqueueing the same occurrence twice is a no-op in R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 from bullmq import Job, Queue, UnrecoverableError, Worker
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -45,8 +47,10 @@ return out
 """
 PRESENCE = ("live", "missing", "finished")
 PRESENCE_BATCH = 1000
-# How often the delay waker looks at the delayed set when nothing is due sooner.
+# The delay waker looks at the delayed set at most this often while events stream in, and at
+# least every IDLE_LOOK_S without one (a safety net: the events say when to look).
 POLL_S = 0.05
+IDLE_LOOK_S = 10.0
 # BullMQ attempts beyond the business attempts: the processor decides from the database when a
 # payment has used its attempts; these only let the queue retry through errors of paysched's
 # own database or Redis without giving up on the job (reconcile would re-create it anyway).
@@ -365,14 +369,25 @@ class DelayWaker:
     At each delayed job's due time this task adds the queue's wake-up marker, the same signal
     BullMQ itself sends when a job is added, so the worker promotes the job within a millisecond
     or two. Measured by bench/lateness.py.
+
+    Between due times it learns of new jobs (one added meanwhile may be due sooner) from the
+    queue's event stream, where every BullMQ script that adds or delays a job writes an event:
+    a blocking XREAD on a connection of its own, not a poll. Polling the delayed set every
+    50 ms cost an idle process 40 Redis commands a second (bench/measure_idle.py); now it looks
+    when an event arrives (at most every POLL_S under load) and every IDLE_LOOK_S otherwise.
     """
 
     def __init__(self, queue: PaymentQueue, max_sleep_s: float = 1.0) -> None:
         self._redis = queue.redis
+        self._redis_url = queue.redis_url
         self._delayed_key = queue._queue.toKey("delayed")
         self._marker_key = queue._queue.toKey("marker")
+        self._events_key = queue._queue.toKey("events")
+        # Named, so that CLIENT LIST tells its blocked read from the workers'.
+        self.client_name = f"{queue.prefix}:{queue.name}:delay-waker"
         self._max_sleep_s = max_sleep_s
         self._task: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[Any] | None = None  # the blocking XREAD, across turns
         self._stopping = False
 
     def start(self) -> None:
@@ -397,33 +412,73 @@ class DelayWaker:
             log.warning("delay waker did not stop in time; leaving it")
 
     async def _run(self) -> None:
+        # The blocking read needs a connection of its own: the queue's client has one
+        # connection, which the read would hold for seconds.
+        # redis-py's default socket timeout (5 s) would cut the blocking read short and
+        # reconnect every time: the read's own block, with room for Redis to answer.
+        events = Redis.from_url(
+            self._redis_url, single_connection_client=True, client_name=self.client_name,
+            socket_timeout=IDLE_LOOK_S + 5,
+        )  # fmt: skip
+        reconnect_promptly(events)
+        try:
+            await self._loop(events)
+        finally:
+            reading, self._reading = self._reading, None
+            if reading is not None:
+                reading.cancel()
+                await asyncio.wait({reading}, timeout=self._max_sleep_s)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(events.aclose(), self._max_sleep_s)
+
+    async def _loop(self, events: Redis) -> None:
         # Every delayed job due at or before this (ms) has been signalled: a fetch promotes all
         # due jobs at once, so one signal covers them, and the next one to watch is the first
         # job due after it. (Re-reading the head instead, and backing off while it waited for a
         # busy worker, left the jobs due just after it unsignalled: start lateness p50 ~10 ms.)
         signalled_until = -1
+        looked_at = 0.0
         while not self._stopping:
             try:
                 pipe = self._redis.pipeline(transaction=False)
+                # The newest event first, then the head: a job added after this event id
+                # wakes the read below, one added before it is in the head.
+                pipe.xrevrange(self._events_key, "+", "-", count=1)
                 # BullMQ scores delayed jobs as timestamp * 4096 + a 12-bit counter.
                 pipe.zrangebyscore(self._delayed_key, (signalled_until + 1) << 12, "+inf",
                                    start=0, num=1, withscores=True)  # fmt: skip
                 pipe.zrange(self._marker_key, 0, 0, withscores=True)
-                head, marker = await pipe.execute()
+                newest, head, marker = await pipe.execute()
+                looked_at = time.monotonic()
                 now_ms = time.time() * 1000
                 due_ms = int(head[0][1]) >> 12 if head else None
-                if due_ms is None or due_ms > now_ms:
-                    # Look again at least every POLL_S: a job added meanwhile may be due sooner.
-                    wait_s = POLL_S if due_ms is None else (due_ms - now_ms) / 1000
-                    await asyncio.sleep(min(wait_s, POLL_S, self._max_sleep_s))
+                if due_ms is not None and due_ms <= now_ms:
+                    # A marker that asks for a fetch now (score 0 or past) and that no worker
+                    # has taken yet: the worker is busy, and its next fetch promotes the job
+                    # anyway. A marker for a later time does not count: the worker popping it
+                    # would block until then, past this job.
+                    if not (marker and int(marker[0][1]) <= now_ms):
+                        await self._redis.zadd(self._marker_key, {"0": 0})
+                    signalled_until = int(now_ms)
                     continue
-                # A marker that asks for a fetch now (score 0 or past) and that no worker has
-                # taken yet: the worker is busy, and its next fetch promotes the job anyway. A
-                # marker for a later time does not count: the worker popping it would block
-                # until then, past this job.
-                if not (marker and int(marker[0][1]) <= now_ms):
-                    await self._redis.zadd(self._marker_key, {"0": 0})
-                signalled_until = int(now_ms)
+                reading = self._reading
+                if reading is None or reading.done():
+                    last_id = newest[0][0] if newest else "0-0"
+                    reading = self._reading = asyncio.ensure_future(
+                        events.xread({self._events_key: last_id}, count=1,
+                                     block=int(IDLE_LOOK_S * 1000))
+                    )  # fmt: skip
+                timer = None if due_ms is None else (due_ms - now_ms) / 1000
+                done, _ = await asyncio.wait({reading}, timeout=timer)
+                if done:
+                    reading.result()  # a failed read raises here: wait, then look again
+                    # Under load events come in a stream: look at most every POLL_S, and
+                    # never past the next due time.
+                    pause = POLL_S - (time.monotonic() - looked_at)
+                    if timer is not None:
+                        pause = min(pause, timer - (time.monotonic() - looked_at))
+                    if pause > 0:
+                        await asyncio.sleep(pause)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: the worker's own timeouts still apply

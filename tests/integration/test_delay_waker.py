@@ -71,3 +71,53 @@ async def test_a_marker_for_later_does_not_hide_a_job_due_now(app: App) -> None:
         await wait_for(signalled, timeout=5, what="the waker's marker for the due job")
     finally:
         await waker.stop()
+
+
+class CountsLooks:
+    """The real client; counts the waker's looks at the delayed set (one pipeline each)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.looks = 0
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        self.looks += 1
+        return self._client.pipeline(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def test_an_idle_waker_blocks_until_a_job_is_added_then_signals_it_on_time(app: App) -> None:
+    """Between due times the waker waits on the queue's event stream, not a 50 ms poll (40
+    Redis commands a second in an idle process): with nothing delayed it looks once and
+    blocks; a job added later wakes it, and it still signals that job when it falls due."""
+    assert app.queue is not None
+    queue, redis = app.queue, app.queue.redis
+    marker = queue._queue.toKey("marker")
+    waker = DelayWaker(queue, max_sleep_s=0.2)
+    counting = CountsLooks(redis)
+    waker._redis = counting
+    waker.start()
+    try:
+
+        async def blocked() -> bool:
+            clients = await redis.client_list()
+            return any(c.get("name") == f"{queue.prefix}:{queue.name}:delay-waker"
+                       and c.get("cmd") == "xread"
+                       and "b" in c.get("flags", "") for c in clients)  # fmt: skip
+
+        await wait_for(blocked, timeout=5, what="the waker's blocking read")
+        assert counting.looks == 1
+        await queue._queue.add("payment", {"occurrence_id": 1}, {"jobId": "later", "delay": 1000})
+        await redis.delete(marker)  # BullMQ's own marker for it: only the waker's may count
+
+        async def signalled() -> bool:
+            return await redis.zscore(marker, "0") is not None
+
+        await wait_for(signalled, timeout=5, what="the waker's marker for the delayed job")
+        # The add woke it, the due time woke it, and it looked again after signalling: a few
+        # looks, where polling took one every 50 ms of the job's second of delay.
+        assert counting.looks <= 6
+    finally:
+        await waker.stop()

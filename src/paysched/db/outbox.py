@@ -25,7 +25,20 @@ class Outbox:
     def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
         """Take up to `limit` pending notifications that are due, pushing their next attempt
         `lease` into the future so that a concurrent deliverer skips them. A deliverer that
-        dies mid-send leaves them to be retried when the lease runs out."""
+        dies mid-send leaves them to be retried when the lease runs out.
+
+        A read-only look comes first: the deliverer asks every second, and with nothing due it
+        must not open a write transaction (on SQLite one takes the database's write lock)."""
+        pending = t.notifications.c
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            due = conn.execute(
+                select(pending.id)
+                .where(pending.state == "pending")
+                .where(pending.next_attempt_at <= now)
+                .limit(1)
+            ).first()
+        if due is None:
+            return []
         with self.engine.begin() as conn:
             ids = [
                 r[0]

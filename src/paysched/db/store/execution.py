@@ -319,8 +319,20 @@ class ExecutionStore(ControlStore):
     def lease_unknowns(self, now: datetime, lease: timedelta, limit: int = 50) -> list[Claim]:
         """Unknown occurrences whose next check is due, with their payments; their next check
         is pushed `lease` ahead so that a concurrent resolver skips them, and one that dies
-        mid-check leaves them to be checked again when the lease runs out."""
+        mid-check leaves them to be checked again when the lease runs out.
+
+        A read-only look comes first: the resolver asks every second, and with nothing due it
+        must not open a write transaction (on SQLite one takes the database's write lock)."""
         occ = t.occurrences.c
+        with self._reading() as conn:
+            due = conn.execute(
+                select(occ.id)
+                .where(occ.state == S.UNKNOWN.value)
+                .where(occ.resolve_at <= now)
+                .limit(1)
+            ).first()
+        if due is None:
+            return []
         with self.engine.begin() as conn:
             ids = [
                 r.id

@@ -259,9 +259,23 @@ class PaymentsStore(AccountsStore):
         cancels what it created), occurrences are unique per (payment, due time) and
         `next_due_at` only advances by compare-and-set. Returns the occurrences this call
         created, in due order.
+
+        A read-only look comes first: every tick calls this, and with nothing due it must not
+        open a write transaction (on SQLite one takes the database's write lock).
         """
+        p = t.payments.c
+        probe = (
+            select(p.id)
+            .where(p.next_due_at <= horizon)
+            .where(p.state == PaymentState.ACTIVE.value)
+            .limit(1)
+        )
+        if payment_ids is not None:
+            probe = probe.where(p.id.in_(list(payment_ids)))
+        with self._reading() as conn:
+            if conn.execute(probe).first() is None:
+                return []
         with self.engine.begin() as conn:
-            p = t.payments.c
             query = (
                 select(p.id, p.next_due_at, p.cron, p.timezone, p.recurrence, p.next_nominal_at,
                        p.catchup, p.catchup_window_s)
