@@ -16,7 +16,7 @@ from paysched.app import App
 from paysched.clock import ManualClock
 from paysched.config import Settings
 from paysched.db.store import Claim, Finish, Store
-from paysched.domain import OccurrenceState
+from paysched.domain import Occurrence, OccurrenceState
 from paysched.errors import Conflict
 from paysched.standin.server import StandinProvider
 from tests.conftest import wait_for
@@ -179,6 +179,25 @@ async def test_a_failed_check_holds_its_occurrence_for_seconds_not_the_others(
         await app.close()
 
 
+async def charged_then_unreachable(
+    app: App, provider: StandinProvider, amount: int
+) -> tuple[Occurrence, Claim, int]:
+    """A payment due now whose job is in the queue; a first worker claimed it, the provider
+    charged it, and that worker died or stalled with no answer kept; then the provider went
+    away. Returns the occurrence, the first worker's claim and the provider's port."""
+    await fund(app, {"alice": 0, "bob": 0})
+    pid = await pay(app, "alice", "bob", amount)
+    assert app.scheduler is not None and app.executor is not None
+    await app.scheduler.tick()  # the job is in the queue
+    (occ,) = await app.db(app.store.occurrences_of, pid)
+    first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
+    assert isinstance(first, Claim)
+    assert (await app.executor.execute(first, occ.key)).outcome == "succeeded"
+    port = int(provider.url.rsplit(":", 1)[1])
+    provider.stop()
+    return occ, first, port
+
+
 async def test_an_unreachable_last_attempt_asks_before_failing(
     settings: Settings, provider: StandinProvider, tmp_path: Path
 ) -> None:
@@ -188,17 +207,7 @@ async def test_an_unreachable_last_attempt_asks_before_failing(
     provider first, and the truth (succeeded) is recorded."""
     app = await App.open(http_settings(settings, provider, attempts=1))
     try:
-        await fund(app, {"alice": 0, "bob": 0})
-        pid = await pay(app, "alice", "bob", 777)
-        assert app.scheduler is not None and app.executor is not None
-        await app.scheduler.tick()  # the job is in the queue
-        (occ,) = await app.db(app.store.occurrences_of, pid)
-        # A first worker claims it, the provider charges, and the worker dies: no answer kept.
-        first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
-        assert isinstance(first, Claim)
-        assert (await app.executor.execute(first, occ.key)).outcome == "succeeded"
-        port = int(provider.url.rsplit(":", 1)[1])
-        provider.stop()  # and now the provider is unreachable
+        occ, _, port = await charged_then_unreachable(app, provider, 777)
 
         async def state() -> S:
             return (await app.db(app.store.get_occurrence, occ.id)).state
@@ -228,16 +237,8 @@ async def test_a_cancel_after_an_unreachable_takeover_asks_the_provider_first(
     # A long backoff: a `retrying` occurrence (the bug) would stay so while the test cancels.
     app = await App.open(http_settings(settings, provider, backoff_ms=600_000))
     try:
-        await fund(app, {"alice": 0, "bob": 0})
-        pid = await pay(app, "alice", "bob", 1_234)
-        assert app.scheduler is not None and app.executor is not None
-        await app.scheduler.tick()  # the job is in the queue
-        (occ,) = await app.db(app.store.occurrences_of, pid)
-        first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
-        assert isinstance(first, Claim)
-        assert (await app.executor.execute(first, occ.key)).outcome == "succeeded"
-        port = int(provider.url.rsplit(":", 1)[1])
-        provider.stop()  # worker A stalls with the charge made; B cannot reach the provider
+        occ, first, port = await charged_then_unreachable(app, provider, 1_234)
+        pid = occ.payment_id
 
         async def taken_over_and_answered() -> bool:
             now = await app.db(app.store.get_occurrence, occ.id)
