@@ -160,3 +160,23 @@ def git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("-dirty" if dirty else "")
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 30.0) -> None:
+    """SIGTERM a measured process if it still runs; SIGKILL it after `grace_s`."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+async def seed_accounts(http: Any) -> None:
+    """alice (1,000,000.00 USD) and bob, through the API the benchmark measures."""
+    for name in ("alice", "bob"):
+        (await http.post("/v1/accounts", json={"name": name})).raise_for_status()
+    deposit = await http.post("/v1/accounts/alice/deposits", json={"amount": "1000000.00"})
+    deposit.raise_for_status()

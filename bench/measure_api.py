@@ -49,7 +49,7 @@ from paysched.redis_server import free_port
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
 from api_load import latency_summary  # isort: skip
 from bench_harness import Ctx, median  # isort: skip
-from common import ROOT, fresh_database  # isort: skip
+from common import ROOT, fresh_database, seed_accounts  # isort: skip
 
 LOADGEN = ROOT / "bench" / "api_load.py"
 LOOKAHEAD = "2h"
@@ -292,10 +292,7 @@ async def api_run(ctx: Ctx, kind: str, sizes: ApiSizes) -> dict[str, Any]:
                 httpx.AsyncClient(base_url=server.url, timeout=30,
                                   headers={"Authorization": f"Bearer {key}"}) as http,
             ):  # fmt: skip
-                for name in ("alice", "bob"):
-                    (await http.post("/v1/accounts", json={"name": name})).raise_for_status()
-                (await http.post("/v1/accounts/alice/deposits",
-                                 json={"amount": "1000000.00"})).raise_for_status()  # fmt: skip
+                await seed_accounts(http)
 
                 # A floor under every request: sequential GET /healthz (no auth, no database).
                 healthz: list[float] = []

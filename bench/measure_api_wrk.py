@@ -41,7 +41,7 @@ from paysched.redis_server import free_port
 
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
 from bench_harness import Ctx, QUICK, median  # isort: skip
-from common import DEFAULT_PG_ADMIN_URL, PrivateRedis, fresh_database  # isort: skip
+from common import DEFAULT_PG_ADMIN_URL, PrivateRedis, fresh_database, seed_accounts  # isort: skip
 from measure_api import PAYMENT, api_server, run_cli, server_env  # isort: skip
 
 BENCH = Path(__file__).resolve().parent
@@ -175,10 +175,7 @@ async def one_run(ctx: Ctx, kind: str, duration: float) -> dict[str, Any]:
                 httpx.AsyncClient(base_url=server.url, timeout=30,
                                   headers={"Authorization": f"Bearer {key}"}) as http,
             ):  # fmt: skip
-                for name in ("alice", "bob"):
-                    (await http.post("/v1/accounts", json={"name": name})).raise_for_status()
-                (await http.post("/v1/accounts/alice/deposits",
-                                 json={"amount": "1000000.00"})).raise_for_status()  # fmt: skip
+                await seed_accounts(http)
                 for app, url in (("paysched", server.url), ("bare", bare)):
                     post = POST_LUA % {"body": json.dumps(body), "key": key,
                                        "prefix": secrets.token_hex(6)}  # fmt: skip

@@ -19,6 +19,7 @@ from paysched.queue import PaymentQueue
 
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
 from bench_harness import Ctx, insert_payments, median, paysched, wait_all_final  # isort: skip
+from common import stop_process  # isort: skip
 
 
 # -- 5. footprint ---------------------------------------------------------------------------------
@@ -133,13 +134,7 @@ async def worker_footprint(ctx: Ctx, kind: str, n: int) -> dict[str, Any]:
             await asyncio.sleep(0.5)
             peak = _proc_status(proc.pid)
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            stop_process(proc)
         after_jobs = await _used_memory(client)
         keys, usage, kinds = await _key_usage(client, pattern)
         counts = await app.queue.counts()

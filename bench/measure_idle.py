@@ -28,7 +28,7 @@ import redis
 
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
 from bench_harness import Ctx, median  # isort: skip
-from common import PrivateRedis, fresh_database  # isort: skip
+from common import PrivateRedis, fresh_database, stop_process  # isort: skip
 
 WRAPPER = Path(__file__).resolve().parent / "idle_counted.py"
 SQL_KEYS = ("statements", "write_begins", "commits", "rollbacks")
@@ -100,13 +100,7 @@ async def idle_run(ctx: Ctx, kind: str, settle_s: float, window_s: float) -> dic
                     if proc.poll() is not None:
                         raise RuntimeError(f"paysched run exited with {proc.returncode}")
                 finally:
-                    if proc.poll() is None:
-                        proc.terminate()
-                        try:
-                            proc.wait(timeout=30)
-                        except subprocess.TimeoutExpired:
-                            proc.kill()
-                            proc.wait(timeout=10)
+                    stop_process(proc)
         client.close()
     finally:
         private.stop()
