@@ -203,15 +203,19 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 # -- long-running ------------------------------------------------------------------------------
 
 
-def _serve(scheduler: bool, worker: bool, api: str | None = None) -> None:
-    import asyncio
-    import signal
+def _serve(
+    scheduler: bool, worker: bool, api: str | None = None, processes: int | None = 1,
+    api_workers: int = 1,
+) -> None:  # fmt: skip
+    """Run the long-running parts: in this process, or (several processes asked for, or one
+    per core by default: `processes=None`) as supervised children of this one."""
+    import socket
 
     from paysched.logs import setup_logging
 
     cfg = settings()
     setup_logging(cfg.log_level, cfg.log_format)
-    sock = None
+    sock: socket.socket | None = None
     if api is not None:
         import importlib.util
 
@@ -220,6 +224,59 @@ def _serve(scheduler: bool, worker: bool, api: str | None = None) -> None:
         from paysched.api.server import listen, parse_address
 
         sock = listen(*parse_address(api))
+    try:
+        count = _worker_processes(cfg, processes) if worker else 1
+        if count > 1 or api_workers > 1:
+            _supervise(cfg, scheduler, worker, sock, count, api_workers)
+        else:
+            _serve_here(cfg, scheduler, worker, sock)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def _worker_processes(cfg: Settings, asked: int | None) -> int:
+    """--processes, else PAYSCHED_PROCESSES, else one per core; never more than the
+    concurrency, which the processes share."""
+    from paysched.supervisor import cores
+
+    count = asked if asked is not None else cfg.processes or cores()
+    return max(1, min(count, cfg.concurrency))
+
+
+def _supervise(
+    cfg: Settings, scheduler: bool, worker: bool, sock: Any, count: int, api_workers: int
+) -> None:
+    """The children: one per worker process (the first also runs the scheduler and the API),
+    or one per API process; PAYSCHED_CONCURRENCY is the total, shared among the workers."""
+    import logging
+
+    from paysched.supervisor import shares, supervise
+
+    api = ["--api-fd", str(sock.fileno())] if sock is not None else []
+    children: list[tuple[str, list[str], dict[str, str]]] = []
+    if worker:
+        for i, share in enumerate(shares(cfg.concurrency, count)):
+            args = ["--worker", *(["--scheduler", *api] if i == 0 else [])]
+            env = {"PAYSCHED_CONCURRENCY": str(share)}
+            children.append((f"worker process {i + 1}/{count}", args, env))
+        logging.getLogger("paysched.supervisor").info(
+            "%s worker processes sharing concurrency %s", count, cfg.concurrency
+        )
+    else:
+        sched = ["--scheduler"] if scheduler else []
+        for i in range(api_workers):
+            children.append((f"API process {i + 1}/{api_workers}", [*sched, *api], {}))
+            sched = []
+    code = supervise(cfg, children, [sock.fileno()] if sock is not None else [])
+    if code:
+        raise typer.Exit(code)
+
+
+def _serve_here(cfg: Settings, scheduler: bool, worker: bool, sock: Any) -> None:
+    import asyncio
+    import signal
+
     if cfg.metrics_listen is not None:
         from prometheus_client import start_http_server
 
@@ -246,14 +303,18 @@ def _serve(scheduler: bool, worker: bool, api: str | None = None) -> None:
         await asyncio.gather(*parts)
 
     # A service waits for its backends (saying so once); a command fails within seconds.
-    try:
-        with_app(body, cfg=cfg, wait_for_backends=True)
-    finally:
-        if sock is not None:
-            sock.close()
+    with_app(body, cfg=cfg, wait_for_backends=True)
 
 
 API_DEFAULT = "127.0.0.1:8080"
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes", min=1, max=1024,
+        help="Worker processes, sharing PAYSCHED_CONCURRENCY (default: PAYSCHED_PROCESSES, "
+        "else one per core).",
+    ),
+]  # fmt: skip
 
 
 @cli.command()
@@ -266,9 +327,11 @@ def run(
             help=f"Also serve the HTTP API (alone: {API_DEFAULT}).",
         ),
     ] = None,
+    processes: Processes = None,
 ) -> None:  # fmt: skip
-    """Run the scheduler and the worker pool in one process (until SIGTERM / Ctrl-C)."""
-    _serve(scheduler=True, worker=True, api=api)
+    """Run the scheduler and the worker pool (until SIGTERM / Ctrl-C), on every core: the
+    first worker process also runs the scheduler and the API."""
+    _serve(scheduler=True, worker=True, api=api, processes=processes)
 
 
 @cli.command()
@@ -276,11 +339,13 @@ def run(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8080,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=1024, help="API processes sharing the port.")
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) until SIGTERM / Ctrl-C."""
-    _serve(
-        scheduler=False, worker=False, api=f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    _serve(scheduler=False, worker=False, api=address, api_workers=workers)
 
 
 @cli.command("scheduler")
@@ -292,9 +357,29 @@ def scheduler_cmd() -> None:
 
 @cli.command("worker")
 @handled
-def worker_cmd() -> None:
-    """Run only the worker pool."""
-    _serve(scheduler=False, worker=True)
+def worker_cmd(processes: Processes = None) -> None:
+    """Run only the worker pool, on every core."""
+    _serve(scheduler=False, worker=True, processes=processes)
+
+
+@cli.command("child", hidden=True)
+@handled
+def child_cmd(
+    scheduler: Annotated[bool, typer.Option("--scheduler")] = False,
+    worker: Annotated[bool, typer.Option("--worker")] = False,
+    api_fd: Annotated[int | None, typer.Option("--api-fd")] = None,
+) -> None:
+    """One process of a supervised group (paysched.supervisor): not for people to run."""
+    import socket
+
+    from paysched.logs import setup_logging
+    from paysched.supervisor import adopt
+
+    adopt()
+    cfg = settings()
+    setup_logging(cfg.log_level, cfg.log_format)
+    sock = socket.socket(fileno=api_fd) if api_fd is not None else None
+    _serve_here(cfg, scheduler, worker, sock)
 
 
 # -- accounts ----------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "PAYSCHED_PROVIDER_TIMEOUT", "PAYSCHED_RESOLVE_WINDOW",
     "PAYSCHED_RESOLVE_MAX_INTERVAL", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE",
     "PAYSCHED_API_RATE_LIMIT", "PAYSCHED_METRICS_PUBLIC", "PAYSCHED_IDEMPOTENCY_RETENTION",
-    "PAYSCHED_METRICS_LISTEN", "PAYSCHED_CATCHUP_LATE_AFTER",
+    "PAYSCHED_METRICS_LISTEN", "PAYSCHED_CATCHUP_LATE_AFTER", "PAYSCHED_PROCESSES",
 )  # fmt: skip
 
 
@@ -56,6 +56,8 @@ class Settings:
     queue_name: str = "payments"
     queue_prefix: str = "paysched"
     concurrency: int = 3
+    # Worker processes of `run` / `worker` (0: one per core); they share `concurrency`.
+    processes: int = 0
     attempts: int = 3
     backoff_ms: int = 2000
     backoff_jitter: float = 0.2
@@ -123,6 +125,7 @@ class Settings:
             queue_name=_name(env, "PAYSCHED_QUEUE", "payments"),
             queue_prefix=_name(env, "PAYSCHED_QUEUE_PREFIX", "paysched"),
             concurrency=_int(env, "PAYSCHED_CONCURRENCY", 3, 1, 10_000),
+            processes=_int(env, "PAYSCHED_PROCESSES", 0, 0, 1024),
             attempts=_int(env, "PAYSCHED_ATTEMPTS", 3, 1, 100),
             backoff_ms=_int(env, "PAYSCHED_BACKOFF_MS", 2000, 1, 86_400_000),
             backoff_jitter=_fraction(env, "PAYSCHED_BACKOFF_JITTER", 0.2),

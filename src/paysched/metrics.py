@@ -10,7 +10,11 @@ or per-payment labels (unbounded label sets would grow the time series without l
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from paysched.events import Event, EventKind
 
@@ -30,12 +34,25 @@ EXECUTOR_DURATION = Histogram(
     ["executor", "operation"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-QUEUE_JOBS = Gauge("paysched_queue_jobs", "Jobs in the Redis queue, by state.", ["state"])
-OCCURRENCES = Gauge("paysched_occurrences", "Occurrences in the database, by state.", ["state"])
-NOTIFICATIONS = Gauge("paysched_notifications", "Notifications in the outbox, by state.", ["state"])
+# Deployment-wide readings: in a group of processes (paysched.supervisor), the latest one
+# written by any of them is the value, not one series per process.
+_READING: Final = "mostrecent"
+QUEUE_JOBS = Gauge(
+    "paysched_queue_jobs", "Jobs in the Redis queue, by state.", ["state"],
+    multiprocess_mode=_READING,
+)  # fmt: skip
+OCCURRENCES = Gauge(
+    "paysched_occurrences", "Occurrences in the database, by state.", ["state"],
+    multiprocess_mode=_READING,
+)  # fmt: skip
+NOTIFICATIONS = Gauge(
+    "paysched_notifications", "Notifications in the outbox, by state.", ["state"],
+    multiprocess_mode=_READING,
+)  # fmt: skip
 OLDEST_DUE_AGE = Gauge(
     "paysched_oldest_due_occurrence_age_seconds",
     "Age of the oldest occurrence that is due and not yet final or unresolved (0 if none).",
+    multiprocess_mode=_READING,
 )
 
 _OUTCOME_OF = {
@@ -55,6 +72,18 @@ def on_event(event: Event) -> None:
         OUTCOMES.labels(f"resolved_{event.detail.get('outcome', 'unknown')}").inc()
     elif event.kind is EventKind.PROGRESS and "lateness_ms" in event.detail:
         START_LATENESS.observe(max(0.0, event.detail["lateness_ms"] / 1000))
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this process, or of its whole group when it is one of a
+    supervised group's processes (prometheus-client's multiprocess mode, set up by the
+    supervisor through PROMETHEUS_MULTIPROC_DIR)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return generate_latest()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
 
 
 def observe_executor(executor: str, operation: str, seconds: float) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from paysched import metrics
 from paysched.api.deps import paysched, problems
@@ -82,7 +82,7 @@ async def metrics_endpoint(request: Request) -> Response:
         credentials: HTTPAuthorizationCredentials | None = await bearer(request)
         await request.app.state.guard.authenticate(credentials)
     await refresh_gauges(request)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def refresh_gauges(request: Request) -> None:
