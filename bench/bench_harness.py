@@ -36,7 +36,8 @@ log = logging.getLogger("bench.run")
 
 RESULTS_DIR = ROOT / "bench" / "results"
 MEASUREMENTS = (
-    "lateness", "throughput", "burst", "scale", "footprint", "overhead", "cli", "api", "idle",
+    "lateness", "throughput", "burst", "processes", "scale", "footprint", "overhead", "cli",
+    "api", "idle",
 )  # fmt: skip
 CURRENCY = "USD"
 PAYER, PAYEE = "bench-payer", "bench-payee"
@@ -128,6 +129,12 @@ class NoopExecutor:
 
     async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
         return ExecutionResult.succeeded(idempotency_key)
+
+
+def noop_executor(settings: Settings) -> Executor:
+    """PAYSCHED_EXECUTOR=bench_harness:noop_executor (bench/ on PYTHONPATH): the no-op executor
+    for a `paysched` process the benchmark starts."""
+    return NoopExecutor()
 
 
 def _ledger(app: App) -> Executor:

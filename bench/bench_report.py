@@ -63,6 +63,15 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rows.append(_row("burst lateness p50", db, r["median_lateness_p50_ms"], "ms"))
         rows.append(_row("burst lateness p99", db, r["median_lateness_p99_ms"], "ms"))
+    for r in results.get("processes", {}).values():
+        db = r["database"]
+        for k, by in r["by_processes"].items():
+            rows.append(_row(f"burst {r['payments']:,} {r['executor']}, worker --processes {k}", db,
+                             by["median_all_succeeded_s"], "s"))  # fmt: skip
+            rows.append(_row("  payments/s, vs --processes 1", db, by["vs_one_process"], "x",
+                             ">= 1.6 (2 processes)" if k == "2" else "",
+                             None if k != "2" or by["vs_one_process"] is None
+                             else by["vs_one_process"] >= 1.6))  # fmt: skip
     for db, r in results.get("scale", {}).items():
         v = r["median_tick_ms"]
         target = TARGETS["tick_ms_1m"]

@@ -12,6 +12,8 @@ Measurements (--only takes a comma-separated subset of these names):
   throughput  scheduled -> succeeded, payments/s, concurrency 3 / 50 / 200, with the ledger
               executor and with a ledger executor that first sleeps 20 ms per call
   burst       10,000 payments due at the same instant: time until all succeeded, lateness
+  processes   the same burst drained by a real `paysched worker --processes K`, K = 1, 2, 4
+              (concurrency 50 shared): time until all succeeded, payments/s, ratio to K = 1
   scale       1,000,000 payments due in the future (+ 1,000,000 finished occurrences of history),
               a few due now: cost of one scheduler tick, EXPLAIN of the scheduler's queries
   footprint   peak RSS of a `paysched worker` process, Redis bytes per delayed job, what a
@@ -81,6 +83,7 @@ from measure_scale import bench_scale  # isort: skip
 from measure_throughput import bench_throughput  # isort: skip
 from measure_cli import bench_cli  # isort: skip
 from measure_idle import bench_idle  # isort: skip
+from measure_processes import bench_processes  # isort: skip
 from bench_harness import MEASUREMENTS, PG_CONNECTION_CAP, RESULTS_DIR, TARGETS  # isort: skip
 from common import (  # isort: skip
     DEFAULT_PG_ADMIN_URL,
@@ -101,6 +104,7 @@ BENCHES: dict[str, Bench] = {
     "lateness": bench_lateness,
     "throughput": bench_throughput,
     "burst": bench_burst,
+    "processes": bench_processes,
     "scale": bench_scale,
     "footprint": bench_footprint,
     "overhead": bench_overhead,

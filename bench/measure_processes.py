@@ -1,0 +1,114 @@
+"""Every core: a burst drained by `paysched worker --processes K`, K = 1, 2, 4.
+
+The payments are stored and enqueued (delayed, due at one instant T) by this process as in the
+burst measurement; then a real `paysched worker --processes K` — the supervisor and its K
+children, the command a user runs — starts before T and drains them, concurrency 50 in total
+(shared by its processes), with the ledger executor (every payment moves money from one payer
+account, whose row serialises them) and with a no-op executor (what the worker itself costs).
+Measured: seconds from T until every payment succeeded, payments/s,
+and the ratio of each K to K = 1 in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+# Run as a script, bench/ is on sys.path: the helpers live next to this file.
+from bench_harness import Ctx, insert_payments, median, paysched, wait_all_final  # isort: skip
+from common import stop_process, summarise  # isort: skip
+
+from paysched.domain import OccurrenceState
+from paysched.views import lateness_ms
+
+PROCESSES = (1, 2, 4)
+CONCURRENCY = 50
+
+
+BENCH_DIR = Path(__file__).resolve().parent
+EXECUTORS = {"ledger": "ledger", "noop": "bench_harness:noop_executor"}
+
+
+def worker_env(app: Any, executor: str) -> dict[str, str]:
+    cfg = app.settings
+    path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
+    return os.environ | {
+        "PAYSCHED_EXECUTOR": EXECUTORS[executor], "PYTHONPATH": path,
+        "REDIS_URL": app.redis_url, "DATABASE_URL": cfg.database_url,
+        "PAYSCHED_DATA_DIR": str(cfg.data_dir), "PAYSCHED_EMBEDDED_REDIS": "never",
+        "PAYSCHED_QUEUE": cfg.queue_name, "PAYSCHED_QUEUE_PREFIX": cfg.queue_prefix,
+        "PAYSCHED_CONCURRENCY": str(CONCURRENCY), "PAYSCHED_LOG_LEVEL": "WARNING",
+        "PAYSCHED_SHUTDOWN_GRACE": "15s",
+    }  # fmt: skip
+
+
+async def drain_run(ctx: Ctx, kind: str, n: int, processes: int, executor: str) -> dict[str, Any]:
+    async with paysched(ctx, kind, f"procs{processes}", concurrency=CONCURRENCY, funds=n) as app:
+        assert app.scheduler is not None
+        # Enough lead for the tick (~1 ms a payment) and the group's start (~2 s).
+        lead_s = 8.0 + n / 1000
+        due = (app.clock.now() + timedelta(seconds=lead_s)).replace(microsecond=0)
+        await app.db(insert_payments, app, [due] * n)
+        await app.scheduler.tick()
+        group = subprocess.Popen(
+            [sys.executable, "-m", "paysched", "worker", "--processes", str(processes)],
+            env=worker_env(app, executor), stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            margin_s = (due - app.clock.now()).total_seconds()
+            ok = await wait_all_final(app, n, timeout_s=max(margin_s, 0) + 600)
+        finally:
+            began = time.monotonic()
+            stop_process(group)
+            stop_s = time.monotonic() - began
+        occs = await app.db(app.store.all_occurrences)
+        late = [v for o in occs if (v := lateness_ms(o)) is not None]
+        finished = [o.finished_at for o in occs if o.finished_at is not None]
+        succeeded = sum(1 for o in occs if o.state == OccurrenceState.SUCCEEDED)
+        complete = ok and succeeded == n and group.returncode == 0
+        all_s = (max(finished) - due).total_seconds() if finished and complete else None
+        return {
+            "database": kind, "executor": executor, "payments": n, "processes": processes,
+            "concurrency": CONCURRENCY,
+            "complete": complete, "exit_code": group.returncode, "stop_s": round(stop_s, 2),
+            "first_due_margin_s": round(margin_s, 3),
+            "all_succeeded_after_s": round(all_s, 3) if all_s else None,
+            "payments_per_s": round(n / all_s, 1) if all_s else None,
+            "lateness_ms": summarise(late),
+        }  # fmt: skip
+
+
+async def bench_processes(ctx: Ctx) -> dict[str, Any]:
+    n = ctx.sizes.burst_payments
+    out: dict[str, Any] = {}
+    for kind, executor in [(k, e) for k in ctx.databases for e in EXECUTORS]:
+        by_k: dict[str, Any] = {}
+        for k in PROCESSES:
+            runs = []
+            for number in range(1, ctx.burst_runs + 1):
+                r = await drain_run(ctx, kind, n, k, executor)
+                print(f"  processes {kind} {executor} K={k} run {number}: {n} payments after "
+                      f"{r['all_succeeded_after_s']}s ({r['payments_per_s']}/s), lateness p99 "
+                      f"{r['lateness_ms']['p99']} ms, complete {r['complete']}",
+                      flush=True)  # fmt: skip
+                runs.append(r)
+            by_k[str(k)] = {
+                "runs": runs,
+                "median_all_succeeded_s": median([r["all_succeeded_after_s"] for r in runs]),
+                "median_payments_per_s": median([r["payments_per_s"] for r in runs]),
+                "complete": all(r["complete"] for r in runs),
+            }  # fmt: skip
+        one = by_k["1"]["median_payments_per_s"]
+        for k in PROCESSES:
+            rate = by_k[str(k)]["median_payments_per_s"]
+            by_k[str(k)]["vs_one_process"] = round(rate / one, 2) if rate and one else None
+        out[f"{kind}/{executor}"] = {
+            "database": kind, "executor": executor, "payments": n, "concurrency": CONCURRENCY,
+            "by_processes": by_k,
+        }  # fmt: skip
+    return out
