@@ -68,8 +68,8 @@ async def home(request: Request, _: ApiKey = Read) -> HTMLResponse:
 
 @router.get("/events")
 async def events(request: Request, _: ApiKey = Read) -> StreamingResponse:
-    body = live.stream(_app(request), request.app.state.guard, request.cookies[auth.COOKIE],
-                       request.app.state.stopping)  # fmt: skip
+    body = live.stream(request.app.state.live, request.app.state.guard,
+                       request.cookies[auth.COOKIE], request.app.state.stopping)  # fmt: skip
     # no-store: never cached; X-Accel-Buffering: a proxy (nginx) passes each event on at once.
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
