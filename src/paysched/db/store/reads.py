@@ -47,7 +47,7 @@ class PaymentHistory:
 class OccurrencePage:
     """A page of a payment's occurrences, newest first, with their transitions."""
 
-    occurrences: list[Occurrence]  # up to the limit plus one: the extra one says there is more
+    occurrences: list[Occurrence]  # up to the limit (ask one more to learn if more follow)
     transitions: dict[int, list[Transition]]  # by occurrence id, oldest first
 
 
@@ -135,9 +135,9 @@ class ReadsStore(StoreBase):
         c = t.occurrences.c
         if newest is None:
             newest = self._page_of(conn, payment.id, 1, None)
-        # IN the states that are not final rather than NOT IN the final ones: the planner may
-        # then take the (state, due_at) index, whose non-final part stays small, instead of
-        # walking the payment's whole history when every occurrence of it is final.
+        # The states that are not final, listed, rather than NOT IN the final ones: a list the
+        # (state, due_at) index can look up (its non-final part stays small), which NOT IN is
+        # not; else the payment's whole history is walked when all of it is final.
         unfinished = conn.execute(
             select(c.id).where(c.payment_id == payment.id)
             .where(c.state.in_([s.value for s in S if s not in FINAL_STATES])).limit(1)
