@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -327,12 +327,15 @@ class App:
         history = await self.db(self.store.transitions_of, [occurrence.id])
         return occurrence_view(occurrence, history)
 
-    async def payment_detail(self, payment_id: int) -> dict[str, Any]:
-        """A payment as `paysched show --json` and GET /v1/payments/{id} show it: its
-        occurrences with every attempt and transition, and its notifications."""
-        from paysched.direct import payment_detail
+    async def payment_detail(
+        self, payment_id: int, before: tuple[datetime, int] | None = None
+    ) -> dict[str, Any]:
+        """A payment as GET /v1/payments/{id} and the dashboard show it: its newest
+        occurrences (due before `before`, a (due_at, id) position, if given) with every
+        attempt and transition, a cursor for older ones, and its notifications."""
+        from paysched.direct import DETAIL_PAGE, payment_detail
 
-        return await self.db(payment_detail, self.store, payment_id)
+        return await self.db(payment_detail, self.store, payment_id, DETAIL_PAGE, before)
 
     async def resolve_occurrence(
         self, ref: str, outcome: str, reason: str, then: AfterWrite | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from paysched import redaction
@@ -69,16 +70,31 @@ async def stats(settings: Settings) -> dict[str, Any]:
     return {"queue": queue, "occurrences": occurrences, "notifications": notifications}
 
 
-def payment_detail(store: Store, payment_id: int) -> dict[str, Any]:
-    """A payment as `paysched show --json` and GET /v1/payments/{id} show it: its
-    occurrences with every attempt and transition, and its notifications."""
-    from paysched.views import notification_view, occurrence_view, payment_status, payment_view
+DETAIL_PAGE = 20  # occurrences in a payment's detail (GET /v1/payments/{id}, the dashboard)
 
-    found = store.payment_history(payment_id)
+
+def payment_detail(
+    store: Store, payment_id: int, page: int | None = None,
+    before: tuple[datetime, int] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A payment as `paysched show --json` and GET /v1/payments/{id} show it: its
+    occurrences with every attempt and transition, and its notifications.
+
+    With `page`, the newest `page` occurrences due before `before` (a (due_at, id) position),
+    and `occurrences_next_cursor`, the position of the oldest shown as a cursor for the next
+    page when older ones follow: a few statements and a bounded body however long the
+    payment's history. Without (`paysched show`), all of them, oldest first."""
+    from paysched.cursors import encode, occurrence_position
+    from paysched.views import notification_view, occurrence_view, payment_view, status_of
+
+    found = store.payment_history(payment_id, page=page, before=before)
     occs = found.occurrences
     view = payment_view(found.payment)
-    view["status"] = payment_status(found.payment, [o.state for o in occs])
+    view["status"] = status_of(found.payment, found.last_state, found.unfinished)
     view["occurrences"] = [occurrence_view(o, found.transitions[o.id]) for o in occs]
+    if page is not None:
+        more = found.more and bool(occs)
+        view["occurrences_next_cursor"] = encode(occurrence_position(occs[-1])) if more else None
     view["notifications"] = [notification_view(n) for n in reversed(found.notifications)]
     return view
 

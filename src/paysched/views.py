@@ -105,13 +105,22 @@ def payment_status(payment: Payment, states: Sequence[OccurrenceState]) -> str:
     final yet), or the outcome of the last occurrence (by due time) once all are final.
     `payment.state` says where the series is: a one-time payment is `done` as soon as its one
     occurrence exists, long before it is paid."""
+    return status_of(
+        payment, states[-1] if states else None, any(s not in FINAL_STATES for s in states)
+    )
+
+
+def status_of(payment: Payment, last: OccurrenceState | None, unfinished: bool) -> str:
+    """payment_status from what it needs of the occurrences: the state of the last one by due
+    time (None if there is none) and whether any is not final; a detail reads those two
+    without reading every occurrence."""
     if payment.state in (PaymentState.CANCELLED, PaymentState.PAUSED):
         return payment.state.value
-    if payment.state == PaymentState.ACTIVE or not states:
+    if payment.state == PaymentState.ACTIVE or last is None:
         return "scheduled"
-    if any(state not in FINAL_STATES for state in states):
+    if unfinished:
         return "pending"
-    return states[-1].value
+    return last.value
 
 
 def lateness_ms(occ: Occurrence) -> int | None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from paysched.api.server import listen, serve
 from paysched.app import App
@@ -420,3 +421,40 @@ async def test_a_dead_notification_is_sent_again(api: Api) -> None:
     assert (await api.app.db(outbox.get, sent.id)).state == "pending"
     twice = await api.client.post(retry, headers=signed(api, "write") | HX)
     assert twice.status_code == 409 and "not dead" in twice.text
+
+
+async def test_open_tabs_share_one_count_per_interval(api: Api) -> None:
+    """Each open stream counted the occurrences (and notifications, and the queue) itself
+    every second: five tabs, five counts a second. Now one count per rendering, whatever the
+    number of tabs, each tab sent every rendering."""
+    tabs, renderings = 5, 3
+    counts: list[str] = []
+
+    def before(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if "GROUP BY occurrences.state" in statement:
+            counts.append(statement)
+
+    engine = api.app.store.engine
+    async with served(api.app) as (url, _), httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+        async def tab() -> int:
+            seen = 0
+            async with client.stream("GET", "/dashboard/events",
+                                     headers=signed(api, "read")) as stream:  # fmt: skip
+                assert stream.status_code == 200
+                async for line in stream.aiter_lines():
+                    # Every rendering is an `overview` event or, unchanged, a comment.
+                    seen += line.startswith("event: overview") or line == ": unchanged"
+                    if seen == renderings:
+                        return seen
+            return seen
+
+        event.listen(engine, "before_cursor_execute", before)
+        try:
+            async with asyncio.timeout(30):
+                assert await asyncio.gather(*(tab() for _ in range(tabs))) == [renderings] * tabs
+        finally:
+            event.remove(engine, "before_cursor_execute", before)
+    # Tabs that open a little apart may each wait for one more rendering; one per tab would
+    # be tabs x renderings = 15.
+    assert renderings <= len(counts) <= renderings + 2, len(counts)

@@ -230,7 +230,18 @@ class PaymentSummary(Payment):
 
 
 class PaymentDetail(PaymentSummary):
-    occurrences: list[Occurrence]
+    occurrences: list[Occurrence] = Field(
+        description="Its newest occurrences, newest first (by due time, then id): at most 20. "
+        "Older ones: `occurrences_next`."
+    )
+    occurrences_next_cursor: str | None = Field(
+        description="Pass as `cursor` to GET /v1/payments/{id}/occurrences for the occurrences "
+        "older than these; null when there are none."
+    )
+    occurrences_next: str | None = Field(
+        description="That request's path and query (relative to the API's root); null when "
+        "there are no older occurrences."
+    )
     notifications: list[Notification]
 
 

@@ -3,7 +3,7 @@ due range, resolve an unknown or needs_review one by hand."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -14,6 +14,7 @@ from paysched.api.deps import paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
 from paysched.api.models import Id, Occurrence, Page, Resolve, Resolved
 from paysched.api.security import Admin, Read
+from paysched.cursors import is_occurrence_position, occurrence_after, occurrence_position
 from paysched.db.apikeys import ApiKey
 from paysched.domain import MAX_ID, OccurrenceState
 from paysched.domain import Occurrence as OccurrenceRow
@@ -43,26 +44,6 @@ def _instant(value: str | None, field: str) -> datetime | None:
     return None if value is None else parse_instant(value, field)
 
 
-def _due(value: Any) -> datetime | None:
-    """A position's due time: ISO 8601 with an offset, to the microsecond, as stored (in
-    milliseconds the next page began with the row the last one ended at); None if not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        due = datetime.fromisoformat(value)
-        return due.astimezone(UTC) if due.utcoffset() is not None else None
-    except (ValueError, OverflowError):  # not a time, or its offset leaves datetime's range
-        return None
-
-
-def _position(value: Any) -> bool:
-    """[due time, id]: an old position in milliseconds is refused, not read as another."""
-    return (
-        isinstance(value, list) and len(value) == 2 and _due(value[0]) is not None
-        and pages.is_id(value[1])
-    )  # fmt: skip
-
-
 def _summary(occ: OccurrenceRow) -> dict[str, Any]:
     return occurrence_view(occ, [])
 
@@ -87,15 +68,13 @@ async def list_occurrences(
     """Occurrences, earliest due first. List entries leave out `attempts` and `history`
     (empty lists); get one occurrence for them."""
     app = paysched(request)
-    position = pages.decode(cursor, _position)
-    due = _due(position[0]) if position else None
-    after = (due, position[1]) if due is not None else None
+    after = occurrence_after(pages.decode(cursor, is_occurrence_position))
     rows = await app.db(
         app.store.list_occurrences, limit + 1, after=after, state=_state(state),
         payment_id=payment_id, due_from=_instant(due_from, "due_from"),
         due_before=_instant(due_before, "due_before"),
     )  # fmt: skip
-    return pages.page(rows, limit, pages.each(_summary), lambda o: [o.due_at.isoformat(), o.id])
+    return pages.page(rows, limit, pages.each(_summary), occurrence_position)
 
 
 @router.get(

@@ -14,17 +14,15 @@ from typing import Any, TypeVar
 from fastapi import Query
 
 from paysched.api.problems import Problem
-from paysched.domain import MAX_ID, normalise_name
+from paysched.cursors import encode, is_id, is_int
+from paysched.domain import normalise_name
 from paysched.errors import InvalidInput
 
 T = TypeVar("T")
+__all__ = ["encode", "is_id", "is_int"]  # the API's modules take them from here
 
 Limit = Query(50, ge=1, le=1000, description="Page size.")
 Cursor = Query(None, max_length=200, description="`next_cursor` of the previous page.")
-
-
-def encode(position: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 
 
 def decode(cursor: str | None, check: Callable[[Any], bool]) -> Any:
@@ -62,15 +60,6 @@ def page(
 def each(view: Callable[[T], Any]) -> Callable[[Sequence[T]], list[Any]]:
     """`views` for a page whose rows are seen one by one."""
     return lambda rows: [view(r) for r in rows]
-
-
-def is_int(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def is_id(value: Any) -> bool:
-    """A row id: no larger one exists (nor reaches SQL, where it is out of range)."""
-    return is_int(value, 1, MAX_ID)
 
 
 def is_name(value: Any) -> bool:

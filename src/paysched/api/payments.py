@@ -1,9 +1,10 @@
-"""/v1/payments: create (one-time or recurring), list with filters, get with occurrences,
-cancel."""
+"""/v1/payments: create (one-time or recurring), list with filters, get with its newest
+occurrences, page through the rest of them, cancel."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -15,6 +16,7 @@ from paysched.api.models import (
     Cancelled,
     Held,
     Id,
+    Occurrence,
     Page,
     Payment,
     PaymentCreate,
@@ -25,6 +27,7 @@ from paysched.api.models import (
 )
 from paysched.api.security import Read, Write
 from paysched.app import App
+from paysched.cursors import is_occurrence_position, occurrence_after, occurrence_position
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
 from paysched.db.store.payments import Held as HeldResult
@@ -36,7 +39,7 @@ from paysched.inputs import (
     payer_currency,
     payment_request,
 )
-from paysched.views import due_view, iso, payment_view
+from paysched.views import due_view, iso, occurrence_view, payment_view
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
@@ -120,11 +123,45 @@ async def list_payments(
     response_model=PaymentDetail,
     operation_id="getPayment",
     responses=problems(404)
-    | links(200, occurrence=("getOccurrence", {"ref": "$response.body#/occurrences/0/key"})),
-)
+    | links(
+        200, occurrence=("getOccurrence", {"ref": "$response.body#/occurrences/0/key"}),
+        olderOccurrences=("listPaymentOccurrences", {
+            "payment_id": "$response.body#/id",
+            "cursor": "$response.body#/occurrences_next_cursor",
+        }),
+    ),
+)  # fmt: skip
 async def get_payment(payment_id: Id, request: Request, _: ApiKey = Read) -> dict[str, Any]:
-    """A payment, its occurrences with every attempt and transition, and its notifications."""
-    return await paysched(request).payment_detail(payment_id)
+    """A payment, its newest occurrences (up to 20, newest first) with every attempt and
+    transition, and its notifications. Older occurrences: `occurrences_next` (or
+    GET /v1/payments/{id}/occurrences with `cursor` = `occurrences_next_cursor`)."""
+    view = await paysched(request).payment_detail(payment_id)
+    cursor = view["occurrences_next_cursor"]
+    view["occurrences_next"] = (
+        None if cursor is None
+        else f"/v1/payments/{payment_id}/occurrences?{urlencode({'cursor': cursor})}"
+    )  # fmt: skip
+    return view
+
+
+@router.get(
+    "/{payment_id}/occurrences", response_model=Page[Occurrence],
+    operation_id="listPaymentOccurrences", responses=problems(404),
+)  # fmt: skip
+async def list_payment_occurrences(
+    payment_id: Id, request: Request, limit: int = pages.Limit, cursor: str | None = pages.Cursor,
+    _: ApiKey = Read,
+) -> dict[str, Any]:  # fmt: skip
+    """A payment's occurrences, newest first, each with every attempt and transition: the
+    pages after the ones its detail shows. A page costs the same few statements however long
+    the payment's history (keyset on due time and id)."""
+    app = paysched(request)
+    before = occurrence_after(pages.decode(cursor, is_occurrence_position))
+    found = await app.db(app.store.payment_occurrences, payment_id, limit + 1, before)
+    return pages.page(
+        found.occurrences, limit,
+        pages.each(lambda o: occurrence_view(o, found.transitions[o.id])), occurrence_position,
+    )  # fmt: skip
 
 
 def cancelled_view(result: CancelResult) -> dict[str, Any]:

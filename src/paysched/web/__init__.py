@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from paysched.api.routing import relative_slash_redirects
 from paysched.api.security import Guard
 from paysched.app import App
-from paysched.web import auth, pages, render
+from paysched.web import auth, live, pages, render
 
 # Scripts and styles only from the dashboard's own files (htmx adds one <style> for its
 # indicators, hence 'unsafe-inline' for styles alone); no framing (clickjacking of the action
@@ -47,6 +47,7 @@ def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI
     web.state.paysched = app
     web.state.guard = guard  # the API's own: one rate limit per key across API and dashboard
     web.state.stopping = stopping
+    web.state.live = live.LiveOverview(app, stopping)  # one per process, for every open tab
     render.install(web)
     web.middleware("http")(_headers)
 

@@ -1,12 +1,13 @@
 """/dashboard/events: the overview, live, as Server-Sent Events (htmx's sse extension swaps
 each `overview` event into the page).
 
-The stream renders the overview every second and at once on each paysched event of this
-process (workers running beside the API emit them on `app.bus`), at most every MIN_GAP_S so
-that a burst of completions is one render. An unchanged overview is sent as a comment, which
-costs a few bytes and finds a client that went away at the next write. It ends when the
-server stops (uvicorn's graceful shutdown waits for open responses, so an endless stream would
-hold `paysched serve` for its whole grace time) and when the key it was opened with is revoked.
+ONE task per process renders the overview for every open stream (LiveOverview): every second,
+and at once on each paysched event of this process (workers running beside the API emit them
+on `app.bus`), at most every MIN_GAP_S so that a burst of completions is one render. Each
+stream sends every rendering it is given; an unchanged one as a comment, which costs a few
+bytes and finds a client that went away at the next write. A stream ends when the server stops
+(uvicorn's graceful shutdown waits for open responses, so an endless stream would hold
+`paysched serve` for its whole grace time) and when the key it was opened with is revoked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from paysched.api.security import Guard
 from paysched.app import App
@@ -61,20 +62,75 @@ async def _render(app: App) -> str:
         return render("_unavailable.html", reason=short_error(exc))
 
 
-async def stream(app: App, guard: Guard, key: str, stopping: asyncio.Event) -> AsyncIterator[bytes]:
+class LiveOverview:
+    """The overview as the live streams send it, rendered once per interval for all of them.
+
+    Every open tab counted whole tables (occurrences and notifications by state, the queue)
+    every second: ten tabs, ten times the work, for the same numbers. Now one task renders
+    while at least one stream listens, and each stream waits for its next rendering; a stream
+    that opens meanwhile starts with the latest one."""
+
+    def __init__(self, app: App, stopping: asyncio.Event) -> None:
+        self._app = app
+        self._stopping = stopping
+        self._listeners = 0
+        self._task: asyncio.Task[None] | None = None
+        self._published = asyncio.Event()  # set, and replaced, at each rendering
+        self.version = 0  # renderings so far
+        self.html = ""
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        """A stream listens meanwhile: the renderer runs while anyone does."""
+        self._listeners += 1
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="dashboard-overview")
+        try:
+            yield
+        finally:
+            self._listeners -= 1
+            if not self._listeners and self._task is not None:
+                self._task.cancel()  # nobody to render for (its `finally` unsubscribes)
+                self._task = None
+
+    async def next(self, seen: int) -> tuple[int, str] | None:
+        """The first rendering after version `seen` (at once if there is one already), as
+        (version, html); None once the server stops."""
+        while self.version <= seen:
+            if self._stopping.is_set():
+                return None
+            await _first(self._published, self._stopping)
+        return self.version, self.html
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_event(_: Event) -> None:  # may be called from a worker's thread
+            loop.call_soon_threadsafe(wake.set)
+
+        unsubscribe = self._app.bus.subscribe(on_event)
+        try:
+            while not self._stopping.is_set():
+                wake.clear()
+                html = await _render(self._app)
+                self.version, self.html = self.version + 1, html
+                published, self._published = self._published, asyncio.Event()
+                published.set()
+                await _pause(wake, self._stopping)
+        finally:
+            unsubscribe()
+
+
+async def stream(
+    live: LiveOverview, guard: Guard, key: str, stopping: asyncio.Event
+) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-
-    def on_event(_: Event) -> None:  # may be called from a worker's thread
-        loop.call_soon_threadsafe(wake.set)
-
-    unsubscribe = app.bus.subscribe(on_event)
-    try:
+    with live.listening():
         yield f"retry: {RETRY_MS}\n\n".encode()
-        last, checked = "", loop.time()
-        while not stopping.is_set():
-            wake.clear()
-            html = await _render(app)
+        last, seen, checked = "", 0, loop.time()
+        while (got := await live.next(seen)) is not None:
+            seen, html = got
             yield sse("overview", html) if html != last else b": unchanged\n\n"
             last = html
             if loop.time() - checked >= RECHECK_KEY_S:
@@ -82,6 +138,3 @@ async def stream(app: App, guard: Guard, key: str, stopping: asyncio.Event) -> A
                 if await guard.db(guard.keys.verify, key) is None:  # revoked meanwhile
                     yield sse("signed-out", "")
                     return
-            await _pause(wake, stopping)
-    finally:
-        unsubscribe()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from paysched.api.pages import decode
 from paysched.api.problems import from_paysched
 from paysched.app import App
+from paysched.cursors import is_occurrence_position, occurrence_after
 from paysched.db.apikeys import ApiKey
 from paysched.domain import parse_id
 from paysched.errors import NotFound, PayschedError
@@ -66,24 +68,31 @@ async def home(request: Request, _: ApiKey = Read) -> HTMLResponse:
 
 @router.get("/events")
 async def events(request: Request, _: ApiKey = Read) -> StreamingResponse:
-    body = live.stream(_app(request), request.app.state.guard, request.cookies[auth.COOKIE],
-                       request.app.state.stopping)  # fmt: skip
+    body = live.stream(request.app.state.live, request.app.state.guard,
+                       request.cookies[auth.COOKIE], request.app.state.stopping)  # fmt: skip
     # no-store: never cached; X-Accel-Buffering: a proxy (nginx) passes each event on at once.
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
 async def _detail_page(
-    request: Request, payment_id: int, status: int = 200, flash: tuple[bool, str] | None = None
-) -> HTMLResponse:
-    detail = await _app(request).payment_detail(payment_id)
-    return page(request, "payment.html", status, p=detail, flash=flash)
+    request: Request, payment_id: int, status: int = 200, flash: tuple[bool, str] | None = None,
+    cursor: str | None = None,
+) -> HTMLResponse:  # fmt: skip
+    """The payment with its newest occurrences, or those older than `cursor` (the API's
+    cursor: a bad one is a 422 page naming it)."""
+    before = occurrence_after(decode(cursor, is_occurrence_position))
+    detail = await _app(request).payment_detail(payment_id, before)
+    return page(request, "payment.html", status, p=detail, flash=flash, cursor=cursor)
 
 
 @router.get("/payments/{payment_id}", response_class=HTMLResponse)
-async def payment(request: Request, payment_id: str, _: ApiKey = Read) -> HTMLResponse:
+async def payment(
+    request: Request, payment_id: str, cursor: str | None = Query(None, max_length=200),
+    _: ApiKey = Read,
+) -> HTMLResponse:  # fmt: skip
     # Taken as text and parsed by the CLI's rule: a bad id is a 422 page naming it.
-    return await _detail_page(request, parse_id(payment_id, "payment id"))
+    return await _detail_page(request, parse_id(payment_id, "payment id"), cursor=cursor)
 
 
 # -- acting (write keys) -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from paysched.db import tables as t
 from paysched.db.store.base import StoreBase, existing_id
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
 from paysched.domain import (
+    FINAL_STATES,
     PENDING_STATES,
     Notification,
     Occurrence,
@@ -30,16 +31,39 @@ class PaymentHistory:
     """What a payment's detail view shows, read at one instant."""
 
     payment: Payment
+    # Every occurrence oldest first (by due time, then id) when read unpaged; else one page,
+    # newest first, with `more` saying whether older ones follow.
     occurrences: list[Occurrence]
     transitions: dict[int, list[Transition]]  # by occurrence id, oldest first
     notifications: list[Notification]  # newest first
+    more: bool
+    # What views.payment_status needs of ALL the occurrences, whichever of them were read:
+    # the state of the last one by due time, and whether any is not final yet.
+    last_state: OccurrenceState | None
+    unfinished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OccurrencePage:
+    """A page of a payment's occurrences, newest first, with their transitions."""
+
+    occurrences: list[Occurrence]  # up to the limit (ask one more to learn if more follow)
+    transitions: dict[int, list[Transition]]  # by occurrence id, oldest first
 
 
 class ReadsStore(StoreBase):
-    def payment_history(self, payment_id: int, notifications: int = 1000) -> PaymentHistory:
+    def payment_history(
+        self, payment_id: int, *, page: int | None = None,
+        before: tuple[datetime, int] | None = None, notifications: int = 1000,
+    ) -> PaymentHistory:  # fmt: skip
         """A payment, its occurrences, their transitions and its latest notifications on ONE
         connection in one read transaction: a detail read was four checkouts (each a pool
-        ping, BEGIN and ROLLBACK around its query), most of GET /v1/payments/{id}'s time."""
+        ping, BEGIN and ROLLBACK around its query), most of GET /v1/payments/{id}'s time.
+
+        `page` bounds the occurrences read: the newest `page` due before `before` (a
+        (due_at, id) position), so that the read costs the same few statements and rows for a
+        payment with a year of history as for a new one. Unpaged (`page` None, for `paysched
+        show`) reads them all, oldest first."""
         # Imported here: db.outbox imports the store package.
         from paysched.db.outbox import notification_from
 
@@ -49,16 +73,84 @@ class ReadsStore(StoreBase):
             row = conn.execute(payment_select().where(t.payments.c.id == payment_id)).first()
             if row is None:
                 raise NotFound(f"no payment with id {payment_id}")
-            occurrences = self._occurrences_of(conn, payment_id)
-            transitions: dict[int, list[Transition]] = {o.id: [] for o in occurrences}
-            for tr in self._transitions_of(conn, list(transitions)):
-                transitions[tr.occurrence_id].append(tr)
+            payment = payment_from(row)
+            if page is None:
+                occurrences = self._occurrences_of(conn, payment_id)
+                more = False
+                last = occurrences[-1].state if occurrences else None
+                unfinished = any(o.state not in FINAL_STATES for o in occurrences)
+            else:
+                rows = self._page_of(conn, payment_id, page + 1, before)
+                more, occurrences = len(rows) > page, rows[:page]
+                last, unfinished = self._status_of(conn, payment, rows if before is None else None)
+            transitions = self._histories(conn, occurrences)
             sent = conn.execute(
                 select(t.notifications).where(n.payment_id == payment_id)
                 .order_by(n.id.desc()).limit(notifications)
             )  # fmt: skip
-            return PaymentHistory(payment_from(row), occurrences, transitions,
-                                  [notification_from(r) for r in sent])  # fmt: skip
+            return PaymentHistory(payment, occurrences, transitions,
+                                  [notification_from(r) for r in sent], more, last,
+                                  unfinished)  # fmt: skip
+
+    def payment_occurrences(
+        self, payment_id: int, limit: int, before: tuple[datetime, int] | None = None
+    ) -> OccurrencePage:
+        """Up to `limit` of the payment's occurrences due before `before` (a (due_at, id)
+        position; None from the newest), newest first, with their transitions: three
+        statements on one connection however long its history. NotFound if no payment."""
+        existing_id(payment_id, "payment")
+        with self._reading() as conn:
+            found = conn.execute(
+                select(t.payments.c.id).where(t.payments.c.id == payment_id)
+            ).first()
+            if found is None:
+                raise NotFound(f"no payment with id {payment_id}")
+            rows = self._page_of(conn, payment_id, limit, before)
+            return OccurrencePage(rows, self._histories(conn, rows))
+
+    def _page_of(
+        self, conn: Connection, payment_id: int, limit: int, before: tuple[datetime, int] | None
+    ) -> list[Occurrence]:
+        # Keyset on (due_at, id), newest first: one range scan of the (payment_id, due_at)
+        # index however deep the page.
+        c = t.occurrences.c
+        query = (
+            select(t.occurrences).where(c.payment_id == payment_id)
+            .order_by(c.due_at.desc(), c.id.desc()).limit(limit)
+        )  # fmt: skip
+        if before is not None:
+            query = query.where(
+                or_(c.due_at < before[0], and_(c.due_at == before[0], c.id < before[1]))
+            )
+        return [occurrence_from(r) for r in conn.execute(query)]
+
+    def _status_of(
+        self, conn: Connection, payment: Payment, newest: list[Occurrence] | None
+    ) -> tuple[OccurrenceState | None, bool]:
+        """(last state, any not final) of all the payment's occurrences, in at most two short
+        statements; `newest` is the first page when it was read (its head is the last one).
+        Only a done payment's status depends on them (views.payment_status)."""
+        if payment.state != PaymentState.DONE:
+            return None, False
+        c = t.occurrences.c
+        if newest is None:
+            newest = self._page_of(conn, payment.id, 1, None)
+        # The states that are not final, listed, rather than NOT IN the final ones: a list the
+        # (state, due_at) index can look up (its non-final part stays small), which NOT IN is
+        # not; else the payment's whole history is walked when all of it is final.
+        unfinished = conn.execute(
+            select(c.id).where(c.payment_id == payment.id)
+            .where(c.state.in_([s.value for s in S if s not in FINAL_STATES])).limit(1)
+        ).first() is not None  # fmt: skip
+        return (newest[0].state if newest else None), unfinished
+
+    def _histories(
+        self, conn: Connection, occurrences: Sequence[Occurrence]
+    ) -> dict[int, list[Transition]]:
+        transitions: dict[int, list[Transition]] = {o.id: [] for o in occurrences}
+        for tr in self._transitions_of(conn, list(transitions)):
+            transitions[tr.occurrence_id].append(tr)
+        return transitions
 
     def get_occurrence(self, occurrence_id: int) -> Occurrence:
         existing_id(occurrence_id, "occurrence")
@@ -85,7 +177,7 @@ class ReadsStore(StoreBase):
         rows = conn.execute(
             select(t.occurrences)
             .where(t.occurrences.c.payment_id == payment_id)
-            .order_by(t.occurrences.c.due_at)
+            .order_by(t.occurrences.c.due_at, t.occurrences.c.id)
         )
         return [occurrence_from(r) for r in rows]
 
