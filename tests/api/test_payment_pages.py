@@ -90,7 +90,10 @@ async def test_a_detail_costs_the_same_statements_however_long_the_history(api: 
             r = await api.get(f"/v1/payments/{pid}")
         assert r.status_code == 200, r.text
         detail = r.json()
-        assert [o["id"] for o in detail["occurrences"]] == newest_first(api, pid)[:DETAIL_PAGE]
+        # The newest page, in due order (as the detail always listed them).
+        assert [o["id"] for o in detail["occurrences"]] == newest_first(api, pid)[:DETAIL_PAGE][
+            ::-1
+        ]
         assert all(len(o["history"]) == 4 for o in detail["occurrences"])
         assert detail["status"] == "succeeded" and detail["occurrences_next_cursor"]
         cost[n] = sent
@@ -112,7 +115,7 @@ async def test_the_status_still_sees_occurrences_beyond_the_first_page(api: Api)
 async def test_the_cursor_walks_every_occurrence_exactly_once(api: Api) -> None:
     pid = await with_history(api, 300)
     detail = (await api.get(f"/v1/payments/{pid}")).json()
-    seen = [o["id"] for o in detail["occurrences"]]
+    seen = [o["id"] for o in reversed(detail["occurrences"])]
     # The link first, as a client following it would; then pages of another size.
     r = await api.client.get(detail["occurrences_next"], headers=api.auth("read"))
     pages = 1
@@ -140,6 +143,8 @@ async def test_a_page_of_a_short_history_has_no_cursor(api: Api) -> None:
     detail = (await api.get(f"/v1/payments/{pid}")).json()
     assert len(detail["occurrences"]) == DETAIL_PAGE
     assert detail["occurrences_next_cursor"] is None and detail["occurrences_next"] is None
+    # Up to a page, the detail lists every occurrence in due order, as it did before pages.
+    assert [o["id"] for o in detail["occurrences"]] == newest_first(api, pid)[::-1]
     pid = await with_history(api, 0)
     detail = (await api.get(f"/v1/payments/{pid}")).json()
     assert detail["occurrences"] == [] and detail["status"] == "scheduled"

@@ -60,11 +60,12 @@ def payments(env: dict[str, str], count: int) -> list[int]:
     paysched(env, "accounts", "create", "alice")
     paysched(env, "accounts", "create", "bob")
     paysched(env, "accounts", "deposit", "alice", "1000.00")
-    return [
-        paysched(env, "schedule", "--from", "alice", "--to", "bob", "--amount", "1.00",
-                 "--in", "1s")["id"]  # fmt: skip
-        for _ in range(count)
-    ]
+    return [schedule_one(env) for _ in range(count)]
+
+
+def schedule_one(env: dict[str, str]) -> int:
+    args = ("--from", "alice", "--to", "bob", "--amount", "1.00", "--in", "1s")
+    return int(paysched(env, "schedule", *args)["id"])
 
 
 def succeeded(env: dict[str, str]) -> int:
@@ -99,11 +100,7 @@ def test_a_group_pays_once_restarts_a_dead_child_and_stops_on_sigterm(
         wait_for_sync(
             lambda: len(children(group.pid) - {victim}) == 2, 30, "the child started again"
         )
-        more = [
-            paysched(env, "schedule", "--from", "alice", "--to", "bob", "--amount", "1.00",
-                     "--in", "1s")["id"]  # fmt: skip
-            for _ in range(4)
-        ]
+        more = [schedule_one(env) for _ in range(4)]
         wait_for_sync(lambda: succeeded(env) == len(first) + len(more), 60, "the later ones")
         kids = children(group.pid)
     finally:

@@ -231,8 +231,9 @@ class PaymentSummary(Payment):
 
 class PaymentDetail(PaymentSummary):
     occurrences: list[Occurrence] = Field(
-        description="Its newest occurrences, newest first (by due time, then id): at most 20. "
-        "Older ones: `occurrences_next`."
+        description="Its newest occurrences (at most 20), in due order (by due time, then "
+        "id), as every occurrence was listed before there were pages. Older ones: "
+        "`occurrences_next`."
     )
     occurrences_next_cursor: str | None = Field(
         description="Pass as `cursor` to GET /v1/payments/{id}/occurrences for the occurrences "

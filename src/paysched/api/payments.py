@@ -132,10 +132,13 @@ async def list_payments(
     ),
 )  # fmt: skip
 async def get_payment(payment_id: Id, request: Request, _: ApiKey = Read) -> dict[str, Any]:
-    """A payment, its newest occurrences (up to 20, newest first) with every attempt and
+    """A payment, its newest occurrences (up to 20, in due order) with every attempt and
     transition, and its notifications. Older occurrences: `occurrences_next` (or
     GET /v1/payments/{id}/occurrences with `cursor` = `occurrences_next_cursor`)."""
     view = await paysched(request).payment_detail(payment_id)
+    # In due order, as this answer always listed them: a payment of up to 20 occurrences
+    # reads exactly as before the page existed; a longer one shows its latest 20.
+    view["occurrences"].reverse()
     cursor = view["occurrences_next_cursor"]
     view["occurrences_next"] = (
         None if cursor is None
