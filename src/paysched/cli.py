@@ -251,7 +251,7 @@ def _supervise(
     or one per API process; PAYSCHED_CONCURRENCY is the total, shared among the workers."""
     import logging
 
-    from paysched.supervisor import shares, supervise
+    from paysched.supervisor import child_command, shares, supervise
 
     api = ["--api-fd", str(sock.fileno())] if sock is not None else []
     children: list[tuple[str, list[str], dict[str, str]]] = []
@@ -259,14 +259,15 @@ def _supervise(
         for i, share in enumerate(shares(cfg.concurrency, count)):
             args = ["--worker", *(["--scheduler", *api] if i == 0 else [])]
             env = {"PAYSCHED_CONCURRENCY": str(share)}
-            children.append((f"worker process {i + 1}/{count}", args, env))
+            children.append((f"worker process {i + 1}/{count}", child_command(*args), env))
         logging.getLogger("paysched.supervisor").info(
             "%s worker processes sharing concurrency %s", count, cfg.concurrency
         )
     else:
         sched = ["--scheduler"] if scheduler else []
         for i in range(api_workers):
-            children.append((f"API process {i + 1}/{api_workers}", [*sched, *api], {}))
+            name = f"API process {i + 1}/{api_workers}"
+            children.append((name, child_command(*sched, *api), {}))
             sched = []
     code = supervise(cfg, children, [sock.fileno()] if sock is not None else [])
     if code:

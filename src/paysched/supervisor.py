@@ -88,7 +88,7 @@ def adopt() -> None:
 @dataclass
 class Child:
     name: str
-    args: list[str]
+    argv: list[str]  # the whole command line
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
@@ -112,8 +112,7 @@ class Supervisor:
         if self.metrics_dir is not None:
             env[METRICS_ENV] = self.metrics_dir
         child.process = subprocess.Popen(
-            [sys.executable, "-m", "paysched", "child", *child.args],
-            env=env, stdin=subprocess.DEVNULL, pass_fds=tuple(self.pass_fds),
+            child.argv, env=env, stdin=subprocess.DEVNULL, pass_fds=tuple(self.pass_fds),
         )  # fmt: skip
         child.started, child.restart_at = time.monotonic(), None
         log.info("%s started (pid %s)", child.name, child.process.pid)
@@ -226,19 +225,24 @@ def serve_metrics(listen: tuple[str, int], directory: str) -> None:
         raise ConfigError("PAYSCHED_METRICS_LISTEN", why) from None
 
 
+def child_command(*args: str) -> list[str]:
+    """The command line of one process of a `paysched` group."""
+    return [sys.executable, "-m", "paysched", "child", *args]
+
+
 def supervise(
     cfg: Settings, children: Sequence[tuple[str, list[str], Mapping[str, str]]],
     pass_fds: Sequence[int] = (),
 ) -> int:  # fmt: skip
-    """Run `children` (name, `paysched child` arguments, extra environment) supervised until
-    SIGTERM / SIGINT; the exit code for the command."""
+    """Run `children` (name, command line, extra environment) supervised until SIGTERM /
+    SIGINT; the exit code for the command."""
     env, embedded = prepare_backends(cfg)
     metrics_dir = tempfile.mkdtemp(prefix="paysched-metrics-")
     try:
         if cfg.metrics_listen is not None:
             serve_metrics(cfg.metrics_listen, metrics_dir)
         supervisor = Supervisor(
-            [Child(name, args, env | dict(extra)) for name, args, extra in children],
+            [Child(name, argv, env | dict(extra)) for name, argv, extra in children],
             cfg.shutdown_grace.total_seconds(), pass_fds, metrics_dir,
         )  # fmt: skip
         return supervisor.run()

@@ -43,6 +43,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--out", type=Path, default=Path("chaos-report.json"))
     ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument(
+        "--worker-processes", type=int, default=1,
+        help="processes per worker (a supervised group, as `paysched worker --processes K`)",
+    )  # fmt: skip
     ap.add_argument("--schedulers", type=int, default=2)
     ap.add_argument("--drain-timeout", type=float, default=120.0)
     ap.add_argument("--fail-rate", type=float, default=0.08, help="transient executor failures")
@@ -59,7 +63,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.faults = tuple(args.faults.replace(",", " ").split())
     if unknown := sorted(set(args.faults) - set(WEIGHTS)):
         ap.error(f"--faults: unknown fault kind(s) {', '.join(unknown)}")
-    if args.faults and not kinds(args.database, args.executor, args.faults):
+    if args.worker_processes < 1:
+        ap.error("--worker-processes: at least 1")
+    if args.faults and not kinds(
+        args.database, args.executor, args.faults, args.worker_processes > 1
+    ):
         ap.error(f"--faults: none of them applies to a {args.database} run with executor "
                  f"{args.executor}")  # fmt: skip
     return args
@@ -82,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds(args.seed) or [1]:
         cfg = Config(
             seed=seed, duration=args.duration, payments=args.payments, database=args.database,
-            workers=args.workers, schedulers=args.schedulers, drain_timeout=args.drain_timeout,
+            workers=args.workers, worker_processes=args.worker_processes,
+            schedulers=args.schedulers, drain_timeout=args.drain_timeout,
             fail_rate=args.fail_rate, hang_rate=args.hang_rate, stall_rate=args.stall_rate,
             executor=args.executor, recurring=args.recurring, db_error_rate=args.db_error_rate,
             log_level=args.log_level, keep=args.keep, faults=args.faults,

@@ -31,7 +31,8 @@ from paysched.domain import Occurrence, OccurrenceState, occurrence_key
 
 # kind -> relative weight of the extra faults after one of each kind
 WEIGHTS = {
-    "kill_worker": 6,
+    "kill_worker": 6,  # with worker groups (--worker-processes): the group's parent
+    "kill_worker_child": 4,  # one process of a worker group, which its supervisor restarts
     "kill_scheduler": 3,
     "redis_restart": 2,
     "redis_flushall": 2,
@@ -47,6 +48,7 @@ WEIGHTS = {
     "stall_takeover_cancel": 1,
 }
 PROVIDER_ONLY = {"provider_kill", "stall_takeover_cancel"}
+GROUPS_ONLY = {"kill_worker_child"}
 # stall_takeover_cancel: how far ahead the payment it stages is due (time to mark it), how
 # long each stage may take before the fault gives up and says so in its detail.
 STAGE_LEAD = timedelta(seconds=1)
@@ -55,10 +57,12 @@ STAGE_TIMEOUT_S = 20.0
 T = TypeVar("T")
 
 
-def kinds(database: str, executor: str, only: Collection[str] = ()) -> list[str]:
+def kinds(
+    database: str, executor: str, only: Collection[str] = (), groups: bool = False
+) -> list[str]:
     """The fault kinds a run on this database with this executor injects (of `only`, if
-    given: a focused run)."""
-    skip = set()
+    given: a focused run); `groups`: its workers are groups of processes."""
+    skip = set() if groups else set(GROUPS_ONLY)
     if database != "postgresql":
         skip.add("pg_terminate")
     if executor != "provider":
@@ -84,11 +88,11 @@ class InjectedFault:
 
 def plan(
     seed: int, duration: float, database: str, executor: str = "ledger", mean_gap_s: float = 3.0,
-    only: Collection[str] = (),
+    only: Collection[str] = (), groups: bool = False,
 ) -> list[PlannedFault]:  # fmt: skip
     """One of every kind at a random moment, then more at random until the phase is full."""
     rng = random.Random(seed)
-    chosen = kinds(database, executor, only)
+    chosen = kinds(database, executor, only, groups)
     if not chosen:
         raise ValueError(f"--faults: none of {sorted(only)} applies to a {database} run with "
                          f"executor {executor}")  # fmt: skip
@@ -151,6 +155,10 @@ class Injector:
     def kill_worker(self, fault: PlannedFault) -> dict[str, Any]:
         name = self._victim("worker", fault)
         return {"process": name, "killed": self.procs.sigkill(name, fault.down_s)}
+
+    def kill_worker_child(self, fault: PlannedFault) -> dict[str, Any]:
+        name = self._victim("worker", fault)
+        return {"process": name, "child": self.procs.sigkill_child(name, fault.pick)}
 
     def kill_scheduler(self, fault: PlannedFault) -> dict[str, Any]:
         name = self._victim("scheduler", fault)

@@ -1,7 +1,8 @@
 """A paysched worker process whose executor misbehaves: `python -m paysched.chaos.node`.
 
-It is `paysched worker` with the ledger executor wrapped in faults, decided per (occurrence,
-attempt) from the run's seed so every worker agrees:
+It is `paysched worker` (with PAYSCHED_PROCESSES > 1, a supervised group of them, as
+`paysched worker --processes K`) with the ledger executor wrapped in faults, decided per
+(occurrence, attempt) from the run's seed so every worker agrees:
   - a transient failure (RetryableError) at PAYSCHED_CHAOS_FAIL_RATE, via FlakyExecutor;
   - a hang past the provider timeout at PAYSCHED_CHAOS_HANG_RATE: the call hangs, the wrapper's
     timeout fires and the attempt fails as retryable; half of these hang *after* the money
@@ -46,6 +47,7 @@ from paysched.executors.base import ExecutionResult, Executor, Resolvable
 from paysched.executors.flaky import FlakyExecutor
 from paysched.executors.ledger import LedgerExecutor
 from paysched.logs import setup_logging
+from paysched.supervisor import PARENT_ENV, adopt, shares, supervise
 
 log = logging.getLogger("paysched.chaos.node")
 
@@ -208,9 +210,29 @@ def _frames(task: asyncio.Task[object]) -> list[str]:
     return [out.getvalue()]
 
 
+def supervise_group(settings: Settings) -> int:
+    """PAYSCHED_PROCESSES > 1: this process is a group's supervisor (as `paysched worker
+    --processes K` is) and its children are chaos nodes sharing the concurrency."""
+    count = min(settings.processes, settings.concurrency)
+    children = [
+        (f"chaos node {i + 1}/{count}", [sys.executable, "-m", "paysched.chaos.node"],
+         {"PAYSCHED_CONCURRENCY": str(share), "PAYSCHED_PROCESSES": "1"})
+        for i, share in enumerate(shares(settings.concurrency, count))
+    ]  # fmt: skip
+    return supervise(settings, children)
+
+
 def main() -> None:
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings.log_format)
+    if PARENT_ENV in os.environ:
+        adopt()
+    elif settings.processes > 1:
+        try:
+            sys.exit(supervise_group(settings))
+        except BackendUnavailable as exc:
+            log.error("error: %s", exc)
+            sys.exit(5)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 pid`: stacks to the log
 
     async def run() -> None:

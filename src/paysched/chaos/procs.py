@@ -30,6 +30,7 @@ class Proc:
     process: subprocess.Popen[bytes] | None = None
     down_until: float = 0.0  # killed on purpose: restart at this monotonic time
     starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # beside the harness's own
     unexpected_exits: list[int] = field(default_factory=list)
     exit_logs: list[str] = field(default_factory=list)  # the log's last lines at each exit
 
@@ -41,11 +42,14 @@ class Processes:
         self.procs: dict[str, Proc] = {}
         self._logs: list[IO[bytes]] = []
 
-    def add(self, role: str, count: int, command: list[str] | None = None) -> None:
+    def add(
+        self, role: str, count: int, command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         """`count` processes of `role`, running `command` (default: the role's paysched one)."""
         for i in range(count):
             name = f"{role}-{i + 1}"
-            self.procs[name] = Proc(name, role, command or ROLES[role])
+            self.procs[name] = Proc(name, role, command or ROLES[role], env=dict(env or {}))
 
     def names(self, role: str) -> list[str]:
         return sorted(n for n, p in self.procs.items() if p.role == role)
@@ -57,8 +61,8 @@ class Processes:
         log = (self.logdir / f"{name}.log").open("ab")
         self._logs.append(log)
         proc.process = subprocess.Popen(
-            proc.command, env=os.environ | self.env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            proc.command, env=os.environ | self.env | proc.env, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         proc.down_until = 0.0
 
@@ -76,6 +80,37 @@ class Processes:
         proc.process = None
         proc.down_until = time.monotonic() + down_for
         return True
+
+    def children(self, name: str) -> list[int]:
+        """The live child processes of `name` (a worker group's processes), from /proc."""
+        proc = self.procs[name]
+        if proc.process is None or proc.process.poll() is not None:
+            return []
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ppid …": comm may hold spaces, so split after its ')'.
+            state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+            if int(ppid) == proc.process.pid and state != "Z":
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def sigkill_child(self, name: str, pick: int) -> int | None:
+        """SIGKILL one process of the group `name`; its supervisor starts it again."""
+        children = self.children(name)
+        if not children:
+            return None
+        victim = children[pick % len(children)]
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            return None
+        return victim
 
     def supervise(self) -> None:
         """Restart what was killed (once its down time is over) or exited on its own."""

@@ -51,6 +51,9 @@ class Config:
     payments: int = 500
     database: str = "sqlite"
     workers: int = 3
+    # Processes per worker group (`paysched worker --processes K`: a supervisor and K
+    # children, as on one host); 1: each worker one process.
+    worker_processes: int = 1
     schedulers: int = 2
     concurrency: int = 3
     drain_timeout: float = 120.0
@@ -193,7 +196,12 @@ def run(cfg: Config) -> dict[str, Any]:
         canceller = Canceller(store, payments, LOOKAHEAD_S, cfg.seed)
 
         procs.add("scheduler", cfg.schedulers)
-        procs.add("worker", cfg.workers)
+        group: dict[str, str] = {}
+        if cfg.worker_processes > 1:  # each child as many jobs at once as a lone worker
+            total = cfg.concurrency * cfg.worker_processes
+            group = {"PAYSCHED_PROCESSES": str(cfg.worker_processes),
+                     "PAYSCHED_CONCURRENCY": str(total)}  # fmt: skip
+        procs.add("worker", cfg.workers, env=group)
         for name in procs.procs:
             if name != "provider-1":
                 procs.start(name)
@@ -211,7 +219,8 @@ def run(cfg: Config) -> dict[str, Any]:
         )  # fmt: skip
         phase_start = time.monotonic() + max(0.0, (base - datetime.now(UTC)).total_seconds())
         injected: list[InjectedFault] = []
-        for fault in plan(cfg.seed, cfg.duration, cfg.database, cfg.executor, only=cfg.faults):
+        for fault in plan(cfg.seed, cfg.duration, cfg.database, cfg.executor, only=cfg.faults,
+                          groups=cfg.worker_processes > 1):  # fmt: skip
             sleep(phase_start + fault.at - time.monotonic())
             try:
                 done = injector.inject(fault)
