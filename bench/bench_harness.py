@@ -36,8 +36,8 @@ log = logging.getLogger("bench.run")
 
 RESULTS_DIR = ROOT / "bench" / "results"
 MEASUREMENTS = (
-    "lateness", "throughput", "burst", "processes", "scale", "footprint", "overhead", "cli",
-    "api", "idle",
+    "lateness", "throughput", "http", "burst", "processes", "scale", "footprint", "overhead",
+    "cli", "api", "idle",
 )  # fmt: skip
 CURRENCY = "USD"
 PAYER, PAYEE = "bench-payer", "bench-payee"
@@ -189,7 +189,7 @@ def cap_pg_pool(app: App) -> int | None:
 @contextlib.asynccontextmanager
 async def paysched(
     ctx: Ctx, kind: str, tag: str, *, concurrency: int, executor: str = "ledger",
-    funds: int = 0, **settings: Any,
+    funds: int = 0, executor_factory: Callable[[App], Executor] | None = None, **settings: Any,
 ) -> Any:  # fmt: skip
     """paysched (store, queue, scheduler, worker processor) on a fresh database and its own
     queue, with two accounts; the payer holds `funds`. Everything removed afterwards."""
@@ -198,7 +198,8 @@ async def paysched(
     with fresh_database(kind, run_dir, ctx.pg_admin_url) as (db_url, _label):
         cfg = settings_for(ctx.redis_url, db_url, run_dir, concurrency=concurrency, tag=tag,
                            **settings)  # fmt: skip
-        app = await asyncio.wait_for(App.open(cfg, executor_factory=EXECUTORS[executor]), 120)
+        factory = executor_factory or EXECUTORS[executor]
+        app = await asyncio.wait_for(App.open(cfg, executor_factory=factory), 120)
         try:
             cap_pg_pool(app)
             now = app.clock.now()

@@ -63,6 +63,11 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rows.append(_row("burst lateness p50", db, r["median_lateness_p50_ms"], "ms"))
         rows.append(_row("burst lateness p99", db, r["median_lateness_p99_ms"], "ms"))
+    for r in results.get("http", {}).values():
+        rows.append(_row(f"http executor, provider 50 ms, c={r['concurrency']}", r["database"],
+                         r["median_payments_per_s"], "payments/s"))  # fmt: skip
+        rows.append(_row("  share of concurrency / 50 ms", r["database"],
+                         r["median_of_ceiling"], "x"))  # fmt: skip
     for r in results.get("processes", {}).values():
         db = r["database"]
         for k, by in r["by_processes"].items():

@@ -11,6 +11,8 @@ Measurements (--only takes a comma-separated subset of these names):
               (bench/lateness.py's runs, reused as they are)
   throughput  scheduled -> succeeded, payments/s, concurrency 3 / 50 / 200, with the ledger
               executor and with a ledger executor that first sleeps 20 ms per call
+  http        the HTTP executor against the stand-in provider answering each charge in 50 ms,
+              concurrency 50 and 200: payments/s and its share of the concurrency/50 ms ceiling
   burst       10,000 payments due at the same instant: time until all succeeded, lateness
   processes   the same burst drained by a real `paysched worker --processes K`, K = 1, 2, 4
               (concurrency 50 shared): time until all succeeded, payments/s, ratio to K = 1
@@ -84,6 +86,7 @@ from measure_throughput import bench_throughput  # isort: skip
 from measure_cli import bench_cli  # isort: skip
 from measure_idle import bench_idle  # isort: skip
 from measure_processes import bench_processes  # isort: skip
+from measure_http import bench_http  # isort: skip
 from bench_harness import MEASUREMENTS, PG_CONNECTION_CAP, RESULTS_DIR, TARGETS  # isort: skip
 from common import (  # isort: skip
     DEFAULT_PG_ADMIN_URL,
@@ -103,6 +106,7 @@ Bench = Callable[[Ctx], Awaitable[dict[str, Any]]]
 BENCHES: dict[str, Bench] = {
     "lateness": bench_lateness,
     "throughput": bench_throughput,
+    "http": bench_http,
     "burst": bench_burst,
     "processes": bench_processes,
     "scale": bench_scale,

@@ -456,8 +456,13 @@ def default_executor(app: App) -> Executor:
             settings.provider_url, settings.provider_token,
             connect_timeout_s=settings.provider_connect_timeout.total_seconds(),
             read_timeout_s=settings.provider_timeout.total_seconds(),
+            # Every job at once, and the resolver's lookups beside them.
+            connections=settings.concurrency + LOOKUP_CONNECTIONS,
         )  # fmt: skip
     return plugin_executor(settings)
+
+
+LOOKUP_CONNECTIONS = 8
 
 
 def lookup_timeout(settings: Settings) -> timedelta:

@@ -567,3 +567,62 @@ def test_rejects_tokens_that_cannot_be_sent(token: str) -> None:
     with pytest.raises(ValueError, match="token") as raised:
         HttpExecutor("http://127.0.0.1:1", token)
     assert token not in str(raised.value)
+
+
+class CountingProvider:
+    """A provider that answers every charge `succeeded` once `hold` of them are in flight
+    (so they must all be in flight at once), counting the TCP connections it accepted."""
+
+    def __init__(self, hold: int) -> None:
+        self.hold = hold
+        self.connections = 0
+        self.in_flight = 0
+        self.all_in = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))  # fmt: skip
+                key = json.loads(await reader.readexactly(length))["reference"]
+                self.in_flight += 1
+                if self.in_flight >= self.hold:
+                    self.all_in.set()
+                await asyncio.wait_for(self.all_in.wait(), 10)
+                self.in_flight -= 1
+                if self.in_flight == 0:
+                    self.all_in.clear()
+                body = json.dumps({"id": f"c-{key}", "status": "succeeded", "reference": key})
+                head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                writer.write(head + b"content-length: %d\r\n\r\n" % len(body) + body.encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_every_job_at_once_gets_a_connection_and_keeps_it() -> None:
+    """With `connections` = the concurrency, that many charges reach the provider at once, and
+    a second round reuses the same connections: httpx keeps only 20 alive by default, so at
+    concurrency 30 a third of the charges opened (and closed) a connection of their own."""
+    jobs = 30
+    provider = CountingProvider(hold=jobs)
+    server = await asyncio.start_server(provider.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    executor = HttpExecutor(f"http://127.0.0.1:{port}", "", connections=jobs)
+    try:
+        for _ in range(2):
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *[executor.execute(make_claim(), f"pay-{i}-1") for i in range(jobs)]
+                ),
+                20,
+            )
+            assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+        assert provider.connections == jobs
+    finally:
+        await executor.aclose()
+        server.close()
+        await server.wait_closed()

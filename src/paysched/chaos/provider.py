@@ -37,13 +37,17 @@ SETTLE_S = 1.5
 
 
 class ChaosProvider:
-    def __init__(self, workdir: Path, seed: int, rates: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, seed: int, rates: dict[str, float] | None = None,
+        slow_s: float | None = None,
+    ) -> None:  # fmt: skip
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
         self.db = workdir / "standin.db"
         self.seed = seed
         self.rates = RATES if rates is None else rates
+        self.slow_s = slow_s  # how long a `slow` answer takes (None: the stand-in's default)
         self.initial: dict[str, Decimal] = {}
         self._drawn: Counter[str] = Counter()
         self._client = httpx.Client(base_url=self.url, timeout=5.0)
@@ -54,6 +58,7 @@ class ChaosProvider:
             sys.executable, "-m", "paysched.standin", "--port", str(self.port),
             "--db", str(self.db), "--seed", f"chaos-{self.seed}", "--rates", rates,
             "--hang-s", str(HANG_S), "--settle-s", str(SETTLE_S),
+            *(["--slow-s", str(self.slow_s)] if self.slow_s is not None else []),
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:

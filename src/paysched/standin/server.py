@@ -391,6 +391,9 @@ def _object(raw: bytes) -> dict[str, Any]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: 50 workers connecting at once overflowed it
+    # and were reset (ConnectionResetError on both sides), which a real provider never does.
+    request_queue_size = 1024
 
     def __init__(
         self,
