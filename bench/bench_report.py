@@ -63,6 +63,10 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rows.append(_row("burst lateness p50", db, r["median_lateness_p50_ms"], "ms"))
         rows.append(_row("burst lateness p99", db, r["median_lateness_p99_ms"], "ms"))
+        rows.append(_row("on-time payments behind the burst: lateness p50", db,
+                         r.get("median_ontime_lateness_p50_ms"), "ms"))  # fmt: skip
+        rows.append(_row("on-time payments behind the burst: lateness p99", db,
+                         r.get("median_ontime_lateness_p99_ms"), "ms"))  # fmt: skip
     for r in results.get("http", {}).values():
         rows.append(_row(f"http executor, provider 50 ms, c={r['concurrency']}", r["database"],
                          r["median_payments_per_s"], "payments/s"))  # fmt: skip
