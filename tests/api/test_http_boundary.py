@@ -160,3 +160,20 @@ async def test_a_connection_that_never_finishes_its_headers_is_closed(api: Api) 
         await asyncio.wait_for(reader.read(), 60)  # the first answer's body, then the close
         assert reader.at_eof()
         writer.close()
+
+
+async def test_a_backend_error_is_503_without_a_traceback(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database going away mid-request: 503 with Retry-After, handled where it was raised.
+    It was answered by the outermost middleware, which then raised it again for the server to
+    print as a traceback per request (here, the test client raises it)."""
+    from sqlalchemy.exc import OperationalError
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(api.app.store, "payment_history", gone)
+    response = await api.get("/v1/payments/1")
+    problem(response, 503, "backend_unavailable")
+    assert response.headers["retry-after"] == "5"

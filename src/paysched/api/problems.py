@@ -159,22 +159,35 @@ def install(api: FastAPI) -> None:
         return problem_response(request, Problem(exc.status_code, code, str(exc.detail),
                                                  headers=headers))  # fmt: skip
 
+    # Backend errors get handlers of their own classes, not only the catch-all below:
+    # Starlette answers a handler of `Exception` from its outermost middleware and then raises
+    # the error again for the server to log, so a database outage answered 503 and still
+    # printed a traceback per request.
+    from redis import RedisError
+    from sqlalchemy.exc import DataError, DBAPIError
+
+    @api.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(request, Problem(422, "invalid_input", "a value is out of "
+                                                 "range for the database"))  # fmt: skip
+
+    async def _backend(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("request %s: backend error: %s", request_id(request), exc)
+        return problem_response(
+            request, Problem(503, "backend_unavailable", "the database or Redis did not "
+                             "answer; try again", headers={"Retry-After": "5"})
+        )  # fmt: skip
+
+    for backend_error in (DBAPIError, RedisError, OSError):
+        api.add_exception_handler(backend_error, _backend)
+
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug or a backend failing mid-request. Database/Redis errors are the backend's:
-        # 503 so clients retry; anything else is ours, logged with its traceback.
-        from redis import RedisError
-        from sqlalchemy.exc import DataError, DBAPIError
-
+        # A bug: ours, logged with its traceback.
         if isinstance(exc, DataError):
-            return problem_response(request, Problem(422, "invalid_input", "a value is out of "
-                                                     "range for the database"))  # fmt: skip
+            return await _out_of_range(request, exc)
         if isinstance(exc, DBAPIError | RedisError | OSError):
-            log.warning("request %s: backend error: %s", request_id(request), exc)
-            return problem_response(
-                request, Problem(503, "backend_unavailable", "the database or Redis did not "
-                                 "answer; try again", headers={"Retry-After": "5"})
-            )  # fmt: skip
+            return await _backend(request, exc)
         log.exception("request %s failed", request_id(request))
         detail = "internal error; the log has the details under this request id"
         return problem_response(request, Problem(500, "internal", detail))
