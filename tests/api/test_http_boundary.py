@@ -177,3 +177,17 @@ async def test_a_backend_error_is_503_without_a_traceback(
     response = await api.get("/v1/payments/1")
     problem(response, 503, "backend_unavailable")
     assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("DELETE", "/dashboard/login", "GET, HEAD, POST"), ("POST", "/dashboard/", "GET, HEAD"),
+     ("PUT", "/dashboard/payments/1", "GET, HEAD")],
+)  # fmt: skip
+async def test_a_dashboard_405_names_every_method_too(
+    api: Api, method: str, path: str, allowed: str
+) -> None:
+    """The dashboard's 405 pages said only Starlette's first route's methods, without HEAD."""
+    r = await api.client.request(method, path)
+    assert r.status_code == 405 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["allow"] == allowed

@@ -101,12 +101,16 @@ def _field(loc: tuple[Any, ...]) -> str:
 METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
-def allowed_methods(request: Request) -> list[str]:
+def allowed_methods(request: Request, mounted: bool = False) -> list[str]:
     """The methods some route takes at this path, each asked of the routes as a request with
-    that method (FastAPI's included routers keep their own routes out of `app.routes`)."""
+    that method (FastAPI's included routers keep their own routes out of `app.routes`).
+    `mounted`: asked from an app mounted under the API (the dashboard), whose routes are
+    matched below the mount's root_path."""
     routes = request.app.router.routes
     # As the app saw the request: a mount on the way here moved its root_path.
-    root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+    root = request.scope.get("root_path", "")
+    if not mounted:
+        root = request.scope.get("app_root_path", root)
     scope = dict(request.scope, root_path=root)
     taken = {
         method for method in METHODS

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from paysched.api.problems import TITLES, Problem, from_paysched, request_id
+from paysched.api.problems import TITLES, Problem, allowed_methods, from_paysched, request_id
 from paysched.errors import PayschedError
 from paysched.redaction import redact
 
@@ -83,4 +83,7 @@ def install(web: FastAPI) -> None:
         detail = {404: "no such page", 405: "this page does not take that method"}.get(
             exc.status_code, str(exc.detail)
         )
-        return error_page(request, exc.status_code, detail, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, HEAD with GET (as the API's)
+            headers["Allow"] = ", ".join(allowed_methods(request, mounted=True))
+        return error_page(request, exc.status_code, detail, headers)
