@@ -293,18 +293,32 @@ def _serve_here(cfg: Settings, scheduler: bool, worker: bool, sock: Any) -> None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if sock is None:
-            await app.run(stop, scheduler=scheduler, worker=worker)
-            return
-        from paysched.api.server import serve as serve_api
+        from paysched.supervisor import watch_parent
 
-        parts = [asyncio.create_task(serve_api(app, sock, stop))]
-        if scheduler or worker:
-            parts.append(asyncio.create_task(app.run(stop, scheduler=scheduler, worker=worker)))
-        await asyncio.gather(*parts)
+        orphaned = asyncio.create_task(watch_parent(stop))
+        try:
+            await _run_parts(app, stop, scheduler, worker, sock)
+        finally:
+            stop.set()
+            await orphaned
 
     # A service waits for its backends (saying so once); a command fails within seconds.
     with_app(body, cfg=cfg, wait_for_backends=True)
+
+
+async def _run_parts(app: App, stop: Any, scheduler: bool, worker: bool, sock: Any) -> None:
+    """The API, the scheduler and the workers of one process, until `stop` is set."""
+    import asyncio
+
+    if sock is None:
+        await app.run(stop, scheduler=scheduler, worker=worker)
+        return
+    from paysched.api.server import serve as serve_api
+
+    parts = [asyncio.create_task(serve_api(app, sock, stop))]
+    if scheduler or worker:
+        parts.append(asyncio.create_task(app.run(stop, scheduler=scheduler, worker=worker)))
+    await asyncio.gather(*parts)
 
 
 API_DEFAULT = "127.0.0.1:8080"

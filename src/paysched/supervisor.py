@@ -85,6 +85,22 @@ def adopt() -> None:
         os._exit(1)
 
 
+async def watch_parent(stop: asyncio.Event, every_s: float = 1.0) -> None:
+    """In a child: set `stop` when the supervisor is gone. The kernel's parent-death signal
+    does this at once on Linux; elsewhere (no PR_SET_PDEATHSIG) this is what ends an orphan,
+    gracefully, within a second."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None:
+        return
+    while not stop.is_set():
+        if os.getppid() != int(parent):
+            log.error("the supervisor (pid %s) is gone; stopping", parent)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
 @dataclass
 class Child:
     name: str
