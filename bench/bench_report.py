@@ -75,9 +75,10 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
     for r in results.get("processes", {}).values():
         db = r["database"]
         for k, by in r["by_processes"].items():
-            rows.append(_row(f"burst {r['payments']:,} {r['executor']}, worker --processes {k}", db,
+            how = f"worker --processes {k}" if k.isdigit() else f"{k} worker"
+            rows.append(_row(f"burst {r['payments']:,} {r['executor']}, {how}", db,
                              by["median_all_succeeded_s"], "s"))  # fmt: skip
-            rows.append(_row("  payments/s, vs --processes 1", db, by["vs_one_process"], "x",
+            rows.append(_row("  payments/s, vs one process", db, by["vs_one_process"], "x",
                              ">= 1.6 (2 processes)" if k == "2" else "",
                              None if k != "2" or by["vs_one_process"] is None
                              else by["vs_one_process"] >= 1.6))  # fmt: skip
