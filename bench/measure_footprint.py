@@ -110,7 +110,8 @@ async def worker_footprint(ctx: Ctx, kind: str, n: int) -> dict[str, Any]:
         pattern = f"{settings.queue_prefix}:{settings.queue_name}:*"
         base_keys, base_usage, _ = await _key_usage(client, pattern)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "paysched", "worker"], env=env, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "paysched", "worker", "--processes", "1"], env=env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=open(settings.data_dir / "worker.log", "wb"),  # noqa: SIM115
         )  # fmt: skip
         try:

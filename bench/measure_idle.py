@@ -86,7 +86,9 @@ async def idle_run(ctx: Ctx, kind: str, settle_s: float, window_s: float) -> dic
             }  # fmt: skip
             with open(run_dir / "run.log", "wb") as log_file:
                 proc = subprocess.Popen(
-                    [sys.executable, str(WRAPPER), "run"], env=env, stdin=subprocess.DEVNULL,
+                    # One process: the counters hook this interpreter, not a group's children.
+                    [sys.executable, str(WRAPPER), "run", "--processes", "1"], env=env,
+                    stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=log_file,
                 )  # fmt: skip
                 try:
