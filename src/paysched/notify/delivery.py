@@ -25,7 +25,7 @@ from paysched.domain import Notification
 from paysched.errors import PermanentDelivery, RetryableDelivery
 from paysched.events import Event, EventKind
 from paysched.notify.base import NotifierRegistry
-from paysched.threads import in_pool
+from paysched.threads import GroupCommit, in_pool
 
 log = logging.getLogger("paysched.notify")
 P = ParamSpec("P")
@@ -58,6 +58,13 @@ class Deliverer:
         self.backoff_max_s = backoff_max_s
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
+        # Sends that end together are recorded in one transaction (see GroupCommit): one write
+        # transaction per notification was as many as the payments themselves took.
+        self._sent: GroupCommit[int, None] = GroupCommit(pool, self._mark_sent)
+
+    def _mark_sent(self, notification_ids: list[int]) -> list[None]:
+        self.outbox.mark_sent(notification_ids, self.clock.now())
+        return [None] * len(notification_ids)
 
     async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await in_pool(self.pool, fn, *args, **kwargs)
@@ -98,9 +105,10 @@ class Deliverer:
         except Exception as exc:  # a bug in a channel must not stop the loop
             await self._retry_later(n, f"{type(exc).__name__}: {exc}", None)
             return False
-        # Recorded as soon as it is sent, not with its batch: a batch waited for its slowest
-        # receiver, its lease ran out meanwhile, and another deliverer sent the rest again.
-        await self._db(self.outbox.mark_sent, [n.id], self.clock.now())
+        # Recorded as soon as it is sent, not with its lease batch: a batch waited for its
+        # slowest receiver, its lease ran out meanwhile, and another deliverer sent the rest
+        # again. Sends that finish while a record is being written share the next one.
+        await self._sent.submit(n.id)
         log.debug("notification %s sent via %s", n.id, n.channel)
         return True
 
