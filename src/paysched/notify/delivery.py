@@ -28,6 +28,8 @@ from paysched.notify.base import NotifierRegistry
 from paysched.threads import GroupCommit, in_pool
 
 log = logging.getLogger("paysched.notify")
+# After a payment's event wakes the deliverer, it waits this long before its pass.
+WAKE_GATHER_S = 0.05
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -143,6 +145,12 @@ class Deliverer:
                 waiter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiter
+            if self._wake.is_set() and not stop.is_set():
+                # Woken by a payment: let the ones finishing with it write theirs too, and
+                # send them in one pass. Under load every completion woke a pass of its own
+                # (a read, a lease and a record of sends for a notification or two each).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), WAKE_GATHER_S)
         # One last pass for what the final payments wrote; what fails stays pending for the
         # next process, nothing is lost.
         with contextlib.suppress(Exception):
