@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
 from bench_harness import Ctx, QUICK, insert_payments, paysched, running, wait_all_final  # isort: skip
 from common import DEFAULT_PG_ADMIN_URL, PrivateRedis  # isort: skip
+from measure_overhead import bare_bullmq_run  # isort: skip
 
 COUNTS = {"statements": 0, "begins": 0, "commits": 0}
 KINDS: Counter[str] = Counter()  # statements by their first words and table
@@ -81,6 +82,24 @@ def _commandstats(client: redis.Redis) -> dict[str, int]:
     }
 
 
+async def count_bare(ctx: Ctx, n: int) -> dict[str, Any]:
+    """The same counts for bare BullMQ no-op jobs (bench/measure_overhead.py's reference)."""
+    client = redis.Redis.from_url(ctx.redis_url)
+    redis0, cpu0 = _commandstats(client), time.process_time()
+    run = await bare_bullmq_run(ctx, n)
+    cpu, redis1 = time.process_time() - cpu0, _commandstats(client)
+    client.close()
+    commands = {k: redis1.get(k, 0) - redis0.get(k, 0) for k in redis1}
+    # Its adds and its obliterate are in the window too: count only what the worker sends.
+    scripts = commands.get("evalsha", 0) + commands.get("eval", 0)
+    return {"database": "-", "executor": "bare BullMQ", "payments": n,
+            "complete": run["complete"], "payments_per_s": run["jobs_per_s"],
+            "per_payment": {"cpu_ms (incl. adds)": round(1000 * cpu / n, 3),
+                            "redis_commands (incl. adds)": round(sum(commands.values()) / n, 3),
+                            "redis_round_trips_scripts (incl. adds)": round(scripts / n, 3)},
+            "sql_statements": {}}  # fmt: skip
+
+
 async def count(ctx: Ctx, kind: str, executor: str, n: int) -> dict[str, Any]:
     client = redis.Redis.from_url(ctx.redis_url)
     async with paysched(ctx, kind, "rt", concurrency=50, executor=executor, funds=n) as app:
@@ -88,10 +107,10 @@ async def count(ctx: Ctx, kind: str, executor: str, n: int) -> dict[str, Any]:
         await app.db(insert_payments, app, [app.clock.now() - timedelta(milliseconds=1)] * n)
         await asyncio.wait_for(app.scheduler.tick(), 300)
         sql0, kinds0, redis0 = dict(COUNTS), Counter(KINDS), _commandstats(client)
-        began = time.monotonic()
+        began, cpu0 = time.monotonic(), time.process_time()
         async with running(app, scheduler=False):
             ok = await wait_all_final(app, n, timeout_s=max(120.0, n / 5))
-            elapsed = time.monotonic() - began
+            elapsed, cpu = time.monotonic() - began, time.process_time() - cpu0
             sql1, kinds1, redis1 = dict(COUNTS), Counter(KINDS), _commandstats(client)
     client.close()
     commands = {k: redis1.get(k, 0) - redis0.get(k, 0) for k in redis1}
@@ -101,6 +120,7 @@ async def count(ctx: Ctx, kind: str, executor: str, n: int) -> dict[str, Any]:
         "database": kind, "executor": executor, "payments": n, "complete": ok,
         "payments_per_s": round(n / elapsed, 1),
         "per_payment": {
+            "cpu_ms": round(1000 * cpu / n, 3),
             "sql_statements": round((sql1["statements"] - sql0["statements"]) / n, 3),
             "sql_transactions": round((sql1["begins"] - sql0["begins"]) / n, 3),
             "redis_commands": round(sum(commands.values()) / n, 3),
@@ -116,6 +136,7 @@ def main() -> int:
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--executor", default="noop,ledger", help="comma-separated")
     parser.add_argument("--payments", type=int, default=2000)
+    parser.add_argument("--bare", action="store_true", help="also bare BullMQ no-op jobs")
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
     args = parser.parse_args()
     databases = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
@@ -127,8 +148,11 @@ def main() -> int:
                   quick=True)  # fmt: skip
 
         async def all_counts() -> list[dict[str, Any]]:
-            return [await count(ctx, kind, executor, args.payments)
-                    for kind in databases for executor in args.executor.split(",")]  # fmt: skip
+            out = [await count_bare(ctx, args.payments)] if args.bare else []
+            for kind in databases:
+                for executor in args.executor.split(","):
+                    out.append(await count(ctx, kind, executor, args.payments))
+            return out
 
         for result in asyncio.run(all_counts()):
             print(json.dumps(result))
