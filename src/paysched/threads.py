@@ -38,10 +38,15 @@ class GroupCommit(Generic[T, R]):
         pool: ThreadPoolExecutor,
         run_batch: Callable[[list[T]], Sequence[R | BaseException]],
         max_batch: int = 100,
+        linger_s: float = 0.0,
     ) -> None:
         self._pool = pool
         self._run_batch = run_batch
         self._max_batch = max_batch
+        # Under load (the last batch held more than one call) a batch waits this long for more
+        # calls before it starts; a lone call after a quiet spell still runs at once.
+        self._linger_s = linger_s
+        self._loaded = False
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -54,8 +59,11 @@ class GroupCommit(Generic[T, R]):
 
     async def _drain(self) -> None:
         while self._pending:
+            if self._loaded and self._linger_s and len(self._pending) < self._max_batch:
+                await asyncio.sleep(self._linger_s)
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
+            self._loaded = len(batch) > 1
             try:
                 results = await self._run([item for item, _ in batch])
             except asyncio.CancelledError:

@@ -46,6 +46,8 @@ S = OccurrenceState
 MAX_TAKEOVERS = 10
 # A step that ends sooner is not written to the job's progress in Redis (see _progress_while).
 PROGRESS_DEFER_S = 0.2
+# Under load a claim batch waits this long for the jobs being fetched behind it (see GroupCommit)
+CLAIM_LINGER_S = 0.005  # s; the start of a burst's payments moves by at most this
 # Retries after paysched's own database failed: exponential from the backoff base, capped.
 INFRA_RETRY_CAP_MS = 15_000
 # The resolver first asks about an unknown outcome this long after it happened.
@@ -100,7 +102,7 @@ class PaymentProcessor:
         self.deployment_id = deployment_id
         # Concurrent jobs claim and finish in shared transactions (see GroupCommit).
         self._claims: GroupCommit[tuple[int, str | None], Claim | NoClaim] = GroupCommit(
-            pool, lambda requests: store.claim_many(requests, clock.now())
+            pool, lambda requests: store.claim_many(requests, clock.now()), linger_s=CLAIM_LINGER_S
         )
         self._finishes: GroupCommit[Finish, bool] = GroupCommit(
             pool, lambda items: store.finish_many(items, clock.now())
