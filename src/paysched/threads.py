@@ -47,11 +47,12 @@ class GroupCommit(Generic[T, R]):
         self._run_batch = run_batch
         self._max_batch = max_batch
         # Under load a batch waits linger_s for more calls before it starts; a lone call after
-        # a quiet spell still runs at once. Load: the last batch began less than quiet_s
-        # (4 lingers) before. Calls that came one at a time, back to back, each ran alone
-        # before the next arrived: a worker fetching jobs one by one never batched its claims.
+        # a quiet spell still runs at once. Load: the last batch began less than quiet_s (one
+        # linger) before. Calls that came one at a time, back to back, each ran alone before
+        # the next arrived: a worker fetching jobs one by one never batched its claims. With
+        # 4 lingers, payments due every 40 ms or so (bench lateness) waited too, often.
         self._linger_s = linger_s
-        self._quiet_s = 4 * linger_s if quiet_s is None else quiet_s
+        self._quiet_s = linger_s if quiet_s is None else quiet_s
         self._last_start = -math.inf
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._drainer: asyncio.Task[None] | None = None
