@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, ParamSpec, TypeVar
@@ -38,10 +40,20 @@ class GroupCommit(Generic[T, R]):
         pool: ThreadPoolExecutor,
         run_batch: Callable[[list[T]], Sequence[R | BaseException]],
         max_batch: int = 100,
+        linger_s: float = 0.0,
+        quiet_s: float | None = None,
     ) -> None:
         self._pool = pool
         self._run_batch = run_batch
         self._max_batch = max_batch
+        # Under load a batch waits linger_s for more calls before it starts; a lone call after
+        # a quiet spell still runs at once. Load: the last batch began less than quiet_s (one
+        # linger) before. Calls that came one at a time, back to back, each ran alone before
+        # the next arrived: a worker fetching jobs one by one never batched its claims. With
+        # 4 lingers, payments due every 40 ms or so (bench lateness) waited too, often.
+        self._linger_s = linger_s
+        self._quiet_s = linger_s if quiet_s is None else quiet_s
+        self._last_start = -math.inf
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -54,6 +66,16 @@ class GroupCommit(Generic[T, R]):
 
     async def _drain(self) -> None:
         while self._pending:
+            recent = time.monotonic() - self._last_start < self._quiet_s
+            if recent and len(self._pending) < self._max_batch:
+                try:
+                    await asyncio.sleep(self._linger_s)
+                except asyncio.CancelledError:
+                    for _, future in self._pending:
+                        future.cancel()
+                    self._pending.clear()
+                    raise
+            self._last_start = time.monotonic()
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:

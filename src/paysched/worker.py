@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -46,6 +46,8 @@ S = OccurrenceState
 MAX_TAKEOVERS = 10
 # A step that ends sooner is not written to the job's progress in Redis (see _progress_while).
 PROGRESS_DEFER_S = 0.2
+# Under load a claim batch waits this long for the jobs being fetched behind it (see GroupCommit)
+CLAIM_LINGER_S = 0.005  # s; the start of a burst's payments moves by at most this
 # Retries after paysched's own database failed: exponential from the backoff base, capped.
 INFRA_RETRY_CAP_MS = 15_000
 # The resolver first asks about an unknown outcome this long after it happened.
@@ -67,6 +69,13 @@ def occurrence_id_of(data: Any) -> int:
     if deployment is not None and not isinstance(deployment, str):
         raise CorruptJob(f"deployment: expected a string, got {deployment!r}")
     return value
+
+
+@dataclass(slots=True)
+class Shown:
+    """Whether a step's progress reached the job in Redis (or only the event bus)."""
+
+    in_redis: bool = False
 
 
 class PaymentProcessor:
@@ -93,7 +102,7 @@ class PaymentProcessor:
         self.deployment_id = deployment_id
         # Concurrent jobs claim and finish in shared transactions (see GroupCommit).
         self._claims: GroupCommit[tuple[int, str | None], Claim | NoClaim] = GroupCommit(
-            pool, lambda requests: store.claim_many(requests, clock.now())
+            pool, lambda requests: store.claim_many(requests, clock.now()), linger_s=CLAIM_LINGER_S
         )
         self._finishes: GroupCommit[Finish, bool] = GroupCommit(
             pool, lambda items: store.finish_many(items, clock.now())
@@ -105,10 +114,6 @@ class PaymentProcessor:
                   detail)
         )  # fmt: skip
 
-    async def _progress(self, job: Job, claim: Claim, percent: int, step: str) -> None:
-        await self._write_progress(job, percent, step)
-        self._emit(EventKind.PROGRESS, claim, progress=percent, step=step)
-
     async def _write_progress(self, job: Job, percent: int, step: str) -> None:
         try:
             await job.updateProgress({"percent": percent, "step": step})
@@ -118,22 +123,25 @@ class PaymentProcessor:
     @contextlib.asynccontextmanager
     async def _progress_while(
         self, job: Job, claim: Claim, percent: int, step: str
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[Shown]:
         """Progress for a step that may be quick: subscribers hear of it at once, Redis only if
         the step is still running after PROGRESS_DEFER_S. Each write to Redis is a Lua script
         and a stream entry; the profile had two per payment costing as much CPU as fetching
         the job, for a step that a ledger payment leaves within milliseconds. A slow executor
-        (a payment provider) still shows "executing" in the queue."""
+        (a payment provider) still shows "executing" in the queue. The yielded Shown says
+        whether it did (see _record)."""
         self._emit(EventKind.PROGRESS, claim, progress=percent, step=step)
+        shown = Shown()
         written: asyncio.Task[None] | None = None
 
         def publish() -> None:
             nonlocal written
+            shown.in_redis = True
             written = asyncio.ensure_future(self._write_progress(job, percent, step))
 
         handle = asyncio.get_running_loop().call_later(PROGRESS_DEFER_S, publish)
         try:
-            yield
+            yield shown
         finally:
             handle.cancel()
             if written is not None:
@@ -194,7 +202,7 @@ class PaymentProcessor:
             try:
                 async with self._progress_while(
                     job, claim, 50, f"executing via {self.executor.name}"
-                ):
+                ) as shown:
                     began = time.monotonic()
                     try:
                         result = await self.executor.execute(claim, claim.occurrence.key)
@@ -213,14 +221,16 @@ class PaymentProcessor:
             except Exception as exc:  # nobody can say what it left behind
                 log.exception("executor %s raised on %s", self.executor.name, job.id)
                 result = ExecutionResult.unknown(f"executor error: {type(exc).__name__}: {exc}")
-            return await self._record(job, claim, result)
+            return await self._record(job, claim, result, shown)
         except _INFRA_ERRORS as exc:
             # Recording the outcome failed: the occurrence stays executing under this fence,
             # and the retry takes it over and asks the executor again with the same key.
             delay = self._infra_delay(job)
             raise RetryLater(f"database error: {short_error(exc)}", delay) from exc
 
-    async def _record(self, job: Job, claim: Claim, result: ExecutionResult) -> dict[str, Any]:
+    async def _record(
+        self, job: Job, claim: Claim, result: ExecutionResult, shown: Shown
+    ) -> dict[str, Any]:
         if result.fenced_out:
             log.warning("job %s lost its claim to another worker; not settling", job.id)
             return {"fenced_out": True}
@@ -234,7 +244,13 @@ class PaymentProcessor:
             Finish(claim, S.SUCCEEDED, None, claim.on_success, reference=result.reference)
         ):
             return {"fenced_out": True}
-        await self._progress(job, claim, 100, "succeeded")
+        # The job's completion in Redis (its returnvalue, {"succeeded": true, ...}) says what a
+        # 100 % progress would: that write was one Lua script and a stream entry per payment,
+        # a third of the scripts a payment ran. Only a job whose "executing" the queue showed
+        # gets it, so that no finished job is left showing a step it has left.
+        if shown.in_redis:
+            await self._write_progress(job, 100, "succeeded")
+        self._emit(EventKind.PROGRESS, claim, progress=100, step="succeeded")
         self._emit(EventKind.COMPLETED, claim, reference=result.reference,
                    amount=claim.payment.amount, currency=claim.payment.currency)  # fmt: skip
         return {"succeeded": True, "occurrence": claim.occurrence.key}

@@ -309,3 +309,45 @@ async def test_a_webhook_resolving_to_a_non_global_address_is_dead_at_delivery(h
             await notifier.send(f"http://{host}:0/hook", {"event": "succeeded"}, "k2")
     finally:
         await notifier.close()
+
+
+async def test_notifications_sent_together_are_recorded_in_one_transaction(
+    settings: Settings,
+) -> None:
+    """Each send is recorded as soon as it ends, but sends that end together share one write
+    transaction: recording them one by one cost a transaction per notification, as many as
+    the payments themselves took."""
+    app = await App.open(settings)  # nothing configured: the log channel
+    try:
+        assert app.outbox is not None
+        outbox = app.outbox
+        await fund(app, {"alice": 1_000, "bob": 0})
+        pids = [await pay_notifying(app, 10) for _ in range(12)]
+        stop = asyncio.Event()
+        run = asyncio.create_task(app.run(stop, deliver=False))  # their notifications wait
+        try:
+            await all_final(app, pids)
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, 30)
+        recorded: list[list[int]] = []
+        real = outbox.mark_sent
+
+        def mark_sent(ids: Any, now: datetime) -> None:
+            recorded.append(list(ids))
+            real(ids, now)
+
+        outbox.mark_sent = mark_sent  # type: ignore[method-assign,assignment]
+        registry = build_registry(app.settings)
+        deliverer = Deliverer(outbox, registry, app.clock, app.pool)
+        try:
+            assert await deliverer.deliver_due() == 12
+        finally:
+            await registry.close()
+        pending = [n.id for pid in pids for n in await app.db(outbox.list, None, pid)]
+        assert sorted(i for ids in recorded for i in ids) == sorted(pending)
+        assert len(recorded) <= 2, recorded  # the first at once, the others together
+        for pid in pids:
+            assert await states(app, pid) == ["sent"]
+    finally:
+        await app.close()

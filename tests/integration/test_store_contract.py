@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from paysched.db.store import Claim, Finish, NoClaim, Store
+from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store, transitions
 from paysched.domain import OccurrenceState, PaymentState
 from paysched.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 
@@ -224,3 +225,47 @@ def test_times_come_back_aware_utc(store: Store) -> None:
     payment = store.get_payment(pid)
     assert payment.due_at == datetime(2026, 11, 28, 10, 0, 0, 123_000, tzinfo=UTC)
     assert payment.due_at is not None and payment.due_at.tzinfo is not None
+
+
+def test_a_batch_of_changes_is_all_or_nothing(store: Store) -> None:
+    """Claims and finishes of many occurrences in one batch (PostgreSQL writes them and their
+    history with one statement): each gets its own compare-and-set and history row; an id twice
+    in a batch is a claim and a takeover; one stale change in a batch writes nothing at all."""
+    funded(store)
+    for _ in range(4):
+        one_time(store, amount=10)
+    ids = [o.id for o in store.materialize_due(T0, T0)]
+    claims = store.claim_many([(ids[0], None), (ids[1], None), (ids[1], None), (ids[2], None),
+                               (ids[3], None)], T0)  # fmt: skip
+    first, taken, second, third, fourth = claims
+    assert isinstance(first, Claim) and isinstance(second, Claim) and isinstance(third, Claim)
+    assert isinstance(taken, Claim) and isinstance(fourth, Claim)
+    assert second.fence == taken.fence + 1
+    finishes = [Finish(first, S.SUCCEEDED, None), Finish(second, S.FAILED, "no"),
+                Finish(third, S.RETRYING, "later")]  # fmt: skip
+    assert store.finish_many(finishes, T0) == [True, True, True]
+    done = {o.id: o for o in store.all_occurrences()}
+    assert [done[i].state for i in ids] == [S.SUCCEEDED, S.FAILED, S.RETRYING, S.EXECUTING]
+    assert done[ids[0]].finished_at == T0 and done[ids[2]].finished_at is None
+    assert done[ids[1]].reason == "no" and done[ids[1]].takeovers == 1
+    history = {(t.occurrence_id, t.from_state, t.to_state, t.reason)
+               for t in store.transitions_of(ids) if t.from_state is not None}  # fmt: skip
+    assert history == {
+        (ids[0], S.SCHEDULED, S.EXECUTING, None), (ids[0], S.EXECUTING, S.SUCCEEDED, None),
+        (ids[1], S.SCHEDULED, S.EXECUTING, None),
+        (ids[1], S.EXECUTING, S.EXECUTING, "taken over after its worker stalled or died"),
+        (ids[1], S.EXECUTING, S.FAILED, "no"),
+        (ids[2], S.SCHEDULED, S.EXECUTING, None), (ids[2], S.EXECUTING, S.RETRYING, "later"),
+        (ids[3], S.SCHEDULED, S.EXECUTING, None),
+    }  # fmt: skip
+    # A batch with one change whose row moved on (a stale fence) writes nothing at all.
+    executing, retrying = store.get_occurrence(ids[3]), store.get_occurrence(ids[2])
+    ok = transitions.Change(executing, replace(executing, state=S.FAILED, reason="x"))
+    stale = transitions.Change(replace(retrying, fence=retrying.fence - 1),
+                               replace(retrying, state=S.EXECUTING))  # fmt: skip
+    rows = len(store.transitions_of(ids))
+    with pytest.raises(LostRace), store.engine.begin() as conn:
+        transitions.apply(conn, [ok, stale], T0)
+    assert store.get_occurrence(ids[3]) == executing
+    assert store.get_occurrence(ids[2]) == retrying
+    assert len(store.transitions_of(ids)) == rows

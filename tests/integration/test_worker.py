@@ -322,14 +322,25 @@ async def test_graceful_stop_lets_active_payment_finish(settings: Settings) -> N
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_progress_is_visible_in_the_queue(app: App) -> None:
+async def test_a_quick_payment_says_succeeded_in_the_queue_by_its_completion(app: App) -> None:
+    """A payment whose steps were all quick writes no progress to Redis (not even 100 %: one
+    Lua script per payment): the completed job's return value says it succeeded, and its
+    progress never showed a step it has left."""
     await fund(app, {"alice": 1_000, "bob": 0})
     pid = await pay(app, "alice", "bob", 100)
+    events: list[Event] = []
+    app.bus.subscribe(events.append)
     async with running(app):
         (occ,) = await all_final(app, [pid])
     assert app.queue is not None
-    progress = await app.queue.get_progress(occ.key)
-    assert progress == {"percent": 100, "step": "succeeded"}
+    job = await app.queue._queue.getJob(occ.key)
+    assert job is not None
+    assert await app.queue._queue.getJobState(occ.key) == "completed"
+    assert job.returnvalue == {"succeeded": True, "occurrence": occ.key}
+    assert job.progress in (0, None)
+    # Subscribers still hear every step, the last one "succeeded".
+    steps = [e.detail["step"] for e in events if e.kind == EventKind.PROGRESS]
+    assert steps[-1] == "succeeded"
 
 
 class GatedExecutor:

@@ -85,3 +85,27 @@ async def test_one_items_error_never_fails_the_others(pool: ThreadPoolExecutor) 
     assert results[0] == 50 and results[2] == 90
     assert isinstance(results[1], TimeoutError)
     assert seen == [[5, 7, 9], [5], [7], [9]]  # the batch, then one by one
+
+
+async def test_under_load_a_batch_lingers_for_the_calls_behind_it(pool: ThreadPoolExecutor) -> None:
+    """Under load (the last batch began less than quiet_s ago) a batch waits linger_s for more
+    calls instead of starting with the first; after a quiet spell a lone call runs at once."""
+    run = Recorder()
+    run.release.clear()
+    group: GroupCommit[int, int] = GroupCommit(pool, run, linger_s=0.5, quiet_s=0.05)
+    first = asyncio.create_task(group.submit(0))
+    await asyncio.to_thread(run.entered.wait, 10)
+    loaded = [asyncio.create_task(group.submit(i)) for i in (2, 4)]
+    await asyncio.sleep(0)
+    run.release.set()
+    await asyncio.gather(first, *loaded)
+    assert run.batches == [[0], [2, 4]]
+    # Loaded (the last batch began just now): 6 starts a batch that waits, and 8 joins it.
+    later = asyncio.create_task(group.submit(6))
+    await asyncio.sleep(0.01)
+    assert list(await asyncio.gather(later, group.submit(8))) == [60, 80]
+    assert run.batches[-1] == [6, 8]
+    # Quiet for longer than quiet_s: a lone call runs at once (well within the 0.5 s linger).
+    await asyncio.sleep(0.1)
+    assert await asyncio.wait_for(group.submit(10), 0.4) == 100
+    assert run.batches[-1] == [10]

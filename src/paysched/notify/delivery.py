@@ -25,9 +25,11 @@ from paysched.domain import Notification
 from paysched.errors import PermanentDelivery, RetryableDelivery
 from paysched.events import Event, EventKind
 from paysched.notify.base import NotifierRegistry
-from paysched.threads import in_pool
+from paysched.threads import GroupCommit, in_pool
 
 log = logging.getLogger("paysched.notify")
+# After a payment's event wakes the deliverer, it waits this long before its pass.
+WAKE_GATHER_S = 0.05
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -58,6 +60,13 @@ class Deliverer:
         self.backoff_max_s = backoff_max_s
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
+        # Sends that end together are recorded in one transaction (see GroupCommit): one write
+        # transaction per notification was as many as the payments themselves took.
+        self._sent: GroupCommit[int, None] = GroupCommit(pool, self._mark_sent)
+
+    def _mark_sent(self, notification_ids: list[int]) -> list[None]:
+        self.outbox.mark_sent(notification_ids, self.clock.now())
+        return [None] * len(notification_ids)
 
     async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await in_pool(self.pool, fn, *args, **kwargs)
@@ -98,9 +107,10 @@ class Deliverer:
         except Exception as exc:  # a bug in a channel must not stop the loop
             await self._retry_later(n, f"{type(exc).__name__}: {exc}", None)
             return False
-        # Recorded as soon as it is sent, not with its batch: a batch waited for its slowest
-        # receiver, its lease ran out meanwhile, and another deliverer sent the rest again.
-        await self._db(self.outbox.mark_sent, [n.id], self.clock.now())
+        # Recorded as soon as it is sent, not with its lease batch: a batch waited for its
+        # slowest receiver, its lease ran out meanwhile, and another deliverer sent the rest
+        # again. Sends that finish while a record is being written share the next one.
+        await self._sent.submit(n.id)
         log.debug("notification %s sent via %s", n.id, n.channel)
         return True
 
@@ -135,6 +145,12 @@ class Deliverer:
                 waiter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiter
+            if self._wake.is_set() and not stop.is_set():
+                # Woken by a payment: let the ones finishing with it write theirs too, and
+                # send them in one pass. Under load every completion woke a pass of its own
+                # (a read, a lease and a record of sends for a notification or two each).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), WAKE_GATHER_S)
         # One last pass for what the final payments wrote; what fails stays pending for the
         # next process, nothing is lost.
         with contextlib.suppress(Exception):

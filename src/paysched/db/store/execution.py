@@ -142,8 +142,13 @@ class ExecutionStore(ControlStore):
         """
         ids = sorted({occurrence_id for occurrence_id, _ in requests})
         with self.engine.begin() as conn:
-            payment_states = dict(conn.execute(_payments_of(), {"ids": ids}).all())
+            if self.dialect == "postgresql":
+                # Only for its locks (see _payments_of): the states are the joined p_state
+                # below, read after them. SQLite's BEGIN IMMEDIATE already holds the whole
+                # database, and there the statement was one of four per claim for nothing.
+                conn.execute(_payments_of(), {"ids": ids})
             rows = {row.id: row for row in conn.execute(claim_rows(), {"ids": ids})}
+            payment_states = {row.payment_id: row.p_state for row in rows.values()}
             current: dict[int, Occurrence] = {}
             results: list[Claim | NoClaim] = []
             changes: list[transitions.Change] = []
