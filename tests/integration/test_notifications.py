@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -351,3 +352,44 @@ async def test_notifications_sent_together_are_recorded_in_one_transaction(
             assert await states(app, pid) == ["sent"]
     finally:
         await app.close()
+
+
+async def test_a_receiver_that_trickles_its_answer_is_given_up_on_and_retried(
+    napp: App,
+) -> None:
+    """Each read of a webhook's answer is bounded (10 s), a whole send was not: a receiver
+    sending one byte every half second held its send, and the delivery pass with it, for as
+    long as it liked (past the lease, when another deliverer sends it again). Now a send has a
+    deadline, and the notification is rescheduled with the reason."""
+    assert napp.outbox is not None
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(b".")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    registry = build_registry(napp.settings)
+    try:
+        await fund(napp, {"alice": 10_000, "bob": 0})
+        pid = await pay_notifying(napp, 100, f"webhook:http://127.0.0.1:{port}/hook")
+        stop = asyncio.Event()
+        run = asyncio.create_task(napp.run(stop, deliver=False))  # its notifications wait
+        try:
+            await all_final(napp, [pid])
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, 30)
+        deliverer = Deliverer(napp.outbox, registry, napp.clock, napp.pool,
+                              send_deadline=timedelta(seconds=1))  # fmt: skip
+        assert await asyncio.wait_for(deliverer.deliver_due(), 10) == 1
+        (held,) = await napp.db(napp.outbox.list, None, pid)
+        assert held.state == "pending" and held.last_error == "no answer within 1 s"
+    finally:
+        await registry.close()
+        server.close()

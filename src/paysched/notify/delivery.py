@@ -44,6 +44,7 @@ class Deliverer:
         *,
         poll: timedelta = timedelta(seconds=1),
         lease: timedelta = timedelta(seconds=60),
+        send_deadline: timedelta | None = None,
         max_attempts: int = 10,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 600.0,
@@ -55,6 +56,10 @@ class Deliverer:
         self.pool = pool
         self.poll = poll
         self.lease = lease
+        # One send, whole: the channels' own timeouts bound each connect and read, not a
+        # receiver that trickles its answer a byte at a time. Half the lease, so that a slow
+        # send is given up before another deliverer may take the notification over.
+        self.send_deadline = send_deadline or lease / 2
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -96,7 +101,14 @@ class Deliverer:
         accepted it."""
         try:
             notifier = self.registry.get(n.channel)
-            await notifier.send(n.target, json.loads(n.payload), n.dedup_key)
+            await asyncio.wait_for(
+                notifier.send(n.target, json.loads(n.payload), n.dedup_key),
+                self.send_deadline.total_seconds(),
+            )
+        except TimeoutError:
+            why = f"no answer within {self.send_deadline.total_seconds():g} s"
+            await self._retry_later(n, why, None)
+            return False
         except PermanentDelivery as exc:
             log.warning("notification %s to %s is dead: %s", n.id, n.channel, exc)
             await self._db(self.outbox.mark_dead, n.id, str(exc))
