@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
@@ -54,6 +54,13 @@ S = OccurrenceState
 LATE_AFTER = timedelta(minutes=1)
 # The outbox rows announcing a missed occurrence (the worker's notification policy).
 MissedOutbox = Callable[[Payment, Occurrence], Sequence[OutboxMessage]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """A row's mapping, as payment_from reads a row."""
+
+    _mapping: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +140,17 @@ class PaymentsStore(AccountsStore):
             made: list[Occurrence] = []
             due = payment.next_due_at
             if horizon is not None and due is not None and due <= horizon:
-                made = self._materialize(conn, now, horizon, [payment.id], limit, missed_outbox)
-                payment = self._payment(conn, payment.id)
+                # The payment is this transaction's own: no need to find and lock it.
+                window = payment.catchup_window
+                found = [(payment.id, due, payment.cron, payment.timezone, payment.recurrence,
+                          payment.next_nominal_at, payment.catchup,
+                          None if window is None else int(window.total_seconds()))]  # fmt: skip
+                made, advanced = self._materialize_found(conn, now, horizon, found, limit,
+                                                         missed_outbox)  # fmt: skip
+                for step in advanced:  # as the UPDATE it made left the row
+                    payment = replace(payment, next_due_at=step["b_next"],
+                                      next_nominal_at=step["b_nominal"],
+                                      state=PaymentState(step["b_state"]))  # fmt: skip
             after(then, conn, payment)
             return Created(payment, made, capped=len(made) >= limit)
 
@@ -201,7 +217,7 @@ class PaymentsStore(AccountsStore):
                     field,
                     f"account {name!r} holds {accounts[field].currency}, payment is {currency}",
                 )
-        payment_id = conn.execute(
+        inserted = conn.execute(
             insert(t.payments)
             .values(
                 payer_id=accounts["from"].id, payee_id=accounts["to"].id, amount=amount,
@@ -214,9 +230,11 @@ class PaymentsStore(AccountsStore):
                 notify=json.dumps(list(notify)),
                 updated_at=now,
             )
-            .returning(t.payments.c.id)
-        ).scalar_one()  # fmt: skip
-        return self._payment(conn, int(payment_id))
+            .returning(*t.payments.c)
+        ).one()  # fmt: skip
+        # As read back (the names are the accounts'), without reading it back.
+        names = {"payer_name": accounts["from"].name, "payee_name": accounts["to"].name}
+        return payment_from(cast(Any, _Named({**inserted._mapping, **names})))
 
     def get_payment(self, payment_id: int) -> Payment:
         existing_id(payment_id, "payment")
@@ -370,11 +388,20 @@ class PaymentsStore(AccountsStore):
         )  # fmt: skip
         if payment_ids is not None:
             query = query.where(t.payments.c.id.in_(list(payment_ids)))
+        return self._materialize_found(conn, now, horizon, conn.execute(query), limit,
+                                       missed_outbox)[0]  # fmt: skip
+
+    def _materialize_found(
+        self, conn: Connection, now: datetime, horizon: datetime, found: Iterable[Any],
+        limit: int, missed_outbox: MissedOutbox | None,
+    ) -> tuple[list[Occurrence], list[dict[str, Any]]]:  # fmt: skip
+        """The occurrences of the `found` payments (locked, or inserted by this transaction),
+        and how each payment advanced (b_id, b_next, b_nominal, b_state)."""
         rows: list[dict[str, Any]] = []
         advances: list[dict[str, Any]] = []
         late: dict[int, tuple[str, int | None]] = {}  # payments with catch-up work
         late_before = now - self.late_after
-        for pid, due, cron, tz, rule, nominal_at, catchup, window in conn.execute(query):
+        for pid, due, cron, tz, rule, nominal_at, catchup, window in found:
             step: Due | None = Due(nominal=nominal_at or due, due=due)
             count = 0
             while step is not None and step.due <= horizon and count < limit:
@@ -398,7 +425,7 @@ class PaymentsStore(AccountsStore):
                      b_state=PaymentState.DONE.value if done else PaymentState.ACTIVE.value)
             )  # fmt: skip
         if not rows:
-            return []
+            return [], advances
         # One multi-row INSERT for the whole batch. No conflict target: UNIQUE(key) must be
         # skipped too, not only UNIQUE(payment_id, due_at) — PostgreSQL skips conflicts on
         # the named index only, so a concurrent scheduler's insert of the same occurrence
@@ -432,7 +459,7 @@ class PaymentsStore(AccountsStore):
             replace(o, state=S.MISSED) if o.id in missed else o for o in created
         ]  # fmt: skip
         created.sort(key=lambda o: (o.due_at, o.id))
-        return created
+        return created, advances
 
     def _catch_up(
         self, conn: Connection, policies: dict[int, tuple[str, int | None]], now: datetime,
