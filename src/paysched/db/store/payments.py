@@ -72,6 +72,14 @@ _ADVANCE = (
     )
 )  # fmt: skip
 
+_MARK_QUEUED = (
+    update(t.occurrences)
+    .where(t.occurrences.c.id.in_(bindparam("ids", expanding=True)))
+    .where(t.occurrences.c.state == S.SCHEDULED.value)
+    .values(state=S.QUEUED.value, updated_at=bindparam("b_updated"))
+    .returning(t.occurrences.c.id, t.occurrences.c.attempts)
+)
+
 
 @dataclass(frozen=True, slots=True)
 class _Named:
@@ -515,13 +523,7 @@ class PaymentsStore(AccountsStore):
         if not ids:
             return 0
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                update(t.occurrences)
-                .where(t.occurrences.c.id.in_(ids))
-                .where(t.occurrences.c.state == S.SCHEDULED.value)
-                .values(state=S.QUEUED.value, updated_at=now)
-                .returning(t.occurrences.c.id, t.occurrences.c.attempts)
-            ).all()
+            rows = conn.execute(_MARK_QUEUED, {"ids": ids, "b_updated": now}).all()
             transitions.record(conn, [
                 transitions.history(r[0], now, S.SCHEDULED, S.QUEUED, r[1], None) for r in rows
             ])  # fmt: skip
