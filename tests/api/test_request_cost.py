@@ -117,3 +117,15 @@ async def test_the_first_page_of_a_detail_reads_as_the_whole_history(api: Api) -
         status = (whole.last_state, whole.unfinished) if done else (None, False)
         assert (first.last_state, first.unfinished) == status
         assert first.notifications == whole.notifications
+
+
+async def test_a_reused_key_is_told_before_the_stores_checks(api: Api) -> None:
+    """The key is reserved in the create's transaction, after the request's own checks and
+    before the store's, as when it had a transaction of its own: another body naming an
+    account that does not exist is the key's reuse, not a bad account."""
+    await _accounts(api)
+    assert (await api.post("/v1/payments", PAYMENT, "write", key="k")).status_code == 201
+    other = await api.post("/v1/payments", PAYMENT | {"to": "nobody"}, "write", key="k")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    unparsable = await api.post("/v1/payments", PAYMENT | {"in": "soon"}, "write", key="k")
+    assert unparsable.status_code == 422 and unparsable.json()["field"] == "in"

@@ -2,8 +2,10 @@
 
 The flow is in db.idempotency; this is its HTTP face. A replay answers the stored status and
 body with `Idempotent-Replayed: true`; the same key with another method, path or body is 422;
-the same key while its first request is still running is 409 with Retry-After. A request that
-fails (4xx or 5xx) stores nothing: the key can be used again for the corrected request.
+the same key while its first request is still running is 409 with Retry-After (a create waits
+for it instead, then replays: it reserves its key in its own transaction, see `once_in_one`).
+A request that fails (4xx or 5xx) stores nothing: the key can be used again for the corrected
+request.
 """
 
 from __future__ import annotations
@@ -105,10 +107,13 @@ async def once_in_one(
     run: Callable[[First | None, AfterWrite | None], Awaitable[T]],
     body: Callable[[T], Any],
 ) -> JSONResponse:
-    """`once`, with the key reserved in the change's own transaction: `run(first, then)` must
-    have the store call `first(conn)` first in that transaction and `then(conn, result)`
-    last. A key that exists rolls the change back (KeyTaken), and the request goes the way
-    of `once`: replayed, refused, or (an abandoned reservation) run again."""
+    """`once`, with the key reserved in the change's own transaction (one transaction for
+    the request, not two or three): `run(first, then)` must have the store call
+    `first(conn)` in that transaction before its own checks, and `then(conn, result)` last.
+    A key that exists rolls the change back (KeyTaken) and the request goes the way of
+    `once`: replayed, refused, or (an abandoned reservation) run again. One difference:
+    a request whose key another is using at that moment waits for it to commit and is then
+    replayed, where `once` answered 409 (the reservation is not seen before the commit)."""
     if key is None:
         return JSONResponse(body(await run(None, None)), status_code=status)
     keys: IdempotencyKeys = request.app.state.idempotency
