@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from paysched import metrics, redaction
@@ -30,7 +31,7 @@ from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
 from paysched.db.store.base import AfterWrite, short_error
 from paysched.db.store.payments import Held
-from paysched.domain import Occurrence, OccurrenceState, Payment, check_text
+from paysched.domain import Account, Occurrence, OccurrenceState, Payment, check_text
 from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
@@ -45,7 +46,7 @@ from paysched.notify.webhook import WebhookNotifier
 from paysched.queue import Backoff, PaymentQueue
 from paysched.recurrence import Due
 from paysched.redis_server import EmbeddedRedis
-from paysched.scheduler import Scheduler
+from paysched.scheduler import MATERIALIZE_BATCH, Scheduler
 from paysched.threads import in_pool
 from paysched.views import occurrence_view
 from paysched.worker import PaymentProcessor, WorkerPool
@@ -235,17 +236,40 @@ class App:
     # -- operations -------------------------------------------------------------------------
 
     async def create_payment(self, **fields: Any) -> Payment:
-        """Store the payment, then enqueue at once whatever of it falls inside the window.
+        """Store the payment, then enqueue at once whatever of it falls inside the window
+        (`then=`: see create_payment_from)."""
+        then: AfterWrite | None = fields.pop("then", None)
+        return await self.create_payment_from(lambda _: fields, then=then)
+
+    async def create_payment_from(
+        self, fields_of: Callable[[Callable[[str], Account]], dict[str, Any]], *,
+        first: Callable[[Connection], None] | None = None, then: AfterWrite | None = None,
+    ) -> Payment:  # fmt: skip
+        """Store the payment and make whatever of it falls inside the window, in one
+        transaction (see Store.create_and_materialize: `fields_of`, `first`, `then`), then
+        enqueue that.
 
         Once the payment is committed it is the answer: the enqueue is best-effort and bounded
         (CREATE_ENQUEUE_WAIT_S). An error after the commit made the caller retry and schedule
         the payment twice; what is left `scheduled` here is enqueued by the scheduler's next
         tick (reconcile), and what was not materialized by its next materialize."""
         _, scheduler = self._need_queue()
-        payment = await self.db(self.store.create_payment, now=self.clock.now(), **fields)
+        now = self.clock.now()
+        created = await self.db(
+            self.store.create_and_materialize, fields_of, now=now,
+            horizon=now + scheduler.lookahead, limit=MATERIALIZE_BATCH,
+            missed_outbox=scheduler.missed_outbox, first=first, then=then,
+        )  # fmt: skip
+        payment = created.payment
+
+        async def enqueue() -> None:
+            await scheduler.enqueue_made(created.occurrences, now)
+            if created.capped:  # more fell due than one transaction makes
+                await scheduler.schedule_now([payment.id])
+
         try:
             # redis-py retries a lost Redis for ~5 minutes: the caller must not wait for that.
-            await asyncio.wait_for(scheduler.schedule_now([payment.id]), CREATE_ENQUEUE_WAIT_S)
+            await asyncio.wait_for(enqueue(), CREATE_ENQUEUE_WAIT_S)
         except Exception as exc:
             reason = (
                 f"no answer within {CREATE_ENQUEUE_WAIT_S:g} s"
@@ -253,7 +277,7 @@ class App:
             )  # fmt: skip
             log.warning("payment %s is stored but not yet queued (%s); the scheduler's next "
                         "tick queues it", payment.id, reason)  # fmt: skip
-        return await self.db(self.store.get_payment, payment.id)
+        return payment
 
     async def cancel_payment(self, payment_id: int, then: AfterWrite | None = None) -> CancelResult:
         """Cancel the payment: none of its occurrences that have not started will execute;

@@ -88,24 +88,27 @@ class Scheduler:
                 payment_ids is not None and len(payment_ids) < MATERIALIZE_BATCH
                 and len(made) < MATERIALIZE_BATCH
             )  # fmt: skip
-            missed = [o for o in made if o.state == S.MISSED]
-            if missed:
-                log.warning("%s occurrence(s) missed by their payments' catch-up policy: %s",
-                            len(missed), ", ".join(o.key for o in missed[:10]))  # fmt: skip
-            created = [o for o in made if o.state == S.SCHEDULED]
-            if not created:
-                if complete:
-                    break
-                continue
-            log.info("found %s payment(s) due for execution", len(created))
-            # Committed first, enqueued second: a crash in between leaves `scheduled` rows that
-            # the next reconcile enqueues, never a job without its row.
-            await self.queue.enqueue(created, now)
-            await self._db(self.store.mark_queued, [o.id for o in created], now)
-            total += len(created)
+            total += await self.enqueue_made(made, now)
             if complete:
                 break
         return total
+
+    async def enqueue_made(self, made: Sequence[Occurrence], now: datetime) -> int:
+        """Enqueue the scheduled ones of occurrences just materialized (committed), and mark
+        them queued; say which were missed. Returns how many were enqueued."""
+        missed = [o for o in made if o.state == S.MISSED]
+        if missed:
+            log.warning("%s occurrence(s) missed by their payments' catch-up policy: %s",
+                        len(missed), ", ".join(o.key for o in missed[:10]))  # fmt: skip
+        created = [o for o in made if o.state == S.SCHEDULED]
+        if not created:
+            return 0
+        log.info("found %s payment(s) due for execution", len(created))
+        # Committed first, enqueued second: a crash in between leaves `scheduled` rows that
+        # the next reconcile enqueues, never a job without its row.
+        await self.queue.enqueue(created, now)
+        await self._db(self.store.mark_queued, [o.id for o in created], now)
+        return len(created)
 
     def missed_outbox(self, payment: Payment, occurrence: Occurrence) -> list[OutboxMessage]:
         """The notifications of an occurrence its catch-up policy did not run."""

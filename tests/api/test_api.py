@@ -416,11 +416,12 @@ async def test_a_create_materializes_its_payment_in_one_transaction(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store, "materialize_due", materialize_due)
-    # Its occurrence is made and queued by one call (a second one only found nothing).
+    # Its occurrence is made in the create's own transaction (materialize_due was a probe and
+    # a transaction more), and queued.
     body = {"from": "alice", "to": "bob", "amount": "1.00", "in": "200ms"}
     r = await api.post("/v1/payments", body, "write", key="one-tx")
     assert r.status_code == 201, r.text
-    assert len(calls) == 1
+    assert calls == []
     detail = (await api.get(f"/v1/payments/{r.json()['id']}")).json()
     assert [o["state"] for o in detail["occurrences"]] == ["queued"]
 

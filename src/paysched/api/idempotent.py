@@ -2,8 +2,10 @@
 
 The flow is in db.idempotency; this is its HTTP face. A replay answers the stored status and
 body with `Idempotent-Replayed: true`; the same key with another method, path or body is 422;
-the same key while its first request is still running is 409 with Retry-After. A request that
-fails (4xx or 5xx) stores nothing: the key can be used again for the corrected request.
+the same key while its first request is still running is 409 with Retry-After (a create waits
+for it instead, then replays: it reserves its key in its own transaction, see `once_in_one`).
+A request that fails (4xx or 5xx) stores nothing: the key can be used again for the corrected
+request.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 
 from paysched.api.problems import Problem
 from paysched.db.apikeys import ApiKey
-from paysched.db.idempotency import IdempotencyKeys, InFlight, Mismatch, Replay
+from paysched.db.idempotency import IdempotencyKeys, InFlight, KeyTaken, Mismatch, Replay
 from paysched.db.store.base import AfterWrite
 
 T = TypeVar("T")
@@ -89,4 +93,41 @@ async def once(
     except BaseException:
         await db(keys.release, caller.id, key, reservation.owner)
         raise
+    return JSONResponse(stored[-1] if stored else body(result), status_code=status)
+
+
+First = Callable[[Connection], None]
+
+
+async def once_in_one(
+    request: Request,
+    caller: ApiKey,
+    key: str | None,
+    status: int,
+    run: Callable[[First | None, AfterWrite | None], Awaitable[T]],
+    body: Callable[[T], Any],
+) -> JSONResponse:
+    """`once`, with the key reserved in the change's own transaction (one transaction for
+    the request, not two or three): `run(first, then)` must have the store call
+    `first(conn)` in that transaction before its own checks, and `then(conn, result)` last.
+    A key that exists rolls the change back (KeyTaken) and the request goes the way of
+    `once`: replayed, refused, or (an abandoned reservation) run again. One difference:
+    a request whose key another is using at that moment waits for it to commit and is then
+    replayed, where `once` answered 409 (the reservation is not seen before the commit)."""
+    if key is None:
+        return JSONResponse(body(await run(None, None)), status_code=status)
+    keys: IdempotencyKeys = request.app.state.idempotency
+    now: datetime = request.app.state.paysched.clock.now()
+    owner = secrets.token_hex(16)
+    first = keys.reservation(caller.id, key, await fingerprint(request), now, LEASE, owner)
+    stored: list[Any] = []
+
+    def answer(result: T) -> Any:
+        stored.append(body(result))
+        return stored[-1]
+
+    try:
+        result = await run(first, keys.completion(caller.id, key, owner, status, answer))
+    except KeyTaken:
+        return await once(request, caller, key, status, lambda then: run(None, then), body)
     return JSONResponse(stored[-1] if stored else body(result), status_code=status)

@@ -3,6 +3,7 @@ occurrences, page through the rest of them, cancel."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
-from paysched.api.idempotent import IdempotencyKey, once
+from paysched.api.idempotent import IdempotencyKey, once, once_in_one
 from paysched.api.models import (
     Cancelled,
     Held,
@@ -32,7 +33,7 @@ from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
 from paysched.db.store.payments import Held as HeldResult
 from paysched.direct import payment_rows
-from paysched.domain import normalise_name, parse_currency, payment_state_filter
+from paysched.domain import Account, normalise_name, parse_currency, payment_state_filter
 from paysched.inputs import (
     HTTP_NAMES,
     Calendar,
@@ -44,15 +45,17 @@ from paysched.views import due_view, iso, occurrence_view, payment_view
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
 
-async def schedule_fields(app: App, body: PaymentCreate) -> dict[str, object]:
+def schedule_fields(
+    app: App, body: PaymentCreate, account: Callable[[str], Account]
+) -> dict[str, object]:
     """The store's fields for a new payment, checked by the same rules as the CLI's and the
-    Python API's (paysched.inputs), with the API's field names in messages."""
+    Python API's (paysched.inputs), with the API's field names in messages. Run on the
+    database thread, in the create's transaction (`account` reads there): checking a calendar
+    rule expands it (bounded, but CPU all the same), which on the event loop would hold up
+    every other request meanwhile."""
     rule = Calendar(body.rrule, body.every, body.start, body.count, body.until,
                     body.business_day, body.calendar)  # fmt: skip
-    # On the thread pool: checking a calendar rule expands it (bounded, but CPU all the same),
-    # which on the event loop would hold up every other request meanwhile.
-    request = await app.db(
-        payment_request,
+    request = payment_request(
         payer=body.payer, payee=body.payee, amount=body.amount, currency=body.currency,
         at=body.at, in_=body.in_, cron=body.cron, tz=body.timezone, memo=body.memo,
         notify=body.notify, allow_past=body.allow_past,
@@ -60,9 +63,7 @@ async def schedule_fields(app: App, body: PaymentCreate) -> dict[str, object]:
         calendar=rule, catchup=body.catchup, catchup_window=body.catchup_window,
     )  # fmt: skip
     if request.currency is None:
-        request = request.in_currency(
-            await app.db(payer_currency, app.store.get_account, body.payer, HTTP_NAMES)
-        )
+        request = request.in_currency(payer_currency(account, body.payer, HTTP_NAMES))
     return request.fields()
 
 
@@ -80,10 +81,12 @@ async def create_payment(
     """Schedule a payment. Whatever of it falls due within the scheduler's look-ahead is
     queued at once."""
     app = paysched(request)
-    fields = await schedule_fields(app, body)
-    return await once(
+    return await once_in_one(
         request, caller, idempotency_key, 201,
-        lambda then: app.create_payment(**fields, then=then), payment_view,
+        lambda first, then: app.create_payment_from(
+            lambda account: schedule_fields(app, body, account), first=first, then=then
+        ),
+        payment_view,
     )  # fmt: skip
 
 

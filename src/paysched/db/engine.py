@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from paysched.errors import ConfigError
@@ -19,6 +19,18 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_ID = 0x70617973
 # Execution option marking a connection that only reads.
 READ_ONLY = "paysched_read_only"
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only. On PostgreSQL in autocommit: at READ COMMITTED each
+    statement sees its own snapshot whether or not a transaction is open, so the BEGIN and
+    ROLLBACK around a read were two round trips that bought nothing (of the auth lookup's
+    four: ping, BEGIN, SELECT, ROLLBACK). On SQLite a deferred BEGIN (see
+    _sqlite_write_locking), which gives the read one snapshot and never waits for a writer."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
+    return engine.connect().execution_options(**options)
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:

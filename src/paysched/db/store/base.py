@@ -13,7 +13,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from paysched.db import schema
 from paysched.db import tables as t
-from paysched.db.engine import READ_ONLY, migrate
+from paysched.db.engine import migrate, reading
 from paysched.domain import MAX_ID, OutboxMessage
 from paysched.errors import BackendUnavailable, NotFound, PayschedError
 
@@ -120,7 +120,7 @@ class StoreBase:
 
     def _reading(self) -> Connection:
         """A connection for reads only (never blocked by a writer on SQLite's WAL)."""
-        return self.engine.connect().execution_options(**{READ_ONLY: True})
+        return reading(self.engine)
 
     def _enqueue_notifications(
         self, conn: Any, outbox: Sequence[OutboxMessage], now: datetime

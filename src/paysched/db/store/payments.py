@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
@@ -32,6 +32,7 @@ from paysched.domain import (
     CATCHUP_POLICIES,
     FINAL_STATES,
     MAX_AMOUNT,
+    Account,
     Occurrence,
     OccurrenceState,
     OutboxMessage,
@@ -55,6 +56,45 @@ LATE_AFTER = timedelta(minutes=1)
 MissedOutbox = Callable[[Payment, Occurrence], Sequence[OutboxMessage]]
 
 
+# The statements of every create (and materialize), built once: building a statement and
+# its cache key cost more CPU than running it (a third of a create's, py-spy).
+_INSERT_PAYMENT = insert(t.payments).returning(*t.payments.c)
+# next_due_at advances by compare-and-set: a concurrent scheduler that advanced it first
+# wins, and this update then matches nothing.
+_ADVANCE = (
+    update(t.payments)
+    .where(t.payments.c.id == bindparam("b_id"))
+    .where(t.payments.c.next_due_at == bindparam("b_due"))
+    .where(t.payments.c.state == PaymentState.ACTIVE.value)
+    .values(
+        next_due_at=bindparam("b_next"), next_nominal_at=bindparam("b_nominal"),
+        state=bindparam("b_state"), updated_at=bindparam("b_updated"),
+    )
+)  # fmt: skip
+
+_MARK_QUEUED = (
+    update(t.occurrences)
+    .where(t.occurrences.c.id.in_(bindparam("ids", expanding=True)))
+    .where(t.occurrences.c.state == S.SCHEDULED.value)
+    .values(state=S.QUEUED.value, updated_at=bindparam("b_updated"))
+    .returning(t.occurrences.c.id, t.occurrences.c.attempts)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """A row's mapping, as payment_from reads a row."""
+
+    _mapping: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    payment: Payment  # after its occurrences were made
+    occurrences: list[Occurrence]  # as materialize_due returns them
+    capped: bool  # more are due than were made: materialize_due makes the rest
+
+
 @dataclass(frozen=True, slots=True)
 class CancelResult:
     payment: Payment
@@ -72,6 +112,7 @@ class PaymentsStore(AccountsStore):
         # The same in every process of a deployment: resume applies catch-up in the caller's
         # process, materialize in the scheduler's.
         self.late_after = late_after
+        self._insert_occurrences: Any = None
 
     def create_payment(
         self,
@@ -87,6 +128,85 @@ class PaymentsStore(AccountsStore):
         now: datetime,
         notify: Sequence[str] = (),
         then: AfterWrite | None = None,
+        recurrence: str | None = None,
+        catchup: str = "all",
+        catchup_window: timedelta | None = None,
+    ) -> Payment:
+        """A new payment, in a transaction of its own; `then` is called in it with the
+        payment."""
+        fields = dict(
+            payer=payer, payee=payee, amount=amount, currency=currency, due_at=due_at,
+            cron=cron, timezone=timezone, memo=memo, notify=notify, recurrence=recurrence,
+            catchup=catchup, catchup_window=catchup_window,
+        )  # fmt: skip
+        created = self.create_and_materialize(lambda _: fields, now=now, horizon=None, then=then)
+        return created.payment
+
+    def create_and_materialize(
+        self, fields_of: Callable[[Callable[[str], Account]], dict[str, Any]], *, now: datetime,
+        horizon: datetime | None, limit: int = 1000, missed_outbox: MissedOutbox | None = None,
+        first: Callable[[Connection], None] | None = None, then: AfterWrite | None = None,
+    ) -> Created:  # fmt: skip
+        """A new payment and whatever of it falls due by `horizon`, in ONE transaction: a
+        create was five (an idempotency reservation, the payment, a probe and a materialize,
+        and a read back), each a pool checkout, a ping, BEGIN and COMMIT, most of
+        POST /v1/payments' time. `fields_of(account)` gives the payment's fields (`account`
+        reads an account in this transaction: a request naming no currency takes the
+        payer's), then `first(conn)` runs (an idempotency key's reservation: after the
+        request's own checks, before the store's, as when it was a transaction of its own),
+        `then(conn, payment)` runs last. The occurrences come back as materialize_due's do
+        (the caller enqueues the scheduled ones); `capped` says the payment has more due by
+        `horizon` than `limit`: the rest is for materialize_due."""
+        with self.engine.begin() as conn:
+            account = self._account_of(conn)
+            fields = fields_of(account)
+            if first is not None:
+                first(conn)
+            payment = self._create_on(conn, account, now=now, **fields)
+            made: list[Occurrence] = []
+            due = payment.next_due_at
+            if horizon is not None and due is not None and due <= horizon:
+                # The payment is this transaction's own: no need to find and lock it.
+                window = payment.catchup_window
+                found = [(payment.id, due, payment.cron, payment.timezone, payment.recurrence,
+                          payment.next_nominal_at, payment.catchup,
+                          None if window is None else int(window.total_seconds()))]  # fmt: skip
+                made, advanced = self._materialize_found(conn, now, horizon, found, limit,
+                                                         missed_outbox)  # fmt: skip
+                for step in advanced:  # as the UPDATE it made left the row
+                    payment = replace(payment, next_due_at=step["b_next"],
+                                      next_nominal_at=step["b_nominal"],
+                                      state=PaymentState(step["b_state"]))  # fmt: skip
+            after(then, conn, payment)
+            return Created(payment, made, capped=len(made) >= limit)
+
+    def _account_of(self, conn: Connection) -> Callable[[str], Account]:
+        """Accounts by name on `conn`, each read once (a payment names its payer twice when
+        its currency is the payer's)."""
+        seen: dict[str, Account] = {}
+
+        def account(name: str) -> Account:
+            if name not in seen:
+                seen[name] = self._account(conn, name)
+            return seen[name]
+
+        return account
+
+    def _create_on(
+        self,
+        conn: Connection,
+        account: Callable[[str], Account],
+        *,
+        payer: str,
+        payee: str,
+        amount: int,
+        currency: str,
+        due_at: datetime | None,
+        cron: str | None,
+        timezone: str | None,
+        memo: str,
+        now: datetime,
+        notify: Sequence[str] = (),
         recurrence: str | None = None,
         catchup: str = "all",
         catchup_window: timedelta | None = None,
@@ -111,37 +231,32 @@ class PaymentsStore(AccountsStore):
         if found is None:
             raise InvalidInput("rrule", "the rule has no occurrence after now")
         first: Due = found
-        with self.engine.begin() as conn:
-            accounts = {}
-            for field, name in (("from", payer), ("to", payee)):
-                try:
-                    accounts[field] = self._account(conn, name)
-                except NotFound:
-                    raise InvalidInput(field, f"no account named {name!r}") from None
-                refuse_external(accounts[field].name, field)
-                if accounts[field].currency != currency:
-                    raise InvalidInput(
-                        field,
-                        f"account {name!r} holds {accounts[field].currency}, payment is {currency}",
-                    )
-            payment_id = conn.execute(
-                insert(t.payments)
-                .values(
-                    payer_id=accounts["from"].id, payee_id=accounts["to"].id, amount=amount,
-                    currency=currency, state=PaymentState.ACTIVE.value, due_at=due_at, cron=cron,
-                    timezone=timezone, next_due_at=first.due, memo=memo, created_at=now,
-                    recurrence=recurrence, catchup=catchup,
-                    catchup_window_s=None if catchup_window is None
-                    else int(catchup_window.total_seconds()),
-                    next_nominal_at=first.nominal if first.nominal != first.due else None,
-                    notify=json.dumps(list(notify)),
-                    updated_at=now,
+        accounts = {}
+        for field, name in (("from", payer), ("to", payee)):
+            try:
+                accounts[field] = account(name)
+            except NotFound:
+                raise InvalidInput(field, f"no account named {name!r}") from None
+            refuse_external(accounts[field].name, field)
+            if accounts[field].currency != currency:
+                raise InvalidInput(
+                    field,
+                    f"account {name!r} holds {accounts[field].currency}, payment is {currency}",
                 )
-                .returning(t.payments.c.id)
-            ).scalar_one()  # fmt: skip
-            payment = self._payment(conn, int(payment_id))
-            after(then, conn, payment)
-            return payment
+        inserted = conn.execute(_INSERT_PAYMENT, dict(
+            payer_id=accounts["from"].id, payee_id=accounts["to"].id, amount=amount,
+            currency=currency, state=PaymentState.ACTIVE.value, due_at=due_at, cron=cron,
+            timezone=timezone, next_due_at=first.due, memo=memo, created_at=now,
+            recurrence=recurrence, catchup=catchup,
+            catchup_window_s=None if catchup_window is None
+            else int(catchup_window.total_seconds()),
+            next_nominal_at=first.nominal if first.nominal != first.due else None,
+            notify=json.dumps(list(notify)),
+            updated_at=now,
+        )).one()  # fmt: skip
+        # As read back (the names are the accounts'), without reading it back.
+        names = {"payer_name": accounts["from"].name, "payee_name": accounts["to"].name}
+        return payment_from(cast(Any, _Named({**inserted._mapping, **names})))
 
     def get_payment(self, payment_id: int) -> Payment:
         existing_id(payment_id, "payment")
@@ -276,80 +391,85 @@ class PaymentsStore(AccountsStore):
             if conn.execute(probe).first() is None:
                 return []
         with self.engine.begin() as conn:
-            query = (
-                select(p.id, p.next_due_at, p.cron, p.timezone, p.recurrence, p.next_nominal_at,
-                       p.catchup, p.catchup_window_s)
-                .where(t.payments.c.next_due_at <= horizon)
-                .where(t.payments.c.state == PaymentState.ACTIVE.value)
-                .order_by(t.payments.c.next_due_at, t.payments.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True, key_share=True)
-            )  # fmt: skip
-            if payment_ids is not None:
-                query = query.where(t.payments.c.id.in_(list(payment_ids)))
-            rows: list[dict[str, Any]] = []
-            advances: list[dict[str, Any]] = []
-            late: dict[int, tuple[str, int | None]] = {}  # payments with catch-up work
-            late_before = now - self.late_after
-            for pid, due, cron, tz, rule, nominal_at, catchup, window in conn.execute(query):
-                step: Due | None = Due(nominal=nominal_at or due, due=due)
-                count = 0
-                while step is not None and step.due <= horizon and count < limit:
-                    # The key is the nominal instant's: moving a payment off a holiday never
-                    # makes it another occurrence.
-                    key = occurrence_key(pid, to_ms(step.nominal))
-                    rows.append(
-                        dict(payment_id=pid, due_at=step.due, key=key, state=S.SCHEDULED.value,
-                             attempts=0, fence=0, created_at=now, updated_at=now,
-                             nominal_at=step.nominal if step.nominal != step.due else None)
-                    )  # fmt: skip
-                    if step.due < late_before and (catchup != "all" or window is not None):
-                        late[pid] = (catchup, window)
-                    step = series.following(cron, tz, rule, step.nominal)
-                    count += 1
-                done = step is None
-                advances.append(
-                    dict(b_id=pid, b_due=due, b_next=None if step is None else step.due,
-                         b_nominal=None if step is None or step.nominal == step.due
-                         else step.nominal,
-                         b_state=PaymentState.DONE.value if done else PaymentState.ACTIVE.value)
+            return self._materialize(conn, now, horizon, payment_ids, limit, missed_outbox)
+
+    def _materialize(
+        self, conn: Connection, now: datetime, horizon: datetime,
+        payment_ids: Sequence[int] | None, limit: int, missed_outbox: MissedOutbox | None,
+    ) -> list[Occurrence]:  # fmt: skip
+        """materialize_due's transaction, on `conn`."""
+        p = t.payments.c
+        query = (
+            select(p.id, p.next_due_at, p.cron, p.timezone, p.recurrence, p.next_nominal_at,
+                   p.catchup, p.catchup_window_s)
+            .where(t.payments.c.next_due_at <= horizon)
+            .where(t.payments.c.state == PaymentState.ACTIVE.value)
+            .order_by(t.payments.c.next_due_at, t.payments.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, key_share=True)
+        )  # fmt: skip
+        if payment_ids is not None:
+            query = query.where(t.payments.c.id.in_(list(payment_ids)))
+        return self._materialize_found(conn, now, horizon, conn.execute(query), limit,
+                                       missed_outbox)[0]  # fmt: skip
+
+    def _materialize_found(
+        self, conn: Connection, now: datetime, horizon: datetime, found: Iterable[Any],
+        limit: int, missed_outbox: MissedOutbox | None,
+    ) -> tuple[list[Occurrence], list[dict[str, Any]]]:  # fmt: skip
+        """The occurrences of the `found` payments (locked, or inserted by this transaction),
+        and how each payment advanced (b_id, b_next, b_nominal, b_state)."""
+        rows: list[dict[str, Any]] = []
+        advances: list[dict[str, Any]] = []
+        late: dict[int, tuple[str, int | None]] = {}  # payments with catch-up work
+        late_before = now - self.late_after
+        for pid, due, cron, tz, rule, nominal_at, catchup, window in found:
+            step: Due | None = Due(nominal=nominal_at or due, due=due)
+            count = 0
+            while step is not None and step.due <= horizon and count < limit:
+                # The key is the nominal instant's: moving a payment off a holiday never
+                # makes it another occurrence.
+                key = occurrence_key(pid, to_ms(step.nominal))
+                rows.append(
+                    dict(payment_id=pid, due_at=step.due, key=key, state=S.SCHEDULED.value,
+                         attempts=0, fence=0, created_at=now, updated_at=now,
+                         nominal_at=step.nominal if step.nominal != step.due else None)
                 )  # fmt: skip
-            if not rows:
-                return []
-            # One multi-row INSERT for the whole batch. No conflict target: UNIQUE(key) must be
-            # skipped too, not only UNIQUE(payment_id, due_at) — PostgreSQL skips conflicts on
-            # the named index only, so a concurrent scheduler's insert of the same occurrence
-            # raised UniqueViolation on the key (found by the chaos harness). RETURNING yields
-            # only the rows this call inserted: what another scheduler created is not ours.
-            inserted = conn.execute(
-                self._insert_ignore(t.occurrences, None).returning(*t.occurrences.c), rows
-            ).all()
-            created = [occurrence_from(r) for r in inserted]
-            transitions.record(
-                conn, [transitions.history(o.id, now, None, S.SCHEDULED, 0, None) for o in created]
+                if step.due < late_before and (catchup != "all" or window is not None):
+                    late[pid] = (catchup, window)
+                step = series.following(cron, tz, rule, step.nominal)
+                count += 1
+            done = step is None
+            advances.append(
+                dict(b_id=pid, b_due=due, b_next=None if step is None else step.due,
+                     b_nominal=None if step is None or step.nominal == step.due
+                     else step.nominal,
+                     b_state=PaymentState.DONE.value if done else PaymentState.ACTIVE.value)
+            )  # fmt: skip
+        if not rows:
+            return [], advances
+        # One multi-row INSERT for the whole batch. No conflict target: UNIQUE(key) must be
+        # skipped too, not only UNIQUE(payment_id, due_at) — PostgreSQL skips conflicts on
+        # the named index only, so a concurrent scheduler's insert of the same occurrence
+        # raised UniqueViolation on the key (found by the chaos harness). RETURNING yields
+        # only the rows this call inserted: what another scheduler created is not ours.
+        if self._insert_occurrences is None:  # built once: see _INSERT_PAYMENT
+            self._insert_occurrences = self._insert_ignore(t.occurrences, None).returning(
+                *t.occurrences.c
             )
-            # next_due_at advances by compare-and-set: a concurrent scheduler that advanced it
-            # first wins, and this update then matches nothing.
-            conn.execute(
-                update(t.payments)
-                .where(t.payments.c.id == bindparam("b_id"))
-                .where(t.payments.c.next_due_at == bindparam("b_due"))
-                .where(t.payments.c.state == PaymentState.ACTIVE.value)
-                .values(
-                    next_due_at=bindparam("b_next"),
-                    next_nominal_at=bindparam("b_nominal"),
-                    state=bindparam("b_state"),
-                    updated_at=now,
-                ),
-                advances,
-            )
-            missed = self._catch_up(conn, late, now, missed_outbox) if late else set()
+        inserted = conn.execute(self._insert_occurrences, rows).all()
+        created = [occurrence_from(r) for r in inserted]
+        transitions.record(
+            conn, [transitions.history(o.id, now, None, S.SCHEDULED, 0, None) for o in created]
+        )
+        conn.execute(_ADVANCE, [a | {"b_updated": now} for a in advances])
+        missed = self._catch_up(conn, late, now, missed_outbox) if late else set()
         # Missed ones are returned too (as missed): the caller enqueues only the scheduled.
         created = [
             replace(o, state=S.MISSED) if o.id in missed else o for o in created
         ]  # fmt: skip
         created.sort(key=lambda o: (o.due_at, o.id))
-        return created
+        return created, advances
 
     def _catch_up(
         self, conn: Connection, policies: dict[int, tuple[str, int | None]], now: datetime,
@@ -403,13 +523,7 @@ class PaymentsStore(AccountsStore):
         if not ids:
             return 0
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                update(t.occurrences)
-                .where(t.occurrences.c.id.in_(ids))
-                .where(t.occurrences.c.state == S.SCHEDULED.value)
-                .values(state=S.QUEUED.value, updated_at=now)
-                .returning(t.occurrences.c.id, t.occurrences.c.attempts)
-            ).all()
+            rows = conn.execute(_MARK_QUEUED, {"ids": ids, "b_updated": now}).all()
             transitions.record(conn, [
                 transitions.history(r[0], now, S.SCHEDULED, S.QUEUED, r[1], None) for r in rows
             ])  # fmt: skip
