@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paysched.redis_server import die_with_parent
@@ -72,6 +73,24 @@ def shares(total: int, parts: int) -> list[int]:
     """`total` split into `parts` near-equal positive shares (first ones larger)."""
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`, from /proc (Linux; elsewhere none): what a
+    group is made of, for its tests and the chaos harness."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid …": comm may hold spaces, so split after its ')'.
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def adopt() -> None:

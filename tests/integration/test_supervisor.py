@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from paysched.redis_server import free_port
+from paysched.supervisor import child_pids
 from tests.conftest import wait_for_sync
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -32,20 +33,7 @@ def paysched(env: dict[str, str], *args: str) -> Any:
 
 
 def children(pid: int) -> set[int]:
-    """The live processes whose parent is `pid` (from /proc: no dependency for one read)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
+    return set(child_pids(pid))
 
 
 def alive(pid: int) -> bool:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from paysched.supervisor import child_pids
+
 ROLES = {
     "scheduler": [sys.executable, "-m", "paysched", "scheduler"],
     "worker": [sys.executable, "-m", "paysched.chaos.node"],
@@ -82,23 +84,11 @@ class Processes:
         return True
 
     def children(self, name: str) -> list[int]:
-        """The live child processes of `name` (a worker group's processes), from /proc."""
+        """The live child processes of `name` (a worker group's processes)."""
         proc = self.procs[name]
         if proc.process is None or proc.process.poll() is not None:
             return []
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # "pid (comm) state ppid …": comm may hold spaces, so split after its ')'.
-            state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-            if int(ppid) == proc.process.pid and state != "Z":
-                found.append(int(entry.name))
-        return sorted(found)
+        return child_pids(proc.process.pid)
 
     def sigkill_child(self, name: str, pick: int) -> int | None:
         """SIGKILL one process of the group `name`; its supervisor starts it again."""
