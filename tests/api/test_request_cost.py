@@ -96,8 +96,8 @@ async def test_the_first_page_of_a_detail_reads_as_the_whole_history(api: Api) -
     await _accounts(api)
     app, store = api.app, api.app.store
     now = app.clock.now()
-    fields = dict(payer="alice", payee="bob", amount=100, currency="USD", due_at=None,
-                  timezone=None, memo="m", now=now)  # fmt: skip
+    fields: dict[str, Any] = dict(payer="alice", payee="bob", amount=100, currency="USD",
+                                  due_at=None, timezone=None, memo="m", now=now)  # fmt: skip
     every = await app.db(lambda: store.create_payment(cron="* * * * *", **fields))
     once = await app.db(lambda: store.create_payment(cron=None, **fields | {"due_at": now}))
     bare = await app.db(lambda: store.create_payment(cron="0 0 1 1 *", **fields))
