@@ -247,8 +247,9 @@ def _worker_processes(cfg: Settings, asked: int | None) -> int:
 def _supervise(
     cfg: Settings, scheduler: bool, worker: bool, sock: Any, count: int, api_workers: int
 ) -> None:
-    """The children: one per worker process (the first also runs the scheduler and the API),
-    or one per API process; PAYSCHED_CONCURRENCY is the total, shared among the workers."""
+    """The children: one per worker process (the first also runs the scheduler of `run` and
+    its API), or one per API process; PAYSCHED_CONCURRENCY is the total, shared among the
+    workers."""
     import logging
 
     from paysched.supervisor import child_command, shares, supervise
@@ -257,7 +258,8 @@ def _supervise(
     children: list[tuple[str, list[str], dict[str, str]]] = []
     if worker:
         for i, share in enumerate(shares(cfg.concurrency, count)):
-            args = ["--worker", *(["--scheduler", *api] if i == 0 else [])]
+            first = [*(["--scheduler"] if scheduler else []), *api] if i == 0 else []
+            args = ["--worker", *first]
             env = {"PAYSCHED_CONCURRENCY": str(share)}
             children.append((f"worker process {i + 1}/{count}", child_command(*args), env))
         logging.getLogger("paysched.supervisor").info(

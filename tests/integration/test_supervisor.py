@@ -79,8 +79,9 @@ def test_a_group_pays_once_restarts_a_dead_child_and_stops_on_sigterm(
     try:
         wait_for_sync(lambda: len(children(group.pid)) == 2, 30, "two worker processes")
         wait_for_sync(lambda: log.read_text().count("worker started") == 2, 60, "both pools")
-        # The total concurrency is shared, not multiplied: 2 + 2.
+        # The total concurrency is shared, not multiplied: 2 + 2; one scheduler, not two.
         assert log.read_text().count("concurrency 2") == 2, log.read_text()
+        assert log.read_text().count("scheduler started") == 1, log.read_text()
         wait_for_sync(lambda: succeeded(env) == len(first), 60, "the first payments")
         victim = max(children(group.pid))
         os.kill(victim, signal.SIGKILL)
@@ -103,9 +104,13 @@ def test_a_group_pays_once_restarts_a_dead_child_and_stops_on_sigterm(
 
 @sqlite_only
 def test_sigkill_of_the_parent_leaves_no_orphan(env: dict[str, str], tmp_path: Path) -> None:
-    group = start(env, tmp_path / "run.log", "worker", "--processes", "2")
+    log = tmp_path / "worker.log"
+    group = start(env, log, "worker", "--processes", "2")
     try:
         wait_for_sync(lambda: len(children(group.pid)) == 2, 30, "two worker processes")
+        wait_for_sync(lambda: log.read_text().count("worker started") == 2, 60, "both pools")
+        # `paysched worker` runs no scheduler, in any of its processes.
+        assert "scheduler started" not in log.read_text()
         kids = children(group.pid)
     finally:
         group.kill()
