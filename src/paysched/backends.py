@@ -7,26 +7,22 @@ import the queue, executors and notifiers (bullmq, httpx: ~0.2 s per process).
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
 
 import redis
-from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from paysched.config import Settings
 from paysched.db.store.base import short_error
 from paysched.errors import BackendUnavailable, ConfigError
+from paysched.redis_client import describe, redis_client
 from paysched.redis_server import EmbeddedRedis, answers
 
 
 def redacted(url: str) -> str:
-    """A Redis/database URL safe for logs: the password replaced."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    """A Redis/database URL safe for logs: the password replaced (a Sentinel deployment is
+    named by its primary and sentinels)."""
+    return describe(url)
 
 
 # A command reports a Redis that does not answer within this long; a service retries.
@@ -35,7 +31,7 @@ REDIS_PROBE_TIMEOUT_S = 5.0
 
 async def probe_redis(url: str, timeout: float = REDIS_PROBE_TIMEOUT_S) -> None:
     """One PING, no retries: BackendUnavailable naming the reason within `timeout` seconds."""
-    client = aioredis.Redis.from_url(
+    client = redis_client(
         url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
     )
     try:

@@ -849,6 +849,7 @@ def check(as_json: JsonFlag = False) -> None:
         raise fail(str(exc), EXIT_INPUT) from None
     from paysched.app import App, probe_redis, resolve_redis
     from paysched.db.store.base import short_error
+    from paysched.redis_client import sentinel_view
 
     mismatch: list[SchemaMismatch] = []
 
@@ -871,27 +872,51 @@ def check(as_json: JsonFlag = False) -> None:
             url, embedded = resolve_redis(cfg)
 
             try:
+                # Under Sentinel: which primary each sentinel names, before the PING (which
+                # goes to that primary), so that a failed check still says what they see.
+                sentinels = await sentinel_view(url)
+                if sentinels is not None:
+                    result["redis"] = {"ok": False, "sentinel": sentinels}
                 await probe_redis(url)
                 result["redis"] = {"ok": True, "embedded": embedded is not None}
+                if sentinels is not None:
+                    result["redis"]["sentinel"] = sentinels
                 result["queue"] = await _queue_check(app, cfg, url)
             finally:
                 if embedded is not None:
                     embedded.stop()
         except Exception as exc:
-            result["redis"] = {"ok": False, "error": short_error(exc)}
+            result["redis"] = result.get("redis", {}) | {"ok": False, "error": short_error(exc)}
         finally:
             if app is not None:
                 await app.close()
 
     run_async(body())
     ok = all(part.get("ok") for part in result.values())
-    text = "\n".join(
+    lines = [
         f"{name}: {'ok' if part['ok'] else 'FAILED: ' + part.get('error', '')}"
         for name, part in result.items()
-    )
+    ]
+    sentinel = result.get("redis", {}).get("sentinel")
+    if sentinel is not None:
+        lines.insert(list(result).index("redis") + 1, _sentinel_lines(sentinel))
+    text = "\n".join(lines)
     emit(result | {"ok": ok}, as_json, text)
     if not ok:
         raise typer.Exit(EXIT_INPUT if mismatch else EXIT_UNAVAILABLE)
+
+
+def _sentinel_lines(view: dict[str, Any]) -> str:
+    """`paysched check`'s lines on Sentinel: the primary, then what each sentinel says."""
+    answering = sum(1 for e in view["sentinels"] if e["ok"])
+    primary = view["primary"] or "the sentinels disagree or know none"
+    head = f"  primary {view['master']!r}: {primary}"
+    rows = [
+        f"  sentinel {e['address']}: "
+        + (f"names {e['primary']}" if e["ok"] else f"FAILED: {e.get('error', '')}")
+        for e in view["sentinels"]
+    ]
+    return "\n".join([f"{head} ({answering} of {len(rows)} sentinels answer)", *rows])
 
 
 class DemoExecutor(StrEnum):

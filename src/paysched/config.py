@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from paysched.errors import ConfigError, InvalidInput
 from paysched.notify.targets import normalise_targets, parse_events
 from paysched.redaction import url_password
+from paysched.redis_client import SentinelTarget, parse_nodes, sentinel_target
 from paysched.schedules import parse_duration, validate_cron
 
 DEFAULT_REDIS_HOST = "localhost"
@@ -28,7 +29,8 @@ _INT = re.compile(r"\A-?[0-9]{1,18}\Z")
 DEFAULT_REDIS_PORT = 6379
 
 KNOWN_VARIABLES = (
-    "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "DATABASE_URL",
+    "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "DATABASE_URL",
     "PAYSCHED_DATA_DIR", "PAYSCHED_QUEUE", "PAYSCHED_QUEUE_PREFIX", "PAYSCHED_CONCURRENCY",
     "PAYSCHED_ATTEMPTS", "PAYSCHED_BACKOFF_MS", "PAYSCHED_BACKOFF_JITTER", "PAYSCHED_TICK_CRON",
     "PAYSCHED_LOOKAHEAD", "PAYSCHED_LOCK_MS", "PAYSCHED_SHUTDOWN_GRACE",
@@ -46,8 +48,10 @@ KNOWN_VARIABLES = (
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    # A Redis URL, or under Sentinel a redis+sentinel:// URL (paysched.redis_client).
     redis_url: str
-    # True when the user named a Redis (REDIS_URL / REDIS_HOST / REDIS_PORT); otherwise paysched
+    # True when the user named a Redis (REDIS_URL / REDIS_HOST / REDIS_PORT / REDIS_SENTINELS);
+    # otherwise paysched
     # may fall back to its embedded server when nothing answers on localhost:6379.
     redis_explicit: bool
     embedded_redis: str  # "auto" | "always" | "never"
@@ -192,7 +196,13 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value configured: never to appear in a log or an error."""
         return [self.telegram_token, self.webhook_secret, self.provider_token,
-                url_password(self.redis_url), url_password(self.database_url)]  # fmt: skip
+                url_password(self.redis_url), url_password(self.database_url),
+                self.redis_sentinel_password]  # fmt: skip
+
+    @property
+    def redis_sentinel_password(self) -> str:
+        target = sentinel_target(self.redis_url)
+        return (target.sentinel_password or "") if target else ""
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -231,6 +241,8 @@ def _default_data_dir(env: Mapping[str, str]) -> str:
 
 def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
     url = env.get("REDIS_URL", "").strip()
+    if env.get("REDIS_SENTINELS", "").strip():
+        return _sentinel_url(env), True
     if url:
         problem = _redis_url_problem(url)
         if problem:
@@ -247,7 +259,40 @@ def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
     return f"redis://{auth}{host or DEFAULT_REDIS_HOST}:{port}/0", explicit
 
 
+def _sentinel_url(env: Mapping[str, str]) -> str:
+    """REDIS_SENTINELS + REDIS_SENTINEL_MASTER (+ passwords) as one redis+sentinel:// URL."""
+    for other in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT"):
+        if env.get(other, "").strip():
+            raise ConfigError(
+                other,
+                "cannot be used with REDIS_SENTINELS: the sentinels name the primary "
+                "(unset one of the two)",
+            )
+    try:
+        nodes = parse_nodes(env["REDIS_SENTINELS"])
+    except ValueError as exc:
+        raise ConfigError("REDIS_SENTINELS", str(exc)) from None
+    master = env.get("REDIS_SENTINEL_MASTER", "").strip()
+    if not master:
+        raise ConfigError(
+            "REDIS_SENTINEL_MASTER",
+            "is required with REDIS_SENTINELS: the name the sentinels monitor "
+            "(sentinel monitor NAME host port quorum)",
+        )
+    return SentinelTarget(
+        nodes=nodes,
+        master=master,
+        password=env.get("REDIS_PASSWORD") or None,
+        sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+    ).url()
+
+
 def _redis_url_problem(url: str) -> str | None:
+    try:  # the one URL REDIS_SENTINELS is written as is accepted too
+        if sentinel_target(url) is not None:
+            return None
+    except ValueError as exc:
+        return str(exc)
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
         return "unknown scheme"

@@ -44,11 +44,10 @@ async def stats(settings: Settings) -> dict[str, Any]:
 
     The database first, as App.open did: an unavailable database or a schema behind is
     reported before Redis is looked at."""
-    from redis import asyncio as aioredis
-
     from paysched.backends import REDIS_PROBE_TIMEOUT_S, probe_redis, resolve_redis
     from paysched.db.outbox import Outbox
     from paysched.queue_counts import queue_counts
+    from paysched.redis_client import redis_client
 
     with open_store(settings, migrate=False) as store:
         occurrences = store.occurrence_counts()
@@ -57,7 +56,7 @@ async def stats(settings: Settings) -> dict[str, Any]:
     try:
         # The same PING App.open makes: the same one-line reasons (unreachable, credentials).
         await probe_redis(url)
-        client = aioredis.Redis.from_url(
+        client = redis_client(
             url, socket_connect_timeout=REDIS_PROBE_TIMEOUT_S, socket_timeout=REDIS_PROBE_TIMEOUT_S
         )
         try:

@@ -24,6 +24,7 @@ from redis.backoff import ExponentialBackoff
 from paysched.clock import to_ms
 from paysched.domain import Occurrence
 from paysched.queue_counts import QUEUE_STATES
+from paysched.redis_client import bullmq_connection, owns_pool, redis_client
 
 log = logging.getLogger("paysched.queue")
 
@@ -150,7 +151,8 @@ class PaymentQueue:
         self.attempts = attempts
         self.backoff = backoff
         self.keep_completed = keep_completed
-        self._queue = Queue(name, {"connection": redis_url, "prefix": prefix})
+        self._queue = Queue(name, {"connection": bullmq_connection(redis_url), "prefix": prefix})
+        owns_pool(self._queue.client)
         reconnect_promptly(self._queue.client)
         self._presence_script = self._queue.client.register_script(PRESENCE_LUA)
 
@@ -262,6 +264,19 @@ class PaymentQueue:
                 others.append(other)
         return sorted(others)
 
+    async def identity(self) -> tuple[str, bool]:
+        """(the run id of the Redis server the queue is on, whether the queue's mark survived).
+
+        The run id changes when another server answers: a Sentinel failover promoted a replica,
+        or a restart. The mark (set here when missing) disappears with the queue's keys on a
+        flush or a restart without persistence. Either way jobs may be gone: reconcile. One
+        round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.set(self._queue.toKey("paysched:mark"), "1", nx=True)
+        info, created = await pipe.execute()
+        return str(info.get("run_id", "")), not created
+
     @property
     def _deployments_key(self) -> str:
         key: str = self._queue.toKey("paysched:deployments")
@@ -285,7 +300,9 @@ class PaymentQueue:
             self.name,
             processor,
             {
-                "connection": self.redis_url,
+                # One pool for both of the worker's clients (under Sentinel): each takes a
+                # connection of its own from it.
+                "connection": bullmq_connection(self.redis_url),
                 "prefix": self.prefix,
                 "concurrency": concurrency,
                 "lockDuration": lock_ms,
@@ -300,6 +317,7 @@ class PaymentQueue:
         # fractions"). Reading it before run() gives millisecond-precise promotion of delayed
         # jobs; bench/lateness.py measures it.
         reconnect_promptly(worker.backend.connection.conn)
+        owns_pool(worker.backend.connection.conn)  # bullmq closes the blocking client first
         blocking = worker.backend.blocking_connection
         if blocking is not None:
             reconnect_promptly(blocking.conn)
@@ -421,7 +439,7 @@ class DelayWaker:
         # connection, which the read would hold for seconds.
         # redis-py's default socket timeout (5 s) would cut the blocking read short and
         # reconnect every time: the read's own block, with room for Redis to answer.
-        events = Redis.from_url(
+        events = redis_client(
             self._redis_url, single_connection_client=True, client_name=self.client_name,
             socket_timeout=IDLE_LOOK_S + 5,
         )  # fmt: skip

@@ -31,6 +31,8 @@ R = TypeVar("R")
 S = OccurrenceState
 # Payments (and occurrences per payment) one materialize_due transaction takes at most.
 MATERIALIZE_BATCH = 1000
+# How often the scheduler looks whether Redis is still the server it was (one round trip).
+WATCH_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,17 +171,64 @@ class Scheduler:
         await self.queue.enqueue(lost, now)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Tick now (to pick up any backlog), then on every cron fire until `stop` is set."""
+        """Tick now (to pick up any backlog), then on every cron fire until `stop` is set.
+
+        Between ticks it watches Redis (every WATCH_S): when another server answers (a
+        Sentinel failover, a restart) or the queue's keys are gone (a flush), it reconciles at
+        once instead of at the next tick, a minute away by default. A failed tick is retried
+        with backoff instead of waiting for the next fire."""
         log.info("scheduler started: tick %r, look-ahead %s", self.tick_cron, self.lookahead)
+        watch = RedisWatch(self.queue)
+        due = self.clock.now()
+        failures = 0
         while not stop.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("scheduler tick failed; retrying at the next tick")
-            delay = (next_fire(self.tick_cron, self.clock.now()) - self.clock.now()).total_seconds()
+            now = self.clock.now()
+            if now >= due:
+                try:
+                    await self.tick()
+                    failures = 0
+                    due = next_fire(self.tick_cron, self.clock.now())
+                except Exception:
+                    failures += 1
+                    retry = min(WATCH_S * 2**failures, 60.0)
+                    log.exception("scheduler tick failed; retrying in %.0f s", retry)
+                    due = min(next_fire(self.tick_cron, now), now + timedelta(seconds=retry))
+            elif await watch.changed():
+                log.warning(
+                    "Redis is another server or lost the queue's keys (failover, restart or "
+                    "flush): reconciling the queue with the database now"
+                )
+                try:
+                    await self.reconcile(now)
+                except Exception:
+                    log.exception("reconcile after the Redis change failed; retrying")
+                    watch.forget()
+            wait = min((due - self.clock.now()).total_seconds(), WATCH_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.01))
+                await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.01))
         log.info("scheduler stopped")
+
+
+class RedisWatch:
+    """Says when the queue's Redis is not the one seen last (see PaymentQueue.identity)."""
+
+    def __init__(self, queue: PaymentQueue) -> None:
+        self.queue = queue
+        self._run_id: str | None = None
+
+    def forget(self) -> None:
+        """The next look counts as a change (a reconcile that failed is tried again)."""
+        self._run_id = ""
+
+    async def changed(self) -> bool:
+        try:
+            run_id, marked = await self.queue.identity()
+        except Exception:  # Redis away: the tick and the workers report it
+            return False
+        before, self._run_id = self._run_id, run_id
+        if before is None:  # the first look; the scheduler's first tick reconciles anyway
+            return False
+        return run_id != before or not marked
 
 
 def next_fire(cron: str, after: datetime) -> datetime:

@@ -7,6 +7,7 @@ import pytest
 
 from paysched.config import Settings
 from paysched.errors import ConfigError
+from paysched.redis_client import describe, sentinel_target
 
 
 def test_defaults_follow_the_seed() -> None:
@@ -29,6 +30,48 @@ def test_redis_host_port_password() -> None:
 def test_redis_url_wins() -> None:
     s = Settings.from_env({"REDIS_URL": "redis://r:1/2", "REDIS_HOST": "ignored"})
     assert s.redis_url == "redis://r:1/2"
+
+
+def test_redis_sentinels_name_the_primary_with_both_passwords_kept_apart() -> None:
+    s = Settings.from_env({
+        "REDIS_SENTINELS": "s1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "main pool",
+        "REDIS_PASSWORD": "data p@ss", "REDIS_SENTINEL_PASSWORD": "sent&pass",
+    })  # fmt: skip
+    assert s.redis_explicit
+    target = sentinel_target(s.redis_url)
+    assert target is not None
+    assert target.nodes == (("s1", 26379), ("::1", 26380))
+    assert (target.master, target.db) == ("main pool", 0)
+    assert (target.password, target.sentinel_password) == ("data p@ss", "sent&pass")
+    # Neither password reaches a log line; both are known secrets.
+    assert "p@ss" not in describe(s.redis_url) and "sent&pass" not in describe(s.redis_url)
+    assert {"data%20p%40ss", "sent&pass"} <= set(s.secrets())
+    # The one URL it is written as is accepted as REDIS_URL too.
+    assert Settings.from_env({"REDIS_URL": s.redis_url}).redis_url == s.redis_url
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "problem"),
+    [
+        ({"REDIS_SENTINELS": "s1:26379"}, "REDIS_SENTINEL_MASTER", "is required"),
+        ({"REDIS_SENTINELS": "s1", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS",
+         "not host:port"),
+        ({"REDIS_SENTINELS": "s1:0", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS",
+         "between 1 and 65535"),
+        ({"REDIS_SENTINELS": " , ", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS",
+         "no sentinel named"),
+        ({"REDIS_SENTINELS": "s1:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "redis://h"},
+         "REDIS_URL", "cannot be used with REDIS_SENTINELS"),
+        ({"REDIS_URL": "redis+sentinel://s1:1"}, "REDIS_URL", "no primary name"),
+    ],
+)  # fmt: skip
+def test_redis_sentinel_mistakes_name_the_variable(
+    env: dict[str, str], variable: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    assert err.value.variable == variable
+    assert problem in str(err.value)
 
 
 def test_postgres_urls_use_psycopg() -> None:
