@@ -47,6 +47,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--worker-processes", type=int, default=1,
         help="processes per worker (a supervised group, as `paysched worker --processes K`)",
     )  # fmt: skip
+    ap.add_argument(
+        "--replicated",
+        action="store_true",
+        help="Redis under Sentinel (primary, replica, 3 sentinels) and, on PostgreSQL, a "
+        "synchronous standby: adds the redis_failover and pg_switchover faults",
+    )
     ap.add_argument("--schedulers", type=int, default=2)
     ap.add_argument("--drain-timeout", type=float, default=120.0)
     ap.add_argument("--fail-rate", type=float, default=0.08, help="transient executor failures")
@@ -66,7 +72,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.worker_processes < 1:
         ap.error("--worker-processes: at least 1")
     if args.faults and not kinds(
-        args.database, args.executor, args.faults, args.worker_processes > 1
+        args.database, args.executor, args.faults, args.worker_processes > 1, args.replicated
     ):
         ap.error(f"--faults: none of them applies to a {args.database} run with executor "
                  f"{args.executor}")  # fmt: skip
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             fail_rate=args.fail_rate, hang_rate=args.hang_rate, stall_rate=args.stall_rate,
             executor=args.executor, recurring=args.recurring, db_error_rate=args.db_error_rate,
             log_level=args.log_level, keep=args.keep, faults=args.faults,
+            replicated=args.replicated,
         )  # fmt: skip
         result = run(cfg)
         print(report.text(result), flush=True)

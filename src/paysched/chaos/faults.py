@@ -24,7 +24,7 @@ from paysched.chaos.model import BROKE
 from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
-from paysched.chaos.servers import PostgresCluster, RedisServer
+from paysched.chaos.servers import PostgresCluster, RedisServer, SentinelRedis
 from paysched.clock import to_ms
 from paysched.config import Settings
 from paysched.domain import Occurrence, OccurrenceState, occurrence_key
@@ -46,9 +46,18 @@ WEIGHTS = {
     # A worker sends a charge and stalls, the provider goes down, another worker takes the
     # attempt over and cannot connect, then a person cancels the payment (issue 19 finding 1).
     "stall_takeover_cancel": 1,
+    # --replicated: the Redis primary SIGKILLed and a replica promoted by the sentinels; the
+    # PostgreSQL primary stopped and its synchronous standby promoted. Each old primary comes
+    # back later as a replica / standby of the new one.
+    "redis_failover": 2,
+    "pg_switchover": 2,
 }
 PROVIDER_ONLY = {"provider_kill", "stall_takeover_cancel"}
 GROUPS_ONLY = {"kill_worker_child"}
+REPLICATED_ONLY = {"redis_failover", "pg_switchover"}
+# Under Sentinel a restart of the primary is a failover (the sentinels act within a second):
+# redis_failover is that fault, with the old primary coming back as a replica.
+SINGLE_ONLY = {"redis_restart"}
 # stall_takeover_cancel: how far ahead the payment it stages is due (time to mark it), how
 # long each stage may take before the fault gives up and says so in its detail.
 STAGE_LEAD = timedelta(seconds=1)
@@ -58,13 +67,16 @@ T = TypeVar("T")
 
 
 def kinds(
-    database: str, executor: str, only: Collection[str] = (), groups: bool = False
-) -> list[str]:
+    database: str, executor: str, only: Collection[str] = (), groups: bool = False,
+    replicated: bool = False,
+) -> list[str]:  # fmt: skip
     """The fault kinds a run on this database with this executor injects (of `only`, if
-    given: a focused run); `groups`: its workers are groups of processes."""
+    given: a focused run); `groups`: its workers are groups of processes; `replicated`: Redis
+    under Sentinel and PostgreSQL with a standby."""
     skip = set() if groups else set(GROUPS_ONLY)
+    skip |= SINGLE_ONLY if replicated else REPLICATED_ONLY
     if database != "postgresql":
-        skip.add("pg_terminate")
+        skip |= {"pg_terminate", "pg_switchover"}
     if executor != "provider":
         skip |= PROVIDER_ONLY
     return [k for k in WEIGHTS if k not in skip and (not only or k in only)]
@@ -88,11 +100,11 @@ class InjectedFault:
 
 def plan(
     seed: int, duration: float, database: str, executor: str = "ledger", mean_gap_s: float = 3.0,
-    only: Collection[str] = (), groups: bool = False,
+    only: Collection[str] = (), groups: bool = False, replicated: bool = False,
 ) -> list[PlannedFault]:  # fmt: skip
     """One of every kind at a random moment, then more at random until the phase is full."""
     rng = random.Random(seed)
-    chosen = kinds(database, executor, only, groups)
+    chosen = kinds(database, executor, only, groups, replicated)
     if not chosen:
         raise ValueError(f"--faults: none of {sorted(only)} applies to a {database} run with "
                          f"executor {executor}")  # fmt: skip
@@ -107,6 +119,8 @@ def plan(
             return round(rng.uniform(1.5, 5.0), 2)
         if kind == "pause":  # how long it is held: longer than late_after (1 s) or not
             return round(rng.uniform(1.0, 4.0), 2)
+        if kind in ("redis_failover", "pg_switchover"):  # until the old primary is back
+            return round(rng.uniform(1.0, 5.0), 2)
         return 0.0
 
     faults = [PlannedFault(rng.uniform(1.0, end), k, down(k), rng.randrange(1000)) for k in chosen]
@@ -122,7 +136,7 @@ class Injector:
     def __init__(
         self,
         procs: Processes,
-        redis: RedisServer,
+        redis: RedisServer | SentinelRedis,
         pg: PostgresCluster | None,
         sqlite_path: Path | None,
         env: dict[str, str],
@@ -247,7 +261,15 @@ class Injector:
             self.sleep(0.05)
         return found
 
+    def redis_failover(self, fault: PlannedFault) -> dict[str, Any]:
+        assert isinstance(self.redis, SentinelRedis)
+        promoted_s = self.redis.fail_over()
+        self.sleep(fault.down_s)
+        self.redis.reattach()
+        return {"promoted_s": round(promoted_s, 2), "reattached_after_s": fault.down_s}
+
     def redis_restart(self, fault: PlannedFault) -> dict[str, Any]:
+        assert isinstance(self.redis, RedisServer)
         self.redis.kill()
         self.sleep(fault.down_s)
         self.redis.start()  # replays the AOF

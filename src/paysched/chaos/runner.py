@@ -26,7 +26,7 @@ from paysched.chaos.model import BROKE, DB_ERROR_LOG_LINE, PlannedPayment, Provi
 from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
-from paysched.chaos.servers import PostgresCluster, RedisServer, wait_until
+from paysched.chaos.servers import PostgresCluster, RedisServer, SentinelRedis, wait_until
 from paysched.config import Settings, normalise_database_url
 from paysched.db.store import Store
 from paysched.domain import FINAL_STATES, OccurrenceState
@@ -66,6 +66,9 @@ class Config:
     log_level: str = "WARNING"
     keep: bool = False
     faults: tuple[str, ...] = ()  # only these fault kinds (a focused run); () = every kind
+    # Redis as a primary, a replica and three sentinels; on PostgreSQL a primary with a
+    # synchronous standby: adds the redis_failover and pg_switchover faults.
+    replicated: bool = False
 
 
 def child_env(cfg: Config, redis_url: str, database_url: str, workdir: Path) -> dict[str, str]:
@@ -154,7 +157,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if cfg.executor not in ("ledger", "provider"):
         raise ValueError(f"--executor: expected ledger or provider, got {cfg.executor!r}")
     workdir = Path(tempfile.mkdtemp(prefix=f"paysched-chaos-{cfg.seed}-"))
-    redis = RedisServer(workdir / "redis")
+    redis = SentinelRedis(workdir / "redis") if cfg.replicated else RedisServer(workdir / "redis")
     pg: PostgresCluster | None = None
     procs: Processes | None = None
     store: Store | None = None
@@ -220,7 +223,8 @@ def run(cfg: Config) -> dict[str, Any]:
         phase_start = time.monotonic() + max(0.0, (base - datetime.now(UTC)).total_seconds())
         injected: list[InjectedFault] = []
         for fault in plan(cfg.seed, cfg.duration, cfg.database, cfg.executor, only=cfg.faults,
-                          groups=cfg.worker_processes > 1):  # fmt: skip
+                          groups=cfg.worker_processes > 1,
+                          replicated=cfg.replicated):  # fmt: skip
             sleep(phase_start + fault.at - time.monotonic())
             try:
                 done = injector.inject(fault)

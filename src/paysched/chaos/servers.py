@@ -271,6 +271,17 @@ class SentinelRedis:
         self.down = None
         self._wait_settled(primary.port, timeout)
 
+    def flushall(self) -> None:
+        self.primary().flushall()
+
+    def kill_clients(self) -> int:
+        return self.primary().kill_clients()
+
+    def stop(self) -> None:
+        for proc in [*self.sentinels, *self.nodes]:
+            with contextlib.suppress(Exception):
+                proc.stop()
+
     def destroy(self) -> None:
         for proc in [*self.sentinels, *self.nodes]:
             with contextlib.suppress(Exception):
