@@ -264,9 +264,11 @@ class Injector:
     def redis_failover(self, fault: PlannedFault) -> dict[str, Any]:
         assert isinstance(self.redis, SentinelRedis)
         promoted_s = self.redis.fail_over()
+        promoted_at = time.time()
         self.sleep(fault.down_s)
         self.redis.reattach()
-        return {"promoted_s": round(promoted_s, 2), "reattached_after_s": fault.down_s}
+        return {"promoted_s": round(promoted_s, 2), "promoted_at": promoted_at,
+                "reattached_after_s": fault.down_s}  # fmt: skip
 
     def redis_restart(self, fault: PlannedFault) -> dict[str, Any]:
         assert isinstance(self.redis, RedisServer)

@@ -32,7 +32,8 @@ def _summary(values: Sequence[float]) -> dict[str, Any]:
 
 def recovery(faults: Sequence[InjectedFault], occurrences: Sequence[Occurrence]) -> dict[str, Any]:
     """Per fault kind: seconds from the fault to the first payment that completed (succeeded or
-    failed) after the fault was over (after the restart, the end of the outage)."""
+    failed) after the fault was over (after the restart, the end of the outage, the promotion
+    of a replica)."""
     done = sorted(
         o.finished_at.timestamp()
         for o in occurrences
@@ -40,7 +41,10 @@ def recovery(faults: Sequence[InjectedFault], occurrences: Sequence[Occurrence])
     )
     per_kind: dict[str, list[float]] = defaultdict(list)
     for fault in faults:
-        after = next((ts for ts in done if ts > fault.ended), None)
+        # A failover is over when the promoted server answers, not when the old primary is
+        # back as its replica (the fault's end, seconds later).
+        over = fault.detail.get("promoted_at", fault.ended)
+        after = next((ts for ts in done if ts > over), None)
         if after is not None:
             per_kind[fault.kind].append(after - fault.started)
     return {kind: _summary(values) for kind, values in sorted(per_kind.items())}
