@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from paysched.chaos.servers import SentinelRedis
 from paysched.db.store import Store
 from paysched.domain import OccurrenceState
+from paysched.redis_server import free_port
 from tests.conftest import make_env, wait_for_sync
 
 COUNT = 24
@@ -73,10 +75,14 @@ def test_a_redis_failover_under_sentinel_loses_and_doubles_nothing(
     paysched(env, "accounts", "create", "alice")
     paysched(env, "accounts", "create", "bob")
     paysched(env, "accounts", "deposit", "alice", "100.00")
+    key = paysched(env, "apikeys", "create", "ops", "--scope", "write")["key"]
+    port = free_port()
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                       headers={"Authorization": f"Bearer {key}"})  # fmt: skip
     log = tmp_path / "run.log"
     with log.open("w") as out:
         group = subprocess.Popen(
-            [sys.executable, "-m", "paysched", "run", "--processes", "2"],
+            [sys.executable, "-m", "paysched", "run", "--processes=2", f"--api=127.0.0.1:{port}"],
             env=os.environ | env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -90,6 +96,7 @@ def test_a_redis_failover_under_sentinel_loses_and_doubles_nothing(
             paysched(env, "schedule", "--from", "alice", "--to", "bob", "--amount", "1.00",
                      "--in", due_in)  # fmt: skip
         succeeded = OccurrenceState.SUCCEEDED.value
+        wait_for_sync(lambda: ready(api), 60, "the API")
         wait_for_sync(lambda: counts(store).get(succeeded, 0) >= COUNT // 2, 60, "the first half")
 
         # The replica loses the queue: writes it has not received are gone after a failover.
@@ -103,19 +110,33 @@ def test_a_redis_failover_under_sentinel_loses_and_doubles_nothing(
         wait_for_sync(lambda: counts(store).get(succeeded, 0) > done_before, 60,
                       "a payment after the failover")  # fmt: skip
         recovered_s = time.monotonic() - killed_at
-        wait_for_sync(lambda: counts(store).get(succeeded, 0) == COUNT, 90, "every payment")
+        # The API follows the new primary too: ready again, and what it creates is paid.
+        wait_for_sync(lambda: ready(api), 30, "the API ready on the new primary")
+        made = api.post("/v1/payments", json={"from": "alice", "to": "bob", "amount": "1.00",
+                                              "in": "1s"})  # fmt: skip
+        assert made.status_code == 201, made.text
+        wait_for_sync(lambda: counts(store).get(succeeded, 0) == COUNT + 1, 90, "every payment")
         print(f"redis failover: promoted in {promoted_s:.1f} s, paying again "
               f"{recovered_s:.1f} s after the kill")  # fmt: skip
 
-        assert store.succeeded_transfer_count() == COUNT
+        assert store.succeeded_transfer_count() == COUNT + 1
         report = store.ledger_report()
         assert report.balanced, report.problems
         bob = paysched(env, "accounts", "show", "bob")
-        assert bob["balance"] == f"{COUNT}.00"
+        assert bob["balance"] == f"{COUNT + 1}.00"
         text = log.read_text()
         assert "reconciling the queue with the database now" in text
         assert "Traceback" not in text
     finally:
+        api.close()
         store.close()
         group.terminate()
         group.wait(timeout=60)
+
+
+def ready(api: httpx.Client) -> bool:
+    try:
+        answer = api.get("/readyz")
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 200 and answer.json()["checks"]["redis"] == "ok"
