@@ -10,6 +10,7 @@ import asyncio
 
 import redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import NoBackoff
 
 from paysched.config import Settings
@@ -40,6 +41,11 @@ async def probe_redis(url: str, timeout: float = REDIS_PROBE_TIMEOUT_S) -> None:
         raise BackendUnavailable(
             f"Redis at {redacted(url)} refused the credentials: {short_error(exc)} (check "
             "REDIS_PASSWORD or the password in REDIS_URL)"
+        ) from None
+    except MasterNotFoundError:  # its text is the repr of every sentinel client
+        raise BackendUnavailable(
+            f"Redis at {redacted(url)} unreachable: no sentinel answers with a primary of that "
+            "name (see `paysched check` for each sentinel)"
         ) from None
     except redis.ResponseError as exc:  # e.g. NOAUTH: a password is required
         raise BackendUnavailable(f"Redis at {redacted(url)}: {short_error(exc)}") from None

@@ -21,7 +21,9 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import NoBackoff
 
 SENTINEL_SCHEME = "redis+sentinel"
 # A sentinel that does not answer within this long is skipped for the next one.
@@ -53,9 +55,13 @@ class SentinelTarget:
         return f"the primary {self.master!r} of the sentinels {hosts}"
 
     def manager(self, **kwargs: Any) -> Sentinel:
+        # No retries of its own: a sentinel that does not answer is skipped for the next one
+        # at once (redis-py's default retried each for seconds), and the connection asking
+        # for the primary retries the whole discovery.
         sentinel_kwargs: dict[str, Any] = {
             "socket_timeout": SENTINEL_TIMEOUT_S,
             "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+            "retry": Retry(NoBackoff(), 0),
         }
         if self.sentinel_password:
             sentinel_kwargs["password"] = self.sentinel_password

@@ -140,3 +140,31 @@ def ready(api: httpx.Client) -> bool:
     except httpx.TransportError:
         return False
     return answer.status_code == 200 and answer.json()["checks"]["redis"] == "ok"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_check_names_what_each_sentinel_sees_and_fails_clearly_without_them(
+    sentinel: SentinelRedis, database_url: str, tmp_path: Path
+) -> None:
+    env = make_env(DATABASE_URL=database_url, PAYSCHED_DATA_DIR=str(tmp_path), **sentinel.env)
+    paysched(env, "migrate")
+    sentinel.sentinels[1].stop()
+    view = paysched(env, "check")["redis"]["sentinel"]
+    assert view["primary"] == f"127.0.0.1:{sentinel.primary().port}"
+    assert [s["ok"] for s in view["sentinels"]] == [True, False, True]
+
+    for node in sentinel.sentinels:
+        node.stop()
+    done = subprocess.run(
+        [sys.executable, "-m", "paysched", "check"],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "no sentinel answers with a primary of that name" in done.stdout
+    assert "(0 of 3 sentinels answer)" in done.stdout
+    # Said as such, not as the probe's timeout: a sentinel that refuses is not retried for
+    # seconds before the next is asked.
+    assert "Traceback" not in done.stdout + done.stderr
