@@ -10,6 +10,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from paysched.redis_server import RedisProcess, free_port
+from paysched.supervisor import child_pids
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -149,6 +151,8 @@ class ReplicatedPostgres:
         self.standby: PostgresCluster | None = None
         self.ports = (self.primary.port, free_port())
         self.generation = 0
+        self.old_primary: PostgresCluster | None = None
+        self.frozen: list[int] = []  # the old primary's processes, stopped by fail_over(hang)
 
     def url(self, db: str = "paysched") -> str:
         """libpq's multi-host URL: whichever of the two accepts writes is the one used."""
@@ -193,13 +197,23 @@ class ReplicatedPostgres:
             cursor = conn.execute(query)
             return list(cursor.fetchall()) if cursor.description else []
 
-    def fail_over(self) -> float:
+    def fail_over(self, hang: bool = False) -> float:
         """Crash the primary, promote the standby and wait until it takes writes. Returns the
-        seconds from the stop to the first write the promoted server accepted."""
+        seconds from the stop to the first write the promoted server accepted.
+
+        `hang`: instead of stopping it, freeze the old primary (SIGSTOP of all its processes):
+        its connections stay open and never answer, as when its machine hangs. It is killed,
+        never resumed (two primaries), when the pair is destroyed."""
         if self.standby is None:
             raise RuntimeError("no standby to promote")
         began = time.monotonic()
-        self.primary.stop("immediate")
+        if hang:
+            pid = int((self.primary.datadir / "postmaster.pid").read_text().split()[0])
+            self.frozen = [pid, *child_pids(pid)]
+            for each in self.frozen:
+                os.kill(each, signal.SIGSTOP)
+        else:
+            self.primary.stop("immediate")
         promoted = self.standby
         promoted._run("pg_ctl", "-D", str(promoted.datadir), "-w", "promote")
         self._sql(promoted, "ALTER SYSTEM RESET synchronous_standby_names")
@@ -207,18 +221,31 @@ class ReplicatedPostgres:
         wait_until(lambda: self._sql(promoted, "SELECT pg_is_in_recovery()") == [(False,)], 30,
                    "the promoted standby to leave recovery")  # fmt: skip
         elapsed = time.monotonic() - began
-        self.primary.destroy()
-        self.primary, self.standby = promoted, None
+        if not hang:
+            self.primary.destroy()
+        self.old_primary, self.primary, self.standby = self.primary, promoted, None
         return elapsed
 
     def reattach(self) -> None:
         """A new synchronous standby on the port the failed primary had."""
         if self.standby is not None:
             raise RuntimeError("a standby is attached already")
+        self._discard_old_primary()
         port = next(port for port in self.ports if port != self.primary.port)
         self._add_standby(port)
 
+    def _discard_old_primary(self) -> None:
+        for each in self.frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGKILL)
+        self.frozen = []
+        if self.old_primary is not None:
+            self.old_primary.running = False  # killed or stopped: nothing left to stop
+            shutil.rmtree(self.old_primary.datadir, ignore_errors=True)
+            self.old_primary = None
+
     def destroy(self) -> None:
+        self._discard_old_primary()
         for node in (self.standby, self.primary):
             if node is not None:
                 node.destroy()
