@@ -133,6 +133,12 @@ STALL_ABORT_S = 45.0
 _GONE_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
 
 
+_SYNC_HINT = (
+    ". A COMMIT waits for a synchronous standby: on a promoted standby that kept "
+    "synchronous_standby_names, and has no standby of its own, it waits forever"
+)
+
+
 class _Health:
     """Per engine: say once when the database stops answering, and once when it is back;
     and watch statements in flight for a server that stopped answering (see STALL_*)."""
@@ -172,6 +178,10 @@ class _Health:
         with self._lock:
             self._busy.pop(id(dbapi_conn), None)
 
+    def _limit(self, what: str) -> float:
+        # A ping waits on no lock: one unanswered past the warning is a server that is gone.
+        return self.warn_s if what == "ping" else self.abort_s
+
     def _watch(self) -> None:
         """Runs while something is in flight (a thread per engine, only when needed)."""
         while True:
@@ -182,17 +192,17 @@ class _Health:
                     self._watcher = None
                     return
                 stalled = [e for e in self._busy.values() if now - e[1] >= self.warn_s]
-                cut = [e for e in stalled if now - e[1] >= self.abort_s]
+                cut = [e for e in stalled if now - e[1] >= self._limit(e[2])]
                 for entry in cut:
                     del self._busy[id(entry[0])]
                 warn = [e for e in stalled if not e[3] and e not in cut]
                 for entry in warn:
                     entry[3] = True
             for conn, since, what, _ in warn:
+                hint = _SYNC_HINT if what == "COMMIT" else ""
                 log.warning("database has not answered a %s for %.0f s (%s); cut off after "
-                            "%.0f s. A promoted standby that kept synchronous_standby_names "
-                            "waits forever for a standby of its own", what, now - since,
-                            _where(conn), self.abort_s)  # fmt: skip
+                            "%.0f s%s", what, now - since, _where(conn), self._limit(what),
+                            hint)  # fmt: skip
             for conn, since, what, _ in cut:
                 self.failed(f"no answer to a {what} for {now - since:.0f} s from {_where(conn)}")
                 _shut_down(conn)
