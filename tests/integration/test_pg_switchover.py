@@ -126,6 +126,9 @@ async def test_payments_due_during_a_switchover_run_once_on_the_promoted_server(
     record_property("pg_switchover_recovery_s", round(recovery, 2))
     # Said once per outage (per process), and once when the database answered again.
     assert "database unavailable" in output and "database answers again" in output, output[-3000:]
+    # A new synchronous standby, copied from the promoted primary, on the old primary's port.
+    pair.reattach()
+    assert pair.standby is not None and pair.standby.port != pair.primary.port
 
 
 def test_a_primary_that_stops_answering_is_cut_off_and_the_promoted_one_used(
