@@ -152,11 +152,11 @@ class _Health:
         self._busy: dict[int, list[Any]] = {}
         self._watcher: threading.Thread | None = None
 
-    def failed(self, problem: str) -> None:
+    def failed(self, problem: str, since: float | None = None) -> None:
         with self._lock:
             if self._down_since is not None:
                 return
-            self._down_since = time.monotonic()
+            self._down_since = time.monotonic() if since is None else since
         log.warning("database unavailable (%s): in-flight work is retried; reconnecting", problem)
 
     def connected(self, dbapi_conn: Any) -> None:
@@ -204,7 +204,8 @@ class _Health:
                             "%.0f s%s", what, now - since, _where(conn), self._limit(what),
                             hint)  # fmt: skip
             for conn, since, what, _ in cut:
-                self.failed(f"no answer to a {what} for {now - since:.0f} s from {_where(conn)}")
+                self.failed(f"no answer to a {what} for {now - since:.0f} s from {_where(conn)}",
+                            since)  # fmt: skip
                 _shut_down(conn)
 
 
