@@ -226,6 +226,13 @@ def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
         url.port  # noqa: B018 - a port that is not a number raises here, not at connect time
     except (ArgumentError, ValueError):
         raise ConfigError("DATABASE_URL", "is not a valid database URL") from None
+    hosts = url.query.get("host", ())
+    if not isinstance(hosts, str):  # ?host=h1:5432&host=h2:5432: SQLAlchemy splits at ":"
+        for host in hosts:
+            name, _, port = host.partition(":")
+            if not name or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+                raise ConfigError("DATABASE_URL", f"cannot read ?host={host} (expected "
+                                  "?host=h1:5432&host=h2:5432)")  # fmt: skip
     if url.get_backend_name() == "sqlite" and (url.host or url.port):
         raise ConfigError(
             "DATABASE_URL", "SQLite URLs have three slashes: sqlite:///relative.db or "
@@ -313,10 +320,18 @@ def _redis_url_problem(url: str) -> str | None:
 
 
 def normalise_database_url(url: str) -> str:
-    """Route postgresql:// URLs to psycopg 3, the driver paysched ships with."""
+    """Route postgresql:// URLs to psycopg 3, the driver paysched ships with, with several
+    hosts (h1:5432,h2:5432, libpq's form) written as ?host=h1,h2&port=5432,5432 (the form
+    SQLAlchemy reads). ConfigError for a host list it cannot read."""
     for plain in ("postgres://", "postgresql://"):
         if url.startswith(plain):
-            return "postgresql+psycopg://" + url[len(plain) :]
+            url = "postgresql+psycopg://" + url[len(plain) :]
+            break
+    if url.startswith("postgresql"):
+        # engine.py imports nothing heavy (SQLAlchemy is imported here already).
+        from paysched.db.engine import multihost_query_form
+
+        url = multihost_query_form(url)
     return url
 
 

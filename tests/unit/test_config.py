@@ -80,6 +80,47 @@ def test_postgres_urls_use_psycopg() -> None:
 
 
 @pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        # libpq's multi-host form, which SQLAlchemy's make_url cannot parse (the port
+        # "5432,h2:5433" is not a number): rewritten to the query form it reads.
+        ("postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
+         "postgresql+psycopg://u@/db?host=h1,h2&port=5432,5433&target_session_attrs=read-write"),
+        ("postgres://u:p%40w@h1,[::1]:6000/db",
+         "postgresql+psycopg://u:p%40w@/db?host=h1,::1&port=5432,6000"),
+        # SQLAlchemy's documented form passes through.
+        ("postgresql://u@/db?host=h1:5432&host=h2:5433",
+         "postgresql+psycopg://u@/db?host=h1:5432&host=h2:5433"),
+    ],
+)  # fmt: skip
+def test_multi_host_postgres_urls(given: str, normalised: str) -> None:
+    assert Settings.from_env({"DATABASE_URL": given}).database_url == normalised
+    # ...and the engine hands psycopg every host with its port.
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = make_url(normalised)
+    _, params = create_engine(url).dialect.create_connect_args(url)
+    assert params["host"].count(",") == 1 and params["port"].count(",") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("postgresql://u@h1:x,h2/db", "the port of host 'h1:x'"),
+        ("postgresql://u@h1:70000,h2/db", "between 1 and 65535"),
+        ("postgresql://u@h1:5432,/db", "cannot read host ''"),
+        ("postgresql://u@h1,h2/db?host=h3", "not both"),
+        ("postgresql://u@/db?host=h1:5432&host=h2:x", "cannot read ?host=h2:x"),
+    ],
+)
+def test_bad_multi_host_postgres_urls(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DATABASE_URL": value})
+    assert caught.value.variable == "DATABASE_URL" and problem in caught.value.problem
+
+
+@pytest.mark.parametrize(
     ("variable", "value", "problem"),
     [
         ("PAYSCHED_CONCURRENCY", "three", "expected an integer"),

@@ -10,7 +10,9 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 from paysched.redis_client import SentinelTarget
 from paysched.redis_server import RedisProcess, free_port, redis_binary
+from paysched.supervisor import child_pids
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -70,14 +73,24 @@ class PostgresCluster:
         if done.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {done.stderr.decode(errors='replace')[-500:]}")
 
-    def init(self) -> None:
-        self.datadir.mkdir(parents=True)
+    def make_datadir(self) -> None:
+        self.datadir.mkdir(parents=True, mode=0o700)
         if os.geteuid() == 0:
             import pwd
 
             user = pwd.getpwnam("postgres")
             os.chown(self.datadir, user.pw_uid, user.pw_gid)
-            self.datadir.parent.chmod(0o711)  # the temp dir: let postgres reach its data dir
+            # Let postgres reach its data dir: search (not read) permission on the temp dirs
+            # above it, and never on a directory outside the temp dir.
+            tmp = Path(tempfile.gettempdir()).resolve()
+            for parent in self.datadir.resolve().parents:
+                if parent == tmp or tmp not in parent.parents:
+                    break
+                parent.chmod(parent.stat().st_mode | 0o711)
+            self.datadir.parent.chmod(0o711)
+
+    def init(self) -> None:
+        self.make_datadir()
         self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-N")
         self.start()
         import psycopg
@@ -287,3 +300,124 @@ class SentinelRedis:
             with contextlib.suppress(Exception):
                 proc.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class ReplicatedPostgres:
+    """A primary and a streaming standby on free ports, with synchronous replication: every
+    commit the primary acknowledges is on the standby too (synchronous_commit=on, the
+    default, with synchronous_standby_names='*'), so a failover loses nothing.
+
+    Two ports are fixed for the pair's life and `url()` names both; the roles move between
+    them. `fail_over()` stops the primary (-m immediate: a crash) and promotes the standby;
+    `reattach()` puts a new standby, copied from the promoted primary, on the dead one's port
+    (its data directory is discarded: a fresh pg_basebackup is simpler and surer than
+    pg_rewind, and costs a second on a test-sized cluster).
+
+    The promoted server runs alone and therefore asynchronously until `reattach()`: with
+    synchronous_standby_names still set, and no standby, every commit would wait forever.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.primary = PostgresCluster(workdir / "node-0")
+        self.standby: PostgresCluster | None = None
+        self.ports = (self.primary.port, free_port())
+        self.generation = 0
+        self.old_primary: PostgresCluster | None = None
+        self.frozen: list[int] = []  # the old primary's processes, stopped by fail_over(hang)
+
+    def url(self, db: str = "paysched") -> str:
+        """libpq's multi-host URL: whichever of the two accepts writes is the one used."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"postgresql://postgres@{hosts}/{db}?target_session_attrs=read-write"
+
+    def start(self) -> None:
+        self.primary.init()
+        self._add_standby(self.ports[1])
+
+    def _add_standby(self, port: int) -> None:
+        self.generation += 1
+        standby = PostgresCluster(self.workdir / f"node-{self.generation}")
+        standby.port = port
+        standby.make_datadir()
+        # -R writes primary_conninfo and standby.signal; -X stream copies the WAL written
+        # during the copy, so the standby starts consistent without archive or slot.
+        self.primary._run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres",
+            "-D", str(standby.datadir), "-R", "-X", "stream", "--checkpoint=fast",
+        )  # fmt: skip
+        # The copy holds the primary's log and socket lock file (both live in its data dir).
+        for leftover in [standby.datadir / "server.log", *standby.datadir.glob(".s.PGSQL.*")]:
+            leftover.unlink(missing_ok=True)
+        standby.start()
+        self.standby = standby
+        # Only now: set before the copy, the standby would inherit it and, once promoted
+        # alone, hang every commit waiting for a standby of its own.
+        self._sql(self.primary, "ALTER SYSTEM SET synchronous_standby_names = '*'")
+        self._sql(self.primary, "SELECT pg_reload_conf()")
+        wait_until(lambda: self._sync_state() == "sync", 30, "the standby to be synchronous")
+
+    def _sync_state(self) -> str | None:
+        rows = self._sql(self.primary, "SELECT sync_state FROM pg_stat_replication")
+        return str(rows[0][0]) if rows else None
+
+    @staticmethod
+    def _sql(node: PostgresCluster, query: str) -> list[tuple[object, ...]]:
+        import psycopg
+
+        with psycopg.connect(node.url("postgres"), autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(query)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def fail_over(self, hang: bool = False) -> float:
+        """Crash the primary, promote the standby and wait until it takes writes. Returns the
+        seconds from the stop to the first write the promoted server accepted.
+
+        `hang`: instead of stopping it, freeze the old primary (SIGSTOP of all its processes):
+        its connections stay open and never answer, as when its machine hangs. It is killed,
+        never resumed (two primaries), when the pair is destroyed."""
+        if self.standby is None:
+            raise RuntimeError("no standby to promote")
+        began = time.monotonic()
+        if hang:
+            pid = int((self.primary.datadir / "postmaster.pid").read_text().split()[0])
+            self.frozen = [pid, *child_pids(pid)]
+            for each in self.frozen:
+                os.kill(each, signal.SIGSTOP)
+        else:
+            self.primary.stop("immediate")
+        promoted = self.standby
+        promoted._run("pg_ctl", "-D", str(promoted.datadir), "-w", "promote")
+        self._sql(promoted, "ALTER SYSTEM RESET synchronous_standby_names")
+        self._sql(promoted, "SELECT pg_reload_conf()")
+        wait_until(lambda: self._sql(promoted, "SELECT pg_is_in_recovery()") == [(False,)], 30,
+                   "the promoted standby to leave recovery")  # fmt: skip
+        elapsed = time.monotonic() - began
+        if not hang:
+            self.primary.destroy()
+        self.old_primary, self.primary, self.standby = self.primary, promoted, None
+        return elapsed
+
+    def reattach(self) -> None:
+        """A new synchronous standby on the port the failed primary had."""
+        if self.standby is not None:
+            raise RuntimeError("a standby is attached already")
+        self._discard_old_primary()
+        port = next(port for port in self.ports if port != self.primary.port)
+        self._add_standby(port)
+
+    def _discard_old_primary(self) -> None:
+        for each in self.frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGKILL)
+        self.frozen = []
+        if self.old_primary is not None:
+            self.old_primary.running = False  # killed or stopped: nothing left to stop
+            shutil.rmtree(self.old_primary.datadir, ignore_errors=True)
+            self.old_primary = None
+
+    def destroy(self) -> None:
+        self._discard_old_primary()
+        for node in (self.standby, self.primary):
+            if node is not None:
+                node.destroy()
