@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy
 
 from paysched.app import App
 from paysched.chaos.servers import ReplicatedPostgres, pg_bindir
@@ -171,5 +172,26 @@ def test_a_primary_that_stops_answering_is_cut_off_and_the_promoted_one_used(
         text = caplog.text
         assert "database unavailable" in text and "no answer to a" in text, text
         assert "database answers again" in text, text
+    finally:
+        store.close()
+
+
+def test_a_connection_kept_after_its_commit_is_not_taken_for_a_stalled_one(
+    postgres_url: str,
+) -> None:
+    """Only a COMMIT in flight is timed: a connection its owner keeps after committing (a
+    migration's advisory lock, a long read) was once still counted as "in a COMMIT" and cut
+    off by the watchdog at the limit."""
+    store = Store.connect(postgres_url, pool_size=1)
+    try:
+        health = store.engine.pool_health  # type: ignore[attr-defined]
+        health.warn_s, health.abort_s = 0.2, 0.4
+        with store.engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+            conn.commit()
+            # The watchdog stops once nothing is in flight; it would cut this one off.
+            wait_for_sync(lambda: health._watcher is None, 10, "nothing in flight")
+            assert conn.execute(sqlalchemy.text("SELECT 1")).scalar_one() == 1
+            conn.commit()
     finally:
         store.close()

@@ -248,6 +248,20 @@ def _watch_postgresql(engine: Engine) -> None:
 
     engine.dialect.do_ping = watched_ping  # type: ignore[method-assign,assignment]
 
+    # Timed around the COMMIT itself: a "commit" event has no counterpart after it, and a
+    # connection kept checked out after its commit would have counted as a COMMIT in flight.
+    commit = engine.dialect.do_commit
+
+    def watched_commit(proxied: Any) -> None:
+        raw = getattr(proxied, "dbapi_connection", proxied)  # the pool's proxy, or raw
+        health.begin(raw, "COMMIT")
+        try:
+            commit(proxied)
+        finally:
+            health.end(raw)
+
+    engine.dialect.do_commit = watched_commit  # type: ignore[method-assign,assignment]
+
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Connection, _c: Any, statement: str, *_args: Any) -> None:
         health.begin(dbapi(conn), statement.split(None, 1)[0] if statement else "statement")
@@ -255,10 +269,6 @@ def _watch_postgresql(engine: Engine) -> None:
     @event.listens_for(engine, "after_cursor_execute")
     def _after(conn: Connection, *_args: Any) -> None:
         health.end(dbapi(conn))
-
-    @event.listens_for(engine, "commit")
-    def _commit(conn: Connection) -> None:
-        health.begin(dbapi(conn), "COMMIT")
 
     @event.listens_for(engine.pool, "checkin")
     def _checkin(dbapi_conn: Any, _record: Any) -> None:
