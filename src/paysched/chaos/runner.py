@@ -26,7 +26,13 @@ from paysched.chaos.model import BROKE, DB_ERROR_LOG_LINE, PlannedPayment, Provi
 from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
-from paysched.chaos.servers import PostgresCluster, RedisServer, SentinelRedis, wait_until
+from paysched.chaos.servers import (
+    PostgresCluster,
+    RedisServer,
+    ReplicatedPostgres,
+    SentinelRedis,
+    wait_until,
+)
 from paysched.config import Settings, normalise_database_url
 from paysched.db.store import Store
 from paysched.domain import FINAL_STATES, OccurrenceState
@@ -158,7 +164,7 @@ def run(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"--executor: expected ledger or provider, got {cfg.executor!r}")
     workdir = Path(tempfile.mkdtemp(prefix=f"paysched-chaos-{cfg.seed}-"))
     redis = SentinelRedis(workdir / "redis") if cfg.replicated else RedisServer(workdir / "redis")
-    pg: PostgresCluster | None = None
+    pg: PostgresCluster | ReplicatedPostgres | None = None
     procs: Processes | None = None
     store: Store | None = None
     provider: ChaosProvider | None = None
@@ -168,8 +174,12 @@ def run(cfg: Config) -> dict[str, Any]:
         redis.start()
         sqlite_path: Path | None = None
         if cfg.database == "postgresql":
-            pg = PostgresCluster(workdir / "pg")
-            pg.init()
+            if cfg.replicated:
+                pg = ReplicatedPostgres(workdir / "pg")
+                pg.start()
+            else:
+                pg = PostgresCluster(workdir / "pg")
+                pg.init()
             database_url = pg.url()
         else:
             sqlite_path = workdir / "paysched.db"
