@@ -25,7 +25,7 @@ from paysched.chaos.servers import ReplicatedPostgres, pg_bindir
 from paysched.config import Settings
 from paysched.db.store import Store
 from paysched.domain import OccurrenceState
-from tests.conftest import make_env, wait_for_sync
+from tests.conftest import make_env, unavailable, wait_for_sync
 
 S = OccurrenceState
 PAYMENTS = 20
@@ -38,7 +38,7 @@ def pair(tmp_path: Path) -> Iterator[ReplicatedPostgres]:
     try:
         pg_bindir()
     except RuntimeError:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl, pg_basebackup) not installed")
+        unavailable("PostgreSQL's binaries (initdb, pg_ctl, pg_basebackup)")
     replicated = ReplicatedPostgres(tmp_path / "pg")
     try:
         replicated.start()
