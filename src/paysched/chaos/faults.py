@@ -267,11 +267,18 @@ class Injector:
         return found
 
     def redis_failover(self, fault: PlannedFault) -> dict[str, Any]:
+        """SIGKILL of the Redis primary; the sentinels promote the replica; the old primary
+        back as its replica `down_s` later."""
         assert isinstance(self.redis, SentinelRedis)
-        promoted_s = self.redis.fail_over()
+        return self._fail_over(self.redis, fault)
+
+    def _fail_over(
+        self, servers: SentinelRedis | ReplicatedPostgres, fault: PlannedFault
+    ) -> dict[str, Any]:
+        promoted_s = servers.fail_over()
         promoted_at = time.time()
         self.sleep(fault.down_s)
-        self.redis.reattach()
+        servers.reattach()
         return {"promoted_s": round(promoted_s, 2), "promoted_at": promoted_at,
                 "reattached_after_s": fault.down_s}  # fmt: skip
 
@@ -300,12 +307,7 @@ class Injector:
         """The primary stopped (-m immediate) and its synchronous standby promoted; a new
         standby copied from it `down_s` later."""
         assert isinstance(self.pg, ReplicatedPostgres)
-        promoted_s = self.pg.fail_over()
-        promoted_at = time.time()
-        self.sleep(fault.down_s)
-        self.pg.reattach()
-        return {"promoted_s": round(promoted_s, 2), "promoted_at": promoted_at,
-                "reattached_after_s": fault.down_s}  # fmt: skip
+        return self._fail_over(self.pg, fault)
 
     def db_outage(self, fault: PlannedFault) -> dict[str, Any]:
         if self.pg is not None:
