@@ -4,7 +4,8 @@ A real `paysched run` (scheduler, worker pool, notification deliverer and, with 
 executor, the resolver) on a fresh database, its own queue and a redis-server of its own; after
 it settled, a fixed window counts
 - Redis commands: INFO commandstats before and after (per command; commands run inside Lua
-  scripts count too, as Redis counts them; the measurement's own INFO is left out);
+  scripts count too, as Redis counts them; the measurement's own INFO is left out, paysched's
+  own INFO calls are counted);
 - SQL statements and transactions: counted by the process's own engines (bench/idle_counted.py
   hooks SQLAlchemy's events). A "write transaction" is one not marked read-only: on SQLite a
   BEGIN IMMEDIATE, which takes the database's write lock.
@@ -36,11 +37,16 @@ SQL_KEYS = ("statements", "write_begins", "commits", "rollbacks")
 
 def _commandstats(client: redis.Redis) -> dict[str, int]:
     info: dict[str, Any] = client.info("commandstats")
-    return {
-        name.removeprefix("cmdstat_"): int(v["calls"])
-        for name, v in info.items()
-        if name != "cmdstat_info"
-    }
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
+
+
+def _without_own_info(by_command: dict[str, int]) -> dict[str, int]:
+    """paysched's own INFO calls count (its scheduler looks at Redis's run id); the window's
+    first INFO is the measurement's own (Redis counts a command after running it, so the
+    second is not in the counts it reports)."""
+    out = dict(by_command)
+    out["info"] = out.get("info", 0) - 1
+    return {k: v for k, v in out.items() if v > 0}
 
 
 def _sql_counts(path: Path) -> dict[str, Any]:
@@ -107,11 +113,9 @@ async def idle_run(ctx: Ctx, kind: str, settle_s: float, window_s: float) -> dic
     finally:
         private.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
-    by_command = {
-        name: redis_after[name] - redis_before.get(name, 0)
-        for name in redis_after
-        if redis_after[name] - redis_before.get(name, 0) > 0
-    }
+    by_command = _without_own_info(
+        {name: redis_after[name] - redis_before.get(name, 0) for name in redis_after}
+    )
     # The SQL counters are snapshots taken every 0.2 s: rate over their own timestamps.
     sql_span = sql_after["monotonic"] - sql_before["monotonic"]
     sql = {k: sql_after[k] - sql_before[k] for k in SQL_KEYS}
