@@ -197,12 +197,15 @@ class Settings:
         """Every secret value configured: never to appear in a log or an error."""
         return [self.telegram_token, self.webhook_secret, self.provider_token,
                 url_password(self.redis_url), url_password(self.database_url),
-                self.redis_sentinel_password]  # fmt: skip
+                *self._sentinel_secrets()]  # fmt: skip
 
-    @property
-    def redis_sentinel_password(self) -> str:
+    def _sentinel_secrets(self) -> list[str]:
+        """Under Sentinel: the sentinels' password and the data nodes' as given (the URL
+        holds it quoted)."""
         target = sentinel_target(self.redis_url)
-        return (target.sentinel_password or "") if target else ""
+        if target is None:
+            return []
+        return [p for p in (target.sentinel_password, target.password) if p]
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
