@@ -111,17 +111,19 @@ def payment_rows(store: Store, payments: Sequence[Payment]) -> list[dict[str, An
 
 
 def find_payments(
-    store: Store, f: PaymentFilter, limit: int, before: int | None = None
-) -> dict[str, Any]:
+    store: Store, f: PaymentFilter, limit: int, before: int | None = None,
+    after: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """A page of payments as GET /v1/payments and the dashboard's list show them: `data`
-    (payment_rows: each with its status), `has_more`, `before` (the id to continue below, or
-    None), `matched` (what the search text was taken for) and `searched_down_to` (the lowest
-    payment id a stretched search looked at: see db/store/finds.py)."""
-    found = store.find_payments(f, limit, before)
+    (payment_rows: each with its status), `older` (the `before` of the next page, or None),
+    `newer` (the `after` of the page before, or None), `matched` (what the search text was
+    taken for) and `searched_down_to` (the lowest payment id a stretched search looked at:
+    see db/store/finds.py)."""
+    found = store.find_payments(f, limit, before, after)
     return {
         "data": payment_rows(store, found.payments),
-        "has_more": found.before is not None,
-        "before": found.before,
+        "older": found.older,
+        "newer": found.newer,
         "matched": found.matched,
         "searched_down_to": found.searched_down_to,
     }

@@ -140,7 +140,7 @@ async def list_payments(
         payee=payee, currency=currency, due_from=due_from, due_before=due_before,
     )  # fmt: skip
     answer = await app.db(find_payments, app.store, found, limit, before)
-    more = answer["before"]
+    more = answer["older"]
     return {"data": answer["data"], "has_more": more is not None,
             "next_cursor": None if more is None else pages.encode(more)}  # fmt: skip
 

@@ -63,13 +63,15 @@ class PaymentFilter:
 
 @dataclass(frozen=True, slots=True)
 class FoundPayments:
-    """A page of payments, newest first. `before` continues below it (None: nothing older);
+    """A page of payments, newest first. `older` is the `before` of the next page (None:
+    nothing older), `newer` the `after` of the one before it (None: this is the newest);
     `matched` says what the search text was taken for ("id", "occurrence key", "reference",
     "account", "memo"; None without one); `searched_down_to` is the lowest payment id a
     stretched search looked at (None if it was not stretched)."""
 
     payments: list[Payment]
-    before: int | None
+    older: int | None
+    newer: int | None
     matched: str | None
     searched_down_to: int | None
 
@@ -128,16 +130,18 @@ def _has_occurrence(f: PaymentFilter) -> ColumnElement[bool] | None:
 
 class FindsStore(StoreBase):
     def find_payments(
-        self, f: PaymentFilter, limit: int, before: int | None = None
+        self, f: PaymentFilter, limit: int, before: int | None = None, after: int | None = None
     ) -> FoundPayments:
-        """Up to `limit` payments matching `f` with ids below `before`, newest first, read by
-        index (see the module's docstring)."""
+        """Up to `limit` payments matching `f`, newest first, read by index (see the module's
+        docstring): the newest with ids below `before` (None: from the newest), or, with
+        `after`, the oldest with ids above it (the page before one), still newest first."""
         with self._reading() as conn:
-            return self._find(conn, f, limit, before)
+            return self._find(conn, f, limit, before, after)
 
     def _find(
-        self, conn: Connection, f: PaymentFilter, limit: int, before: int | None
-    ) -> FoundPayments:
+        self, conn: Connection, f: PaymentFilter, limit: int, before: int | None,
+        after: int | None,
+    ) -> FoundPayments:  # fmt: skip
         p = t.payments.c
         where: list[ColumnElement[bool]] = []
         matched: str | None = None
@@ -179,35 +183,42 @@ class FindsStore(StoreBase):
             o = t.occurrences.c
             where.append(p.id.in_(select(o.payment_id).where(o.state == f.occurrence)))
         stretched = f.stretched() or matched == "memo"
-        low: int | None = None
-        if before is not None:
-            where.append(p.id < before)
-        if stretched:
+        if after is None:  # newest first, below `before`
             top = before if before is not None else self._next_id(conn)
-            low = max(1, top - STRETCH)
-            where.append(p.id >= low)
-        rows = self._newest(conn, where, sides, limit + 1)
+            low = max(1, top - STRETCH) if stretched else 1
+            where.append(p.id < top)
+            if stretched:
+                where.append(p.id >= low)
+            rows = self._rows(conn, where, sides, limit + 1, newest=True)
+            shown = rows[:limit]
+            older = shown[-1].id if len(rows) > limit else (low if low > 1 else None)
+            newer = None if before is None else (shown[0].id if shown else before - 1)
+            return FoundPayments(shown, older, newer, matched, low if stretched else None)
+        # Oldest first above `after` (the page before one), shown newest first all the same.
+        end = self._next_id(conn)
+        high = min(end - 1, after + STRETCH) if stretched else end - 1
+        where += [p.id > after, p.id <= high]
+        rows = self._rows(conn, where, sides, limit + 1, newest=False)
         shown = rows[:limit]
-        if len(rows) > limit:
-            after: int | None = shown[-1].id
-        elif low is not None and low > 1:
-            after = low  # nothing more in this stretch: the next one continues below it
-        else:
-            after = None
-        return FoundPayments(shown, after, matched, low)
+        full = len(rows) > limit
+        newer = shown[-1].id if full else (high if high < end - 1 else None)
+        shown.reverse()
+        older = shown[-1].id if shown else after + 1
+        return FoundPayments(shown, older, newer, matched, after + 1 if stretched else None)
 
-    def _newest(
+    def _rows(
         self, conn: Connection, where: list[ColumnElement[bool]],
-        sides: Sequence[ColumnElement[bool]], limit: int,
+        sides: Sequence[ColumnElement[bool]], limit: int, newest: bool,
     ) -> list[Payment]:  # fmt: skip
-        query = payment_select().where(*where).order_by(t.payments.c.id.desc()).limit(limit)
+        order = t.payments.c.id.desc() if newest else t.payments.c.id
+        query = payment_select().where(*where).order_by(order).limit(limit)
         if not sides:
             return [payment_from(r) for r in conn.execute(query)]
         merged = {
             payment.id: payment
             for side in sides for payment in map(payment_from, conn.execute(query.where(side)))
         }  # fmt: skip
-        return [merged[pid] for pid in sorted(merged, reverse=True)[:limit]]
+        return [merged[pid] for pid in sorted(merged, reverse=newest)[:limit]]
 
     def _search(self, conn: Connection, text: str) -> tuple[str, list[int]]:
         """What the search text names, and the payment ids (an account's id) it leads to:
