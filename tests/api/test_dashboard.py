@@ -185,8 +185,9 @@ async def test_the_overview_and_the_detail_show_a_payment_that_ran(api: Api) -> 
             assert count(text, section, name.replace("_", " ")) == n, (section, name)
     assert count(text, "Queue", "completed") == 1 and count(text, "Occurrences", "succeeded") == 1
     assert f'href="/dashboard/payments/{pid}"' in text and "2.50 USD" in text
-    assert ('<a href="/dashboard/accounts/alice">alice</a> → '
-            '<a href="/dashboard/accounts/bob">bob</a>') in text  # each its account's page
+    assert (
+        '<a href="/dashboard/accounts/alice">alice</a> → <a href="/dashboard/accounts/bob">bob</a>'
+    ) in text  # each its account's page
     assert "Nothing: no occurrence in needs_review" in text
     r = await api.client.get("/dashboard/", headers=signed(api, "read"))
     assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
