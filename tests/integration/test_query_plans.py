@@ -9,6 +9,7 @@ The planner chooses freely: no enable_* setting is changed.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from sqlalchemy import event, text
 
 from paysched.db.outbox import Outbox
 from paysched.db.store import Store
+from paysched.db.store.finds import STRETCH, PaymentFilter
 from paysched.domain import OccurrenceState
 from tests.conftest import PG_ADMIN, _pg_admin
 
@@ -83,7 +85,9 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def reads_of(store: Store, run: Callable[[], object]) -> list[tuple[str, list[str]]]:
+def reads_of(
+    store: Store, run: Callable[[], object], max_filtered: int = MAX_FILTERED
+) -> list[tuple[str, list[str]]]:
     """Each SELECT that `run` sent, with what its plan does wrong (empty: nothing)."""
     sent: list[tuple[str, Any]] = []
 
@@ -108,7 +112,7 @@ def reads_of(store: Store, run: Callable[[], object]) -> list[tuple[str, list[st
                 f"{node.get('Rows Removed by Filter', 0)} rows filtered out"
                 for node in _nodes(explained[0]["Plan"])
                 if (node["Node Type"] == "Seq Scan" and node.get("Relation Name") in GROWN)
-                or node.get("Rows Removed by Filter", 0) > MAX_FILTERED
+                or node.get("Rows Removed by Filter", 0) > max_filtered
             ]
             out.append((statement, wrong))
         conn.rollback()  # SELECT ... FOR UPDATE locked rows
@@ -162,3 +166,29 @@ def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
     assert len(grown.occurrences_of(pid)) == OCCURRENCES // PAYMENTS
     assert_indexed(grown, per_payment)
     assert_indexed(grown, per_state)
+
+
+def test_finding_payments_reads_by_index(grown: Store) -> None:
+    """The dashboard's list and GET /v1/payments (issue 22): every search kind and filter reads
+    a page by index. A filter no index answers (memo text, status, a final occurrence state, a
+    due range) reads one stretch of payment ids, never more: at most STRETCH rows filtered."""
+    now = database_now(grown)
+    searches = [
+        PaymentFilter(payment_id=500), PaymentFilter(text="hist-5000"),  # an occurrence key
+        PaymentFilter(text="payer"),  # an account, either side
+        PaymentFilter(text="nothing matches this"),  # no key, reference, account: memo
+        PaymentFilter(account="payee", state="done"), PaymentFilter(currency="USD"),
+        PaymentFilter(currency="EUR"),  # none: found by the index, not by reading all
+        PaymentFilter(state="paused"), PaymentFilter(payer="payer", payee="payee"),
+        PaymentFilter(status="failed"), PaymentFilter(status="pending"),
+        PaymentFilter(status="scheduled"), PaymentFilter(occurrence="scheduled"),
+        PaymentFilter(occurrence="succeeded"),
+        PaymentFilter(due_from=now - timedelta(days=29), due_before=now - timedelta(days=28)),
+    ]  # fmt: skip
+    for f in searches:
+        for before, after in ((None, None), (PAYMENTS // 2, None), (None, PAYMENTS // 2)):
+            read = functools.partial(grown.find_payments, f, 26, before, after)
+            bad = [(sql, wrong) for sql, wrong in reads_of(grown, read, STRETCH) if wrong]
+            assert bad == [], (f, before, after)
+    assert_indexed(grown, lambda: grown.ledger_entries("payer", 26))
+    assert_indexed(grown, lambda: grown.ledger_entries("payer", 26, 10))
