@@ -197,7 +197,9 @@ class FindsStore(StoreBase):
         # Oldest first above `after` (the page before one), shown newest first all the same.
         end = self._next_id(conn)
         high = min(end - 1, after + STRETCH) if stretched else end - 1
-        where += [p.id > after, p.id <= high]
+        where.append(p.id > after)
+        if stretched:
+            where.append(p.id <= high)
         rows = self._rows(conn, where, sides, limit + 1, newest=False)
         shown = rows[:limit]
         full = len(rows) > limit
