@@ -184,11 +184,13 @@ class FindsStore(StoreBase):
             where.append(p.id.in_(select(o.payment_id).where(o.state == f.occurrence)))
         stretched = f.stretched() or matched == "memo"
         if after is None:  # newest first, below `before`
-            top = before if before is not None else self._next_id(conn)
-            low = max(1, top - STRETCH) if stretched else 1
-            where.append(p.id < top)
-            if stretched:
-                where.append(p.id >= low)
+            low = 1
+            if before is not None:
+                where.append(p.id < before)
+            if stretched:  # the stretch below `before`, or below the newest payment
+                top = before if before is not None else self._next_id(conn)
+                low = max(1, top - STRETCH)
+                where += [p.id >= low, p.id < top]
             rows = self._rows(conn, where, sides, limit + 1, newest=True)
             shown = rows[:limit]
             older = shown[-1].id if len(rows) > limit else (low if low > 1 else None)
