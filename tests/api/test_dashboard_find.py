@@ -264,6 +264,10 @@ async def test_the_overview_counts_link_into_the_list(api: Api, world: World) ->
     assert link is not None and link.group(2) == "1"
     assert found_ids(await page(api, link.group(1))) == [world["review"]]
     assert 'href="/dashboard/payments"' in text
+    # A filter given to the overview is the list's.
+    r = await api.client.get("/dashboard/?state=paused&q=bob", headers=signed(api, "read"))
+    assert r.status_code == 303
+    assert r.headers["location"] == "/dashboard/payments?state=paused&q=bob"
 
 
 async def test_everything_is_escaped_and_a_read_key_sees_it_all(api: Api, world: World) -> None:

@@ -64,7 +64,10 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def home(request: Request, _: ApiKey = Read) -> HTMLResponse:
+async def home(request: Request, _: ApiKey = Read) -> Response:
+    if any(name in request.query_params for name in FILTERS):
+        # /dashboard/?state=failed was silently the overview: a filter is the list's.
+        return RedirectResponse(f"{auth.PATH}/payments?{request.url.query}", status_code=303)
     return page(request, "overview.html", **await overview(_app(request)))
 
 
