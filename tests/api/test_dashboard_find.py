@@ -15,6 +15,7 @@ from sqlalchemy import insert, select
 
 from paysched.db import tables as t
 from paysched.db.store import finds
+from paysched.web.auth import COOKIE
 from tests.api.conftest import Api, problem
 from tests.api.test_dashboard import page, signed
 from tests.integration.helpers import fund
@@ -290,3 +291,11 @@ async def test_the_openapi_document_has_the_new_parameters(api: Api) -> None:
     spec = (await api.client.get("/openapi.json")).json()
     params = {p["name"] for p in spec["paths"]["/v1/payments"]["get"]["parameters"]}
     assert {"q", "status", "occurrence", "account", "due_from", "due_before"} <= params
+
+
+async def test_the_new_pages_need_a_signed_in_key(api: Api, world: World) -> None:
+    for path in ("/dashboard/payments?q=carol", "/dashboard/accounts/carol"):
+        r = await api.client.get(path)
+        assert r.status_code == 303 and r.headers["location"] == "/dashboard/login", path
+        r = await api.client.get(path, headers={"Cookie": f"{COOKIE}=psk_forged"})
+        assert r.status_code == 303, path
