@@ -116,7 +116,7 @@ async def test_each_kind_of_search(api: Api, world: World) -> None:
     assert await both(api, q="%") == [world["unknown"]]
     assert await both(api, q="nothing like it") == []
     text = await page(api, "/dashboard/payments?q=pay-rent-1")
-    assert "is an occurrence key" in text
+    assert "“pay-rent-1” was taken as an occurrence key" in text
     text = await page(api, "/dashboard/payments?q=nothing+like+it")
     assert "No payment matches." in text
 
