@@ -200,10 +200,20 @@ async def test_a_filter_no_index_answers_goes_a_stretch_at_a_time(
         found += found_ids(text)
         empty += "No payment matches among these" in text
         older = re.search(r'<a href="([^"]+)" rel="next">', text)
-        path = html.unescape(older.group(1)) if older else None
+        last, path = path, html.unescape(older.group(1)) if older else None
     bulk = world.bulk[::-1]  # oldest first
     assert found == sorted([bulk[1], *bulk[10:20]], reverse=True)
     assert empty >= 2
+    # Back up from the last page by the newer links: the same payments, none twice.
+    back: list[int] = []
+    newer: str | None = last
+    while newer is not None:
+        text = await page(api, newer)
+        back += found_ids(text)
+        link = re.search(r'<a href="([^"]+)" rel="prev">', text)
+        newer = html.unescape(link.group(1)) if link else None
+        assert newer is None or "q=bulk+1" in newer
+    assert sorted(back, reverse=True) == found and len(set(back)) == len(back)
 
 
 async def test_bad_input_is_a_400_page_naming_the_field(api: Api, world: World) -> None:
