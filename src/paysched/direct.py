@@ -17,6 +17,7 @@ from typing import Any
 from paysched import redaction
 from paysched.config import Settings
 from paysched.db.store import Store
+from paysched.db.store.finds import PaymentFilter
 from paysched.domain import Payment, PaymentState
 
 
@@ -107,3 +108,22 @@ def payment_rows(store: Store, payments: Sequence[Payment]) -> list[dict[str, An
     done = [p.id for p in payments if p.state == PaymentState.DONE]
     states = store.occurrence_states(done)
     return [payment_view(p) | {"status": payment_status(p, states.get(p.id, []))} for p in payments]
+
+
+def find_payments(
+    store: Store, f: PaymentFilter, limit: int, before: int | None = None,
+    after: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A page of payments as GET /v1/payments and the dashboard's list show them: `data`
+    (payment_rows: each with its status), `older` (the `before` of the next page, or None),
+    `newer` (the `after` of the page before, or None), `matched` (what the search text was
+    taken for) and `searched_down_to` (the lowest payment id a stretched search looked at:
+    see db/store/finds.py)."""
+    found = store.find_payments(f, limit, before, after)
+    return {
+        "data": payment_rows(store, found.payments),
+        "older": found.older,
+        "newer": found.newer,
+        "matched": found.matched,
+        "searched_down_to": found.searched_down_to,
+    }

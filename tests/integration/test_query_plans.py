@@ -9,9 +9,12 @@ The planner chooses freely: no enable_* setting is changed.
 
 from __future__ import annotations
 
+import functools
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from sqlalchemy import event, text
 
 from paysched.db.outbox import Outbox
 from paysched.db.store import Store
+from paysched.db.store.finds import STRETCH, PaymentFilter
 from paysched.domain import OccurrenceState
 from tests.conftest import PG_ADMIN, _pg_admin
 
@@ -83,7 +87,9 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def reads_of(store: Store, run: Callable[[], object]) -> list[tuple[str, list[str]]]:
+def reads_of(
+    store: Store, run: Callable[[], object], max_filtered: int = MAX_FILTERED
+) -> list[tuple[str, list[str]]]:
     """Each SELECT that `run` sent, with what its plan does wrong (empty: nothing)."""
     sent: list[tuple[str, Any]] = []
 
@@ -108,7 +114,7 @@ def reads_of(store: Store, run: Callable[[], object]) -> list[tuple[str, list[st
                 f"{node.get('Rows Removed by Filter', 0)} rows filtered out"
                 for node in _nodes(explained[0]["Plan"])
                 if (node["Node Type"] == "Seq Scan" and node.get("Relation Name") in GROWN)
-                or node.get("Rows Removed by Filter", 0) > MAX_FILTERED
+                or node.get("Rows Removed by Filter", 0) > max_filtered
             ]
             out.append((statement, wrong))
         conn.rollback()  # SELECT ... FOR UPDATE locked rows
@@ -162,3 +168,69 @@ def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
     assert len(grown.occurrences_of(pid)) == OCCURRENCES // PAYMENTS
     assert_indexed(grown, per_payment)
     assert_indexed(grown, per_state)
+
+
+PAGES = ((None, None), (PAYMENTS // 2, None), (None, PAYMENTS // 2))  # first, older, newer
+
+
+def _searches(now: datetime) -> list[PaymentFilter]:
+    return [
+        PaymentFilter(payment_id=500), PaymentFilter(text="hist-5000"),  # an occurrence key
+        PaymentFilter(text="payer"),  # an account, either side
+        PaymentFilter(text="nothing matches this"),  # no key, reference, account: memo
+        PaymentFilter(account="payee", state="done"), PaymentFilter(currency="USD"),
+        PaymentFilter(currency="EUR"),  # none: found by the index, not by reading all
+        PaymentFilter(state="paused"), PaymentFilter(payer="payer", payee="payee"),
+        PaymentFilter(status="failed"), PaymentFilter(status="pending"),
+        PaymentFilter(status="scheduled"), PaymentFilter(occurrence="scheduled"),
+        PaymentFilter(occurrence="succeeded"),
+        PaymentFilter(due_from=now - timedelta(days=29), due_before=now - timedelta(days=28)),
+    ]  # fmt: skip
+
+
+def test_finding_payments_reads_by_index_on_sqlite(tmp_path: Path) -> None:
+    """SQLite's plans for the same reads (it keeps no statistics: the plan is the schema's):
+    no table of the history is scanned whole."""
+    store = Store.connect(f"sqlite:///{tmp_path / 'plans.db'}")
+    try:
+        store.migrate()
+        sent: list[tuple[str, Any]] = []
+
+        def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            if statement.lstrip().upper().startswith("SELECT"):
+                sent.append((statement, parameters))
+
+        event.listen(store.engine, "before_cursor_execute", capture)
+        for f in _searches(datetime.now(UTC)):
+            for before, after in PAGES:
+                store.find_payments(f, 26, before, after)
+        store.ledger_entries("payer", 26, 10)
+        event.remove(store.engine, "before_cursor_execute", capture)
+        with store.engine.connect() as conn:
+            for statement, parameters in sent:
+                plan = [row[3] for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + statement, parameters)]  # fmt: skip
+                tables = (*GROWN, "ledger_entries")
+                scans = [s for s in plan if s.startswith("SCAN") and s.split()[1] in tables]
+                # A one-sided range of the primary key walks every payment below (or above) it
+                # with the filter: what an index should have answered. (A stretch is a
+                # two-sided range: rowid>? AND rowid<?.)
+                scans += [s for s in plan if re.match(r"SEARCH payments USING INTEGER PRIMARY "
+                                                       r"KEY \(rowid[<>]\?\)", s)]  # fmt: skip
+                assert scans == [], (statement, plan)
+    finally:
+        store.close()
+
+
+def test_finding_payments_reads_by_index(grown: Store) -> None:
+    """The dashboard's list and GET /v1/payments (issue 22): every search kind and filter reads
+    a page by index. A filter no index answers (memo text, status, a final occurrence state, a
+    due range) reads one stretch of payment ids, never more: at most STRETCH rows filtered."""
+    searches = _searches(database_now(grown))
+    for f in searches:
+        for before, after in PAGES:
+            read = functools.partial(grown.find_payments, f, 26, before, after)
+            bad = [(sql, wrong) for sql, wrong in reads_of(grown, read, STRETCH) if wrong]
+            assert bad == [], (f, before, after)
+    assert_indexed(grown, lambda: grown.ledger_entries("payer", 26))
+    assert_indexed(grown, lambda: grown.ledger_entries("payer", 26, 10))

@@ -32,8 +32,9 @@ from paysched.cursors import is_occurrence_position, occurrence_after, occurrenc
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
 from paysched.db.store.payments import Held as HeldResult
-from paysched.direct import payment_rows
-from paysched.domain import Account, normalise_name, parse_currency, payment_state_filter
+from paysched.direct import find_payments
+from paysched.domain import Account
+from paysched.finding import payment_filter
 from paysched.inputs import (
     HTTP_NAMES,
     Calendar,
@@ -95,30 +96,53 @@ async def create_payment(
 )
 async def list_payments(
     request: Request,
+    q: str | None = Query(
+        None, max_length=200,
+        description="Search: a payment id (`123` or `#123`), an occurrence key (`pay-…`), a "
+        "provider reference, an account name (payer or payee), or else text of the memo "
+        "(any case). The first of these that names something is used.",
+    ),
     state: str | None = Query(None, description="active, paused, done or cancelled."),
+    status: str | None = Query(
+        None, description="What became of it, as `status` reports it: scheduled, pending, "
+        "paused, cancelled, succeeded, failed, missed or skipped.",
+    ),
+    occurrence: str | None = Query(
+        None, description="Has an occurrence in this state (scheduled, queued, executing, "
+        "retrying, unknown, needs_review, succeeded, failed, cancelled, skipped, missed).",
+    ),
+    account: str | None = Query(None, max_length=100, description="Payer or payee."),
     payer: str | None = Query(None, alias="from", max_length=100, description="Paying account."),
     payee: str | None = Query(None, alias="to", max_length=100, description="Receiving account."),
     currency: str | None = Query(None, pattern=r"^[A-Za-z]{3}$"),
+    due_from: str | None = Query(
+        None, max_length=40,
+        description="Has an occurrence due at or after this (RFC 3339, or a date: its "
+        "midnight UTC).",
+    ),
+    due_before: str | None = Query(
+        None, max_length=40, description="Has an occurrence due before this (as `due_from`)."
+    ),
     limit: int = pages.Limit,
     cursor: str | None = pages.Cursor,
     _: ApiKey = Read,
-) -> dict[str, Any]:
-    """Payments, newest first."""
+) -> dict[str, Any]:  # fmt: skip
+    """Payments, newest first, found by `q` and filtered (every filter given must hold).
+
+    Each page reads by index. Memo text, `status`, a final `occurrence` state and a due range
+    are checked a stretch of 5,000 payment ids at a time: such a page holds what matched in
+    its stretch, so it may be short or even empty while `has_more` is true; follow
+    `next_cursor` to search older payments."""
     app = paysched(request)
     before = pages.decode(cursor, pages.is_id)
-    store = app.store
-    filters: dict[str, Any] = dict(
-        state=payment_state_filter(state), before_id=before,
-        payer=normalise_name(payer, "from") if payer is not None else None,
-        payee=normalise_name(payee, "to") if payee is not None else None,
-        currency=parse_currency(currency) if currency else None,
+    found = payment_filter(
+        q=q, state=state, status=status, occurrence=occurrence, account=account, payer=payer,
+        payee=payee, currency=currency, due_from=due_from, due_before=due_before,
     )  # fmt: skip
-
-    def read() -> dict[str, Any]:  # one trip to the thread pool for the page and its statuses
-        rows = store.list_payments(limit + 1, **filters)
-        return pages.page(rows, limit, lambda shown: payment_rows(store, shown), lambda p: p.id)
-
-    return await app.db(read)
+    answer = await app.db(find_payments, app.store, found, limit, before)
+    more = answer["older"]
+    return {"data": answer["data"], "has_more": more is not None,
+            "next_cursor": None if more is None else pages.encode(more)}  # fmt: skip
 
 
 @router.get(

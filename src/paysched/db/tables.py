@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -126,6 +127,11 @@ payments = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "next_due_at"),
     Index(None, "state", "id"),  # lists by state, newest first; the paused ones for reconcile
+    # An account's payments (as payer, as payee) and a currency's, newest first: the
+    # dashboard's and GET /v1/payments' filters read one page of them (db/store/finds.py).
+    Index(None, "payer_id", "id"),
+    Index(None, "payee_id", "id"),
+    Index(None, "currency", "id"),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("payer_id <> payee_id", name="distinct_accounts"),
     CheckConstraint(_one_of("state", PAYMENT_STATES), name="state_valid"),
@@ -160,6 +166,13 @@ occurrences = Table(
     Index(None, "state", "due_at"),
     # A payment's occurrences (its detail and pages, pause, resume, cancel), not all history.
     Index(None, "payment_id", "due_at"),
+    # A search by the provider's reference; only the occurrences that have one.
+    Index(
+        None,
+        "reference",
+        postgresql_where=text("reference IS NOT NULL"),
+        sqlite_where=text("reference IS NOT NULL"),
+    ),
     CheckConstraint(_one_of("state", OCCURRENCE_STATES), name="state_valid"),
     CheckConstraint("attempts >= 0 AND fence >= 0 AND takeovers >= 0", name="counts_valid"),
 )
@@ -181,12 +194,15 @@ ledger_entries = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("transfer_id", String(80), nullable=False, index=True),
-    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
     Column("amount", BigInteger, nullable=False),  # signed minor units; a transfer sums to zero
     Column("occurrence_id", Integer, ForeignKey("occurrences.id"), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     # The last line of defence for "exactly once": one occurrence can touch an account once.
     UniqueConstraint("occurrence_id", "account_id"),
+    # An account's entries, newest first (its page in the dashboard): (account_id) alone made
+    # PostgreSQL sort all of a busy account's entries for one page.
+    Index(None, "account_id", "id"),
     CheckConstraint("amount <> 0", name="amount_nonzero"),
 )
 

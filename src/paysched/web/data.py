@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from paysched.app import App
-from paysched.direct import payment_rows
-from paysched.domain import OccurrenceState
-from paysched.views import notification_view, occurrence_view
+from paysched.db.store import finds
+from paysched.db.store.finds import LedgerEntry, PaymentFilter
+from paysched.direct import find_payments, payment_rows
+from paysched.domain import OccurrenceState, format_amount
+from paysched.views import account_view, iso, notification_view, occurrence_view
 
 LATEST = 20  # payments on the overview
 ATTENTION = 50  # of each kind of thing a person must look at
@@ -32,3 +34,60 @@ async def overview(app: App) -> dict[str, Any]:
         }
 
     return stats | await app.db(read)
+
+
+# -- finding payments, accounts ---------------------------------------------------------------
+
+PAGE = 25  # payments on a page of the list, and ledger entries on an account's page
+ACCOUNT_PAYMENTS = 10  # the account's latest payments on its page (the list has the rest)
+# The list's filters, as its form sends them (every field, empty when unused).
+FILTERS = ("q", "status", "state", "occurrence", "account", "currency", "due_from", "due_before")
+
+
+def list_url(form: dict[str, str], **paging: int) -> str:
+    """The list with the same filters (the empty ones left out) and a page position."""
+    from urllib.parse import urlencode
+
+    kept = {k: v for k, v in form.items() if v} | {k: str(v) for k, v in paging.items()}
+    return "/dashboard/payments" + (f"?{urlencode(kept)}" if kept else "")
+
+
+async def payment_list(
+    app: App, f: PaymentFilter, form: dict[str, str], before: int | None, after: int | None
+) -> dict[str, Any]:
+    """A page of the list, newest first, with the links to the pages either side."""
+    found = await app.db(find_payments, app.store, f, PAGE, before, after)
+    return found | {
+        "stretch": finds.STRETCH,  # read when used: a test narrows it
+        "older_url": None if found["older"] is None else list_url(form, before=found["older"]),
+        "newer_url": None if found["newer"] is None else list_url(form, after=found["newer"]),
+        "newest_url": list_url(form) if before is not None or after is not None else None,
+    }
+
+
+def _entry_view(e: LedgerEntry, currency: str) -> dict[str, Any]:
+    return {"id": e.id, "amount": format_amount(e.amount, currency), "transfer_id": e.transfer_id,
+            "payment_id": e.payment_id, "at": iso(e.created_at)}  # fmt: skip
+
+
+async def account_page(app: App, name: str, ledger_before: int | None) -> dict[str, Any]:
+    """An account: its balance, its ledger entries newest first (a page below entry id
+    `ledger_before`), and its latest payments as payer or payee."""
+    store = app.store
+
+    def read() -> dict[str, Any]:
+        account = store.get_account(name)  # NotFound: a 404 page
+        entries = store.ledger_entries(account.name, PAGE + 1, ledger_before)
+        shown = entries[:PAGE]
+        payments = find_payments(store, PaymentFilter(account=account.name), ACCOUNT_PAYMENTS)
+        return {
+            "account": account_view(account),
+            "entries": [_entry_view(e, account.currency) for e in shown],
+            "ledger_older": shown[-1].id if len(entries) > PAGE else None,
+            "ledger_paged": ledger_before is not None,
+            "payments": payments["data"],
+            "more_payments": payments["older"] is not None,
+            "payments_url": list_url({"account": account.name}),
+        }
+
+    return await app.db(read)

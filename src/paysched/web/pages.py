@@ -1,4 +1,5 @@
-"""The dashboard's routes: login/logout, overview, payment detail, actions, live events."""
+"""The dashboard's routes: login/logout, overview, the payment list, a payment's detail, an
+account, actions, live events."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from paysched.app import App
 from paysched.cursors import is_occurrence_position, occurrence_after
 from paysched.db.apikeys import ApiKey
 from paysched.domain import parse_id
-from paysched.errors import NotFound, PayschedError
+from paysched.errors import InvalidInput, NotFound, PayschedError
+from paysched.finding import payment_filter
 from paysched.web import auth, live
-from paysched.web.data import overview
-from paysched.web.render import is_htmx, page
+from paysched.web.data import FILTERS, account_page, overview, payment_list
+from paysched.web.render import error_page, is_htmx, page
 
 router = APIRouter()
 Read = Depends(auth.signed_in("read"))
@@ -62,7 +64,10 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def home(request: Request, _: ApiKey = Read) -> HTMLResponse:
+async def home(request: Request, _: ApiKey = Read) -> Response:
+    if any(name in request.query_params for name in FILTERS):
+        # /dashboard/?state=failed was silently the overview: a filter is the list's.
+        return RedirectResponse(f"{auth.PATH}/payments?{request.url.query}", status_code=303)
     return page(request, "overview.html", **await overview(_app(request)))
 
 
@@ -73,6 +78,43 @@ async def events(request: Request, _: ApiKey = Read) -> StreamingResponse:
     # no-store: never cached; X-Accel-Buffering: a proxy (nginx) passes each event on at once.
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+def _position(value: str | None, field: str) -> int | None:
+    """A page position of the list (a payment or entry id, as the page's own links carry)."""
+    return None if value is None or value == "" else parse_id(value, field)
+
+
+@router.get("/payments", response_class=HTMLResponse)
+async def payments(request: Request, _: ApiKey = Read) -> HTMLResponse:
+    """Every payment, newest first, found by `q` and filtered as GET /v1/payments is (the same
+    read). The fields are read here rather than declared: a bad one is a 400 page that names it
+    above the form as the operator filled it, not a bare validation error."""
+    params = request.query_params
+    form = {name: params.get(name, "") for name in FILTERS}
+    try:
+        found = payment_filter(**form)
+        before = _position(params.get("before"), "before")
+        after = _position(params.get("after"), "after")
+    except InvalidInput as exc:
+        return page(request, "payments.html", 400, form=form, found=None,
+                    error=exc.problem, field=exc.field)  # fmt: skip
+    listed = await payment_list(_app(request), found, form, before, after)
+    return page(request, "payments.html", form=form, found=listed, error=None, field=None)
+
+
+@router.get("/accounts/{name:path}", response_class=HTMLResponse)  # an old name may hold /
+async def account(
+    request: Request, name: str, before: str | None = Query(None, max_length=20),
+    _: ApiKey = Read,
+) -> HTMLResponse:  # fmt: skip
+    """An account: balance, ledger entries (paged, newest first), its latest payments."""
+    try:
+        position = _position(before, "before")
+    except InvalidInput as exc:  # as the list's: a bad position is a 400 naming it
+        return error_page(request, 400, str(exc))
+    data = await account_page(_app(request), name, position)
+    return page(request, "account.html", **data)
 
 
 async def _detail_page(

@@ -7,6 +7,7 @@ never a problem document, a 500 or a traceback: an operator reads it in a browse
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,11 @@ templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+# One path segment, every reserved character escaped (Jinja's urlencode keeps '/'): account
+# names made before new_account_name refused '/', '?', '#' and '%' still get their page.
+templates.filters["segment"] = lambda value: quote(str(value), safe="")
 
 
 def render(name: str, **context: Any) -> str:

@@ -2,8 +2,9 @@
 
 One module per aggregate — `accounts` (accounts and the ledger), `payments` (payments,
 cancels, materializing occurrences), `execution` (claims, settles, finishes, unknown outcomes),
-`reads` (read models) — over `base` (engine, dialect helpers) and `transitions` (the one
-compare-and-set every state change goes through). `Store` puts them together so callers hold
+`reads` (read models), `finds` (search and filters of payments, an account's ledger) — over
+`base` (engine, dialect helpers) and `transitions` (the one compare-and-set every state change
+goes through). `Store` puts them together so callers hold
 one object. Methods are synchronous and short; async callers run them on the database threads.
 """
 
@@ -15,13 +16,14 @@ from paysched.db.engine import make_engine
 from paysched.db.store.accounts import LedgerReport
 from paysched.db.store.base import LostRace
 from paysched.db.store.execution import Claim, ExecutionStore, Finish, NoClaim
+from paysched.db.store.finds import FindsStore
 from paysched.db.store.payments import LATE_AFTER, CancelResult
 from paysched.db.store.reads import ReadsStore
 
 __all__ = ["CancelResult", "Claim", "Finish", "LedgerReport", "LostRace", "NoClaim", "Store"]
 
 
-class Store(ExecutionStore, ReadsStore):
+class Store(ExecutionStore, ReadsStore, FindsStore):
     @classmethod
     def connect(cls, url: str, pool_size: int = 10, late_after: timedelta = LATE_AFTER) -> Store:
         """`late_after`: see PaymentsStore (Settings.catchup_late_after)."""
