@@ -148,13 +148,16 @@ class _Health:
         self.abort_s = abort_s
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        # An outage is of a database that answered before: a first connect that fails is the
+        # caller's to report (a command says it in its one line, a service waits for it).
+        self._answered = False
         # id(DBAPI connection) -> [connection, since, what, warned]
         self._busy: dict[int, list[Any]] = {}
         self._watcher: threading.Thread | None = None
 
     def failed(self, problem: str, since: float | None = None) -> None:
         with self._lock:
-            if self._down_since is not None:
+            if self._down_since is not None or not self._answered:
                 return
             self._down_since = time.monotonic() if since is None else since
         log.warning("database unavailable (%s): in-flight work is retried; reconnecting", problem)
@@ -162,6 +165,7 @@ class _Health:
     def connected(self, dbapi_conn: Any) -> None:
         with self._lock:
             since, self._down_since = self._down_since, None
+            self._answered = True
         if since is not None:
             log.info("database answers again after %.1f s (%s)", time.monotonic() - since,
                      _where(dbapi_conn))  # fmt: skip
