@@ -271,3 +271,41 @@ idempotency_keys = Table(
     Index(None, "created_at"),
     CheckConstraint(_one_of("state", IDEMPOTENCY_STATES), name="state_valid"),
 )
+
+# Who did what: one row per action a person took (over the HTTP API, the dashboard, the CLI or
+# the Python API), written in the same transaction as the change it records, so that there is
+# no change without its actor and no actor without its change.
+ACTOR_KINDS = ("api_key", "cli", "python")
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor_kind", String(8), nullable=False),
+    # The API key that acted (api_key); its name is copied, so a renamed or revoked key's past
+    # actions still say who it was.
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=True),
+    Column("actor_name", String(100), nullable=False),
+    Column("via", String(16), nullable=False),  # api | dashboard | cli | python
+    Column("action", String(32), nullable=False),  # create, cancel, pause, resolve, ...
+    Column("payment_id", Integer, ForeignKey("payments.id"), nullable=True),
+    Column("occurrence_id", Integer, ForeignKey("occurrences.id"), nullable=True),
+    Column("detail", Text, nullable=False, server_default=""),
+    Index(None, "payment_id", "id"),  # a payment's actions, newest first (its timeline)
+    CheckConstraint(_one_of("actor_kind", ACTOR_KINDS), name="actor_kind_valid"),
+)
+
+# Dashboard sign-ins: the browser holds a random session id, the database its SHA-256 and the
+# key it stands for. The key itself never reaches the cookie; a session ends at sign-out, after
+# being idle too long, at its absolute expiry, or when its key is revoked.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("api_key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),  # idle expiry counts from here
+    Column("expires_at", UTCDateTime, nullable=False),  # absolute expiry
+    Index(None, "expires_at"),  # the purge of ended sessions
+)
