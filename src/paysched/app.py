@@ -173,7 +173,7 @@ class App:
             app.redis_url, settings.queue_name, settings.queue_prefix, settings.attempts,
             backoff, settings.keep_completed, deployment_id,
         )  # fmt: skip
-        app.queue.read_payments = app._payments_by_id  # for the jobs' summaries
+        app.queue.read_summaries = app._job_summaries
         try:
             if wait_for_backends:
                 await until_available("Redis", lambda: probe_redis(redis_url))
@@ -229,8 +229,8 @@ class App:
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await in_pool(self.pool, fn, *args, **kwargs)
 
-    async def _payments_by_id(self, payment_ids: Sequence[int]) -> dict[int, Payment]:
-        return await self.db(self.store.payments_by_id, payment_ids)
+    async def _job_summaries(self, payment_ids: Sequence[int]) -> dict[int, str]:
+        return await self.db(self.store.job_summaries, payment_ids)
 
     def _need_queue(self) -> tuple[PaymentQueue, Scheduler]:
         if self.queue is None or self.scheduler is None:

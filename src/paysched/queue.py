@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from paysched.clock import to_ms
-from paysched.domain import Occurrence, Payment, format_amount
+from paysched.domain import Occurrence, Payment, payment_summary
 from paysched.queue_counts import QUEUE_STATES
 from paysched.redis_client import bullmq_connection, owns_pool, redis_client
 
@@ -60,16 +60,9 @@ INFRA_RETRIES = 25
 DEPLOYMENT_SEEN_MS = 10 * 60_000
 
 Processor = Callable[[Job, str], Awaitable[Any]]
-# Reads the payments of a batch of jobs (one read per enqueue, not per job): see job_summary.
-PaymentsReader = Callable[[Sequence[int]], Awaitable[Mapping[int, Payment]]]
-
-
-def job_summary(payment: Payment) -> str:
-    """What a person reading the queue (Bull Board, redis-cli) needs to tell jobs apart:
-    "payment #12: 12.34 EUR alice → bob". Never the memo (free text that may name a person or
-    carry an invoice's details) nor the notification targets (chat ids, webhook URLs)."""
-    amount = format_amount(payment.amount, payment.currency)
-    return f"payment #{payment.id}: {amount} {payment.currency} {payment.payer} → {payment.payee}"
+# The summaries (payment_summary) of a batch of jobs' payments, by payment id: one read per
+# enqueue, not one per job.
+SummaryReader = Callable[[Sequence[int]], Awaitable[Mapping[int, str]]]
 
 
 def priority_for(due_at: datetime) -> int:
@@ -188,7 +181,7 @@ class PaymentQueue:
         reconnect_promptly(self._queue.client)
         self._presence_script = self._queue.client.register_script(PRESENCE_LUA)
         # Set by the app: without it jobs carry ids only (tools that open a queue of their own).
-        self.read_payments: PaymentsReader | None = None
+        self.read_summaries: SummaryReader | None = None
 
     @property
     def redis(self) -> Any:
@@ -225,18 +218,22 @@ class PaymentQueue:
     async def _summaries(
         self, occurrences: Sequence[Occurrence], known: Mapping[int, Payment]
     ) -> dict[int, str]:
-        """Each payment's job_summary, reading the ones the caller did not pass in one go.
+        """Each payment's summary: of the payments the caller passed, and in one read of the
+        others.
 
         Informative only: a read that fails leaves those jobs without a summary rather than
         holding back payments that are due."""
-        payments = dict(known)
-        wanted = sorted({o.payment_id for o in occurrences} - payments.keys())
-        if wanted and self.read_payments is not None:
+        out = {
+            p.id: payment_summary(p.id, p.amount, p.currency, p.payer, p.payee)
+            for p in known.values()
+        }
+        wanted = sorted({o.payment_id for o in occurrences} - out.keys())
+        if wanted and self.read_summaries is not None:
             try:
-                payments.update(await self.read_payments(wanted))
+                out.update(await self.read_summaries(wanted))
             except Exception as exc:
                 log.warning("job summaries left out (reading payments failed: %s)", exc)
-        return {pid: job_summary(p) for pid, p in payments.items()}
+        return out
 
     async def enqueue(
         self,

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from paysched.app import App
-from paysched.domain import OccurrenceState, Payment
+from paysched.domain import OccurrenceState
 from tests.integration.helpers import all_final, fund, pay, running
 
 MEMO = "rent for Jane Doe, IBAN DE89370400440532013000"
@@ -50,14 +50,14 @@ async def test_jobs_enqueued_without_their_payments_read_them_once_per_batch(app
     for occ in occs:  # Redis lost them
         assert await app.queue.remove(occ.key)
     reads: list[Sequence[int]] = []
-    read = app.queue.read_payments
+    read = app.queue.read_summaries
     assert read is not None
 
-    async def counted(payment_ids: Sequence[int]) -> Mapping[int, Payment]:
+    async def counted(payment_ids: Sequence[int]) -> Mapping[int, str]:
         reads.append(payment_ids)
         return await read(payment_ids)
 
-    app.queue.read_payments = counted
+    app.queue.read_summaries = counted
     assert await app.scheduler.reconcile(app.clock.now()) == len(occs)
     assert reads == [sorted(ids)]
     summaries = {(await _job(app, o.key)).data["summary"] for o in occs}
@@ -76,10 +76,10 @@ async def test_a_failed_read_leaves_the_summary_out_not_the_job(app: App) -> Non
     assert app.queue is not None and app.scheduler is not None
     assert await app.queue.remove(occ.key)
 
-    async def broken(payment_ids: Sequence[int]) -> Mapping[int, Payment]:
+    async def broken(payment_ids: Sequence[int]) -> Mapping[int, str]:
         raise RuntimeError("database away")
 
-    app.queue.read_payments = broken
+    app.queue.read_summaries = broken
     assert await app.scheduler.reconcile(app.clock.now()) == 1
     job = await _job(app, occ.key)
     assert "summary" not in job.data and job.data["occurrence_id"] == occ.id
