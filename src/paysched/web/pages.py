@@ -19,6 +19,7 @@ from paysched.finding import payment_filter
 from paysched.web import auth, live
 from paysched.web.data import FILTERS, account_page, overview, payment_list
 from paysched.web.render import error_page, is_htmx, page
+from paysched.web.times import next_due
 
 router = APIRouter()
 Read = Depends(auth.signed_in("read"))
@@ -124,8 +125,12 @@ async def _detail_page(
     """The payment with its newest occurrences, or those older than `cursor` (the API's
     cursor: a bad one is a 422 page naming it)."""
     before = occurrence_after(decode(cursor, is_occurrence_position))
-    detail = await _app(request).payment_detail(payment_id, before)
-    return page(request, "payment.html", status, p=detail, flash=flash, cursor=cursor)
+    app = _app(request)
+    detail = await app.payment_detail(payment_id, before)
+    upcoming = await next_due(app, detail)
+    return page(
+        request, "payment.html", status, p=detail, flash=flash, cursor=cursor, upcoming=upcoming
+    )
 
 
 @router.get("/payments/{payment_id}", response_class=HTMLResponse)
