@@ -26,10 +26,16 @@ async def _job(app: App, key: str) -> Any:
 async def test_job_data_has_a_summary_and_no_memo_or_targets(app: App) -> None:
     await fund(app, {"alice": 0, "bob": 0}, currency="EUR")
     payment = await app.create_payment(
-        payer="alice", payee="bob", amount=1234, currency="EUR",
-        due_at=app.clock.now() + timedelta(seconds=50), cron=None, timezone=None, memo=MEMO,
+        payer="alice",
+        payee="bob",
+        amount=1234,
+        currency="EUR",
+        due_at=app.clock.now() + timedelta(seconds=50),
+        cron=None,
+        timezone=None,
+        memo=MEMO,
         notify=[HOOK, "telegram:987654"],
-    )  # fmt: skip
+    )
     (occ,) = await app.db(app.store.occurrences_of, payment.id)
     job = await _job(app, occ.key)
     assert job.data["summary"] == f"payment #{payment.id}: 12.34 EUR alice → bob"
