@@ -3,7 +3,7 @@
 (`executable_path`). Playwright's own browser downloads (`playwright install`) are never used.
 
 One server process per module (scheduler, ledger workers and the API in one process, on its own
-SQLite file and Redis key prefix) and one browser per session keep the suite fast; every test
+SQLite file and Redis key prefix) and one browser per module keep the suite fast; every test
 gets a fresh browser context, so cookies never leak between tests.
 
 Without Chromium the browser tests skip on a laptop and fail under CI=true: a browser suite
@@ -54,7 +54,10 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open its event loop counts as
+# running in this thread, and every asyncio test after it would fail ("Runner.run() cannot be
+# called from a running event loop"). The suite has one browser module, so this is one launch.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     path = chromium_path()
     if path is None:
