@@ -156,17 +156,21 @@ def cancel_from_its_page(page: Page, server: Server, pid: int) -> list[str]:
 
         return handle
 
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
     page.goto(f"{server.url}/dashboard/payments/{pid}")
     button = page.get_by_role("button", name="Cancel payment")
     page.once("dialog", answer(False))
     button.click()
     assert len(asked) == 1  # click() returns once the dialog was handled
+    assert posts == [], "a refused confirmation sends nothing"
     expect(page.locator("#payment h1 .status")).to_have_text("scheduled")
-    assert status_of(server, pid) == "scheduled", "a refused confirmation sent nothing"
+    assert status_of(server, pid) == "scheduled"
 
     page.once("dialog", answer(True))
     button.click()
     expect(page.locator("#result")).to_contain_text(f"Payment #{pid} cancelled")
+    assert posts == [f"{server.url}/dashboard/payments/{pid}/cancel"]
     return asked
 
 
