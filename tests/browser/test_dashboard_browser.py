@@ -259,6 +259,19 @@ def test_an_open_page_goes_to_sign_in_when_its_key_is_revoked(
 # -- phone width -------------------------------------------------------------------------------
 
 
+# The outermost elements that reach past the window's right edge (tag.class and width), so a
+# failure says where to look.
+OVERFLOWING = """() => {
+  const edge = document.documentElement.clientWidth;
+  const past = [...document.body.querySelectorAll("*")].filter(
+    (e) => e.getBoundingClientRect().right > edge + 0.5);
+  const outermost = past.filter((e) => !past.includes(e.parentElement));
+  return outermost.slice(0, 5).map((e) =>
+    `${e.tagName.toLowerCase()}${e.className ? "." + e.className : ""}`
+    + ` (${Math.round(e.getBoundingClientRect().width)} px)`);
+}"""
+
+
 def test_no_horizontal_scroll_at_400_px(server: Server, browser: Browser) -> None:
     """Every page fits a 400 px wide window: nothing wider than the page (scrollWidth within
     clientWidth, which leaves out a vertical scroll bar)."""
@@ -269,6 +282,7 @@ def test_no_horizontal_scroll_at_400_px(server: Server, browser: Browser) -> Non
         page = context.new_page()
         sign_in(page, server, "writer")
         widths: dict[str, tuple[int, int]] = {}
+        culprits: dict[str, list[str]] = {}
         pages = {
             "overview": "/dashboard/",
             "list": "/dashboard/payments",
@@ -281,9 +295,14 @@ def test_no_horizontal_scroll_at_400_px(server: Server, browser: Browser) -> Non
                 "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
             )
             widths[name] = (scroll, client)
+            if scroll > client:
+                culprits[name] = page.evaluate(OVERFLOWING)
             if name == "payment":
                 screenshot(page, "phone.png")
         too_wide = {name: w for name, w in widths.items() if w[0] > w[1]}
-        assert not too_wide, f"wider than the window (scrollWidth, clientWidth): {widths}"
+        assert not too_wide, (
+            f"wider than the window (scrollWidth, clientWidth): {widths}; "
+            f"the widest elements reaching past it: {culprits}"
+        )
     finally:
         context.close()
