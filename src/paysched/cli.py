@@ -752,6 +752,11 @@ def stats(as_json: JsonFlag = False) -> None:
         f"{part + ':':<14} " + "  ".join(f"{k} {v}" for k, v in data[part].items())
         for part in ("queue", "occurrences", "notifications")
     ]
+    lines += [
+        f"{'processes:' if i == 0 else '':<14} {p['role']} {p['host']}:{p['pid']} {p['state']}, "
+        f"seen {p['seen_s_ago']:g}s ago"
+        for i, p in enumerate(data["processes"])
+    ] or [f"{'processes:':<14} none seen in the last day"]
     emit(data, as_json, "\n".join(lines))
 
 

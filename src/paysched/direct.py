@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from paysched import redaction
@@ -47,6 +47,7 @@ async def stats(settings: Settings) -> dict[str, Any]:
     reported before Redis is looked at."""
     from paysched.backends import REDIS_PROBE_TIMEOUT_S, probe_redis, resolve_redis
     from paysched.db.outbox import Outbox
+    from paysched.heartbeat import processes_key, read_processes
     from paysched.queue_counts import queue_counts
     from paysched.redis_client import redis_client
 
@@ -62,12 +63,15 @@ async def stats(settings: Settings) -> dict[str, Any]:
         )
         try:
             queue = await queue_counts(client, settings.queue_name, settings.queue_prefix)
+            key = processes_key(settings.queue_prefix, settings.queue_name)
+            processes = await read_processes(client, key, datetime.now(UTC))
         finally:
             await client.aclose()
     finally:
         if embedded is not None:
             embedded.stop()
-    return {"queue": queue, "occurrences": occurrences, "notifications": notifications}
+    return {"queue": queue, "occurrences": occurrences, "notifications": notifications,
+            "processes": processes}  # fmt: skip
 
 
 DETAIL_PAGE = 20  # occurrences in a payment's detail (GET /v1/payments/{id}, the dashboard)

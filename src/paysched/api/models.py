@@ -279,10 +279,29 @@ class Skipped(Out):
     due_at: Timestamp | None
 
 
+class ProcessBeat(Out):
+    role: str = Field(description="worker, scheduler, resolver, delivery or api.")
+    host: str
+    pid: int
+    queue: str = Field(description="The queue it serves.")
+    started_at: Timestamp | None
+    last_seen: Timestamp
+    seen_s_ago: float = Field(description="Seconds since its last heartbeat (every 5 s).")
+    state: str = Field(
+        description="up; down (no heartbeat for 3 beats: killed, hung or cut off); stopped "
+        "(it stopped cleanly)."
+    )
+
+
 class Stats(Out):
     queue: dict[str, int] = Field(description="waiting, active, completed, failed, delayed, ...")
     occurrences: dict[str, int]
     notifications: dict[str, int]
+    processes: list[ProcessBeat] = Field(
+        default_factory=list,
+        description="Every paysched process role of this queue seen within a day, by its "
+        "heartbeat.",
+    )
 
 
 class Page(Out, Generic[T]):
