@@ -190,9 +190,11 @@ class App:
                 f"Redis at {redacted(app.redis_url)}: {short_error(exc)}"
             ) from exc
         app.heartbeat = Heartbeat(
-            app.queue.redis, processes_key(settings.queue_prefix, settings.queue_name),
-            settings.queue_name, clock,
-        )  # fmt: skip
+            app.queue.redis,
+            processes_key(settings.queue_prefix, settings.queue_name),
+            settings.queue_name,
+            clock,
+        )
         try:
             app.executor = (executor_factory or default_executor)(app)
         except BaseException:

@@ -582,11 +582,12 @@ def list_cmd(
     """List payments, newest first."""
     from paysched.direct import payment_rows
     from paysched.domain import payment_state_filter
+    from paysched.views import marker
 
     with store_of(migrate=False) as store:
         views = payment_rows(store, store.list_payments(limit, payment_state_filter(state)))
     lines = [
-        f"{v['id']:>6}  {v['status']:<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
+        f"{v['id']:>6}  {marker(v):<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
         f"{v['to']}  {v['due_at'] or v['schedule']}"
         for v in views
     ]

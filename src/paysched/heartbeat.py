@@ -51,15 +51,22 @@ class Heartbeat:
     `paysched run --api` still writes one HSET per beat."""
 
     def __init__(
-        self, redis: Any, key: str, queue: str, clock: Clock, every_s: float = BEAT_S,
-        host: str | None = None, pid: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        redis: Any,
+        key: str,
+        queue: str,
+        clock: Clock,
+        every_s: float = BEAT_S,
+        host: str | None = None,
+        pid: int | None = None,
+    ) -> None:
         self.redis, self.key, self.queue, self.clock = redis, key, queue, clock
         self.every_s = every_s
         self.host = host or socket.gethostname()
         self.pid = pid or os.getpid()
         self._roles: dict[str, Callable[[], bool]] = {}
         self._started: dict[str, datetime] = {}
+        self._alive: set[str] = set()  # the roles of the last beat
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -67,22 +74,31 @@ class Heartbeat:
         return f"{self.host}:{self.pid}:{role}"
 
     def _value(self, role: str, now: datetime, stopped: bool = False) -> str:
-        return json.dumps({
-            "role": role, "host": self.host, "pid": self.pid, "queue": self.queue,
-            "started_at": iso(self._started[role]), "last_seen": iso(now), "stopped": stopped,
-        })  # fmt: skip
+        return json.dumps(
+            {
+                "role": role,
+                "host": self.host,
+                "pid": self.pid,
+                "queue": self.queue,
+                "started_at": iso(self._started[role]),
+                "last_seen": iso(now),
+                "stopped": stopped,
+            }
+        )
 
     async def beat(self) -> None:
         """One HSET of every role whose loop is alive (nothing when none is)."""
         now = self.clock.now()
         alive = [role for role, check in self._roles.items() if check()]
+        self._alive = set(alive)
         if alive:
             beats = {self.field(role): self._value(role, now) for role in alive}
             await self.redis.hset(self.key, mapping=beats)
 
     @contextlib.asynccontextmanager
     async def beating(self, roles: Mapping[str, Callable[[], bool]]) -> AsyncIterator[None]:
-        """Beat for `roles` while inside; on the way out, one last beat marks them stopped."""
+        """Beat for `roles` while inside; on the way out, one last beat marks those stopped
+        that were alive at the last beat (one whose loop died before stays down)."""
         now = self.clock.now()
         for role, check in roles.items():
             self._roles[role] = check
@@ -96,9 +112,11 @@ class Heartbeat:
         finally:
             for role in roles:
                 self._roles.pop(role, None)
+            now, ended = self.clock.now(), [r for r in roles if r in self._alive]
             with contextlib.suppress(Exception):  # Redis away: it is shown down instead
-                stopped = {self.field(r): self._value(r, self.clock.now(), True) for r in roles}
-                await self.redis.hset(self.key, mapping=stopped)
+                if ended:
+                    stopped = {self.field(r): self._value(r, now, True) for r in ended}
+                    await self.redis.hset(self.key, mapping=stopped)
             if not self._roles and self._task is not None:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -126,10 +144,15 @@ def process_view(raw: Mapping[str, Any], now: datetime, every_s: float = BEAT_S)
     else:
         state = "down" if ago > every_s * DOWN_AFTER_BEATS else "up"
     return {
-        "role": str(raw["role"]), "host": str(raw["host"]), "pid": int(raw["pid"]),
-        "queue": str(raw["queue"]), "started_at": raw.get("started_at"),
-        "last_seen": raw["last_seen"], "seen_s_ago": round(ago, 1), "state": state,
-    }  # fmt: skip
+        "role": str(raw["role"]),
+        "host": str(raw["host"]),
+        "pid": int(raw["pid"]),
+        "queue": str(raw["queue"]),
+        "started_at": raw.get("started_at"),
+        "last_seen": raw["last_seen"],
+        "seen_s_ago": round(ago, 1),
+        "state": state,
+    }
 
 
 async def read_processes(redis: Any, key: str, now: datetime) -> list[dict[str, Any]]:

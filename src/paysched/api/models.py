@@ -229,6 +229,23 @@ class PaymentSummary(Payment):
     )
 
 
+class PaymentRow(PaymentSummary):
+    """A payment as the list shows it: its status, and what needs attention beside it."""
+
+    late_ms: int | None = Field(
+        description="How long past due its oldest due occurrence is, not started yet (a "
+        "worker starts one within milliseconds: workers down or saturated); null when none "
+        "is more than 5 s past due, or the payment is paused or cancelled."
+    )
+    unresolved: str | None = Field(
+        description="needs_review or unknown when an occurrence is (the first when both); "
+        "null otherwise."
+    )
+    resolve_at: Timestamp | None = Field(
+        description="When the resolver next asks the provider about its unknown occurrence."
+    )
+
+
 class PaymentDetail(PaymentSummary):
     occurrences: list[Occurrence] = Field(
         description="Its newest occurrences (at most 20), in due order (by due time, then "

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from paysched.api.problems import TITLES, Problem, allowed_methods, from_paysched, request_id
 from paysched.errors import PayschedError
 from paysched.redaction import redact
+from paysched.views import duration_text
 
 # autoescape=True for every template: all of them are HTML, and names and memos are whatever a
 # client typed (a memo "<script>..." must render as text).
@@ -33,6 +34,7 @@ templates = Environment(
 # One path segment, every reserved character escaped (Jinja's urlencode keeps '/'): account
 # names made before new_account_name refused '/', '?', '#' and '%' still get their page.
 templates.filters["segment"] = lambda value: quote(str(value), safe="")
+templates.filters["duration"] = duration_text  # milliseconds as "2m 03s"
 
 
 def render(name: str, **context: Any) -> str:
