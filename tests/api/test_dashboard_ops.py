@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 from paysched.clock import ManualClock
-from paysched.db.store.execution import Finish
+from paysched.db.store.execution import Claim, Finish
 from paysched.db.store.reads import Activity
 from paysched.domain import OccurrenceState
 from paysched.heartbeat import Heartbeat, processes_key, read_processes
@@ -82,7 +82,7 @@ async def settle_as(api: Api, pid: int, target: OccurrenceState, resolve_at: dat
     store, now = api.app.store, api.app.clock.now()
     [occ] = await api.app.db(store.occurrences_of, pid)
     claim = await api.app.db(store.claim, occ.id, now)
-    assert claim is not None
+    assert isinstance(claim, Claim), claim
     finish = Finish(claim, target, "the provider did not say", resolve_at=resolve_at)
     assert await api.app.db(store.finish_many, [finish], now) == [True]
 
