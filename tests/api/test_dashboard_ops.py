@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 from paysched.clock import ManualClock
@@ -17,7 +18,7 @@ from paysched.views import duration_text
 from paysched.web.chart import activity_svg
 from tests.api.conftest import Api
 from tests.api.test_api import accounts
-from tests.api.test_dashboard import page, schedule
+from tests.api.test_dashboard import page, schedule, served
 from tests.conftest import wait_for
 from tests.integration.helpers import all_final, running
 
@@ -133,6 +134,21 @@ async def test_each_role_beats_while_running_and_says_when_it_stopped(api: Api) 
     assert {"worker", "scheduler", "delivery"} <= await roles("stopped")
     metrics = (await api.get("/metrics")).text
     assert 'paysched_processes{role="worker",state="stopped"} 1.0' in metrics
+
+
+async def test_the_api_server_beats_too(api: Api) -> None:
+    app = api.app
+
+    async def api_role() -> list[str]:
+        return [p["state"] for p in await app.processes() if p["role"] == "api"]
+
+    async with served(app):
+        await wait_for(lambda: _equals(api_role(), ["up"]), 10, "the API's first beat")
+    assert await api_role() == ["stopped"]
+
+
+async def _equals(got: Awaitable[object], wanted: object) -> bool:
+    return await got == wanted
 
 
 async def test_a_process_that_stops_beating_is_down_then_forgotten(api: Api) -> None:
