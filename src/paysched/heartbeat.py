@@ -97,8 +97,9 @@ class Heartbeat:
 
     @contextlib.asynccontextmanager
     async def beating(self, roles: Mapping[str, Callable[[], bool]]) -> AsyncIterator[None]:
-        """Beat for `roles` while inside; on the way out, one last beat marks those stopped
-        that were alive at the last beat (one whose loop died before stays down)."""
+        """Beat for `roles` while inside; on a clean way out, one last beat marks those
+        stopped that were alive at the last beat (one whose loop died before, or a way out by
+        an exception, stays down: it did not stop as asked)."""
         now = self.clock.now()
         for role, check in roles.items():
             self._roles[role] = check
@@ -107,16 +108,19 @@ class Heartbeat:
             self._task = asyncio.create_task(self._loop(), name="paysched-heartbeat")
         else:
             self._wake.set()  # the new roles show up at once, not at the next beat
+        clean = False
         try:
             yield
+            clean = True
         finally:
             for role in roles:
                 self._roles.pop(role, None)
             now, ended = self.clock.now(), [r for r in roles if r in self._alive]
-            with contextlib.suppress(Exception):  # Redis away: it is shown down instead
-                if ended:
+            # Redis away or hung: it is shown down instead, and shutdown is not held up.
+            with contextlib.suppress(Exception):
+                if ended and clean:
                     stopped = {self.field(r): self._value(r, now, True) for r in ended}
-                    await self.redis.hset(self.key, mapping=stopped)
+                    await asyncio.wait_for(self.redis.hset(self.key, mapping=stopped), 2.0)
             if not self._roles and self._task is not None:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -4,6 +4,7 @@ and the overview's chart of the last hour (real Redis, SQLite and PostgreSQL).""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable
@@ -171,6 +172,19 @@ async def test_a_process_that_stops_beating_is_down_then_forgotten(api: Api) -> 
     assert seen["state"] == "down"  # three beats of 5 s missed
     assert await read_processes(redis, key, clock.advance(timedelta(days=1))) == []
     assert await redis.hlen(key) == 0  # forgotten, not only hidden
+
+
+async def test_a_role_that_ends_by_an_error_is_not_shown_stopped(api: Api) -> None:
+    redis = api.app.queue.redis  # type: ignore[union-attr]
+    key = processes_key(api.app.settings.queue_prefix, api.app.settings.queue_name)
+    clock = ManualClock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
+    beat = Heartbeat(redis, key, "q", clock, host="h2", pid=7)
+    with contextlib.suppress(RuntimeError):
+        async with beat.beating({"scheduler": lambda: True}):
+            await wait_for(lambda: _fields(redis, key, {"h2:7:scheduler"}), 5, "the first beat")
+            raise RuntimeError("the scheduler crashed")
+    [seen] = await read_processes(redis, key, clock.advance(timedelta(seconds=16)))
+    assert seen["state"] == "down"
 
 
 def _live_value(beat: Heartbeat, at: datetime) -> str:
