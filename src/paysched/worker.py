@@ -352,6 +352,11 @@ class WorkerPool:
         self._waker.start()
         log.info("worker started: queue %s, concurrency %s", self.queue.name, self.concurrency)
 
+    @property
+    def alive(self) -> bool:
+        """Started, and its fetch loop has not ended (what its heartbeat says)."""
+        return self._task is not None and not self._task.done()
+
     def _on_error(self, err: Exception, job: Job | None = None) -> None:
         """Queue-level errors (lost connection, failed lock renewal) reach the event bus too."""
         key = str(job.id) if job is not None else "-"

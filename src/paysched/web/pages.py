@@ -17,7 +17,7 @@ from paysched.domain import parse_id
 from paysched.errors import InvalidInput, NotFound, PayschedError
 from paysched.finding import payment_filter
 from paysched.web import auth, live
-from paysched.web.data import FILTERS, account_page, overview, payment_list
+from paysched.web.data import FILTERS, account_page, activity_chart, overview, payment_list
 from paysched.web.render import error_page, is_htmx, page
 from paysched.web.times import next_due
 
@@ -69,7 +69,14 @@ async def home(request: Request, _: ApiKey = Read) -> Response:
     if any(name in request.query_params for name in FILTERS):
         # /dashboard/?state=failed was silently the overview: a filter is the list's.
         return RedirectResponse(f"{auth.PATH}/payments?{request.url.query}", status_code=303)
-    return page(request, "overview.html", **await overview(_app(request)))
+    app = _app(request)
+    return page(request, "overview.html", **await overview(app), **await activity_chart(app))
+
+
+@router.get("/chart", response_class=HTMLResponse)
+async def chart(request: Request, _: ApiKey = Read) -> Response:
+    """The overview's chart alone, for its refresh every 30 s."""
+    return page(request, "_chart.html", **await activity_chart(_app(request)))
 
 
 @router.get("/events")

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from paysched.api.problems import TITLES, Problem, allowed_methods, from_paysched, request_id
 from paysched.errors import PayschedError
 from paysched.redaction import redact
+from paysched.views import duration_text
 from paysched.web.times import zone_of, zoned
 
 # autoescape=True for every template: all of them are HTML, and names and memos are whatever a
@@ -38,6 +39,7 @@ templates.filters["segment"] = lambda value: quote(str(value), safe="")
 # every path that renders one (a page, an htmx reload, a live update) has them.
 templates.globals["zoned"] = zoned
 templates.globals["zone_of"] = zone_of
+templates.filters["duration"] = duration_text  # milliseconds as "2m 03s"
 
 
 def render(name: str, **context: Any) -> str:
