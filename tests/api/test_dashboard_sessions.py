@@ -19,10 +19,11 @@ from sqlalchemy import select
 from paysched.api import create_api
 from paysched.app import App
 from paysched.clock import ManualClock
-from paysched.config import ConfigError, Settings
+from paysched.config import Settings
 from paysched.db import tables as t
 from paysched.db.apikeys import ApiKeys
 from paysched.db.sessions import TOUCH_EVERY
+from paysched.errors import ConfigError
 from paysched.web.auth import COOKIE
 from tests.api.conftest import Api
 from tests.api.test_api import accounts
