@@ -100,9 +100,15 @@ async def test_the_cookie_holds_a_random_token_and_the_table_only_its_hash(api: 
         r = await other.post("/dashboard/login", data={"key": key}, headers=ORIGIN)
         assert r.status_code == 303 and other.cookies[COOKIE] != token
     assert len(await session_rows(api.app)) == 2
-    # The old cookie (the key itself) opens nothing now, and is cleared.
-    r = await api.client.get("/dashboard/", headers={"Cookie": f"paysched_key={key}"})
-    assert r.status_code == 303
+    # The old cookie (the key itself) opens nothing now, and signing in clears it.
+    old = {"Cookie": f"paysched_key={key}"}
+    r = await api.client.get("/dashboard/", headers=old)
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
+    fresh = httpx.AsyncClient(transport=httpx.ASGITransport(app=api.api), base_url="http://api")
+    async with fresh:
+        r = await fresh.post("/dashboard/login", data={"key": key}, headers=ORIGIN | old)
+        assert r.status_code == 303
+        assert 'paysched_key="";' in "\n".join(r.headers.get_list("set-cookie"))
 
 
 async def test_signing_out_deletes_the_session_and_its_token_opens_nothing(api: Api) -> None:
@@ -115,6 +121,11 @@ async def test_signing_out_deletes_the_session_and_its_token_opens_nothing(api: 
     # A copy of the cookie kept from before is worth nothing.
     again = await api.client.get("/dashboard/", headers={"Cookie": f"{COOKIE}={token}"})
     assert again.status_code == 303 and again.headers["location"] == "/dashboard/login"
+    # Signing in again over a live session ends that one: one row per browser.
+    first = await sign_in(api)
+    second = await sign_in(api)
+    assert first != second and len(await session_rows(api.app)) == 1
+    assert await opens(api)
 
 
 # -- expiry, on the injected clock --------------------------------------------------------------

@@ -117,11 +117,6 @@ class DashboardSessions:
         with self.engine.begin() as conn:
             return bool(conn.execute(delete(s).where(s.c.token_hash == token_hash(token))).rowcount)
 
-    def purge(self, now: datetime) -> int:
-        """Delete every session that has ended by `now` (or whose key is revoked); how many."""
-        with self.engine.begin() as conn:
-            return int(conn.execute(delete(s).where(self._ended(now))).rowcount)
-
     def _ended(self, now: datetime) -> ColumnElement[bool]:
         revoked = select(k.c.id).where(k.c.revoked_at.is_not(None))
         return or_(

@@ -30,8 +30,10 @@ from paysched.app import App
 from paysched.db.apikeys import ApiKey
 from paysched.db.sessions import DashboardSessions
 
-# Renamed from "paysched_key" (which held the key itself): such a cookie is simply unknown.
 COOKIE = "paysched_session"
+# What the cookie was called when it held the API key itself: cleared at sign-in and sign-out,
+# so that a browser signed in before sessions stops sending the key.
+OLD_COOKIE = "paysched_key"
 PATH = "/dashboard"
 LOGIN = f"{PATH}/login"
 
@@ -127,10 +129,14 @@ async def sign_in(request: Request, response: Response, key: ApiKey) -> None:
     """A new session of `key`; the response sets its token as the cookie."""
     app: App = request.app.state.paysched
     sessions: DashboardSessions = request.app.state.sessions
+    if previous := request.cookies.get(COOKIE, ""):  # signing in again: the old one ends
+        await app.db(sessions.end, previous)
     token = await app.db(sessions.create, key.id, app.clock.now())
     # No Max-Age: the cookie goes when the browser closes; the server's session ends sooner.
     https = request.url.scheme == "https"
     response.set_cookie(COOKIE, token, path=PATH, httponly=True, samesite="strict", secure=https)
+    if OLD_COOKIE in request.cookies:
+        clear_cookie(request, response, OLD_COOKIE)
 
 
 async def sign_out(request: Request, response: Response) -> None:
@@ -141,8 +147,10 @@ async def sign_out(request: Request, response: Response) -> None:
         sessions: DashboardSessions = request.app.state.sessions
         await app.db(sessions.end, token)
     clear_cookie(request, response)
+    if OLD_COOKIE in request.cookies:
+        clear_cookie(request, response, OLD_COOKIE)
 
 
-def clear_cookie(request: Request, response: Response) -> None:
-    response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="strict",
+def clear_cookie(request: Request, response: Response, name: str = COOKIE) -> None:
+    response.delete_cookie(name, path=PATH, httponly=True, samesite="strict",
                            secure=request.url.scheme == "https")  # fmt: skip
