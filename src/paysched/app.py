@@ -14,7 +14,7 @@ import importlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -173,6 +173,7 @@ class App:
             app.redis_url, settings.queue_name, settings.queue_prefix, settings.attempts,
             backoff, settings.keep_completed, deployment_id,
         )  # fmt: skip
+        app.queue.read_summaries = app._job_summaries
         try:
             if wait_for_backends:
                 await until_available("Redis", lambda: probe_redis(redis_url))
@@ -228,6 +229,9 @@ class App:
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await in_pool(self.pool, fn, *args, **kwargs)
 
+    async def _job_summaries(self, payment_ids: Sequence[int]) -> dict[int, str]:
+        return await self.db(self.store.job_summaries, payment_ids)
+
     def _need_queue(self) -> tuple[PaymentQueue, Scheduler]:
         if self.queue is None or self.scheduler is None:
             raise RuntimeError("App opened without a queue")
@@ -263,7 +267,7 @@ class App:
         payment = created.payment
 
         async def enqueue() -> None:
-            await scheduler.enqueue_made(created.occurrences, now)
+            await scheduler.enqueue_made(created.occurrences, now, {payment.id: payment})
             if created.capped:  # more fell due than one transaction makes
                 await scheduler.schedule_now([payment.id])
 

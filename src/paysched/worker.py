@@ -34,7 +34,7 @@ from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvable
 from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
-from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentQueue, RetryLater
+from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentFailed, PaymentQueue, RetryLater
 from paysched.threads import GroupCommit
 from paysched.views import lateness_ms
 
@@ -268,7 +268,7 @@ class PaymentProcessor:
         outbox = self._outbox(claim, "failed", reason)
         if await self._finish(Finish(claim, S.FAILED, reason, tuple(outbox), reference)):
             self._emit(EventKind.FAILED, claim, reason=reason)
-        raise GiveUp(reason)
+        raise PaymentFailed(reason)
 
     async def _retry_or_fail(self, claim: Claim, reason: str) -> dict[str, Any]:
         if may_have_reached_provider(claim.occurrence):

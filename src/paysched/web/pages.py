@@ -19,6 +19,7 @@ from paysched.finding import payment_filter
 from paysched.web import auth, live
 from paysched.web.data import FILTERS, account_page, overview, payment_list
 from paysched.web.render import error_page, is_htmx, page, render
+from paysched.web.times import next_due
 
 router = APIRouter()
 Read = Depends(auth.signed_in("read"))
@@ -106,10 +107,10 @@ async def payment_events(
     app = _app(request)
     await app.payment_detail(pid, before)  # NotFound: a 404, not a stream that never speaks
 
-    async def detail() -> str:
-        return render(
-            "_payment.html", p=await app.payment_detail(pid, before), cursor=cursor, scope=key.scope
-        )
+    async def detail() -> str:  # the page's own detail (_detail_page), alone
+        p = await app.payment_detail(pid, before)
+        upcoming = await next_due(app, p)
+        return render("_payment.html", p=p, cursor=cursor, scope=key.scope, upcoming=upcoming)
 
     body = live.payment_stream(
         app, pid, detail, auth.still_signed_in(request), request.app.state.stopping
@@ -161,8 +162,12 @@ async def _detail_page(
     """The payment with its newest occurrences, or those older than `cursor` (the API's
     cursor: a bad one is a 422 page naming it)."""
     before = occurrence_after(decode(cursor, is_occurrence_position))
-    detail = await _app(request).payment_detail(payment_id, before)
-    return page(request, "payment.html", status, p=detail, flash=flash, cursor=cursor)
+    app = _app(request)
+    detail = await app.payment_detail(payment_id, before)
+    upcoming = await next_due(app, detail)
+    return page(
+        request, "payment.html", status, p=detail, flash=flash, cursor=cursor, upcoming=upcoming
+    )
 
 
 @router.get("/payments/{payment_id}", response_class=HTMLResponse)
