@@ -3,7 +3,7 @@ account, actions, live events."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -18,7 +18,7 @@ from paysched.errors import InvalidInput, NotFound, PayschedError
 from paysched.finding import payment_filter
 from paysched.web import auth, live
 from paysched.web.data import FILTERS, account_page, activity_chart, overview, payment_list
-from paysched.web.render import error_page, is_htmx, page
+from paysched.web.render import error_page, is_htmx, page, render
 from paysched.web.times import next_due
 
 router = APIRouter()
@@ -49,16 +49,24 @@ async def login(request: Request) -> Response:
     if found is None:
         return page(request, "login.html", 401, error="that API key is unknown or revoked")
     response = RedirectResponse(HOME, status_code=303)
-    auth.set_key(request, response, key)
+    await auth.sign_in(request, response, found)
     return response
 
 
 @router.get("/logout")
 async def logout(request: Request) -> Response:
-    # A GET is enough: signing out changes nothing on the server, so it needs no CSRF check.
+    # A GET is enough: the SameSite=Strict cookie never comes with another site's link, so
+    # no other site can end a session (and ending one is all this can do).
     response = RedirectResponse(auth.LOGIN, status_code=303)
-    auth.clear_key(request, response)
+    await auth.sign_out(request, response)
     return response
+
+
+@router.get("/session", status_code=204)
+async def session(_: ApiKey = Read) -> Response:
+    """204 while signed in, else 401: what a page asks when its live stream fails (an
+    EventSource never shows a response's status) to know whether to go to sign-in."""
+    return Response(status_code=204)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -81,11 +89,40 @@ async def chart(request: Request, _: ApiKey = Read) -> Response:
 
 @router.get("/events")
 async def events(request: Request, _: ApiKey = Read) -> StreamingResponse:
-    body = live.stream(request.app.state.live, request.app.state.guard,
-                       request.cookies[auth.COOKIE], request.app.state.stopping)  # fmt: skip
+    state = request.app.state
+    body = live.stream(state.live, auth.still_signed_in(request), state.stopping)
+    return _event_stream(body)
+
+
+def _event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
     # no-store: never cached; X-Accel-Buffering: a proxy (nginx) passes each event on at once.
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+@router.get("/payments/{payment_id}/events")
+async def payment_events(
+    request: Request,
+    payment_id: str,
+    cursor: str | None = Query(None, max_length=200),
+    key: ApiKey = Read,
+) -> StreamingResponse:
+    """The payment's detail, live (see live.payment_stream). A bad id, cursor or an unknown
+    payment is refused here, before the stream starts."""
+    pid = parse_id(payment_id, "payment id")
+    before = occurrence_after(decode(cursor, is_occurrence_position))
+    app = _app(request)
+    await app.payment_detail(pid, before)  # NotFound: a 404, not a stream that never speaks
+
+    async def detail() -> str:  # the page's own detail (_detail_page), alone
+        p = await app.payment_detail(pid, before)
+        upcoming = await next_due(app, p)
+        return render("_payment.html", p=p, cursor=cursor, scope=key.scope, upcoming=upcoming)
+
+    body = live.payment_stream(
+        app, pid, detail, auth.still_signed_in(request), request.app.state.stopping
+    )
+    return _event_stream(body)
 
 
 def _position(value: str | None, field: str) -> int | None:
