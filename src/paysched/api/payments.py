@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once, once_in_one
@@ -85,7 +86,8 @@ async def create_payment(
     return await once_in_one(
         request, caller, idempotency_key, 201,
         lambda first, then: app.create_payment_from(
-            lambda account: schedule_fields(app, body, account), first=first, then=then
+            lambda account: schedule_fields(app, body, account), first=first, then=then,
+            actor=Actor.of_key(caller, "api"),
         ),
         payment_view,
     )  # fmt: skip
@@ -217,7 +219,8 @@ async def cancel_payment(
     app = paysched(request)
     return await once(
         request, caller, idempotency_key, 200,
-        lambda then: app.cancel_payment(payment_id, then=then), cancelled_view,
+        lambda then: app.cancel_payment(payment_id, then, actor=Actor.of_key(caller, "api")),
+        cancelled_view,
     )  # fmt: skip
 
 
@@ -241,8 +244,11 @@ async def pause_payment(
 ) -> JSONResponse:  # fmt: skip
     """Pause: nothing of the payment starts until it is resumed (409 unless active)."""
     app = paysched(request)
-    return await once(request, caller, idempotency_key, 200,
-                      lambda then: app.pause_payment(payment_id, then), _held_view)  # fmt: skip
+    actor = Actor.of_key(caller, "api")
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.pause_payment(payment_id, then, actor=actor), _held_view,
+    )  # fmt: skip
 
 
 @router.post(
@@ -256,8 +262,11 @@ async def resume_payment(
     """Resume a paused payment: what fell due meanwhile runs or is missed by its catch-up
     policy (409 unless paused)."""
     app = paysched(request)
-    return await once(request, caller, idempotency_key, 200,
-                      lambda then: app.resume_payment(payment_id, then), _held_view)  # fmt: skip
+    actor = Actor.of_key(caller, "api")
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.resume_payment(payment_id, then, actor=actor), _held_view,
+    )  # fmt: skip
 
 
 @router.post(
@@ -272,7 +281,7 @@ async def skip_next(
     app = paysched(request)
     return await once(
         request, caller, idempotency_key, 200,
-        lambda then: app.skip_next(payment_id, then),
+        lambda then: app.skip_next(payment_id, then, actor=Actor.of_key(caller, "api")),
         lambda occ: {"id": payment_id, "skipped": occ.key, "due_at": iso(occ.due_at)},
     )  # fmt: skip
 
