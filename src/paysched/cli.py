@@ -642,6 +642,11 @@ def show(
     for n in view["notifications"]:
         err = f" ({n['last_error']})" if n["last_error"] else ""
         lines.append(f"    {n['event']} -> {n['channel']}:{n['target']} {n['state']}{err}")
+    if view["actions"]:
+        lines.append("  actions (newest first):")
+    for act in view["actions"]:
+        why = f" ({act['detail']['reason']})" if "reason" in act["detail"] else ""
+        lines.append(f"    {act['at']}  {act['summary']}{why}")
     emit(view, as_json, "\n".join(lines))
 
 

@@ -101,7 +101,8 @@ async def _demo(
                 amount = rng.randrange(100, 5_000)
                 memo = f"flaky:{1 + i % 2}" if i % 9 == 3 else "invoice"
             payment = await app.create_payment(
-                actor=actor, payer=payer, payee=payee, amount=amount, currency="USD", due_at=due, cron=None,
+                actor=actor,
+                payer=payer, payee=payee, amount=amount, currency="USD", due_at=due, cron=None,
                 timezone=None, memo=memo,
             )  # fmt: skip
             payment_ids.append(payment.id)

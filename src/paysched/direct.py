@@ -96,7 +96,22 @@ def payment_detail(
         more = found.more and bool(occs)
         view["occurrences_next_cursor"] = encode(occurrence_position(occs[-1])) if more else None
     view["notifications"] = [notification_view(n) for n in reversed(found.notifications)]
+    view |= payment_actions(store, payment_id, page)
     return view
+
+
+def payment_actions(
+    store: Store, payment_id: int, page: int | None, before: int | None = None
+) -> dict[str, Any]:
+    """The payment's actions, newest first: `page` of them below id `before` and the cursor of
+    the next page (None when none is older); all of them without `page`."""
+    from paysched.cursors import encode
+    from paysched.db.actions import actions_of, views
+
+    found = actions_of(store.engine, payment_id, None if page is None else page + 1, before)
+    shown = found[:page]
+    more = page is not None and len(found) > page and bool(shown)
+    return {"actions": views(shown), "actions_next_cursor": encode(shown[-1].id) if more else None}
 
 
 def payment_rows(store: Store, payments: Sequence[Payment]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once, once_in_one
 from paysched.api.models import (
+    Action,
     Cancelled,
     Held,
     Id,
@@ -33,7 +34,7 @@ from paysched.cursors import is_occurrence_position, occurrence_after, occurrenc
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
 from paysched.db.store.payments import Held as HeldResult
-from paysched.direct import find_payments
+from paysched.direct import find_payments, payment_actions
 from paysched.domain import Account
 from paysched.finding import payment_filter
 from paysched.inputs import (
@@ -194,6 +195,28 @@ async def list_payment_occurrences(
         found.occurrences, limit,
         pages.each(lambda o: occurrence_view(o, found.transitions[o.id])), occurrence_position,
     )  # fmt: skip
+
+
+@router.get(
+    "/{payment_id}/actions", response_model=Page[Action], operation_id="listPaymentActions",
+    responses=problems(404),
+)  # fmt: skip
+async def list_payment_actions(
+    payment_id: Id, request: Request, limit: int = pages.Limit, cursor: str | None = pages.Cursor,
+    _: ApiKey = Read,
+) -> dict[str, Any]:  # fmt: skip
+    """What people did to the payment, newest first: who (the API key's id and name, or the
+    command line's user), when, through what (api, dashboard, cli, python)."""
+    app = paysched(request)
+    before = pages.decode(cursor, pages.is_id)
+
+    def read() -> dict[str, Any]:
+        app.store.get_payment(payment_id)  # NotFound: 404, not an empty page
+        return payment_actions(app.store, payment_id, limit, before)
+
+    found = await app.db(read)
+    more = found["actions_next_cursor"]
+    return {"data": found["actions"], "has_more": more is not None, "next_cursor": more}
 
 
 def cancelled_view(result: CancelResult) -> dict[str, Any]:
