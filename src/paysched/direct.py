@@ -85,6 +85,7 @@ def payment_detail(
     page when older ones follow: a few statements and a bounded body however long the
     payment's history. Without (`paysched show`), all of them, oldest first."""
     from paysched.cursors import encode, occurrence_position
+    from paysched.db.actions import actions_page
     from paysched.views import notification_view, occurrence_view, payment_view, status_of
 
     found = store.payment_history(payment_id, page=page, before=before)
@@ -96,22 +97,8 @@ def payment_detail(
         more = found.more and bool(occs)
         view["occurrences_next_cursor"] = encode(occurrence_position(occs[-1])) if more else None
     view["notifications"] = [notification_view(n) for n in reversed(found.notifications)]
-    view |= payment_actions(store, payment_id, page)
+    view |= actions_page(found.actions, page)
     return view
-
-
-def payment_actions(
-    store: Store, payment_id: int, page: int | None, before: int | None = None
-) -> dict[str, Any]:
-    """The payment's actions, newest first: `page` of them below id `before` and the cursor of
-    the next page (None when none is older); all of them without `page`."""
-    from paysched.cursors import encode
-    from paysched.db.actions import actions_of, views
-
-    found = actions_of(store.engine, payment_id, None if page is None else page + 1, before)
-    shown = found[:page]
-    more = page is not None and len(found) > page and bool(shown)
-    return {"actions": views(shown), "actions_next_cursor": encode(shown[-1].id) if more else None}
 
 
 def payment_rows(store: Store, payments: Sequence[Payment]) -> list[dict[str, Any]]:

@@ -31,10 +31,11 @@ from paysched.api.models import (
 from paysched.api.security import Read, Write
 from paysched.app import App
 from paysched.cursors import is_occurrence_position, occurrence_after, occurrence_position
+from paysched.db.actions import actions_of, views
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
 from paysched.db.store.payments import Held as HeldResult
-from paysched.direct import find_payments, payment_actions
+from paysched.direct import find_payments
 from paysched.domain import Account
 from paysched.finding import payment_filter
 from paysched.inputs import (
@@ -209,14 +210,8 @@ async def list_payment_actions(
     command line's user), when, through what (api, dashboard, cli, python)."""
     app = paysched(request)
     before = pages.decode(cursor, pages.is_id)
-
-    def read() -> dict[str, Any]:
-        app.store.get_payment(payment_id)  # NotFound: 404, not an empty page
-        return payment_actions(app.store, payment_id, limit, before)
-
-    found = await app.db(read)
-    more = found["actions_next_cursor"]
-    return {"data": found["actions"], "has_more": more is not None, "next_cursor": more}
+    found = await app.db(actions_of, app.store.engine, payment_id, limit + 1, before)
+    return pages.page(found, limit, views, lambda a: a.id)
 
 
 def cancelled_view(result: CancelResult) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from paysched.db import tables as t
 from paysched.db.engine import reading
 from paysched.db.store.base import AfterWrite, after, existing_id
 from paysched.domain import Account, Notification
+from paysched.errors import NotFound
 
 log = logging.getLogger("paysched.actions")
 # Free text of a person's (a resolve's reason): in the history, not repeated in every log line.
@@ -126,20 +127,41 @@ def record(conn: Connection, actor: Actor, action: str, at: datetime, subject: S
     )
 
 
-def actions_of(
-    engine: Engine, payment_id: int, limit: int | None = None, before: int | None = None
+def read_actions(
+    conn: Connection, payment_id: int, limit: int | None = None, before: int | None = None
 ) -> list[Action]:
     """A payment's actions, newest first: `limit` of them (all if None) with ids below
-    `before` (a page's position). One index range scan (payment_id, id)."""
-    existing_id(payment_id, "payment")
+    `before` (a page's position). One index range scan (payment_id, id), on the caller's
+    connection (a payment's detail reads them with the rest of it, at one instant)."""
     a = t.actions.c
     query = select(t.actions).where(a.payment_id == payment_id).order_by(a.id.desc())
     if before is not None:
         query = query.where(a.id < before)
     if limit is not None:
         query = query.limit(limit)
+    return [action_from(row) for row in conn.execute(query)]
+
+
+def actions_of(
+    engine: Engine, payment_id: int, limit: int | None = None, before: int | None = None
+) -> list[Action]:
+    """read_actions on a connection of its own; NotFound if there is no such payment."""
+    existing_id(payment_id, "payment")
     with reading(engine) as conn:
-        return [action_from(row) for row in conn.execute(query)]
+        found = conn.execute(select(t.payments.c.id).where(t.payments.c.id == payment_id))
+        if found.first() is None:
+            raise NotFound(f"no payment with id {payment_id}")
+        return read_actions(conn, payment_id, limit, before)
+
+
+def actions_page(found: Sequence[Action], page: int | None) -> dict[str, Any]:
+    """`actions` (views) and `actions_next_cursor`: of `found`, read with `page` + 1 (the
+    extra one only says that older ones follow), the first `page`; all of them if None."""
+    from paysched.cursors import encode
+
+    shown = list(found[:page])
+    more = page is not None and len(found) > page and bool(shown)
+    return {"actions": views(shown), "actions_next_cursor": encode(shown[-1].id) if more else None}
 
 
 def action_from(row: Any) -> Action:
