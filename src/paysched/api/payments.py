@@ -199,13 +199,18 @@ async def list_payment_occurrences(
 
 
 @router.get(
-    "/{payment_id}/actions", response_model=Page[Action], operation_id="listPaymentActions",
+    "/{payment_id}/actions",
+    response_model=Page[Action],
+    operation_id="listPaymentActions",
     responses=problems(404),
-)  # fmt: skip
+)
 async def list_payment_actions(
-    payment_id: Id, request: Request, limit: int = pages.Limit, cursor: str | None = pages.Cursor,
+    payment_id: Id,
+    request: Request,
+    limit: int = pages.Limit,
+    cursor: str | None = pages.Cursor,
     _: ApiKey = Read,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """What people did to the payment, newest first: who (the API key's id and name, or the
     command line's user), when, through what (api, dashboard, cli, python)."""
     app = paysched(request)
