@@ -14,7 +14,7 @@ import importlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -52,6 +52,7 @@ from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
 from paysched.executors.ledger import LedgerExecutor
 from paysched.executors.resolver import DEFAULT_LOOKUP_TIMEOUT, Resolver
+from paysched.heartbeat import Heartbeat, processes_key, read_processes
 from paysched.notify.base import Notifier, NotifierRegistry
 from paysched.notify.delivery import Deliverer
 from paysched.notify.log import LogNotifier
@@ -128,6 +129,7 @@ class App:
     outbox: Outbox | None = None
     deliverer: Deliverer | None = None
     resolver: Resolver | None = None
+    heartbeat: Heartbeat | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
@@ -188,6 +190,7 @@ class App:
             app.redis_url, settings.queue_name, settings.queue_prefix, settings.attempts,
             backoff, settings.keep_completed, deployment_id,
         )  # fmt: skip
+        app.queue.read_summaries = app._job_summaries
         try:
             if wait_for_backends:
                 await until_available("Redis", lambda: probe_redis(redis_url))
@@ -202,6 +205,12 @@ class App:
             raise BackendUnavailable(
                 f"Redis at {redacted(app.redis_url)}: {short_error(exc)}"
             ) from exc
+        app.heartbeat = Heartbeat(
+            app.queue.redis,
+            processes_key(settings.queue_prefix, settings.queue_name),
+            settings.queue_name,
+            clock,
+        )
         try:
             app.executor = (executor_factory or default_executor)(app)
         except BaseException:
@@ -243,6 +252,9 @@ class App:
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await in_pool(self.pool, fn, *args, **kwargs)
 
+    async def _job_summaries(self, payment_ids: Sequence[int]) -> dict[int, str]:
+        return await self.db(self.store.job_summaries, payment_ids)
+
     def _need_queue(self) -> tuple[PaymentQueue, Scheduler]:
         if self.queue is None or self.scheduler is None:
             raise RuntimeError("App opened without a queue")
@@ -281,7 +293,7 @@ class App:
         payment = created.payment
 
         async def enqueue() -> None:
-            await scheduler.enqueue_made(created.occurrences, now)
+            await scheduler.enqueue_made(created.occurrences, now, {payment.id: payment})
             if created.capped:  # more fell due than one transaction makes
                 await scheduler.schedule_now([payment.id])
 
@@ -495,6 +507,7 @@ class App:
             "queue": await queue.counts(),
             "occurrences": await self.db(self.store.occurrence_counts),
             "notifications": await self.db(self.outbox.counts),
+            "processes": await self.processes(),
         }
 
     async def run(
@@ -517,19 +530,35 @@ class App:
             )
             await pool.start()
         tasks = [asyncio.create_task(self._announce(stop))]
+        # Each role beats while its loop runs (see heartbeat.py).
+        roles: dict[str, Callable[[], bool]] = {}
+        if pool is not None:
+            roles["worker"] = lambda: pool.alive
         if scheduler:
             tasks.append(asyncio.create_task(sched.run_forever(stop)))
+            roles["scheduler"] = _running(tasks[-1])
         if worker and self.resolver is not None:
             tasks.append(asyncio.create_task(self.resolver.run(stop)))
+            roles["resolver"] = _running(tasks[-1])
         deliver_stop = asyncio.Event()
         if (worker if deliver is None else deliver) and self.deliverer is not None:
             tasks.append(asyncio.create_task(self.deliverer.run(deliver_stop)))
-        await stop.wait()
-        if pool is not None:
-            await pool.stop(self.settings.shutdown_grace.total_seconds())
-        # Delivery stops last, so the notifications of the payments that just finished go out.
-        deliver_stop.set()
-        await asyncio.gather(*tasks)
+            roles["delivery"] = _running(tasks[-1])
+        assert self.heartbeat is not None  # made with the queue
+        async with self.heartbeat.beating(roles):
+            await stop.wait()
+            if pool is not None:
+                await pool.stop(self.settings.shutdown_grace.total_seconds())
+            # Delivery stops last, so the notifications of the payments that just finished
+            # go out.
+            deliver_stop.set()
+            await asyncio.gather(*tasks)
+
+    async def processes(self) -> list[dict[str, Any]]:
+        """Every paysched process role of this queue seen within a day (heartbeat.py)."""
+        queue, _ = self._need_queue()
+        key = processes_key(self.settings.queue_prefix, self.settings.queue_name)
+        return await read_processes(queue.redis, key, self.clock.now())
 
     async def _announce(self, stop: asyncio.Event, every_s: float = 60.0) -> None:
         """Tell the queue this deployment uses it, every minute; complain loudly if another
@@ -548,6 +577,10 @@ class App:
                 log.debug("announce failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
+
+
+def _running(task: asyncio.Task[Any]) -> Callable[[], bool]:
+    return lambda: not task.done()
 
 
 def default_executor(app: App) -> Executor:

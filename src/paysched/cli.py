@@ -591,11 +591,12 @@ def list_cmd(
     """List payments, newest first."""
     from paysched.direct import payment_rows
     from paysched.domain import payment_state_filter
+    from paysched.views import marker
 
     with store_of(migrate=False) as store:
         views = payment_rows(store, store.list_payments(limit, payment_state_filter(state)))
     lines = [
-        f"{v['id']:>6}  {v['status']:<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
+        f"{v['id']:>6}  {marker(v):<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
         f"{v['to']}  {v['due_at'] or v['schedule']}"
         for v in views
     ]
@@ -773,6 +774,11 @@ def stats(as_json: JsonFlag = False) -> None:
         f"{part + ':':<14} " + "  ".join(f"{k} {v}" for k, v in data[part].items())
         for part in ("queue", "occurrences", "notifications")
     ]
+    lines += [
+        f"{'processes:' if i == 0 else '':<14} {p['role']} {p['host']}:{p['pid']} {p['state']}, "
+        f"seen {p['seen_s_ago']:g}s ago"
+        for i, p in enumerate(data["processes"])
+    ] or [f"{'processes:':<14} none seen in the last day"]
     emit(data, as_json, "\n".join(lines))
 
 

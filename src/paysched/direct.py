@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from paysched import redaction
@@ -47,6 +47,7 @@ async def stats(settings: Settings) -> dict[str, Any]:
     reported before Redis is looked at."""
     from paysched.backends import REDIS_PROBE_TIMEOUT_S, probe_redis, resolve_redis
     from paysched.db.outbox import Outbox
+    from paysched.heartbeat import processes_key, read_processes
     from paysched.queue_counts import queue_counts
     from paysched.redis_client import redis_client
 
@@ -62,12 +63,19 @@ async def stats(settings: Settings) -> dict[str, Any]:
         )
         try:
             queue = await queue_counts(client, settings.queue_name, settings.queue_prefix)
+            key = processes_key(settings.queue_prefix, settings.queue_name)
+            processes = await read_processes(client, key, datetime.now(UTC))
         finally:
             await client.aclose()
     finally:
         if embedded is not None:
             embedded.stop()
-    return {"queue": queue, "occurrences": occurrences, "notifications": notifications}
+    return {
+        "queue": queue,
+        "occurrences": occurrences,
+        "notifications": notifications,
+        "processes": processes,
+    }
 
 
 DETAIL_PAGE = 20  # occurrences in a payment's detail (GET /v1/payments/{id}, the dashboard)
@@ -101,20 +109,30 @@ def payment_detail(
     return view
 
 
-def payment_rows(store: Store, payments: Sequence[Payment]) -> list[dict[str, Any]]:
+def payment_rows(
+    store: Store, payments: Sequence[Payment], now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Payments as `paysched list` and GET /v1/payments show them: each with its status (what
-    became of it), read for the whole page in one query."""
-    from paysched.views import payment_status, payment_view
+    became of it) and what needs attention (views.attention_view: late, unknown,
+    needs_review), read for the whole page in two queries. `now`: the caller's clock."""
+    from paysched.views import LATE_AFTER, attention_view, payment_status, payment_view
 
+    now = now or datetime.now(UTC)
     # Only a done payment's status depends on its occurrences (views.payment_status).
     done = [p.id for p in payments if p.state == PaymentState.DONE]
     states = store.occurrence_states(done)
-    return [payment_view(p) | {"status": payment_status(p, states.get(p.id, []))} for p in payments]
+    flagged = store.needing_attention([p.id for p in payments], now - LATE_AFTER)
+    return [
+        payment_view(p)
+        | {"status": payment_status(p, states.get(p.id, []))}
+        | attention_view(p, flagged[p.id], now)
+        for p in payments
+    ]
 
 
 def find_payments(
     store: Store, f: PaymentFilter, limit: int, before: int | None = None,
-    after: int | None = None,
+    after: int | None = None, now: datetime | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A page of payments as GET /v1/payments and the dashboard's list show them: `data`
     (payment_rows: each with its status), `older` (the `before` of the next page, or None),
@@ -123,7 +141,7 @@ def find_payments(
     see db/store/finds.py)."""
     found = store.find_payments(f, limit, before, after)
     return {
-        "data": payment_rows(store, found.payments),
+        "data": payment_rows(store, found.payments, now),
         "older": found.older,
         "newer": found.newer,
         "matched": found.matched,

@@ -280,6 +280,13 @@ def format_amount(minor: int, currency: str) -> str:
     return str(Decimal(minor).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
 
 
+def payment_summary(payment_id: int, amount: int, currency: str, payer: str, payee: str) -> str:
+    """One line a person reading the queue (Bull Board, redis-cli) tells payments apart by:
+    "payment #12: 12.34 EUR alice → bob". Deliberately not the memo (free text that may name a
+    person or carry an invoice's details) nor the notification targets (chat ids, webhook URLs)."""
+    return f"payment #{payment_id}: {format_amount(amount, currency)} {currency} {payer} → {payee}"
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     id: int

@@ -49,6 +49,12 @@ NOTIFICATIONS = Gauge(
     "paysched_notifications", "Notifications in the outbox, by state.", ["state"],
     multiprocess_mode=_READING,
 )  # fmt: skip
+PROCESSES = Gauge(
+    "paysched_processes",
+    "paysched process roles by heartbeat: up, down or stopped.",
+    ["role", "state"],
+    multiprocess_mode=_READING,
+)
 OLDEST_DUE_AGE = Gauge(
     "paysched_oldest_due_occurrence_age_seconds",
     "Age of the oldest occurrence that is due and not yet final or unresolved (0 if none).",

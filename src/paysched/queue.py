@@ -10,7 +10,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from paysched.clock import to_ms
-from paysched.domain import Occurrence
+from paysched.domain import Occurrence, Payment, payment_summary
 from paysched.queue_counts import QUEUE_STATES
 from paysched.redis_client import bullmq_connection, owns_pool, redis_client
 
@@ -60,6 +60,9 @@ INFRA_RETRIES = 25
 DEPLOYMENT_SEEN_MS = 10 * 60_000
 
 Processor = Callable[[Job, str], Awaitable[Any]]
+# The summaries (payment_summary) of a batch of jobs' payments, by payment id: one read per
+# enqueue, not one per job.
+SummaryReader = Callable[[Sequence[int]], Awaitable[Mapping[int, str]]]
 
 
 def priority_for(due_at: datetime) -> int:
@@ -126,6 +129,28 @@ class GiveUp(UnrecoverableError):  # type: ignore[misc]
     """Raised from the processor for a failure that must not be retried."""
 
 
+class PaymentFailed(GiveUp):
+    """The payment failed for a business reason (declined, insufficient funds, out of
+    attempts): the message is that reason, and it is the whole story (see _without_traceback)."""
+
+
+def _without_traceback(processor: Processor) -> Processor:
+    """BullMQ stores str(error) as the job's failedReason and appends traceback.format_exc()
+    to its stacktrace. For a business failure that traceback is paysched's own call chain, not
+    what went wrong: Bull Board showed it under "insufficient funds" as if paysched had crashed.
+    Such a job ends with its reason alone; the stack traces of earlier attempts (errors of
+    paysched's own database or Redis) stay."""
+
+    async def process(job: Job, token: str) -> Any:
+        try:
+            return await processor(job, token)
+        except PaymentFailed:
+            job.updateStacktrace = lambda: None  # this job object only, for this failure
+            raise
+
+    return process
+
+
 def _backoff_strategy(attempts_made: int, _type: str, err: Any, _job: Any) -> int:
     # The processor already decided the delay (and recorded it in the database).
     if isinstance(err, RetryLater):
@@ -155,6 +180,8 @@ class PaymentQueue:
         owns_pool(self._queue.client)
         reconnect_promptly(self._queue.client)
         self._presence_script = self._queue.client.register_script(PRESENCE_LUA)
+        # Set by the app: without it jobs carry ids only (tools that open a queue of their own).
+        self.read_summaries: SummaryReader | None = None
 
     @property
     def redis(self) -> Any:
@@ -188,16 +215,46 @@ class PaymentQueue:
             "removeOnFail": {"age": 7 * 86_400},
         }
 
+    async def _summaries(
+        self, occurrences: Sequence[Occurrence], known: Mapping[int, Payment]
+    ) -> dict[int, str]:
+        """Each payment's summary: of the payments the caller passed, and in one read of the
+        others.
+
+        Informative only: a read that fails leaves those jobs without a summary rather than
+        holding back payments that are due."""
+        out = {
+            p.id: payment_summary(p.id, p.amount, p.currency, p.payer, p.payee)
+            for p in known.values()
+        }
+        wanted = sorted({o.payment_id for o in occurrences} - out.keys())
+        if wanted and self.read_summaries is not None:
+            try:
+                out.update(await self.read_summaries(wanted))
+            except Exception as exc:
+                log.warning("job summaries left out (reading payments failed: %s)", exc)
+        return out
+
     async def enqueue(
-        self, occurrences: Sequence[Occurrence], now: datetime, attempts: int | None = None
+        self,
+        occurrences: Sequence[Occurrence],
+        now: datetime,
+        attempts: int | None = None,
+        payments: Mapping[int, Payment] | None = None,
     ) -> None:
-        """Add one job per occurrence; jobs that already exist are left untouched (dedup)."""
+        """Add one job per occurrence; jobs that already exist are left untouched (dedup).
+
+        `payments`: those of the occurrences' payments the caller has at hand (by id); the
+        others are read for the jobs' summaries."""
         if not occurrences:
             return
+        summaries = await self._summaries(occurrences, payments or {})
         jobs: list[dict[str, Any]] = []
         for occ in occurrences:
             data: dict[str, Any] = {"occurrence_id": occ.id, "payment_id": occ.payment_id,
                     "due_at_ms": to_ms(occ.due_at)}  # fmt: skip
+            if occ.payment_id in summaries:
+                data["summary"] = summaries[occ.payment_id]
             if self.deployment_id:  # whose database this job belongs to
                 data["deployment"] = self.deployment_id
             jobs.append(
@@ -298,7 +355,7 @@ class PaymentQueue:
     async def start_worker(self, processor: Processor, concurrency: int, lock_ms: int) -> Worker:
         worker = SequentialFetchWorker(
             self.name,
-            processor,
+            _without_traceback(processor),
             {
                 # One pool for both of the worker's clients (under Sentinel): each takes a
                 # connection of its own from it.

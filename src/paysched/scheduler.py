@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -95,9 +95,15 @@ class Scheduler:
                 break
         return total
 
-    async def enqueue_made(self, made: Sequence[Occurrence], now: datetime) -> int:
+    async def enqueue_made(
+        self,
+        made: Sequence[Occurrence],
+        now: datetime,
+        payments: Mapping[int, Payment] | None = None,
+    ) -> int:
         """Enqueue the scheduled ones of occurrences just materialized (committed), and mark
-        them queued; say which were missed. Returns how many were enqueued."""
+        them queued; say which were missed. Returns how many were enqueued. `payments`: those
+        of their payments at hand (the queue reads the others for its jobs' summaries)."""
         missed = [o for o in made if o.state == S.MISSED]
         if missed:
             log.warning("%s occurrence(s) missed by their payments' catch-up policy: %s",
@@ -108,7 +114,7 @@ class Scheduler:
         log.info("found %s payment(s) due for execution", len(created))
         # Committed first, enqueued second: a crash in between leaves `scheduled` rows that
         # the next reconcile enqueues, never a job without its row.
-        await self.queue.enqueue(created, now)
+        await self.queue.enqueue(created, now, payments=payments)
         await self._db(self.store.mark_queued, [o.id for o in created], now)
         return len(created)
 

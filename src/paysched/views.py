@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from paysched.domain import (
     FINAL_STATES,
+    UNRESOLVED_STATES,
     Account,
     Notification,
     Occurrence,
@@ -18,6 +19,11 @@ from paysched.domain import (
     format_amount,
 )
 from paysched.redaction import redact
+
+if TYPE_CHECKING:
+    from paysched.db.store.reads import Attention
+
+S = OccurrenceState
 
 
 def iso(value: datetime | None) -> str | None:
@@ -121,6 +127,53 @@ def status_of(payment: Payment, last: OccurrenceState | None, unfinished: bool) 
     if unfinished:
         return "pending"
     return last.value
+
+
+# A payment whose due occurrence has not started this long after its due time is shown late:
+# a worker normally starts it within milliseconds, so a few seconds already mean trouble
+# (workers down or saturated), without flagging the one being started right now.
+LATE_AFTER = timedelta(seconds=5)
+
+
+def attention_view(payment: Payment, found: Sequence[Attention], now: datetime) -> dict[str, Any]:
+    """What a list of payments says beside its status: `late_ms` (how long past due its
+    oldest due occurrence is, not started yet; None if none is), `unresolved` (needs_review
+    or unknown, the worse of its occurrences'; None if none is) and `resolve_at` (when the
+    resolver next asks the provider about its unknown occurrence)."""
+    unresolved = [a for a in found if a.state in UNRESOLVED_STATES]
+    # A paused payment's due occurrences are held on purpose: not late.
+    waiting = payment.state in (PaymentState.ACTIVE, PaymentState.DONE)
+    late = [a for a in found if a.state not in UNRESOLVED_STATES and waiting]
+    states = {a.state for a in unresolved}
+    worst = next((s.value for s in (S.NEEDS_REVIEW, S.UNKNOWN) if s in states), None)
+    lookups = [a.resolve_at for a in unresolved if a.state == S.UNKNOWN and a.resolve_at]
+    return {
+        "late_ms": round((now - late[0].due_at).total_seconds() * 1000) if late else None,
+        "unresolved": worst,
+        "resolve_at": iso(min(lookups)) if lookups else None,
+    }
+
+
+def duration_text(ms: int) -> str:
+    """ "45s", "2m 03s", "3h 05m", "2d 04h": short, to the unit that matters."""
+    s = max(0, ms) // 1000
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+def marker(row: dict[str, Any]) -> str:
+    """One word (or two) for a payment row: needs_review or unknown first, then "late 2m 03s",
+    else its status."""
+    if row.get("unresolved"):
+        return str(row["unresolved"])
+    if row.get("late_ms") is not None:
+        return f"late {duration_text(row['late_ms'])}"
+    return str(row["status"])
 
 
 def lateness_ms(occ: Occurrence) -> int | None:

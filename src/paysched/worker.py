@@ -34,7 +34,7 @@ from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvable
 from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
-from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentQueue, RetryLater
+from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentFailed, PaymentQueue, RetryLater
 from paysched.threads import GroupCommit
 from paysched.views import lateness_ms
 
@@ -268,7 +268,7 @@ class PaymentProcessor:
         outbox = self._outbox(claim, "failed", reason)
         if await self._finish(Finish(claim, S.FAILED, reason, tuple(outbox), reference)):
             self._emit(EventKind.FAILED, claim, reason=reason)
-        raise GiveUp(reason)
+        raise PaymentFailed(reason)
 
     async def _retry_or_fail(self, claim: Claim, reason: str) -> dict[str, Any]:
         if may_have_reached_provider(claim.occurrence):
@@ -351,6 +351,11 @@ class WorkerPool:
         self._task = asyncio.create_task(self._worker.run())
         self._waker.start()
         log.info("worker started: queue %s, concurrency %s", self.queue.name, self.concurrency)
+
+    @property
+    def alive(self) -> bool:
+        """Started, and its fetch loop has not ended (what its heartbeat says)."""
+        return self._task is not None and not self._task.done()
 
     def _on_error(self, err: Exception, job: Job | None = None) -> None:
         """Queue-level errors (lost connection, failed lock renewal) reach the event bus too."""

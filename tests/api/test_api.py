@@ -51,7 +51,7 @@ async def test_a_payment_scheduled_over_http_runs_once_and_shows_its_history(api
     assert by_key == by_id and by_key["history"][-1]["to"] == "succeeded"
     stats = (await api.get("/v1/stats")).json()
     assert stats["occurrences"]["succeeded"] == 1 and stats["queue"]["completed"] == 1
-    assert set(stats) == {"queue", "occurrences", "notifications"}
+    assert set(stats) == {"queue", "occurrences", "notifications", "processes"}
 
 
 async def test_recurring_payment_and_cancel(api: Api) -> None:

@@ -154,6 +154,7 @@ def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
         grown.get_payment(pid)
         grown.occurrences_of(pid)
         grown.occurrence_states([pid, pid + 10])
+        grown.needing_attention([pid, pid + 10], now)
         grown.list_occurrences(50, payment_id=pid)
         outbox.list(payment_id=pid, limit=50)
         grown.pause(pid, now)
@@ -163,6 +164,7 @@ def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
     def per_state() -> None:
         grown.list_payments(50, state="paused")
         grown.list_occurrences(50, state=OccurrenceState.SCHEDULED)
+        grown.recent_activity(now - timedelta(hours=1))  # the dashboard's chart
         outbox.list(state="dead", limit=50)
 
     assert len(grown.occurrences_of(pid)) == OCCURRENCES // PAYMENTS

@@ -253,6 +253,23 @@ class Action(Out):
     summary: str = Field(description="For people: `cancelled by key #3 ops-alice via api`.")
 
 
+class PaymentRow(PaymentSummary):
+    """A payment as the list shows it: its status, and what needs attention beside it."""
+
+    late_ms: int | None = Field(
+        description="How long past due its oldest due occurrence is, not started yet (a "
+        "worker starts one within milliseconds: workers down or saturated); null when none "
+        "is more than 5 s past due, or the payment is paused or cancelled."
+    )
+    unresolved: str | None = Field(
+        description="needs_review or unknown when an occurrence is (the first when both); "
+        "null otherwise."
+    )
+    resolve_at: Timestamp | None = Field(
+        description="When the resolver next asks the provider about its unknown occurrence."
+    )
+
+
 class PaymentDetail(PaymentSummary):
     occurrences: list[Occurrence] = Field(
         description="Its newest occurrences (at most 20), in due order (by due time, then "
@@ -309,10 +326,29 @@ class Skipped(Out):
     due_at: Timestamp | None
 
 
+class ProcessBeat(Out):
+    role: str = Field(description="worker, scheduler, resolver, delivery or api.")
+    host: str
+    pid: int
+    queue: str = Field(description="The queue it serves.")
+    started_at: Timestamp | None
+    last_seen: Timestamp
+    seen_s_ago: float = Field(description="Seconds since its last heartbeat (every 5 s).")
+    state: str = Field(
+        description="up; down (no heartbeat for 3 beats: killed, hung or cut off); stopped "
+        "(it stopped cleanly)."
+    )
+
+
 class Stats(Out):
     queue: dict[str, int] = Field(description="waiting, active, completed, failed, delayed, ...")
     occurrences: dict[str, int]
     notifications: dict[str, int]
+    processes: list[ProcessBeat] = Field(
+        default_factory=list,
+        description="Every paysched process role of this queue seen within a day, by its "
+        "heartbeat.",
+    )
 
 
 class Page(Out, Generic[T]):

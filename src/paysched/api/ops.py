@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -16,6 +17,7 @@ from paysched.api.security import Read, bearer
 from paysched.app import probe_redis
 from paysched.db.apikeys import ApiKey
 from paysched.db.store.base import short_error
+from paysched.heartbeat import ROLES
 
 router = APIRouter()
 
@@ -29,7 +31,8 @@ router = APIRouter()
 )
 async def stats(request: Request, _: ApiKey = Read) -> dict[str, Any]:
     """The same object as `paysched stats --json`: queue counts (waiting, active, completed,
-    failed, delayed, total), occurrences per state, notifications per state."""
+    failed, delayed, total), occurrences per state, notifications per state, and every
+    process role (worker, scheduler, resolver, delivery, api) with its last heartbeat."""
     return await paysched(request).stats()
 
 
@@ -95,6 +98,11 @@ async def refresh_gauges(request: Request) -> None:
         metrics.OCCURRENCES.labels(state).set(count)
     for state, count in data["notifications"].items():
         metrics.NOTIFICATIONS.labels(state).set(count)
+    # Every role and state, 0 when none: a role that went away reads 0 up, not a stale 1.
+    beats = Counter((p["role"], p["state"]) for p in data["processes"])
+    for role in ROLES:
+        for state in ("up", "down", "stopped"):
+            metrics.PROCESSES.labels(role, state).set(beats[(role, state)])
     now = app.clock.now()
     oldest = await app.db(app.store.oldest_due, now)
     metrics.OLDEST_DUE_AGE.set(0 if oldest is None else (now - oldest).total_seconds())

@@ -24,7 +24,7 @@ from paysched.api.models import (
     Payment,
     PaymentCreate,
     PaymentDetail,
-    PaymentSummary,
+    PaymentRow,
     Skipped,
     Upcoming,
 )
@@ -95,9 +95,7 @@ async def create_payment(
     )  # fmt: skip
 
 
-@router.get(
-    "", response_model=Page[PaymentSummary], operation_id="listPayments", responses=problems()
-)
+@router.get("", response_model=Page[PaymentRow], operation_id="listPayments", responses=problems())
 async def list_payments(
     request: Request,
     q: str | None = Query(
@@ -143,7 +141,7 @@ async def list_payments(
         q=q, state=state, status=status, occurrence=occurrence, account=account, payer=payer,
         payee=payee, currency=currency, due_from=due_from, due_before=due_before,
     )  # fmt: skip
-    answer = await app.db(find_payments, app.store, found, limit, before)
+    answer = await app.db(find_payments, app.store, found, limit, before, now=app.clock.now())
     more = answer["older"]
     return {"data": answer["data"], "has_more": more is not None,
             "next_cursor": None if more is None else pages.encode(more)}  # fmt: skip

@@ -115,7 +115,11 @@ async def serve(
              "dashboard at /dashboard/)", host, port)  # fmt: skip
     task = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    beating = contextlib.AsyncExitStack()
+    if app.heartbeat is not None:  # an API with a queue: say it is up (heartbeat.py)
+        await beating.enter_async_context(app.heartbeat.beating({"api": lambda: not task.done()}))
+    async with beating:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     # The server may also have ended on its own (a failed start-up): then the scheduler and
     # workers beside it stop too, gracefully, rather than run on with no API.
     stop.set()

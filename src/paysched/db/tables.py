@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -213,9 +214,10 @@ notifications = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("dedup_key", String(200), nullable=False, unique=True),
-    Column("payment_id", Integer, ForeignKey("payments.id"), nullable=False),
+    # NULL for an event of no one payment (a reconciliation that found discrepancies).
+    Column("payment_id", Integer, ForeignKey("payments.id"), nullable=True),
     Column("occurrence_id", Integer, ForeignKey("occurrences.id"), nullable=True),
-    Column("event", String(16), nullable=False),  # succeeded | failed | retrying
+    Column("event", String(16), nullable=False),  # succeeded | failed | retrying | reconciliation
     Column("channel", String(16), nullable=False),  # telegram | webhook | log
     Column("target", Text, nullable=False),
     Column("payload", Text, nullable=False),  # JSON: text for people + structured event
@@ -308,4 +310,43 @@ dashboard_sessions = Table(
     Column("last_seen_at", UTCDateTime, nullable=False),  # idle expiry counts from here
     Column("expires_at", UTCDateTime, nullable=False),  # absolute expiry
     Index(None, "expires_at"),  # the purge of ended sessions
+)
+
+# Reconciliations: paysched's occurrences, the provider's charges and paysched's ledger compared
+# over a period (paysched reconcile, POST /v1/reconciliations, PAYSCHED_RECONCILE_CRON). The
+# report's discrepancies are rows of reconciliation_items, written page by page as they are
+# found, so that a period of a million occurrences needs constant memory.
+RECONCILIATION_STATES = ("running", "done", "failed")
+reconciliations = Table(
+    "reconciliations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("period_from", UTCDateTime, nullable=False),
+    Column("period_to", UTCDateTime, nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("trigger", String(16), nullable=False),  # cli | api | schedule
+    Column("actor_name", String(100), nullable=True),  # who asked (NULL: the schedule)
+    # One scheduled run per period however many `paysched run` processes share the database.
+    Column("dedup_key", String(120), nullable=True, unique=True),
+    # Whether the provider could list its charges (an adapter may not): a report without the
+    # listing checked only what lookups could, and says so.
+    Column("provider_listed", Boolean, nullable=True),
+    Column("counts", Text, nullable=False, server_default="{}"),  # JSON: kind -> number
+    Column("error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index(None, "created_at"),
+    CheckConstraint(_one_of("state", RECONCILIATION_STATES), name="state_valid"),
+)
+
+reconciliation_items = Table(
+    "reconciliation_items",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("reconciliation_id", Integer, ForeignKey("reconciliations.id"), nullable=False),
+    Column("kind", String(32), nullable=False),  # not_succeeded_here, not_charged, mismatch, ...
+    Column("occurrence_key", String(80), nullable=True),
+    Column("reference", Text, nullable=True),  # the provider's id, when it has one
+    Column("detail", Text, nullable=False),  # JSON: amounts, currencies, states as found
+    Index(None, "reconciliation_id", "id"),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from paysched.app import App
@@ -9,31 +10,64 @@ from paysched.db.store import finds
 from paysched.db.store.finds import LedgerEntry, PaymentFilter
 from paysched.direct import find_payments, payment_rows
 from paysched.domain import OccurrenceState, format_amount
-from paysched.views import account_view, iso, notification_view, occurrence_view
+from paysched.views import (
+    account_view,
+    duration_text,
+    iso,
+    notification_view,
+    occurrence_view,
+)
 
 LATEST = 20  # payments on the overview
 ATTENTION = 50  # of each kind of thing a person must look at
+# The oldest due occurrence's age shown as a warning past this: a worker starts a due one
+# within milliseconds, so a minute means workers down, saturated or stuck.
+OLDEST_DUE_WARN_S = 60.0
+CHART_WINDOW = timedelta(hours=1)
 
 
 async def overview(app: App) -> dict[str, Any]:
-    """`paysched stats` (queue, occurrences, notifications), the latest payments, and what
-    needs a person: needs_review and unknown occurrences, dead notifications."""
+    """`paysched stats` (queue, occurrences, notifications, processes by heartbeat), the
+    latest payments (late, unknown, needs_review flagged), the age of the oldest due
+    occurrence, and what needs a person: needs_review and unknown occurrences, dead
+    notifications."""
     stats = await app.stats()
     store, outbox = app.store, app.outbox
     assert outbox is not None  # App.open always makes it
+    now = app.clock.now()
 
     def read() -> dict[str, Any]:  # one trip to the thread pool
         def by_state(state: OccurrenceState) -> list[dict[str, Any]]:
             return [occurrence_view(o, []) for o in store.list_occurrences(ATTENTION, state=state)]
 
+        oldest = store.oldest_due(now)
+        age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         return {
-            "payments": payment_rows(store, store.list_payments(LATEST)),
+            "payments": payment_rows(store, store.list_payments(LATEST), now),
             "needs_review": by_state(OccurrenceState.NEEDS_REVIEW),
             "unknown": by_state(OccurrenceState.UNKNOWN),
             "dead": [notification_view(n) for n in outbox.list("dead", None, ATTENTION)],
+            "oldest_due": None
+            if oldest is None
+            else {
+                "due_at": iso(oldest),
+                "age": duration_text(round(age * 1000)),
+                "age_s": age,
+                "warn": age > OLDEST_DUE_WARN_S,
+            },
         }
 
     return stats | await app.db(read)
+
+
+async def activity_chart(app: App) -> dict[str, Any]:
+    """The overview's chart of the last hour: start lateness and outcomes per minute (one
+    indexed read, see Store.recent_activity), rendered as inline SVG."""
+    from paysched.web.chart import activity_svg
+
+    now = app.clock.now()
+    found = await app.db(app.store.recent_activity, now - CHART_WINDOW)
+    return {"chart": activity_svg(found, now, CHART_WINDOW)}
 
 
 # -- finding payments, accounts ---------------------------------------------------------------
@@ -56,7 +90,7 @@ async def payment_list(
     app: App, f: PaymentFilter, form: dict[str, str], before: int | None, after: int | None
 ) -> dict[str, Any]:
     """A page of the list, newest first, with the links to the pages either side."""
-    found = await app.db(find_payments, app.store, f, PAGE, before, after)
+    found = await app.db(find_payments, app.store, f, PAGE, before, after, app.clock.now())
     return found | {
         "stretch": finds.STRETCH,  # read when used: a test narrows it
         "older_url": None if found["older"] is None else list_url(form, before=found["older"]),
@@ -79,7 +113,8 @@ async def account_page(app: App, name: str, ledger_before: int | None) -> dict[s
         account = store.get_account(name)  # NotFound: a 404 page
         entries = store.ledger_entries(account.name, PAGE + 1, ledger_before)
         shown = entries[:PAGE]
-        payments = find_payments(store, PaymentFilter(account=account.name), ACCOUNT_PAYMENTS)
+        mine = PaymentFilter(account=account.name)
+        payments = find_payments(store, mine, ACCOUNT_PAYMENTS, now=app.clock.now())
         return {
             "account": account_view(account),
             "entries": [_entry_view(e, account.currency) for e in shown],

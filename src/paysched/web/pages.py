@@ -18,8 +18,9 @@ from paysched.domain import parse_id
 from paysched.errors import InvalidInput, NotFound, PayschedError
 from paysched.finding import payment_filter
 from paysched.web import auth, live
-from paysched.web.data import FILTERS, account_page, overview, payment_list
+from paysched.web.data import FILTERS, account_page, activity_chart, overview, payment_list
 from paysched.web.render import error_page, is_htmx, page
+from paysched.web.times import next_due
 
 router = APIRouter()
 Read = Depends(auth.signed_in("read"))
@@ -69,7 +70,14 @@ async def home(request: Request, _: ApiKey = Read) -> Response:
     if any(name in request.query_params for name in FILTERS):
         # /dashboard/?state=failed was silently the overview: a filter is the list's.
         return RedirectResponse(f"{auth.PATH}/payments?{request.url.query}", status_code=303)
-    return page(request, "overview.html", **await overview(_app(request)))
+    app = _app(request)
+    return page(request, "overview.html", **await overview(app), **await activity_chart(app))
+
+
+@router.get("/chart", response_class=HTMLResponse)
+async def chart(request: Request, _: ApiKey = Read) -> Response:
+    """The overview's chart alone, for its refresh every 30 s."""
+    return page(request, "_chart.html", **await activity_chart(_app(request)))
 
 
 @router.get("/events")
@@ -125,8 +133,12 @@ async def _detail_page(
     """The payment with its newest occurrences, or those older than `cursor` (the API's
     cursor: a bad one is a 422 page naming it)."""
     before = occurrence_after(decode(cursor, is_occurrence_position))
-    detail = await _app(request).payment_detail(payment_id, before)
-    return page(request, "payment.html", status, p=detail, flash=flash, cursor=cursor)
+    app = _app(request)
+    detail = await app.payment_detail(payment_id, before)
+    upcoming = await next_due(app, detail)
+    return page(
+        request, "payment.html", status, p=detail, flash=flash, cursor=cursor, upcoming=upcoming
+    )
 
 
 @router.get("/payments/{payment_id}", response_class=HTMLResponse)

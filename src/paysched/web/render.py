@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from paysched.api.problems import TITLES, Problem, allowed_methods, from_paysched, request_id
 from paysched.errors import PayschedError
 from paysched.redaction import redact
+from paysched.views import duration_text
+from paysched.web.times import zone_of, zoned
 
 # autoescape=True for every template: all of them are HTML, and names and memos are whatever a
 # client typed (a memo "<script>..." must render as text).
@@ -33,6 +35,11 @@ templates = Environment(
 # One path segment, every reserved character escaped (Jinja's urlencode keeps '/'): account
 # names made before new_account_name refused '/', '?', '#' and '%' still get their page.
 templates.filters["segment"] = lambda value: quote(str(value), safe="")
+# A time in a payment's own zone beside UTC (see times.py): globals, so every template and
+# every path that renders one (a page, an htmx reload, a live update) has them.
+templates.globals["zoned"] = zoned
+templates.globals["zone_of"] = zone_of
+templates.filters["duration"] = duration_text  # milliseconds as "2m 03s"
 
 
 def render(name: str, **context: Any) -> str:

@@ -42,6 +42,7 @@ from paysched.domain import (
     format_amount,
     may_have_reached_provider,
     occurrence_key,
+    payment_summary,
     refuse_external,
 )
 from paysched.errors import Conflict, InvalidInput, NotFound
@@ -262,6 +263,24 @@ class PaymentsStore(AccountsStore):
         existing_id(payment_id, "payment")
         with self._reading() as conn:
             return self._payment(conn, payment_id)
+
+    def job_summaries(self, payment_ids: Sequence[int]) -> dict[int, str]:
+        """payment_summary of each of these payments that exists, by id; one query per 1,000.
+
+        Five columns, not payment_from's rows: a burst's tick reads a thousand at a time, and
+        whole payments cost five times as much (16 ms a thousand on SQLite, against 3)."""
+        payer, payee = t.accounts.alias("payer"), t.accounts.alias("payee")
+        p = t.payments.c
+        query = select(p.id, p.amount, p.currency, payer.c.name, payee.c.name).select_from(
+            t.payments.join(payer, payer.c.id == p.payer_id).join(payee, payee.c.id == p.payee_id)
+        )
+        out: dict[int, str] = {}
+        with self._reading() as conn:
+            for start in range(0, len(payment_ids), 1000):
+                chunk = list(payment_ids[start : start + 1000])
+                rows = conn.execute(query.where(p.id.in_(chunk)))
+                out.update((row[0], payment_summary(*row)) for row in rows)
+        return out
 
     def list_payments(
         self, limit: int = 100, state: str | None = None, *, before_id: int | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -60,6 +60,32 @@ class PaymentHistory:
     # What people did to it (db.actions), newest first: as many as occurrences are read
     # (and one more, to tell that older ones follow), all of them unpaged.
     actions: Sequence[Action] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Attention:
+    """An occurrence a list of payments flags: late (not started, past due), unknown (with
+    the resolver's next lookup) or needs_review."""
+
+    state: OccurrenceState
+    due_at: datetime
+    resolve_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """An occurrence that started or finished lately: what the dashboard's chart draws."""
+
+    due_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    state: OccurrenceState
+
+
+# The states an occurrence may be in once it started (cancelled, skipped, missed never did).
+_STARTED = (S.EXECUTING, S.RETRYING, S.SUCCEEDED, S.FAILED, S.UNKNOWN, S.NEEDS_REVIEW)
+ACTIVITY_SLACK = timedelta(hours=1)
+ACTIVITY_LIMIT = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +346,59 @@ class ReadsStore(StoreBase):
             for row in rows:
                 out[row.payment_id].append(S(row.state))
         return out
+
+    def needing_attention(
+        self, payment_ids: Sequence[int], late_before: datetime
+    ) -> dict[int, list[Attention]]:
+        """Each payment's occurrences a person should hear of, by due time: unknown and
+        needs_review ones, and the late: scheduled or queued, never started, due before
+        `late_before`. One query; only unfinished rows, which stay few (the (state, due_at)
+        and (payment_id, due_at) indexes find them), never a payment's finished history."""
+        out: dict[int, list[Attention]] = {pid: [] for pid in payment_ids}
+        if not payment_ids:
+            return out
+        c = t.occurrences.c
+        unresolved = c.state.in_([S.UNKNOWN.value, S.NEEDS_REVIEW.value])
+        late = and_(
+            c.state.in_([S.SCHEDULED.value, S.QUEUED.value]),
+            c.started_at.is_(None),
+            c.due_at < late_before,
+        )
+        query = (
+            select(c.payment_id, c.state, c.due_at, c.resolve_at)
+            .where(c.payment_id.in_(list(payment_ids)))
+            .where(or_(unresolved, late))
+            .order_by(c.due_at, c.id)
+        )
+        with self._reading() as conn:
+            for row in conn.execute(query):
+                out[row.payment_id].append(Attention(S(row.state), row.due_at, row.resolve_at))
+        return out
+
+    def recent_activity(
+        self, since: datetime, slack: timedelta = ACTIVITY_SLACK, limit: int = ACTIVITY_LIMIT
+    ) -> list[Activity]:
+        """Occurrences that started or finished at or after `since` (the dashboard's chart of
+        the last hour), at most `limit`, oldest due first.
+
+        One read of the (state, due_at) index: the states an occurrence has once started,
+        due from `slack` before `since` on (the table has no index on started_at or
+        finished_at, and one due long before it started is already on the overview as the
+        oldest due). `limit` bounds a very busy hour's read: the newest are then missing."""
+        c = t.occurrences.c
+        query = (
+            select(c.due_at, c.started_at, c.finished_at, c.state)
+            .where(c.state.in_([s.value for s in _STARTED]))
+            .where(c.due_at >= since - slack)
+            .where(or_(c.started_at >= since, c.finished_at >= since))
+            .order_by(c.due_at)
+            .limit(limit)
+        )
+        with self._reading() as conn:
+            return [
+                Activity(r.due_at, r.started_at, r.finished_at, S(r.state))
+                for r in conn.execute(query)
+            ]
 
     def transitions_of(self, occurrence_ids: Sequence[int]) -> list[Transition]:
         with self._reading() as conn:
