@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from paysched.actors import Actor
 from paysched.api.pages import decode
 from paysched.api.problems import from_paysched
 from paysched.app import App
@@ -189,42 +190,47 @@ async def payment(
 # -- acting (write keys) -----------------------------------------------------------------------
 
 
-async def _cancel(app: App, pid: int) -> str:
-    result = await app.cancel_payment(pid)
+def _actor(key: ApiKey) -> Actor:
+    """The signed-in key acts: recorded with the change, shown in the payment's timeline."""
+    return Actor.of_key(key, "dashboard")
+
+
+async def _cancel(app: App, pid: int, actor: Actor) -> str:
+    result = await app.cancel_payment(pid, actor=actor)
     text = f"Payment #{pid} cancelled: {len(result.cancelled)} occurrence(s) will not run."
     if result.in_flight:
         text += f" {len(result.in_flight)} already executing will finish."
     return text
 
 
-async def _pause(app: App, pid: int) -> str:
-    held = await app.pause_payment(pid)
+async def _pause(app: App, pid: int, actor: Actor) -> str:
+    held = await app.pause_payment(pid, actor=actor)
     return f"Payment #{pid} paused: {len(held.occurrences)} occurrence(s) held."
 
 
-async def _resume(app: App, pid: int) -> str:
-    held = await app.resume_payment(pid)
+async def _resume(app: App, pid: int, actor: Actor) -> str:
+    held = await app.resume_payment(pid, actor=actor)
     return (f"Payment #{pid} resumed: {len(held.occurrences)} occurrence(s) released, "
             f"{len(held.missed)} missed.")  # fmt: skip
 
 
-ACTIONS: dict[str, Callable[[App, int], Awaitable[str]]] = {
+ACTIONS: dict[str, Callable[[App, int, Actor], Awaitable[str]]] = {
     "cancel": _cancel, "pause": _pause, "resume": _resume,
 }  # fmt: skip
 
 
 @router.post("/payments/{payment_id}/{action}", response_class=HTMLResponse)
-async def act(request: Request, payment_id: str, action: str, _: ApiKey = Write) -> Response:
+async def act(request: Request, payment_id: str, action: str, key: ApiKey = Write) -> Response:
     """The same App methods as POST /v1/payments/{id}/cancel|pause|resume. A refusal (409) is
     shown with its reason; only an unknown payment or action is an error page."""
     if action not in ACTIONS:
         raise NotFound(f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
     pid = parse_id(payment_id, "payment id")
-    return await _answer(request, pid, ACTIONS[action](_app(request), pid))
+    return await _answer(request, pid, ACTIONS[action](_app(request), pid, _actor(key)))
 
 
 @router.post("/occurrences/{occurrence_id}/resolve", response_class=HTMLResponse)
-async def resolve(request: Request, occurrence_id: str, _: ApiKey = Admin) -> Response:
+async def resolve(request: Request, occurrence_id: str, key: ApiKey = Admin) -> Response:
     """Settle an unknown or needs_review occurrence by hand, as `paysched resolve` and
     POST /v1/occurrences/{ref}/resolve do (admin keys only): succeeded, failed or retry, with
     the reason kept in its history."""
@@ -234,14 +240,14 @@ async def resolve(request: Request, occurrence_id: str, _: ApiKey = Admin) -> Re
     reason = await auth.form_field(request, "reason")
 
     async def settle() -> str:
-        state = await app.resolve_occurrence(str(occurrence.id), outcome, reason)
+        state = await app.resolve_occurrence(str(occurrence.id), outcome, reason, actor=_actor(key))
         return f"Occurrence {occurrence.key} resolved by hand: now {state.value}."
 
     return await _answer(request, occurrence.payment_id, settle())
 
 
 @router.post("/notifications/{notification_id}/retry", response_class=HTMLResponse)
-async def retry(request: Request, notification_id: str, _: ApiKey = Write) -> Response:
+async def retry(request: Request, notification_id: str, key: ApiKey = Write) -> Response:
     """Send a dead notification again with fresh attempts, as
     POST /v1/notifications/{id}/retry does."""
     app = _app(request)
@@ -251,7 +257,7 @@ async def retry(request: Request, notification_id: str, _: ApiKey = Write) -> Re
     found = await app.db(outbox.get, nid)
 
     async def again() -> str:
-        await app.db(outbox.retry, nid, app.clock.now())
+        await app.retry_notification(nid, actor=_actor(key))
         return f"Notification {nid} ({found.event} to {found.channel}) will be sent again."
 
     return await _answer(request, found.payment_id, again())
