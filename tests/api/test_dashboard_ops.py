@@ -64,6 +64,10 @@ async def test_a_due_payment_no_worker_started_is_late_in_the_api_list_and_overv
     assert "late" not in list_cell(listed, later)
     overview = await page(api, "/dashboard/")
     assert marker in list_cell(overview, due)
+    # The payment's own page marks the occurrence that waits to start, not the one not due.
+    detail = await page(api, f"/dashboard/payments/{due}")
+    assert f'<span class="status s-late">{marker}</span>' in detail, detail
+    assert "s-late" not in await page(api, f"/dashboard/payments/{later}")
     # The oldest due occurrence's age, as a warning past a minute.
     processes = overview.split("<h2>Processes</h2>", 1)[1].split("</section>", 1)[0]
     assert re.search(
@@ -78,6 +82,7 @@ async def test_a_paused_payment_is_not_late(api: Api) -> None:
     api.app.clock = ManualClock(api.app.clock.now() + timedelta(minutes=5))
     row = row_of((await api.get("/v1/payments")).json()["data"], pid)
     assert row["status"] == "paused" and row["late_ms"] is None
+    assert "s-late" not in await page(api, f"/dashboard/payments/{pid}")
 
 
 async def settle_as(api: Api, pid: int, target: OccurrenceState, resolve_at: datetime) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from paysched.app import App
@@ -11,12 +11,14 @@ from paysched.db.store.finds import LedgerEntry, PaymentFilter
 from paysched.direct import find_payments, payment_rows
 from paysched.domain import OccurrenceState, format_amount
 from paysched.views import (
+    LATE_AFTER,
     account_view,
     duration_text,
     iso,
     notification_view,
     occurrence_view,
 )
+from paysched.web.times import next_due
 
 LATEST = 20  # payments on the overview
 ATTENTION = 50  # of each kind of thing a person must look at
@@ -126,3 +128,25 @@ async def account_page(app: App, name: str, ledger_before: int | None) -> dict[s
         }
 
     return await app.db(read)
+
+
+# An occurrence that waits to start, past due by more than LATE_AFTER, is late (as the list's
+# payment_rows says); the states the payment page marks so.
+WAITING_TO_START = ("scheduled", "queued")
+
+
+async def payment_page(
+    app: App, payment_id: int, before: tuple[datetime, int] | None
+) -> dict[str, Any]:
+    """A payment's page (and its live updates): its detail, its next due times, and each of
+    its occurrences that is late to start marked with `late_ms` (how long past due), read
+    from the detail itself: no extra query."""
+    detail = await app.payment_detail(payment_id, before)
+    now = app.clock.now()
+    # A paused or cancelled payment's due occurrences wait on purpose: not late.
+    waiting = detail["state"] in ("active", "done")
+    for o in detail["occurrences"]:
+        late = now - datetime.fromisoformat(o["due_at"])
+        marked = waiting and o["state"] in WAITING_TO_START and o["lateness_ms"] is None
+        o["late_ms"] = round(late.total_seconds() * 1000) if marked and late > LATE_AFTER else None
+    return {"p": detail, "upcoming": await next_due(app, detail)}

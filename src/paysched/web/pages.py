@@ -18,9 +18,15 @@ from paysched.domain import parse_id
 from paysched.errors import InvalidInput, NotFound, PayschedError
 from paysched.finding import payment_filter
 from paysched.web import auth, live
-from paysched.web.data import FILTERS, account_page, activity_chart, overview, payment_list
+from paysched.web.data import (
+    FILTERS,
+    account_page,
+    activity_chart,
+    overview,
+    payment_list,
+    payment_page,
+)
 from paysched.web.render import error_page, is_htmx, page, render
-from paysched.web.times import next_due
 
 router = APIRouter()
 Read = Depends(auth.signed_in("read"))
@@ -116,9 +122,8 @@ async def payment_events(
     await app.payment_detail(pid, before)  # NotFound: a 404, not a stream that never speaks
 
     async def detail() -> str:  # the page's own detail (_detail_page), alone
-        p = await app.payment_detail(pid, before)
-        upcoming = await next_due(app, p)
-        return render("_payment.html", p=p, cursor=cursor, scope=key.scope, upcoming=upcoming)
+        shown = await payment_page(app, pid, before)
+        return render("_payment.html", cursor=cursor, scope=key.scope, **shown)
 
     body = live.payment_stream(
         app, pid, detail, auth.still_signed_in(request), request.app.state.stopping
@@ -171,11 +176,8 @@ async def _detail_page(
     cursor: a bad one is a 422 page naming it)."""
     before = occurrence_after(decode(cursor, is_occurrence_position))
     app = _app(request)
-    detail = await app.payment_detail(payment_id, before)
-    upcoming = await next_due(app, detail)
-    return page(
-        request, "payment.html", status, p=detail, flash=flash, cursor=cursor, upcoming=upcoming
-    )
+    shown = await payment_page(app, payment_id, before)
+    return page(request, "payment.html", status, flash=flash, cursor=cursor, **shown)
 
 
 @router.get("/payments/{payment_id}", response_class=HTMLResponse)
