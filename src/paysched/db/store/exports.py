@@ -160,6 +160,13 @@ def _ledger() -> Any:
 _QUERIES = {"payments": _payments, "occurrences": _occurrences, "ledger": _ledger}
 
 
+def export_select(kind: str) -> tuple[Any, Any, Any]:
+    """The select of `kind`'s export, unbounded and unordered, with its id column and the time
+    column that bounds its period."""
+    query, id_col, time_col = _QUERIES[kind]()
+    return query, id_col, time_col
+
+
 class ExportsStore(AccountsStore):
     def export_page(
         self,
@@ -172,7 +179,7 @@ class ExportsStore(AccountsStore):
         """Up to `limit` rows of `kind` whose bounding time is in [start, end), above id
         `after`, in id order (see the module's docstring). A page shorter than `limit` is
         the last."""
-        query, id_col, time_col = _QUERIES[kind]()
+        query, id_col, time_col = export_select(kind)
         query = (
             query.where(id_col > after, time_col >= start, time_col < end)
             .order_by(id_col)
@@ -244,4 +251,11 @@ class ExportsStore(AccountsStore):
         return conn
 
 
-__all__ = ["EXPORT_KINDS", "EXPORT_PAGE", "ExportsStore", "StatementData", "StatementEntry"]
+__all__ = [
+    "EXPORT_KINDS",
+    "EXPORT_PAGE",
+    "ExportsStore",
+    "StatementData",
+    "StatementEntry",
+    "export_select",
+]
