@@ -167,7 +167,9 @@ def utc(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with Z, to the microsecond as stored: 2027-01-05T09:00:00.000000Z."""
     if value is None:
         return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if value.tzinfo is not UTC:  # the store answers in UTC already (UTCDateTime): rarely taken
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 @functools.lru_cache(maxsize=256)
@@ -205,24 +207,44 @@ def _payment(r: Any) -> tuple[Any, ...]:
 
 
 def _occurrence(r: Any) -> tuple[Any, ...]:
+    # Unpacked once: a Row's attribute lookups were a third of the export's CPU (cProfile).
+    (
+        id_,
+        key,
+        payment_id,
+        due_at,
+        nominal_at,
+        state,
+        attempts,
+        amount,
+        currency,
+        payer,
+        payee,
+        reference,
+        reason,
+        started_at,
+        finished_at,
+        created_at,
+        updated_at,
+    ) = r
     return (
-        r.id,
-        r.key,
-        r.payment_id,
-        utc(r.due_at),
-        utc(r.nominal_at),
-        r.state,
-        r.attempts,
-        decimal_string(int(r.amount), r.currency),
-        r.currency,
-        r.payer,
-        r.payee,
-        r.reference,
-        None if r.reason is None else redact(r.reason),
-        utc(r.started_at),
-        utc(r.finished_at),
-        utc(r.created_at),
-        utc(r.updated_at),
+        id_,
+        key,
+        payment_id,
+        utc(due_at),
+        utc(nominal_at),
+        state,
+        attempts,
+        decimal_string(int(amount), currency),
+        currency,
+        payer,
+        payee,
+        reference,
+        None if reason is None else redact(reason),
+        utc(started_at),
+        utc(finished_at),
+        utc(created_at),
+        utc(updated_at),
     )
 
 
