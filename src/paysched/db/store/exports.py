@@ -25,6 +25,7 @@ the table in all, whatever the period.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -175,7 +176,7 @@ class ExportsStore(AccountsStore):
         end: datetime,
         after: int = 0,
         limit: int = EXPORT_PAGE,
-    ) -> list[Row[Any]]:
+    ) -> Sequence[Row[Any]]:
         """Up to `limit` rows of `kind` whose bounding time is in [start, end), above id
         `after`, in id order (see the module's docstring). A page shorter than `limit` is
         the last."""
