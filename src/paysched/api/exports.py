@@ -67,8 +67,18 @@ async def export(
         "(by created_at)."
     ),
     fmt: Literal["csv", "jsonl"] = Query("csv", alias="format"),
-    start: str = Query(alias="from", max_length=40, description=f"Inclusive: {DATE_OR_TIME}."),
-    end: str = Query(alias="to", max_length=40, description=f"Exclusive: {DATE_OR_TIME}."),
+    start: str = Query(
+        alias="from",
+        max_length=40,
+        examples=["2027-01-01"],
+        description=f"Inclusive: {DATE_OR_TIME}.",
+    ),
+    end: str = Query(
+        alias="to",
+        max_length=40,
+        examples=["2027-02-01"],
+        description=f"Exclusive: {DATE_OR_TIME}.",
+    ),
     _: ApiKey = Read,
 ) -> StreamingResponse:
     """A period's rows, streamed in constant memory: CSV with a header, or JSON Lines. Amounts
@@ -96,8 +106,8 @@ async def export(
     responses=problems(404),
 )
 async def statement(
-    name: str,
     request: Request,
+    name: str = Path(min_length=1, max_length=100, examples=["alice"]),
     month: str = Query(max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$", examples=["2027-01"]),
     _: ApiKey = Read,
 ) -> dict[str, Any]:
