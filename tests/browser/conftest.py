@@ -173,7 +173,7 @@ def sign_in(page: Page, server: Server, name: str) -> None:
     page.wait_for_url(server.url + "/dashboard/")
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
     if TAKE_SCREENSHOTS:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
+        page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)

@@ -78,7 +78,7 @@ def test_a_payment_created_over_the_api_appears_and_succeeds_without_a_reload(
     expect(row).to_have_count(1)
     expect(row.locator(".status")).to_have_text("succeeded", timeout=30_000)
     assert page.evaluate("window.sameDocument") is True
-    screenshot(page, "overview.png")
+    screenshot(page, "overview.png", full_page=True)
 
     row.get_by_role("link", name=f"#{pid}").click()
     expect(page.locator("#payment h1")).to_contain_text(f"Payment #{pid}")
@@ -179,7 +179,8 @@ def test_cancel_asks_for_confirmation_then_cancels(server: Server, context: Brow
     page = context.new_page()
     sign_in(page, server, "writer")
     asked = cancel_from_its_page(page, server, pid)
-    assert asked == [f"Cancel payment #{pid}? Nothing of it that has not started will run."] * 2
+    named = f"payment #{pid} (2.50 USD, alice → bob)"  # which payment, how much, whose
+    assert asked == [f"Cancel {named}? Nothing of it that has not started will run."] * 2
     # The detail reloads itself: the new status, and nothing left to cancel.
     expect(page.locator("#payment h1 .status")).to_have_text("cancelled")
     expect(page.get_by_role("button", name="Cancel payment")).to_have_count(0)
@@ -297,7 +298,7 @@ def test_no_horizontal_scroll_at_400_px(server: Server, browser: Browser) -> Non
             widths[name] = (scroll, client)
             if scroll > client:
                 culprits[name] = page.evaluate(OVERFLOWING)
-            if name == "payment":
+            if name == "overview":
                 screenshot(page, "phone.png")
         too_wide = {name: w for name, w in widths.items() if w[0] > w[1]}
         assert not too_wide, (
