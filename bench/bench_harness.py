@@ -37,7 +37,7 @@ log = logging.getLogger("bench.run")
 RESULTS_DIR = ROOT / "bench" / "results"
 MEASUREMENTS = (
     "lateness", "throughput", "http", "burst", "processes", "scale", "footprint", "overhead",
-    "cli", "api", "idle",
+    "cli", "api", "idle", "export",
 )  # fmt: skip
 CURRENCY = "USD"
 PAYER, PAYEE = "bench-payer", "bench-payee"
@@ -75,6 +75,7 @@ class Sizes:
     overhead_jobs: int = 3000
     cli_repeats: int = 15
     idle_window_s: float = 20.0
+    export_occurrences: int = 1_000_000
 
 
 QUICK = Sizes(
@@ -90,6 +91,7 @@ QUICK = Sizes(
     overhead_jobs=400,
     cli_repeats=5,
     idle_window_s=6.0,
+    export_occurrences=20_000,
 )
 
 

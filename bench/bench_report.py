@@ -144,6 +144,18 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_row("idle: write transactions", db, v, "per s", f"<= {target:g}/s",
                          None if v is None else v <= target))  # fmt: skip
         rows.append(_row("idle: SQL statements", db, r["median_sql_statements_per_s"], "per s"))
+    for db, r in results.get("export", {}).items():
+        for name, label in (
+            ("reference", "psql COPY"),
+            ("cli", "paysched export"),
+            ("http", "GET /v1/exports"),
+        ):
+            v = r[name]
+            rows.append(_row(f"export {r['occurrences']:,}: {label}", db, v["median_s"], "s"))
+            rows.append(_row("  rows/s", db, v["median_rows_per_s"], "rows/s"))
+            rows.append(_row("  peak RSS", db, v["median_peak_mib"], "MiB"))
+            if name != "reference":
+                rows.append(_row("  time vs psql COPY", db, v["median_vs_reference"], "x"))
     return rows  # fmt: skip
 
 

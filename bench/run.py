@@ -31,6 +31,9 @@ Measurements (--only takes a comma-separated subset of these names):
   idle        a `paysched run` process with nothing due (http executor, so the resolver runs
               too): Redis commands (INFO commandstats, its own redis-server), SQL statements
               and write transactions per second over a 20 s window (6 s with --quick)
+  export      PostgreSQL only: 1,000,000 occurrences (20,000 with --quick) exported as CSV by
+              `paysched export` and by GET /v1/exports/occurrences (curl): time, rows/s, peak
+              RSS, and the ratio to psql's COPY of the same rows in the same run
 
 Redis is one private `redis-server` on a free port (no persistence) for the whole suite; every
 database is a fresh SQLite file or a throw-away PostgreSQL database `paysched_bench_*`, dropped
@@ -87,6 +90,7 @@ from measure_cli import bench_cli  # isort: skip
 from measure_idle import bench_idle  # isort: skip
 from measure_processes import bench_processes  # isort: skip
 from measure_http import bench_http  # isort: skip
+from measure_export import bench_export  # isort: skip
 from bench_harness import MEASUREMENTS, PG_CONNECTION_CAP, RESULTS_DIR, TARGETS  # isort: skip
 from common import (  # isort: skip
     DEFAULT_PG_ADMIN_URL,
@@ -115,6 +119,7 @@ BENCHES: dict[str, Bench] = {
     "cli": bench_cli,
     "api": bench_api,
     "idle": bench_idle,
+    "export": bench_export,
 }
 
 

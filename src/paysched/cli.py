@@ -782,6 +782,91 @@ def stats(as_json: JsonFlag = False) -> None:
     emit(data, as_json, "\n".join(lines))
 
 
+# -- exports and statements --------------------------------------------------------------------
+
+
+@cli.command("export", context_settings=NEGATIVE_OK)
+@handled
+def export_cmd(
+    kind: Annotated[str, typer.Argument(help="payments, occurrences or ledger.")],
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Start, inclusive: 2027-01-01 (midnight UTC) or ISO 8601."),
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive; as --from.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    output: Annotated[
+        str | None, typer.Option("--output", help="Write to this file (default: stdout).")
+    ] = None,
+) -> None:
+    """Export a period's payments (by created_at), occurrences (by due_at) or ledger entries
+    (by created_at) as CSV with a header or as JSON Lines, page by page in constant memory."""
+    from paysched.exports import chunks, export_request
+
+    request = export_request(kind, fmt, start, end)
+    with store_of(migrate=False) as store:
+        if output is None:
+            try:
+                for chunk in chunks(store, request):
+                    sys.stdout.buffer.write(chunk.text.encode())
+                sys.stdout.flush()
+            except BrokenPipeError:  # `| head`: the reader has what it wanted
+                sys.stderr.close()
+            return
+        _export_to_file(store, request, output)
+
+
+def _export_to_file(store: Store, request: Any, output: str) -> None:
+    """Written to OUTPUT.part and renamed at the end: a file named OUTPUT is always whole."""
+    import os
+
+    from paysched.exports import chunks
+
+    part = f"{output}.part"
+
+    def refused(exc: OSError) -> InvalidInput:
+        return InvalidInput("output", f"cannot write {output!r}: {exc.strerror or exc}")
+
+    try:
+        out = open(part, "wb")  # noqa: SIM115 - closed below, whatever happens
+    except OSError as exc:
+        raise refused(exc) from None
+    try:
+        with out:
+            for chunk in chunks(store, request):
+                try:
+                    out.write(chunk.text.encode())
+                except OSError as exc:
+                    raise refused(exc) from None
+        try:
+            os.replace(part, output)
+        except OSError as exc:
+            raise refused(exc) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
+
+
+@cli.command("statement", context_settings=NEGATIVE_OK)
+@handled
+def statement_cmd(
+    account: str,
+    month: Annotated[str | None, typer.Option("--month", help="YYYY-MM (UTC).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """An account's month: opening balance, each entry with the balance after it, closing
+    balance (checked: closing - opening is the sum of the entries)."""
+    from paysched.exports import parse_month, statement_text, statement_view
+
+    start, end = parse_month(month)
+    assert month is not None
+    with store_of(migrate=False) as store:
+        data = store.statement(account, start, end)
+    view = statement_view(data, month.strip())
+    emit(view, as_json, statement_text(view))
+
+
 notifications_cli = QuickTyper(
     cls=QuickGroup, no_args_is_help=True, help="The notification outbox."
 )

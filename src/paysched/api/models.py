@@ -360,3 +360,26 @@ class Page(Out, Generic[T]):
 class Health(Out):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class StatementEntry(Out):
+    id: int
+    at: Timestamp = Field(description="When the money moved (UTC).")
+    amount: str = Field(description="Signed decimal string: negative leaves the account.")
+    kind: str = Field(description="payment or deposit.")
+    payment_id: int | None
+    occurrence_key: str | None
+    counterparty: str | None = Field(description="The other account of the transfer.")
+    balance: str = Field(description="The account's balance after this entry.")
+
+
+class Statement(Out):
+    account: str
+    currency: str
+    month: str = Field(examples=["2027-01"])
+    from_: Timestamp = Field(alias="from", description="The month's first instant (UTC).")
+    to: Timestamp = Field(description="The next month's first instant (UTC), exclusive.")
+    opening_balance: str = Field(description="Every entry before the month.")
+    closing_balance: str = Field(description="Every entry before its end.")
+    total: str = Field(description="closing_balance - opening_balance: the entries' sum.")
+    entries: list[StatementEntry] = Field(description="By time, then id.")

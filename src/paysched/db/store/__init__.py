@@ -2,7 +2,8 @@
 
 One module per aggregate — `accounts` (accounts and the ledger), `payments` (payments,
 cancels, materializing occurrences), `execution` (claims, settles, finishes, unknown outcomes),
-`reads` (read models), `finds` (search and filters of payments, an account's ledger) — over
+`reads` (read models), `finds` (search and filters of payments, an account's ledger),
+`exports` (a period's rows page by page, an account's statement) — over
 `base` (engine, dialect helpers) and `transitions` (the one compare-and-set every state change
 goes through). `Store` puts them together so callers hold
 one object. Methods are synchronous and short; async callers run them on the database threads.
@@ -16,6 +17,7 @@ from paysched.db.engine import make_engine
 from paysched.db.store.accounts import LedgerReport
 from paysched.db.store.base import LostRace
 from paysched.db.store.execution import Claim, ExecutionStore, Finish, NoClaim
+from paysched.db.store.exports import ExportsStore
 from paysched.db.store.finds import FindsStore
 from paysched.db.store.payments import LATE_AFTER, CancelResult
 from paysched.db.store.reads import ReadsStore
@@ -23,7 +25,7 @@ from paysched.db.store.reads import ReadsStore
 __all__ = ["CancelResult", "Claim", "Finish", "LedgerReport", "LostRace", "NoClaim", "Store"]
 
 
-class Store(ExecutionStore, ReadsStore, FindsStore):
+class Store(ExecutionStore, ReadsStore, FindsStore, ExportsStore):
     @classmethod
     def connect(cls, url: str, pool_size: int = 10, late_after: timedelta = LATE_AFTER) -> Store:
         """`late_after`: see PaymentsStore (Settings.catchup_late_after)."""
