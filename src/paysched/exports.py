@@ -279,6 +279,19 @@ def values(kind: str, rows: list[Any]) -> list[tuple[Any, ...]]:
 # -- encoding ------------------------------------------------------------------------------------
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection: a memo
+# "=HYPERLINK(...)" becomes a link, worse with DDE). Such a text cell gets a leading "'", which
+# spreadsheets show as text; a number (a negative amount) is left as it is.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def _inert(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def encode(kind: str, fmt: str, rows: list[tuple[Any, ...]], header: bool) -> str:
     """One page as text: CSV (RFC 4180, CRLF; an empty field for no value) with the header
     first if `header`, or JSON Lines (one object per line, null for no value)."""
@@ -287,7 +300,7 @@ def encode(kind: str, fmt: str, rows: list[tuple[Any, ...]], header: bool) -> st
         writer = csv.writer(out)
         if header:
             writer.writerow(COLUMNS[kind])
-        writer.writerows(rows)
+        writer.writerows(tuple(_inert(v) for v in row) for row in rows)
     else:
         names = COLUMNS[kind]
         dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

@@ -17,7 +17,7 @@ import pytest
 
 from paysched.db.store import Store
 from paysched.domain import format_amount
-from paysched.exports import COLUMNS, chunks, decimal_string, export_request
+from paysched.exports import COLUMNS, chunks, decimal_string, encode, export_request
 from tests.export_seed import SECRET, seed
 
 
@@ -185,3 +185,25 @@ def test_cli_bad_input_names_the_field(
     assert done.returncode == code, done.stderr
     assert done.stderr.startswith("error: ") and needle in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text() -> None:
+    """A memo or an account name is whoever typed it: in CSV a cell starting =, +, -, @ is
+    made text with a leading ' (JSON Lines keeps it as it is); a negative amount stays a
+    number."""
+    names = COLUMNS["ledger"]
+    typed = {
+        '=HYPERLINK("http://x")': '\'=HYPERLINK("http://x")',
+        "+1+2": "'+1+2",
+        "-2+3": "'-2+3",
+        "@SUM(A1)": "'@SUM(A1)",
+        "-12.34": "-12.34",
+        "12.34": "12.34",
+        "plain": "plain",
+    }
+    rows = [tuple(value if n == "counterparty" else "x" for n in names) for value in typed]
+    got = list(csv.reader(io.StringIO(encode("ledger", "csv", rows, header=False))))
+    at = names.index("counterparty")
+    assert [row[at] for row in got] == list(typed.values())
+    lines = encode("ledger", "jsonl", rows, header=False).splitlines()
+    assert [json.loads(line)["counterparty"] for line in lines] == list(typed)
