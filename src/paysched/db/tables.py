@@ -350,3 +350,34 @@ reconciliation_items = Table(
     Column("detail", Text, nullable=False),  # JSON: amounts, currencies, states as found
     Index(None, "reconciliation_id", "id"),
 )
+
+# Chats linked to accounts (the bot): only a linked chat may see or act on an account's
+# payments. A link is made by a one-time token the account's owner opens in the chat
+# (https://t.me/BOT?start=TOKEN): only its SHA-256 is kept, it expires and is used once.
+CHAT_CHANNELS = ("telegram",)
+chat_links = Table(
+    "chat_links",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("chat_id", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account_id", "channel", "chat_id"),
+    Index(None, "channel", "chat_id"),  # a message's chat: which accounts it speaks for
+    CheckConstraint(_one_of("channel", CHAT_CHANNELS), name="channel_valid"),
+)
+
+link_tokens = Table(
+    "link_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),  # single use: set by the link it made
+    Column("used_by", String(64), nullable=True),  # the chat that used it
+    CheckConstraint(_one_of("channel", CHAT_CHANNELS), name="channel_valid"),
+)
