@@ -651,6 +651,43 @@ def show(
     emit(view, as_json, "\n".join(lines))
 
 
+@cli.command("actions", context_settings=NEGATIVE_OK)
+@handled
+def actions_cmd(
+    actor: Annotated[
+        str | None, typer.Option(help="An API key's id (3 or #3), cli or python.")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="create, cancel, deposit, ...")] = None,
+    payment: Annotated[str | None, typer.Option(help="Done to this payment id.")] = None,
+    since: Annotated[str | None, typer.Option(help="At or after (ISO 8601, or a date).")] = None,
+    before: Annotated[str | None, typer.Option(help="Before (ISO 8601, or a date).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List what people did, newest first: every action, or those the options pick."""
+    from paysched.audit import action_filter
+    from paysched.db.actions import find_actions, logged_view
+
+    found = action_filter(
+        actor=actor,
+        action=action,
+        payment_id=payment,
+        since=since,
+        before=before,
+        payment_field="payment",
+    )
+    with store_of(migrate=False) as store:
+        views = [logged_view(a) for a in find_actions(store.engine, found, limit)]
+    lines = [
+        f"{v['id']:>6}  {v['at']}  "
+        + ("" if v["payment_id"] is None else f"payment {v['payment_id']}: ")
+        + v["summary"]
+        + (f" ({v['detail']['reason']})" if "reason" in v["detail"] else "")
+        for v in views
+    ]
+    emit(views, as_json, "\n".join(lines) or "no actions")
+
+
 @cli.command(context_settings=NEGATIVE_OK)
 @handled
 def cancel(

@@ -241,7 +241,8 @@ class Action(Out):
     id: int
     at: Timestamp | None
     action: str = Field(
-        description="create, cancel, pause, resume, skip_next, resolve, retry_notification."
+        description="create, cancel, pause, resume, skip_next, resolve, retry_notification "
+        "(a payment's); create_account, deposit, create_api_key, revoke_api_key."
     )
     actor: ActorOut
     via: str = Field(description="api, dashboard, cli or python.")
@@ -251,6 +252,15 @@ class Action(Out):
         "`notification`'s id."
     )
     summary: str = Field(description="For people: `cancelled by key #3 ops-alice via api`.")
+
+
+class LoggedAction(Action):
+    """An action of the whole log (GET /v1/actions): a payment's, or one tied to none."""
+
+    payment_id: int | None = Field(
+        description="The payment it was done to; null for an account created or funded, an "
+        "API key created or revoked (`detail` names what)."
+    )
 
 
 class PaymentRow(PaymentSummary):

@@ -17,17 +17,35 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from paysched.actors import Actor, ActorKind, Via
 from paysched.db import tables as t
 from paysched.db.engine import reading
 from paysched.db.store.base import AfterWrite, after, existing_id
-from paysched.domain import Account, Notification
+from paysched.domain import MAX_ID, Account, Notification
 from paysched.errors import NotFound
 
 log = logging.getLogger("paysched.actions")
 # Free text of a person's (a resolve's reason): in the history, not repeated in every log line.
 UNLOGGED = frozenset({"reason"})
+
+
+# Every action a person can take, as recorded (`Acting(actor, <name>, ...)` in app.py and
+# cli.py): what GET /v1/actions?action= and the dashboard's filter accept.
+ACTIONS = (
+    "create",
+    "cancel",
+    "pause",
+    "resume",
+    "skip_next",
+    "resolve",
+    "retry_notification",
+    "create_account",
+    "deposit",
+    "create_api_key",
+    "revoke_api_key",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +172,55 @@ def actions_of(
         return read_actions(conn, payment_id, limit, before)
 
 
+@dataclass(frozen=True, slots=True)
+class ActionFilter:
+    """The whole log's filters (paysched.audit.action_filter checks them); None: any."""
+
+    actor_kind: str | None = None
+    api_key_id: int | None = None
+    action: str | None = None
+    payment_id: int | None = None
+    since: datetime | None = None  # at or after
+    before: datetime | None = None
+
+
+def find_actions(
+    engine: Engine, f: ActionFilter, limit: int, before_id: int | None = None
+) -> list[Action]:
+    """Every action that `f` lets through, newest first (by id: the order they committed in,
+    near enough, and the primary key), `limit` of them with ids below `before_id`.
+
+    A payment's filter reads its index (payment_id, id); the others walk the primary key down
+    from the newest, so a filter that matches only a few rows of a big table reads far (an
+    index on (api_key_id, id), (action, id) or (at) would keep them short: not made yet)."""
+    if any(i is not None and i > MAX_ID for i in (f.api_key_id, f.payment_id)):
+        return []  # names nothing (and is out of an integer column's range in SQL)
+    a = t.actions.c
+    where: list[ColumnElement[bool]] = []
+    if f.actor_kind is not None:
+        where.append(a.actor_kind == f.actor_kind)
+    if f.api_key_id is not None:
+        where.append(a.api_key_id == f.api_key_id)
+    if f.action is not None:
+        where.append(a.action == f.action)
+    if f.payment_id is not None:
+        where.append(a.payment_id == f.payment_id)
+    if f.since is not None:
+        where.append(a.at >= f.since)
+    if f.before is not None:
+        where.append(a.at < f.before)
+    if before_id is not None:
+        where.append(a.id < before_id)
+    query = select(t.actions).where(*where).order_by(a.id.desc()).limit(limit)
+    with reading(engine) as conn:
+        return [action_from(row) for row in conn.execute(query)]
+
+
+def logged_view(action: Action) -> dict[str, Any]:
+    """An action of the whole log: as a payment's, with the payment it was done to."""
+    return action_view(action) | {"payment_id": action.payment_id}
+
+
 def actions_page(found: Sequence[Action], page: int | None) -> dict[str, Any]:
     """`actions` (views) and `actions_next_cursor`: of `found`, read with `page` + 1 (the
     extra one only says that older ones follow), the first `page`; all of them if None."""
@@ -197,6 +264,10 @@ PAST = {
     "skip_next": "skipped the next occurrence",
     "resolve": "resolved",
     "retry_notification": "sent a notification again",
+    "create_account": "created an account",
+    "deposit": "deposited",
+    "create_api_key": "created an API key",
+    "revoke_api_key": "revoked an API key",
 }
 
 
@@ -205,7 +276,22 @@ def summary(action: Action) -> str:
     what = PAST.get(action.action, action.action)
     if action.action == "resolve" and "outcome" in action.detail:
         what = f"resolved as {action.detail['outcome']}"
+    what += _about(action.detail)
     return f"{what} by {action.actor.describe()} via {action.actor.via}"
+
+
+def _about(detail: dict[str, Any]) -> str:
+    """What an action tied to no payment was done to: ` alice`, ` #4 (write)`."""
+    if "api_key" in detail:
+        return f" #{detail['api_key']}" + (f" ({detail['scope']})" if "scope" in detail else "")
+    if "account" not in detail:
+        return ""
+    if "amount_minor" in detail:
+        from paysched.domain import format_amount
+
+        amount = format_amount(int(detail["amount_minor"]), str(detail["currency"]))
+        return f" {amount} {detail['currency']} into {detail['account']}"
+    return f" {detail['account']}"
 
 
 def views(actions: Sequence[Action]) -> list[dict[str, Any]]:

@@ -6,6 +6,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from paysched.app import App
+from paysched.cursors import encode
+from paysched.db.actions import ActionFilter, find_actions, logged_view
 from paysched.db.store import finds
 from paysched.db.store.finds import LedgerEntry, PaymentFilter
 from paysched.direct import find_payments, payment_rows
@@ -128,6 +130,34 @@ async def account_page(app: App, name: str, ledger_before: int | None) -> dict[s
         }
 
     return await app.db(read)
+
+
+# -- the audit log ------------------------------------------------------------------------------
+
+# The actions page's filters, as its form sends them (as GET /v1/actions takes them).
+ACTION_FILTERS = ("actor", "action", "payment_id", "since", "before")
+
+
+def actions_url(form: dict[str, str], cursor: str | None = None) -> str:
+    """The actions page with the same filters (the empty ones left out), from `cursor`."""
+    from urllib.parse import urlencode
+
+    kept = {k: v for k, v in form.items() if v} | ({"cursor": cursor} if cursor else {})
+    return "/dashboard/actions" + (f"?{urlencode(kept)}" if kept else "")
+
+
+async def action_list(
+    app: App, f: ActionFilter, form: dict[str, str], before: int | None
+) -> dict[str, Any]:
+    """A page of the whole log, newest first (GET /v1/actions' read), with the next's link."""
+    found = await app.db(find_actions, app.store.engine, f, PAGE + 1, before)
+    shown = found[:PAGE]
+    older = encode(shown[-1].id) if len(found) > PAGE else None
+    return {
+        "data": [logged_view(a) for a in shown],
+        "older_url": None if older is None else actions_url(form, older),
+        "newest_url": actions_url(form) if before is not None else None,
+    }
 
 
 # An occurrence that waits to start, past due by more than LATE_AFTER, is late (as the list's

@@ -12,15 +12,19 @@ from paysched.actors import Actor
 from paysched.api.pages import decode
 from paysched.api.problems import from_paysched
 from paysched.app import App
-from paysched.cursors import is_occurrence_position, occurrence_after
+from paysched.audit import action_filter
+from paysched.cursors import is_id, is_occurrence_position, occurrence_after
+from paysched.db.actions import ACTIONS as ACTIONS_LOGGED
 from paysched.db.apikeys import ApiKey
 from paysched.domain import parse_id
 from paysched.errors import InvalidInput, NotFound, PayschedError
 from paysched.finding import payment_filter
 from paysched.web import auth, live
 from paysched.web.data import (
+    ACTION_FILTERS,
     FILTERS,
     account_page,
+    action_list,
     activity_chart,
     overview,
     payment_list,
@@ -152,6 +156,24 @@ async def payments(request: Request, _: ApiKey = Read) -> HTMLResponse:
                     error=exc.problem, field=exc.field)  # fmt: skip
     listed = await payment_list(_app(request), found, form, before, after)
     return page(request, "payments.html", form=form, found=listed, error=None, field=None)
+
+
+@router.get("/actions", response_class=HTMLResponse)
+async def action_log(
+    request: Request, cursor: str | None = Query(None, max_length=200), _: ApiKey = Read
+) -> HTMLResponse:
+    """What people did, newest first, filtered as GET /v1/actions is (the same read); a bad
+    filter is a 400 page naming it above the form, as the payment list's."""
+    params = request.query_params
+    form = {name: params.get(name, "") for name in ACTION_FILTERS}
+    shown = {"form": form, "names": ACTIONS_LOGGED}
+    try:
+        found = action_filter(**form)
+    except InvalidInput as exc:
+        failed = {"found": None, "error": exc.problem, "field": exc.field}
+        return page(request, "actions.html", 400, **failed, **shown)
+    listed = await action_list(_app(request), found, form, decode(cursor, is_id))
+    return page(request, "actions.html", found=listed, error=None, field=None, **shown)
 
 
 @router.get("/accounts/{name:path}", response_class=HTMLResponse)  # an old name may hold /
