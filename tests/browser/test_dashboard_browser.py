@@ -289,6 +289,7 @@ def test_no_horizontal_scroll_at_400_px(server: Server, browser: Browser) -> Non
             "list": "/dashboard/payments",
             "payment": f"/dashboard/payments/{pid}",
             "account": "/dashboard/accounts/alice",
+            "actions": "/dashboard/actions",
         }
         for name, path in pages.items():
             page.goto(server.url + path)

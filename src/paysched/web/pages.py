@@ -152,8 +152,9 @@ async def payments(request: Request, _: ApiKey = Read) -> HTMLResponse:
         before = _position(params.get("before"), "before")
         after = _position(params.get("after"), "after")
     except InvalidInput as exc:
-        return page(request, "payments.html", 400, form=form, found=None,
-                    error=exc.problem, field=exc.field)  # fmt: skip
+        return page(
+            request, "payments.html", 400, form=form, found=None, error=exc.problem, field=exc.field
+        )
     listed = await payment_list(_app(request), found, form, before, after)
     return page(request, "payments.html", form=form, found=listed, error=None, field=None)
 
@@ -166,14 +167,29 @@ async def action_log(
     filter is a 400 page naming it above the form, as the payment list's."""
     params = request.query_params
     form = {name: params.get(name, "") for name in ACTION_FILTERS}
-    shown = {"form": form, "names": ACTIONS_LOGGED}
     try:
         found = action_filter(**form)
     except InvalidInput as exc:
-        failed = {"found": None, "error": exc.problem, "field": exc.field}
-        return page(request, "actions.html", 400, **failed, **shown)
+        return page(
+            request,
+            "actions.html",
+            400,
+            form=form,
+            names=ACTIONS_LOGGED,
+            found=None,
+            error=exc.problem,
+            field=exc.field,
+        )
     listed = await action_list(_app(request), found, form, decode(cursor, is_id))
-    return page(request, "actions.html", found=listed, error=None, field=None, **shown)
+    return page(
+        request,
+        "actions.html",
+        form=form,
+        names=ACTIONS_LOGGED,
+        found=listed,
+        error=None,
+        field=None,
+    )
 
 
 @router.get("/accounts/{name:path}", response_class=HTMLResponse)  # an old name may hold /
