@@ -238,3 +238,16 @@ async def test_a_bad_filter_is_a_page_naming_it(api: Api) -> None:
     assert r.status_code == 422 and "cursor" in r.text
     r = await api.client.get("/dashboard/actions")
     assert r.status_code == 303 and r.headers["location"].endswith("/login")
+
+
+async def test_a_payment_page_links_to_all_of_its_actions(api: Api) -> None:
+    """Past its newest 20 actions, the payment's page sends the rest to the actions page."""
+    await accounts(api, {"alice": "10.00", "bob": ""})
+    pid = await schedule(api, **WEEKLY)
+    for _ in range(10):
+        for action in ("pause", "resume"):
+            assert (await api.post(f"/v1/payments/{pid}/{action}", None, "write")).is_success
+    link = f'<a href="/dashboard/actions?payment_id={pid}">'
+    assert link in await page(api, f"/dashboard/payments/{pid}")
+    text = await page(api, f"/dashboard/actions?payment_id={pid}")
+    assert text.count(f'<a href="/dashboard/payments/{pid}">payment #{pid}</a>') == 21
