@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -51,6 +51,10 @@ from paysched.scheduler import MATERIALIZE_BATCH, Scheduler
 from paysched.threads import in_pool
 from paysched.views import occurrence_view
 from paysched.worker import PaymentProcessor, WorkerPool
+
+if TYPE_CHECKING:
+    from paysched.db.store.reconcile import Reconciliation
+    from paysched.reconcile import Reconciler
 
 log = logging.getLogger("paysched.app")
 P = ParamSpec("P")
@@ -418,6 +422,49 @@ class App:
             await queue.enqueue([fresh], now)
         return target
 
+    def reconciler(self, page_size: int | None = None) -> Reconciler:
+        """The reconciliation of this app's executor (see paysched.reconcile)."""
+        from paysched.reconcile import PAGE, Reconciler
+
+        policy = NotifyPolicy(self.settings.notify_events, self.settings.notify_default)
+        return Reconciler(
+            self.store,
+            self.executor,
+            self.pool,
+            self.clock,
+            bus=self.bus,
+            policy=policy,
+            notify_targets=self.settings.reconcile_notify,
+            page_size=page_size or PAGE,
+        )
+
+    async def scheduled_reconcile(self, fired_at: datetime) -> Reconciliation | None:
+        """The scheduled reconciliation of the UTC day before `fired_at`; None when another
+        process has it already (one per day across processes: its dedup key)."""
+        from paysched.reconcile import previous_day
+
+        start, end = previous_day(fired_at)
+        return await self.reconciler().run(
+            start, end, trigger="schedule", dedup_key=f"schedule:{start.date().isoformat()}"
+        )
+
+    async def _reconcile_on_schedule(self, stop: asyncio.Event) -> None:
+        """PAYSCHED_RECONCILE_CRON: reconcile the previous day at each fire time."""
+        from paysched.scheduler import next_fire
+
+        cron = self.settings.reconcile_cron
+        while not stop.is_set():
+            fire = next_fire(cron, self.clock.now())
+            wait = (fire - self.clock.now()).total_seconds()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(wait, 0.0))
+            if stop.is_set():
+                return
+            try:
+                await self.scheduled_reconcile(fire)
+            except Exception:  # the database away: the next fire time tries again
+                log.exception("scheduled reconciliation failed")
+
     async def stats(self) -> dict[str, Any]:
         queue, _ = self._need_queue()
         assert self.outbox is not None
@@ -455,6 +502,8 @@ class App:
         if scheduler:
             tasks.append(asyncio.create_task(sched.run_forever(stop)))
             roles["scheduler"] = _running(tasks[-1])
+        if scheduler and self.settings.reconcile_cron:
+            tasks.append(asyncio.create_task(self._reconcile_on_schedule(stop)))
         if worker and self.resolver is not None:
             tasks.append(asyncio.create_task(self.resolver.run(stop)))
             roles["resolver"] = _running(tasks[-1])
