@@ -119,6 +119,8 @@ class App:
     deliverer: Deliverer | None = None
     resolver: Resolver | None = None
     heartbeat: Heartbeat | None = None
+    # Reconciliations asked for over the API, running in the background (see reconcile.py).
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
@@ -227,6 +229,10 @@ class App:
         return app
 
     async def close(self) -> None:
+        for task in list(self._background):  # each marks its report failed ("interrupted")
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if isinstance(self.executor, Closable):
             await self.executor.aclose()
         if self.deliverer is not None:
@@ -437,6 +443,33 @@ class App:
             notify_targets=self.settings.reconcile_notify,
             page_size=page_size or PAGE,
         )
+
+    async def start_reconciliation(
+        self,
+        period_from: datetime,
+        period_to: datetime,
+        *,
+        actor: str | None,
+        resolve: bool = False,
+        then: AfterWrite | None = None,
+    ) -> Reconciliation:
+        """A reconciliation started now (its report answered running) and carried out in the
+        background: the caller follows its report until it is done or failed."""
+        from paysched.reconcile import Period
+
+        reconciler = self.reconciler()
+        reports = reconciler.reports
+        now = self.clock.now()
+        start = functools.partial(reports.start, then=then)
+        rid = await self.db(start, period_from, period_to, "api", actor, None, now)
+        assert rid is not None  # no dedup key: always a new report
+        report = await self.db(reports.get, rid)
+        task = asyncio.create_task(
+            reconciler.complete(rid, Period(period_from, period_to), resolve=resolve)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return report
 
     async def scheduled_reconcile(self, fired_at: datetime) -> Reconciliation | None:
         """The scheduled reconciliation of the UTC day before `fired_at`; None when another

@@ -23,7 +23,7 @@ from paysched.app import App
 from paysched.config import Settings
 from paysched.db import tables as t
 from paysched.db.store.accounts import entries, write_entries
-from paysched.db.store.reconcile import Reconciliation, ReconcileStore
+from paysched.db.store.reconcile import ReconcileStore, Reconciliation
 from paysched.domain import OccurrenceState
 from paysched.reconcile import KINDS, parse_period
 from paysched.standin.server import StandinProvider
@@ -204,7 +204,7 @@ async def test_an_executor_that_cannot_list_checks_unresolved_only(settings: Set
         async def execute(self, claim: Any, key: str) -> Any:
             raise AssertionError("not called")
 
-    app = await App.open(settings, executor_factory=lambda _: NoListing())  # type: ignore[arg-type,return-value]
+    app = await App.open(settings, executor_factory=lambda _: NoListing())
     try:
         rec = await reconcile(app)
         assert rec.provider_listed is False

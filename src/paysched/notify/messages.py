@@ -151,6 +151,12 @@ def reconciliation_outbox(
 
 # The discrepancy kinds of paysched.reconcile (not imported: this module stays pure and light).
 _KINDS = frozenset(
-    "charged_not_succeeded succeeded_not_charged amount_mismatch duplicate_charge "
-    "unresolved ledger_without_occurrence".split()
+    {
+        "charged_not_succeeded",
+        "succeeded_not_charged",
+        "amount_mismatch",
+        "duplicate_charge",
+        "unresolved",
+        "ledger_without_occurrence",
+    }
 )

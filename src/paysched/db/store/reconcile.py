@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 
 from paysched.db import tables as t
-from paysched.db.store.base import StoreBase, existing_id
+from paysched.db.store.base import AfterWrite, StoreBase, after, existing_id
 from paysched.db.tables import UTCDateTime
 from paysched.domain import OccurrenceState, OutboxMessage, format_amount
 from paysched.errors import NotFound
@@ -115,8 +115,10 @@ class ReconcileStore(StoreBase):
         actor: str | None,
         dedup_key: str | None,
         now: datetime,
+        then: AfterWrite | None = None,
     ) -> int | None:
-        """A new running report; None when `dedup_key` is taken (another process runs it)."""
+        """A new running report; None when `dedup_key` is taken (another process runs it).
+        `then(conn, report)` runs in the same transaction (an idempotency key's answer)."""
         values = dict(
             period_from=period_from,
             period_to=period_to,
@@ -129,7 +131,9 @@ class ReconcileStore(StoreBase):
         )
         stmt = self._insert_ignore(t.reconciliations, ["dedup_key"]).values(**values)
         with self.engine.begin() as conn:
-            row = conn.execute(stmt.returning(t.reconciliations.c.id)).first()
+            row = conn.execute(stmt.returning(*t.reconciliations.c)).first()
+            if row is not None:
+                after(then, conn, _reconciliation(row))
         return None if row is None else int(row.id)
 
     def add_items(self, reconciliation_id: int, items: Sequence[dict[str, Any]]) -> None:
