@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from paysched.db import tables as t
 from paysched.db.store.accounts import entries, write_entries
 from tests.api.conftest import Api, problem
+from tests.api.test_dashboard import page, signed
 from tests.conftest import wait_for
 from tests.integration.helpers import fund
 
@@ -44,6 +45,15 @@ async def test_start_follow_page_and_list(api: Api) -> None:
     assert not second["has_more"]
     listed = (await api.get("/v1/reconciliations")).json()
     assert [r["id"] for r in listed["data"]] == [rid]
+
+    # The dashboard lists the latest reports with their counts, and a report's items.
+    latest = await page(api, "/dashboard/reconciliations")
+    assert f'href="/dashboard/reconciliations/{rid}"' in latest
+    assert "2 ledger without occurrence" in latest
+    report = await page(api, f"/dashboard/reconciliations/{rid}")
+    assert "stray-1" in report and "stray-2" in report and "2 discrepancies" in report
+    missing = await api.client.get("/dashboard/reconciliations/999", headers=signed(api, "read"))
+    assert missing.status_code == 404
 
 
 async def test_bad_input_names_the_field(api: Api) -> None:

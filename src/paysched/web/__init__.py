@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from paysched.api.routing import relative_slash_redirects
 from paysched.api.security import Guard
 from paysched.app import App
-from paysched.web import auth, live, pages, render
+from paysched.web import auth, live, pages, reconciliations, render
 
 # Scripts and styles only from the dashboard's own files (htmx adds one <style> for its
 # indicators, hence 'unsafe-inline' for styles alone); no framing (clickjacking of the action
@@ -67,5 +67,6 @@ def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI
     # htmx, its SSE extension and the stylesheet, from the installed package (no CDN).
     web.mount("/static", StaticFiles(packages=[("paysched.web", "static")]), name="static")
     web.include_router(pages.router)
+    web.include_router(reconciliations.router)
     relative_slash_redirects(web.router)
     return web
