@@ -428,8 +428,9 @@ class App:
             await queue.enqueue([fresh], now)
         return target
 
-    def reconciler(self, page_size: int | None = None) -> Reconciler:
-        """The reconciliation of this app's executor (see paysched.reconcile)."""
+    def reconciler(self, page_size: int | None = None, notify: bool = False) -> Reconciler:
+        """The reconciliation of this app's executor (see paysched.reconcile); `notify`: a
+        report with discrepancies notifies PAYSCHED_RECONCILE_NOTIFY (the scheduled ones)."""
         from paysched.reconcile import PAGE, Reconciler
 
         policy = NotifyPolicy(self.settings.notify_events, self.settings.notify_default)
@@ -440,7 +441,7 @@ class App:
             self.clock,
             bus=self.bus,
             policy=policy,
-            notify_targets=self.settings.reconcile_notify,
+            notify_targets=self.settings.reconcile_notify if notify else (),
             page_size=page_size or PAGE,
         )
 
@@ -477,7 +478,7 @@ class App:
         from paysched.reconcile import previous_day
 
         start, end = previous_day(fired_at)
-        return await self.reconciler().run(
+        return await self.reconciler(notify=True).run(
             start, end, trigger="schedule", dedup_key=f"schedule:{start.date().isoformat()}"
         )
 
