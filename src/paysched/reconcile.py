@@ -102,14 +102,28 @@ def parse_bound(text: str, field: str, *, end: bool = False) -> datetime:
         except ValueError:
             raise InvalidInput(field, problem) from None
         at = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return at + timedelta(days=1) if end else at
+        return _in_range(at + timedelta(days=1) if end and day.year < 9999 else at, field)
     try:
         parsed = datetime.fromisoformat(raw) if raw.isascii() else None
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:
         raise InvalidInput(field, problem)
-    return parsed.astimezone(UTC)
+    try:
+        return _in_range(parsed.astimezone(UTC), field)
+    except OverflowError:  # an offset that moves it past year 1 or 9999
+        raise InvalidInput(field, problem) from None
+
+
+# Times a period may span: the provider is asked an hour either side, which must stay a time.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _in_range(at: datetime, field: str) -> datetime:
+    if not _EARLIEST <= at <= _LATEST:
+        raise InvalidInput(field, "expected a time between 1970-01-01 and 9999-01-01")
+    return at
 
 
 def parse_period(start: str, end: str) -> Period:

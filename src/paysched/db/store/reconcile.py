@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 
 from paysched.db import tables as t
+from paysched.db.engine import READ_ONLY
 from paysched.db.store.base import AfterWrite, StoreBase, after, existing_id
 from paysched.db.tables import UTCDateTime
 from paysched.domain import OccurrenceState, OutboxMessage, format_amount
@@ -236,7 +237,9 @@ class Staging:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.conn: Connection = engine.connect()
+        # It writes only its temporary table: on SQLite a deferred BEGIN (READ_ONLY), so a page
+        # never takes the database's write lock from the workers.
+        self.conn: Connection = engine.connect().execution_options(**{READ_ONLY: True})
         with self.conn.begin():
             # Left over by a run that died on this pooled connection: start empty.
             self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staged.name}")
