@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 T = TypeVar("T")
 
@@ -149,7 +149,8 @@ class ReconciliationCreate(Strict):
         examples=["2026-12-01"],
         description="Last day, included (YYYY-MM-DD), or the RFC 3339 end time (excluded).",
     )
-    resolve: bool = Field(
+    # Strict: a 0 or "yes" is refused, not taken for a bool (it changes occurrences).
+    resolve: StrictBool = Field(
         False, description="Settle unknown occurrences from the provider's lookup answer."
     )
 
