@@ -24,14 +24,29 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from paysched import metrics, redaction
+from paysched.actors import Actor
 from paysched.backends import probe_redis, redacted, resolve_redis
 from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
+from paysched.db.actions import (
+    Acting,
+    Subject,
+    account_subject,
+    deposit_subject,
+    notification_subject,
+)
 from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
 from paysched.db.store.base import AfterWrite, short_error
 from paysched.db.store.payments import Held
-from paysched.domain import Account, Occurrence, OccurrenceState, Payment, check_text
+from paysched.domain import (
+    Account,
+    Notification,
+    Occurrence,
+    OccurrenceState,
+    Payment,
+    check_text,
+)
 from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
@@ -257,19 +272,20 @@ class App:
 
     # -- operations -------------------------------------------------------------------------
 
-    async def create_payment(self, **fields: Any) -> Payment:
+    async def create_payment(self, *, actor: Actor, **fields: Any) -> Payment:
         """Store the payment, then enqueue at once whatever of it falls inside the window
         (`then=`: see create_payment_from)."""
         then: AfterWrite | None = fields.pop("then", None)
-        return await self.create_payment_from(lambda _: fields, then=then)
+        return await self.create_payment_from(lambda _: fields, actor=actor, then=then)
 
     async def create_payment_from(
         self, fields_of: Callable[[Callable[[str], Account]], dict[str, Any]], *,
-        first: Callable[[Connection], None] | None = None, then: AfterWrite | None = None,
+        actor: Actor, first: Callable[[Connection], None] | None = None,
+        then: AfterWrite | None = None,
     ) -> Payment:  # fmt: skip
         """Store the payment and make whatever of it falls inside the window, in one
         transaction (see Store.create_and_materialize: `fields_of`, `first`, `then`), then
-        enqueue that.
+        enqueue that. `actor` is recorded as its creator in the same transaction.
 
         Once the payment is committed it is the answer: the enqueue is best-effort and bounded
         (CREATE_ENQUEUE_WAIT_S). An error after the commit made the caller retry and schedule
@@ -277,11 +293,13 @@ class App:
         tick (reconcile), and what was not materialized by its next materialize."""
         _, scheduler = self._need_queue()
         now = self.clock.now()
+        acting = Acting(actor, "create", now, lambda p: Subject(p.id))
         created = await self.db(
             self.store.create_and_materialize, fields_of, now=now,
             horizon=now + scheduler.lookahead, limit=MATERIALIZE_BATCH,
-            missed_outbox=scheduler.missed_outbox, first=first, then=then,
+            missed_outbox=scheduler.missed_outbox, first=first, then=acting.then(then),
         )  # fmt: skip
+        acting.logged()
         payment = created.payment
 
         async def enqueue() -> None:
@@ -301,32 +319,48 @@ class App:
                         "tick queues it", payment.id, reason)  # fmt: skip
         return payment
 
-    async def cancel_payment(self, payment_id: int, then: AfterWrite | None = None) -> CancelResult:
+    async def cancel_payment(
+        self, payment_id: int, then: AfterWrite | None = None, *, actor: Actor
+    ) -> CancelResult:
         """Cancel the payment: none of its occurrences that have not started will execute;
         those executing (or whose outcome is being resolved) finish and are reported."""
         queue, _ = self._need_queue()
+        now = self.clock.now()
+        acting = Acting(actor, "cancel", now, lambda _: Subject(payment_id))
         result = await self.db(
-            self.store.cancel_payment, payment_id, self.clock.now(), "cancelled by user", then
+            self.store.cancel_payment, payment_id, now, "cancelled by user", acting.then(then)
         )
+        acting.logged()
         for occ in result.cancelled:
             # An active job cannot be removed; its claim will find the payment cancelled.
             await queue.remove(occ.key)
         return result
 
-    async def pause_payment(self, payment_id: int, then: AfterWrite | None = None) -> Held:
+    async def pause_payment(
+        self, payment_id: int, then: AfterWrite | None = None, *, actor: Actor
+    ) -> Held:
         """Nothing of the payment starts until it is resumed (see ControlStore.pause)."""
         queue, _ = self._need_queue()
-        held = await self.db(self.store.pause, payment_id, self.clock.now(), then)
+        now = self.clock.now()
+        acting = Acting(actor, "pause", now, lambda _: Subject(payment_id))
+        held = await self.db(self.store.pause, payment_id, now, acting.then(then))
+        acting.logged()
         for occ in held.occurrences:  # a job already taken is refused by its claim
             await queue.remove(occ.key)
         return held
 
-    async def resume_payment(self, payment_id: int, then: AfterWrite | None = None) -> Held:
+    async def resume_payment(
+        self, payment_id: int, then: AfterWrite | None = None, *, actor: Actor
+    ) -> Held:
         """Active again: what fell due meanwhile runs or is missed by its catch-up policy,
         what is due next is enqueued."""
         queue, scheduler = self._need_queue()
         now = self.clock.now()
-        held = await self.db(self.store.resume, payment_id, now, scheduler.missed_outbox, then)
+        acting = Acting(actor, "resume", now, lambda _: Subject(payment_id))
+        held = await self.db(
+            self.store.resume, payment_id, now, scheduler.missed_outbox, acting.then(then)
+        )
+        acting.logged()
         # What fell due while paused and was never created is created now, under the same
         # policy (which may now mark a held one missed: "latest" is over all of them).
         await scheduler.schedule_now([payment_id])
@@ -347,12 +381,17 @@ class App:
         release += await scheduler.requeue(retrying, now)
         return replace(held, occurrences=release)
 
-    async def skip_next(self, payment_id: int, then: AfterWrite | None = None) -> Occurrence:
+    async def skip_next(
+        self, payment_id: int, then: AfterWrite | None = None, *, actor: Actor
+    ) -> Occurrence:
         """Skip the payment's next occurrence (it is recorded as skipped)."""
         queue, _ = self._need_queue()
+        now = self.clock.now()
+        acting = Acting(actor, "skip_next", now, lambda o: Subject(payment_id, o.id))
         skipped = await self.db(
-            self.store.skip_next, payment_id, self.clock.now(), "skipped by user", then
+            self.store.skip_next, payment_id, now, "skipped by user", acting.then(then)
         )
+        acting.logged()
         await queue.remove(skipped.key)
         return skipped
 
@@ -384,7 +423,13 @@ class App:
         return await self.db(payment_detail, self.store, payment_id, DETAIL_PAGE, before)
 
     async def resolve_occurrence(
-        self, ref: str, outcome: str, reason: str, then: AfterWrite | None = None
+        self,
+        ref: str,
+        outcome: str,
+        reason: str,
+        then: AfterWrite | None = None,
+        *,
+        actor: Actor,
     ) -> OccurrenceState:
         """A person settles an unknown or needs_review occurrence: `succeeded` or `failed`
         (what the provider says happened), or `retry` (send it again with the same key)."""
@@ -418,8 +463,16 @@ class App:
             self.processor._outbox(claim, event[target], reason.strip())
             if target in event else []
         )  # fmt: skip
-        if not await self.db(self.store.resolve, claim, target, now, note, outbox, None, then):
+        # The reason is kept in the occurrence's history and, with the key that gave it, here.
+        detail: dict[str, str | int] = {"outcome": outcome, "reason": reason.strip()}
+        subject = Subject(claim.payment.id, claim.occurrence.id, detail)
+        acting = Acting(actor, "resolve", now, lambda _: subject)
+        resolved = await self.db(
+            self.store.resolve, claim, target, now, note, outbox, None, acting.then(then)
+        )
+        if not resolved:
             raise Conflict(f"occurrence {claim.occurrence.key} changed meanwhile; try again")
+        acting.logged()
         self.bus.emit(Event(EventKind.RESOLVED, now, claim.occurrence.key, claim.payment.id,
                             claim.attempt, {"outcome": target.value, "by": "hand"}))  # fmt: skip
         if target == OccurrenceState.QUEUED:
@@ -427,6 +480,35 @@ class App:
             await queue.remove(fresh.key)
             await queue.enqueue([fresh], now)
         return target
+
+    async def retry_notification(
+        self, notification_id: int, then: AfterWrite | None = None, *, actor: Actor
+    ) -> Notification:
+        """Send a dead notification again with a fresh set of attempts."""
+        assert self.outbox is not None  # App.open always makes it
+        now = self.clock.now()
+        acting = Acting(actor, "retry_notification", now, notification_subject)
+        notification = await self.db(self.outbox.retry, notification_id, now, acting.then(then))
+        acting.logged()
+        return notification
+
+    async def create_account(
+        self, name: str, currency: str, then: AfterWrite | None = None, *, actor: Actor
+    ) -> Account:
+        now = self.clock.now()
+        acting = Acting(actor, "create_account", now, account_subject)
+        account = await self.db(self.store.create_account, name, currency, now, acting.then(then))
+        acting.logged()
+        return account
+
+    async def deposit(
+        self, name: str, minor: int, then: AfterWrite | None = None, *, actor: Actor
+    ) -> Account:
+        now = self.clock.now()
+        acting = Acting(actor, "deposit", now, deposit_subject(minor))
+        account = await self.db(self.store.deposit, name, minor, now, acting.then(then))
+        acting.logged()
+        return account
 
     def reconciler(self, page_size: int | None = None, notify: bool = False) -> Reconciler:
         """The reconciliation of this app's executor (see paysched.reconcile); `notify`: a

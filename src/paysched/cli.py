@@ -32,6 +32,7 @@ from paysched.errors import (
 )
 
 if TYPE_CHECKING:
+    from paysched.actors import Actor
     from paysched.app import App
     from paysched.config import Settings
     from paysched.db.store import Store
@@ -410,12 +411,16 @@ def accounts_create(
 ) -> None:  # fmt: skip
     """Create an account with a zero balance."""
     from paysched.clock import SystemClock
+    from paysched.db.actions import Acting, account_subject
     from paysched.domain import parse_currency
     from paysched.views import account_view
 
     code = parse_currency(currency)
+    now = SystemClock().now()
+    acting = Acting(cli_actor(), "create_account", now, account_subject)
     with store_of(migrate=True) as store:
-        account = store.create_account(name, code, SystemClock().now())
+        account = store.create_account(name, code, now, acting.then())
+    acting.logged()
     emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
 
 
@@ -424,6 +429,7 @@ def accounts_create(
 def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     """Add money to an account (e.g. `deposit alice 100.00`)."""
     from paysched.clock import SystemClock
+    from paysched.db.actions import Acting, deposit_subject
     from paysched.domain import refuse_external
     from paysched.inputs import deposit_amount
     from paysched.views import account_view
@@ -431,7 +437,10 @@ def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
     with store_of(migrate=True) as store:
         refuse_external(name)
         minor = deposit_amount(amount, store.get_account(name).currency)
-        account = store.deposit(name, minor, SystemClock().now())
+        now = SystemClock().now()
+        acting = Acting(cli_actor(), "deposit", now, deposit_subject(minor))
+        account = store.deposit(name, minor, now, acting.then())
+    acting.logged()
     view = account_view(account)
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
 
@@ -563,7 +572,7 @@ def schedule(
     code = request.currency
 
     async def body(app: App) -> Any:
-        return await app.create_payment(**request.fields())
+        return await app.create_payment(actor=cli_actor(), **request.fields())
 
     payment = with_app(body, cfg=cfg)
     view = payment_view(payment)
@@ -592,6 +601,13 @@ def list_cmd(
         for v in views
     ]
     emit(views, as_json, "\n".join(lines) or "no payments")
+
+
+def cli_actor() -> Actor:
+    """Who runs this command: `cli (alice)`, recorded with each change it makes."""
+    from paysched.actors import Actor
+
+    return Actor.cli()
 
 
 def _parse_id(text: str) -> int:
@@ -627,6 +643,11 @@ def show(
     for n in view["notifications"]:
         err = f" ({n['last_error']})" if n["last_error"] else ""
         lines.append(f"    {n['event']} -> {n['channel']}:{n['target']} {n['state']}{err}")
+    if view["actions"]:
+        lines.append("  actions (newest first):")
+    for act in view["actions"]:
+        why = f" ({act['detail']['reason']})" if "reason" in act["detail"] else ""
+        lines.append(f"    {act['at']}  {act['summary']}{why}")
     emit(view, as_json, "\n".join(lines))
 
 
@@ -637,7 +658,7 @@ def cancel(
 ) -> None:
     """Cancel a payment: none of its pending occurrences will execute."""
     pid = _parse_id(payment_id)
-    result = with_app(lambda app: app.cancel_payment(pid))
+    result = with_app(lambda app: app.cancel_payment(pid, actor=cli_actor()))
     in_flight = [{"key": o.key, "state": o.state.value} for o in result.in_flight]
     lines = [f"cancelled payment {pid} ({len(result.cancelled)} pending occurrence(s))"]
     lines += [f"  {o['key']} is {o['state']}: it cannot be cancelled and will finish"
@@ -655,7 +676,7 @@ def pause(
     from paysched.views import payment_view
 
     pid = _parse_id(payment_id)
-    held = with_app(lambda app: app.pause_payment(pid))
+    held = with_app(lambda app: app.pause_payment(pid, actor=cli_actor()))
     emit(payment_view(held.payment) | {"held": [o.key for o in held.occurrences]}, as_json,
          f"paused payment {pid} ({len(held.occurrences)} occurrence(s) held)")  # fmt: skip
 
@@ -669,7 +690,7 @@ def resume(
     from paysched.views import payment_view
 
     pid = _parse_id(payment_id)
-    held = with_app(lambda app: app.resume_payment(pid))
+    held = with_app(lambda app: app.resume_payment(pid, actor=cli_actor()))
     missed = [o.key for o in held.missed]
     emit(payment_view(held.payment) | {"released": [o.key for o in held.occurrences],
                                        "missed": missed}, as_json,
@@ -686,7 +707,7 @@ def skip_next(
     from paysched.views import iso
 
     pid = _parse_id(payment_id)
-    occ = with_app(lambda app: app.skip_next(pid))
+    occ = with_app(lambda app: app.skip_next(pid, actor=cli_actor()))
     emit({"id": pid, "skipped": occ.key, "due_at": iso(occ.due_at)}, as_json,
          f"skipped {occ.key} of payment {pid}, due {iso(occ.due_at)}")  # fmt: skip
 
@@ -736,7 +757,7 @@ def resolve(
         raise InvalidInput("id", f"expected an occurrence id or key, got {occurrence!r}")
     if ref.isdigit():
         ref = str(_parse_id(ref))
-    state = with_app(lambda app: app.resolve_occurrence(ref, chosen[0], reason))
+    state = with_app(lambda app: app.resolve_occurrence(ref, chosen[0], reason, actor=cli_actor()))
     emit({"occurrence": ref, "state": state.value}, as_json,
          f"occurrence {ref} is now {state.value}")  # fmt: skip
 
@@ -838,12 +859,16 @@ def notifications_retry(
 ) -> None:
     """Send a dead notification again, with a fresh set of attempts."""
     from paysched.clock import SystemClock
+    from paysched.db.actions import Acting, notification_subject
     from paysched.db.outbox import Outbox
     from paysched.views import notification_view
 
     nid = _parse_id(notification_id)
+    now = SystemClock().now()
+    acting = Acting(cli_actor(), "retry_notification", now, notification_subject)
     with store_of(migrate=True) as store:
-        view = notification_view(Outbox(store.engine).retry(nid, SystemClock().now()))
+        view = notification_view(Outbox(store.engine).retry(nid, now, acting.then()))
+    acting.logged()
     emit(view, as_json, f"notification {nid} is pending again")
 
 
@@ -1019,10 +1044,15 @@ def apikeys_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API key. The key is printed once: it is stored only as a hash."""
+    from paysched.db.actions import Acting, key_subject
     from paysched.db.apikeys import ApiKeys
 
     async def body(app: App) -> Any:
-        return await app.db(ApiKeys(app.store.engine).create, name, scope, app.clock.now())
+        now = app.clock.now()
+        acting = Acting(cli_actor(), "create_api_key", now, key_subject(scope))
+        created = await app.db(ApiKeys(app.store.engine).create, name, scope, now, acting.then())
+        acting.logged()
+        return created
 
     row, key = with_app(body, with_queue=False)
     emit({"id": row.id, "key": key, "name": row.name, "scope": row.scope}, as_json,
@@ -1052,12 +1082,17 @@ def apikeys_revoke(
     key_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
 ) -> None:
     """Revoke an API key: its next request is refused."""
+    from paysched.db.actions import Acting, key_subject
     from paysched.db.apikeys import ApiKeys
 
     kid = _parse_id(key_id)
 
     async def body(app: App) -> Any:
-        return await app.db(ApiKeys(app.store.engine).revoke, kid, app.clock.now())
+        now = app.clock.now()
+        acting = Acting(cli_actor(), "revoke_api_key", now, key_subject(None))
+        revoked = await app.db(ApiKeys(app.store.engine).revoke, kid, now, acting.then())
+        acting.logged()
+        return revoked
 
     emit(_apikey_view(with_app(body, with_queue=False)), as_json, f"revoked API key {kid}")
 

@@ -53,6 +53,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.config import Settings, normalise_database_url
 from paysched.db.store import CancelResult
@@ -195,6 +196,8 @@ class Paysched:
         self._runner: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Who acts through this API, recorded with each change it makes (`python (alice)`).
+        self.actor = Actor.python()
 
     @property
     def settings(self) -> Settings:
@@ -223,7 +226,7 @@ class Paysched:
         compared after Unicode NFC and trimming); names starting with '@' are refused."""
         app = self._open_app()
         code = parse_currency(currency)
-        return await app.db(app.store.create_account, _account_name(name), code, app.clock.now())
+        return await app.create_account(_account_name(name), code, actor=self.actor)
 
     async def deposit(self, name: str, amount: Decimal | str) -> Account:
         """Money entering paysched into `name`'s account; returns it with its new balance."""
@@ -231,7 +234,7 @@ class Paysched:
         refuse_external(_account_name(name))
         account = await app.db(app.store.get_account, name)
         minor = deposit_amount(amount, account.currency)
-        return await app.db(app.store.deposit, name, minor, app.clock.now())
+        return await app.deposit(name, minor, actor=self.actor)
 
     async def get_account(self, name: str) -> Account:
         app = self._open_app()
@@ -294,7 +297,7 @@ class Paysched:
                 await app.db(payer_currency, app.store.get_account, payer, PYTHON_NAMES)
             )
         try:
-            return await app.create_payment(**request.fields())
+            return await app.create_payment(actor=self.actor, **request.fields())
         except InvalidInput as exc:
             # The store names the accounts as the command line does (--from, --to).
             renamed = {"from": PYTHON_NAMES.payer_field, "to": PYTHON_NAMES.payee_field}
@@ -327,19 +330,21 @@ class Paysched:
         (`.cancelled`); those already executing or being resolved finish (`.in_flight`).
         Conflict if it is already cancelled, NotFound if there is none."""
         app = self._open_app()
-        return await app.cancel_payment(_payment_id(payment_id))
+        return await app.cancel_payment(_payment_id(payment_id), actor=self.actor)
 
     async def pause(self, payment_id: int | str) -> Payment:
         """Nothing of the payment starts until `resume` (Conflict unless active)."""
-        return (await self._open_app().pause_payment(_payment_id(payment_id))).payment
+        paused = await self._open_app().pause_payment(_payment_id(payment_id), actor=self.actor)
+        return paused.payment
 
     async def resume(self, payment_id: int | str) -> Payment:
         """Active again; what fell due meanwhile follows its catch-up policy."""
-        return (await self._open_app().resume_payment(_payment_id(payment_id))).payment
+        resumed = await self._open_app().resume_payment(_payment_id(payment_id), actor=self.actor)
+        return resumed.payment
 
     async def skip_next(self, payment_id: int | str) -> Occurrence:
         """Skip the payment's next occurrence (recorded as skipped)."""
-        return await self._open_app().skip_next(_payment_id(payment_id))
+        return await self._open_app().skip_next(_payment_id(payment_id), actor=self.actor)
 
     async def preview(self, payment_id: int | str, count: int = 12) -> list[datetime]:
         """The payment's next `count` due times (UTC), after holidays and DST."""

@@ -44,6 +44,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_API_RATE_LIMIT", "PAYSCHED_METRICS_PUBLIC", "PAYSCHED_IDEMPOTENCY_RETENTION",
     "PAYSCHED_METRICS_LISTEN", "PAYSCHED_CATCHUP_LATE_AFTER", "PAYSCHED_PROCESSES",
     "PAYSCHED_RECONCILE_CRON", "PAYSCHED_RECONCILE_NOTIFY",
+    "PAYSCHED_DASHBOARD_IDLE", "PAYSCHED_DASHBOARD_LIFETIME",
 )  # fmt: skip
 
 
@@ -105,6 +106,10 @@ class Settings:
     api_rate_limit: int = 100
     metrics_public: bool = False
     idempotency_retention: timedelta = timedelta(days=30)
+    # A dashboard sign-in ends after this long without a request, and this long after it
+    # began whatever happens (see db.sessions).
+    dashboard_idle: timedelta = timedelta(minutes=30)
+    dashboard_lifetime: timedelta = timedelta(hours=12)
     # A bare Prometheus endpoint of a `run` / `worker` / `scheduler` process (host, port): its
     # own counters and histograms, for processes that serve no API.
     metrics_listen: tuple[str, int] | None = None
@@ -185,6 +190,14 @@ class Settings:
             # Clients retry with the same key for days; 30 days is the floor the API promises.
             idempotency_retention=_duration(
                 env, "PAYSCHED_IDEMPOTENCY_RETENTION", "30d", low=timedelta(days=30)
+            ),
+            # Longer than the minute between two writes of a session's last use, or a session
+            # in use could end between them.
+            dashboard_idle=_duration(
+                env, "PAYSCHED_DASHBOARD_IDLE", "30m", low=timedelta(minutes=2)
+            ),
+            dashboard_lifetime=_duration(
+                env, "PAYSCHED_DASHBOARD_LIFETIME", "12h", low=timedelta(minutes=2)
             ),
         )
         if settings.executor == "http":

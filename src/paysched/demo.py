@@ -18,6 +18,7 @@ from datetime import timedelta
 from statistics import quantiles
 from typing import Any
 
+from paysched.actors import Actor
 from paysched.app import App, default_executor
 from paysched.config import Settings
 from paysched.domain import FINAL_STATES, OccurrenceState
@@ -79,6 +80,8 @@ async def _demo(
         ),
     )  # fmt: skip
     assert app.queue is not None
+    # Whoever runs the demo schedules its payments, as `paysched schedule` would.
+    actor = Actor.cli()
     try:
         await app.queue.obliterate()
         now = app.clock.now()
@@ -98,6 +101,7 @@ async def _demo(
                 amount = rng.randrange(100, 5_000)
                 memo = f"flaky:{1 + i % 2}" if i % 9 == 3 else "invoice"
             payment = await app.create_payment(
+                actor=actor,
                 payer=payer, payee=payee, amount=amount, currency="USD", due_at=due, cron=None,
                 timezone=None, memo=memo,
             )  # fmt: skip

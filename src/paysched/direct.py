@@ -93,6 +93,7 @@ def payment_detail(
     page when older ones follow: a few statements and a bounded body however long the
     payment's history. Without (`paysched show`), all of them, oldest first."""
     from paysched.cursors import encode, occurrence_position
+    from paysched.db.actions import actions_page
     from paysched.views import notification_view, occurrence_view, payment_view, status_of
 
     found = store.payment_history(payment_id, page=page, before=before)
@@ -104,6 +105,7 @@ def payment_detail(
         more = found.more and bool(occs)
         view["occurrences_next_cursor"] = encode(occurrence_position(occs[-1])) if more else None
     view["notifications"] = [notification_view(n) for n in reversed(found.notifications)]
+    view |= actions_page(found.actions, page)
     return view
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import event
 from paysched.api.server import listen, serve
 from paysched.app import App
 from paysched.db.apikeys import ApiKeys
+from paysched.db.sessions import DashboardSessions
 from paysched.domain import Occurrence, OccurrenceState
 from paysched.web.auth import COOKIE
 from tests.api.conftest import Api
@@ -28,9 +29,17 @@ from tests.integration.helpers import all_final, running
 HX = {"HX-Request": "true"}
 
 
+def sessions(app: App) -> DashboardSessions:
+    settings = app.settings
+    return DashboardSessions(app.store.engine, settings.dashboard_idle, settings.dashboard_lifetime)
+
+
 def signed(api: Api, scope: str) -> dict[str, str]:
-    """What the browser sends once signed in with the `scope` key."""
-    return {"Cookie": f"{COOKIE}={api.keys[scope]}"}
+    """What the browser sends once signed in with the `scope` key: a new session's cookie."""
+    engine = api.app.store.engine
+    key = ApiKeys(engine).verify(api.keys[scope])
+    assert key is not None
+    return {"Cookie": f"{COOKIE}={sessions(api.app).create(key.id, api.app.clock.now())}"}
 
 
 async def page(api: Api, path: str, scope: str = "read") -> str:
@@ -66,7 +75,11 @@ async def test_login_sets_a_strict_http_only_cookie_for_the_dashboard_only(api: 
     assert r.status_code == 303 and r.headers["location"] == "/dashboard/"
     cookie = r.headers["set-cookie"]
     attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
-    assert cookie.startswith(f"{COOKIE}={api.keys['read']};")
+    # The cookie holds a random token, not the key (nor any part of it).
+    token = cookie.split(";", 1)[0].removeprefix(f"{COOKIE}=")
+    key = api.keys["read"]
+    assert len(token) >= 43 and token not in key and key.split("_")[-1] not in cookie
+    assert "max-age" not in attributes and "expires" not in attributes  # the browser's session
     assert {"httponly", "path", "samesite"} <= attributes and "secure" not in attributes
     assert "Path=/dashboard" in cookie and "samesite=strict" in cookie.lower()
     # Over https the cookie is also Secure.

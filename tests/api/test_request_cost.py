@@ -86,8 +86,9 @@ async def test_a_payment_detail_is_two_statements(api: Api) -> None:
         got = await api.get(f"/v1/payments/{r.json()['id']}")
     assert got.status_code == 200, got.text
     # The key's lookup; the payment with its occurrences, their transitions and its status;
-    # its notifications. It was six statements on two checkouts, each with BEGIN/ROLLBACK.
-    assert (seen.checkouts, len(seen.statements), seen.commits) == (2, 3, 0), seen
+    # its notifications; what people did to it (its actions), on the same connection. It was
+    # six statements on two checkouts, each with BEGIN/ROLLBACK.
+    assert (seen.checkouts, len(seen.statements), seen.commits) == (2, 4, 0), seen
 
 
 async def test_the_first_page_of_a_detail_reads_as_the_whole_history(api: Api) -> None:

@@ -78,7 +78,11 @@ def test_sigterm_with_a_dashboard_stream_open_exits_promptly(env: dict[str, str]
     server, client = start_serve(env | {"PAYSCHED_SHUTDOWN_GRACE": "300s"})
     try:
         with contextlib.closing(client):
-            cookie = {"Cookie": f"paysched_key={key}"}
+            # Signed in as a browser is: the login form, then the session cookie it sets.
+            origin = {"Origin": str(client.base_url)}
+            login = client.post("/dashboard/login", data={"key": key}, headers=origin)
+            assert login.status_code == 303, login.text
+            cookie = {"Cookie": f"paysched_session={login.cookies['paysched_session']}"}
             with client.stream("GET", "/dashboard/events", headers=cookie) as stream:
                 assert stream.status_code == 200
                 lines = stream.iter_lines()

@@ -179,7 +179,8 @@ def test_cancel_asks_for_confirmation_then_cancels(server: Server, context: Brow
     page = context.new_page()
     sign_in(page, server, "writer")
     asked = cancel_from_its_page(page, server, pid)
-    assert asked == [f"Cancel payment #{pid}? Nothing of it that has not started will run."] * 2
+    named = f"payment #{pid} (2.50 USD, alice → bob)"  # which payment, how much, whose
+    assert asked == [f"Cancel {named}? Nothing of it that has not started will run."] * 2
     # The detail reloads itself: the new status, and nothing left to cancel.
     expect(page.locator("#payment h1 .status")).to_have_text("cancelled")
     expect(page.get_by_role("button", name="Cancel payment")).to_have_count(0)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.config import Settings
 from paysched.domain import OccurrenceState
@@ -88,6 +89,7 @@ async def test_killed_after_payment_notification_still_sent_once(
     try:
         await fund(app, {"alice": 10_000, "bob": 0})
         payment = await app.create_payment(
+            actor=Actor.python(),
             payer="alice", payee="bob", amount=100, currency="USD", due_at=app.clock.now(),
             cron=None, timezone=None, memo="", notify=[f"webhook:{hook.url}/hook"],
         )  # fmt: skip

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.domain import FINAL_STATES, Occurrence
 from tests.conftest import wait_for
@@ -24,6 +25,7 @@ async def pay(
     app: App, payer: str, payee: str, amount: int, in_s: float = 0.0, memo: str = ""
 ) -> int:
     payment = await app.create_payment(
+        actor=Actor.python(),
         payer=payer, payee=payee, amount=amount, currency="USD",
         due_at=app.clock.now() + timedelta(seconds=in_s), cron=None, timezone=None, memo=memo,
     )  # fmt: skip

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.domain import OccurrenceState
 from tests.integration.helpers import all_final, fund, pay, running
@@ -26,6 +27,7 @@ async def _job(app: App, key: str) -> Any:
 async def test_job_data_has_a_summary_and_no_memo_or_targets(app: App) -> None:
     await fund(app, {"alice": 0, "bob": 0}, currency="EUR")
     payment = await app.create_payment(
+        actor=Actor.python(),
         payer="alice",
         payee="bob",
         amount=1234,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from paysched.actors import Actor
 from paysched.app import App, build_registry
 from paysched.clock import ManualClock
 from paysched.config import Settings
@@ -56,6 +57,7 @@ async def napp(env: dict[str, str], bot: Peer) -> AsyncIterator[App]:
 
 async def pay_notifying(app: App, amount: int, *targets: str) -> int:
     payment = await app.create_payment(
+        actor=Actor.python(),
         payer="alice", payee="bob", amount=amount, currency="USD", due_at=app.clock.now(),
         cron=None, timezone=None, memo="", notify=list(targets),
     )  # fmt: skip

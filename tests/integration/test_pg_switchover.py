@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import sqlalchemy
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.chaos.servers import ReplicatedPostgres, pg_bindir
 from paysched.config import Settings
@@ -64,6 +65,7 @@ async def schedule(env: dict[str, str]) -> None:
         first = app.clock.now() + timedelta(seconds=3)
         for i in range(PAYMENTS):
             await app.create_payment(
+                actor=Actor.python(),
                 payer="alice", payee="bob", amount=AMOUNT, currency="USD", cron=None,
                 due_at=first + timedelta(seconds=SPAN_S * i / PAYMENTS), timezone=None, memo="",
             )  # fmt: skip

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.clock import ManualClock
 from paysched.config import Settings
@@ -98,7 +99,10 @@ async def test_still_unknown_after_the_window_needs_a_person(
         events = [n.event for n in await app.db(app.outbox.list, None, pid, 100)]
         assert "needs_review" in events
         # The person checks with the provider (it did charge) and settles it by hand.
-        assert await app.resolve_occurrence(occ.key, "succeeded", "charge seen") == S.SUCCEEDED
+        assert (
+            await app.resolve_occurrence(occ.key, "succeeded", "charge seen", actor=Actor.python())
+            == S.SUCCEEDED
+        )
         done = await app.db(app.store.get_occurrence, occ.id)
         assert done.state == S.SUCCEEDED
         history = await app.db(app.store.transitions_of, [occ.id])
@@ -248,7 +252,7 @@ async def test_a_cancel_after_an_unreachable_takeover_asks_the_provider_first(
             await wait_for(taken_over_and_answered, 30, "the takeover's attempt to end")
             assert (await app.db(app.store.get_occurrence, occ.id)).state == S.UNKNOWN
             with pytest.raises(Conflict, match="asking the provider first"):
-                await app.cancel_payment(pid)
+                await app.cancel_payment(pid, actor=Actor.python())
             back = StandinProvider(tmp_path / "provider.db", token="s3cret-token", port=port)
             back.start()
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.clock import ManualClock
 from paysched.config import Settings
@@ -137,6 +138,7 @@ async def test_recurring_payment_runs_each_occurrence(settings: Settings) -> Non
         assert app.scheduler is not None
         await fund(app, {"alice": 10_000, "bob": 0})
         payment = await app.create_payment(
+            actor=Actor.python(),
             payer="alice", payee="bob", amount=100, currency="USD", due_at=None,
             cron="*/15 * * * *", timezone="Europe/Berlin", memo="",
         )  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.config import Settings
 from paysched.db.store import Claim
@@ -108,7 +109,7 @@ async def test_cancelled_while_queued_never_executes(app: App) -> None:
     keep = await pay(app, "alice", "bob", 300, in_s=1.5)
     assert app.queue is not None
     assert (await app.queue.counts())["delayed"] == 2
-    cancelled = (await app.cancel_payment(pid)).cancelled
+    cancelled = (await app.cancel_payment(pid, actor=Actor.python())).cancelled
     assert len(cancelled) == 1
     assert await app.queue.existing([cancelled[0].key]) == set()  # job removed from Redis
     async with running(app):
@@ -129,6 +130,7 @@ async def test_backlog_runs_in_due_order(settings: Settings) -> None:
         ids = []
         for minutes in offsets:
             payment = await app.create_payment(
+                actor=Actor.python(),
                 payer="alice", payee="bob", amount=100 + minutes, currency="USD",
                 due_at=now - timedelta(minutes=minutes * 3), cron=None, timezone=None, memo="",
             )  # fmt: skip
@@ -223,7 +225,9 @@ async def test_a_second_needs_review_is_announced_too(settings: Settings) -> Non
 
         async with running(app):
             await wait_for(lambda: announced(1), 20, "the first needs_review to be announced")
-            await app.resolve_occurrence(occ.key, "retry", "the bank says it never arrived")
+            await app.resolve_occurrence(
+                occ.key, "retry", "the bank says it never arrived", actor=Actor.python()
+            )
             await wait_for(lambda: announced(2), 20, "the second needs_review to be announced")
         review = [n for n in await app.db(outbox.list, None, pid, 100) if n.event == "needs_review"]
         assert len({n.dedup_key for n in review}) == 2
@@ -244,7 +248,7 @@ async def test_a_retrying_occurrence_of_a_paused_payment_runs_at_resume(app: App
     first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
     assert isinstance(first, Claim)
     assert await app.db(app.store.finish, first, S.RETRYING, app.clock.now(), "bank busy")
-    await app.pause_payment(pid)
+    await app.pause_payment(pid, actor=Actor.python())
 
     async def refused() -> bool:
         return await queue.job_states([occ.key]) == {occ.key: "completed"}
@@ -255,7 +259,7 @@ async def test_a_retrying_occurrence_of_a_paused_payment_runs_at_resume(app: App
     async with running(app, scheduler=False):  # no reconcile: only resume can release it
         await wait_for(refused, 20, "the paused payment's retry to be refused")
         assert (await app.db(app.store.get_occurrence, occ.id)).state == S.RETRYING
-        resumed = await app.resume_payment(pid)
+        resumed = await app.resume_payment(pid, actor=Actor.python())
         assert [o.id for o in resumed.occurrences] == [occ.id]
         await wait_for(succeeded, 20, "the retry to run after resume")
     assert (await app.db(app.store.get_account, "bob")).balance == 100

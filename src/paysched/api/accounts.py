@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
@@ -33,7 +34,7 @@ async def create_account(
     code = parse_currency(body.currency)
     return await once(
         request, caller, idempotency_key, 201,
-        lambda then: app.db(app.store.create_account, body.name, code, app.clock.now(), then),
+        lambda then: app.create_account(body.name, code, then, actor=Actor.of_key(caller, "api")),
         account_view,
     )  # fmt: skip
 
@@ -75,6 +76,6 @@ async def deposit(
     minor = parse_positive_amount(body.amount, account.currency)
     return await once(
         request, caller, idempotency_key, 200,
-        lambda then: app.db(app.store.deposit, name, minor, app.clock.now(), then),
+        lambda then: app.deposit(name, minor, then, actor=Actor.of_key(caller, "api")),
         account_view,
     )  # fmt: skip

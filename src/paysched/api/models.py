@@ -251,6 +251,30 @@ class PaymentSummary(Payment):
     )
 
 
+class ActorOut(Out):
+    kind: str = Field(description="api_key, cli or python.")
+    api_key_id: int | None = Field(description="The API key that acted (kind api_key).")
+    name: str = Field(
+        description="The key's name when it acted, or `cli (user)` / `python (user)`."
+    )
+
+
+class Action(Out):
+    id: int
+    at: Timestamp | None
+    action: str = Field(
+        description="create, cancel, pause, resume, skip_next, resolve, retry_notification."
+    )
+    actor: ActorOut
+    via: str = Field(description="api, dashboard, cli or python.")
+    occurrence_id: int | None
+    detail: dict[str, str | int] = Field(
+        description="What else it said: a resolve's `outcome` and `reason`, a resent "
+        "`notification`'s id."
+    )
+    summary: str = Field(description="For people: `cancelled by key #3 ops-alice via api`.")
+
+
 class PaymentRow(PaymentSummary):
     """A payment as the list shows it: its status, and what needs attention beside it."""
 
@@ -283,6 +307,12 @@ class PaymentDetail(PaymentSummary):
         "there are no older occurrences."
     )
     notifications: list[Notification]
+    actions: list[Action] = Field(
+        description="What people did to it (who, when, through what), newest first: the "
+        "latest 20. Older ones: GET /v1/payments/{id}/actions with `cursor` = "
+        "`actions_next_cursor`."
+    )
+    actions_next_cursor: str | None
 
 
 class InFlight(Out):

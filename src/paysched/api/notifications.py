@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
@@ -58,10 +59,9 @@ async def retry_notification(
 ) -> JSONResponse:  # fmt: skip
     """Send a dead notification again with a fresh set of attempts (409 unless dead)."""
     app = paysched(request)
-    outbox = app.outbox
-    assert outbox is not None
+    actor = Actor.of_key(caller, "api")
     return await once(
         request, caller, idempotency_key, 200,
-        lambda then: app.db(outbox.retry, notification_id, app.clock.now(), then),
+        lambda then: app.retry_notification(notification_id, then, actor=actor),
         notification_view,
     )  # fmt: skip

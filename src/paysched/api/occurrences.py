@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
@@ -98,8 +99,9 @@ async def resolve_occurrence(
     """Settle an unknown or needs_review occurrence by hand (admin keys only): `succeeded` or
     `failed` is what the provider says happened; `retry` sends it again with the same key."""
     app = paysched(request)
+    actor = Actor.of_key(caller, "api")
     return await once(
         request, caller, idempotency_key, 200,
-        lambda then: app.resolve_occurrence(ref, body.outcome, body.reason, then),
+        lambda then: app.resolve_occurrence(ref, body.outcome, body.reason, then, actor=actor),
         lambda state: {"occurrence": ref, "state": state.value},
     )  # fmt: skip

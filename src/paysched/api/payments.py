@@ -10,10 +10,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once, once_in_one
 from paysched.api.models import (
+    Action,
     Cancelled,
     Held,
     Id,
@@ -29,6 +31,7 @@ from paysched.api.models import (
 from paysched.api.security import Read, Write
 from paysched.app import App
 from paysched.cursors import is_occurrence_position, occurrence_after, occurrence_position
+from paysched.db.actions import actions_of, views
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult
 from paysched.db.store.payments import Held as HeldResult
@@ -85,7 +88,8 @@ async def create_payment(
     return await once_in_one(
         request, caller, idempotency_key, 201,
         lambda first, then: app.create_payment_from(
-            lambda account: schedule_fields(app, body, account), first=first, then=then
+            lambda account: schedule_fields(app, body, account), first=first, then=then,
+            actor=Actor.of_key(caller, "api"),
         ),
         payment_view,
     )  # fmt: skip
@@ -192,6 +196,27 @@ async def list_payment_occurrences(
     )  # fmt: skip
 
 
+@router.get(
+    "/{payment_id}/actions",
+    response_model=Page[Action],
+    operation_id="listPaymentActions",
+    responses=problems(404),
+)
+async def list_payment_actions(
+    payment_id: Id,
+    request: Request,
+    limit: int = pages.Limit,
+    cursor: str | None = pages.Cursor,
+    _: ApiKey = Read,
+) -> dict[str, Any]:
+    """What people did to the payment, newest first: who (the API key's id and name, or the
+    command line's user), when, through what (api, dashboard, cli, python)."""
+    app = paysched(request)
+    before = pages.decode(cursor, pages.is_id)
+    found = await app.db(actions_of, app.store.engine, payment_id, limit + 1, before)
+    return pages.page(found, limit, views, lambda a: a.id)
+
+
 def cancelled_view(result: CancelResult) -> dict[str, Any]:
     return {
         "id": result.payment.id,
@@ -215,7 +240,8 @@ async def cancel_payment(
     app = paysched(request)
     return await once(
         request, caller, idempotency_key, 200,
-        lambda then: app.cancel_payment(payment_id, then=then), cancelled_view,
+        lambda then: app.cancel_payment(payment_id, then, actor=Actor.of_key(caller, "api")),
+        cancelled_view,
     )  # fmt: skip
 
 
@@ -239,8 +265,11 @@ async def pause_payment(
 ) -> JSONResponse:  # fmt: skip
     """Pause: nothing of the payment starts until it is resumed (409 unless active)."""
     app = paysched(request)
-    return await once(request, caller, idempotency_key, 200,
-                      lambda then: app.pause_payment(payment_id, then), _held_view)  # fmt: skip
+    actor = Actor.of_key(caller, "api")
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.pause_payment(payment_id, then, actor=actor), _held_view,
+    )  # fmt: skip
 
 
 @router.post(
@@ -254,8 +283,11 @@ async def resume_payment(
     """Resume a paused payment: what fell due meanwhile runs or is missed by its catch-up
     policy (409 unless paused)."""
     app = paysched(request)
-    return await once(request, caller, idempotency_key, 200,
-                      lambda then: app.resume_payment(payment_id, then), _held_view)  # fmt: skip
+    actor = Actor.of_key(caller, "api")
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.resume_payment(payment_id, then, actor=actor), _held_view,
+    )  # fmt: skip
 
 
 @router.post(
@@ -270,7 +302,7 @@ async def skip_next(
     app = paysched(request)
     return await once(
         request, caller, idempotency_key, 200,
-        lambda then: app.skip_next(payment_id, then),
+        lambda then: app.skip_next(payment_id, then, actor=Actor.of_key(caller, "api")),
         lambda occ: {"id": payment_id, "skipped": occ.key, "due_at": iso(occ.due_at)},
     )  # fmt: skip
 

@@ -81,6 +81,11 @@ class Guard:
         if not isinstance(found, ApiKey):
             raise Problem(401, "invalid_key", "the API key is unknown or revoked",
                           "Authorization", challenge)  # fmt: skip
+        return await self.admit(found)
+
+    async def admit(self, found: ApiKey) -> ApiKey:
+        """A request of a live key, however it was found (a Bearer key here, a dashboard
+        session in web.auth): counted against the key's rate limit, its last use noted."""
         wait = self.limiter.wait_for(found.id)
         if wait > 0:
             raise Problem(429, "rate_limited", f"more than {self.limiter.rate} requests per "

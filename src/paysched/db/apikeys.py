@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, insert, select, update
 
 from paysched.db import tables as t
 from paysched.db.engine import reading
@@ -51,6 +52,8 @@ def _split(key: str) -> str | None:
     return prefix
 
 
+# Run in a key's create or revoke transaction with the key's id.
+KeyWrite = Callable[[Connection, int], None]
 # Every request's lookup, built once: building a statement and its cache key cost more CPU
 # than running it.
 _BY_PREFIX = select(t.api_keys).where(t.api_keys.c.prefix == bindparam("prefix"))
@@ -60,8 +63,11 @@ class ApiKeys:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def create(self, name: str, scope: str, now: datetime) -> tuple[ApiKey, str]:
-        """A new key: its row and the key itself, which is shown once and never stored."""
+    def create(
+        self, name: str, scope: str, now: datetime, then: KeyWrite | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key: its row and the key itself, which is shown once and never stored.
+        `then(conn, id)` runs in the same transaction (who created it: db.actions)."""
         name = normalise_name(name, "name")
         if scope not in SCOPES:
             raise InvalidInput("scope", f"expected one of {', '.join(SCOPES)}, got {scope!r}")
@@ -74,6 +80,8 @@ class ApiKeys:
                         created_at=now)
                 .returning(t.api_keys.c.id)
             ).scalar_one()  # fmt: skip
+            if then is not None:
+                then(conn, int(key_id))
         return self.get(int(key_id)), key
 
     def get(self, key_id: int) -> ApiKey:
@@ -88,7 +96,8 @@ class ApiKeys:
             rows = conn.execute(select(t.api_keys).order_by(t.api_keys.c.id))
             return [_from(r) for r in rows]
 
-    def revoke(self, key_id: int, now: datetime) -> ApiKey:
+    def revoke(self, key_id: int, now: datetime, then: KeyWrite | None = None) -> ApiKey:
+        """`then(conn, key_id)` runs in the same transaction if it revoked the key."""
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(t.api_keys)
@@ -96,6 +105,8 @@ class ApiKeys:
                 .where(t.api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             ).rowcount
+            if done and then is not None:
+                then(conn, key_id)
         key = self.get(key_id)
         if not done:
             raise Conflict(f"API key {key_id} is already revoked")

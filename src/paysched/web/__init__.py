@@ -2,7 +2,8 @@
 
 It is a FastAPI app of its own, mounted inside the API's (see api.app.create_api), so that its
 errors are HTML pages rather than problem documents and it stays out of the OpenAPI document.
-It signs in with the API's keys and checks them with the API's Guard (see web.auth).
+It signs in with the API's keys, checked with the API's Guard, into sessions of its own (see
+web.auth).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from paysched.api.routing import relative_slash_redirects
 from paysched.api.security import Guard
 from paysched.app import App
+from paysched.db.sessions import DashboardSessions
 from paysched.web import auth, live, pages, reconciliations, render
 
 # Scripts and styles only from the dashboard's own files (htmx adds one <style> for its
@@ -47,6 +49,10 @@ def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI
     web.state.paysched = app
     web.state.guard = guard  # the API's own: one rate limit per key across API and dashboard
     web.state.stopping = stopping
+    settings = app.settings
+    web.state.sessions = DashboardSessions(
+        app.store.engine, settings.dashboard_idle, settings.dashboard_lifetime
+    )
     web.state.live = live.LiveOverview(app, stopping)  # one per process, for every open tab
     render.install(web)
     web.middleware("http")(_headers)
@@ -56,12 +62,12 @@ def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI
         response: Response
         if render.is_htmx(request):  # htmx follows HX-Redirect with a full page load
             response = Response(status_code=401, headers={"HX-Redirect": auth.LOGIN})
-        elif request.url.path == f"{auth.PATH}/events":  # an EventSource stops on a 401
+        elif request.url.path.endswith("/events"):  # a stream: an EventSource stops on a 401
             response = Response(status_code=401)
         else:
             response = RedirectResponse(auth.LOGIN, status_code=303)
         if exc.stale:
-            auth.clear_key(request, response)
+            auth.clear_cookie(request, response)
         return response
 
     # htmx, its SSE extension and the stylesheet, from the installed package (no CDN).

@@ -1,11 +1,13 @@
-"""Signing in to the dashboard with an API key, held in a cookie, and CSRF.
+"""Signing in to the dashboard with an API key, a server-side session, and CSRF.
 
-A browser cannot send `Authorization: Bearer`, so /dashboard/login takes the key in a form and
-sets it as a cookie that only the dashboard sees (Path=/dashboard), that scripts cannot read
-(HttpOnly) and that no other site's page can make the browser send (SameSite=Strict). Every
-request is then checked exactly as the API checks a Bearer key: the same Guard (hash lookup,
-revocation at the next request, the per-key rate limit) and the same scopes (read for pages,
-write for actions).
+A browser cannot send `Authorization: Bearer`, so /dashboard/login takes the key in a form,
+checks it exactly as the API checks a Bearer key (the same Guard: hash lookup, revocation, the
+per-key rate limit) and starts a session (db.sessions): the cookie holds only a random token,
+the database only its hash. The cookie is for the dashboard alone (Path=/dashboard), scripts
+cannot read it (HttpOnly) and no other site's page can make the browser send it
+(SameSite=Strict). Every request then finds its session and key (unrevoked, the session not
+idle or too old) and counts against the key's rate limit as an API request does; pages need
+scope read, actions write.
 
 CSRF: besides SameSite=Strict, every POST must carry `HX-Request` (a header another site's
 form cannot set, and that its scripts can only send after a CORS preflight we never allow) or
@@ -24,15 +26,20 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from paysched.api.problems import Problem
 from paysched.api.security import Guard
+from paysched.app import App
 from paysched.db.apikeys import ApiKey
+from paysched.db.sessions import DashboardSessions
 
-COOKIE = "paysched_key"
+COOKIE = "paysched_session"
+# What the cookie was called when it held the API key itself: cleared at sign-in and sign-out,
+# so that a browser signed in before sessions stops sending the key.
+OLD_COOKIE = "paysched_key"
 PATH = "/dashboard"
 LOGIN = f"{PATH}/login"
 
 
 class NotSignedIn(Exception):
-    """No cookie, or its key is unknown or revoked: to the login page."""
+    """No cookie, or its session is unknown or ended (or its key revoked): to the login page."""
 
     def __init__(self, stale: bool) -> None:
         super().__init__("not signed in")
@@ -71,22 +78,41 @@ async def verify(guard: Guard, key: str) -> ApiKey | None:
 
 
 def signed_in(needed: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """A dependency: the key in the cookie, which must allow `needed`; POSTs pass CSRF first."""
+    """A dependency: the key of the cookie's session, which must allow `needed`; POSTs pass
+    CSRF first."""
 
     async def check(request: Request) -> ApiKey:
         if request.method == "POST":
             check_csrf(request)
-        key = request.cookies.get(COOKIE, "")
-        if not key:
+        token = request.cookies.get(COOKIE, "")
+        if not token:
             raise NotSignedIn(stale=False)
-        found = await verify(request.app.state.guard, key)
-        if found is None:
+        app: App = request.app.state.paysched
+        sessions: DashboardSessions = request.app.state.sessions
+        session = await app.db(sessions.find, token, app.clock.now())
+        if session is None:
             raise NotSignedIn(stale=True)
+        guard: Guard = request.app.state.guard
+        found = await guard.admit(session.key)  # the key's rate limit, as an API request
         request.state.dashboard_key = found
         if not found.allows(needed):
             raise Problem(403, "insufficient_scope", f"this needs a key with scope {needed!r} "
                           f"or above; you signed in with a {found.scope!r} key")  # fmt: skip
         return found
+
+    return check
+
+
+def still_signed_in(request: Request) -> Callable[[], Awaitable[bool]]:
+    """For a live stream: whether the session it was opened with still is (not ended, its key
+    not revoked). It does not count as a request: an open tab alone does not keep a session
+    from idling out, nor use up the key's rate limit."""
+    app: App = request.app.state.paysched
+    sessions: DashboardSessions = request.app.state.sessions
+    token = request.cookies.get(COOKIE, "")
+
+    async def check() -> bool:
+        return await app.db(sessions.find, token, app.clock.now(), False) is not None
 
     return check
 
@@ -99,17 +125,32 @@ async def form_field(request: Request, name: str) -> str:
     return values[0].strip()
 
 
-def set_key(request: Request, response: Response, key: str) -> None:
-    response.set_cookie(
-        COOKIE,
-        key,
-        path=PATH,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )  # fmt: skip  (a session cookie: it goes when the browser closes)
+async def sign_in(request: Request, response: Response, key: ApiKey) -> None:
+    """A new session of `key`; the response sets its token as the cookie."""
+    app: App = request.app.state.paysched
+    sessions: DashboardSessions = request.app.state.sessions
+    if previous := request.cookies.get(COOKIE, ""):  # signing in again: the old one ends
+        await app.db(sessions.end, previous)
+    token = await app.db(sessions.create, key.id, app.clock.now())
+    # No Max-Age: the cookie goes when the browser closes; the server's session ends sooner.
+    https = request.url.scheme == "https"
+    response.set_cookie(COOKIE, token, path=PATH, httponly=True, samesite="strict", secure=https)
+    if OLD_COOKIE in request.cookies:
+        clear_cookie(request, response, OLD_COOKIE)
 
 
-def clear_key(request: Request, response: Response) -> None:
-    response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="strict",
+async def sign_out(request: Request, response: Response) -> None:
+    """The cookie's session ends (its row goes), and the response clears the cookie."""
+    token = request.cookies.get(COOKIE, "")
+    if token:
+        app: App = request.app.state.paysched
+        sessions: DashboardSessions = request.app.state.sessions
+        await app.db(sessions.end, token)
+    clear_cookie(request, response)
+    if OLD_COOKIE in request.cookies:
+        clear_cookie(request, response, OLD_COOKIE)
+
+
+def clear_cookie(request: Request, response: Response, name: str = COOKIE) -> None:
+    response.delete_cookie(name, path=PATH, httponly=True, samesite="strict",
                            secure=request.url.scheme == "https")  # fmt: skip

@@ -3,11 +3,12 @@ account, actions, live events."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from paysched.actors import Actor
 from paysched.api.pages import decode
 from paysched.api.problems import from_paysched
 from paysched.app import App
@@ -18,7 +19,7 @@ from paysched.errors import InvalidInput, NotFound, PayschedError
 from paysched.finding import payment_filter
 from paysched.web import auth, live
 from paysched.web.data import FILTERS, account_page, activity_chart, overview, payment_list
-from paysched.web.render import error_page, is_htmx, page
+from paysched.web.render import error_page, is_htmx, page, render
 from paysched.web.times import next_due
 
 router = APIRouter()
@@ -49,16 +50,24 @@ async def login(request: Request) -> Response:
     if found is None:
         return page(request, "login.html", 401, error="that API key is unknown or revoked")
     response = RedirectResponse(HOME, status_code=303)
-    auth.set_key(request, response, key)
+    await auth.sign_in(request, response, found)
     return response
 
 
 @router.get("/logout")
 async def logout(request: Request) -> Response:
-    # A GET is enough: signing out changes nothing on the server, so it needs no CSRF check.
+    # A GET is enough: the SameSite=Strict cookie never comes with another site's link, so
+    # no other site can end a session (and ending one is all this can do).
     response = RedirectResponse(auth.LOGIN, status_code=303)
-    auth.clear_key(request, response)
+    await auth.sign_out(request, response)
     return response
+
+
+@router.get("/session", status_code=204)
+async def session(_: ApiKey = Read) -> Response:
+    """204 while signed in, else 401: what a page asks when its live stream fails (an
+    EventSource never shows a response's status) to know whether to go to sign-in."""
+    return Response(status_code=204)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -81,11 +90,40 @@ async def chart(request: Request, _: ApiKey = Read) -> Response:
 
 @router.get("/events")
 async def events(request: Request, _: ApiKey = Read) -> StreamingResponse:
-    body = live.stream(request.app.state.live, request.app.state.guard,
-                       request.cookies[auth.COOKIE], request.app.state.stopping)  # fmt: skip
+    state = request.app.state
+    body = live.stream(state.live, auth.still_signed_in(request), state.stopping)
+    return _event_stream(body)
+
+
+def _event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
     # no-store: never cached; X-Accel-Buffering: a proxy (nginx) passes each event on at once.
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+@router.get("/payments/{payment_id}/events")
+async def payment_events(
+    request: Request,
+    payment_id: str,
+    cursor: str | None = Query(None, max_length=200),
+    key: ApiKey = Read,
+) -> StreamingResponse:
+    """The payment's detail, live (see live.payment_stream). A bad id, cursor or an unknown
+    payment is refused here, before the stream starts."""
+    pid = parse_id(payment_id, "payment id")
+    before = occurrence_after(decode(cursor, is_occurrence_position))
+    app = _app(request)
+    await app.payment_detail(pid, before)  # NotFound: a 404, not a stream that never speaks
+
+    async def detail() -> str:  # the page's own detail (_detail_page), alone
+        p = await app.payment_detail(pid, before)
+        upcoming = await next_due(app, p)
+        return render("_payment.html", p=p, cursor=cursor, scope=key.scope, upcoming=upcoming)
+
+    body = live.payment_stream(
+        app, pid, detail, auth.still_signed_in(request), request.app.state.stopping
+    )
+    return _event_stream(body)
 
 
 def _position(value: str | None, field: str) -> int | None:
@@ -152,42 +190,47 @@ async def payment(
 # -- acting (write keys) -----------------------------------------------------------------------
 
 
-async def _cancel(app: App, pid: int) -> str:
-    result = await app.cancel_payment(pid)
+def _actor(key: ApiKey) -> Actor:
+    """The signed-in key acts: recorded with the change, shown in the payment's timeline."""
+    return Actor.of_key(key, "dashboard")
+
+
+async def _cancel(app: App, pid: int, actor: Actor) -> str:
+    result = await app.cancel_payment(pid, actor=actor)
     text = f"Payment #{pid} cancelled: {len(result.cancelled)} occurrence(s) will not run."
     if result.in_flight:
         text += f" {len(result.in_flight)} already executing will finish."
     return text
 
 
-async def _pause(app: App, pid: int) -> str:
-    held = await app.pause_payment(pid)
+async def _pause(app: App, pid: int, actor: Actor) -> str:
+    held = await app.pause_payment(pid, actor=actor)
     return f"Payment #{pid} paused: {len(held.occurrences)} occurrence(s) held."
 
 
-async def _resume(app: App, pid: int) -> str:
-    held = await app.resume_payment(pid)
+async def _resume(app: App, pid: int, actor: Actor) -> str:
+    held = await app.resume_payment(pid, actor=actor)
     return (f"Payment #{pid} resumed: {len(held.occurrences)} occurrence(s) released, "
             f"{len(held.missed)} missed.")  # fmt: skip
 
 
-ACTIONS: dict[str, Callable[[App, int], Awaitable[str]]] = {
+ACTIONS: dict[str, Callable[[App, int, Actor], Awaitable[str]]] = {
     "cancel": _cancel, "pause": _pause, "resume": _resume,
 }  # fmt: skip
 
 
 @router.post("/payments/{payment_id}/{action}", response_class=HTMLResponse)
-async def act(request: Request, payment_id: str, action: str, _: ApiKey = Write) -> Response:
+async def act(request: Request, payment_id: str, action: str, key: ApiKey = Write) -> Response:
     """The same App methods as POST /v1/payments/{id}/cancel|pause|resume. A refusal (409) is
     shown with its reason; only an unknown payment or action is an error page."""
     if action not in ACTIONS:
         raise NotFound(f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
     pid = parse_id(payment_id, "payment id")
-    return await _answer(request, pid, ACTIONS[action](_app(request), pid))
+    return await _answer(request, pid, ACTIONS[action](_app(request), pid, _actor(key)))
 
 
 @router.post("/occurrences/{occurrence_id}/resolve", response_class=HTMLResponse)
-async def resolve(request: Request, occurrence_id: str, _: ApiKey = Admin) -> Response:
+async def resolve(request: Request, occurrence_id: str, key: ApiKey = Admin) -> Response:
     """Settle an unknown or needs_review occurrence by hand, as `paysched resolve` and
     POST /v1/occurrences/{ref}/resolve do (admin keys only): succeeded, failed or retry, with
     the reason kept in its history."""
@@ -197,14 +240,14 @@ async def resolve(request: Request, occurrence_id: str, _: ApiKey = Admin) -> Re
     reason = await auth.form_field(request, "reason")
 
     async def settle() -> str:
-        state = await app.resolve_occurrence(str(occurrence.id), outcome, reason)
+        state = await app.resolve_occurrence(str(occurrence.id), outcome, reason, actor=_actor(key))
         return f"Occurrence {occurrence.key} resolved by hand: now {state.value}."
 
     return await _answer(request, occurrence.payment_id, settle())
 
 
 @router.post("/notifications/{notification_id}/retry", response_class=HTMLResponse)
-async def retry(request: Request, notification_id: str, _: ApiKey = Write) -> Response:
+async def retry(request: Request, notification_id: str, key: ApiKey = Write) -> Response:
     """Send a dead notification again with fresh attempts, as
     POST /v1/notifications/{id}/retry does."""
     app = _app(request)
@@ -214,7 +257,7 @@ async def retry(request: Request, notification_id: str, _: ApiKey = Write) -> Re
     found = await app.db(outbox.get, nid)
 
     async def again() -> str:
-        await app.db(outbox.retry, nid, app.clock.now())
+        await app.retry_notification(nid, actor=_actor(key))
         return f"Notification {nid} ({found.event} to {found.channel}) will be sent again."
 
     return await _answer(request, found.payment_id, again())

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -36,6 +36,9 @@ from paysched.domain import (
 )
 from paysched.errors import NotFound
 
+if TYPE_CHECKING:
+    from paysched.db.actions import Action
+
 S = OccurrenceState
 
 
@@ -54,6 +57,9 @@ class PaymentHistory:
     # the state of the last one by due time, and whether any is not final yet.
     last_state: OccurrenceState | None
     unfinished: bool
+    # What people did to it (db.actions), newest first: as many as occurrences are read
+    # (and one more, to tell that older ones follow), all of them unpaged.
+    actions: Sequence[Action] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +174,8 @@ class ReadsStore(StoreBase):
         (due_at, id) position), so that the read costs the same few statements and rows for a
         payment with a year of history as for a new one. Unpaged (`page` None, for `paysched
         show`) reads them all, oldest first."""
-        # Imported here: db.outbox imports the store package.
+        # Imported here: db.outbox and db.actions import the store package.
+        from paysched.db.actions import read_actions
         from paysched.db.outbox import notification_from
 
         existing_id(payment_id, "payment")
@@ -194,21 +201,24 @@ class ReadsStore(StoreBase):
                 select(t.notifications).where(n.payment_id == payment_id)
                 .order_by(n.id.desc()).limit(notifications)
             )  # fmt: skip
-            return PaymentHistory(payment, occurrences, transitions,
-                                  [notification_from(r) for r in sent], more, last,
-                                  unfinished)  # fmt: skip
+            notes = [notification_from(r) for r in sent]
+            actions = read_actions(conn, payment_id, None if page is None else page + 1)
+            return PaymentHistory(payment, occurrences, transitions, notes, more, last,
+                                  unfinished, actions)  # fmt: skip
 
     def _detail(self, payment_id: int, page: int, notifications: int) -> PaymentHistory:
         """payment_history's first page in two statements (it was five): the payment with
         its newest occurrences, their transitions and its status (_detail_head), then its
         notifications."""
-        from paysched.db.outbox import notification_from  # db.outbox imports the store
+        from paysched.db.actions import read_actions  # both import the store
+        from paysched.db.outbox import notification_from
 
         with self._reading() as conn:
             rows = conn.execute(_detail_head(page + 1), {"pid": payment_id}).all()
             if not rows:
                 raise NotFound(f"no payment with id {payment_id}")
             sent = conn.execute(_notifications_of(notifications), {"pid": payment_id}).all()
+            actions = read_actions(conn, payment_id, page + 1)
         payment = payment_from(rows[0], "p_")
         occurrences: list[Occurrence] = []
         transitions: dict[int, list[Transition]] = {}
@@ -230,7 +240,7 @@ class ReadsStore(StoreBase):
         unfinished = done and bool(rows[0]._mapping["unfinished"])
         return PaymentHistory(payment, shown, transitions,
                               [notification_from(r) for r in sent], more, last,
-                              unfinished)  # fmt: skip
+                              unfinished, actions)  # fmt: skip
 
     def payment_occurrences(
         self, payment_id: int, limit: int, before: tuple[datetime, int] | None = None
