@@ -322,7 +322,15 @@ class Reconciler:
         log.info("%s", summary(await self._db(self.reports.get, rid)))
 
     async def _fail(self, rid: int, error: str, counts: dict[str, Any]) -> None:
-        await self._db(self.reports.fail, rid, error, counts, self.clock.now())
+        try:
+            await self._db(self.reports.fail, rid, error, counts, self.clock.now())
+        except Exception as exc:  # the database itself is away: the report stays running
+            log.error(
+                "reconciliation #%s failed (%s) and could not be marked so: %s",
+                rid,
+                error,
+                short_error(exc),
+            )
 
     # -- 1. the listing ----------------------------------------------------------------------
 
