@@ -384,3 +384,23 @@ def test_the_standin_lists_its_charges_in_pages(provider: StandinProvider) -> No
         assert seen == [f"ref{i}" for i in range(5)]
         wrong = c.get("/payments", params={"created_from": "x", "created_to": end.isoformat()})
         assert wrong.status_code == 400 and wrong.json()["reason"].startswith("created_from:")
+
+
+async def test_a_provider_that_cannot_be_reached_fails_the_report(settings: Settings) -> None:
+    from paysched.redis_server import free_port
+
+    dead = settings.with_overrides(
+        executor="http",
+        provider_url=f"http://127.0.0.1:{free_port()}",
+        provider_token=TOKEN,
+        provider_connect_timeout=timedelta(seconds=1),
+    )
+    app = await App.open(dead)
+    try:
+        start, end = today()
+        rec = await app.reconciler().run(start, end)
+        assert rec is not None and rec.state == "failed"
+        assert rec.error is not None and "listing failed: provider request failed" in rec.error
+        assert TOKEN not in rec.error
+    finally:
+        await app.close()
