@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -66,6 +66,10 @@ from paysched.scheduler import MATERIALIZE_BATCH, Scheduler
 from paysched.threads import in_pool
 from paysched.views import occurrence_view
 from paysched.worker import PaymentProcessor, WorkerPool
+
+if TYPE_CHECKING:
+    from paysched.db.store.reconcile import Reconciliation
+    from paysched.reconcile import Reconciler
 
 log = logging.getLogger("paysched.app")
 P = ParamSpec("P")
@@ -130,6 +134,8 @@ class App:
     deliverer: Deliverer | None = None
     resolver: Resolver | None = None
     heartbeat: Heartbeat | None = None
+    # Reconciliations asked for over the API, running in the background (see reconcile.py).
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
@@ -238,6 +244,10 @@ class App:
         return app
 
     async def close(self) -> None:
+        for task in list(self._background):  # each marks its report failed ("interrupted")
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if isinstance(self.executor, Closable):
             await self.executor.aclose()
         if self.deliverer is not None:
@@ -500,6 +510,77 @@ class App:
         acting.logged()
         return account
 
+    def reconciler(self, page_size: int | None = None, notify: bool = False) -> Reconciler:
+        """The reconciliation of this app's executor (see paysched.reconcile); `notify`: a
+        report with discrepancies notifies PAYSCHED_RECONCILE_NOTIFY (the scheduled ones)."""
+        from paysched.reconcile import PAGE, Reconciler
+
+        policy = NotifyPolicy(self.settings.notify_events, self.settings.notify_default)
+        return Reconciler(
+            self.store,
+            self.executor,
+            self.pool,
+            self.clock,
+            bus=self.bus,
+            policy=policy,
+            notify_targets=self.settings.reconcile_notify if notify else (),
+            page_size=page_size or PAGE,
+        )
+
+    async def start_reconciliation(
+        self,
+        period_from: datetime,
+        period_to: datetime,
+        *,
+        actor: str | None,
+        resolve: bool = False,
+        then: AfterWrite | None = None,
+    ) -> Reconciliation:
+        """A reconciliation started now (its report answered running) and carried out in the
+        background: the caller follows its report until it is done or failed."""
+        from paysched.reconcile import Period
+
+        reconciler = self.reconciler()
+        reports = reconciler.reports
+        now = self.clock.now()
+        start = functools.partial(reports.start, then=then)
+        rid = await self.db(start, period_from, period_to, "api", actor, None, now)
+        assert rid is not None  # no dedup key: always a new report
+        report = await self.db(reports.get, rid)
+        task = asyncio.create_task(
+            reconciler.complete(rid, Period(period_from, period_to), resolve=resolve)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return report
+
+    async def scheduled_reconcile(self, fired_at: datetime) -> Reconciliation | None:
+        """The scheduled reconciliation of the UTC day before `fired_at`; None when another
+        process has it already (one per day across processes: its dedup key)."""
+        from paysched.reconcile import previous_day
+
+        start, end = previous_day(fired_at)
+        return await self.reconciler(notify=True).run(
+            start, end, trigger="schedule", dedup_key=f"schedule:{start.date().isoformat()}"
+        )
+
+    async def _reconcile_on_schedule(self, stop: asyncio.Event) -> None:
+        """PAYSCHED_RECONCILE_CRON: reconcile the previous day at each fire time."""
+        from paysched.scheduler import next_fire
+
+        cron = self.settings.reconcile_cron
+        while not stop.is_set():
+            fire = next_fire(cron, self.clock.now())
+            wait = (fire - self.clock.now()).total_seconds()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(wait, 0.0))
+            if stop.is_set():
+                return
+            try:
+                await self.scheduled_reconcile(fire)
+            except Exception:  # the database away: the next fire time tries again
+                log.exception("scheduled reconciliation failed")
+
     async def stats(self) -> dict[str, Any]:
         queue, _ = self._need_queue()
         assert self.outbox is not None
@@ -537,6 +618,8 @@ class App:
         if scheduler:
             tasks.append(asyncio.create_task(sched.run_forever(stop)))
             roles["scheduler"] = _running(tasks[-1])
+        if scheduler and self.settings.reconcile_cron:
+            tasks.append(asyncio.create_task(self._reconcile_on_schedule(stop)))
         if worker and self.resolver is not None:
             tasks.append(asyncio.create_task(self.resolver.run(stop)))
             roles["resolver"] = _running(tasks[-1])

@@ -801,6 +801,46 @@ def resolve(
 
 @cli.command()
 @handled
+def reconcile(
+    start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD, UTC) or time.")],
+    end: Annotated[str, typer.Option("--to", help="Last day, included, or end time.")],
+    resolve_unknown: Annotated[
+        bool,
+        typer.Option("--resolve", help="Settle unknown outcomes from the provider's answer."),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare occurrences, the provider's charges and the ledger over a period.
+
+    Exit 0 when all agree, 1 with a discrepancy (each printed, then a summary line)."""
+    from paysched.app import default_executor
+    from paysched.reconcile import parse_period
+
+    period = parse_period(start, end)
+    exit_code = 0
+
+    async def body(app: App) -> None:
+        nonlocal exit_code
+        from paysched.reconcile import discrepancies, write_report
+
+        app.executor = default_executor(app)
+        rec = await app.reconciler().run(
+            period.start, period.end, trigger="cli", actor="cli", resolve=resolve_unknown
+        )
+        assert rec is not None  # no dedup key: always a new report
+        await app.db(write_report, app.store, rec, as_json, typer.echo)
+        if rec.state != "done":
+            exit_code = EXIT_UNAVAILABLE
+        elif discrepancies(rec):
+            exit_code = 1
+
+    with_app(body, with_queue=False)
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+@cli.command()
+@handled
 def stats(as_json: JsonFlag = False) -> None:
     """Queue counts (waiting, active, completed, failed, delayed, total) and occurrence states."""
     from paysched.direct import stats as read_stats

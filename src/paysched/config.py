@@ -43,6 +43,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_RESOLVE_MAX_INTERVAL", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE",
     "PAYSCHED_API_RATE_LIMIT", "PAYSCHED_METRICS_PUBLIC", "PAYSCHED_IDEMPOTENCY_RETENTION",
     "PAYSCHED_METRICS_LISTEN", "PAYSCHED_CATCHUP_LATE_AFTER", "PAYSCHED_PROCESSES",
+    "PAYSCHED_RECONCILE_CRON", "PAYSCHED_RECONCILE_NOTIFY",
     "PAYSCHED_DASHBOARD_IDLE", "PAYSCHED_DASHBOARD_LIFETIME",
 )  # fmt: skip
 
@@ -112,6 +113,11 @@ class Settings:
     # A bare Prometheus endpoint of a `run` / `worker` / `scheduler` process (host, port): its
     # own counters and histograms, for processes that serve no API.
     metrics_listen: tuple[str, int] | None = None
+    # Scheduled reconciliation inside `paysched run` (empty: none): at each fire time the
+    # previous UTC day is reconciled, once across processes; discrepancies notify these
+    # targets (default: PAYSCHED_NOTIFY's).
+    reconcile_cron: str = ""
+    reconcile_notify: tuple[str, ...] = ("log",)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -173,6 +179,13 @@ class Settings:
             ),
             api_rate_limit=_int(env, "PAYSCHED_API_RATE_LIMIT", 100, 1, 1_000_000),
             metrics_listen=_listen(env, "PAYSCHED_METRICS_LISTEN"),
+            reconcile_cron=_optional_cron(env, "PAYSCHED_RECONCILE_CRON"),
+            reconcile_notify=_targets(
+                env,
+                "PAYSCHED_RECONCILE_NOTIFY",
+                env.get("PAYSCHED_NOTIFY", "").strip() or "log",
+                allow_private,
+            ),
             metrics_public=_flag(env, "PAYSCHED_METRICS_PUBLIC"),
             # Clients retry with the same key for days; 30 days is the floor the API promises.
             idempotency_retention=_duration(
@@ -199,10 +212,12 @@ class Settings:
         # every payment dead on arrival: refuse it here, as one line naming what to set.
         needs = {"telegram": ("TELEGRAM_BOT_TOKEN", settings.telegram_token),
                  "webhook": ("PAYSCHED_WEBHOOK_SECRET", settings.webhook_secret)}  # fmt: skip
-        for target in settings.notify_default:
+        for target, source in [(t, "PAYSCHED_NOTIFY") for t in settings.notify_default] + [
+            (t, "PAYSCHED_RECONCILE_NOTIFY") for t in settings.reconcile_notify
+        ]:
             variable, value = needs.get(target.split(":", 1)[0], ("", "set"))
             if not value:
-                raise ConfigError("PAYSCHED_NOTIFY", f"{target.split(':', 1)[0]} targets "
+                raise ConfigError(source, f"{target.split(':', 1)[0]} targets "
                                   f"need {variable}, which is not set")  # fmt: skip
         return settings
 
@@ -395,6 +410,11 @@ def _cron(env: Mapping[str, str], name: str, default: str) -> str:
         return validate_cron(raw, name, allow_seconds=True)  # 6 fields: seconds first
     except InvalidInput as exc:
         raise ConfigError(name, exc.problem) from None
+
+
+def _optional_cron(env: Mapping[str, str], name: str) -> str:
+    """A cron expression, or "" when the variable is unset or empty (the feature is off)."""
+    return _cron(env, name, "") if env.get(name, "").strip() else ""
 
 
 def _name(env: Mapping[str, str], name: str, default: str) -> str:

@@ -321,9 +321,9 @@ class OutboxMessage:
     """A notification to commit together with the state change that causes it."""
 
     dedup_key: str  # one per event and target; receivers may dedup on it too
-    payment_id: int
+    payment_id: int | None  # None: an event of no one payment (a reconciliation)
     occurrence_id: int | None
-    event: str  # succeeded | failed | retrying
+    event: str  # succeeded | failed | retrying | ... | reconciliation
     channel: str  # telegram | webhook | log
     target: str
     payload: str  # JSON
@@ -333,7 +333,7 @@ class OutboxMessage:
 class Notification:
     id: int
     dedup_key: str
-    payment_id: int
+    payment_id: int | None
     occurrence_id: int | None
     event: str
     channel: str

@@ -23,6 +23,7 @@ from paysched.api import (
     ops,
     payments,
     problems,
+    reconciliations,
 )
 from paysched.api.docs import install_docs
 from paysched.api.routing import HeadAsGet, relative_slash_redirects
@@ -203,7 +204,16 @@ def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
     api.add_middleware(HeadAsGet)
     problems.install(api)
     install_docs(api)
-    for module in (accounts, payments, occurrences, notifications, ops, exports, actions):
+    for module in (
+        accounts,
+        payments,
+        occurrences,
+        notifications,
+        reconciliations,
+        ops,
+        exports,
+        actions,
+    ):
         api.include_router(module.router)
     api.mount("/dashboard", create_dashboard(app, api.state.guard, stopping or asyncio.Event()))
     relative_slash_redirects(api.router)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 T = TypeVar("T")
 
@@ -133,6 +133,28 @@ class Resolve(Strict):
     reason: str = Field(min_length=1, max_length=1000, description="Kept in the history.")
 
 
+class ReconciliationCreate(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(
+        alias="from",
+        min_length=1,
+        max_length=40,
+        examples=["2026-12-01"],
+        description="First day (YYYY-MM-DD, UTC) or an RFC 3339 time.",
+    )
+    to: str = Field(
+        min_length=1,
+        max_length=40,
+        examples=["2026-12-01"],
+        description="Last day, included (YYYY-MM-DD), or the RFC 3339 end time (excluded).",
+    )
+    # Strict: a 0 or "yes" is refused, not taken for a bool (it changes occurrences).
+    resolve: StrictBool = Field(
+        False, description="Settle unknown occurrences from the provider's lookup answer."
+    )
+
+
 # -- responses ---------------------------------------------------------------------------------
 
 
@@ -178,7 +200,7 @@ class Occurrence(Out):
 
 class Notification(Out):
     id: int
-    payment_id: int
+    payment_id: int | None = Field(description="None: an event of no one payment.")
     event: str
     channel: str
     target: str
@@ -359,6 +381,44 @@ class Stats(Out):
         description="Every paysched process role of this queue seen within a day, by its "
         "heartbeat.",
     )
+
+
+class Reconciliation(Out):
+    id: int
+    period_from: Timestamp
+    period_to: Timestamp
+    state: str = Field(description="running, done or failed.")
+    trigger: str = Field(description="cli, api or schedule.")
+    actor: str | None
+    provider_listed: bool | None = Field(
+        description="false: the provider cannot list; only unresolved occurrences were checked."
+    )
+    counts: dict[str, int | str] = Field(
+        description="Discrepancies by kind, `discrepancies` in all, `resolved`, `occurrences`,"
+        " `charges` and `compared_with` (provider, ledger or lookups)."
+    )
+    discrepancies: int
+    error: str | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
+    summary: str
+
+
+class ReconciliationItem(Out):
+    id: int
+    kind: str = Field(
+        description="charged_not_succeeded, succeeded_not_charged, amount_mismatch, "
+        "duplicate_charge, unresolved, ledger_without_occurrence; resolved (not a discrepancy)."
+    )
+    occurrence_key: str | None
+    reference: str | None = Field(description="The provider's charge id or ledger transfer.")
+    detail: dict[str, object]
+
+
+class ReconciliationDetail(Reconciliation):
+    items: list[ReconciliationItem] = Field(description="One page of the discrepancies.")
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page of items.")
 
 
 class Page(Out, Generic[T]):

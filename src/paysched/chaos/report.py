@@ -229,6 +229,10 @@ def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "faults": dict(sorted(faults.items())),
         "pauses": pauses,
         "violations": sum(r["violations"] for r in runs),
+        # The end step's `paysched reconcile` (each discrepancy is also a violation).
+        "reconcile_discrepancies": sum(
+            (r.get("reconcile") or {}).get("discrepancies") or 0 for r in runs
+        ),
         "worst_recovery_s": {k: round(max(v), 3) for k, v in sorted(recov.items())},
         "provider_faults_drawn": dict(sorted(drawn.items())),
         "unknown_to_resolved_s": {
@@ -260,6 +264,8 @@ def text(run: dict[str, Any]) -> str:
     if run.get("unknown_to_resolved_s", {}).get("n"):
         u = run["unknown_to_resolved_s"]
         lines.append(f"  unknown -> resolved: {u['n']} (p50 {u['p50']}s, max {u['max']}s)")
+    if run.get("reconcile"):
+        lines.append(f"  reconcile: {run['reconcile'].get('summary') or run['reconcile']}")
     if run.get("cancels"):
         lines.append(f"  cancels: {run['cancels']}")
     if run.get("pauses"):

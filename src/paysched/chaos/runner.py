@@ -26,6 +26,7 @@ from paysched.chaos.model import BROKE, DB_ERROR_LOG_LINE, PlannedPayment, Provi
 from paysched.chaos.pauses import Pauser
 from paysched.chaos.procs import Processes
 from paysched.chaos.provider import ChaosProvider
+from paysched.chaos.reconciling import reconcile_check
 from paysched.chaos.servers import (
     PostgresCluster,
     RedisServer,
@@ -265,6 +266,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 log.debug("drain probe: %s", exc)
             sleep(0.5)
         drain_s = time.monotonic() - drain_start
+        # Last, while the provider is still up: an operator's `paysched reconcile` over the run.
+        closing, reconciled = reconcile_check(env, started, datetime.now(UTC))
         db_errors = procs.count_in_logs(DB_ERROR_LOG_LINE)
         view: ProviderView | None = provider.view() if provider is not None else None
         procs.stop_all()
@@ -276,6 +279,7 @@ def run(cfg: Config) -> dict[str, Any]:
         results = invariants.check(store, cfg.seed, payments, deposits, datetime.now(UTC),
                                    canceller.records, view, pauser.records,
                                    late_after)  # fmt: skip
+        results = [*results, closing]
         occurrences = store.all_occurrences()
         transitions = store.transitions_of([o.id for o in occurrences]) if occurrences else []
         extra = {
@@ -283,6 +287,7 @@ def run(cfg: Config) -> dict[str, Any]:
             "pauses": report.pause_stats(injected, pauser.records, occurrences),
             "provider": report.provider_stats(view),
             "unknown_to_resolved_s": report.unknown_resolution(transitions),
+            "reconcile": reconciled,
         }
         result = report.run_report(
             seed=cfg.seed, database=cfg.database, executor=cfg.executor, duration=cfg.duration,

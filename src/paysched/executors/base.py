@@ -19,6 +19,7 @@ DECLINED; any other exception as UNKNOWN, because nobody can say what it left be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -77,6 +78,42 @@ class Resolvable(Protocol):
         """Ask the provider by idempotency key. SUCCEEDED or DECLINED when it knows;
         NOT_ATTEMPTED when it never received the payment (safe to send again with the same
         key); UNKNOWN when it cannot tell yet (pending, unreachable)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCharge:
+    """One charge as the provider lists it (paysched.reconcile compares them)."""
+
+    key: str  # the occurrence key paysched sent as the charge's reference
+    id: str  # the provider's id for the charge
+    status: str  # succeeded | declined | pending (or whatever the provider says)
+    amount: str  # a decimal string, as the provider wrote it
+    currency: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargePage:
+    charges: list[ProviderCharge]
+    next_cursor: str | None  # None: this was the last page
+
+
+class ListingError(Exception):
+    """The provider's listing failed: a reconciliation cannot go on without it."""
+
+
+@runtime_checkable
+class Listable(Protocol):
+    """An executor whose provider can list its charges over a period (optional: reconcile
+    without it checks only what lookups can, and says so)."""
+
+    async def list_charges(
+        self, created_from: datetime, created_to: datetime, cursor: str | None, limit: int
+    ) -> ChargePage:
+        """One page of the charges created in [created_from, created_to), oldest first;
+        `cursor` is the previous page's next_cursor (None: the first page). ListingError
+        when the provider cannot answer."""
         ...
 
 

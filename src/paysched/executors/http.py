@@ -39,6 +39,15 @@ received it"), so the payment may be sent again with the same key (by the resolv
 before the request's timeout has passed, see above); any transport error,
 timeout, 5xx, other status or odd body is UNKNOWN with the cause.
 
+``GET {base_url}/payments?created_from=<ISO 8601>&created_to=<ISO 8601>&cursor=<c>&limit=<n>``
+lists the charges the provider created in [created_from, created_to), oldest first, answering
+200 with ``{"data": [<charges, each as the lookup answers it>], "next_cursor": "..." | null}``.
+``cursor`` is omitted for the first page and is the previous answer's ``next_cursor`` after
+that (opaque to paysched); ``limit`` is a hint (a provider may return fewer or ignore it). Only
+`paysched reconcile` uses the listing (``list_charges``); each charge's ``reference`` names the
+occurrence key it was sent for. A provider that cannot list may answer 404 or 501: reconcile
+then checks only what lookups can, and says so.
+
 Reasons are short, single-line and never contain the token. httpx logs every request's method
 and URL at INFO, so nothing secret ever goes into a URL (the base URL may not carry
 credentials) and no headers are logged.
@@ -48,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -55,7 +65,7 @@ import httpx
 
 from paysched.db.store import Claim
 from paysched.domain import format_amount
-from paysched.executors.base import ExecutionResult
+from paysched.executors.base import ChargePage, ExecutionResult, ListingError, ProviderCharge
 
 MAX_REASON = 300
 _REASON_FIELDS = ("reason", "detail", "error", "message")
@@ -176,6 +186,36 @@ class HttpExecutor:
             return ExecutionResult.not_attempted("provider never received it")
         return ExecutionResult.unknown(self._clean(f"lookup failed: {self._answered(response)}"))
 
+    async def list_charges(
+        self, created_from: datetime, created_to: datetime, cursor: str | None, limit: int
+    ) -> ChargePage:
+        """One page of the provider's listing (see the contract above)."""
+        params = {
+            "created_from": created_from.isoformat(),
+            "created_to": created_to.isoformat(),
+            "limit": str(limit),
+        }
+        if cursor is not None:
+            params["cursor"] = cursor
+        try:
+            with self._client() as client:
+                response = await client.get("/payments", params=params)
+        except httpx.HTTPError as exc:
+            raise ListingError(self._clean(f"listing failed: {self._after_send(exc)}")) from None
+        if response.status_code in (404, 405, 501):
+            raise NotImplementedError(self._clean(f"listing: {self._answered(response)}"))
+        if response.status_code != 200:
+            raise ListingError(self._clean(f"listing failed: {self._answered(response)}"))
+        try:
+            body: Any = response.json()
+        except ValueError:
+            raise ListingError("listing: the provider's answer is not JSON") from None
+        data = body.get("data") if isinstance(body, dict) else None
+        next_cursor = body.get("next_cursor") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not (next_cursor is None or isinstance(next_cursor, str)):
+            raise ListingError("listing: expected {data: [...], next_cursor: string or null}")
+        return ChargePage([_listed(item) for item in data], next_cursor or None)
+
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
@@ -271,6 +311,28 @@ class HttpExecutor:
         if len(line) > MAX_REASON:
             line = line[: MAX_REASON - 1] + "…"
         return line
+
+
+def _listed(item: Any) -> ProviderCharge:
+    """One charge of a listing page; ListingError when it is not a charge's JSON."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        raise ListingError("listing: a charge without an id")
+    created = item.get("created_at")
+    try:
+        at = datetime.fromisoformat(created) if isinstance(created, str) else None
+    except ValueError:
+        at = None
+    # A charge that names no reference matches no occurrence: it is reported under its id.
+    reference = item.get("reference")
+    key = reference if isinstance(reference, str) and reference else f"(no reference) {item['id']}"
+    return ProviderCharge(
+        key=key[:200],
+        id=item["id"][:200],
+        status=str(item.get("status"))[:40],
+        amount=str(item.get("amount"))[:40],
+        currency=str(item.get("currency"))[:8],
+        created_at=at,
+    )
 
 
 def _cause(exc: BaseException) -> str:

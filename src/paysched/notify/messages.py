@@ -103,3 +103,60 @@ def _repeat(event: str, occurrence: Occurrence, attempt: int) -> str:
 def _digest(target: str) -> str:
     # Keeps dedup keys short and fixed-size whatever the URL's length.
     return hashlib.sha256(target.encode()).hexdigest()[:16] if target else "-"
+
+
+def reconciliation_outbox(
+    targets: Sequence[str],
+    reconciliation_id: int,
+    period_from: datetime,
+    period_to: datetime,
+    counts: dict[str, object],
+    at: datetime,
+) -> list[OutboxMessage]:
+    """The `reconciliation` event of a report that found discrepancies: one row per target,
+    of no one payment (payment_id NULL)."""
+    found = ", ".join(f"{n} {kind}" for kind, n in counts.items() if kind in _KINDS and n)
+    period = f"{period_from.isoformat()} .. {period_to.isoformat()}"
+    text = (
+        f"⚠️ Reconciliation #{reconciliation_id} ({period}) found "
+        f"{counts.get('discrepancies')} discrepancies: {found}."
+    )
+    event_id = f"reconciliation:{reconciliation_id}"
+    body = {
+        "id": event_id,
+        "event": "reconciliation",
+        "reconciliation_id": reconciliation_id,
+        "period_from": period_from.isoformat(),
+        "period_to": period_to.isoformat(),
+        "counts": {k: v for k, v in counts.items() if k in _KINDS or k == "discrepancies"},
+        "at": at.isoformat(timespec="milliseconds"),
+        "text": text,
+    }
+    rows = []
+    for spec in targets:
+        channel, target = split_target(spec)
+        rows.append(
+            OutboxMessage(
+                dedup_key=f"{event_id}:{channel}:{_digest(target)}",
+                payment_id=None,
+                occurrence_id=None,
+                event="reconciliation",
+                channel=channel,
+                target=target,
+                payload=json.dumps(body, ensure_ascii=False),
+            )
+        )
+    return rows
+
+
+# The discrepancy kinds of paysched.reconcile (not imported: this module stays pure and light).
+_KINDS = frozenset(
+    {
+        "charged_not_succeeded",
+        "succeeded_not_charged",
+        "amount_mismatch",
+        "duplicate_charge",
+        "unresolved",
+        "ledger_without_occurrence",
+    }
+)

@@ -110,6 +110,11 @@ class Charge:
             body["reason"] = self.reason
         return body
 
+    def position(self) -> str:
+        """Where a listing continues after this charge (its cursor): created_at as stored,
+        then the key, the listing's order."""
+        return f"{_utc_iso(self.created_at)}|{self.key}"
+
     def row(self) -> dict[str, Any]:
         """Every column, JSON-ready (GET /_charges)."""
         row = asdict(self)
@@ -164,6 +169,26 @@ class Ledger:
         with self._tx() as conn:
             self._settle_due(conn, None)
             rows = conn.execute(f"SELECT {_COLUMNS} FROM charges ORDER BY created_at, key")
+            return [_charge(r) for r in rows]
+
+    def page(
+        self,
+        created_from: datetime,
+        created_to: datetime,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[Charge]:
+        """Charges created in [created_from, created_to) after the position `after` (its
+        created_at as stored, its key), oldest first, at most `limit`: the listing's pages."""
+        lo, hi = _utc_iso(created_from), _utc_iso(created_to)
+        sql = f"SELECT {_COLUMNS} FROM charges WHERE created_at >= ? AND created_at < ?"
+        params: list[str | int] = [lo, hi]
+        if after is not None:
+            sql += " AND (created_at > ? OR (created_at = ? AND key > ?))"
+            params += [after[0], after[0], after[1]]
+        with self._tx() as conn:
+            self._settle_due(conn, None)
+            rows = conn.execute(f"{sql} ORDER BY created_at, key LIMIT ?", (*params, limit))
             return [_charge(r) for r in rows]
 
     def commit(

@@ -12,6 +12,9 @@ Endpoints:
   processed and nothing is committed yet (404, with ``in_flight_lookup=404``: a provider that
   records a charge only when it commits); 404 when the provider never received it. A pending
   charge settles once its time has passed (checked on read). ``lookup_error`` answers 503.
+- ``GET /payments?created_from=&created_to=&cursor=&limit=``: the listing (ISO 8601 times,
+  ``limit`` 1-1000, default 100): ``{"data": [charges], "next_cursor": "..." | null}``; a bad
+  parameter is a 400 naming it. Fault modes do not apply to it.
 - ``GET /_charges``: every charge, every column, as a JSON list.
 - ``GET /_faults``, ``POST /_faults``: read or change the fault configuration
   (see `Faults.update`).
@@ -38,7 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from paysched.standin.faults import DELIVERY_MODES, Faults, Mode
 from paysched.standin.ledger import (
@@ -211,6 +214,8 @@ class StandinProvider:
             return
         if method == "POST" and path == "/payments":
             self._post_payment(h, body)
+        elif method == "GET" and path == "/payments":
+            self._list_payments(h, urlsplit(h.path).query)
         elif method == "GET" and path.startswith("/payments/"):
             self._get_payment(h, unquote(path[len("/payments/") :]))
         elif method == "GET" and path == "/_charges":
@@ -328,6 +333,21 @@ class StandinProvider:
         else:
             h.send_json(404, {"reason": "no payment with this Idempotency-Key"})
 
+    def _list_payments(self, h: _Handler, query: str) -> None:
+        if not self._authorized(h):
+            h.send_json(401, {"reason": "missing or wrong bearer token"})
+            return
+        try:
+            created_from, created_to, after, limit = _listing_params(parse_qs(query))
+        except ValueError as exc:
+            h.send_json(400, {"reason": str(exc)})
+            return
+        charges = self.ledger.page(created_from, created_to, after, limit + 1)
+        more = len(charges) > limit
+        charges = charges[:limit]
+        cursor = charges[-1].position() if more else None
+        h.send_json(200, {"data": [c.body() for c in charges], "next_cursor": cursor})
+
     def _post_account(self, h: _Handler, raw: bytes) -> None:
         try:
             body = _object(raw)
@@ -377,6 +397,33 @@ def parse_request(raw: bytes) -> ChargeRequest:
             raise ValueError(f"{field}: expected a non-empty string of at most {MAX_TEXT} chars")
         texts[field] = value
     return ChargeRequest(amount, currency, texts["from"], texts["to"], texts["reference"])
+
+
+def _listing_params(
+    query: dict[str, list[str]],
+) -> tuple[datetime, datetime, tuple[str, str] | None, int]:
+    """created_from, created_to, the cursor's position and the limit of a listing request."""
+    times = []
+    for field in ("created_from", "created_to"):
+        value = (query.get(field) or [""])[0]
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{field}: expected an ISO 8601 time with a UTC offset") from None
+        if at.tzinfo is None:
+            raise ValueError(f"{field}: expected an ISO 8601 time with a UTC offset")
+        times.append(at)
+    cursor = (query.get("cursor") or [""])[0]
+    after = None
+    if cursor:
+        created, sep, key = cursor.partition("|")
+        if not sep or not key:
+            raise ValueError("cursor: not a cursor this provider gave")
+        after = (created, key)
+    raw_limit = (query.get("limit") or ["100"])[0]
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise ValueError("limit: expected 1-1000")
+    return times[0], times[1], after, int(raw_limit)
 
 
 def _object(raw: bytes) -> dict[str, Any]:

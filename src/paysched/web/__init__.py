@@ -19,7 +19,7 @@ from paysched.api.routing import relative_slash_redirects
 from paysched.api.security import Guard
 from paysched.app import App
 from paysched.db.sessions import DashboardSessions
-from paysched.web import auth, live, pages, render
+from paysched.web import auth, live, pages, reconciliations, render
 
 # Scripts and styles only from the dashboard's own files (htmx adds one <style> for its
 # indicators, hence 'unsafe-inline' for styles alone); no framing (clickjacking of the action
@@ -73,5 +73,6 @@ def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI
     # htmx, its SSE extension and the stylesheet, from the installed package (no CDN).
     web.mount("/static", StaticFiles(packages=[("paysched.web", "static")]), name="static")
     web.include_router(pages.router)
+    web.include_router(reconciliations.router)
     relative_slash_redirects(web.router)
     return web

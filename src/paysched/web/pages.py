@@ -303,7 +303,7 @@ async def retry(request: Request, notification_id: str, key: ApiKey = Write) -> 
     return await _answer(request, found.payment_id, again())
 
 
-async def _answer(request: Request, pid: int, action: Awaitable[str]) -> Response:
+async def _answer(request: Request, pid: int | None, action: Awaitable[str]) -> Response:
     """An action's outcome: the message, or a refusal with its reason and status."""
     try:
         ok, status, message = True, 200, await action
@@ -312,7 +312,8 @@ async def _answer(request: Request, pid: int, action: Awaitable[str]) -> Respons
     except PayschedError as exc:
         problem = from_paysched(exc)
         ok, status, message = False, problem.status, problem.detail
-    if is_htmx(request):
+    # A notification of no one payment (a reconciliation's) has no detail page to go back to.
+    if is_htmx(request) or pid is None:
         # The result goes where the button said; the page's detail reloads itself on the
         # event, after a refusal too: that usually means the page was out of date.
         headers = {"HX-Trigger": "payment-changed"}

@@ -1,0 +1,70 @@
+"""The chaos run's last step: `paysched reconcile` over the run's period, as an operator would
+run it, while the stand-in provider is still up. Whatever faults were injected, paysched's
+occurrences, the provider's charges and the ledger must agree at the end: each discrepancy it
+reports is a violation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from typing import Any
+
+from paysched.chaos.invariants import Result
+
+TIMEOUT_S = 300.0
+
+
+def reconcile_check(
+    env: dict[str, str], start: datetime, end: datetime
+) -> tuple[Result, dict[str, Any]]:
+    """Run `paysched reconcile --from start --to end --json`; the invariant and, for the
+    report, its exit code, counts and summary line."""
+    result = Result(
+        "reconcile_agrees",
+        "`paysched reconcile` over the run's period finds no discrepancy between the "
+        "occurrences, the provider's charges (or the ledger) and the ledger",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "paysched",
+        "reconcile",
+        "--from",
+        start.isoformat(),
+        "--to",
+        end.isoformat(),
+        "--json",
+    ]
+    try:
+        done = subprocess.run(
+            command, env=os.environ | env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        result.violations.append({"problem": f"reconcile took longer than {TIMEOUT_S:g} s"})
+        return result, {"exit": None}
+    try:
+        doc = json.loads(done.stdout)
+    except ValueError:
+        result.violations.append(
+            {"problem": f"reconcile exited {done.returncode}", "stderr": done.stderr[-2000:]}
+        )
+        return result, {"exit": done.returncode}
+    report = doc["reconciliation"]
+    for item in doc["items"]:
+        if item["kind"] != "resolved":
+            result.violations.append(item)
+    if done.returncode != 0 and not result.violations:
+        result.violations.append(
+            {"problem": f"reconcile exited {done.returncode}", "report": report}
+        )
+    summary = {
+        "exit": done.returncode,
+        "state": report["state"],
+        "counts": report["counts"],
+        "discrepancies": report["discrepancies"],
+        "summary": report["summary"],
+    }
+    return result, summary
