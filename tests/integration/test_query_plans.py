@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
+from paysched.db.actions import ActionFilter, find_actions
 from paysched.db.outbox import Outbox
 from paysched.db.store import Store
 from paysched.db.store.finds import STRETCH, PaymentFilter
@@ -29,7 +30,8 @@ from tests.conftest import PG_ADMIN, _pg_admin
 PAYMENTS = 100_000
 OCCURRENCES = 1_000_000  # finished: the history that grows forever
 NOTIFICATIONS = 200_000
-GROWN = ("payments", "occurrences", "notifications")
+GROWN = ("payments", "occurrences", "notifications", "actions")
+ACTIONS = 200_000  # the audit log: mostly the CLI's, a few of one key's and deposits long ago
 # A query may look at a page of rows it then drops, not at a share of the history.
 MAX_FILTERED = 1_000
 
@@ -57,6 +59,14 @@ _FILL = [
     """INSERT INTO occurrences (payment_id, due_at, key, state, created_at, updated_at)
        VALUES (10, now() - interval '1 minute', 'due-10', 'scheduled', now(), now()),
               (1000, now() - interval '1 minute', 'due-1000', 'scheduled', now(), now())""",
+    """INSERT INTO api_keys (name, scope, prefix, key_hash, created_at)
+       VALUES ('ops', 'admin', 'psk_plan', repeat('0', 64), now())""",
+    """INSERT INTO actions (at, actor_kind, api_key_id, actor_name, via, action, payment_id)
+       SELECT now() - interval '30 day' + g * interval '1 second',
+              CASE WHEN g <= 5 THEN 'api_key' ELSE 'cli' END,
+              CASE WHEN g <= 5 THEN 1 END, 'ops', 'api',
+              CASE WHEN g % 50000 = 7 THEN 'deposit' ELSE 'pause' END, 1 + g % :payments
+       FROM generate_series(1, :actions) AS g""",
 ]
 
 
@@ -68,7 +78,12 @@ def grown() -> Iterator[Store]:
     store = Store.connect(f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}")
     try:
         store.migrate()
-        sizes = {"payments": PAYMENTS, "occurrences": OCCURRENCES, "notifications": NOTIFICATIONS}
+        sizes = {
+            "payments": PAYMENTS,
+            "occurrences": OCCURRENCES,
+            "notifications": NOTIFICATIONS,
+            "actions": ACTIONS,
+        }
         with store.engine.begin() as conn:
             for statement in _FILL:
                 conn.execute(text(statement), sizes)
@@ -236,3 +251,15 @@ def test_finding_payments_reads_by_index(grown: Store) -> None:
             assert bad == [], (f, before, after)
     assert_indexed(grown, lambda: grown.ledger_entries("payer", 26))
     assert_indexed(grown, lambda: grown.ledger_entries("payer", 26, 10))
+
+
+def test_the_audit_log_finds_one_keys_or_one_kinds_actions_by_index(grown: Store) -> None:
+    """GET /v1/actions?actor=3 and ?action=deposit: what one key did, or the few deposits,
+    read by their indexes, not back through every other action."""
+    engine = grown.engine
+    by_key = functools.partial(find_actions, engine, ActionFilter(api_key_id=1), 26)
+    assert len(by_key()) == 5
+    assert_indexed(grown, by_key)
+    deposits = functools.partial(find_actions, engine, ActionFilter(action="deposit"), 26)
+    assert len(deposits()) == 4
+    assert_indexed(grown, deposits)

@@ -190,9 +190,10 @@ def find_actions(
     """Every action that `f` lets through, newest first (by id: the order they committed in,
     near enough, and the primary key), `limit` of them with ids below `before_id`.
 
-    A payment's filter reads its index (payment_id, id); the others walk the primary key down
-    from the newest, so a filter that matches only a few rows of a big table reads far (an
-    index on (api_key_id, id), (action, id) or (at) would keep them short: not made yet)."""
+    A payment's, a key's and an action's filters read their indexes ((payment_id, id),
+    (api_key_id, id), (action, id)); the others (`cli`/`python` actors, the time bounds)
+    walk the primary key down from the newest, so such a filter that matches only a few old
+    rows of a big log reads far."""
     if any(i is not None and i > MAX_ID for i in (f.api_key_id, f.payment_id)):
         return []  # names nothing (and is out of an integer column's range in SQL)
     a = t.actions.c

@@ -294,6 +294,10 @@ actions = Table(
     Column("occurrence_id", Integer, ForeignKey("occurrences.id"), nullable=True),
     Column("detail", Text, nullable=False, server_default=""),
     Index(None, "payment_id", "id"),  # a payment's actions, newest first (its timeline)
+    # The audit log's filters (GET /v1/actions): what one key did, one kind of action, newest
+    # first, without reading back through every other action.
+    Index(None, "api_key_id", "id"),
+    Index(None, "action", "id"),
     CheckConstraint(_one_of("actor_kind", ACTOR_KINDS), name="actor_kind_valid"),
 )
 

@@ -43,6 +43,8 @@ def upgrade() -> None:
         sa.CheckConstraint(_one_of("actor_kind", ACTOR_KINDS), name="ck_actions_actor_kind_valid"),
     )
     op.create_index("ix_actions_payment_id_id", "actions", ["payment_id", "id"])
+    op.create_index("ix_actions_api_key_id_id", "actions", ["api_key_id", "id"])
+    op.create_index("ix_actions_action_id", "actions", ["action", "id"])
     op.create_table(
         "dashboard_sessions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -63,5 +65,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_dashboard_sessions_expires_at", table_name="dashboard_sessions")
     op.drop_table("dashboard_sessions")
-    op.drop_index("ix_actions_payment_id_id", table_name="actions")
+    for name in ("ix_actions_action_id", "ix_actions_api_key_id_id", "ix_actions_payment_id_id"):
+        op.drop_index(name, table_name="actions")
     op.drop_table("actions")
