@@ -108,6 +108,9 @@ async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -
 # How long a create waits to queue what it made due soon. Beyond that the payment, already
 # committed, is answered as it is and the scheduler's next tick queues it.
 CREATE_ENQUEUE_WAIT_S = 5.0
+# A scheduled reconciliation still running this long after it started is taken to be dead
+# (its process stopped mid-run) and its day is run again: a day reconciles in minutes.
+RECONCILE_STALE = timedelta(hours=1)
 
 # Every database call runs on the thread pool, so its size bounds the connections a process
 # opens. Beyond ~20 threads a 2-core machine only adds GIL and lock contention, and at
@@ -560,15 +563,25 @@ class App:
         from paysched.reconcile import previous_day
 
         start, end = previous_day(fired_at)
-        return await self.reconciler(notify=True).run(
-            start, end, trigger="schedule", dedup_key=f"schedule:{start.date().isoformat()}"
-        )
+        key = f"schedule:{start.date().isoformat()}"
+        reconciler = self.reconciler(notify=True)
+        # A day whose report failed, or whose process died running it, is run again.
+        now = self.clock.now()
+        await self.db(reconciler.reports.release, key, now - RECONCILE_STALE, now)
+        return await reconciler.run(start, end, trigger="schedule", dedup_key=key)
 
     async def _reconcile_on_schedule(self, stop: asyncio.Event) -> None:
         """PAYSCHED_RECONCILE_CRON: reconcile the previous day at each fire time."""
-        from paysched.scheduler import next_fire
+        from paysched.scheduler import last_fire, next_fire
 
         cron = self.settings.reconcile_cron
+        # The latest fire time first: a fire missed while no process ran, or a day whose
+        # report failed or was left running by a process that died, is caught up at start
+        # (a day already done is one dedup-key lookup).
+        try:
+            await self.scheduled_reconcile(last_fire(cron, self.clock.now()))
+        except Exception:
+            log.exception("scheduled reconciliation failed")
         while not stop.is_set():
             fire = next_fire(cron, self.clock.now())
             wait = (fire - self.clock.now()).total_seconds()

@@ -237,6 +237,17 @@ class RedisWatch:
         return run_id != before or not marked
 
 
+def last_fire(cron: str, at: datetime) -> datetime:
+    """The latest fire time at or before `at` (the same cron dialect as next_fire)."""
+    at = at.astimezone(UTC)
+    if next_fire(cron, at - timedelta(microseconds=1)) == at:
+        return at
+    prev: datetime = croniter(cron, at, second_at_beginning=len(cron.split()) == 6).get_prev(
+        datetime
+    )
+    return prev.astimezone(UTC)
+
+
 def next_fire(cron: str, after: datetime) -> datetime:
     """Next tick time. A 6-field cron has seconds as its FIRST field, as in node-cron (the
     seed's scheduler): "*/5 * * * * *" is every five seconds."""

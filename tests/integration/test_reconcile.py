@@ -307,6 +307,85 @@ async def test_the_schedule_runs_inside_run(env: dict[str, str], provider: Stand
             await app.close()
 
 
+async def test_a_day_left_running_or_failed_is_run_again(
+    env: dict[str, str], provider: StandinProvider
+) -> None:
+    """A process that died mid-run leaves its report `running` for good; a failed one (the
+    provider away at 02:00) is no answer either. The next fire of that day's schedule runs
+    the day again; a report another process is running now is left to it."""
+    app = await App.open(http_settings(Settings.from_env(env), provider))
+    try:
+        await fund(app, {"alice": 0, "bob": 0})
+        fired = datetime.now(UTC)
+        day = (fired - timedelta(days=1)).date().isoformat()
+        key = f"schedule:{day}"
+        reports = ReconcileStore(app.store.engine)
+
+        def plant(state: str, started: datetime) -> int:
+            rid = reports.start(started, started, "schedule", None, key, started)
+            assert rid is not None
+            if state == "failed":
+                reports.fail(rid, "provider unreachable", {}, started)
+            return rid
+
+        # Running, started a minute ago: another process has it; nothing runs.
+        fresh = plant("running", fired - timedelta(minutes=1))
+        assert await app.scheduled_reconcile(fired) is None
+        # Running since long before: its process died. Marked failed, and the day runs.
+        with app.store.engine.begin() as conn:
+            conn.execute(
+                update(t.reconciliations)
+                .where(t.reconciliations.c.id == fresh)
+                .values(created_at=fired - timedelta(hours=2))
+            )
+        again = await app.scheduled_reconcile(fired)
+        assert again is not None and again.state == "done" and again.dedup_key == key
+        dead = reports.get(fresh)
+        assert dead.state == "failed" and "abandoned" in (dead.error or "")
+        assert dead.dedup_key == f"{key}#{fresh}"
+        # Done: the day is not run a third time.
+        assert await app.scheduled_reconcile(fired) is None
+        # A failed one is run again too.
+        with app.store.engine.begin() as conn:
+            conn.execute(
+                update(t.reconciliations)
+                .where(t.reconciliations.c.id == again.id)
+                .values(state="failed", error="provider unreachable")
+            )
+        third = await app.scheduled_reconcile(fired)
+        assert third is not None and third.state == "done" and third.id != again.id
+        assert reports.get(again.id).dedup_key == f"{key}#{again.id}"
+    finally:
+        await app.close()
+
+
+async def test_a_fire_missed_while_nothing_ran_is_caught_up_at_start(
+    env: dict[str, str], provider: StandinProvider
+) -> None:
+    """Daily at 02:00, and no process was up at the last 02:00: `run` reconciles that day as
+    it starts, not a day later."""
+    settings = http_settings(
+        Settings.from_env(env | {"PAYSCHED_RECONCILE_CRON": "0 2 * * *"}), provider
+    )
+    app = await App.open(settings)
+
+    async def reported() -> bool:
+        with app.store.engine.connect() as conn:
+            return conn.execute(select(t.reconciliations.c.state)).all() == [("done",)]
+
+    try:
+        async with running(app, worker=False):
+            await wait_for(reported, 20, "the missed day's report")
+        with app.store.engine.connect() as conn:
+            [row] = conn.execute(select(t.reconciliations)).all()
+        last_two = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
+        if last_two > datetime.now(UTC):
+            last_two -= timedelta(days=1)
+        assert row.dedup_key == f"schedule:{(last_two - timedelta(days=1)).date().isoformat()}"
+    finally:
+        await app.close()
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_cli_exit_codes_json_and_bad_input(env: dict[str, str], provider: StandinProvider) -> None:
     env = env | {

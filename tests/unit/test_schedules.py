@@ -6,7 +6,7 @@ import pytest
 
 from paysched.clock import ManualClock, from_ms, to_ms
 from paysched.errors import InvalidInput
-from paysched.scheduler import next_fire
+from paysched.scheduler import last_fire, next_fire
 from paysched.schedules import (
     next_cron,
     parse_duration,
@@ -102,3 +102,12 @@ def test_six_field_cron_has_seconds_first_everywhere() -> None:
         fires.append(at)
     assert fires == [datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in (4, 8, 12)]
     assert next_fire("*/4 * * * * *", datetime(2026, 1, 1, tzinfo=UTC)) == fires[0]
+
+
+def test_last_fire_is_at_or_before() -> None:
+    at = datetime(2026, 11, 28, 10, 15, 42, tzinfo=UTC)
+    assert last_fire("0 2 * * *", at) == datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    assert last_fire("0 11 * * *", at) == datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
+    assert last_fire("*/5 * * * * *", at) == datetime(2026, 11, 28, 10, 15, 40, tzinfo=UTC)
+    on_time = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    assert last_fire("0 2 * * *", on_time) == on_time  # a fire time is its own last

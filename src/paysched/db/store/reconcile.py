@@ -137,6 +137,31 @@ class ReconcileStore(StoreBase):
                 after(then, conn, _reconciliation(row))
         return None if row is None else int(row.id)
 
+    def release(self, dedup_key: str, stale_before: datetime, now: datetime) -> bool:
+        """Free `dedup_key` for another run when its report will never be done: it failed, or
+        it is still `running` although it started before `stale_before` (its process died
+        mid-run). That report keeps its rows, under the key suffixed with its id, marked
+        failed. A compare-and-set: of processes releasing at once, one does. True if it did."""
+        r = t.reconciliations.c
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(r.id, r.state, r.created_at).where(r.dedup_key == dedup_key)
+            ).first()
+            if row is None or row.state == "done":
+                return False
+            if row.state == "running" and row.created_at >= stale_before:
+                return False  # another process is running it now
+            values: dict[str, Any] = {"dedup_key": f"{dedup_key}#{row.id}"}
+            if row.state == "running":
+                error = "abandoned: its process stopped before it finished"
+                values |= {"state": "failed", "finished_at": now, "error": error}
+            done = conn.execute(
+                update(t.reconciliations)
+                .where(r.id == row.id, r.state == row.state, r.dedup_key == dedup_key)
+                .values(**values)
+            )
+            return done.rowcount == 1
+
     def add_items(self, reconciliation_id: int, items: Sequence[dict[str, Any]]) -> None:
         if not items:
             return
