@@ -535,23 +535,25 @@ class App:
         period_from: datetime,
         period_to: datetime,
         *,
-        actor: str | None,
+        actor: Actor,
         resolve: bool = False,
         then: AfterWrite | None = None,
     ) -> Reconciliation:
         """A reconciliation started now (its report answered running) and carried out in the
         background: the caller follows its report until it is done or failed."""
-        from paysched.reconcile import Period
+        from paysched.reconcile import Period, started_by
 
         reconciler = self.reconciler()
         reports = reconciler.reports
         now = self.clock.now()
-        start = functools.partial(reports.start, then=then)
-        rid = await self.db(start, period_from, period_to, "api", actor, None, now)
+        acting = started_by(actor, now, resolve)
+        start = functools.partial(reports.start, then=acting.then(then))
+        rid = await self.db(start, period_from, period_to, "api", actor.describe(), None, now)
+        acting.logged()
         assert rid is not None  # no dedup key: always a new report
         report = await self.db(reports.get, rid)
         task = asyncio.create_task(
-            reconciler.complete(rid, Period(period_from, period_to), resolve=resolve)
+            reconciler.complete(rid, Period(period_from, period_to), resolve=resolve, by=actor)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -825,7 +825,7 @@ def reconcile(
 
         app.executor = default_executor(app)
         rec = await app.reconciler().run(
-            period.start, period.end, trigger="cli", actor="cli", resolve=resolve_unknown
+            period.start, period.end, trigger="cli", by=cli_actor(), resolve=resolve_unknown
         )
         assert rec is not None  # no dedup key: always a new report
         await app.db(write_report, app.store, rec, as_json, typer.echo)

@@ -55,7 +55,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ParamSpec, TypeVar
 
+from paysched.actors import Actor
 from paysched.clock import Clock
+from paysched.db.actions import Acting, Subject
 from paysched.db.store import Store
 from paysched.db.store.base import short_error
 from paysched.db.store.reconcile import Item, ReconcileStore, Reconciliation, Staging
@@ -65,6 +67,7 @@ from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Listable, Outcome, Resolvable
 from paysched.notify.messages import NotifyPolicy, outbox_for, reconciliation_outbox
 from paysched.threads import in_pool
+from paysched.views import iso
 
 log = logging.getLogger("paysched.reconcile")
 P = ParamSpec("P")
@@ -237,6 +240,17 @@ def write_report(
     write("]}" if as_json else summary(rec))
 
 
+def started_by(by: Actor, at: datetime, resolve: bool) -> Acting:
+    """Starting a reconciliation is a person's action (it asks the provider for everything;
+    with `resolve` it settles occurrences): recorded with its report's id and period."""
+
+    def subject(rec: Reconciliation) -> Subject:
+        period = {"from": str(iso(rec.period_from)), "to": str(iso(rec.period_to))}
+        return Subject(detail={"reconciliation": rec.id, "resolve": int(resolve)} | period)
+
+    return Acting(by, "reconcile", at, subject)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -271,28 +285,37 @@ class Reconciler:
         period_to: datetime,
         *,
         trigger: str = "cli",
-        actor: str | None = None,
+        by: Actor | None = None,
         dedup_key: str | None = None,
         resolve: bool = False,
     ) -> Reconciliation | None:
         """Run one reconciliation to its end; its report, or None when `dedup_key` was
-        already taken (another process runs or ran it)."""
+        already taken (another process runs or ran it). `by`: the person who asked (None:
+        the schedule), recorded as who acted, with every occurrence `resolve` settles."""
+        now = self.clock.now()
+        acting = None if by is None else started_by(by, now, resolve)
         rid = await self._db(
             self.reports.start,
             period_from,
             period_to,
             trigger,
-            actor,
+            None if by is None else by.describe(),
             dedup_key,
-            self.clock.now(),
+            now,
+            None if acting is None else acting.then(),
         )
         if rid is None:
             return None
-        await self.complete(rid, Period(period_from, period_to), resolve=resolve)
+        if acting is not None:
+            acting.logged()
+        await self.complete(rid, Period(period_from, period_to), resolve=resolve, by=by)
         return await self._db(self.reports.get, rid)
 
-    async def complete(self, rid: int, period: Period, *, resolve: bool = False) -> None:
-        """Fill the running report `rid` and finish it (done, or failed with the error)."""
+    async def complete(
+        self, rid: int, period: Period, *, resolve: bool = False, by: Actor | None = None
+    ) -> None:
+        """Fill the running report `rid` and finish it (done, or failed with the error);
+        with `resolve`, settle what the provider answers for, as `by`."""
         counts: dict[str, Any] = dict.fromkeys(KINDS, 0)
         counts.update({RESOLVED: 0, "charges": 0, "occurrences": 0})
         try:
@@ -301,7 +324,7 @@ class Reconciler:
                 listed = await self._stage(staging, period, counts)
                 if listed:
                     await self._charges(staging, rid, period, counts)
-                await self._occurrences(staging, rid, period, counts, listed, resolve)
+                await self._occurrences(staging, rid, period, counts, listed, resolve, by)
                 await self._ledger(staging, rid, period, counts)
             finally:
                 await self._db(staging.close)
@@ -401,6 +424,7 @@ class Reconciler:
         counts: dict[str, Any],
         listed: bool,
         resolve: bool,
+        by: Actor | None,
     ) -> None:
         after = 0
         while True:
@@ -414,7 +438,7 @@ class Reconciler:
             items = []
             for r in rows:
                 if r.state in UNRESOLVED:
-                    items.append(await self._unresolved(r, rid, listed, resolve))
+                    items.append(await self._unresolved(r, rid, listed, resolve, by))
                 elif listed and not r.n_succeeded:
                     items.append(
                         _item(
@@ -430,7 +454,9 @@ class Reconciler:
                     )
             await self._add(rid, items, counts)
 
-    async def _unresolved(self, r: Any, rid: int, listed: bool, resolve: bool) -> dict[str, Any]:
+    async def _unresolved(
+        self, r: Any, rid: int, listed: bool, resolve: bool, by: Actor | None
+    ) -> dict[str, Any]:
         detail: dict[str, Any] = {"state": r.state, **_ours(r)}
         if listed:
             detail.update(_theirs(r))
@@ -468,12 +494,19 @@ class Reconciler:
                 now,
                 None if event == "succeeded" else why,
             )
+        # A person's --resolve is their action, as a resolve by hand is (who, and on what).
+        said: dict[str, str | int] = {"outcome": target.value, "reason": note}
+        subject = Subject(claim.payment.id, claim.occurrence.id, said)
+        acting = None if by is None else Acting(by, "resolve", now, lambda _: subject)
+        hook = None if acting is None else acting.then()
         done = await self._db(
-            self.store.resolve, claim, target, now, note, outbox, answer.reference
+            self.store.resolve, claim, target, now, note, outbox, answer.reference, hook
         )
         if not done:  # settled meanwhile (the resolver, a person): report what was seen
             detail["resolve"] = "changed meanwhile; not resolved"
             return _item("unresolved", r, r.reference, detail)
+        if acting is not None:
+            acting.logged()
         if self.bus is not None:
             self.bus.emit(
                 Event(

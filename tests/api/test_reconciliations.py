@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from paysched.db import tables as t
@@ -26,7 +27,10 @@ async def test_start_follow_page_and_list(api: Api) -> None:
     started = await api.post("/v1/reconciliations", body, key="rc-1")
     assert started.status_code == 202, started.text
     rid = started.json()["id"]
-    assert started.json()["trigger"] == "api" and started.json()["actor"] == "test-admin"
+    assert started.json()["trigger"] == "api"
+    assert re.fullmatch(r"key #\d+ test-admin", started.json()["actor"]), started.json()
+    logged = (await api.get("/v1/actions", action="reconcile")).json()["data"]
+    assert [a["detail"]["reconciliation"] for a in logged] == [rid]  # once, not per replay
     replay = await api.post("/v1/reconciliations", body, key="rc-1")
     assert replay.json()["id"] == rid and replay.headers["Idempotent-Replayed"] == "true"
 

@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from paysched.actors import Actor
 from paysched.app import App
 from paysched.config import Settings
 from paysched.db import tables as t
+from paysched.db.actions import ActionFilter, find_actions
 from paysched.db.store.accounts import entries, write_entries
 from paysched.db.store.reconcile import ReconcileStore, Reconciliation
 from paysched.domain import OccurrenceState
@@ -185,13 +187,22 @@ async def test_resolve_settles_an_unknown_from_the_provider(
         assert plain.counts["unresolved"] == 1
         assert (await app.db(app.store.get_occurrence, occs[0].id)).state == S.UNKNOWN
 
-        rec = await reconcile(app, resolve=True)
+        rec = await reconcile(app, resolve=True, by=Actor("cli", "cli (ops)", "cli"))
         assert rec.counts["unresolved"] == 0 and rec.counts["resolved"] == 1
-        assert rec.counts["discrepancies"] == 0
+        assert rec.counts["discrepancies"] == 0 and rec.actor_name == "cli (ops)"
         occ = await app.db(app.store.get_occurrence, occs[0].id)
         assert occ.state == S.SUCCEEDED
         history = await app.db(app.store.transitions_of, [occ.id])
         assert f"resolved by reconcile #{rec.id}" in (history[-1].reason or "")
+        # Who asked, and that they settled money: the reconcile and the resolve it made.
+        ops = ActionFilter(actor_kind="cli")  # (not the fixture's own, by the Python API)
+        done = await app.db(find_actions, app.store.engine, ops, 10)
+        assert [(a.action, a.actor.name, a.occurrence_id) for a in done] == [
+            ("resolve", "cli (ops)", occ.id),
+            ("reconcile", "cli (ops)", None),
+        ]
+        assert done[0].detail["outcome"] == "succeeded"
+        assert done[1].detail["reconciliation"] == rec.id and done[1].detail["resolve"] == 1
         resolved = [i for i in await items_of(app, rec) if i.kind == "resolved"]
         assert resolved[0].detail["resolved_to"] == "succeeded"
     finally:

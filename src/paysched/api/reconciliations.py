@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
@@ -49,7 +50,11 @@ async def create_reconciliation(
         idempotency_key,
         202,
         lambda then: app.start_reconciliation(
-            period.start, period.end, actor=caller.name, resolve=body.resolve, then=then
+            period.start,
+            period.end,
+            actor=Actor.of_key(caller, "api"),
+            resolve=body.resolve,
+            then=then,
         ),
         view,
     )

@@ -45,6 +45,7 @@ ACTIONS = (
     "deposit",
     "create_api_key",
     "revoke_api_key",
+    "reconcile",
 )
 
 
@@ -269,6 +270,7 @@ PAST = {
     "deposit": "deposited",
     "create_api_key": "created an API key",
     "revoke_api_key": "revoked an API key",
+    "reconcile": "reconciled with the provider",
 }
 
 
@@ -285,6 +287,9 @@ def _about(detail: dict[str, Any]) -> str:
     """What an action tied to no payment was done to: ` alice`, ` #4 (write)`."""
     if "api_key" in detail:
         return f" #{detail['api_key']}" + (f" ({detail['scope']})" if "scope" in detail else "")
+    if "reconciliation" in detail:  # `reconciled ... #7 from ... to ..., settling unknowns`
+        settling = ", settling unknown occurrences" if detail.get("resolve") else ""
+        return f" #{detail['reconciliation']} from {detail['from']} to {detail['to']}{settling}"
     if "account" not in detail:
         return ""
     if "amount_minor" in detail:
