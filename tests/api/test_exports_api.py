@@ -53,6 +53,32 @@ async def test_export_streams_pages_off_the_event_loop(
     assert body == "".join(c.text for c in exports.chunks(api.app.store, asked))
 
 
+async def test_a_head_reads_one_page_not_the_whole_export(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEAD answers as GET without a body: it must not read every page of the period to
+    drop them."""
+    seed(api.app.store.engine)
+    pages: list[int] = []
+    real = exports.read_chunk
+
+    def counted(*args: Any, **kwargs: Any) -> exports.Chunk:
+        chunk = real(*args, **{**kwargs, "page": 2})
+        pages.append(chunk.rows)
+        return chunk
+
+    monkeypatch.setattr(api_exports, "read_chunk", counted)
+    response = await api.client.head(
+        "/v1/exports/occurrences", params=PERIOD, headers=api.auth("read")
+    )
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert pages == [2]  # the first page (its errors are the answer's status), no more
+    pages.clear()
+    whole = await api.get("/v1/exports/occurrences", **PERIOD)
+    assert whole.status_code == 200 and pages == [2, 2, 2, 1]
+
+
 async def test_export_jsonl_and_statement(api: Api) -> None:
     expected = seed(api.app.store.engine)
     response = await api.get("/v1/exports/ledger", format="jsonl", **PERIOD)

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from paysched.api.deps import paysched, problems
 from paysched.api.models import Statement
+from paysched.api.routing import is_head
 from paysched.api.security import Read
 from paysched.app import App
 from paysched.db.apikeys import ApiKey
@@ -35,7 +36,9 @@ _STREAMED: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _stream(app: App, request: ExportRequest, first: Chunk) -> AsyncIterator[bytes]:
+async def _stream(
+    app: App, request: ExportRequest, first: Chunk, whole: bool = True
+) -> AsyncIterator[bytes]:
     """The pages one after the other, each read and encoded on the database threads: the
     event loop only hands bytes on, and the server's send waits for the client (its flow
     control), so at most a page or two is held however large the period or slow the client.
@@ -45,7 +48,7 @@ async def _stream(app: App, request: ExportRequest, first: Chunk) -> AsyncIterat
     an incomplete transfer rather than a file that looks whole."""
     chunk = first
     yield chunk.text.encode()
-    while chunk.after is not None:
+    while whole and chunk.after is not None:
         try:
             chunk = await app.db(read_chunk, app.store, request, chunk.after)
         except Exception as exc:
@@ -89,7 +92,9 @@ async def export(
     asked = export_request(kind, fmt, start, end)
     first = await app.db(read_chunk, app.store, asked, 0)
     return StreamingResponse(
-        _stream(app, asked, first),
+        # A HEAD gets the headers of the first page's answer, not a whole export read for
+        # nothing (HeadAsGet drops the body).
+        _stream(app, asked, first, whole=not is_head(request.scope)),
         media_type=MEDIA_TYPES[asked.format],
         headers={
             "Content-Disposition": f'attachment; filename="{asked.filename}"',

@@ -35,10 +35,16 @@ def relative_slash_redirects(router: Router) -> None:
     router.default = default
 
 
+# Set in the scope of a HEAD request routed as GET: a route that streams (an export) reads
+# what its headers need and no more, instead of a whole body that is then dropped.
+HEAD = "paysched.head"
+
+
 class HeadAsGet:
     """HEAD answered as GET, headers only: a path that takes GET takes HEAD (RFC 9110), and
     FastAPI's routes take only the methods they name. The body is dropped here, and a
-    streamed one (the dashboard's events) ends at its first part."""
+    streamed one (the dashboard's events) ends at its first part; a route that would read
+    long to make its body checks HEAD in the scope (see is_head)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -57,4 +63,9 @@ class HeadAsGet:
                 ended = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        await self.app(dict(scope, method="GET"), receive, headers_only)
+        await self.app(dict(scope, method="GET", **{HEAD: True}), receive, headers_only)
+
+
+def is_head(scope: Scope) -> bool:
+    """The request is a HEAD (HeadAsGet routed it as GET)."""
+    return bool(scope.get(HEAD))
