@@ -14,7 +14,16 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import paysched
-from paysched.api import accounts, exports, notifications, occurrences, ops, payments, problems
+from paysched.api import (
+    accounts,
+    chat_links,
+    exports,
+    notifications,
+    occurrences,
+    ops,
+    payments,
+    problems,
+)
 from paysched.api.docs import install_docs
 from paysched.api.routing import HeadAsGet, relative_slash_redirects
 from paysched.api.security import Guard, RateLimiter
@@ -194,7 +203,7 @@ def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
     api.add_middleware(HeadAsGet)
     problems.install(api)
     install_docs(api)
-    for module in (accounts, payments, occurrences, notifications, ops, exports):
+    for module in (accounts, chat_links, payments, occurrences, notifications, ops, exports):
         api.include_router(module.router)
     api.mount("/dashboard", create_dashboard(app, api.state.guard, stopping or asyncio.Event()))
     relative_slash_redirects(api.router)
