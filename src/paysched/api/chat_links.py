@@ -17,6 +17,7 @@ from paysched.db.apikeys import ApiKey
 from paysched.db.links import ChatLinks
 from paysched.db.store.base import existing_id
 from paysched.domain import normalise_name
+from paysched.errors import Conflict
 from paysched.linking import bot_username, issue, issued_view, link_view, parse_channel, unlink
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
     status_code=201,
     response_model=ChatLinkToken,
     operation_id="createChatLink",
-    responses=problems(404),
+    responses=problems(404, 409),
 )
 async def create_link(
     name: str,
@@ -43,6 +44,9 @@ async def create_link(
     parse_channel(body.channel)
     name = normalise_name(name)
     await app.db(app.store.get_account, name)  # 404 before the Bot API is asked anything
+    if not (app.settings.bot_username or app.settings.telegram_token):
+        # The request is fine; this deployment has no bot to link a chat to (not a 5xx).
+        raise Conflict("no Telegram bot is set up here: TELEGRAM_BOT_TOKEN is not set")
     username = await bot_username(app.settings)  # before the token: a failure makes none
     actor = Actor.of_key(caller, "api")
 
