@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -258,3 +262,31 @@ def test_readme_shows_the_rendered_messages() -> None:
     assert readme[start:end] == messages.readme_section(), (
         "README's bot messages are out of date: paste `python -m paysched.bot.messages`"
     )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_run_answers_chats_when_the_bot_is_on(env: dict[str, str], bot_api: BotApi) -> None:
+    """PAYSCHED_BOT=on: `paysched run` (two worker processes) runs the bot in its first."""
+    run_env = env | {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_URL": bot_api.url,
+        "PAYSCHED_BOT": "on",
+        "PAYSCHED_PROCESSES": "2",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "paysched", "run"],
+        env=os.environ | run_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        bot_api.message(ALICE, "/help")
+        bot_api.wait(lambda: bool(bot_api.texts(ALICE)), timeout=60)
+        assert bot_api.texts(ALICE) == [messages.HELP]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "Traceback" not in err
+    assert bot_api.texts(ALICE) == [messages.HELP]  # one process polled: answered once

@@ -58,6 +58,17 @@ LINES = 10  # payments /upcoming and /history show
 Context = ContextTypes.DEFAULT_TYPE
 
 
+class _QuietPolls(logging.Filter):
+    """httpx logs each request at INFO: an idle bot's long poll would be a line every
+    POLL_TIMEOUT_S saying nothing. Its answers (sendMessage ...) are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "/getUpdates" not in record.getMessage()
+
+
+_quiet_polls = _QuietPolls()
+
+
 class ChatBot:
     def __init__(
         self,
@@ -104,6 +115,7 @@ class ChatBot:
 
     async def open(self) -> None:
         """getMe (a wrong token is a ConfigError here), and where the last run stopped."""
+        logging.getLogger("httpx").addFilter(_quiet_polls)  # never added twice
         try:
             await self.application.initialize()
         except InvalidToken:
