@@ -290,3 +290,30 @@ def test_run_answers_chats_when_the_bot_is_on(env: dict[str, str], bot_api: BotA
     assert server.returncode == 0, err
     assert "Traceback" not in err
     assert bot_api.texts(ALICE) == [messages.HELP]  # one process polled: answered once
+
+
+async def test_the_stand_in_speaks_inline_keyboards(bapp: App, bot_api: BotApi) -> None:
+    """What the bot's next commands (reminders, approvals) will send: a message with an inline
+    keyboard, its edit, and the answer to a button, as the Bot API takes and answers them."""
+    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+    from paysched.bot.service import ChatBot
+
+    bot = ChatBot(bapp.store.engine, bapp.clock, bapp.pool, TOKEN, bot_api.url)
+    await bot.open()
+    try:
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Approve", callback_data="a:1")]])
+        sent = await bot.application.bot.send_message(
+            ALICE, "Pay 12.34 EUR?", reply_markup=keyboard
+        )
+        assert sent.reply_markup == keyboard and sent.chat.id == ALICE
+        assert bot_api.sent[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "a:1"
+        edited = await bot.application.bot.edit_message_text(
+            "Approved", chat_id=ALICE, message_id=sent.message_id
+        )
+        assert not isinstance(edited, bool) and edited.text == "Approved"
+        assert bot_api.edited[0]["message_id"] in (sent.message_id, str(sent.message_id))
+        assert await bot.application.bot.answer_callback_query("cq1", text="ok")
+        assert bot_api.answered == [{"callback_query_id": "cq1", "text": "ok"}]
+    finally:
+        await bot.close()
