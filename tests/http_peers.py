@@ -113,6 +113,8 @@ class BotApi:
         self.calls: list[str] = []  # every method called, in order
         self.webhook: dict[str, Any] | None = None
         self.polls: list[dict[str, Any]] = []  # getUpdates' parameters
+        # Scripted error answers per method, each used once before the method works again.
+        self.failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._next_update = 1000
         self._next_message = 1
         self._changed = threading.Condition()
@@ -190,6 +192,8 @@ class BotApi:
 
     def _call(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self.calls.append(method)
+        if self.failures.get(method):
+            return self.failures[method].pop(0)
         if method == "getMe":
             return _ok(
                 {"id": 123456, "is_bot": True, "first_name": "paysched", "username": self.username}

@@ -353,6 +353,10 @@ async def _bot_part(app: App, stop: Any) -> None:
         import logging
 
         logging.getLogger("paysched.bot").error("the bot stopped: %s", exc)
+    except Exception:
+        import logging
+
+        logging.getLogger("paysched.bot").exception("the bot stopped")
 
 
 API_DEFAULT = "127.0.0.1:8080"

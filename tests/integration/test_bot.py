@@ -288,7 +288,7 @@ def test_run_answers_chats_when_the_bot_is_on(env: dict[str, str], bot_api: BotA
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert "Traceback" not in err
+    assert "the bot stopped" not in err
     assert bot_api.texts(ALICE) == [messages.HELP]  # one process polled: answered once
 
 
@@ -317,3 +317,22 @@ async def test_the_stand_in_speaks_inline_keyboards(bapp: App, bot_api: BotApi) 
         assert bot_api.answered == [{"callback_query_id": "cq1", "text": "ok"}]
     finally:
         await bot.close()
+
+
+async def test_polling_outlasts_a_conflict_and_a_bot_api_outage(bapp: App, bot_api: BotApi) -> None:
+    """Another process polling with the token (409) and a Bot API answering 502 are waited
+    out; the updates are answered afterwards, once."""
+    conflict = {
+        "ok": False,
+        "error_code": 409,
+        "description": "Conflict: terminated by other "
+        "getUpdates request; make sure that only one bot instance is running",
+    }
+    outage = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
+    bot_api.failures["getUpdates"] = [(409, conflict), (502, outage)]
+    bot_api.message(ALICE, "/help")
+    async with bot_running(bapp):
+        await asyncio.to_thread(bot_api.wait, lambda: bool(bot_api.texts(ALICE)), 30)
+        assert await answer(bot_api, ALICE, "/balance") == messages.NOT_LINKED
+    assert bot_api.texts(ALICE) == [messages.HELP, messages.NOT_LINKED]
+    assert bot_api.failures["getUpdates"] == []

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 from telegram import Update
-from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -41,6 +41,7 @@ from telegram.ext import (
 from paysched.bot import messages, reads
 from paysched.clock import Clock
 from paysched.db.links import ChatLinks, LinkRefused
+from paysched.db.store.base import short_error
 from paysched.domain import Account
 from paysched.errors import ConfigError
 from paysched.threads import in_pool
@@ -113,14 +114,31 @@ class ChatBot:
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await in_pool(self.pool, fn, *args, **kwargs)
 
-    async def open(self) -> None:
-        """getMe (a wrong token is a ConfigError here), and where the last run stopped."""
+    async def open(self, stop: asyncio.Event | None = None) -> bool:
+        """getMe (a wrong token is a ConfigError here), and where the last run stopped. With
+        `stop`, a Bot API that does not answer is asked again until it does (True) or `stop`
+        is set (False)."""
         logging.getLogger("httpx").addFilter(_quiet_polls)  # never added twice
-        try:
-            await self.application.initialize()
-        except InvalidToken:
-            raise ConfigError("TELEGRAM_BOT_TOKEN", "the Bot API refused this token") from None
+        delay = 1.0
+        while True:
+            try:
+                await self.application.initialize()
+                break
+            except InvalidToken:
+                raise ConfigError("TELEGRAM_BOT_TOKEN", "the Bot API refused this token") from None
+            except NetworkError as exc:
+                if stop is None:
+                    raise
+                log.warning(
+                    "bot: the Bot API does not answer (%s); trying again in %g s", exc, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return False
+                delay = min(delay * 2, RETRY_CAP_S)
         self.offset = await self.db(self.links.update_offset)
+        return True
 
     async def close(self) -> None:
         await self.application.shutdown()
@@ -150,18 +168,21 @@ class ChatBot:
         while not stop.is_set():
             try:
                 updates = await _unless_stopped(stop, self._get_updates())
+                for update in updates or ():
+                    await self.handle(update)
             except InvalidToken:
                 raise ConfigError("TELEGRAM_BOT_TOKEN", "the Bot API refused this token") from None
-            except (Conflict, NetworkError, TelegramError) as exc:
-                # Conflict: another process polls with this token (one bot per token).
-                log.warning("bot: getUpdates failed (%s); trying again in %g s", exc, delay)
+            except Exception as exc:
+                # Conflict: another process polls with this token (one bot per token); or the
+                # Bot API or the database is away. An update not recorded as handled is asked
+                # for again (the offset did not move), so nothing is lost by waiting.
+                why = str(exc) if isinstance(exc, TelegramError) else short_error(exc)
+                log.warning("bot: %s; trying again in %g s", why, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, RETRY_CAP_S)
                 continue
             delay = 1.0
-            for update in updates or ():
-                await self.handle(update)
 
     async def _get_updates(self) -> tuple[Update, ...]:
         updates: tuple[Update, ...] = await self.application.bot.get_updates(
@@ -380,7 +401,8 @@ async def run_bot(
     """The bot until `stop` is set: long polling, or the webhook at `webhook` served on
     `sock`."""
     bot = ChatBot(engine, clock, pool, token, api_url, poll_timeout=poll_timeout)
-    await bot.open()
+    if not await bot.open(stop):
+        return
     try:
         if webhook is not None:
             await serve_webhook(bot, sock, webhook, stop)
