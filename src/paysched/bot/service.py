@@ -71,6 +71,9 @@ _quiet_polls = _QuietPolls()
 
 
 class ChatBot:
+    """The bot's handlers and its two ways of being fed updates (`poll`, `handle` for the
+    webhook), over one Application of python-telegram-bot that never polls by itself."""
+
     def __init__(
         self,
         engine: Engine,
@@ -104,7 +107,9 @@ class ChatBot:
         app.add_handler(CommandHandler("history", self._linked(self._history)))
         app.add_handler(CommandHandler("balance", self._linked(self._balance)))
         app.add_handler(CallbackQueryHandler(self._button))
-        app.add_handler(MessageHandler(filters.ALL, self._linked(self._unknown)))
+        # Anything else: in a group only a command is for the bot, not the members' talk.
+        anything = filters.COMMAND | filters.ChatType.PRIVATE
+        app.add_handler(MessageHandler(anything, self._linked(self._unknown)))
         app.add_error_handler(self._failed)
 
     @property
