@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+from urllib.parse import parse_qs
 
 from paysched.notify.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, SignatureError, verify
 
@@ -93,3 +94,242 @@ class WebhookReceiver(Peer):
             return self.script.pop(0)
         self.accepted.setdefault(request.headers[EVENT_ID_HEADER], request.json())
         return 200, {"ok": True}, {}
+
+
+class BotApi:
+    """A local Bot API server for the bot's tests: the methods paysched's bot calls, over real
+    HTTP, with their request formats (JSON, or form fields as python-telegram-bot sends them)
+    and their response envelopes. Tests act as the people in the chats: `message` and `press`
+    queue updates, which getUpdates hands out (long polling with offset and timeout, as
+    Telegram does) unless a webhook is set."""
+
+    def __init__(self, token: str, username: str = "paysched_test_bot") -> None:
+        self.token = token
+        self.username = username
+        self.updates: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []  # sendMessage's parameters
+        self.edited: list[dict[str, Any]] = []  # editMessageText's
+        self.answered: list[dict[str, Any]] = []  # answerCallbackQuery's
+        self.calls: list[str] = []  # every method called, in order
+        self.webhook: dict[str, Any] | None = None
+        self.polls: list[dict[str, Any]] = []  # getUpdates' parameters
+        # Scripted error answers per method, each used once before the method works again.
+        self.failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self._next_update = 1000
+        self._next_message = 1
+        self._changed = threading.Condition()
+        self._closed = False
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- what people do ------------------------------------------------------------------------
+
+    def message(self, chat_id: int, text: str) -> int:
+        """A person writes `text` in chat `chat_id`: the update's id."""
+        body: dict[str, Any] = {
+            "message_id": self._message_id(),
+            "date": int(time.time()),
+            "chat": self._chat(chat_id),
+            "from": self._user(chat_id),
+            "text": text,
+        }
+        if text.startswith("/"):
+            command = text.split(maxsplit=1)[0]
+            body["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        return self.inject({"message": body})
+
+    def press(self, chat_id: int, data: str, message_id: int = 1) -> int:
+        """A person presses an inline keyboard's button under message `message_id`."""
+        message = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": self._chat(chat_id),
+            "text": "…",
+        }
+        query = {
+            "id": f"cq{self._next_update}",
+            "from": self._user(chat_id),
+            "chat_instance": str(chat_id),
+            "data": data,
+            "message": message,
+        }
+        return self.inject({"callback_query": query})
+
+    def inject(self, update: dict[str, Any]) -> int:
+        with self._changed:
+            update_id = self._next_update
+            self._next_update += 1
+            self.updates.append({"update_id": update_id, **update})
+            self._changed.notify_all()
+        return update_id
+
+    def update(self, update_id: int) -> dict[str, Any]:
+        """An update as Telegram posts it to a webhook."""
+        return next(u for u in self.updates if u["update_id"] == update_id)
+
+    def texts(self, chat_id: int) -> list[str]:
+        return [str(m["text"]) for m in self.sent if str(m["chat_id"]) == str(chat_id)]
+
+    def _message_id(self) -> int:
+        self._next_message += 1
+        return self._next_message
+
+    @staticmethod
+    def _chat(chat_id: int) -> dict[str, Any]:
+        return {"id": chat_id, "type": "private", "first_name": "Alice"}
+
+    @staticmethod
+    def _user(chat_id: int) -> dict[str, Any]:
+        return {"id": chat_id, "is_bot": False, "first_name": "Alice"}
+
+    # -- the Bot API ---------------------------------------------------------------------------
+
+    def call(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            return self._call(method, params)
+        finally:
+            with self._changed:  # whoever waits on what the bot did looks again
+                self._changed.notify_all()
+
+    def _call(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.calls.append(method)
+        if self.failures.get(method):
+            return self.failures[method].pop(0)
+        if method == "getMe":
+            return _ok(
+                {"id": 123456, "is_bot": True, "first_name": "paysched", "username": self.username}
+            )
+        if method == "getUpdates":
+            return self._get_updates(params)
+        if method == "setWebhook":
+            self.webhook = {"url": params["url"], "secret_token": params.get("secret_token")}
+            return _ok(True)
+        if method == "deleteWebhook":
+            self.webhook = None
+            return _ok(True)
+        if method == "sendMessage":
+            with self._changed:
+                self.sent.append(params)
+                self._changed.notify_all()
+            return _ok(self._sent_message(params))
+        if method == "editMessageText":
+            self.edited.append(params)
+            return _ok(self._sent_message(params))
+        if method == "answerCallbackQuery":
+            with self._changed:
+                self.answered.append(params)
+                self._changed.notify_all()
+            return _ok(True)
+        return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+
+    def _sent_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat = int(params["chat_id"])
+        message: dict[str, Any] = {
+            "message_id": int(params.get("message_id") or self._message_id()),
+            "date": int(time.time()),
+            "chat": self._chat(chat),
+            "text": params["text"],
+        }
+        if "reply_markup" in params:
+            message["reply_markup"] = params["reply_markup"]
+        return message
+
+    def _get_updates(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.webhook is not None:
+            return 409, {
+                "ok": False,
+                "error_code": 409,
+                "description": "Conflict: can't use "
+                "getUpdates method while webhook is active; use deleteWebhook to "
+                "delete the webhook first",
+            }
+        self.polls.append(params)
+        offset = int(params.get("offset") or 0)
+        deadline = time.monotonic() + float(params.get("timeout") or 0)
+        with self._changed:
+            # An offset confirms every update before it: Telegram forgets them.
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            while not self.updates and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            return _ok(list(self.updates))
+
+    def wait(self, predicate: Any, timeout: float = 20.0) -> None:
+        """Until `predicate()` holds (checked after each call of the bot's)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the bot did not answer in time")
+                self._changed.wait(left)
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                _, _, rest = self.path.partition("/bot")
+                token, _, method = rest.partition("/")
+                if token != api.token:
+                    status, body = (
+                        401,
+                        {"ok": False, "error_code": 401, "description": "Unauthorized"},
+                    )
+                else:
+                    status, body = api.call(method, _params(self.headers, raw))
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+
+def _ok(result: Any) -> tuple[int, dict[str, Any]]:
+    return 200, {"ok": True, "result": result}
+
+
+def _params(headers: Any, raw: bytes) -> dict[str, Any]:
+    """A Bot API request's parameters: a JSON body, or form fields whose structured values
+    (reply_markup, allowed_updates) are JSON, as the Bot API accepts both."""
+    kind = headers.get("Content-Type", "")
+    if not raw:
+        return {}
+    if kind.startswith("application/json"):
+        return dict(json.loads(raw))
+    params: dict[str, Any] = {}
+    for key, values in parse_qs(raw.decode(), keep_blank_values=True).items():
+        value: Any = values[-1]
+        if key in ("reply_markup", "allowed_updates"):
+            value = json.loads(value)
+        params[key] = value
+    return params

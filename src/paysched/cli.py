@@ -206,7 +206,7 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 
 def _serve(
     scheduler: bool, worker: bool, api: str | None = None, processes: int | None = 1,
-    api_workers: int = 1,
+    api_workers: int = 1, bot: bool = False,
 ) -> None:  # fmt: skip
     """Run the long-running parts: in this process, or (several processes asked for, or one
     per core by default: `processes=None`) as supervised children of this one."""
@@ -228,9 +228,9 @@ def _serve(
     try:
         count = _worker_processes(cfg, processes) if worker else 1
         if count > 1 or api_workers > 1:
-            _supervise(cfg, scheduler, worker, sock, count, api_workers)
+            _supervise(cfg, scheduler, worker, sock, count, api_workers, bot)
         else:
-            _serve_here(cfg, scheduler, worker, sock)
+            _serve_here(cfg, scheduler, worker, sock, bot)
     finally:
         if sock is not None:
             sock.close()
@@ -246,7 +246,13 @@ def _worker_processes(cfg: Settings, asked: int | None) -> int:
 
 
 def _supervise(
-    cfg: Settings, scheduler: bool, worker: bool, sock: Any, count: int, api_workers: int
+    cfg: Settings,
+    scheduler: bool,
+    worker: bool,
+    sock: Any,
+    count: int,
+    api_workers: int,
+    bot: bool = False,
 ) -> None:
     """The children: one per worker process (the first also runs the scheduler of `run` and
     its API), or one per API process; PAYSCHED_CONCURRENCY is the total, shared among the
@@ -259,7 +265,12 @@ def _supervise(
     children: list[tuple[str, list[str], dict[str, str]]] = []
     if worker:
         for i, share in enumerate(shares(cfg.concurrency, count)):
-            first = [*(["--scheduler"] if scheduler else []), *api] if i == 0 else []
+            # The first process also runs the bot: Telegram answers one poller per token.
+            first = (
+                [*(["--scheduler"] if scheduler else []), *(["--bot"] if bot else []), *api]
+                if i == 0
+                else []
+            )
             args = ["--worker", *first]
             env = {"PAYSCHED_CONCURRENCY": str(share)}
             children.append((f"worker process {i + 1}/{count}", child_command(*args), env))
@@ -277,7 +288,7 @@ def _supervise(
         raise typer.Exit(code)
 
 
-def _serve_here(cfg: Settings, scheduler: bool, worker: bool, sock: Any) -> None:
+def _serve_here(cfg: Settings, scheduler: bool, worker: bool, sock: Any, bot: bool = False) -> None:
     import asyncio
     import signal
 
@@ -300,7 +311,7 @@ def _serve_here(cfg: Settings, scheduler: bool, worker: bool, sock: Any) -> None
 
         orphaned = asyncio.create_task(watch_parent(stop))
         try:
-            await _run_parts(app, stop, scheduler, worker, sock)
+            await _run_parts(app, stop, scheduler, worker, sock, bot)
         finally:
             stop.set()
             await orphaned
@@ -309,19 +320,43 @@ def _serve_here(cfg: Settings, scheduler: bool, worker: bool, sock: Any) -> None
     with_app(body, cfg=cfg, wait_for_backends=True)
 
 
-async def _run_parts(app: App, stop: Any, scheduler: bool, worker: bool, sock: Any) -> None:
-    """The API, the scheduler and the workers of one process, until `stop` is set."""
+async def _run_parts(
+    app: App, stop: Any, scheduler: bool, worker: bool, sock: Any, bot: bool = False
+) -> None:
+    """The API, the scheduler, the workers and the bot of one process, until `stop` is set."""
     import asyncio
 
+    parts = [asyncio.create_task(_bot_part(app, stop))] if bot else []
     if sock is None:
-        await app.run(stop, scheduler=scheduler, worker=worker)
+        parts.append(asyncio.create_task(app.run(stop, scheduler=scheduler, worker=worker)))
+        await asyncio.gather(*parts)
         return
     from paysched.api.server import serve as serve_api
 
-    parts = [asyncio.create_task(serve_api(app, sock, stop))]
+    parts.append(asyncio.create_task(serve_api(app, sock, stop)))
     if scheduler or worker:
         parts.append(asyncio.create_task(app.run(stop, scheduler=scheduler, worker=worker)))
     await asyncio.gather(*parts)
+
+
+async def _bot_part(app: App, stop: Any) -> None:
+    """The bot inside `run` (PAYSCHED_BOT=on), by long polling. Payments matter more than
+    chats: a bot that cannot start says so in the log and the rest runs on."""
+    from paysched.bot.service import run_bot
+
+    cfg = app.settings
+    try:
+        await run_bot(
+            app.store.engine, app.clock, app.pool, cfg.telegram_token, cfg.telegram_api_url, stop
+        )
+    except PayschedError as exc:
+        import logging
+
+        logging.getLogger("paysched.bot").error("the bot stopped: %s", exc)
+    except Exception:
+        import logging
+
+        logging.getLogger("paysched.bot").exception("the bot stopped")
 
 
 API_DEFAULT = "127.0.0.1:8080"
@@ -348,8 +383,8 @@ def run(
     processes: Processes = None,
 ) -> None:  # fmt: skip
     """Run the scheduler and the worker pool (until SIGTERM / Ctrl-C), on every core: the
-    first worker process also runs the scheduler and the API."""
-    _serve(scheduler=True, worker=True, api=api, processes=processes)
+    first worker process also runs the scheduler, the API and (PAYSCHED_BOT=on) the bot."""
+    _serve(scheduler=True, worker=True, api=api, processes=processes, bot=settings().bot)
 
 
 @cli.command()
@@ -386,6 +421,7 @@ def child_cmd(
     scheduler: Annotated[bool, typer.Option("--scheduler")] = False,
     worker: Annotated[bool, typer.Option("--worker")] = False,
     api_fd: Annotated[int | None, typer.Option("--api-fd")] = None,
+    bot: Annotated[bool, typer.Option("--bot")] = False,
 ) -> None:
     """One process of a supervised group (paysched.supervisor): not for people to run."""
     import socket
@@ -397,7 +433,78 @@ def child_cmd(
     cfg = settings()
     setup_logging(cfg.log_level, cfg.log_format)
     sock = socket.socket(fileno=api_fd) if api_fd is not None else None
-    _serve_here(cfg, scheduler, worker, sock)
+    _serve_here(cfg, scheduler, worker, sock, bot)
+
+
+BOT_LISTEN = "127.0.0.1:8443"
+
+
+@cli.command("bot")
+@handled
+def bot_cmd(
+    webhook: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook",
+            metavar="URL",
+            help="Receive updates at this public https:// URL (Telegram posts there; a proxy "
+            "forwards to --listen) instead of long polling.",
+        ),
+    ] = None,
+    listen_on: Annotated[
+        str, typer.Option("--listen", metavar="HOST:PORT", help="Where the webhook listens.")
+    ] = BOT_LISTEN,
+) -> None:
+    """Answer Telegram chats (/upcoming, /history, /balance, /help, /start TOKEN) until
+    SIGTERM / Ctrl-C: by long polling, or by webhook with --webhook."""
+    import asyncio
+    import signal
+
+    from paysched.logs import setup_logging
+
+    cfg = settings()
+    setup_logging(cfg.log_level, cfg.log_format)
+    if not cfg.telegram_token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN", "the bot needs its token, which is not set")
+    sock = None
+    if webhook is not None:
+        from paysched.bot.service import webhook_path
+
+        webhook_path(webhook)  # a bad URL before anything starts
+        import importlib.util
+
+        if importlib.util.find_spec("uvicorn") is None:
+            raise ConfigError("--webhook", "needs the API extra: pip install 'paysched[api]'")
+        from paysched.api.server import listen, parse_address
+
+        try:
+            sock = listen(*parse_address(listen_on, "--listen"))
+        except ConfigError as exc:
+            raise ConfigError("--listen", exc.problem) from None
+
+    async def body(app: App) -> None:
+        from paysched.bot.service import run_bot
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_bot(
+            app.store.engine,
+            app.clock,
+            app.pool,
+            cfg.telegram_token,
+            cfg.telegram_api_url,
+            stop,
+            webhook=webhook,
+            sock=sock,
+        )
+
+    try:
+        with_app(body, with_queue=False, cfg=cfg, wait_for_backends=True)
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 # -- accounts ----------------------------------------------------------------------------------
@@ -601,6 +708,70 @@ def list_cmd(
         for v in views
     ]
     emit(views, as_json, "\n".join(lines) or "no payments")
+
+
+@accounts_cli.command("link", context_settings=NEGATIVE_OK)
+@handled
+def accounts_link(
+    name: str,
+    telegram: Annotated[
+        bool, typer.Option("--telegram", help="A Telegram chat (the only channel so far).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """A one-time link that ties the chat it is opened in to this account (it expires after
+    PAYSCHED_LINK_TTL and works once)."""
+    from paysched.clock import SystemClock
+    from paysched.linking import bot_username_now, issue, issued_view
+
+    if not telegram:
+        raise InvalidInput("--telegram", "say which kind of chat to link: --telegram")
+    cfg = settings()
+    with store_of(migrate=True, cfg=cfg) as store:
+        store.get_account(name)  # an unknown account before asking the Bot API anything
+        username = bot_username_now(cfg)  # before the token: a failure here makes none
+        issued = issue(store.engine, name, cli_actor(), SystemClock().now(), cfg)
+    view = issued_view(issued, username)
+    minutes = round(cfg.link_ttl.total_seconds() / 60)
+    emit(
+        view,
+        as_json,
+        f"open this link in the Telegram chat to link to {view['account']} "
+        f"(it works once, within {minutes} min):\n{view['url']}",
+    )
+
+
+@accounts_cli.command("unlink", context_settings=NEGATIVE_OK)
+@handled
+def accounts_unlink(
+    name: str,
+    chat: Annotated[str, typer.Option("--chat", help="The linked chat's id.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove a chat's link to this account: the chat sees nothing of it any more."""
+    from paysched.clock import SystemClock
+    from paysched.linking import link_view, parse_chat, unlink
+
+    chat_id = parse_chat(chat, "--chat")
+    with store_of(migrate=True) as store:
+        removed = unlink(store.engine, name, cli_actor(), SystemClock().now(), chat_id=chat_id)
+    emit(link_view(removed), as_json, f"unlinked chat {removed.chat_id} from {removed.account}")
+
+
+@accounts_cli.command("links", context_settings=NEGATIVE_OK)
+@handled
+def accounts_links(name: str, as_json: JsonFlag = False) -> None:
+    """The chats linked to this account."""
+    from paysched.db.links import ChatLinks
+    from paysched.linking import link_view
+
+    with store_of(migrate=False) as store:
+        views = [link_view(link) for link in ChatLinks(store.engine).links_of(name)]
+    lines = [
+        f"{v['id']:>4}  {v['channel']:<9} {v['chat_id']:<16} linked {v['created_at']}"
+        for v in views
+    ]
+    emit(views, as_json, "\n".join(lines) or "no linked chats")
 
 
 def cli_actor() -> Actor:

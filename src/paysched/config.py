@@ -45,6 +45,7 @@ KNOWN_VARIABLES = (
     "PAYSCHED_METRICS_LISTEN", "PAYSCHED_CATCHUP_LATE_AFTER", "PAYSCHED_PROCESSES",
     "PAYSCHED_RECONCILE_CRON", "PAYSCHED_RECONCILE_NOTIFY",
     "PAYSCHED_DASHBOARD_IDLE", "PAYSCHED_DASHBOARD_LIFETIME",
+    "PAYSCHED_BOT", "PAYSCHED_BOT_USERNAME", "PAYSCHED_LINK_TTL",
 )  # fmt: skip
 
 
@@ -118,6 +119,13 @@ class Settings:
     # targets (default: PAYSCHED_NOTIFY's).
     reconcile_cron: str = ""
     reconcile_notify: tuple[str, ...] = ("log",)
+    # The Telegram bot (paysched.bot): whether `paysched run` also runs it (off unless asked:
+    # a deployment that only sends notifications with TELEGRAM_BOT_TOKEN must not start
+    # answering chats after an upgrade), its username for deep links (else asked with getMe),
+    # and how long a link token lasts.
+    bot: bool = False
+    bot_username: str = ""
+    link_ttl: timedelta = timedelta(minutes=15)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -199,7 +207,16 @@ class Settings:
             dashboard_lifetime=_duration(
                 env, "PAYSCHED_DASHBOARD_LIFETIME", "12h", low=timedelta(minutes=2)
             ),
+            bot=_flag(env, "PAYSCHED_BOT"),
+            bot_username=_bot_username(env, "PAYSCHED_BOT_USERNAME"),
+            # Long enough to open the link on a phone, short enough that a link forwarded by
+            # mistake is soon worth nothing.
+            link_ttl=_duration(env, "PAYSCHED_LINK_TTL", "15m", low=timedelta(minutes=1)),
         )
+        if settings.link_ttl > timedelta(days=7):
+            raise ConfigError("PAYSCHED_LINK_TTL", "must be at most 7d")
+        if settings.bot and not settings.telegram_token:
+            raise ConfigError("PAYSCHED_BOT", "the bot needs TELEGRAM_BOT_TOKEN, which is not set")
         if settings.executor == "http":
             if not settings.provider_url:
                 raise ConfigError("PAYSCHED_PROVIDER_URL", "required with PAYSCHED_EXECUTOR=http")
@@ -459,6 +476,18 @@ def _listen(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
     if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
         raise ConfigError(name, f"expected HOST:PORT with a port 1-65535, got {raw!r}")
     return host, int(port)
+
+
+_BOT_USERNAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_]{3,31}\Z")
+
+
+def _bot_username(env: Mapping[str, str], name: str) -> str:
+    """Telegram's bot usernames: 5-32 letters, digits and underscores (a leading @ is
+    dropped)."""
+    raw = env.get(name, "").strip().removeprefix("@")
+    if raw and not _BOT_USERNAME.match(raw):
+        raise ConfigError(name, f"expected a Telegram bot username like paysched_bot, got {raw!r}")
+    return raw
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -17,6 +17,7 @@ import paysched
 from paysched.api import (
     accounts,
     actions,
+    chat_links,
     exports,
     notifications,
     occurrences,
@@ -206,6 +207,7 @@ def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
     install_docs(api)
     for module in (
         accounts,
+        chat_links,
         payments,
         occurrences,
         notifications,

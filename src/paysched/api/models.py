@@ -61,6 +61,14 @@ class Deposit(Strict):
     amount: Amount
 
 
+class ChatLinkCreate(Strict):
+    channel: str = Field(
+        "telegram",
+        description="The kind of chat: telegram (the only one so far).",
+        examples=["telegram"],
+    )
+
+
 class PaymentCreate(Strict):
     """One-time (`at` or `in`) or recurring (`cron`, optionally `timezone`)."""
 
@@ -162,6 +170,24 @@ class Account(Out):
     name: str
     currency: str
     balance: str = Field(description="Decimal string.")
+
+
+class ChatLinkToken(Out):
+    account: str
+    channel: str
+    url: str = Field(
+        description="The one-time deep link (https://t.me/BOT?start=TOKEN): opened in a chat, "
+        "it links that chat to the account. It works once, until `expires_at`.",
+    )
+    expires_at: Timestamp
+
+
+class ChatLink(Out):
+    id: int
+    account: str
+    channel: str
+    chat_id: str
+    created_at: Timestamp
 
 
 class Attempt(Out):

@@ -1,0 +1,177 @@
+"""What the bot says: every message is one of these templates, filled in by a pure function.
+
+README's "From the chat" section is `readme_section()`'s output for a made-up account
+(tests/integration/test_bot.py checks it word for word): regenerate it with
+`python -m paysched.bot.messages` after changing a template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from paysched.domain import Account, format_amount
+
+HELP = (
+    "I tell you about the scheduled payments of the accounts linked to this chat.\n"
+    "\n"
+    "/upcoming – the next payments, with amounts and dates\n"
+    "/history – what became of the latest payments\n"
+    "/balance – the balance of each linked account\n"
+    "/help – this message"
+)
+NOT_LINKED = (
+    "Sorry, this chat is not linked to an account, so I can't show or change anything "
+    "here. Ask the account's owner for a link (paysched accounts link NAME --telegram) "
+    "and open it in this chat."
+)
+# A button pressed in a chat that may not act: the short answer Telegram shows as a toast.
+NOT_LINKED_SHORT = "Sorry, this chat is not linked to that account: nothing was changed."
+LINKED = "Done: this chat is now linked to the account {account}. Try /upcoming or /balance."
+LINK_REFUSED = {
+    "unknown": "Sorry, that link is not valid, so nothing was linked. Ask for a new one.",
+    "expired": "Sorry, that link has expired, so nothing was linked. Ask for a new one.",
+    "used": "Sorry, that link has already been used, so nothing was linked. Ask for a new one.",
+}
+UNKNOWN_COMMAND = "Sorry, I don't know that one. /help lists what I can do."
+FAILED = "Sorry, something went wrong on my side. Please try again in a minute."
+
+UPCOMING_HEAD = "Next payments:"
+UPCOMING_NONE = "No payments are coming up."
+HISTORY_HEAD = "Latest payments:"
+HISTORY_NONE = "No payments have run yet."
+PAYMENT_LINE = "• {when}\n  {amount} {currency}, {payer} → {payee} (payment #{payment_id})"
+OUTCOME = " — {outcome}"
+BALANCE_HEAD = "Balances:"
+BALANCE_LINE = "• {account}: {balance} {currency}"
+
+# An occurrence's state as a person reads it in /history.
+OUTCOMES = {
+    "succeeded": "paid",
+    "failed": "failed, nothing was moved",
+    "cancelled": "cancelled",
+    "skipped": "skipped",
+    "missed": "missed, not run late",
+    "needs_review": "outcome unknown, a person is checking",
+    "unknown": "outcome being checked with the provider",
+    "executing": "being paid now",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentLine:
+    """One payment of /upcoming (its next due time) or /history (an occurrence's)."""
+
+    payment_id: int
+    at: datetime
+    amount: int  # minor units
+    currency: str
+    payer: str
+    payee: str
+    zone: str | None  # the payment's own zone; None is UTC
+    state: str | None = None  # the occurrence's, for /history
+
+
+def when(at: datetime, zone: str | None) -> str:
+    """ "Tue 01 Dec 2026, 09:00 Europe/Berlin": in the payment's own zone, the one it was
+    scheduled in (UTC without one), named, so a chat in another zone is not misled."""
+    tz: ZoneInfo | None = None
+    if zone and zone.upper() not in ("UTC", "ETC/UTC"):
+        try:
+            tz = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):  # validated on the way in; UTC if gone
+            tz = None
+    local = at.astimezone(tz or UTC)
+    return f"{local:%a %d %b %Y, %H:%M} {zone if tz else 'UTC'}"
+
+
+def linked(account: str) -> str:
+    return LINKED.format(account=account)
+
+
+def refused(reason: str) -> str:
+    return LINK_REFUSED.get(reason, LINK_REFUSED["unknown"])
+
+
+def _line(p: PaymentLine) -> str:
+    text = PAYMENT_LINE.format(
+        when=when(p.at, p.zone),
+        amount=format_amount(p.amount, p.currency),
+        currency=p.currency,
+        payer=p.payer,
+        payee=p.payee,
+        payment_id=p.payment_id,
+    )
+    if p.state is not None:
+        text += OUTCOME.format(outcome=OUTCOMES.get(p.state, p.state))
+    return text
+
+
+def upcoming(lines: Sequence[PaymentLine]) -> str:
+    if not lines:
+        return UPCOMING_NONE
+    return "\n".join([UPCOMING_HEAD, *(_line(p) for p in lines)])
+
+
+def history(lines: Sequence[PaymentLine]) -> str:
+    if not lines:
+        return HISTORY_NONE
+    return "\n".join([HISTORY_HEAD, *(_line(p) for p in lines)])
+
+
+def balances(accounts: Sequence[Account]) -> str:
+    lines = [
+        BALANCE_LINE.format(
+            account=a.name, balance=format_amount(a.balance, a.currency), currency=a.currency
+        )
+        for a in accounts
+    ]
+    return "\n".join([BALANCE_HEAD, *lines])
+
+
+# -- README's "From the chat" ------------------------------------------------------------------
+
+README_BEGIN = "<!-- bot-messages: begin (python -m paysched.bot.messages) -->"
+README_END = "<!-- bot-messages: end -->"
+
+
+def conversation() -> list[tuple[str, str]]:
+    """A made-up chat: (what the person sends, what the bot answers)."""
+
+    def rent(at: datetime, state: str | None = None) -> PaymentLine:
+        return PaymentLine(12, at, 95_000, "EUR", "alice", "landlord", "Europe/Berlin", state)
+
+    def gym(at: datetime, state: str | None = None) -> PaymentLine:
+        return PaymentLine(14, at, 2_999, "EUR", "alice", "gym", None, state)
+
+    return [
+        ("/upcoming", NOT_LINKED),
+        ("/start 3q2-expired-token", refused("expired")),
+        ("/start Xk9v…", linked("alice")),
+        ("/upcoming", upcoming([rent(_utc(2026, 12, 1, 8)), gym(_utc(2026, 12, 3, 6))])),
+        (
+            "/history",
+            history([rent(_utc(2026, 11, 1, 8), "succeeded"), gym(_utc(2026, 11, 3, 6), "failed")]),
+        ),
+        ("/balance", balances([Account(1, "alice", "EUR", 125_000)])),
+        ("/help", HELP),
+        ("/pay bob 10", UNKNOWN_COMMAND),
+    ]
+
+
+def _utc(year: int, month: int, day: int, hour: int) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=UTC)
+
+
+def readme_section() -> str:
+    """The block README.md shows between its markers."""
+    parts = [README_BEGIN]
+    for sent, answer in conversation():
+        parts += ["", f"> {sent}", "", "```text", answer, "```"]
+    return "\n".join([*parts, "", README_END])
+
+
+if __name__ == "__main__":
+    print(readme_section())
