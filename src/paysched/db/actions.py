@@ -46,6 +46,8 @@ ACTIONS = (
     "create_api_key",
     "revoke_api_key",
     "reconcile",
+    "issue_link",
+    "unlink_chat",
 )
 
 
@@ -271,6 +273,8 @@ PAST = {
     "create_api_key": "created an API key",
     "revoke_api_key": "revoked an API key",
     "reconcile": "reconciled with the provider",
+    "issue_link": "issued a chat link for",
+    "unlink_chat": "unlinked a chat from",
 }
 
 
