@@ -511,6 +511,24 @@ class DelayWaker:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(events.aclose(), self._max_sleep_s)
 
+    async def _xread(self, events: Redis, last_id: str) -> Any:
+        """The blocking read of the next event after `last_id`.
+
+        A read cancelled while redis-py waits out its retry backoff ends in redis-py's own
+        KeyError (it releases the connection twice), not in CancelledError; at shutdown
+        asyncio.run then printed it as an unhandled exception with three tracebacks. Such an
+        error, or any once stopping, is the cancellation it stands for."""
+        try:
+            return await events.xread(
+                {self._events_key: last_id}, count=1, block=int(IDLE_LOOK_S * 1000)
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._stopping or isinstance(exc.__context__, asyncio.CancelledError):
+                raise asyncio.CancelledError() from exc
+            raise
+
     async def _loop(self, events: Redis) -> None:
         # Every delayed job due at or before this (ms) has been signalled: a fetch promotes all
         # due jobs at once, so one signal covers them, and the next one to watch is the first
@@ -544,10 +562,7 @@ class DelayWaker:
                 reading = self._reading
                 if reading is None or reading.done():
                     last_id = newest[0][0] if newest else "0-0"
-                    reading = self._reading = asyncio.ensure_future(
-                        events.xread({self._events_key: last_id}, count=1,
-                                     block=int(IDLE_LOOK_S * 1000))
-                    )  # fmt: skip
+                    reading = self._reading = asyncio.ensure_future(self._xread(events, last_id))
                     # A read cut off by stop() (its connection closed under it) ends in an
                     # error nobody awaits: taken here, not logged as "never retrieved".
                     reading.add_done_callback(_retrieved)

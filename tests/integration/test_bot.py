@@ -289,6 +289,7 @@ def test_run_answers_chats_when_the_bot_is_on(env: dict[str, str], bot_api: BotA
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     assert "the bot stopped" not in err
+    assert "Traceback" not in err, err
     assert bot_api.texts(ALICE) == [messages.HELP]  # one process polled: answered once
 
 
