@@ -62,7 +62,7 @@ def test_exactly_once_nothing_lost_under_faults(
     expected = {"all_due_final", "no_double_success", money, "balances_exact",
                 "not_started_early", "failed_have_reason", "no_failure_from_infrastructure",
                 "unknowns_resolved", "cancel_wins", "recurring_complete", "pause_holds",
-                "missed_only_by_policy"}  # fmt: skip
+                "missed_only_by_policy", "reconcile_agrees"}  # fmt: skip
     assert set(report["invariants"]) == expected
     # Every kind was injected at least once (the workers' own database errors are drawn per
     # statement, so a short run may see none).

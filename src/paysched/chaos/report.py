@@ -229,9 +229,15 @@ def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "faults": dict(sorted(faults.items())),
         "pauses": pauses,
         "violations": sum(r["violations"] for r in runs),
-        # The end step's `paysched reconcile` (each discrepancy is also a violation).
+        # The end step's `paysched reconcile`: each discrepancy is also a violation, but for
+        # the occurrences parked in needs_review, which it lists for a person (counted apart).
         "reconcile_discrepancies": sum(
-            (r.get("reconcile") or {}).get("discrepancies") or 0 for r in runs
+            ((r.get("reconcile") or {}).get("discrepancies") or 0)
+            - ((r.get("reconcile") or {}).get("parked_for_review") or 0)
+            for r in runs
+        ),
+        "reconcile_parked_for_review": sum(
+            (r.get("reconcile") or {}).get("parked_for_review") or 0 for r in runs
         ),
         "worst_recovery_s": {k: round(max(v), 3) for k, v in sorted(recov.items())},
         "provider_faults_drawn": dict(sorted(drawn.items())),
