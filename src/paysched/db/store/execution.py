@@ -1,7 +1,8 @@
 """Occurrences being executed: claim, settle in the ledger, finish, and resolve unknowns.
 
-Every change goes through `transitions.apply` (one SQL compare-and-set per occurrence on state
-and fence, rowcount checked). The rows are read under a lock first only to decide what to write
+Every change of state goes through `transitions.apply` (one SQL compare-and-set per occurrence
+on state and fence, rowcount checked); only the unknown-outcome bookkeeping (when to ask the
+provider next) updates occurrences directly, leaving the state as it is. The rows are read under a lock first only to decide what to write
 and to answer per item: a stale claim gets False, a payment of a cancelled payment is refused.
 """
 
