@@ -236,6 +236,16 @@ def insert_payments(app: App, due: Sequence[datetime]) -> None:
             conn.execute(insert(t.payments), rows[start : start + 5000])
 
 
+async def store_and_tick(app: App, due: Sequence[datetime], timeout_s: float) -> float:
+    """Store one-time payments due at `due` (insert_payments), then run one scheduler tick
+    (materialize + enqueue): the seconds that tick took."""
+    assert app.scheduler is not None
+    await app.db(insert_payments, app, due)
+    began = time.monotonic()
+    await asyncio.wait_for(app.scheduler.tick(), timeout_s)
+    return time.monotonic() - began
+
+
 def queue_key(app: App, suffix: str) -> str:
     assert app.queue is not None
     return str(app.queue._queue.toKey(suffix))

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import timedelta
 from typing import Any
 
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
-from bench_harness import (
-    Ctx,
-    insert_payments,
-    median,
-    occurrence_stats,
-    paysched,
-    running,
-    wait_all_final,
-)  # isort: skip
+from bench_harness import Ctx, median, occurrence_stats, paysched, store_and_tick  # isort: skip
+from bench_harness import running, wait_all_final  # isort: skip
 
 from paysched.domain import OccurrenceState
 from paysched.views import lateness_ms
@@ -37,14 +28,10 @@ async def burst_run(ctx: Ctx, kind: str, n: int, per_payment_tick_s: float) -> d
     ontime = max(20, n // 100)
     spacing_s = max(n / 300, 2.0) / ontime
     async with paysched(ctx, kind, "burst", concurrency=50, funds=n + ontime) as app:
-        assert app.scheduler is not None
         lead_s = max(5.0, 1.5 * per_payment_tick_s * (n + ontime) + 3.0)
         due = (app.clock.now() + timedelta(seconds=lead_s)).replace(microsecond=0)
         later = [due + timedelta(seconds=spacing_s * (i + 1)) for i in range(ontime)]
-        await app.db(insert_payments, app, [due] * n + later)
-        tick_began = time.monotonic()
-        await asyncio.wait_for(app.scheduler.tick(), 600)
-        tick_s = time.monotonic() - tick_began
+        tick_s = await store_and_tick(app, [due] * n + later, timeout_s=600)
         async with running(app, scheduler=True):
             margin_s = (due - app.clock.now()).total_seconds()
             # The last on-time payment is due spacing_s * ontime after the burst.
@@ -72,11 +59,8 @@ async def burst_run(ctx: Ctx, kind: str, n: int, per_payment_tick_s: float) -> d
 
 async def tick_cost_per_payment(ctx: Ctx, kind: str, n: int = 500) -> float:
     async with paysched(ctx, kind, "calib", concurrency=3, funds=n) as app:
-        assert app.scheduler is not None
-        await app.db(insert_payments, app, [app.clock.now() + timedelta(seconds=60)] * n)
-        began = time.monotonic()
-        await app.scheduler.tick()
-        return (time.monotonic() - began) / n
+        due = app.clock.now() + timedelta(seconds=60)
+        return await store_and_tick(app, [due] * n, timeout_s=600) / n
 
 
 async def bench_burst(ctx: Ctx) -> dict[str, Any]:

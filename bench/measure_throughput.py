@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import timedelta
 from typing import Any
 
-# Run as a script, bench/ is on sys.path: the helpers live next to this file.
-from bench_harness import (
-    Ctx,
-    insert_payments,
-    median,
-    occurrence_stats,
-    paysched,
-    running,
-    wait_all_final,
-)  # isort: skip
-
 from paysched.domain import OccurrenceState
 
-from bench_harness import PG_CONNECTION_CAP  # isort: skip
+# Run as a script, bench/ is on sys.path: the helpers live next to this file.
+from bench_harness import PG_CONNECTION_CAP, Ctx, median, occurrence_stats, paysched  # isort: skip
+from bench_harness import running, store_and_tick, wait_all_final  # isort: skip
 
 
 # -- 2. throughput --------------------------------------------------------------------------------
@@ -36,12 +26,8 @@ async def throughput_run(
     """
     async with paysched(ctx, kind, tag, concurrency=concurrency, executor=executor,
                         funds=n) as app:  # fmt: skip
-        assert app.scheduler is not None
         due = app.clock.now() - timedelta(milliseconds=1)
-        await app.db(insert_payments, app, [due] * n)
-        tick_began = time.monotonic()
-        await asyncio.wait_for(app.scheduler.tick(), 300)
-        tick_s = time.monotonic() - tick_began
+        tick_s = await store_and_tick(app, [due] * n, timeout_s=300)
         started = app.clock.now()
         cpu0 = time.process_time()
         wall0 = time.monotonic()

@@ -25,7 +25,9 @@ class OccurrenceState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    SKIPPED = "skipped"  # a person skipped it (skip-next), or its payment was paused
+    # A person skipped it (skip-next). Pausing a payment skips nothing: its not-started
+    # occurrences are held as they are, and resuming runs them or marks them missed.
+    SKIPPED = "skipped"
     # Fell due while paysched was down or the payment paused, and the payment's catch-up
     # policy (latest / none, or its window) says not to run it late.
     MISSED = "missed"

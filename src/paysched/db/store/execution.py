@@ -1,8 +1,10 @@
 """Occurrences being executed: claim, settle in the ledger, finish, and resolve unknowns.
 
-Every change goes through `transitions.apply` (one SQL compare-and-set per occurrence on state
-and fence, rowcount checked). The rows are read under a lock first only to decide what to write
-and to answer per item: a stale claim gets False, a payment of a cancelled payment is refused.
+Every change of state goes through `transitions.apply` (one SQL compare-and-set per occurrence
+on state and fence, rowcount checked); only the unknown-outcome bookkeeping (when to ask the
+provider next) updates occurrences directly, leaving the state as it is. The rows are read
+under a lock first only to decide what to write and to answer per item: a stale claim gets
+False, a payment of a cancelled payment is refused.
 """
 
 from __future__ import annotations
@@ -280,16 +282,12 @@ class ExecutionStore(ControlStore):
             return results
 
     def finish(
-        self,
-        claim: Claim,
-        target: OccurrenceState,
-        now: datetime,
-        reason: str | None,
-        outbox: Sequence[OutboxMessage] = (),
+        self, claim: Claim, target: OccurrenceState, now: datetime, reason: str | None
     ) -> bool:
         """executing -> succeeded | retrying | failed | unknown | needs_review, only while the
-        claim's fence is current. `outbox` commits in the same transaction, or not at all."""
-        return self.finish_many([Finish(claim, target, reason, tuple(outbox))], now)[0]
+        claim's fence is current. One occurrence and no notifications: the worker finishes
+        through finish_many, whose items carry the notifications to commit with the change."""
+        return self.finish_many([Finish(claim, target, reason)], now)[0]
 
     def finish_many(self, items: Sequence[Finish], now: datetime) -> list[bool]:
         """finish() for a batch, in one transaction; one result per item, in order."""

@@ -390,8 +390,8 @@ class PaymentsStore(AccountsStore):
 
         One transaction. Idempotent and safe under concurrent schedulers: the payments are
         locked first (another scheduler skips them; a cancel waits for this to commit, then
-        cancels what it created), occurrences are unique per (payment, due time) and
-        `next_due_at` only advances by compare-and-set. Returns the occurrences this call
+        cancels what it created), occurrences are unique by key (payment and nominal instant)
+        and `next_due_at` only advances by compare-and-set. Returns the occurrences this call
         created, in due order.
 
         A read-only look comes first: every tick calls this, and with nothing due it must not
@@ -467,11 +467,13 @@ class PaymentsStore(AccountsStore):
             )  # fmt: skip
         if not rows:
             return [], advances
-        # One multi-row INSERT for the whole batch. No conflict target: UNIQUE(key) must be
-        # skipped too, not only UNIQUE(payment_id, due_at) — PostgreSQL skips conflicts on
-        # the named index only, so a concurrent scheduler's insert of the same occurrence
-        # raised UniqueViolation on the key (found by the chaos harness). RETURNING yields
-        # only the rows this call inserted: what another scheduler created is not ours.
+        # One multi-row INSERT for the whole batch, skipping any row whose key (UNIQUE, from
+        # the payment and nominal instant) exists: a concurrent scheduler inserted the same
+        # occurrence. No conflict target: PostgreSQL skips conflicts on a named index only
+        # (naming UNIQUE(payment_id, due_at), which 0005 dropped, let a duplicate key raise
+        # UniqueViolation: found by the chaos harness), and any unique index added later is
+        # skipped too. RETURNING yields only the rows this call inserted: what another
+        # scheduler created is not ours.
         if self._insert_occurrences is None:  # built once: see _INSERT_PAYMENT
             self._insert_occurrences = self._insert_ignore(t.occurrences, None).returning(
                 *t.occurrences.c

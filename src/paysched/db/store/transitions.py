@@ -1,4 +1,15 @@
-"""The one way an occurrence changes state: a compare-and-set in SQL, recorded in history.
+"""How an occurrence changes state: a compare-and-set in SQL, recorded in history.
+
+Every change of state goes through `apply` but two, each a statement of its own whose
+history `record` writes:
+- an occurrence is born in its first state by an INSERT that skips an existing key
+  (materialize, skip-next);
+- `mark_queued` moves a batch scheduled -> queued in one unlocked
+  ``UPDATE ... WHERE state = 'scheduled' RETURNING``: it follows every enqueue, and a row that
+  moved on meanwhile is simply past queued, not a lost race, so it neither locks first nor
+  raises LostRace.
+The unknown-outcome bookkeeping in execution.py (`lease_unknowns`, `recheck_later`) also
+updates occurrences directly, but leaves the state as it is, so it records no history.
 
 `apply` writes a batch of changes with ONE statement,
 ``UPDATE occurrences SET ... WHERE id = ? AND state = ? AND fence = ?``, executed once per
