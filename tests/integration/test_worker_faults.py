@@ -2,46 +2,84 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 
 from paysched.app import App, default_executor
 from paysched.config import Settings
-from paysched.db.store import Claim
+from paysched.db.store import Claim, Store
 from paysched.domain import OccurrenceState
-from paysched.errors import InfrastructureError
+from paysched.errors import PermanentError
 from paysched.events import Event, EventKind
-from paysched.executors.base import ExecutionResult, Executor
-from tests.conftest import wait_for
+from paysched.executors.base import Executor
+from tests.conftest import PG_ADMIN, wait_for
 from tests.integration.helpers import all_final, fund, pay, running
 
 S = OccurrenceState
 
 
-class BrokenDatabaseFirst:
-    """The ledger, after paysched's own database failed under the first `failures` calls."""
+class TerminatedSettles:
+    """Has PostgreSQL itself terminate the connection of each of the first `failures` settle
+    transactions, just before its first statement (pg_terminate_backend, as an operator or a
+    failover does): the ledger then meets the driver's real error for a killed backend, not
+    an imitation of it."""
 
-    def __init__(self, inner: Executor, failures: int) -> None:
-        self.name = "broken-db-first"
-        self._inner = inner
+    def __init__(self, store: Store, failures: int) -> None:
         self.failures = failures
+        self.errors: list[str] = []  # the driver's own messages, as the settles met them
+        self._settling = threading.local()
+        self._lock = threading.Lock()
+        settle_many = store.settle_many
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        if self.failures > 0:
+        def settle_marked(claims: Sequence[Claim], now: datetime) -> list[bool | PermanentError]:
+            self._settling.first_statement = True
+            try:
+                return settle_many(claims, now)
+            except DBAPIError as exc:
+                self.errors.append(str(exc.orig))
+                raise
+            finally:
+                self._settling.first_statement = False
+
+        store.settle_many = settle_marked  # type: ignore[method-assign]
+        event.listen(store.engine, "before_cursor_execute", self._before_statement)
+
+    def _before_statement(self, conn: Any, cursor: Any, *args: Any) -> None:
+        if not getattr(self._settling, "first_statement", False):
+            return
+        self._settling.first_statement = False
+        with self._lock:
+            if self.failures == 0:
+                return
             self.failures -= 1
-            raise InfrastructureError("database error: server closed the connection")
-        return await self._inner.execute(claim, idempotency_key)
+        pid = cursor.connection.info.backend_pid
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            # With a timeout it returns once the backend is gone, so the statement surely
+            # meets a dead connection (never a race with the signal).
+            row = admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()
+        assert row == (True,), row
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_infrastructure_errors_never_consume_attempts(settings: Settings) -> None:
     """Finding 2: five database errors in a row, with 3 attempts allowed, used to end the
     payment 'failed' and tell the person no money moved. Now it succeeds on its first
-    counted attempt, and nobody is told of a retry that was not the payment's."""
-    executors: list[BrokenDatabaseFirst] = []
+    counted attempt, and nobody is told of a retry that was not the payment's. The errors
+    are PostgreSQL's own: the settle's connection terminated by the server."""
+    killers: list[TerminatedSettles] = []
 
     def factory(app: App) -> Executor:
-        executors.append(BrokenDatabaseFirst(default_executor(app), failures=5))
-        return executors[0]
+        killers.append(TerminatedSettles(app.store, failures=5))
+        return default_executor(app)
 
     app = await App.open(settings.with_overrides(attempts=3), executor_factory=factory)
     try:
@@ -50,7 +88,9 @@ async def test_infrastructure_errors_never_consume_attempts(settings: Settings) 
         async with running(app):
             (occ,) = await all_final(app, [pid], timeout=60)
         assert occ.state == S.SUCCEEDED and occ.attempts == 1
-        assert executors[0].failures == 0
+        assert killers[0].failures == 0
+        assert len(killers[0].errors) == 5
+        assert all("terminat" in e or "closed" in e for e in killers[0].errors), killers[0].errors
         history = await app.db(app.store.transitions_of, [occ.id])
         releases = [h for h in history if h.to_state == S.RETRYING]
         assert len(releases) == 5
