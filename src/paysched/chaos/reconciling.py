@@ -34,6 +34,12 @@ def judge(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     return violations, parked
 
 
+def unexplained_exit(code: int, violations: list[dict[str, Any]], parked: int) -> bool:
+    """A non-zero exit that no listed item accounts for: 1 says "discrepancies", which the
+    violations or the occurrences parked for review are; anything else is a failed run."""
+    return code != 0 and not violations and not (code == 1 and parked)
+
+
 def reconcile_check(
     env: dict[str, str], start: datetime, end: datetime
 ) -> tuple[Result, dict[str, Any]]:
@@ -72,7 +78,7 @@ def reconcile_check(
     report = doc["reconciliation"]
     violations, parked = judge(doc["items"])
     result.violations.extend(violations)
-    if done.returncode != 0 and not result.violations:
+    if unexplained_exit(done.returncode, result.violations, parked):
         result.violations.append(
             {"problem": f"reconcile exited {done.returncode}", "report": report}
         )
