@@ -1,7 +1,8 @@
 """Who acted: the person behind a change, as the `actions` table records it.
 
-A person acts through an API key (over the HTTP API or the dashboard), the command line, or
-the Python API. The scheduler, workers and resolver act for nobody: they write no action.
+A person acts through an API key (over the HTTP API or the dashboard), the command line, the
+Python API, or a button in a linked chat. The scheduler, workers and resolver act for nobody:
+they write no action.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import getpass
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-ActorKind = Literal["api_key", "cli", "python"]
-Via = Literal["api", "dashboard", "cli", "python"]
+ActorKind = Literal["api_key", "cli", "python", "chat"]
+Via = Literal["api", "dashboard", "cli", "python", "chat"]
 NAME_MAX = 100  # actions.actor_name
 
 
@@ -45,6 +46,11 @@ class Actor:
     @classmethod
     def python(cls) -> Actor:
         return cls("python", _with_user("python"), "python")
+
+    @classmethod
+    def chat(cls, channel: str, chat_id: str) -> Actor:
+        """A linked chat that pressed a button: `telegram:12345`."""
+        return cls("chat", f"{channel}:{chat_id}"[:NAME_MAX], "chat")
 
     def describe(self) -> str:
         """For a log line or a person: `key #3 ops-alice`, `cli (alice)`."""

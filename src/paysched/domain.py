@@ -31,6 +31,9 @@ class OccurrenceState(StrEnum):
     # Fell due while paysched was down or the payment paused, and the payment's catch-up
     # policy (latest / none, or its window) says not to run it late.
     MISSED = "missed"
+    # Its payment requires approval: never claimed until a person other than the payment's
+    # creator approves it (then scheduled), rejects it, or its approval timeout passes.
+    AWAITING_APPROVAL = "awaiting_approval"
 
 
 S = OccurrenceState
@@ -63,6 +66,9 @@ ALLOWED_TRANSITIONS: dict[OccurrenceState, frozenset[OccurrenceState]] = {
     S.CANCELLED: frozenset(),
     S.SKIPPED: frozenset(),
     S.MISSED: frozenset(),
+    # approved -> scheduled (enqueued as a materialized one is); rejected -> cancelled; the
+    # approval timeout -> skipped or failed; skipped by a person; missed by catch-up.
+    S.AWAITING_APPROVAL: frozenset({S.SCHEDULED, S.CANCELLED, S.SKIPPED, S.FAILED, S.MISSED}),
 }
 
 

@@ -21,7 +21,15 @@ S = OccurrenceState
 # Written out here, not taken from domain.py's table (what these tests check): the tests ask
 # `can_transition` about these states, so a wrong entry in the table shows as a failure.
 FINAL = [S.SUCCEEDED, S.FAILED, S.CANCELLED, S.SKIPPED, S.MISSED]
-NOT_FINAL = [S.SCHEDULED, S.QUEUED, S.EXECUTING, S.RETRYING, S.UNKNOWN, S.NEEDS_REVIEW]
+NOT_FINAL = [
+    S.SCHEDULED,
+    S.QUEUED,
+    S.EXECUTING,
+    S.RETRYING,
+    S.UNKNOWN,
+    S.NEEDS_REVIEW,
+    S.AWAITING_APPROVAL,
+]
 
 
 def test_every_state_is_named_here() -> None:
@@ -65,6 +73,16 @@ def test_nothing_in_flight_is_cancelled(source: OccurrenceState) -> None:
     """Money may be on its way: an executing or unknown occurrence finishes or is resolved."""
     assert not can_transition(source, S.CANCELLED)
     assert not can_transition(source, S.SKIPPED)
+
+
+def test_awaiting_approval_never_starts_by_itself() -> None:
+    """An occurrence waiting for approval is never claimed: it only becomes scheduled (by an
+    approval) or ends without running."""
+    assert not can_transition(S.AWAITING_APPROVAL, S.EXECUTING)
+    assert not can_transition(S.AWAITING_APPROVAL, S.QUEUED)
+    assert can_transition(S.AWAITING_APPROVAL, S.SCHEDULED)
+    for ended in (S.CANCELLED, S.SKIPPED, S.FAILED):
+        assert can_transition(S.AWAITING_APPROVAL, ended)
 
 
 def test_no_shortcuts_to_success() -> None:

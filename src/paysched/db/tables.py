@@ -67,9 +67,13 @@ metadata = MetaData(
 # from storing a state the code cannot read.
 OCCURRENCE_STATES = (
     "scheduled", "queued", "executing", "retrying", "unknown", "needs_review", "succeeded",
-    "failed", "cancelled", "skipped", "missed",
+    "failed", "cancelled", "skipped", "missed", "awaiting_approval",
 )  # fmt: skip
 PAYMENT_STATES = ("active", "paused", "done", "cancelled")
+# Whether a payment's occurrences wait for a person's approval before they may be claimed, and
+# what becomes of one nobody approved or rejected within the payment's approval timeout.
+APPROVAL_POLICIES = ("none", "required")
+APPROVAL_TIMEOUT_OUTCOMES = ("skip", "fail")
 NOTIFICATION_STATES = ("pending", "sent", "dead")
 
 
@@ -96,6 +100,11 @@ accounts = Table(
     Column("kind", String(10), nullable=False, server_default="user"),
     Column("balance", BigInteger, nullable=False, server_default="0"),  # minor units
     Column("created_at", UTCDateTime, nullable=False),
+    # Defaults for the payments this account pays, copied into each at its creation: how long
+    # before each occurrence its linked chats are reminded (seconds), and the amount (minor
+    # units) above which a payment requires approval.
+    Column("remind_s", Integer, nullable=True),
+    Column("approval_above", BigInteger, nullable=True),
 )
 
 payments = Table(
@@ -126,7 +135,24 @@ payments = Table(
     Column("notify", Text, nullable=False, server_default="[]"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Reminders: the payer's linked chats hear of each occurrence this long before it falls
+    # due (with Skip / Pause buttons); reminded_due_at is the due time of the occurrence the
+    # last reminder was written for, so that each occurrence is reminded once.
+    Column("remind_s", Integer, nullable=True),
+    Column("reminded_due_at", UTCDateTime, nullable=True),
+    # Approvals: each occurrence waits in awaiting_approval until a person other than its
+    # creator approves it; after approval_timeout_s unanswered it is skipped or failed.
+    Column("approval", String(8), nullable=False, server_default="none"),
+    Column("approval_timeout_s", Integer, nullable=True),
+    Column("approval_on_timeout", String(8), nullable=True),
     Index(None, "next_due_at"),
+    # The reminder sweep reads only the payments that remind.
+    Index(
+        "ix_payments_next_due_at_reminding",
+        "next_due_at",
+        postgresql_where=text("remind_s IS NOT NULL"),
+        sqlite_where=text("remind_s IS NOT NULL"),
+    ),
     Index(None, "state", "id"),  # lists by state, newest first; the paused ones for reconcile
     # An account's payments (as payer, as payee) and a currency's, newest first: the
     # dashboard's and GET /v1/payments' filters read one page of them (db/store/finds.py).
@@ -137,6 +163,11 @@ payments = Table(
     CheckConstraint("payer_id <> payee_id", name="distinct_accounts"),
     CheckConstraint(_one_of("state", PAYMENT_STATES), name="state_valid"),
     CheckConstraint(_one_of("catchup", CATCHUP_POLICIES), name="catchup_valid"),
+    CheckConstraint(_one_of("approval", APPROVAL_POLICIES), name="approval_valid"),
+    CheckConstraint(
+        _one_of("approval_on_timeout", APPROVAL_TIMEOUT_OUTCOMES), name="on_timeout_valid"
+    ),
+    CheckConstraint("remind_s > 0 AND approval_timeout_s > 0", name="durations_positive"),
 )
 
 occurrences = Table(
@@ -164,6 +195,9 @@ occurrences = Table(
     # The rule's own instant when a business-day rule moved due_at off it (else NULL): the key
     # is made from it, so two nominal dates moved onto one day stay two occurrences.
     Column("nominal_at", UTCDateTime, nullable=True),
+    # awaiting_approval: when it is skipped or failed unanswered (NULL: it waits until a
+    # person decides).
+    Column("approval_deadline", UTCDateTime, nullable=True),
     Index(None, "state", "due_at"),
     # A payment's occurrences (its detail and pages, pause, resume, cancel), not all history.
     Index(None, "payment_id", "due_at"),
@@ -234,7 +268,9 @@ notifications = Table(
 
 # API keys of the HTTP API. Only a SHA-256 of the key is kept: keys are 256-bit random, so a
 # slow password hash would add nothing but latency to every request.
-API_SCOPES = ("read", "write", "admin")
+# Scopes nest in this order: each can do what the ones before it can. `approve` may decide
+# on occurrences awaiting approval (never those of payments it created itself).
+API_SCOPES = ("read", "write", "approve", "admin")
 api_keys = Table(
     "api_keys",
     metadata,
@@ -277,7 +313,7 @@ idempotency_keys = Table(
 # Who did what: one row per action a person took (over the HTTP API, the dashboard, the CLI or
 # the Python API), written in the same transaction as the change it records, so that there is
 # no change without its actor and no actor without its change.
-ACTOR_KINDS = ("api_key", "cli", "python")
+ACTOR_KINDS = ("api_key", "cli", "python", "chat")
 actions = Table(
     "actions",
     metadata,
@@ -359,6 +395,7 @@ reconciliation_items = Table(
 # payments. A link is made by a one-time token the account's owner opens in the chat
 # (https://t.me/BOT?start=TOKEN): only its SHA-256 is kept, it expires and is used once.
 CHAT_CHANNELS = ("telegram",)
+CHAT_ROLES = ("holder", "approver")
 chat_links = Table(
     "chat_links",
     metadata,
@@ -367,9 +404,13 @@ chat_links = Table(
     Column("channel", String(16), nullable=False),
     Column("chat_id", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # holder: sees the account's payments, is reminded, may skip and pause; approver: also
+    # approves or rejects its payments' occurrences.
+    Column("role", String(8), nullable=False, server_default="holder"),
     UniqueConstraint("account_id", "channel", "chat_id"),
     Index(None, "channel", "chat_id"),  # a message's chat: which accounts it speaks for
     CheckConstraint(_one_of("channel", CHAT_CHANNELS), name="channel_valid"),
+    CheckConstraint(_one_of("role", CHAT_ROLES), name="role_valid"),
 )
 
 link_tokens = Table(
@@ -383,5 +424,7 @@ link_tokens = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),  # single use: set by the link it made
     Column("used_by", String(64), nullable=True),  # the chat that used it
+    Column("role", String(8), nullable=False, server_default="holder"),  # what the link grants
     CheckConstraint(_one_of("channel", CHAT_CHANNELS), name="channel_valid"),
+    CheckConstraint(_one_of("role", CHAT_ROLES), name="role_valid"),
 )
