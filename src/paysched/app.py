@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from paysched import metrics, redaction
 from paysched.actors import Actor
 from paysched.backends import probe_redis, redacted, resolve_redis
+from paysched.backoff import Backoff, delay
 from paysched.clock import Clock, SystemClock
 from paysched.config import Settings
 from paysched.db.actions import (
@@ -59,7 +60,7 @@ from paysched.notify.log import LogNotifier
 from paysched.notify.messages import NotifyPolicy
 from paysched.notify.telegram import TelegramNotifier
 from paysched.notify.webhook import WebhookNotifier
-from paysched.queue import Backoff, PaymentQueue
+from paysched.queue import PaymentQueue
 from paysched.recurrence import Due
 from paysched.redis_server import EmbeddedRedis
 from paysched.scheduler import MATERIALIZE_BATCH, Scheduler
@@ -87,7 +88,7 @@ REDIS_RETRY_CAP_S = 5.0
 async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -> None:
     """A long-running process waits for a backend: `attempt` again with backoff up to every
     5 s, saying so once when it starts waiting and once when the backend answers."""
-    delay = 0.2
+    failures = 0
     waited_since: float | None = None
     while True:
         try:
@@ -97,8 +98,8 @@ async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -
                 waited_since = time.monotonic()
                 log.warning("%s unavailable (%s); retrying every %g s at most until it answers",
                             what, short_error(exc), REDIS_RETRY_CAP_S)  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, REDIS_RETRY_CAP_S)
+            failures += 1
+            await asyncio.sleep(delay(0.2, failures, cap=REDIS_RETRY_CAP_S))
             continue
         if waited_since is not None:
             log.warning("%s answers again after %.0f s", what, time.monotonic() - waited_since)

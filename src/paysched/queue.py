@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from paysched.backoff import Backoff
 from paysched.clock import to_ms
 from paysched.domain import Occurrence, Payment, payment_summary
 from paysched.queue_counts import QUEUE_STATES
@@ -83,24 +82,6 @@ def not_before_ms(due_at: datetime) -> int:
     """
     micros = (due_at - _EPOCH) // timedelta(microseconds=1)
     return -(-micros // 1000) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with proportional jitter: base * 2**(n-1) * U(1 - j, 1 + j)."""
-
-    base_ms: int
-    jitter: float
-    rng: random.Random
-
-    def delay_ms(self, attempts_made: int) -> int:
-        raw = self.base_ms << max(attempts_made - 1, 0)
-        factor = 1.0 + self.jitter * (2.0 * self.rng.random() - 1.0)
-        return max(1, round(raw * factor))
-
-    def bounds_ms(self, attempts_made: int) -> tuple[int, int]:
-        raw = self.base_ms << max(attempts_made - 1, 0)
-        return max(1, int(raw * (1 - self.jitter))), round(raw * (1 + self.jitter)) + 1
 
 
 _RETRY_ON = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError)

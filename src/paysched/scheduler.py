@@ -18,6 +18,7 @@ from typing import ParamSpec, TypeVar
 
 from croniter import croniter
 
+from paysched.backoff import delay
 from paysched.clock import Clock
 from paysched.db.store import Store
 from paysched.domain import Occurrence, OccurrenceState, OutboxMessage, Payment
@@ -196,7 +197,7 @@ class Scheduler:
                     due = next_fire(self.tick_cron, self.clock.now())
                 except Exception:
                     failures += 1
-                    retry = min(WATCH_S * 2**failures, 60.0)
+                    retry = delay(2 * WATCH_S, failures, cap=60.0)
                     log.exception("scheduler tick failed; retrying in %.0f s", retry)
                     due = min(next_fire(self.tick_cron, now), now + timedelta(seconds=retry))
             elif await watch.changed():

@@ -25,6 +25,7 @@ from bullmq import Job, Worker
 from sqlalchemy.exc import DBAPIError
 
 from paysched import metrics
+from paysched.backoff import Backoff
 from paysched.clock import Clock
 from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store
 from paysched.db.store.base import short_error
@@ -34,7 +35,7 @@ from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvable
 from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
-from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentFailed, PaymentQueue, RetryLater
+from paysched.queue import DelayWaker, GiveUp, PaymentFailed, PaymentQueue, RetryLater
 from paysched.threads import GroupCommit
 from paysched.views import lateness_ms
 

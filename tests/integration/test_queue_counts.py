@@ -8,9 +8,10 @@ from datetime import timedelta
 
 from redis import asyncio as aioredis
 
+from paysched.backoff import Backoff
 from paysched.clock import SystemClock
 from paysched.domain import Occurrence, OccurrenceState, occurrence_key
-from paysched.queue import Backoff, PaymentQueue
+from paysched.queue import PaymentQueue
 from paysched.queue_counts import QUEUE_STATES, queue_counts
 
 

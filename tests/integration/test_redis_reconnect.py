@@ -12,7 +12,8 @@ import asyncio
 import random
 from pathlib import Path
 
-from paysched.queue import Backoff, PaymentQueue
+from paysched.backoff import Backoff
+from paysched.queue import PaymentQueue
 from tests.conftest import PrivateRedis
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from paysched.backoff import Backoff
 from paysched.config import Settings
-from paysched.queue import Backoff, not_before_ms, priority_for
+from paysched.queue import not_before_ms, priority_for
 
 # The seed's retry delays: 2 s, 4 s, 8 s (and on), each spread by +-20 %, in milliseconds,
 # written out rather than computed (a copy of the formula would agree with any bug in it).

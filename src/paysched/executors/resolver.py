@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from paysched import metrics
+from paysched.backoff import delay
 from paysched.clock import Clock
 from paysched.db.store import Claim, Store
 from paysched.domain import OccurrenceState, OutboxMessage
@@ -52,8 +53,8 @@ LEASE_MARGIN = timedelta(seconds=10)
 
 def next_interval(checks: int, max_interval: timedelta) -> timedelta:
     """2 s, 4 s, 8 s ... doubling after each inconclusive check, capped at `max_interval`."""
-    interval: timedelta = FIRST_INTERVAL * (2 ** min(checks, 30))
-    return min(interval, max_interval)
+    wait = delay(FIRST_INTERVAL.total_seconds(), checks + 1, cap=max_interval.total_seconds())
+    return timedelta(seconds=wait)
 
 
 class Resolver:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
+from paysched import backoff
 from paysched.clock import Clock
 from paysched.db.outbox import Outbox
 from paysched.domain import Notification
@@ -82,8 +83,10 @@ class Deliverer:
             self._wake.set()
 
     def backoff_s(self, attempts: int) -> float:
-        raw = min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_max_s)
-        return float(raw * self.rng.uniform(0.8, 1.2))
+        wait = backoff.delay(
+            self.backoff_base_s, attempts, cap=self.backoff_max_s, jitter=0.2, rng=self.rng
+        )
+        return float(wait)
 
     async def deliver_due(self) -> int:
         """Send every notification due now (one lease batch at a time). Returns how many were
