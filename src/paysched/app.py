@@ -575,18 +575,18 @@ class App:
 
     async def _reconcile_on_schedule(self, stop: asyncio.Event) -> None:
         """PAYSCHED_RECONCILE_CRON: reconcile the previous day at each fire time."""
-        from paysched.scheduler import last_fire, next_fire
+        from paysched.schedules import last_cron, next_cron
 
         cron = self.settings.reconcile_cron
         # The latest fire time first: a fire missed while no process ran, or a day whose
         # report failed or was left running by a process that died, is caught up at start
         # (a day already done is one dedup-key lookup).
         try:
-            await self.scheduled_reconcile(last_fire(cron, self.clock.now()))
+            await self.scheduled_reconcile(last_cron(cron, self.clock.now()))
         except Exception:
             log.exception("scheduled reconciliation failed")
         while not stop.is_set():
-            fire = next_fire(cron, self.clock.now())
+            fire = next_cron(cron, self.clock.now())
             wait = (fire - self.clock.now()).total_seconds()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(wait, 0.0))

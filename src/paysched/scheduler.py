@@ -13,10 +13,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
-
-from croniter import croniter
 
 from paysched.backoff import delay
 from paysched.clock import Clock
@@ -24,6 +22,7 @@ from paysched.db.store import Store
 from paysched.domain import Occurrence, OccurrenceState, OutboxMessage, Payment
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import PaymentQueue
+from paysched.schedules import next_cron
 from paysched.threads import in_pool
 
 log = logging.getLogger("paysched.scheduler")
@@ -194,12 +193,12 @@ class Scheduler:
                 try:
                     await self.tick()
                     failures = 0
-                    due = next_fire(self.tick_cron, self.clock.now())
+                    due = next_cron(self.tick_cron, self.clock.now())
                 except Exception:
                     failures += 1
                     retry = delay(2 * WATCH_S, failures, cap=60.0)
                     log.exception("scheduler tick failed; retrying in %.0f s", retry)
-                    due = min(next_fire(self.tick_cron, now), now + timedelta(seconds=retry))
+                    due = min(next_cron(self.tick_cron, now), now + timedelta(seconds=retry))
             elif await watch.changed():
                 log.warning(
                     "Redis is another server or lost the queue's keys (failover, restart or "
@@ -236,23 +235,3 @@ class RedisWatch:
         if before is None:  # the first look; the scheduler's first tick reconciles anyway
             return False
         return run_id != before or not marked
-
-
-def last_fire(cron: str, at: datetime) -> datetime:
-    """The latest fire time at or before `at` (the same cron dialect as next_fire)."""
-    at = at.astimezone(UTC)
-    if next_fire(cron, at - timedelta(microseconds=1)) == at:
-        return at
-    prev: datetime = croniter(cron, at, second_at_beginning=len(cron.split()) == 6).get_prev(
-        datetime
-    )
-    return prev.astimezone(UTC)
-
-
-def next_fire(cron: str, after: datetime) -> datetime:
-    """Next tick time. A 6-field cron has seconds as its FIRST field, as in node-cron (the
-    seed's scheduler): "*/5 * * * * *" is every five seconds."""
-    nxt: datetime = croniter(
-        cron, after.astimezone(UTC), second_at_beginning=len(cron.split()) == 6
-    ).get_next(datetime)
-    return nxt.astimezone(UTC)

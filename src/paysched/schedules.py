@@ -129,6 +129,17 @@ def next_cron(expr: str, after: datetime, tz: str | None = None) -> datetime:
             return candidate
 
 
+def last_cron(expr: str, at: datetime) -> datetime:
+    """The latest time at or before `at` matching `expr` in UTC (a process's own schedule,
+    PAYSCHED_RECONCILE_CRON: the fire missed while no process ran)."""
+    at = at.astimezone(UTC)
+    if next_cron(expr, at - timedelta(microseconds=1)) == at:
+        return at  # a fire time is its own last
+    wall = croniter(expr, at.replace(tzinfo=None), second_at_beginning=len(expr.split()) == 6)
+    prev: datetime = wall.get_prev(datetime)
+    return prev.replace(tzinfo=UTC)
+
+
 def resolve_local(wall: datetime, zone: ZoneInfo) -> datetime:
     """A naive wall-clock time in `zone` -> the aware UTC instant it stands for.
 

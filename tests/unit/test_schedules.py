@@ -6,8 +6,8 @@ import pytest
 
 from paysched.clock import ManualClock, from_ms, to_ms
 from paysched.errors import InvalidInput
-from paysched.scheduler import last_fire, next_fire
 from paysched.schedules import (
+    last_cron,
     next_cron,
     parse_duration,
     parse_instant,
@@ -68,8 +68,8 @@ def test_cron_validation() -> None:
 
 def test_tick_fires_at_second_zero_by_default() -> None:
     after = datetime(2026, 11, 28, 10, 15, 42, 500_000, tzinfo=UTC)
-    assert next_fire("* * * * *", after) == datetime(2026, 11, 28, 10, 16, tzinfo=UTC)
-    assert next_fire("*/5 * * * * *", after) == datetime(2026, 11, 28, 10, 15, 45, tzinfo=UTC)
+    assert next_cron("* * * * *", after) == datetime(2026, 11, 28, 10, 16, tzinfo=UTC)
+    assert next_cron("*/5 * * * * *", after) == datetime(2026, 11, 28, 10, 15, 45, tzinfo=UTC)
 
 
 def test_timezones() -> None:
@@ -101,13 +101,25 @@ def test_six_field_cron_has_seconds_first_everywhere() -> None:
         at = next_cron("*/4 * * * * *", at)
         fires.append(at)
     assert fires == [datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in (4, 8, 12)]
-    assert next_fire("*/4 * * * * *", datetime(2026, 1, 1, tzinfo=UTC)) == fires[0]
 
 
-def test_last_fire_is_at_or_before() -> None:
+def test_a_tick_cron_fires_strictly_after_in_utc() -> None:
+    """What the scheduler's tick and the scheduled reconciliation rely on, now that they read
+    their cron with the payments' next_cron: the next fire strictly after (a tick that ends
+    on its fire time waits for the next one, never runs twice), in UTC whatever the offset
+    the time was given in."""
+    fire = datetime(2026, 11, 28, 10, 15, 45, tzinfo=UTC)
+    assert next_cron("*/5 * * * * *", fire) == fire + timedelta(seconds=5)
+    assert next_cron("*/5 * * * * *", fire - timedelta(microseconds=1)) == fire
+    berlin = fire.astimezone(parse_timezone("Europe/Berlin"))
+    nxt = next_cron("0 * * * *", berlin)
+    assert nxt == datetime(2026, 11, 28, 11, 0, tzinfo=UTC) and nxt.utcoffset() == timedelta(0)
+
+
+def test_last_cron_is_at_or_before() -> None:
     at = datetime(2026, 11, 28, 10, 15, 42, tzinfo=UTC)
-    assert last_fire("0 2 * * *", at) == datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
-    assert last_fire("0 11 * * *", at) == datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
-    assert last_fire("*/5 * * * * *", at) == datetime(2026, 11, 28, 10, 15, 40, tzinfo=UTC)
+    assert last_cron("0 2 * * *", at) == datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    assert last_cron("0 11 * * *", at) == datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
+    assert last_cron("*/5 * * * * *", at) == datetime(2026, 11, 28, 10, 15, 40, tzinfo=UTC)
     on_time = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
-    assert last_fire("0 2 * * *", on_time) == on_time  # a fire time is its own last
+    assert last_cron("0 2 * * *", on_time) == on_time  # a fire time is its own last
