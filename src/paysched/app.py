@@ -374,10 +374,8 @@ class App:
             for o in held.occurrences
             if waiting[o.id].state in (OccurrenceState.SCHEDULED, OccurrenceState.QUEUED)
         ]
-        for occ in release:
-            # Its job may have finished as "paused" and still be kept: a new one replaces it.
-            await queue.remove(occ.key)
-        await queue.enqueue(release, now)
+        # Its job may have finished as "paused" and still be kept: a new one replaces it.
+        await queue.replace(release, now)
         # A retrying one whose job came back while paused ended that job refused; it runs now
         # (not at the next reconcile, up to a minute later). One still waiting out its backoff
         # keeps its job and its delay.
@@ -481,8 +479,7 @@ class App:
                             claim.attempt, {"outcome": target.value, "by": "hand"}))  # fmt: skip
         if target == OccurrenceState.QUEUED:
             fresh = await self.db(self.store.get_occurrence, claim.occurrence.id)
-            await queue.remove(fresh.key)
-            await queue.enqueue([fresh], now)
+            await queue.replace([fresh], now)
         return target
 
     async def retry_notification(

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -257,6 +257,22 @@ class PaymentQueue:
         """Remove a job that is not being processed. False when it is active (locked)."""
         removed = await self._queue.remove(job_id)
         return bool(removed)
+
+    async def replace(
+        self,
+        occurrences: Sequence[Occurrence],
+        now: datetime,
+        finished: Collection[str] | None = None,
+    ) -> None:
+        """Enqueue these occurrences afresh. Their old jobs are removed first: a finished job
+        keeps its id (the occurrence key) in Redis and would dedup the new one away. With
+        `finished` (the keys the caller found finished), only those: a live job, e.g. one
+        waiting out its backoff, keeps its job and its delay. An active job cannot be
+        removed; the new one dedups against it and its claim decides."""
+        for occ in occurrences:
+            if finished is None or occ.key in finished:
+                await self.remove(occ.key)
+        await self.enqueue(occurrences, now)
 
     async def job_states(self, job_ids: Sequence[str]) -> dict[str, str]:
         """'missing' | 'waiting' | 'active' | 'delayed' | 'prioritized' | 'completed' | 'failed'."""

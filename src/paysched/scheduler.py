@@ -148,7 +148,7 @@ class Scheduler:
                 "reconcile: %s pending occurrence(s) missing from the queue; re-enqueueing",
                 len(lost),
             )
-            await self.replace(lost, presence, now)
+            await self._replace(lost, presence, now)
         scheduled = [o.id for o in pending if o.state == S.SCHEDULED]
         if scheduled:
             await self._db(self.store.mark_queued, scheduled, now)
@@ -162,19 +162,16 @@ class Scheduler:
             return []
         presence = await self.queue.presence([o.key for o in occurrences])
         lost = [o for o in occurrences if presence[o.key] != "live"]
-        await self.replace(lost, presence, now)
+        await self._replace(lost, presence, now)
         return lost
 
-    async def replace(
+    async def _replace(
         self, lost: Sequence[Occurrence], presence: dict[str, str], now: datetime
     ) -> None:
         # A job that finished in Redis while the database still says pending was failed by the
-        # queue itself (stalled too often) or ended refused (its payment paused): its id would
-        # dedup the new job away, so it is removed first.
-        for occ in lost:
-            if presence[occ.key] == "finished":
-                await self.queue.remove(occ.key)
-        await self.queue.enqueue(lost, now)
+        # queue itself (stalled too often) or ended refused (its payment paused): replaced.
+        finished = {key for key, where in presence.items() if where == "finished"}
+        await self.queue.replace(lost, now, finished)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Tick now (to pick up any backlog), then on every cron fire until `stop` is set.

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from paysched.actors import Actor
 from paysched.app import App
-from paysched.clock import ManualClock
+from paysched.clock import ManualClock, to_ms
 from paysched.config import Settings
 from paysched.domain import OccurrenceState
 from paysched.queue import not_before_ms
@@ -50,6 +50,35 @@ async def test_enqueue_twice_is_a_no_op(app: App) -> None:
     occs = await app.db(app.store.occurrences_of, pid)
     await app.queue.enqueue(occs, app.clock.now())
     await app.queue.enqueue(occs, app.clock.now())
+    assert (await app.queue.counts())["delayed"] == 1
+
+
+async def test_replace_renews_the_jobs_it_is_told_to(app: App) -> None:
+    """PaymentQueue.replace, the one "remove the job, enqueue it again" of the resolver, a
+    resume, a hand-resolved retry and reconcile: the old job gives way to a new one (a plain
+    enqueue dedups against it), except those the caller leaves out of `finished` (reconcile:
+    a live job keeps its delay)."""
+    assert app.queue is not None
+    await fund(app, {"alice": 10_000, "bob": 0})
+    pid = await pay(app, "alice", "bob", 100, in_s=60)
+    (occ,) = await app.db(app.store.occurrences_of, pid)
+
+    async def added_at() -> int:
+        assert app.queue is not None
+        job = await app.queue._queue.getJob(occ.key)
+        return int(job.timestamp)
+
+    first = await added_at()
+    later = app.clock.now() + timedelta(seconds=10)
+    await app.queue.enqueue([occ], later)
+    assert await added_at() == first  # deduped: why the old job must go first
+    await app.queue.replace([occ], later, finished=set())
+    assert await added_at() == first  # not finished: left as it is
+    await app.queue.replace([occ], later, finished={occ.key})
+    assert await added_at() == to_ms(later)
+    even_later = later + timedelta(seconds=10)
+    await app.queue.replace([occ], even_later)  # every one
+    assert await added_at() == to_ms(even_later)
     assert (await app.queue.counts())["delayed"] == 1
 
 

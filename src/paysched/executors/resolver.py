@@ -171,8 +171,7 @@ class Resolver:
         # The finished job keeps the key in Redis (dedup); replace it. If this process dies
         # first, reconcile finds the occurrence queued with a finished job and does the same.
         occurrence = await in_pool(self.pool, self.store.get_occurrence, claim.occurrence.id)
-        await self.queue.remove(occurrence.key)
-        await self.queue.enqueue([occurrence], now)
+        await self.queue.replace([occurrence], now)
 
     async def _still_unknown(
         self, claim: Claim, answer: ExecutionResult, now: datetime,
