@@ -1,8 +1,9 @@
 """The composition root: turns Settings into connected parts and starts/stops them.
 
 The CLI, the demo and the tests all wire paysched through `App.open`; nothing else constructs
-the store, queue, executor, scheduler or worker — except the CLI's commands that need only the
-database or only a count (paysched.direct), which must start in a fraction of a second.
+the queue, executor, scheduler or worker. The store is set up by db.setup, here and for the
+CLI's commands that need only the database or only a count (paysched.reads), which must start
+in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from paysched import metrics, redaction
+from paysched import metrics
 from paysched.actors import Actor
 from paysched.backends import probe_redis, redacted, resolve_redis
 from paysched.backoff import Backoff, delay
@@ -37,6 +38,7 @@ from paysched.db.actions import (
     notification_subject,
 )
 from paysched.db.outbox import Outbox
+from paysched.db.setup import connect_store
 from paysched.db.store import CancelResult, Store
 from paysched.db.store.base import AfterWrite, short_error
 from paysched.db.store.payments import Held
@@ -157,16 +159,11 @@ class App:
         """Connect the parts. The schema is brought to the head revision, unless `migrate` is
         off: then a database of an older revision is SchemaMismatch (a fresh, empty one is
         still migrated), so that a command that only reads never changes the schema."""
-        # Whoever opens an app (CLI, worker, test, chaos node): its secrets never reach a log.
-        redaction.remember(settings.secrets())
-        redaction.install()
         clock = clock or SystemClock()
         db_threads = min(settings.concurrency + 4, MAX_DB_THREADS)
         pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="paysched-db")
-        store = Store.connect(
-            settings.database_url, pool_size=db_threads + 1,
-            late_after=settings.catchup_late_after,
-        )  # fmt: skip
+        # Whoever opens an app (CLI, worker, test, chaos node): its secrets never reach a log.
+        store = connect_store(settings, pool_size=db_threads + 1)
         # The schema first: a database that is unavailable or of the wrong revision fails here,
         # before anything else is connected.
         prepare = functools.partial(
@@ -265,6 +262,13 @@ class App:
 
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await in_pool(self.pool, fn, *args, **kwargs)
+
+    async def read(
+        self, fn: Callable[Concatenate[Store, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """A read of the store (paysched.reads, or a Store method), on the database threads:
+        how the API and the dashboard read what the CLI reads on its own store."""
+        return await in_pool(self.pool, fn, self.store, *args, **kwargs)
 
     async def _job_summaries(self, payment_ids: Sequence[int]) -> dict[int, str]:
         return await self.db(self.store.job_summaries, payment_ids)
@@ -413,16 +417,6 @@ class App:
         occurrence = await self.find_occurrence(ref)
         history = await self.db(self.store.transitions_of, [occurrence.id])
         return occurrence_view(occurrence, history)
-
-    async def payment_detail(
-        self, payment_id: int, before: tuple[datetime, int] | None = None
-    ) -> dict[str, Any]:
-        """A payment as GET /v1/payments/{id} and the dashboard show it: its newest
-        occurrences (due before `before`, a (due_at, id) position, if given) with every
-        attempt and transition, a cursor for older ones, and its notifications."""
-        from paysched.direct import DETAIL_PAGE, payment_detail
-
-        return await self.db(payment_detail, self.store, payment_id, DETAIL_PAGE, before)
 
     async def resolve_occurrence(
         self,

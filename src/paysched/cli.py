@@ -2,7 +2,8 @@
 
 Only typer and light modules are imported here: `paysched --help` must not pay for SQLAlchemy,
 Redis, BullMQ or Alembic (~0.8 s together). Each command imports what it needs when it runs;
-commands that touch only the database or only counts use paysched.direct instead of App.
+commands that touch only the database or only counts use db.setup and paysched.reads instead of
+App.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def with_app(
     wait_for_backends: bool = False,
 ) -> T:
     """Run `body` with an App (which brings the schema up to date: only commands that write
-    use it; those that only read go through store_of or paysched.direct)."""
+    use it; those that only read go through store_of and paysched.reads)."""
     from paysched.app import App
 
     async def main() -> T:
@@ -189,9 +190,9 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 @contextlib.contextmanager
 def store_of(*, migrate: bool, cfg: Settings | None = None) -> Iterator[Store]:
-    """The store alone, for a command that needs only the database (see paysched.direct);
+    """The store alone, for a command that needs only the database (see paysched.reads);
     `migrate=False` for one that only reads."""
-    from paysched.direct import open_store
+    from paysched.db.setup import open_store
 
     with open_store(cfg or settings(), migrate=migrate) as store:
         yield store
@@ -696,8 +697,8 @@ def list_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """List payments, newest first."""
-    from paysched.direct import payment_rows
     from paysched.domain import payment_state_filter
+    from paysched.reads import payment_rows
     from paysched.views import marker
 
     with store_of(migrate=False) as store:
@@ -793,7 +794,7 @@ def show(
     payment_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
 ) -> None:
     """Show a payment, its occurrences and every attempt."""
-    from paysched.direct import payment_detail
+    from paysched.reads import payment_detail
 
     pid = _parse_id(payment_id)
     with store_of(migrate=False) as store:
@@ -837,7 +838,8 @@ def actions_cmd(
 ) -> None:
     """List what people did, newest first: every action, or those the options pick."""
     from paysched.audit import action_filter
-    from paysched.db.actions import find_actions, logged_view
+    from paysched.db.actions import logged_view
+    from paysched.reads import actions as read_actions
 
     found = action_filter(
         actor=actor,
@@ -848,7 +850,7 @@ def actions_cmd(
         payment_field="payment",
     )
     with store_of(migrate=False) as store:
-        views = [logged_view(a) for a in find_actions(store.engine, found, limit)]
+        views = [logged_view(a) for a in read_actions(store, found, limit)]
     lines = [
         f"{v['id']:>6}  {v['at']}  "
         + ("" if v["payment_id"] is None else f"payment {v['payment_id']}: ")
@@ -1014,7 +1016,7 @@ def reconcile(
 @handled
 def stats(as_json: JsonFlag = False) -> None:
     """Queue counts (waiting, active, completed, failed, delayed, total) and occurrence states."""
-    from paysched.direct import stats as read_stats
+    from paysched.reads import stats as read_stats
 
     # Not through App: no queue object, executor, scheduler or notifier is needed for counts.
     data = run_async(read_stats(settings()))
@@ -1129,13 +1131,11 @@ def notifications_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List notifications, newest first."""
-    from paysched.db.outbox import Outbox
+    from paysched.reads import notifications as read_notifications
     from paysched.views import notification_view
 
-    if state is not None and state not in ("pending", "sent", "dead"):
-        raise InvalidInput("state", f"expected pending, sent or dead, got {state!r}")
     with store_of(migrate=False) as store:
-        notifications = Outbox(store.engine).list(state, None, limit)
+        notifications = read_notifications(store, state, None, limit)
     views = [notification_view(n) for n in notifications]
     lines = [
         f"{v['id']:>6}  {v['state']:<7} payment {v['payment_id']:<6} {v['event']:<9} "
@@ -1192,7 +1192,7 @@ async def _queue_check(app: App, cfg: Settings, url: str) -> dict[str, Any]:
 def migrate(as_json: JsonFlag = False) -> None:
     """Bring the database schema to this paysched's revision (read-only commands never do)."""
     from paysched.db.schema import HEAD_REVISION
-    from paysched.direct import open_store
+    from paysched.db.setup import open_store
 
     with open_store(settings(), migrate=False, check=False) as store:
         before, after = store.ensure_schema(migrate=True)

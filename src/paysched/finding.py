@@ -1,6 +1,6 @@
 """The payment search and filters as GET /v1/payments and the dashboard's list take them:
 text in, a checked PaymentFilter out (InvalidInput naming the field). Both then read with
-direct.find_payments (db/store/finds.py has the queries)."""
+reads.find_payments (db/store/finds.py has the queries)."""
 
 from __future__ import annotations
 

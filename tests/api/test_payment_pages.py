@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import event, insert, update
 
 from paysched.db import tables as t
-from paysched.direct import DETAIL_PAGE
 from paysched.domain import OccurrenceState
+from paysched.reads import DETAIL_PAGE
 from paysched.views import payment_status
 from tests.api.conftest import Api, problem
 from tests.api.test_dashboard import signed
@@ -204,9 +204,9 @@ async def test_the_dashboard_pages_a_payment_s_occurrences(api: Api) -> None:
 @pytest.mark.parametrize("n", [1, 3])
 async def test_an_unpaged_detail_is_what_paysched_show_prints(api: Api, n: int) -> None:
     """`paysched show` still reads them all, oldest first (it has no cursor to page with)."""
-    from paysched.direct import payment_detail
+    from paysched.reads import payment_detail
 
     pid = await with_history(api, n)
-    view = await api.app.db(payment_detail, api.app.store, pid)
+    view = await api.app.read(payment_detail, pid)
     assert [o["id"] for o in view["occurrences"]] == newest_first(api, pid)[::-1]
     assert "occurrences_next_cursor" not in view and view["status"] == "succeeded"

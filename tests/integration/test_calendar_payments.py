@@ -228,7 +228,7 @@ async def test_the_app_and_the_quick_commands_use_the_configured_late_after(
 ) -> None:
     from paysched.app import App
     from paysched.config import Settings
-    from paysched.direct import open_store
+    from paysched.db.setup import open_store
 
     settings = Settings.from_env(env | {"PAYSCHED_CATCHUP_LATE_AFTER": "7s"})
     app = await App.open(settings)

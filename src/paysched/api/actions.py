@@ -7,12 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from paysched import reads
 from paysched.api import pages
 from paysched.api.deps import paysched, problems
 from paysched.api.models import LoggedAction, Page
 from paysched.api.security import Read
 from paysched.audit import action_filter
-from paysched.db.actions import ACTIONS, find_actions, logged_view
+from paysched.db.actions import ACTIONS, logged_view
 from paysched.db.apikeys import ApiKey
 
 router = APIRouter(prefix="/v1/actions", tags=["actions"])
@@ -45,5 +46,5 @@ async def list_actions(
     )
     app = paysched(request)
     position = pages.decode(cursor, pages.is_id)
-    rows = await app.db(find_actions, app.store.engine, found, limit + 1, position)
+    rows = await app.read(reads.actions, found, limit + 1, position)
     return pages.page(rows, limit, pages.each(logged_view), lambda a: a.id)

@@ -16,6 +16,7 @@ from paysched.api.routing import is_head
 from paysched.api.security import Read
 from paysched.app import App
 from paysched.db.apikeys import ApiKey
+from paysched.db.store import Store
 from paysched.domain import normalise_name
 from paysched.exports import (
     MEDIA_TYPES,
@@ -50,7 +51,7 @@ async def _stream(
     yield chunk.text.encode()
     while whole and chunk.after is not None:
         try:
-            chunk = await app.db(read_chunk, app.store, request, chunk.after)
+            chunk = await app.read(read_chunk, request, chunk.after)
         except Exception as exc:
             log.warning("export of %s cut short after id %s: %s", request.kind, chunk.after, exc)
             raise
@@ -90,7 +91,7 @@ async def export(
     unavailable database is still a 503."""
     app = paysched(request)
     asked = export_request(kind, fmt, start, end)
-    first = await app.db(read_chunk, app.store, asked, 0)
+    first = await app.read(read_chunk, asked, 0)
     return StreamingResponse(
         # A HEAD gets the headers of the first page's answer, not a whole export read for
         # nothing (HeadAsGet drops the body).
@@ -120,5 +121,5 @@ async def statement(
     the closing balance, from one snapshot of the ledger."""
     app = paysched(request)
     start, end = parse_month(month)
-    data = await app.db(app.store.statement, normalise_name(name), start, end)
+    data = await app.read(Store.statement, normalise_name(name), start, end)
     return statement_view(data, month)

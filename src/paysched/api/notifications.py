@@ -14,9 +14,8 @@ from paysched.api.idempotent import IdempotencyKey, once
 from paysched.api.models import Id, Notification, Page
 from paysched.api.security import Read, Write
 from paysched.db.apikeys import ApiKey
-from paysched.db.outbox import STATES
 from paysched.domain import MAX_ID
-from paysched.errors import InvalidInput
+from paysched.reads import notifications
 from paysched.views import notification_view
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
@@ -38,12 +37,8 @@ async def list_notifications(
     _: ApiKey = Read,
 ) -> dict[str, Any]:
     """Notifications, newest first."""
-    if state is not None and state not in STATES:
-        raise InvalidInput("state", f"expected pending, sent or dead, got {state!r}")
-    app = paysched(request)
-    assert app.outbox is not None
     before = pages.decode(cursor, pages.is_id)
-    rows = await app.db(app.outbox.list, state, payment_id, limit + 1, before)
+    rows = await paysched(request).read(notifications, state, payment_id, limit + 1, before)
     return pages.page(rows, limit, pages.each(notification_view), lambda n: n.id)
 
 

@@ -16,6 +16,7 @@ from paysched.api.problems import Problem
 from paysched.api.security import Read, bearer
 from paysched.app import probe_redis
 from paysched.db.apikeys import ApiKey
+from paysched.db.store import Store
 from paysched.db.store.base import short_error
 from paysched.heartbeat import ROLES
 
@@ -54,7 +55,7 @@ async def readyz(request: Request) -> Any:
     app = paysched(request)
     checks: dict[str, str] = {}
     try:
-        await app.db(app.store.ping)
+        await app.read(Store.ping)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = short_error(exc)
@@ -104,5 +105,5 @@ async def refresh_gauges(request: Request) -> None:
         for state in ("up", "down", "stopped"):
             metrics.PROCESSES.labels(role, state).set(beats[(role, state)])
     now = app.clock.now()
-    oldest = await app.db(app.store.oldest_due, now)
+    oldest = await app.read(Store.oldest_due, now)
     metrics.OLDEST_DUE_AGE.set(0 if oldest is None else (now - oldest).total_seconds())

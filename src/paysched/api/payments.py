@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from paysched import reads
 from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
@@ -31,11 +32,10 @@ from paysched.api.models import (
 from paysched.api.security import Read, Write
 from paysched.app import App
 from paysched.cursors import is_occurrence_position, occurrence_after, occurrence_position
-from paysched.db.actions import actions_of, views
+from paysched.db.actions import views
 from paysched.db.apikeys import ApiKey
-from paysched.db.store import CancelResult
+from paysched.db.store import CancelResult, Store
 from paysched.db.store.payments import Held as HeldResult
-from paysched.direct import find_payments
 from paysched.domain import Account
 from paysched.finding import payment_filter
 from paysched.inputs import (
@@ -141,7 +141,7 @@ async def list_payments(
         q=q, state=state, status=status, occurrence=occurrence, account=account, payer=payer,
         payee=payee, currency=currency, due_from=due_from, due_before=due_before,
     )  # fmt: skip
-    answer = await app.db(find_payments, app.store, found, limit, before, now=app.clock.now())
+    answer = await app.read(reads.find_payments, found, limit, before, now=app.clock.now())
     more = answer["older"]
     return {"data": answer["data"], "has_more": more is not None,
             "next_cursor": None if more is None else pages.encode(more)}  # fmt: skip
@@ -164,7 +164,7 @@ async def get_payment(payment_id: Id, request: Request, _: ApiKey = Read) -> dic
     """A payment, its newest occurrences (up to 20, in due order) with every attempt and
     transition, and its notifications. Older occurrences: `occurrences_next` (or
     GET /v1/payments/{id}/occurrences with `cursor` = `occurrences_next_cursor`)."""
-    view = await paysched(request).payment_detail(payment_id)
+    view = await paysched(request).read(reads.payment_detail, payment_id, reads.DETAIL_PAGE)
     # In due order, as this answer always listed them: a payment of up to 20 occurrences
     # reads exactly as before the page existed; a longer one shows its latest 20.
     view["occurrences"].reverse()
@@ -189,7 +189,7 @@ async def list_payment_occurrences(
     the payment's history (keyset on due time and id)."""
     app = paysched(request)
     before = occurrence_after(pages.decode(cursor, is_occurrence_position))
-    found = await app.db(app.store.payment_occurrences, payment_id, limit + 1, before)
+    found = await app.read(Store.payment_occurrences, payment_id, limit + 1, before)
     return pages.page(
         found.occurrences, limit,
         pages.each(lambda o: occurrence_view(o, found.transitions[o.id])), occurrence_position,
@@ -213,7 +213,7 @@ async def list_payment_actions(
     command line's user), when, through what (api, dashboard, cli, python)."""
     app = paysched(request)
     before = pages.decode(cursor, pages.is_id)
-    found = await app.db(actions_of, app.store.engine, payment_id, limit + 1, before)
+    found = await app.read(reads.payment_actions, payment_id, limit + 1, before)
     return pages.page(found, limit, views, lambda a: a.id)
 
 

@@ -7,11 +7,18 @@ from typing import Any
 
 from paysched.app import App
 from paysched.cursors import encode
-from paysched.db.actions import ActionFilter, find_actions, logged_view
-from paysched.db.store import finds
+from paysched.db.actions import ActionFilter, logged_view
+from paysched.db.store import Store, finds
 from paysched.db.store.finds import LedgerEntry, PaymentFilter
-from paysched.direct import find_payments, payment_rows
 from paysched.domain import OccurrenceState, format_amount
+from paysched.reads import (
+    DETAIL_PAGE,
+    actions,
+    find_payments,
+    notifications,
+    payment_detail,
+    payment_rows,
+)
 from paysched.views import (
     LATE_AFTER,
     account_view,
@@ -36,11 +43,9 @@ async def overview(app: App) -> dict[str, Any]:
     occurrence, and what needs a person: needs_review and unknown occurrences, dead
     notifications."""
     stats = await app.stats()
-    store, outbox = app.store, app.outbox
-    assert outbox is not None  # App.open always makes it
     now = app.clock.now()
 
-    def read() -> dict[str, Any]:  # one trip to the thread pool
+    def read(store: Store) -> dict[str, Any]:  # one trip to the thread pool
         def by_state(state: OccurrenceState) -> list[dict[str, Any]]:
             return [occurrence_view(o, []) for o in store.list_occurrences(ATTENTION, state=state)]
 
@@ -50,7 +55,7 @@ async def overview(app: App) -> dict[str, Any]:
             "payments": payment_rows(store, store.list_payments(LATEST), now),
             "needs_review": by_state(OccurrenceState.NEEDS_REVIEW),
             "unknown": by_state(OccurrenceState.UNKNOWN),
-            "dead": [notification_view(n) for n in outbox.list("dead", None, ATTENTION)],
+            "dead": [notification_view(n) for n in notifications(store, "dead", None, ATTENTION)],
             "oldest_due": None
             if oldest is None
             else {
@@ -61,7 +66,7 @@ async def overview(app: App) -> dict[str, Any]:
             },
         }
 
-    return stats | await app.db(read)
+    return stats | await app.read(read)
 
 
 async def activity_chart(app: App) -> dict[str, Any]:
@@ -70,7 +75,7 @@ async def activity_chart(app: App) -> dict[str, Any]:
     from paysched.web.chart import activity_svg
 
     now = app.clock.now()
-    found = await app.db(app.store.recent_activity, now - CHART_WINDOW)
+    found = await app.read(Store.recent_activity, now - CHART_WINDOW)
     return {"chart": activity_svg(found, now, CHART_WINDOW)}
 
 
@@ -94,7 +99,7 @@ async def payment_list(
     app: App, f: PaymentFilter, form: dict[str, str], before: int | None, after: int | None
 ) -> dict[str, Any]:
     """A page of the list, newest first, with the links to the pages either side."""
-    found = await app.db(find_payments, app.store, f, PAGE, before, after, app.clock.now())
+    found = await app.read(find_payments, f, PAGE, before, after, app.clock.now())
     return found | {
         "stretch": finds.STRETCH,  # read when used: a test narrows it
         "older_url": None if found["older"] is None else list_url(form, before=found["older"]),
@@ -111,9 +116,8 @@ def _entry_view(e: LedgerEntry, currency: str) -> dict[str, Any]:
 async def account_page(app: App, name: str, ledger_before: int | None) -> dict[str, Any]:
     """An account: its balance, its ledger entries newest first (a page below entry id
     `ledger_before`), and its latest payments as payer or payee."""
-    store = app.store
 
-    def read() -> dict[str, Any]:
+    def read(store: Store) -> dict[str, Any]:
         account = store.get_account(name)  # NotFound: a 404 page
         entries = store.ledger_entries(account.name, PAGE + 1, ledger_before)
         shown = entries[:PAGE]
@@ -129,7 +133,7 @@ async def account_page(app: App, name: str, ledger_before: int | None) -> dict[s
             "payments_url": list_url({"account": account.name}),
         }
 
-    return await app.db(read)
+    return await app.read(read)
 
 
 # -- the audit log ------------------------------------------------------------------------------
@@ -150,7 +154,7 @@ async def action_list(
     app: App, f: ActionFilter, form: dict[str, str], before: int | None
 ) -> dict[str, Any]:
     """A page of the whole log, newest first (GET /v1/actions' read), with the next's link."""
-    found = await app.db(find_actions, app.store.engine, f, PAGE + 1, before)
+    found = await app.read(actions, f, PAGE + 1, before)
     shown = found[:PAGE]
     older = encode(shown[-1].id) if len(found) > PAGE else None
     return {
@@ -171,7 +175,7 @@ async def payment_page(
     """A payment's page (and its live updates): its detail, its next due times, and each of
     its occurrences that is late to start marked with `late_ms` (how long past due), read
     from the detail itself: no extra query."""
-    detail = await app.payment_detail(payment_id, before)
+    detail = await app.read(payment_detail, payment_id, DETAIL_PAGE, before)
     now = app.clock.now()
     # A paused or cancelled payment's due occurrences wait on purpose: not late.
     waiting = detail["state"] in ("active", "done")

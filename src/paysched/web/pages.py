@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from paysched import reads
 from paysched.actors import Actor
 from paysched.api.pages import decode
 from paysched.api.problems import from_paysched
@@ -123,7 +124,8 @@ async def payment_events(
     pid = parse_id(payment_id, "payment id")
     before = occurrence_after(decode(cursor, is_occurrence_position))
     app = _app(request)
-    await app.payment_detail(pid, before)  # NotFound: a 404, not a stream that never speaks
+    # NotFound: a 404, not a stream that never speaks.
+    await app.read(reads.payment_detail, pid, reads.DETAIL_PAGE, before)
 
     async def detail() -> str:  # the page's own detail (_detail_page), alone
         shown = await payment_page(app, pid, before)
@@ -291,10 +293,8 @@ async def retry(request: Request, notification_id: str, key: ApiKey = Write) -> 
     """Send a dead notification again with fresh attempts, as
     POST /v1/notifications/{id}/retry does."""
     app = _app(request)
-    outbox = app.outbox
-    assert outbox is not None  # App.open always makes it
     nid = parse_id(notification_id, "notification id")
-    found = await app.db(outbox.get, nid)
+    found = await app.read(reads.notification, nid)
 
     async def again() -> str:
         await app.retry_notification(nid, actor=_actor(key))

@@ -1,43 +1,27 @@
-"""The CLI's quick commands: the database or a count, without App.
+"""The read path: what paysched shows, read from the store alone (no queue, executor,
+scheduler or notifier), the same code whoever asks.
 
-A command that reads or writes only the database (`list`, `show`, `accounts ...`,
-`notifications ...`) or only counts things (`stats`) needs no queue, executor, scheduler or
-notifier; building App for it imported bullmq, httpx and the executors (~0.3 s) and ran the
-migrations. Here it gets the store alone, on the calling thread, after one query that checks
-the schema's revision (see StoreBase.ensure_schema).
+Each read is a function of the Store, run where its caller reads: the CLI's quick commands
+(`list`, `show`, `notifications list`, `stats`) call it on the store of db.setup.open_store,
+on the calling thread, without building App (which imports bullmq, httpx and the executors,
+~0.3 s); the HTTP API and the dashboard through App.read, on App's database threads, one
+trip each. A Store method is a read too (`app.read(Store.get_account, name)`); this module
+holds the reads that put several of them together into what is shown.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from paysched import redaction
 from paysched.config import Settings
+from paysched.db.actions import Action, ActionFilter, actions_of, find_actions
+from paysched.db.outbox import STATES, Outbox
 from paysched.db.store import Store
 from paysched.db.store.finds import PaymentFilter
-from paysched.domain import Payment, PaymentState
-
-
-@contextlib.contextmanager
-def open_store(settings: Settings, *, migrate: bool, check: bool = True) -> Iterator[Store]:
-    """The store on the configured database, its schema checked: at the head, or migrated
-    when `migrate` (a fresh database is migrated either way), else SchemaMismatch.
-    `check=False` leaves the schema as it is (for `paysched migrate`, which reports it)."""
-    redaction.remember(settings.secrets())
-    redaction.install()
-    # One connection: a command runs its queries one after the other, on this thread.
-    store = Store.connect(
-        settings.database_url, pool_size=1, late_after=settings.catchup_late_after
-    )
-    try:
-        if check:
-            store.ensure_schema(migrate=migrate)
-        yield store
-    finally:
-        store.close()
+from paysched.domain import Notification, Payment, PaymentState
+from paysched.errors import InvalidInput
 
 
 async def stats(settings: Settings) -> dict[str, Any]:
@@ -46,7 +30,7 @@ async def stats(settings: Settings) -> dict[str, Any]:
     The database first, as App.open did: an unavailable database or a schema behind is
     reported before Redis is looked at."""
     from paysched.backends import REDIS_PROBE_TIMEOUT_S, probe_redis, resolve_redis
-    from paysched.db.outbox import Outbox
+    from paysched.db.setup import open_store
     from paysched.heartbeat import processes_key, read_processes
     from paysched.queue_counts import queue_counts
     from paysched.redis_client import redis_client
@@ -147,3 +131,37 @@ def find_payments(
         "matched": found.matched,
         "searched_down_to": found.searched_down_to,
     }
+
+
+def notifications(
+    store: Store,
+    state: str | None,
+    payment_id: int | None,
+    limit: int,
+    before: int | None = None,
+) -> list[Notification]:
+    """Notifications, newest first, as `paysched notifications list` and GET /v1/notifications
+    show them: in `state` (pending, sent or dead: else InvalidInput naming it), of a payment,
+    with ids below `before`."""
+    if state is not None and state not in STATES:
+        raise InvalidInput("state", f"expected pending, sent or dead, got {state!r}")
+    return Outbox(store.engine).list(state, payment_id, limit, before)
+
+
+def actions(store: Store, f: ActionFilter, limit: int, before: int | None = None) -> list[Action]:
+    """The audit log as `paysched actions`, GET /v1/actions and the dashboard's page show it:
+    what `f` lets through, newest first, ids below `before` (see db.actions.find_actions)."""
+    return find_actions(store.engine, f, limit, before)
+
+
+def payment_actions(
+    store: Store, payment_id: int, limit: int, before: int | None = None
+) -> list[Action]:
+    """What people did to a payment, newest first (GET /v1/payments/{id}/actions); NotFound
+    if there is no such payment."""
+    return actions_of(store.engine, payment_id, limit, before)
+
+
+def notification(store: Store, notification_id: int) -> Notification:
+    """One notification; NotFound if there is none with this id."""
+    return Outbox(store.engine).get(notification_id)
