@@ -162,7 +162,8 @@ class App:
         clock = clock or SystemClock()
         db_threads = min(settings.concurrency + 4, MAX_DB_THREADS)
         pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="paysched-db")
-        # Whoever opens an app (CLI, worker, test, chaos node): its secrets never reach a log.
+        # connect_store masks the settings' secrets in every log record: whoever opens an app
+        # (CLI, worker, test, chaos node), its secrets never reach a log.
         store = connect_store(settings, pool_size=db_threads + 1)
         # The schema first: a database that is unavailable or of the wrong revision fails here,
         # before anything else is connected.

@@ -51,6 +51,6 @@ class Backoff:
         return max(1, round(delay(self.base_ms, attempts_made, jitter=self.jitter, rng=self.rng)))
 
     def bounds_ms(self, attempts_made: int) -> tuple[int, int]:
-        """The least and the most delay_ms can be (the chaos harness checks retries by them)."""
+        """The least and the most delay_ms can be (tests check the retries they see by them)."""
         raw = delay(self.base_ms, attempts_made)
         return max(1, int(raw * (1 - self.jitter))), round(raw * (1 + self.jitter)) + 1

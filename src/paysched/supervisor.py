@@ -220,9 +220,9 @@ def prepare_backends(cfg: Settings) -> tuple[dict[str, str], EmbeddedRedis | Non
     answering; the environment that points them at the Redis chosen here."""
     from paysched.app import until_available
     from paysched.backends import probe_redis, resolve_redis
-    from paysched.db.store import Store
+    from paysched.db.setup import connect_store
 
-    store = Store.connect(cfg.database_url, pool_size=1)
+    store = connect_store(cfg, pool_size=1)
 
     async def schema() -> None:
         await asyncio.to_thread(store.ensure_schema, migrate=True)
