@@ -1,0 +1,71 @@
+"""Skips of recurring payments' next occurrence at random moments of a chaos run: a person
+pressing "Skip this one" under a reminder, racing the scheduler's materialize and the workers'
+claims while processes die and servers restart.
+
+A skip goes through the store, from the harness's own connection, as the bot's button does.
+What it skipped is recorded with the moment it committed; `skip_holds` holds the end state to
+it: the skipped occurrence never starts and never moves money.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from paysched.chaos.model import PlannedPayment, SkipRecord
+from paysched.db.store import Store
+from paysched.errors import Conflict, NotFound
+
+log = logging.getLogger("paysched.chaos")
+# Through a database outage (at most a few seconds), as the pauses retry theirs.
+RETRIES = 40
+RETRY_S = 0.5
+REASON = "skipped from the chat (chaos)"
+
+
+class Skipper:
+    def __init__(
+        self,
+        store: Store,
+        payments: list[PlannedPayment],
+        seed: int,
+        sleep: Callable[[float], None],
+        busy: Callable[[], set[int]],
+    ) -> None:
+        self.store = store
+        self.payments = payments
+        self.rng = random.Random(f"skips-{seed}")
+        self.sleep = sleep  # keeps the processes supervised while it waits
+        self.busy = busy  # payments cancelled or paused by the harness: left alone
+        self.records: list[SkipRecord] = []
+
+    def skip(self) -> dict[str, Any]:
+        """Skip the next occurrence of an active recurring payment."""
+        busy = self.busy()
+        candidates = [p for p in self.payments if p.cron is not None and p.id not in busy]
+        if not candidates:
+            return {"outcome": "nothing to skip"}
+        pid = self.rng.choice(candidates).id
+        failed = 0
+        for attempt in range(RETRIES):
+            try:
+                occ = self.store.skip_next(pid, datetime.now(UTC), REASON)
+            except (Conflict, NotFound) as exc:
+                # After a failed attempt, that one may have committed and its answer been
+                # lost: then this one skips the one after, and both are skips that held.
+                return {"payment": pid, "outcome": f"refused: {exc}", "lost_answers": failed}
+            except Exception as exc:  # the database is down or coming back
+                failed += 1
+                if attempt == RETRIES - 1:
+                    log.warning("skipping for payment %s failed: %s", pid, exc)
+                    return {"payment": pid, "outcome": f"failed: {exc}"}
+                self.sleep(RETRY_S)
+                continue
+            record = SkipRecord(pid, occ.id, datetime.now(UTC))
+            self.records.append(record)
+            outcome = {"payment": pid, "occurrence": occ.id, "outcome": "skipped"}
+            return {**outcome, "lost_answers": failed}
+        raise AssertionError("unreachable")
