@@ -44,6 +44,26 @@ HISTORY_HEAD = "Latest payments:"
 HISTORY_NONE = "No payments have run yet."
 PAYMENT_LINE = "• {when}\n  {amount} {currency}, {payer} → {payee} (payment #{payment_id})"
 OUTCOME = " — {outcome}"
+# A reminder, with its buttons; and what a button press did, added to it (or as the toast).
+REMINDER = (
+    "Reminder: {amount} {currency}, {payer} → {payee}, is due {when}{memo}.\n"
+    "(payment #{payment_id})"
+)
+REMINDER_MEMO = " ({memo})"
+SKIP_BUTTON = "Skip this one"
+PAUSE_BUTTON = "Pause the series"
+SKIPPED = "Skipped by you: this one will not be paid; the series goes on."
+PAUSED = "Series paused by you: nothing more of it is paid until it is resumed."
+ALREADY_SKIPPED = "Already done: this one was already skipped. Nothing was changed."
+ALREADY_PAUSED = "Already done: the series is already paused. Nothing was changed."
+TOO_LATE = {
+    "ran": "Too late: it already ran. Nothing was changed.",
+    "cancelled": "Too late: the payment was cancelled. Nothing was changed.",
+    "missed": "Too late: it was missed (not run late). Nothing was changed.",
+    "done": "Too late: nothing of this payment is left to run. Nothing was changed.",
+    "gone": "Too late: this reminder is out of date. Nothing was changed.",
+}
+UNKNOWN_BUTTON = "Sorry, I don't know that button: nothing was changed."
 BALANCE_HEAD = "Balances:"
 BALANCE_LINE = "• {account}: {balance} {currency}"
 
@@ -119,6 +139,44 @@ def history(lines: Sequence[PaymentLine]) -> str:
     if not lines:
         return HISTORY_NONE
     return "\n".join([HISTORY_HEAD, *(_line(p) for p in lines)])
+
+
+def reminder(
+    payment_id: int,
+    at: datetime,
+    amount: int,
+    currency: str,
+    payer: str,
+    payee: str,
+    zone: str | None,
+    memo: str,
+) -> str:
+    """The reminder of one occurrence, due `at`, in the payment's own zone."""
+    return REMINDER.format(
+        amount=format_amount(amount, currency),
+        currency=currency,
+        payer=payer,
+        payee=payee,
+        when=when(at, zone),
+        memo=REMINDER_MEMO.format(memo=memo) if memo else "",
+        payment_id=payment_id,
+    )
+
+
+def reminder_buttons(payment_id: int, due_ms: int) -> list[list[dict[str, str]]]:
+    """The reminder's inline keyboard, as the Bot API takes it (rows of buttons); their
+    callback data (at most 64 bytes) name the verb of paysched.bot.buttons and its args."""
+    return [
+        [
+            {"text": SKIP_BUTTON, "callback_data": f"skip:{payment_id}:{due_ms}"},
+            {"text": PAUSE_BUTTON, "callback_data": f"pause:{payment_id}"},
+        ]
+    ]
+
+
+def pressed(original: str, outcome: str) -> str:
+    """The reminder once a button was pressed: what it said, and what became of it."""
+    return f"{original}\n\n{outcome}"
 
 
 def balances(accounts: Sequence[Account]) -> str:
