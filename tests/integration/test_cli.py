@@ -46,7 +46,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles
 
 def test_accounts_schedule_run_show_stats(env: dict[str, str]) -> None:
     assert as_json(env, "accounts", "create", "alice") == {
-        "name": "alice", "currency": "USD", "balance": "0.00",
+        "name": "alice", "currency": "USD", "balance": "0.00", "remind": None,
     }  # fmt: skip
     paysched(env, "accounts", "create", "bob", "--currency", "usd")
     assert as_json(env, "accounts", "deposit", "alice", "100.50")["balance"] == "100.50"
