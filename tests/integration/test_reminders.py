@@ -45,9 +45,18 @@ def link(engine: Any, account: str, chat: int, now: datetime) -> None:
 def daily(store: Store, now: datetime, remind: timedelta | None, **more: Any) -> int:
     """alice -> bob 12.34 USD every day at 09:00 UTC."""
     return store.create_payment(
-        payer="alice", payee="bob", amount=1234, currency="USD", due_at=None,
-        cron="0 9 * * *", timezone=None, memo="rent", now=now, remind=remind, **more,
-    ).id  # fmt: skip
+        payer="alice",
+        payee="bob",
+        amount=1234,
+        currency="USD",
+        due_at=None,
+        cron="0 9 * * *",
+        timezone=None,
+        memo="rent",
+        now=now,
+        remind=remind,
+        **more,
+    ).id
 
 
 def reminders(store: Store) -> list[Any]:
@@ -126,12 +135,19 @@ def test_two_concurrent_sweeps_write_each_reminder_once(two_stores: tuple[Store,
     # One payment per round, each entering its window at its round's instant.
     ids = [
         a.create_payment(
-            payer="alice", payee="bob", amount=1, currency="USD",
-            due_at=T0 + timedelta(hours=1, seconds=i), cron=None, timezone=None, memo="",
-            now=T0 - timedelta(hours=1), remind=timedelta(hours=1),
+            payer="alice",
+            payee="bob",
+            amount=1,
+            currency="USD",
+            due_at=T0 + timedelta(hours=1, seconds=i),
+            cron=None,
+            timezone=None,
+            memo="",
+            now=T0 - timedelta(hours=1),
+            remind=timedelta(hours=1),
         ).id
         for i in range(rounds)
-    ]  # fmt: skip
+    ]
     barrier = threading.Barrier(2)
     written: list[int] = []
     errors: list[BaseException] = []
@@ -185,10 +201,16 @@ async def bot_running(app: App) -> AsyncIterator[None]:
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_bot(
-            app.store.engine, app.clock, app.pool, TOKEN, app.settings.telegram_api_url, stop,
-            poll_timeout=1, app=app,
+            app.store.engine,
+            app.clock,
+            app.pool,
+            TOKEN,
+            app.settings.telegram_api_url,
+            stop,
+            poll_timeout=1,
+            app=app,
         )
-    )  # fmt: skip
+    )
     try:
         yield
     finally:
@@ -253,10 +275,18 @@ async def setup_alice(app: App) -> int:
     for account, chat in (("alice", ALICE), ("alice", ALICE2), ("mallory", MALLORY)):
         await app.db(link, app.store.engine, account, chat, app.clock.now())
     payment = await app.db(
-        app.store.create_payment, payer="alice", payee="bob", amount=1234, currency="USD",
-        due_at=None, cron="0 9 * * *", timezone="Europe/Berlin", memo="rent",
-        now=app.clock.now(), remind=timedelta(hours=3),
-    )  # fmt: skip
+        app.store.create_payment,
+        payer="alice",
+        payee="bob",
+        amount=1234,
+        currency="USD",
+        due_at=None,
+        cron="0 9 * * *",
+        timezone="Europe/Berlin",
+        memo="rent",
+        now=app.clock.now(),
+        remind=timedelta(hours=3),
+    )
     return payment.id
 
 
@@ -355,13 +385,23 @@ async def test_a_skipped_occurrence_never_runs_and_a_late_press_is_too_late(
         await app.db(link, app.store.engine, "alice", ALICE, app.clock.now())
         now = app.clock.now()
         ids = [
-            (await app.db(
-                app.store.create_payment, payer="alice", payee="bob", amount=amount,
-                currency="USD", due_at=now + timedelta(seconds=2), cron=None, timezone=None,
-                memo="", now=now, remind=timedelta(hours=1),
-            )).id
+            (
+                await app.db(
+                    app.store.create_payment,
+                    payer="alice",
+                    payee="bob",
+                    amount=amount,
+                    currency="USD",
+                    due_at=now + timedelta(seconds=2),
+                    cron=None,
+                    timezone=None,
+                    memo="",
+                    now=now,
+                    remind=timedelta(hours=1),
+                )
+            ).id
             for amount in (500, 700)
-        ]  # fmt: skip
+        ]
         skipped, paid = ids
         assert app.scheduler is not None
         await app.scheduler.remind(now)
