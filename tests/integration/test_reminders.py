@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from paysched.actors import Actor
 from paysched.app import App, build_registry
 from paysched.bot import messages
 from paysched.bot.reminders import reminder_outbox
@@ -116,6 +117,48 @@ def test_account_default_is_copied_into_new_payments(store: Store) -> None:
     assert store.get_payment(daily(store, T0, None)).remind is None
 
 
+def test_skip_occurrence_skips_that_one_only_or_says_why_not(store: Store) -> None:
+    from paysched.db.store.execution import NoClaim
+    from paysched.db.store.payments import NotSkippable
+
+    for name in ("alice", "bob"):
+        store.create_account(name, "USD", T0)
+    store.deposit("alice", 100_00, T0)
+    pid = daily(store, T0, timedelta(hours=1))
+    day = timedelta(days=1)
+    first, second = store.materialize_due(T0, T0 + day + timedelta(hours=2), [pid])
+    # The second of two waiting: the first stays as it is.
+    skipped = store.skip_occurrence(pid, second.due_at, T0, "from a reminder")
+    assert (skipped.id, skipped.state) == (second.id, S.SKIPPED)
+    states = {o.id: o.state for o in store.occurrences_of(pid)}
+    assert states == {first.id: S.SCHEDULED, second.id: S.SKIPPED}
+    assert isinstance(store.claim(second.id, second.due_at), NoClaim)
+    with pytest.raises(NotSkippable) as again:
+        store.skip_occurrence(pid, second.due_at, T0, "again")
+    assert again.value.why == "skipped"
+    # Begun: too late.
+    assert not isinstance(store.claim(first.id, first.due_at), NoClaim)
+    with pytest.raises(NotSkippable) as begun:
+        store.skip_occurrence(pid, first.due_at, T0, "late")
+    assert begun.value.why == "ran"
+    # The next one, not made yet: made as skipped, and the series moves on past it.
+    nxt = store.get_payment(pid).next_due_at
+    assert nxt == second.due_at + day
+    made = store.skip_occurrence(pid, nxt, T0, "from a reminder")
+    assert made.state == S.SKIPPED and made.due_at == nxt
+    assert store.get_payment(pid).next_due_at == nxt + day
+    assert store.materialize_due(nxt, nxt + timedelta(hours=1), [pid]) == []
+    # A due time the series never had, or is past: out of date.
+    with pytest.raises(NotSkippable) as gone:
+        store.skip_occurrence(pid, nxt + day + timedelta(minutes=1), T0, "?")
+    assert gone.value.why == "gone"
+    store.cancel_payment(pid, T0, "done with it")
+    with pytest.raises(NotSkippable) as cancelled:
+        store.skip_occurrence(pid, nxt + day, T0, "late")
+    assert cancelled.value.why == "cancelled"
+    assert {o.id: o.state for o in store.occurrences_of(pid)}[first.id] == S.EXECUTING
+
+
 @pytest.fixture
 def two_stores(database_url: str) -> Iterator[tuple[Store, Store]]:
     a, b = Store.connect(database_url), Store.connect(database_url)
@@ -170,6 +213,27 @@ def test_two_concurrent_sweeps_write_each_reminder_once(two_stores: tuple[Store,
     assert sum(written) == rounds  # each payment marked by one sweep only
     assert len(rows) == 2 * rounds == len({r.dedup_key for r in rows})
     assert sorted(r.payment_id for r in rows) == sorted(ids * 2)
+
+
+async def test_the_schedulers_tick_writes_the_reminders_due(app: App) -> None:
+    await fund(app, {"alice": 0, "bob": 0})
+    await app.db(link, app.store.engine, "alice", ALICE, app.clock.now())
+    payment = await app.create_payment(
+        actor=Actor.python(),
+        payer="alice",
+        payee="bob",
+        amount=100,
+        currency="USD",
+        due_at=app.clock.now() + timedelta(hours=2),
+        cron=None,
+        timezone=None,
+        memo="",
+        remind=timedelta(hours=3),
+    )
+    assert app.scheduler is not None
+    await app.scheduler.tick()
+    await app.scheduler.tick()
+    assert [(r.payment_id, r.target) for r in reminders(app.store)] == [(payment.id, str(ALICE))]
 
 
 # -- sent with buttons, pressed ----------------------------------------------------------------

@@ -204,6 +204,11 @@ def conversation() -> list[tuple[str, str]]:
     def gym(at: datetime, state: str | None = None) -> PaymentLine:
         return PaymentLine(14, at, 2_999, "EUR", "alice", "gym", None, state)
 
+    due = _utc(2026, 12, 1, 8)
+    rent_reminder = reminder(12, due, 95_000, "EUR", "alice", "landlord", "Europe/Berlin", "rent")
+    keys = "  ".join(f"[ {b['text']} ]" for row in reminder_buttons(12, 0) for b in row)
+    shown = f"{rent_reminder}\n{keys}"
+
     return [
         ("/upcoming", NOT_LINKED),
         ("/start 3q2-expired-token", refused("expired")),
@@ -216,6 +221,9 @@ def conversation() -> list[tuple[str, str]]:
         ("/balance", balances([Account(1, "alice", "EUR", 125_000)])),
         ("/help", HELP),
         ("/pay bob 10", UNKNOWN_COMMAND),
+        ("(3 hours before payment #12 falls due: paysched schedule ... --remind 3h)", shown),
+        (f"(taps {SKIP_BUTTON})", pressed(rent_reminder, SKIPPED)),
+        (f"(taps {SKIP_BUTTON} again: the answer shows as a toast)", ALREADY_SKIPPED),
     ]
 
 

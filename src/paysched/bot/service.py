@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
-from telegram import Message, Update
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram import CallbackQuery, Message, Update
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -281,7 +281,7 @@ class ChatBot:
             return
         links = await self.db(self.links.links_of_chat, str(chat.id))
         if not links:
-            await query.answer(messages.NOT_LINKED_SHORT)
+            await _toast(query, messages.NOT_LINKED_SHORT)
             return
         try:
             if self.app is None:
@@ -289,9 +289,9 @@ class ChatBot:
             handler, args = buttons.parse(query.data or "")
             outcome = await handler(buttons.Press(self.app, str(chat.id), links, args))
         except buttons.Refused as refused:
-            await query.answer(str(refused))
+            await _toast(query, str(refused))
             return
-        await query.answer(outcome)
+        await _toast(query, outcome)
         message = query.message
         if isinstance(message, Message) and message.text:
             # The message may be gone or already say this (a double tap): the answer above
@@ -308,6 +308,16 @@ class ChatBot:
         if isinstance(update, Update):
             with contextlib.suppress(TelegramError):
                 await self._reply(update, messages.FAILED)
+
+
+async def _toast(query: CallbackQuery, text: str) -> None:
+    """Answer a press. Telegram refuses the answer to one pressed long ago (a press handled
+    after a restart): what it did is in the message's edit all the same, so that is no
+    failure to report in the chat."""
+    try:
+        await query.answer(text)
+    except BadRequest as exc:
+        log.info("bot: the answer to a button was refused (%s)", exc)
 
 
 async def _unless_stopped(stop: asyncio.Event, call: Awaitable[R]) -> R | None:
