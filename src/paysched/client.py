@@ -75,6 +75,7 @@ from paysched.inputs import (
     PYTHON_NAMES,
     Calendar,
     deposit_amount,
+    parse_remind,
     payer_currency,
     payment_request,
 )
@@ -221,12 +222,16 @@ class Paysched:
 
     # -- accounts ----------------------------------------------------------------------------
 
-    async def create_account(self, name: str, *, currency: str = "USD") -> Account:
+    async def create_account(
+        self, name: str, *, currency: str = "USD", remind: timedelta | str | None = None
+    ) -> Account:
         """A user account with a zero balance. Conflict if the name exists (names are
-        compared after Unicode NFC and trimming); names starting with '@' are refused."""
+        compared after Unicode NFC and trimming); names starting with '@' are refused.
+        `remind` (a timedelta, or '24h'): the reminder default of the payments it pays."""
         app = self._open_app()
         code = parse_currency(currency)
-        return await app.create_account(_account_name(name), code, actor=self.actor)
+        default = None if remind is None else parse_remind(remind)
+        return await app.create_account(_account_name(name), code, actor=self.actor, remind=default)
 
     async def deposit(self, name: str, amount: Decimal | str) -> Account:
         """Money entering paysched into `name`'s account; returns it with its new balance."""
