@@ -302,6 +302,8 @@ class Account:
     name: str
     currency: str
     balance: int  # minor units
+    # The reminder default of the payments it pays (copied into each at its creation).
+    remind: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +325,8 @@ class Payment:
     catchup: str = "all"  # all | latest | none
     catchup_window: timedelta | None = None
     next_nominal_at: datetime | None = None
+    # The payer's linked chats are reminded this long before each occurrence falls due.
+    remind: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
