@@ -2,9 +2,12 @@
 pressing "Skip this one" under a reminder, racing the scheduler's materialize and the workers'
 claims while processes die and servers restart.
 
-A skip goes through the store, from the harness's own connection, as the bot's button does.
-What it skipped is recorded with the moment it committed; `skip_holds` holds the end state to
-it: the skipped occurrence never starts and never moves money.
+A skip is what the button does: the payment's next due time is read (what the reminder named),
+then `skip_occurrence` skips that occurrence and only it, from the harness's own connection,
+while the scheduler may be creating it and a worker claiming it. What it skipped is recorded
+with the moment it committed; `skip_holds` holds the end state to it: the skipped occurrence
+never starts and never moves money. A press that comes too late (it began, ran or was missed)
+changes nothing and is counted as such.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from paysched.chaos.model import PlannedPayment, SkipRecord
 from paysched.db.store import Store
+from paysched.db.store.payments import NotSkippable
 from paysched.errors import Conflict, NotFound
 
 log = logging.getLogger("paysched.chaos")
@@ -43,7 +47,7 @@ class Skipper:
         self.records: list[SkipRecord] = []
 
     def skip(self) -> dict[str, Any]:
-        """Skip the next occurrence of an active recurring payment."""
+        """Skip the next occurrence of an active recurring payment, named by its due time."""
         busy = self.busy()
         candidates = [p for p in self.payments if p.cron is not None and p.id not in busy]
         if not candidates:
@@ -52,7 +56,15 @@ class Skipper:
         failed = 0
         for attempt in range(RETRIES):
             try:
-                occ = self.store.skip_next(pid, datetime.now(UTC), REASON)
+                upcoming = self.store.upcoming(pid, 1)
+                if not upcoming:
+                    return {"payment": pid, "outcome": "nothing to skip"}
+                named = upcoming[0].due  # the reminder's occurrence
+                occ = self.store.skip_occurrence(pid, named, datetime.now(UTC), REASON)
+            except NotSkippable as exc:
+                # Too late (it began, ran or was missed meanwhile), or skipped by an attempt
+                # whose answer was lost: nothing changed by this press.
+                return {"payment": pid, "outcome": f"too late: {exc.why}", "lost_answers": failed}
             except (Conflict, NotFound) as exc:
                 # After a failed attempt, that one may have committed and its answer been
                 # lost: then this one skips the one after, and both are skips that held.
