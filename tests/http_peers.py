@@ -160,13 +160,14 @@ class BotApi:
             body["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
         return self.inject({"message": body})
 
-    def press(self, chat_id: int, data: str, message_id: int = 1) -> int:
-        """A person presses an inline keyboard's button under message `message_id`."""
+    def press(self, chat_id: int, data: str, message_id: int = 1, text: str = "…") -> int:
+        """A person presses an inline keyboard's button under message `message_id`, which
+        says `text`."""
         message = {
             "message_id": message_id,
             "date": int(time.time()),
             "chat": self._chat(chat_id),
-            "text": "…",
+            "text": text,
         }
         query = {
             "id": f"cq{self._next_update}",

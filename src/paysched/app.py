@@ -348,14 +348,15 @@ class App:
     async def pause_payment(
         self, payment_id: int, then: AfterWrite | None = None, *, actor: Actor
     ) -> Held:
-        """Nothing of the payment starts until it is resumed (see ControlStore.pause)."""
-        queue, _ = self._need_queue()
+        """Nothing of the payment starts until it is resumed (see ControlStore.pause). Without
+        a queue (the bot's own process) its jobs stay: a claim refuses them all the same."""
         now = self.clock.now()
         acting = Acting(actor, "pause", now, lambda _: Subject(payment_id))
         held = await self.db(self.store.pause, payment_id, now, acting.then(then))
         acting.logged()
-        for occ in held.occurrences:  # a job already taken is refused by its claim
-            await queue.remove(occ.key)
+        if self.queue is not None:
+            for occ in held.occurrences:  # a job already taken is refused by its claim
+                await self.queue.remove(occ.key)
         return held
 
     async def resume_payment(
@@ -400,6 +401,22 @@ class App:
         )
         acting.logged()
         await queue.remove(skipped.key)
+        return skipped
+
+    async def skip_occurrence(
+        self, payment_id: int, due_at: datetime, *, actor: Actor
+    ) -> Occurrence:
+        """Skip the payment's occurrence due at `due_at` and only it (a reminder's Skip; see
+        ControlStore.skip_occurrence). Without a queue its job, if any, stays: a claim
+        refuses a skipped occurrence."""
+        now = self.clock.now()
+        acting = Acting(actor, "skip", now, lambda o: Subject(payment_id, o.id))
+        skipped = await self.db(
+            self.store.skip_occurrence, payment_id, due_at, now, "skipped by user", acting.then()
+        )
+        acting.logged()
+        if self.queue is not None:
+            await self.queue.remove(skipped.key)
         return skipped
 
     async def upcoming(self, payment_id: int, count: int) -> list[Due]:
@@ -489,11 +506,28 @@ class App:
         return notification
 
     async def create_account(
-        self, name: str, currency: str, then: AfterWrite | None = None, *, actor: Actor
+        self,
+        name: str,
+        currency: str,
+        then: AfterWrite | None = None,
+        *,
+        actor: Actor,
+        remind: timedelta | None = None,
     ) -> Account:
         now = self.clock.now()
         acting = Acting(actor, "create_account", now, account_subject)
-        account = await self.db(self.store.create_account, name, currency, now, acting.then(then))
+        account = await self.db(
+            self.store.create_account, name, currency, now, acting.then(then), remind
+        )
+        acting.logged()
+        return account
+
+    async def set_account_remind(
+        self, name: str, remind: timedelta | None, *, actor: Actor
+    ) -> Account:
+        """The account's reminder default (None: off) for the payments created from now on."""
+        acting = Acting(actor, "set_account", self.clock.now(), account_subject)
+        account = await self.db(self.store.set_account_remind, name, remind, acting.then())
         acting.logged()
         return account
 

@@ -85,6 +85,14 @@ cli.add_typer(accounts_cli, name="accounts")
 # For commands taking an id, a name or an amount: "-5" is a value to refuse with a reason
 # naming the field, not an unknown option.
 NEGATIVE_OK = {"ignore_unknown_options": True}
+RemindOption = Annotated[
+    str | None,
+    typer.Option(
+        "--remind",
+        help="Remind the chats linked to the account this long before each payment it pays "
+        "(e.g. 24h): the default of its new payments.",
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
@@ -348,7 +356,13 @@ async def _bot_part(app: App, stop: Any) -> None:
     cfg = app.settings
     try:
         await run_bot(
-            app.store.engine, app.clock, app.pool, cfg.telegram_token, cfg.telegram_api_url, stop
+            app.store.engine,
+            app.clock,
+            app.pool,
+            cfg.telegram_token,
+            cfg.telegram_api_url,
+            stop,
+            app=app,
         )
     except PayschedError as exc:
         import logging
@@ -499,6 +513,7 @@ def bot_cmd(
             stop,
             webhook=webhook,
             sock=sock,
+            app=app,
         )
 
     try:
@@ -515,21 +530,48 @@ def bot_cmd(
 @handled
 def accounts_create(
     name: str, currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
-    as_json: JsonFlag = False,
+    remind: RemindOption = None, as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
     """Create an account with a zero balance."""
     from paysched.clock import SystemClock
     from paysched.db.actions import Acting, account_subject
     from paysched.domain import parse_currency
+    from paysched.inputs import parse_remind_setting
     from paysched.views import account_view
 
     code = parse_currency(currency)
+    default = parse_remind_setting(remind)
     now = SystemClock().now()
     acting = Acting(cli_actor(), "create_account", now, account_subject)
     with store_of(migrate=True) as store:
-        account = store.create_account(name, code, now, acting.then())
+        account = store.create_account(name, code, now, acting.then(), default)
     acting.logged()
     emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
+
+
+@accounts_cli.command("set")
+@handled
+def accounts_set(
+    name: str,
+    remind: Annotated[
+        str, typer.Option(help="The reminder default of its new payments (e.g. 24h), or off.")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Change an account's settings: its --remind default (for the payments created from now
+    on; those it pays already keep their own)."""
+    from paysched.clock import SystemClock
+    from paysched.db.actions import Acting, account_subject
+    from paysched.inputs import parse_remind_setting
+    from paysched.views import account_view
+
+    default = parse_remind_setting(remind)
+    acting = Acting(cli_actor(), "set_account", SystemClock().now(), account_subject)
+    with store_of(migrate=True) as store:
+        account = store.set_account_remind(name, default, acting.then())
+    acting.logged()
+    view = account_view(account)
+    emit(view, as_json, f"{account.name}: reminders {view['remind'] or 'off'}")
 
 
 @accounts_cli.command("deposit", context_settings=NEGATIVE_OK)
@@ -640,6 +682,13 @@ def schedule(
             help="Older than this when found (e.g. 3d): missed, whatever --catchup says.",
         ),
     ] = None,
+    remind: Annotated[
+        str | None,
+        typer.Option(
+            help="Remind the payer's linked chats this long before each occurrence (e.g. "
+            "24h), with Skip and Pause buttons; default: the payer account's --remind.",
+        ),
+    ] = None,
     memo: Annotated[str, typer.Option(help="Free text kept with the payment.")] = "",
     notify: Annotated[
         list[str] | None,
@@ -672,7 +721,7 @@ def schedule(
         payer=payer, payee=payee, amount=amount, currency=currency, at=at, in_=in_, cron=cron,
         tz=tz, memo=memo, notify=notify, allow_past=allow_past,
         allow_private=cfg.webhook_allow_private, now=SystemClock().now(), names=CLI_NAMES,
-        calendar=rule, catchup=catchup, catchup_window=catchup_window,
+        calendar=rule, catchup=catchup, catchup_window=catchup_window, remind=remind,
     )  # fmt: skip
     if request.currency is None:
         with store_of(migrate=True) as store:

@@ -75,6 +75,7 @@ from paysched.inputs import (
     PYTHON_NAMES,
     Calendar,
     deposit_amount,
+    parse_remind,
     payer_currency,
     payment_request,
 )
@@ -221,12 +222,16 @@ class Paysched:
 
     # -- accounts ----------------------------------------------------------------------------
 
-    async def create_account(self, name: str, *, currency: str = "USD") -> Account:
+    async def create_account(
+        self, name: str, *, currency: str = "USD", remind: timedelta | str | None = None
+    ) -> Account:
         """A user account with a zero balance. Conflict if the name exists (names are
-        compared after Unicode NFC and trimming); names starting with '@' are refused."""
+        compared after Unicode NFC and trimming); names starting with '@' are refused.
+        `remind` (a timedelta, or '24h'): the reminder default of the payments it pays."""
         app = self._open_app()
         code = parse_currency(currency)
-        return await app.create_account(_account_name(name), code, actor=self.actor)
+        default = None if remind is None else parse_remind(remind)
+        return await app.create_account(_account_name(name), code, actor=self.actor, remind=default)
 
     async def deposit(self, name: str, amount: Decimal | str) -> Account:
         """Money entering paysched into `name`'s account; returns it with its new balance."""
@@ -269,6 +274,7 @@ class Paysched:
         calendar: str | None = None,
         catchup: str = "all",
         catchup_window: timedelta | str | None = None,
+        remind: timedelta | str | None = None,
     ) -> Payment:
         """Schedule a payment: exactly one of `at` (an aware datetime, or ISO-8601 text with
         an offset), `in_` (a timedelta, or '30s'), `cron` (5 fields; `tz` an IANA zone) or a
@@ -276,7 +282,9 @@ class Paysched:
         ('2 weeks'), from `start` (local wall time in `tz`), optionally `count` / `until`,
         `business_day` (following, modified_following, preceding) with a holiday `calendar`
         ('DE', 'NYSE'). `catchup` (all, latest, none) and `catchup_window` say what runs of
-        what fell due while paysched was down or the payment paused.
+        what fell due while paysched was down or the payment paused. `remind` (a timedelta,
+        or '24h') reminds the payer's linked chats that long before each occurrence; None
+        takes the payer account's default.
         `currency` defaults to the paying account's. A past `at` is refused unless
         `allow_past` (then it runs at once). `notify` lists
         targets ('log', 'telegram:CHAT_ID', 'webhook:URL'); None means PAYSCHED_NOTIFY.
@@ -289,7 +297,7 @@ class Paysched:
             payer=payer, payee=payee, amount=amount, currency=currency, at=at, in_=in_,
             cron=cron, tz=tz, memo=memo, notify=notify, allow_past=allow_past,
             allow_private=app.settings.webhook_allow_private, now=app.clock.now(),
-            names=PYTHON_NAMES, catchup=catchup, catchup_window=catchup_window,
+            names=PYTHON_NAMES, catchup=catchup, catchup_window=catchup_window, remind=remind,
             calendar=Calendar(rrule, every, start, count, until, business_day, calendar),
         )  # fmt: skip
         if request.currency is None:

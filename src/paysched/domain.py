@@ -170,8 +170,9 @@ MAX_BALANCE = 10**17  # any account's balance
 MAX_ISSUED = 10**18  # all deposits in one currency
 # Database ids are 32-bit on PostgreSQL: a larger one cannot exist (and must not reach SQL).
 MAX_ID = 2**31 - 1
-# ASCII digits only (str.isdigit() also accepts '١٢٣'), an optional sign, no exponent.
-_AMOUNT = re.compile(r"\A[+-]?[0-9]{1,20}(?:\.[0-9]{1,20})?\Z")
+# ASCII digits only (str.isdigit() also accepts "١٢٣"), no exponent, no plus sign. A minus is
+# read, so that "-5" is told it must be greater than zero rather than that it is no number.
+_AMOUNT = re.compile(r"\A-?[0-9]{1,20}(?:\.[0-9]{1,20})?\Z")
 _ID = re.compile(r"\A[0-9]{1,12}\Z")
 # What stored free text (a memo, a reason) may not hold: NUL, which PostgreSQL refuses in text
 # (SQLite stored it), lone surrogates, which no UTF-8 encodes, and the other control characters
@@ -301,6 +302,8 @@ class Account:
     name: str
     currency: str
     balance: int  # minor units
+    # The reminder default of the payments it pays (copied into each at its creation).
+    remind: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +325,8 @@ class Payment:
     catchup: str = "all"  # all | latest | none
     catchup_window: timedelta | None = None
     next_nominal_at: datetime | None = None
+    # The payer's linked chats are reminded this long before each occurrence falls due.
+    remind: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)

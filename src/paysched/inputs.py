@@ -56,6 +56,7 @@ class Names:
     every_field: str = "every"
     start_field: str = "start"
     window_field: str = "catchup_window"
+    remind_field: str = "remind"
 
 
 PYTHON_NAMES = Names()
@@ -65,6 +66,10 @@ HTTP_NAMES = Names(at="at", in_="in", cron="cron", tz="timezone", in_field="in",
 CLI_NAMES = Names(at="--at", in_="--in", cron="--cron", tz="--tz", in_field="in",
                   payer_field="from", payee_field="to", allow_past="pass --allow-past",
                   rrule="--rrule", every="--every")  # fmt: skip
+
+
+# A reminder further ahead than this is a typo, not a plan.
+REMIND_MAX = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,7 @@ class PaymentRequest:
     catchup: str = "all"
     catchup_window: timedelta | None = None
     amount_text: str = ""
+    remind: timedelta | None = None  # None: the payer's default
 
     def in_currency(self, currency: str) -> PaymentRequest:
         """The request in `currency` (the payer's, when the caller named none): the amount
@@ -100,7 +106,7 @@ class PaymentRequest:
             "currency": self.currency, "due_at": self.due_at, "cron": self.cron,
             "timezone": self.timezone, "memo": self.memo, "notify": list(self.notify),
             "recurrence": self.recurrence, "catchup": self.catchup,
-            "catchup_window": self.catchup_window,
+            "catchup_window": self.catchup_window, "remind": self.remind,
         }  # fmt: skip
 
 
@@ -258,6 +264,7 @@ def payment_request(
     calendar: Calendar | None = None,
     catchup: str = "all",
     catchup_window: timedelta | str | None = None,
+    remind: timedelta | str | None = None,
 ) -> PaymentRequest:
     """Check a request to schedule a payment; InvalidInput naming the first bad field.
 
@@ -297,7 +304,31 @@ def payment_request(
         payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at,
         cron=cron, timezone=tz, memo=memo, notify=tuple(targets), recurrence=recurrence,
         catchup=catchup, catchup_window=window, amount_text=written,
+        remind=None if remind is None else parse_remind(remind, names.remind_field),
     )  # fmt: skip
+
+
+def parse_remind(value: object, field: str = "remind") -> timedelta:
+    """How long before each occurrence its payer's chats are reminded: a duration like
+    '24h' or a timedelta, more than zero and at most REMIND_MAX."""
+    if isinstance(value, str):
+        remind = parse_duration(value, field)
+    elif isinstance(value, timedelta):
+        remind = value
+    else:
+        raise InvalidInput(field, f"expected a duration like 24h or 90m, got {value!r}")
+    if remind < timedelta(seconds=1):
+        raise InvalidInput(field, f"must be at least 1s, got {value}")
+    if remind > REMIND_MAX:
+        raise InvalidInput(field, f"at most {REMIND_MAX.days}d, got {value}")
+    return timedelta(seconds=int(remind.total_seconds()))  # stored in whole seconds
+
+
+def parse_remind_setting(value: object, field: str = "remind") -> timedelta | None:
+    """An account's reminder default: a duration as parse_remind takes, or 'off' (None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    return parse_remind(value, field)
 
 
 def _instant(value: object, field: str) -> tuple[datetime, str]:
@@ -329,5 +360,6 @@ def deposit_amount(amount: str | Decimal, currency: str) -> int:
 
 __all__ = [
     "CLI_NAMES", "HTTP_NAMES", "PYTHON_NAMES", "Names", "PaymentRequest", "amount_text",
-    "check_schedule_choice", "deposit_amount", "payer_currency", "payment_request",
+    "check_schedule_choice", "deposit_amount", "parse_remind", "parse_remind_setting",
+    "payer_currency", "payment_request",
 ]  # fmt: skip

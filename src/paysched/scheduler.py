@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from paysched.backoff import delay
+from paysched.bot.reminders import reminder_outbox
 from paysched.clock import Clock
 from paysched.db.store import Store
 from paysched.domain import Occurrence, OccurrenceState, OutboxMessage, Payment
@@ -31,6 +32,8 @@ R = TypeVar("R")
 S = OccurrenceState
 # Payments (and occurrences per payment) one materialize_due transaction takes at most.
 MATERIALIZE_BATCH = 1000
+# Payments one reminder sweep's transaction takes at most.
+REMIND_BATCH = 500
 # How often the scheduler looks whether Redis is still the server it was (one round trip).
 WATCH_S = 2.0
 
@@ -65,9 +68,23 @@ class Scheduler:
 
     async def tick(self) -> TickResult:
         now = self.clock.now()
+        # Reminders first: an occurrence made by this tick's materialize is no longer its
+        # payment's next, and the sweep reminds of the next.
+        await self.remind(now)
         created = await self._materialize(now, None)
         reconciled = await self.reconcile(now)
         return TickResult(created=created, reconciled=reconciled)
+
+    async def remind(self, now: datetime) -> None:
+        """Write the reminders due now (Store.remind_due), a batch per transaction. A failure
+        is logged and tried again at the next tick: reminders never hold up payments."""
+        try:
+            while True:
+                done = await self._db(self.store.remind_due, now, reminder_outbox, REMIND_BATCH)
+                if done < REMIND_BATCH:
+                    break
+        except Exception:
+            log.exception("writing the reminders due failed; the next tick tries again")
 
     async def schedule_now(self, payment_ids: Sequence[int]) -> int:
         """Enqueue at once what these (new or changed) payments have due within the window."""

@@ -35,7 +35,12 @@ def account_view(account: Account) -> dict[str, Any]:
         "name": account.name,
         "currency": account.currency,
         "balance": format_amount(account.balance, account.currency),
+        "remind": seconds(account.remind),
     }
+
+
+def seconds(value: timedelta | None) -> str | None:
+    return None if value is None else f"{int(value.total_seconds())}s"
 
 
 def payment_view(payment: Payment) -> dict[str, Any]:
@@ -54,6 +59,7 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "catchup_window": None
         if payment.catchup_window is None
         else f"{int(payment.catchup_window.total_seconds())}s",
+        "remind": seconds(payment.remind),
         "timezone": payment.timezone,
         "next_due_at": iso(payment.next_due_at),
         "memo": payment.memo,

@@ -167,7 +167,7 @@ async def test_a_replay_returns_the_first_answer_and_changes_nothing(api: Api) -
     deposit_again = await api.post("/v1/accounts/alice/deposits", {"amount": "1.00"}, "write",
                                    key="d")  # fmt: skip
     assert deposit.json() == deposit_again.json() == {
-        "name": "alice", "currency": "USD", "balance": "11.00"}  # fmt: skip
+        "name": "alice", "currency": "USD", "balance": "11.00", "remind": None}  # fmt: skip
     assert (await api.get("/v1/accounts/alice")).json()["balance"] == "11.00"
 
 

@@ -82,7 +82,7 @@ def test_exactly_once_nothing_lost_under_faults(
     expected = {"all_due_final", "no_double_success", money, "balances_exact",
                 "not_started_early", "failed_have_reason", "no_failure_from_infrastructure",
                 "unknowns_resolved", "cancel_wins", "recurring_complete", "pause_holds",
-                "missed_only_by_policy", "reconcile_agrees"}  # fmt: skip
+                "missed_only_by_policy", "reconcile_agrees", "skip_holds"}  # fmt: skip
     assert set(report["invariants"]) == expected
     # Every kind was injected at least once (the workers' own database errors are drawn per
     # statement, so a short run may see none).
@@ -90,13 +90,14 @@ def test_exactly_once_nothing_lost_under_faults(
         report["faults"]
     )
     assert report["pauses"]["paused"] > 0  # a pause fault found a payment to pause
+    assert report["skips"]["skipped"] > 0  # a skip fault skipped a recurring payment's next
     payments = report["payments"]
     assert payments["planned"] == 306
     # needs_review only with a reason (checked by all_due_final): a job that kept killing
     # its workers is left to a person rather than guessed; missed only by a catch-up policy
     # (checked by missed_only_by_policy).
     assert set(payments["states"]) <= {"succeeded", "failed", "cancelled", "needs_review",
-                                       "missed"}  # fmt: skip
+                                       "missed", "skipped"}  # fmt: skip
     assert payments["states"].get("cancelled", 0) > 0  # the recurring ones ended at least
     assert payments["failed_by_reason"].get("insufficient funds", 0) > 0
     if executor == "provider":

@@ -14,7 +14,13 @@ import pytest
 from sqlalchemy import update
 
 from paysched.chaos.invariants import Result, check
-from paysched.chaos.model import CancelRecord, PauseRecord, PlannedPayment, ProviderView
+from paysched.chaos.model import (
+    CancelRecord,
+    PauseRecord,
+    PlannedPayment,
+    ProviderView,
+    SkipRecord,
+)
 from paysched.db import tables as t
 from paysched.db.store import Claim, Finish, Store
 from paysched.domain import OccurrenceState
@@ -239,3 +245,21 @@ def test_missed_only_by_policy_names_a_miss_its_policy_does_not_allow(store: Sto
     with store.engine.begin() as conn:
         conn.execute(update(t.payments).where(t.payments.c.id == pid).values(catchup="all"))
     assert named(late_after=late_after) == ["missed, but its payment's catch-up policy is all"] * 8
+
+
+def test_skip_holds_names_a_skipped_occurrence_that_ran(store: Store) -> None:
+    sound, broken = payment(store, cron="*/2 * * * * *"), payment(store, 700, cron="0 * * * *")
+    skipped = store.skip_next(sound.id, T0, "skipped from the chat")
+    records = [SkipRecord(sound.id, skipped.id, T0)]
+    assert results(store, [sound, broken], skips=records)["skip_holds"].ok
+    # A skip the harness saw commit, yet the occurrence ran and moved money: a claim that
+    # did not see the skip.
+    claim = claimed(store, broken, broken.due_at)
+    assert store.settle_transfer(claim, broken.due_at)
+    ran = SkipRecord(broken.id, claim.occurrence.id, broken.due_at - timedelta(seconds=1))
+    found = problems(results(store, [sound, broken], skips=[*records, ran])["skip_holds"])
+    assert found == [
+        f"skipped at {ran.committed_at.isoformat()}, is succeeded now",
+        "claimed although it was skipped before it started",
+        "money moved for an occurrence that was skipped",
+    ]

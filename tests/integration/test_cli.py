@@ -46,7 +46,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles
 
 def test_accounts_schedule_run_show_stats(env: dict[str, str]) -> None:
     assert as_json(env, "accounts", "create", "alice") == {
-        "name": "alice", "currency": "USD", "balance": "0.00",
+        "name": "alice", "currency": "USD", "balance": "0.00", "remind": None,
     }  # fmt: skip
     paysched(env, "accounts", "create", "bob", "--currency", "usd")
     assert as_json(env, "accounts", "deposit", "alice", "100.50")["balance"] == "100.50"
@@ -112,6 +112,20 @@ def test_schedule_takes_the_payers_currency_unless_told(env: dict[str, str]) -> 
                             "--in", "1h", check=False), 2, "ghost")  # fmt: skip
 
 
+def test_remind_of_an_account_and_a_payment(env: dict[str, str]) -> None:
+    assert as_json(env, "accounts", "create", "hana", "--remind", "24h")["remind"] == "86400s"
+    paysched(env, "accounts", "create", "ivo")
+    schedule = ["schedule", "--from", "hana", "--to", "ivo", "--amount", "1", "--cron"]
+    own = as_json(env, *schedule, "0 9 * * *", "--remind", "90m")
+    assert own["remind"] == "5400s"
+    default = as_json(env, *schedule, "0 9 * * *")
+    assert default["remind"] == "86400s"
+    assert as_json(env, "accounts", "set", "hana", "--remind", "off")["remind"] is None
+    assert paysched(env, "accounts", "set", "hana", "--remind", "2h").stdout.strip() == (
+        "hana: reminders 7200s"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "code", "needles"),
     [
@@ -140,6 +154,15 @@ def test_schedule_takes_the_payers_currency_unless_told(env: dict[str, str]) -> 
         (["show", "abc"], 2, ["id:"]),
         (["show", "999"], 3, ["999"]),
         (["list", "--state", "weird"], 2, ["state:"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--in", "1h", "--remind",
+          "0s"], 2, ["remind:", "at least 1s"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--in", "1h", "--remind",
+          "31d"], 2, ["remind:", "at most 30d"]),
+        (["schedule", "--from", "a", "--to", "b", "--amount", "1", "--in", "1h", "--remind",
+          "soon"], 2, ["remind:"]),
+        (["accounts", "create", "x", "--remind", "-1h"], 2, ["remind:"]),
+        (["accounts", "set", "x", "--remind", "0s"], 2, ["remind:"]),
+        (["accounts", "set", "ghost", "--remind", "24h"], 3, ["ghost"]),
     ],
 )  # fmt: skip
 def test_bad_input_gets_one_clear_line(

@@ -364,3 +364,19 @@ def test_embedded_example_runs(shared_redis_url: str, redis_prefix: str, tmp_pat
     assert "[progress]" in out
     assert "all payments final, balances moved exactly once" in out
     assert (tmp_path / "data" / "paysched.db").exists()
+
+
+async def test_remind_in_the_python_api(ps: paysched.Paysched) -> None:
+    alice = await ps.create_account("alice", currency=USD, remind="24h")
+    assert alice.remind == timedelta(hours=24)
+    await ps.create_account("bob", currency=USD)
+    own = await ps.schedule(
+        payer="alice", payee="bob", amount="1", cron="0 9 * * *", remind=timedelta(minutes=90)
+    )
+    assert own.remind == timedelta(minutes=90)
+    default = await ps.schedule(payer="alice", payee="bob", amount="1", cron="0 9 * * *")
+    assert default.remind == timedelta(hours=24)
+    for bad in ("0s", timedelta(days=31), "soon"):
+        with pytest.raises(paysched.InvalidInput) as refused:
+            await ps.schedule(payer="alice", payee="bob", amount="1", in_="1h", remind=bad)
+        assert refused.value.field == "remind"

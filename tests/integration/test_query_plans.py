@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
+from paysched.bot.reminders import reminder_outbox
 from paysched.db.actions import ActionFilter, find_actions
 from paysched.db.outbox import Outbox
 from paysched.db.store import Store
@@ -185,6 +186,27 @@ def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
     assert len(grown.occurrences_of(pid)) == OCCURRENCES // PAYMENTS
     assert_indexed(grown, per_payment)
     assert_indexed(grown, per_state)
+
+
+def test_the_reminder_sweep_reads_only_the_reminding_payments(grown: Store) -> None:
+    """The tick's reminder sweep, every tick: through the partial index of the payments that
+    remind, never through every payment."""
+    now = database_now(grown)
+    # Every active payment due tomorrow, none of them reminding; put back afterwards.
+    due = "UPDATE payments SET next_due_at = {} WHERE state = 'active'"
+    try:
+        _set(grown, due.format("now() + interval '1 day'"))
+        assert grown.remind_due(now, reminder_outbox) == 0
+        assert_indexed(grown, lambda: grown.remind_due(now, reminder_outbox))
+    finally:
+        _set(grown, due.format("NULL"))
+
+
+def _set(store: Store, statement: str) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text(statement))
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE payments"))
 
 
 PAGES = ((None, None), (PAYMENTS // 2, None), (None, PAYMENTS // 2))  # first, older, newer

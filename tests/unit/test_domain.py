@@ -113,7 +113,7 @@ def test_amounts_parse_exactly(text: str, currency: str, minor: int) -> None:
 @pytest.mark.parametrize(
     "text",
     ["abc", "1.001", "nan", "inf", "", "1,5", "1e2", "1e309", "10^20", "١٢٣", "１２", "1" * 5000,
-     "10000000000000.01", "92233720368547758.07", "0x10", "1_000", "+-1",
+     "10000000000000.01", "92233720368547758.07", "0x10", "1_000", "+-1", "+5", "+0.01",
      # More decimals than USD has, even as zeros.
      "1.000", "1.0000", "0.000"],
 )  # fmt: skip

@@ -1,4 +1,4 @@
-"""/v1/accounts: create, list, get, deposit."""
+"""/v1/accounts: create, list, get, change (its reminder default), deposit."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import links, paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
-from paysched.api.models import Account, AccountCreate, Deposit, Page
+from paysched.api.models import Account, AccountChange, AccountCreate, Deposit, Page
 from paysched.api.security import Read, Write
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import Store
 from paysched.domain import normalise_name, parse_currency, parse_positive_amount, refuse_external
+from paysched.inputs import parse_remind, parse_remind_setting
 from paysched.views import account_view
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -33,11 +34,29 @@ async def create_account(
     """Create an account with a zero balance."""
     app = paysched(request)
     code = parse_currency(body.currency)
+    remind = None if body.remind is None else parse_remind(body.remind)
     return await once(
         request, caller, idempotency_key, 201,
-        lambda then: app.create_account(body.name, code, then, actor=Actor.of_key(caller, "api")),
+        lambda then: app.create_account(body.name, code, then,
+                                        actor=Actor.of_key(caller, "api"), remind=remind),
         account_view,
     )  # fmt: skip
+
+
+@router.patch(
+    "/{name}", response_model=Account, operation_id="changeAccount", responses=problems(404)
+)
+async def change_account(
+    name: str, body: AccountChange, request: Request, caller: ApiKey = Write
+) -> dict[str, Any]:
+    """Change an account's reminder default (`remind`, null: off), for the payments created
+    from now on."""
+    app = paysched(request)
+    remind = parse_remind_setting(body.remind)
+    account = await app.set_account_remind(
+        normalise_name(name), remind, actor=Actor.of_key(caller, "api")
+    )
+    return account_view(account)
 
 
 @router.get("", response_model=Page[Account], operation_id="listAccounts", responses=problems())

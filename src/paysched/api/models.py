@@ -55,6 +55,20 @@ class Out(BaseModel):
 class AccountCreate(Strict):
     name: AccountName
     currency: Currency = "USD"
+    remind: str | None = Field(
+        None,
+        max_length=32,
+        examples=["24h"],
+        description="The reminder default of the payments it pays (see a payment's `remind`).",
+    )
+
+
+class AccountChange(Strict):
+    remind: str | None = Field(
+        max_length=32,
+        examples=["24h"],
+        description="The reminder default of its new payments: a duration, or null (off).",
+    )
 
 
 class Deposit(Strict):
@@ -125,6 +139,13 @@ class PaymentCreate(Strict):
         None, max_length=32, examples=["3d"],
         description="Older than this when found: missed, whatever `catchup` says.",
     )  # fmt: skip
+    remind: str | None = Field(
+        None,
+        max_length=32,
+        examples=["24h"],
+        description="Remind the payer's linked chats this long before each occurrence (with "
+        "Skip and Pause buttons); null: the payer account's default.",
+    )
     memo: str = Field("", max_length=1000)
     notify: list[Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=list, max_length=20,
@@ -170,6 +191,9 @@ class Account(Out):
     name: str
     currency: str
     balance: str = Field(description="Decimal string.")
+    remind: str | None = Field(
+        None, description="The reminder default of the payments it pays (e.g. 86400s)."
+    )
 
 
 class ChatLinkToken(Out):
@@ -262,6 +286,10 @@ class Payment(Out):
     schedule: str | None = Field(description="The schedule for people; null when one-time.")
     catchup: str
     catchup_window: str | None
+    remind: str | None = Field(
+        description="How long before each occurrence its payer's "
+        "linked chats are reminded (e.g. 86400s); null: never."
+    )
     timezone: str | None
     next_due_at: Timestamp | None
     memo: str

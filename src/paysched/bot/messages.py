@@ -44,6 +44,26 @@ HISTORY_HEAD = "Latest payments:"
 HISTORY_NONE = "No payments have run yet."
 PAYMENT_LINE = "• {when}\n  {amount} {currency}, {payer} → {payee} (payment #{payment_id})"
 OUTCOME = " — {outcome}"
+# A reminder, with its buttons; and what a button press did, added to it (or as the toast).
+REMINDER = (
+    "Reminder: {amount} {currency}, {payer} → {payee}, is due {when}{memo}.\n"
+    "(payment #{payment_id})"
+)
+REMINDER_MEMO = " ({memo})"
+SKIP_BUTTON = "Skip this one"
+PAUSE_BUTTON = "Pause the series"
+SKIPPED = "Skipped by you: this one will not be paid; the series goes on."
+PAUSED = "Series paused by you: nothing more of it is paid until it is resumed."
+ALREADY_SKIPPED = "Already done: this one was already skipped. Nothing was changed."
+ALREADY_PAUSED = "Already done: the series is already paused. Nothing was changed."
+TOO_LATE = {
+    "ran": "Too late: it already ran. Nothing was changed.",
+    "cancelled": "Too late: the payment was cancelled. Nothing was changed.",
+    "missed": "Too late: it was missed (not run late). Nothing was changed.",
+    "done": "Too late: nothing of this payment is left to run. Nothing was changed.",
+    "gone": "Too late: this reminder is out of date. Nothing was changed.",
+}
+UNKNOWN_BUTTON = "Sorry, I don't know that button: nothing was changed."
 BALANCE_HEAD = "Balances:"
 BALANCE_LINE = "• {account}: {balance} {currency}"
 
@@ -121,6 +141,44 @@ def history(lines: Sequence[PaymentLine]) -> str:
     return "\n".join([HISTORY_HEAD, *(_line(p) for p in lines)])
 
 
+def reminder(
+    payment_id: int,
+    at: datetime,
+    amount: int,
+    currency: str,
+    payer: str,
+    payee: str,
+    zone: str | None,
+    memo: str,
+) -> str:
+    """The reminder of one occurrence, due `at`, in the payment's own zone."""
+    return REMINDER.format(
+        amount=format_amount(amount, currency),
+        currency=currency,
+        payer=payer,
+        payee=payee,
+        when=when(at, zone),
+        memo=REMINDER_MEMO.format(memo=memo) if memo else "",
+        payment_id=payment_id,
+    )
+
+
+def reminder_buttons(payment_id: int, due_ms: int) -> list[list[dict[str, str]]]:
+    """The reminder's inline keyboard, as the Bot API takes it (rows of buttons); their
+    callback data (at most 64 bytes) name the verb of paysched.bot.buttons and its args."""
+    return [
+        [
+            {"text": SKIP_BUTTON, "callback_data": f"skip:{payment_id}:{due_ms}"},
+            {"text": PAUSE_BUTTON, "callback_data": f"pause:{payment_id}"},
+        ]
+    ]
+
+
+def pressed(original: str, outcome: str) -> str:
+    """The reminder once a button was pressed: what it said, and what became of it."""
+    return f"{original}\n\n{outcome}"
+
+
 def balances(accounts: Sequence[Account]) -> str:
     lines = [
         BALANCE_LINE.format(
@@ -146,6 +204,11 @@ def conversation() -> list[tuple[str, str]]:
     def gym(at: datetime, state: str | None = None) -> PaymentLine:
         return PaymentLine(14, at, 2_999, "EUR", "alice", "gym", None, state)
 
+    due = _utc(2026, 12, 1, 8)
+    rent_reminder = reminder(12, due, 95_000, "EUR", "alice", "landlord", "Europe/Berlin", "rent")
+    keys = "  ".join(f"[ {b['text']} ]" for row in reminder_buttons(12, 0) for b in row)
+    shown = f"{rent_reminder}\n{keys}"
+
     return [
         ("/upcoming", NOT_LINKED),
         ("/start 3q2-expired-token", refused("expired")),
@@ -158,6 +221,9 @@ def conversation() -> list[tuple[str, str]]:
         ("/balance", balances([Account(1, "alice", "EUR", 125_000)])),
         ("/help", HELP),
         ("/pay bob 10", UNKNOWN_COMMAND),
+        ("(3 hours before payment #12 falls due: paysched schedule ... --remind 3h)", shown),
+        (f"(taps {SKIP_BUTTON})", pressed(rent_reminder, SKIPPED)),
+        (f"(taps {SKIP_BUTTON} again: the answer shows as a toast)", ALREADY_SKIPPED),
     ]
 
 

@@ -41,11 +41,15 @@ def _joined(query: Any) -> Any:
 
 
 def _zone(row: Any) -> str | None:
+    return zone_of(row.timezone, row.recurrence)
+
+
+def zone_of(timezone: str | None, recurrence: str | None) -> str | None:
     """The payment's own zone: its `timezone`, else its calendar rule's."""
-    if row.timezone:
-        return str(row.timezone)
-    if row.recurrence:
-        zone = json.loads(row.recurrence).get("timezone")
+    if timezone:
+        return str(timezone)
+    if recurrence:
+        zone = json.loads(recurrence).get("timezone")
         return str(zone) if zone else None
     return None
 

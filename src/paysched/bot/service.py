@@ -22,12 +22,12 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
-from telegram import Update
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram import CallbackQuery, Message, Update
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -38,13 +38,16 @@ from telegram.ext import (
     filters,
 )
 
-from paysched.bot import messages, reads
+from paysched.bot import buttons, messages, reads
 from paysched.clock import Clock
 from paysched.db.links import ChatLinks, LinkRefused
 from paysched.db.store.base import short_error
 from paysched.domain import Account
 from paysched.errors import ConfigError
 from paysched.threads import in_pool
+
+if TYPE_CHECKING:
+    from paysched.app import App
 
 log = logging.getLogger("paysched.bot")
 P = ParamSpec("P")
@@ -83,8 +86,11 @@ class ChatBot:
         api_url: str,
         *,
         poll_timeout: int = POLL_TIMEOUT_S,
+        app: App | None = None,
     ) -> None:
         self.links = ChatLinks(engine)
+        # What buttons act through (paysched.bot.buttons); without it they change nothing.
+        self.app = app
         self.engine = engine
         self.clock = clock
         self.pool = pool
@@ -100,17 +106,17 @@ class ChatBot:
         )
         self.offset = 0
         self._one_at_a_time = asyncio.Lock()
-        app = self.application
-        app.add_handler(CommandHandler("start", self._start))
-        app.add_handler(CommandHandler("help", self._help))
-        app.add_handler(CommandHandler("upcoming", self._linked(self._upcoming)))
-        app.add_handler(CommandHandler("history", self._linked(self._history)))
-        app.add_handler(CommandHandler("balance", self._linked(self._balance)))
-        app.add_handler(CallbackQueryHandler(self._button))
+        handlers = self.application
+        handlers.add_handler(CommandHandler("start", self._start))
+        handlers.add_handler(CommandHandler("help", self._help))
+        handlers.add_handler(CommandHandler("upcoming", self._linked(self._upcoming)))
+        handlers.add_handler(CommandHandler("history", self._linked(self._history)))
+        handlers.add_handler(CommandHandler("balance", self._linked(self._balance)))
+        handlers.add_handler(CallbackQueryHandler(self._button))
         # Anything else: in a group only a command is for the bot, not the members' talk.
         anything = filters.COMMAND | filters.ChatType.PRIVATE
-        app.add_handler(MessageHandler(anything, self._linked(self._unknown)))
-        app.add_error_handler(self._failed)
+        handlers.add_handler(MessageHandler(anything, self._linked(self._unknown)))
+        handlers.add_error_handler(self._failed)
 
     @property
     def username(self) -> str:
@@ -265,19 +271,53 @@ class ChatBot:
         await self._reply(update, messages.UNKNOWN_COMMAND)
 
     async def _button(self, update: Update, context: Context) -> None:
-        """No button of the bot's own acts yet; one pressed in a chat that is not linked is
-        refused in so many words, so that nobody takes silence for a yes."""
+        """A button of the bot's own (paysched.bot.buttons) pressed: its verb acts, the press
+        is answered with what happened and the message it was under says so too (its buttons
+        go). One pressed in a chat that is not linked, or that may not act, is refused in so
+        many words, so that nobody takes silence for a yes."""
         query = update.callback_query
-        if query is None:
+        chat = update.effective_chat
+        if query is None or chat is None:
             return
-        linked = await self._accounts(update)
-        await query.answer(messages.UNKNOWN_COMMAND if linked else messages.NOT_LINKED_SHORT)
+        links = await self.db(self.links.links_of_chat, str(chat.id))
+        if not links:
+            await _toast(query, messages.NOT_LINKED_SHORT)
+            return
+        try:
+            if self.app is None:
+                raise buttons.Refused(messages.UNKNOWN_BUTTON)
+            handler, args = buttons.parse(query.data or "")
+            outcome = await handler(buttons.Press(self.app, str(chat.id), links, args))
+        except buttons.Refused as refused:
+            await _toast(query, str(refused))
+            return
+        await _toast(query, outcome)
+        message = query.message
+        if isinstance(message, Message) and message.text:
+            # The message may be gone or already say this (a double tap): the answer above
+            # told the person all the same.
+            with contextlib.suppress(TelegramError):
+                await self.application.bot.edit_message_text(
+                    messages.pressed(message.text, outcome),
+                    chat_id=chat.id,
+                    message_id=message.message_id,
+                )
 
     async def _failed(self, update: object, context: Context) -> None:
         log.error("bot: handling an update failed: %s", context.error, exc_info=context.error)
         if isinstance(update, Update):
             with contextlib.suppress(TelegramError):
                 await self._reply(update, messages.FAILED)
+
+
+async def _toast(query: CallbackQuery, text: str) -> None:
+    """Answer a press. Telegram refuses the answer to one pressed long ago (a press handled
+    after a restart): what it did is in the message's edit all the same, so that is no
+    failure to report in the chat."""
+    try:
+        await query.answer(text)
+    except BadRequest as exc:
+        log.info("bot: the answer to a button was refused (%s)", exc)
 
 
 async def _unless_stopped(stop: asyncio.Event, call: Awaitable[R]) -> R | None:
@@ -402,10 +442,11 @@ async def run_bot(
     webhook: str | None = None,
     sock: Any = None,
     poll_timeout: int = POLL_TIMEOUT_S,
+    app: App | None = None,
 ) -> None:
     """The bot until `stop` is set: long polling, or the webhook at `webhook` served on
-    `sock`."""
-    bot = ChatBot(engine, clock, pool, token, api_url, poll_timeout=poll_timeout)
+    `sock`. Its buttons act through `app` (the same operations as the API)."""
+    bot = ChatBot(engine, clock, pool, token, api_url, poll_timeout=poll_timeout, app=app)
     if not await bot.open(stop):
         return
     try:

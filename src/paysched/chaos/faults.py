@@ -30,6 +30,7 @@ from paysched.chaos.servers import (
     ReplicatedPostgres,
     SentinelRedis,
 )
+from paysched.chaos.skips import Skipper
 from paysched.clock import to_ms
 from paysched.config import Settings
 from paysched.domain import Occurrence, OccurrenceState, occurrence_key
@@ -48,6 +49,7 @@ WEIGHTS = {
     "cancel": 4,  # a person cancelling a payment, racing its materialize or its claim
     "provider_kill": 2,  # the stand-in provider SIGKILLed mid-request, back after a while
     "pause": 3,  # a person pausing a recurring payment for a few seconds, then resuming it
+    "skip": 3,  # a person skipping a recurring payment's next occurrence from the chat
     # A worker sends a charge and stalls, the provider goes down, another worker takes the
     # attempt over and cannot connect, then a person cancels the payment (issue 19 finding 1).
     "stall_takeover_cancel": 1,
@@ -150,7 +152,9 @@ class Injector:
         provider: ChaosProvider | None = None,
         pauser: Pauser | None = None,
         hold_dir: Path | None = None,
+        skipper: Skipper | None = None,
     ) -> None:
+        self.skipper = skipper
         self.hold_dir = hold_dir  # the workers' PAYSCHED_CHAOS_HOLD_DIR
         self.canceller = canceller
         self.pauser = pauser
@@ -190,6 +194,11 @@ class Injector:
         if self.pauser is None:
             raise RuntimeError("no pauser: this run pauses nothing")
         return self.pauser.pause(fault.down_s)
+
+    def skip(self, fault: PlannedFault) -> dict[str, Any]:
+        if self.skipper is None:
+            raise RuntimeError("no skipper: this run skips nothing")
+        return self.skipper.skip()
 
     def provider_kill(self, fault: PlannedFault) -> dict[str, Any]:
         assert self.provider is not None

@@ -17,7 +17,13 @@ from typing import Any
 from croniter import croniter
 from sqlalchemy import select
 
-from paysched.chaos.model import CancelRecord, PauseRecord, PlannedPayment, ProviderView
+from paysched.chaos.model import (
+    CancelRecord,
+    PauseRecord,
+    PlannedPayment,
+    ProviderView,
+    SkipRecord,
+)
 from paysched.db import tables as t
 from paysched.db.store import Store
 from paysched.db.store.payments import LATE_AFTER
@@ -75,11 +81,12 @@ def check(
     provider: ProviderView | None = None,
     pauses: Sequence[PauseRecord] = (),
     late_after: timedelta = LATE_AFTER,
+    skips: Sequence[SkipRecord] = (),
 ) -> list[Result]:
     """`late_after`: the run's PAYSCHED_CATCHUP_LATE_AFTER (what missed_only_by_policy
     holds a missed occurrence's lateness to)."""
     return Checker(
-        store, seed, payments, deposits, now, cancels, provider, pauses, late_after
+        store, seed, payments, deposits, now, cancels, provider, pauses, late_after, skips
     ).run()
 
 
@@ -97,9 +104,11 @@ class Checker:
         provider: ProviderView | None,
         pauses: Sequence[PauseRecord] = (),
         late_after: timedelta = LATE_AFTER,
+        skips: Sequence[SkipRecord] = (),
     ) -> None:
         self.store, self.seed, self.now = store, seed, now
         self.pauses = list(pauses)
+        self.skips = list(skips)
         self.late_after = late_after
         self.payments = list(payments)
         self.planned = {p.id: p for p in payments}
@@ -153,7 +162,7 @@ class Checker:
                    self.balances_exact(), self.not_started_early(), self.failed_have_reason(),
                    self.no_failure_from_infrastructure(), self.unknowns_resolved(),
                    self.cancel_wins(), self.recurring_complete(), self.pause_holds(),
-                   self.missed_only_by_policy()]  # fmt: skip
+                   self.missed_only_by_policy(), self.skip_holds()]  # fmt: skip
         return results
 
     # -- nothing lost -------------------------------------------------------------------------
@@ -415,6 +424,30 @@ class Checker:
         for pid, state in sorted(self.payment_states.items()):
             if state == PaymentState.PAUSED:
                 self.bad(r, None, f"payment {pid} is still paused at the end", payment=pid)
+        return r
+
+    def skip_holds(self) -> Result:
+        """For each skip the harness made: the occurrence it skipped is skipped at the end, was
+        never claimed (a skip takes only what has not started) and moved no money, by
+        paysched's ledger or the provider's."""
+        r = Result("skip_holds", "an occurrence skipped before its claim never starts and "
+                   "never moves money")  # fmt: skip
+        by_id = {o.id: o for o in self.occurrences}
+        charges = self.provider.charges if self.provider is not None else []
+        charged = {c["key"] for c in charges if c["status"] == "succeeded"}
+        for record in self.skips:
+            occ = by_id.get(record.occurrence_id)
+            if occ is None:
+                self.bad(r, None, f"occurrence {record.occurrence_id} skipped at "
+                         f"{record.committed_at.isoformat()} is gone")  # fmt: skip
+                continue
+            if occ.state != S.SKIPPED:
+                self.bad(r, occ, f"skipped at {record.committed_at.isoformat()}, is "
+                         f"{occ.state.value} now")  # fmt: skip
+            if any(tr.to_state == S.EXECUTING for tr in self.history[occ.id]):
+                self.bad(r, occ, "claimed although it was skipped before it started")
+            if occ.id in self.transfers or occ.key in charged:
+                self.bad(r, occ, "money moved for an occurrence that was skipped")
         return r
 
     def missed_only_by_policy(self) -> Result:

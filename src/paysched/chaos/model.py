@@ -57,6 +57,15 @@ class PauseRecord:
     before_resume: list[Transition] | None = None
 
 
+@dataclass(frozen=True)
+class SkipRecord:
+    """One skip of a recurring payment's next occurrence by the harness."""
+
+    payment_id: int
+    occurrence_id: int  # the occurrence the skip moved to skipped (or created skipped)
+    committed_at: datetime  # read right after the skip returned: at or after its commit
+
+
 @dataclass
 class ProviderView:
     """The stand-in provider's ledger at the end of the run (GET /_charges, /_accounts)."""

@@ -10,7 +10,13 @@ from typing import Any
 
 from paysched.chaos.faults import InjectedFault
 from paysched.chaos.invariants import Result
-from paysched.chaos.model import INJECTED_DB_ERROR, CancelRecord, PauseRecord, ProviderView
+from paysched.chaos.model import (
+    INJECTED_DB_ERROR,
+    CancelRecord,
+    PauseRecord,
+    ProviderView,
+    SkipRecord,
+)
 from paysched.domain import FINAL_STATES, Occurrence, OccurrenceState, Transition
 
 S = OccurrenceState
@@ -147,6 +153,18 @@ def pause_stats(
         "held_occurrences": sum(len(r.held) for r in records),
         "missed_at_resume": sum(len(r.missed) for r in records),
         "missed": sum(1 for o in occurrences if o.state == S.MISSED),
+    }
+
+
+def skip_stats(faults: Sequence[InjectedFault], records: Sequence[SkipRecord]) -> dict[str, Any]:
+    """The skips the harness asked for and how each ended (skipped, refused: nothing left)."""
+    outcomes = Counter(
+        str(f.detail.get("outcome", "")).split(":")[0] for f in faults if f.kind == "skip"
+    )
+    return {
+        "issued": sum(outcomes.values()),
+        "skipped": len(records),
+        "outcomes": dict(sorted(outcomes.items())),
     }
 
 

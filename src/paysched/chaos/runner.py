@@ -34,6 +34,7 @@ from paysched.chaos.servers import (
     SentinelRedis,
     wait_until,
 )
+from paysched.chaos.skips import Skipper
 from paysched.config import Settings, normalise_database_url
 from paysched.db.store import Store
 from paysched.domain import FINAL_STATES, OccurrenceState
@@ -228,8 +229,14 @@ def run(cfg: Config) -> dict[str, Any]:
                 time.sleep(min(0.2, left))
 
         pauser = Pauser(store, payments, cfg.seed, sleep, canceller.cancelled_ids)
+
+        def busy() -> set[int]:  # what a skip leaves alone: cancelled or held by a pause
+            return canceller.cancelled_ids() | {r.payment_id for r in pauser.open_records()}
+
+        skipper = Skipper(store, payments, cfg.seed, sleep, busy)
         injector = Injector(
-            procs, redis, pg, sqlite_path, env, sleep, canceller, provider, pauser, hold_dir
+            procs, redis, pg, sqlite_path, env, sleep, canceller, provider, pauser, hold_dir,
+            skipper,
         )  # fmt: skip
         phase_start = time.monotonic() + max(0.0, (base - datetime.now(UTC)).total_seconds())
         injected: list[InjectedFault] = []
@@ -278,13 +285,14 @@ def run(cfg: Config) -> dict[str, Any]:
 
         results = invariants.check(store, cfg.seed, payments, deposits, datetime.now(UTC),
                                    canceller.records, view, pauser.records,
-                                   late_after)  # fmt: skip
+                                   late_after, skipper.records)  # fmt: skip
         results = [*results, closing]
         occurrences = store.all_occurrences()
         transitions = store.transitions_of([o.id for o in occurrences]) if occurrences else []
         extra = {
             "cancels": report.cancel_stats(injected, canceller.records),
             "pauses": report.pause_stats(injected, pauser.records, occurrences),
+            "skips": report.skip_stats(injected, skipper.records),
             "provider": report.provider_stats(view),
             "unknown_to_resolved_s": report.unknown_resolution(transitions),
             "reconcile": reconciled,

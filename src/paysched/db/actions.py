@@ -39,6 +39,7 @@ ACTIONS = (
     "pause",
     "resume",
     "skip_next",
+    "skip",
     "resolve",
     "retry_notification",
     "create_account",
@@ -48,6 +49,7 @@ ACTIONS = (
     "reconcile",
     "issue_link",
     "unlink_chat",
+    "set_account",
 )
 
 
@@ -266,6 +268,7 @@ PAST = {
     "pause": "paused",
     "resume": "resumed",
     "skip_next": "skipped the next occurrence",
+    "skip": "skipped an occurrence",
     "resolve": "resolved",
     "retry_notification": "sent a notification again",
     "create_account": "created an account",
@@ -275,6 +278,7 @@ PAST = {
     "reconcile": "reconciled with the provider",
     "issue_link": "issued a chat link for",
     "unlink_chat": "unlinked a chat from",
+    "set_account": "changed the settings of",
 }
 
 

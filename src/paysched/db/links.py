@@ -48,6 +48,14 @@ class ChatLink:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class LinkedAccount:
+    """An account a chat speaks for, and as what: holder or approver (tables.CHAT_ROLES)."""
+
+    account: Account
+    role: str
+
+
 class LinkRefused(Exception):
     """A /start token that links nothing; `reason` is unknown, expired or used."""
 
@@ -154,6 +162,18 @@ class ChatLinks:
                 .order_by(t.accounts.c.name)
             )
             return [account_from(r) for r in rows]
+
+    def links_of_chat(self, chat_id: str) -> list[LinkedAccount]:
+        """accounts_of_chat with each link's role."""
+        cl = t.chat_links.c
+        with reading(self.engine) as conn:
+            rows = conn.execute(
+                select(t.accounts, cl.role.label("link_role"))
+                .join(t.chat_links, cl.account_id == t.accounts.c.id)
+                .where(cl.channel == CHANNEL, cl.chat_id == chat_id)
+                .order_by(t.accounts.c.name)
+            )
+            return [LinkedAccount(account_from(r), r.link_role) for r in rows]
 
     # -- the bot's position in its updates -----------------------------------------------------
 

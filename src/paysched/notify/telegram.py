@@ -28,10 +28,11 @@ class TelegramNotifier:
 
     async def send(self, target: str, event: dict[str, Any], dedup_key: str) -> None:
         chat: int | str = int(target) if target.lstrip("-").isdigit() else target
+        message: dict[str, Any] = {"chat_id": chat, "text": event["text"]}
+        if event.get("buttons"):  # rows of {"text", "callback_data"}: a reminder's Skip/Pause
+            message["reply_markup"] = {"inline_keyboard": event["buttons"]}
         try:
-            response = await self._client.post(
-                self._url, json={"chat_id": chat, "text": event["text"]}
-            )
+            response = await self._client.post(self._url, json=message)
         except httpx.HTTPError as exc:
             raise RetryableDelivery(self._redact(f"telegram unreachable: {exc}")) from None
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -63,15 +63,27 @@ _BY_NAME = select(t.accounts).where(t.accounts.c.name == bindparam("name"))
 
 class AccountsStore(StoreBase):
     def create_account(
-        self, name: str, currency: str, now: datetime, then: AfterWrite | None = None
+        self,
+        name: str,
+        currency: str,
+        now: datetime,
+        then: AfterWrite | None = None,
+        remind: timedelta | None = None,
     ) -> Account:
+        """`remind`: the default reminder of the payments it will pay (None: none)."""
         name = new_account_name(name)
         currency_exponent(currency)  # an ISO 4217 currency with minor units, or InvalidInput
+        remind_s = None if remind is None else int(remind.total_seconds())
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(t.accounts).values(
-                        name=name, currency=currency, kind="user", balance=0, created_at=now
+                        name=name,
+                        currency=currency,
+                        kind="user",
+                        balance=0,
+                        created_at=now,
+                        remind_s=remind_s,
                     )
                 )
                 account = self._account(conn, name)
@@ -79,6 +91,23 @@ class AccountsStore(StoreBase):
                 return account
         except IntegrityError:
             raise Conflict(f"account {name!r} already exists") from None
+
+    def set_account_remind(
+        self, name: str, remind: timedelta | None, then: AfterWrite | None = None
+    ) -> Account:
+        """The account's reminder default (None: off), for the payments created from now on;
+        those it pays already keep their own."""
+        refuse_external(name)
+        with self.engine.begin() as conn:
+            account = self._account(conn, name)
+            conn.execute(
+                update(t.accounts)
+                .where(t.accounts.c.id == account.id)
+                .values(remind_s=None if remind is None else int(remind.total_seconds()))
+            )
+            account = self._account(conn, name)
+            after(then, conn, account)
+            return account
 
     def get_account(self, name: str) -> Account:
         with self._reading() as conn:

@@ -19,15 +19,28 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 
 from paysched import series
-from paysched.clock import to_ms
+from paysched.clock import from_ms, to_ms
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import AccountsStore
 from paysched.db.store.base import AfterWrite, after, existing_id, retried_if_victim
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
+from paysched.db.tables import UTCDateTime
 from paysched.domain import (
     CATCHUP_POLICIES,
     FINAL_STATES,
@@ -55,6 +68,27 @@ S = OccurrenceState
 LATE_AFTER = timedelta(minutes=1)
 # The outbox rows announcing a missed occurrence (the worker's notification policy).
 MissedOutbox = Callable[[Payment, Occurrence], Sequence[OutboxMessage]]
+# The outbox rows of a reminder: the payment, the due time it reminds of, the payer's chats.
+ReminderOutbox = Callable[[Payment, datetime, Sequence[str]], Sequence[OutboxMessage]]
+# Reminders are at most this long ahead (paysched.inputs.REMIND_MAX): the sweep reads only
+# payments due within it.
+REMIND_HORIZON = timedelta(days=30)
+
+
+class NotSkippable(Conflict):
+    """An occurrence a reminder named that cannot be skipped; `why`: skipped (already),
+    ran (began or ended), missed, cancelled, done (nothing left) or gone (not the payment's
+    next any more)."""
+
+    def __init__(self, payment_id: int, why: str) -> None:
+        super().__init__(f"payment {payment_id}: that occurrence cannot be skipped ({why})")
+        self.why = why
+
+
+def _why_not(state: OccurrenceState) -> str:
+    if state in (OccurrenceState.SKIPPED, OccurrenceState.CANCELLED, OccurrenceState.MISSED):
+        return state.value
+    return "ran"
 
 
 # The statements of every create (and materialize), built once: building a statement and
@@ -132,13 +166,14 @@ class PaymentsStore(AccountsStore):
         recurrence: str | None = None,
         catchup: str = "all",
         catchup_window: timedelta | None = None,
+        remind: timedelta | None = None,
     ) -> Payment:
         """A new payment, in a transaction of its own; `then` is called in it with the
         payment."""
         fields = dict(
             payer=payer, payee=payee, amount=amount, currency=currency, due_at=due_at,
             cron=cron, timezone=timezone, memo=memo, notify=notify, recurrence=recurrence,
-            catchup=catchup, catchup_window=catchup_window,
+            catchup=catchup, catchup_window=catchup_window, remind=remind,
         )  # fmt: skip
         created = self.create_and_materialize(lambda _: fields, now=now, horizon=None, then=then)
         return created.payment
@@ -211,6 +246,7 @@ class PaymentsStore(AccountsStore):
         recurrence: str | None = None,
         catchup: str = "all",
         catchup_window: timedelta | None = None,
+        remind: timedelta | None = None,
     ) -> Payment:
         if sum(v is not None for v in (due_at, cron, recurrence)) != 1:
             raise InvalidInput(
@@ -254,6 +290,8 @@ class PaymentsStore(AccountsStore):
             next_nominal_at=first.nominal if first.nominal != first.due else None,
             notify=json.dumps(list(notify)),
             updated_at=now,
+            # None: the payer's default, as it is now (a later change of it is not copied).
+            remind_s=_seconds(remind) if remind is not None else _seconds(accounts["from"].remind),
         )).one()  # fmt: skip
         # As read back (the names are the accounts'), without reading it back.
         names = {"payer_name": accounts["from"].name, "payee_name": accounts["to"].name}
@@ -644,30 +682,152 @@ class ControlStore(PaymentsStore):
             ).one()  # fmt: skip
             if p.next_due_at is None:
                 raise Conflict(f"payment {payment_id} has no occurrence left to skip")
-            nominal = p.next_nominal_at or p.next_due_at
-            created = conn.execute(
-                self._insert_ignore(t.occurrences, None).returning(*t.occurrences.c),
-                [dict(payment_id=payment_id, due_at=p.next_due_at,
-                      key=occurrence_key(payment_id, to_ms(nominal)), state=S.SKIPPED.value,
-                      attempts=0, fence=0, reason=reason, finished_at=now, created_at=now,
-                      updated_at=now, nominal_at=p.next_nominal_at)],
-            ).all()  # fmt: skip
-            if not created:
-                raise Conflict(f"payment {payment_id} changed meanwhile; try again")
-            occ = occurrence_from(created[0])
-            transitions.record(conn, [transitions.history(occ.id, now, None, S.SKIPPED, 0, reason)])
-            step = series.following(p.cron, p.timezone, p.recurrence, nominal)
-            conn.execute(
-                update(t.payments).where(t.payments.c.id == payment_id)
-                .values(
-                    next_due_at=None if step is None else step.due,
-                    next_nominal_at=None if step is None or step.nominal == step.due
-                    else step.nominal,
-                    state=PaymentState.DONE.value if step is None else p.state, updated_at=now,
-                )
-            )  # fmt: skip
+            occ = self._skip_unmade(conn, p, now, reason)
             after(then, conn, occ)
             return occ
+
+    def _skip_unmade(self, conn: Connection, p: Any, now: datetime, reason: str) -> Occurrence:
+        """The payment's next occurrence (not made yet), created as skipped; its series moves
+        on past it. `p`: the payment's row, locked by the caller."""
+        payment_id = p.id
+        nominal = p.next_nominal_at or p.next_due_at
+        created = conn.execute(
+            self._insert_ignore(t.occurrences, None).returning(*t.occurrences.c),
+            [dict(payment_id=payment_id, due_at=p.next_due_at,
+                  key=occurrence_key(payment_id, to_ms(nominal)), state=S.SKIPPED.value,
+                  attempts=0, fence=0, reason=reason, finished_at=now, created_at=now,
+                  updated_at=now, nominal_at=p.next_nominal_at)],
+        ).all()  # fmt: skip
+        if not created:
+            raise Conflict(f"payment {payment_id} changed meanwhile; try again")
+        occ = occurrence_from(created[0])
+        transitions.record(conn, [transitions.history(occ.id, now, None, S.SKIPPED, 0, reason)])
+        step = series.following(p.cron, p.timezone, p.recurrence, nominal)
+        conn.execute(
+            update(t.payments).where(t.payments.c.id == payment_id)
+            .values(
+                next_due_at=None if step is None else step.due,
+                next_nominal_at=None if step is None or step.nominal == step.due
+                else step.nominal,
+                state=PaymentState.DONE.value if step is None else p.state, updated_at=now,
+            )
+        )  # fmt: skip
+        return occ
+
+    @retried_if_victim
+    def skip_occurrence(
+        self,
+        payment_id: int,
+        due_at: datetime,
+        now: datetime,
+        reason: str,
+        then: AfterWrite | None = None,
+    ) -> Occurrence:
+        """Skip the payment's occurrence due at `due_at` (the one a reminder named), and only
+        that one: made and not started, it is skipped; not made yet and the payment's next,
+        it is created as skipped and the series moves on past it. NotSkippable (nothing
+        written) when it already was skipped, ran or began, was missed or cancelled, or is
+        none of the payment's any more."""
+        existing_id(payment_id, "payment")
+        with self.engine.begin() as conn:
+            state = self._lock_payment(conn, payment_id)
+            c = t.occurrences.c
+            # To the millisecond, as a reminder names it (`--in 30s` gives microseconds).
+            start = from_ms(to_ms(due_at))
+            within = and_(c.due_at >= start, c.due_at < start + timedelta(milliseconds=1))
+            query = select(c.id).where(c.payment_id == payment_id, within).order_by(c.id)
+            ids = conn.execute(query).scalars().all()
+            made = sorted(transitions.lock(conn, ids).values(), key=lambda o: o.id)
+            if made:
+                # Two nominal dates moved onto one day share a due time: the first not
+                # started is the one, else the first tells what became of them.
+                waiting = [o for o in made if o.state in (S.SCHEDULED, S.QUEUED)]
+                if not waiting:
+                    raise NotSkippable(payment_id, _why_not(made[0].state))
+                occ = waiting[0]
+                skipped = replace(occ, state=S.SKIPPED, reason=reason, finished_at=now)
+                transitions.apply(conn, [transitions.Change(occ, skipped)], now)
+                after(then, conn, skipped)
+                return skipped
+            if state == PaymentState.CANCELLED.value:
+                raise NotSkippable(payment_id, "cancelled")
+            p = conn.execute(select(t.payments).where(t.payments.c.id == payment_id)).one()
+            if p.next_due_at is None or to_ms(p.next_due_at) != to_ms(due_at):
+                # The series is past it, or never had it.
+                raise NotSkippable(payment_id, "done" if p.next_due_at is None else "gone")
+            occ = self._skip_unmade(conn, p, now, reason)
+            after(then, conn, occ)
+            return occ
+
+    # -- reminders ----------------------------------------------------------------------------
+
+    def remind_due(self, now: datetime, outbox_of: ReminderOutbox, limit: int = 500) -> int:
+        """Write the reminders that are due: for each active payment with a reminder whose
+        next occurrence falls due within its `remind_s` and was not reminded yet, the outbox
+        rows `outbox_of(payment, due_at, chat_ids)` gives for the payer's linked chats, and
+        `reminded_due_at` set to that due time, in ONE transaction. Exactly once: the payments
+        are locked (a concurrent sweep skips them), `reminded_due_at` is set by
+        compare-and-set, and the rows' dedup keys are unique. Returns how many payments were
+        due (`limit`: call again for more)."""
+        p = t.payments.c
+        reminding = and_(
+            p.remind_s.is_not(None),
+            p.state == PaymentState.ACTIVE.value,
+            p.next_due_at <= now + REMIND_HORIZON,  # the partial index's range
+            p.reminded_due_at.is_distinct_from(p.next_due_at),
+            self._in_window(now),
+        )
+        with self._reading() as conn:  # with nothing due, no write transaction
+            if conn.execute(select(p.id).where(reminding).limit(1)).first() is None:
+                return 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(p.id, p.next_due_at, p.remind_s, p.payer_id)
+                .where(reminding)
+                .order_by(p.next_due_at, p.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True, key_share=True)
+            ).all()
+            due = [r for r in rows if r.next_due_at - timedelta(seconds=r.remind_s) <= now]
+            if not due:
+                return 0
+            cl = t.chat_links.c
+            chats: dict[int, list[str]] = {}
+            for account_id, chat_id in conn.execute(
+                select(cl.account_id, cl.chat_id)
+                .where(cl.account_id.in_({r.payer_id for r in due}), cl.channel == "telegram")
+                .order_by(cl.id)
+            ):
+                chats.setdefault(account_id, []).append(chat_id)
+            payments = {
+                pay.id: pay
+                for pay in map(
+                    payment_from,
+                    conn.execute(payment_select().where(p.id.in_([r.id for r in due]))),
+                )
+            }
+            messages: list[OutboxMessage] = []
+            for r in due:
+                marked = conn.execute(
+                    update(t.payments)
+                    .where(p.id == r.id, p.next_due_at == r.next_due_at)
+                    .where(p.reminded_due_at.is_distinct_from(r.next_due_at))
+                    .values(reminded_due_at=r.next_due_at)
+                )
+                if marked.rowcount == 1:
+                    messages += outbox_of(payments[r.id], r.next_due_at, chats.get(r.payer_id, []))
+            self._enqueue_notifications(conn, messages, now)
+            return len(due)
+
+    def _in_window(self, now: datetime) -> ColumnElement[bool]:
+        """next_due_at - remind_s <= now, as each database computes it (to the second: the
+        caller checks exactly)."""
+        p = t.payments.c
+        if self.dialect == "postgresql":
+            second: ColumnElement[Any] = literal_column("interval '1 second'")
+            return p.next_due_at <= literal(now, UTCDateTime) + p.remind_s * second
+        days = func.julianday(literal(now, UTCDateTime)) + (p.remind_s + 1) / 86400.0
+        return func.julianday(p.next_due_at) <= days
 
     def upcoming(self, payment_id: int, count: int) -> list[Due]:
         """The payment's next `count` due times: the occurrences not started yet, then its

@@ -65,7 +65,7 @@ def payment_from(row: Row[Any], prefix: str = "") -> Payment:
         created_at=m[prefix + "created_at"], notify=tuple(json.loads(m[prefix + "notify"] or "[]")),
         recurrence=m[prefix + "recurrence"], catchup=m[prefix + "catchup"],
         catchup_window=None if window is None else timedelta(seconds=window),
-        next_nominal_at=m[prefix + "next_nominal_at"],
+        next_nominal_at=m[prefix + "next_nominal_at"], remind=_seconds(m[prefix + "remind_s"]),
     )  # fmt: skip
 
 
@@ -80,4 +80,14 @@ def occurrence_from(row: Row[Any]) -> Occurrence:
 
 
 def account_from(row: Row[Any]) -> Account:
-    return Account(id=row.id, name=row.name, currency=row.currency, balance=int(row.balance))
+    return Account(
+        id=row.id,
+        name=row.name,
+        currency=row.currency,
+        balance=int(row.balance),
+        remind=_seconds(row.remind_s),
+    )
+
+
+def _seconds(value: int | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
