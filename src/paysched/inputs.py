@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from paysched.domain import (
+    APPROVAL_POLICIES,
+    APPROVAL_TIMEOUT_OUTCOMES,
     CATCHUP_POLICIES,
     Account,
     amount_shape,
@@ -85,6 +87,9 @@ class PaymentRequest:
     catchup: str = "all"
     catchup_window: timedelta | None = None
     amount_text: str = ""
+    approval: str = "none"  # required: each occurrence waits for a person's approval
+    approval_timeout: timedelta | None = None
+    approval_on_timeout: str | None = None  # skip | fail
 
     def in_currency(self, currency: str) -> PaymentRequest:
         """The request in `currency` (the payer's, when the caller named none): the amount
@@ -100,7 +105,9 @@ class PaymentRequest:
             "currency": self.currency, "due_at": self.due_at, "cron": self.cron,
             "timezone": self.timezone, "memo": self.memo, "notify": list(self.notify),
             "recurrence": self.recurrence, "catchup": self.catchup,
-            "catchup_window": self.catchup_window,
+            "catchup_window": self.catchup_window, "approval": self.approval,
+            "approval_timeout": self.approval_timeout,
+            "approval_on_timeout": self.approval_on_timeout,
         }  # fmt: skip
 
 
@@ -258,6 +265,9 @@ def payment_request(
     calendar: Calendar | None = None,
     catchup: str = "all",
     catchup_window: timedelta | str | None = None,
+    approval: str = "none",
+    approval_timeout: timedelta | str | None = None,
+    on_timeout: str | None = None,
 ) -> PaymentRequest:
     """Check a request to schedule a payment; InvalidInput naming the first bad field.
 
@@ -293,11 +303,36 @@ def payment_request(
         due_at = now + _delay(in_, names.in_field)
     recurrence = recurrence_of(calendar, tz, now, names) if calendar.given else None
     window = check_catchup(catchup, catchup_window, names)
+    wait, on_timeout = check_approval(approval, approval_timeout, on_timeout)
     return PaymentRequest(
         payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at,
         cron=cron, timezone=tz, memo=memo, notify=tuple(targets), recurrence=recurrence,
-        catchup=catchup, catchup_window=window, amount_text=written,
+        catchup=catchup, catchup_window=window, amount_text=written, approval=approval,
+        approval_timeout=wait, approval_on_timeout=on_timeout,
     )  # fmt: skip
+
+
+def check_approval(
+    approval: str, timeout: timedelta | str | None, on_timeout: str | None
+) -> tuple[timedelta | None, str | None]:
+    """A payment's approval: `none` or `required`; a timeout (after the due time) and what
+    an occurrence unanswered by then becomes (skip, the default, or fail). A timeout may be
+    given without `required`: it applies if the payer's account requires approval above an
+    amount (accounts' approval_above)."""
+    if approval not in APPROVAL_POLICIES:
+        raise InvalidInput("approval", f"expected none or required, got {shown(str(approval))}")
+    if on_timeout == "":
+        on_timeout = None
+    if on_timeout is not None and on_timeout not in APPROVAL_TIMEOUT_OUTCOMES:
+        raise InvalidInput("on_timeout", f"expected skip or fail, got {shown(str(on_timeout))}")
+    if timeout is None or timeout == "":
+        if on_timeout is not None:
+            raise InvalidInput("on_timeout", "applies only with an approval timeout")
+        return None, None
+    value = _delay(timeout, "approval_timeout")
+    if value < timedelta(seconds=1):
+        raise InvalidInput("approval_timeout", "must be at least 1s")
+    return value, on_timeout or "skip"
 
 
 def _instant(value: object, field: str) -> tuple[datetime, str]:

@@ -35,7 +35,9 @@ def account_view(account: Account) -> dict[str, Any]:
         "name": account.name,
         "currency": account.currency,
         "balance": format_amount(account.balance, account.currency),
-    }
+        "approval_above": None if account.approval_above is None
+        else format_amount(account.approval_above, account.currency),
+    }  # fmt: skip
 
 
 def payment_view(payment: Payment) -> dict[str, Any]:
@@ -60,6 +62,16 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         # A webhook URL may carry a password: shown masked, as everywhere else.
         "notify": [redact(target) for target in payment.notify],
         "created_at": iso(payment.created_at),
+        **approval_view(payment),
+    }
+
+
+def approval_view(payment: Payment) -> dict[str, Any]:
+    timeout = payment.approval_timeout
+    return {
+        "approval": payment.approval,
+        "approval_timeout": None if timeout is None else f"{int(timeout.total_seconds())}s",
+        "on_timeout": payment.approval_on_timeout,
     }
 
 
@@ -209,6 +221,8 @@ def occurrence_view(occ: Occurrence, history: list[Transition]) -> dict[str, Any
         "reason": occ.reason,
         "reference": occ.reference,
         "lateness_ms": lateness_ms(occ),
+        "approval_deadline": iso(occ.approval_deadline)
+        if occ.state == OccurrenceState.AWAITING_APPROVAL else None,
         "next_check_at": iso(occ.resolve_at) if occ.state == OccurrenceState.UNKNOWN else None,
         "finished_at": iso(occ.finished_at),
         "attempts": attempts_view(history),

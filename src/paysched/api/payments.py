@@ -65,6 +65,8 @@ def schedule_fields(
         notify=body.notify, allow_past=body.allow_past,
         allow_private=app.settings.webhook_allow_private, now=app.clock.now(), names=HTTP_NAMES,
         calendar=rule, catchup=body.catchup, catchup_window=body.catchup_window,
+        approval=body.approval, approval_timeout=body.approval_timeout,
+        on_timeout=body.on_timeout,
     )  # fmt: skip
     if request.currency is None:
         request = request.in_currency(payer_currency(account, body.payer, HTTP_NAMES))
