@@ -516,6 +516,7 @@ class App:
                 log.warning("occurrence %s is approved but not yet queued (%s); the "
                             "scheduler's next tick queues it", decided.occurrence.key,
                             short_error(exc))  # fmt: skip
+            return await self.db(self.store.get_occurrence, decided.occurrence.id)
         return decided.occurrence
 
     async def retry_notification(

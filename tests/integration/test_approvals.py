@@ -108,7 +108,7 @@ async def test_approve_executes_exactly_once(app: App) -> None:
     occ = await only(app, pid)
     async with running(app):
         decided = await app.decide_occurrence(occ.key, True, actor=ALICE_KEY)
-        assert decided.state == S.SCHEDULED
+        assert decided.state in (S.QUEUED, S.EXECUTING, S.SUCCEEDED)  # the worker is quick
 
         async def paid() -> bool:
             return await state_of(app, pid) == S.SUCCEEDED
