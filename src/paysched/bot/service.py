@@ -38,9 +38,10 @@ from telegram.ext import (
     filters,
 )
 
-from paysched.bot import messages, reads
+from paysched.bot import approvals, messages, reads
 from paysched.clock import Clock
 from paysched.db.links import ChatLinks, LinkRefused
+from paysched.db.store import Store
 from paysched.db.store.base import short_error
 from paysched.domain import Account
 from paysched.errors import ConfigError
@@ -86,6 +87,7 @@ class ChatBot:
     ) -> None:
         self.links = ChatLinks(engine)
         self.engine = engine
+        self._store: Store | None = None  # made on the first button that decides
         self.clock = clock
         self.pool = pool
         self.poll_timeout = poll_timeout
@@ -271,7 +273,27 @@ class ChatBot:
         if query is None:
             return
         linked = await self._accounts(update)
+        verb, _, arg = (query.data or "").partition(":")
+        if linked and verb in approvals.VERBS and arg.isascii() and arg.isdigit():
+            await self._decide(update, verb, int(arg))
+            return
         await query.answer(messages.UNKNOWN_COMMAND if linked else messages.NOT_LINKED_SHORT)
+
+    async def _decide(self, update: Update, verb: str, occurrence_id: int) -> None:
+        """An Approve / Reject button (bot/approvals.py): the outcome is the button's answer
+        and, once decided, replaces the message (its buttons gone)."""
+        query, chat = update.callback_query, update.effective_chat
+        assert query is not None and chat is not None
+        if self._store is None:
+            self._store = Store(self.engine)
+        approver_of = await self.db(self._store.approver_accounts, approvals.CHANNEL, str(chat.id))
+        line = await approvals.VERBS[verb](
+            self._store, str(chat.id), approver_of, occurrence_id, self.clock.now()
+        )
+        await query.answer(line[:200])  # Telegram shows up to 200 characters
+        if line.startswith(("✅", "🚫")):
+            with contextlib.suppress(TelegramError):
+                await query.edit_message_text(line)
 
     async def _failed(self, update: object, context: Context) -> None:
         log.error("bot: handling an update failed: %s", context.error, exc_info=context.error)

@@ -29,9 +29,7 @@ class TelegramNotifier:
     async def send(self, target: str, event: dict[str, Any], dedup_key: str) -> None:
         chat: int | str = int(target) if target.lstrip("-").isdigit() else target
         try:
-            response = await self._client.post(
-                self._url, json={"chat_id": chat, "text": event["text"]}
-            )
+            response = await self._client.post(self._url, json=_message(chat, event))
         except httpx.HTTPError as exc:
             raise RetryableDelivery(self._redact(f"telegram unreachable: {exc}")) from None
         try:
@@ -54,3 +52,12 @@ class TelegramNotifier:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _message(chat: int | str, event: dict[str, Any]) -> dict[str, Any]:
+    """sendMessage's body: the text, and an event's `buttons` (rows of {"text",
+    "callback_data"}) as an inline keyboard."""
+    body: dict[str, Any] = {"chat_id": chat, "text": event["text"]}
+    if event.get("buttons"):
+        body["reply_markup"] = {"inline_keyboard": event["buttons"]}
+    return body
