@@ -103,3 +103,34 @@ async def test_bad_approval_input_is_422_naming_the_field(
 ) -> None:
     await setup(api)
     problem(await api.post("/v1/payments", PAYMENT | extra, "write"), 422, "invalid_input", field)
+
+
+async def test_dashboard_approve_and_reject_buttons(api: Api) -> None:
+    from tests.api.test_dashboard import HX, page, signed
+
+    await setup(api)
+    occ = await awaiting(api, approval_timeout="2h")
+    detail = f"/dashboard/payments/{occ['payment_id']}"
+    approve = f"/dashboard/occurrences/{occ['id']}/approve"
+    reject = f"/dashboard/occurrences/{occ['id']}/reject"
+    shown = await page(api, detail, "approve")
+    assert f'hx-post="{approve}"' in shown and f'hx-post="{reject}"' in shown
+    assert "Approval</dt><dd>required; unanswered 7200s after due: skip" in shown
+    assert "needs a key with the approve scope" in await page(api, detail, "write")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    denied = await api.client.post(approve, content="", headers=signed(api, "write") | HX | form)
+    assert denied.status_code == 403
+    r = await api.client.post(
+        reject, content="reason=+", headers=signed(api, "approve") | HX | form
+    )
+    assert r.status_code == 422 and "reason" in r.text, r.text
+    r = await api.client.post(approve, content="", headers=signed(api, "approve") | HX | form)
+    assert r.status_code == 200 and "approved: it runs at its due time" in r.text, r.text
+    again = await api.client.post(approve, content="", headers=signed(api, "approve2") | HX | form)
+    assert again.status_code == 409 and "already approved" in again.text
+    assert f'hx-post="{approve}"' not in await page(api, detail, "approve")
+    # The key that created a payment may not decide on it, from the dashboard either.
+    mine = await awaiting(api, scope="approve")
+    mine_path = f"/dashboard/occurrences/{mine['id']}/approve"
+    r = await api.client.post(mine_path, content="", headers=signed(api, "approve") | HX | form)
+    assert r.status_code == 409 and "four eyes" in r.text
