@@ -37,6 +37,7 @@ from paysched.db.actions import (
 )
 from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
+from paysched.db.store.approvals import Decided
 from paysched.db.store.base import AfterWrite, short_error
 from paysched.db.store.payments import Held
 from paysched.domain import (
@@ -499,8 +500,12 @@ class App:
         occurrence = await self.find_occurrence(ref)
         now = self.clock.now()
         detail: dict[str, str | int] = {} if approve else {"reason": reason.strip()}
-        acting = Acting(actor, "approve" if approve else "reject", now,
-                        lambda d: Subject(d.payment.id, d.occurrence.id, detail))  # fmt: skip
+
+        def subject(d: Decided) -> Subject:
+            return Subject(d.payment.id, d.occurrence.id, detail)
+
+        acting = Acting(actor, "approve", now, subject) if approve else Acting(
+            actor, "reject", now, subject)  # fmt: skip
         decided = await self.db(
             self.store.decide, occurrence.id, approve, actor, now, reason, acting.then(then)
         )

@@ -588,7 +588,7 @@ def accounts_set(
         assert above is not None
         account = _set_approval_above(store, account.name, above)
     view = account_view(account)
-    rule = view["approval_above"]
+    rule = view.get("approval_above")
     emit(view, as_json, f"{account.name}: " + (
         f"payments above {rule} {account.currency} require approval" if rule is not None
         else "no approval required"))  # fmt: skip

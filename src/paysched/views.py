@@ -31,13 +31,14 @@ def iso(value: datetime | None) -> str | None:
 
 
 def account_view(account: Account) -> dict[str, Any]:
-    return {
+    view = {
         "name": account.name,
         "currency": account.currency,
         "balance": format_amount(account.balance, account.currency),
-        "approval_above": None if account.approval_above is None
-        else format_amount(account.approval_above, account.currency),
-    }  # fmt: skip
+    }
+    if account.approval_above is not None:  # the rule, shown only where there is one
+        view["approval_above"] = format_amount(account.approval_above, account.currency)
+    return view
 
 
 def payment_view(payment: Payment) -> dict[str, Any]:

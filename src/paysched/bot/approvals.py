@@ -54,7 +54,12 @@ async def _decide(
     approve = verb == "approve"
     actor = Actor.chat(CHANNEL, chat_id)
     detail: dict[str, str | int] = {} if approve else {"reason": CHAT_REASON}
-    acting = Acting(actor, verb, now, lambda d: Subject(d.payment.id, d.occurrence.id, detail))
+
+    def subject(d: Decided) -> Subject:
+        return Subject(d.payment.id, d.occurrence.id, detail)
+
+    acting = Acting(actor, "approve", now, subject) if approve else Acting(
+        actor, "reject", now, subject)  # fmt: skip
     decide = partial(store.decide, occurrence_id, approve, actor, now, CHAT_REASON,
                      acting.then())  # fmt: skip
     try:
