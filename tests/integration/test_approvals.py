@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +14,8 @@ from sqlalchemy import insert, select
 
 from paysched.actors import Actor
 from paysched.app import App
+from paysched.clock import ManualClock
+from paysched.config import Settings
 from paysched.db import tables as t
 from paysched.db.apikeys import ApiKeys
 from paysched.db.store import NoClaim
@@ -253,3 +255,22 @@ async def test_account_rule_applies_above_the_amount_only(app: App) -> None:
     assert (await app.db(app.store.get_payment, above)).approval == "required"
     assert await state_of(app, at) in (S.SCHEDULED, S.QUEUED)
     assert (await app.db(app.store.get_payment, at)).approval == "none"
+
+
+async def test_the_schedulers_tick_sweeps_expired_approvals(settings: Settings) -> None:
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    app = await App.open(settings, clock=clock)
+    try:
+        await fund(app, {"alice": 5000, "bob": 0})
+        pid = await approval_payment(app, approval_timeout=timedelta(minutes=5))
+        sched = app.scheduler
+        assert sched is not None
+        clock.advance(timedelta(minutes=4, seconds=59))
+        await sched.tick()
+        assert await state_of(app, pid) == S.AWAITING_APPROVAL
+        clock.advance(timedelta(seconds=1))
+        await sched.tick()
+        final = await only(app, pid)
+        assert (final.state, final.reason) == (S.SKIPPED, "no approval within 5m")
+    finally:
+        await app.close()
