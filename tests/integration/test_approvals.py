@@ -274,3 +274,30 @@ async def test_the_schedulers_tick_sweeps_expired_approvals(settings: Settings) 
         assert (final.state, final.reason) == (S.SKIPPED, "no approval within 5m")
     finally:
         await app.close()
+
+
+async def test_python_api_schedules_with_approval_and_four_eyes_holds(settings: Settings) -> None:
+    import paysched
+    from paysched.errors import InvalidInput
+
+    async with paysched.open(settings) as ps:
+        await ps.create_account("alice")
+        await ps.create_account("bob")
+        await ps.deposit("alice", "50.00")
+        payment = await ps.schedule(payer="alice", payee="bob", amount="5.00", in_="0s",
+                                    approval="required", approval_timeout="2h",
+                                    on_timeout="fail")  # fmt: skip
+        assert (payment.approval, payment.approval_timeout, payment.approval_on_timeout) == (
+            "required", timedelta(hours=2), "fail")  # fmt: skip
+        [occ] = (await ps.get_payment(payment.id)).occurrences
+        assert occ.state == S.AWAITING_APPROVAL
+        with pytest.raises(Conflict, match="four eyes"):  # this user created it
+            await ps.approve(occ.key)
+        with pytest.raises(InvalidInput, match="reason"):
+            await ps.reject(occ.id, " ")
+        with pytest.raises(InvalidInput) as bad:
+            await ps.schedule(payer="alice", payee="bob", amount="1.00", in_="0s",
+                              on_timeout="skip")  # fmt: skip
+        assert bad.value.field == "on_timeout"
+        rejected = await ps.app.decide_occurrence(occ.key, False, "no", actor=ALICE_KEY)
+        assert rejected.state == S.CANCELLED
