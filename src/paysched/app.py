@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from paysched import metrics, redaction
+from paysched import approvals, metrics, redaction
 from paysched.actors import Actor
 from paysched.backends import probe_redis, redacted, resolve_redis
 from paysched.clock import Clock, SystemClock
@@ -37,6 +37,7 @@ from paysched.db.actions import (
 )
 from paysched.db.outbox import Outbox
 from paysched.db.store import CancelResult, Store
+from paysched.db.store.approvals import Decided
 from paysched.db.store.base import AfterWrite, short_error
 from paysched.db.store.payments import Held
 from paysched.domain import (
@@ -187,6 +188,7 @@ class App:
         backoff = Backoff(settings.backoff_ms, settings.backoff_jitter, rng or random.Random())
         app = cls(settings, clock, store, pool, bus, backoff)
         app.outbox = Outbox(store.engine)
+        store.approval_outbox = approvals.needed_outbox(settings.notify_default, clock.now)
         if not with_queue:
             return app
         # Started here, on the event loop's (main) thread: see EmbeddedRedis.
@@ -229,6 +231,7 @@ class App:
         app.scheduler = Scheduler(
             store, app.queue, clock, settings.lookahead, settings.tick_cron, pool, policy
         )
+        app.scheduler.expired_outbox = approvals.expired_outbox(settings.notify_default, clock.now)
         app.processor = PaymentProcessor(
             store, app.executor, bus, clock, backoff, settings.attempts, pool, policy,
             deployment_id,
@@ -500,6 +503,43 @@ class App:
             await queue.remove(fresh.key)
             await queue.enqueue([fresh], now)
         return target
+
+    async def decide_occurrence(
+        self, ref: str, approve: bool, reason: str = "", then: AfterWrite | None = None, *,
+        actor: Actor,
+    ) -> Occurrence:  # fmt: skip
+        """Approve (scheduled, then queued as a materialized one is) or reject (cancelled,
+        with `reason`) an occurrence awaiting approval; Conflict if it awaits none any more
+        or `actor` created its payment (see ApprovalsStore.decide)."""
+        _, scheduler = self._need_queue()
+        if not approve:
+            check_text(reason, "reason")
+        occurrence = await self.find_occurrence(ref)
+        now = self.clock.now()
+        detail: dict[str, str | int] = {} if approve else {"reason": reason.strip()}
+
+        def subject(d: Decided) -> Subject:
+            return Subject(d.payment.id, d.occurrence.id, detail)
+
+        acting = Acting(actor, "approve", now, subject) if approve else Acting(
+            actor, "reject", now, subject)  # fmt: skip
+        decided = await self.db(
+            self.store.decide, occurrence.id, approve, actor, now, reason, acting.then(then)
+        )
+        acting.logged()
+        if approve:
+            payment = decided.payment
+            try:  # committed: a failed enqueue is the next tick's (reconcile) to make good
+                await asyncio.wait_for(
+                    scheduler.enqueue_made([decided.occurrence], now, {payment.id: payment}),
+                    CREATE_ENQUEUE_WAIT_S,
+                )
+            except Exception as exc:
+                log.warning("occurrence %s is approved but not yet queued (%s); the "
+                            "scheduler's next tick queues it", decided.occurrence.key,
+                            short_error(exc))  # fmt: skip
+            return await self.db(self.store.get_occurrence, decided.occurrence.id)
+        return decided.occurrence
 
     async def retry_notification(
         self, notification_id: int, then: AfterWrite | None = None, *, actor: Actor

@@ -152,6 +152,28 @@ class PaymentCreate(Strict):
         description="telegram:CHAT_ID, webhook:URL or log; none: the deployment's default.",
     )  # fmt: skip
     allow_past: bool = Field(False, description="Accept an `at` in the past: run it at once.")
+    approval: str = Field(
+        "none", pattern="^(none|required)$",
+        description="required: each occurrence waits until someone other than its creator "
+        "approves it (POST /v1/occurrences/{ref}/approve). The paying account's approval_above "
+        "may require it too.",
+    )  # fmt: skip
+    approval_timeout: str | None = Field(
+        None, max_length=32, examples=["2h"],
+        description="Unanswered this long after its due time, an occurrence is skipped or "
+        "failed (`on_timeout`); none: it waits until someone decides.",
+    )  # fmt: skip
+    on_timeout: str | None = Field(
+        None, pattern="^(skip|fail)$", description="With approval_timeout: skip (default) or fail."
+    )
+
+
+class Approve(Strict):
+    reason: str = Field("", max_length=1000, description="Optional; kept in the actions log.")
+
+
+class Reject(Strict):
+    reason: str = Field(min_length=1, max_length=1000, description="Kept in the history.")
 
 
 class Resolve(Strict):
@@ -193,6 +215,9 @@ class Account(Out):
     balance: str = Field(description="Decimal string.")
     remind: str | None = Field(
         None, description="The reminder default of the payments it pays (e.g. 86400s)."
+    )
+    approval_above: str | None = Field(
+        None, description="Its payments above this amount require approval; null: none do."
     )
 
 
@@ -242,6 +267,9 @@ class Occurrence(Out):
     reason: str | None
     reference: str | None
     lateness_ms: int | None = Field(description="Start of the first attempt minus due time.")
+    approval_deadline: Timestamp | None = Field(
+        None, description="awaiting_approval: skipped or failed if not decided by then."
+    )
     next_check_at: Timestamp | None
     finished_at: Timestamp | None
     attempts: list[Attempt]
@@ -290,6 +318,9 @@ class Payment(Out):
         description="How long before each occurrence its payer's "
         "linked chats are reminded (e.g. 86400s); null: never."
     )
+    approval: str = Field("none", description="none, or required: occurrences await approval.")
+    approval_timeout: str | None = None
+    on_timeout: str | None = None
     timezone: str | None
     next_due_at: Timestamp | None
     memo: str

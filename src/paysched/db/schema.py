@@ -16,7 +16,20 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 # Every revision of migrations/versions, oldest first; the last one is the head.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011")
+REVISIONS = (
+    "0001",
+    "0002",
+    "0003",
+    "0004",
+    "0005",
+    "0006",
+    "0007",
+    "0008",
+    "0009",
+    "0010",
+    "0011",
+    "0012",
+)
 HEAD_REVISION = REVISIONS[-1]
 VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 
