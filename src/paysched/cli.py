@@ -843,6 +843,14 @@ def accounts_link(
     telegram: Annotated[
         bool, typer.Option("--telegram", help="A Telegram chat (the only channel so far).")
     ] = False,
+    approver: Annotated[
+        bool,
+        typer.Option(
+            "--approver",
+            help="Link the chat as the account's approver: it also approves or rejects its "
+            "payments awaiting approval.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """A one-time link that ties the chat it is opened in to this account (it expires after
@@ -856,13 +864,15 @@ def accounts_link(
     with store_of(migrate=True, cfg=cfg) as store:
         store.get_account(name)  # an unknown account before asking the Bot API anything
         username = bot_username_now(cfg)  # before the token: a failure here makes none
-        issued = issue(store.engine, name, cli_actor(), SystemClock().now(), cfg)
+        role = "approver" if approver else "holder"
+        issued = issue(store.engine, name, cli_actor(), SystemClock().now(), cfg, role=role)
     view = issued_view(issued, username)
     minutes = round(cfg.link_ttl.total_seconds() / 60)
+    as_what = " as its approver" if approver else ""
     emit(
         view,
         as_json,
-        f"open this link in the Telegram chat to link to {view['account']} "
+        f"open this link in the Telegram chat to link to {view['account']}{as_what} "
         f"(it works once, within {minutes} min):\n{view['url']}",
     )
 
@@ -894,7 +904,8 @@ def accounts_links(name: str, as_json: JsonFlag = False) -> None:
     with store_of(migrate=False) as store:
         views = [link_view(link) for link in ChatLinks(store.engine).links_of(name)]
     lines = [
-        f"{v['id']:>4}  {v['channel']:<9} {v['chat_id']:<16} linked {v['created_at']}"
+        f"{v['id']:>4}  {v['channel']:<9} {v['chat_id']:<16} {v['role']:<8} "
+        f"linked {v['created_at']}"
         for v in views
     ]
     emit(views, as_json, "\n".join(lines) or "no linked chats")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from paysched.actors import Actor
 from paysched.app import App
@@ -18,6 +18,7 @@ from paysched.clock import ManualClock
 from paysched.config import Settings
 from paysched.db import tables as t
 from paysched.db.apikeys import ApiKeys
+from paysched.db.links import ChatLinks
 from paysched.db.store import NoClaim
 from paysched.domain import Occurrence, OccurrenceState
 from paysched.errors import Conflict
@@ -58,15 +59,14 @@ async def balances(app: App) -> tuple[int, int]:
 
 
 async def link_chat(app: App, account: str, chat_id: str, role: str) -> None:
-    def insert_link() -> None:
-        with app.store.engine.begin() as conn:
-            acc = conn.execute(select(t.accounts.c.id).where(t.accounts.c.name == account))
-            conn.execute(insert(t.chat_links).values(
-                account_id=acc.scalar_one(), channel="telegram", chat_id=chat_id,
-                created_at=app.clock.now(), role=role,
-            ))  # fmt: skip
+    """Link the chat as `role` the way a person does: a one-time token opened in the chat."""
+    links = ChatLinks(app.store.engine)
 
-    await app.db(insert_link)
+    def link() -> None:
+        issued = links.issue(account, app.clock.now(), timedelta(minutes=15), role=role)
+        assert links.redeem(issued.token, chat_id, app.clock.now()).role == role
+
+    await app.db(link)
 
 
 async def notifications(app: App, payment_id: int) -> list[Any]:

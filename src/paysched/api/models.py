@@ -6,7 +6,7 @@ Money is a decimal string plus an ISO 4217 currency, never a JSON number (a floa
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
@@ -80,6 +80,11 @@ class ChatLinkCreate(Strict):
         "telegram",
         description="The kind of chat: telegram (the only one so far).",
         examples=["telegram"],
+    )
+    role: Literal["holder", "approver"] = Field(
+        "holder",
+        description="What the chat may do: holder (see, be reminded, skip, pause) or "
+        "approver (also approve or reject the account's payments awaiting approval).",
     )
 
 
@@ -228,6 +233,7 @@ class ChatLinkToken(Out):
         description="The one-time deep link (https://t.me/BOT?start=TOKEN): opened in a chat, "
         "it links that chat to the account. It works once, until `expires_at`.",
     )
+    role: str = Field(description="What the chat linked by it may do: holder or approver.")
     expires_at: Timestamp
 
 
@@ -236,6 +242,7 @@ class ChatLink(Out):
     account: str
     channel: str
     chat_id: str
+    role: str = Field(description="holder or approver.")
     created_at: Timestamp
 
 

@@ -30,6 +30,9 @@ NOT_LINKED = (
 # A button pressed in a chat that may not act: the short answer Telegram shows as a toast.
 NOT_LINKED_SHORT = "Sorry, this chat is not linked to that account: nothing was changed."
 LINKED = "Done: this chat is now linked to the account {account}. Try /upcoming or /balance."
+LINKED_APPROVER = (
+    "\nAs its approver, you approve or reject here the payments that wait for approval."
+)
 LINK_REFUSED = {
     "unknown": "Sorry, that link is not valid, so nothing was linked. Ask for a new one.",
     "expired": "Sorry, that link has expired, so nothing was linked. Ask for a new one.",
@@ -107,8 +110,9 @@ def when(at: datetime, zone: str | None) -> str:
     return f"{local:%a %d %b %Y, %H:%M} {zone if tz else 'UTC'}"
 
 
-def linked(account: str) -> str:
-    return LINKED.format(account=account)
+def linked(account: str, role: str = "holder") -> str:
+    text = LINKED.format(account=account)
+    return text + LINKED_APPROVER if role == "approver" else text
 
 
 def refused(reason: str) -> str:
