@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 from paysched import metrics, redaction
 from paysched.actors import Actor
@@ -47,7 +46,7 @@ from paysched.domain import (
     Payment,
     check_text,
 )
-from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
+from paysched.errors import BackendUnavailable, ConfigError, Conflict, DatabaseError, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
 from paysched.executors.ledger import LedgerExecutor
@@ -92,7 +91,7 @@ async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -
     while True:
         try:
             await attempt()
-        except (BackendUnavailable, DBAPIError, OSError) as exc:
+        except (BackendUnavailable, DatabaseError, OSError) as exc:
             if waited_since is None:
                 waited_since = time.monotonic()
                 log.warning("%s unavailable (%s); retrying every %g s at most until it answers",

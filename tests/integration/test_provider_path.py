@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
 from paysched.actors import Actor
 from paysched.app import App
@@ -18,7 +17,7 @@ from paysched.clock import ManualClock
 from paysched.config import Settings
 from paysched.db.store import Claim, Finish, Store
 from paysched.domain import Occurrence, OccurrenceState
-from paysched.errors import Conflict
+from paysched.errors import Conflict, DatabaseUnavailable
 from paysched.standin.server import StandinProvider
 from tests.conftest import wait_for
 from tests.integration.helpers import all_final, fund, pay, running
@@ -144,7 +143,7 @@ class FailsToResolve:
 
     def resolve(self, claim: Claim, *args: Any) -> bool:
         if claim.occurrence.id == self._occurrence_id:
-            raise OperationalError("UPDATE occurrences ...", {}, Exception("lock timeout"))
+            raise DatabaseUnavailable("database unavailable: lock timeout")
         return self._store.resolve(claim, *args)
 
 

@@ -12,13 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError
 
 from paysched.app import App, default_executor
 from paysched.config import Settings
 from paysched.db.store import Claim, Store
 from paysched.domain import OccurrenceState
-from paysched.errors import PermanentError
+from paysched.errors import DatabaseUnavailable, PermanentError
 from paysched.events import Event, EventKind
 from paysched.executors.base import Executor
 from tests.conftest import PG_ADMIN, wait_for
@@ -44,8 +43,8 @@ class TerminatedSettles:
             self._settling.first_statement = True
             try:
                 return settle_many(claims, now)
-            except DBAPIError as exc:
-                self.errors.append(str(exc.orig))
+            except DatabaseUnavailable as exc:  # the driver's own error is its cause
+                self.errors.append(str(exc.__cause__))
                 raise
             finally:
                 self._settling.first_statement = False

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy.exc import DBAPIError
-
 from paysched.clock import Clock
+from paysched.db.errors import described
 from paysched.db.store import Claim, LostRace, Store
-from paysched.db.store.base import short_error
-from paysched.errors import InfrastructureError, PermanentError
+from paysched.errors import DatabaseError, DatabaseUnavailable, InfrastructureError, PermanentError
 from paysched.executors.base import ExecutionResult, Outcome
 from paysched.threads import GroupCommit
 
@@ -33,11 +31,11 @@ class LedgerExecutor:
             settled = await self._settles.submit(claim)
         except PermanentError as exc:  # insufficient funds, an account gone: nothing moved
             return ExecutionResult.declined(str(exc))
-        except (DBAPIError, LostRace) as exc:
+        except (DatabaseUnavailable, DatabaseError, LostRace) as exc:
             # The settle transaction did not commit (or, if the connection died during COMMIT,
             # it did and the occurrence is already succeeded): either way nothing is left
             # half-done, and the payment is not to blame.
-            raise InfrastructureError(f"database error: {short_error(exc)}") from exc
+            raise InfrastructureError(described(exc)) from exc
         if not settled:
             return ExecutionResult(Outcome.SUCCEEDED, fenced_out=True)
         return ExecutionResult.succeeded(idempotency_key, settled=True)
