@@ -49,6 +49,7 @@ from paysched.domain import (
 from paysched.errors import BackendUnavailable, ConfigError, Conflict, DatabaseError, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
+from paysched.executors.claims import adapted
 from paysched.executors.ledger import LedgerExecutor
 from paysched.executors.resolver import DEFAULT_LOOKUP_TIMEOUT, Resolver
 from paysched.heartbeat import Heartbeat, processes_key, read_processes
@@ -220,7 +221,8 @@ class App:
             clock,
         )
         try:
-            app.executor = (executor_factory or default_executor)(app)
+            # adapted: an executor written to the contract before PaymentOrder works on.
+            app.executor = adapted((executor_factory or default_executor)(app))
         except BaseException:
             await app.close()
             raise

@@ -31,6 +31,7 @@ from paysched.domain import OccurrenceState, OutboxMessage, may_have_reached_pro
 from paysched.errors import BackendUnavailable, DatabaseError, PermanentError, RetryableError
 from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvable
+from paysched.executors.claims import order_of
 from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import Backoff, DelayWaker, GiveUp, PaymentFailed, PaymentQueue, RetryLater
@@ -204,7 +205,7 @@ class PaymentProcessor:
                 ) as shown:
                     began = time.monotonic()
                     try:
-                        result = await self.executor.execute(claim, claim.occurrence.key)
+                        result = await self.executor.execute(order_of(claim))
                     finally:
                         metrics.observe_executor(
                             self.executor.name, "execute", time.monotonic() - began

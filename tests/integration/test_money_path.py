@@ -21,6 +21,7 @@ from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store, transitio
 from paysched.domain import OccurrenceState
 from paysched.errors import Conflict, ConstraintViolation, InfrastructureError
 from paysched.executors.base import Outcome
+from paysched.executors.claims import order_of
 from paysched.executors.ledger import LedgerExecutor
 from tests.conftest import wait_for_sync
 
@@ -252,7 +253,7 @@ async def test_one_locked_account_never_fails_another_payment_in_the_batch(
         )
         ledger = LedgerExecutor(store, SystemClock(), pool)
         results = await asyncio.gather(
-            *(ledger.execute(c, c.occurrence.key) for c in claims), return_exceptions=True
+            *(ledger.execute(order_of(c)) for c in claims), return_exceptions=True
         )
         blocker.rollback()
     ok, blocked = results

@@ -12,7 +12,8 @@ from paysched.clock import Clock
 from paysched.db.errors import described
 from paysched.db.store import Claim, LostRace, Store
 from paysched.errors import DatabaseError, DatabaseUnavailable, InfrastructureError, PermanentError
-from paysched.executors.base import ExecutionResult, Outcome
+from paysched.executors.base import ExecutionResult, Outcome, PaymentOrder
+from paysched.executors.claims import claim_of
 from paysched.threads import GroupCommit
 
 
@@ -26,9 +27,11 @@ class LedgerExecutor:
             pool, lambda claims: store.settle_many(claims, clock.now())
         )
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
         try:
-            settled = await self._settles.submit(claim)
+            # The claim the order carries: the settle is fenced by it, and commits the
+            # occurrence's move to succeeded with the money.
+            settled = await self._settles.submit(claim_of(order))
         except PermanentError as exc:  # insufficient funds, an account gone: nothing moved
             return ExecutionResult.declined(str(exc))
         except (DatabaseUnavailable, DatabaseError, LostRace) as exc:
@@ -38,4 +41,4 @@ class LedgerExecutor:
             raise InfrastructureError(described(exc)) from exc
         if not settled:
             return ExecutionResult(Outcome.SUCCEEDED, fenced_out=True)
-        return ExecutionResult.succeeded(idempotency_key, settled=True)
+        return ExecutionResult.succeeded(order.idempotency_key, settled=True)
