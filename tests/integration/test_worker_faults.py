@@ -94,6 +94,9 @@ async def test_infrastructure_errors_never_consume_attempts(settings: Settings) 
         releases = [h for h in history if h.to_state == S.RETRYING]
         assert len(releases) == 5
         assert all("not counted as an attempt" in (h.reason or "") for h in releases)
+        # Said once: the ledger's reason was prefixed again ("database error: database error:").
+        assert all((h.reason or "").startswith("database unavailable: ") for h in releases)
+        assert not any((h.reason or "").count("database ") > 1 for h in releases), releases
         assert app.outbox is not None
         sent = await app.db(app.outbox.list, None, pid, 100)
         assert [n.event for n in sent] == ["succeeded"]
