@@ -334,7 +334,7 @@ async def test_wrong_token_is_declined_and_no_token_ever_leaks(
         results.append(await executor.lookup(order))
         for mode in ("timeout_before", "drop_after"):
             other = make_order()
-            provider.set_faults({"keys": {other.occurrence.key: mode}})
+            provider.set_faults({"keys": {other.idempotency_key: mode}})
             results.append(await executor.execute(other))
         provider.set_faults({"keys": {key: "lookup_error"}})
         results.append(await executor.lookup(order))
