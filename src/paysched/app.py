@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 from paysched import approvals, metrics, redaction
 from paysched.actors import Actor
@@ -48,9 +47,10 @@ from paysched.domain import (
     Payment,
     check_text,
 )
-from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
+from paysched.errors import BackendUnavailable, ConfigError, Conflict, DatabaseError, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
+from paysched.executors.claims import adapted
 from paysched.executors.ledger import LedgerExecutor
 from paysched.executors.resolver import DEFAULT_LOOKUP_TIMEOUT, Resolver
 from paysched.heartbeat import Heartbeat, processes_key, read_processes
@@ -93,7 +93,7 @@ async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -
     while True:
         try:
             await attempt()
-        except (BackendUnavailable, DBAPIError, OSError) as exc:
+        except (BackendUnavailable, DatabaseError, OSError) as exc:
             if waited_since is None:
                 waited_since = time.monotonic()
                 log.warning("%s unavailable (%s); retrying every %g s at most until it answers",
@@ -223,7 +223,8 @@ class App:
             clock,
         )
         try:
-            app.executor = (executor_factory or default_executor)(app)
+            # adapted: an executor written to the contract before PaymentOrder works on.
+            app.executor = adapted((executor_factory or default_executor)(app))
         except BaseException:
             await app.close()
             raise

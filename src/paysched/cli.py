@@ -25,10 +25,12 @@ from paysched.errors import (
     BackendUnavailable,
     ConfigError,
     Conflict,
+    DatabaseError,
     InvalidInput,
     NotFound,
     PayschedError,
     SchemaMismatch,
+    ValueRefused,
 )
 
 if TYPE_CHECKING:
@@ -96,13 +98,14 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of te
 
 
 def _exit_code(exc: PayschedError) -> int:
-    if isinstance(exc, ConfigError | InvalidInput | SchemaMismatch):
+    # ValueRefused: a value the database cannot hold is the input's fault, not the database's.
+    if isinstance(exc, ConfigError | InvalidInput | SchemaMismatch | ValueRefused):
         return EXIT_INPUT
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
     if isinstance(exc, Conflict):
         return EXIT_CONFLICT
-    if isinstance(exc, BackendUnavailable):
+    if isinstance(exc, BackendUnavailable | DatabaseError):
         return EXIT_UNAVAILABLE
     return 1
 
@@ -125,10 +128,8 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
             kind = _backend_error(exc)
             if kind is None:
                 raise
-            if kind == "data":  # a value the database refused: the input's fault, not its own
-                raise fail(f"invalid value: {_short_error(exc)}", EXIT_INPUT) from None
-            # A backend went away mid-command: one line, never a traceback.
-            first = str(getattr(exc, "orig", exc)).strip().splitlines()
+            # Redis went away mid-command: one line, never a traceback.
+            first = str(exc).strip().splitlines()
             raise fail(f"backend unavailable: {first[0] if first else type(exc).__name__}",
                        EXIT_UNAVAILABLE) from None  # fmt: skip
 
@@ -136,26 +137,14 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def _backend_error(exc: Exception) -> str | None:
-    """What `exc` says about a backend: "data" for SQLAlchemy's DataError, "backend" for its
-    other DBAPIErrors, Redis errors and OSError, else None. Matched without importing
-    SQLAlchemy or redis: an exception of theirs exists only if the module defining it was
-    imported, so a module not yet in sys.modules cannot have raised it."""
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is not None:
-        if isinstance(exc, sa_exc.DataError):
-            return "data"
-        if isinstance(exc, sa_exc.DBAPIError):
-            return "backend"
+    """What `exc` says about a backend: "backend" for Redis errors and OSError, else None (the
+    database's errors arrive as paysched's, see paysched.db.errors). Matched without importing
+    redis: an exception of redis's exists only if the module defining it was imported, so a
+    module not yet in sys.modules cannot have raised it."""
     redis_exc = sys.modules.get("redis.exceptions")
     if redis_exc is not None and isinstance(exc, redis_exc.RedisError):
         return "backend"
     return "backend" if isinstance(exc, OSError) else None
-
-
-def _short_error(exc: BaseException) -> str:
-    from paysched.db.store.base import short_error
-
-    return short_error(exc)
 
 
 def settings() -> Settings:

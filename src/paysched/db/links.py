@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from paysched.db import tables as t
 from paysched.db.engine import reading
 from paysched.db.store.base import AfterWrite, after
 from paysched.db.store.rows import account_from
 from paysched.domain import Account, normalise_name
-from paysched.errors import InvalidInput, NotFound
+from paysched.errors import ConstraintViolation, InvalidInput, NotFound
 
 CHANNEL = "telegram"
 TOKEN_MAX = 64  # Telegram's /start payload is at most 64 characters
@@ -219,7 +218,7 @@ class ChatLinks:
                     with conn.begin_nested():
                         conn.execute(insert(t.meta).values(key=OFFSET_KEY, value=offset))
                     return
-                except IntegrityError:  # another process wrote it first: compare as usual
+                except ConstraintViolation:  # another process wrote it first: compare as usual
                     current = conn.execute(select(m.value).where(m.key == OFFSET_KEY)).scalar()
             if current is None or int(current) < update_id + 1:
                 conn.execute(update(t.meta).where(m.key == OFFSET_KEY).values(value=offset))
@@ -261,7 +260,7 @@ def _link(conn: Connection, account_id: int, chat_id: str, now: datetime, role: 
                         role=role,
                     )
                 )
-        except IntegrityError:  # the same chat's other token, at the same moment: linked
+        except ConstraintViolation:  # the same chat's other token, at the same moment: linked
             pass
 
 
