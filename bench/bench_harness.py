@@ -21,9 +21,8 @@ from sqlalchemy import create_engine, insert
 from paysched.app import App
 from paysched.config import Settings
 from paysched.db import tables as t
-from paysched.db.store import Claim
 from paysched.domain import FINAL_STATES, Occurrence
-from paysched.executors.base import ExecutionResult, Executor
+from paysched.executors.base import ExecutionResult, Executor, PaymentOrder
 from paysched.executors.ledger import LedgerExecutor
 
 # Run as a script, bench/ is on sys.path: the helpers live next to this file.
@@ -120,9 +119,9 @@ class SlowLedgerExecutor:
         self._inner = inner
         self._delay_s = delay_s
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
         await asyncio.sleep(self._delay_s)
-        return await self._inner.execute(claim, idempotency_key)
+        return await self._inner.execute(order)
 
 
 class NoopExecutor:
@@ -130,8 +129,8 @@ class NoopExecutor:
 
     name = "noop"
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        return ExecutionResult.succeeded(idempotency_key)
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
+        return ExecutionResult.succeeded(order.idempotency_key)
 
 
 def noop_executor(settings: Settings) -> Executor:

@@ -11,10 +11,9 @@ this executor has no `lookup`, such a payment waits for a person (`paysched reso
 from __future__ import annotations
 
 from paysched.config import Settings
-from paysched.db.store import Claim
 from paysched.domain import format_amount
 from paysched.errors import PermanentError, RetryableError
-from paysched.executors.base import ExecutionResult
+from paysched.executors.base import ExecutionResult, PaymentOrder
 
 
 class BankTransferExecutor:
@@ -24,17 +23,17 @@ class BankTransferExecutor:
         self.daily_limit_minor = daily_limit_minor
         self.sent: dict[str, str] = {}  # idempotency key -> our reference
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        payment = claim.payment
-        if payment.amount > self.daily_limit_minor:
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
+        if order.amount > self.daily_limit_minor:
             raise PermanentError(f"over the daily limit of {self.daily_limit_minor} minor units")
-        if "offline" in payment.memo:
+        if "offline" in order.memo:
             raise RetryableError("bank API unreachable (nothing was sent)")
-        # A real executor calls its bank here, passing idempotency_key so that a retry after a
-        # crash can never pay twice.
-        reference = self.sent.setdefault(idempotency_key, f"bt-{len(self.sent) + 1}")
-        amount = format_amount(payment.amount, payment.currency)
-        print(f"paid {amount} {payment.currency} {payment.payer} -> {payment.payee}: {reference}")
+        # A real executor calls its bank here, passing order.idempotency_key so that a retry
+        # after a crash can never pay twice.
+        key = order.idempotency_key
+        reference = self.sent.setdefault(key, f"bt-{len(self.sent) + 1}")
+        amount = format_amount(order.amount, order.currency)
+        print(f"paid {amount} {order.currency} {order.payer} -> {order.payee}: {reference}")
         return ExecutionResult.succeeded(reference)
 
 

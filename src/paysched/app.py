@@ -22,9 +22,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
-from paysched import metrics
+from paysched import approvals, metrics
 from paysched.actors import Actor
 from paysched.backends import probe_redis, redacted, resolve_redis
 from paysched.backoff import Backoff, delay
@@ -40,6 +39,7 @@ from paysched.db.actions import (
 from paysched.db.outbox import Outbox
 from paysched.db.setup import connect_store
 from paysched.db.store import CancelResult, Store
+from paysched.db.store.approvals import Decided
 from paysched.db.store.base import AfterWrite, short_error
 from paysched.db.store.payments import Held
 from paysched.domain import (
@@ -50,9 +50,10 @@ from paysched.domain import (
     Payment,
     check_text,
 )
-from paysched.errors import BackendUnavailable, ConfigError, Conflict, InvalidInput
+from paysched.errors import BackendUnavailable, ConfigError, Conflict, DatabaseError, InvalidInput
 from paysched.events import Event, EventBus, EventKind, log_subscriber
 from paysched.executors.base import Closable, Executor, Resolvable
+from paysched.executors.claims import adapted
 from paysched.executors.ledger import LedgerExecutor
 from paysched.executors.resolver import DEFAULT_LOOKUP_TIMEOUT, Resolver
 from paysched.heartbeat import Heartbeat, processes_key, read_processes
@@ -95,7 +96,7 @@ async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -
     while True:
         try:
             await attempt()
-        except (BackendUnavailable, DBAPIError, OSError) as exc:
+        except (BackendUnavailable, DatabaseError, OSError) as exc:
             if waited_since is None:
                 waited_since = time.monotonic()
                 log.warning("%s unavailable (%s); retrying every %g s at most until it answers",
@@ -186,6 +187,7 @@ class App:
         backoff = Backoff(settings.backoff_ms, settings.backoff_jitter, rng or random.Random())
         app = cls(settings, clock, store, pool, bus, backoff)
         app.outbox = Outbox(store.engine)
+        store.approval_outbox = approvals.needed_outbox(settings.notify_default, clock.now)
         if not with_queue:
             return app
         # Started here, on the event loop's (main) thread: see EmbeddedRedis.
@@ -220,7 +222,8 @@ class App:
             clock,
         )
         try:
-            app.executor = (executor_factory or default_executor)(app)
+            # adapted: an executor written to the contract before PaymentOrder works on.
+            app.executor = adapted((executor_factory or default_executor)(app))
         except BaseException:
             await app.close()
             raise
@@ -228,6 +231,7 @@ class App:
         app.scheduler = Scheduler(
             store, app.queue, clock, settings.lookahead, settings.tick_cron, pool, policy
         )
+        app.scheduler.expired_outbox = approvals.expired_outbox(settings.notify_default, clock.now)
         app.processor = PaymentProcessor(
             store, app.executor, bus, clock, backoff, settings.attempts, pool, policy,
             deployment_id,
@@ -493,6 +497,43 @@ class App:
             fresh = await self.db(self.store.get_occurrence, claim.occurrence.id)
             await queue.replace([fresh], now)
         return target
+
+    async def decide_occurrence(
+        self, ref: str, approve: bool, reason: str = "", then: AfterWrite | None = None, *,
+        actor: Actor,
+    ) -> Occurrence:  # fmt: skip
+        """Approve (scheduled, then queued as a materialized one is) or reject (cancelled,
+        with `reason`) an occurrence awaiting approval; Conflict if it awaits none any more
+        or `actor` created its payment (see ApprovalsStore.decide)."""
+        _, scheduler = self._need_queue()
+        if not approve:
+            check_text(reason, "reason")
+        occurrence = await self.find_occurrence(ref)
+        now = self.clock.now()
+        detail: dict[str, str | int] = {} if approve else {"reason": reason.strip()}
+
+        def subject(d: Decided) -> Subject:
+            return Subject(d.payment.id, d.occurrence.id, detail)
+
+        acting = Acting(actor, "approve", now, subject) if approve else Acting(
+            actor, "reject", now, subject)  # fmt: skip
+        decided = await self.db(
+            self.store.decide, occurrence.id, approve, actor, now, reason, acting.then(then)
+        )
+        acting.logged()
+        if approve:
+            payment = decided.payment
+            try:  # committed: a failed enqueue is the next tick's (reconcile) to make good
+                await asyncio.wait_for(
+                    scheduler.enqueue_made([decided.occurrence], now, {payment.id: payment}),
+                    CREATE_ENQUEUE_WAIT_S,
+                )
+            except Exception as exc:
+                log.warning("occurrence %s is approved but not yet queued (%s); the "
+                            "scheduler's next tick queues it", decided.occurrence.key,
+                            short_error(exc))  # fmt: skip
+            return await self.db(self.store.get_occurrence, decided.occurrence.id)
+        return decided.occurrence
 
     async def retry_notification(
         self, notification_id: int, then: AfterWrite | None = None, *, actor: Actor

@@ -26,10 +26,12 @@ from paysched.errors import (
     BackendUnavailable,
     ConfigError,
     Conflict,
+    DatabaseError,
     InvalidInput,
     NotFound,
     PayschedError,
     SchemaMismatch,
+    ValueRefused,
 )
 
 if TYPE_CHECKING:
@@ -97,13 +99,14 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of te
 
 
 def _exit_code(exc: PayschedError) -> int:
-    if isinstance(exc, ConfigError | InvalidInput | SchemaMismatch):
+    # ValueRefused: a value the database cannot hold is the input's fault, not the database's.
+    if isinstance(exc, ConfigError | InvalidInput | SchemaMismatch | ValueRefused):
         return EXIT_INPUT
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
     if isinstance(exc, Conflict):
         return EXIT_CONFLICT
-    if isinstance(exc, BackendUnavailable):
+    if isinstance(exc, BackendUnavailable | DatabaseError):
         return EXIT_UNAVAILABLE
     return 1
 
@@ -126,10 +129,8 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
             kind = _backend_error(exc)
             if kind is None:
                 raise
-            if kind == "data":  # a value the database refused: the input's fault, not its own
-                raise fail(f"invalid value: {_short_error(exc)}", EXIT_INPUT) from None
-            # A backend went away mid-command: one line, never a traceback.
-            first = str(getattr(exc, "orig", exc)).strip().splitlines()
+            # Redis went away mid-command: one line, never a traceback.
+            first = str(exc).strip().splitlines()
             raise fail(f"backend unavailable: {first[0] if first else type(exc).__name__}",
                        EXIT_UNAVAILABLE) from None  # fmt: skip
 
@@ -137,26 +138,14 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def _backend_error(exc: Exception) -> str | None:
-    """What `exc` says about a backend: "data" for SQLAlchemy's DataError, "backend" for its
-    other DBAPIErrors, Redis errors and OSError, else None. Matched without importing
-    SQLAlchemy or redis: an exception of theirs exists only if the module defining it was
-    imported, so a module not yet in sys.modules cannot have raised it."""
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is not None:
-        if isinstance(exc, sa_exc.DataError):
-            return "data"
-        if isinstance(exc, sa_exc.DBAPIError):
-            return "backend"
+    """What `exc` says about a backend: "backend" for Redis errors and OSError, else None (the
+    database's errors arrive as paysched's, see paysched.db.errors). Matched without importing
+    redis: an exception of redis's exists only if the module defining it was imported, so a
+    module not yet in sys.modules cannot have raised it."""
     redis_exc = sys.modules.get("redis.exceptions")
     if redis_exc is not None and isinstance(exc, redis_exc.RedisError):
         return "backend"
     return "backend" if isinstance(exc, OSError) else None
-
-
-def _short_error(exc: BaseException) -> str:
-    from paysched.db.store.base import short_error
-
-    return short_error(exc)
 
 
 def settings() -> Settings:
@@ -526,11 +515,21 @@ def bot_cmd(
 # -- accounts ----------------------------------------------------------------------------------
 
 
+ApprovalAbove = Annotated[
+    str | None,
+    typer.Option(
+        help="Its payments above this amount require approval (someone other than their "
+        "creator approves each occurrence); 'off': none do.",
+    ),
+]
+
+
 @accounts_cli.command("create", context_settings=NEGATIVE_OK)
 @handled
 def accounts_create(
     name: str, currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
-    remind: RemindOption = None, as_json: JsonFlag = False,
+    remind: RemindOption = None, approval_above: ApprovalAbove = None,
+    as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
     """Create an account with a zero balance."""
     from paysched.clock import SystemClock
@@ -541,37 +540,89 @@ def accounts_create(
 
     code = parse_currency(currency)
     default = parse_remind_setting(remind)
+    above = _approval_above(approval_above, code)
     now = SystemClock().now()
     acting = Acting(cli_actor(), "create_account", now, account_subject)
     with store_of(migrate=True) as store:
         account = store.create_account(name, code, now, acting.then(), default)
+        if above is not None:  # its own change, recorded as such
+            account = _set_approval_above(store, account.name, above)
     acting.logged()
     emit(account_view(account), as_json, f"created account {account.name} ({account.currency})")
 
 
-@accounts_cli.command("set")
+def _approval_above(text: str | None, currency: str) -> int | str | None:
+    """--approval-above: minor units, 'off' (to clear it), or None (not given)."""
+    from paysched.domain import parse_amount
+
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return "off"
+    minor = parse_amount(text, currency, "approval_above")
+    if minor < 0:
+        raise InvalidInput("approval_above", f"must not be negative, got {text!r}")
+    return minor
+
+
+def _set_approval_above(store: Store, name: str, above: int | str) -> Any:
+    """Set (or, 'off', clear) an account's approval rule, recorded as `set_account`."""
+    from paysched.clock import SystemClock
+    from paysched.db.actions import Acting, Subject
+
+    minor = None if above == "off" else int(above)
+    acting = Acting(cli_actor(), "set_account", SystemClock().now(),
+                    lambda a: Subject(detail={"account": a.name,
+                                              "approval_above": "off" if minor is None
+                                              else minor}))  # fmt: skip
+    account = store.set_approval_above(name, minor, acting.then())
+    acting.logged()
+    return account
+
+
+@accounts_cli.command("set", context_settings=NEGATIVE_OK)
 @handled
 def accounts_set(
     name: str,
     remind: Annotated[
-        str, typer.Option(help="The reminder default of its new payments (e.g. 24h), or off.")
-    ],
+        str | None,
+        typer.Option(help="The reminder default of its new payments (e.g. 24h), or off."),
+    ] = None,
+    approval_above: ApprovalAbove = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Change an account's settings: its --remind default (for the payments created from now
-    on; those it pays already keep their own)."""
+    """Change an account's settings, for the payments created from now on (those it pays
+    already keep their own): its --remind default, its --approval-above rule."""
     from paysched.clock import SystemClock
     from paysched.db.actions import Acting, account_subject
     from paysched.inputs import parse_remind_setting
     from paysched.views import account_view
 
-    default = parse_remind_setting(remind)
-    acting = Acting(cli_actor(), "set_account", SystemClock().now(), account_subject)
+    if remind is None and approval_above is None:
+        raise InvalidInput("remind", "give a setting to change: --remind or --approval-above")
+    lines = []
     with store_of(migrate=True) as store:
-        account = store.set_account_remind(name, default, acting.then())
-    acting.logged()
+        account = store.get_account(name)
+        if remind is not None:
+            default = parse_remind_setting(remind)
+            acting = Acting(cli_actor(), "set_account", SystemClock().now(), account_subject)
+            account = store.set_account_remind(name, default, acting.then())
+            acting.logged()
+        if approval_above is not None:
+            above = _approval_above(approval_above, account.currency)
+            assert above is not None
+            account = _set_approval_above(store, account.name, above)
     view = account_view(account)
-    emit(view, as_json, f"{account.name}: reminders {view['remind'] or 'off'}")
+    if remind is not None:
+        lines.append(f"reminders {view['remind'] or 'off'}")
+    if approval_above is not None:
+        rule = view.get("approval_above")
+        lines.append(
+            f"payments above {rule} {account.currency} require approval"
+            if rule is not None
+            else "no approval required"
+        )
+    emit(view, as_json, f"{account.name}: " + "; ".join(lines))
 
 
 @accounts_cli.command("deposit", context_settings=NEGATIVE_OK)
@@ -697,6 +748,20 @@ def schedule(
     allow_past: Annotated[
         bool, typer.Option("--allow-past", help="Accept an --at in the past: run it at once.")
     ] = False,
+    approval: Annotated[
+        str,
+        typer.Option(
+            help="required: each occurrence waits until someone other than you approves it "
+            "(paysched approve).",
+        ),
+    ] = "none",
+    approval_timeout: Annotated[
+        str | None,
+        typer.Option(help="Unanswered this long after its due time (e.g. 2h): --on-timeout."),
+    ] = None,
+    on_timeout: Annotated[
+        str | None, typer.Option(help="skip (default) or fail an occurrence unanswered.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a payment: one-time (--at or --in), recurring by cron (--cron [--tz]) or by
@@ -722,6 +787,7 @@ def schedule(
         tz=tz, memo=memo, notify=notify, allow_past=allow_past,
         allow_private=cfg.webhook_allow_private, now=SystemClock().now(), names=CLI_NAMES,
         calendar=rule, catchup=catchup, catchup_window=catchup_window, remind=remind,
+        approval=approval, approval_timeout=approval_timeout, on_timeout=on_timeout,
     )  # fmt: skip
     if request.currency is None:
         with store_of(migrate=True) as store:
@@ -767,6 +833,14 @@ def accounts_link(
     telegram: Annotated[
         bool, typer.Option("--telegram", help="A Telegram chat (the only channel so far).")
     ] = False,
+    approver: Annotated[
+        bool,
+        typer.Option(
+            "--approver",
+            help="Link the chat as the account's approver: it also approves or rejects its "
+            "payments awaiting approval.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """A one-time link that ties the chat it is opened in to this account (it expires after
@@ -780,13 +854,15 @@ def accounts_link(
     with store_of(migrate=True, cfg=cfg) as store:
         store.get_account(name)  # an unknown account before asking the Bot API anything
         username = bot_username_now(cfg)  # before the token: a failure here makes none
-        issued = issue(store.engine, name, cli_actor(), SystemClock().now(), cfg)
+        role = "approver" if approver else "holder"
+        issued = issue(store.engine, name, cli_actor(), SystemClock().now(), cfg, role=role)
     view = issued_view(issued, username)
     minutes = round(cfg.link_ttl.total_seconds() / 60)
+    as_what = " as its approver" if approver else ""
     emit(
         view,
         as_json,
-        f"open this link in the Telegram chat to link to {view['account']} "
+        f"open this link in the Telegram chat to link to {view['account']}{as_what} "
         f"(it works once, within {minutes} min):\n{view['url']}",
     )
 
@@ -818,7 +894,8 @@ def accounts_links(name: str, as_json: JsonFlag = False) -> None:
     with store_of(migrate=False) as store:
         views = [link_view(link) for link in ChatLinks(store.engine).links_of(name)]
     lines = [
-        f"{v['id']:>4}  {v['channel']:<9} {v['chat_id']:<16} linked {v['created_at']}"
+        f"{v['id']:>4}  {v['channel']:<9} {v['chat_id']:<16} {v['role']:<8} "
+        f"linked {v['created_at']}"
         for v in views
     ]
     emit(views, as_json, "\n".join(lines) or "no linked chats")
@@ -969,6 +1046,43 @@ def skip_next(
     occ = with_app(lambda app: app.skip_next(pid, actor=cli_actor()))
     emit({"id": pid, "skipped": occ.key, "due_at": iso(occ.due_at)}, as_json,
          f"skipped {occ.key} of payment {pid}, due {iso(occ.due_at)}")  # fmt: skip
+
+
+def _occurrence_ref(occurrence: str) -> str:
+    ref = occurrence.strip()
+    if not ref or not ref.isascii() or not ref.isprintable() or len(ref) > 80:
+        raise InvalidInput("id", f"expected an occurrence id or key, got {occurrence!r}")
+    return str(_parse_id(ref)) if ref.isdigit() else ref
+
+
+@cli.command(context_settings=NEGATIVE_OK)
+@handled
+def approve(
+    occurrence: Annotated[str, typer.Argument(metavar="ID", help="Occurrence id or key.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve an occurrence awaiting approval: it runs at its due time. Not one of a
+    payment you created (four eyes)."""
+    ref = _occurrence_ref(occurrence)
+    occ = with_app(lambda app: app.decide_occurrence(ref, True, actor=cli_actor()))
+    emit({"occurrence": occ.key, "state": occ.state.value}, as_json,
+         f"approved {occ.key}: it runs at its due time")  # fmt: skip
+
+
+@cli.command(context_settings=NEGATIVE_OK)
+@handled
+def reject(
+    occurrence: Annotated[str, typer.Argument(metavar="ID", help="Occurrence id or key.")],
+    reason: Annotated[str, typer.Option(help="Why: kept in the occurrence's history.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Reject an occurrence awaiting approval: it is cancelled and never runs."""
+    ref = _occurrence_ref(occurrence)
+    if not reason.strip():
+        raise InvalidInput("reason", "say why it is rejected (--reason TEXT)")
+    occ = with_app(lambda app: app.decide_occurrence(ref, False, reason, actor=cli_actor()))
+    emit({"occurrence": occ.key, "state": occ.state.value}, as_json,
+         f"rejected {occ.key}: cancelled, it never runs")  # fmt: skip
 
 
 @cli.command(context_settings=NEGATIVE_OK)

@@ -275,6 +275,9 @@ class Paysched:
         catchup: str = "all",
         catchup_window: timedelta | str | None = None,
         remind: timedelta | str | None = None,
+        approval: str = "none",
+        approval_timeout: timedelta | str | None = None,
+        on_timeout: str | None = None,
     ) -> Payment:
         """Schedule a payment: exactly one of `at` (an aware datetime, or ISO-8601 text with
         an offset), `in_` (a timedelta, or '30s'), `cron` (5 fields; `tz` an IANA zone) or a
@@ -285,6 +288,9 @@ class Paysched:
         what fell due while paysched was down or the payment paused. `remind` (a timedelta,
         or '24h') reminds the payer's linked chats that long before each occurrence; None
         takes the payer account's default.
+        `approval='required'`: each occurrence waits for someone other than its creator to
+        approve it (`approve`); `approval_timeout` after its due time unanswered, it is
+        skipped (`on_timeout='skip'`, the default) or failed (`'fail'`).
         `currency` defaults to the paying account's. A past `at` is refused unless
         `allow_past` (then it runs at once). `notify` lists
         targets ('log', 'telegram:CHAT_ID', 'webhook:URL'); None means PAYSCHED_NOTIFY.
@@ -298,6 +304,7 @@ class Paysched:
             cron=cron, tz=tz, memo=memo, notify=notify, allow_past=allow_past,
             allow_private=app.settings.webhook_allow_private, now=app.clock.now(),
             names=PYTHON_NAMES, catchup=catchup, catchup_window=catchup_window, remind=remind,
+            approval=approval, approval_timeout=approval_timeout, on_timeout=on_timeout,
             calendar=Calendar(rrule, every, start, count, until, business_day, calendar),
         )  # fmt: skip
         if request.currency is None:
@@ -349,6 +356,17 @@ class Paysched:
         """Active again; what fell due meanwhile follows its catch-up policy."""
         resumed = await self._open_app().resume_payment(_payment_id(payment_id), actor=self.actor)
         return resumed.payment
+
+    async def approve(self, occurrence: int | str) -> Occurrence:
+        """Approve an occurrence awaiting approval (by id or key): it is queued to run at its
+        due time. Conflict if it awaits none, or if this user created its payment."""
+        app = self._open_app()
+        return await app.decide_occurrence(str(occurrence), True, actor=self.actor)
+
+    async def reject(self, occurrence: int | str, reason: str) -> Occurrence:
+        """Reject an occurrence awaiting approval: it is cancelled with `reason`."""
+        app = self._open_app()
+        return await app.decide_occurrence(str(occurrence), False, reason, actor=self.actor)
 
     async def skip_next(self, payment_id: int | str) -> Occurrence:
         """Skip the payment's next occurrence (recorded as skipped)."""

@@ -14,9 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
+from paysched.db.engine import read_url
 from paysched.errors import ConfigError, InvalidInput
 from paysched.notify.targets import normalise_targets, parse_events
 from paysched.redaction import url_password
@@ -270,9 +268,8 @@ def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
     if not raw.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
         raise ConfigError("DATABASE_URL", "expected a sqlite:/// or postgresql:// URL")
     try:
-        url = make_url(normalise_database_url(raw))
-        url.port  # noqa: B018 - a port that is not a number raises here, not at connect time
-    except (ArgumentError, ValueError):
+        url = read_url(normalise_database_url(raw))
+    except ValueError:
         raise ConfigError("DATABASE_URL", "is not a valid database URL") from None
     hosts = url.query.get("host", ())
     if not isinstance(hosts, str):  # ?host=h1:5432&host=h2:5432: SQLAlchemy splits at ":"

@@ -47,7 +47,9 @@ PENDING_STATES: frozenset[OccurrenceState] = frozenset(
 # Owned by the resolver (unknown) or a person (needs_review); never re-enqueued blindly.
 UNRESOLVED_STATES: frozenset[OccurrenceState] = frozenset({S.UNKNOWN, S.NEEDS_REVIEW})
 # What a cancel still stops: nothing of these has started, or the last attempt moved nothing.
-CANCELLABLE_STATES: frozenset[OccurrenceState] = frozenset({S.SCHEDULED, S.QUEUED, S.RETRYING})
+CANCELLABLE_STATES: frozenset[OccurrenceState] = frozenset(
+    {S.SCHEDULED, S.QUEUED, S.RETRYING, S.AWAITING_APPROVAL}
+)
 
 # executing -> executing is a takeover: the worker that held the job died or stalled, the queue
 # redelivered it, and the new claim bumps the fence so the old worker can no longer settle.
@@ -96,6 +98,9 @@ def cancellable(occ: Occurrence) -> bool:
 # What a recurring payment runs of the occurrences that fell due while paysched was down or
 # the payment paused: all of them, the latest only, or none (they are recorded as missed).
 CATCHUP_POLICIES = ("all", "latest", "none")
+# Whether a payment's occurrences wait for a person's approval; what an unanswered one becomes.
+APPROVAL_POLICIES = ("none", "required")
+APPROVAL_TIMEOUT_OUTCOMES = ("skip", "fail")
 
 
 class PaymentState(StrEnum):
@@ -304,6 +309,8 @@ class Account:
     balance: int  # minor units
     # The reminder default of the payments it pays (copied into each at its creation).
     remind: timedelta | None = None
+    # Its payments above this amount (minor units) require approval; None: none do.
+    approval_above: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +334,11 @@ class Payment:
     next_nominal_at: datetime | None = None
     # The payer's linked chats are reminded this long before each occurrence falls due.
     remind: timedelta | None = None
+    # Each occurrence waits for a person's approval (`required`) before it may be claimed;
+    # unanswered for approval_timeout after its due time, it is skipped or failed.
+    approval: str = "none"
+    approval_timeout: timedelta | None = None
+    approval_on_timeout: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +393,8 @@ class Occurrence:
     resolve_checks: int = 0
     # Set when a business-day rule moved due_at off the rule's own instant (the key's).
     nominal_at: datetime | None = None
+    # AWAITING_APPROVAL only: when it is skipped or failed unanswered (None: never).
+    approval_deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,11 @@
     ├── Conflict               the request contradicts current state (cancel a finished payment)
     ├── SchemaMismatch         the database's schema is older (or newer) than this paysched
     ├── BackendUnavailable     Redis or the database does not answer
+    │   ├── DatabaseUnavailable  connection refused or lost, a timeout, a server shutting down
     │   └── InfrastructureError  it failed under an attempt: retried, never counted as one
+    ├── DatabaseError          the database refused a statement for another reason
+    │   ├── ConstraintViolation  a unique, foreign key or check constraint refused a row
+    │   └── ValueRefused         a value the database cannot hold (out of range, too long)
     ├── DeliveryError          raised by notifiers
     │   ├── RetryableDelivery  429, 5xx, connection errors: retried (honouring retry_after)
     │   └── PermanentDelivery  chat not found, bot blocked, other 4xx: the notification is dead
@@ -22,6 +26,10 @@
             └── CurrencyMismatch
 
 The message of each instance is meant for people: the CLI prints it as one line.
+
+The database driver's own errors never leave paysched.db: paysched.db.errors turns each into
+DatabaseUnavailable or a DatabaseError as the driver raises it, the driver's error kept as
+its ``__cause__``.
 """
 
 from __future__ import annotations
@@ -64,6 +72,31 @@ class SchemaMismatch(PayschedError):
 
 class BackendUnavailable(PayschedError):
     pass
+
+
+class DatabaseUnavailable(BackendUnavailable):
+    """paysched's database did not answer: the connection was refused, lost or timed out, or
+    the server is shutting down or read-only (a failover). Transient: worth trying again."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate  # PostgreSQL's SQLSTATE, when the server sent one
+
+
+class DatabaseError(PayschedError):
+    """paysched's database refused a statement for another reason than its availability."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class ConstraintViolation(DatabaseError):
+    pass
+
+
+class ValueRefused(DatabaseError):
+    """A value the database cannot hold in its column: the input's fault, not the database's."""
 
 
 class InfrastructureError(BackendUnavailable):

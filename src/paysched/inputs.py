@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from paysched.domain import (
+    APPROVAL_POLICIES,
+    APPROVAL_TIMEOUT_OUTCOMES,
     CATCHUP_POLICIES,
     Account,
     amount_shape,
@@ -91,6 +93,9 @@ class PaymentRequest:
     catchup_window: timedelta | None = None
     amount_text: str = ""
     remind: timedelta | None = None  # None: the payer's default
+    approval: str = "none"  # required: each occurrence waits for a person's approval
+    approval_timeout: timedelta | None = None
+    approval_on_timeout: str | None = None  # skip | fail
 
     def in_currency(self, currency: str) -> PaymentRequest:
         """The request in `currency` (the payer's, when the caller named none): the amount
@@ -107,6 +112,8 @@ class PaymentRequest:
             "timezone": self.timezone, "memo": self.memo, "notify": list(self.notify),
             "recurrence": self.recurrence, "catchup": self.catchup,
             "catchup_window": self.catchup_window, "remind": self.remind,
+            "approval": self.approval, "approval_timeout": self.approval_timeout,
+            "approval_on_timeout": self.approval_on_timeout,
         }  # fmt: skip
 
 
@@ -265,6 +272,9 @@ def payment_request(
     catchup: str = "all",
     catchup_window: timedelta | str | None = None,
     remind: timedelta | str | None = None,
+    approval: str = "none",
+    approval_timeout: timedelta | str | None = None,
+    on_timeout: str | None = None,
 ) -> PaymentRequest:
     """Check a request to schedule a payment; InvalidInput naming the first bad field.
 
@@ -300,11 +310,13 @@ def payment_request(
         due_at = now + _delay(in_, names.in_field)
     recurrence = recurrence_of(calendar, tz, now, names) if calendar.given else None
     window = check_catchup(catchup, catchup_window, names)
+    wait, on_timeout = check_approval(approval, approval_timeout, on_timeout)
     return PaymentRequest(
         payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at,
         cron=cron, timezone=tz, memo=memo, notify=tuple(targets), recurrence=recurrence,
         catchup=catchup, catchup_window=window, amount_text=written,
         remind=None if remind is None else parse_remind(remind, names.remind_field),
+        approval=approval, approval_timeout=wait, approval_on_timeout=on_timeout,
     )  # fmt: skip
 
 
@@ -329,6 +341,29 @@ def parse_remind_setting(value: object, field: str = "remind") -> timedelta | No
     if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
         return None
     return parse_remind(value, field)
+
+
+def check_approval(
+    approval: str, timeout: timedelta | str | None, on_timeout: str | None
+) -> tuple[timedelta | None, str | None]:
+    """A payment's approval: `none` or `required`; a timeout (after the due time) and what
+    an occurrence unanswered by then becomes (skip, the default, or fail). A timeout may be
+    given without `required`: it applies if the payer's account requires approval above an
+    amount (accounts' approval_above)."""
+    if approval not in APPROVAL_POLICIES:
+        raise InvalidInput("approval", f"expected none or required, got {shown(str(approval))}")
+    if on_timeout == "":
+        on_timeout = None
+    if on_timeout is not None and on_timeout not in APPROVAL_TIMEOUT_OUTCOMES:
+        raise InvalidInput("on_timeout", f"expected skip or fail, got {shown(str(on_timeout))}")
+    if timeout is None or timeout == "":
+        if on_timeout is not None:
+            raise InvalidInput("on_timeout", "applies only with an approval timeout")
+        return None, None
+    value = _delay(timeout, "approval_timeout")
+    if value < timedelta(seconds=1):
+        raise InvalidInput("approval_timeout", "must be at least 1s")
+    return value, on_timeout or "skip"
 
 
 def _instant(value: object, field: str) -> tuple[datetime, str]:

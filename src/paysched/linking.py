@@ -86,8 +86,10 @@ def issue(
     now: datetime,
     settings: Settings,
     then: AfterWrite | None = None,
+    role: str = "holder",
 ) -> IssuedToken:
-    """A one-time token for `account`, its issue recorded with `actor` (never the token)."""
+    """A one-time token for `account` linking a chat as `role`, its issue recorded with
+    `actor` (never the token)."""
     acting = Acting(
         actor,
         "issue_link",
@@ -96,11 +98,12 @@ def issue(
             detail={
                 "account": i.account.name,
                 "channel": CHANNEL,
+                "role": i.role,
                 "expires_at": str(iso(i.expires_at)),
             }
         ),
     )
-    issued = ChatLinks(engine).issue(account, now, settings.link_ttl, acting.then(then))
+    issued = ChatLinks(engine).issue(account, now, settings.link_ttl, acting.then(then), role)
     acting.logged()
     return issued
 
@@ -137,6 +140,7 @@ def issued_view(issued: IssuedToken, username: str) -> dict[str, Any]:
     return {
         "account": issued.account.name,
         "channel": CHANNEL,
+        "role": issued.role,
         "url": deep_link(username, issued.token),
         "expires_at": iso(issued.expires_at),
     }
@@ -148,5 +152,6 @@ def link_view(link: ChatLink) -> dict[str, Any]:
         "account": link.account,
         "channel": link.channel,
         "chat_id": link.chat_id,
+        "role": link.role,
         "created_at": iso(link.created_at),
     }

@@ -65,6 +65,7 @@ from paysched.domain import OccurrenceState, OutboxMessage, currency_exponent, f
 from paysched.errors import InvalidInput, PayschedError
 from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Listable, Outcome, Resolvable
+from paysched.executors.claims import order_of
 from paysched.notify.messages import NotifyPolicy, outbox_for, reconciliation_outbox
 from paysched.threads import in_pool
 from paysched.views import iso
@@ -464,7 +465,7 @@ class Reconciler:
             return _item("unresolved", r, r.reference, detail)
         claim = await self._db(self.store.unresolved, r.id)
         try:
-            answer = await asyncio.wait_for(self.executor.lookup(claim, r.key), LOOKUP_TIMEOUT_S)
+            answer = await asyncio.wait_for(self.executor.lookup(order_of(claim)), LOOKUP_TIMEOUT_S)
         except Exception as exc:  # a lookup that breaks tells nothing
             answer = ExecutionResult.unknown(f"lookup failed: {short_error(exc)}")
         detail["provider_says"] = answer.outcome.value + (

@@ -20,6 +20,7 @@ from paysched.backoff import delay
 from paysched.bot.reminders import reminder_outbox
 from paysched.clock import Clock
 from paysched.db.store import Store
+from paysched.db.store.approvals import ExpiredOutbox
 from paysched.domain import Occurrence, OccurrenceState, OutboxMessage, Payment
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import PaymentQueue
@@ -62,6 +63,8 @@ class Scheduler:
         self.lookahead = lookahead
         self.tick_cron = tick_cron
         self.pool = pool
+        # The notifications of occurrences the approval timeout skips or failed (App.open).
+        self.expired_outbox: ExpiredOutbox | None = None
 
     async def _db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await in_pool(self.pool, fn, *args, **kwargs)
@@ -72,6 +75,7 @@ class Scheduler:
         # payment's next, and the sweep reminds of the next.
         await self.remind(now)
         created = await self._materialize(now, None)
+        await self.expire_approvals(now)
         reconciled = await self.reconcile(now)
         return TickResult(created=created, reconciled=reconciled)
 
@@ -85,6 +89,15 @@ class Scheduler:
                     break
         except Exception:
             log.exception("writing the reminders due failed; the next tick tries again")
+
+    async def expire_approvals(self, now: datetime) -> int:
+        """Skip or fail what waited for approval past its deadline (the payment's
+        approval_on_timeout); how many."""
+        expired = await self._db(self.store.expire_approvals, now, self.expired_outbox)
+        if expired:
+            log.warning("%s occurrence(s) got no approval in time: %s", len(expired),
+                        ", ".join(f"{o.key} {o.state.value}" for o in expired[:10]))  # fmt: skip
+        return len(expired)
 
     async def schedule_now(self, payment_ids: Sequence[int]) -> int:
         """Enqueue at once what these (new or changed) payments have due within the window."""

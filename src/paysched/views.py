@@ -31,12 +31,15 @@ def iso(value: datetime | None) -> str | None:
 
 
 def account_view(account: Account) -> dict[str, Any]:
-    return {
+    view = {
         "name": account.name,
         "currency": account.currency,
         "balance": format_amount(account.balance, account.currency),
         "remind": seconds(account.remind),
     }
+    if account.approval_above is not None:  # the rule, shown only where there is one
+        view["approval_above"] = format_amount(account.approval_above, account.currency)
+    return view
 
 
 def seconds(value: timedelta | None) -> str | None:
@@ -66,6 +69,16 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         # A webhook URL may carry a password: shown masked, as everywhere else.
         "notify": [redact(target) for target in payment.notify],
         "created_at": iso(payment.created_at),
+        **approval_view(payment),
+    }
+
+
+def approval_view(payment: Payment) -> dict[str, Any]:
+    timeout = payment.approval_timeout
+    return {
+        "approval": payment.approval,
+        "approval_timeout": None if timeout is None else f"{int(timeout.total_seconds())}s",
+        "on_timeout": payment.approval_on_timeout,
     }
 
 
@@ -215,6 +228,8 @@ def occurrence_view(occ: Occurrence, history: list[Transition]) -> dict[str, Any
         "reason": occ.reason,
         "reference": occ.reference,
         "lateness_ms": lateness_ms(occ),
+        "approval_deadline": iso(occ.approval_deadline)
+        if occ.state == OccurrenceState.AWAITING_APPROVAL else None,
         "next_check_at": iso(occ.resolve_at) if occ.state == OccurrenceState.UNKNOWN else None,
         "finished_at": iso(occ.finished_at),
         "attempts": attempts_view(history),

@@ -22,17 +22,17 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from bullmq import Job, Worker
-from sqlalchemy.exc import DBAPIError
 
 from paysched import metrics
 from paysched.backoff import Backoff
 from paysched.clock import Clock
+from paysched.db.errors import described
 from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store
-from paysched.db.store.base import short_error
 from paysched.domain import OccurrenceState, OutboxMessage, may_have_reached_provider
-from paysched.errors import BackendUnavailable, PermanentError, RetryableError
+from paysched.errors import BackendUnavailable, DatabaseError, PermanentError, RetryableError
 from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvable
+from paysched.executors.claims import order_of
 from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import DelayWaker, GiveUp, PaymentFailed, PaymentQueue, RetryLater
@@ -53,7 +53,7 @@ CLAIM_LINGER_S = 0.005  # s; the start of a burst's payments moves by at most th
 INFRA_RETRY_CAP_MS = 15_000
 # The resolver first asks about an unknown outcome this long after it happened.
 FIRST_CHECK = timedelta(seconds=2)
-_INFRA_ERRORS = (DBAPIError, LostRace, BackendUnavailable)
+_INFRA_ERRORS = (DatabaseError, LostRace, BackendUnavailable)
 
 
 class CorruptJob(ValueError):
@@ -178,7 +178,7 @@ class PaymentProcessor:
             claimed = await self._claims.submit((occurrence_id, str(job.id)))
         except _INFRA_ERRORS as exc:
             delay = self._infra_delay(job)
-            raise RetryLater(f"database unavailable: {short_error(exc)}", delay) from exc
+            raise RetryLater(described(exc), delay) from exc
         if isinstance(claimed, NoClaim):
             if claimed.why == "foreign":
                 self._refuse(job, f"occurrence {occurrence_id} has another key here")
@@ -206,15 +206,17 @@ class PaymentProcessor:
                 ) as shown:
                     began = time.monotonic()
                     try:
-                        result = await self.executor.execute(claim, claim.occurrence.key)
+                        result = await self.executor.execute(order_of(claim))
                     finally:
                         metrics.observe_executor(
                             self.executor.name, "execute", time.monotonic() - began
                         )
             except _INFRA_ERRORS as exc:
-                await self._release(claim, f"database error: {short_error(exc)}")
+                # described: the ledger's InfrastructureError already says "database …";
+                # prefixed again, reasons read "database error: database error: …".
+                await self._release(claim, described(exc))
                 delay = self._infra_delay(job)
-                raise RetryLater(f"database error: {short_error(exc)}", delay) from exc
+                raise RetryLater(described(exc), delay) from exc
             except RetryableError as exc:
                 result = ExecutionResult.not_attempted(str(exc) or type(exc).__name__)
             except PermanentError as exc:
@@ -227,7 +229,7 @@ class PaymentProcessor:
             # Recording the outcome failed: the occurrence stays executing under this fence,
             # and the retry takes it over and asks the executor again with the same key.
             delay = self._infra_delay(job)
-            raise RetryLater(f"database error: {short_error(exc)}", delay) from exc
+            raise RetryLater(described(exc), delay) from exc
 
     async def _record(
         self, job: Job, claim: Claim, result: ExecutionResult, shown: Shown

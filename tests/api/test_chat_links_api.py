@@ -5,6 +5,7 @@ field."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -52,7 +53,20 @@ async def test_link_list_and_unlink(api: Api, bot_api: BotApi) -> None:
     app = api.app
     await app.db(ChatLinks(app.store.engine).redeem, token, "4201", app.clock.now())
     [link] = (await api.get("/v1/accounts/alice/links")).json()
-    assert link["chat_id"] == "4201" and link["account"] == "alice"
+    assert link["chat_id"] == "4201" and link["account"] == "alice" and link["role"] == "holder"
+    # An approver's link: the chat opening it approves or rejects alice's payments.
+    made = await api.post("/v1/accounts/alice/links", {"role": "approver"}, scope="write")
+    assert made.status_code == 201 and made.json()["role"] == "approver", made.text
+    linked = await app.db(
+        ChatLinks(app.store.engine).redeem, start_token(made.json()["url"]), "4202", app.clock.now()
+    )
+    assert linked.role == "approver"
+    owner = await api.post("/v1/accounts/alice/links", {"role": "owner"}, scope="write")
+    problem(owner, 422, "invalid_input", "role")
+    await api.client.delete(
+        f"/v1/accounts/alice/links/{linked_id(await api.get('/v1/accounts/alice/links'), '4202')}",
+        headers=api.auth("write"),
+    )
     path = f"/v1/accounts/alice/links/{link['id']}"
     refused = await api.client.delete(path, headers=api.auth("read"))
     problem(refused, 403, "insufficient_scope")
@@ -91,3 +105,7 @@ async def test_without_a_bot_there_is_nothing_to_link_to(api: Api, settings: Set
     api.app.settings = settings.with_overrides(telegram_token="", bot_username="")
     refused = await api.post("/v1/accounts/alice/links", {})
     assert "TELEGRAM_BOT_TOKEN" in problem(refused, 409, "conflict")["detail"]
+
+
+def linked_id(response: Any, chat: str) -> int:
+    return int(next(v["id"] for v in response.json() if v["chat_id"] == chat))

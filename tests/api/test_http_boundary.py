@@ -168,10 +168,10 @@ async def test_a_backend_error_is_503_without_a_traceback(
     """The database going away mid-request: 503 with Retry-After, handled where it was raised.
     It was answered by the outermost middleware, which then raised it again for the server to
     print as a traceback per request (here, the test client raises it)."""
-    from sqlalchemy.exc import OperationalError
+    from paysched.errors import DatabaseUnavailable
 
     def gone(*args: object, **kwargs: object) -> None:
-        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        raise DatabaseUnavailable("database unavailable: server closed the connection")
 
     monkeypatch.setattr(api.app.store, "payment_history", gone)
     response = await api.get("/v1/payments/1")

@@ -82,8 +82,11 @@ def test_exactly_once_nothing_lost_under_faults(
     expected = {"all_due_final", "no_double_success", money, "balances_exact",
                 "not_started_early", "failed_have_reason", "no_failure_from_infrastructure",
                 "unknowns_resolved", "cancel_wins", "recurring_complete", "pause_holds",
-                "missed_only_by_policy", "reconcile_agrees", "skip_holds"}  # fmt: skip
+                "missed_only_by_policy", "reconcile_agrees", "skip_holds",
+                "approved_before_paid", "approval_decided_once"}  # fmt: skip
     assert set(report["invariants"]) == expected
+    # Some payments required approval: the approver decided them under the faults.
+    assert report["approvals"]["approved"] > 0 and report["approvals"]["rejected"] > 0
     # Every kind was injected at least once (the workers' own database errors are drawn per
     # statement, so a short run may see none).
     assert set(kinds(database, executor, groups=processes > 1, replicated=replicated)) <= set(

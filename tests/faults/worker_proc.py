@@ -26,6 +26,8 @@ from sqlalchemy import event
 
 from paysched.app import App
 from paysched.config import Settings
+from paysched.executors.base import PaymentOrder
+from paysched.executors.claims import claim_of
 from paysched.executors.ledger import LedgerExecutor
 from paysched.logs import setup_logging
 
@@ -42,10 +44,10 @@ def main(mode: str) -> None:
         def __init__(self, inner: LedgerExecutor) -> None:
             self.inner = inner
 
-        async def execute(self, claim: Any, key: str) -> Any:
-            marker.write_text(str(claim.fence))
+        async def execute(self, order: PaymentOrder) -> Any:
+            marker.write_text(str(claim_of(order).fence))
             await asyncio.sleep(3600)
-            return await self.inner.execute(claim, key)
+            return await self.inner.execute(order)
 
     class HangAfterSettle:
         name = "hang-after-settle"
@@ -53,8 +55,8 @@ def main(mode: str) -> None:
         def __init__(self, inner: LedgerExecutor) -> None:
             self.inner = inner
 
-        async def execute(self, claim: Any, key: str) -> Any:
-            result = await self.inner.execute(claim, key)
+        async def execute(self, order: PaymentOrder) -> Any:
+            result = await self.inner.execute(order)
             marker.write_text("settled")
             await asyncio.sleep(3600)
             return result

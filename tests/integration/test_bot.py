@@ -71,6 +71,7 @@ async def bot_running(
             webhook=webhook,
             sock=sock,
             poll_timeout=1,
+            app=app,
         )
     )
     try:

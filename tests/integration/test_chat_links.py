@@ -12,7 +12,7 @@ from sqlalchemy import select
 from paysched.db import tables as t
 from paysched.db.links import ChatLinks, LinkRefused, token_hash
 from paysched.db.store import Store
-from paysched.errors import NotFound
+from paysched.errors import InvalidInput, NotFound
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=15)
@@ -36,8 +36,8 @@ def test_a_token_links_one_chat_once(links: ChatLinks) -> None:
     with links.engine.connect() as conn:
         stored = conn.execute(select(t.link_tokens.c.token_hash)).scalar_one()
     assert stored == token_hash(issued.token) != issued.token  # only its hash is kept
-    assert links.redeem(issued.token, "1", NOW + TTL - timedelta(seconds=1)).name == "alice"
-    assert links.redeem(issued.token, "1", NOW).name == "alice"  # the same chat again
+    assert links.redeem(issued.token, "1", NOW + TTL - timedelta(seconds=1)).account.name == "alice"
+    assert links.redeem(issued.token, "1", NOW).account.name == "alice"  # the same chat again
     assert refusal(links, issued.token, "2") == "used"
     assert refusal(links, "x" * 43, "2") == "unknown"
     assert refusal(links, "x" * 200, "2") == "unknown"
@@ -94,3 +94,24 @@ def test_the_update_offset_only_moves_forward(links: ChatLinks) -> None:
     assert links.update_offset() == 42
     links.handled(42)
     assert links.update_offset() == 43
+
+
+def test_an_approver_link_makes_the_chat_the_accounts_approver(links: ChatLinks) -> None:
+    def roles() -> dict[str, str]:
+        return {link.chat_id: link.role for link in links.links_of("alice")}
+
+    holder = links.redeem(links.issue("alice", NOW, TTL).token, "1", NOW)
+    assert (holder.account.name, holder.role) == ("alice", "holder")
+    approver = links.redeem(links.issue("alice", NOW, TTL, role="approver").token, "2", NOW)
+    assert approver.role == "approver"
+    assert roles() == {"1": "holder", "2": "approver"}
+    # A holder's chat opening an approver's link becomes the approver; an approver's chat
+    # opening a holder's link stays the approver (a link demotes nobody).
+    assert links.redeem(links.issue("alice", NOW, TTL, role="approver").token, "1", NOW).role == (
+        "approver"
+    )
+    assert links.redeem(links.issue("alice", NOW, TTL).token, "2", NOW).role == "approver"
+    assert roles() == {"1": "approver", "2": "approver"}
+    with pytest.raises(InvalidInput) as bad:
+        links.issue("alice", NOW, TTL, role="owner")
+    assert bad.value.field == "role"

@@ -48,7 +48,19 @@ def test_link_links_and_unlink(benv: dict[str, str], database_url: str) -> None:
     finally:
         store.close()
     [link] = as_json(benv, "accounts", "links", "alice")
-    assert link["chat_id"] == "4201" and link["account"] == "alice"
+    assert link["chat_id"] == "4201" and link["account"] == "alice" and link["role"] == "holder"
+    # --approver: the chat that opens it approves or rejects the account's payments.
+    approver = as_json(benv, "accounts", "link", "alice", "--telegram", "--approver")
+    assert approver["role"] == "approver"
+    store = Store.connect(database_url)
+    try:
+        token = parse_qs(urlsplit(approver["url"]).query)["start"][0]
+        assert ChatLinks(store.engine).redeem(token, "4202", datetime.now(UTC)).role == "approver"
+    finally:
+        store.close()
+    roles = {v["chat_id"]: v["role"] for v in as_json(benv, "accounts", "links", "alice")}
+    assert roles == {"4201": "holder", "4202": "approver"}
+    as_json(benv, "accounts", "unlink", "alice", "--chat", "4202")
     removed = as_json(benv, "accounts", "unlink", "alice", "--chat", "4201")
     assert removed["id"] == link["id"]
     assert as_json(benv, "accounts", "links", "alice") == []
@@ -60,7 +72,7 @@ def test_link_links_and_unlink(benv: dict[str, str], database_url: str) -> None:
     finally:
         store.close()
     done = [(r.action, r.actor_kind, r.via) for r in rows if r.action != "create_account"]
-    assert done == [("issue_link", "cli", "cli")] * 2 + [("unlink_chat", "cli", "cli")]
+    assert done == [("issue_link", "cli", "cli")] * 3 + [("unlink_chat", "cli", "cli")] * 2
     assert all(token not in r.detail for r in rows)
     assert '"chat": "4201"' in rows[-1].detail
     one_line_error(

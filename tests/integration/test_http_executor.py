@@ -11,16 +11,20 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from paysched.db.store import Claim
-from paysched.domain import Occurrence, OccurrenceState, Payment, PaymentState
-from paysched.executors.base import Closable, ExecutionResult, Outcome, Resolvable
+from paysched.executors.base import (
+    Closable,
+    ExecutionResult,
+    Outcome,
+    PaymentOrder,
+    Resolvable,
+)
 from paysched.executors.http import HttpExecutor
 from paysched.redis_server import free_port
 from paysched.standin import Charge, StandinProvider
@@ -34,25 +38,19 @@ SLOW_S = 0.1  # well under READ_TIMEOUT_S
 SETTLE_S = 0.8
 
 
-def make_claim(
+def make_order(
     key: str | None = None,
     amount: int = 1234,
     currency: str = "USD",
     payer: str = "alice",
     payee: str = "bob",
-) -> Claim:
-    now = datetime.now(UTC)
-    payment = Payment(
-        id=1, payer=payer, payee=payee, amount=amount, currency=currency,
-        state=PaymentState.ACTIVE, due_at=now, cron=None, timezone=None, next_due_at=None,
-        memo="", created_at=now,
+) -> PaymentOrder:
+    """An order as the worker builds it, without the database: HttpExecutor needs none."""
+    return PaymentOrder(
+        idempotency_key=key or f"pay-1-{uuid.uuid4().int % 10**13}", payment_id=1,
+        amount=amount, currency=currency, payer=payer, payee=payee, memo="",
+        due_at=datetime.now(UTC), attempt=1,
     )  # fmt: skip
-    occurrence = Occurrence(
-        id=1, payment_id=1, key=key or f"pay-1-{uuid.uuid4().int % 10**13}", due_at=now,
-        state=OccurrenceState.EXECUTING, attempts=1, fence=1, reason=None, started_at=now,
-        finished_at=None,
-    )  # fmt: skip
-    return Claim(occurrence=occurrence, payment=payment, fence=1, attempt=1, payer_id=1, payee_id=2)
 
 
 def charges_for(provider: StandinProvider, key: str) -> list[Charge]:
@@ -100,44 +98,44 @@ def test_implements_the_protocols() -> None:
 async def test_succeeded(
     provider: StandinProvider, executor: HttpExecutor, amount: int, currency: str, decimal: str
 ) -> None:
-    claim = make_claim(amount=amount, currency=currency)
-    key = claim.occurrence.key
+    order = make_order(amount=amount, currency=currency)
+    key = order.idempotency_key
 
-    result = await executor.execute(claim, key)
+    result = await executor.execute(order)
 
     [charge] = provider.charges()
     assert result == ExecutionResult.succeeded(reference=charge.id)
     assert (charge.key, charge.reference, charge.status) == (key, key, "succeeded")
     assert (charge.amount, charge.currency) == (decimal, currency)
     assert (charge.payer, charge.payee) == ("alice", "bob")
-    assert await executor.lookup(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+    assert await executor.lookup(order) == ExecutionResult.succeeded(reference=charge.id)
 
 
 async def test_declined(provider: StandinProvider, executor: HttpExecutor) -> None:
-    claim = make_claim()
-    key = claim.occurrence.key
+    order = make_order()
+    key = order.idempotency_key
     provider.set_faults({"keys": {key: "decline"}})
 
-    result = await executor.execute(claim, key)
+    result = await executor.execute(order)
 
     [charge] = provider.charges()
     expected = ExecutionResult.declined("declined by stand-in (injected)", reference=charge.id)
     assert result == expected
-    assert await executor.lookup(claim, key) == expected
+    assert await executor.lookup(order) == expected
     # Sending again answers the stored decline; it does not turn into a charge.
-    assert await executor.execute(claim, key) == expected
+    assert await executor.execute(order) == expected
     assert [c.status for c in provider.charges()] == ["declined"]
 
 
 async def test_not_attempted_when_nothing_listens() -> None:
     ex = client(f"http://127.0.0.1:{free_port()}")
     try:
-        claim = make_claim()
-        result = await ex.execute(claim, claim.occurrence.key)
+        order = make_order()
+        result = await ex.execute(order)
         assert result.outcome is Outcome.NOT_ATTEMPTED
         assert result.reason is not None and result.reason.startswith("provider unreachable")
         # A lookup that cannot reach the provider knows nothing.
-        looked = await ex.lookup(claim, claim.occurrence.key)
+        looked = await ex.lookup(order)
         assert looked.outcome is Outcome.UNKNOWN
         assert looked.reason is not None and "ConnectError" in looked.reason
     finally:
@@ -147,25 +145,25 @@ async def test_not_attempted_when_nothing_listens() -> None:
 async def test_timeout_before_commit_is_unknown_then_never_received(
     provider: StandinProvider, executor: HttpExecutor
 ) -> None:
-    claim = make_claim()
-    key = claim.occurrence.key
+    order = make_order()
+    key = order.idempotency_key
     provider.set_faults({"keys": {key: "timeout_before"}})
 
-    result = await executor.execute(claim, key)
+    result = await executor.execute(order)
     assert result == ExecutionResult.unknown(f"no answer from provider within {READ_TIMEOUT_S} s")
 
     # The client gave up first: the provider is still holding the request (received, not
     # decided, so not "never received"), no wall-clock bound needed to show it.
     assert key in provider.in_flight()
-    assert (await executor.lookup(claim, key)).outcome is Outcome.UNKNOWN
+    assert (await executor.lookup(order)).outcome is Outcome.UNKNOWN
 
     await idle(provider)
     assert provider.charges() == []
-    assert await executor.lookup(claim, key) == ExecutionResult.not_attempted(
+    assert await executor.lookup(order) == ExecutionResult.not_attempted(
         "provider never received it"
     )
     # Safe to send again with the same key: exactly one charge.
-    again = await executor.execute(claim, key)
+    again = await executor.execute(order)
     [charge] = charges_for(provider, key)
     assert again == ExecutionResult.succeeded(reference=charge.id)
     assert len(provider.charges()) == 1
@@ -174,20 +172,20 @@ async def test_timeout_before_commit_is_unknown_then_never_received(
 async def test_timeout_after_commit_is_unknown_then_succeeded(
     provider: StandinProvider, executor: HttpExecutor
 ) -> None:
-    claim = make_claim()
-    key = claim.occurrence.key
+    order = make_order()
+    key = order.idempotency_key
     provider.set_faults({"keys": {key: "timeout_after"}})
 
-    result = await executor.execute(claim, key)
+    result = await executor.execute(order)
     assert result.outcome is Outcome.UNKNOWN
     assert result.reason == f"no answer from provider within {READ_TIMEOUT_S} s"
 
     [charge] = provider.charges()
     assert charge.status == "succeeded"
-    assert await executor.lookup(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+    assert await executor.lookup(order) == ExecutionResult.succeeded(reference=charge.id)
 
     await idle(provider)
-    replay = await executor.execute(claim, key)
+    replay = await executor.execute(order)
     assert replay == ExecutionResult.succeeded(reference=charge.id)
     assert provider.charges() == [charge]
 
@@ -206,15 +204,15 @@ async def test_timeout_after_commit_is_unknown_then_succeeded(
 async def test_failure_after_commit_is_unknown_then_succeeded(
     provider: StandinProvider, executor: HttpExecutor, mode: str, reason: str
 ) -> None:
-    claim = make_claim()
-    key = claim.occurrence.key
+    order = make_order()
+    key = order.idempotency_key
     provider.set_faults({"keys": {key: mode}})
 
-    assert await executor.execute(claim, key) == ExecutionResult.unknown(reason)
+    assert await executor.execute(order) == ExecutionResult.unknown(reason)
 
     [charge] = provider.charges()
-    assert await executor.lookup(claim, key) == ExecutionResult.succeeded(reference=charge.id)
-    assert await executor.execute(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+    assert await executor.lookup(order) == ExecutionResult.succeeded(reference=charge.id)
+    assert await executor.execute(order) == ExecutionResult.succeeded(reference=charge.id)
     assert len(provider.charges()) == 1
 
 
@@ -237,33 +235,33 @@ async def test_pending_is_unknown_until_settled(tmp_path: Any) -> None:
     ) as provider:
         executor = client(provider.url)
         try:
-            claim = make_claim()
-            key = claim.occurrence.key
+            order = make_order()
+            key = order.idempotency_key
             provider.set_faults({"keys": {key: "pending"}})
 
-            result = await executor.execute(claim, key)
+            result = await executor.execute(order)
             [charge] = provider.charges()
             assert result == ExecutionResult.unknown(pending, reference=charge.id)
             assert charge.settles_at == clock.now + timedelta(seconds=SETTLE_S)
             # Until the provider's clock reaches the settlement, every lookup says pending.
-            assert await executor.lookup(claim, key) == ExecutionResult.unknown(pending, charge.id)
+            assert await executor.lookup(order) == ExecutionResult.unknown(pending, charge.id)
             clock.now = charge.settles_at - timedelta(microseconds=1)
-            assert await executor.lookup(claim, key) == ExecutionResult.unknown(pending, charge.id)
+            assert await executor.lookup(order) == ExecutionResult.unknown(pending, charge.id)
 
             clock.now = charge.settles_at
-            assert await executor.lookup(claim, key) == ExecutionResult.succeeded(charge.id)
+            assert await executor.lookup(order) == ExecutionResult.succeeded(charge.id)
             assert [c.status for c in provider.charges()] == ["succeeded"]
         finally:
             await executor.aclose()
 
 
 async def test_slow_is_succeeded(provider: StandinProvider, executor: HttpExecutor) -> None:
-    claim = make_claim()
-    key = claim.occurrence.key
+    order = make_order()
+    key = order.idempotency_key
     provider.set_faults({"keys": {key: "slow"}})
 
     started = time.monotonic()
-    result = await executor.execute(claim, key)
+    result = await executor.execute(order)
 
     assert time.monotonic() - started >= SLOW_S
     [charge] = provider.charges()
@@ -273,11 +271,11 @@ async def test_slow_is_succeeded(provider: StandinProvider, executor: HttpExecut
 async def test_same_key_with_another_body_is_declined(
     provider: StandinProvider, executor: HttpExecutor
 ) -> None:
-    claim = make_claim(amount=1234)
-    key = claim.occurrence.key
-    assert (await executor.execute(claim, key)).outcome is Outcome.SUCCEEDED
+    order = make_order(amount=1234)
+    key = order.idempotency_key
+    assert (await executor.execute(order)).outcome is Outcome.SUCCEEDED
 
-    result = await executor.execute(make_claim(key=key, amount=9999), key)
+    result = await executor.execute(make_order(key=key, amount=9999))
 
     assert result == ExecutionResult.declined(
         "Idempotency-Key already used with another request body"
@@ -288,18 +286,18 @@ async def test_same_key_with_another_body_is_declined(
 async def test_same_key_in_flight_is_unknown(
     provider: StandinProvider, executor: HttpExecutor
 ) -> None:
-    claim = make_claim()
-    key = claim.occurrence.key
+    order = make_order()
+    key = order.idempotency_key
     provider.set_faults({"keys": {key: "timeout_after"}})
     patient = client(provider.url, read_timeout_s=HANG_S + 5)
     try:
-        first = asyncio.create_task(patient.execute(claim, key))
+        first = asyncio.create_task(patient.execute(order))
 
         async def in_flight() -> bool:
             return key in provider.in_flight()
 
         await wait_for(in_flight, 5, "the first request to reach the provider")
-        second = await executor.execute(claim, key)
+        second = await executor.execute(order)
         assert second == ExecutionResult.unknown(
             "provider is still processing this idempotency key (HTTP 409)"
         )
@@ -320,26 +318,26 @@ async def test_wrong_token_is_declined_and_no_token_ever_leaks(
     wrong = client(provider.url, token=WRONG_TOKEN)
     anonymous = client(provider.url, token="")
     try:
-        claim = make_claim()
-        key = claim.occurrence.key
+        order = make_order()
+        key = order.idempotency_key
         for ex in (wrong, anonymous):
-            result = await ex.execute(claim, key)
+            result = await ex.execute(order)
             assert result == ExecutionResult.declined("missing or wrong bearer token")
-            looked = await ex.lookup(claim, key)
+            looked = await ex.lookup(order)
             assert looked.outcome is Outcome.UNKNOWN
             assert looked.reason is not None and "HTTP 401" in looked.reason
             results += [result, looked]
         assert provider.charges() == []
 
         # The right token, through success, a timeout, a drop and a failed lookup.
-        results.append(await executor.execute(claim, key))
-        results.append(await executor.lookup(claim, key))
+        results.append(await executor.execute(order))
+        results.append(await executor.lookup(order))
         for mode in ("timeout_before", "drop_after"):
-            other = make_claim()
-            provider.set_faults({"keys": {other.occurrence.key: mode}})
-            results.append(await executor.execute(other, other.occurrence.key))
+            other = make_order()
+            provider.set_faults({"keys": {other.idempotency_key: mode}})
+            results.append(await executor.execute(other))
         provider.set_faults({"keys": {key: "lookup_error"}})
-        results.append(await executor.lookup(claim, key))
+        results.append(await executor.lookup(order))
     finally:
         await wrong.aclose()
         await anonymous.aclose()
@@ -356,34 +354,34 @@ async def test_wrong_token_is_declined_and_no_token_ever_leaks(
 
 
 async def test_lookup_error_is_unknown(provider: StandinProvider, executor: HttpExecutor) -> None:
-    claim = make_claim()
-    key = claim.occurrence.key
-    assert (await executor.execute(claim, key)).outcome is Outcome.SUCCEEDED
+    order = make_order()
+    key = order.idempotency_key
+    assert (await executor.execute(order)).outcome is Outcome.SUCCEEDED
     provider.set_faults({"keys": {key: "lookup_error"}})
 
-    assert await executor.lookup(claim, key) == ExecutionResult.unknown(
+    assert await executor.lookup(order) == ExecutionResult.unknown(
         "lookup failed: provider answered HTTP 503: stand-in lookup unavailable (injected)"
     )
     # The fault was one-shot: the resolver's next try gets the answer.
     [charge] = provider.charges()
-    assert await executor.lookup(claim, key) == ExecutionResult.succeeded(reference=charge.id)
+    assert await executor.lookup(order) == ExecutionResult.succeeded(reference=charge.id)
 
 
 async def test_insufficient_balance_is_declined(
     provider: StandinProvider, executor: HttpExecutor
 ) -> None:
     provider.set_balance("alice", "10.00")
-    claim = make_claim(amount=1234)
+    order = make_order(amount=1234)
 
-    result = await executor.execute(claim, claim.occurrence.key)
+    result = await executor.execute(order)
 
     [charge] = provider.charges()
     assert result == ExecutionResult.declined(
         "insufficient balance in alice: 10.00 available, 12.34 needed", reference=charge.id
     )
     assert str(provider.ledger.balance("alice")) == "10.00"
-    smaller = make_claim(amount=500)
-    assert (await executor.execute(smaller, smaller.occurrence.key)).outcome is Outcome.SUCCEEDED
+    smaller = make_order(amount=500)
+    assert (await executor.execute(smaller)).outcome is Outcome.SUCCEEDED
     assert str(provider.ledger.balance("alice")) == "5.00"
 
 
@@ -496,8 +494,8 @@ async def test_execute_mapping(
     peer.status, peer.body = status, _body(body)
     ex = client(peer.url)
     try:
-        claim = make_claim(key="pay-7-1700000000000")
-        result = await ex.execute(claim, claim.occurrence.key)
+        order = make_order(key="pay-7-1700000000000")
+        result = await ex.execute(order)
     finally:
         await ex.aclose()
     assert result == expected
@@ -526,8 +524,8 @@ async def test_lookup_mapping(
     peer.status, peer.body = status, _body(body)
     ex = client(peer.url)
     try:
-        claim = make_claim()
-        assert await ex.lookup(claim, claim.occurrence.key) == expected
+        order = make_order()
+        assert await ex.lookup(order) == expected
     finally:
         await ex.aclose()
 
@@ -537,10 +535,10 @@ async def test_request_shape(peer: ScriptedPeer) -> None:
     ex = client(f"{peer.url}/v1/", token=TOKEN)
     anonymous = client(peer.url, token="")
     try:
-        claim = make_claim(key="pay-3-1700000000000", amount=120050, payer="ann", payee="bo b")
-        await ex.execute(claim, claim.occurrence.key)
-        await ex.lookup(claim, "odd/key with space")
-        await anonymous.execute(claim, claim.occurrence.key)
+        order = make_order(key="pay-3-1700000000000", amount=120050, payer="ann", payee="bo b")
+        await ex.execute(order)
+        await ex.lookup(replace(order, idempotency_key="odd/key with space"))
+        await anonymous.execute(order)
     finally:
         await ex.aclose()
         await anonymous.aclose()
@@ -624,7 +622,7 @@ async def test_every_job_at_once_gets_a_connection_and_keeps_it() -> None:
         for _ in range(2):
             results = await asyncio.wait_for(
                 asyncio.gather(
-                    *[executor.execute(make_claim(), f"pay-{i}-1") for i in range(jobs)]
+                    *[executor.execute(make_order(key=f"pay-{i}-1")) for i in range(jobs)]
                 ),
                 20,
             )

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.exc import IntegrityError
 
 from paysched.clock import SystemClock
 from paysched.db import tables as t
 from paysched.db.store import Claim, Finish, LostRace, NoClaim, Store, transitions
 from paysched.domain import OccurrenceState
-from paysched.errors import Conflict, InfrastructureError
+from paysched.errors import Conflict, ConstraintViolation, InfrastructureError
 from paysched.executors.base import Outcome
+from paysched.executors.claims import order_of
 from paysched.executors.ledger import LedgerExecutor
 from tests.conftest import wait_for_sync
 
@@ -224,7 +224,7 @@ def test_unknown_currencies_and_bad_rows_are_refused_by_the_schema(store: Store)
         (t.payments, "amount", 0, t.payments.c.id == pid),
         (t.payments, "state", "gone", t.payments.c.id == pid),
     ):
-        with pytest.raises(IntegrityError, match=r"(?i)check"), store.engine.begin() as conn:
+        with pytest.raises(ConstraintViolation, match=r"(?i)check"), store.engine.begin() as conn:
             conn.execute(table.update().where(where).values({column: value}))
     assert store.get_occurrence(occ.id) == occ
 
@@ -253,7 +253,7 @@ async def test_one_locked_account_never_fails_another_payment_in_the_batch(
         )
         ledger = LedgerExecutor(store, SystemClock(), pool)
         results = await asyncio.gather(
-            *(ledger.execute(c, c.occurrence.key) for c in claims), return_exceptions=True
+            *(ledger.execute(order_of(c)) for c in claims), return_exceptions=True
         )
         blocker.rollback()
     ok, blocked = results

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
 from paysched.actors import Actor
 from paysched.app import App
@@ -18,7 +17,8 @@ from paysched.clock import ManualClock
 from paysched.config import Settings
 from paysched.db.store import Claim, Finish, Store
 from paysched.domain import Occurrence, OccurrenceState
-from paysched.errors import Conflict
+from paysched.errors import Conflict, DatabaseUnavailable
+from paysched.executors.claims import order_of
 from paysched.standin.server import StandinProvider
 from tests.conftest import wait_for
 from tests.integration.helpers import all_final, fund, pay, running
@@ -144,7 +144,7 @@ class FailsToResolve:
 
     def resolve(self, claim: Claim, *args: Any) -> bool:
         if claim.occurrence.id == self._occurrence_id:
-            raise OperationalError("UPDATE occurrences ...", {}, Exception("lock timeout"))
+            raise DatabaseUnavailable("database unavailable: lock timeout")
         return self._store.resolve(claim, *args)
 
 
@@ -166,7 +166,7 @@ async def test_a_failed_check_holds_its_occurrence_for_seconds_not_the_others(
             claim = await app.db(app.store.claim, occ.id, now)
             assert isinstance(claim, Claim)
             # The provider charged it; its answer was lost on the way back.
-            assert (await app.executor.execute(claim, occ.key)).outcome == "succeeded"
+            assert (await app.executor.execute(order_of(claim))).outcome == "succeeded"
             unknown = Finish(claim, S.UNKNOWN, "answer lost", resolve_at=now + i * MS)
             assert await app.db(app.store.finish_many, [unknown], now) == [True]
             ids.append(occ.id)
@@ -196,7 +196,7 @@ async def charged_then_unreachable(
     (occ,) = await app.db(app.store.occurrences_of, pid)
     first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
     assert isinstance(first, Claim)
-    assert (await app.executor.execute(first, occ.key)).outcome == "succeeded"
+    assert (await app.executor.execute(order_of(first))).outcome == "succeeded"
     port = int(provider.url.rsplit(":", 1)[1])
     provider.stop()
     return occ, first, port
@@ -299,7 +299,7 @@ async def test_a_404_while_the_request_may_be_in_flight_is_asked_again(
             sent_at = clock.now()
             claim = await app.db(app.store.claim, occ.id, sent_at, occ.key)
             assert isinstance(claim, Claim)
-            sent = await app.executor.execute(claim, occ.key)
+            sent = await app.executor.execute(order_of(claim))
             assert sent.outcome == "unknown" and occ.key in provider.in_flight()
             unknown = Finish(claim, S.UNKNOWN, sent.reason, resolve_at=clock.now())
             assert await app.db(app.store.finish_many, [unknown], clock.now()) == [True]

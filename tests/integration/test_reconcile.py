@@ -27,6 +27,7 @@ from paysched.db.actions import ActionFilter, find_actions
 from paysched.db.store.accounts import entries, write_entries
 from paysched.db.store.reconcile import ReconcileStore, Reconciliation
 from paysched.domain import OccurrenceState
+from paysched.executors.base import PaymentOrder
 from paysched.reconcile import KINDS, parse_period
 from paysched.standin.server import StandinProvider
 from tests.conftest import wait_for
@@ -213,7 +214,7 @@ async def test_an_executor_that_cannot_list_checks_unresolved_only(settings: Set
     class NoListing:
         name = "plain"
 
-        async def execute(self, claim: Any, key: str) -> Any:
+        async def execute(self, order: PaymentOrder) -> Any:
             raise AssertionError("not called")
 
     app = await App.open(settings, executor_factory=lambda _: NoListing())

@@ -16,7 +16,7 @@ from paysched.db.store import Claim
 from paysched.domain import OccurrenceState
 from paysched.errors import RetryableError
 from paysched.events import Event, EventKind
-from paysched.executors.base import ExecutionResult
+from paysched.executors.base import ExecutionResult, PaymentOrder
 from paysched.executors.flaky import FlakyExecutor, memo_failures
 from paysched.executors.ledger import LedgerExecutor
 from tests.conftest import PrivateRedis, wait_for
@@ -152,11 +152,11 @@ async def test_retryable_executor_error_is_retried(settings: Settings) -> None:
         def __init__(self, inner: Any) -> None:
             self.inner = inner
 
-        async def execute(self, claim: Any, key: str) -> Any:
-            calls.append(claim.attempt)
+        async def execute(self, order: PaymentOrder) -> Any:
+            calls.append(order.attempt)
             if len(calls) == 1:
                 raise RetryableError("HTTP 503 from provider")
-            return await self.inner.execute(claim, key)
+            return await self.inner.execute(order)
 
     app = await App.open(
         settings, executor_factory=lambda a: Boom(LedgerExecutor(a.store, a.clock, a.pool))
@@ -171,6 +171,36 @@ async def test_retryable_executor_error_is_retried(settings: Settings) -> None:
         await app.close()
 
 
+async def test_an_executor_of_the_old_contract_still_runs(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Executors written before PaymentOrder took `execute(claim, idempotency_key)`: they get
+    the claim and the key as before (with a warning), not a TypeError that would have left
+    every payment unknown."""
+    seen: list[tuple[Claim, str]] = []
+
+    class OldStyle:
+        name = "old-style"
+
+        async def execute(self, claim: Any, idempotency_key: str) -> Any:
+            seen.append((claim, idempotency_key))
+            return ExecutionResult.succeeded(f"bank-{idempotency_key}")
+
+    with caplog.at_level("WARNING", "paysched.executors"):
+        app = await App.open(settings, executor_factory=lambda a: OldStyle())
+    try:
+        assert "deprecated" in caplog.text and "old-style" in caplog.text
+        await fund(app, {"alice": 1_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 100)
+        async with running(app):
+            (occ,) = await all_final(app, [pid])
+        assert occ.state == S.SUCCEEDED and occ.reference == f"bank-{occ.key}"
+        ((claim, key),) = seen
+        assert isinstance(claim, Claim) and claim.occurrence.id == occ.id and key == occ.key
+    finally:
+        await app.close()
+
+
 async def test_unexpected_executor_error_is_never_guessed(settings: Settings) -> None:
     """An executor that raises something it did not declare may or may not have moved money:
     not retried with the same or a new key, not failed; a person looks (needs_review)."""
@@ -178,7 +208,7 @@ async def test_unexpected_executor_error_is_never_guessed(settings: Settings) ->
     class Buggy:
         name = "buggy"
 
-        async def execute(self, claim: Any, key: str) -> Any:
+        async def execute(self, order: PaymentOrder) -> Any:
             raise ValueError("index out of range in the provider client")
 
     app = await App.open(settings, executor_factory=lambda a: Buggy())
@@ -207,7 +237,7 @@ async def test_a_second_needs_review_is_announced_too(settings: Settings) -> Non
     class Unsure:
         name = "unsure"
 
-        async def execute(self, claim: Any, key: str) -> Any:
+        async def execute(self, order: PaymentOrder) -> Any:
             return ExecutionResult.unknown("the bank's answer was cut off")
 
     app = await App.open(settings, executor_factory=lambda a: Unsure())
@@ -292,10 +322,10 @@ class Held:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def execute(self, claim: Any, key: str) -> Any:
+    async def execute(self, order: PaymentOrder) -> Any:
         self.entered.set()
         await self.release.wait()
-        return await self.inner.execute(claim, key)
+        return await self.inner.execute(order)
 
 
 async def test_graceful_stop_lets_active_payment_finish(settings: Settings) -> None:
@@ -357,13 +387,13 @@ class GatedExecutor:
         self.gate = asyncio.Event()
         self.inside = 0  # payments waiting at the gate right now
 
-    async def execute(self, claim: Any, idempotency_key: str) -> Any:
+    async def execute(self, order: PaymentOrder) -> Any:
         self.inside += 1
         try:
             await self.gate.wait()
         finally:
             self.inside -= 1
-        return await self.inner.execute(claim, idempotency_key)
+        return await self.inner.execute(order)
 
 
 async def test_a_slow_step_shows_in_the_queue_while_it_runs(settings: Settings) -> None:

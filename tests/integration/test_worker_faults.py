@@ -12,13 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError
 
 from paysched.app import App, default_executor
 from paysched.config import Settings
 from paysched.db.store import Claim, Store
 from paysched.domain import OccurrenceState
-from paysched.errors import PermanentError
+from paysched.errors import DatabaseUnavailable, PermanentError
 from paysched.events import Event, EventKind
 from paysched.executors.base import Executor
 from tests.conftest import PG_ADMIN, wait_for
@@ -44,8 +43,8 @@ class TerminatedSettles:
             self._settling.first_statement = True
             try:
                 return settle_many(claims, now)
-            except DBAPIError as exc:
-                self.errors.append(str(exc.orig))
+            except DatabaseUnavailable as exc:  # the driver's own error is its cause
+                self.errors.append(str(exc.__cause__))
                 raise
             finally:
                 self._settling.first_statement = False
@@ -95,6 +94,9 @@ async def test_infrastructure_errors_never_consume_attempts(settings: Settings) 
         releases = [h for h in history if h.to_state == S.RETRYING]
         assert len(releases) == 5
         assert all("not counted as an attempt" in (h.reason or "") for h in releases)
+        # Said once: the ledger's reason was prefixed again ("database error: database error:").
+        assert all((h.reason or "").startswith("database unavailable: ") for h in releases)
+        assert not any((h.reason or "").count("database ") > 1 for h in releases), releases
         assert app.outbox is not None
         sent = await app.db(app.outbox.list, None, pid, 100)
         assert [n.event for n in sent] == ["succeeded"]

@@ -51,7 +51,9 @@ async def create_link(
     actor = Actor.of_key(caller, "api")
 
     def run(then: Any) -> Any:
-        return app.db(issue, app.store.engine, name, actor, app.clock.now(), app.settings, then)
+        return app.db(
+            issue, app.store.engine, name, actor, app.clock.now(), app.settings, then, body.role
+        )
 
     return await once(
         request, caller, idempotency_key, 201, run, lambda i: issued_view(i, username)

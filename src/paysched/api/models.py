@@ -6,7 +6,7 @@ Money is a decimal string plus an ISO 4217 currency, never a JSON number (a floa
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
@@ -81,6 +81,11 @@ class ChatLinkCreate(Strict):
         description="The kind of chat: telegram (the only one so far).",
         examples=["telegram"],
     )
+    role: Literal["holder", "approver"] = Field(
+        "holder",
+        description="What the chat may do: holder (see, be reminded, skip, pause) or "
+        "approver (also approve or reject the account's payments awaiting approval).",
+    )
 
 
 class PaymentCreate(Strict):
@@ -152,6 +157,28 @@ class PaymentCreate(Strict):
         description="telegram:CHAT_ID, webhook:URL or log; none: the deployment's default.",
     )  # fmt: skip
     allow_past: bool = Field(False, description="Accept an `at` in the past: run it at once.")
+    approval: str = Field(
+        "none", pattern="^(none|required)$",
+        description="required: each occurrence waits until someone other than its creator "
+        "approves it (POST /v1/occurrences/{ref}/approve). The paying account's approval_above "
+        "may require it too.",
+    )  # fmt: skip
+    approval_timeout: str | None = Field(
+        None, max_length=32, examples=["2h"],
+        description="Unanswered this long after its due time, an occurrence is skipped or "
+        "failed (`on_timeout`); none: it waits until someone decides.",
+    )  # fmt: skip
+    on_timeout: str | None = Field(
+        None, pattern="^(skip|fail)$", description="With approval_timeout: skip (default) or fail."
+    )
+
+
+class Approve(Strict):
+    reason: str = Field("", max_length=1000, description="Optional; kept in the actions log.")
+
+
+class Reject(Strict):
+    reason: str = Field(min_length=1, max_length=1000, description="Kept in the history.")
 
 
 class Resolve(Strict):
@@ -194,6 +221,9 @@ class Account(Out):
     remind: str | None = Field(
         None, description="The reminder default of the payments it pays (e.g. 86400s)."
     )
+    approval_above: str | None = Field(
+        None, description="Its payments above this amount require approval; null: none do."
+    )
 
 
 class ChatLinkToken(Out):
@@ -203,6 +233,7 @@ class ChatLinkToken(Out):
         description="The one-time deep link (https://t.me/BOT?start=TOKEN): opened in a chat, "
         "it links that chat to the account. It works once, until `expires_at`.",
     )
+    role: str = Field(description="What the chat linked by it may do: holder or approver.")
     expires_at: Timestamp
 
 
@@ -211,6 +242,7 @@ class ChatLink(Out):
     account: str
     channel: str
     chat_id: str
+    role: str = Field(description="holder or approver.")
     created_at: Timestamp
 
 
@@ -242,6 +274,9 @@ class Occurrence(Out):
     reason: str | None
     reference: str | None
     lateness_ms: int | None = Field(description="Start of the first attempt minus due time.")
+    approval_deadline: Timestamp | None = Field(
+        None, description="awaiting_approval: skipped or failed if not decided by then."
+    )
     next_check_at: Timestamp | None
     finished_at: Timestamp | None
     attempts: list[Attempt]
@@ -290,6 +325,9 @@ class Payment(Out):
         description="How long before each occurrence its payer's "
         "linked chats are reminded (e.g. 86400s); null: never."
     )
+    approval: str = Field("none", description="none, or required: occurrences await approval.")
+    approval_timeout: str | None = None
+    on_timeout: str | None = None
     timezone: str | None
     next_due_at: Timestamp | None
     memo: str

@@ -13,8 +13,9 @@ from paysched.actors import Actor
 from paysched.api import pages
 from paysched.api.deps import paysched, problems
 from paysched.api.idempotent import IdempotencyKey, once
-from paysched.api.models import Id, Occurrence, Page, Resolve, Resolved
+from paysched.api.models import Approve, Id, Occurrence, Page, Reject, Resolve, Resolved
 from paysched.api.security import Admin, Read
+from paysched.api.security import Approve as MayApprove
 from paysched.cursors import is_occurrence_position, occurrence_after, occurrence_position
 from paysched.db.apikeys import ApiKey
 from paysched.domain import MAX_ID, OccurrenceState
@@ -105,3 +106,53 @@ async def resolve_occurrence(
         lambda then: app.resolve_occurrence(ref, body.outcome, body.reason, then, actor=actor),
         lambda state: {"occurrence": ref, "state": state.value},
     )  # fmt: skip
+
+
+@router.post(
+    "/{ref}/approve",
+    response_model=Resolved,
+    operation_id="approveOccurrence",
+    responses=problems(404, 409),
+)
+async def approve_occurrence(
+    request: Request, body: Approve | None = None, ref: str = Ref,
+    caller: ApiKey = MayApprove, idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Approve an occurrence awaiting approval (keys of scope approve or admin): it runs at
+    its due time. 409 if it awaits no approval any more (already decided, timed out) or if
+    this key created its payment (four eyes)."""
+    app = paysched(request)
+    actor = Actor.of_key(caller, "api")
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.decide_occurrence(ref, True, "", then, actor=actor),
+        _decided,
+    )  # fmt: skip
+
+
+@router.post(
+    "/{ref}/reject",
+    response_model=Resolved,
+    operation_id="rejectOccurrence",
+    responses=problems(404, 409),
+)
+async def reject_occurrence(
+    body: Reject, request: Request, ref: str = Ref, caller: ApiKey = MayApprove,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:  # fmt: skip
+    """Reject an occurrence awaiting approval: it is cancelled with `reason` and never runs.
+    409 as for approve."""
+    app = paysched(request)
+    actor = Actor.of_key(caller, "api")
+    return await once(
+        request, caller, idempotency_key, 200,
+        lambda then: app.decide_occurrence(ref, False, body.reason, then, actor=actor),
+        _decided,
+    )  # fmt: skip
+
+
+def _decided(result: Any) -> dict[str, Any]:
+    """The answer to a decision: from the occurrence (App's result) or the store's Decided
+    (what an Idempotency-Key's hook is given, in the transaction)."""
+    occ = getattr(result, "occurrence", result)
+    return {"occurrence": occ.key, "state": occ.state.value}

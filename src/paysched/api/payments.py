@@ -66,6 +66,8 @@ def schedule_fields(
         allow_private=app.settings.webhook_allow_private, now=app.clock.now(), names=HTTP_NAMES,
         calendar=rule, catchup=body.catchup, catchup_window=body.catchup_window,
         remind=body.remind,
+        approval=body.approval, approval_timeout=body.approval_timeout,
+        on_timeout=body.on_timeout,
     )  # fmt: skip
     if request.currency is None:
         request = request.in_currency(payer_currency(account, body.payer, HTTP_NAMES))

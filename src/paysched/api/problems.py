@@ -22,9 +22,12 @@ from paysched.errors import (
     BackendUnavailable,
     ConfigError,
     Conflict,
+    DatabaseError,
+    DatabaseUnavailable,
     InvalidInput,
     NotFound,
     PayschedError,
+    ValueRefused,
 )
 from paysched.redaction import redact
 
@@ -85,6 +88,12 @@ def from_paysched(exc: PayschedError) -> Problem:
         return Problem(404, "not_found", str(exc))
     if isinstance(exc, Conflict):
         return Problem(409, "conflict", str(exc))
+    if isinstance(exc, ValueRefused):
+        return Problem(422, "invalid_input", "a value is out of range for the database")
+    if isinstance(exc, DatabaseUnavailable | DatabaseError):
+        # The driver's words name hosts and statements: they go to the log (see install).
+        return Problem(503, "backend_unavailable", "the database or Redis did not answer; "
+                       "try again", headers={"Retry-After": "5"})  # fmt: skip
     if isinstance(exc, BackendUnavailable):
         return Problem(503, "backend_unavailable", str(exc), headers={"Retry-After": "5"})
     if isinstance(exc, ConfigError):
@@ -138,7 +147,10 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(PayschedError)
     async def _paysched(request: Request, exc: PayschedError) -> JSONResponse:
-        return problem_response(request, from_paysched(exc))
+        problem = from_paysched(exc)
+        if problem.status == 503 and isinstance(exc, DatabaseUnavailable | DatabaseError):
+            log.warning("request %s: backend error: %s", request_id(request), exc)
+        return problem_response(request, problem)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -166,14 +178,9 @@ def install(api: FastAPI) -> None:
     # Backend errors get handlers of their own classes, not only the catch-all below:
     # Starlette answers a handler of `Exception` from its outermost middleware and then raises
     # the error again for the server to log, so a database outage answered 503 and still
-    # printed a traceback per request.
+    # printed a traceback per request. (The database's errors arrive as paysched's, handled
+    # above: see paysched.db.errors.)
     from redis import RedisError
-    from sqlalchemy.exc import DataError, DBAPIError
-
-    @api.exception_handler(DataError)
-    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(request, Problem(422, "invalid_input", "a value is out of "
-                                                 "range for the database"))  # fmt: skip
 
     async def _backend(request: Request, exc: Exception) -> JSONResponse:
         log.warning("request %s: backend error: %s", request_id(request), exc)
@@ -182,15 +189,13 @@ def install(api: FastAPI) -> None:
                              "answer; try again", headers={"Retry-After": "5"})
         )  # fmt: skip
 
-    for backend_error in (DBAPIError, RedisError, OSError):
+    for backend_error in (RedisError, OSError):
         api.add_exception_handler(backend_error, _backend)
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug: ours, logged with its traceback.
-        if isinstance(exc, DataError):
-            return await _out_of_range(request, exc)
-        if isinstance(exc, DBAPIError | RedisError | OSError):
+        if isinstance(exc, RedisError | OSError):
             return await _backend(request, exc)
         log.exception("request %s failed", request_id(request))
         detail = "internal error; the log has the details under this request id"

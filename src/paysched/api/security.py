@@ -119,3 +119,4 @@ def scope(needed: str) -> Callable[..., Awaitable[ApiKey]]:
 Read = Depends(scope("read"))
 Write = Depends(scope("write"))
 Admin = Depends(scope("admin"))
+Approve = Depends(scope("approve"))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from paysched.actors import Actor
-from paysched.bot import messages
+from paysched.bot import approvals, messages
 from paysched.clock import from_ms
 from paysched.db.links import CHANNEL, LinkedAccount
 from paysched.db.store.payments import NotSkippable
@@ -114,9 +114,33 @@ async def pause(press: Press) -> str:
     return messages.PAUSED
 
 
+async def _decide(press: Press, verb: str) -> str:
+    """`approve:OCCURRENCE` / `reject:OCCURRENCE` under an "approval needed" message: only a
+    chat linked to the payer as its approver decides (bot/approvals.py)."""
+    occurrence_id = press.number(0)
+    approver_of = [link.account for link in press.links if link.role == "approver"]
+    decide = approvals.VERBS[verb]
+    line = await decide(
+        press.app.store, press.chat_id, approver_of, occurrence_id, press.app.clock.now()
+    )
+    if line in (approvals.NOT_APPROVER, approvals.GONE):
+        raise Refused(line)
+    return line
+
+
+async def approve(press: Press) -> str:
+    return await _decide(press, "approve")
+
+
+async def reject(press: Press) -> str:
+    return await _decide(press, "reject")
+
+
 VERBS: dict[str, Handler] = {
     "skip": skip,
     "pause": pause,
+    "approve": approve,
+    "reject": reject,
 }
 
 

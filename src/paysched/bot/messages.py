@@ -8,8 +8,8 @@ README's "From the chat" section is `readme_section()`'s output for a made-up ac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from paysched.domain import Account, format_amount
@@ -30,6 +30,9 @@ NOT_LINKED = (
 # A button pressed in a chat that may not act: the short answer Telegram shows as a toast.
 NOT_LINKED_SHORT = "Sorry, this chat is not linked to that account: nothing was changed."
 LINKED = "Done: this chat is now linked to the account {account}. Try /upcoming or /balance."
+LINKED_APPROVER = (
+    "\nAs its approver, you approve or reject here the payments that wait for approval."
+)
 LINK_REFUSED = {
     "unknown": "Sorry, that link is not valid, so nothing was linked. Ask for a new one.",
     "expired": "Sorry, that link has expired, so nothing was linked. Ask for a new one.",
@@ -107,8 +110,9 @@ def when(at: datetime, zone: str | None) -> str:
     return f"{local:%a %d %b %Y, %H:%M} {zone if tz else 'UTC'}"
 
 
-def linked(account: str) -> str:
-    return LINKED.format(account=account)
+def linked(account: str, role: str = "holder") -> str:
+    text = LINKED.format(account=account)
+    return text + LINKED_APPROVER if role == "approver" else text
 
 
 def refused(reason: str) -> str:
@@ -224,6 +228,39 @@ def conversation() -> list[tuple[str, str]]:
         ("(3 hours before payment #12 falls due: paysched schedule ... --remind 3h)", shown),
         (f"(taps {SKIP_BUTTON})", pressed(rent_reminder, SKIPPED)),
         (f"(taps {SKIP_BUTTON} again: the answer shows as a toast)", ALREADY_SKIPPED),
+        *_approval_conversation(),
+    ]
+
+
+def _approval_conversation() -> list[tuple[str, str]]:
+    """The approver's side: linked by `paysched accounts link alice --telegram --approver`,
+    asked when a payment requiring approval falls due, answering with a button."""
+    # Here, not at the top: the approval texts live with the notifications they go out in.
+    from paysched import approvals
+    from paysched.bot.approvals import _line
+    from paysched.db.store.approvals import Decided
+    from paysched.domain import Occurrence, OccurrenceState, Payment, PaymentState
+
+    due = _utc(2026, 12, 2, 9)
+    payment = Payment(
+        id=15, payer="alice", payee="builder", amount=480_000, currency="EUR",
+        state=PaymentState.DONE, due_at=due, cron=None, timezone="Europe/Berlin",
+        next_due_at=None, memo="roof repair", created_at=_utc(2026, 11, 20, 10),
+        approval="required", approval_timeout=timedelta(hours=2), approval_on_timeout="skip",
+    )  # fmt: skip
+    waiting = Occurrence(
+        id=31, payment_id=15, key="pay-15-1764666000000", due_at=due,
+        state=OccurrenceState.AWAITING_APPROVAL, attempts=0, fence=0, reason=None,
+        started_at=None, finished_at=None, approval_deadline=due + timedelta(hours=2),
+    )  # fmt: skip
+    asked = approvals.needed_text(payment, waiting)
+    keys = "  ".join(f"[ {b['text']} ]" for row in approvals.buttons(31) for b in row)
+    approved = replace(waiting, state=OccurrenceState.SCHEDULED)
+    said = _line("approve", Decided(approved, payment))
+    return [
+        ("/start Qm7r… (an approver's link)", linked("alice", "approver")),
+        ("(payment #15 falls due: paysched schedule ... --approval required)", f"{asked}\n{keys}"),
+        ("(taps ✅ Approve)", pressed(asked, said)),
     ]
 
 

@@ -243,15 +243,13 @@ class ChatBot:
             await self._reply(update, messages.HELP if linked else messages.NOT_LINKED)
             return
         try:
-            account = await self.db(
-                self.links.redeem, context.args[0], str(chat.id), self.clock.now()
-            )
+            link = await self.db(self.links.redeem, context.args[0], str(chat.id), self.clock.now())
         except LinkRefused as refused:
             log.info("bot: a link token was refused (%s)", refused.reason)
             await self._reply(update, messages.refused(refused.reason))
             return
-        log.info("bot: a chat is linked to account %s", account.name)
-        await self._reply(update, messages.linked(account.name))
+        log.info("bot: a chat is linked to account %s as %s", link.account.name, link.role)
+        await self._reply(update, messages.linked(link.account.name, link.role))
 
     async def _help(self, update: Update, context: Context) -> None:
         await self._reply(update, messages.HELP)

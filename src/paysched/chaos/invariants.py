@@ -135,11 +135,14 @@ class Checker:
             self.payment_states: dict[int, PaymentState] = {}
             self.catchup: dict[int, tuple[str, int | None]] = {}  # policy, window (s)
             p = t.payments.c
-            for pid, state, policy, window in conn.execute(
-                select(p.id, p.state, p.catchup, p.catchup_window_s)
+            self.approval_required: set[int] = set()  # payments created requiring approval
+            for pid, state, policy, window, approval in conn.execute(
+                select(p.id, p.state, p.catchup, p.catchup_window_s, p.approval)
             ):
                 self.payment_states[pid] = PaymentState(state)
                 self.catchup[pid] = (policy, window)
+                if approval == "required":
+                    self.approval_required.add(pid)
         self.transfers: dict[int, set[str]] = defaultdict(set)
         self.entry_count: Counter[int] = Counter()
         for r in entries:
@@ -162,7 +165,8 @@ class Checker:
                    self.balances_exact(), self.not_started_early(), self.failed_have_reason(),
                    self.no_failure_from_infrastructure(), self.unknowns_resolved(),
                    self.cancel_wins(), self.recurring_complete(), self.pause_holds(),
-                   self.missed_only_by_policy(), self.skip_holds()]  # fmt: skip
+                   self.missed_only_by_policy(), self.skip_holds(),
+                   self.approved_before_paid()]  # fmt: skip
         return results
 
     # -- nothing lost -------------------------------------------------------------------------
@@ -209,6 +213,37 @@ class Checker:
                          f"{len(expected)} cron times up to the last", payment=p.id,
                          missing=[m.isoformat() for m in missing[:5]],
                          unexpected=[e.isoformat() for e in extra[:5]])  # fmt: skip
+        return r
+
+    def approved_before_paid(self) -> Result:
+        """Nothing executed without its approval: every occurrence of a payment that requires
+        approval was created awaiting it; none started (a transition into executing), moved money
+        in the ledger or was charged by the provider unless a person approved it first (its one
+        awaiting_approval -> scheduled); one rejected or timed out never did any of these."""
+        r = Result("approved_before_paid", "nothing of a payment requiring approval started, moved "
+                   "money or was charged before someone approved it; a rejected or timed-out "
+                   "occurrence never did")  # fmt: skip
+        charged = {c["key"] for c in (self.provider.charges if self.provider else [])}
+        for occ in self.occurrences:
+            if occ.payment_id not in self.approval_required:
+                continue
+            history = self.history[occ.id]
+            if not history or history[0].to_state != S.AWAITING_APPROVAL:
+                first = history[0].to_state.value if history else "nothing"
+                self.bad(r, occ, f"requires approval but was created {first}")
+                continue
+            decisions = [i for i, tr in enumerate(history) if tr.from_state == S.AWAITING_APPROVAL]
+            if len(decisions) > 1:
+                self.bad(r, occ, f"left awaiting_approval {len(decisions)} times")
+            approved = [i for i in decisions if history[i].to_state == S.SCHEDULED]
+            started = [i for i, tr in enumerate(history) if tr.to_state == S.EXECUTING]
+            moved = occ.id in self.transfers or occ.key in charged
+            if not approved:
+                if started or moved:
+                    what = "started" if started else "moved money"
+                    self.bad(r, occ, f"{what} though never approved")
+            elif started and started[0] < approved[0]:
+                self.bad(r, occ, "started before it was approved")
         return r
 
     # -- exactly once -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ class PlannedPayment:
     due_at: datetime  # the first due time of a recurring one
     cron: str | None = None
     catchup: str = "all"  # all | latest | none: what runs of what fell due while paused
+    approval: bool = False  # created requiring approval (the harness's approver decides)
 
 
 @dataclass
@@ -74,3 +75,15 @@ class ProviderView:
     balances: dict[str, Decimal | None]
     initial: dict[str, Decimal]  # balances given at the start
     drawn: dict[str, int] = field(default_factory=dict)  # fault modes that hit requests
+
+
+@dataclass
+class ApprovalRecord:
+    """One decision of the harness's approver on an occurrence awaiting approval."""
+
+    occurrence_id: int
+    approve: bool
+    committed_at: datetime  # read after the decision returned
+    twice: bool = False  # the approver tried to decide it a second time at once
+    again_refused: bool = False  # and that second decision was refused (409)
+    again_accepted: bool = False  # or taken: a decision made twice (a violation)

@@ -41,9 +41,9 @@ from sqlalchemy import event
 from paysched.app import App, default_executor
 from paysched.chaos.model import DB_ERROR_LOG_LINE, INJECTED_DB_ERROR
 from paysched.config import Settings
-from paysched.db.store import Claim
 from paysched.errors import BackendUnavailable, RetryableError
-from paysched.executors.base import ExecutionResult, Executor, Resolvable
+from paysched.executors.base import ExecutionResult, Executor, PaymentOrder, Resolvable
+from paysched.executors.claims import claim_of
 from paysched.executors.flaky import FlakyExecutor
 from paysched.executors.ledger import LedgerExecutor
 from paysched.logs import setup_logging
@@ -63,8 +63,8 @@ class FaultPlan:
         self.seed = seed
         self.fail, self.hang, self.stall = fail, hang, stall
 
-    def draw(self, claim: Claim) -> str:
-        x = random.Random(f"{self.seed}:{claim.occurrence.key}:{claim.attempt}").random()
+    def draw(self, order: PaymentOrder) -> str:
+        x = random.Random(f"{self.seed}:{order.idempotency_key}:{order.attempt}").random()
         for name, rate in (("fail", self.fail), ("hang-before", self.hang / 2),
                            ("hang-after", self.hang / 2), ("stall", self.stall)):  # fmt: skip
             if x < rate:
@@ -90,14 +90,14 @@ class HangingExecutor:
             message = f"provider timed out after {self._timeout_s}s (injected)"
             raise RetryableError(message) from None
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        fault = self._plan.draw(claim)
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
+        fault = self._plan.draw(order)
         if fault == "hang-before":
             await self._hang()
         if fault == "stall":
-            log.warning("stalling the event loop %.1fs on %s", self._stall_s, idempotency_key)
+            log.warning("stalling the event loop %.1fs on %s", self._stall_s, order.idempotency_key)
             time.sleep(self._stall_s)  # blocks lock renewal: the job is taken over meanwhile
-        result = await self._inner.execute(claim, idempotency_key)
+        result = await self._inner.execute(order)
         if fault == "hang-after":
             await self._hang()
         return result
@@ -124,12 +124,13 @@ class StallingProvider(HangingExecutor):
         self._provider: Resolvable = inner
         self._hold_dir = hold_dir
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        result = await super().execute(claim, idempotency_key)
-        self._hold(claim, result)
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
+        result = await super().execute(order)
+        self._hold(order, result)
         return result
 
-    def _hold(self, claim: Claim, result: ExecutionResult) -> None:
+    def _hold(self, order: PaymentOrder, result: ExecutionResult) -> None:
+        claim = claim_of(order)  # the fence and takeovers: the harness's, not a provider's
         if self._hold_dir is None or claim.occurrence.takeovers or claim.attempt != 1:
             return
         mark = self._hold_dir / str(claim.payment.id)
@@ -147,8 +148,8 @@ class StallingProvider(HangingExecutor):
         while mark.exists() and time.monotonic() < deadline:
             time.sleep(0.05)  # blocks lock renewal: the job is taken over meanwhile
 
-    async def lookup(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        return await self._provider.lookup(claim, idempotency_key)
+    async def lookup(self, order: PaymentOrder) -> ExecutionResult:
+        return await self._provider.lookup(order)
 
     async def aclose(self) -> None:
         close = getattr(self._provider, "aclose", None)

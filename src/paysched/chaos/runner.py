@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from paysched.chaos import invariants, report
+from paysched.chaos.approvals import Approver, approval_stats, decided_once
 from paysched.chaos.cancels import Canceller
 from paysched.chaos.faults import InjectedFault, Injector, plan
 from paysched.chaos.model import BROKE, DB_ERROR_LOG_LINE, PlannedPayment, ProviderView
@@ -47,6 +48,9 @@ PAYEES = ["payee-1", "payee-2", "payee-3"]
 CRONS = ["*/2 * * * * *", "*/3 * * * * *", "*/5 * * * * *"]
 CATCHUPS = ["all", "latest", "none"]
 LOOKAHEAD_S = 5.0
+# Of the one-time payments, those created requiring approval; how often the approver looks.
+APPROVAL_SHARE = 0.1
+APPROVE_EVERY_S = 0.5
 # A pause holds 1-4 s: with late_after 1 s, what fell due early in a pause is late at its
 # resume (and caught up by the policy), what fell due in its last second is not.
 LATE_AFTER = "1s"
@@ -112,6 +116,7 @@ def create_payments(
     """Accounts, deposits, `cfg.payments` one-time payments due over the fault phase and
     `cfg.recurring` recurring ones, each with a catch-up policy drawn from the seed."""
     rng = random.Random(f"payments-{cfg.seed}")
+    approvals_rng = random.Random(f"approval-payments-{cfg.seed}")
     now = datetime.now(UTC)
     deposits: dict[str, int] = {}
     for name in [*PAYERS, *PAYEES, BROKE]:
@@ -132,11 +137,14 @@ def create_payments(
             payer, amount = rng.choice(PAYERS), rng.randint(1, 50_000)
         payee = rng.choice([n for n in [*PAYEES, *PAYERS] if n != payer])
         due = base + timedelta(seconds=rng.uniform(0, span))  # microsecond precision
+        # Its own draws: a seed's other choices stay what they were before approvals.
+        approval = approvals_rng.random() < APPROVAL_SHARE
         payment = store.create_payment(
             payer=payer, payee=payee, amount=amount, currency="USD", due_at=due, cron=None,
             timezone=None, memo="chaos", now=datetime.now(UTC),
+            approval="required" if approval else "none",
         )  # fmt: skip
-        planned.append(PlannedPayment(payment.id, payer, payee, amount, due))
+        planned.append(PlannedPayment(payment.id, payer, payee, amount, due, approval=approval))
     for _ in range(cfg.recurring):
         payer = rng.choice(PAYERS)
         payee, amount, cron = rng.choice(PAYEES), rng.randint(100, 5_000), rng.choice(CRONS)
@@ -222,10 +230,16 @@ def run(cfg: Config) -> dict[str, Any]:
                 procs.start(name)
         active = procs
 
+        approver = Approver(store, cfg.seed)
+        approved_at = [0.0]
+
         def sleep(seconds: float) -> None:
             end = time.monotonic() + seconds
             while (left := end - time.monotonic()) > 0:
                 active.supervise()
+                if time.monotonic() - approved_at[0] > APPROVE_EVERY_S:
+                    approver.step()  # under whatever fault is on
+                    approved_at[0] = time.monotonic()
                 time.sleep(min(0.2, left))
 
         pauser = Pauser(store, payments, cfg.seed, sleep, canceller.cancelled_ids)
@@ -286,7 +300,7 @@ def run(cfg: Config) -> dict[str, Any]:
         results = invariants.check(store, cfg.seed, payments, deposits, datetime.now(UTC),
                                    canceller.records, view, pauser.records,
                                    late_after, skipper.records)  # fmt: skip
-        results = [*results, closing]
+        results = [*results, decided_once(approver.records, cfg.seed), closing]
         occurrences = store.all_occurrences()
         transitions = store.transitions_of([o.id for o in occurrences]) if occurrences else []
         extra = {
@@ -296,6 +310,7 @@ def run(cfg: Config) -> dict[str, Any]:
             "provider": report.provider_stats(view),
             "unknown_to_resolved_s": report.unknown_resolution(transitions),
             "reconcile": reconciled,
+            "approvals": approval_stats(approver.records),
         }
         result = report.run_report(
             seed=cfg.seed, database=cfg.database, executor=cfg.executor, duration=cfg.duration,

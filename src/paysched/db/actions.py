@@ -49,6 +49,8 @@ ACTIONS = (
     "reconcile",
     "issue_link",
     "unlink_chat",
+    "approve",
+    "reject",
     "set_account",
 )
 
@@ -278,6 +280,8 @@ PAST = {
     "reconcile": "reconciled with the provider",
     "issue_link": "issued a chat link for",
     "unlink_chat": "unlinked a chat from",
+    "approve": "approved an occurrence",
+    "reject": "rejected an occurrence",
     "set_account": "changed the settings of",
 }
 

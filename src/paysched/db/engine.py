@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from paysched.db import errors
 from paysched.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -66,6 +68,17 @@ def multihost_query_form(url: str) -> str:
     return f"{match['head']}{match['path'] or '/'}?{query}"
 
 
+def read_url(url: str) -> URL:
+    """SQLAlchemy's reading of a database URL; ValueError for one it cannot read (a port
+    that is not a number included, which would otherwise fail only at connect time)."""
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from None
+    return parsed
+
+
 def reading(engine: Engine) -> Connection:
     """A connection for reads only. On PostgreSQL in autocommit: at READ COMMITTED each
     statement sees its own snapshot whether or not a transaction is open, so the BEGIN and
@@ -88,6 +101,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=pool_size
         )
         _sqlite_write_locking(engine)
+        errors.install(engine)
         return engine
     if importlib.util.find_spec("psycopg") is None:
         raise ConfigError(
@@ -113,6 +127,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         },
     )  # fmt: skip
     _watch_postgresql(engine)
+    errors.install(engine)  # after _watch_postgresql's handler, which marks lost connections
     return engine
 
 

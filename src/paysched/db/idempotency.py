@@ -23,10 +23,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from paysched.db import tables as t
 from paysched.db.store.base import LostRace
+from paysched.errors import ConstraintViolation
 
 K = t.idempotency_keys.c
 
@@ -91,7 +91,7 @@ class IdempotencyKeys:
                     )
                 )  # fmt: skip
             return Reserved(owner)
-        except IntegrityError:
+        except ConstraintViolation:
             pass  # the key exists: replay, refuse, or take over an abandoned reservation
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -130,7 +130,7 @@ class IdempotencyKeys:
                     api_key_id=api_key_id, key=key, fingerprint=fingerprint, state="in_flight",
                     owner=owner, locked_until=now + lease, created_at=now,
                 ))  # fmt: skip
-            except IntegrityError as exc:
+            except ConstraintViolation as exc:
                 raise KeyTaken(key) from exc
 
         return reserve

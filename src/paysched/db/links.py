@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from paysched.db import tables as t
 from paysched.db.engine import reading
 from paysched.db.store.base import AfterWrite, after
 from paysched.db.store.rows import account_from
 from paysched.domain import Account, normalise_name
-from paysched.errors import InvalidInput, NotFound
+from paysched.errors import ConstraintViolation, InvalidInput, NotFound
 
 CHANNEL = "telegram"
 TOKEN_MAX = 64  # Telegram's /start payload is at most 64 characters
@@ -37,6 +36,7 @@ class IssuedToken:
     token: str
     account: Account
     expires_at: datetime
+    role: str = "holder"  # what the link grants: holder, or approver (tables.CHAT_ROLES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ class ChatLink:
     channel: str
     chat_id: str
     created_at: datetime
+    role: str = "holder"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +76,19 @@ class ChatLinks:
     # -- tokens --------------------------------------------------------------------------------
 
     def issue(
-        self, account: str, now: datetime, ttl: timedelta, then: AfterWrite | None = None
+        self,
+        account: str,
+        now: datetime,
+        ttl: timedelta,
+        then: AfterWrite | None = None,
+        role: str = "holder",
     ) -> IssuedToken:
-        """A new one-time token for `account`, valid for `ttl`. `then` runs in the same
-        transaction with the IssuedToken (the actor's record, an idempotency key)."""
+        """A new one-time token for `account`, valid for `ttl`, linking a chat as `role`
+        (holder, or approver: it also approves or rejects the account's payments). `then`
+        runs in the same transaction with the IssuedToken (the actor's record, an
+        idempotency key)."""
+        if role not in t.CHAT_ROLES:
+            raise InvalidInput("role", f"expected {' or '.join(t.CHAT_ROLES)}, got {role!r}")
         # 32 bytes: 43 URL-safe characters, within /start's 64 and unguessable.
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
@@ -86,15 +96,17 @@ class ChatLinks:
             conn.execute(
                 insert(t.link_tokens).values(
                     token_hash=token_hash(token), account_id=found.id, channel=CHANNEL,
-                    created_at=now, expires_at=now + ttl,
+                    created_at=now, expires_at=now + ttl, role=role,
                 )
             )  # fmt: skip
-            issued = IssuedToken(token, found, now + ttl)
+            issued = IssuedToken(token, found, now + ttl, role)
             after(then, conn, issued)
             return issued
 
-    def redeem(self, token: str, chat_id: str, now: datetime) -> Account:
-        """Spend `token` and link `chat_id` to its account, in one transaction; LinkRefused
+    def redeem(self, token: str, chat_id: str, now: datetime) -> LinkedAccount:
+        """Spend `token` and link `chat_id` to its account as the token's role (a chat
+        linked as holder and opening an approver's link becomes its approver; an approver
+        opening a holder's link stays one), in one transaction; LinkRefused
         (nothing written) if it is unknown, expired or used by another chat. The same chat
         using it again is answered as linked: the bot may handle one update twice after a
         crash (see paysched.bot.updates), and that chat's link is there."""
@@ -110,7 +122,9 @@ class ChatLinks:
                 .values(used_at=now, used_by=chat_id)
             )
             row = conn.execute(
-                select(lt.account_id, lt.used_by, lt.expires_at).where(lt.token_hash == digest)
+                select(lt.account_id, lt.used_by, lt.expires_at, lt.role).where(
+                    lt.token_hash == digest
+                )
             ).first()
             if row is None:
                 raise LinkRefused("unknown")
@@ -123,8 +137,14 @@ class ChatLinks:
                 conn.execute(select(t.accounts).where(t.accounts.c.id == row.account_id)).one()
             )
             if spent.rowcount == 1:
-                _link(conn, account.id, chat_id, now)
-            return account
+                _link(conn, account.id, chat_id, now, row.role)
+            cl = t.chat_links.c
+            role = conn.execute(
+                select(cl.role).where(
+                    cl.account_id == account.id, cl.channel == CHANNEL, cl.chat_id == chat_id
+                )
+            ).scalar()
+            return LinkedAccount(account, role or row.role)
 
     # -- links ---------------------------------------------------------------------------------
 
@@ -198,7 +218,7 @@ class ChatLinks:
                     with conn.begin_nested():
                         conn.execute(insert(t.meta).values(key=OFFSET_KEY, value=offset))
                     return
-                except IntegrityError:  # another process wrote it first: compare as usual
+                except ConstraintViolation:  # another process wrote it first: compare as usual
                     current = conn.execute(select(m.value).where(m.key == OFFSET_KEY)).scalar()
             if current is None or int(current) < update_id + 1:
                 conn.execute(update(t.meta).where(m.key == OFFSET_KEY).values(value=offset))
@@ -217,23 +237,30 @@ def _account(conn: Connection, name: str) -> Account:
     return account_from(row)
 
 
-def _link(conn: Connection, account_id: int, chat_id: str, now: datetime) -> None:
-    """The link, unless that chat is already linked to that account (a second token)."""
+def _link(conn: Connection, account_id: int, chat_id: str, now: datetime, role: str) -> None:
+    """The link, unless that chat is already linked to that account (a second token): then
+    an approver's token makes it the approver; a holder's token demotes nobody."""
     cl = t.chat_links.c
     exists = conn.execute(
-        select(cl.id).where(
+        select(cl.id, cl.role).where(
             cl.account_id == account_id, cl.channel == CHANNEL, cl.chat_id == chat_id
         )
     ).first()
+    if exists is not None and role == "approver" and exists.role != "approver":
+        conn.execute(update(t.chat_links).where(cl.id == exists.id).values(role=role))
     if exists is None:
         try:
             with conn.begin_nested():
                 conn.execute(
                     insert(t.chat_links).values(
-                        account_id=account_id, channel=CHANNEL, chat_id=chat_id, created_at=now
+                        account_id=account_id,
+                        channel=CHANNEL,
+                        chat_id=chat_id,
+                        created_at=now,
+                        role=role,
                     )
                 )
-        except IntegrityError:  # the same chat's other token, at the same moment: linked
+        except ConstraintViolation:  # the same chat's other token, at the same moment: linked
             pass
 
 
@@ -245,4 +272,4 @@ def _links(conn: Connection, where: ColumnElement[bool]) -> list[ChatLink]:
         .where(where)
         .order_by(cl.id)
     )
-    return [ChatLink(r.id, r.name, r.channel, r.chat_id, r.created_at) for r in rows]
+    return [ChatLink(r.id, r.name, r.channel, r.chat_id, r.created_at, r.role) for r in rows]

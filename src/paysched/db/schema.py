@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from paysched.errors import SchemaMismatch
+from paysched.errors import DatabaseError, DatabaseUnavailable, SchemaMismatch
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 # Every revision of migrations/versions, oldest first; the last one is the head.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011")
+REVISIONS = (
+    "0001",
+    "0002",
+    "0003",
+    "0004",
+    "0005",
+    "0006",
+    "0007",
+    "0008",
+    "0009",
+    "0010",
+    "0011",
+    "0012",
+)
 HEAD_REVISION = REVISIONS[-1]
 VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 
@@ -26,11 +39,10 @@ def read_revision(conn: Connection) -> str | None:
     a fresh database). One query in the usual case; a second look only when it fails, to tell
     a missing table from any other error (which is raised)."""
     from sqlalchemy import inspect, text
-    from sqlalchemy.exc import DBAPIError
 
     try:
         rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
-    except DBAPIError:
+    except (DatabaseError, DatabaseUnavailable):  # SQLite's "no such table" is operational
         conn.rollback()  # PostgreSQL refuses further statements in a failed transaction
         if inspect(conn).has_table(VERSION_TABLE):
             raise

@@ -177,7 +177,7 @@ occurrences = Table(
     Column("payment_id", Integer, ForeignKey("payments.id"), nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     Column("key", String(80), nullable=False, unique=True),
-    Column("state", String(16), nullable=False),
+    Column("state", String(24), nullable=False),  # 16 until 0012: awaiting_approval is 17
     Column("attempts", Integer, nullable=False, server_default="0"),
     # Incremented by every claim; only the holder of the current fence may settle.
     Column("fence", Integer, nullable=False, server_default="0"),
@@ -218,8 +218,8 @@ transitions = Table(
     Column("id", Integer, primary_key=True),
     Column("occurrence_id", Integer, ForeignKey("occurrences.id"), nullable=False, index=True),
     Column("at", UTCDateTime, nullable=False),
-    Column("from_state", String(16), nullable=True),
-    Column("to_state", String(16), nullable=False),
+    Column("from_state", String(24), nullable=True),
+    Column("to_state", String(24), nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("reason", Text, nullable=True),
 )

@@ -1,8 +1,10 @@
 """The executor contract: what carries out one payment occurrence, and the four outcomes.
 
-An executor receives a claim (the occurrence, its payment, the fence) and the occurrence's
-idempotency key, which is the same on every attempt, redelivery and restart. It answers with
-one of four outcomes:
+An executor receives a PaymentOrder: the payment to carry out (amount in minor units,
+currency, payer, payee, memo, due time), which attempt this is, and the occurrence's
+idempotency key, which is the same on every attempt, redelivery and restart. The contract
+imports nothing of paysched's database: an executor needs none of it. It answers with one of
+four outcomes:
 
 - ``SUCCEEDED``: the money moved (``settled=True`` when the executor already recorded that in
   the database in the same transaction as the money, as the ledger does);
@@ -18,12 +20,31 @@ DECLINED; any other exception as UNKNOWN, because nobody can say what it left be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from paysched.db.store import Claim
+
+@dataclass(frozen=True, slots=True)
+class PaymentOrder:
+    """One attempt at one occurrence of a payment: what an executor carries out."""
+
+    # The occurrence's key: the same on every attempt, redelivery and restart. Pass it to the
+    # provider as its idempotency key, so that a retry after a crash can never pay twice.
+    idempotency_key: str
+    payment_id: int
+    amount: int  # minor units of `currency` (format with paysched.domain.format_amount)
+    currency: str  # ISO 4217
+    payer: str  # account names
+    payee: str
+    memo: str
+    due_at: datetime  # when this occurrence was due (timezone-aware UTC)
+    attempt: int  # this attempt's number, from 1; a takeover of a stalled worker continues it
+    # paysched's own hold on the occurrence in its database, for its ledger executor, which
+    # moves the money in the same transaction as the occurrence's state. Opaque: no other
+    # executor needs it (a wrapper passes the order on as it is).
+    claim: object = field(default=None, repr=False, compare=False)
 
 
 class Outcome(StrEnum):
@@ -65,8 +86,8 @@ class ExecutionResult:
 class Executor(Protocol):
     name: str
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        """Carry out the payment once for `idempotency_key`; stable across retries."""
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
+        """Carry out the payment once for `order.idempotency_key`; stable across retries."""
         ...
 
 
@@ -74,8 +95,8 @@ class Executor(Protocol):
 class Resolvable(Protocol):
     """An executor that can say, later, what became of a payment whose outcome was UNKNOWN."""
 
-    async def lookup(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        """Ask the provider by idempotency key. SUCCEEDED or DECLINED when it knows;
+    async def lookup(self, order: PaymentOrder) -> ExecutionResult:
+        """Ask the provider by `order.idempotency_key`. SUCCEEDED or DECLINED when it knows;
         NOT_ATTEMPTED when it never received the payment (safe to send again with the same
         key); UNKNOWN when it cannot tell yet (pending, unreachable)."""
         ...

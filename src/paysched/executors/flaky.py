@@ -8,26 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from paysched.db.store import Claim
 from paysched.errors import RetryableError
-from paysched.executors.base import ExecutionResult, Executor
+from paysched.executors.base import ExecutionResult, Executor, PaymentOrder
 
 
 class FlakyExecutor:
-    def __init__(self, inner: Executor, failures_for: Callable[[Claim], int]) -> None:
+    def __init__(self, inner: Executor, failures_for: Callable[[PaymentOrder], int]) -> None:
         self.name = f"flaky({inner.name})"
         self._inner = inner
         self._failures_for = failures_for
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        if claim.attempt <= self._failures_for(claim):
-            raise RetryableError(f"provider timeout (injected, attempt {claim.attempt})")
-        return await self._inner.execute(claim, idempotency_key)
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
+        if order.attempt <= self._failures_for(order):
+            raise RetryableError(f"provider timeout (injected, attempt {order.attempt})")
+        return await self._inner.execute(order)
 
 
-def memo_failures(claim: Claim) -> int:
+def memo_failures(order: PaymentOrder) -> int:
     """Transient failures requested in the payment memo as 'flaky:N'."""
-    for word in claim.payment.memo.split():
+    for word in order.memo.split():
         if word.startswith("flaky:") and word[6:].isdigit():
             return int(word[6:])
     return 0

@@ -63,9 +63,14 @@ from urllib.parse import quote
 
 import httpx
 
-from paysched.db.store import Claim
 from paysched.domain import format_amount
-from paysched.executors.base import ChargePage, ExecutionResult, ListingError, ProviderCharge
+from paysched.executors.base import (
+    ChargePage,
+    ExecutionResult,
+    ListingError,
+    PaymentOrder,
+    ProviderCharge,
+)
 
 MAX_REASON = 300
 _REASON_FIELDS = ("reason", "detail", "error", "message")
@@ -151,13 +156,13 @@ class HttpExecutor:
         finally:
             self._busy[i] -= 1
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
-        payment = claim.payment
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
+        idempotency_key = order.idempotency_key
         body = {
-            "amount": format_amount(payment.amount, payment.currency),
-            "currency": payment.currency,
-            "from": payment.payer,
-            "to": payment.payee,
+            "amount": format_amount(order.amount, order.currency),
+            "currency": order.currency,
+            "from": order.payer,
+            "to": order.payee,
             "reference": idempotency_key,
         }
         try:
@@ -173,7 +178,8 @@ class HttpExecutor:
             return ExecutionResult.unknown(self._clean(self._after_send(exc)))
         return self._execute_response(response, idempotency_key)
 
-    async def lookup(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
+    async def lookup(self, order: PaymentOrder) -> ExecutionResult:
+        idempotency_key = order.idempotency_key
         try:
             with self._client() as client:
                 response = await client.get(f"/payments/{quote(idempotency_key, safe='')}")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy.exc import DBAPIError
-
 from paysched.clock import Clock
+from paysched.db.errors import described
 from paysched.db.store import Claim, LostRace, Store
-from paysched.db.store.base import short_error
-from paysched.errors import InfrastructureError, PermanentError
-from paysched.executors.base import ExecutionResult, Outcome
+from paysched.errors import DatabaseError, DatabaseUnavailable, InfrastructureError, PermanentError
+from paysched.executors.base import ExecutionResult, Outcome, PaymentOrder
+from paysched.executors.claims import claim_of
 from paysched.threads import GroupCommit
 
 
@@ -28,16 +27,18 @@ class LedgerExecutor:
             pool, lambda claims: store.settle_many(claims, clock.now())
         )
 
-    async def execute(self, claim: Claim, idempotency_key: str) -> ExecutionResult:
+    async def execute(self, order: PaymentOrder) -> ExecutionResult:
         try:
-            settled = await self._settles.submit(claim)
+            # The claim the order carries: the settle is fenced by it, and commits the
+            # occurrence's move to succeeded with the money.
+            settled = await self._settles.submit(claim_of(order))
         except PermanentError as exc:  # insufficient funds, an account gone: nothing moved
             return ExecutionResult.declined(str(exc))
-        except (DBAPIError, LostRace) as exc:
+        except (DatabaseUnavailable, DatabaseError, LostRace) as exc:
             # The settle transaction did not commit (or, if the connection died during COMMIT,
             # it did and the occurrence is already succeeded): either way nothing is left
             # half-done, and the payment is not to blame.
-            raise InfrastructureError(f"database error: {short_error(exc)}") from exc
+            raise InfrastructureError(described(exc)) from exc
         if not settled:
             return ExecutionResult(Outcome.SUCCEEDED, fenced_out=True)
-        return ExecutionResult.succeeded(idempotency_key, settled=True)
+        return ExecutionResult.succeeded(order.idempotency_key, settled=True)

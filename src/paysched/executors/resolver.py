@@ -36,6 +36,7 @@ from paysched.db.store import Claim, Store
 from paysched.domain import OccurrenceState, OutboxMessage
 from paysched.events import Event, EventBus, EventKind
 from paysched.executors.base import ExecutionResult, Outcome, Resolvable
+from paysched.executors.claims import order_of
 from paysched.notify.messages import NotifyPolicy, outbox_for
 from paysched.queue import PaymentQueue
 from paysched.threads import in_pool
@@ -119,11 +120,10 @@ class Resolver:
         return len(claims)
 
     async def check(self, claim: Claim) -> None:
-        key = claim.occurrence.key
         began = time.monotonic()
         try:
             answer = await asyncio.wait_for(
-                self.executor.lookup(claim, key), self.lookup_timeout.total_seconds()
+                self.executor.lookup(order_of(claim)), self.lookup_timeout.total_seconds()
             )
         except TimeoutError:
             answer = ExecutionResult.unknown(f"lookup took longer than {self.lookup_timeout}")

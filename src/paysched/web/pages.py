@@ -37,6 +37,7 @@ router = APIRouter()
 Read = Depends(auth.signed_in("read"))
 Write = Depends(auth.signed_in("write"))
 Admin = Depends(auth.signed_in("admin"))
+Approve = Depends(auth.signed_in("approve"))
 HOME = f"{auth.PATH}/"
 
 
@@ -286,6 +287,29 @@ async def resolve(request: Request, occurrence_id: str, key: ApiKey = Admin) -> 
         return f"Occurrence {occurrence.key} resolved by hand: now {state.value}."
 
     return await _answer(request, occurrence.payment_id, settle())
+
+
+@router.post("/occurrences/{occurrence_id}/{decision}", response_class=HTMLResponse)
+async def decide(
+    request: Request, occurrence_id: str, decision: str, key: ApiKey = Approve
+) -> Response:
+    """Approve or reject an occurrence awaiting approval, as `paysched approve | reject` and
+    POST /v1/occurrences/{ref}/approve | reject do (approve and admin keys; never the key
+    that created the payment): rejecting needs a reason."""
+    if decision not in ("approve", "reject"):
+        raise NotFound(f"no action {decision!r}; expected approve, reject or resolve")
+    app = _app(request)
+    occurrence = await app.find_occurrence(str(parse_id(occurrence_id, "occurrence id")))
+    reason = await auth.form_field(request, "reason") if decision == "reject" else ""
+
+    async def decided() -> str:
+        occ = await app.decide_occurrence(str(occurrence.id), decision == "approve", reason,
+                                          actor=_actor(key))  # fmt: skip
+        if decision == "approve":
+            return f"Occurrence {occ.key} approved: it runs at its due time."
+        return f"Occurrence {occ.key} rejected: it will not run."
+
+    return await _answer(request, occurrence.payment_id, decided())
 
 
 @router.post("/notifications/{notification_id}/retry", response_class=HTMLResponse)

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from paysched.db.engine import make_engine
 from paysched.db.store.accounts import LedgerReport
+from paysched.db.store.approvals import ApprovalsStore
 from paysched.db.store.base import LostRace
 from paysched.db.store.execution import Claim, ExecutionStore, Finish, NoClaim
 from paysched.db.store.exports import ExportsStore
@@ -25,7 +26,7 @@ from paysched.db.store.reads import ReadsStore
 __all__ = ["CancelResult", "Claim", "Finish", "LedgerReport", "LostRace", "NoClaim", "Store"]
 
 
-class Store(ExecutionStore, ReadsStore, FindsStore, ExportsStore):
+class Store(ExecutionStore, ApprovalsStore, ReadsStore, FindsStore, ExportsStore):
     @classmethod
     def connect(cls, url: str, pool_size: int = 10, late_after: timedelta = LATE_AFTER) -> Store:
         """`late_after`: see PaymentsStore (Settings.catchup_late_after)."""

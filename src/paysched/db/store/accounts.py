@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from paysched.clock import to_ms
 from paysched.db import tables as t
@@ -24,7 +23,7 @@ from paysched.domain import (
     normalise_name,
     refuse_external,
 )
-from paysched.errors import Conflict, InvalidInput, NotFound
+from paysched.errors import Conflict, ConstraintViolation, InvalidInput, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +88,7 @@ class AccountsStore(StoreBase):
                 account = self._account(conn, name)
                 after(then, conn, account)
                 return account
-        except IntegrityError:
+        except ConstraintViolation:
             raise Conflict(f"account {name!r} already exists") from None
 
     def set_account_remind(

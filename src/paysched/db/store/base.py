@@ -1,5 +1,5 @@
-"""What every part of the store shares: the engine, connections, dialect helpers, the
-deployment id, and the translation of driver errors into paysched errors."""
+"""What every part of the store shares: the engine (its driver errors translated into
+paysched's, see db.errors), connections, dialect helpers, the deployment id."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from paysched.db import schema
+from paysched.db import errors, schema
 from paysched.db import tables as t
 from paysched.db.engine import migrate, reading
 from paysched.domain import MAX_ID, OutboxMessage
-from paysched.errors import BackendUnavailable, NotFound, PayschedError
+from paysched.errors import DatabaseError, DatabaseUnavailable, NotFound, PayschedError
 
 # Run inside a write's transaction with its result, before it commits: what must be written
 # atomically with the change (the HTTP API's idempotency record) and fail it if it fails.
@@ -47,8 +46,8 @@ def retried_if_victim(write: Callable[P, R]) -> Callable[P, R]:
         while True:
             try:
                 return write(*args, **kwargs)
-            except OperationalError as exc:
-                victim = getattr(exc.orig, "sqlstate", None) in VICTIM_SQLSTATES
+            except (DatabaseUnavailable, DatabaseError) as exc:
+                victim = exc.sqlstate in VICTIM_SQLSTATES
                 if not victim or attempt == VICTIM_ATTEMPTS:
                     raise
                 attempt += 1
@@ -64,6 +63,7 @@ class LostRace(PayschedError):
 
 class StoreBase:
     def __init__(self, engine: Engine) -> None:
+        errors.install(engine)  # already, if make_engine made it
         self.engine = engine
         self._deployment_id: str | None = None
 
@@ -71,19 +71,14 @@ class StoreBase:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    # A database that does not answer raises DatabaseUnavailable (see db.errors) from each.
     def migrate(self) -> None:
-        try:
-            migrate(self.engine)
-        except (OperationalError, InterfaceError) as exc:
-            raise BackendUnavailable(f"database unavailable: {short_error(exc)}") from exc
+        migrate(self.engine)
 
     def schema_revision(self) -> str | None:
         """The database's schema revision (None: a fresh database), with one query."""
-        try:
-            with self._reading() as conn:
-                return schema.read_revision(conn)
-        except (OperationalError, InterfaceError) as exc:
-            raise BackendUnavailable(f"database unavailable: {short_error(exc)}") from exc
+        with self._reading() as conn:
+            return schema.read_revision(conn)
 
     def ensure_schema(self, *, migrate: bool = True) -> tuple[str | None, str | None]:
         """Check the schema's revision (one query) and migrate if needed: a fresh database
@@ -98,11 +93,8 @@ class StoreBase:
         return before, self.schema_revision()
 
     def ping(self) -> None:
-        try:
-            with self._reading() as conn:
-                conn.execute(select(1))
-        except (OperationalError, InterfaceError) as exc:
-            raise BackendUnavailable(f"database unavailable: {short_error(exc)}") from exc
+        with self._reading() as conn:
+            conn.execute(select(1))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -69,7 +69,7 @@ class Claim:
 class NoClaim:
     """Why a job's occurrence was not claimed."""
 
-    why: str  # missing | foreign | final | unresolved | cancelled | paused
+    why: str  # missing | foreign | final | unresolved | cancelled | paused | awaiting
     state: OccurrenceState | None = None
 
 
@@ -175,6 +175,11 @@ class ExecutionStore(ControlStore):
                     changes.append(transitions.Change(occ, after))
                     current[occurrence_id] = after
                     results.append(NoClaim("cancelled", S.CANCELLED))
+                    continue
+                if occ.state == S.AWAITING_APPROVAL:
+                    # Never started before a person approves it, whatever job asks: one
+                    # enqueued by mistake (or left from before) is refused, not run.
+                    results.append(NoClaim("awaiting", occ.state))
                     continue
                 paused = payment_states.get(occ.payment_id) == PaymentState.PAUSED.value
                 if paused and occ.state in CANCELLABLE_STATES:

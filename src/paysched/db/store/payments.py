@@ -42,6 +42,8 @@ from paysched.db.store.base import AfterWrite, after, existing_id, retried_if_vi
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
 from paysched.db.tables import UTCDateTime
 from paysched.domain import (
+    APPROVAL_POLICIES,
+    APPROVAL_TIMEOUT_OUTCOMES,
     CATCHUP_POLICIES,
     FINAL_STATES,
     MAX_AMOUNT,
@@ -89,6 +91,32 @@ def _why_not(state: OccurrenceState) -> str:
     if state in (OccurrenceState.SKIPPED, OccurrenceState.CANCELLED, OccurrenceState.MISSED):
         return state.value
     return "ran"
+
+
+ApprovalOutbox = Callable[[Connection, Sequence[Occurrence]], Sequence[OutboxMessage]]
+# What catch-up may mark missed: not started (an occurrence awaiting approval neither).
+CATCHABLE = (S.SCHEDULED.value, S.QUEUED.value, S.AWAITING_APPROVAL.value)
+AWAITING_NOTE = "awaiting approval: a person other than the payment's creator approves or rejects"
+
+
+def approval_fields(
+    payer: Account, amount: int, approval: str, timeout: timedelta | None,
+    on_timeout: str | None,
+) -> tuple[str, int | None, str | None]:  # fmt: skip
+    """A new payment's approval columns: what its creator asked for, and `required` whatever
+    they asked when the payer's account requires approval above an amount this exceeds."""
+    if approval not in APPROVAL_POLICIES:
+        raise InvalidInput("approval", f"expected none or required, got {approval!r}")
+    if on_timeout is not None and on_timeout not in APPROVAL_TIMEOUT_OUTCOMES:
+        raise InvalidInput("on_timeout", f"expected skip or fail, got {on_timeout!r}")
+    if timeout is not None and timeout <= timedelta(0):
+        raise InvalidInput("approval_timeout", "must be longer than zero")
+    if on_timeout is not None and timeout is None:
+        raise InvalidInput("on_timeout", "applies only with an approval timeout")
+    if payer.approval_above is not None and amount > payer.approval_above:
+        approval = "required"
+    seconds = None if timeout is None else max(1, int(timeout.total_seconds()))
+    return approval, seconds, (on_timeout or "skip") if seconds is not None else None
 
 
 # The statements of every create (and materialize), built once: building a statement and
@@ -148,6 +176,9 @@ class PaymentsStore(AccountsStore):
         # process, materialize in the scheduler's.
         self.late_after = late_after
         self._insert_occurrences: Any = None
+        # The "approval needed" notifications of occurrences just created awaiting approval,
+        # written in their transaction (set by paysched.approvals; None: none are written).
+        self.approval_outbox: ApprovalOutbox | None = None
 
     def create_payment(
         self,
@@ -167,13 +198,17 @@ class PaymentsStore(AccountsStore):
         catchup: str = "all",
         catchup_window: timedelta | None = None,
         remind: timedelta | None = None,
+        approval: str = "none",
+        approval_timeout: timedelta | None = None,
+        approval_on_timeout: str | None = None,
     ) -> Payment:
         """A new payment, in a transaction of its own; `then` is called in it with the
         payment."""
         fields = dict(
             payer=payer, payee=payee, amount=amount, currency=currency, due_at=due_at,
             cron=cron, timezone=timezone, memo=memo, notify=notify, recurrence=recurrence,
-            catchup=catchup, catchup_window=catchup_window, remind=remind,
+            catchup=catchup, catchup_window=catchup_window, remind=remind, approval=approval,
+            approval_timeout=approval_timeout, approval_on_timeout=approval_on_timeout,
         )  # fmt: skip
         created = self.create_and_materialize(lambda _: fields, now=now, horizon=None, then=then)
         return created.payment
@@ -206,7 +241,8 @@ class PaymentsStore(AccountsStore):
                 window = payment.catchup_window
                 found = [(payment.id, due, payment.cron, payment.timezone, payment.recurrence,
                           payment.next_nominal_at, payment.catchup,
-                          None if window is None else int(window.total_seconds()))]  # fmt: skip
+                          None if window is None else int(window.total_seconds()),
+                          payment.approval, _seconds(payment.approval_timeout))]  # fmt: skip
                 made, advanced = self._materialize_found(conn, now, horizon, found, limit,
                                                          missed_outbox)  # fmt: skip
                 for step in advanced:  # as the UPDATE it made left the row
@@ -247,6 +283,9 @@ class PaymentsStore(AccountsStore):
         catchup: str = "all",
         catchup_window: timedelta | None = None,
         remind: timedelta | None = None,
+        approval: str = "none",
+        approval_timeout: timedelta | None = None,
+        approval_on_timeout: str | None = None,
     ) -> Payment:
         if sum(v is not None for v in (due_at, cron, recurrence)) != 1:
             raise InvalidInput(
@@ -280,6 +319,9 @@ class PaymentsStore(AccountsStore):
                     field,
                     f"account {name!r} holds {accounts[field].currency}, payment is {currency}",
                 )
+        approval, timeout_s, on_timeout = approval_fields(
+            accounts["from"], amount, approval, approval_timeout, approval_on_timeout
+        )
         inserted = conn.execute(_INSERT_PAYMENT, dict(
             payer_id=accounts["from"].id, payee_id=accounts["to"].id, amount=amount,
             currency=currency, state=PaymentState.ACTIVE.value, due_at=due_at, cron=cron,
@@ -289,7 +331,8 @@ class PaymentsStore(AccountsStore):
             else int(catchup_window.total_seconds()),
             next_nominal_at=first.nominal if first.nominal != first.due else None,
             notify=json.dumps(list(notify)),
-            updated_at=now,
+            updated_at=now, approval=approval, approval_timeout_s=timeout_s,
+            approval_on_timeout=on_timeout,
             # None: the payer's default, as it is now (a later change of it is not copied).
             remind_s=_seconds(remind) if remind is not None else _seconds(accounts["from"].remind),
         )).one()  # fmt: skip
@@ -458,7 +501,7 @@ class PaymentsStore(AccountsStore):
         p = t.payments.c
         query = (
             select(p.id, p.next_due_at, p.cron, p.timezone, p.recurrence, p.next_nominal_at,
-                   p.catchup, p.catchup_window_s)
+                   p.catchup, p.catchup_window_s, p.approval, p.approval_timeout_s)
             .where(t.payments.c.next_due_at <= horizon)
             .where(t.payments.c.state == PaymentState.ACTIVE.value)
             .order_by(t.payments.c.next_due_at, t.payments.c.id)
@@ -480,17 +523,23 @@ class PaymentsStore(AccountsStore):
         advances: list[dict[str, Any]] = []
         late: dict[int, tuple[str, int | None]] = {}  # payments with catch-up work
         late_before = now - self.late_after
-        for pid, due, cron, tz, rule, nominal_at, catchup, window in found:
+        awaiting: list[int] = []  # payments whose new occurrences wait for approval
+        for pid, due, cron, tz, rule, nominal_at, catchup, window, approval, wait_s in found:
             step: Due | None = Due(nominal=nominal_at or due, due=due)
+            first_state = S.SCHEDULED if approval != "required" else S.AWAITING_APPROVAL
+            if first_state == S.AWAITING_APPROVAL:
+                awaiting.append(pid)
             count = 0
             while step is not None and step.due <= horizon and count < limit:
                 # The key is the nominal instant's: moving a payment off a holiday never
                 # makes it another occurrence.
                 key = occurrence_key(pid, to_ms(step.nominal))
                 rows.append(
-                    dict(payment_id=pid, due_at=step.due, key=key, state=S.SCHEDULED.value,
+                    dict(payment_id=pid, due_at=step.due, key=key, state=first_state.value,
                          attempts=0, fence=0, created_at=now, updated_at=now,
-                         nominal_at=step.nominal if step.nominal != step.due else None)
+                         nominal_at=step.nominal if step.nominal != step.due else None,
+                         approval_deadline=None if wait_s is None
+                         else step.due + timedelta(seconds=wait_s))
                 )  # fmt: skip
                 if step.due < late_before and (catchup != "all" or window is not None):
                     late[pid] = (catchup, window)
@@ -518,11 +567,16 @@ class PaymentsStore(AccountsStore):
             )
         inserted = conn.execute(self._insert_occurrences, rows).all()
         created = [occurrence_from(r) for r in inserted]
-        transitions.record(
-            conn, [transitions.history(o.id, now, None, S.SCHEDULED, 0, None) for o in created]
-        )
+        transitions.record(conn, [
+            transitions.history(o.id, now, None, o.state, 0, AWAITING_NOTE
+                                if o.state == S.AWAITING_APPROVAL else None)
+            for o in created
+        ])  # fmt: skip
         conn.execute(_ADVANCE, [a | {"b_updated": now} for a in advances])
         missed = self._catch_up(conn, late, now, missed_outbox) if late else set()
+        if awaiting and self.approval_outbox is not None:
+            asked = [o for o in created if o.state == S.AWAITING_APPROVAL and o.id not in missed]
+            self._enqueue_notifications(conn, self.approval_outbox(conn, asked), now)
         # Missed ones are returned too (as missed): the caller enqueues only the scheduled.
         created = [
             replace(o, state=S.MISSED) if o.id in missed else o for o in created
@@ -542,7 +596,7 @@ class PaymentsStore(AccountsStore):
         rows = conn.execute(
             select(c.id, c.payment_id)
             .where(c.payment_id.in_(list(policies)))
-            .where(c.state.in_([S.SCHEDULED.value, S.QUEUED.value]))
+            .where(c.state.in_(CATCHABLE))
             .where(c.attempts == 0)
             .where(c.due_at < now - self.late_after)
             .order_by(c.payment_id, c.due_at, c.id)
@@ -551,7 +605,7 @@ class PaymentsStore(AccountsStore):
         by_payment: dict[int, list[Occurrence]] = {}
         for r in rows:
             occ = locked.get(r.id)
-            if occ is not None and occ.state in (S.SCHEDULED, S.QUEUED) and occ.attempts == 0:
+            if occ is not None and occ.state.value in CATCHABLE and occ.attempts == 0:
                 by_payment.setdefault(r.payment_id, []).append(occ)
         changes: list[transitions.Change] = []
         for pid, late in by_payment.items():
@@ -851,12 +905,12 @@ class ControlStore(PaymentsStore):
         rows = conn.execute(
             select(t.occurrences.c.id)
             .where(t.occurrences.c.payment_id == payment_id)
-            .where(t.occurrences.c.state.in_([S.SCHEDULED.value, S.QUEUED.value]))
+            .where(t.occurrences.c.state.in_(CATCHABLE))
             .order_by(t.occurrences.c.due_at, t.occurrences.c.id)
         ).all()
         locked = transitions.lock(conn, [r.id for r in rows])
         return sorted(
-            (o for o in locked.values() if o.state in (S.SCHEDULED, S.QUEUED)),
+            (o for o in locked.values() if o.state.value in CATCHABLE),
             key=lambda o: (o.due_at, o.id),
         )
 

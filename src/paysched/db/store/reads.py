@@ -141,6 +141,7 @@ def _occurrence_at(m: RowMapping) -> Occurrence:
         reason=m["o_reason"], started_at=m["o_started_at"], finished_at=m["o_finished_at"],
         takeovers=m["o_takeovers"], reference=m["o_reference"], resolve_at=m["o_resolve_at"],
         resolve_checks=m["o_resolve_checks"], nominal_at=m["o_nominal_at"],
+        approval_deadline=m.get("o_approval_deadline"),
     )  # fmt: skip
 
 

@@ -66,6 +66,9 @@ def payment_from(row: Row[Any], prefix: str = "") -> Payment:
         recurrence=m[prefix + "recurrence"], catchup=m[prefix + "catchup"],
         catchup_window=None if window is None else timedelta(seconds=window),
         next_nominal_at=m[prefix + "next_nominal_at"], remind=_seconds(m[prefix + "remind_s"]),
+        approval=m.get(prefix + "approval") or "none",
+        approval_timeout=_seconds(m.get(prefix + "approval_timeout_s")),
+        approval_on_timeout=m.get(prefix + "approval_on_timeout"),
     )  # fmt: skip
 
 
@@ -76,16 +79,19 @@ def occurrence_from(row: Row[Any]) -> Occurrence:
         reason=row.reason, started_at=row.started_at, finished_at=row.finished_at,
         takeovers=row.takeovers, reference=row.reference, resolve_at=row.resolve_at,
         resolve_checks=row.resolve_checks, nominal_at=row.nominal_at,
+        approval_deadline=row._mapping.get("approval_deadline"),
     )  # fmt: skip
 
 
 def account_from(row: Row[Any]) -> Account:
+    above = row._mapping.get("approval_above")
     return Account(
         id=row.id,
         name=row.name,
         currency=row.currency,
         balance=int(row.balance),
-        remind=_seconds(row.remind_s),
+        remind=_seconds(row._mapping.get("remind_s")),
+        approval_above=None if above is None else int(above),
     )
 
 
