@@ -600,11 +600,12 @@ def accounts_set(
 
     if remind is None and approval_above is None:
         raise InvalidInput("remind", "give a setting to change: --remind or --approval-above")
+    # A bad value is named before the account is looked up (the amount needs its currency).
+    default = None if remind is None else parse_remind_setting(remind)
     lines = []
     with store_of(migrate=True) as store:
         account = store.get_account(name)
         if remind is not None:
-            default = parse_remind_setting(remind)
             acting = Acting(cli_actor(), "set_account", SystemClock().now(), account_subject)
             account = store.set_account_remind(name, default, acting.then())
             acting.logged()
