@@ -11,7 +11,7 @@ import pytest
 import typer
 from sqlalchemy import text
 
-from paysched.cli import EXIT_INPUT, EXIT_UNAVAILABLE, handled
+from paysched.cli.base import EXIT_INPUT, EXIT_UNAVAILABLE, handled
 from paysched.db.store import Store
 from paysched.errors import (
     Conflict,

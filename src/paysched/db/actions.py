@@ -32,7 +32,7 @@ UNLOGGED = frozenset({"reason"})
 
 
 # Every action a person can take, as recorded (`Acting(actor, <name>, ...)` in app.py and
-# cli.py): what GET /v1/actions?action= and the dashboard's filter accept.
+# paysched.cli): what GET /v1/actions?action= and the dashboard's filter accept.
 ACTIONS = (
     "create",
     "cancel",
