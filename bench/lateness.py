@@ -50,13 +50,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from paysched import queue as paysched_queue
 from paysched.app import App
 from paysched.clock import to_ms
 from paysched.config import Settings
 from paysched.domain import FINAL_STATES, OccurrenceState
 from paysched.executors.base import Executor
 from paysched.executors.ledger import LedgerExecutor
+from paysched.queue import waker as paysched_waker
 from paysched.views import lateness_ms
 
 # Run as a script, bench/ is on sys.path: the shared helpers live next to this file.
@@ -358,7 +358,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=50, help="worker concurrency")
     parser.add_argument(
         "--no-waker", action="store_true",
-        help="disable paysched.queue.DelayWaker (workers rely on BullMQ's own blocking wait)",
+        help="disable paysched.queue.waker.DelayWaker (workers rely on BullMQ's own blocking wait)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report path")
     parser.add_argument(
@@ -421,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_waker:
         # Bench-only monkeypatch: the WorkerPool still creates and stops its DelayWaker, but
         # the waker never runs.
-        paysched_queue.DelayWaker.start = lambda self: None  # type: ignore[method-assign]
+        paysched_waker.DelayWaker.start = lambda self: None  # type: ignore[method-assign]
 
     seed = args.seed if args.seed is not None else secrets.randbits(32)
     plan = Plan(

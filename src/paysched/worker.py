@@ -35,7 +35,8 @@ from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvab
 from paysched.executors.claims import order_of
 from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
-from paysched.queue import DelayWaker, GiveUp, PaymentFailed, PaymentQueue, RetryLater
+from paysched.queue import GiveUp, PaymentFailed, PaymentQueue, RetryLater
+from paysched.queue.waker import DelayWaker
 from paysched.threads import GroupCommit
 from paysched.views import lateness_ms
 

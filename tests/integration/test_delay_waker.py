@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from paysched.app import App
-from paysched.queue import DelayWaker
+from paysched.queue.waker import DelayWaker
 from tests.conftest import wait_for
 
 

@@ -1,29 +1,26 @@
-"""The only module that talks to BullMQ: enqueue, remove, counts, workers and reconcile probes.
+"""The only code that talks to BullMQ: enqueue, remove, counts, workers and reconcile probes
+(this package: its worker in `fetching`, the delay waker in `waker`, the Redis retry policy of
+its clients in `connection`).
 
 Job id = occurrence key, so enqueueing the same occurrence twice is a no-op in Redis.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bullmq import Job, Queue, UnrecoverableError, Worker
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from paysched.backoff import Backoff
 from paysched.clock import to_ms
 from paysched.domain import Occurrence, Payment, payment_summary
+from paysched.queue.connection import reconnect_promptly
+from paysched.queue.fetching import SequentialFetchWorker
 from paysched.queue_counts import QUEUE_STATES
-from paysched.redis_client import bullmq_connection, owns_pool, redis_client
+from paysched.redis_client import bullmq_connection, owns_pool
 
 log = logging.getLogger("paysched.queue")
 
@@ -47,10 +44,6 @@ return out
 """
 PRESENCE = ("live", "missing", "finished")
 PRESENCE_BATCH = 1000
-# The delay waker looks at the delayed set at most this often while events stream in, and at
-# least every IDLE_LOOK_S without one (a safety net: the events say when to look).
-POLL_S = 0.05
-IDLE_LOOK_S = 10.0
 # BullMQ attempts beyond the business attempts: the processor decides from the database when a
 # payment has used its attempts; these only let the queue retry through errors of paysched's
 # own database or Redis without giving up on the job (reconcile would re-create it anyway).
@@ -82,20 +75,6 @@ def not_before_ms(due_at: datetime) -> int:
     """
     micros = (due_at - _EPOCH) // timedelta(microseconds=1)
     return -(-micros // 1000) + 1
-
-
-_RETRY_ON = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError)
-
-
-def reconnect_promptly(client: Any) -> None:
-    """Retry a lost Redis every <= 1 s instead of bullmq's 2, 4, 8, 16, 20, 20 ... s.
-
-    bullmq gives each client ONE connection that retries with exponential backoff capped at
-    20 s, and every command of the process queues behind the one that is backing off: after a
-    Redis restart of 2-3 s a worker stayed frozen ~15 s more (no lock renewals, no completions,
-    its jobs taken over by others). Same give-up horizon (~5 min), reconnecting within 1 s.
-    """
-    client.set_retry(Retry(ExponentialBackoff(cap=1.0, base=0.05), 300, _RETRY_ON))
 
 
 class RetryLater(Exception):
@@ -381,201 +360,3 @@ class PaymentQueue:
         # is closed" at exit). Named here, run() has nothing left to open.
         await worker._ensure_client_names()
         return worker
-
-
-class SequentialFetchWorker(Worker):  # type: ignore[misc]
-    """BullMQ's Worker, fetching one job at a time as Node BullMQ does.
-
-    bullmq 3.4.4's run loop starts one fetch task per free slot at once, and all but the one
-    that blocks for the next job call moveToActive together: after every job it fetched, a
-    worker with concurrency 50 made ~49 more moveToActive calls that found nothing. That burst
-    held the event loop and Redis for ~10 ms, and payments falling due meanwhile started that
-    late (bench/lateness.py, 600 payments over 15 s: start lateness p50 21 ms with the burst,
-    5 ms without). Node's loop awaits each fetch and stops at the first that finds nothing; a
-    lock gives the same here: fetches run in turn, one of them blocking for the next job while
-    the others wait their turn.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._fetching = asyncio.Lock()
-        self._fetcher: asyncio.Task[Any] | None = None
-
-    async def run(self) -> None:
-        if self.closing:  # closed before its task first ran: nothing to start
-            return
-        await super().run()
-
-    async def getNextJob(self, token: str) -> Job | None:
-        async with self._fetching:
-            if self.closing:  # fetches queued behind the lock end at once on close
-                return None
-            self._fetcher = asyncio.current_task()
-            try:
-                job: Job | None = await super().getNextJob(token)
-                return job
-            except asyncio.CancelledError:
-                if self.closing:  # close() ended the blocking wait
-                    return None
-                raise
-            finally:
-                self._fetcher = None
-
-    async def close(self, force: bool = False) -> None:
-        # bullmq cancels the blocking wait's inner future; redis-py can swallow that (see
-        # DelayWaker.stop), and the fetch holding the lock would then block for seconds.
-        # Cancelling the fetch itself, only while it blocks (never mid-moveToActive, which
-        # would leave a job active with nobody processing it), ends it either way.
-        self.closing = True
-        fetcher = self._fetcher
-        if fetcher is not None and self.waiting is not None:
-            fetcher.cancel()
-        await super().close(force)
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-class DelayWaker:
-    """Wakes blocked workers the moment the next delayed job falls due.
-
-    A BullMQ worker waits for delayed jobs with a blocking pop whose timeout Redis only checks
-    on its `hz` timer (10 times a second by default), so delayed jobs start up to ~100 ms late.
-    At each delayed job's due time this task adds the queue's wake-up marker, the same signal
-    BullMQ itself sends when a job is added, so the worker promotes the job within a millisecond
-    or two. Measured by bench/lateness.py.
-
-    Between due times it learns of new jobs (one added meanwhile may be due sooner) from the
-    queue's event stream, where every BullMQ script that adds or delays a job writes an event:
-    a blocking XREAD on a connection of its own, not a poll. Polling the delayed set every
-    50 ms cost an idle process 40 Redis commands a second (bench/measure_idle.py); now it looks
-    when an event arrives (at most every POLL_S under load) and every IDLE_LOOK_S otherwise.
-    """
-
-    def __init__(self, queue: PaymentQueue, max_sleep_s: float = 1.0) -> None:
-        self._redis = queue.redis
-        self._redis_url = queue.redis_url
-        self._delayed_key = queue._queue.toKey("delayed")
-        self._marker_key = queue._queue.toKey("marker")
-        self._events_key = queue._queue.toKey("events")
-        # Named, so that CLIENT LIST tells its blocked read from the workers'.
-        self.client_name = f"{queue.prefix}:{queue.name}:delay-waker"
-        self._max_sleep_s = max_sleep_s
-        self._task: asyncio.Task[None] | None = None
-        self._reading: asyncio.Task[Any] | None = None  # the blocking XREAD, across turns
-        self._stopping = False
-
-    def start(self) -> None:
-        self._stopping = False
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop within a second, whatever the task is doing.
-
-        Cancelling alone is not enough: redis-py can swallow a cancellation that lands while a
-        command times out or reconnects, and the loop then ran on while stop() awaited it
-        forever (a worker that never exited after SIGTERM). The flag ends the loop at its next
-        turn; the wait is bounded either way.
-        """
-        self._stopping = True
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        await asyncio.wait({task}, timeout=self._max_sleep_s + 0.5)
-        if not task.done():
-            log.warning("delay waker did not stop in time; leaving it")
-
-    async def _run(self) -> None:
-        # The blocking read needs a connection of its own: the queue's client has one
-        # connection, which the read would hold for seconds.
-        # redis-py's default socket timeout (5 s) would cut the blocking read short and
-        # reconnect every time: the read's own block, with room for Redis to answer.
-        events = redis_client(
-            self._redis_url, single_connection_client=True, client_name=self.client_name,
-            socket_timeout=IDLE_LOOK_S + 5,
-        )  # fmt: skip
-        reconnect_promptly(events)
-        try:
-            await self._loop(events)
-        finally:
-            reading, self._reading = self._reading, None
-            if reading is not None:
-                reading.cancel()
-                await asyncio.wait({reading}, timeout=self._max_sleep_s)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(events.aclose(), self._max_sleep_s)
-
-    async def _xread(self, events: Redis, last_id: str) -> Any:
-        """The blocking read of the next event after `last_id`.
-
-        A read cancelled while redis-py waits out its retry backoff ends in redis-py's own
-        KeyError (it releases the connection twice), not in CancelledError; at shutdown
-        asyncio.run then printed it as an unhandled exception with three tracebacks. Such an
-        error, or any once stopping, is the cancellation it stands for."""
-        try:
-            return await events.xread(
-                {self._events_key: last_id}, count=1, block=int(IDLE_LOOK_S * 1000)
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._stopping or isinstance(exc.__context__, asyncio.CancelledError):
-                raise asyncio.CancelledError() from exc
-            raise
-
-    async def _loop(self, events: Redis) -> None:
-        # Every delayed job due at or before this (ms) has been signalled: a fetch promotes all
-        # due jobs at once, so one signal covers them, and the next one to watch is the first
-        # job due after it. (Re-reading the head instead, and backing off while it waited for a
-        # busy worker, left the jobs due just after it unsignalled: start lateness p50 ~10 ms.)
-        signalled_until = -1
-        looked_at = 0.0
-        while not self._stopping:
-            try:
-                pipe = self._redis.pipeline(transaction=False)
-                # The newest event first, then the head: a job added after this event id
-                # wakes the read below, one added before it is in the head.
-                pipe.xrevrange(self._events_key, "+", "-", count=1)
-                # BullMQ scores delayed jobs as timestamp * 4096 + a 12-bit counter.
-                pipe.zrangebyscore(self._delayed_key, (signalled_until + 1) << 12, "+inf",
-                                   start=0, num=1, withscores=True)  # fmt: skip
-                pipe.zrange(self._marker_key, 0, 0, withscores=True)
-                newest, head, marker = await pipe.execute()
-                looked_at = time.monotonic()
-                now_ms = time.time() * 1000
-                due_ms = int(head[0][1]) >> 12 if head else None
-                if due_ms is not None and due_ms <= now_ms:
-                    # A marker that asks for a fetch now (score 0 or past) and that no worker
-                    # has taken yet: the worker is busy, and its next fetch promotes the job
-                    # anyway. A marker for a later time does not count: the worker popping it
-                    # would block until then, past this job.
-                    if not (marker and int(marker[0][1]) <= now_ms):
-                        await self._redis.zadd(self._marker_key, {"0": 0})
-                    signalled_until = int(now_ms)
-                    continue
-                reading = self._reading
-                if reading is None or reading.done():
-                    last_id = newest[0][0] if newest else "0-0"
-                    reading = self._reading = asyncio.ensure_future(self._xread(events, last_id))
-                    # A read cut off by stop() (its connection closed under it) ends in an
-                    # error nobody awaits: taken here, not logged as "never retrieved".
-                    reading.add_done_callback(_retrieved)
-                timer = None if due_ms is None else (due_ms - now_ms) / 1000
-                done, _ = await asyncio.wait({reading}, timeout=timer)
-                if done:
-                    reading.result()  # a failed read raises here: wait, then look again
-                    # Under load events come in a stream: look at most every POLL_S, and
-                    # never past the next due time.
-                    pause = POLL_S - (time.monotonic() - looked_at)
-                    if timer is not None:
-                        pause = min(pause, timer - (time.monotonic() - looked_at))
-                    if pause > 0:
-                        await asyncio.sleep(pause)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis away: the worker's own timeouts still apply
-                log.debug("delay waker: %s", exc)
-                await asyncio.sleep(self._max_sleep_s)
