@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,8 @@ async def test_app_and_the_cli_set_the_store_up_alike(
     log = logging.getLogger("paysched.test")
     with open_store(cfg, migrate=True) as store:
         assert store.late_after == timedelta(minutes=7)
-        assert store.engine.pool.size() == 1  # a quick command's one connection
+        pool: Any = store.engine.pool  # a QueuePool (Pool does not declare size)
+        assert pool.size() == 1  # a quick command's one connection
     with caplog.at_level(logging.INFO, "paysched.test"):
         log.info("a token %s", token)
     assert token not in caplog.text and "a token" in caplog.text
