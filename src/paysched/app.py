@@ -41,7 +41,7 @@ from paysched.db.setup import connect_store
 from paysched.db.store import CancelResult, Store
 from paysched.db.store.approvals import Decided
 from paysched.db.store.base import AfterWrite, short_error
-from paysched.db.store.payments import Held
+from paysched.db.store.control import Held
 from paysched.domain import (
     Account,
     Notification,

@@ -118,8 +118,8 @@ def test_account_default_is_copied_into_new_payments(store: Store) -> None:
 
 
 def test_skip_occurrence_skips_that_one_only_or_says_why_not(store: Store) -> None:
+    from paysched.db.store.control import NotSkippable
     from paysched.db.store.execution import NoClaim
-    from paysched.db.store.payments import NotSkippable
 
     for name in ("alice", "bob"):
         store.create_account(name, "USD", T0)

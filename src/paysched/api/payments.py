@@ -35,7 +35,7 @@ from paysched.cursors import is_occurrence_position, occurrence_after, occurrenc
 from paysched.db.actions import views
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import CancelResult, Store
-from paysched.db.store.payments import Held as HeldResult
+from paysched.db.store.control import Held as HeldResult
 from paysched.domain import Account
 from paysched.finding import payment_filter
 from paysched.inputs import (

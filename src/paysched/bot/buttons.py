@@ -25,7 +25,7 @@ from paysched.actors import Actor
 from paysched.bot import approvals, messages
 from paysched.clock import from_ms
 from paysched.db.links import CHANNEL, LinkedAccount
-from paysched.db.store.payments import NotSkippable
+from paysched.db.store.control import NotSkippable
 from paysched.domain import MAX_ID, Payment, PaymentState
 from paysched.errors import Conflict, NotFound
 

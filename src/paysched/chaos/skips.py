@@ -20,7 +20,7 @@ from typing import Any
 
 from paysched.chaos.model import PlannedPayment, SkipRecord
 from paysched.db.store import Store
-from paysched.db.store.payments import NotSkippable
+from paysched.db.store.control import NotSkippable
 from paysched.errors import Conflict, NotFound
 
 log = logging.getLogger("paysched.chaos")

@@ -22,7 +22,7 @@ from paysched.actors import Actor
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.base import AfterWrite, after, existing_id, retried_if_victim
-from paysched.db.store.payments import ControlStore
+from paysched.db.store.control import ControlStore
 from paysched.db.store.rows import account_from, occurrence_from
 from paysched.domain import Account, Occurrence, OccurrenceState, OutboxMessage, Payment
 from paysched.errors import Conflict, InvalidInput, NotFound

@@ -21,7 +21,7 @@ from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import entries, write_entries
 from paysched.db.store.base import AfterWrite, existing_id
-from paysched.db.store.payments import ControlStore
+from paysched.db.store.control import ControlStore
 from paysched.db.store.rows import claim_rows, occurrence_from, payment_from
 from paysched.domain import (
     CANCELLABLE_STATES,
