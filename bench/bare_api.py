@@ -19,9 +19,13 @@ TABLE = """CREATE TABLE IF NOT EXISTS bare_payments (
     id BIGSERIAL PRIMARY KEY, payer TEXT NOT NULL, payee TEXT NOT NULL,
     amount BIGINT NOT NULL, memo TEXT, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
 pool = AsyncConnectionPool(
-    os.environ["BARE_DSN"], min_size=10, max_size=10, open=False,
-    connection_class=AsyncConnection[DictRow], kwargs={"row_factory": dict_row},
-)  # fmt: skip
+    os.environ["BARE_DSN"],
+    min_size=10,
+    max_size=10,
+    open=False,
+    connection_class=AsyncConnection[DictRow],
+    kwargs={"row_factory": dict_row},
+)
 
 
 @asynccontextmanager
@@ -41,8 +45,9 @@ async def create(body: dict[str, Any]) -> dict[str, Any]:
     async with pool.connection() as conn:
         cur = await conn.execute(
             "INSERT INTO bare_payments (payer, payee, amount, memo) VALUES (%s, %s, %s, %s) "
-            "RETURNING *", (body["from"], body["to"], 100, body.get("memo")),
-        )  # fmt: skip
+            "RETURNING *",
+            (body["from"], body["to"], 100, body.get("memo")),
+        )
         row = await cur.fetchone()
     assert row is not None
     return {**row, "created_at": row["created_at"].isoformat()}

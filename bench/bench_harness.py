@@ -35,9 +35,19 @@ log = logging.getLogger("bench.run")
 
 RESULTS_DIR = ROOT / "bench" / "results"
 MEASUREMENTS = (
-    "lateness", "throughput", "http", "burst", "processes", "scale", "footprint", "overhead",
-    "cli", "api", "idle", "export",
-)  # fmt: skip
+    "lateness",
+    "throughput",
+    "http",
+    "burst",
+    "processes",
+    "scale",
+    "footprint",
+    "overhead",
+    "cli",
+    "api",
+    "idle",
+    "export",
+)
 CURRENCY = "USD"
 PAYER, PAYEE = "bench-payer", "bench-payee"
 # PostgreSQL here allows 100 connections and other people's tests share it. paysched sizes its
@@ -154,9 +164,15 @@ EXECUTORS: dict[str, Callable[[App], Executor]] = {
 
 
 def settings_for(
-    redis_url: str, database_url: str, data_dir: Path, *, concurrency: int, tag: str,
-    lookahead: timedelta = timedelta(minutes=10), tick_cron: str = "* * * * *",
-) -> Settings:  # fmt: skip
+    redis_url: str,
+    database_url: str,
+    data_dir: Path,
+    *,
+    concurrency: int,
+    tag: str,
+    lookahead: timedelta = timedelta(minutes=10),
+    tick_cron: str = "* * * * *",
+) -> Settings:
     base = Settings.from_env(
         {
             "REDIS_URL": redis_url,
@@ -181,25 +197,36 @@ def cap_pg_pool(app: App) -> int | None:
         return None
     old = store.engine
     store.engine = create_engine(
-        old.url, pool_size=PG_CONNECTION_CAP, max_overflow=0, pool_pre_ping=True,
+        old.url,
+        pool_size=PG_CONNECTION_CAP,
+        max_overflow=0,
+        pool_pre_ping=True,
         pool_timeout=120,
-    )  # fmt: skip
+    )
     old.dispose()
     return PG_CONNECTION_CAP
 
 
 @contextlib.asynccontextmanager
 async def paysched(
-    ctx: Ctx, kind: str, tag: str, *, concurrency: int, executor: str = "ledger",
-    funds: int = 0, executor_factory: Callable[[App], Executor] | None = None, **settings: Any,
-) -> Any:  # fmt: skip
+    ctx: Ctx,
+    kind: str,
+    tag: str,
+    *,
+    concurrency: int,
+    executor: str = "ledger",
+    funds: int = 0,
+    executor_factory: Callable[[App], Executor] | None = None,
+    **settings: Any,
+) -> Any:
     """paysched (store, queue, scheduler, worker processor) on a fresh database and its own
     queue, with two accounts; the payer holds `funds`. Everything removed afterwards."""
     run_dir = ctx.tmp / f"{tag}-{secrets.token_hex(3)}"
     run_dir.mkdir(parents=True)
     with fresh_database(kind, run_dir, ctx.pg_admin_url) as (db_url, _label):
-        cfg = settings_for(ctx.redis_url, db_url, run_dir, concurrency=concurrency, tag=tag,
-                           **settings)  # fmt: skip
+        cfg = settings_for(
+            ctx.redis_url, db_url, run_dir, concurrency=concurrency, tag=tag, **settings
+        )
         factory = executor_factory or EXECUTORS[executor]
         app = await asyncio.wait_for(App.open(cfg, executor_factory=factory), 120)
         try:
@@ -225,11 +252,22 @@ def insert_payments(app: App, due: Sequence[datetime]) -> None:
     payee = store.get_account(PAYEE).id
     now = app.clock.now()
     rows = [
-        dict(payer_id=payer, payee_id=payee, amount=1, currency=CURRENCY, state="active",
-             due_at=d, cron=None, timezone=None, next_due_at=d, memo="bench", created_at=now,
-             updated_at=now)
+        dict(
+            payer_id=payer,
+            payee_id=payee,
+            amount=1,
+            currency=CURRENCY,
+            state="active",
+            due_at=d,
+            cron=None,
+            timezone=None,
+            next_due_at=d,
+            memo="bench",
+            created_at=now,
+            updated_at=now,
+        )
         for d in due
-    ]  # fmt: skip
+    ]
     with store.engine.begin() as conn:
         for start in range(0, len(rows), 5000):
             conn.execute(insert(t.payments), rows[start : start + 5000])

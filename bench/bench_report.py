@@ -13,10 +13,17 @@ from bench_harness import TARGETS  # isort: skip
 # -- report ---------------------------------------------------------------------------------------
 
 
-def _row(name: str, db: str, value: Any, unit: str, target: str = "", ok: bool | None = None
-         ) -> dict[str, Any]:  # fmt: skip
-    return {"measurement": name, "database": db, "median": value, "unit": unit,
-            "target": target, "met": ok}  # fmt: skip
+def _row(
+    name: str, db: str, value: Any, unit: str, target: str = "", ok: bool | None = None
+) -> dict[str, Any]:
+    return {
+        "measurement": name,
+        "database": db,
+        "median": value,
+        "unit": unit,
+        "target": target,
+        "met": ok,
+    }
 
 
 def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,25 +70,58 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rows.append(_row("burst lateness p50", db, r["median_lateness_p50_ms"], "ms"))
         rows.append(_row("burst lateness p99", db, r["median_lateness_p99_ms"], "ms"))
-        rows.append(_row("on-time payments behind the burst: lateness p50", db,
-                         r.get("median_ontime_lateness_p50_ms"), "ms"))  # fmt: skip
-        rows.append(_row("on-time payments behind the burst: lateness p99", db,
-                         r.get("median_ontime_lateness_p99_ms"), "ms"))  # fmt: skip
+        rows.append(
+            _row(
+                "on-time payments behind the burst: lateness p50",
+                db,
+                r.get("median_ontime_lateness_p50_ms"),
+                "ms",
+            )
+        )
+        rows.append(
+            _row(
+                "on-time payments behind the burst: lateness p99",
+                db,
+                r.get("median_ontime_lateness_p99_ms"),
+                "ms",
+            )
+        )
     for r in results.get("http", {}).values():
-        rows.append(_row(f"http executor, provider 50 ms, c={r['concurrency']}", r["database"],
-                         r["median_payments_per_s"], "payments/s"))  # fmt: skip
-        rows.append(_row("  share of concurrency / 50 ms", r["database"],
-                         r["median_of_ceiling"], "x"))  # fmt: skip
+        rows.append(
+            _row(
+                f"http executor, provider 50 ms, c={r['concurrency']}",
+                r["database"],
+                r["median_payments_per_s"],
+                "payments/s",
+            )
+        )
+        rows.append(
+            _row("  share of concurrency / 50 ms", r["database"], r["median_of_ceiling"], "x")
+        )
     for r in results.get("processes", {}).values():
         db = r["database"]
         for k, by in r["by_processes"].items():
             how = f"worker --processes {k}" if k.isdigit() else f"{k} worker"
-            rows.append(_row(f"burst {r['payments']:,} {r['executor']}, {how}", db,
-                             by["median_all_succeeded_s"], "s"))  # fmt: skip
-            rows.append(_row("  payments/s, vs one process", db, by["vs_one_process"], "x",
-                             ">= 1.6 (2 processes)" if k == "2" else "",
-                             None if k != "2" or by["vs_one_process"] is None
-                             else by["vs_one_process"] >= 1.6))  # fmt: skip
+            rows.append(
+                _row(
+                    f"burst {r['payments']:,} {r['executor']}, {how}",
+                    db,
+                    by["median_all_succeeded_s"],
+                    "s",
+                )
+            )
+            rows.append(
+                _row(
+                    "  payments/s, vs one process",
+                    db,
+                    by["vs_one_process"],
+                    "x",
+                    ">= 1.6 (2 processes)" if k == "2" else "",
+                    None
+                    if k != "2" or by["vs_one_process"] is None
+                    else by["vs_one_process"] >= 1.6,
+                )
+            )
     for db, r in results.get("scale", {}).items():
         v = r["median_tick_ms"]
         target = TARGETS["tick_ms_1m"]
@@ -137,12 +177,28 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
     for db, r in results.get("idle", {}).items():
         v = r["median_redis_commands_per_s"]
         target = TARGETS["idle_redis_commands_per_s"]
-        rows.append(_row("idle: Redis commands", db, v, "per s", f"< {target:g}/s",
-                         None if v is None else v < target))  # fmt: skip
+        rows.append(
+            _row(
+                "idle: Redis commands",
+                db,
+                v,
+                "per s",
+                f"< {target:g}/s",
+                None if v is None else v < target,
+            )
+        )
         v = r["median_write_transactions_per_s"]
         target = TARGETS["idle_write_transactions_per_s"]
-        rows.append(_row("idle: write transactions", db, v, "per s", f"<= {target:g}/s",
-                         None if v is None else v <= target))  # fmt: skip
+        rows.append(
+            _row(
+                "idle: write transactions",
+                db,
+                v,
+                "per s",
+                f"<= {target:g}/s",
+                None if v is None else v <= target,
+            )
+        )
         rows.append(_row("idle: SQL statements", db, r["median_sql_statements_per_s"], "per s"))
     for db, r in results.get("export", {}).items():
         for name, label in (
@@ -156,7 +212,7 @@ def summary_rows(all_results: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(_row("  peak RSS", db, v["median_peak_mib"], "MiB"))
             if name != "reference":
                 rows.append(_row("  time vs psql COPY", db, v["median_vs_reference"], "x"))
-    return rows  # fmt: skip
+    return rows
 
 
 API_ROWS = (  # (label, median key, unit) of each database's results["api"]
@@ -197,8 +253,10 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
     for r in rows:
         value = "-" if r["median"] is None else f"{r['median']:g}"
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
-        print(f"{r['measurement']:<38} {r['database']:<11} {value:>12} {r['unit']:<11} "
-              f"{r['target']:<11} {met}")  # fmt: skip
+        print(
+            f"{r['measurement']:<38} {r['database']:<11} {value:>12} {r['unit']:<11} "
+            f"{r['target']:<11} {met}"
+        )
 
 
 def lateness_chart(results: dict[str, Any], path: Path) -> bool:
@@ -232,8 +290,9 @@ def lateness_chart(results: dict[str, Any], path: Path) -> bool:
     hist.set_xlabel("start lateness (ms)")
     hist.set_ylabel("payments")
     hist.set_title("start lateness, all runs")
-    hist.axvline(TARGETS["lateness_p99_ms"], color="red", linestyle="--", linewidth=1,
-                 label="p99 target")  # fmt: skip
+    hist.axvline(
+        TARGETS["lateness_p99_ms"], color="red", linestyle="--", linewidth=1, label="p99 target"
+    )
     hist.legend()
     cdf.set_xlim(0, max(top * 1.05, TARGETS["lateness_p99_ms"] * 1.1))
     cdf.set_xlabel("start lateness (ms)")

@@ -43,10 +43,17 @@ class PrivateRedis:
             raise SystemExit("redis-server not found on PATH; install it or pass --redis-url")
         for _ in range(5):  # the free port can be taken between probe and bind: try again
             server = RedisProcess(
-                self.workdir, tied_to_parent=True,  # started before any thread exists
-                extra=("--daemonize", "no", "--loglevel", "warning",
-                       "--logfile", str(self.workdir / "redis.log")),
-            )  # fmt: skip
+                self.workdir,
+                tied_to_parent=True,  # started before any thread exists
+                extra=(
+                    "--daemonize",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                    "--logfile",
+                    str(self.workdir / "redis.log"),
+                ),
+            )
             try:
                 self.url = server.start(timeout=10.0)
             except BackendUnavailable:
@@ -122,8 +129,15 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
 def summarise(values: Sequence[int]) -> dict[str, float | int | None]:
     ordered = sorted(values)
     if not ordered:
-        return {"count": 0, "min": None, "mean": None, "p50": None, "p95": None,
-                "p99": None, "max": None}  # fmt: skip
+        return {
+            "count": 0,
+            "min": None,
+            "mean": None,
+            "p50": None,
+            "p95": None,
+            "p99": None,
+            "max": None,
+        }
     return {
         "count": len(ordered),
         "min": ordered[0],
@@ -151,12 +165,18 @@ def git_revision() -> str | None:
     try:
         rev = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("-dirty" if dirty else "")

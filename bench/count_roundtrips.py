@@ -92,12 +92,19 @@ async def count_bare(ctx: Ctx, n: int) -> dict[str, Any]:
     commands = {k: redis1.get(k, 0) - redis0.get(k, 0) for k in redis1}
     # Its adds and its obliterate are in the window too: count only what the worker sends.
     scripts = commands.get("evalsha", 0) + commands.get("eval", 0)
-    return {"database": "-", "executor": "bare BullMQ", "payments": n,
-            "complete": run["complete"], "payments_per_s": run["jobs_per_s"],
-            "per_payment": {"cpu_ms (incl. adds)": round(1000 * cpu / n, 3),
-                            "redis_commands (incl. adds)": round(sum(commands.values()) / n, 3),
-                            "redis_round_trips_scripts (incl. adds)": round(scripts / n, 3)},
-            "sql_statements": {}}  # fmt: skip
+    return {
+        "database": "-",
+        "executor": "bare BullMQ",
+        "payments": n,
+        "complete": run["complete"],
+        "payments_per_s": run["jobs_per_s"],
+        "per_payment": {
+            "cpu_ms (incl. adds)": round(1000 * cpu / n, 3),
+            "redis_commands (incl. adds)": round(sum(commands.values()) / n, 3),
+            "redis_round_trips_scripts (incl. adds)": round(scripts / n, 3),
+        },
+        "sql_statements": {},
+    }
 
 
 async def count(ctx: Ctx, kind: str, executor: str, n: int) -> dict[str, Any]:
@@ -117,7 +124,10 @@ async def count(ctx: Ctx, kind: str, executor: str, n: int) -> dict[str, Any]:
     commands = {k: v for k, v in sorted(commands.items(), key=lambda kv: -kv[1]) if v}
     scripts = commands.get("evalsha", 0) + commands.get("eval", 0)
     return {
-        "database": kind, "executor": executor, "payments": n, "complete": ok,
+        "database": kind,
+        "executor": executor,
+        "payments": n,
+        "complete": ok,
         "payments_per_s": round(n / elapsed, 1),
         "per_payment": {
             "cpu_ms": round(1000 * cpu / n, 3),
@@ -128,7 +138,7 @@ async def count(ctx: Ctx, kind: str, executor: str, n: int) -> dict[str, Any]:
         },
         "sql_statements": {k: round(v / n, 3) for k, v in (kinds1 - kinds0).most_common()},
         "redis_commands": {k: round(v / n, 3) for k, v in commands.items()},
-    }  # fmt: skip
+    }
 
 
 def main() -> int:
@@ -143,9 +153,17 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="paysched-rt-"))
     private = PrivateRedis(tmp / "redis")
     try:
-        ctx = Ctx(redis_url=private.start(), tmp=tmp, pg_admin_url=args.pg_admin_url,
-                  databases=databases, runs=1, burst_runs=1, scale_runs=1, sizes=QUICK,
-                  quick=True)  # fmt: skip
+        ctx = Ctx(
+            redis_url=private.start(),
+            tmp=tmp,
+            pg_admin_url=args.pg_admin_url,
+            databases=databases,
+            runs=1,
+            burst_runs=1,
+            scale_runs=1,
+            sizes=QUICK,
+            quick=True,
+        )
 
         async def all_counts() -> list[dict[str, Any]]:
             out = [await count_bare(ctx, args.payments)] if args.bare else []

@@ -53,8 +53,10 @@ class FastProvider:
 
     @staticmethod
     async def _answer(send: Any, status: int, body: bytes) -> None:
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]  # fmt: skip
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -65,8 +67,14 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--latency-ms", type=float, default=50.0)
     args = ap.parse_args()
-    uvicorn.run(FastProvider(args.latency_ms / 1000), host=args.host, port=args.port,
-                log_level="warning", access_log=False, backlog=4096)  # fmt: skip
+    uvicorn.run(
+        FastProvider(args.latency_ms / 1000),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+    )
 
 
 if __name__ == "__main__":

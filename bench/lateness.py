@@ -129,9 +129,16 @@ def store_payments(app: App, due_times: Sequence[datetime]) -> list[int]:
     ids = []
     for due in due_times:
         payment = app.store.create_payment(
-            payer="bench-payer", payee="bench-payee", amount=AMOUNT, currency=CURRENCY,
-            due_at=due, cron=None, timezone=None, memo="lateness bench", now=app.clock.now(),
-        )  # fmt: skip
+            payer="bench-payer",
+            payee="bench-payee",
+            amount=AMOUNT,
+            currency=CURRENCY,
+            due_at=due,
+            cron=None,
+            timezone=None,
+            memo="lateness bench",
+            now=app.clock.now(),
+        )
         ids.append(payment.id)
     return ids
 
@@ -234,8 +241,11 @@ async def one_run(
             if margin_s < 0:
                 log.warning(
                     "run %s: creation took %.2fs and the service started %.2fs after the first "
-                    "due time; raise --lead", number, creation_s, -margin_s,
-                )  # fmt: skip
+                    "due time; raise --lead",
+                    number,
+                    creation_s,
+                    -margin_s,
+                )
 
             deadline = began + plan.lead_s + plan.window_s + 60
             final = 0
@@ -250,8 +260,7 @@ async def one_run(
                     break
                 if time.monotonic() >= deadline:
                     timed_out = True
-                    log.warning("run %s: timed out with %s/%s final", number, final,
-                                plan.payments)  # fmt: skip
+                    log.warning("run %s: timed out with %s/%s final", number, final, plan.payments)
                     break
                 await asyncio.sleep(plan.poll_s)
             finished_s = time.monotonic() - began
@@ -266,10 +275,13 @@ async def one_run(
             # The late tail, with where each due time fell within the scheduler's 5 s tick
             # period (0 = at a tick): a tail clustered at small phases is the tick's doing.
             tail = sorted(
-                ((v, to_ms(o.due_at) % 5000) for o in occs
-                 if (v := lateness_ms(o)) is not None and v > SLOW_MS),
+                (
+                    (v, to_ms(o.due_at) % 5000)
+                    for o in occs
+                    if (v := lateness_ms(o)) is not None and v > SLOW_MS
+                ),
                 reverse=True,
-            )[:100]  # fmt: skip
+            )[:100]
             by_state = {s.value: sum(1 for o in occs if o.state == s) for s in OccurrenceState}
             return {
                 "run": number,
@@ -351,25 +363,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="independent runs")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument(
-        "--redis-url", default=None,
+        "--redis-url",
+        default=None,
         help="use this Redis (only the bench's own queue keys are touched); default: start a "
         "private redis-server on a free port",
-    )  # fmt: skip
+    )
     parser.add_argument("--concurrency", type=int, default=50, help="worker concurrency")
     parser.add_argument(
-        "--no-waker", action="store_true",
+        "--no-waker",
+        action="store_true",
         help="disable paysched.queue.waker.DelayWaker (workers rely on BullMQ's own blocking wait)",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report path")
     parser.add_argument(
-        "--lead", type=float, default=None,
+        "--lead",
+        type=float,
+        default=None,
         help="seconds from the start of creation to the start of the due window; default: "
         f"{MIN_LEAD_S:g}, or more if a calibration says creating the payments takes longer",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--pg-admin-url", default=DEFAULT_PG_ADMIN_URL,
+        "--pg-admin-url",
+        default=DEFAULT_PG_ADMIN_URL,
         help="PostgreSQL maintenance database; the bench creates and drops its own next to it",
-    )  # fmt: skip
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed for the due times")
     args = parser.parse_args(argv)
     if args.payments < 1 or args.runs < 1 or args.concurrency < 1:
@@ -411,9 +428,10 @@ def _interrupt(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr,
+        level=logging.WARNING,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )  # fmt: skip
+    )
     # SIGTERM takes the same way out as Ctrl-C, so redis-server is stopped and the database
     # dropped (while the event loop runs, bench() routes it to a task cancel instead).
     signal.signal(signal.SIGTERM, _interrupt)
@@ -504,8 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not report["all_complete"]:
         print("WARNING: not every payment succeeded; see the report", file=sys.stderr)
     if any(r["creation_overran"] for r in runs):
-        print("WARNING: creation overran the first due time in some run; its early payments "
-              "were enqueued late. Use a larger --lead", file=sys.stderr)  # fmt: skip
+        print(
+            "WARNING: creation overran the first due time in some run; its early payments "
+            "were enqueued late. Use a larger --lead",
+            file=sys.stderr,
+        )
     return 0 if report["all_valid"] else 1
 
 

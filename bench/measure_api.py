@@ -100,9 +100,15 @@ async def run_cli(env: dict[str, str], *args: str, timeout: float = 120.0) -> tu
     """`python -m paysched ARGS` as a subprocess: (wall seconds, stdout). Raises on non-zero."""
     began = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "paysched", *args, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "paysched",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except BaseException:
@@ -112,8 +118,10 @@ async def run_cli(env: dict[str, str], *args: str, timeout: float = 120.0) -> tu
         raise
     elapsed = time.perf_counter() - began
     if proc.returncode != 0:
-        raise RuntimeError(f"paysched {' '.join(args[:2])} exited {proc.returncode}: "
-                           f"{err.decode(errors='replace').strip()[:300]}")  # fmt: skip
+        raise RuntimeError(
+            f"paysched {' '.join(args[:2])} exited {proc.returncode}: "
+            f"{err.decode(errors='replace').strip()[:300]}"
+        )
     return elapsed, out.decode()
 
 
@@ -123,9 +131,13 @@ async def loadgen(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     path.write_text(json.dumps(cfg))  # holds the API key: never on a command line
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(LOADGEN), str(path), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            str(LOADGEN),
+            str(path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), 900)
         except BaseException:
@@ -136,8 +148,9 @@ async def loadgen(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     finally:
         path.unlink(missing_ok=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"api_load exited {proc.returncode}: "
-                           f"{err.decode(errors='replace').strip()[-500:]}")  # fmt: skip
+        raise RuntimeError(
+            f"api_load exited {proc.returncode}: {err.decode(errors='replace').strip()[-500:]}"
+        )
     result: dict[str, Any] = json.loads(out)
     return result
 
@@ -174,10 +187,19 @@ async def api_server(env: dict[str, str], workdir: Path) -> AsyncIterator[Server
         port = free_port()
         with log_path.open("ab") as log_file:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "paysched", "serve", "--host", "127.0.0.1",
-                "--port", str(port), env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=log_file,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "paysched",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log_file,
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             ready = False
@@ -249,12 +271,21 @@ def wall_summary(seconds: Sequence[float]) -> dict[str, Any]:
 
 async def create_phase(
     server: Server, key: str, workdir: Path, memo: str, n: int, concurrency: int
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     body = {**PAYMENT, "memo": memo}
     cpu = cpu_seconds(server.pid)
-    r = await loadgen({"url": server.url, "key": key, "mode": "create", "count": n,
-                       "concurrency": concurrency, "body": body,
-                       "prefix": f"{memo}-{secrets.token_hex(4)}"}, workdir)  # fmt: skip
+    r = await loadgen(
+        {
+            "url": server.url,
+            "key": key,
+            "mode": "create",
+            "count": n,
+            "concurrency": concurrency,
+            "body": body,
+            "prefix": f"{memo}-{secrets.token_hex(4)}",
+        },
+        workdir,
+    )
     after = cpu_seconds(server.pid)
     ids = r.pop("ids")
     r["distinct_ids"] = len(set(ids))
@@ -264,12 +295,21 @@ async def create_phase(
 
 async def read_phase(
     server: Server, key: str, workdir: Path, mode: str, ids: list[int], sizes: ApiSizes
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     cpu = cpu_seconds(server.pid)
-    r = await loadgen({"url": server.url, "key": key, "mode": mode, "ids": ids,
-                       "concurrency": sizes.read_concurrency,
-                       "duration_s": sizes.read_duration_s, "warmup_s": sizes.read_warmup_s,
-                       "seed": random.randrange(2**31)}, workdir)  # fmt: skip
+    r = await loadgen(
+        {
+            "url": server.url,
+            "key": key,
+            "mode": mode,
+            "ids": ids,
+            "concurrency": sizes.read_concurrency,
+            "duration_s": sizes.read_duration_s,
+            "warmup_s": sizes.read_warmup_s,
+            "seed": random.randrange(2**31),
+        },
+        workdir,
+    )
     after = cpu_seconds(server.pid)
     r["server_cpu_s"] = round(after - cpu, 2) if cpu is not None and after is not None else None
     return r
@@ -284,14 +324,14 @@ async def api_run(ctx: Ctx, kind: str, sizes: ApiSizes) -> dict[str, Any]:
     try:
         with fresh_database(kind, workdir, ctx.pg_admin_url) as (db_url, _label):
             env = server_env(ctx, db_url, workdir, queue)
-            _, out = await run_cli(env, "apikeys", "create", "bench", "--scope", "admin",
-                                   "--json")  # fmt: skip
+            _, out = await run_cli(env, "apikeys", "create", "bench", "--scope", "admin", "--json")
             key = json.loads(out)["key"]
             async with (
                 api_server(env, workdir) as server,
-                httpx.AsyncClient(base_url=server.url, timeout=30,
-                                  headers={"Authorization": f"Bearer {key}"}) as http,
-            ):  # fmt: skip
+                httpx.AsyncClient(
+                    base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+                ) as http,
+            ):
                 await seed_accounts(http)
 
                 # A floor under every request: sequential GET /healthz (no auth, no database).
@@ -303,16 +343,28 @@ async def api_run(ctx: Ctx, kind: str, sizes: ApiSizes) -> dict[str, Any]:
 
                 n = sizes.create_payments
                 seq = await create_phase(server, key, workdir, "api-seq", n, 1)
-                conc = await create_phase(server, key, workdir, "api-c10", n,
-                                          sizes.create_concurrency)  # fmt: skip
+                conc = await create_phase(
+                    server, key, workdir, "api-c10", n, sizes.create_concurrency
+                )
 
                 cli_times: list[float] = []
                 cli_ids: list[int] = []
                 for _ in range(sizes.cli_schedules):
                     seconds, out = await run_cli(
-                        env, "schedule", "--from", "alice", "--to", "bob", "--amount", "1.00",
-                        "--in", "1h", "--memo", "cli", "--json",
-                    )  # fmt: skip
+                        env,
+                        "schedule",
+                        "--from",
+                        "alice",
+                        "--to",
+                        "bob",
+                        "--amount",
+                        "1.00",
+                        "--in",
+                        "1h",
+                        "--memo",
+                        "cli",
+                        "--json",
+                    )
                     cli_ids.append(int(json.loads(out)["id"]))
                     cli_times.append(seconds)
 
@@ -338,8 +390,7 @@ async def api_run(ctx: Ctx, kind: str, sizes: ApiSizes) -> dict[str, Any]:
                 }
                 for mode, r in reads.items():
                     if r["errors"]:
-                        problems.append(f"read {mode}: {r['errors']} errors "
-                                        f"({r['first_error']})")  # fmt: skip
+                        problems.append(f"read {mode}: {r['errors']} errors ({r['first_error']})")
 
                 show_times: list[float] = []
                 list_times: list[float] = []
@@ -356,23 +407,32 @@ async def api_run(ctx: Ctx, kind: str, sizes: ApiSizes) -> dict[str, Any]:
     cli = wall_summary(cli_times)
     p50_s = (cli["p50"] or 0) / 1000
     return {
-        "database": kind, "complete": not problems, "problems": problems,
-        "lookahead": LOOKAHEAD, "payment": PAYMENT,
-        "healthz_seq": latency_summary(healthz), "create_seq": seq, "create_c10": conc,
+        "database": kind,
+        "complete": not problems,
+        "problems": problems,
+        "lookahead": LOOKAHEAD,
+        "payment": PAYMENT,
+        "healthz_seq": latency_summary(healthz),
+        "create_seq": seq,
+        "create_c10": conc,
         "cli_schedule": {
-            **cli, "runs": len(cli_times),
+            **cli,
+            "runs": len(cli_times),
             "extrapolated_1000_s": round(1000 * p50_s, 1),
             "note": "sequential subprocesses; the time for 1,000 is extrapolated as 1,000 x p50, "
-                    "not measured",
+            "not measured",
         },
-        "read_get": reads["get"], "read_list": reads["list"],
-        "cli_show": wall_summary(show_times), "cli_list": wall_summary(list_times),
-        "payments_by_memo": counts, "delayed_jobs": jobs,
+        "read_get": reads["get"],
+        "read_list": reads["list"],
+        "cli_show": wall_summary(show_times),
+        "cli_list": wall_summary(list_times),
+        "payments_by_memo": counts,
+        "delayed_jobs": jobs,
         "server_peak_rss_mib": server_rss,
         # The machine may be shared: its load average (1 min) before and after the run.
         "loadavg_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "server_log_tail": log_tail or None,
-    }  # fmt: skip
+    }
 
 
 # -- medians --------------------------------------------------------------------------------------
@@ -424,21 +484,24 @@ async def bench_api(ctx: Ctx) -> dict[str, Any]:
             r = await api_run(ctx, kind, sizes)
             seq, conc, cli = r["create_seq"], r["create_c10"], r["cli_schedule"]
             get, lst = r["read_get"], r["read_list"]
-            print(f"  api {kind} run {number}: create seq {seq['per_s']}/s p99 "
-                  f"{seq['latency_ms']['p99']} ms, c={sizes.create_concurrency} {conc['per_s']}/s "
-                  f"p99 {conc['latency_ms']['p99']} ms; CLI schedule p50 {cli['p50']} ms; "
-                  f"c={sizes.read_concurrency} get {get['per_s']}/s p99 "
-                  f"{get['latency_ms']['p99']} ms ({get['errors']} err), list {lst['per_s']}/s "
-                  f"p99 {lst['latency_ms']['p99']} ms ({lst['errors']} err); CLI show p50 "
-                  f"{r['cli_show']['p50']} ms, list p50 {r['cli_list']['p50']} ms"
-                  + ("" if r["complete"] else f"; PROBLEMS: {'; '.join(r['problems'])}"),
-                  flush=True)  # fmt: skip
+            print(
+                f"  api {kind} run {number}: create seq {seq['per_s']}/s p99 "
+                f"{seq['latency_ms']['p99']} ms, c={sizes.create_concurrency} {conc['per_s']}/s "
+                f"p99 {conc['latency_ms']['p99']} ms; CLI schedule p50 {cli['p50']} ms; "
+                f"c={sizes.read_concurrency} get {get['per_s']}/s p99 "
+                f"{get['latency_ms']['p99']} ms ({get['errors']} err), list {lst['per_s']}/s "
+                f"p99 {lst['latency_ms']['p99']} ms ({lst['errors']} err); CLI show p50 "
+                f"{r['cli_show']['p50']} ms, list p50 {r['cli_list']['p50']} ms"
+                + ("" if r["complete"] else f"; PROBLEMS: {'; '.join(r['problems'])}"),
+                flush=True,
+            )
             runs.append(r)
         out[kind] = {
-            "runs": runs, "sizes": {k: getattr(sizes, k) for k in ApiSizes.__dataclass_fields__},
+            "runs": runs,
+            "sizes": {k: getattr(sizes, k) for k in ApiSizes.__dataclass_fields__},
             **{f"median_{name}": _pick(runs, *path) for name, path in MEDIANS.items()},
             "complete": all(r["complete"] for r in runs),
             "note": CORES_NOTE,
-        }  # fmt: skip
+        }
     print(f"  note: {CORES_NOTE}", flush=True)
     return out

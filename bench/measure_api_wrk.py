@@ -90,10 +90,11 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return {
         "per_s": float(rps.group(1)) if rps else None,
         "requests": int(total.group(1)) if total else None,
-        "p50_ms": latency("50"), "p99_ms": latency("99"),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(int(g) for g in sock.groups()) if sock else 0,
-    }  # fmt: skip
+    }
 
 
 async def wrk(
@@ -103,10 +104,19 @@ async def wrk(
     script.write_text(lua)  # holds the API key: never on a command line
     try:
         proc = await asyncio.create_subprocess_exec(
-            "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "10s",
-            "-s", str(script), url, stdout=asyncio.subprocess.PIPE,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         out, err = await proc.communicate()
     finally:
         script.unlink(missing_ok=True)
@@ -123,11 +133,23 @@ async def bare_server(dsn: str, workdir: Path) -> AsyncIterator[str]:
     log = workdir / "bare.log"
     with log.open("ab") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "uvicorn", "bare_api:app", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning", "--no-access-log", cwd=BENCH,
-            env={**os.environ, "BARE_DSN": dsn}, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=log_file,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_api:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            cwd=BENCH,
+            env={**os.environ, "BARE_DSN": dsn},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log_file,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -163,22 +185,27 @@ async def one_run(ctx: Ctx, kind: str, duration: float) -> dict[str, Any]:
         with (
             fresh_database(kind, workdir, ctx.pg_admin_url) as (db_url, _),
             fresh_database("postgresql", workdir, ctx.pg_admin_url) as (bare_url, _),
-        ):  # fmt: skip
+        ):
             env = server_env(ctx, db_url, workdir, queue)
-            _, printed = await run_cli(env, "apikeys", "create", "wrk", "--scope", "admin",
-                                       "--json")  # fmt: skip
+            _, printed = await run_cli(
+                env, "apikeys", "create", "wrk", "--scope", "admin", "--json"
+            )
             key = json.loads(printed)["key"]
             dsn = make_url(bare_url).set(drivername="postgresql").render_as_string(False)
             async with (
                 api_server(env, workdir) as server,
                 bare_server(dsn, workdir) as bare,
-                httpx.AsyncClient(base_url=server.url, timeout=30,
-                                  headers={"Authorization": f"Bearer {key}"}) as http,
-            ):  # fmt: skip
+                httpx.AsyncClient(
+                    base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+                ) as http,
+            ):
                 await seed_accounts(http)
                 for app, url in (("paysched", server.url), ("bare", bare)):
-                    post = POST_LUA % {"body": json.dumps(body), "key": key,
-                                       "prefix": secrets.token_hex(6)}  # fmt: skip
+                    post = POST_LUA % {
+                        "body": json.dumps(body),
+                        "key": key,
+                        "prefix": secrets.token_hex(6),
+                    }
                     out[f"{app}_post"] = await wrk(url, post, POST_CONNECTIONS, duration, workdir)
                     if app == "paysched":
                         hi = await max_id(http)
@@ -186,8 +213,12 @@ async def one_run(ctx: Ctx, kind: str, duration: float) -> dict[str, Any]:
                         with psycopg.connect(dsn) as conn:
                             row = conn.execute("SELECT max(id) FROM bare_payments").fetchone()
                         hi = int(row[0]) if row and row[0] else 1
-                    get = GET_LUA % {"key": key, "seed": secrets.randbelow(2**31), "lo": 1,
-                                     "hi": hi}  # fmt: skip
+                    get = GET_LUA % {
+                        "key": key,
+                        "seed": secrets.randbelow(2**31),
+                        "lo": 1,
+                        "hi": hi,
+                    }
                     out[f"{app}_get"] = await wrk(url, get, GET_CONNECTIONS, duration, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -202,8 +233,9 @@ KEYS = [f"{app}_{route}" for route in ("post", "get") for app in ("paysched", "b
 
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database", choices=("postgresql", "sqlite", "both"),
-                        default="postgresql")  # fmt: skip
+    parser.add_argument(
+        "--database", choices=("postgresql", "sqlite", "both"), default="postgresql"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
@@ -215,28 +247,47 @@ async def main(argv: Sequence[str] | None = None) -> int:
     databases = ("postgresql", "sqlite") if args.database == "both" else (args.database,)
     tmp = Path(tempfile.mkdtemp(prefix="paysched-wrk-"))
     private = PrivateRedis(tmp / "redis")
-    report: dict[str, Any] = {"duration_s": args.duration, "post_connections": POST_CONNECTIONS,
-                              "get_connections": GET_CONNECTIONS}  # fmt: skip
+    report: dict[str, Any] = {
+        "duration_s": args.duration,
+        "post_connections": POST_CONNECTIONS,
+        "get_connections": GET_CONNECTIONS,
+    }
     try:
-        ctx = Ctx(redis_url=private.start(), tmp=tmp, pg_admin_url=args.pg_admin_url,
-                  databases=databases, runs=args.runs, burst_runs=args.runs, scale_runs=1,
-                  sizes=QUICK, quick=False)  # fmt: skip
+        ctx = Ctx(
+            redis_url=private.start(),
+            tmp=tmp,
+            pg_admin_url=args.pg_admin_url,
+            databases=databases,
+            runs=args.runs,
+            burst_runs=args.runs,
+            scale_runs=1,
+            sizes=QUICK,
+            quick=False,
+        )
         for kind in databases:
             runs = []
             for number in range(1, args.runs + 1):
                 r = await one_run(ctx, kind, args.duration)
-                print(f"  {kind} run {number}: " + "; ".join(
-                    f"{k} {r[k]['per_s']}/s p99 {r[k]['p99_ms']} ms"
-                    + (f" ({r[k]['non_2xx']} non-2xx)" if r[k]["non_2xx"] else "")
-                    for k in KEYS) + f"; ratio post {r['post_ratio']}, get {r['get_ratio']}",
-                    flush=True)  # fmt: skip
+                print(
+                    f"  {kind} run {number}: "
+                    + "; ".join(
+                        f"{k} {r[k]['per_s']}/s p99 {r[k]['p99_ms']} ms"
+                        + (f" ({r[k]['non_2xx']} non-2xx)" if r[k]["non_2xx"] else "")
+                        for k in KEYS
+                    )
+                    + f"; ratio post {r['post_ratio']}, get {r['get_ratio']}",
+                    flush=True,
+                )
                 runs.append(r)
             medians: dict[str, Any] = {
                 f"{k}_{m}": median([r[k][m] for r in runs])
-                for k in KEYS for m in ("per_s", "p50_ms", "p99_ms")
-            }  # fmt: skip
-            medians |= {f"{route}_ratio": median([r[f"{route}_ratio"] for r in runs])
-                        for route in ("post", "get")}  # fmt: skip
+                for k in KEYS
+                for m in ("per_s", "p50_ms", "p99_ms")
+            }
+            medians |= {
+                f"{route}_ratio": median([r[f"{route}_ratio"] for r in runs])
+                for route in ("post", "get")
+            }
             report[kind] = {"runs": runs, "medians": medians}
             print(f"  {kind} medians: {json.dumps(medians)}", flush=True)
     finally:

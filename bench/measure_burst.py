@@ -46,15 +46,22 @@ async def burst_run(ctx: Ctx, kind: str, n: int, per_payment_tick_s: float) -> d
         succeeded = sum(1 for o in everything if o.state == OccurrenceState.SUCCEEDED)
         complete = ok and succeeded == n + ontime
         return {
-            "database": kind, "payments": n, "concurrency": 50, "lead_s": round(lead_s, 1),
-            "tick_s": round(tick_s, 3), "first_due_margin_s": round(margin_s, 3),
-            "overran": margin_s < 0.5, "complete": complete,
+            "database": kind,
+            "payments": n,
+            "concurrency": 50,
+            "lead_s": round(lead_s, 1),
+            "tick_s": round(tick_s, 3),
+            "first_due_margin_s": round(margin_s, 3),
+            "overran": margin_s < 0.5,
+            "complete": complete,
             "all_succeeded_after_s": round(all_s, 3) if all_s is not None and complete else None,
             "payments_per_s": round(n / all_s, 1) if all_s and complete else None,
-            "lateness_ms": summarise(late), "ontime_payments": ontime,
-            "ontime_spacing_s": round(spacing_s, 3), "ontime_lateness_ms": summarise(behind),
+            "lateness_ms": summarise(late),
+            "ontime_payments": ontime,
+            "ontime_spacing_s": round(spacing_s, 3),
+            "ontime_lateness_ms": summarise(behind),
             **occurrence_stats(occs),
-        }  # fmt: skip
+        }
 
 
 async def tick_cost_per_payment(ctx: Ctx, kind: str, n: int = 500) -> float:
@@ -72,25 +79,25 @@ async def bench_burst(ctx: Ctx) -> dict[str, Any]:
         for number in range(1, ctx.burst_runs + 1):
             r = await burst_run(ctx, kind, n, per_payment)
             lat, behind = r["lateness_ms"], r["ontime_lateness_ms"]
-            print(f"  burst {kind} run {number}: {n} payments all succeeded after "
-                  f"{r['all_succeeded_after_s']}s ({r['payments_per_s']}/s), lateness p50 "
-                  f"{lat['p50']} p99 {lat['p99']} ms, on-time ones behind it p50 "
-                  f"{behind['p50']} p99 {behind['p99']} ms; tick {r['tick_s']}s, margin "
-                  f"{r['first_due_margin_s']}s", flush=True)  # fmt: skip
+            print(
+                f"  burst {kind} run {number}: {n} payments all succeeded after "
+                f"{r['all_succeeded_after_s']}s ({r['payments_per_s']}/s), lateness p50 "
+                f"{lat['p50']} p99 {lat['p99']} ms, on-time ones behind it p50 "
+                f"{behind['p50']} p99 {behind['p99']} ms; tick {r['tick_s']}s, margin "
+                f"{r['first_due_margin_s']}s",
+                flush=True,
+            )
             runs.append(r)
         out[kind] = {
-            "payments": n, "runs": runs,
+            "payments": n,
+            "runs": runs,
             "median_all_succeeded_s": median([r["all_succeeded_after_s"] for r in runs]),
             "median_payments_per_s": median([r["payments_per_s"] for r in runs]),
             "median_lateness_p50_ms": median([r["lateness_ms"]["p50"] for r in runs]),
             "median_lateness_p99_ms": median([r["lateness_ms"]["p99"] for r in runs]),
-            "median_ontime_lateness_p50_ms": median(
-                [r["ontime_lateness_ms"]["p50"] for r in runs]
-            ),
-            "median_ontime_lateness_p99_ms": median(
-                [r["ontime_lateness_ms"]["p99"] for r in runs]
-            ),
+            "median_ontime_lateness_p50_ms": median([r["ontime_lateness_ms"]["p50"] for r in runs]),
+            "median_ontime_lateness_p99_ms": median([r["ontime_lateness_ms"]["p99"] for r in runs]),
             "median_tick_s": median([r["tick_s"] for r in runs]),
             "complete": all(r["complete"] and not r["overran"] for r in runs),
-        }  # fmt: skip
+        }
     return out

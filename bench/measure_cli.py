@@ -31,9 +31,23 @@ CLI_COMMANDS: dict[str, tuple[list[str], str | None]] = {
     "stats --json": (["stats", "--json"], "cli_stats_s"),
     "list --json": (["list", "--json"], None),
     "accounts create": (["accounts", "create", "bench-{n}"], None),
-    "schedule": (["schedule", "--from", "bench-payer", "--to", "bench-payee", "--amount", "1.00",
-                  "--in", "1h", "--memo", "bench-{n}"], None),
-}  # fmt: skip
+    "schedule": (
+        [
+            "schedule",
+            "--from",
+            "bench-payer",
+            "--to",
+            "bench-payee",
+            "--amount",
+            "1.00",
+            "--in",
+            "1h",
+            "--memo",
+            "bench-{n}",
+        ],
+        None,
+    ),
+}
 # Data the read commands find: payments to list, occurrences and notifications to count.
 SEED_PAYMENTS = 20
 
@@ -60,13 +74,18 @@ def run_cli(env: dict[str, str], args: Sequence[str]) -> float:
     """One `paysched` process from fork to exit: its wall time in seconds."""
     began = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "paysched", *args], env=env, stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "paysched", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.perf_counter() - began
     if result.returncode != 0:
-        raise RuntimeError(f"paysched {' '.join(args)} exited {result.returncode}: "
-                           f"{result.stderr.strip()[-300:]}")  # fmt: skip
+        raise RuntimeError(
+            f"paysched {' '.join(args)} exited {result.returncode}: {result.stderr.strip()[-300:]}"
+        )
     return elapsed
 
 
@@ -79,8 +98,20 @@ def seed(env: dict[str, str]) -> None:
     for i in range(SEED_PAYMENTS):
         # Some due within the lookahead (enqueued: the queue counts are not all zero).
         due = "30s" if i % 2 else "2h"
-        run_cli(env, ["schedule", "--from", "bench-payer", "--to", "bench-payee",
-                      "--amount", "0.01", "--in", due])  # fmt: skip
+        run_cli(
+            env,
+            [
+                "schedule",
+                "--from",
+                "bench-payer",
+                "--to",
+                "bench-payee",
+                "--amount",
+                "0.01",
+                "--in",
+                due,
+            ],
+        )
 
 
 def summarise_times(values: Sequence[float], target: float | None) -> dict[str, Any]:
@@ -145,8 +176,11 @@ async def bench_cli(ctx: Ctx) -> dict[str, Any]:
                 if r["target_s"] is None
                 else f" (target <= {r['target_s']:g} s: " + ("met)" if r["met"] else "MISSED)")
             )
-            print(f"  cli {kind}: paysched {name:<16} median {r['median_s']:.3f} s, "
-                  f"p90 {r['p90_s']:.3f} s over {r['runs']} runs{target}", flush=True)  # fmt: skip
+            print(
+                f"  cli {kind}: paysched {name:<16} median {r['median_s']:.3f} s, "
+                f"p90 {r['p90_s']:.3f} s over {r['runs']} runs{target}",
+                flush=True,
+            )
         # Every process exited 0 (else run_cli raised); targets missed are reported, not errors.
         out[kind] = {"repeats": ctx.sizes.cli_repeats, "commands": result, "complete": True}
     return out

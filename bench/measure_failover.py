@@ -81,11 +81,16 @@ def main() -> int:
             redis_env = {"REDIS_URL": redis.url}
             victim = _Hung(pg) if args.hang else pg
         env = {
-            **redis_env, "DATABASE_URL": database_url, "PAYSCHED_DATA_DIR": str(workdir / "data"),
-            "PAYSCHED_EMBEDDED_REDIS": "never", "PAYSCHED_CONCURRENCY": "8",
-            "PAYSCHED_TICK_CRON": "*/5 * * * * *", "PAYSCHED_LOOKAHEAD": "30s",
-            "PAYSCHED_LOCK_MS": "5000", "PAYSCHED_LOG_LEVEL": "WARNING",
-        }  # fmt: skip
+            **redis_env,
+            "DATABASE_URL": database_url,
+            "PAYSCHED_DATA_DIR": str(workdir / "data"),
+            "PAYSCHED_EMBEDDED_REDIS": "never",
+            "PAYSCHED_CONCURRENCY": "8",
+            "PAYSCHED_TICK_CRON": "*/5 * * * * *",
+            "PAYSCHED_LOOKAHEAD": "30s",
+            "PAYSCHED_LOCK_MS": "5000",
+            "PAYSCHED_LOG_LEVEL": "WARNING",
+        }
         store = Store.connect(normalise_database_url(database_url), pool_size=2)
         store.migrate()
         now = datetime.now(UTC)
@@ -97,15 +102,23 @@ def main() -> int:
         start = now + timedelta(seconds=5 + count * 0.01)  # after they are all created
         for i in range(count):
             store.create_payment(
-                payer="payer", payee="payee", amount=100, currency="USD",
-                due_at=start + timedelta(seconds=i * GAP_S), cron=None, timezone=None,
-                memo="failover", now=now,
-            )  # fmt: skip
+                payer="payer",
+                payee="payee",
+                amount=100,
+                currency="USD",
+                due_at=start + timedelta(seconds=i * GAP_S),
+                cron=None,
+                timezone=None,
+                memo="failover",
+                now=now,
+            )
         log = (workdir / "run.log").open("w")
         group = subprocess.Popen(
             [sys.executable, "-m", "paysched", "run", "--processes", "2"],
-            env=os.environ | env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=os.environ | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         failovers = []
         time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))
         for n in range(args.rounds):
@@ -114,31 +127,45 @@ def main() -> int:
             promoted_s = victim.fail_over()
             first = _first_completion_after(store, time.time(), timeout=120)
             failovers.append((killed, promoted_s, first))
-            print(f"round {n + 1}: promoted in {promoted_s:.2f} s, paying again "
-                  f"{first - killed:.2f} s after the kill", flush=True)  # fmt: skip
+            print(
+                f"round {n + 1}: promoted in {promoted_s:.2f} s, paying again "
+                f"{first - killed:.2f} s after the kill",
+                flush=True,
+            )
             victim.reattach()
         last_due = start + timedelta(seconds=(count - 1) * GAP_S)
-        wait_until(lambda: _finished(store) >= count, (last_due - datetime.now(UTC)).total_seconds()
-                   + 120, "every payment final")  # fmt: skip
+        wait_until(
+            lambda: _finished(store) >= count,
+            (last_due - datetime.now(UTC)).total_seconds() + 120,
+            "every payment final",
+        )
         occurrences = store.all_occurrences()
         rounds = [_round(occurrences, n + 1, *f) for n, f in enumerate(failovers)]
         succeeded = store.occurrence_counts().get(OccurrenceState.SUCCEEDED.value, 0)
         ledger = store.ledger_report()
         result = {
-            "kind": args.kind, "hang": args.hang, "rounds": rounds, "payments": count,
+            "kind": args.kind,
+            "hang": args.hang,
+            "rounds": rounds,
+            "payments": count,
             "succeeded": succeeded,
-            "transfers": store.succeeded_transfer_count(), "ledger_balanced": ledger.balanced,
-            "summary": {k: _stats([r[k] for r in rounds]) for k in
-                        ("promoted_s", "recovery_s", "due_during", "max_lateness_s")},
-        }  # fmt: skip
+            "transfers": store.succeeded_transfer_count(),
+            "ledger_balanced": ledger.balanced,
+            "summary": {
+                k: _stats([r[k] for r in rounds])
+                for k in ("promoted_s", "recovery_s", "due_during", "max_lateness_s")
+            },
+        }
         name = f"{args.kind}-hang" if args.hang else args.kind
         out = args.out or ROOT / "bench" / "results" / f"failover-{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         print(json.dumps(result["summary"], indent=2))
         ok = succeeded == count == result["transfers"] and ledger.balanced
-        print(f"{succeeded}/{count} succeeded, {result['transfers']} transfers, ledger "
-              f"{'balanced' if ledger.balanced else ledger.problems}; report: {out}")  # fmt: skip
+        print(
+            f"{succeeded}/{count} succeeded, {result['transfers']} transfers, ledger "
+            f"{'balanced' if ledger.balanced else ledger.problems}; report: {out}"
+        )
         return 0 if ok else 1
     finally:
         if group is not None:
@@ -180,8 +207,11 @@ def _first_completion_after(store: Store, after: float, timeout: float) -> float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            done = [o.finished_at.timestamp() for o in store.all_occurrences()
-                    if o.finished_at is not None and o.finished_at.timestamp() > after]  # fmt: skip
+            done = [
+                o.finished_at.timestamp()
+                for o in store.all_occurrences()
+                if o.finished_at is not None and o.finished_at.timestamp() > after
+            ]
         except Exception:  # the database itself is coming back
             done = []
         if done:
@@ -196,9 +226,12 @@ def _round(
     due = [o for o in occurrences if killed <= o.due_at.timestamp() <= first]
     late = [(o.started_at - o.due_at).total_seconds() for o in due if o.started_at is not None]
     return {
-        "round": n, "promoted_s": round(promoted_s, 3), "recovery_s": round(first - killed, 3),
-        "due_during": len(due), "max_lateness_s": round(max(late, default=0.0), 3),
-    }  # fmt: skip
+        "round": n,
+        "promoted_s": round(promoted_s, 3),
+        "recovery_s": round(first - killed, 3),
+        "due_during": len(due),
+        "max_lateness_s": round(max(late, default=0.0), 3),
+    }
 
 
 def _stats(values: list[float]) -> dict[str, float]:

@@ -59,29 +59,41 @@ async def delayed_job_memory(ctx: Ctx, app: App, n: int) -> dict[str, Any]:
     """Redis bytes per delayed job: INFO used_memory before/after enqueueing n delayed jobs
     through PaymentQueue.enqueue (the scheduler's own call, same job data and options)."""
     assert app.queue is not None
-    queue = PaymentQueue(ctx.redis_url, f"delayed-{secrets.token_hex(4)}", "paysched-bench",
-                         3, app.backoff)  # fmt: skip
+    queue = PaymentQueue(
+        ctx.redis_url, f"delayed-{secrets.token_hex(4)}", "paysched-bench", 3, app.backoff
+    )
     try:
         client = queue.redis
         now = app.clock.now()
         occs = [
-            Occurrence(id=i, payment_id=i, key=occurrence_key(i, 0) + f"{i:07d}",
-                       due_at=now + timedelta(hours=1, milliseconds=i),
-                       state=OccurrenceState.SCHEDULED, attempts=0, fence=0, reason=None,
-                       started_at=None, finished_at=None)
+            Occurrence(
+                id=i,
+                payment_id=i,
+                key=occurrence_key(i, 0) + f"{i:07d}",
+                due_at=now + timedelta(hours=1, milliseconds=i),
+                state=OccurrenceState.SCHEDULED,
+                attempts=0,
+                fence=0,
+                reason=None,
+                started_at=None,
+                finished_at=None,
+            )
             for i in range(1, n + 1)
-        ]  # fmt: skip
+        ]
         await queue.ping()
         before = await _used_memory(client)
         await queue.enqueue(occs, now)
         after = await _used_memory(client)
         keys, usage, kinds = await _key_usage(client, f"paysched-bench:{queue.name}:*")
         return {
-            "jobs": n, "used_memory_delta_bytes": after - before,
+            "jobs": n,
+            "used_memory_delta_bytes": after - before,
             "bytes_per_delayed_job": round((after - before) / n),
-            "keys": keys, "keys_by_kind": kinds, "memory_usage_bytes": usage,
+            "keys": keys,
+            "keys_by_kind": kinds,
+            "memory_usage_bytes": usage,
             "memory_usage_per_job": round(usage / n),
-        }  # fmt: skip
+        }
     finally:
         with contextlib.suppress(Exception):
             await queue.obliterate()
@@ -110,10 +122,12 @@ async def worker_footprint(ctx: Ctx, kind: str, n: int) -> dict[str, Any]:
         pattern = f"{settings.queue_prefix}:{settings.queue_name}:*"
         base_keys, base_usage, _ = await _key_usage(client, pattern)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "paysched", "worker", "--processes", "1"], env=env,
+            [sys.executable, "-m", "paysched", "worker", "--processes", "1"],
+            env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=open(settings.data_dir / "worker.log", "wb"),  # noqa: SIM115
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=open(settings.data_dir / "worker.log", "wb"),  # noqa: SIM115
+        )
         try:
             # Ready once its connections show up in CLIENT LIST (BullMQ names them).
             deadline = time.monotonic() + 60
@@ -140,7 +154,10 @@ async def worker_footprint(ctx: Ctx, kind: str, n: int) -> dict[str, Any]:
         keys, usage, kinds = await _key_usage(client, pattern)
         counts = await app.queue.counts()
         return {
-            "database": kind, "payments": n, "concurrency": 50, "complete": ok,
+            "database": kind,
+            "payments": n,
+            "concurrency": 50,
+            "complete": ok,
             "busy_s": round(busy_s, 2),
             "worker_rss_idle_mib": round(idle.get("VmRSS", 0) / 1024, 1),
             "worker_rss_peak_mib": round(peak.get("VmHWM", 0) / 1024, 1),
@@ -148,10 +165,12 @@ async def worker_footprint(ctx: Ctx, kind: str, n: int) -> dict[str, Any]:
             "keep_completed": settings.keep_completed,
             "used_memory_delta_bytes": after_jobs - before_jobs,
             "bytes_per_completed_job": round((after_jobs - before_jobs) / n),
-            "keys_before": base_keys, "keys_after": keys, "keys_by_kind": kinds,
+            "keys_before": base_keys,
+            "keys_after": keys,
+            "keys_by_kind": kinds,
             "keys_per_completed_job": round((keys - base_keys) / n, 2),
             "memory_usage_per_completed_job": round((usage - base_usage) / n),
-        }  # fmt: skip
+        }
 
 
 async def bench_footprint(ctx: Ctx) -> dict[str, Any]:
@@ -161,21 +180,27 @@ async def bench_footprint(ctx: Ctx) -> dict[str, Any]:
         async with paysched(ctx, "sqlite", "footprint-delayed", concurrency=3) as app:
             delayed = await delayed_job_memory(ctx, app, ctx.sizes.footprint_delayed)
         worker = await worker_footprint(ctx, kind, ctx.sizes.footprint_worker_payments)
-        print(f"  footprint run {number}: worker RSS idle {worker['worker_rss_idle_mib']} MiB, "
-              f"peak {worker['worker_rss_peak_mib']} MiB; {delayed['bytes_per_delayed_job']} B "
-              f"per delayed job; {worker['bytes_per_completed_job']} B and "
-              f"{worker['keys_per_completed_job']} keys per completed job",
-              flush=True)  # fmt: skip
+        print(
+            f"  footprint run {number}: worker RSS idle {worker['worker_rss_idle_mib']} MiB, "
+            f"peak {worker['worker_rss_peak_mib']} MiB; {delayed['bytes_per_delayed_job']} B "
+            f"per delayed job; {worker['bytes_per_completed_job']} B and "
+            f"{worker['keys_per_completed_job']} keys per completed job",
+            flush=True,
+        )
         runs.append({"delayed": delayed, "worker": worker})
     return {
-        "database": kind, "runs": runs,
+        "database": kind,
+        "runs": runs,
         "median_worker_rss_idle_mib": median([r["worker"]["worker_rss_idle_mib"] for r in runs]),
         "median_worker_rss_peak_mib": median([r["worker"]["worker_rss_peak_mib"] for r in runs]),
-        "median_bytes_per_delayed_job":
-            median([r["delayed"]["bytes_per_delayed_job"] for r in runs]),
-        "median_bytes_per_completed_job":
-            median([r["worker"]["bytes_per_completed_job"] for r in runs]),
-        "median_keys_per_completed_job":
-            median([r["worker"]["keys_per_completed_job"] for r in runs]),
+        "median_bytes_per_delayed_job": median(
+            [r["delayed"]["bytes_per_delayed_job"] for r in runs]
+        ),
+        "median_bytes_per_completed_job": median(
+            [r["worker"]["bytes_per_completed_job"] for r in runs]
+        ),
+        "median_keys_per_completed_job": median(
+            [r["worker"]["keys_per_completed_job"] for r in runs]
+        ),
         "complete": all(r["worker"]["complete"] for r in runs),
-    }  # fmt: skip
+    }

@@ -54,17 +54,23 @@ async def http_run(ctx: Ctx, kind: str, concurrency: int, n: int) -> dict[str, A
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, str(PROVIDER), "--port", str(port),
-         "--latency-ms", str(LATENCY_S * 1000)], stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, str(PROVIDER), "--port", str(port), "--latency-ms", str(LATENCY_S * 1000)],
+        stdin=subprocess.DEVNULL,
+    )
     try:
         wait_up(url, process)
 
         def executor(app: App) -> Executor:
             return HttpExecutor(url, "", connections=app.settings.concurrency)
 
-        async with paysched(ctx, kind, f"http{concurrency}", concurrency=concurrency,
-                            executor_factory=executor, funds=n) as app:  # fmt: skip
+        async with paysched(
+            ctx,
+            kind,
+            f"http{concurrency}",
+            concurrency=concurrency,
+            executor_factory=executor,
+            funds=n,
+        ) as app:
             assert app.scheduler is not None
             await app.db(insert_payments, app, [app.clock.now() - timedelta(milliseconds=1)] * n)
             await asyncio.wait_for(app.scheduler.tick(), 300)
@@ -81,10 +87,15 @@ async def http_run(ctx: Ctx, kind: str, concurrency: int, n: int) -> dict[str, A
     rate = round(n / exec_s, 1) if exec_s else None
     ceiling = concurrency / LATENCY_S
     return {
-        "database": kind, "concurrency": concurrency, "payments": n, "complete": complete,
-        "exec_s": round(exec_s, 3) if exec_s else None, "payments_per_s": rate,
-        "ceiling_per_s": ceiling, "of_ceiling": round(rate / ceiling, 3) if rate else None,
-    }  # fmt: skip
+        "database": kind,
+        "concurrency": concurrency,
+        "payments": n,
+        "complete": complete,
+        "exec_s": round(exec_s, 3) if exec_s else None,
+        "payments_per_s": rate,
+        "ceiling_per_s": ceiling,
+        "of_ceiling": round(rate / ceiling, 3) if rate else None,
+    }
 
 
 async def bench_http(ctx: Ctx) -> dict[str, Any]:
@@ -95,15 +106,20 @@ async def bench_http(ctx: Ctx) -> dict[str, Any]:
             runs = []
             for number in range(1, ctx.runs + 1):
                 r = await http_run(ctx, kind, concurrency, n)
-                print(f"  http {kind} c={concurrency} run {number}: {r['payments_per_s']}/s "
-                      f"({r['of_ceiling']} of the {r['ceiling_per_s']:g}/s ceiling)",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  http {kind} c={concurrency} run {number}: {r['payments_per_s']}/s "
+                    f"({r['of_ceiling']} of the {r['ceiling_per_s']:g}/s ceiling)",
+                    flush=True,
+                )
                 runs.append(r)
             out[f"{kind}/{concurrency}"] = {
-                "database": kind, "concurrency": concurrency, "payments": n, "runs": runs,
+                "database": kind,
+                "concurrency": concurrency,
+                "payments": n,
+                "runs": runs,
                 "latency_ms": LATENCY_S * 1000,
                 "median_payments_per_s": median([r["payments_per_s"] for r in runs]),
                 "median_of_ceiling": median([r["of_ceiling"] for r in runs]),
                 "complete": all(r["complete"] for r in runs),
-            }  # fmt: skip
+            }
     return out

@@ -54,8 +54,13 @@ def _sql_counts(path: Path) -> dict[str, Any]:
     return data
 
 
-async def _wait_ready(proc: subprocess.Popen[bytes], client: redis.Redis, queue: str,
-                      counts: Path, timeout_s: float = 60.0) -> None:  # fmt: skip
+async def _wait_ready(
+    proc: subprocess.Popen[bytes],
+    client: redis.Redis,
+    queue: str,
+    counts: Path,
+    timeout_s: float = 60.0,
+) -> None:
     """Until the worker's connections show up in CLIENT LIST (BullMQ names them)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -79,24 +84,31 @@ async def idle_run(ctx: Ctx, kind: str, settle_s: float, window_s: float) -> dic
             counts_file = run_dir / "sql-counts.json"
             queue = f"idle-{secrets.token_hex(4)}"
             env = {
-                **{k: v for k, v in os.environ.items()
-                   if not k.startswith(("PAYSCHED_", "REDIS_"))},
-                "REDIS_URL": redis_url, "DATABASE_URL": db_url,
-                "PAYSCHED_DATA_DIR": str(run_dir), "PAYSCHED_EMBEDDED_REDIS": "never",
-                "PAYSCHED_QUEUE": queue, "PAYSCHED_QUEUE_PREFIX": "paysched-bench",
+                **{
+                    k: v for k, v in os.environ.items() if not k.startswith(("PAYSCHED_", "REDIS_"))
+                },
+                "REDIS_URL": redis_url,
+                "DATABASE_URL": db_url,
+                "PAYSCHED_DATA_DIR": str(run_dir),
+                "PAYSCHED_EMBEDDED_REDIS": "never",
+                "PAYSCHED_QUEUE": queue,
+                "PAYSCHED_QUEUE_PREFIX": "paysched-bench",
                 # The http executor, so that the resolver runs too; with nothing due it never
                 # calls the (absent) provider.
-                "PAYSCHED_EXECUTOR": "http", "PAYSCHED_PROVIDER_URL": "http://127.0.0.1:9",
+                "PAYSCHED_EXECUTOR": "http",
+                "PAYSCHED_PROVIDER_URL": "http://127.0.0.1:9",
                 "PAYSCHED_LOG_LEVEL": "WARNING",
                 "PAYSCHED_BENCH_SQL_COUNTS": str(counts_file),
-            }  # fmt: skip
+            }
             with open(run_dir / "run.log", "wb") as log_file:
                 proc = subprocess.Popen(
                     # One process: the counters hook this interpreter, not a group's children.
-                    [sys.executable, str(WRAPPER), "run", "--processes", "1"], env=env,
+                    [sys.executable, str(WRAPPER), "run", "--processes", "1"],
+                    env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=log_file,
-                )  # fmt: skip
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                )
                 try:
                     await _wait_ready(proc, client, queue, counts_file)
                     await asyncio.sleep(settle_s)
@@ -121,15 +133,17 @@ async def idle_run(ctx: Ctx, kind: str, settle_s: float, window_s: float) -> dic
     sql = {k: sql_after[k] - sql_before[k] for k in SQL_KEYS}
     redis_total = sum(by_command.values())
     return {
-        "database": kind, "window_s": round(elapsed, 2),
+        "database": kind,
+        "window_s": round(elapsed, 2),
         "redis_commands": redis_total,
         "redis_commands_per_s": round(redis_total / elapsed, 2),
         "redis_by_command": dict(sorted(by_command.items(), key=lambda kv: -kv[1])),
-        "sql": sql, "sql_window_s": round(sql_span, 2),
+        "sql": sql,
+        "sql_window_s": round(sql_span, 2),
         "sql_statements_per_s": round(sql["statements"] / sql_span, 2),
         "write_transactions_per_s": round(sql["write_begins"] / sql_span, 2),
         "commits_per_s": round(sql["commits"] / sql_span, 2),
-    }  # fmt: skip
+    }
 
 
 async def bench_idle(ctx: Ctx) -> dict[str, Any]:
@@ -140,16 +154,21 @@ async def bench_idle(ctx: Ctx) -> dict[str, Any]:
         runs = []
         for number in range(1, ctx.runs + 1):
             r = await idle_run(ctx, kind, settle_s, window_s)
-            print(f"  idle {kind} run {number}: {r['redis_commands_per_s']} Redis commands/s "
-                  f"({', '.join(f'{k} {v}' for k, v in list(r['redis_by_command'].items())[:5])}"
-                  f"), {r['sql_statements_per_s']} SQL statements/s, "
-                  f"{r['write_transactions_per_s']} write transactions/s", flush=True)  # fmt: skip
+            print(
+                f"  idle {kind} run {number}: {r['redis_commands_per_s']} Redis commands/s "
+                f"({', '.join(f'{k} {v}' for k, v in list(r['redis_by_command'].items())[:5])}"
+                f"), {r['sql_statements_per_s']} SQL statements/s, "
+                f"{r['write_transactions_per_s']} write transactions/s",
+                flush=True,
+            )
             runs.append(r)
         out[kind] = {
-            "runs": runs, "window_s": window_s,
+            "runs": runs,
+            "window_s": window_s,
             "median_redis_commands_per_s": median([r["redis_commands_per_s"] for r in runs]),
             "median_sql_statements_per_s": median([r["sql_statements_per_s"] for r in runs]),
-            "median_write_transactions_per_s":
-                median([r["write_transactions_per_s"] for r in runs]),
-        }  # fmt: skip
+            "median_write_transactions_per_s": median(
+                [r["write_transactions_per_s"] for r in runs]
+            ),
+        }
     return out

@@ -27,13 +27,18 @@ async def bare_bullmq_run(ctx: Ctx, n: int, concurrency: int = 50) -> dict[str, 
     task: asyncio.Task[Any] | None = None
     try:
         jobs = [
-            {"name": "payment",
-             "data": {"occurrence_id": i, "payment_id": i, "due_at_ms": 0},
-             "opts": {"jobId": f"bare-{i}", "attempts": 3,
-                      "removeOnComplete": {"age": 86_400, "count": 10_000},
-                      "removeOnFail": {"age": 7 * 86_400}}}
+            {
+                "name": "payment",
+                "data": {"occurrence_id": i, "payment_id": i, "due_at_ms": 0},
+                "opts": {
+                    "jobId": f"bare-{i}",
+                    "attempts": 3,
+                    "removeOnComplete": {"age": 86_400, "count": 10_000},
+                    "removeOnFail": {"age": 7 * 86_400},
+                },
+            }
             for i in range(1, n + 1)
-        ]  # fmt: skip
+        ]
         for start in range(0, n, 500):
             await queue.addBulk(jobs[start : start + 500])
         done = asyncio.Event()
@@ -48,8 +53,12 @@ async def bare_bullmq_run(ctx: Ctx, n: int, concurrency: int = 50) -> dict[str, 
             if count >= n:
                 done.set()
 
-        opts = {"connection": ctx.redis_url, "prefix": prefix, "concurrency": concurrency,
-                "autorun": False}  # fmt: skip
+        opts = {
+            "connection": ctx.redis_url,
+            "prefix": prefix,
+            "concurrency": concurrency,
+            "autorun": False,
+        }
         worker = Worker(name, processor, opts)
         worker.on("completed", on_completed)
         blocking = worker.backend.blocking_connection
@@ -63,9 +72,13 @@ async def bare_bullmq_run(ctx: Ctx, n: int, concurrency: int = 50) -> dict[str, 
         except TimeoutError:
             ok = False
         elapsed = time.monotonic() - began
-        return {"jobs": n, "concurrency": concurrency, "complete": ok,
-                "seconds": round(elapsed, 3),
-                "jobs_per_s": round(n / elapsed, 1) if ok else None}  # fmt: skip
+        return {
+            "jobs": n,
+            "concurrency": concurrency,
+            "complete": ok,
+            "seconds": round(elapsed, 3),
+            "jobs_per_s": round(n / elapsed, 1) if ok else None,
+        }
     finally:
         if worker is not None:
             with contextlib.suppress(Exception):
@@ -90,18 +103,24 @@ async def bench_overhead(ctx: Ctx) -> dict[str, Any]:
             ours = await throughput_run(ctx, kind, 50, "noop", n, tag="noop")
             ratio = (
                 round(ours["payments_per_s"] / bare["jobs_per_s"], 3)
-                if ours["payments_per_s"] and bare["jobs_per_s"] else None
-            )  # fmt: skip
-            print(f"  overhead {kind} run {number}: bare BullMQ {bare['jobs_per_s']} jobs/s, "
-                  f"paysched no-op {ours['payments_per_s']} payments/s, ratio {ratio}",
-                  flush=True)  # fmt: skip
+                if ours["payments_per_s"] and bare["jobs_per_s"]
+                else None
+            )
+            print(
+                f"  overhead {kind} run {number}: bare BullMQ {bare['jobs_per_s']} jobs/s, "
+                f"paysched no-op {ours['payments_per_s']} payments/s, ratio {ratio}",
+                flush=True,
+            )
             runs.append({"bare_bullmq": bare, "paysched_noop": ours, "ratio": ratio})
         out[kind] = {
-            "jobs": n, "concurrency": 50, "runs": runs,
+            "jobs": n,
+            "concurrency": 50,
+            "runs": runs,
             "median_bare_jobs_per_s": median([r["bare_bullmq"]["jobs_per_s"] for r in runs]),
-            "median_noop_payments_per_s":
-                median([r["paysched_noop"]["payments_per_s"] for r in runs]),
+            "median_noop_payments_per_s": median(
+                [r["paysched_noop"]["payments_per_s"] for r in runs]
+            ),
             "median_ratio": median([r["ratio"] for r in runs]),
             "complete": all(r["ratio"] is not None for r in runs),
-        }  # fmt: skip
+        }
     return out

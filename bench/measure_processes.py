@@ -40,13 +40,18 @@ def worker_env(app: Any, executor: str) -> dict[str, str]:
     cfg = app.settings
     path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
     return os.environ | {
-        "PAYSCHED_EXECUTOR": EXECUTORS[executor], "PYTHONPATH": path,
-        "REDIS_URL": app.redis_url, "DATABASE_URL": cfg.database_url,
-        "PAYSCHED_DATA_DIR": str(cfg.data_dir), "PAYSCHED_EMBEDDED_REDIS": "never",
-        "PAYSCHED_QUEUE": cfg.queue_name, "PAYSCHED_QUEUE_PREFIX": cfg.queue_prefix,
-        "PAYSCHED_CONCURRENCY": str(CONCURRENCY), "PAYSCHED_LOG_LEVEL": "WARNING",
+        "PAYSCHED_EXECUTOR": EXECUTORS[executor],
+        "PYTHONPATH": path,
+        "REDIS_URL": app.redis_url,
+        "DATABASE_URL": cfg.database_url,
+        "PAYSCHED_DATA_DIR": str(cfg.data_dir),
+        "PAYSCHED_EMBEDDED_REDIS": "never",
+        "PAYSCHED_QUEUE": cfg.queue_name,
+        "PAYSCHED_QUEUE_PREFIX": cfg.queue_prefix,
+        "PAYSCHED_CONCURRENCY": str(CONCURRENCY),
+        "PAYSCHED_LOG_LEVEL": "WARNING",
         "PAYSCHED_SHUTDOWN_GRACE": "15s",
-    }  # fmt: skip
+    }
 
 
 async def drain_run(
@@ -65,13 +70,15 @@ async def drain_run(
         running = [
             subprocess.Popen(
                 [sys.executable, "-m", "paysched", "worker", "--processes", str(processes)],
-                env=worker_env(app, executor) | {
+                env=worker_env(app, executor)
+                | {
                     "PAYSCHED_CONCURRENCY": str(share),
                     "PAYSCHED_DATA_DIR": str(app.settings.data_dir / f"host-{i}"),
-                }, stdin=subprocess.DEVNULL,
+                },
+                stdin=subprocess.DEVNULL,
             )
             for i, share in enumerate(shares(CONCURRENCY, groups))
-        ]  # fmt: skip
+        ]
         try:
             margin_s = (due - app.clock.now()).total_seconds()
             ok = await wait_all_final(app, n, timeout_s=max(margin_s, 0) + 600)
@@ -88,14 +95,20 @@ async def drain_run(
         complete = ok and succeeded == n and codes == [0] * groups
         all_s = (max(finished) - due).total_seconds() if finished and complete else None
         return {
-            "database": kind, "executor": executor, "payments": n, "groups": groups,
-            "processes": processes, "concurrency": CONCURRENCY,
-            "complete": complete, "exit_codes": codes, "stop_s": round(stop_s, 2),
+            "database": kind,
+            "executor": executor,
+            "payments": n,
+            "groups": groups,
+            "processes": processes,
+            "concurrency": CONCURRENCY,
+            "complete": complete,
+            "exit_codes": codes,
+            "stop_s": round(stop_s, 2),
             "first_due_margin_s": round(margin_s, 3),
             "all_succeeded_after_s": round(all_s, 3) if all_s else None,
             "payments_per_s": round(n / all_s, 1) if all_s else None,
             "lateness_ms": summarise(late),
-        }  # fmt: skip
+        }
 
 
 async def bench_processes(ctx: Ctx) -> dict[str, Any]:
@@ -115,23 +128,29 @@ async def bench_processes(ctx: Ctx) -> dict[str, Any]:
             runs = []
             for number in range(1, ctx.burst_runs + 1):
                 r = await drain_run(ctx, kind, n, k, executor, groups)
-                print(f"  processes {kind} {executor} {label} run {number}: {n} payments after "
-                      f"{r['all_succeeded_after_s']}s ({r['payments_per_s']}/s), lateness p99 "
-                      f"{r['lateness_ms']['p99']} ms, complete {r['complete']}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  processes {kind} {executor} {label} run {number}: {n} payments after "
+                    f"{r['all_succeeded_after_s']}s ({r['payments_per_s']}/s), lateness p99 "
+                    f"{r['lateness_ms']['p99']} ms, complete {r['complete']}",
+                    flush=True,
+                )
                 runs.append(r)
             by_k[label] = {
                 "runs": runs,
                 "median_all_succeeded_s": median([r["all_succeeded_after_s"] for r in runs]),
                 "median_payments_per_s": median([r["payments_per_s"] for r in runs]),
                 "complete": all(r["complete"] for r in runs),
-            }  # fmt: skip
+            }
         one = by_k["1"]["median_payments_per_s"]
         for entry in by_k.values():
             rate = entry["median_payments_per_s"]
             entry["vs_one_process"] = round(rate / one, 2) if rate and one else None
         out[f"{kind}/{executor}"] = {
-            "database": kind, "executor": executor, "payments": n, "concurrency": CONCURRENCY,
-            "by_processes": by_k, "complete": all(b["complete"] for b in by_k.values()),
-        }  # fmt: skip
+            "database": kind,
+            "executor": executor,
+            "payments": n,
+            "concurrency": CONCURRENCY,
+            "by_processes": by_k,
+            "complete": all(b["complete"] for b in by_k.values()),
+        }
     return out

@@ -116,8 +116,9 @@ def _timed_ms(fn: Callable[[], Any]) -> float:
 
 async def scale_run(ctx: Ctx, kind: str) -> dict[str, Any]:
     n = ctx.sizes.scale_payments
-    async with paysched(ctx, kind, "scale", concurrency=3, funds=1000,
-                        lookahead=timedelta(minutes=5)) as app:  # fmt: skip
+    async with paysched(
+        ctx, kind, "scale", concurrency=3, funds=1000, lookahead=timedelta(minutes=5)
+    ) as app:
         scheduler = app.scheduler
         assert scheduler is not None
         began = time.monotonic()
@@ -159,19 +160,24 @@ async def scale_run(ctx: Ctx, kind: str) -> dict[str, Any]:
             "pending_occurrences": await app.db(explain, app, *pending) if pending else None,
         }
         return {
-            "database": kind, "future_payments": int(future),
+            "database": kind,
+            "future_payments": int(future),
             "history_occurrences": int(history),
-            "due_now": ctx.sizes.scale_due_now, "created_by_first_tick": result.created,
-            "load": load, "load_s": round(load_s, 1),
+            "due_now": ctx.sizes.scale_due_now,
+            "created_by_first_tick": result.created,
+            "load": load,
+            "load_s": round(load_s, 1),
             "first_tick_ms": round(first_ms, 1),
             "tick_ms": [round(v, 1) for v in ticks],
             "median_tick_ms": round(statistics.median(ticks), 1),
             "median_materialize_due_ms": round(statistics.median(mat_ms), 2),
             "median_pending_occurrences_ms": round(statistics.median(pend_ms), 2),
             "explain": plans,
-            "statements": {"materialize_due": discovery[0] if discovery else None,
-                           "pending_occurrences": pending[0] if pending else None},
-        }  # fmt: skip
+            "statements": {
+                "materialize_due": discovery[0] if discovery else None,
+                "pending_occurrences": pending[0] if pending else None,
+            },
+        }
 
 
 async def bench_scale(ctx: Ctx) -> dict[str, Any]:
@@ -180,20 +186,24 @@ async def bench_scale(ctx: Ctx) -> dict[str, Any]:
         runs = []
         for number in range(1, ctx.scale_runs + 1):
             r = await scale_run(ctx, kind)
-            print(f"  scale {kind} run {number}: {r['future_payments']:,} future payments "
-                  f"(loaded in {r['load_s']}s): tick median {r['median_tick_ms']} ms "
-                  f"(first {r['first_tick_ms']} ms), materialize_due "
-                  f"{r['median_materialize_due_ms']} ms, pending_occurrences "
-                  f"{r['median_pending_occurrences_ms']} ms", flush=True)  # fmt: skip
+            print(
+                f"  scale {kind} run {number}: {r['future_payments']:,} future payments "
+                f"(loaded in {r['load_s']}s): tick median {r['median_tick_ms']} ms "
+                f"(first {r['first_tick_ms']} ms), materialize_due "
+                f"{r['median_materialize_due_ms']} ms, pending_occurrences "
+                f"{r['median_pending_occurrences_ms']} ms",
+                flush=True,
+            )
             for name, plan in r["explain"].items():
                 print(f"    EXPLAIN {name}:")
                 for line in plan or ["(query not captured)"]:
                     print(f"      {line}")
             runs.append(r)
         out[kind] = {
-            "runs": runs, "future_payments": ctx.sizes.scale_payments,
+            "runs": runs,
+            "future_payments": ctx.sizes.scale_payments,
             "median_tick_ms": median([r["median_tick_ms"] for r in runs]),
             "median_first_tick_ms": median([r["first_tick_ms"] for r in runs]),
             "complete": all(r["created_by_first_tick"] == ctx.sizes.scale_due_now for r in runs),
-        }  # fmt: skip
+        }
     return out

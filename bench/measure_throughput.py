@@ -24,8 +24,7 @@ async def throughput_run(
 
     payments_per_s = n / (last finished_at - start of App.run); e2e_per_s also counts the tick.
     """
-    async with paysched(ctx, kind, tag, concurrency=concurrency, executor=executor,
-                        funds=n) as app:  # fmt: skip
+    async with paysched(ctx, kind, tag, concurrency=concurrency, executor=executor, funds=n) as app:
         due = app.clock.now() - timedelta(milliseconds=1)
         tick_s = await store_and_tick(app, [due] * n, timeout_s=300)
         started = app.clock.now()
@@ -40,15 +39,21 @@ async def throughput_run(
         succeeded = sum(1 for o in occs if o.state == OccurrenceState.SUCCEEDED)
         complete = ok and succeeded == n
         return {
-            "database": kind, "concurrency": concurrency, "executor": executor, "payments": n,
-            "tick_s": round(tick_s, 3), "exec_s": round(exec_s, 3) if exec_s else None,
+            "database": kind,
+            "concurrency": concurrency,
+            "executor": executor,
+            "payments": n,
+            "tick_s": round(tick_s, 3),
+            "exec_s": round(exec_s, 3) if exec_s else None,
             "payments_per_s": round(n / exec_s, 1) if exec_s and complete else None,
             "e2e_per_s": round(n / (exec_s + tick_s), 1) if exec_s and complete else None,
-            "bench_process_cpu_pct": round(cpu_pct), "complete": complete,
+            "bench_process_cpu_pct": round(cpu_pct),
+            "complete": complete,
             "pg_pool_capped_at": PG_CONNECTION_CAP
-            if kind == "postgresql" and concurrency + 5 > PG_CONNECTION_CAP else None,
+            if kind == "postgresql" and concurrency + 5 > PG_CONNECTION_CAP
+            else None,
             **occurrence_stats(occs),
-        }  # fmt: skip
+        }
 
 
 async def bench_throughput(ctx: Ctx) -> dict[str, Any]:
@@ -63,15 +68,20 @@ async def bench_throughput(ctx: Ctx) -> dict[str, Any]:
         runs = []
         for number in range(1, ctx.runs + 1):
             r = await throughput_run(ctx, kind, c, executor, ctx.sizes.throughput_payments)
-            print(f"  throughput {kind} {executor} c={c} run {number}: {r['payments_per_s']} "
-                  f"payments/s (tick {r['tick_s']}s, cpu {r['bench_process_cpu_pct']}%)",
-                  flush=True)  # fmt: skip
+            print(
+                f"  throughput {kind} {executor} c={c} run {number}: {r['payments_per_s']} "
+                f"payments/s (tick {r['tick_s']}s, cpu {r['bench_process_cpu_pct']}%)",
+                flush=True,
+            )
             runs.append(r)
         out[f"{kind}/{executor}/c{c}"] = {
-            "database": kind, "executor": executor, "concurrency": c, "runs": runs,
+            "database": kind,
+            "executor": executor,
+            "concurrency": c,
+            "runs": runs,
             "median_payments_per_s": median([r["payments_per_s"] for r in runs]),
             "median_e2e_per_s": median([r["e2e_per_s"] for r in runs]),
             "median_tick_s": median([r["tick_s"] for r in runs]),
             "complete": all(r["complete"] for r in runs),
-        }  # fmt: skip
+        }
     return out

@@ -53,15 +53,25 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="paysched-micro-"))
     private = PrivateRedis(tmp / "redis")
     try:
-        ctx = Ctx(redis_url=private.start(), tmp=tmp, pg_admin_url=DEFAULT_PG_ADMIN_URL,
-                  databases=(kind,), runs=1, burst_runs=1, scale_runs=1, sizes=QUICK,
-                  quick=True)  # fmt: skip
+        ctx = Ctx(
+            redis_url=private.start(),
+            tmp=tmp,
+            pg_admin_url=DEFAULT_PG_ADMIN_URL,
+            databases=(kind,),
+            runs=1,
+            burst_runs=1,
+            scale_runs=1,
+            sizes=QUICK,
+            quick=True,
+        )
 
         async def runs() -> None:
             for _ in range(2):
                 cpu, wall = await one(ctx, kind, n, batch)
-                print(f"{kind} batch {batch}: cpu {cpu:.3f} ms/payment, wall {wall:.3f} "
-                      "ms/payment", flush=True)  # fmt: skip
+                print(
+                    f"{kind} batch {batch}: cpu {cpu:.3f} ms/payment, wall {wall:.3f} ms/payment",
+                    flush=True,
+                )
 
         asyncio.run(runs())
     finally:

@@ -130,19 +130,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--runs", type=int, default=None,
-                        help="runs per measurement (default 3; 1 with --quick)")  # fmt: skip
-    parser.add_argument("--burst-runs", type=int, default=None,
-                        help="runs of the burst (default: --runs)")  # fmt: skip
-    parser.add_argument("--scale-runs", type=int, default=1,
-                        help="runs of the 1M-schedule load (each times several ticks)")  # fmt: skip
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per measurement (default 3; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--burst-runs", type=int, default=None, help="runs of the burst (default: --runs)"
+    )
+    parser.add_argument(
+        "--scale-runs",
+        type=int,
+        default=1,
+        help="runs of the 1M-schedule load (each times several ticks)",
+    )
     parser.add_argument("--quick", action="store_true", help="small smoke version (< 2 min)")
-    parser.add_argument("--burst-payments", type=int, default=None,
-                        help="burst size (default 10,000; 600 with --quick)")  # fmt: skip
-    parser.add_argument("--only", default=",".join(MEASUREMENTS),
-                        help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}")  # fmt: skip
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="bench/results; bench/results/quick with --quick")  # fmt: skip
+    parser.add_argument(
+        "--burst-payments",
+        type=int,
+        default=None,
+        help="burst size (default 10,000; 600 with --quick)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(MEASUREMENTS),
+        help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}",
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, default=None, help="bench/results; bench/results/quick with --quick"
+    )
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -190,8 +204,11 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     signal.signal(signal.SIGTERM, _interrupt)
     databases = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
     started_at = datetime.now(UTC)
@@ -201,32 +218,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         redis_url = private.start()
         ctx = Ctx(
-            redis_url=redis_url, tmp=tmp, pg_admin_url=args.pg_admin_url, databases=databases,
-            runs=args.runs, burst_runs=args.burst_runs or args.runs, scale_runs=args.scale_runs,
-            sizes=replace(QUICK if args.quick else Sizes(),
-                          **({"burst_payments": args.burst_payments}
-                             if args.burst_payments else {})),
+            redis_url=redis_url,
+            tmp=tmp,
+            pg_admin_url=args.pg_admin_url,
+            databases=databases,
+            runs=args.runs,
+            burst_runs=args.burst_runs or args.runs,
+            scale_runs=args.scale_runs,
+            sizes=replace(
+                QUICK if args.quick else Sizes(),
+                **({"burst_payments": args.burst_payments} if args.burst_payments else {}),
+            ),
             quick=args.quick,
-        )  # fmt: skip
+        )
         environment = {
             "date": started_at.isoformat(timespec="seconds"),
             "command": " ".join(["python", "bench/run.py", *(argv or sys.argv[1:])]),
-            "quick": args.quick, "runs": args.runs, "burst_runs": ctx.burst_runs,
-            "scale_runs": ctx.scale_runs, "databases": list(databases),
+            "quick": args.quick,
+            "runs": args.runs,
+            "burst_runs": ctx.burst_runs,
+            "scale_runs": ctx.scale_runs,
+            "databases": list(databases),
             "sizes": {k: getattr(ctx.sizes, k) for k in Sizes.__dataclass_fields__},
             "redis": "private redis-server (--save '' --appendonly no)",
             "redis_version": redis_version(redis_url),
             "database_versions": {d: database_version(d, args.pg_admin_url) for d in databases},
             "pg_connection_cap": PG_CONNECTION_CAP,
-            "python": platform.python_version(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "packages": {n: package_version(n) for n in
-                         ("paysched", "bullmq", "redis", "SQLAlchemy", "psycopg", "matplotlib")},
+            "packages": {
+                n: package_version(n)
+                for n in ("paysched", "bullmq", "redis", "SQLAlchemy", "psycopg", "matplotlib")
+            },
             "git": git_revision(),
-        }  # fmt: skip
-        print(f"paysched bench: {', '.join(args.only)} on {', '.join(databases)}; "
-              f"{args.runs} run(s){' (quick)' if args.quick else ''}; Redis "
-              f"{environment['redis_version']} (private, {redis_url})", flush=True)  # fmt: skip
+        }
+        print(
+            f"paysched bench: {', '.join(args.only)} on {', '.join(databases)}; "
+            f"{args.runs} run(s){' (quick)' if args.quick else ''}; Redis "
+            f"{environment['redis_version']} (private, {redis_url})",
+            flush=True,
+        )
         results, durations = asyncio.run(suite(ctx, args.only))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; cleaning up", file=sys.stderr)
@@ -245,15 +277,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if lateness_chart(results, chart):
         print(f"\nchart written to {chart}")
     strip_values(results)
-    complete = all(
-        "error" not in r and r.get("complete", True) for r in results.values()
-    ) and all(
+    complete = all("error" not in r and r.get("complete", True) for r in results.values()) and all(
         sub.get("complete", True)
-        for r in results.values() if "error" not in r
-        for sub in r.values() if isinstance(sub, dict)
-    )  # fmt: skip
-    report = {"environment": environment, "targets": TARGETS, "summary": rows,
-              "results": results, "all_complete": complete}  # fmt: skip
+        for r in results.values()
+        if "error" not in r
+        for sub in r.values()
+        if isinstance(sub, dict)
+    )
+    report = {
+        "environment": environment,
+        "targets": TARGETS,
+        "summary": rows,
+        "results": results,
+        "all_complete": complete,
+    }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"report written to {out_dir / 'report.json'} (total {environment['total_s']:.0f}s)")
     if not complete:

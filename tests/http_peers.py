@@ -46,8 +46,9 @@ class Peer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                request = Request(time.monotonic(), self.path, dict(self.headers.items()),
-                                  self.rfile.read(length))  # fmt: skip
+                request = Request(
+                    time.monotonic(), self.path, dict(self.headers.items()), self.rfile.read(length)
+                )
                 status, body, headers = peer.respond(request)
                 peer.requests.append(request)
                 payload = json.dumps(body).encode()

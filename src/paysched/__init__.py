@@ -58,11 +58,29 @@ _LAZY = {
 }
 
 __all__ = [
-    "Account", "BackendUnavailable", "CancelResult", "ConfigError", "Conflict", "Event",
-    "EventKind", "InvalidInput", "NotFound", "Occurrence", "OccurrenceState", "Opening",
-    "Payment", "PaymentDetail", "PaymentState", "Paysched", "PayschedError", "Settings", "Stats",
-    "__version__", "open", "to_decimal",
-]  # fmt: skip
+    "Account",
+    "BackendUnavailable",
+    "CancelResult",
+    "ConfigError",
+    "Conflict",
+    "Event",
+    "EventKind",
+    "InvalidInput",
+    "NotFound",
+    "Occurrence",
+    "OccurrenceState",
+    "Opening",
+    "Payment",
+    "PaymentDetail",
+    "PaymentState",
+    "Paysched",
+    "PayschedError",
+    "Settings",
+    "Stats",
+    "__version__",
+    "open",
+    "to_decimal",
+]
 
 
 def __getattr__(name: str) -> Any:

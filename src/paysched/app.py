@@ -99,8 +99,12 @@ async def until_available(what: str, attempt: Callable[[], Awaitable[object]]) -
         except (BackendUnavailable, DatabaseError, OSError) as exc:
             if waited_since is None:
                 waited_since = time.monotonic()
-                log.warning("%s unavailable (%s); retrying every %g s at most until it answers",
-                            what, short_error(exc), REDIS_RETRY_CAP_S)  # fmt: skip
+                log.warning(
+                    "%s unavailable (%s); retrying every %g s at most until it answers",
+                    what,
+                    short_error(exc),
+                    REDIS_RETRY_CAP_S,
+                )
             failures += 1
             await asyncio.sleep(delay(0.2, failures, cap=REDIS_RETRY_CAP_S))
             continue
@@ -169,9 +173,10 @@ class App:
         # The schema first: a database that is unavailable or of the wrong revision fails here,
         # before anything else is connected.
         prepare = functools.partial(
-            asyncio.get_running_loop().run_in_executor, pool,
+            asyncio.get_running_loop().run_in_executor,
+            pool,
             functools.partial(store.ensure_schema, migrate=migrate),
-        )  # fmt: skip
+        )
         try:
             if wait_for_backends:
                 await until_available("the database", prepare)
@@ -197,9 +202,14 @@ class App:
             log.info("using Redis at %s", redacted(redis_url))
         deployment_id = await app.db(store.deployment_id)
         app.queue = PaymentQueue(
-            app.redis_url, settings.queue_name, settings.queue_prefix, settings.attempts,
-            backoff, settings.keep_completed, deployment_id,
-        )  # fmt: skip
+            app.redis_url,
+            settings.queue_name,
+            settings.queue_prefix,
+            settings.attempts,
+            backoff,
+            settings.keep_completed,
+            deployment_id,
+        )
         app.queue.read_summaries = app._job_summaries
         try:
             if wait_for_backends:
@@ -233,19 +243,39 @@ class App:
         )
         app.scheduler.expired_outbox = approvals.expired_outbox(settings.notify_default, clock.now)
         app.processor = PaymentProcessor(
-            store, app.executor, bus, clock, backoff, settings.attempts, pool, policy,
+            store,
+            app.executor,
+            bus,
+            clock,
+            backoff,
+            settings.attempts,
+            pool,
+            policy,
             deployment_id,
-        )  # fmt: skip
+        )
         if isinstance(app.executor, Resolvable):
             app.resolver = Resolver(
-                store, app.executor, app.queue, bus, clock, pool, policy, settings.attempts,
-                settings.resolve_window, settings.resolve_max_interval,
-                lookup_timeout=lookup_timeout(settings), in_flight=in_flight(settings),
-            )  # fmt: skip
+                store,
+                app.executor,
+                app.queue,
+                bus,
+                clock,
+                pool,
+                policy,
+                settings.attempts,
+                settings.resolve_window,
+                settings.resolve_max_interval,
+                lookup_timeout=lookup_timeout(settings),
+                in_flight=in_flight(settings),
+            )
         app.deliverer = Deliverer(
-            app.outbox, build_registry(settings), clock, pool, poll=settings.notify_poll,
+            app.outbox,
+            build_registry(settings),
+            clock,
+            pool,
+            poll=settings.notify_poll,
             max_attempts=settings.notify_max_attempts,
-        )  # fmt: skip
+        )
         bus.subscribe(app.deliverer.on_event)
         return app
 
@@ -292,10 +322,13 @@ class App:
         return await self.create_payment_from(lambda _: fields, actor=actor, then=then)
 
     async def create_payment_from(
-        self, fields_of: Callable[[Callable[[str], Account]], dict[str, Any]], *,
-        actor: Actor, first: Callable[[Connection], None] | None = None,
+        self,
+        fields_of: Callable[[Callable[[str], Account]], dict[str, Any]],
+        *,
+        actor: Actor,
+        first: Callable[[Connection], None] | None = None,
         then: AfterWrite | None = None,
-    ) -> Payment:  # fmt: skip
+    ) -> Payment:
         """Store the payment and make whatever of it falls inside the window, in one
         transaction (see Store.create_and_materialize: `fields_of`, `first`, `then`), then
         enqueue that. `actor` is recorded as its creator in the same transaction.
@@ -308,10 +341,15 @@ class App:
         now = self.clock.now()
         acting = Acting(actor, "create", now, lambda p: Subject(p.id))
         created = await self.db(
-            self.store.create_and_materialize, fields_of, now=now,
-            horizon=now + scheduler.lookahead, limit=MATERIALIZE_BATCH,
-            missed_outbox=scheduler.missed_outbox, first=first, then=acting.then(then),
-        )  # fmt: skip
+            self.store.create_and_materialize,
+            fields_of,
+            now=now,
+            horizon=now + scheduler.lookahead,
+            limit=MATERIALIZE_BATCH,
+            missed_outbox=scheduler.missed_outbox,
+            first=first,
+            then=acting.then(then),
+        )
         acting.logged()
         payment = created.payment
 
@@ -326,10 +364,14 @@ class App:
         except Exception as exc:
             reason = (
                 f"no answer within {CREATE_ENQUEUE_WAIT_S:g} s"
-                if isinstance(exc, TimeoutError) else short_error(exc)
-            )  # fmt: skip
-            log.warning("payment %s is stored but not yet queued (%s); the scheduler's next "
-                        "tick queues it", payment.id, reason)  # fmt: skip
+                if isinstance(exc, TimeoutError)
+                else short_error(exc)
+            )
+            log.warning(
+                "payment %s is stored but not yet queued (%s); the scheduler's next tick queues it",
+                payment.id,
+                reason,
+            )
         return payment
 
     async def cancel_payment(
@@ -453,8 +495,11 @@ class App:
         (what the provider says happened), or `retry` (send it again with the same key)."""
         queue, _ = self._need_queue()
         occurrence = await self.find_occurrence(ref)
-        targets = {"succeeded": OccurrenceState.SUCCEEDED, "failed": OccurrenceState.FAILED,
-                   "retry": OccurrenceState.QUEUED}  # fmt: skip
+        targets = {
+            "succeeded": OccurrenceState.SUCCEEDED,
+            "failed": OccurrenceState.FAILED,
+            "retry": OccurrenceState.QUEUED,
+        }
         if outcome not in targets:
             raise InvalidInput("outcome", f"expected succeeded, failed or retry, got {outcome!r}")
         if not reason.strip():
@@ -478,9 +523,8 @@ class App:
         note = f"resolved by hand: {reason.strip()}"
         event = {OccurrenceState.SUCCEEDED: "succeeded", OccurrenceState.FAILED: "failed"}
         outbox = (
-            self.processor._outbox(claim, event[target], reason.strip())
-            if target in event else []
-        )  # fmt: skip
+            self.processor._outbox(claim, event[target], reason.strip()) if target in event else []
+        )
         # The reason is kept in the occurrence's history and, with the key that gave it, here.
         detail: dict[str, str | int] = {"outcome": outcome, "reason": reason.strip()}
         subject = Subject(claim.payment.id, claim.occurrence.id, detail)
@@ -491,17 +535,30 @@ class App:
         if not resolved:
             raise Conflict(f"occurrence {claim.occurrence.key} changed meanwhile; try again")
         acting.logged()
-        self.bus.emit(Event(EventKind.RESOLVED, now, claim.occurrence.key, claim.payment.id,
-                            claim.attempt, {"outcome": target.value, "by": "hand"}))  # fmt: skip
+        self.bus.emit(
+            Event(
+                EventKind.RESOLVED,
+                now,
+                claim.occurrence.key,
+                claim.payment.id,
+                claim.attempt,
+                {"outcome": target.value, "by": "hand"},
+            )
+        )
         if target == OccurrenceState.QUEUED:
             fresh = await self.db(self.store.get_occurrence, claim.occurrence.id)
             await queue.replace([fresh], now)
         return target
 
     async def decide_occurrence(
-        self, ref: str, approve: bool, reason: str = "", then: AfterWrite | None = None, *,
+        self,
+        ref: str,
+        approve: bool,
+        reason: str = "",
+        then: AfterWrite | None = None,
+        *,
         actor: Actor,
-    ) -> Occurrence:  # fmt: skip
+    ) -> Occurrence:
         """Approve (scheduled, then queued as a materialized one is) or reject (cancelled,
         with `reason`) an occurrence awaiting approval; Conflict if it awaits none any more
         or `actor` created its payment (see ApprovalsStore.decide)."""
@@ -515,8 +572,11 @@ class App:
         def subject(d: Decided) -> Subject:
             return Subject(d.payment.id, d.occurrence.id, detail)
 
-        acting = Acting(actor, "approve", now, subject) if approve else Acting(
-            actor, "reject", now, subject)  # fmt: skip
+        acting = (
+            Acting(actor, "approve", now, subject)
+            if approve
+            else Acting(actor, "reject", now, subject)
+        )
         decided = await self.db(
             self.store.decide, occurrence.id, approve, actor, now, reason, acting.then(then)
         )
@@ -529,9 +589,12 @@ class App:
                     CREATE_ENQUEUE_WAIT_S,
                 )
             except Exception as exc:
-                log.warning("occurrence %s is approved but not yet queued (%s); the "
-                            "scheduler's next tick queues it", decided.occurrence.key,
-                            short_error(exc))  # fmt: skip
+                log.warning(
+                    "occurrence %s is approved but not yet queued (%s); the "
+                    "scheduler's next tick queues it",
+                    decided.occurrence.key,
+                    short_error(exc),
+                )
             return await self.db(self.store.get_occurrence, decided.occurrence.id)
         return decided.occurrence
 
@@ -737,8 +800,9 @@ class App:
                     log.error(
                         "queue %s is shared with other paysched deployment(s) %s: give each "
                         "deployment its own PAYSCHED_QUEUE or Redis database",
-                        queue.name, ", ".join(others),
-                    )  # fmt: skip
+                        queue.name,
+                        ", ".join(others),
+                    )
             except Exception as exc:  # Redis away: the queue reports that on its own
                 log.debug("announce failed: %s", exc)
             with contextlib.suppress(TimeoutError):
@@ -758,12 +822,13 @@ def default_executor(app: App) -> Executor:
         from paysched.executors.http import HttpExecutor
 
         return HttpExecutor(
-            settings.provider_url, settings.provider_token,
+            settings.provider_url,
+            settings.provider_token,
             connect_timeout_s=settings.provider_connect_timeout.total_seconds(),
             read_timeout_s=settings.provider_timeout.total_seconds(),
             # Every job at once, and the resolver's lookups beside them.
             connections=settings.concurrency + LOOKUP_CONNECTIONS,
-        )  # fmt: skip
+        )
     return plugin_executor(settings)
 
 

@@ -27,8 +27,12 @@ APPROVE, REJECT = "approve", "reject"  # the buttons' verbs: callback_data `appr
 
 
 def buttons(occurrence_id: int) -> list[list[dict[str, str]]]:
-    return [[{"text": "✅ Approve", "callback_data": f"{APPROVE}:{occurrence_id}"},
-             {"text": "🚫 Reject", "callback_data": f"{REJECT}:{occurrence_id}"}]]  # fmt: skip
+    return [
+        [
+            {"text": "✅ Approve", "callback_data": f"{APPROVE}:{occurrence_id}"},
+            {"text": "🚫 Reject", "callback_data": f"{REJECT}:{occurrence_id}"},
+        ]
+    ]
 
 
 def _head(payment: Payment) -> str:
@@ -46,8 +50,10 @@ def needed_text(payment: Payment, occ: Occurrence) -> str:
 
 
 def expired_text(payment: Payment, occ: Occurrence) -> str:
-    return f"⌛ {_head(payment)} due {local_time(occ.due_at, payment.timezone)} was " \
-           f"{occ.state.value}: {occ.reason}. No money was moved."  # fmt: skip
+    return (
+        f"⌛ {_head(payment)} due {local_time(occ.due_at, payment.timezone)} was "
+        f"{occ.state.value}: {occ.reason}. No money was moved."
+    )
 
 
 def approver_chats(conn: Connection, account_id: int) -> list[str]:
@@ -68,20 +74,32 @@ def _payments(conn: Connection, ids: set[int]) -> dict[int, tuple[Payment, int]]
 
 
 def _rows(
-    event: str, payment: Payment, occ: Occurrence, at: datetime, text: str,
+    event: str,
+    payment: Payment,
+    occ: Occurrence,
+    at: datetime,
+    text: str,
     targets: Sequence[tuple[str, dict[str, Any]]],
-) -> list[OutboxMessage]:  # fmt: skip
+) -> list[OutboxMessage]:
     event_id = f"{occ.key}:{event}"
     body = {
-        "id": event_id, "event": f"payment.{event}", "payment_id": payment.id,
-        "occurrence": occ.key, "occurrence_id": occ.id,
+        "id": event_id,
+        "event": f"payment.{event}",
+        "payment_id": payment.id,
+        "occurrence": occ.key,
+        "occurrence_id": occ.id,
         "amount": format_amount(payment.amount, payment.currency),
-        "currency": payment.currency, "from": payment.payer, "to": payment.payee,
+        "currency": payment.currency,
+        "from": payment.payer,
+        "to": payment.payee,
         "due_at": occ.due_at.isoformat(timespec="milliseconds"),
-        "approval_deadline": None if occ.approval_deadline is None
+        "approval_deadline": None
+        if occ.approval_deadline is None
         else occ.approval_deadline.isoformat(timespec="milliseconds"),
-        "reason": occ.reason, "at": at.isoformat(timespec="milliseconds"), "text": text,
-    }  # fmt: skip
+        "reason": occ.reason,
+        "at": at.isoformat(timespec="milliseconds"),
+        "text": text,
+    }
     out: list[OutboxMessage] = []
     seen: set[str] = set()
     for spec, extra in targets:
@@ -89,11 +107,17 @@ def _rows(
             continue
         seen.add(spec)
         channel, target = split_target(spec)
-        out.append(OutboxMessage(
-            dedup_key=f"{event_id}:{channel}:{_digest(target)}", payment_id=payment.id,
-            occurrence_id=occ.id, event=event, channel=channel, target=target,
-            payload=json.dumps(body | extra, ensure_ascii=False),
-        ))  # fmt: skip
+        out.append(
+            OutboxMessage(
+                dedup_key=f"{event_id}:{channel}:{_digest(target)}",
+                payment_id=payment.id,
+                occurrence_id=occ.id,
+                event=event,
+                channel=channel,
+                target=target,
+                payload=json.dumps(body | extra, ensure_ascii=False),
+            )
+        )
     return out
 
 
@@ -114,8 +138,9 @@ def needed_outbox(default_targets: Sequence[str], now: Callable[[], datetime]) -
             told: list[tuple[str, dict[str, Any]]] = [
                 (s, {}) for s in payment.notify or default_targets
             ]
-            out += _rows("approval_needed", payment, occ, now(), needed_text(payment, occ),
-                         asked + told)  # fmt: skip
+            out += _rows(
+                "approval_needed", payment, occ, now(), needed_text(payment, occ), asked + told
+            )
         return out
 
     return build
@@ -135,8 +160,14 @@ def expired_outbox(
         for occ in occurrences:
             payment, payer_id = payments[occ.payment_id]
             targets = [*approver_chats(conn, payer_id), *(payment.notify or default_targets)]
-            out += _rows("approval_timeout", payment, occ, now(), expired_text(payment, occ),
-                         [(s, {}) for s in targets])  # fmt: skip
+            out += _rows(
+                "approval_timeout",
+                payment,
+                occ,
+                now(),
+                expired_text(payment, occ),
+                [(s, {}) for s in targets],
+            )
         return out
 
     return build

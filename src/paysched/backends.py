@@ -65,8 +65,9 @@ def resolve_redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
         return settings.redis_url, None
     if settings.embedded_redis == "never":
         raise ConfigError(
-            "REDIS_URL", f"nothing answers at {redacted(settings.redis_url)} and the embedded "
+            "REDIS_URL",
+            f"nothing answers at {redacted(settings.redis_url)} and the embedded "
             "server is disabled (PAYSCHED_EMBEDDED_REDIS=never)",
-        )  # fmt: skip
+        )
     embedded = EmbeddedRedis(settings.data_dir)
     return embedded.start(), embedded

@@ -300,13 +300,28 @@ class Paysched:
         # loop would otherwise wait on.
         request = await app.db(
             payment_request,
-            payer=payer, payee=payee, amount=amount, currency=currency, at=at, in_=in_,
-            cron=cron, tz=tz, memo=memo, notify=notify, allow_past=allow_past,
-            allow_private=app.settings.webhook_allow_private, now=app.clock.now(),
-            names=PYTHON_NAMES, catchup=catchup, catchup_window=catchup_window, remind=remind,
-            approval=approval, approval_timeout=approval_timeout, on_timeout=on_timeout,
+            payer=payer,
+            payee=payee,
+            amount=amount,
+            currency=currency,
+            at=at,
+            in_=in_,
+            cron=cron,
+            tz=tz,
+            memo=memo,
+            notify=notify,
+            allow_past=allow_past,
+            allow_private=app.settings.webhook_allow_private,
+            now=app.clock.now(),
+            names=PYTHON_NAMES,
+            catchup=catchup,
+            catchup_window=catchup_window,
+            remind=remind,
+            approval=approval,
+            approval_timeout=approval_timeout,
+            on_timeout=on_timeout,
             calendar=Calendar(rrule, every, start, count, until, business_day, calendar),
-        )  # fmt: skip
+        )
         if request.currency is None:
             request = request.in_currency(
                 await app.db(payer_currency, app.store.get_account, payer, PYTHON_NAMES)
@@ -420,8 +435,9 @@ class Paysched:
         try:
             result = callback(event)
         except Exception:
-            log.exception("event callback %r failed on %s %s", callback, event.kind,
-                          event.occurrence_key)  # fmt: skip
+            log.exception(
+                "event callback %r failed on %s %s", callback, event.kind, event.occurrence_key
+            )
             return
         if inspect.isawaitable(result):
             task = self._loop.create_task(self._guarded(result, callback, event))
@@ -434,8 +450,9 @@ class Paysched:
         try:
             await result
         except Exception:
-            log.exception("event callback %r failed on %s %s", callback, event.kind,
-                          event.occurrence_key)  # fmt: skip
+            log.exception(
+                "event callback %r failed on %s %s", callback, event.kind, event.occurrence_key
+            )
 
     async def _drain_callbacks(self, timeout: float) -> None:
         """Let the async callbacks of events already emitted finish (within `timeout`)."""
@@ -523,9 +540,11 @@ class Paysched:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         await self.close()
 
 
@@ -551,9 +570,11 @@ class Opening:
         return self._opened
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if self._opened is not None:
             opened, self._opened = self._opened, None
             await opened.close()
@@ -571,6 +592,12 @@ def open(settings: Settings | None = None, /, **overrides: Any) -> Opening:
 
 
 __all__ = [
-    "Callback", "Opening", "PaymentDetail", "Paysched", "Stats", "build_settings", "open",
+    "Callback",
+    "Opening",
+    "PaymentDetail",
+    "Paysched",
+    "Stats",
+    "build_settings",
+    "open",
     "to_decimal",
-]  # fmt: skip
+]

@@ -27,24 +27,58 @@ _INT = re.compile(r"\A-?[0-9]{1,18}\Z")
 DEFAULT_REDIS_PORT = 6379
 
 KNOWN_VARIABLES = (
-    "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_SENTINELS",
-    "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "DATABASE_URL",
-    "PAYSCHED_DATA_DIR", "PAYSCHED_QUEUE", "PAYSCHED_QUEUE_PREFIX", "PAYSCHED_CONCURRENCY",
-    "PAYSCHED_ATTEMPTS", "PAYSCHED_BACKOFF_MS", "PAYSCHED_BACKOFF_JITTER", "PAYSCHED_TICK_CRON",
-    "PAYSCHED_LOOKAHEAD", "PAYSCHED_LOCK_MS", "PAYSCHED_SHUTDOWN_GRACE",
-    "PAYSCHED_KEEP_COMPLETED", "PAYSCHED_EMBEDDED_REDIS", "PAYSCHED_LOG_LEVEL",
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "DATABASE_URL",
+    "PAYSCHED_DATA_DIR",
+    "PAYSCHED_QUEUE",
+    "PAYSCHED_QUEUE_PREFIX",
+    "PAYSCHED_CONCURRENCY",
+    "PAYSCHED_ATTEMPTS",
+    "PAYSCHED_BACKOFF_MS",
+    "PAYSCHED_BACKOFF_JITTER",
+    "PAYSCHED_TICK_CRON",
+    "PAYSCHED_LOOKAHEAD",
+    "PAYSCHED_LOCK_MS",
+    "PAYSCHED_SHUTDOWN_GRACE",
+    "PAYSCHED_KEEP_COMPLETED",
+    "PAYSCHED_EMBEDDED_REDIS",
+    "PAYSCHED_LOG_LEVEL",
     "PAYSCHED_LOG_FORMAT",
-    "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_URL", "PAYSCHED_WEBHOOK_SECRET", "PAYSCHED_NOTIFY",
-    "PAYSCHED_NOTIFY_EVENTS", "PAYSCHED_NOTIFY_POLL", "PAYSCHED_NOTIFY_MAX_ATTEMPTS",
-    "PAYSCHED_EXECUTOR", "PAYSCHED_PROVIDER_URL", "PAYSCHED_PROVIDER_TOKEN",
-    "PAYSCHED_PROVIDER_CONNECT_TIMEOUT", "PAYSCHED_PROVIDER_TIMEOUT", "PAYSCHED_RESOLVE_WINDOW",
-    "PAYSCHED_RESOLVE_MAX_INTERVAL", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE",
-    "PAYSCHED_API_RATE_LIMIT", "PAYSCHED_METRICS_PUBLIC", "PAYSCHED_IDEMPOTENCY_RETENTION",
-    "PAYSCHED_METRICS_LISTEN", "PAYSCHED_CATCHUP_LATE_AFTER", "PAYSCHED_PROCESSES",
-    "PAYSCHED_RECONCILE_CRON", "PAYSCHED_RECONCILE_NOTIFY",
-    "PAYSCHED_DASHBOARD_IDLE", "PAYSCHED_DASHBOARD_LIFETIME",
-    "PAYSCHED_BOT", "PAYSCHED_BOT_USERNAME", "PAYSCHED_LINK_TTL",
-)  # fmt: skip
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_API_URL",
+    "PAYSCHED_WEBHOOK_SECRET",
+    "PAYSCHED_NOTIFY",
+    "PAYSCHED_NOTIFY_EVENTS",
+    "PAYSCHED_NOTIFY_POLL",
+    "PAYSCHED_NOTIFY_MAX_ATTEMPTS",
+    "PAYSCHED_EXECUTOR",
+    "PAYSCHED_PROVIDER_URL",
+    "PAYSCHED_PROVIDER_TOKEN",
+    "PAYSCHED_PROVIDER_CONNECT_TIMEOUT",
+    "PAYSCHED_PROVIDER_TIMEOUT",
+    "PAYSCHED_RESOLVE_WINDOW",
+    "PAYSCHED_RESOLVE_MAX_INTERVAL",
+    "PAYSCHED_WEBHOOK_ALLOW_PRIVATE",
+    "PAYSCHED_API_RATE_LIMIT",
+    "PAYSCHED_METRICS_PUBLIC",
+    "PAYSCHED_IDEMPOTENCY_RETENTION",
+    "PAYSCHED_METRICS_LISTEN",
+    "PAYSCHED_CATCHUP_LATE_AFTER",
+    "PAYSCHED_PROCESSES",
+    "PAYSCHED_RECONCILE_CRON",
+    "PAYSCHED_RECONCILE_NOTIFY",
+    "PAYSCHED_DASHBOARD_IDLE",
+    "PAYSCHED_DASHBOARD_LIFETIME",
+    "PAYSCHED_BOT",
+    "PAYSCHED_BOT_USERNAME",
+    "PAYSCHED_LINK_TTL",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,22 +259,30 @@ class Settings:
                 )
         # A default target on a channel that is not set up would make every notification of
         # every payment dead on arrival: refuse it here, as one line naming what to set.
-        needs = {"telegram": ("TELEGRAM_BOT_TOKEN", settings.telegram_token),
-                 "webhook": ("PAYSCHED_WEBHOOK_SECRET", settings.webhook_secret)}  # fmt: skip
+        needs = {
+            "telegram": ("TELEGRAM_BOT_TOKEN", settings.telegram_token),
+            "webhook": ("PAYSCHED_WEBHOOK_SECRET", settings.webhook_secret),
+        }
         for target, source in [(t, "PAYSCHED_NOTIFY") for t in settings.notify_default] + [
             (t, "PAYSCHED_RECONCILE_NOTIFY") for t in settings.reconcile_notify
         ]:
             variable, value = needs.get(target.split(":", 1)[0], ("", "set"))
             if not value:
-                raise ConfigError(source, f"{target.split(':', 1)[0]} targets "
-                                  f"need {variable}, which is not set")  # fmt: skip
+                raise ConfigError(
+                    source, f"{target.split(':', 1)[0]} targets need {variable}, which is not set"
+                )
         return settings
 
     def secrets(self) -> list[str]:
         """Every secret value configured: never to appear in a log or an error."""
-        return [self.telegram_token, self.webhook_secret, self.provider_token,
-                url_password(self.redis_url), url_password(self.database_url),
-                *self._sentinel_secrets()]  # fmt: skip
+        return [
+            self.telegram_token,
+            self.webhook_secret,
+            self.provider_token,
+            url_password(self.redis_url),
+            url_password(self.database_url),
+            *self._sentinel_secrets(),
+        ]
 
     def _sentinel_secrets(self) -> list[str]:
         """Under Sentinel: the sentinels' password and the data nodes' as given (the URL
@@ -276,13 +318,15 @@ def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
         for host in hosts:
             name, _, port = host.partition(":")
             if not name or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-                raise ConfigError("DATABASE_URL", f"cannot read ?host={host} (expected "
-                                  "?host=h1:5432&host=h2:5432)")  # fmt: skip
+                raise ConfigError(
+                    "DATABASE_URL",
+                    f"cannot read ?host={host} (expected ?host=h1:5432&host=h2:5432)",
+                )
     if url.get_backend_name() == "sqlite" and (url.host or url.port):
         raise ConfigError(
-            "DATABASE_URL", "SQLite URLs have three slashes: sqlite:///relative.db or "
-            "sqlite:////absolute/path.db",
-        )  # fmt: skip
+            "DATABASE_URL",
+            "SQLite URLs have three slashes: sqlite:///relative.db or sqlite:////absolute/path.db",
+        )
     return raw
 
 
@@ -450,8 +494,12 @@ def _executor(env: Mapping[str, str], name: str) -> str:
     if raw in ("ledger", "http"):
         return raw
     module, _, factory = raw.partition(":")
-    if not (module and factory and all(p.isidentifier() for p in module.split("."))
-            and factory.isidentifier()):  # fmt: skip
+    if not (
+        module
+        and factory
+        and all(p.isidentifier() for p in module.split("."))
+        and factory.isidentifier()
+    ):
         raise ConfigError(name, f"expected ledger, http or package.module:factory, got {raw!r}")
     return raw
 

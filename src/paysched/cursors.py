@@ -43,9 +43,11 @@ def due_of(value: Any) -> datetime | None:
 def is_occurrence_position(value: Any) -> bool:
     """[due time, id]: an old position in milliseconds is refused, not read as another."""
     return (
-        isinstance(value, list) and len(value) == 2 and due_of(value[0]) is not None
+        isinstance(value, list)
+        and len(value) == 2
+        and due_of(value[0]) is not None
         and is_id(value[1])
-    )  # fmt: skip
+    )
 
 
 def occurrence_position(occ: Occurrence) -> list[Any]:

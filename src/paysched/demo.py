@@ -49,16 +49,26 @@ def demo_settings(base: Settings) -> Settings:
 
 
 # The stand-in's faults in the http demo: per request, seeded (the same run every time).
-STANDIN_RATES = {"decline": 0.04, "timeout_after": 0.04, "drop_after": 0.04, "error_after": 0.03,
-                 "pending": 0.08, "slow": 0.05, "lookup_error": 0.1}  # fmt: skip
+STANDIN_RATES = {
+    "decline": 0.04,
+    "timeout_after": 0.04,
+    "drop_after": 0.04,
+    "error_after": 0.03,
+    "pending": 0.08,
+    "slow": 0.05,
+    "lookup_error": 0.1,
+}
 STANDIN_BALANCES = {"alice": "10000.00", "bob": "5000.00", "carol": "10.00", "dave": "0.00"}
 
 
 def with_standin(cfg: Settings, provider: StandinProvider, token: str) -> Settings:
     return cfg.with_overrides(
-        executor="http", provider_url=provider.url, provider_token=token,
-        provider_timeout=timedelta(seconds=1), resolve_max_interval=timedelta(seconds=2),
-    )  # fmt: skip
+        executor="http",
+        provider_url=provider.url,
+        provider_token=token,
+        provider_timeout=timedelta(seconds=1),
+        resolve_max_interval=timedelta(seconds=2),
+    )
 
 
 def percentile(values: list[int], p: int) -> int:
@@ -75,10 +85,10 @@ async def _demo(
     rng = random.Random(7)
     app = await App.open(
         cfg,
-        executor_factory=default_executor if provider else lambda a: FlakyExecutor(
-            LedgerExecutor(a.store, a.clock, a.pool), memo_failures
-        ),
-    )  # fmt: skip
+        executor_factory=default_executor
+        if provider
+        else lambda a: FlakyExecutor(LedgerExecutor(a.store, a.clock, a.pool), memo_failures),
+    )
     assert app.queue is not None
     # Whoever runs the demo schedules its payments, as `paysched schedule` would.
     actor = Actor.cli()
@@ -102,9 +112,15 @@ async def _demo(
                 memo = f"flaky:{1 + i % 2}" if i % 9 == 3 else "invoice"
             payment = await app.create_payment(
                 actor=actor,
-                payer=payer, payee=payee, amount=amount, currency="USD", due_at=due, cron=None,
-                timezone=None, memo=memo,
-            )  # fmt: skip
+                payer=payer,
+                payee=payee,
+                amount=amount,
+                currency="USD",
+                due_at=due,
+                cron=None,
+                timezone=None,
+                memo=memo,
+            )
             payment_ids.append(payment.id)
         stop = asyncio.Event()
         runner = asyncio.create_task(app.run(stop))
@@ -148,14 +164,15 @@ async def _demo(
             "retried": sum(1 for o in occs if o.attempts > 1),
             "unfinished": sum(1 for o in occs if o.state not in FINAL_STATES),
             "lateness_ms": {
-                "p50": percentile(late, 50), "p95": percentile(late, 95),
+                "p50": percentile(late, 50),
+                "p95": percentile(late, 95),
                 "max": late[-1] if late else 0,
             },
             "ledger_balanced": ledger.balanced and conserved,
             "ledger_problems": ledger.problems,
             "executor": app.executor.name if app.executor else None,
             "redis": "embedded" if app.embedded else "external",
-        }  # fmt: skip
+        }
         if provider is not None:
             summary |= provider_check(provider, occs)
         await app.queue.obliterate()
@@ -168,9 +185,10 @@ def run_demo(
     base: Settings, count: int, seconds: float, quiet: bool, executor: str = "ledger"
 ) -> dict[str, Any]:
     logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr,
+        level=logging.WARNING,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )  # fmt: skip
+    )
     if not quiet:
         logging.getLogger("paysched.app").setLevel(logging.INFO)
         logging.getLogger("paysched.redis").setLevel(logging.INFO)
@@ -179,8 +197,9 @@ def run_demo(
     cfg = demo_settings(base)
     if executor == "http":
         token = secrets.token_hex(16)
-        with StandinProvider(None, token=token, seed="demo", rates=STANDIN_RATES, hang_s=2.0,
-                             settle_s=1.5) as provider:  # fmt: skip
+        with StandinProvider(
+            None, token=token, seed="demo", rates=STANDIN_RATES, hang_s=2.0, settle_s=1.5
+        ) as provider:
             for name, balance in STANDIN_BALANCES.items():
                 provider.set_balance(name, balance)
             summary = asyncio.run(

@@ -265,8 +265,9 @@ def normalise_name(name: str, field: str = "name") -> str:
     if not value or len(value) > 100:
         raise InvalidInput(field, "must be 1-100 characters (after trimming spaces)")
     if not value.isprintable():
-        raise InvalidInput(field, f"must be printable text without control characters, got "
-                                  f"{shown(value)}")  # fmt: skip
+        raise InvalidInput(
+            field, f"must be printable text without control characters, got {shown(value)}"
+        )
     return value
 
 
@@ -280,11 +281,13 @@ def new_account_name(name: str, field: str = "name") -> str:
     as it is in a URL path. Lookups stay with normalise_name, so older names still answer."""
     value = normalise_name(name, field)
     if looks_external(value):
-        raise InvalidInput(field, "must not start with '@' or a look-alike of it (kept for "
-                                  "external accounts)")  # fmt: skip
+        raise InvalidInput(
+            field, "must not start with '@' or a look-alike of it (kept for external accounts)"
+        )
     if any(ch in value for ch in _URL_BREAKING) or value in (".", ".."):
-        raise InvalidInput(field, f"must not be '.' or '..' or contain / \\ ? # %, got "
-                                  f"{shown(value)}")  # fmt: skip
+        raise InvalidInput(
+            field, f"must not be '.' or '..' or contain / \\ ? # %, got {shown(value)}"
+        )
     return value
 
 

@@ -66,25 +66,35 @@ def log_subscriber(event: Event) -> None:
     elif event.kind is EventKind.FAILED:
         out.warning(
             "job %s failed after %s attempt(s): payment #%s: %s",
-            key, event.attempt, pid, event.detail.get("reason"),
-        )  # fmt: skip
+            key,
+            event.attempt,
+            pid,
+            event.detail.get("reason"),
+        )
     elif event.kind is EventKind.RETRYING:
         out.warning(
             "job %s attempt %s failed, retrying in %sms: %s",
-            key, event.attempt, event.detail.get("delay_ms"), event.detail.get("reason"),
-        )  # fmt: skip
+            key,
+            event.attempt,
+            event.detail.get("delay_ms"),
+            event.detail.get("reason"),
+        )
     elif event.kind is EventKind.UNKNOWN:
         out.warning(
             "job %s outcome unknown (payment #%s): %s; asking the provider again later",
-            key, pid, event.detail.get("reason"),
-        )  # fmt: skip
+            key,
+            pid,
+            event.detail.get("reason"),
+        )
     elif event.kind is EventKind.RESOLVED:
         out.info("job %s resolved as %s: payment #%s", key, event.detail.get("outcome"), pid)
     elif event.kind is EventKind.NEEDS_REVIEW:
         out.error(
             "job %s NEEDS REVIEW (payment #%s): %s; settle it with `paysched resolve`",
-            key, pid, event.detail.get("reason"),
-        )  # fmt: skip
+            key,
+            pid,
+            event.detail.get("reason"),
+        )
     elif event.kind is EventKind.ERROR:
         out.error("job %s error: %s", key, event.detail.get("error"))
     else:

@@ -69,11 +69,20 @@ def _name(value: str | None, field: str) -> str | None:
 
 
 def payment_filter(
-    *, q: str | None = None, state: str | None = None, status: str | None = None,
-    occurrence: str | None = None, account: str | None = None, payer: str | None = None,
-    payee: str | None = None, currency: str | None = None, due_from: str | None = None,
-    due_before: str | None = None, payer_field: str = "from", payee_field: str = "to",
-) -> PaymentFilter:  # fmt: skip
+    *,
+    q: str | None = None,
+    state: str | None = None,
+    status: str | None = None,
+    occurrence: str | None = None,
+    account: str | None = None,
+    payer: str | None = None,
+    payee: str | None = None,
+    currency: str | None = None,
+    due_from: str | None = None,
+    due_before: str | None = None,
+    payer_field: str = "from",
+    payee_field: str = "to",
+) -> PaymentFilter:
     """The filters as typed (an empty one is no filter: a form sends every field); each
     bad one is InvalidInput naming its field."""
     start, end = _due(due_from, "due_from"), _due(due_before, "due_before")

@@ -62,12 +62,29 @@ class Names:
 
 
 PYTHON_NAMES = Names()
-HTTP_NAMES = Names(at="at", in_="in", cron="cron", tz="timezone", in_field="in",
-                   payer_field="from", payee_field="to", allow_past="set allow_past",
-                   tz_field="timezone")  # fmt: skip
-CLI_NAMES = Names(at="--at", in_="--in", cron="--cron", tz="--tz", in_field="in",
-                  payer_field="from", payee_field="to", allow_past="pass --allow-past",
-                  rrule="--rrule", every="--every")  # fmt: skip
+HTTP_NAMES = Names(
+    at="at",
+    in_="in",
+    cron="cron",
+    tz="timezone",
+    in_field="in",
+    payer_field="from",
+    payee_field="to",
+    allow_past="set allow_past",
+    tz_field="timezone",
+)
+CLI_NAMES = Names(
+    at="--at",
+    in_="--in",
+    cron="--cron",
+    tz="--tz",
+    in_field="in",
+    payer_field="from",
+    payee_field="to",
+    allow_past="pass --allow-past",
+    rrule="--rrule",
+    every="--every",
+)
 
 
 # A reminder further ahead than this is a typo, not a plan.
@@ -107,14 +124,23 @@ class PaymentRequest:
         if self.amount is None or self.currency is None:
             raise ValueError("the payment's currency is not known yet: call in_currency()")
         return {
-            "payer": self.payer, "payee": self.payee, "amount": self.amount,
-            "currency": self.currency, "due_at": self.due_at, "cron": self.cron,
-            "timezone": self.timezone, "memo": self.memo, "notify": list(self.notify),
-            "recurrence": self.recurrence, "catchup": self.catchup,
-            "catchup_window": self.catchup_window, "remind": self.remind,
-            "approval": self.approval, "approval_timeout": self.approval_timeout,
+            "payer": self.payer,
+            "payee": self.payee,
+            "amount": self.amount,
+            "currency": self.currency,
+            "due_at": self.due_at,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "memo": self.memo,
+            "notify": list(self.notify),
+            "recurrence": self.recurrence,
+            "catchup": self.catchup,
+            "catchup_window": self.catchup_window,
+            "remind": self.remind,
+            "approval": self.approval,
+            "approval_timeout": self.approval_timeout,
             "approval_on_timeout": self.approval_on_timeout,
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +173,11 @@ def rule_of(calendar: Calendar, names: Names = PYTHON_NAMES) -> str:
     if calendar.every is not None:
         match = _EVERY.match(calendar.every)
         if not match:
-            raise InvalidInput(names.every_field, "expected an interval like '2 weeks', "
-                               f"'1 month', '3d' or 'year', got {calendar.every!r}")  # fmt: skip
+            raise InvalidInput(
+                names.every_field,
+                "expected an interval like '2 weeks', "
+                f"'1 month', '3d' or 'year', got {calendar.every!r}",
+            )
         n = int(match.group(1) or 1)
         if n < 1:
             raise InvalidInput(names.every_field, "the interval must be at least 1")
@@ -180,12 +209,18 @@ def recurrence_of(calendar: Calendar, tz: str | None, now: datetime, names: Name
     from paysched.recurrence import parse_recurrence
 
     if calendar.start is None:
-        raise InvalidInput(names.start_field, "a calendar rule needs its first local date and "
-                           "time of day, e.g. 2026-12-01T09:00")  # fmt: skip
+        raise InvalidInput(
+            names.start_field,
+            "a calendar rule needs its first local date and time of day, e.g. 2026-12-01T09:00",
+        )
     rec = parse_recurrence(
-        rule_of(calendar, names), calendar.start, tz or "UTC", calendar.business_day,
-        calendar.calendar, field=names.rrule_field,
-    )  # fmt: skip
+        rule_of(calendar, names),
+        calendar.start,
+        tz or "UTC",
+        calendar.business_day,
+        calendar.calendar,
+        field=names.rrule_field,
+    )
     return rec.to_json()
 
 
@@ -207,16 +242,21 @@ def _given(value: object) -> bool:
 
 
 def check_schedule_choice(
-    at: object, in_: object, cron: object, tz: object, names: Names = PYTHON_NAMES,
+    at: object,
+    in_: object,
+    cron: object,
+    tz: object,
+    names: Names = PYTHON_NAMES,
     rule: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """Exactly one of a due time, a delay, a cron expression or a calendar rule; a time zone
     only with cron or a rule."""
     if sum(_given(v) for v in (at, in_, cron, rule or None)) != 1:
         raise InvalidInput(
-            "schedule", f"give exactly one of {names.at}, {names.in_}, {names.cron} or "
+            "schedule",
+            f"give exactly one of {names.at}, {names.in_}, {names.cron} or "
             f"{names.rrule} / {names.every}",
-        )  # fmt: skip
+        )
     if _given(tz) and not _given(cron) and not rule:
         raise InvalidInput(names.tz_field, f"{names.tz} applies to {names.cron} schedules")
 
@@ -233,12 +273,14 @@ def amount_text(value: object, field: str = "amount") -> str:
         return format(value, "f")
     if isinstance(value, float):
         raise InvalidInput(
-            field, f"got the float {value!r}; pass a Decimal or a string such as '12.34' "
+            field,
+            f"got the float {value!r}; pass a Decimal or a string such as '12.34' "
             "(floats cannot hold amounts of money exactly)",
-        )  # fmt: skip
+        )
     kind = type(value).__name__
-    raise InvalidInput(field, f"expected a Decimal or a string such as '12.34', got {kind} "
-                              f"{shown(str(value))}")  # fmt: skip
+    raise InvalidInput(
+        field, f"expected a Decimal or a string such as '12.34', got {kind} {shown(str(value))}"
+    )
 
 
 def payer_currency(get_account: Callable[[str], Account], payer: object, names: Names) -> str:
@@ -312,12 +354,24 @@ def payment_request(
     window = check_catchup(catchup, catchup_window, names)
     wait, on_timeout = check_approval(approval, approval_timeout, on_timeout)
     return PaymentRequest(
-        payer=payer, payee=payee, amount=minor, currency=code, due_at=due_at,
-        cron=cron, timezone=tz, memo=memo, notify=tuple(targets), recurrence=recurrence,
-        catchup=catchup, catchup_window=window, amount_text=written,
+        payer=payer,
+        payee=payee,
+        amount=minor,
+        currency=code,
+        due_at=due_at,
+        cron=cron,
+        timezone=tz,
+        memo=memo,
+        notify=tuple(targets),
+        recurrence=recurrence,
+        catchup=catchup,
+        catchup_window=window,
+        amount_text=written,
         remind=None if remind is None else parse_remind(remind, names.remind_field),
-        approval=approval, approval_timeout=wait, approval_on_timeout=on_timeout,
-    )  # fmt: skip
+        approval=approval,
+        approval_timeout=wait,
+        approval_on_timeout=on_timeout,
+    )
 
 
 def parse_remind(value: object, field: str = "remind") -> timedelta:
@@ -394,7 +448,16 @@ def deposit_amount(amount: str | Decimal, currency: str) -> int:
 
 
 __all__ = [
-    "CLI_NAMES", "HTTP_NAMES", "PYTHON_NAMES", "Names", "PaymentRequest", "amount_text",
-    "check_schedule_choice", "deposit_amount", "parse_remind", "parse_remind_setting",
-    "payer_currency", "payment_request",
-]  # fmt: skip
+    "CLI_NAMES",
+    "HTTP_NAMES",
+    "PYTHON_NAMES",
+    "Names",
+    "PaymentRequest",
+    "amount_text",
+    "check_schedule_choice",
+    "deposit_amount",
+    "parse_remind",
+    "parse_remind_setting",
+    "payer_currency",
+    "payment_request",
+]

@@ -38,17 +38,23 @@ EXECUTOR_DURATION = Histogram(
 # written by any of them is the value, not one series per process.
 _READING: Final = "mostrecent"
 QUEUE_JOBS = Gauge(
-    "paysched_queue_jobs", "Jobs in the Redis queue, by state.", ["state"],
+    "paysched_queue_jobs",
+    "Jobs in the Redis queue, by state.",
+    ["state"],
     multiprocess_mode=_READING,
-)  # fmt: skip
+)
 OCCURRENCES = Gauge(
-    "paysched_occurrences", "Occurrences in the database, by state.", ["state"],
+    "paysched_occurrences",
+    "Occurrences in the database, by state.",
+    ["state"],
     multiprocess_mode=_READING,
-)  # fmt: skip
+)
 NOTIFICATIONS = Gauge(
-    "paysched_notifications", "Notifications in the outbox, by state.", ["state"],
+    "paysched_notifications",
+    "Notifications in the outbox, by state.",
+    ["state"],
     multiprocess_mode=_READING,
-)  # fmt: skip
+)
 PROCESSES = Gauge(
     "paysched_processes",
     "paysched process roles by heartbeat: up, down or stopped.",

@@ -66,9 +66,11 @@ DETAIL_PAGE = 20  # occurrences in a payment's detail (GET /v1/payments/{id}, th
 
 
 def payment_detail(
-    store: Store, payment_id: int, page: int | None = None,
+    store: Store,
+    payment_id: int,
+    page: int | None = None,
     before: tuple[datetime, int] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """A payment as `paysched show --json` and GET /v1/payments/{id} show it: its
     occurrences with every attempt and transition, and its notifications.
 
@@ -115,9 +117,13 @@ def payment_rows(
 
 
 def find_payments(
-    store: Store, f: PaymentFilter, limit: int, before: int | None = None,
-    after: int | None = None, now: datetime | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    store: Store,
+    f: PaymentFilter,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """A page of payments as GET /v1/payments and the dashboard's list show them: `data`
     (payment_rows: each with its status), `older` (the `before` of the next page, or None),
     `newer` (the `after` of the page before, or None), `matched` (what the search text was

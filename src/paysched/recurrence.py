@@ -89,8 +89,17 @@ REQUEST_BUDGET = 4 * DATE_BUDGET
 
 _FREQS = {"DAILY": du.DAILY, "WEEKLY": du.WEEKLY, "MONTHLY": du.MONTHLY, "YEARLY": du.YEARLY}
 _WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
-_PARTS = ("FREQ", "INTERVAL", "BYMONTH", "BYMONTHDAY", "BYDAY", "BYSETPOS", "WKST", "COUNT",
-          "UNTIL")  # fmt: skip
+_PARTS = (
+    "FREQ",
+    "INTERVAL",
+    "BYMONTH",
+    "BYMONTHDAY",
+    "BYDAY",
+    "BYSETPOS",
+    "WKST",
+    "COUNT",
+    "UNTIL",
+)
 _INT_RE = re.compile(r"\A[+-]?[0-9]{1,5}\Z")
 _BYDAY_RE = re.compile(r"\A([+-]?[0-9]{1,2})?(MO|TU|WE|TH|FR|SA|SU)\Z")
 _UNTIL_RE = re.compile(r"\A([0-9]{8})(?:T([0-9]{6})(Z)?)?\Z")
@@ -234,8 +243,9 @@ def _parse_rule(text: str, field: str) -> _Rule:
         raise InvalidInput(field, "expected an RRULE like FREQ=MONTHLY;BYMONTHDAY=-1")
     raw = text.strip()
     if len(raw) > MAX_RULE_LENGTH or not raw.isascii() or not raw.isprintable():
-        raise InvalidInput(field, f"expected an RRULE of at most {MAX_RULE_LENGTH} printable "
-                                  "ASCII characters")  # fmt: skip
+        raise InvalidInput(
+            field, f"expected an RRULE of at most {MAX_RULE_LENGTH} printable ASCII characters"
+        )
     raw = raw.upper()
     raw = raw.removeprefix("RRULE:")
     parts: dict[str, str] = {}
@@ -244,8 +254,9 @@ def _parse_rule(text: str, field: str) -> _Rule:
         if not sep or not key or not value:
             raise InvalidInput(field, f"expected NAME=VALUE parts separated by ';', got {piece!r}")
         if key not in _PARTS:
-            raise InvalidInput(field, f"unsupported RRULE part {key} (paysched supports "
-                                      f"{', '.join(_PARTS)})")  # fmt: skip
+            raise InvalidInput(
+                field, f"unsupported RRULE part {key} (paysched supports {', '.join(_PARTS)})"
+            )
         if key in parts:
             raise InvalidInput(field, f"{key} given twice")
         parts[key] = value
@@ -253,8 +264,7 @@ def _parse_rule(text: str, field: str) -> _Rule:
     if freq is None:
         raise InvalidInput(field, "FREQ is required (DAILY, WEEKLY, MONTHLY or YEARLY)")
     if freq not in _FREQS:
-        raise InvalidInput(field, f"unsupported FREQ={freq} (use DAILY, WEEKLY, MONTHLY or "
-                                  "YEARLY)")  # fmt: skip
+        raise InvalidInput(field, f"unsupported FREQ={freq} (use DAILY, WEEKLY, MONTHLY or YEARLY)")
     interval = 1
     if "INTERVAL" in parts:
         if "," in parts["INTERVAL"]:  # before unpacking: "2,3" is two numbers, not a crash
@@ -273,12 +283,12 @@ def _parse_rule(text: str, field: str) -> _Rule:
         for item in parts["BYDAY"].split(","):
             match = _BYDAY_RE.match(item)
             if not match:
-                raise InvalidInput(field, f"BYDAY expects days like MO, FR, 2MO or -1FR, got "
-                                          f"{item!r}")  # fmt: skip
+                raise InvalidInput(
+                    field, f"BYDAY expects days like MO, FR, 2MO or -1FR, got {item!r}"
+                )
             ordinal = int(match.group(1) or 0)
             if ordinal and freq not in ("MONTHLY", "YEARLY"):
-                raise InvalidInput(field, f"BYDAY={item}: an ordinal needs FREQ=MONTHLY or "
-                                          "YEARLY")  # fmt: skip
+                raise InvalidInput(field, f"BYDAY={item}: an ordinal needs FREQ=MONTHLY or YEARLY")
             limit = 5 if freq == "MONTHLY" or (freq == "YEARLY" and "BYMONTH" in parts) else 53
             if match.group(1) is not None and not 1 <= abs(ordinal) <= limit:
                 raise InvalidInput(field, f"BYDAY={item}: the ordinal must be ±1..{limit}")
@@ -306,8 +316,9 @@ def _parse_rule(text: str, field: str) -> _Rule:
             raise InvalidInput(field, "COUNT and UNTIL cannot both be given (RFC 5545)")
         until = parts["UNTIL"]
         _until_bound(until, field)  # validates
-    return _Rule(freq, interval, bymonth, bymonthday, tuple(sorted(set(byday))), bysetpos, wkst,
-                 count, until)  # fmt: skip
+    return _Rule(
+        freq, interval, bymonth, bymonthday, tuple(sorted(set(byday))), bysetpos, wkst, count, until
+    )
 
 
 def _format_rule(rule: _Rule) -> str:
@@ -343,8 +354,10 @@ def _until_bound(text: str, field: str) -> tuple[datetime | None, datetime | Non
             return datetime.combine(day.date(), time.max), None
         wall = datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M%S")
     except ValueError:
-        raise InvalidInput(field, f"UNTIL must look like 20261231, 20261231T090000 or "
-                                  f"20261231T080000Z, got {text!r}") from None  # fmt: skip
+        raise InvalidInput(
+            field,
+            f"UNTIL must look like 20261231, 20261231T090000 or 20261231T080000Z, got {text!r}",
+        ) from None
     if match.group(3):
         return None, wall.replace(tzinfo=UTC)
     return wall, None
@@ -358,8 +371,10 @@ def _parse_start(start: datetime | str, zone: ZoneInfo) -> datetime:
                 raise ValueError(raw)
             value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidInput("start", f"expected a local date and time of day like "
-                                        f"2026-01-31T09:00, got {start!r}") from None  # fmt: skip
+            raise InvalidInput(
+                "start",
+                f"expected a local date and time of day like 2026-01-31T09:00, got {start!r}",
+            ) from None
     elif isinstance(start, datetime):
         value = start
     else:
@@ -373,8 +388,9 @@ def _parse_start(start: datetime | str, zone: ZoneInfo) -> datetime:
     if value.microsecond:
         raise InvalidInput("start", "give the time of day to the second at most")
     if not EARLIEST_START <= value < LATEST_START:
-        raise InvalidInput("start", f"must be between {EARLIEST_START.year} and "
-                                    f"{LATEST_START.year}")  # fmt: skip
+        raise InvalidInput(
+            "start", f"must be between {EARLIEST_START.year} and {LATEST_START.year}"
+        )
     return value.replace(fold=0)
 
 
@@ -388,16 +404,22 @@ def _parse_calendar(text: str) -> str:
     country, _, subdivision = raw.partition("-")
     countries = holidays.list_supported_countries()
     if country.upper() not in countries:
-        raise InvalidInput("calendar", f"unknown holiday calendar {text!r}: use a country code "
-                           "like DE, a subdivision like DE-BY or US-NY, or a market like NYSE "
-                           "or XECB")  # fmt: skip
+        raise InvalidInput(
+            "calendar",
+            f"unknown holiday calendar {text!r}: use a country code "
+            "like DE, a subdivision like DE-BY or US-NY, or a market like NYSE "
+            "or XECB",
+        )
     country = country.upper()
     if not subdivision:
         return country
     known = {s.upper(): s for s in countries[country]}
     if subdivision.upper() not in known:
-        raise InvalidInput("calendar", f"{country} has no subdivision {subdivision!r} (known: "
-                                       f"{', '.join(sorted(known.values()))})")  # fmt: skip
+        raise InvalidInput(
+            "calendar",
+            f"{country} has no subdivision {subdivision!r} (known: "
+            f"{', '.join(sorted(known.values()))})",
+        )
     return f"{country}-{known[subdivision.upper()]}"
 
 
@@ -425,8 +447,10 @@ def parse_recurrence(
     zone = parse_timezone(timezone, "timezone")
     wall = _parse_start(start, zone)
     if business_day not in BUSINESS_DAY_CONVENTIONS:
-        raise InvalidInput("business_day", f"expected one of {', '.join(BUSINESS_DAY_CONVENTIONS)}"
-                                           f", got {business_day!r}")  # fmt: skip
+        raise InvalidInput(
+            "business_day",
+            f"expected one of {', '.join(BUSINESS_DAY_CONVENTIONS)}, got {business_day!r}",
+        )
     canonical_calendar = _parse_calendar(calendar) if calendar else None
     rec = Recurrence(_format_rule(parsed), wall, zone.key, business_day, canonical_calendar)
     compiled = _compile(rec, field)
@@ -440,16 +464,23 @@ def parse_recurrence(
     except _OutOfBudget:
         first = None
     if first is None:
-        raise InvalidInput(field, f"{rec.rule} produces no date within {_HORIZON_YEARS} years "
-                                  f"of {wall:%Y-%m-%d} (the search budget: {DATE_BUDGET} months "
-                                  "of the rule's calendar)")  # fmt: skip
+        raise InvalidInput(
+            field,
+            f"{rec.rule} produces no date within {_HORIZON_YEARS} years "
+            f"of {wall:%Y-%m-%d} (the search budget: {DATE_BUDGET} months "
+            "of the rule's calendar)",
+        )
     if compiled.count is not None and _count_series(compiled)[1]:
-        raise InvalidInput(field, f"COUNT={compiled.count} spans more than the {REQUEST_BUDGET} "
-                                  "months of the rule's calendar paysched expands at once (the "
-                                  "search budget); give a smaller COUNT or an UNTIL")  # fmt: skip
+        raise InvalidInput(
+            field,
+            f"COUNT={compiled.count} spans more than the {REQUEST_BUDGET} "
+            "months of the rule's calendar paysched expands at once (the "
+            "search budget); give a smaller COUNT or an UNTIL",
+        )
     if compiled.past_until(first, resolve_local(first, zone)):
-        raise InvalidInput(field, f"UNTIL={parsed.until} is before the first occurrence "
-                                  f"({first:%Y-%m-%dT%H:%M})")  # fmt: skip
+        raise InvalidInput(
+            field, f"UNTIL={parsed.until} is before the first occurrence ({first:%Y-%m-%dT%H:%M})"
+        )
     return rec
 
 
@@ -521,8 +552,9 @@ def _merge(
     floor: datetime | None,
     walk: _Walk,
 ) -> Iterator[datetime]:
-    rules = [_MeteredRule(walk, dtstart=dtstart, until=horizon, cache=False, **kw)
-             for kw in components]  # fmt: skip
+    rules = [
+        _MeteredRule(walk, dtstart=dtstart, until=horizon, cache=False, **kw) for kw in components
+    ]
     last = None
     for wall in heapq.merge(*rules):
         walk.since_date = 0  # a date: the search for the next one starts afresh
@@ -540,8 +572,7 @@ def _count_series(compiled: _Compiled) -> tuple[tuple[datetime, ...], bool]:
     between two dates ends there, as any series does)."""
     walls: list[datetime] = []
     try:
-        for wall in _merge(compiled.components, compiled.start, None, None,
-                           _Walk(REQUEST_BUDGET)):  # fmt: skip
+        for wall in _merge(compiled.components, compiled.start, None, None, _Walk(REQUEST_BUDGET)):
             walls.append(wall)
             if len(walls) == compiled.count:
                 break
@@ -576,13 +607,18 @@ def _compile(rec: Recurrence, field: str = "rrule") -> _Compiled:
     for day in bymonthday:
         if abs(day) > longest:
             names = ", ".join(_MONTH_NAMES[m] for m in months)
-            raise InvalidInput(field, f"day {day} never falls in {names}; for the month's last "
-                                      "day use BYMONTHDAY=-1")  # fmt: skip
+            raise InvalidInput(
+                field,
+                f"day {day} never falls in {names}; for the month's last day use BYMONTHDAY=-1",
+            )
     clamped = _clamped_days(rule, bymonthday)
     if clamped and rule.bysetpos:
-        raise InvalidInput(field, f"BYSETPOS cannot be combined with BYMONTHDAY="
-                                  f"{','.join(map(str, clamped))}, which paysched clamps to the "
-                                  "month's end; for the last day use BYMONTHDAY=-1")  # fmt: skip
+        raise InvalidInput(
+            field,
+            f"BYSETPOS cannot be combined with BYMONTHDAY="
+            f"{','.join(map(str, clamped))}, which paysched clamps to the "
+            "month's end; for the last day use BYMONTHDAY=-1",
+        )
     base: dict[str, Any] = {
         "freq": _FREQS[rule.freq],
         "interval": rule.interval,
@@ -595,23 +631,38 @@ def _compile(rec: Recurrence, field: str = "rrule") -> _Compiled:
     components: list[dict[str, Any]] = []
     plain = tuple(d for d in bymonthday if d not in clamped)
     if plain or not clamped:
-        components.append({**base, "bymonth": bymonth or None, "bymonthday": plain or None,
-                           "byweekday": weekdays, "bysetpos": rule.bysetpos or None})  # fmt: skip
+        components.append(
+            {
+                **base,
+                "bymonth": bymonth or None,
+                "bymonthday": plain or None,
+                "byweekday": weekdays,
+                "bysetpos": rule.bysetpos or None,
+            }
+        )
     for day in clamped:
         # The last of the days 28..day that the month has: `day` itself, or the month's last
         # day when it is shorter. For YEARLY, bysetpos counts over the whole year, so one set
         # per month.
         span = tuple(range(28, day + 1))
         if rule.freq == "MONTHLY":
-            components.append({**base, "bymonth": bymonth or None, "bymonthday": span,
-                               "bysetpos": -1})  # fmt: skip
+            components.append(
+                {**base, "bymonth": bymonth or None, "bymonthday": span, "bysetpos": -1}
+            )
         else:
             for month in months:
-                components.append({**base, "bymonth": month, "bymonthday": span,
-                                   "bysetpos": -1})  # fmt: skip
+                components.append({**base, "bymonth": month, "bymonthday": span, "bysetpos": -1})
     until_wall, until_utc = _until_bound(rule.until, field) if rule.until else (None, None)
-    return _Compiled(rule.freq, rule.interval, rule.wkst, start, tuple(components), rule.count,
-                     until_wall, until_utc)  # fmt: skip
+    return _Compiled(
+        rule.freq,
+        rule.interval,
+        rule.wkst,
+        start,
+        tuple(components),
+        rule.count,
+        until_wall,
+        until_utc,
+    )
 
 
 # --- occurrences -------------------------------------------------------------------------
@@ -635,8 +686,11 @@ def _dues(rec: Recurrence, after: datetime | None, walk: _Walk) -> Iterator[Due]
         if after is not None and nominal <= after:
             continue
         day = adjust_business_day(wall.date(), rec.business_day, rec.calendar)
-        due = nominal if day == wall.date() else resolve_local(datetime.combine(day, wall.time()),
-                                                               zone)  # fmt: skip
+        due = (
+            nominal
+            if day == wall.date()
+            else resolve_local(datetime.combine(day, wall.time()), zone)
+        )
         yield Due(nominal, due)
 
 
@@ -663,10 +717,13 @@ def preview(rec: Recurrence, after: datetime | None, count: int) -> list[Due]:
             found.append(due)
     except _OutOfBudget as out:
         if out.whole:
-            raise InvalidInput("count", f"the next {count} dates of {rec.rule} span more than "
-                                        f"the {REQUEST_BUDGET} months of its calendar one request "
-                                        f"may search (the search budget; {len(found)} found); "
-                                        "ask for fewer") from None  # fmt: skip
+            raise InvalidInput(
+                "count",
+                f"the next {count} dates of {rec.rule} span more than "
+                f"the {REQUEST_BUDGET} months of its calendar one request "
+                f"may search (the search budget; {len(found)} found); "
+                "ask for fewer",
+            ) from None
     return found
 
 
@@ -742,8 +799,10 @@ def describe(rec: Recurrence) -> str:
         elif day < 0:
             days.append(f"the {_ordinal(day)} day")
         else:
-            days.append(f"day {day}" + (" (or the month's last)" if day >= 29 and
-                                        _clamped_days(rule, (day,)) else ""))  # fmt: skip
+            days.append(
+                f"day {day}"
+                + (" (or the month's last)" if day >= 29 and _clamped_days(rule, (day,)) else "")
+            )
     for n, weekday in rule.byday:
         days.append(f"the {_ordinal(n)} {_DAY_NAMES[weekday]}" if n else _DAY_NAMES[weekday])
     if not days:  # the start's day, as the rule takes it

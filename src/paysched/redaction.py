@@ -25,15 +25,17 @@ MIN_SECRET = 4
 
 _SHAPES: list[tuple[re.Pattern[str], str]] = [
     # scheme://user:password@host -> scheme://user:***@host
-    (re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?P<tail>@)"),
-     rf"\g<head>{MASK}\g<tail>"),
+    (
+        re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?P<tail>@)"),
+        rf"\g<head>{MASK}\g<tail>",
+    ),
     # Telegram Bot API paths: /bot123456:AA.../method
     (re.compile(r"(?P<head>/bot)\d+:[A-Za-z0-9_-]+"), rf"\g<head>{MASK}"),
     # Authorization: Bearer <token>
     (re.compile(r"(?P<head>\b[Bb]earer\s+)[^\s'\",;]+"), rf"\g<head>{MASK}"),
     # paysched API keys, wherever they appear: psk_<public prefix>_<secret>
     (re.compile(r"(?P<head>\bpsk_[0-9a-f]{1,32}_)[A-Za-z0-9_-]{8,}"), rf"\g<head>{MASK}"),
-]  # fmt: skip
+]
 
 _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()

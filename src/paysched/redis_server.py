@@ -92,23 +92,44 @@ class RedisProcess:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self, timeout: float = 5.0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password or None,
-                           socket_connect_timeout=1, socket_timeout=timeout)  # fmt: skip
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password or None,
+            socket_connect_timeout=1,
+            socket_timeout=timeout,
+        )
 
     def start(self, timeout: float = 30.0) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.appendonly \
-            else ["--appendonly", "no"]  # fmt: skip
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec"]
+            if self.appendonly
+            else ["--appendonly", "no"]
+        )
         args = [
-            self.binary or redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
-            "--dir", str(self.workdir), "--save", "", *persistence,
-            *(["--requirepass", self.password] if self.password else []), *self.extra,
-        ]  # fmt: skip
+            self.binary or redis_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            *persistence,
+            *(["--requirepass", self.password] if self.password else []),
+            *self.extra,
+        ]
         self.process = subprocess.Popen(
-            args, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=not self.tied_to_parent,
+            args,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=not self.tied_to_parent,
             preexec_fn=die_with_parent if self.tied_to_parent else None,
-        )  # fmt: skip
+        )
         self._wait_ready(timeout)
         return self.url
 
@@ -123,8 +144,9 @@ class RedisProcess:
                         f"redis server on port {self.port} exited with code "
                         f"{self.process.returncode} (its log: {self.workdir})"
                     )
-                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError,
-                                         redis.TimeoutError):  # fmt: skip
+                with contextlib.suppress(
+                    redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError
+                ):
                     pid = int(client.info("server")["process_id"])
                     if pid == self.process.pid:
                         return
@@ -232,10 +254,21 @@ class EmbeddedRedis:
             return self.url
         self._kill_leftover()
         server = RedisProcess(
-            self.dir, appendonly=True, binary=valkey_binary(), tied_to_parent=True,
-            extra=("--maxmemory-policy", "noeviction", "--hz", "100", "--protected-mode", "yes",
-                   "--logfile", str(self.dir / "valkey.log")),
-        )  # fmt: skip
+            self.dir,
+            appendonly=True,
+            binary=valkey_binary(),
+            tied_to_parent=True,
+            extra=(
+                "--maxmemory-policy",
+                "noeviction",
+                "--hz",
+                "100",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                str(self.dir / "valkey.log"),
+            ),
+        )
         try:
             server.start(timeout)
         except BackendUnavailable as exc:

@@ -95,8 +95,11 @@ class Scheduler:
         approval_on_timeout); how many."""
         expired = await self._db(self.store.expire_approvals, now, self.expired_outbox)
         if expired:
-            log.warning("%s occurrence(s) got no approval in time: %s", len(expired),
-                        ", ".join(f"{o.key} {o.state.value}" for o in expired[:10]))  # fmt: skip
+            log.warning(
+                "%s occurrence(s) got no approval in time: %s",
+                len(expired),
+                ", ".join(f"{o.key} {o.state.value}" for o in expired[:10]),
+            )
         return len(expired)
 
     async def schedule_now(self, payment_ids: Sequence[int]) -> int:
@@ -108,18 +111,23 @@ class Scheduler:
         total = 0
         while True:
             made = await self._db(
-                self.store.materialize_due, now, horizon, payment_ids, limit=MATERIALIZE_BATCH,
+                self.store.materialize_due,
+                now,
+                horizon,
+                payment_ids,
+                limit=MATERIALIZE_BATCH,
                 missed_outbox=self.missed_outbox,
-            )  # fmt: skip
+            )
             if not made:
                 break
             # Fewer payments than a batch, and no payment stopped at the batch's cap of
             # occurrences: one call made everything due. Calling again only to find nothing
             # was a fifth of a create's transactions (POST /v1/payments).
             complete = (
-                payment_ids is not None and len(payment_ids) < MATERIALIZE_BATCH
+                payment_ids is not None
+                and len(payment_ids) < MATERIALIZE_BATCH
                 and len(made) < MATERIALIZE_BATCH
-            )  # fmt: skip
+            )
             total += await self.enqueue_made(made, now)
             if complete:
                 break
@@ -136,8 +144,11 @@ class Scheduler:
         of their payments at hand (the queue reads the others for its jobs' summaries)."""
         missed = [o for o in made if o.state == S.MISSED]
         if missed:
-            log.warning("%s occurrence(s) missed by their payments' catch-up policy: %s",
-                        len(missed), ", ".join(o.key for o in missed[:10]))  # fmt: skip
+            log.warning(
+                "%s occurrence(s) missed by their payments' catch-up policy: %s",
+                len(missed),
+                ", ".join(o.key for o in missed[:10]),
+            )
         created = [o for o in made if o.state == S.SCHEDULED]
         if not created:
             return 0
@@ -152,8 +163,9 @@ class Scheduler:
         """The notifications of an occurrence its catch-up policy did not run."""
         if self.policy is None:
             return []
-        return outbox_for(self.policy, "missed", payment, occurrence, 0, self.clock.now(),
-                          occurrence.reason)  # fmt: skip
+        return outbox_for(
+            self.policy, "missed", payment, occurrence, 0, self.clock.now(), occurrence.reason
+        )
 
     async def reconcile(self, now: datetime) -> int:
         """Re-enqueue every occurrence the database holds as pending but Redis has lost.

@@ -69,10 +69,11 @@ def _zone_names() -> frozenset[str]:
     # the host), the compiler's default rules ("posixrules"), a placeholder ("Factory") and
     # copies of every zone with and without leap seconds ("right/...", "posix/...").
     return frozenset(
-        name for name in available_timezones()
+        name
+        for name in available_timezones()
         if name not in ("localtime", "posixrules", "Factory")
         and not name.startswith(("right/", "posix/"))
-    )  # fmt: skip
+    )
 
 
 def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
@@ -83,8 +84,10 @@ def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
 
 def validate_cron(expr: str, field: str = "cron", allow_seconds: bool = False) -> str:
     if len(expr) > MAX_CRON_LENGTH or not expr.isascii() or not expr.isprintable():
-        raise InvalidInput(field, f"expected a cron expression of at most {MAX_CRON_LENGTH} "
-                                  "printable ASCII characters")  # fmt: skip
+        raise InvalidInput(
+            field,
+            f"expected a cron expression of at most {MAX_CRON_LENGTH} printable ASCII characters",
+        )
     fields = expr.split()
     allowed = (5, 6) if allow_seconds else (5,)
     valid = len(fields) in allowed and croniter.is_valid(expr, second_at_beginning=len(fields) == 6)

@@ -147,8 +147,11 @@ class Supervisor:
         if self.metrics_dir is not None:
             env[METRICS_ENV] = self.metrics_dir
         child.process = subprocess.Popen(
-            child.argv, env=env, stdin=subprocess.DEVNULL, pass_fds=tuple(self.pass_fds),
-        )  # fmt: skip
+            child.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            pass_fds=tuple(self.pass_fds),
+        )
         child.started, child.restart_at = time.monotonic(), None
         log.info("%s started (pid %s)", child.name, child.process.pid)
 
@@ -160,15 +163,17 @@ class Supervisor:
         self._forget_metrics(pid)
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         if code == EXIT_CONFIG:
-            log.error("%s (pid %s) stopped on its configuration (%s); stopping all", child.name,
-                      pid, how)  # fmt: skip
+            log.error(
+                "%s (pid %s) stopped on its configuration (%s); stopping all", child.name, pid, how
+            )
             self.exit_code = EXIT_CONFIG
             self._stop.set()
             return
         if now - child.started >= HEALTHY_AFTER_S:
             child.delay = RESTART_FIRST_S
-        log.error("%s (pid %s) died (%s); starting it again in %g s", child.name, pid, how,
-                  child.delay)  # fmt: skip
+        log.error(
+            "%s (pid %s) died (%s); starting it again in %g s", child.name, pid, how, child.delay
+        )
         child.restart_at = now + child.delay
         child.delay = min(child.delay * 2, RESTART_CAP_S)
 
@@ -266,9 +271,10 @@ def child_command(*args: str) -> list[str]:
 
 
 def supervise(
-    cfg: Settings, children: Sequence[tuple[str, list[str], Mapping[str, str]]],
+    cfg: Settings,
+    children: Sequence[tuple[str, list[str], Mapping[str, str]]],
     pass_fds: Sequence[int] = (),
-) -> int:  # fmt: skip
+) -> int:
     """Run `children` (name, command line, extra environment) supervised until SIGTERM /
     SIGINT; the exit code for the command."""
     env, embedded = prepare_backends(cfg)
@@ -278,8 +284,10 @@ def supervise(
             serve_metrics(cfg.metrics_listen, metrics_dir)
         supervisor = Supervisor(
             [Child(name, argv, env | dict(extra)) for name, argv, extra in children],
-            cfg.shutdown_grace.total_seconds(), pass_fds, metrics_dir,
-        )  # fmt: skip
+            cfg.shutdown_grace.total_seconds(),
+            pass_fds,
+            metrics_dir,
+        )
         return supervisor.run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

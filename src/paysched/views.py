@@ -88,9 +88,13 @@ def recurrence_view(stored: str | None) -> dict[str, Any] | None:
     from paysched.recurrence import Recurrence
 
     rec = Recurrence.from_json(stored)
-    return {"rrule": rec.rule, "start": rec.start.isoformat(timespec="minutes"),
-            "timezone": rec.timezone, "business_day": rec.business_day,
-            "calendar": rec.calendar}  # fmt: skip
+    return {
+        "rrule": rec.rule,
+        "start": rec.start.isoformat(timespec="minutes"),
+        "timezone": rec.timezone,
+        "business_day": rec.business_day,
+        "calendar": rec.calendar,
+    }
 
 
 def schedule_text(payment: Payment) -> str | None:
@@ -208,9 +212,14 @@ def attempts_view(history: list[Transition]) -> list[dict[str, Any]]:
     for tr in history:
         if tr.to_state == OccurrenceState.EXECUTING:
             attempts.append(
-                {"number": tr.attempt, "started_at": iso(tr.at), "finished_at": None,
-                 "outcome": None, "reason": tr.reason}
-            )  # fmt: skip
+                {
+                    "number": tr.attempt,
+                    "started_at": iso(tr.at),
+                    "finished_at": None,
+                    "outcome": None,
+                    "reason": tr.reason,
+                }
+            )
         elif attempts and tr.from_state == OccurrenceState.EXECUTING:
             current = attempts[-1]
             current.update(finished_at=iso(tr.at), outcome=tr.to_state.value, reason=tr.reason)
@@ -229,13 +238,19 @@ def occurrence_view(occ: Occurrence, history: list[Transition]) -> dict[str, Any
         "reference": occ.reference,
         "lateness_ms": lateness_ms(occ),
         "approval_deadline": iso(occ.approval_deadline)
-        if occ.state == OccurrenceState.AWAITING_APPROVAL else None,
+        if occ.state == OccurrenceState.AWAITING_APPROVAL
+        else None,
         "next_check_at": iso(occ.resolve_at) if occ.state == OccurrenceState.UNKNOWN else None,
         "finished_at": iso(occ.finished_at),
         "attempts": attempts_view(history),
         "history": [
-            {"at": iso(tr.at), "from": tr.from_state.value if tr.from_state else None,
-             "to": tr.to_state.value, "attempt": tr.attempt, "reason": tr.reason}
+            {
+                "at": iso(tr.at),
+                "from": tr.from_state.value if tr.from_state else None,
+                "to": tr.to_state.value,
+                "attempt": tr.attempt,
+                "reason": tr.reason,
+            }
             for tr in history
         ],
-    }  # fmt: skip
+    }

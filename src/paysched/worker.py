@@ -112,9 +112,15 @@ class PaymentProcessor:
 
     def _emit(self, kind: EventKind, claim: Claim, **detail: Any) -> None:
         self.bus.emit(
-            Event(kind, self.clock.now(), claim.occurrence.key, claim.payment.id, claim.attempt,
-                  detail)
-        )  # fmt: skip
+            Event(
+                kind,
+                self.clock.now(),
+                claim.occurrence.key,
+                claim.payment.id,
+                claim.attempt,
+                detail,
+            )
+        )
 
     async def _write_progress(self, job: Job, percent: int, step: str) -> None:
         try:
@@ -157,8 +163,14 @@ class PaymentProcessor:
             "deployments share one Redis queue: give each its own PAYSCHED_QUEUE or Redis db"
         )
         log.error(message)
-        self.bus.emit(Event(EventKind.ERROR, self.clock.now(), str(job.id),
-                            detail={"error": message, "foreign_job": True}))  # fmt: skip
+        self.bus.emit(
+            Event(
+                EventKind.ERROR,
+                self.clock.now(),
+                str(job.id),
+                detail={"error": message, "foreign_job": True},
+            )
+        )
         raise RetryLater(message, random.randint(500, 2000))
 
     def _infra_delay(self, job: Job) -> int:
@@ -169,8 +181,14 @@ class PaymentProcessor:
             occurrence_id = occurrence_id_of(job.data)
         except CorruptJob as exc:
             log.error("job %s is corrupt and cannot run: %s", job.id, exc)
-            self.bus.emit(Event(EventKind.ERROR, self.clock.now(), str(job.id),
-                                detail={"error": f"corrupt job: {exc}"}))  # fmt: skip
+            self.bus.emit(
+                Event(
+                    EventKind.ERROR,
+                    self.clock.now(),
+                    str(job.id),
+                    detail={"error": f"corrupt job: {exc}"},
+                )
+            )
             raise GiveUp(f"corrupt job: {exc}") from None
         deployment = job.data.get("deployment")
         if deployment is not None and deployment != self.deployment_id:
@@ -183,13 +201,21 @@ class PaymentProcessor:
         if isinstance(claimed, NoClaim):
             if claimed.why == "foreign":
                 self._refuse(job, f"occurrence {occurrence_id} has another key here")
-            log.info("job %s: nothing to do (occurrence %s)", job.id,
-                     claimed.state.value if claimed.state else claimed.why)  # fmt: skip
+            log.info(
+                "job %s: nothing to do (occurrence %s)",
+                job.id,
+                claimed.state.value if claimed.state else claimed.why,
+            )
             return {"skipped": True, "why": claimed.why}
         claim = replace(claimed, on_success=tuple(self._outbox(claimed, "succeeded")))
         fields = payment_fields(claim.occurrence.key, claim.payment.id, claim.attempt)
-        log.info("processing payment job %s: payment #%s (attempt %s)", job.id,
-                 claim.payment.id, claim.attempt, extra=fields)  # fmt: skip
+        log.info(
+            "processing payment job %s: payment #%s (attempt %s)",
+            job.id,
+            claim.payment.id,
+            claim.attempt,
+            extra=fields,
+        )
         # "claimed" is immediately followed by "executing": subscribers only, not Redis.
         occ = claim.occurrence
         first_start = claim.attempt == 1 and occ.takeovers == 0 and occ.started_at is not None
@@ -198,9 +224,10 @@ class PaymentProcessor:
         try:
             if claim.occurrence.takeovers > MAX_TAKEOVERS:
                 return await self._needs_review(
-                    claim, f"its workers died or stalled {claim.occurrence.takeovers} times "
+                    claim,
+                    f"its workers died or stalled {claim.occurrence.takeovers} times "
                     "while executing it",
-                )  # fmt: skip
+                )
             try:
                 async with self._progress_while(
                     job, claim, 50, f"executing via {self.executor.name}"
@@ -255,8 +282,13 @@ class PaymentProcessor:
         if shown.in_redis:
             await self._write_progress(job, 100, "succeeded")
         self._emit(EventKind.PROGRESS, claim, progress=100, step="succeeded")
-        self._emit(EventKind.COMPLETED, claim, reference=result.reference,
-                   amount=claim.payment.amount, currency=claim.payment.currency)  # fmt: skip
+        self._emit(
+            EventKind.COMPLETED,
+            claim,
+            reference=result.reference,
+            amount=claim.payment.amount,
+            currency=claim.payment.currency,
+        )
         return {"succeeded": True, "occurrence": claim.occurrence.key}
 
     async def _finish(self, item: Finish) -> bool:
@@ -265,8 +297,16 @@ class PaymentProcessor:
     def _outbox(
         self, claim: Claim, event: str, reason: str | None = None, next_at: datetime | None = None
     ) -> list[OutboxMessage]:
-        return outbox_for(self.notify, event, claim.payment, claim.occurrence, claim.attempt,
-                          self.clock.now(), reason, next_at)  # fmt: skip
+        return outbox_for(
+            self.notify,
+            event,
+            claim.payment,
+            claim.occurrence,
+            claim.attempt,
+            self.clock.now(),
+            reason,
+            next_at,
+        )
 
     async def _fail(self, claim: Claim, reason: str, reference: str | None = None) -> NoReturn:
         outbox = self._outbox(claim, "failed", reason)
@@ -282,25 +322,34 @@ class PaymentProcessor:
             # under the same key. An executor that cannot be asked leaves it to a person at the
             # end, never to "failed".
             if isinstance(self.executor, Resolvable):
-                return await self._unknown(claim, ExecutionResult.unknown(
-                    f"{reason}; the worker this attempt was taken over from may have reached "
-                    "the provider: asking the provider first"
-                ))  # fmt: skip
+                return await self._unknown(
+                    claim,
+                    ExecutionResult.unknown(
+                        f"{reason}; the worker this attempt was taken over from may have reached "
+                        "the provider: asking the provider first"
+                    ),
+                )
             if claim.attempt >= self.max_attempts:
-                return await self._needs_review(claim, (
-                    f"{reason} (after {claim.attempt} attempts); the worker this attempt was "
-                    f"taken over from may have reached the provider, and executor "
-                    f"{self.executor.name} cannot be asked what happened"
-                ))  # fmt: skip
+                return await self._needs_review(
+                    claim,
+                    (
+                        f"{reason} (after {claim.attempt} attempts); the worker this attempt was "
+                        f"taken over from may have reached the provider, and executor "
+                        f"{self.executor.name} cannot be asked what happened"
+                    ),
+                )
         if claim.attempt >= self.max_attempts:
             if isinstance(self.executor, Resolvable):
                 # This request never left, but an earlier one with the same key may have gone
                 # through (its answer lost, its worker taken over): "failed, nothing moved"
                 # is the provider's to say. The resolver asks; "never received" ends failed.
-                return await self._unknown(claim, ExecutionResult.unknown(
-                    f"{reason} (after {claim.attempt} attempts); asking the provider whether "
-                    "an earlier request went through"
-                ))  # fmt: skip
+                return await self._unknown(
+                    claim,
+                    ExecutionResult.unknown(
+                        f"{reason} (after {claim.attempt} attempts); asking the provider whether "
+                        "an earlier request went through"
+                    ),
+                )
             await self._fail(claim, f"{reason} (after {claim.attempt} attempts)")
         delay = self.backoff.delay_ms(claim.attempt)
         next_at = self.clock.now() + timedelta(milliseconds=delay)
@@ -339,8 +388,9 @@ class PaymentProcessor:
 class WorkerPool:
     """A BullMQ worker running PaymentProcessor with N concurrent jobs."""
 
-    def __init__(self, queue: PaymentQueue, processor: PaymentProcessor, concurrency: int,
-                 lock_ms: int) -> None:  # fmt: skip
+    def __init__(
+        self, queue: PaymentQueue, processor: PaymentProcessor, concurrency: int, lock_ms: int
+    ) -> None:
         self.queue = queue
         self.processor = processor
         self.concurrency = concurrency

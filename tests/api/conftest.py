@@ -25,8 +25,14 @@ class Api:
     def auth(self, scope: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[scope]}"}
 
-    async def post(self, path: str, body: object = None, scope: str = "admin",
-                   key: str | None = None, **headers: str) -> httpx.Response:  # fmt: skip
+    async def post(
+        self,
+        path: str,
+        body: object = None,
+        scope: str = "admin",
+        key: str | None = None,
+        **headers: str,
+    ) -> httpx.Response:
         extra = {"Idempotency-Key": key} if key else {}
         return await self.client.post(path, json=body, headers=self.auth(scope) | extra | headers)
 
@@ -37,8 +43,10 @@ class Api:
 @pytest.fixture
 async def api(app: App) -> AsyncIterator[Api]:
     keys = ApiKeys(app.store.engine)
-    made = {s: (await app.db(keys.create, f"test-{s}", s, app.clock.now()))[1]
-            for s in ("read", "write", "admin")}  # fmt: skip
+    made = {
+        s: (await app.db(keys.create, f"test-{s}", s, app.clock.now()))[1]
+        for s in ("read", "write", "admin")
+    }
     fastapi = create_api(app)
     transport = httpx.ASGITransport(app=fastapi)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:

@@ -56,8 +56,13 @@ async def test_a_payment_scheduled_over_http_runs_once_and_shows_its_history(api
 
 async def test_recurring_payment_and_cancel(api: Api) -> None:
     await accounts(api, {"alice": "100.00", "bob": ""})
-    body = {"from": "alice", "to": "bob", "amount": "1.00", "cron": "0 9 * * 1",
-            "timezone": "Europe/Berlin"}  # fmt: skip
+    body = {
+        "from": "alice",
+        "to": "bob",
+        "amount": "1.00",
+        "cron": "0 9 * * 1",
+        "timezone": "Europe/Berlin",
+    }
     r = await api.post("/v1/payments", body)
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
@@ -73,9 +78,15 @@ async def test_recurring_payment_and_cancel(api: Api) -> None:
 
 
 async def test_every_v1_route_needs_a_key(api: Api) -> None:
-    for method, path in [("GET", "/v1/accounts"), ("GET", "/v1/payments"), ("GET", "/v1/stats"),
-                         ("POST", "/v1/payments"), ("GET", "/v1/occurrences/1"),
-                         ("GET", "/v1/notifications"), ("GET", "/metrics")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/v1/accounts"),
+        ("GET", "/v1/payments"),
+        ("GET", "/v1/stats"),
+        ("POST", "/v1/payments"),
+        ("GET", "/v1/occurrences/1"),
+        ("GET", "/v1/notifications"),
+        ("GET", "/metrics"),
+    ]:
         r = await api.client.request(method, path)
         problem(r, 401, "unauthenticated", "Authorization")
         assert r.headers["www-authenticate"].startswith("Bearer")
@@ -89,8 +100,9 @@ async def test_scopes_nest_and_are_enforced(api: Api) -> None:
     problem(await api.post("/v1/accounts", {"name": "x"}, "read"), 403, "insufficient_scope")
     assert (await api.post("/v1/accounts", {"name": "x"}, "write")).status_code == 201
     assert (await api.get("/v1/accounts/x", "admin")).status_code == 200
-    resolve = await api.post("/v1/occurrences/1/resolve", {"outcome": "failed", "reason": "r"},
-                             "write")  # fmt: skip
+    resolve = await api.post(
+        "/v1/occurrences/1/resolve", {"outcome": "failed", "reason": "r"}, "write"
+    )
     problem(resolve, 403, "insufficient_scope")
 
 
@@ -132,8 +144,9 @@ async def test_keys_are_stored_hashed(api: Api) -> None:
     from sqlalchemy import text
 
     with api.app.store.engine.connect() as conn:
-        stored = " ".join(str(v) for row in conn.execute(text("SELECT * FROM api_keys"))
-                          for v in row)  # fmt: skip
+        stored = " ".join(
+            str(v) for row in conn.execute(text("SELECT * FROM api_keys")) for v in row
+        )
     for key in api.keys.values():
         assert key not in stored and key.split("_", 2)[2] not in stored
 
@@ -164,10 +177,14 @@ async def test_a_replay_returns_the_first_answer_and_changes_nothing(api: Api) -
     listed = (await api.get("/v1/payments")).json()["data"]
     assert [p["id"] for p in listed] == [first.json()["id"]]
     deposit = await api.post("/v1/accounts/alice/deposits", {"amount": "1.00"}, "write", key="d")
-    deposit_again = await api.post("/v1/accounts/alice/deposits", {"amount": "1.00"}, "write",
-                                   key="d")  # fmt: skip
-    assert deposit.json() == deposit_again.json() == {
-        "name": "alice", "currency": "USD", "balance": "11.00", "remind": None}  # fmt: skip
+    deposit_again = await api.post(
+        "/v1/accounts/alice/deposits", {"amount": "1.00"}, "write", key="d"
+    )
+    assert (
+        deposit.json()
+        == deposit_again.json()
+        == {"name": "alice", "currency": "USD", "balance": "11.00", "remind": None}
+    )
     assert (await api.get("/v1/accounts/alice")).json()["balance"] == "11.00"
 
 
@@ -215,8 +232,9 @@ async def test_two_concurrent_requests_with_one_key_create_one_payment(api: Api)
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "has space", "tab\there"])
 async def test_a_malformed_idempotency_key_is_422(api: Api, key: str) -> None:
-    r = await api.client.post("/v1/accounts", json={"name": "a"},
-                              headers=api.auth("write") | {"Idempotency-Key": key})  # fmt: skip
+    r = await api.client.post(
+        "/v1/accounts", json={"name": "a"}, headers=api.auth("write") | {"Idempotency-Key": key}
+    )
     problem(r, 422, "invalid_input", "Idempotency-Key")
 
 
@@ -242,7 +260,7 @@ async def test_a_malformed_idempotency_key_is_422(api: Api, key: str) -> None:
         ({"from": "@external:USD"}, "from"),
         ({"extra": 1}, "extra"),
     ],
-)  # fmt: skip
+)
 async def test_bad_payment_input_is_422_naming_the_field(
     api: Api, body: dict[str, object], field: str
 ) -> None:
@@ -266,11 +284,17 @@ async def test_not_found_and_malformed_ids(api: Api) -> None:
 
 
 async def test_a_body_that_is_not_json_is_refused(api: Api) -> None:
-    r = await api.client.post("/v1/accounts", content="name=a", headers=api.auth("write") | {
-        "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    r = await api.client.post(
+        "/v1/accounts",
+        content="name=a",
+        headers=api.auth("write") | {"Content-Type": "application/x-www-form-urlencoded"},
+    )
     problem(r, 415, "unsupported_media_type", "Content-Type")
-    r = await api.client.post("/v1/accounts", content="{", headers=api.auth("write") | {
-        "Content-Type": "application/json"})  # fmt: skip
+    r = await api.client.post(
+        "/v1/accounts",
+        content="{",
+        headers=api.auth("write") | {"Content-Type": "application/json"},
+    )
     assert r.status_code == 422
 
 
@@ -329,10 +353,17 @@ async def test_occurrence_pages_keep_the_due_times_microseconds(api: Api) -> Non
     base = (now + timedelta(hours=1)).replace(microsecond=0)
     for micros in (5, 4, 3, 2, 1):
         p = await app.db(
-            app.store.create_payment, payer="alice", payee="bob", amount=100, currency="USD",
-            due_at=base + timedelta(microseconds=micros), cron=None, timezone=None, memo="",
+            app.store.create_payment,
+            payer="alice",
+            payee="bob",
+            amount=100,
+            currency="USD",
+            due_at=base + timedelta(microseconds=micros),
+            cron=None,
+            timezone=None,
+            memo="",
             now=now,
-        )  # fmt: skip
+        )
         await app.db(app.store.materialize_due, now, base + timedelta(seconds=1), [p.id])
     stored = await app.db(app.store.list_occurrences, 10)
     assert [o.due_at - base for o in stored] == [timedelta(microseconds=m) for m in range(1, 6)]
@@ -399,8 +430,10 @@ async def test_a_payment_without_a_currency_takes_the_payers(api: Api) -> None:
     body = {"from": "anna", "to": "ben", "amount": "1.50", "in": "1h"}
     problem(await api.post("/v1/payments", body), 422, "invalid_input", "amount")
     body = {"from": "nobody", "to": "ben", "amount": "5", "in": "1h"}
-    assert "nobody" in problem(await api.post("/v1/payments", body), 422, "invalid_input",
-                               "from")["detail"]  # fmt: skip
+    assert (
+        "nobody"
+        in problem(await api.post("/v1/payments", body), 422, "invalid_input", "from")["detail"]
+    )
 
 
 async def test_a_create_materializes_its_payment_in_one_transaction(
@@ -438,7 +471,8 @@ async def test_every_answer_carries_its_request_id_without_a_base_http_middlewar
     ok = await api.client.get("/v1/accounts", headers=api.auth() | {"X-Request-Id": "abc-1"})
     assert ok.status_code == 200 and ok.headers["x-request-id"] == "abc-1"
     body = problem(await api.get("/v1/payments/999999"), 404, "not_found")
-    unsupported = await api.client.post("/v1/accounts", content=b"name=x", headers=api.auth()
-                                        | {"Content-Type": "text/plain"})  # fmt: skip
+    unsupported = await api.client.post(
+        "/v1/accounts", content=b"name=x", headers=api.auth() | {"Content-Type": "text/plain"}
+    )
     problem(unsupported, 415, "unsupported_media_type", "Content-Type")
     assert body["request_id"].startswith("req_")

@@ -28,8 +28,10 @@ async def awaiting(api: Api, scope: str = "write", **extra: object) -> dict[str,
     assert r.status_code == 201, r.text
     created = r.json()
     assert (created["approval"], created["approval_timeout"], created["on_timeout"]) == (
-        "required", extra.get("approval_timeout") and "7200s", extra.get("on_timeout") or (
-            "skip" if "approval_timeout" in extra else None))  # fmt: skip
+        "required",
+        extra.get("approval_timeout") and "7200s",
+        extra.get("on_timeout") or ("skip" if "approval_timeout" in extra else None),
+    )
     [occ] = (await api.get(f"/v1/payments/{created['id']}")).json()["occurrences"]
     assert occ["state"] == "awaiting_approval", occ
     return occ  # type: ignore[no-any-return]
@@ -40,8 +42,11 @@ async def test_approve_over_http_runs_it_once(api: Api) -> None:
     occ = await awaiting(api, approval_timeout="2h")
     assert occ["approval_deadline"] is not None
     # write may create, not decide
-    problem(await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "write"), 403,
-            "insufficient_scope")  # fmt: skip
+    problem(
+        await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "write"),
+        403,
+        "insufficient_scope",
+    )
     r = await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "approve", key="a-1")
     assert r.status_code == 200, r.text
     # With an Idempotency-Key the answer is what its transaction committed: approved, then
@@ -50,8 +55,9 @@ async def test_approve_over_http_runs_it_once(api: Api) -> None:
     again = await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "approve", key="a-1")
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == r.json()
-    body = problem(await api.post(f"/v1/occurrences/{occ['id']}/approve", None, "approve2"),
-                   409, "conflict")  # fmt: skip
+    body = problem(
+        await api.post(f"/v1/occurrences/{occ['id']}/approve", None, "approve2"), 409, "conflict"
+    )
     assert "already approved" in body["detail"]
     async with running(api.app):
         await all_final(api.app, [int(occ["payment_id"])])  # type: ignore[call-overload]
@@ -68,8 +74,9 @@ async def test_reject_over_http_cancels_it_and_needs_a_reason(api: Api) -> None:
     problem(await api.post(path, {}, "approve"), 422, "invalid_input", "reason")
     r = await api.post(path, {"reason": "duplicate invoice"}, "approve")
     assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
-    problem(await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "approve2"), 409,
-            "conflict")  # fmt: skip
+    problem(
+        await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "approve2"), 409, "conflict"
+    )
     got = (await api.get(f"/v1/occurrences/{occ['key']}")).json()
     assert got["reason"].endswith(": duplicate invoice")
     assert got["history"][-1]["from"] == "awaiting_approval"
@@ -79,11 +86,15 @@ async def test_reject_over_http_cancels_it_and_needs_a_reason(api: Api) -> None:
 async def test_four_eyes_the_creating_key_cannot_approve(api: Api) -> None:
     await setup(api)
     occ = await awaiting(api, scope="approve")  # approve keys may create too
-    body = problem(await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "approve"),
-                   409, "conflict")  # fmt: skip
+    body = problem(
+        await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "approve"), 409, "conflict"
+    )
     assert "four eyes" in body["detail"]
-    problem(await api.post(f"/v1/occurrences/{occ['key']}/reject", {"reason": "x"}, "approve"),
-            409, "conflict")  # fmt: skip
+    problem(
+        await api.post(f"/v1/occurrences/{occ['key']}/reject", {"reason": "x"}, "approve"),
+        409,
+        "conflict",
+    )
     r = await api.post(f"/v1/occurrences/{occ['key']}/approve", None, "approve2")
     assert r.status_code == 200, r.text
 

@@ -40,8 +40,9 @@ def chunked(memo_bytes: int, chunk: int, sent: list[int]) -> Iterator[bytes]:
 
 @pytest.fixture
 def served(env: dict[str, str]) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
-    key = json.loads(paysched(env, "apikeys", "create", "ops", "--scope", "write", "--json")
-                     .stdout)["key"]  # fmt: skip
+    key = json.loads(
+        paysched(env, "apikeys", "create", "ops", "--scope", "write", "--json").stdout
+    )["key"]
     server, client = start_serve(env)
     auth = {"Authorization": f"Bearer {key}"}
     try:
@@ -57,8 +58,9 @@ def served(env: dict[str, str]) -> Iterator[tuple[httpx.Client, dict[str, str]]]
     assert "Traceback" not in stderr, stderr
 
 
-def post(client: httpx.Client, auth: dict[str, str], memo_bytes: int, chunk: int,
-         sent: list[int]) -> httpx.Response:  # fmt: skip
+def post(
+    client: httpx.Client, auth: dict[str, str], memo_bytes: int, chunk: int, sent: list[int]
+) -> httpx.Response:
     headers = auth | {"Content-Type": "application/json"}
     return client.post("/v1/payments", content=chunked(memo_bytes, chunk, sent), headers=headers)
 
@@ -79,12 +81,15 @@ def test_a_100_mb_chunked_memo_is_413_before_it_is_sent(
     rest). h11 over a socket, because httpx reads no answer before it has sent everything."""
     client, auth = served
     conn = h11.Connection(h11.CLIENT)
-    headers = [("Host", "paysched"), ("Content-Type", "application/json"),
-               ("Transfer-Encoding", "chunked"), *auth.items()]  # fmt: skip
+    headers = [
+        ("Host", "paysched"),
+        ("Content-Type", "application/json"),
+        ("Transfer-Encoding", "chunked"),
+        *auth.items(),
+    ]
     address = (client.base_url.host, client.base_url.port or 80)
     with socket.create_connection(address, timeout=30) as sock:
-        sock.sendall(conn.send(h11.Request(method="POST", target="/v1/payments",
-                                           headers=headers)))  # fmt: skip
+        sock.sendall(conn.send(h11.Request(method="POST", target="/v1/payments", headers=headers)))
         sent = 0
         for piece in chunked(100 * 1024 * 1024, 64 * 1024, []):
             sock.sendall(conn.send(h11.Data(data=piece)))
@@ -99,9 +104,10 @@ def test_a_100_mb_chunked_memo_is_413_before_it_is_sent(
             else:
                 events.append(event)
     response = httpx.Response(
-        events[0].status_code, headers=[(k.decode(), v.decode()) for k, v in events[0].headers],
+        events[0].status_code,
+        headers=[(k.decode(), v.decode()) for k, v in events[0].headers],
         content=b"".join(e.data for e in events if isinstance(e, h11.Data)),
-    )  # fmt: skip
+    )
     too_large(response)
 
 
@@ -117,6 +123,9 @@ def test_bodies_in_chunks_get_a_proper_answer_or_413(
     r = post(client, auth, 1001, chunk, [])  # within the body limit, over the memo's
     assert r.status_code == 422 and r.json()["field"] == "memo", r.text
     too_large(post(client, auth, MAX_BODY, chunk, []))
-    r = client.post("/v1/payments", content=(b"x" for _ in range(3)),
-                    headers=auth | {"Content-Type": "text/plain"})  # fmt: skip
+    r = client.post(
+        "/v1/payments",
+        content=(b"x" for _ in range(3)),
+        headers=auth | {"Content-Type": "text/plain"},
+    )
     assert r.status_code == 415, r.text

@@ -15,10 +15,15 @@ from tests.api.test_api import accounts
 from tests.unit.test_recurrence import NEVER, SPARSE, walked
 
 LAST_BUSINESS_DAY = {
-    "from": "alice", "to": "bob", "amount": "10.00", "rrule": "FREQ=MONTHLY;BYMONTHDAY=-1",
-    "start": "2026-12-01T09:00", "timezone": "Europe/Berlin", "business_day": "preceding",
+    "from": "alice",
+    "to": "bob",
+    "amount": "10.00",
+    "rrule": "FREQ=MONTHLY;BYMONTHDAY=-1",
+    "start": "2026-12-01T09:00",
+    "timezone": "Europe/Berlin",
+    "business_day": "preceding",
     "calendar": "DE",
-}  # fmt: skip
+}
 
 
 async def test_last_business_day_of_the_month(api: Api) -> None:
@@ -36,12 +41,23 @@ async def test_last_business_day_of_the_month(api: Api) -> None:
 
 async def test_pause_resume_and_skip_next(api: Api) -> None:
     await accounts(api, {"alice": "100.00", "bob": ""})
-    body = {"from": "alice", "to": "bob", "amount": "1.00", "every": "1 week",
-            "start": "2030-01-07T09:00", "timezone": "UTC", "count": 4}  # fmt: skip
+    body = {
+        "from": "alice",
+        "to": "bob",
+        "amount": "1.00",
+        "every": "1 week",
+        "start": "2030-01-07T09:00",
+        "timezone": "UTC",
+        "count": 4,
+    }
     pid = (await api.post("/v1/payments", body, "write")).json()["id"]
     first = (await api.get(f"/v1/payments/{pid}/preview", count=4)).json()
     assert [d["due_at"][:10] for d in first] == [
-        "2030-01-07", "2030-01-14", "2030-01-21", "2030-01-28"]  # fmt: skip
+        "2030-01-07",
+        "2030-01-14",
+        "2030-01-21",
+        "2030-01-28",
+    ]
     paused = await api.post(f"/v1/payments/{pid}/pause", None, "write")
     assert paused.status_code == 200 and paused.json()["state"] == "paused"
     problem(await api.post(f"/v1/payments/{pid}/pause", None, "write"), 409, "conflict")

@@ -19,6 +19,7 @@ from paysched.api.server import listen, serve
 from paysched.app import App
 from paysched.db.apikeys import ApiKeys
 from paysched.db.sessions import DashboardSessions
+from paysched.db.store import Claim
 from paysched.domain import Occurrence, OccurrenceState
 from paysched.web.auth import COOKIE
 from tests.api.conftest import Api
@@ -59,8 +60,9 @@ def count(text: str, section: str, name: str) -> int:
 
 
 async def schedule(api: Api, **body: str) -> int:
-    r = await api.post("/v1/payments", {"from": "alice", "to": "bob", "amount": "2.50"} | body,
-                       "write")  # fmt: skip
+    r = await api.post(
+        "/v1/payments", {"from": "alice", "to": "bob", "amount": "2.50"} | body, "write"
+    )
     assert r.status_code == 201, r.text
     pid: int = r.json()["id"]
     return pid
@@ -83,8 +85,9 @@ async def test_login_sets_a_strict_http_only_cookie_for_the_dashboard_only(api: 
     assert {"httponly", "path", "samesite"} <= attributes and "secure" not in attributes
     assert "Path=/dashboard" in cookie and "samesite=strict" in cookie.lower()
     # Over https the cookie is also Secure.
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.api),
-                                 base_url="https://api") as tls:  # fmt: skip
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api.api), base_url="https://api"
+    ) as tls:
         r = await tls.post("/dashboard/login", data=form, headers={"Origin": "https://api"})
         assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
     # The cookie opens the pages (the client kept it, as a browser does).
@@ -97,8 +100,7 @@ async def test_login_sets_a_strict_http_only_cookie_for_the_dashboard_only(api: 
 
 async def test_a_wrong_or_revoked_key_or_a_cross_site_form_signs_nobody_in(api: Api) -> None:
     origin = {"Origin": "http://api"}
-    wrong = await api.client.post("/dashboard/login", data={"key": "psk_0000_nope"},
-                                  headers=origin)  # fmt: skip
+    wrong = await api.client.post("/dashboard/login", data={"key": "psk_0000_nope"}, headers=origin)
     assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
     assert "unknown or revoked" in wrong.text and "psk_0000_nope" not in wrong.text
     keys = ApiKeys(api.app.store.engine)
@@ -108,8 +110,9 @@ async def test_a_wrong_or_revoked_key_or_a_cross_site_form_signs_nobody_in(api: 
     assert revoked.status_code == 401 and "set-cookie" not in revoked.headers
     # A form posted from another site (or with no Origin at all) is refused before the key.
     for headers in ({"Origin": "http://evil.example"}, {}):
-        r = await api.client.post("/dashboard/login", data={"key": api.keys["read"]},
-                                  headers=headers)  # fmt: skip
+        r = await api.client.post(
+            "/dashboard/login", data={"key": api.keys["read"]}, headers=headers
+        )
         assert r.status_code == 403 and "set-cookie" not in r.headers
 
 
@@ -170,8 +173,12 @@ async def test_an_action_without_hx_request_or_a_matching_origin_is_refused(api:
     pid = await schedule(api, **{"in": "1h"})
     cancel = f"/dashboard/payments/{pid}/cancel"
     # A foreign Origin is refused even beside HX-Request (which a header alone cannot vouch for).
-    foreign = [{"Origin": "http://evil.example"}, {"Origin": "null"},
-               {"Origin": "http://api.evil.example"}, {"Origin": "http://api:8080"}]  # fmt: skip
+    foreign = [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://api.evil.example"},
+        {"Origin": "http://api:8080"},
+    ]
     for extra in [{}, *foreign, *(o | HX for o in foreign)]:
         r = await api.client.post(cancel, headers=signed(api, "admin") | extra)
         assert r.status_code == 403 and "not sent from the dashboard" in r.text
@@ -192,8 +199,11 @@ async def test_the_overview_and_the_detail_show_a_payment_that_ran(api: Api) -> 
     assert occ.state == OccurrenceState.SUCCEEDED
     text = await page(api, "/dashboard/")
     stats = (await api.get("/v1/stats")).json()
-    for section, part in (("Queue", "queue"), ("Occurrences", "occurrences"),
-                          ("Notifications", "notifications")):  # fmt: skip
+    for section, part in (
+        ("Queue", "queue"),
+        ("Occurrences", "occurrences"),
+        ("Notifications", "notifications"),
+    ):
         for name, n in stats[part].items():
             assert count(text, section, name.replace("_", " ")) == n, (section, name)
     assert count(text, "Queue", "completed") == 1 and count(text, "Occurrences", "succeeded") == 1
@@ -219,8 +229,10 @@ async def needing_review(api: Api) -> tuple[int, Occurrence]:
     store, now = api.app.store, api.app.clock.now()
     [occ] = await api.app.db(store.occurrences_of, pid)
     claim = await api.app.db(store.claim, occ.id, now)
-    assert await api.app.db(store.finish, claim, OccurrenceState.NEEDS_REVIEW, now,  # type: ignore[arg-type]
-                            "the provider never answered")  # fmt: skip
+    assert isinstance(claim, Claim)
+    assert await api.app.db(
+        store.finish, claim, OccurrenceState.NEEDS_REVIEW, now, "the provider never answered"
+    )
     return pid, occ
 
 
@@ -237,8 +249,11 @@ async def test_names_and_memos_are_escaped(api: Api) -> None:
     evil = "<svg onload=alert(1)>"  # no "/": a name is one URL segment
     await accounts(api, {evil: "", "bob": ""})
     memo = '<img src=x onerror="alert(1)">'
-    r = await api.post("/v1/payments", {"from": evil, "to": "bob", "amount": "1.00",
-                                        "in": "1h", "memo": memo}, "write")  # fmt: skip
+    r = await api.post(
+        "/v1/payments",
+        {"from": evil, "to": "bob", "amount": "1.00", "in": "1h", "memo": memo},
+        "write",
+    )
     assert r.status_code == 201, r.text
     for path in ("/dashboard/", f"/dashboard/payments/{r.json()['id']}"):
         text = await page(api, path)
@@ -249,13 +264,15 @@ async def test_names_and_memos_are_escaped(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("path", "status", "says"),
-    [("/dashboard/payments/999999", 404, "no payment with id 999999"),
-     ("/dashboard/payments/2147483648", 404, "no payment with id 2147483648"),
-     ("/dashboard/payments/99999999999999", 422, "expected a positive integer id"),
-     ("/dashboard/payments/abc", 422, "expected a positive integer id"),
-     ("/dashboard/payments/-1", 422, "expected a positive integer id"),
-     ("/dashboard/nothing-here", 404, "no such page")],
-)  # fmt: skip
+    [
+        ("/dashboard/payments/999999", 404, "no payment with id 999999"),
+        ("/dashboard/payments/2147483648", 404, "no payment with id 2147483648"),
+        ("/dashboard/payments/99999999999999", 422, "expected a positive integer id"),
+        ("/dashboard/payments/abc", 422, "expected a positive integer id"),
+        ("/dashboard/payments/-1", 422, "expected a positive integer id"),
+        ("/dashboard/nothing-here", 404, "no such page"),
+    ],
+)
 async def test_bad_addresses_are_pages_not_errors(
     api: Api, path: str, status: int, says: str
 ) -> None:
@@ -264,16 +281,20 @@ async def test_bad_addresses_are_pages_not_errors(
     assert r.headers["content-type"].startswith("text/html")
     assert says in r.text and "Traceback" not in r.text
     assert r.headers["x-request-id"] in r.text
-    bad_action = await api.client.post("/dashboard/payments/1/explode",
-                                       headers=signed(api, "write") | HX)  # fmt: skip
+    bad_action = await api.client.post(
+        "/dashboard/payments/1/explode", headers=signed(api, "write") | HX
+    )
     assert bad_action.status_code == 404
     assert "no action 'explode'" in html.unescape(bad_action.text)
 
 
 async def test_the_static_files_come_from_the_package(api: Api) -> None:
     static = importlib.resources.files("paysched.web") / "static"
-    for name, kind in (("htmx.min.js", "javascript"), ("htmx-ext-sse.min.js", "javascript"),
-                       ("dashboard.css", "text/css")):  # fmt: skip
+    for name, kind in (
+        ("htmx.min.js", "javascript"),
+        ("htmx-ext-sse.min.js", "javascript"),
+        ("dashboard.css", "text/css"),
+    ):
         r = await api.client.get(f"/dashboard/static/{name}")  # no key needed
         assert r.status_code == 200 and kind in r.headers["content-type"]
         assert r.content == (static / name).read_bytes()
@@ -291,8 +312,9 @@ async def test_the_key_never_reaches_a_page_a_url_or_a_log(
     await accounts(api, {"alice": "10.00", "bob": ""})
     pid = await schedule(api, **{"in": "1h"})
     key = api.keys["write"]
-    login = await api.client.post("/dashboard/login", data={"key": key},
-                                  headers={"Origin": "http://api"})  # fmt: skip
+    login = await api.client.post(
+        "/dashboard/login", data={"key": key}, headers={"Origin": "http://api"}
+    )
     seen = [login.text, login.headers["location"]]
     for path in ("/dashboard/", f"/dashboard/payments/{pid}", "/dashboard/payments/x"):
         r = await api.client.get(path)
@@ -370,8 +392,9 @@ async def test_the_overview_streams_and_changes_when_a_payment_completes(api: Ap
         async with asyncio.timeout(5):
             async for _ in received:
                 pass
-    await wait_for(lambda: _async(len(api.app.bus._subscribers) == subscribers), 5,
-                   "the stream to unsubscribe")  # fmt: skip
+    await wait_for(
+        lambda: _async(len(api.app.bus._subscribers) == subscribers), 5, "the stream to unsubscribe"
+    )
 
 
 async def _async(value: bool) -> bool:
@@ -389,36 +412,46 @@ async def test_an_admin_resolves_an_occurrence_by_hand(api: Api) -> None:
     assert f'hx-post="{resolve}"' in await page(api, detail, "admin")
     assert "needs an admin key" in await page(api, detail, "write")
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    denied = await api.client.post(resolve, content="outcome=retry&reason=x",
-                                   headers=signed(api, "write") | HX | form)  # fmt: skip
+    denied = await api.client.post(
+        resolve, content="outcome=retry&reason=x", headers=signed(api, "write") | HX | form
+    )
     assert denied.status_code == 403
     # No reason: refused with the field's message, nothing changed.
-    r = await api.client.post(resolve, content="outcome=retry&reason=+",
-                              headers=signed(api, "admin") | HX | form)  # fmt: skip
+    r = await api.client.post(
+        resolve, content="outcome=retry&reason=+", headers=signed(api, "admin") | HX | form
+    )
     assert r.status_code == 422 and "say why" in r.text
     # The ledger moves money itself: "succeeded" by hand is refused for it, with the reason.
-    r = await api.client.post(resolve, content="outcome=succeeded&reason=seen",
-                              headers=signed(api, "admin") | HX | form)  # fmt: skip
+    r = await api.client.post(
+        resolve, content="outcome=succeeded&reason=seen", headers=signed(api, "admin") | HX | form
+    )
     assert r.status_code == 409 and "ledger executor" in r.text
-    r = await api.client.post(resolve, content="outcome=retry&reason=provider+is+back",
-                              headers=signed(api, "admin") | HX | form)  # fmt: skip
+    r = await api.client.post(
+        resolve,
+        content="outcome=retry&reason=provider+is+back",
+        headers=signed(api, "admin") | HX | form,
+    )
     assert r.status_code == 200 and "now queued" in r.text, r.text
     assert r.headers["hx-trigger"] == "payment-changed"
     again = await api.app.db(store.get_occurrence, occ.id)
     assert again.state == OccurrenceState.QUEUED
     history = await api.app.db(store.transitions_of, [occ.id])
     assert history[-1].reason is not None and "provider is back" in history[-1].reason
-    bad = await api.client.post("/dashboard/occurrences/999999/resolve",
-                                content="outcome=retry&reason=x",
-                                headers=signed(api, "admin") | HX | form)  # fmt: skip
+    bad = await api.client.post(
+        "/dashboard/occurrences/999999/resolve",
+        content="outcome=retry&reason=x",
+        headers=signed(api, "admin") | HX | form,
+    )
     assert bad.status_code == 404
 
 
 async def test_a_dead_notification_is_sent_again(api: Api) -> None:
     await accounts(api, {"alice": "10.00", "bob": ""})
     # Telegram is not set up in this app: its notification is dead at its first delivery.
-    r = await api.post("/v1/payments", {"from": "alice", "to": "bob", "amount": "1.00",
-                                        "in": "200ms", "notify": ["telegram:123"]})  # fmt: skip
+    r = await api.post(
+        "/v1/payments",
+        {"from": "alice", "to": "bob", "amount": "1.00", "in": "200ms", "notify": ["telegram:123"]},
+    )
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
     outbox = api.app.outbox
@@ -456,8 +489,9 @@ async def test_open_tabs_share_one_count_per_interval(api: Api) -> None:
 
         async def tab() -> int:
             seen = 0
-            async with client.stream("GET", "/dashboard/events",
-                                     headers=signed(api, "read")) as stream:  # fmt: skip
+            async with client.stream(
+                "GET", "/dashboard/events", headers=signed(api, "read")
+            ) as stream:
                 assert stream.status_code == 200
                 async for line in stream.aiter_lines():
                     # Every rendering is an `overview` event or, unchanged, a comment.

@@ -33,21 +33,47 @@ class World:
         return self.ids[name]
 
 
-def _payment(conn: Any, accounts: dict[str, int], payer: str, payee: str, currency: str,
-             state: str, memo: str = "") -> int:  # fmt: skip
+def _payment(
+    conn: Any,
+    accounts: dict[str, int],
+    payer: str,
+    payee: str,
+    currency: str,
+    state: str,
+    memo: str = "",
+) -> int:
     pid: int = conn.execute(
         insert(t.payments).returning(t.payments.c.id),
-        dict(payer_id=accounts[payer], payee_id=accounts[payee], amount=250, currency=currency,
-             state=state, due_at=T0, memo=memo, created_at=T0, updated_at=T0),
-    ).scalar_one()  # fmt: skip
+        dict(
+            payer_id=accounts[payer],
+            payee_id=accounts[payee],
+            amount=250,
+            currency=currency,
+            state=state,
+            due_at=T0,
+            memo=memo,
+            created_at=T0,
+            updated_at=T0,
+        ),
+    ).scalar_one()
     return pid
 
 
-def _occurrence(conn: Any, pid: int, key: str, due: datetime, state: str,
-                reference: str | None = None) -> None:  # fmt: skip
-    conn.execute(insert(t.occurrences), dict(
-        payment_id=pid, key=key, due_at=due, state=state, reference=reference, created_at=T0,
-        updated_at=T0))  # fmt: skip
+def _occurrence(
+    conn: Any, pid: int, key: str, due: datetime, state: str, reference: str | None = None
+) -> None:
+    conn.execute(
+        insert(t.occurrences),
+        dict(
+            payment_id=pid,
+            key=key,
+            due_at=due,
+            state=state,
+            reference=reference,
+            created_at=T0,
+            updated_at=T0,
+        ),
+    )
 
 
 @pytest.fixture
@@ -65,21 +91,34 @@ async def world(api: Api) -> World:
             bulk.append(pid)
         ids: dict[str, int] = {}
         ids["rent"] = _payment(conn, accounts, "alice", "bob", "USD", "done", "Rent for March")
-        _occurrence(conn, ids["rent"], "pay-rent-1", datetime(2026, 3, 5, tzinfo=UTC),
-                    "succeeded", "ref-AAA")  # fmt: skip
+        _occurrence(
+            conn,
+            ids["rent"],
+            "pay-rent-1",
+            datetime(2026, 3, 5, tzinfo=UTC),
+            "succeeded",
+            "ref-AAA",
+        )
         ids["failed"] = _payment(conn, accounts, "alice", "bob", "USD", "done", "utilities")
-        _occurrence(conn, ids["failed"], "pay-failed-1", datetime(2026, 4, 5, tzinfo=UTC),
-                    "failed")  # fmt: skip
+        _occurrence(conn, ids["failed"], "pay-failed-1", datetime(2026, 4, 5, tzinfo=UTC), "failed")
         ids["scheduled"] = _payment(conn, accounts, "carol", "dave", "EUR", "active")
         ids["paused"] = _payment(conn, accounts, "bob", "alice", "USD", "paused")
         ids["cancelled"] = _payment(conn, accounts, "carol", "dave", "EUR", "cancelled")
-        ids["unknown"] = _payment(conn, accounts, "dave", "carol", "EUR", "done",
-                                  "<script>alert(1)</script> 100%_off")  # fmt: skip
-        _occurrence(conn, ids["unknown"], "pay-unknown-1", datetime(2026, 4, 10, tzinfo=UTC),
-                    "unknown", "ref-BBB")  # fmt: skip
+        ids["unknown"] = _payment(
+            conn, accounts, "dave", "carol", "EUR", "done", "<script>alert(1)</script> 100%_off"
+        )
+        _occurrence(
+            conn,
+            ids["unknown"],
+            "pay-unknown-1",
+            datetime(2026, 4, 10, tzinfo=UTC),
+            "unknown",
+            "ref-BBB",
+        )
         ids["review"] = _payment(conn, accounts, "alice", "bob", "USD", "done")
-        _occurrence(conn, ids["review"], "pay-review-1", datetime(2026, 4, 11, tzinfo=UTC),
-                    "needs_review")  # fmt: skip
+        _occurrence(
+            conn, ids["review"], "pay-review-1", datetime(2026, 4, 11, tzinfo=UTC), "needs_review"
+        )
     return World(ids, list(reversed(bulk)))
 
 
@@ -131,8 +170,13 @@ async def test_each_filter(api: Api, world: World) -> None:
     assert await both(api, status="succeeded") == [w["rent"], *w.bulk]
     assert await both(api, status="missed") == []
     assert await both(api, state="active") == [w["scheduled"]]
-    assert await both(api, state="done") == [w["review"], w["unknown"], w["failed"], w["rent"],
-                                             *w.bulk]  # fmt: skip
+    assert await both(api, state="done") == [
+        w["review"],
+        w["unknown"],
+        w["failed"],
+        w["rent"],
+        *w.bulk,
+    ]
     assert await both(api, occurrence="needs_review") == [w["review"]]
     assert await both(api, occurrence="unknown") == [w["unknown"]]
     assert await both(api, occurrence="failed") == [w["failed"]]
@@ -218,28 +262,40 @@ async def test_a_filter_no_index_answers_goes_a_stretch_at_a_time(
 
 async def test_bad_input_is_a_400_page_naming_the_field(api: Api, world: World) -> None:
     bad = {
-        "status": "late", "state": "failed", "occurrence": "lost", "currency": "XXZ",
-        "account": "a\x07b", "due_from": "yesterday", "due_before": "2026-02-30",
-        "q": "x" * 201, "before": "-1", "after": "abc",
-    }  # fmt: skip
+        "status": "late",
+        "state": "failed",
+        "occurrence": "lost",
+        "currency": "XXZ",
+        "account": "a\x07b",
+        "due_from": "yesterday",
+        "due_before": "2026-02-30",
+        "q": "x" * 201,
+        "before": "-1",
+        "after": "abc",
+    }
     for field, value in bad.items():
-        r = await api.client.get("/dashboard/payments", params={field: value},
-                                 headers=signed(api, "read"))  # fmt: skip
+        r = await api.client.get(
+            "/dashboard/payments", params={field: value}, headers=signed(api, "read")
+        )
         assert r.status_code == 400, (field, r.status_code, r.text)
         assert r.headers["content-type"].startswith("text/html")
         assert f"{field}: " in r.text, (field, r.text)
         # The form shows what was typed, escaped.
         assert 'role="search"' in r.text
-    r = await api.client.get("/dashboard/payments", params={"due_from": "2026-05-01",
-                             "due_before": "2026-04-01"}, headers=signed(api, "read"))  # fmt: skip
+    r = await api.client.get(
+        "/dashboard/payments",
+        params={"due_from": "2026-05-01", "due_before": "2026-04-01"},
+        headers=signed(api, "read"),
+    )
     assert r.status_code == 400 and "due_before: " in r.text
     # The API: 422 naming the field, as every bad input of it.
     for field, value in bad.items():
         if field in ("before", "after", "q"):
             continue
         problem(await api.get("/v1/payments", **{field: value}), 422, "invalid_input", field)
-    r = await api.client.get("/dashboard/accounts/alice", params={"before": "x"},
-                             headers=signed(api, "read"))  # fmt: skip
+    r = await api.client.get(
+        "/dashboard/accounts/alice", params={"before": "x"}, headers=signed(api, "read")
+    )
     assert r.status_code == 400 and "before" in r.text
 
 
@@ -249,20 +305,25 @@ async def test_the_account_page(api: Api, world: World) -> None:
     text = await page(api, "/dashboard/accounts/carol")
     assert "Account carol" in text and "5.30 EUR" in text
     assert found_ids('id="found"' + text.split("<h2>Payments</h2>", 1)[1]) == [
-        world["unknown"], world["cancelled"], world["scheduled"]]  # fmt: skip
+        world["unknown"],
+        world["cancelled"],
+        world["scheduled"],
+    ]
     assert 'href="/dashboard/payments?account=carol"' in text
     ledger = text.split("<h2>Ledger</h2>", 1)[1]
     first = re.findall(r"<tr><td>(\d+)</td>", ledger)
     assert len(first) == 25
     older = re.search(r'href="(/dashboard/accounts/carol\?before=\d+)" rel="next"', ledger)
     assert older is not None
-    rest = re.findall(r"<tr><td>(\d+)</td>", (await page(api, older.group(1))).split(
-        "<h2>Ledger</h2>", 1)[1])  # fmt: skip
+    rest = re.findall(
+        r"<tr><td>(\d+)</td>", (await page(api, older.group(1))).split("<h2>Ledger</h2>", 1)[1]
+    )
     everything = [int(n) for n in first + rest]
     assert len(everything) == 31 and everything == sorted(everything, reverse=True)
     # Payments link their accounts; an unknown account is a 404 page.
     assert '<a href="/dashboard/accounts/carol">carol</a>' in await page(
-        api, f"/dashboard/payments/{world['scheduled']}")  # fmt: skip
+        api, f"/dashboard/payments/{world['scheduled']}"
+    )
     r = await api.client.get("/dashboard/accounts/nobody", headers=signed(api, "read"))
     assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
 
@@ -270,8 +331,9 @@ async def test_the_account_page(api: Api, world: World) -> None:
 async def test_the_overview_counts_link_into_the_list(api: Api, world: World) -> None:
     text = await page(api, "/dashboard/")
     card = text.split("<h2>Occurrences</h2>", 1)[1].split("</section>", 1)[0]
-    link = re.search(r'<a href="(/dashboard/payments\?occurrence=needs_review)"[^>]*>(\d+)</a>',
-                     card)  # fmt: skip
+    link = re.search(
+        r'<a href="(/dashboard/payments\?occurrence=needs_review)"[^>]*>(\d+)</a>', card
+    )
     assert link is not None and link.group(2) == "1"
     assert found_ids(await page(api, link.group(1))) == [world["review"]]
     assert 'href="/dashboard/payments"' in text
@@ -292,8 +354,9 @@ async def test_everything_is_escaped_and_a_read_key_sees_it_all(api: Api, world:
         assert "<script>alert" not in text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
     # What was typed comes back escaped too.
-    r = await api.client.get("/dashboard/payments", params={"q": '"><b>x', "status": "<i>"},
-                             headers=signed(api, "read"))  # fmt: skip
+    r = await api.client.get(
+        "/dashboard/payments", params={"q": '"><b>x', "status": "<i>"}, headers=signed(api, "read")
+    )
     assert r.status_code == 400 and "<b>x" not in r.text and "<i>" not in r.text
 
 

@@ -18,9 +18,11 @@ from tests.integration.helpers import fund, pay
 
 LISTS = ["/v1/payments", "/v1/notifications", "/v1/accounts", "/v1/occurrences"]
 PROPERTY = settings(
-    max_examples=100, deadline=None, derandomize=True,
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)  # fmt: skip
+)
 
 
 @pytest.fixture
@@ -95,9 +97,12 @@ def valid_position(path: str, value: Any) -> bool:
         return isinstance(value, str) and value.isprintable() and value == value.strip()
     if path == "/v1/occurrences":
         return (
-            isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            and aware(value[0]) and is_id(value[1])
-        )  # fmt: skip
+            isinstance(value, list)
+            and len(value) == 2
+            and isinstance(value[0], str)
+            and aware(value[0])
+            and is_id(value[1])
+        )
     return is_id(value)
 
 
@@ -194,7 +199,8 @@ async def test_a_resolve_reason_with_a_nul_is_422_naming_reason(api: Api) -> Non
     [occ] = await api.app.db(store.occurrences_of, pid)
     claim = await api.app.db(store.claim, occ.id, now)
     assert await api.app.db(store.finish, claim, OccurrenceState.NEEDS_REVIEW, now, "lost")  # type: ignore[arg-type]
-    r = await api.post(f"/v1/occurrences/{occ.key}/resolve",
-                       {"outcome": "failed", "reason": "no\u0000pe"})  # fmt: skip
+    r = await api.post(
+        f"/v1/occurrences/{occ.key}/resolve", {"outcome": "failed", "reason": "no\u0000pe"}
+    )
     problem(r, 422, "invalid_input", "reason")
     assert (await api.app.db(store.get_occurrence, occ.id)).state == OccurrenceState.NEEDS_REVIEW

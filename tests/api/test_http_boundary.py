@@ -15,8 +15,9 @@ from tests.api.conftest import Api, problem
 from tests.api.test_dashboard import served
 
 
-@pytest.mark.parametrize("name", ["a/b", "a\\b", "what?", "a#1", "100%", "..", "\uff20external:USD",
-                                  "\ufe6bx"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["a/b", "a\\b", "what?", "a#1", "100%", "..", "\uff20external:USD", "\ufe6bx"]
+)
 async def test_a_name_that_would_break_its_url_or_pass_for_external_is_422(
     api: Api, name: str
 ) -> None:
@@ -35,9 +36,13 @@ async def test_an_accepted_name_is_found_again_at_its_own_url(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("path", "location"),
-    [("/v1/accounts/", "/v1/accounts"), ("/v1/accounts/?limit=5", "/v1/accounts?limit=5"),
-     ("/dashboard", "/dashboard/"), ("/dashboard/login/", "/dashboard/login")],
-)  # fmt: skip
+    [
+        ("/v1/accounts/", "/v1/accounts"),
+        ("/v1/accounts/?limit=5", "/v1/accounts?limit=5"),
+        ("/dashboard", "/dashboard/"),
+        ("/dashboard/login/", "/dashboard/login"),
+    ],
+)
 async def test_a_trailing_slash_redirect_names_the_path_only(
     api: Api, path: str, location: str
 ) -> None:
@@ -84,10 +89,18 @@ async def test_an_id_is_ascii_digits_only(api: Api, ref: str) -> None:
     assert (await api.post("/v1/payments", body, "write")).json()["id"] == 1
     assert (await api.get("/v1/payments/1")).status_code == 200
     problem(await api.get(f"/v1/payments/{ref}"), 422, "invalid_input", "payment_id")
-    problem(await api.post(f"/v1/payments/{ref}/cancel", None, "write"), 422, "invalid_input",
-            "payment_id")  # fmt: skip
-    problem(await api.post(f"/v1/notifications/{ref}/retry", None, "write"), 422,
-            "invalid_input", "notification_id")  # fmt: skip
+    problem(
+        await api.post(f"/v1/payments/{ref}/cancel", None, "write"),
+        422,
+        "invalid_input",
+        "payment_id",
+    )
+    problem(
+        await api.post(f"/v1/notifications/{ref}/retry", None, "write"),
+        422,
+        "invalid_input",
+        "notification_id",
+    )
     for listing in ("/v1/occurrences", "/v1/notifications"):
         r = await api.client.get(f"{listing}?payment_id={ref}", headers=api.auth("read"))
         problem(r, 422, "invalid_input", "payment_id")
@@ -107,12 +120,17 @@ async def test_an_amount_with_more_decimals_than_its_currency_is_422_even_as_zer
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [("DELETE", "/v1/accounts", "GET, HEAD, POST"), ("POST", "/v1/payments/1", "GET, HEAD"),
-     ("GET", "/v1/payments/1/cancel", "POST"), ("PUT", "/v1/occurrences/1", "GET, HEAD"),
-     ("POST", "/healthz", "GET, HEAD"), ("POST", "/openapi.json", "GET, HEAD"),
-     ("POST", "/docs", "GET, HEAD"),
-     ("POST", "/docs/files/swagger-ui.css", "GET, HEAD")],
-)  # fmt: skip
+    [
+        ("DELETE", "/v1/accounts", "GET, HEAD, POST"),
+        ("POST", "/v1/payments/1", "GET, HEAD"),
+        ("GET", "/v1/payments/1/cancel", "POST"),
+        ("PUT", "/v1/occurrences/1", "GET, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("POST", "/openapi.json", "GET, HEAD"),
+        ("POST", "/docs", "GET, HEAD"),
+        ("POST", "/docs/files/swagger-ui.css", "GET, HEAD"),
+    ],
+)
 async def test_405_names_every_method_the_path_takes(
     api: Api, method: str, path: str, allowed: str
 ) -> None:
@@ -122,9 +140,17 @@ async def test_405_names_every_method_the_path_takes(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/accounts", "/v1/accounts/alice", "/healthz", "/openapi.json", "/docs",
-             "/docs/files/swagger-ui.css", "/dashboard/login"],
-)  # fmt: skip
+    "path",
+    [
+        "/v1/accounts",
+        "/v1/accounts/alice",
+        "/healthz",
+        "/openapi.json",
+        "/docs",
+        "/docs/files/swagger-ui.css",
+        "/dashboard/login",
+    ],
+)
 async def test_head_answers_like_get_without_a_body(api: Api, path: str) -> None:
     await api.post("/v1/accounts", {"name": "alice"}, "write")
     got = await api.client.get(path, headers=api.auth("read"))
@@ -181,9 +207,12 @@ async def test_a_backend_error_is_503_without_a_traceback(
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [("DELETE", "/dashboard/login", "GET, HEAD, POST"), ("POST", "/dashboard/", "GET, HEAD"),
-     ("PUT", "/dashboard/payments/1", "GET, HEAD")],
-)  # fmt: skip
+    [
+        ("DELETE", "/dashboard/login", "GET, HEAD, POST"),
+        ("POST", "/dashboard/", "GET, HEAD"),
+        ("PUT", "/dashboard/payments/1", "GET, HEAD"),
+    ],
+)
 async def test_a_dashboard_405_names_every_method_too(
     api: Api, method: str, path: str, allowed: str
 ) -> None:

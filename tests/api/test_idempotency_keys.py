@@ -25,8 +25,9 @@ def test_reserve_replay_mismatch_in_flight(keys: tuple[IdempotencyKeys, int], st
     repo, owner_key = keys
     first = repo.reserve(owner_key, "k", "fp", T0, LEASE)
     assert isinstance(first, Reserved)
-    assert isinstance(repo.reserve(owner_key, "k", "fp", T0 + timedelta(seconds=1), LEASE),
-                      InFlight)  # fmt: skip
+    assert isinstance(
+        repo.reserve(owner_key, "k", "fp", T0 + timedelta(seconds=1), LEASE), InFlight
+    )
     assert isinstance(repo.reserve(owner_key, "k", "other", T0, LEASE), Mismatch)
     complete = repo.completion(owner_key, "k", first.owner, 201, lambda account: account.name)
     store.create_account("alice", "USD", T0, complete)
@@ -48,8 +49,9 @@ def test_an_abandoned_reservation_is_taken_over_after_its_lease_and_the_slow_one
             "alice", "USD", T0, repo.completion(owner_key, "k", slow.owner, 201, str)
         )
     assert store.list_accounts() == []
-    store.create_account("alice", "USD", T0, repo.completion(owner_key, "k", later.owner, 201,
-                                                              lambda a: a.name))  # fmt: skip
+    store.create_account(
+        "alice", "USD", T0, repo.completion(owner_key, "k", later.owner, 201, lambda a: a.name)
+    )
     assert [a.name for a in store.list_accounts()] == ["alice"]
 
 

@@ -22,8 +22,12 @@ from tests.api.test_hostile_input import TAMPERED, json_cursor
 from tests.integration.helpers import fund, pay
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-STEPS = ((None, "scheduled"), ("scheduled", "queued"), ("queued", "executing"),
-         ("executing", "succeeded"))  # fmt: skip
+STEPS = (
+    (None, "scheduled"),
+    ("scheduled", "queued"),
+    ("queued", "executing"),
+    ("executing", "succeeded"),
+)
 
 
 async def with_history(api: Api, n: int, unfinished_at: int | None = None) -> int:
@@ -39,16 +43,26 @@ async def with_history(api: Api, n: int, unfinished_at: int | None = None) -> in
         if not n:
             return pid
         rows = [
-            dict(payment_id=pid, key=f"h-{pid}-{i}", attempts=1, created_at=T0, updated_at=T0,
-                 due_at=T0 + timedelta(hours=i // 3, microseconds=123),
-                 state="unknown" if i == unfinished_at else "succeeded")
+            dict(
+                payment_id=pid,
+                key=f"h-{pid}-{i}",
+                attempts=1,
+                created_at=T0,
+                updated_at=T0,
+                due_at=T0 + timedelta(hours=i // 3, microseconds=123),
+                state="unknown" if i == unfinished_at else "succeeded",
+            )
             for i in range(n)
-        ]  # fmt: skip
+        ]
         ids = conn.execute(insert(t.occurrences).returning(t.occurrences.c.id), rows).scalars()
-        conn.execute(insert(t.transitions), [
-            dict(occurrence_id=o, at=T0, from_state=f, to_state=to, attempt=1)
-            for o in ids.all() for f, to in STEPS
-        ])  # fmt: skip
+        conn.execute(
+            insert(t.transitions),
+            [
+                dict(occurrence_id=o, at=T0, from_state=f, to_state=to, attempt=1)
+                for o in ids.all()
+                for f, to in STEPS
+            ],
+        )
     return pid
 
 
@@ -56,9 +70,8 @@ def newest_first(api: Api, pid: int) -> list[int]:
     with api.app.store.engine.connect() as conn:
         c = t.occurrences.c
         rows = conn.execute(
-            t.occurrences.select().where(c.payment_id == pid).order_by(c.due_at.desc(),
-                                                                       c.id.desc())
-        )  # fmt: skip
+            t.occurrences.select().where(c.payment_id == pid).order_by(c.due_at.desc(), c.id.desc())
+        )
         return [r.id for r in rows]
 
 
@@ -130,8 +143,9 @@ async def test_the_cursor_walks_every_occurrence_exactly_once(api: Api) -> None:
             assert not body["has_more"]
             break
         with statements(api) as sent:
-            r = await api.get(f"/v1/payments/{pid}/occurrences", limit=70,
-                              cursor=body["next_cursor"])  # fmt: skip
+            r = await api.get(
+                f"/v1/payments/{pid}/occurrences", limit=70, cursor=body["next_cursor"]
+            )
         costs.add(len(sent))
         assert pages < 20, "the cursor does not advance"
     assert seen == newest_first(api, pid)  # each once, newest first (ties by id)
@@ -158,8 +172,12 @@ async def test_bad_pages_are_problems_naming_the_field(api: Api) -> None:
     for cursor in [*TAMPERED, json_cursor(f"{pid}"), json_cursor('["2026-01-01T00:00Z"]')]:
         problem(await api.get(path, cursor=cursor), 422, "invalid_cursor", "cursor")
     # A position in milliseconds (the old format) is refused, not read as another.
-    problem(await api.get(path, cursor=json_cursor("[1767225600000, 1]")), 422,
-            "invalid_cursor", "cursor")  # fmt: skip
+    problem(
+        await api.get(path, cursor=json_cursor("[1767225600000, 1]")),
+        422,
+        "invalid_cursor",
+        "cursor",
+    )
     for limit in (0, 1001, "x", -1):
         problem(await api.get(path, limit=limit), 422, "invalid_input", "limit")
     problem(await api.get("/v1/payments/999999/occurrences"), 404, "not_found")
@@ -195,8 +213,9 @@ async def test_the_dashboard_pages_a_payment_s_occurrences(api: Api) -> None:
         rows = conn.execute(t.occurrences.select().where(t.occurrences.c.payment_id == pid))
         key_of = {r.id: r.key for r in rows}
     assert shown == [key_of[i] for i in order]
-    bad = await api.client.get(f"/dashboard/payments/{pid}", params={"cursor": "@@@@"},
-                               headers=signed(api, "read"))  # fmt: skip
+    bad = await api.client.get(
+        f"/dashboard/payments/{pid}", params={"cursor": "@@@@"}, headers=signed(api, "read")
+    )
     assert bad.status_code == 422 and "cursor" in bad.text
     assert bad.headers["content-type"].startswith("text/html")
 

@@ -69,8 +69,11 @@ async def test_a_create_is_one_transaction_then_its_enqueue(api: Api) -> None:
     # queued after the enqueue. It was eight checkouts and five transactions.
     assert (seen.checkouts, seen.commits) == (3, 2), seen
     inserts = [s.split(" (")[0] for s in seen.statements if s.startswith("INSERT")]
-    assert inserts[:3] == ["INSERT INTO idempotency_keys", "INSERT INTO payments",
-                           "INSERT INTO occurrences"], inserts  # fmt: skip
+    assert inserts[:3] == [
+        "INSERT INTO idempotency_keys",
+        "INSERT INTO payments",
+        "INSERT INTO occurrences",
+    ], inserts
     detail = (await api.get(f"/v1/payments/{r.json()['id']}")).json()
     assert [o["state"] for o in detail["occurrences"]] == ["queued"]
     again = await api.post("/v1/payments", PAYMENT, "write", key="k1")
@@ -97,8 +100,16 @@ async def test_the_first_page_of_a_detail_reads_as_the_whole_history(api: Api) -
     await _accounts(api)
     app, store = api.app, api.app.store
     now = app.clock.now()
-    fields: dict[str, Any] = dict(payer="alice", payee="bob", amount=100, currency="USD",
-                                  due_at=None, timezone=None, memo="m", now=now)  # fmt: skip
+    fields: dict[str, Any] = dict(
+        payer="alice",
+        payee="bob",
+        amount=100,
+        currency="USD",
+        due_at=None,
+        timezone=None,
+        memo="m",
+        now=now,
+    )
     every = await app.db(lambda: store.create_payment(cron="* * * * *", **fields))
     once = await app.db(lambda: store.create_payment(cron=None, **fields | {"due_at": now}))
     bare = await app.db(lambda: store.create_payment(cron="0 0 1 1 *", **fields))

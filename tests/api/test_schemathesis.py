@@ -23,14 +23,18 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 def test_schemathesis_finds_nothing(env: dict[str, str], tmp_path: Path) -> None:
     env = env | {"PAYSCHED_API_RATE_LIMIT": "100000"}
-    key = json.loads(paysched(env, "apikeys", "create", "schemathesis", "--scope", "admin",
-                              "--json").stdout)["key"]  # fmt: skip
+    key = json.loads(
+        paysched(env, "apikeys", "create", "schemathesis", "--scope", "admin", "--json").stdout
+    )["key"]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "paysched", "run", "--api", f"127.0.0.1:{port}"],
-        env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=os.environ | env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
 
@@ -46,12 +50,33 @@ def test_schemathesis_finds_nothing(env: dict[str, str], tmp_path: Path) -> None
                 assert client.post("/v1/accounts", json={"name": name}).status_code == 201
                 client.post(f"/v1/accounts/{name}/deposits", json={"amount": "1000.00"})
         run = subprocess.run(
-            [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
-             f"{base}/openapi.json", "--header", f"Authorization: Bearer {key}",
-             "--checks", "all", "--max-examples", "25", "--seed", "20261129", "--no-shrink",
-             "--report", "junit", "--report-dir", str(tmp_path / "report")],
-            capture_output=True, text=True, timeout=900, cwd=tmp_path,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "--config-file",
+                str(CONFIG),
+                "run",
+                f"{base}/openapi.json",
+                "--header",
+                f"Authorization: Bearer {key}",
+                "--checks",
+                "all",
+                "--max-examples",
+                "25",
+                "--seed",
+                "20261129",
+                "--no-shrink",
+                "--report",
+                "junit",
+                "--report-dir",
+                str(tmp_path / "report"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
+        )
         summary = run.stdout[run.stdout.rfind("SUMMARY") :] if "SUMMARY" in run.stdout else ""
         print(summary or run.stdout[-4000:])
         assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]

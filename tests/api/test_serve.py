@@ -25,8 +25,11 @@ def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], httpx.Clien
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "paysched", "serve", "--port", str(port)],
-        env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=os.environ | env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
 
     def up() -> bool:
@@ -46,8 +49,9 @@ def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], httpx.Clien
 
 
 def test_serve_answers_and_stops_cleanly_on_sigterm(env: dict[str, str]) -> None:
-    key = json.loads(paysched(env, "apikeys", "create", "ops", "--scope", "write", "--json")
-                     .stdout)["key"]  # fmt: skip
+    key = json.loads(
+        paysched(env, "apikeys", "create", "ops", "--scope", "write", "--json").stdout
+    )["key"]
     server, client = start_serve(env)
     try:
         with contextlib.closing(client):
@@ -71,8 +75,9 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(env: dict[str, str]) -> None
 def test_sigterm_with_a_dashboard_stream_open_exits_promptly(env: dict[str, str]) -> None:
     """uvicorn's graceful shutdown waits for open responses: the dashboard's endless event
     stream must end when the server stops, or `serve` would hang for its whole grace time."""
-    key = json.loads(paysched(env, "apikeys", "create", "ops", "--scope", "read", "--json")
-                     .stdout)["key"]  # fmt: skip
+    key = json.loads(paysched(env, "apikeys", "create", "ops", "--scope", "read", "--json").stdout)[
+        "key"
+    ]
     # A grace far longer than the wait below: a stream that outlived SIGTERM would hold the
     # server past it (no wall-clock bound on a fast stop is needed to see that).
     server, client = start_serve(env | {"PAYSCHED_SHUTDOWN_GRACE": "300s"})
@@ -119,8 +124,9 @@ def test_apikeys_create_list_revoke(env: dict[str, str]) -> None:
     assert json.loads(paysched(env, "apikeys", "revoke", str(made["id"]), "--json").stdout)[
         "revoked_at"
     ]
-    one_line_error(paysched(env, "apikeys", "revoke", str(made["id"]), check=False), 4,
-                   "already revoked")  # fmt: skip
+    one_line_error(
+        paysched(env, "apikeys", "revoke", str(made["id"]), check=False), 4, "already revoked"
+    )
     one_line_error(paysched(env, "apikeys", "revoke", "99", check=False), 3, "no API key")
     one_line_error(paysched(env, "apikeys", "create", "x", "--scope", "root", check=False), 2)
 
@@ -131,14 +137,29 @@ def test_a_worker_process_exposes_its_own_metrics(env: dict[str, str]) -> None:
     paysched(env, "accounts", "create", "alice")
     paysched(env, "accounts", "create", "bob")
     paysched(env, "accounts", "deposit", "alice", "10.00")
-    pid = json.loads(paysched(env, "schedule", "--from", "alice", "--to", "bob", "--amount",
-                              "1.00", "--in", "1s", "--json").stdout)["id"]  # fmt: skip
+    pid = json.loads(
+        paysched(
+            env,
+            "schedule",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "1.00",
+            "--in",
+            "1s",
+            "--json",
+        ).stdout
+    )["id"]
     port = free_port()
     worker = subprocess.Popen(
         [sys.executable, "-m", "paysched", "run"],
         env=os.environ | env | {"PAYSCHED_METRICS_LISTEN": f"127.0.0.1:{port}"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
 
         def scraped() -> str:

@@ -55,35 +55,62 @@ def test_a_missing_server_fails_in_ci_and_skips_locally(
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(
     ("database", "executor", "seed", "processes", "replicated"),
-    [pytest.param("sqlite", "ledger", 11, 1, False, id="sqlite-ledger"),
-     pytest.param("postgresql", "ledger", 12, 1, False, id="postgresql-ledger"),
-     pytest.param("sqlite", "provider", 13, 1, False, id="sqlite-provider"),
-     pytest.param("postgresql", "provider", 14, 1, False, id="postgresql-provider"),
-     # Each worker a supervised group of 2 processes (issue 20 item 5): SIGKILL of a group's
-     # parent (kill_worker) and of one of its processes (kill_worker_child) among the faults.
-     pytest.param("postgresql", "provider", 15, 2, False, id="postgresql-provider-groups"),
-     # Redis under Sentinel, PostgreSQL with a synchronous standby (issue 21): the Redis
-     # primary SIGKILLed and the PostgreSQL primary stopped, each replica promoted.
-     pytest.param("postgresql", "ledger", 16, 1, True, id="postgresql-ledger-replicated")],
-)  # fmt: skip
+    [
+        pytest.param("sqlite", "ledger", 11, 1, False, id="sqlite-ledger"),
+        pytest.param("postgresql", "ledger", 12, 1, False, id="postgresql-ledger"),
+        pytest.param("sqlite", "provider", 13, 1, False, id="sqlite-provider"),
+        pytest.param("postgresql", "provider", 14, 1, False, id="postgresql-provider"),
+        # Each worker a supervised group of 2 processes (issue 20 item 5): SIGKILL of a group's
+        # parent (kill_worker) and of one of its processes (kill_worker_child) among the faults.
+        pytest.param("postgresql", "provider", 15, 2, False, id="postgresql-provider-groups"),
+        # Redis under Sentinel, PostgreSQL with a synchronous standby (issue 21): the Redis
+        # primary SIGKILLed and the PostgreSQL primary stopped, each replica promoted.
+        pytest.param("postgresql", "ledger", 16, 1, True, id="postgresql-ledger-replicated"),
+    ],
+)
 def test_exactly_once_nothing_lost_under_faults(
     database: str, executor: str, seed: int, processes: int, replicated: bool
 ) -> None:
     require_servers(database)
-    report = run(Config(seed=seed, duration=45, payments=300, database=database, workers=3,
-                        schedulers=2, drain_timeout=90, executor=executor, recurring=6,
-                        db_error_rate=0.005, worker_processes=processes,
-                        replicated=replicated))  # fmt: skip
+    report = run(
+        Config(
+            seed=seed,
+            duration=45,
+            payments=300,
+            database=database,
+            workers=3,
+            schedulers=2,
+            drain_timeout=90,
+            executor=executor,
+            recurring=6,
+            db_error_rate=0.005,
+            worker_processes=processes,
+            replicated=replicated,
+        )
+    )
 
     broken = {name: r for name, r in report["invariants"].items() if not r["ok"]}
     assert not broken, broken
     assert report["violations"] == 0
     money = "provider_charged_once" if executor == "provider" else "transfers_match_successes"
-    expected = {"all_due_final", "no_double_success", money, "balances_exact",
-                "not_started_early", "failed_have_reason", "no_failure_from_infrastructure",
-                "unknowns_resolved", "cancel_wins", "recurring_complete", "pause_holds",
-                "missed_only_by_policy", "reconcile_agrees", "skip_holds",
-                "approved_before_paid", "approval_decided_once"}  # fmt: skip
+    expected = {
+        "all_due_final",
+        "no_double_success",
+        money,
+        "balances_exact",
+        "not_started_early",
+        "failed_have_reason",
+        "no_failure_from_infrastructure",
+        "unknowns_resolved",
+        "cancel_wins",
+        "recurring_complete",
+        "pause_holds",
+        "missed_only_by_policy",
+        "reconcile_agrees",
+        "skip_holds",
+        "approved_before_paid",
+        "approval_decided_once",
+    }
     assert set(report["invariants"]) == expected
     # Some payments required approval: the approver decided them under the faults.
     assert report["approvals"]["approved"] > 0 and report["approvals"]["rejected"] > 0
@@ -99,8 +126,14 @@ def test_exactly_once_nothing_lost_under_faults(
     # needs_review only with a reason (checked by all_due_final): a job that kept killing
     # its workers is left to a person rather than guessed; missed only by a catch-up policy
     # (checked by missed_only_by_policy).
-    assert set(payments["states"]) <= {"succeeded", "failed", "cancelled", "needs_review",
-                                       "missed", "skipped"}  # fmt: skip
+    assert set(payments["states"]) <= {
+        "succeeded",
+        "failed",
+        "cancelled",
+        "needs_review",
+        "missed",
+        "skipped",
+    }
     assert payments["states"].get("cancelled", 0) > 0  # the recurring ones ended at least
     assert payments["failed_by_reason"].get("insufficient funds", 0) > 0
     if executor == "provider":
@@ -114,6 +147,9 @@ def test_exactly_once_nothing_lost_under_faults(
         # which is refused until the provider has been asked (provider_charged_once and
         # cancel_wins above hold the end to that).
         staged = [f for f in report["fault_log"] if f["kind"] == "stall_takeover_cancel"]
-        assert any(f.get("taken_over") and f.get("first_attempt") == "succeeded"
-                   and "asking the provider first" in f.get("cancel", "")
-                   for f in staged), staged  # fmt: skip
+        assert any(
+            f.get("taken_over")
+            and f.get("first_attempt") == "succeeded"
+            and "asking the provider first" in f.get("cancel", "")
+            for f in staged
+        ), staged

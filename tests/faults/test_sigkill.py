@@ -30,9 +30,11 @@ def start_worker(env: dict[str, str], mode: str, marker: Path) -> subprocess.Pop
     log_file = (marker.parent / f"{marker.name}.{mode}.log").open("wb")
     try:
         return subprocess.Popen(
-            [sys.executable, str(WORKER), mode], env=full_env,
-            stdout=subprocess.DEVNULL, stderr=log_file,
-        )  # fmt: skip
+            [sys.executable, str(WORKER), mode],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     finally:
         log_file.close()
 
@@ -90,9 +92,16 @@ async def test_killed_after_payment_notification_still_sent_once(
         await fund(app, {"alice": 10_000, "bob": 0})
         payment = await app.create_payment(
             actor=Actor.python(),
-            payer="alice", payee="bob", amount=100, currency="USD", due_at=app.clock.now(),
-            cron=None, timezone=None, memo="", notify=[f"webhook:{hook.url}/hook"],
-        )  # fmt: skip
+            payer="alice",
+            payee="bob",
+            amount=100,
+            currency="USD",
+            due_at=app.clock.now(),
+            cron=None,
+            timezone=None,
+            memo="",
+            notify=[f"webhook:{hook.url}/hook"],
+        )
         marker = tmp_path / "settled"
         victim = start_worker(env, "die-after-settle", marker)
         try:

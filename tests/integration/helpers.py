@@ -26,9 +26,15 @@ async def pay(
 ) -> int:
     payment = await app.create_payment(
         actor=Actor.python(),
-        payer=payer, payee=payee, amount=amount, currency="USD",
-        due_at=app.clock.now() + timedelta(seconds=in_s), cron=None, timezone=None, memo=memo,
-    )  # fmt: skip
+        payer=payer,
+        payee=payee,
+        amount=amount,
+        currency="USD",
+        due_at=app.clock.now() + timedelta(seconds=in_s),
+        cron=None,
+        timezone=None,
+        memo=memo,
+    )
     return payment.id
 
 

@@ -31,14 +31,25 @@ ALICE_KEY = Actor("cli", "cli (approver)", "cli")
 
 
 async def approval_payment(
-    app: App, *, in_s: float = 0.0, amount: int = 1000, actor: Actor | None = None,
+    app: App,
+    *,
+    in_s: float = 0.0,
+    amount: int = 1000,
+    actor: Actor | None = None,
     **extra: Any,
-) -> int:  # fmt: skip
+) -> int:
     payment = await app.create_payment(
-        actor=actor or Actor.python(), payer="alice", payee="bob", amount=amount,
-        currency="USD", due_at=app.clock.now() + timedelta(seconds=in_s), cron=None,
-        timezone=None, memo="", **({"approval": "required"} | extra),
-    )  # fmt: skip
+        actor=actor or Actor.python(),
+        payer="alice",
+        payee="bob",
+        amount=amount,
+        currency="USD",
+        due_at=app.clock.now() + timedelta(seconds=in_s),
+        cron=None,
+        timezone=None,
+        memo="",
+        **({"approval": "required"} | extra),
+    )
     return payment.id
 
 
@@ -73,8 +84,11 @@ async def notifications(app: App, payment_id: int) -> list[Any]:
     def read() -> list[Any]:
         with app.store.engine.connect() as conn:
             n = t.notifications.c
-            return list(conn.execute(select(t.notifications).where(n.payment_id == payment_id)
-                                     .order_by(n.id)))  # fmt: skip
+            return list(
+                conn.execute(
+                    select(t.notifications).where(n.payment_id == payment_id).order_by(n.id)
+                )
+            )
 
     return await app.db(read)
 
@@ -202,8 +216,9 @@ async def test_four_eyes_the_creator_cannot_approve(app: App) -> None:
 @pytest.mark.parametrize("on_timeout, target", [("skip", S.SKIPPED), ("fail", S.FAILED)])
 async def test_timeout_skips_or_fails(app: App, on_timeout: str, target: S) -> None:
     await fund(app, {"alice": 5000, "bob": 0})
-    pid = await approval_payment(app, approval_timeout=timedelta(hours=2),
-                                 approval_on_timeout=on_timeout)  # fmt: skip
+    pid = await approval_payment(
+        app, approval_timeout=timedelta(hours=2), approval_on_timeout=on_timeout
+    )
     occ = await only(app, pid)
     assert occ.approval_deadline == occ.due_at + timedelta(hours=2)
     sched = app.scheduler
@@ -229,19 +244,29 @@ async def test_approval_needed_goes_to_approver_chats_with_buttons(app: App) -> 
     await link_chat(app, "alice", "222", "holder")
     await link_chat(app, "bob", "333", "approver")
     payment = await app.create_payment(
-        actor=Actor.python(), payer="alice", payee="bob", amount=1000, currency="USD",
-        due_at=app.clock.now(), cron=None, timezone=None, memo="", notify=["log"],
+        actor=Actor.python(),
+        payer="alice",
+        payee="bob",
+        amount=1000,
+        currency="USD",
+        due_at=app.clock.now(),
+        cron=None,
+        timezone=None,
+        memo="",
+        notify=["log"],
         approval="required",
-    )  # fmt: skip
+    )
     occ = await only(app, payment.id)
     rows = await notifications(app, payment.id)
     sent = {(n.channel, n.target): json.loads(n.payload) for n in rows}
     assert set(sent) == {("telegram", "111"), ("log", "")}, sent
     assert all(n.event == "approval_needed" for n in rows)
-    assert sent[("telegram", "111")]["buttons"] == [[
-        {"text": "✅ Approve", "callback_data": f"approve:{occ.id}"},
-        {"text": "🚫 Reject", "callback_data": f"reject:{occ.id}"},
-    ]]  # fmt: skip
+    assert sent[("telegram", "111")]["buttons"] == [
+        [
+            {"text": "✅ Approve", "callback_data": f"approve:{occ.id}"},
+            {"text": "🚫 Reject", "callback_data": f"reject:{occ.id}"},
+        ]
+    ]
     assert "buttons" not in sent[("log", "")]
     assert "awaits approval" in sent[("log", "")]["text"]
 
@@ -284,11 +309,20 @@ async def test_python_api_schedules_with_approval_and_four_eyes_holds(settings: 
         await ps.create_account("alice")
         await ps.create_account("bob")
         await ps.deposit("alice", "50.00")
-        payment = await ps.schedule(payer="alice", payee="bob", amount="5.00", in_="0s",
-                                    approval="required", approval_timeout="2h",
-                                    on_timeout="fail")  # fmt: skip
+        payment = await ps.schedule(
+            payer="alice",
+            payee="bob",
+            amount="5.00",
+            in_="0s",
+            approval="required",
+            approval_timeout="2h",
+            on_timeout="fail",
+        )
         assert (payment.approval, payment.approval_timeout, payment.approval_on_timeout) == (
-            "required", timedelta(hours=2), "fail")  # fmt: skip
+            "required",
+            timedelta(hours=2),
+            "fail",
+        )
         [occ] = (await ps.get_payment(payment.id)).occurrences
         assert occ.state == S.AWAITING_APPROVAL
         with pytest.raises(Conflict, match="four eyes"):  # this user created it
@@ -296,8 +330,9 @@ async def test_python_api_schedules_with_approval_and_four_eyes_holds(settings: 
         with pytest.raises(InvalidInput, match="reason"):
             await ps.reject(occ.id, " ")
         with pytest.raises(InvalidInput) as bad:
-            await ps.schedule(payer="alice", payee="bob", amount="1.00", in_="0s",
-                              on_timeout="skip")  # fmt: skip
+            await ps.schedule(
+                payer="alice", payee="bob", amount="1.00", in_="0s", on_timeout="skip"
+            )
         assert bad.value.field == "on_timeout"
         rejected = await ps.app.decide_occurrence(occ.key, False, "no", actor=ALICE_KEY)
         assert rejected.state == S.CANCELLED

@@ -32,10 +32,19 @@ async def awaiting(app: App) -> int:
     now = app.clock.now()
     acting = Acting(Actor.python(), "create", now, lambda p: Subject(p.id))
     payment = await app.db(
-        app.store.create_payment, payer="alice", payee="bob", amount=700, currency="EUR",
-        due_at=now + timedelta(seconds=30), cron=None, timezone=None, memo="", now=now,
-        approval="required", then=acting.then(),
-    )  # fmt: skip
+        app.store.create_payment,
+        payer="alice",
+        payee="bob",
+        amount=700,
+        currency="EUR",
+        due_at=now + timedelta(seconds=30),
+        cron=None,
+        timezone=None,
+        memo="",
+        now=now,
+        approval="required",
+        then=acting.then(),
+    )
     [occ] = await app.db(app.store.materialize_due, now, now + timedelta(minutes=1), [payment.id])
     assert occ.state == S.AWAITING_APPROVAL
     return occ.id
@@ -75,8 +84,10 @@ async def test_only_the_payers_approver_chat_decides_once(bapp: App, bot_api: Bo
         assert said.startswith("🚫 Rejected payment #"), said
         assert await state(bapp, second) == S.CANCELLED
     decided = await bapp.db(_decisions, bapp)
-    assert decided == [("approve", "chat", f"telegram:{APPROVER}", "chat", first),
-                       ("reject", "chat", f"telegram:{APPROVER}", "chat", second)]  # fmt: skip
+    assert decided == [
+        ("approve", "chat", f"telegram:{APPROVER}", "chat", first),
+        ("reject", "chat", f"telegram:{APPROVER}", "chat", second),
+    ]
 
 
 def _decisions(app: App) -> list[tuple[object, ...]]:
@@ -84,8 +95,9 @@ def _decisions(app: App) -> list[tuple[object, ...]]:
     with app.store.engine.connect() as conn:
         rows = conn.execute(
             select(a.action, a.actor_kind, a.actor_name, a.via, a.occurrence_id)
-            .where(a.action.in_(["approve", "reject"])).order_by(a.id)
-        )  # fmt: skip
+            .where(a.action.in_(["approve", "reject"]))
+            .order_by(a.id)
+        )
         return [tuple(r) for r in rows]
 
 

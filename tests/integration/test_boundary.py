@@ -36,9 +36,12 @@ T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "paysched", *args], env=os.environ | env,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", "paysched", *args],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def refused(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
@@ -84,8 +87,17 @@ def test_a_payee_over_the_limit_fails_at_once_with_a_plain_reason(store: Store) 
     store.deposit("payer", 500, T0)
     for _ in range(MAX_BALANCE // MAX_AMOUNT):
         store.deposit("rich", MAX_AMOUNT, T0)
-    store.create_payment(payer="payer", payee="rich", amount=100, currency="USD", due_at=T0,
-                         cron=None, timezone=None, memo="", now=T0)  # fmt: skip
+    store.create_payment(
+        payer="payer",
+        payee="rich",
+        amount=100,
+        currency="USD",
+        due_at=T0,
+        cron=None,
+        timezone=None,
+        memo="",
+        now=T0,
+    )
     (occ,) = store.materialize_due(T0, T0)
     claim = store.claim(occ.id, T0)
     assert isinstance(claim, Claim)
@@ -101,8 +113,9 @@ def test_payments_are_bounded_and_between_users(store: Store) -> None:
     store.create_account("a", "USD", T0)
     store.create_account("b", "USD", T0)
     store.deposit("a", 100, T0)
-    fields: dict[str, Any] = dict(payer="a", payee="b", currency="USD", due_at=T0, cron=None,
-                                  timezone=None, memo="", now=T0)  # fmt: skip
+    fields: dict[str, Any] = dict(
+        payer="a", payee="b", currency="USD", due_at=T0, cron=None, timezone=None, memo="", now=T0
+    )
     with pytest.raises(InvalidInput, match="at most") as info:
         store.create_payment(amount=MAX_AMOUNT + 1, **fields)
     assert info.value.field == "amount"
@@ -133,11 +146,25 @@ def test_names_are_normalised_trimmed_printable_and_unique(store: Store) -> None
         store.create_account(nfc, "EUR", T0)  # a look-alike duplicate
     assert store.create_account("  alice  ", "USD", T0).name == "alice"
     assert store.get_account("alice ").name == "alice"
-    for bad in ("   ", "a\nb", "\x1b[31mred", "x" * 101, "@mine",
-                # Look-alikes of the external accounts' '@': full-width, small, after a space.
-                "\uff20external:USD", "\ufe6bmine", "\u3000\uff20x",
-                # What would end or escape the name's segment of /v1/accounts/{name}.
-                "a/b", "a\\b", "what?", "a#1", "100%", ".", ".."):  # fmt: skip
+    for bad in (
+        "   ",
+        "a\nb",
+        "\x1b[31mred",
+        "x" * 101,
+        "@mine",
+        # Look-alikes of the external accounts' '@': full-width, small, after a space.
+        "\uff20external:USD",
+        "\ufe6bmine",
+        "\u3000\uff20x",
+        # What would end or escape the name's segment of /v1/accounts/{name}.
+        "a/b",
+        "a\\b",
+        "what?",
+        "a#1",
+        "100%",
+        ".",
+        "..",
+    ):
         with pytest.raises(InvalidInput) as info:
             store.create_account(bad, "USD", T0)
         assert info.value.field == "name"
@@ -176,17 +203,56 @@ def test_cli_refuses_hostile_input(env: dict[str, str]) -> None:
         ([*schedule, "--amount", "1", "--cron", "0 0 30 2 *"], 2, ["cron:", "never"]),
         ([*schedule, "--amount", "1", "--cron", "*" + " *" * 80], 2, ["cron:"]),
         ([*schedule, "--from", "@external:USD", "--amount", "1", "--in", "1h"], 2, ["from:"]),
-        ([*schedule, "--amount", "1", "--in", "1h", "--notify", "webhook:http://127.0.0.1:99999/"],
-         2, ["notify:", "port"]),
-        ([*schedule, "--amount", "1", "--in", "1h", "--notify", "webhook:http://a.b/x\r\nX: y"],
-         2, ["notify:", "control"]),
-        ([*schedule, "--amount", "1", "--in", "1h", "--notify", "webhook:http://a.b/x y"],
-         2, ["notify:"]),
-        ([*schedule, "--amount", "1", "--in", "1h", "--notify",
-          "webhook:http://169.254.169.254/latest"], 2, ["notify:", "ALLOW_PRIVATE"]),
-        ([*schedule, "--amount", "1", "--in", "1h", "--notify",
-          "webhook:http://a.b/" + "x" * 100_000], 2, ["notify:", "longer than"]),
-    ]  # fmt: skip
+        (
+            [
+                *schedule,
+                "--amount",
+                "1",
+                "--in",
+                "1h",
+                "--notify",
+                "webhook:http://127.0.0.1:99999/",
+            ],
+            2,
+            ["notify:", "port"],
+        ),
+        (
+            [*schedule, "--amount", "1", "--in", "1h", "--notify", "webhook:http://a.b/x\r\nX: y"],
+            2,
+            ["notify:", "control"],
+        ),
+        (
+            [*schedule, "--amount", "1", "--in", "1h", "--notify", "webhook:http://a.b/x y"],
+            2,
+            ["notify:"],
+        ),
+        (
+            [
+                *schedule,
+                "--amount",
+                "1",
+                "--in",
+                "1h",
+                "--notify",
+                "webhook:http://169.254.169.254/latest",
+            ],
+            2,
+            ["notify:", "ALLOW_PRIVATE"],
+        ),
+        (
+            [
+                *schedule,
+                "--amount",
+                "1",
+                "--in",
+                "1h",
+                "--notify",
+                "webhook:http://a.b/" + "x" * 100_000,
+            ],
+            2,
+            ["notify:", "longer than"],
+        ),
+    ]
     for args, code, needles in cases:
         refused(cli(env, *args), code, *needles)
     listed = json.loads(cli(env, "list", "--json").stdout)
@@ -195,25 +261,36 @@ def test_cli_refuses_hostile_input(env: dict[str, str]) -> None:
     assert {a["name"]: a["balance"] for a in accounts} == {"bob": "0.00", "carol": "0.00"}
     # Explicitly allowed: a past due time runs at once; an internal webhook when configured.
     allowed = env | {"PAYSCHED_WEBHOOK_ALLOW_PRIVATE": "1"}
-    result = cli(allowed, *schedule, "--amount", "1", "--at", "2020-01-01T00:00:00Z",
-                 "--allow-past", "--notify", "webhook:http://127.0.0.1:8080/hook")  # fmt: skip
+    result = cli(
+        allowed,
+        *schedule,
+        "--amount",
+        "1",
+        "--at",
+        "2020-01-01T00:00:00Z",
+        "--allow-past",
+        "--notify",
+        "webhook:http://127.0.0.1:8080/hook",
+    )
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(
     ("name", "value", "needle"),
-    [("REDIS_URL", "redis://127.0.0.1:abc/0", "port"),
-     ("REDIS_URL", "redis://127.0.0.1:6379/abc", "database number"),
-     ("PAYSCHED_LOOKAHEAD", "99999999999d", "at most"),
-     ("DATABASE_URL", "sqlite://relative.db", "three slashes"),
-     ("PAYSCHED_NOTIFY_POLL", "0s", "at least"),
-     ("PAYSCHED_CONCURRENCY", "١٢", "integer"),
-     ("PAYSCHED_WEBHOOK_ALLOW_PRIVATE", "maybe", "expected"),
-     ("PAYSCHED_NOTIFY", "webhook:http://10.0.0.1/x", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE"),
-     # A default target whose channel is not set up: every notification would be dead.
-     ("PAYSCHED_NOTIFY", "log,telegram:123", "TELEGRAM_BOT_TOKEN"),
-     ("PAYSCHED_NOTIFY", "webhook:https://example.com/hook", "PAYSCHED_WEBHOOK_SECRET")],
-)  # fmt: skip
+    [
+        ("REDIS_URL", "redis://127.0.0.1:abc/0", "port"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/abc", "database number"),
+        ("PAYSCHED_LOOKAHEAD", "99999999999d", "at most"),
+        ("DATABASE_URL", "sqlite://relative.db", "three slashes"),
+        ("PAYSCHED_NOTIFY_POLL", "0s", "at least"),
+        ("PAYSCHED_CONCURRENCY", "١٢", "integer"),
+        ("PAYSCHED_WEBHOOK_ALLOW_PRIVATE", "maybe", "expected"),
+        ("PAYSCHED_NOTIFY", "webhook:http://10.0.0.1/x", "PAYSCHED_WEBHOOK_ALLOW_PRIVATE"),
+        # A default target whose channel is not set up: every notification would be dead.
+        ("PAYSCHED_NOTIFY", "log,telegram:123", "TELEGRAM_BOT_TOKEN"),
+        ("PAYSCHED_NOTIFY", "webhook:https://example.com/hook", "PAYSCHED_WEBHOOK_SECRET"),
+    ],
+)
 def test_bad_configuration_names_the_variable(
     name: str, value: str, needle: str, tmp_path: Path
 ) -> None:

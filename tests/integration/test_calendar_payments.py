@@ -31,13 +31,29 @@ def rule(text: str, start: str, tz: str = "Europe/Berlin", **extra: str) -> str:
     return recurrence_of(cal, tz, T0, PYTHON_NAMES)
 
 
-def create(store: Store, now: datetime, *, recurrence: str | None = None, cron: str | None = None,
-           catchup: str = "all", window: timedelta | None = None) -> int:  # fmt: skip
+def create(
+    store: Store,
+    now: datetime,
+    *,
+    recurrence: str | None = None,
+    cron: str | None = None,
+    catchup: str = "all",
+    window: timedelta | None = None,
+) -> int:
     return store.create_payment(
-        payer="alice", payee="bob", amount=100, currency="EUR", due_at=None, cron=cron,
-        timezone="Europe/Berlin" if cron else None, memo="", now=now, recurrence=recurrence,
-        catchup=catchup, catchup_window=window,
-    ).id  # fmt: skip
+        payer="alice",
+        payee="bob",
+        amount=100,
+        currency="EUR",
+        due_at=None,
+        cron=cron,
+        timezone="Europe/Berlin" if cron else None,
+        memo="",
+        now=now,
+        recurrence=recurrence,
+        catchup=catchup,
+        catchup_window=window,
+    ).id
 
 
 def test_a_holiday_moves_the_due_time_not_the_key(store: Store) -> None:
@@ -159,9 +175,16 @@ def pending_one_time(store: Store) -> tuple[int, Occurrence, datetime]:
     funded(store)
     due = T0 + timedelta(minutes=5)
     pid = store.create_payment(
-        payer="alice", payee="bob", amount=100, currency="EUR", due_at=due, cron=None,
-        timezone=None, memo="", now=T0,
-    ).id  # fmt: skip
+        payer="alice",
+        payee="bob",
+        amount=100,
+        currency="EUR",
+        due_at=due,
+        cron=None,
+        timezone=None,
+        memo="",
+        now=T0,
+    ).id
     [occ] = store.materialize_due(T0, due, [pid])
     assert store.get_payment(pid).state == PaymentState.DONE
     return pid, occ, due

@@ -35,9 +35,17 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def awaiting(store: Store, amount: int = 1_000) -> tuple[PlannedPayment, int]:
     p = store.create_payment(
-        payer="payer", payee="payee", amount=amount, currency="USD", due_at=T0, cron=None,
-        timezone=None, memo="", now=T0 - timedelta(seconds=1), approval="required",
-    )  # fmt: skip
+        payer="payer",
+        payee="payee",
+        amount=amount,
+        currency="USD",
+        due_at=T0,
+        cron=None,
+        timezone=None,
+        memo="",
+        now=T0 - timedelta(seconds=1),
+        approval="required",
+    )
     store.materialize_due(T0, T0, [p.id])
     (occ,) = store.occurrences_of(p.id)
     assert occ.state == S.AWAITING_APPROVAL
@@ -62,8 +70,9 @@ def test_approved_before_paid_names_one_paid_without_approval(store: Store) -> N
     # without an approver's decision in its history, then paid.
     sneaked, third = awaiting(store, 3_000)
     with store.engine.begin() as conn:
-        conn.execute(update(t.occurrences).where(t.occurrences.c.id == third)
-                     .values(state=S.SCHEDULED.value))  # fmt: skip
+        conn.execute(
+            update(t.occurrences).where(t.occurrences.c.id == third).values(state=S.SCHEDULED.value)
+        )
     pay(store, third)
     found = results(store, [approved, rejected, sneaked])
     assert problems(found["approved_before_paid"]) == ["started though never approved"]

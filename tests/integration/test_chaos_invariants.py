@@ -43,10 +43,16 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def payment(store: Store, amount: int = 1_000, cron: str | None = None) -> PlannedPayment:
     p = store.create_payment(
-        payer="payer", payee="payee", amount=amount, currency="USD",
-        due_at=None if cron else T0, cron=cron, timezone=None, memo="",
+        payer="payer",
+        payee="payee",
+        amount=amount,
+        currency="USD",
+        due_at=None if cron else T0,
+        cron=cron,
+        timezone=None,
+        memo="",
         now=T0 - timedelta(seconds=1),
-    )  # fmt: skip
+    )
     assert p.next_due_at is not None
     return PlannedPayment(p.id, "payer", "payee", amount, p.next_due_at, cron)
 
@@ -73,10 +79,13 @@ def test_a_sound_run_passes_every_invariant(store: Store) -> None:
     assert store.settle_transfer(claimed(store, paid), T0)
     done = store.cancel_payment(cancelled.id, T0, "changed my mind")
     record = CancelRecord(
-        cancelled.id, T0 + timedelta(milliseconds=1), "later",
-        [o.id for o in done.cancelled], [],
+        cancelled.id,
+        T0 + timedelta(milliseconds=1),
+        "later",
+        [o.id for o in done.cancelled],
+        [],
         {o.id: o for o in store.occurrences_of(cancelled.id)},
-    )  # fmt: skip
+    )
     found = results(store, [paid, cancelled], cancels=[record])
     assert {name: problems(r) for name, r in found.items() if not r.ok} == {}
 
@@ -113,8 +122,9 @@ def test_cancel_wins_lets_a_cancel_leave_a_taken_over_retry_in_flight(store: Sto
     done = store.cancel_payment(planned.id, T0 + timedelta(seconds=1), "changed my mind")
     (occ,) = done.in_flight
     assert (occ.state, done.cancelled) == (S.RETRYING, [])
-    record = CancelRecord(planned.id, T0 + timedelta(seconds=1), "takeover", [], [occ.id],
-                          {occ.id: occ})  # fmt: skip
+    record = CancelRecord(
+        planned.id, T0 + timedelta(seconds=1), "takeover", [], [occ.id], {occ.id: occ}
+    )
     retry = store.claim(occ.id, T0 + timedelta(seconds=2))  # the retry goes on, same key
     assert isinstance(retry, Claim) and store.settle_transfer(retry, T0 + timedelta(seconds=2))
     assert results(store, [planned], cancels=[record])["cancel_wins"].ok
@@ -128,26 +138,34 @@ def test_cancel_wins_lets_a_cancel_leave_a_taken_over_retry_in_flight(store: Sto
 def test_provider_charged_once_names_every_mismatch(store: Store) -> None:
     paid, declined = payment(store, 1_234), payment(store, 500)
     a, b = claimed(store, paid), claimed(store, declined)
-    assert store.finish_many([Finish(a, S.SUCCEEDED, None, reference="ch_1"),
-                              Finish(b, S.FAILED, "declined", reference="ch_2")],
-                             T0) == [True, True]  # fmt: skip
+    assert store.finish_many(
+        [
+            Finish(a, S.SUCCEEDED, None, reference="ch_1"),
+            Finish(b, S.FAILED, "declined", reference="ch_2"),
+        ],
+        T0,
+    ) == [True, True]
 
     def charge(key: str, status: str, amount: str) -> dict[str, Any]:
         return {"key": key, "status": status, "amount": amount, "from": "payer", "to": "payee"}
 
     start = {"payer": Decimal("1000.00"), "payee": Decimal("0.00")}
     good = ProviderView(
-        [charge(a.occurrence.key, "succeeded", "12.34"),
-         charge(b.occurrence.key, "declined", "5.00")],
-        {"payer": Decimal("987.66"), "payee": Decimal("12.34")}, start,
-    )  # fmt: skip
+        [
+            charge(a.occurrence.key, "succeeded", "12.34"),
+            charge(b.occurrence.key, "declined", "5.00"),
+        ],
+        {"payer": Decimal("987.66"), "payee": Decimal("12.34")},
+        start,
+    )
     found = results(store, [paid, declined], provider=good)
     assert found["provider_charged_once"].ok and found["balances_exact"].ok
 
     bad = ProviderView(
         [charge(b.occurrence.key, "succeeded", "5.00"), charge("pay-99-1", "succeeded", "1.00")],
-        {"payer": Decimal("1000.00"), "payee": Decimal("0.00")}, start,
-    )  # fmt: skip
+        {"payer": Decimal("1000.00"), "payee": Decimal("0.00")},
+        start,
+    )
     found = results(store, [paid, declined], provider=bad)
     named = problems(found["provider_charged_once"])
     assert "succeeded, but the provider has no succeeded charge for its key" in named
@@ -159,10 +177,13 @@ def test_provider_charged_once_names_every_mismatch(store: Store) -> None:
 def test_infrastructure_failures_and_open_unknowns_are_named(store: Store) -> None:
     broken, unknown = payment(store), payment(store, 700)
     x, y = claimed(store, broken), claimed(store, unknown)
-    assert store.finish_many([
-        Finish(x, S.FAILED, "database error: (psycopg.OperationalError) server closed"),
-        Finish(y, S.UNKNOWN, "provider timed out", resolve_at=T0),
-    ], T0) == [True, True]  # fmt: skip
+    assert store.finish_many(
+        [
+            Finish(x, S.FAILED, "database error: (psycopg.OperationalError) server closed"),
+            Finish(y, S.UNKNOWN, "provider timed out", resolve_at=T0),
+        ],
+        T0,
+    ) == [True, True]
     found = results(store, [broken, unknown])
     assert problems(found["no_failure_from_infrastructure"]) == [
         "failed with an infrastructure reason"
@@ -176,8 +197,9 @@ def test_recurring_complete_names_a_missing_cron_time(store: Store) -> None:
     store.materialize_due(T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))
     assert results(store, [planned])["recurring_complete"].ok
     # Planned to start two seconds earlier than its first occurrence: that one was lost.
-    lost = PlannedPayment(planned.id, "payer", "payee", 300,
-                          planned.due_at - timedelta(seconds=2), planned.cron)  # fmt: skip
+    lost = PlannedPayment(
+        planned.id, "payer", "payee", 300, planned.due_at - timedelta(seconds=2), planned.cron
+    )
     (violation,) = results(store, [lost])["recurring_complete"].violations
     assert violation["missing"] == [lost.due_at.isoformat()]
 
@@ -190,9 +212,16 @@ def test_pause_holds_names_a_claim_and_a_creation_inside_a_pause(store: Store) -
     seen = store.transitions_of([claim.occurrence.id])
 
     def record(paused_s: float, resumed_s: float, before: Any) -> PauseRecord:
-        return PauseRecord(planned.id, T0 + timedelta(seconds=paused_s), [],
-                           T0 + timedelta(seconds=resumed_s), T0 + timedelta(seconds=resumed_s),
-                           [], "resumed", before)  # fmt: skip
+        return PauseRecord(
+            planned.id,
+            T0 + timedelta(seconds=paused_s),
+            [],
+            T0 + timedelta(seconds=resumed_s),
+            T0 + timedelta(seconds=resumed_s),
+            [],
+            "resumed",
+            before,
+        )
 
     # Paused after it ran, or (the read before the resume did not see them) the claim and the
     # creation committed after the resume although stamped before it: sound.
@@ -216,10 +245,17 @@ def test_missed_only_by_policy_names_a_miss_its_policy_does_not_allow(store: Sto
     late_after = timedelta(seconds=1)
     tuned = Store(store.engine, late_after=late_after)  # PAYSCHED_CATCHUP_LATE_AFTER=1s
     pid = tuned.create_payment(
-        payer="payer", payee="payee", amount=100, currency="USD", due_at=None,
-        cron="* * * * * *", timezone=None, memo="", now=T0 - timedelta(seconds=1),
+        payer="payer",
+        payee="payee",
+        amount=100,
+        currency="USD",
+        due_at=None,
+        cron="* * * * * *",
+        timezone=None,
+        memo="",
+        now=T0 - timedelta(seconds=1),
         catchup="latest",
-    ).id  # fmt: skip
+    ).id
     planned = PlannedPayment(pid, "payer", "payee", 100, T0, "* * * * * *", "latest")
     # Found 10 s late: T0 .. T0 + 8 s are late, "latest" runs T0 + 8 s and misses the rest.
     made = tuned.materialize_due(T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))

@@ -11,8 +11,9 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def awaiting(env: dict[str, str], *extra: str) -> tuple[int, str]:
-    made = as_json(env, "schedule", "--from", "alice", "--to", "bob", "--amount", "5",
-                   "--in", "30s", *extra)  # fmt: skip
+    made = as_json(
+        env, "schedule", "--from", "alice", "--to", "bob", "--amount", "5", "--in", "30s", *extra
+    )
     [occ] = as_json(env, "show", str(made["id"]))["occurrences"]
     return made["id"], occ["key"]
 
@@ -23,11 +24,15 @@ def test_cli_approve_and_reject_with_four_eyes(env: dict[str, str]) -> None:
     paysched(alice, "accounts", "create", "alice")
     paysched(alice, "accounts", "create", "bob")
     paysched(alice, "accounts", "deposit", "alice", "100")
-    pid, key = awaiting(alice, "--approval", "required", "--approval-timeout", "2h",
-                        "--on-timeout", "fail")  # fmt: skip
+    pid, key = awaiting(
+        alice, "--approval", "required", "--approval-timeout", "2h", "--on-timeout", "fail"
+    )
     shown = as_json(alice, "show", str(pid))
     assert (shown["approval"], shown["approval_timeout"], shown["on_timeout"]) == (
-        "required", "7200s", "fail")  # fmt: skip
+        "required",
+        "7200s",
+        "fail",
+    )
     assert shown["occurrences"][0]["state"] == "awaiting_approval"
     # The creator may not decide on it.
     one_line_error(paysched(alice, "approve", key, check=False), 4, "four eyes")
@@ -58,8 +63,23 @@ def test_cli_account_rule_and_bad_input(env: dict[str, str]) -> None:
         (("--approval-timeout", "soon"), "approval_timeout"),
         (("--on-timeout", "skip"), "on_timeout"),
     ):
-        result = paysched(env, "schedule", "--from", "alice", "--to", "bob", "--amount", "1",
-                          "--in", "1h", *args, check=False)  # fmt: skip
+        result = paysched(
+            env,
+            "schedule",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--in",
+            "1h",
+            *args,
+            check=False,
+        )
         one_line_error(result, 2, field)
-    one_line_error(paysched(env, "accounts", "set", "alice", "--approval-above", "x", check=False),
-                   2, "approval_above")  # fmt: skip
+    one_line_error(
+        paysched(env, "accounts", "set", "alice", "--approval-above", "x", check=False),
+        2,
+        "approval_above",
+    )

@@ -15,9 +15,13 @@ from tests.integration.test_cli import as_json, one_line_error, paysched
 
 OLDER = REVISIONS[-2]
 READ_ONLY = [
-    ["list"], ["show", "1"], ["stats"], ["accounts", "show", "alice"], ["accounts", "list"],
+    ["list"],
+    ["show", "1"],
+    ["stats"],
+    ["accounts", "show", "alice"],
+    ["accounts", "list"],
     ["notifications", "list"],
-]  # fmt: skip
+]
 
 
 def _at_revision(url: str, revision: str) -> None:
@@ -56,11 +60,17 @@ def _set_revision(url: str, revision: str) -> None:
 
 
 def test_migrate_an_empty_database_then_one_at_head(env: dict[str, str]) -> None:
-    assert as_json(env, "migrate") == {"before": None, "after": HEAD_REVISION,
-                                       "head": HEAD_REVISION}  # fmt: skip
+    assert as_json(env, "migrate") == {
+        "before": None,
+        "after": HEAD_REVISION,
+        "head": HEAD_REVISION,
+    }
     assert _schema(env["DATABASE_URL"])[0] == HEAD_REVISION
-    assert as_json(env, "migrate") == {"before": HEAD_REVISION, "after": HEAD_REVISION,
-                                       "head": HEAD_REVISION}  # fmt: skip
+    assert as_json(env, "migrate") == {
+        "before": HEAD_REVISION,
+        "after": HEAD_REVISION,
+        "head": HEAD_REVISION,
+    }
     assert "already at revision" in paysched(env, "migrate").stdout
 
 
@@ -86,8 +96,11 @@ def test_check_reports_an_older_schema_and_changes_nothing(env: dict[str, str]) 
 
 def test_migrate_brings_an_older_schema_to_head(env: dict[str, str]) -> None:
     _at_revision(env["DATABASE_URL"], OLDER)
-    assert as_json(env, "migrate") == {"before": OLDER, "after": HEAD_REVISION,
-                                       "head": HEAD_REVISION}  # fmt: skip
+    assert as_json(env, "migrate") == {
+        "before": OLDER,
+        "after": HEAD_REVISION,
+        "head": HEAD_REVISION,
+    }
     assert as_json(env, "list") == []
 
 
@@ -113,8 +126,9 @@ def test_a_read_only_command_on_an_empty_database_creates_the_schema(
     assert _schema(env["DATABASE_URL"])[0] == HEAD_REVISION
 
 
-@pytest.mark.parametrize("args", [["list"], ["accounts", "create", "bob"], ["migrate"]],
-                         ids=lambda a: "-".join(a))  # fmt: skip
+@pytest.mark.parametrize(
+    "args", [["list"], ["accounts", "create", "bob"], ["migrate"]], ids=lambda a: "-".join(a)
+)
 def test_a_schema_of_a_newer_paysched_is_refused(env: dict[str, str], args: list[str]) -> None:
     paysched(env, "migrate")
     _set_revision(env["DATABASE_URL"], "9999")
@@ -142,9 +156,17 @@ def test_read_only_commands_load_neither_alembic_nor_the_queue(env: dict[str, st
         "    heavy = ('alembic', 'bullmq', 'paysched.app', 'httpx', 'pydantic')\n"
         "    print('\\n' + ' '.join(m for m in heavy if m in sys.modules))\n"
     )
-    for args, loaded in ((["list", "--json"], "pydantic"), (["stats", "--json"], ""),
-                         (["accounts", "list"], "")):  # fmt: skip
-        result = subprocess.run([sys.executable, "-c", code, *args], env=os.environ | env,
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    for args, loaded in (
+        (["list", "--json"], "pydantic"),
+        (["stats", "--json"], ""),
+        (["accounts", "list"], ""),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            env=os.environ | env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines()[-1] == loaded, (args, result.stdout)

@@ -39,12 +39,18 @@ def test_two_schedulers_materialize_the_same_occurrence_without_error(
     rounds = 500
     ids = [
         a.create_payment(
-            payer="alice", payee="bob", amount=1, currency="USD",
-            due_at=T0 + timedelta(seconds=i, microseconds=5467), cron=None, timezone=None,
-            memo="", now=T0 - timedelta(hours=1),
+            payer="alice",
+            payee="bob",
+            amount=1,
+            currency="USD",
+            due_at=T0 + timedelta(seconds=i, microseconds=5467),
+            cron=None,
+            timezone=None,
+            memo="",
+            now=T0 - timedelta(hours=1),
         ).id
         for i in range(rounds)
-    ]  # fmt: skip
+    ]
     barrier = threading.Barrier(2)
     created: list[int] = []
     errors: list[BaseException] = []

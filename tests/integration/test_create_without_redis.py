@@ -73,10 +73,14 @@ async def test_http_create_answers_201_while_redis_is_down(
         transport = httpx.ASGITransport(app=create_api(app))
         private_redis.stop()
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            response = await asyncio.wait_for(client.post(
-                "/v1/payments", headers={"Authorization": f"Bearer {key}"},
-                json={"from": "alice", "to": "bob", "amount": "1.00", "in": "1s"},
-            ), PATIENCE_S)  # fmt: skip
+            response = await asyncio.wait_for(
+                client.post(
+                    "/v1/payments",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"from": "alice", "to": "bob", "amount": "1.00", "in": "1s"},
+                ),
+                PATIENCE_S,
+            )
         assert response.status_code == 201, response.text
         assert ["not yet queued" in r.getMessage() for r in caplog.records].count(True) == 1
         private_redis.start()  # same port, nothing kept: the job is gone
@@ -110,11 +114,26 @@ async def test_cli_schedule_exits_0_while_redis_holds_writes(
         with writes_paused(private_redis):
             result = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "paysched", "schedule", "--from", "alice", "--to", "bob",
-                 "--amount", "1.00", "--in", "1s", "--json"],
+                [
+                    sys.executable,
+                    "-m",
+                    "paysched",
+                    "schedule",
+                    "--from",
+                    "alice",
+                    "--to",
+                    "bob",
+                    "--amount",
+                    "1.00",
+                    "--in",
+                    "1s",
+                    "--json",
+                ],
                 env=os.environ | env | {"REDIS_URL": private_redis.url},
-                capture_output=True, text=True, timeout=PATIENCE_S,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=PATIENCE_S,
+            )
         assert result.returncode == 0, result.stderr
         assert result.stderr.count("not yet queued") == 1, result.stderr  # one warning
         await runs_once(app, json.loads(result.stdout)["id"])

@@ -99,9 +99,11 @@ def test_refusals_are_database_errors_with_the_driver_error_as_cause(pg_store: S
 
 @pytest.mark.parametrize(
     ("sql", "code", "prefix"),
-    [("SELECT CAST('x' AS integer)", EXIT_INPUT, "invalid value: "),
-     ("SELECT * FROM no_such_table", EXIT_UNAVAILABLE, "database error: ")],
-)  # fmt: skip
+    [
+        ("SELECT CAST('x' AS integer)", EXIT_INPUT, "invalid value: "),
+        ("SELECT * FROM no_such_table", EXIT_UNAVAILABLE, "database error: "),
+    ],
+)
 def test_the_cli_maps_them_as_before(
     pg_store: Store, capsys: pytest.CaptureFixture[str], sql: str, code: int, prefix: str
 ) -> None:

@@ -103,9 +103,12 @@ async def test_an_idle_waker_blocks_until_a_job_is_added_then_signals_it_on_time
 
         async def blocked() -> bool:
             clients = await redis.client_list()
-            return any(c.get("name") == f"{queue.prefix}:{queue.name}:delay-waker"
-                       and c.get("cmd") == "xread"
-                       and "b" in c.get("flags", "") for c in clients)  # fmt: skip
+            return any(
+                c.get("name") == f"{queue.prefix}:{queue.name}:delay-waker"
+                and c.get("cmd") == "xread"
+                and "b" in c.get("flags", "")
+                for c in clients
+            )
 
         await wait_for(blocked, timeout=5, what="the waker's blocking read")
         assert counting.looks == 1

@@ -47,10 +47,16 @@ def make_order(
 ) -> PaymentOrder:
     """An order as the worker builds it, without the database: HttpExecutor needs none."""
     return PaymentOrder(
-        idempotency_key=key or f"pay-1-{uuid.uuid4().int % 10**13}", payment_id=1,
-        amount=amount, currency=currency, payer=payer, payee=payee, memo="",
-        due_at=datetime.now(UTC), attempt=1,
-    )  # fmt: skip
+        idempotency_key=key or f"pay-1-{uuid.uuid4().int % 10**13}",
+        payment_id=1,
+        amount=amount,
+        currency=currency,
+        payer=payer,
+        payee=payee,
+        memo="",
+        due_at=datetime.now(UTC),
+        attempt=1,
+    )
 
 
 def charges_for(provider: StandinProvider, key: str) -> list[Charge]:
@@ -454,24 +460,48 @@ LONG = "x" * 1000
 
 EXECUTE_CASES: list[tuple[int, Any, ExecutionResult]] = [
     (200, {"id": "p1", "status": "succeeded"}, ExecutionResult.succeeded("p1")),
-    (201, {"id": "p1", "status": "declined", "reason": "card expired"},
-     ExecutionResult.declined("card expired", "p1")),
-    (200, {"id": "p1", "status": "declined"},
-     ExecutionResult.declined("declined by provider", "p1")),
-    (202, {"id": "p1", "status": "pending"},
-     ExecutionResult.unknown("provider reports the payment pending", "p1")),
-    (200, b"<html>ok</html>",
-     ExecutionResult.unknown("provider answered HTTP 200 with a body that is not JSON")),
+    (
+        201,
+        {"id": "p1", "status": "declined", "reason": "card expired"},
+        ExecutionResult.declined("card expired", "p1"),
+    ),
+    (
+        200,
+        {"id": "p1", "status": "declined"},
+        ExecutionResult.declined("declined by provider", "p1"),
+    ),
+    (
+        202,
+        {"id": "p1", "status": "pending"},
+        ExecutionResult.unknown("provider reports the payment pending", "p1"),
+    ),
+    (
+        200,
+        b"<html>ok</html>",
+        ExecutionResult.unknown("provider answered HTTP 200 with a body that is not JSON"),
+    ),
     (200, [1, 2], ExecutionResult.unknown("provider's answer is not a JSON object")),
     (200, {"status": "succeeded"}, ExecutionResult.unknown("provider's answer has no payment id")),
-    (200, {"id": "p1", "status": "done"},
-     ExecutionResult.unknown("provider answered an unknown status 'done'", "p1")),
-    (200, {"id": "p1", "status": "succeeded", "reference": "pay-9-9"},
-     ExecutionResult.unknown("provider's answer names another payment")),
-    (409, {"reason": "busy"},
-     ExecutionResult.unknown("provider is still processing this idempotency key (HTTP 409)")),
-    (429, {"reason": "slow down"},
-     ExecutionResult.not_attempted("provider rate-limited the request (HTTP 429)")),
+    (
+        200,
+        {"id": "p1", "status": "done"},
+        ExecutionResult.unknown("provider answered an unknown status 'done'", "p1"),
+    ),
+    (
+        200,
+        {"id": "p1", "status": "succeeded", "reference": "pay-9-9"},
+        ExecutionResult.unknown("provider's answer names another payment"),
+    ),
+    (
+        409,
+        {"reason": "busy"},
+        ExecutionResult.unknown("provider is still processing this idempotency key (HTTP 409)"),
+    ),
+    (
+        429,
+        {"reason": "slow down"},
+        ExecutionResult.not_attempted("provider rate-limited the request (HTTP 429)"),
+    ),
     (408, b"", ExecutionResult.unknown("provider timed out reading the request (HTTP 408)")),
     (400, {"detail": "bad\n  iban"}, ExecutionResult.declined("bad iban")),
     (403, {"error": "forbidden"}, ExecutionResult.declined("forbidden")),
@@ -479,12 +509,15 @@ EXECUTE_CASES: list[tuple[int, Any, ExecutionResult]] = [
     (422, {"message": "amount too large"}, ExecutionResult.declined("amount too large")),
     (404, b"", ExecutionResult.declined("provider answered HTTP 404")),
     (400, {"reason": LONG}, ExecutionResult.declined("x" * 299 + "…")),
-    (400, {"reason": f"token {TOKEN} is not valid"},
-     ExecutionResult.declined("token *** is not valid")),
+    (
+        400,
+        {"reason": f"token {TOKEN} is not valid"},
+        ExecutionResult.declined("token *** is not valid"),
+    ),
     (500, {"reason": "boom"}, ExecutionResult.unknown("provider answered HTTP 500: boom")),
     (503, b"", ExecutionResult.unknown("provider answered HTTP 503")),
     (302, b"", ExecutionResult.unknown("provider answered HTTP 302")),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("status", "body", "expected"), EXECUTE_CASES)
@@ -504,17 +537,29 @@ async def test_execute_mapping(
 
 LOOKUP_CASES: list[tuple[int, Any, ExecutionResult]] = [
     (200, {"id": "p1", "status": "succeeded"}, ExecutionResult.succeeded("p1")),
-    (200, {"id": "p1", "status": "declined", "reason": "no funds"},
-     ExecutionResult.declined("no funds", "p1")),
-    (200, {"id": "p1", "status": "pending"},
-     ExecutionResult.unknown("provider reports the payment pending", "p1")),
-    (200, b"not json",
-     ExecutionResult.unknown("provider answered HTTP 200 with a body that is not JSON")),
+    (
+        200,
+        {"id": "p1", "status": "declined", "reason": "no funds"},
+        ExecutionResult.declined("no funds", "p1"),
+    ),
+    (
+        200,
+        {"id": "p1", "status": "pending"},
+        ExecutionResult.unknown("provider reports the payment pending", "p1"),
+    ),
+    (
+        200,
+        b"not json",
+        ExecutionResult.unknown("provider answered HTTP 200 with a body that is not JSON"),
+    ),
     (404, {"reason": "not found"}, ExecutionResult.not_attempted("provider never received it")),
     (500, b"", ExecutionResult.unknown("lookup failed: provider answered HTTP 500")),
-    (401, {"reason": f"bad token {TOKEN}"},
-     ExecutionResult.unknown("lookup failed: provider answered HTTP 401: bad token ***")),
-]  # fmt: skip
+    (
+        401,
+        {"reason": f"bad token {TOKEN}"},
+        ExecutionResult.unknown("lookup failed: provider answered HTTP 401: bad token ***"),
+    ),
+]
 
 
 @pytest.mark.parametrize(("status", "body", "expected"), LOOKUP_CASES)
@@ -589,8 +634,11 @@ class CountingProvider:
         self.connections += 1
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))  # fmt: skip
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
                 key = json.loads(await reader.readexactly(length))["reference"]
                 self.in_flight += 1
                 if self.in_flight >= self.hold:

@@ -27,8 +27,9 @@ S = OccurrenceState
 
 @pytest.fixture
 def provider(tmp_path: Path) -> Iterator[StandinProvider]:
-    with StandinProvider(tmp_path / "provider.db", token="s3cret-token", hang_s=1.5,
-                         slow_s=0.1, settle_s=0.5) as instance:  # fmt: skip
+    with StandinProvider(
+        tmp_path / "provider.db", token="s3cret-token", hang_s=1.5, slow_s=0.1, settle_s=0.5
+    ) as instance:
         yield instance
 
 
@@ -52,11 +53,14 @@ async def test_an_idle_app_opens_no_write_transaction_and_still_picks_up_work(
 ) -> None:
     app = await App.open(
         settings.with_overrides(
-            executor="http", provider_url=provider.url, provider_token="s3cret-token",
+            executor="http",
+            provider_url=provider.url,
+            provider_token="s3cret-token",
             provider_timeout=timedelta(seconds=0.5),
-            provider_connect_timeout=timedelta(seconds=1), notify_poll=timedelta(seconds=1),
+            provider_connect_timeout=timedelta(seconds=1),
+            notify_poll=timedelta(seconds=1),
         )
-    )  # fmt: skip
+    )
     try:
         assert app.outbox is not None and app.resolver is not None
         await fund(app, {"alice": 0, "bob": 0})
@@ -80,9 +84,10 @@ async def test_an_idle_app_opens_no_write_transaction_and_still_picks_up_work(
             writes.clear()
             start = [c.calls for c in loops]
             await wait_for(
-                lambda: _all_at_least(loops, *(n + 3 for n in start)), 30,
+                lambda: _all_at_least(loops, *(n + 3 for n in start)),
+                30,
                 "three more passes of the tick, the deliverer and the resolver",
-            )  # fmt: skip
+            )
             assert writes == []
 
             # Work that appears is picked up: a payment whose answer times out (the fault is set

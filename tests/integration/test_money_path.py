@@ -35,13 +35,24 @@ def accounts(store: Store, *names: str, balance: int = 10_000) -> None:
         store.deposit(name, balance, T0)
 
 
-def payment(store: Store, payer: str = "alice", payee: str = "bob", cron: str | None = None,
-            amount: int = 1_000) -> int:  # fmt: skip
+def payment(
+    store: Store,
+    payer: str = "alice",
+    payee: str = "bob",
+    cron: str | None = None,
+    amount: int = 1_000,
+) -> int:
     return store.create_payment(
-        payer=payer, payee=payee, amount=amount, currency="USD",
-        due_at=None if cron else T0, cron=cron, timezone=None, memo="",
+        payer=payer,
+        payee=payee,
+        amount=amount,
+        currency="USD",
+        due_at=None if cron else T0,
+        cron=cron,
+        timezone=None,
+        memo="",
         now=T0 - timedelta(hours=1),
-    ).id  # fmt: skip
+    ).id
 
 
 def waiting_on_a_lock(store: Store) -> bool:
@@ -63,9 +74,11 @@ def waiting_on_a_lock(store: Store) -> bool:
             probe.close()
     with store.engine.connect() as conn:
         waiting = conn.execute(
-            text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                 "AND wait_event_type = 'Lock'")
-        ).scalar_one()  # fmt: skip
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
     return bool(waiting)
 
 
@@ -85,8 +98,11 @@ def test_a_cancel_racing_materialize_cancels_what_it_created(store: Store) -> No
     materializer: list[int] = []
 
     def pause_after_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if (threading.get_ident() in materializer and not inserted.is_set()
-                and statement.lstrip().upper().startswith("INSERT INTO OCCURRENCES")):  # fmt: skip
+        if (
+            threading.get_ident() in materializer
+            and not inserted.is_set()
+            and statement.lstrip().upper().startswith("INSERT INTO OCCURRENCES")
+        ):
             inserted.set()
             assert resume.wait(timeout=30)
 

@@ -42,12 +42,17 @@ def bot() -> Iterator[Peer]:
 @pytest.fixture
 async def napp(env: dict[str, str], bot: Peer) -> AsyncIterator[App]:
     settings = Settings.from_env(
-        env | {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": bot.url,
-               "PAYSCHED_WEBHOOK_SECRET": SECRET, "PAYSCHED_NOTIFY_POLL": "100ms",
-               "PAYSCHED_NOTIFY_EVENTS": "succeeded,failed",
-               # The receivers listen on 127.0.0.1: a private address, allowed here.
-               "PAYSCHED_WEBHOOK_ALLOW_PRIVATE": "1"}
-    )  # fmt: skip
+        env
+        | {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": bot.url,
+            "PAYSCHED_WEBHOOK_SECRET": SECRET,
+            "PAYSCHED_NOTIFY_POLL": "100ms",
+            "PAYSCHED_NOTIFY_EVENTS": "succeeded,failed",
+            # The receivers listen on 127.0.0.1: a private address, allowed here.
+            "PAYSCHED_WEBHOOK_ALLOW_PRIVATE": "1",
+        }
+    )
     app = await App.open(settings)
     assert app.deliverer is not None
     app.deliverer.backoff_base_s = 0.1  # keep the receiver-down test short
@@ -58,9 +63,16 @@ async def napp(env: dict[str, str], bot: Peer) -> AsyncIterator[App]:
 async def pay_notifying(app: App, amount: int, *targets: str) -> int:
     payment = await app.create_payment(
         actor=Actor.python(),
-        payer="alice", payee="bob", amount=amount, currency="USD", due_at=app.clock.now(),
-        cron=None, timezone=None, memo="", notify=list(targets),
-    )  # fmt: skip
+        payer="alice",
+        payee="bob",
+        amount=amount,
+        currency="USD",
+        due_at=app.clock.now(),
+        cron=None,
+        timezone=None,
+        memo="",
+        notify=list(targets),
+    )
     return payment.id
 
 
@@ -115,9 +127,17 @@ async def test_receiver_down_then_up_delivers_exactly_once(napp: App) -> None:
 
 async def test_telegram_429_retry_after_is_honoured(napp: App, bot: Peer) -> None:
     bot.script.append(
-        (429, {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
-               "parameters": {"retry_after": 1}}, {})
-    )  # fmt: skip
+        (
+            429,
+            {
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 1",
+                "parameters": {"retry_after": 1},
+            },
+            {},
+        )
+    )
     await fund(napp, {"alice": 10_000, "bob": 0})
     pid = await pay_notifying(napp, 500, "telegram:42")
     async with running(napp):
@@ -128,8 +148,11 @@ async def test_telegram_429_retry_after_is_honoured(napp: App, bot: Peer) -> Non
 
 
 async def test_permanent_error_ends_dead_with_reason(napp: App, bot: Peer) -> None:
-    bot.then = (400, {"ok": False, "error_code": 400,
-                      "description": "Bad Request: chat not found"}, {})  # fmt: skip
+    bot.then = (
+        400,
+        {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"},
+        {},
+    )
     await fund(napp, {"alice": 10_000, "bob": 0})
     pid = await pay_notifying(napp, 500, "telegram:7")
     async with running(napp):
@@ -252,8 +275,9 @@ async def test_each_notification_is_recorded_as_sent_without_waiting_for_its_bat
         assert await states(napp, pid) == ["pending"] * 6
         clock = ManualClock(datetime.now(UTC))
         lease = timedelta(seconds=60)
-        first, second = (Deliverer(napp.outbox, registry, clock, napp.pool, lease=lease)
-                         for _ in range(2))  # fmt: skip
+        first, second = (
+            Deliverer(napp.outbox, registry, clock, napp.pool, lease=lease) for _ in range(2)
+        )
         sending = asyncio.create_task(first.deliver_due())
 
         async def fast_ones_sent() -> bool:
@@ -387,8 +411,9 @@ async def test_a_receiver_that_trickles_its_answer_is_given_up_on_and_retried(
         finally:
             stop.set()
             await asyncio.wait_for(run, 30)
-        deliverer = Deliverer(napp.outbox, registry, napp.clock, napp.pool,
-                              send_deadline=timedelta(seconds=1))  # fmt: skip
+        deliverer = Deliverer(
+            napp.outbox, registry, napp.clock, napp.pool, send_deadline=timedelta(seconds=1)
+        )
         assert await asyncio.wait_for(deliverer.deliver_due(), 10) == 1
         (held,) = await napp.db(napp.outbox.list, None, pid)
         assert held.state == "pending" and held.last_error == "no answer within 1 s"

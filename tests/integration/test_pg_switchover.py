@@ -66,36 +66,56 @@ async def schedule(env: dict[str, str]) -> None:
         for i in range(PAYMENTS):
             await app.create_payment(
                 actor=Actor.python(),
-                payer="alice", payee="bob", amount=AMOUNT, currency="USD", cron=None,
-                due_at=first + timedelta(seconds=SPAN_S * i / PAYMENTS), timezone=None, memo="",
-            )  # fmt: skip
+                payer="alice",
+                payee="bob",
+                amount=AMOUNT,
+                currency="USD",
+                cron=None,
+                due_at=first + timedelta(seconds=SPAN_S * i / PAYMENTS),
+                timezone=None,
+                memo="",
+            )
     finally:
         await app.close()
 
 
 async def test_payments_due_during_a_switchover_run_once_on_the_promoted_server(
-    pair: ReplicatedPostgres, shared_redis_url: str, redis_prefix: str, tmp_path: Path,
+    pair: ReplicatedPostgres,
+    shared_redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
     record_property: Callable[[str, object], None],
-) -> None:  # fmt: skip
+) -> None:
     env = make_env(
-        DATABASE_URL=pair.url(), REDIS_URL=shared_redis_url, PAYSCHED_QUEUE_PREFIX=redis_prefix,
+        DATABASE_URL=pair.url(),
+        REDIS_URL=shared_redis_url,
+        PAYSCHED_QUEUE_PREFIX=redis_prefix,
         PAYSCHED_DATA_DIR=str(tmp_path / "data"),
-    )  # fmt: skip
+    )
     await schedule(env)
     log = tmp_path / "run.log"
     with log.open("w") as out:
         run = subprocess.Popen(
-            [sys.executable, "-m", "paysched", "run", "--processes", "2"], env=os.environ | env,
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            [sys.executable, "-m", "paysched", "run", "--processes", "2"],
+            env=os.environ | env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         # The switchover lands in the middle of the payments falling due.
-        wait_for_sync(lambda: counts(pair.url()).get("succeeded", 0) >= PAYMENTS // 3, 30,
-                      "a third of the payments before the switchover")  # fmt: skip
+        wait_for_sync(
+            lambda: counts(pair.url()).get("succeeded", 0) >= PAYMENTS // 3,
+            30,
+            "a third of the payments before the switchover",
+        )
         stopped_at = datetime.now(UTC)
         promote_s = pair.fail_over()  # pg_ctl stop -m immediate, pg_ctl promote
-        wait_for_sync(lambda: counts(pair.url()).get("succeeded", 0) == PAYMENTS, 40,
-                      f"all payments to succeed on the promoted server; log: {log}")  # fmt: skip
+        wait_for_sync(
+            lambda: counts(pair.url()).get("succeeded", 0) == PAYMENTS,
+            40,
+            f"all payments to succeed on the promoted server; log: {log}",
+        )
     finally:
         run.send_signal(signal.SIGTERM)
         code: int | None = None
@@ -123,9 +143,11 @@ async def test_payments_due_during_a_switchover_run_once_on_the_promoted_server(
         store.close()
     assert after, "no payment ran after the switchover"
     recovery = (min(after) - stopped_at).total_seconds()
-    print(f"\nPostgreSQL switchover: promote took {promote_s:.2f}s; first payment on the "
-          f"promoted server {recovery:.2f}s after the primary stopped; "
-          f"{len(after)} of {PAYMENTS} payments ran after it")  # fmt: skip
+    print(
+        f"\nPostgreSQL switchover: promote took {promote_s:.2f}s; first payment on the "
+        f"promoted server {recovery:.2f}s after the primary stopped; "
+        f"{len(after)} of {PAYMENTS} payments ran after it"
+    )
     record_property("pg_switchover_recovery_s", round(recovery, 2))
     # Said once per outage (per process), and once when the database answered again.
     assert "database unavailable" in output and "database answers again" in output, output[-3000:]

@@ -25,9 +25,11 @@ from paysched.errors import ConfigError
 
 EXAMPLES = 150
 PROPERTY = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=True,
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)  # fmt: skip
+)
 
 # Anything a keyboard, a paste or a script can produce (no surrogates: not valid in argv).
 any_text = st.text(st.characters(codec="utf-8"), max_size=40)  # no surrogates: not in argv
@@ -45,29 +47,51 @@ ids = st.one_of(st.integers(-(10**25), 10**25).map(str), digits_any_script, any_
 instants = st.one_of(
     st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
     st.datetimes().map(lambda d: d.isoformat()),
-    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?([+-][0-9]{2}:[0-9]{2}|Z)?\Z"),
+    st.from_regex(
+        r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?([+-][0-9]{2}:[0-9]{2}|Z)?\Z"
+    ),
     any_text,
-)  # fmt: skip
+)
 durations = st.one_of(
     st.from_regex(r"\A[0-9]{1,14}(\.[0-9]{1,3})?(ms|s|m|h|d)\Z"),
     st.builds(lambda n, u: f"{n}{u}", digits_any_script, st.sampled_from(["s", "m", "d"])),
     any_text,
 )
-cron_field = st.one_of(st.sampled_from(["*", "*/5", "0", "30", "1-5", "MON", "JAN", "L", "?"]),
-                       st.integers(-5, 100).map(str))  # fmt: skip
-crons = st.one_of(st.lists(cron_field, min_size=4, max_size=7).map(" ".join), any_text,
-                  st.text(alphabet="*/0123456789 ,-", max_size=200))  # fmt: skip
+cron_field = st.one_of(
+    st.sampled_from(["*", "*/5", "0", "30", "1-5", "MON", "JAN", "L", "?"]),
+    st.integers(-5, 100).map(str),
+)
+crons = st.one_of(
+    st.lists(cron_field, min_size=4, max_size=7).map(" ".join),
+    any_text,
+    st.text(alphabet="*/0123456789 ,-", max_size=200),
+)
 name_parts = st.sampled_from([*string.ascii_letters, *" @\t\n\x1b.é", "e\u0301"])
 names = st.one_of(any_text, st.lists(name_parts, max_size=12).map("".join))
-hosts = st.sampled_from(["example.com", "127.0.0.1", "10.1.2.3", "169.254.169.254", "[::1]",
-                         "localhost", "hooks.example.org", "", "a b", "0.0.0.0"])  # fmt: skip
+hosts = st.sampled_from(
+    [
+        "example.com",
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "[::1]",
+        "localhost",
+        "hooks.example.org",
+        "",
+        "a b",
+        "0.0.0.0",
+    ]
+)
 urls = st.one_of(
-    st.builds(lambda scheme, host, port, path: f"{scheme}://{host}{port}/{path}",
-              st.sampled_from(["http", "https", "ftp", "javascript", ""]), hosts,
-              st.one_of(st.just(""), st.integers(-5, 100_000).map(lambda p: f":{p}")),
-              any_text),
+    st.builds(
+        lambda scheme, host, port, path: f"{scheme}://{host}{port}/{path}",
+        st.sampled_from(["http", "https", "ftp", "javascript", ""]),
+        hosts,
+        st.one_of(st.just(""), st.integers(-5, 100_000).map(lambda p: f":{p}")),
+        any_text,
+    ),
     any_text,
-)  # fmt: skip
+)
 
 
 @pytest.fixture
@@ -120,8 +144,11 @@ def invoke(runner: CliRunner, env: dict[str, str], args: list[str]) -> Result:
     result = runner.invoke(cli, args, env=env)
     # Never a traceback: the only exception allowed is the CLI's own exit.
     assert result.exception is None or isinstance(result.exception, SystemExit), (
-        args, repr(result.exception), result.stdout, result.stderr,
-    )  # fmt: skip
+        args,
+        repr(result.exception),
+        result.stdout,
+        result.stderr,
+    )
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -167,9 +194,14 @@ def test_deposit_amounts(runner: Any, amount: str) -> None:
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 @PROPERTY
-@given(amount=amounts, when=st.one_of(instants.map(lambda t: ["--at", t]),
-                                      durations.map(lambda d: ["--in", d]),
-                                      crons.map(lambda c: ["--cron", c])))  # fmt: skip
+@given(
+    amount=amounts,
+    when=st.one_of(
+        instants.map(lambda t: ["--at", t]),
+        durations.map(lambda d: ["--in", d]),
+        crons.map(lambda c: ["--cron", c]),
+    ),
+)
 def test_schedule_amounts_and_times(runner: Any, amount: str, when: list[str]) -> None:
     run, env, store = runner
     total = state(store)
@@ -193,8 +225,12 @@ def test_schedule_amounts_and_times(runner: Any, amount: str, when: list[str]) -
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 @PROPERTY
-@given(ref=st.one_of(ids, st.builds(lambda n, pad: f"{pad}{n}{pad}", st.integers(0, 6),
-                                     st.sampled_from(["", " "]))))  # fmt: skip
+@given(
+    ref=st.one_of(
+        ids,
+        st.builds(lambda n, pad: f"{pad}{n}{pad}", st.integers(0, 6), st.sampled_from(["", " "])),
+    )
+)
 @example(ref="1").via("the first payment")
 @example(ref=" 3 ").via("the last payment, padded")
 @example(ref="4").via("one past the last")
@@ -224,8 +260,9 @@ def test_ids(runner: Any, payments: list[int], ref: str) -> None:
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 @PROPERTY
-@given(name=names, currency=st.one_of(st.sampled_from(["USD", "eur", "JPY", "XYZ", "XAU"]),
-                                      any_text))  # fmt: skip
+@given(
+    name=names, currency=st.one_of(st.sampled_from(["USD", "eur", "JPY", "XYZ", "XAU"]), any_text)
+)
 def test_account_names_and_currencies(runner: Any, name: str, currency: str) -> None:
     run, env, store = runner
     total = state(store)
@@ -251,8 +288,19 @@ def test_account_names_and_currencies(runner: Any, name: str, currency: str) -> 
 def test_webhook_targets(runner: Any, url: str) -> None:
     run, env, store = runner
     total = state(store)
-    args = ["schedule", "--from", "alice", "--to", "bob", "--amount", "1", "--in", "1h",
-            "--notify", f"webhook:{url}"]  # fmt: skip
+    args = [
+        "schedule",
+        "--from",
+        "alice",
+        "--to",
+        "bob",
+        "--amount",
+        "1",
+        "--in",
+        "1h",
+        "--notify",
+        f"webhook:{url}",
+    ]
     result = invoke(run, env, args)
     if result.exit_code == 0:
         (payment,) = store.list_payments(1)
@@ -266,8 +314,10 @@ def test_webhook_targets(runner: Any, url: str) -> None:
 
 
 @PROPERTY
-@given(variable=st.sampled_from(sorted(KNOWN_VARIABLES)),
-       value=st.one_of(any_text, numberish, durations, urls, crons))  # fmt: skip
+@given(
+    variable=st.sampled_from(sorted(KNOWN_VARIABLES)),
+    value=st.one_of(any_text, numberish, durations, urls, crons),
+)
 def test_configuration_values(variable: str, value: str, tmp_path_factory: Any) -> None:
     env = {"PAYSCHED_DATA_DIR": str(tmp_path_factory.mktemp("data")), variable: value}
     try:

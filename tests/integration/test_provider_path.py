@@ -25,23 +25,35 @@ from tests.integration.helpers import all_final, fund, pay, running
 
 S = OccurrenceState
 MS = timedelta(milliseconds=1)
-MODES = ["none", "decline", "timeout_before", "timeout_after", "error_after", "drop_after",
-         "pending", "slow"]  # fmt: skip
+MODES = [
+    "none",
+    "decline",
+    "timeout_before",
+    "timeout_after",
+    "error_after",
+    "drop_after",
+    "pending",
+    "slow",
+]
 
 
 @pytest.fixture
 def provider(tmp_path: Path) -> Iterator[StandinProvider]:
-    with StandinProvider(tmp_path / "provider.db", token="s3cret-token", hang_s=1.5,
-                         slow_s=0.1, settle_s=0.5) as instance:  # fmt: skip
+    with StandinProvider(
+        tmp_path / "provider.db", token="s3cret-token", hang_s=1.5, slow_s=0.1, settle_s=0.5
+    ) as instance:
         yield instance
 
 
 def http_settings(settings: Settings, provider: StandinProvider, **extra: object) -> Settings:
     return settings.with_overrides(
-        executor="http", provider_url=provider.url, provider_token="s3cret-token",
-        provider_timeout=timedelta(seconds=0.5), provider_connect_timeout=timedelta(seconds=1),
+        executor="http",
+        provider_url=provider.url,
+        provider_token="s3cret-token",
+        provider_timeout=timedelta(seconds=0.5),
+        provider_connect_timeout=timedelta(seconds=1),
         **extra,
-    )  # fmt: skip
+    )
 
 
 async def test_every_provider_fault_ends_in_the_truth(
@@ -50,10 +62,12 @@ async def test_every_provider_fault_ends_in_the_truth(
     app = await App.open(http_settings(settings, provider))
     try:
         await fund(app, {"alice": 0, "bob": 0})  # the provider holds the money, not the ledger
-        pids = {mode: await pay(app, "alice", "bob", 100 + i, in_s=1.5)
-                for i, mode in enumerate(MODES)}  # fmt: skip
-        keys = {mode: (await app.db(app.store.occurrences_of, pid))[0].key
-                for mode, pid in pids.items()}  # fmt: skip
+        pids = {
+            mode: await pay(app, "alice", "bob", 100 + i, in_s=1.5) for i, mode in enumerate(MODES)
+        }
+        keys = {
+            mode: (await app.db(app.store.occurrences_of, pid))[0].key for mode, pid in pids.items()
+        }
         provider.set_faults({"keys": {keys[m]: m for m in MODES if m != "none"}})
         async with running(app):
             occs = {o.payment_id: o for o in await all_final(app, list(pids.values()), 60)}
@@ -287,8 +301,9 @@ async def test_a_404_while_the_request_may_be_in_flight_is_asked_again(
     was sent; asked again then, the provider has the charge."""
     clock = ManualClock(datetime.now(UTC))
     # The charge is held in flight at the provider for 4 s, well past paysched's 0.5 s.
-    with StandinProvider(tmp_path / "provider.db", token="s3cret-token", slow_s=4.0,
-                         in_flight_lookup=404) as provider:  # fmt: skip
+    with StandinProvider(
+        tmp_path / "provider.db", token="s3cret-token", slow_s=4.0, in_flight_lookup=404
+    ) as provider:
         app = await App.open(http_settings(settings, provider, attempts=1), clock=clock)
         try:
             assert app.executor is not None and app.resolver is not None

@@ -127,12 +127,20 @@ async def test_calendar_rules_pause_resume_skip_preview(ps: paysched.Paysched) -
     await funded(ps, alice="10.00", bob="0")
     # Rent on the 31st, clamped to each month's last day, at 09:00 New York.
     payment = await ps.schedule(
-        payer="alice", payee="bob", amount="1.00", rrule="FREQ=MONTHLY;BYMONTHDAY=31",
-        start="2030-01-31T09:00", tz="America/New_York",
-    )  # fmt: skip
+        payer="alice",
+        payee="bob",
+        amount="1.00",
+        rrule="FREQ=MONTHLY;BYMONTHDAY=31",
+        start="2030-01-31T09:00",
+        tz="America/New_York",
+    )
     dues = await ps.preview(payment.id, 4)
     assert [d.date().isoformat() for d in dues] == [
-        "2030-01-31", "2030-02-28", "2030-03-31", "2030-04-30"]  # fmt: skip
+        "2030-01-31",
+        "2030-02-28",
+        "2030-03-31",
+        "2030-04-30",
+    ]
     assert (await ps.pause(payment.id)).state.value == "paused"
     with pytest.raises(paysched.Conflict):
         await ps.pause(payment.id)
@@ -141,8 +149,9 @@ async def test_calendar_rules_pause_resume_skip_preview(ps: paysched.Paysched) -
     assert skipped.due_at == dues[0] and skipped.state == OccurrenceState.SKIPPED
     assert await ps.preview(payment.id, 3) == dues[1:]
     with pytest.raises(paysched.InvalidInput) as refused:
-        await ps.schedule(payer="alice", payee="bob", amount="1.00", every="fortnight",
-                          start="2030-01-01T09:00")  # fmt: skip
+        await ps.schedule(
+            payer="alice", payee="bob", amount="1.00", every="fortnight", start="2030-01-01T09:00"
+        )
     assert refused.value.field == "every"
 
 
@@ -163,8 +172,14 @@ async def test_a_rule_is_checked_off_the_callers_event_loop(
         return check(*args, **kwargs)
 
     monkeypatch.setattr(recurrence, "parse_recurrence", seen)
-    await ps.schedule(payer="alice", payee="bob", amount="1.00", rrule="FREQ=MONTHLY;BYMONTHDAY=-1",
-                      start="2030-01-31T09:00", tz="UTC")  # fmt: skip
+    await ps.schedule(
+        payer="alice",
+        payee="bob",
+        amount="1.00",
+        rrule="FREQ=MONTHLY;BYMONTHDAY=-1",
+        start="2030-01-31T09:00",
+        tz="UTC",
+    )
     assert loops and not any(loops), loops
 
 
@@ -336,8 +351,9 @@ def test_import_paysched_stays_light() -> None:
         "assert all(getattr(paysched, n) is not None for n in paysched.__all__)"
     )
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("light ")
 
@@ -345,8 +361,11 @@ def test_import_paysched_stays_light() -> None:
 def test_embedded_example_runs(shared_redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
     """examples/embedded.py as a user runs it: its own data dir (so the default SQLite file),
     the test's Redis with its own key prefix, nothing else of paysched's configuration."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PAYSCHED_", "REDIS_", "DATABASE_URL"))}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PAYSCHED_", "REDIS_", "DATABASE_URL"))
+    }
     env |= {
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
         "REDIS_URL": shared_redis_url,
@@ -354,8 +373,13 @@ def test_embedded_example_runs(shared_redis_url: str, redis_prefix: str, tmp_pat
         "PAYSCHED_DATA_DIR": str(tmp_path / "data"),
     }
     # The timeout only guards against a hang; the example gives up on its own after 30 s.
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "embedded.py")], env=env,
-                            capture_output=True, text=True, timeout=110)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "embedded.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "4 payments: 2 succeeded, 1 failed, 1 cancelled, 0 unfinished" in out

@@ -214,17 +214,22 @@ PAGES = ((None, None), (PAYMENTS // 2, None), (None, PAYMENTS // 2))  # first, o
 
 def _searches(now: datetime) -> list[PaymentFilter]:
     return [
-        PaymentFilter(payment_id=500), PaymentFilter(text="hist-5000"),  # an occurrence key
+        PaymentFilter(payment_id=500),
+        PaymentFilter(text="hist-5000"),  # an occurrence key
         PaymentFilter(text="payer"),  # an account, either side
         PaymentFilter(text="nothing matches this"),  # no key, reference, account: memo
-        PaymentFilter(account="payee", state="done"), PaymentFilter(currency="USD"),
+        PaymentFilter(account="payee", state="done"),
+        PaymentFilter(currency="USD"),
         PaymentFilter(currency="EUR"),  # none: found by the index, not by reading all
-        PaymentFilter(state="paused"), PaymentFilter(payer="payer", payee="payee"),
-        PaymentFilter(status="failed"), PaymentFilter(status="pending"),
-        PaymentFilter(status="scheduled"), PaymentFilter(occurrence="scheduled"),
+        PaymentFilter(state="paused"),
+        PaymentFilter(payer="payer", payee="payee"),
+        PaymentFilter(status="failed"),
+        PaymentFilter(status="pending"),
+        PaymentFilter(status="scheduled"),
+        PaymentFilter(occurrence="scheduled"),
         PaymentFilter(occurrence="succeeded"),
         PaymentFilter(due_from=now - timedelta(days=29), due_before=now - timedelta(days=28)),
-    ]  # fmt: skip
+    ]
 
 
 def test_finding_payments_reads_by_index_on_sqlite(tmp_path: Path) -> None:
@@ -247,15 +252,24 @@ def test_finding_payments_reads_by_index_on_sqlite(tmp_path: Path) -> None:
         event.remove(store.engine, "before_cursor_execute", capture)
         with store.engine.connect() as conn:
             for statement, parameters in sent:
-                plan = [row[3] for row in conn.exec_driver_sql(
-                    "EXPLAIN QUERY PLAN " + statement, parameters)]  # fmt: skip
+                plan = [
+                    row[3]
+                    for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+                ]
                 tables = (*GROWN, "ledger_entries")
                 scans = [s for s in plan if s.startswith("SCAN") and s.split()[1] in tables]
                 # A one-sided range of the primary key walks every payment below (or above) it
                 # with the filter: what an index should have answered. (A stretch is a
                 # two-sided range: rowid>? AND rowid<?.)
-                scans += [s for s in plan if re.match(r"SEARCH payments USING INTEGER PRIMARY "
-                                                       r"KEY \(rowid[<>]\?\)", s)]  # fmt: skip
+                scans += [
+                    s
+                    for s in plan
+                    if re.match(
+                        r"SEARCH payments USING INTEGER PRIMARY "
+                        r"KEY \(rowid[<>]\?\)",
+                        s,
+                    )
+                ]
                 assert scans == [], (statement, plan)
     finally:
         store.close()

@@ -17,14 +17,24 @@ from paysched.queue_counts import QUEUE_STATES, queue_counts
 
 def _occurrence(i: int, due_in: timedelta) -> Occurrence:
     due = SystemClock().now() + due_in
-    return Occurrence(id=i, payment_id=i, key=occurrence_key(i, i), due_at=due,
-                      state=OccurrenceState.SCHEDULED, attempts=0, fence=0, reason=None,
-                      started_at=None, finished_at=None)  # fmt: skip
+    return Occurrence(
+        id=i,
+        payment_id=i,
+        key=occurrence_key(i, i),
+        due_at=due,
+        state=OccurrenceState.SCHEDULED,
+        attempts=0,
+        fence=0,
+        reason=None,
+        started_at=None,
+        finished_at=None,
+    )
 
 
 async def test_counts_match_bullmq_state_by_state(shared_redis_url: str, redis_prefix: str) -> None:
-    queue = PaymentQueue(shared_redis_url, "counts", redis_prefix, 3,
-                         Backoff(100, 0.0, random.Random(1)))  # fmt: skip
+    queue = PaymentQueue(
+        shared_redis_url, "counts", redis_prefix, 3, Backoff(100, 0.0, random.Random(1))
+    )
     client = aioredis.Redis.from_url(shared_redis_url)
     try:
         now = SystemClock().now()

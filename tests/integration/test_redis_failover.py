@@ -77,8 +77,9 @@ def test_a_redis_failover_under_sentinel_loses_and_doubles_nothing(
     paysched(env, "accounts", "deposit", "alice", "100.00")
     key = paysched(env, "apikeys", "create", "ops", "--scope", "write")["key"]
     port = free_port()
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                       headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"Authorization": f"Bearer {key}"}
+    )
     log = tmp_path / "run.log"
     with log.open("w") as out:
         group = subprocess.Popen(
@@ -93,8 +94,18 @@ def test_a_redis_failover_under_sentinel_loses_and_doubles_nothing(
         # Half due now, half due across the failover.
         for i in range(COUNT):
             due_in = "1s" if i < COUNT // 2 else f"{8 + i - COUNT // 2}s"
-            paysched(env, "schedule", "--from", "alice", "--to", "bob", "--amount", "1.00",
-                     "--in", due_in)  # fmt: skip
+            paysched(
+                env,
+                "schedule",
+                "--from",
+                "alice",
+                "--to",
+                "bob",
+                "--amount",
+                "1.00",
+                "--in",
+                due_in,
+            )
         succeeded = OccurrenceState.SUCCEEDED.value
         wait_for_sync(lambda: ready(api), 60, "the API")
         wait_for_sync(lambda: counts(store).get(succeeded, 0) >= COUNT // 2, 60, "the first half")
@@ -107,17 +118,23 @@ def test_a_redis_failover_under_sentinel_loses_and_doubles_nothing(
         killed_at = time.monotonic()
         promoted_s = sentinel.fail_over()
         done_before = counts(store).get(succeeded, 0)
-        wait_for_sync(lambda: counts(store).get(succeeded, 0) > done_before, 60,
-                      "a payment after the failover")  # fmt: skip
+        wait_for_sync(
+            lambda: counts(store).get(succeeded, 0) > done_before,
+            60,
+            "a payment after the failover",
+        )
         recovered_s = time.monotonic() - killed_at
         # The API follows the new primary too: ready again, and what it creates is paid.
         wait_for_sync(lambda: ready(api), 30, "the API ready on the new primary")
-        made = api.post("/v1/payments", json={"from": "alice", "to": "bob", "amount": "1.00",
-                                              "in": "1s"})  # fmt: skip
+        made = api.post(
+            "/v1/payments", json={"from": "alice", "to": "bob", "amount": "1.00", "in": "1s"}
+        )
         assert made.status_code == 201, made.text
         wait_for_sync(lambda: counts(store).get(succeeded, 0) == COUNT + 1, 90, "every payment")
-        print(f"redis failover: promoted in {promoted_s:.1f} s, paying again "
-              f"{recovered_s:.1f} s after the kill")  # fmt: skip
+        print(
+            f"redis failover: promoted in {promoted_s:.1f} s, paying again "
+            f"{recovered_s:.1f} s after the kill"
+        )
 
         assert store.succeeded_transfer_count() == COUNT + 1
         report = store.ledger_report()

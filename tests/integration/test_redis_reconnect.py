@@ -31,8 +31,11 @@ async def test_queue_clients_reconnect_within_a_second_of_redis_returning(
     worker = await queue.start_worker(processor, 1, 2000)
     try:
         await queue.ping()
-        for client in (queue.redis, worker.backend.connection.conn,
-                       worker.backend.blocking_connection.conn):  # fmt: skip
+        for client in (
+            queue.redis,
+            worker.backend.connection.conn,
+            worker.backend.blocking_connection.conn,
+        ):
             retry = client.get_retry()
             assert retry.get_retries() >= 100
             # Never more than 1 s between two tries (bullmq's own policy grows to 20 s), so

@@ -91,10 +91,17 @@ async def test_two_schedulers_ticking_together_pay_once(settings: Settings) -> N
         ids = []
         for i in range(20):  # stored only; the schedulers' ticks discover them
             p = await first.db(
-                first.store.create_payment, payer="alice", payee="bob", amount=100 + i,
-                currency="USD", due_at=now + timedelta(milliseconds=50 * i), cron=None,
-                timezone=None, memo="", now=now,
-            )  # fmt: skip
+                first.store.create_payment,
+                payer="alice",
+                payee="bob",
+                amount=100 + i,
+                currency="USD",
+                due_at=now + timedelta(milliseconds=50 * i),
+                cron=None,
+                timezone=None,
+                memo="",
+                now=now,
+            )
             ids.append(p.id)
         assert first.scheduler is not None and second.scheduler is not None
         results = await asyncio.gather(first.scheduler.tick(), second.scheduler.tick())
@@ -119,9 +126,17 @@ async def test_crash_between_commit_and_enqueue_is_reconciled(app: App) -> None:
     await fund(app, {"alice": 10_000, "bob": 0})
     now = app.clock.now()
     p = await app.db(
-        app.store.create_payment, payer="alice", payee="bob", amount=100, currency="USD",
-        due_at=now, cron=None, timezone=None, memo="", now=now,
-    )  # fmt: skip
+        app.store.create_payment,
+        payer="alice",
+        payee="bob",
+        amount=100,
+        currency="USD",
+        due_at=now,
+        cron=None,
+        timezone=None,
+        memo="",
+        now=now,
+    )
     (occ,) = await app.db(app.store.materialize_due, now, now + timedelta(minutes=1))
     assert await app.queue.existing([occ.key]) == set()
     result = await app.scheduler.tick()
@@ -168,9 +183,15 @@ async def test_recurring_payment_runs_each_occurrence(settings: Settings) -> Non
         await fund(app, {"alice": 10_000, "bob": 0})
         payment = await app.create_payment(
             actor=Actor.python(),
-            payer="alice", payee="bob", amount=100, currency="USD", due_at=None,
-            cron="*/15 * * * *", timezone="Europe/Berlin", memo="",
-        )  # fmt: skip
+            payer="alice",
+            payee="bob",
+            amount=100,
+            currency="USD",
+            due_at=None,
+            cron="*/15 * * * *",
+            timezone="Europe/Berlin",
+            memo="",
+        )
         created = await app.db(app.store.occurrences_of, payment.id)
         assert [o.due_at.minute for o in created] == [15, 30, 45, 0]
         clock.advance(timedelta(minutes=30))

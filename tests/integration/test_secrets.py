@@ -28,9 +28,12 @@ SECRETS = {
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "paysched", *args], env=os.environ | env,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", "paysched", *args],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_no_secret_in_any_output(tmp_path: Path, postgres_url: str) -> None:
@@ -43,15 +46,21 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_url: str) -> None:
     server: subprocess.Popen[str] | None = None
     try:
         env = make_env(
-            REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_server.port),
+            REDIS_HOST="127.0.0.1",
+            REDIS_PORT=str(redis_server.port),
             REDIS_PASSWORD=SECRETS["redis"],
             DATABASE_URL=postgres_url.replace("postgres@", f"postgres:{SECRETS['database']}@"),
-            PAYSCHED_DATA_DIR=str(tmp_path / "data"), PAYSCHED_LOG_LEVEL="DEBUG",
-            TELEGRAM_BOT_TOKEN=SECRETS["telegram"], TELEGRAM_API_URL=telegram.url,
-            PAYSCHED_WEBHOOK_SECRET=SECRETS["signing"], PAYSCHED_EXECUTOR="http",
-            PAYSCHED_PROVIDER_URL=provider.url, PAYSCHED_PROVIDER_TOKEN=SECRETS["provider"],
-            PAYSCHED_NOTIFY_POLL="200ms", PAYSCHED_WEBHOOK_ALLOW_PRIVATE="1",
-        )  # fmt: skip
+            PAYSCHED_DATA_DIR=str(tmp_path / "data"),
+            PAYSCHED_LOG_LEVEL="DEBUG",
+            TELEGRAM_BOT_TOKEN=SECRETS["telegram"],
+            TELEGRAM_API_URL=telegram.url,
+            PAYSCHED_WEBHOOK_SECRET=SECRETS["signing"],
+            PAYSCHED_EXECUTOR="http",
+            PAYSCHED_PROVIDER_URL=provider.url,
+            PAYSCHED_PROVIDER_TOKEN=SECRETS["provider"],
+            PAYSCHED_NOTIFY_POLL="200ms",
+            PAYSCHED_WEBHOOK_ALLOW_PRIVATE="1",
+        )
         assert "postgres:SECRETdbPASS@" in env["DATABASE_URL"]
         outputs: list[str] = []
 
@@ -64,14 +73,33 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_url: str) -> None:
         ok("accounts", "create", "alice")
         ok("accounts", "create", "bob")
         hook = f"webhook:http://hook:{SECRETS['url']}@127.0.0.1:{hooks.port}/hook"
-        ok("schedule", "--from", "alice", "--to", "bob", "--amount", "5.00", "--in", "1s",
-           "--notify", "telegram:42", "--notify", hook)  # fmt: skip
+        ok(
+            "schedule",
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--amount",
+            "5.00",
+            "--in",
+            "1s",
+            "--notify",
+            "telegram:42",
+            "--notify",
+            hook,
+        )
         server = subprocess.Popen(
-            [sys.executable, "-m", "paysched", "run"], env=os.environ | env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        wait_for_sync(lambda: bool(telegram.requests) and bool(hooks.accepted), 30,
-                      "the Telegram and webhook notifications")  # fmt: skip
+            [sys.executable, "-m", "paysched", "run"],
+            env=os.environ | env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for_sync(
+            lambda: bool(telegram.requests) and bool(hooks.accepted),
+            30,
+            "the Telegram and webhook notifications",
+        )
         ok("check")
         ok("show", "1")
         ok("stats", "--json")
@@ -88,8 +116,9 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_url: str) -> None:
         everything = "\n".join(outputs)
         assert "HTTP Request: POST" in everything  # httpx's own lines were there, masked
         leaked = {name for name, value in SECRETS.items() if value in everything}
-        assert not leaked, [line for line in everything.splitlines()
-                            if any(SECRETS[n] in line for n in leaked)][:5]  # fmt: skip
+        assert not leaked, [
+            line for line in everything.splitlines() if any(SECRETS[n] in line for n in leaked)
+        ][:5]
     finally:
         if server is not None and server.poll() is None:
             server.kill()

@@ -361,8 +361,11 @@ def test_faults_endpoint(provider: StandinProvider, http: httpx.Client) -> None:
     # What hit the requests, for a report: the decline by rate, the slow override, the
     # clean one after the clear, and the failed lookup.
     assert http.get("/_faults").json()["drawn"] == {
-        "decline": 1, "lookup_error": 1, "none": 1, "slow": 1,
-    }  # fmt: skip
+        "decline": 1,
+        "lookup_error": 1,
+        "none": 1,
+        "slow": 1,
+    }
 
 
 def test_charges_endpoint(provider: StandinProvider, http: httpx.Client) -> None:
@@ -374,9 +377,20 @@ def test_charges_endpoint(provider: StandinProvider, http: httpx.Client) -> None
 
     assert [(r["key"], r["status"]) for r in rows] == [("s", "succeeded"), ("d", "declined")]
     assert set(rows[0]) == {
-        "key", "id", "amount", "currency", "from", "to", "reference", "status", "reason",
-        "created_at", "settles_at", "settle_to", "fingerprint",
-    }  # fmt: skip
+        "key",
+        "id",
+        "amount",
+        "currency",
+        "from",
+        "to",
+        "reference",
+        "status",
+        "reason",
+        "created_at",
+        "settles_at",
+        "settle_to",
+        "fingerprint",
+    }
     assert rows == [c.row() for c in provider.charges()]
 
 
@@ -458,10 +472,24 @@ def test_stop_does_not_wait_out_a_hang(tmp_path: Path) -> None:
 def test_command_line(tmp_path: Path) -> None:
     env = {**os.environ, "PAYSCHED_STANDIN_TOKEN": TOKEN}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "paysched.standin", "--port", "0", "--db", str(tmp_path / "c.db"),
-         "--seed", "3", "--rates", "decline=1.0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "paysched.standin",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "c.db"),
+            "--seed",
+            "3",
+            "--rates",
+            "decline=1.0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -485,7 +513,9 @@ def test_command_line(tmp_path: Path) -> None:
 def test_command_line_rejects_bad_rates() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "paysched.standin", "--rates", "decline=7"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert "decline: expected a rate between 0 and 1" in done.stderr

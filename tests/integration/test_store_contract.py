@@ -24,9 +24,16 @@ def funded(store: Store, balance: int = 10_000) -> None:
 
 def one_time(store: Store, amount: int = 1_000, due: datetime = T0) -> int:
     payment = store.create_payment(
-        payer="alice", payee="bob", amount=amount, currency="USD", due_at=due, cron=None,
-        timezone=None, memo="", now=T0 - timedelta(hours=1),
-    )  # fmt: skip
+        payer="alice",
+        payee="bob",
+        amount=amount,
+        currency="USD",
+        due_at=due,
+        cron=None,
+        timezone=None,
+        memo="",
+        now=T0 - timedelta(hours=1),
+    )
     return payment.id
 
 
@@ -45,8 +52,20 @@ def test_payment_validation_names_the_field(store: Store) -> None:
     store.create_account("eur", "EUR", T0)
     cases = [({"payee": "nobody"}, "to"), ({"payee": "eur"}, "to"), ({"payee": "alice"}, "to")]
     for change, field in cases:
-        fields = dict(payer="alice", payee="bob", amount=5, currency="USD", due_at=T0, cron=None,
-                      timezone=None, memo="", now=T0) | change  # fmt: skip
+        fields = (
+            dict(
+                payer="alice",
+                payee="bob",
+                amount=5,
+                currency="USD",
+                due_at=T0,
+                cron=None,
+                timezone=None,
+                memo="",
+                now=T0,
+            )
+            | change
+        )
         with pytest.raises(InvalidInput) as info:
             store.create_payment(**fields)  # type: ignore[arg-type]
         assert info.value.field == field
@@ -69,9 +88,16 @@ def test_materialize_is_idempotent_and_respects_the_window(store: Store) -> None
 def test_recurring_payment_advances_in_its_time_zone(store: Store) -> None:
     funded(store)
     payment = store.create_payment(
-        payer="alice", payee="bob", amount=100, currency="USD", due_at=None, cron="0 9 * * *",
-        timezone="America/New_York", memo="", now=T0,
-    )  # fmt: skip
+        payer="alice",
+        payee="bob",
+        amount=100,
+        currency="USD",
+        due_at=None,
+        cron="0 9 * * *",
+        timezone="America/New_York",
+        memo="",
+        now=T0,
+    )
     assert payment.next_due_at == datetime(2026, 11, 28, 14, tzinfo=UTC)  # 09:00 EST
     created = store.materialize_due(T0, T0 + timedelta(days=3))
     assert [o.due_at.hour for o in created] == [14, 14, 14]
@@ -119,8 +145,12 @@ def test_claim_settle_moves_money_exactly_once(store: Store) -> None:
     assert done.started_at == T0  # lateness counts from the first claim
     assert store.ledger_report().balanced
     history = [(t.from_state, t.to_state) for t in store.transitions_of([occ.id])]
-    assert history == [(None, S.SCHEDULED), (S.SCHEDULED, S.EXECUTING),
-                       (S.EXECUTING, S.EXECUTING), (S.EXECUTING, S.SUCCEEDED)]  # fmt: skip
+    assert history == [
+        (None, S.SCHEDULED),
+        (S.SCHEDULED, S.EXECUTING),
+        (S.EXECUTING, S.EXECUTING),
+        (S.EXECUTING, S.SUCCEEDED),
+    ]
 
 
 def test_retry_by_hand_starts_takeovers_afresh(store: Store) -> None:
@@ -165,9 +195,16 @@ def test_batches_settle_each_claim_on_its_own_merits(store: Store) -> None:
     for _ in range(3):
         one_time(store, amount=1_000)
     store.create_payment(
-        payer="carol", payee="bob", amount=1, currency="USD", due_at=T0, cron=None,
-        timezone=None, memo="", now=T0 - timedelta(hours=1),
-    )  # fmt: skip
+        payer="carol",
+        payee="bob",
+        amount=1,
+        currency="USD",
+        due_at=T0,
+        cron=None,
+        timezone=None,
+        memo="",
+        now=T0 - timedelta(hours=1),
+    )
     one_time(store, amount=1_500)
     occs = store.materialize_due(T0, T0)
     ids = [o.id for o in occs]
@@ -187,15 +224,16 @@ def test_batches_settle_each_claim_on_its_own_merits(store: Store) -> None:
     assert store.get_account("bob").balance == 3_000
     assert store.ledger_report().balanced
     finished = store.finish_many(
-        [Finish(live[3], S.FAILED, "insufficient funds", ()),
-         Finish(live[4], S.RETRYING, "try later", ()),
-         Finish(live[1], S.FAILED, "too late", ())],  # already succeeded
+        [
+            Finish(live[3], S.FAILED, "insufficient funds", ()),
+            Finish(live[4], S.RETRYING, "try later", ()),
+            Finish(live[1], S.FAILED, "too late", ()),
+        ],  # already succeeded
         T0,
-    )  # fmt: skip
+    )
     assert finished == [True, True, False]
     states = {o.id: o.state for o in store.all_occurrences()}
-    assert [states[i] for i in ids] == [S.SUCCEEDED, S.SUCCEEDED, S.SUCCEEDED, S.FAILED,
-                                        S.RETRYING]  # fmt: skip
+    assert [states[i] for i in ids] == [S.SUCCEEDED, S.SUCCEEDED, S.SUCCEEDED, S.FAILED, S.RETRYING]
 
 
 def test_cancel_stops_pending_occurrences(store: Store) -> None:
@@ -235,34 +273,44 @@ def test_a_batch_of_changes_is_all_or_nothing(store: Store) -> None:
     for _ in range(4):
         one_time(store, amount=10)
     ids = [o.id for o in store.materialize_due(T0, T0)]
-    claims = store.claim_many([(ids[0], None), (ids[1], None), (ids[1], None), (ids[2], None),
-                               (ids[3], None)], T0)  # fmt: skip
+    claims = store.claim_many(
+        [(ids[0], None), (ids[1], None), (ids[1], None), (ids[2], None), (ids[3], None)], T0
+    )
     first, taken, second, third, fourth = claims
     assert isinstance(first, Claim) and isinstance(second, Claim) and isinstance(third, Claim)
     assert isinstance(taken, Claim) and isinstance(fourth, Claim)
     assert second.fence == taken.fence + 1
-    finishes = [Finish(first, S.SUCCEEDED, None), Finish(second, S.FAILED, "no"),
-                Finish(third, S.RETRYING, "later")]  # fmt: skip
+    finishes = [
+        Finish(first, S.SUCCEEDED, None),
+        Finish(second, S.FAILED, "no"),
+        Finish(third, S.RETRYING, "later"),
+    ]
     assert store.finish_many(finishes, T0) == [True, True, True]
     done = {o.id: o for o in store.all_occurrences()}
     assert [done[i].state for i in ids] == [S.SUCCEEDED, S.FAILED, S.RETRYING, S.EXECUTING]
     assert done[ids[0]].finished_at == T0 and done[ids[2]].finished_at is None
     assert done[ids[1]].reason == "no" and done[ids[1]].takeovers == 1
-    history = {(t.occurrence_id, t.from_state, t.to_state, t.reason)
-               for t in store.transitions_of(ids) if t.from_state is not None}  # fmt: skip
+    history = {
+        (t.occurrence_id, t.from_state, t.to_state, t.reason)
+        for t in store.transitions_of(ids)
+        if t.from_state is not None
+    }
     assert history == {
-        (ids[0], S.SCHEDULED, S.EXECUTING, None), (ids[0], S.EXECUTING, S.SUCCEEDED, None),
+        (ids[0], S.SCHEDULED, S.EXECUTING, None),
+        (ids[0], S.EXECUTING, S.SUCCEEDED, None),
         (ids[1], S.SCHEDULED, S.EXECUTING, None),
         (ids[1], S.EXECUTING, S.EXECUTING, "taken over after its worker stalled or died"),
         (ids[1], S.EXECUTING, S.FAILED, "no"),
-        (ids[2], S.SCHEDULED, S.EXECUTING, None), (ids[2], S.EXECUTING, S.RETRYING, "later"),
+        (ids[2], S.SCHEDULED, S.EXECUTING, None),
+        (ids[2], S.EXECUTING, S.RETRYING, "later"),
         (ids[3], S.SCHEDULED, S.EXECUTING, None),
-    }  # fmt: skip
+    }
     # A batch with one change whose row moved on (a stale fence) writes nothing at all.
     executing, retrying = store.get_occurrence(ids[3]), store.get_occurrence(ids[2])
     ok = transitions.Change(executing, replace(executing, state=S.FAILED, reason="x"))
-    stale = transitions.Change(replace(retrying, fence=retrying.fence - 1),
-                               replace(retrying, state=S.EXECUTING))  # fmt: skip
+    stale = transitions.Change(
+        replace(retrying, fence=retrying.fence - 1), replace(retrying, state=S.EXECUTING)
+    )
     rows = len(store.transitions_of(ids))
     with pytest.raises(LostRace), store.engine.begin() as conn:
         transitions.apply(conn, [ok, stale], T0)

@@ -25,9 +25,12 @@ both = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirec
 
 def paysched(env: dict[str, str], *args: str) -> Any:
     result = subprocess.run(
-        [sys.executable, "-m", "paysched", *args, "--json"], env=os.environ | env,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", "paysched", *args, "--json"],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -63,9 +66,12 @@ def succeeded(env: dict[str, str]) -> int:
 def start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "paysched", *args], env=os.environ | env,
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            [sys.executable, "-m", "paysched", *args],
+            env=os.environ | env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 @both
@@ -125,8 +131,10 @@ def test_sigkill_of_the_parent_leaves_no_orphan(env: dict[str, str], tmp_path: P
 def test_a_groups_metrics_add_up_its_children(env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     ids = payments(env, 4)
-    metrics_env = env | {"PAYSCHED_METRICS_LISTEN": f"127.0.0.1:{port}",
-                         "PAYSCHED_CONCURRENCY": "2"}  # fmt: skip
+    metrics_env = env | {
+        "PAYSCHED_METRICS_LISTEN": f"127.0.0.1:{port}",
+        "PAYSCHED_CONCURRENCY": "2",
+    }
     group = start(metrics_env, tmp_path / "run.log", "run", "--processes", "2")
 
     def scraped() -> str:
@@ -171,7 +179,9 @@ def test_a_childs_configuration_error_stops_the_group(env: dict[str, str]) -> No
     result = subprocess.run(
         [sys.executable, "-m", "paysched", "worker", "--processes", "2"],
         env=os.environ | env | {"PAYSCHED_EXECUTOR": "no_such_module:factory"},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "PAYSCHED_EXECUTOR" in result.stderr and "Traceback" not in result.stderr

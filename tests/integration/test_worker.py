@@ -131,9 +131,15 @@ async def test_backlog_runs_in_due_order(settings: Settings) -> None:
         for minutes in offsets:
             payment = await app.create_payment(
                 actor=Actor.python(),
-                payer="alice", payee="bob", amount=100 + minutes, currency="USD",
-                due_at=now - timedelta(minutes=minutes * 3), cron=None, timezone=None, memo="",
-            )  # fmt: skip
+                payer="alice",
+                payee="bob",
+                amount=100 + minutes,
+                currency="USD",
+                due_at=now - timedelta(minutes=minutes * 3),
+                cron=None,
+                timezone=None,
+                memo="",
+            )
             ids.append(payment.id)
         async with running(app, scheduler=False):
             occs = await all_final(app, ids)
@@ -337,8 +343,9 @@ async def test_graceful_stop_lets_active_payment_finish(settings: Settings) -> N
         held.append(Held(LedgerExecutor(a.store, a.clock, a.pool)))
         return held[0]
 
-    app = await App.open(settings.with_overrides(shutdown_grace=timedelta(seconds=30)),
-                         executor_factory=factory)  # fmt: skip
+    app = await App.open(
+        settings.with_overrides(shutdown_grace=timedelta(seconds=30)), executor_factory=factory
+    )
     try:
         await fund(app, {"alice": 1_000, "bob": 0})
         pid = await pay(app, "alice", "bob", 100)

@@ -116,9 +116,10 @@ async def test_a_queue_shared_by_two_deployments_never_runs_the_others_jobs(
     other = await App.open(settings.with_overrides(database_url=other_db))
     refused: list[Event] = []
     other.bus.subscribe(
-        lambda e: refused.append(e) if e.kind is EventKind.ERROR and e.detail.get("foreign_job")
-        else None
-    )  # fmt: skip
+        lambda e: (
+            refused.append(e) if e.kind is EventKind.ERROR and e.detail.get("foreign_job") else None
+        )
+    )
     try:
         assert owner.store.deployment_id() != other.store.deployment_id()
         await fund(owner, {"alice": 5_000, "bob": 0})

@@ -11,16 +11,24 @@ from paysched.errors import ConfigError
 
 def test_run_api_alone_means_the_default_address() -> None:
     assert _api_flag_default(["run", "--api"]) == ["run", "--api=127.0.0.1:8080"]
-    assert _api_flag_default(["run", "--api", "--help"]) == ["run", "--api=127.0.0.1:8080",
-                                                            "--help"]  # fmt: skip
+    assert _api_flag_default(["run", "--api", "--help"]) == [
+        "run",
+        "--api=127.0.0.1:8080",
+        "--help",
+    ]
     assert _api_flag_default(["run", "--api", "0.0.0.0:9"]) == ["run", "--api", "0.0.0.0:9"]
 
 
 @pytest.mark.parametrize(
     ("text", "address"),
-    [("127.0.0.1:8080", ("127.0.0.1", 8080)), (":9000", ("127.0.0.1", 9000)),
-     ("9000", ("127.0.0.1", 9000)), ("[::1]:80", ("::1", 80)), ("0.0.0.0:0", ("0.0.0.0", 0))],
-)  # fmt: skip
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        (":9000", ("127.0.0.1", 9000)),
+        ("9000", ("127.0.0.1", 9000)),
+        ("[::1]:80", ("::1", 80)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+    ],
+)
 def test_addresses(text: str, address: tuple[str, int]) -> None:
     assert parse_address(text) == address
 

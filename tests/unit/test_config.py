@@ -33,10 +33,14 @@ def test_redis_url_wins() -> None:
 
 
 def test_redis_sentinels_name_the_primary_with_both_passwords_kept_apart() -> None:
-    s = Settings.from_env({
-        "REDIS_SENTINELS": "s1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "main pool",
-        "REDIS_PASSWORD": "data p@ss", "REDIS_SENTINEL_PASSWORD": "sent&pass",
-    })  # fmt: skip
+    s = Settings.from_env(
+        {
+            "REDIS_SENTINELS": "s1:26379, [::1]:26380",
+            "REDIS_SENTINEL_MASTER": "main pool",
+            "REDIS_PASSWORD": "data p@ss",
+            "REDIS_SENTINEL_PASSWORD": "sent&pass",
+        }
+    )
     assert s.redis_explicit
     target = sentinel_target(s.redis_url)
     assert target is not None
@@ -54,17 +58,29 @@ def test_redis_sentinels_name_the_primary_with_both_passwords_kept_apart() -> No
     ("env", "variable", "problem"),
     [
         ({"REDIS_SENTINELS": "s1:26379"}, "REDIS_SENTINEL_MASTER", "is required"),
-        ({"REDIS_SENTINELS": "s1", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS",
-         "not host:port"),
-        ({"REDIS_SENTINELS": "s1:0", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS",
-         "between 1 and 65535"),
-        ({"REDIS_SENTINELS": " , ", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS",
-         "no sentinel named"),
-        ({"REDIS_SENTINELS": "s1:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "redis://h"},
-         "REDIS_URL", "cannot be used with REDIS_SENTINELS"),
+        (
+            {"REDIS_SENTINELS": "s1", "REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_SENTINELS",
+            "not host:port",
+        ),
+        (
+            {"REDIS_SENTINELS": "s1:0", "REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_SENTINELS",
+            "between 1 and 65535",
+        ),
+        (
+            {"REDIS_SENTINELS": " , ", "REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_SENTINELS",
+            "no sentinel named",
+        ),
+        (
+            {"REDIS_SENTINELS": "s1:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "redis://h"},
+            "REDIS_URL",
+            "cannot be used with REDIS_SENTINELS",
+        ),
         ({"REDIS_URL": "redis+sentinel://s1:1"}, "REDIS_URL", "no primary name"),
     ],
-)  # fmt: skip
+)
 def test_redis_sentinel_mistakes_name_the_variable(
     env: dict[str, str], variable: str, problem: str
 ) -> None:
@@ -84,15 +100,21 @@ def test_postgres_urls_use_psycopg() -> None:
     [
         # libpq's multi-host form, which SQLAlchemy's make_url cannot parse (the port
         # "5432,h2:5433" is not a number): rewritten to the query form it reads.
-        ("postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
-         "postgresql+psycopg://u@/db?host=h1,h2&port=5432,5433&target_session_attrs=read-write"),
-        ("postgres://u:p%40w@h1,[::1]:6000/db",
-         "postgresql+psycopg://u:p%40w@/db?host=h1,::1&port=5432,6000"),
+        (
+            "postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
+            "postgresql+psycopg://u@/db?host=h1,h2&port=5432,5433&target_session_attrs=read-write",
+        ),
+        (
+            "postgres://u:p%40w@h1,[::1]:6000/db",
+            "postgresql+psycopg://u:p%40w@/db?host=h1,::1&port=5432,6000",
+        ),
         # SQLAlchemy's documented form passes through.
-        ("postgresql://u@/db?host=h1:5432&host=h2:5433",
-         "postgresql+psycopg://u@/db?host=h1:5432&host=h2:5433"),
+        (
+            "postgresql://u@/db?host=h1:5432&host=h2:5433",
+            "postgresql+psycopg://u@/db?host=h1:5432&host=h2:5433",
+        ),
     ],
-)  # fmt: skip
+)
 def test_multi_host_postgres_urls(given: str, normalised: str) -> None:
     assert Settings.from_env({"DATABASE_URL": given}).database_url == normalised
     # ...and the engine hands psycopg every host with its port.
@@ -155,12 +177,17 @@ def test_catchup_late_after_is_a_duration() -> None:
 
 @pytest.mark.parametrize(
     ("env", "variable"),
-    [({"PAYSCHED_EXECUTOR": "stripe"}, "PAYSCHED_EXECUTOR"),
-     ({"PAYSCHED_EXECUTOR": "my.module:"}, "PAYSCHED_EXECUTOR"),
-     ({"PAYSCHED_EXECUTOR": "http"}, "PAYSCHED_PROVIDER_URL"),
-     ({"PAYSCHED_EXECUTOR": "http", "PAYSCHED_PROVIDER_URL": "ftp://x"}, "PAYSCHED_PROVIDER_URL"),
-     ({"PAYSCHED_RESOLVE_WINDOW": "soon"}, "PAYSCHED_RESOLVE_WINDOW")],
-)  # fmt: skip
+    [
+        ({"PAYSCHED_EXECUTOR": "stripe"}, "PAYSCHED_EXECUTOR"),
+        ({"PAYSCHED_EXECUTOR": "my.module:"}, "PAYSCHED_EXECUTOR"),
+        ({"PAYSCHED_EXECUTOR": "http"}, "PAYSCHED_PROVIDER_URL"),
+        (
+            {"PAYSCHED_EXECUTOR": "http", "PAYSCHED_PROVIDER_URL": "ftp://x"},
+            "PAYSCHED_PROVIDER_URL",
+        ),
+        ({"PAYSCHED_RESOLVE_WINDOW": "soon"}, "PAYSCHED_RESOLVE_WINDOW"),
+    ],
+)
 def test_executor_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env)
@@ -168,8 +195,13 @@ def test_executor_settings_name_the_variable(env: dict[str, str], variable: str)
 
 
 def test_the_provider_token_never_reaches_repr() -> None:
-    s = Settings.from_env({"PAYSCHED_EXECUTOR": "http", "PAYSCHED_PROVIDER_URL": "https://p",
-                           "PAYSCHED_PROVIDER_TOKEN": "sk_live_123"})  # fmt: skip
+    s = Settings.from_env(
+        {
+            "PAYSCHED_EXECUTOR": "http",
+            "PAYSCHED_PROVIDER_URL": "https://p",
+            "PAYSCHED_PROVIDER_TOKEN": "sk_live_123",
+        }
+    )
     assert s.executor == "http" and s.provider_token == "sk_live_123"
     assert "sk_live_123" not in repr(s)
 

@@ -103,20 +103,47 @@ def test_currencies_are_real_and_payable(code: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "currency", "minor"),
-    [("12.34", "USD", 1234), ("0.01", "USD", 1), ("100", "JPY", 100), ("1.005", "KWD", 1005),
-     (" 7.5 ", "EUR", 750), ("10000000000000.00", "USD", 10**15)],
-)  # fmt: skip
+    [
+        ("12.34", "USD", 1234),
+        ("0.01", "USD", 1),
+        ("100", "JPY", 100),
+        ("1.005", "KWD", 1005),
+        (" 7.5 ", "EUR", 750),
+        ("10000000000000.00", "USD", 10**15),
+    ],
+)
 def test_amounts_parse_exactly(text: str, currency: str, minor: int) -> None:
     assert parse_amount(text, currency) == minor
 
 
 @pytest.mark.parametrize(
     "text",
-    ["abc", "1.001", "nan", "inf", "", "1,5", "1e2", "1e309", "10^20", "١٢٣", "１２", "1" * 5000,
-     "10000000000000.01", "92233720368547758.07", "0x10", "1_000", "+-1", "+5", "+0.01",
-     # More decimals than USD has, even as zeros.
-     "1.000", "1.0000", "0.000"],
-)  # fmt: skip
+    [
+        "abc",
+        "1.001",
+        "nan",
+        "inf",
+        "",
+        "1,5",
+        "1e2",
+        "1e309",
+        "10^20",
+        "١٢٣",
+        "１２",
+        "1" * 5000,
+        "10000000000000.01",
+        "92233720368547758.07",
+        "0x10",
+        "1_000",
+        "+-1",
+        "+5",
+        "+0.01",
+        # More decimals than USD has, even as zeros.
+        "1.000",
+        "1.0000",
+        "0.000",
+    ],
+)
 def test_bad_amounts_name_the_field(text: str) -> None:
     with pytest.raises(InvalidInput) as info:
         parse_amount(text, "USD")

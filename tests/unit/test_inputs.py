@@ -17,10 +17,21 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def refusal(names: Names, **changes: Any) -> InvalidInput:
     request: dict[str, Any] = {
-        "payer": "alice", "payee": "bob", "amount": "1.00", "currency": "USD", "at": None,
-        "in_": None, "cron": None, "tz": None, "memo": "", "notify": None, "allow_past": False,
-        "allow_private": False, "now": NOW, "names": names,
-    }  # fmt: skip
+        "payer": "alice",
+        "payee": "bob",
+        "amount": "1.00",
+        "currency": "USD",
+        "at": None,
+        "in_": None,
+        "cron": None,
+        "tz": None,
+        "memo": "",
+        "notify": None,
+        "allow_past": False,
+        "allow_private": False,
+        "now": NOW,
+        "names": names,
+    }
     with pytest.raises(InvalidInput) as refused:
         payment_request(**(request | changes))
     return refused.value
@@ -62,8 +73,18 @@ def test_amount_types() -> None:
     assert "float" in refusal(PYTHON_NAMES, amount=1.5, in_="1s").problem
     assert refusal(PYTHON_NAMES, amount=2, in_="1s").field == "amount"
     ok = payment_request(
-        payer="a", payee="b", amount=Decimal("1E+2"), currency="JPY", at=None, in_="1s",
-        cron=None, tz=None, memo="", notify=None, allow_past=False, allow_private=False,
+        payer="a",
+        payee="b",
+        amount=Decimal("1E+2"),
+        currency="JPY",
+        at=None,
+        in_="1s",
+        cron=None,
+        tz=None,
+        memo="",
+        notify=None,
+        allow_past=False,
+        allow_private=False,
         now=NOW,
-    )  # fmt: skip
+    )
     assert (ok.amount, ok.due_at) == (100, NOW + timedelta(seconds=1))

@@ -112,8 +112,12 @@ def test_celery_1604_no_second_run_at_dst_change() -> None:
     """Mondays at 12:00 after the 2013 fall-back: Celery beat ran at 11:00 and again at 12:00.
     paysched runs once, at 12:00 CET."""
     rec = parse_recurrence("FREQ=WEEKLY;BYDAY=MO", "2013-10-14T12:00", "Europe/Amsterdam")
-    expected = [utc(2013, 10, 14, 10), utc(2013, 10, 21, 10), utc(2013, 10, 28, 11),
-                utc(2013, 11, 4, 11)]  # fmt: skip
+    expected = [
+        utc(2013, 10, 14, 10),
+        utc(2013, 10, 21, 10),
+        utc(2013, 10, 28, 11),
+        utc(2013, 11, 4, 11),
+    ]
     assert nominals(rec, None, 4) == expected
     assert cron_chain("0 12 * * 1", utc(2013, 10, 14, 9), "Europe/Amsterdam", 4) == expected
 
@@ -123,8 +127,12 @@ def test_celery_10107_fall_back_hour_runs_once_not_skipped() -> None:
     wall time is an occurrence: 01:00 runs once, at its first instance (08:00 UTC), and no wall
     hour is skipped (00, 01, 02, 03 each once). A daily 01:00 payment runs that day, once."""
     fires = cron_chain("0 * * * *", utc(2026, 11, 1, 6, 30), "America/Los_Angeles", 4)
-    assert fires == [utc(2026, 11, 1, 7), utc(2026, 11, 1, 8), utc(2026, 11, 1, 10),
-                     utc(2026, 11, 1, 11)]  # fmt: skip
+    assert fires == [
+        utc(2026, 11, 1, 7),
+        utc(2026, 11, 1, 8),
+        utc(2026, 11, 1, 10),
+        utc(2026, 11, 1, 11),
+    ]
     rec = parse_recurrence("FREQ=DAILY", "2026-10-31T01:00", "America/Los_Angeles")
     assert nominals(rec, None, 3) == [
         utc(2026, 10, 31, 8),
@@ -137,8 +145,12 @@ def test_croniter_48_no_extra_run_after_fall_back() -> None:
     """Mondays 08:00 Europe/Amsterdam: croniter added a 07:00 run on the Monday after the
     fall-back (2017-10-30). paysched: 08:00 CET only."""
     rec = parse_recurrence("FREQ=WEEKLY;BYDAY=MO", "2017-10-16T08:00", "Europe/Amsterdam")
-    expected = [utc(2017, 10, 16, 6), utc(2017, 10, 23, 6), utc(2017, 10, 30, 7),
-                utc(2017, 11, 6, 7)]  # fmt: skip
+    expected = [
+        utc(2017, 10, 16, 6),
+        utc(2017, 10, 23, 6),
+        utc(2017, 10, 30, 7),
+        utc(2017, 11, 6, 7),
+    ]
     assert nominals(rec, None, 4) == expected
     assert cron_chain("0 8 * * 1", utc(2017, 10, 16, 5), "Europe/Amsterdam", 4) == expected
 
@@ -180,13 +192,85 @@ def test_cron_and_rrule_agree_in_a_half_hour_gap() -> None:
 
 # The day of each month from January 2027 to December 2028 (2028 is a leap year).
 MONTH_ENDS = {
-    29: [29, 28, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29,
-         29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29],
-    30: [30, 28, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30,
-         30, 29, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30],
-    31: [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31,
-         31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31],
-}  # fmt: skip
+    29: [
+        29,
+        28,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+        29,
+    ],
+    30: [
+        30,
+        28,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        29,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+        30,
+    ],
+    31: [
+        31,
+        28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        29,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ],
+}
 
 
 @pytest.mark.parametrize("anchor", [29, 30, 31])
@@ -206,20 +290,33 @@ def test_month_end_clamping_2027_2028(anchor: int, written: str) -> None:
 def test_yearly_feb_29_falls_on_feb_28_in_common_years() -> None:
     rec = parse_recurrence("FREQ=YEARLY", "2024-02-29T12:00", "UTC")
     assert [d.nominal.date() for d in preview(rec, None, 5)] == [
-        date(2024, 2, 29), date(2025, 2, 28), date(2026, 2, 28), date(2027, 2, 28),
+        date(2024, 2, 29),
+        date(2025, 2, 28),
+        date(2026, 2, 28),
+        date(2027, 2, 28),
         date(2028, 2, 29),
-    ]  # fmt: skip
+    ]
 
 
 def test_last_business_day_of_each_month_2026_germany() -> None:
-    rec = parse_recurrence("FREQ=MONTHLY;BYMONTHDAY=-1", "2026-01-01T09:00", "Europe/Berlin",
-                           "preceding", "DE")  # fmt: skip
+    rec = parse_recurrence(
+        "FREQ=MONTHLY;BYMONTHDAY=-1", "2026-01-01T09:00", "Europe/Berlin", "preceding", "DE"
+    )
     # By hand: weekends, Pentecost Monday (May 25) is not the 31st; Oct 31 is a Saturday.
     expected = [
-        date(2026, 1, 30), date(2026, 2, 27), date(2026, 3, 31), date(2026, 4, 30),
-        date(2026, 5, 29), date(2026, 6, 30), date(2026, 7, 31), date(2026, 8, 31),
-        date(2026, 9, 30), date(2026, 10, 30), date(2026, 11, 30), date(2026, 12, 31),
-    ]  # fmt: skip
+        date(2026, 1, 30),
+        date(2026, 2, 27),
+        date(2026, 3, 31),
+        date(2026, 4, 30),
+        date(2026, 5, 29),
+        date(2026, 6, 30),
+        date(2026, 7, 31),
+        date(2026, 8, 31),
+        date(2026, 9, 30),
+        date(2026, 10, 30),
+        date(2026, 11, 30),
+        date(2026, 12, 31),
+    ]
     dues = preview(rec, None, 12)
     assert [d.due.date() for d in dues] == expected
     # The key is the nominal last day, whatever the adjustment.
@@ -231,15 +328,31 @@ def test_last_business_day_of_each_month_2026_germany() -> None:
     ("rule", "expected"),
     [
         # Christmas at the NYSE (closed Dec 25, or the observed Friday/Monday).
-        ("FREQ=YEARLY;BYMONTH=12;BYMONTHDAY=25",
-         [date(2021, 12, 27), date(2022, 12, 27), date(2023, 12, 26), date(2024, 12, 26),
-          date(2025, 12, 26), date(2026, 12, 28)]),
+        (
+            "FREQ=YEARLY;BYMONTH=12;BYMONTHDAY=25",
+            [
+                date(2021, 12, 27),
+                date(2022, 12, 27),
+                date(2023, 12, 26),
+                date(2024, 12, 26),
+                date(2025, 12, 26),
+                date(2026, 12, 28),
+            ],
+        ),
         # New Year: 2022-01-01 was a Saturday the NYSE did not observe on Friday Dec 31.
-        ("FREQ=YEARLY;BYMONTH=1;BYMONTHDAY=1",
-         [date(2022, 1, 3), date(2023, 1, 3), date(2024, 1, 2), date(2025, 1, 2),
-          date(2026, 1, 2), date(2027, 1, 4)]),
+        (
+            "FREQ=YEARLY;BYMONTH=1;BYMONTHDAY=1",
+            [
+                date(2022, 1, 3),
+                date(2023, 1, 3),
+                date(2024, 1, 2),
+                date(2025, 1, 2),
+                date(2026, 1, 2),
+                date(2027, 1, 4),
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_following_business_day_around_new_year_nyse(rule: str, expected: list[date]) -> None:
     rec = parse_recurrence(rule, "2021-01-01T10:00", "America/New_York", "following", "NYSE")
     dues = preview(rec, utc(2021, 12, 1), 6)
@@ -248,20 +361,27 @@ def test_following_business_day_around_new_year_nyse(rule: str, expected: list[d
 
 
 def test_modified_following_stays_in_the_month() -> None:
-    rec = parse_recurrence("FREQ=MONTHLY;BYMONTHDAY=31", "2026-01-01T09:00", "Europe/Berlin",
-                           "modified_following", "DE")  # fmt: skip
+    rec = parse_recurrence(
+        "FREQ=MONTHLY;BYMONTHDAY=31",
+        "2026-01-01T09:00",
+        "Europe/Berlin",
+        "modified_following",
+        "DE",
+    )
     dues = {d.nominal.date(): d.due.date() for d in preview(rec, None, 12)}
     assert dues[date(2026, 1, 31)] == date(2026, 1, 30)  # Sat; Mon Feb 2 is next month
     assert dues[date(2026, 5, 31)] == date(2026, 5, 29)  # Sun; Mon Jun 1 is next month
     assert dues[date(2026, 10, 31)] == date(2026, 10, 30)  # Sat
     assert dues[date(2026, 8, 31)] == date(2026, 8, 31)  # a Monday: unchanged
-    following = parse_recurrence("FREQ=MONTHLY;BYMONTHDAY=31", "2026-01-01T09:00",
-                                 "Europe/Berlin", "following", "DE")  # fmt: skip
+    following = parse_recurrence(
+        "FREQ=MONTHLY;BYMONTHDAY=31", "2026-01-01T09:00", "Europe/Berlin", "following", "DE"
+    )
     assert preview(following, None, 1)[0].due.date() == date(2026, 2, 2)
     # The 3rd of October 2026 (German Unity Day) is a Saturday anyway; the 2nd of April 2026
     # is Maundy Thursday, a business day; Good Friday (Apr 3) moves to Tuesday Apr 7.
-    friday = parse_recurrence("FREQ=MONTHLY;BYMONTHDAY=3", "2026-04-01T09:00", "Europe/Berlin",
-                              "modified_following", "DE")  # fmt: skip
+    friday = parse_recurrence(
+        "FREQ=MONTHLY;BYMONTHDAY=3", "2026-04-01T09:00", "Europe/Berlin", "modified_following", "DE"
+    )
     assert preview(friday, None, 1)[0].due.date() == date(2026, 4, 7)
 
 
@@ -315,11 +435,16 @@ def test_moving_off_a_holiday_never_makes_a_second_occurrence() -> None:
         ({"calendar": "XX"}, "calendar", "unknown holiday calendar"),
         ({"calendar": "DE-ZZ"}, "calendar", "no subdivision"),
     ],
-)  # fmt: skip
+)
 def test_refusals_name_the_field(kwargs: dict[str, str], field: str, message: str) -> None:
-    args: dict[str, Any] = {"rule": "FREQ=DAILY", "start": "2026-01-31T09:00",
-                            "timezone": "Europe/Berlin", "business_day": "following",
-                            "calendar": "DE", **kwargs}  # fmt: skip
+    args: dict[str, Any] = {
+        "rule": "FREQ=DAILY",
+        "start": "2026-01-31T09:00",
+        "timezone": "Europe/Berlin",
+        "business_day": "following",
+        "calendar": "DE",
+        **kwargs,
+    }
     with pytest.raises(InvalidInput, match=message) as info:
         parse_recurrence(**args)
     assert info.value.field == field
@@ -332,14 +457,21 @@ def test_rule_field_name_is_the_callers() -> None:
 
 
 def test_canonical_form_and_json_round_trip() -> None:
-    rec = parse_recurrence(" rrule:freq=monthly;byday=-1fr,2mo;interval=2 ", "2026-01-31 09:00",
-                           "Europe/Berlin", "modified_following", "de-by")  # fmt: skip
+    rec = parse_recurrence(
+        " rrule:freq=monthly;byday=-1fr,2mo;interval=2 ",
+        "2026-01-31 09:00",
+        "Europe/Berlin",
+        "modified_following",
+        "de-by",
+    )
     assert rec.rule == "FREQ=MONTHLY;INTERVAL=2;BYDAY=-1FR,2MO"
     assert rec.calendar == "DE-BY"
     text = rec.to_json()
-    assert text == ('{"business_day":"modified_following","calendar":"DE-BY",'
-                    '"rule":"FREQ=MONTHLY;INTERVAL=2;BYDAY=-1FR,2MO",'
-                    '"start":"2026-01-31T09:00:00","timezone":"Europe/Berlin","v":1}')  # fmt: skip
+    assert text == (
+        '{"business_day":"modified_following","calendar":"DE-BY",'
+        '"rule":"FREQ=MONTHLY;INTERVAL=2;BYDAY=-1FR,2MO",'
+        '"start":"2026-01-31T09:00:00","timezone":"Europe/Berlin","v":1}'
+    )
     assert Recurrence.from_json(text) == rec
     with pytest.raises(InvalidInput):
         Recurrence.from_json('{"v": 2}')
@@ -355,19 +487,22 @@ def test_an_aware_start_is_taken_as_its_wall_time_in_the_zone() -> None:
 
 
 def test_count_and_until_end_the_series() -> None:
-    rec = parse_recurrence("FREQ=WEEKLY;INTERVAL=2;BYDAY=FR;COUNT=12", "2026-01-02T09:00",
-                           "America/New_York")  # fmt: skip
+    rec = parse_recurrence(
+        "FREQ=WEEKLY;INTERVAL=2;BYDAY=FR;COUNT=12", "2026-01-02T09:00", "America/New_York"
+    )
     dues = preview(rec, None, 20)
     assert len(dues) == 12 and dues[-1].nominal == utc(2026, 6, 5, 13)
     assert next_due(rec, dues[-1].nominal) is None
     assert next_due(rec, dues[5].nominal) == dues[6]
     until = parse_recurrence("FREQ=DAILY;UNTIL=20260103", "2026-01-01T09:00", "Europe/Berlin")
     assert [d.nominal.day for d in preview(until, None, 9)] == [1, 2, 3]
-    instant = parse_recurrence("FREQ=DAILY;UNTIL=20260103T080000Z", "2026-01-01T09:00",
-                               "Europe/Berlin")  # fmt: skip
+    instant = parse_recurrence(
+        "FREQ=DAILY;UNTIL=20260103T080000Z", "2026-01-01T09:00", "Europe/Berlin"
+    )
     assert [d.nominal.day for d in preview(instant, None, 9)] == [1, 2, 3]
-    early = parse_recurrence("FREQ=DAILY;UNTIL=20260103T075959Z", "2026-01-01T09:00",
-                             "Europe/Berlin")  # fmt: skip
+    early = parse_recurrence(
+        "FREQ=DAILY;UNTIL=20260103T075959Z", "2026-01-01T09:00", "Europe/Berlin"
+    )
     assert [d.nominal.day for d in preview(early, None, 9)] == [1, 2]
 
 
@@ -387,8 +522,11 @@ def test_next_due_is_fast_far_into_a_long_series() -> None:
 
 # Every day of every month, then positions 29..31 from either end: no month has them, so
 # dateutil walked on to the year 9999 (2-3 s per POST).
-NEVER = ("FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYMONTHDAY="
-         + ",".join(map(str, range(1, 29))) + ";BYSETPOS=29,30,31,-29,-30,-31")  # fmt: skip
+NEVER = (
+    "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYMONTHDAY="
+    + ",".join(map(str, range(1, 29)))
+    + ";BYSETPOS=29,30,31,-29,-30,-31"
+)
 # Valid and sparse: a Monday Feb 29, every 28 to 40 years (a preview of 1000 took 12.5 s).
 SPARSE = "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO"
 
@@ -426,8 +564,14 @@ def test_a_count_series_longer_than_the_request_budget_is_refused() -> None:
         parse_recurrence("FREQ=YEARLY;COUNT=10000", "2026-01-01T09:00", "UTC")
     assert info.value.field == "rrule"
     assert months[0] <= DATE_BUDGET + REQUEST_BUDGET + 24
-    assert len(preview(parse_recurrence("FREQ=YEARLY;COUNT=400", "2026-01-01T09:00", "UTC"),
-                       None, 1000)) == 400  # fmt: skip
+    assert (
+        len(
+            preview(
+                parse_recurrence("FREQ=YEARLY;COUNT=400", "2026-01-01T09:00", "UTC"), None, 1000
+            )
+        )
+        == 400
+    )
 
 
 def test_a_stored_rule_is_read_without_walking_its_calendar() -> None:
@@ -441,19 +585,29 @@ def test_a_stored_rule_is_read_without_walking_its_calendar() -> None:
 
 
 def test_describe() -> None:
-    rec = parse_recurrence("FREQ=MONTHLY;BYMONTHDAY=-1", "2026-01-31T09:00", "Europe/Berlin",
-                           "following", "DE")  # fmt: skip
-    assert describe(rec) == ("monthly on the last day at 09:00 Europe/Berlin, from 2026-01-31, "
-                             "following business day (DE)")  # fmt: skip
-    rec = parse_recurrence("FREQ=WEEKLY;INTERVAL=2;BYDAY=FR;COUNT=12", "2026-01-02T09:00",
-                           "America/New_York", "preceding")  # fmt: skip
+    rec = parse_recurrence(
+        "FREQ=MONTHLY;BYMONTHDAY=-1", "2026-01-31T09:00", "Europe/Berlin", "following", "DE"
+    )
+    assert describe(rec) == (
+        "monthly on the last day at 09:00 Europe/Berlin, from 2026-01-31, "
+        "following business day (DE)"
+    )
+    rec = parse_recurrence(
+        "FREQ=WEEKLY;INTERVAL=2;BYDAY=FR;COUNT=12",
+        "2026-01-02T09:00",
+        "America/New_York",
+        "preceding",
+    )
     assert describe(rec) == (
         "every 2 weeks on Friday at 09:00 America/New_York, from 2026-01-02, 12 times, "
         "preceding business day (weekends only)"
     )
-    rec = parse_recurrence("FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;UNTIL=20261231",
-                           "2026-01-01T17:30", "UTC")  # fmt: skip
-    assert describe(rec) == ("monthly on the last of Monday, Tuesday, Wednesday, Thursday and "
-                             "Friday at 17:30 UTC, from 2026-01-01 until 2026-12-31")  # fmt: skip
+    rec = parse_recurrence(
+        "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;UNTIL=20261231", "2026-01-01T17:30", "UTC"
+    )
+    assert describe(rec) == (
+        "monthly on the last of Monday, Tuesday, Wednesday, Thursday and "
+        "Friday at 17:30 UTC, from 2026-01-01 until 2026-12-31"
+    )
     rec = parse_recurrence("FREQ=MONTHLY", "2026-01-31T09:00", "UTC")
     assert describe(rec) == "monthly on day 31 (or the month's last) at 09:00 UTC, from 2026-01-31"

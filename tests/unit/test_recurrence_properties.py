@@ -45,15 +45,24 @@ from tests.unit.test_recurrence import NEVER, SPARSE, walked
 
 EXAMPLES = 150
 PROPERTY = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=True,
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
-)  # fmt: skip
+)
 
 ZONES = [
-    "Europe/Berlin", "America/New_York", "America/Sao_Paulo", "Australia/Sydney",
-    "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Kolkata", "America/Santiago",
-    "Europe/London", "Pacific/Auckland",
-]  # fmt: skip
+    "Europe/Berlin",
+    "America/New_York",
+    "America/Sao_Paulo",
+    "Australia/Sydney",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "Asia/Kolkata",
+    "America/Santiago",
+    "Europe/London",
+    "Pacific/Auckland",
+]
 FIRST, LAST = datetime(1990, 1, 1, tzinfo=UTC), datetime(2037, 1, 1, tzinfo=UTC)
 
 
@@ -76,8 +85,11 @@ def oracle_wall(moment: datetime, zone: str) -> datetime:
 def oracle_resolve(wall: datetime, zone: str) -> datetime:
     """Scan whole UTC minutes around `wall` (these zones move on whole minutes since 1990)."""
     guess = wall.replace(tzinfo=UTC)
-    offsets = [oracle_wall(guess + timedelta(hours=h), zone) - (guess + timedelta(hours=h))
-               .replace(tzinfo=None) for h in (-30, 0, 30)]  # fmt: skip
+    offsets = [
+        oracle_wall(guess + timedelta(hours=h), zone)
+        - (guess + timedelta(hours=h)).replace(tzinfo=None)
+        for h in (-30, 0, 30)
+    ]
     low = guess - max(offsets) - timedelta(hours=2)
     high = guess - min(offsets) + timedelta(hours=2)
     moment = low.replace(second=0, microsecond=0)
@@ -269,8 +281,10 @@ def test_nominal_is_the_rules_time_of_day(case: tuple[Recurrence, str, datetime 
         if due.nominal >= LAST:
             break  # past the oracle's transitions (see oracle_dues)
         local = oracle_wall(due.nominal, rec.timezone)
-        candidates = [datetime.combine(local.date() - timedelta(days=back), rec.start.time())
-                      for back in (0, 1)]  # fmt: skip
+        candidates = [
+            datetime.combine(local.date() - timedelta(days=back), rec.start.time())
+            for back in (0, 1)
+        ]
         walls = [w for w in candidates if oracle_resolve(w, rec.timezone) == due.nominal]
         assert walls, (due, local)
         if anchor is not None:
@@ -331,8 +345,9 @@ def test_business_day_conventions(day: date, convention: str, cal: str | None) -
     if convention == "modified_following":
         assert moved.month == day.month
         forward = adjust_business_day(day, "following", cal)
-        assert moved == (forward if forward.month == day.month else
-                         adjust_business_day(day, "preceding", cal))  # fmt: skip
+        assert moved == (
+            forward if forward.month == day.month else adjust_business_day(day, "preceding", cal)
+        )
 
 
 @PROPERTY
@@ -352,9 +367,10 @@ def test_adjusted_due_keeps_the_nominal_key_and_time_of_day(
             break  # past the oracle's transitions (see oracle_dues)
         nominal_day = oracle_wall(moved.nominal, rec.timezone).date()
         wall_day = next(
-            d for d in (nominal_day, nominal_day - timedelta(days=1))
+            d
+            for d in (nominal_day, nominal_day - timedelta(days=1))
             if oracle_resolve(datetime.combine(d, rec.start.time()), rec.timezone) == moved.nominal
-        )  # fmt: skip
+        )
         target = adjust_business_day(wall_day, convention, cal)
         assert is_business_day(target, cal)
         expected = oracle_resolve(datetime.combine(target, rec.start.time()), rec.timezone)
@@ -383,11 +399,12 @@ SUPPORTED_PARTS = {
     "BYMONTH": numbers(1, 12, signed=False),
     # Every day and every weekday too: the sets that BYSETPOS=29.. never reaches.
     "BYMONTHDAY": st.one_of(numbers(1, 31, signed=True), st.just(",".join(map(str, range(1, 29))))),
-    "BYDAY": st.one_of(st.lists(WEEKDAY_PART, min_size=1, max_size=7).map(",".join),
-                       st.just(",".join(DAYNAMES))),
+    "BYDAY": st.one_of(
+        st.lists(WEEKDAY_PART, min_size=1, max_size=7).map(",".join), st.just(",".join(DAYNAMES))
+    ),
     "BYSETPOS": numbers(1, 366, signed=True),
     "WKST": st.sampled_from(DAYNAMES),
-}  # fmt: skip
+}
 # RFC 5545 parts paysched does not take: refused, naming the rule.
 OTHER_PARTS = {
     "BYYEARDAY": numbers(1, 366, signed=True),
@@ -415,8 +432,13 @@ def rfc5545_rules(draw: st.DrawFn) -> str:
 @PROPERTY
 @example(rule=NEVER, start=datetime(2026, 1, 1, 9), zone="UTC", after=None, count=12)
 @example(rule=SPARSE, start=datetime(2026, 1, 1, 9), zone="UTC", after=None, count=1000)
-@example(rule="FREQ=YEARLY;COUNT=10000", start=datetime(2026, 1, 1, 9), zone="UTC",
-         after=None, count=1000)  # fmt: skip
+@example(
+    rule="FREQ=YEARLY;COUNT=10000",
+    start=datetime(2026, 1, 1, 9),
+    zone="UTC",
+    after=None,
+    count=1000,
+)
 @given(
     rule=rfc5545_rules(),
     start=st.datetimes(datetime(1990, 1, 1), datetime(2060, 12, 31)).map(
@@ -425,7 +447,7 @@ def rfc5545_rules(draw: st.DrawFn) -> str:
     zone=st.sampled_from(ZONES),
     after=st.none() | st.datetimes(datetime(1990, 1, 1), datetime(2200, 1, 1), timezones=UTCS),
     count=st.integers(1, 1000),
-)  # fmt: skip
+)
 def test_any_rule_is_answered_or_refused_within_the_budget(
     rule: str, start: datetime, zone: str, after: datetime | None, count: int
 ) -> None:

@@ -30,30 +30,38 @@ def captured() -> Iterator[io.StringIO]:
 
 def test_credential_shapes_are_masked_whatever_their_source() -> None:
     cases = {
-        "POST https://api.telegram.org/bot123456:AAH-secret_Tok3n/sendMessage":
-            "POST https://api.telegram.org/bot***/sendMessage",
+        "POST https://api.telegram.org/bot123456:AAH-secret_Tok3n/sendMessage": "POST https://api.telegram.org/bot***/sendMessage",
         "connect redis://:hunter2@db.internal:6379/0": "connect redis://:***@db.internal:6379/0",
         "postgresql+psycopg://app:p%40ss@127.0.0.1/pay": "postgresql+psycopg://app:***@127.0.0.1/pay",
         "webhook http://user:pw1234@hooks.example/x": "webhook http://user:***@hooks.example/x",
         "Authorization: Bearer abc.def-ghi": "Authorization: Bearer ***",
         "nothing secret here: 12.34 USD": "nothing secret here: 12.34 USD",
-    }  # fmt: skip
+    }
     for text, expected in cases.items():
         assert redaction.redact(text) == expected
 
 
 def test_configured_secrets_are_masked_with_their_url_spellings(captured: io.StringIO) -> None:
-    cfg = Settings.from_env({"PAYSCHED_PROVIDER_TOKEN": "prov/tok en+1",
-                             "PAYSCHED_WEBHOOK_SECRET": "whsec-0123456789",
-                             "REDIS_PASSWORD": "r3dis p@ss"})  # fmt: skip
+    cfg = Settings.from_env(
+        {
+            "PAYSCHED_PROVIDER_TOKEN": "prov/tok en+1",
+            "PAYSCHED_WEBHOOK_SECRET": "whsec-0123456789",
+            "REDIS_PASSWORD": "r3dis p@ss",
+        }
+    )
     redaction.remember(cfg.secrets())
     log = logging.getLogger("paysched.test")
     log.info("provider said %s", "token prov/tok en+1 rejected")
     log.info("quoted: prov%2Ftok%20en%2B1 and whsec-0123456789")
     logging.getLogger("sqlalchemy.engine").debug("redis at %s", cfg.redis_url)
     text = captured.getvalue()
-    for secret in ("prov/tok en+1", "prov%2Ftok%20en%2B1", "whsec-0123456789", "r3dis",
-                   "r3dis%20p%40ss"):  # fmt: skip
+    for secret in (
+        "prov/tok en+1",
+        "prov%2Ftok%20en%2B1",
+        "whsec-0123456789",
+        "r3dis",
+        "r3dis%20p%40ss",
+    ):
         assert secret not in text
     assert text.count("***") >= 4
 

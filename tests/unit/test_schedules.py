@@ -77,8 +77,16 @@ def test_timezones() -> None:
         assert parse_timezone(name).key == name
     # Files beside the zones that ZoneInfo would open too: the host's local time, the
     # compiler's default, a placeholder, the leap-second and POSIX copies; and no name at all.
-    for bad in ("Mars/Olympus", "", "localtime", "posixrules", "Factory", "right/UTC",
-                "posix/Europe/Berlin", "Europe/../UTC"):  # fmt: skip
+    for bad in (
+        "Mars/Olympus",
+        "",
+        "localtime",
+        "posixrules",
+        "Factory",
+        "right/UTC",
+        "posix/Europe/Berlin",
+        "Europe/../UTC",
+    ):
         with pytest.raises(InvalidInput, match="unknown time zone") as info:
             parse_timezone(bad, "tz")
         assert info.value.field == "tz"

@@ -39,8 +39,18 @@ def test_what_each_revision_leads_to() -> None:
 
 def test_cli_imports_no_backend_library() -> None:
     """`paysched --help` must not import what only running a command needs."""
-    heavy = ("sqlalchemy", "alembic", "redis", "bullmq", "paysched.app", "pydantic", "iso4217",
-             "croniter", "httpx", "asyncio")  # fmt: skip
+    heavy = (
+        "sqlalchemy",
+        "alembic",
+        "redis",
+        "bullmq",
+        "paysched.app",
+        "pydantic",
+        "iso4217",
+        "croniter",
+        "httpx",
+        "asyncio",
+    )
     code = (
         "import sys; import paysched.cli; "
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"

@@ -23,24 +23,37 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
 
 @router.post(
-    "", status_code=201, response_model=Account, operation_id="createAccount",
-    responses=problems(409) | links(201, account=("getAccount", {"name": "$response.body#/name"}),
-                                     deposit=("deposit", {"name": "$response.body#/name"})),
-)  # fmt: skip
+    "",
+    status_code=201,
+    response_model=Account,
+    operation_id="createAccount",
+    responses=problems(409)
+    | links(
+        201,
+        account=("getAccount", {"name": "$response.body#/name"}),
+        deposit=("deposit", {"name": "$response.body#/name"}),
+    ),
+)
 async def create_account(
-    body: AccountCreate, request: Request, caller: ApiKey = Write,
+    body: AccountCreate,
+    request: Request,
+    caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Create an account with a zero balance."""
     app = paysched(request)
     code = parse_currency(body.currency)
     remind = None if body.remind is None else parse_remind(body.remind)
     return await once(
-        request, caller, idempotency_key, 201,
-        lambda then: app.create_account(body.name, code, then,
-                                        actor=Actor.of_key(caller, "api"), remind=remind),
+        request,
+        caller,
+        idempotency_key,
+        201,
+        lambda then: app.create_account(
+            body.name, code, then, actor=Actor.of_key(caller, "api"), remind=remind
+        ),
         account_view,
-    )  # fmt: skip
+    )
 
 
 @router.patch(
@@ -61,9 +74,11 @@ async def change_account(
 
 @router.get("", response_model=Page[Account], operation_id="listAccounts", responses=problems())
 async def list_accounts(
-    request: Request, limit: int = pages.Limit, cursor: str | None = pages.Cursor,
+    request: Request,
+    limit: int = pages.Limit,
+    cursor: str | None = pages.Cursor,
     _: ApiKey = Read,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Accounts by name."""
     app = paysched(request)
     after = pages.decode(cursor, pages.is_name)
@@ -85,9 +100,12 @@ async def get_account(name: str, request: Request, _: ApiKey = Read) -> dict[str
     responses=problems(404, 409),
 )
 async def deposit(
-    name: str, body: Deposit, request: Request, caller: ApiKey = Write,
+    name: str,
+    body: Deposit,
+    request: Request,
+    caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Add money to an account; answers the account with its new balance."""
     app = paysched(request)
     name = normalise_name(name)
@@ -95,7 +113,10 @@ async def deposit(
     account = await app.read(Store.get_account, name)
     minor = parse_positive_amount(body.amount, account.currency)
     return await once(
-        request, caller, idempotency_key, 200,
+        request,
+        caller,
+        idempotency_key,
+        200,
         lambda then: app.deposit(name, minor, then, actor=Actor.of_key(caller, "api")),
         account_view,
-    )  # fmt: skip
+    )

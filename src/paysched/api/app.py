@@ -159,8 +159,12 @@ def _refused(request: Request, headers: dict[bytes, str]) -> problems.Problem | 
     if _has_body(headers) and not (
         kind == "application/json" or kind.endswith("+json") or _dashboard_form(request, kind)
     ):
-        return problems.Problem(415, "unsupported_media_type", "send the body as JSON with "
-                                "Content-Type: application/json", "Content-Type")  # fmt: skip
+        return problems.Problem(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+            "Content-Type",
+        )
     return None
 
 
@@ -194,9 +198,14 @@ def create_api(app: App, stopping: asyncio.Event | None = None) -> FastAPI:
                 await task
 
     api = FastAPI(
-        title="paysched", version=paysched.__version__, description=DESCRIPTION,
-        lifespan=lifespan, openapi_url="/openapi.json", docs_url=None, redoc_url=None,
-    )  # fmt: skip
+        title="paysched",
+        version=paysched.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
     api.state.paysched = app
     api.state.idempotency = idempotency
     api.state.guard = Guard(keys, RateLimiter(app.settings.api_rate_limit), app.db, app.clock.now)

@@ -26,11 +26,13 @@ def install_docs(api: FastAPI) -> None:
     docs_url=None)."""
     assert api.openapi_url is not None
     page = get_swagger_ui_html(
-        openapi_url=api.openapi_url, title=f"{api.title} - Swagger UI",
+        openapi_url=api.openapi_url,
+        title=f"{api.title} - Swagger UI",
         swagger_js_url=f"{FILES}/swagger-ui-bundle.js",
-        swagger_css_url=f"{FILES}/swagger-ui.css", swagger_favicon_url=f"{FILES}/favicon.png",
+        swagger_css_url=f"{FILES}/swagger-ui.css",
+        swagger_favicon_url=f"{FILES}/favicon.png",
         swagger_ui_parameters=api.swagger_ui_parameters,
-    )  # fmt: skip
+    )
     body = bytes(page.body)
     inline = re.findall(rb"<script>(.*?)</script>", body, re.DOTALL)
     hashes = " ".join(
@@ -38,9 +40,11 @@ def install_docs(api: FastAPI) -> None:
         for script in inline
     )
     # Swagger UI styles some elements inline and draws its icons as data: images.
-    csp = (f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
-           "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
-           "form-action 'self'; base-uri 'none'")  # fmt: skip
+    csp = (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+        "form-action 'self'; base-uri 'none'"
+    )
     headers = {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"}
 
     api.mount(FILES, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-files")

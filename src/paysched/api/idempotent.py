@@ -38,9 +38,13 @@ KEY_DESCRIPTION = (
 )
 
 IdempotencyKey = Header(
-    None, alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    None,
+    alias="Idempotency-Key",
+    min_length=1,
+    max_length=255,
+    pattern=r"^[\x21-\x7e]+$",
     description=KEY_DESCRIPTION,
-)  # fmt: skip
+)
 
 
 async def fingerprint(request: Request) -> str:
@@ -71,16 +75,27 @@ async def once(
     now: datetime = request.app.state.paysched.clock.now()
     reservation = await db(keys.reserve, caller.id, key, await fingerprint(request), now, LEASE)
     if isinstance(reservation, Replay):
-        return JSONResponse(reservation.body, status_code=reservation.status,
-                            headers={"Idempotent-Replayed": "true"})  # fmt: skip
+        return JSONResponse(
+            reservation.body,
+            status_code=reservation.status,
+            headers={"Idempotent-Replayed": "true"},
+        )
     if isinstance(reservation, Mismatch):
-        raise Problem(422, "idempotency_key_reused", "this Idempotency-Key was used for a "
-                      "different request (method, path or body)", "Idempotency-Key")  # fmt: skip
+        raise Problem(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request (method, path or body)",
+            "Idempotency-Key",
+        )
     if isinstance(reservation, InFlight):
         wait = max(1, math.ceil((reservation.until - now).total_seconds()))
-        raise Problem(409, "idempotency_key_in_use", "a request with this Idempotency-Key is "
-                      "still being processed; retry later", "Idempotency-Key",
-                      {"Retry-After": str(min(wait, 5))})  # fmt: skip
+        raise Problem(
+            409,
+            "idempotency_key_in_use",
+            "a request with this Idempotency-Key is still being processed; retry later",
+            "Idempotency-Key",
+            {"Retry-After": str(min(wait, 5))},
+        )
     stored: list[Any] = []
 
     def answer(result: T) -> Any:

@@ -15,10 +15,12 @@ T = TypeVar("T")
 Amount = Annotated[
     str,
     Field(
-        pattern=r"^[0-9]{1,16}(\.[0-9]{1,4})?$", max_length=21, examples=["12.34"],
+        pattern=r"^[0-9]{1,16}(\.[0-9]{1,4})?$",
+        max_length=21,
+        examples=["12.34"],
         description="A decimal string with at most the currency's decimals; never a number.",
     ),
-]  # fmt: skip
+]
 Currency = Annotated[
     str,
     Field(pattern=r"^[A-Za-z]{3}$", examples=["USD"], description="ISO 4217 code."),
@@ -101,9 +103,12 @@ class PaymentCreate(Strict):
         None, description="Due time, RFC 3339 with an offset; not in the past unless allow_past."
     )
     in_: str | None = Field(
-        None, alias="in", max_length=32, examples=["30s"],
+        None,
+        alias="in",
+        max_length=32,
+        examples=["30s"],
         description="Due after a delay from now: 250ms, 30s, 5m, 2h, 1d.",
-    )  # fmt: skip
+    )
     cron: str | None = Field(
         None, max_length=120, examples=["0 9 * * 1"], description="Recurring: 5-field cron."
     )
@@ -111,39 +116,51 @@ class PaymentCreate(Strict):
         None, max_length=64, examples=["Europe/Berlin"], description="IANA zone for `cron`."
     )
     rrule: str | None = Field(
-        None, max_length=500, examples=["FREQ=MONTHLY;BYMONTHDAY=-1"],
+        None,
+        max_length=500,
+        examples=["FREQ=MONTHLY;BYMONTHDAY=-1"],
         description="Recurring by calendar: an RFC 5545 rule (FREQ, INTERVAL, BYDAY, "
         "BYMONTHDAY incl. negative, BYMONTH, BYSETPOS, COUNT, UNTIL), with `start`.",
-    )  # fmt: skip
+    )
     every: str | None = Field(
-        None, max_length=32, examples=["2 weeks"],
+        None,
+        max_length=32,
+        examples=["2 weeks"],
         description="Recurring every interval from `start`: '2 weeks', '1 month', 'year'.",
-    )  # fmt: skip
+    )
     start: str | None = Field(
-        None, max_length=32, examples=["2026-12-01T09:00"],
+        None,
+        max_length=32,
+        examples=["2026-12-01T09:00"],
         description="A rule's first local date and time of day, in `timezone`.",
-    )  # fmt: skip
+    )
     count: int | None = Field(None, ge=1, le=100_000, description="A rule's occurrences.")
     until: str | None = Field(
         None, max_length=32, examples=["2027-12-31"], description="A rule's last local date."
     )
     business_day: str = Field(
-        "none", pattern="^(none|following|modified_following|preceding)$",
+        "none",
+        pattern="^(none|following|modified_following|preceding)$",
         description="Move a rule's dates off weekends and `calendar`'s holidays.",
-    )  # fmt: skip
+    )
     calendar: str | None = Field(
-        None, max_length=32, examples=["DE"],
+        None,
+        max_length=32,
+        examples=["DE"],
         description="Holidays: a country (DE, DE-BY, US-NY) or a market (NYSE).",
-    )  # fmt: skip
+    )
     catchup: str = Field(
-        "all", pattern="^(all|latest|none)$",
+        "all",
+        pattern="^(all|latest|none)$",
         description="Of what fell due while paysched was down or the payment paused: run all,"
         " the latest, or none (recorded as missed).",
-    )  # fmt: skip
+    )
     catchup_window: str | None = Field(
-        None, max_length=32, examples=["3d"],
+        None,
+        max_length=32,
+        examples=["3d"],
         description="Older than this when found: missed, whatever `catchup` says.",
-    )  # fmt: skip
+    )
     remind: str | None = Field(
         None,
         max_length=32,
@@ -153,21 +170,25 @@ class PaymentCreate(Strict):
     )
     memo: str = Field("", max_length=1000)
     notify: list[Annotated[str, Field(max_length=2000)]] = Field(
-        default_factory=list, max_length=20,
+        default_factory=list,
+        max_length=20,
         description="telegram:CHAT_ID, webhook:URL or log; none: the deployment's default.",
-    )  # fmt: skip
+    )
     allow_past: bool = Field(False, description="Accept an `at` in the past: run it at once.")
     approval: str = Field(
-        "none", pattern="^(none|required)$",
+        "none",
+        pattern="^(none|required)$",
         description="required: each occurrence waits until someone other than its creator "
         "approves it (POST /v1/occurrences/{ref}/approve). The paying account's approval_above "
         "may require it too.",
-    )  # fmt: skip
+    )
     approval_timeout: str | None = Field(
-        None, max_length=32, examples=["2h"],
+        None,
+        max_length=32,
+        examples=["2h"],
         description="Unanswered this long after its due time, an occurrence is skipped or "
         "failed (`on_timeout`); none: it waits until someone decides.",
-    )  # fmt: skip
+    )
     on_timeout: str | None = Field(
         None, pattern="^(skip|fail)$", description="With approval_timeout: skip (default) or fail."
     )

@@ -49,14 +49,19 @@ async def list_notifications(
     responses=problems(404, 409),
 )
 async def retry_notification(
-    notification_id: Id, request: Request, caller: ApiKey = Write,
+    notification_id: Id,
+    request: Request,
+    caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Send a dead notification again with a fresh set of attempts (409 unless dead)."""
     app = paysched(request)
     actor = Actor.of_key(caller, "api")
     return await once(
-        request, caller, idempotency_key, 200,
+        request,
+        caller,
+        idempotency_key,
+        200,
         lambda then: app.retry_notification(notification_id, then, actor=actor),
         notification_view,
-    )  # fmt: skip
+    )

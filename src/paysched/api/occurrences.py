@@ -27,9 +27,11 @@ from paysched.views import occurrence_view
 router = APIRouter(prefix="/v1/occurrences", tags=["occurrences"])
 DATE_TIME: dict[str, Any] = {"format": "date-time"}
 Ref = Path(
-    min_length=1, max_length=80, pattern=r"^[\x21-\x7e]+$",
+    min_length=1,
+    max_length=80,
+    pattern=r"^[\x21-\x7e]+$",
     description="The occurrence's id, or its key (e.g. pay-12-1764576000000).",
-)  # fmt: skip
+)
 
 
 def _state(value: str | None) -> OccurrenceState | None:
@@ -72,10 +74,14 @@ async def list_occurrences(
     app = paysched(request)
     after = occurrence_after(pages.decode(cursor, is_occurrence_position))
     rows = await app.db(
-        app.store.list_occurrences, limit + 1, after=after, state=_state(state),
-        payment_id=payment_id, due_from=_instant(due_from, "due_from"),
+        app.store.list_occurrences,
+        limit + 1,
+        after=after,
+        state=_state(state),
+        payment_id=payment_id,
+        due_from=_instant(due_from, "due_from"),
         due_before=_instant(due_before, "due_before"),
-    )  # fmt: skip
+    )
     return pages.page(rows, limit, pages.each(_summary), occurrence_position)
 
 
@@ -94,18 +100,24 @@ async def get_occurrence(request: Request, ref: str = Ref, _: ApiKey = Read) -> 
     responses=problems(404, 409),
 )
 async def resolve_occurrence(
-    body: Resolve, request: Request, ref: str = Ref, caller: ApiKey = Admin,
+    body: Resolve,
+    request: Request,
+    ref: str = Ref,
+    caller: ApiKey = Admin,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Settle an unknown or needs_review occurrence by hand (admin keys only): `succeeded` or
     `failed` is what the provider says happened; `retry` sends it again with the same key."""
     app = paysched(request)
     actor = Actor.of_key(caller, "api")
     return await once(
-        request, caller, idempotency_key, 200,
+        request,
+        caller,
+        idempotency_key,
+        200,
         lambda then: app.resolve_occurrence(ref, body.outcome, body.reason, then, actor=actor),
         lambda state: {"occurrence": ref, "state": state.value},
-    )  # fmt: skip
+    )
 
 
 @router.post(
@@ -115,19 +127,25 @@ async def resolve_occurrence(
     responses=problems(404, 409),
 )
 async def approve_occurrence(
-    request: Request, body: Approve | None = None, ref: str = Ref,
-    caller: ApiKey = MayApprove, idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+    request: Request,
+    body: Approve | None = None,
+    ref: str = Ref,
+    caller: ApiKey = MayApprove,
+    idempotency_key: str | None = IdempotencyKey,
+) -> JSONResponse:
     """Approve an occurrence awaiting approval (keys of scope approve or admin): it runs at
     its due time. 409 if it awaits no approval any more (already decided, timed out) or if
     this key created its payment (four eyes)."""
     app = paysched(request)
     actor = Actor.of_key(caller, "api")
     return await once(
-        request, caller, idempotency_key, 200,
+        request,
+        caller,
+        idempotency_key,
+        200,
         lambda then: app.decide_occurrence(ref, True, "", then, actor=actor),
         _decided,
-    )  # fmt: skip
+    )
 
 
 @router.post(
@@ -137,18 +155,24 @@ async def approve_occurrence(
     responses=problems(404, 409),
 )
 async def reject_occurrence(
-    body: Reject, request: Request, ref: str = Ref, caller: ApiKey = MayApprove,
+    body: Reject,
+    request: Request,
+    ref: str = Ref,
+    caller: ApiKey = MayApprove,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Reject an occurrence awaiting approval: it is cancelled with `reason` and never runs.
     409 as for approve."""
     app = paysched(request)
     actor = Actor.of_key(caller, "api")
     return await once(
-        request, caller, idempotency_key, 200,
+        request,
+        caller,
+        idempotency_key,
+        200,
         lambda then: app.decide_occurrence(ref, False, body.reason, then, actor=actor),
         _decided,
-    )  # fmt: skip
+    )
 
 
 def _decided(result: Any) -> dict[str, Any]:

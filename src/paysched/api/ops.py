@@ -73,12 +73,18 @@ async def readyz(request: Request) -> Any:
 
 
 @router.get(
-    "/metrics", tags=["health"], response_class=Response, operation_id="metrics", responses={
-        200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-              "description": "Prometheus text format."},
+    "/metrics",
+    tags=["health"],
+    response_class=Response,
+    operation_id="metrics",
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text format.",
+        },
         **problems(),
     },
-)  # fmt: skip
+)
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus metrics. Needs a read key unless PAYSCHED_METRICS_PUBLIC=1."""
     app = paysched(request)

@@ -57,63 +57,92 @@ def schedule_fields(
     database thread, in the create's transaction (`account` reads there): checking a calendar
     rule expands it (bounded, but CPU all the same), which on the event loop would hold up
     every other request meanwhile."""
-    rule = Calendar(body.rrule, body.every, body.start, body.count, body.until,
-                    body.business_day, body.calendar)  # fmt: skip
+    rule = Calendar(
+        body.rrule, body.every, body.start, body.count, body.until, body.business_day, body.calendar
+    )
     request = payment_request(
-        payer=body.payer, payee=body.payee, amount=body.amount, currency=body.currency,
-        at=body.at, in_=body.in_, cron=body.cron, tz=body.timezone, memo=body.memo,
-        notify=body.notify, allow_past=body.allow_past,
-        allow_private=app.settings.webhook_allow_private, now=app.clock.now(), names=HTTP_NAMES,
-        calendar=rule, catchup=body.catchup, catchup_window=body.catchup_window,
+        payer=body.payer,
+        payee=body.payee,
+        amount=body.amount,
+        currency=body.currency,
+        at=body.at,
+        in_=body.in_,
+        cron=body.cron,
+        tz=body.timezone,
+        memo=body.memo,
+        notify=body.notify,
+        allow_past=body.allow_past,
+        allow_private=app.settings.webhook_allow_private,
+        now=app.clock.now(),
+        names=HTTP_NAMES,
+        calendar=rule,
+        catchup=body.catchup,
+        catchup_window=body.catchup_window,
         remind=body.remind,
-        approval=body.approval, approval_timeout=body.approval_timeout,
+        approval=body.approval,
+        approval_timeout=body.approval_timeout,
         on_timeout=body.on_timeout,
-    )  # fmt: skip
+    )
     if request.currency is None:
         request = request.in_currency(payer_currency(account, body.payer, HTTP_NAMES))
     return request.fields()
 
 
 @router.post(
-    "", status_code=201, response_model=Payment, operation_id="createPayment",
-    responses=problems() | links(
-        201, payment=("getPayment", {"payment_id": "$response.body#/id"}),
+    "",
+    status_code=201,
+    response_model=Payment,
+    operation_id="createPayment",
+    responses=problems()
+    | links(
+        201,
+        payment=("getPayment", {"payment_id": "$response.body#/id"}),
         cancel=("cancelPayment", {"payment_id": "$response.body#/id"}),
     ),
-)  # fmt: skip
+)
 async def create_payment(
-    body: PaymentCreate, request: Request, caller: ApiKey = Write,
+    body: PaymentCreate,
+    request: Request,
+    caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Schedule a payment. Whatever of it falls due within the scheduler's look-ahead is
     queued at once."""
     app = paysched(request)
     return await once_in_one(
-        request, caller, idempotency_key, 201,
+        request,
+        caller,
+        idempotency_key,
+        201,
         lambda first, then: app.create_payment_from(
-            lambda account: schedule_fields(app, body, account), first=first, then=then,
+            lambda account: schedule_fields(app, body, account),
+            first=first,
+            then=then,
             actor=Actor.of_key(caller, "api"),
         ),
         payment_view,
-    )  # fmt: skip
+    )
 
 
 @router.get("", response_model=Page[PaymentRow], operation_id="listPayments", responses=problems())
 async def list_payments(
     request: Request,
     q: str | None = Query(
-        None, max_length=200,
+        None,
+        max_length=200,
         description="Search: a payment id (`123` or `#123`), an occurrence key (`pay-…`), a "
         "provider reference, an account name (payer or payee), or else text of the memo "
         "(any case). The first of these that names something is used.",
     ),
     state: str | None = Query(None, description="active, paused, done or cancelled."),
     status: str | None = Query(
-        None, description="What became of it, as `status` reports it: scheduled, pending, "
+        None,
+        description="What became of it, as `status` reports it: scheduled, pending, "
         "paused, cancelled, succeeded, failed, missed or skipped.",
     ),
     occurrence: str | None = Query(
-        None, description="Has an occurrence in this state (scheduled, queued, executing, "
+        None,
+        description="Has an occurrence in this state (scheduled, queued, executing, "
         "retrying, unknown, needs_review, succeeded, failed, cancelled, skipped, missed).",
     ),
     account: str | None = Query(None, max_length=100, description="Payer or payee."),
@@ -121,7 +150,8 @@ async def list_payments(
     payee: str | None = Query(None, alias="to", max_length=100, description="Receiving account."),
     currency: str | None = Query(None, pattern=r"^[A-Za-z]{3}$"),
     due_from: str | None = Query(
-        None, max_length=40,
+        None,
+        max_length=40,
         description="Has an occurrence due at or after this (RFC 3339, or a date: its "
         "midnight UTC).",
     ),
@@ -131,7 +161,7 @@ async def list_payments(
     limit: int = pages.Limit,
     cursor: str | None = pages.Cursor,
     _: ApiKey = Read,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Payments, newest first, found by `q` and filtered (every filter given must hold).
 
     Each page reads by index. Memo text, `status`, a final `occurrence` state and a due range
@@ -141,13 +171,24 @@ async def list_payments(
     app = paysched(request)
     before = pages.decode(cursor, pages.is_id)
     found = payment_filter(
-        q=q, state=state, status=status, occurrence=occurrence, account=account, payer=payer,
-        payee=payee, currency=currency, due_from=due_from, due_before=due_before,
-    )  # fmt: skip
+        q=q,
+        state=state,
+        status=status,
+        occurrence=occurrence,
+        account=account,
+        payer=payer,
+        payee=payee,
+        currency=currency,
+        due_from=due_from,
+        due_before=due_before,
+    )
     answer = await app.read(reads.find_payments, found, limit, before, now=app.clock.now())
     more = answer["older"]
-    return {"data": answer["data"], "has_more": more is not None,
-            "next_cursor": None if more is None else pages.encode(more)}  # fmt: skip
+    return {
+        "data": answer["data"],
+        "has_more": more is not None,
+        "next_cursor": None if more is None else pages.encode(more),
+    }
 
 
 @router.get(
@@ -156,13 +197,17 @@ async def list_payments(
     operation_id="getPayment",
     responses=problems(404)
     | links(
-        200, occurrence=("getOccurrence", {"ref": "$response.body#/occurrences/0/key"}),
-        olderOccurrences=("listPaymentOccurrences", {
-            "payment_id": "$response.body#/id",
-            "cursor": "$response.body#/occurrences_next_cursor",
-        }),
+        200,
+        occurrence=("getOccurrence", {"ref": "$response.body#/occurrences/0/key"}),
+        olderOccurrences=(
+            "listPaymentOccurrences",
+            {
+                "payment_id": "$response.body#/id",
+                "cursor": "$response.body#/occurrences_next_cursor",
+            },
+        ),
     ),
-)  # fmt: skip
+)
 async def get_payment(payment_id: Id, request: Request, _: ApiKey = Read) -> dict[str, Any]:
     """A payment, its newest occurrences (up to 20, in due order) with every attempt and
     transition, and its notifications. Older occurrences: `occurrences_next` (or
@@ -173,20 +218,26 @@ async def get_payment(payment_id: Id, request: Request, _: ApiKey = Read) -> dic
     view["occurrences"].reverse()
     cursor = view["occurrences_next_cursor"]
     view["occurrences_next"] = (
-        None if cursor is None
+        None
+        if cursor is None
         else f"/v1/payments/{payment_id}/occurrences?{urlencode({'cursor': cursor})}"
-    )  # fmt: skip
+    )
     return view
 
 
 @router.get(
-    "/{payment_id}/occurrences", response_model=Page[Occurrence],
-    operation_id="listPaymentOccurrences", responses=problems(404),
-)  # fmt: skip
+    "/{payment_id}/occurrences",
+    response_model=Page[Occurrence],
+    operation_id="listPaymentOccurrences",
+    responses=problems(404),
+)
 async def list_payment_occurrences(
-    payment_id: Id, request: Request, limit: int = pages.Limit, cursor: str | None = pages.Cursor,
+    payment_id: Id,
+    request: Request,
+    limit: int = pages.Limit,
+    cursor: str | None = pages.Cursor,
     _: ApiKey = Read,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """A payment's occurrences, newest first, each with every attempt and transition: the
     pages after the ones its detail shows. A page costs the same few statements however long
     the payment's history (keyset on due time and id)."""
@@ -194,9 +245,11 @@ async def list_payment_occurrences(
     before = occurrence_after(pages.decode(cursor, is_occurrence_position))
     found = await app.read(Store.payment_occurrences, payment_id, limit + 1, before)
     return pages.page(
-        found.occurrences, limit,
-        pages.each(lambda o: occurrence_view(o, found.transitions[o.id])), occurrence_position,
-    )  # fmt: skip
+        found.occurrences,
+        limit,
+        pages.each(lambda o: occurrence_view(o, found.transitions[o.id])),
+        occurrence_position,
+    )
 
 
 @router.get(
@@ -235,17 +288,22 @@ def cancelled_view(result: CancelResult) -> dict[str, Any]:
     responses=problems(404, 409),
 )
 async def cancel_payment(
-    payment_id: Id, request: Request, caller: ApiKey = Write,
+    payment_id: Id,
+    request: Request,
+    caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Cancel: nothing of it that has not started will execute. Occurrences executing now
     finish and are reported in `in_flight`. 409 if already cancelled or nothing is left."""
     app = paysched(request)
     return await once(
-        request, caller, idempotency_key, 200,
+        request,
+        caller,
+        idempotency_key,
+        200,
         lambda then: app.cancel_payment(payment_id, then, actor=Actor.of_key(caller, "api")),
         cancelled_view,
-    )  # fmt: skip
+    )
 
 
 def _held_view(held: HeldResult) -> dict[str, Any]:
@@ -259,64 +317,91 @@ def _held_view(held: HeldResult) -> dict[str, Any]:
 
 
 @router.post(
-    "/{payment_id}/pause", response_model=Held, operation_id="pausePayment",
+    "/{payment_id}/pause",
+    response_model=Held,
+    operation_id="pausePayment",
     responses=problems(404, 409),
-)  # fmt: skip
+)
 async def pause_payment(
-    payment_id: Id, request: Request, caller: ApiKey = Write,
+    payment_id: Id,
+    request: Request,
+    caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Pause: nothing of the payment starts until it is resumed (409 unless active)."""
     app = paysched(request)
     actor = Actor.of_key(caller, "api")
     return await once(
-        request, caller, idempotency_key, 200,
-        lambda then: app.pause_payment(payment_id, then, actor=actor), _held_view,
-    )  # fmt: skip
+        request,
+        caller,
+        idempotency_key,
+        200,
+        lambda then: app.pause_payment(payment_id, then, actor=actor),
+        _held_view,
+    )
 
 
 @router.post(
-    "/{payment_id}/resume", response_model=Held, operation_id="resumePayment",
+    "/{payment_id}/resume",
+    response_model=Held,
+    operation_id="resumePayment",
     responses=problems(404, 409),
-)  # fmt: skip
+)
 async def resume_payment(
-    payment_id: Id, request: Request, caller: ApiKey = Write,
+    payment_id: Id,
+    request: Request,
+    caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Resume a paused payment: what fell due meanwhile runs or is missed by its catch-up
     policy (409 unless paused)."""
     app = paysched(request)
     actor = Actor.of_key(caller, "api")
     return await once(
-        request, caller, idempotency_key, 200,
-        lambda then: app.resume_payment(payment_id, then, actor=actor), _held_view,
-    )  # fmt: skip
+        request,
+        caller,
+        idempotency_key,
+        200,
+        lambda then: app.resume_payment(payment_id, then, actor=actor),
+        _held_view,
+    )
 
 
 @router.post(
-    "/{payment_id}/skip-next", response_model=Skipped, operation_id="skipNext",
+    "/{payment_id}/skip-next",
+    response_model=Skipped,
+    operation_id="skipNext",
     responses=problems(404, 409),
-)  # fmt: skip
+)
 async def skip_next(
-    payment_id: Id, request: Request, caller: ApiKey = Write,
+    payment_id: Id,
+    request: Request,
+    caller: ApiKey = Write,
     idempotency_key: str | None = IdempotencyKey,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Skip the payment's next occurrence (recorded as skipped; the series goes on)."""
     app = paysched(request)
     return await once(
-        request, caller, idempotency_key, 200,
+        request,
+        caller,
+        idempotency_key,
+        200,
         lambda then: app.skip_next(payment_id, then, actor=Actor.of_key(caller, "api")),
         lambda occ: {"id": payment_id, "skipped": occ.key, "due_at": iso(occ.due_at)},
-    )  # fmt: skip
+    )
 
 
 @router.get(
-    "/{payment_id}/preview", response_model=list[Upcoming], operation_id="previewPayment",
+    "/{payment_id}/preview",
+    response_model=list[Upcoming],
+    operation_id="previewPayment",
     responses=problems(404),
-)  # fmt: skip
+)
 async def preview_payment(
-    payment_id: Id, request: Request,
-    count: int = Query(12, ge=1, le=1000, description="How many due times."), _: ApiKey = Read,
-) -> list[dict[str, Any]]:  # fmt: skip
+    payment_id: Id,
+    request: Request,
+    count: int = Query(12, ge=1, le=1000, description="How many due times."),
+    _: ApiKey = Read,
+) -> list[dict[str, Any]]:
     """The payment's next due times (after holidays and DST), changing nothing."""
     return [due_view(d) for d in await paysched(request).upcoming(payment_id, count)]

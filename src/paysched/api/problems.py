@@ -35,20 +35,34 @@ log = logging.getLogger("paysched.api")
 
 PROBLEM_JSON = "application/problem+json"
 TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
-    413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
-}  # fmt: skip
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class Problem(Exception):
     """Raise to answer with a problem document."""
 
     def __init__(
-        self, status: int, code: str, detail: str, field: str | None = None,
-        headers: dict[str, str] | None = None, errors: list[dict[str, Any]] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
@@ -92,8 +106,12 @@ def from_paysched(exc: PayschedError) -> Problem:
         return Problem(422, "invalid_input", "a value is out of range for the database")
     if isinstance(exc, DatabaseUnavailable | DatabaseError):
         # The driver's words name hosts and statements: they go to the log (see install).
-        return Problem(503, "backend_unavailable", "the database or Redis did not answer; "
-                       "try again", headers={"Retry-After": "5"})  # fmt: skip
+        return Problem(
+            503,
+            "backend_unavailable",
+            "the database or Redis did not answer; try again",
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, BackendUnavailable):
         return Problem(503, "backend_unavailable", str(exc), headers={"Retry-After": "5"})
     if isinstance(exc, ConfigError):
@@ -122,9 +140,10 @@ def allowed_methods(request: Request, mounted: bool = False) -> list[str]:
         root = request.scope.get("app_root_path", root)
     scope = dict(request.scope, root_path=root)
     taken = {
-        method for method in METHODS
+        method
+        for method in METHODS
         if any(_takes(route, dict(scope, method=method)) for route in routes)
-    }  # fmt: skip
+    }
     if "GET" in taken:  # answered as GET without the body (api.routing.HeadAsGet)
         taken.add("HEAD")
     return sorted(taken)
@@ -172,8 +191,9 @@ def install(api: FastAPI) -> None:
             # Starlette names only the methods of the first route matching the path; a client
             # needs all of them (GET and POST on /v1/accounts are two routes).
             headers["Allow"] = ", ".join(allowed_methods(request))
-        return problem_response(request, Problem(exc.status_code, code, str(exc.detail),
-                                                 headers=headers))  # fmt: skip
+        return problem_response(
+            request, Problem(exc.status_code, code, str(exc.detail), headers=headers)
+        )
 
     # Backend errors get handlers of their own classes, not only the catch-all below:
     # Starlette answers a handler of `Exception` from its outermost middleware and then raises
@@ -185,9 +205,14 @@ def install(api: FastAPI) -> None:
     async def _backend(request: Request, exc: Exception) -> JSONResponse:
         log.warning("request %s: backend error: %s", request_id(request), exc)
         return problem_response(
-            request, Problem(503, "backend_unavailable", "the database or Redis did not "
-                             "answer; try again", headers={"Retry-After": "5"})
-        )  # fmt: skip
+            request,
+            Problem(
+                503,
+                "backend_unavailable",
+                "the database or Redis did not answer; try again",
+                headers={"Retry-After": "5"},
+            ),
+        )
 
     for backend_error in (RedisError, OSError):
         api.add_exception_handler(backend_error, _backend)

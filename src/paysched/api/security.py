@@ -75,12 +75,18 @@ class Guard:
     async def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
         challenge = {"WWW-Authenticate": 'Bearer realm="paysched"'}
         if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Problem(401, "unauthenticated", "send an API key in the Authorization "
-                          "header, with the Bearer scheme", "Authorization", challenge)  # fmt: skip
+            raise Problem(
+                401,
+                "unauthenticated",
+                "send an API key in the Authorization header, with the Bearer scheme",
+                "Authorization",
+                challenge,
+            )
         found = await self.db(self.keys.verify, credentials.credentials)
         if not isinstance(found, ApiKey):
-            raise Problem(401, "invalid_key", "the API key is unknown or revoked",
-                          "Authorization", challenge)  # fmt: skip
+            raise Problem(
+                401, "invalid_key", "the API key is unknown or revoked", "Authorization", challenge
+            )
         return await self.admit(found)
 
     async def admit(self, found: ApiKey) -> ApiKey:
@@ -88,9 +94,13 @@ class Guard:
         session in web.auth): counted against the key's rate limit, its last use noted."""
         wait = self.limiter.wait_for(found.id)
         if wait > 0:
-            raise Problem(429, "rate_limited", f"more than {self.limiter.rate} requests per "
-                          "second with this key; slow down", None,
-                          {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+            raise Problem(
+                429,
+                "rate_limited",
+                f"more than {self.limiter.rate} requests per second with this key; slow down",
+                None,
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         now = self.now()
         last = self._touched.get(found.id)
         if last is None or now - last >= TOUCH_EVERY:
@@ -108,8 +118,11 @@ def scope(needed: str) -> Callable[..., Awaitable[ApiKey]]:
         guard: Guard = request.app.state.guard
         key = await guard.authenticate(credentials)
         if not key.allows(needed):
-            raise Problem(403, "insufficient_scope", f"this needs a key with scope {needed!r} "
-                          f"or above; this key has {key.scope!r}")  # fmt: skip
+            raise Problem(
+                403,
+                "insufficient_scope",
+                f"this needs a key with scope {needed!r} or above; this key has {key.scope!r}",
+            )
         request.state.api_key = key
         return key
 

@@ -104,15 +104,23 @@ async def serve(
     A connection whose request headers take longer than `header_timeout` s is closed."""
     protocol = type("HeaderDeadline", (_HeaderDeadline,), {"header_timeout": header_timeout})
     config = uvicorn.Config(
-        create_api(app, stop), log_config=None, access_log=False, server_header=False,
-        lifespan="on", http=protocol,
+        create_api(app, stop),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+        http=protocol,
         # Requests in progress get the same grace after SIGTERM as payments in progress.
         timeout_graceful_shutdown=max(1, round(app.settings.shutdown_grace.total_seconds())),
-    )  # fmt: skip
+    )
     server = _Server(config)
     host, port = sock.getsockname()[:2]
-    log.info("API listening on http://%s:%s (OpenAPI at /openapi.json, docs at /docs, "
-             "dashboard at /dashboard/)", host, port)  # fmt: skip
+    log.info(
+        "API listening on http://%s:%s (OpenAPI at /openapi.json, docs at /docs, "
+        "dashboard at /dashboard/)",
+        host,
+        port,
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     beating = contextlib.AsyncExitStack()

@@ -40,9 +40,13 @@ def _line(verb: str, decided: Decided) -> str:
 
 
 async def _decide(
-    store: Store, chat_id: str, approver_of: Sequence[Account], occurrence_id: int,
-    now: datetime, verb: str,
-) -> str:  # fmt: skip
+    store: Store,
+    chat_id: str,
+    approver_of: Sequence[Account],
+    occurrence_id: int,
+    now: datetime,
+    verb: str,
+) -> str:
     try:
         occ, payer_id = await asyncio.to_thread(store.payer_id_of, occurrence_id)
     except NotFound:
@@ -58,10 +62,10 @@ async def _decide(
     def subject(d: Decided) -> Subject:
         return Subject(d.payment.id, d.occurrence.id, detail)
 
-    acting = Acting(actor, "approve", now, subject) if approve else Acting(
-        actor, "reject", now, subject)  # fmt: skip
-    decide = partial(store.decide, occurrence_id, approve, actor, now, CHAT_REASON,
-                     acting.then())  # fmt: skip
+    acting = (
+        Acting(actor, "approve", now, subject) if approve else Acting(actor, "reject", now, subject)
+    )
+    decide = partial(store.decide, occurrence_id, approve, actor, now, CHAT_REASON, acting.then())
     try:
         decided = await asyncio.to_thread(decide)
     except Conflict as exc:  # decided by someone else meanwhile
@@ -75,17 +79,23 @@ def _sentence(text: str) -> str:
 
 
 async def approve(
-    store: Store, chat_id: str, approver_of: Sequence[Account], occurrence_id: int,
+    store: Store,
+    chat_id: str,
+    approver_of: Sequence[Account],
+    occurrence_id: int,
     now: datetime,
-) -> str:  # fmt: skip
+) -> str:
     """The Approve button: `approver_of`, the accounts the chat is an approver of."""
     return await _decide(store, chat_id, approver_of, occurrence_id, now, "approve")
 
 
 async def reject(
-    store: Store, chat_id: str, approver_of: Sequence[Account], occurrence_id: int,
+    store: Store,
+    chat_id: str,
+    approver_of: Sequence[Account],
+    occurrence_id: int,
     now: datetime,
-) -> str:  # fmt: skip
+) -> str:
     """The Reject button."""
     return await _decide(store, chat_id, approver_of, occurrence_id, now, "reject")
 

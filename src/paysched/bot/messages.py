@@ -243,16 +243,35 @@ def _approval_conversation() -> list[tuple[str, str]]:
 
     due = _utc(2026, 12, 2, 9)
     payment = Payment(
-        id=15, payer="alice", payee="builder", amount=480_000, currency="EUR",
-        state=PaymentState.DONE, due_at=due, cron=None, timezone="Europe/Berlin",
-        next_due_at=None, memo="roof repair", created_at=_utc(2026, 11, 20, 10),
-        approval="required", approval_timeout=timedelta(hours=2), approval_on_timeout="skip",
-    )  # fmt: skip
+        id=15,
+        payer="alice",
+        payee="builder",
+        amount=480_000,
+        currency="EUR",
+        state=PaymentState.DONE,
+        due_at=due,
+        cron=None,
+        timezone="Europe/Berlin",
+        next_due_at=None,
+        memo="roof repair",
+        created_at=_utc(2026, 11, 20, 10),
+        approval="required",
+        approval_timeout=timedelta(hours=2),
+        approval_on_timeout="skip",
+    )
     waiting = Occurrence(
-        id=31, payment_id=15, key="pay-15-1764666000000", due_at=due,
-        state=OccurrenceState.AWAITING_APPROVAL, attempts=0, fence=0, reason=None,
-        started_at=None, finished_at=None, approval_deadline=due + timedelta(hours=2),
-    )  # fmt: skip
+        id=31,
+        payment_id=15,
+        key="pay-15-1764666000000",
+        due_at=due,
+        state=OccurrenceState.AWAITING_APPROVAL,
+        attempts=0,
+        fence=0,
+        reason=None,
+        started_at=None,
+        finished_at=None,
+        approval_deadline=due + timedelta(hours=2),
+    )
     asked = approvals.needed_text(payment, waiting)
     keys = "  ".join(f"[ {b['text']} ]" for row in approvals.buttons(31) for b in row)
     approved = replace(waiting, state=OccurrenceState.SCHEDULED)

@@ -44,9 +44,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=Path("chaos-report.json"))
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument(
-        "--worker-processes", type=int, default=1,
+        "--worker-processes",
+        type=int,
+        default=1,
         help="processes per worker (a supervised group, as `paysched worker --processes K`)",
-    )  # fmt: skip
+    )
     ap.add_argument(
         "--replicated",
         action="store_true",
@@ -74,8 +76,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.faults and not kinds(
         args.database, args.executor, args.faults, args.worker_processes > 1, args.replicated
     ):
-        ap.error(f"--faults: none of them applies to a {args.database} run with executor "
-                 f"{args.executor}")  # fmt: skip
+        ap.error(
+            f"--faults: none of them applies to a {args.database} run with executor {args.executor}"
+        )
     return args
 
 
@@ -95,14 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in seeds(args.seed) or [1]:
         cfg = Config(
-            seed=seed, duration=args.duration, payments=args.payments, database=args.database,
-            workers=args.workers, worker_processes=args.worker_processes,
-            schedulers=args.schedulers, drain_timeout=args.drain_timeout,
-            fail_rate=args.fail_rate, hang_rate=args.hang_rate, stall_rate=args.stall_rate,
-            executor=args.executor, recurring=args.recurring, db_error_rate=args.db_error_rate,
-            log_level=args.log_level, keep=args.keep, faults=args.faults,
+            seed=seed,
+            duration=args.duration,
+            payments=args.payments,
+            database=args.database,
+            workers=args.workers,
+            worker_processes=args.worker_processes,
+            schedulers=args.schedulers,
+            drain_timeout=args.drain_timeout,
+            fail_rate=args.fail_rate,
+            hang_rate=args.hang_rate,
+            stall_rate=args.stall_rate,
+            executor=args.executor,
+            recurring=args.recurring,
+            db_error_rate=args.db_error_rate,
+            log_level=args.log_level,
+            keep=args.keep,
+            faults=args.faults,
             replicated=args.replicated,
-        )  # fmt: skip
+        )
         result = run(cfg)
         print(report.text(result), flush=True)
         runs.append(result)

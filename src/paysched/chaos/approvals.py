@@ -40,9 +40,11 @@ class Approver:
     def _awaiting(self) -> list[int]:
         o = t.occurrences.c
         query = (
-            select(o.id).where(o.state == OccurrenceState.AWAITING_APPROVAL.value)
-            .order_by(o.due_at, o.id).limit(BATCH)
-        )  # fmt: skip
+            select(o.id)
+            .where(o.state == OccurrenceState.AWAITING_APPROVAL.value)
+            .order_by(o.due_at, o.id)
+            .limit(BATCH)
+        )
         with self.store.engine.connect() as conn:
             return [r.id for r in conn.execute(query)]
 
@@ -59,8 +61,13 @@ class Approver:
             approve = self.rng.random() < APPROVE_RATE
             twice = self.rng.random() < TWICE_RATE
             try:
-                self.store.decide(occurrence_id, approve, APPROVER, now or datetime.now(UTC),
-                                  "" if approve else "chaos: rejected")  # fmt: skip
+                self.store.decide(
+                    occurrence_id,
+                    approve,
+                    APPROVER,
+                    now or datetime.now(UTC),
+                    "" if approve else "chaos: rejected",
+                )
             except Conflict:  # decided meanwhile (a retried step after an outage)
                 continue
             except Exception as exc:
@@ -71,8 +78,13 @@ class Approver:
             decided += 1
             if twice:
                 try:
-                    self.store.decide(occurrence_id, not approve, APPROVER,
-                                      now or datetime.now(UTC), "chaos: second")  # fmt: skip
+                    self.store.decide(
+                        occurrence_id,
+                        not approve,
+                        APPROVER,
+                        now or datetime.now(UTC),
+                        "chaos: second",
+                    )
                     record.again_accepted = True
                 except Conflict:
                     record.again_refused = True
@@ -83,12 +95,20 @@ class Approver:
 
 def decided_once(records: list[ApprovalRecord], seed: int) -> Result:
     """A second decision on an occurrence already decided was never taken."""
-    r = Result("approval_decided_once", "an occurrence decided once is never decided again "
-               "(the second approve or reject is refused)")  # fmt: skip
+    r = Result(
+        "approval_decided_once",
+        "an occurrence decided once is never decided again "
+        "(the second approve or reject is refused)",
+    )
     for record in records:
         if record.again_accepted:
-            r.violations.append({"seed": seed, "occurrence_id": record.occurrence_id,
-                                 "problem": "a second decision was taken"})  # fmt: skip
+            r.violations.append(
+                {
+                    "seed": seed,
+                    "occurrence_id": record.occurrence_id,
+                    "problem": "a second decision was taken",
+                }
+            )
     return r
 
 

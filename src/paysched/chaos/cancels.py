@@ -61,8 +61,11 @@ class Canceller:
         """The open one-time payment `usable` accepts that falls due first at least `lead` from
         now, taken out of the random cancels' reach: its caller stages its own cancel."""
         aim = datetime.now(UTC) + lead
-        coming = [p for p in self.payments if p.id not in self._done and p.cron is None
-                  and p.due_at >= aim and usable(p)]  # fmt: skip
+        coming = [
+            p
+            for p in self.payments
+            if p.id not in self._done and p.cron is None and p.due_at >= aim and usable(p)
+        ]
         payment = min(coming, key=lambda p: p.due_at, default=None)
         if payment is not None:
             self._done.add(payment.id)
@@ -85,15 +88,21 @@ class Canceller:
             return {"payment": payment_id, "due_in_ms": lead_ms, "outcome": f"refused: {exc}"}
         committed_at = datetime.now(UTC)
         record = CancelRecord(
-            payment_id, committed_at, target, [o.id for o in result.cancelled],
+            payment_id,
+            committed_at,
+            target,
+            [o.id for o in result.cancelled],
             [o.id for o in result.in_flight],
-        )  # fmt: skip
+        )
         self.records.append(record)
         record.snapshot = self._read_back(payment_id)
         return {
-            "payment": payment_id, "due_in_ms": lead_ms, "outcome": "cancelled",
-            "occurrences_cancelled": len(record.cancelled), "in_flight": len(record.in_flight),
-        }  # fmt: skip
+            "payment": payment_id,
+            "due_in_ms": lead_ms,
+            "outcome": "cancelled",
+            "occurrences_cancelled": len(record.cancelled),
+            "in_flight": len(record.in_flight),
+        }
 
     def _read_back(self, payment_id: int) -> dict[int, Occurrence] | None:
         """The payment's occurrences right after the cancel; None if the database would not

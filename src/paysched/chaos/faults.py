@@ -74,9 +74,12 @@ T = TypeVar("T")
 
 
 def kinds(
-    database: str, executor: str, only: Collection[str] = (), groups: bool = False,
+    database: str,
+    executor: str,
+    only: Collection[str] = (),
+    groups: bool = False,
     replicated: bool = False,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The fault kinds a run on this database with this executor injects (of `only`, if
     given: a focused run); `groups`: its workers are groups of processes; `replicated`: Redis
     under Sentinel and PostgreSQL with a standby."""
@@ -106,15 +109,22 @@ class InjectedFault:
 
 
 def plan(
-    seed: int, duration: float, database: str, executor: str = "ledger", mean_gap_s: float = 3.0,
-    only: Collection[str] = (), groups: bool = False, replicated: bool = False,
-) -> list[PlannedFault]:  # fmt: skip
+    seed: int,
+    duration: float,
+    database: str,
+    executor: str = "ledger",
+    mean_gap_s: float = 3.0,
+    only: Collection[str] = (),
+    groups: bool = False,
+    replicated: bool = False,
+) -> list[PlannedFault]:
     """One of every kind at a random moment, then more at random until the phase is full."""
     rng = random.Random(seed)
     chosen = kinds(database, executor, only, groups, replicated)
     if not chosen:
-        raise ValueError(f"--faults: none of {sorted(only)} applies to a {database} run with "
-                         f"executor {executor}")  # fmt: skip
+        raise ValueError(
+            f"--faults: none of {sorted(only)} applies to a {database} run with executor {executor}"
+        )
     end = max(duration - 3.0, 2.0)  # leave the last seconds quiet for the last deadlines
 
     def down(kind: str) -> float:
@@ -288,8 +298,11 @@ class Injector:
         promoted_at = time.time()
         self.sleep(fault.down_s)
         servers.reattach()
-        return {"promoted_s": round(promoted_s, 2), "promoted_at": promoted_at,
-                "reattached_after_s": fault.down_s}  # fmt: skip
+        return {
+            "promoted_s": round(promoted_s, 2),
+            "promoted_at": promoted_at,
+            "reattached_after_s": fault.down_s,
+        }
 
     def redis_restart(self, fault: PlannedFault) -> dict[str, Any]:
         assert isinstance(self.redis, RedisServer)

@@ -57,18 +57,27 @@ class Result:
         return not self.violations
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "description": self.description,
-                "violations": len(self.violations), "details": self.violations[:20]}  # fmt: skip
+        return {
+            "ok": self.ok,
+            "description": self.description,
+            "violations": len(self.violations),
+            "details": self.violations[:20],
+        }
 
 
 def occurrence_view(occ: Occurrence) -> dict[str, Any]:
     return {
-        "id": occ.id, "key": occ.key, "payment_id": occ.payment_id, "state": occ.state.value,
-        "due_at": occ.due_at.isoformat(), "attempts": occ.attempts, "fence": occ.fence,
+        "id": occ.id,
+        "key": occ.key,
+        "payment_id": occ.payment_id,
+        "state": occ.state.value,
+        "due_at": occ.due_at.isoformat(),
+        "attempts": occ.attempts,
+        "fence": occ.fence,
         "reason": occ.reason,
         "started_at": occ.started_at.isoformat() if occ.started_at else None,
         "finished_at": occ.finished_at.isoformat() if occ.finished_at else None,
-    }  # fmt: skip
+    }
 
 
 def check(
@@ -125,9 +134,10 @@ class Checker:
                 self.history[tr.occurrence_id].append(tr)
         with store.engine.connect() as conn:
             entries = conn.execute(
-                select(t.ledger_entries.c.occurrence_id, t.ledger_entries.c.transfer_id)
-                .where(t.ledger_entries.c.occurrence_id.is_not(None))
-            ).all()  # fmt: skip
+                select(t.ledger_entries.c.occurrence_id, t.ledger_entries.c.transfer_id).where(
+                    t.ledger_entries.c.occurrence_id.is_not(None)
+                )
+            ).all()
             self.balances = {
                 name: int(balance)
                 for name, balance in conn.execute(select(t.accounts.c.name, t.accounts.c.balance))
@@ -154,19 +164,34 @@ class Checker:
         if occ is not None:
             item["occurrence"] = occurrence_view(occ)
             item["transitions"] = [
-                {"at": tr.at.isoformat(), "from": tr.from_state.value if tr.from_state else None,
-                 "to": tr.to_state.value, "attempt": tr.attempt, "reason": tr.reason}
+                {
+                    "at": tr.at.isoformat(),
+                    "from": tr.from_state.value if tr.from_state else None,
+                    "to": tr.to_state.value,
+                    "attempt": tr.attempt,
+                    "reason": tr.reason,
+                }
                 for tr in self.history[occ.id]
-            ]  # fmt: skip
+            ]
         result.violations.append(item)
 
     def run(self) -> list[Result]:
-        results = [self.all_due_final(), self.no_double_success(), self.money_moved_once(),
-                   self.balances_exact(), self.not_started_early(), self.failed_have_reason(),
-                   self.no_failure_from_infrastructure(), self.unknowns_resolved(),
-                   self.cancel_wins(), self.recurring_complete(), self.pause_holds(),
-                   self.missed_only_by_policy(), self.skip_holds(),
-                   self.approved_before_paid()]  # fmt: skip
+        results = [
+            self.all_due_final(),
+            self.no_double_success(),
+            self.money_moved_once(),
+            self.balances_exact(),
+            self.not_started_early(),
+            self.failed_have_reason(),
+            self.no_failure_from_infrastructure(),
+            self.unknowns_resolved(),
+            self.cancel_wins(),
+            self.recurring_complete(),
+            self.pause_holds(),
+            self.missed_only_by_policy(),
+            self.skip_holds(),
+            self.approved_before_paid(),
+        ]
         return results
 
     # -- nothing lost -------------------------------------------------------------------------
@@ -189,8 +214,11 @@ class Checker:
         return occ.state == S.NEEDS_REVIEW and bool((occ.reason or "").strip())
 
     def recurring_complete(self) -> Result:
-        r = Result("recurring_complete", "a recurring payment's occurrences follow its cron "
-                   "without a gap or a duplicate, from its first due time on")  # fmt: skip
+        r = Result(
+            "recurring_complete",
+            "a recurring payment's occurrences follow its cron "
+            "without a gap or a duplicate, from its first due time on",
+        )
         for p in self.payments:
             if p.cron is None:
                 continue
@@ -209,10 +237,15 @@ class Checker:
             if got != expected:
                 missing = sorted(set(expected) - set(got))
                 extra = sorted(set(got) - set(expected))
-                self.bad(r, None, f"recurring payment {p.id}: {len(got)} occurrences, "
-                         f"{len(expected)} cron times up to the last", payment=p.id,
-                         missing=[m.isoformat() for m in missing[:5]],
-                         unexpected=[e.isoformat() for e in extra[:5]])  # fmt: skip
+                self.bad(
+                    r,
+                    None,
+                    f"recurring payment {p.id}: {len(got)} occurrences, "
+                    f"{len(expected)} cron times up to the last",
+                    payment=p.id,
+                    missing=[m.isoformat() for m in missing[:5]],
+                    unexpected=[e.isoformat() for e in extra[:5]],
+                )
         return r
 
     def approved_before_paid(self) -> Result:
@@ -220,9 +253,12 @@ class Checker:
         approval was created awaiting it; none started (a transition into executing), moved money
         in the ledger or was charged by the provider unless a person approved it first (its one
         awaiting_approval -> scheduled); one rejected or timed out never did any of these."""
-        r = Result("approved_before_paid", "nothing of a payment requiring approval started, moved "
-                   "money or was charged before someone approved it; a rejected or timed-out "
-                   "occurrence never did")  # fmt: skip
+        r = Result(
+            "approved_before_paid",
+            "nothing of a payment requiring approval started, moved "
+            "money or was charged before someone approved it; a rejected or timed-out "
+            "occurrence never did",
+        )
         charged = {c["key"] for c in (self.provider.charges if self.provider else [])}
         for occ in self.occurrences:
             if occ.payment_id not in self.approval_required:
@@ -260,8 +296,12 @@ class Checker:
             if entered > 1:
                 self.bad(r, occ, f"entered succeeded {entered} times")
             if len(self.transfers.get(occ.id, ())) > 1 or self.entry_count[occ.id] not in (0, 2):
-                self.bad(r, occ, f"{self.entry_count[occ.id]} ledger entries in "
-                         f"{len(self.transfers[occ.id])} transfers")  # fmt: skip
+                self.bad(
+                    r,
+                    occ,
+                    f"{self.entry_count[occ.id]} ledger entries in "
+                    f"{len(self.transfers[occ.id])} transfers",
+                )
         return r
 
     def money_moved_once(self) -> Result:
@@ -269,19 +309,28 @@ class Checker:
             r = Result("transfers_match_successes", "ledger transfers == succeeded occurrences")
             for occ in self.occurrences:
                 if (occ.state == S.SUCCEEDED) != (occ.id in self.transfers):
-                    self.bad(r, occ, f"state {occ.state.value} but transfer present: "
-                             f"{occ.id in self.transfers}")  # fmt: skip
+                    self.bad(
+                        r,
+                        occ,
+                        f"state {occ.state.value} but transfer present: {occ.id in self.transfers}",
+                    )
             succeeded = sum(1 for o in self.occurrences if o.state == S.SUCCEEDED)
             if succeeded != len(self.transfers):
-                self.bad(r, None, f"{succeeded} succeeded occurrences but "
-                         f"{len(self.transfers)} transfers")  # fmt: skip
+                self.bad(
+                    r,
+                    None,
+                    f"{succeeded} succeeded occurrences but {len(self.transfers)} transfers",
+                )
             return r
         return self._provider_charged_once()
 
     def _provider_charged_once(self) -> Result:
         assert self.provider is not None
-        r = Result("provider_charged_once", "the provider charged each succeeded occurrence's "
-                   "key exactly once, for its amount, and nothing else")  # fmt: skip
+        r = Result(
+            "provider_charged_once",
+            "the provider charged each succeeded occurrence's "
+            "key exactly once, for its amount, and nothing else",
+        )
         charges: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for charge in self.provider.charges:
             charges[charge["key"]].append(charge)
@@ -321,9 +370,10 @@ class Checker:
         # Parked for a person but charged at the provider: the money did move (the person
         # will resolve it as succeeded); it counts at the provider, not in paysched's view.
         charged = {
-            c["key"] for c in (self.provider.charges if self.provider else [])
+            c["key"]
+            for c in (self.provider.charges if self.provider else [])
             if c["status"] == "succeeded"
-        }  # fmt: skip
+        }
         for occ in self.occurrences:
             if occ.state == S.SUCCEEDED or (self._parked(occ) and occ.key in charged):
                 p = self.planned[occ.payment_id]
@@ -335,8 +385,14 @@ class Checker:
                 continue  # the external account: minus the deposits, checked by the ledger report
             expected = self.deposits.get(name, 0) + local.get(name, 0)
             if balance != expected:
-                self.bad(r, None, f"account {name}: balance {balance} != expected {expected}",
-                         account=name, balance=balance, expected=expected)  # fmt: skip
+                self.bad(
+                    r,
+                    None,
+                    f"account {name}: balance {balance} != expected {expected}",
+                    account=name,
+                    balance=balance,
+                    expected=expected,
+                )
         for problem in self.store.ledger_report().problems:
             self.bad(r, None, f"ledger: {problem}")
         if self.provider is not None:
@@ -344,8 +400,14 @@ class Checker:
                 want = start + Decimal(moved.get(name, 0)) / 100
                 have = self.provider.balances.get(name)
                 if have != want:
-                    self.bad(r, None, f"provider account {name}: {have} != expected {want}",
-                             account=name, balance=str(have), expected=str(want))  # fmt: skip
+                    self.bad(
+                        r,
+                        None,
+                        f"provider account {name}: {have} != expected {want}",
+                        account=name,
+                        balance=str(have),
+                        expected=str(want),
+                    )
         return r
 
     # -- on time, and every end explained -----------------------------------------------------
@@ -382,8 +444,11 @@ class Checker:
         return r
 
     def unknowns_resolved(self) -> Result:
-        r = Result("unknowns_resolved", "every unknown outcome was resolved (asked, never "
-                   "guessed) or is in needs_review with a reason")  # fmt: skip
+        r = Result(
+            "unknowns_resolved",
+            "every unknown outcome was resolved (asked, never "
+            "guessed) or is in needs_review with a reason",
+        )
         for occ in self.occurrences:
             was_unknown = any(tr.to_state == S.UNKNOWN for tr in self.history[occ.id])
             if was_unknown and occ.state in UNRESOLVED_STATES and not self._parked(occ):
@@ -406,8 +471,12 @@ class Checker:
             for occ in self.by_payment.get(pid, []):
                 began = [tr.at for tr in self.history[occ.id] if tr.to_state == S.EXECUTING]
                 if any(at > record.committed_at for at in began) and occ.id not in record.in_flight:
-                    self.bad(r, occ, "claimed after its payment's cancel committed at "
-                             f"{record.committed_at.isoformat()}")  # fmt: skip
+                    self.bad(
+                        r,
+                        occ,
+                        "claimed after its payment's cancel committed at "
+                        f"{record.committed_at.isoformat()}",
+                    )
                 if snapshot is None:
                     continue
                 seen = snapshot.get(occ.id)
@@ -416,11 +485,15 @@ class Checker:
                 elif cancellable(seen):
                     # Not: retrying after a takeover. Its stalled worker's request may have
                     # reached the provider, so the cancel leaves it to be asked about first.
-                    self.bad(r, occ, f"still {seen.state.value} right after its payment's "
-                             "cancel committed")  # fmt: skip
+                    self.bad(
+                        r,
+                        occ,
+                        f"still {seen.state.value} right after its payment's cancel committed",
+                    )
                 elif seen.state in FINAL_STATES and occ.state != seen.state:
-                    self.bad(r, occ, f"was {seen.state.value} at the cancel, is "
-                             f"{occ.state.value} now")  # fmt: skip
+                    self.bad(
+                        r, occ, f"was {seen.state.value} at the cancel, is {occ.state.value} now"
+                    )
         return r
 
     # -- pauses and catch-up ------------------------------------------------------------------
@@ -438,8 +511,11 @@ class Checker:
         lock across the resume's commit would carry a time inside the window although it ran
         after the resume. Also: no payment is left paused at the end of the run.
         """
-        r = Result("pause_holds", "nothing of a paused payment starts or is created until it "
-                   "is resumed, and every pause ends")  # fmt: skip
+        r = Result(
+            "pause_holds",
+            "nothing of a paused payment starts or is created until it "
+            "is resumed, and every pause ends",
+        )
         for record in self.pauses:
             seen = record.before_resume
             if seen is None:
@@ -451,11 +527,19 @@ class Checker:
                     continue
                 occ = by_id.get(tr.occurrence_id)
                 if tr.to_state == S.EXECUTING and tr.from_state != S.EXECUTING:
-                    self.bad(r, occ, f"started at {tr.at.isoformat()} while its payment was "
-                             f"paused (from {record.paused_at.isoformat()})")  # fmt: skip
+                    self.bad(
+                        r,
+                        occ,
+                        f"started at {tr.at.isoformat()} while its payment was "
+                        f"paused (from {record.paused_at.isoformat()})",
+                    )
                 if tr.from_state is None:
-                    self.bad(r, occ, f"created at {tr.at.isoformat()} while its payment was "
-                             f"paused (from {record.paused_at.isoformat()})")  # fmt: skip
+                    self.bad(
+                        r,
+                        occ,
+                        f"created at {tr.at.isoformat()} while its payment was "
+                        f"paused (from {record.paused_at.isoformat()})",
+                    )
         for pid, state in sorted(self.payment_states.items()):
             if state == PaymentState.PAUSED:
                 self.bad(r, None, f"payment {pid} is still paused at the end", payment=pid)
@@ -465,20 +549,29 @@ class Checker:
         """For each skip the harness made: the occurrence it skipped is skipped at the end, was
         never claimed (a skip takes only what has not started) and moved no money, by
         paysched's ledger or the provider's."""
-        r = Result("skip_holds", "an occurrence skipped before its claim never starts and "
-                   "never moves money")  # fmt: skip
+        r = Result(
+            "skip_holds",
+            "an occurrence skipped before its claim never starts and never moves money",
+        )
         by_id = {o.id: o for o in self.occurrences}
         charges = self.provider.charges if self.provider is not None else []
         charged = {c["key"] for c in charges if c["status"] == "succeeded"}
         for record in self.skips:
             occ = by_id.get(record.occurrence_id)
             if occ is None:
-                self.bad(r, None, f"occurrence {record.occurrence_id} skipped at "
-                         f"{record.committed_at.isoformat()} is gone")  # fmt: skip
+                self.bad(
+                    r,
+                    None,
+                    f"occurrence {record.occurrence_id} skipped at "
+                    f"{record.committed_at.isoformat()} is gone",
+                )
                 continue
             if occ.state != S.SKIPPED:
-                self.bad(r, occ, f"skipped at {record.committed_at.isoformat()}, is "
-                         f"{occ.state.value} now")  # fmt: skip
+                self.bad(
+                    r,
+                    occ,
+                    f"skipped at {record.committed_at.isoformat()}, is {occ.state.value} now",
+                )
             if any(tr.to_state == S.EXECUTING for tr in self.history[occ.id]):
                 self.bad(r, occ, "claimed although it was skipped before it started")
             if occ.id in self.transfers or occ.key in charged:
@@ -500,8 +593,10 @@ class Checker:
 
         It does not check that each payment missed as many as its policy allows at most (that
         depends on which occurrences had started when each catch-up ran)."""
-        r = Result("missed_only_by_policy", "an occurrence is missed only by its payment's "
-                   "catch-up policy, when found late")  # fmt: skip
+        r = Result(
+            "missed_only_by_policy",
+            "an occurrence is missed only by its payment's catch-up policy, when found late",
+        )
         for occ in self.occurrences:
             if occ.state != S.MISSED:
                 continue
@@ -510,13 +605,22 @@ class Checker:
                 self.bad(r, occ, "missed, but its payment's catch-up policy is all")
             into = [tr for tr in self.history[occ.id] if tr.to_state == S.MISSED]
             began = any(tr.to_state == S.EXECUTING for tr in self.history[occ.id])
-            if (len(into) != 1 or into[0].from_state not in (S.SCHEDULED, S.QUEUED)
-                    or began or occ.attempts):  # fmt: skip
-                self.bad(r, occ, "missed other than once from scheduled or queued before an "
-                         "attempt")  # fmt: skip
+            if (
+                len(into) != 1
+                or into[0].from_state not in (S.SCHEDULED, S.QUEUED)
+                or began
+                or occ.attempts
+            ):
+                self.bad(
+                    r, occ, "missed other than once from scheduled or queued before an attempt"
+                )
             if into and not occ.due_at < into[0].at - self.late_after:
-                self.bad(r, occ, f"missed at {into[0].at.isoformat()}, not more than "
-                         f"{self.late_after.total_seconds():g}s after it was due")  # fmt: skip
+                self.bad(
+                    r,
+                    occ,
+                    f"missed at {into[0].at.isoformat()}, not more than "
+                    f"{self.late_after.total_seconds():g}s after it was due",
+                )
             if (
                 policy == "latest"
                 and window is None
@@ -525,21 +629,34 @@ class Checker:
                     for o in self.by_payment[occ.payment_id]
                 )
             ):
-                self.bad(r, occ, "missed under catch-up policy latest, and no later "
-                         "occurrence of its payment runs")  # fmt: skip
+                self.bad(
+                    r,
+                    occ,
+                    "missed under catch-up policy latest, and no later "
+                    "occurrence of its payment runs",
+                )
         by_id = {o.id: o for o in self.occurrences}
         for record in self.pauses:
             for oid in record.missed:
                 found = by_id.get(oid)
                 into = [tr for tr in self.history[oid] if tr.to_state == S.MISSED]
                 if found is None or found.state != S.MISSED:
-                    self.bad(r, found, f"its resume reported it missed, but it is "
-                             f"{found.state.value if found else 'gone'}")  # fmt: skip
+                    self.bad(
+                        r,
+                        found,
+                        f"its resume reported it missed, but it is "
+                        f"{found.state.value if found else 'gone'}",
+                    )
                 elif record.resume_called_at is not None and (
-                    not into or into[0].at != record.resume_called_at
+                    not into
+                    or into[0].at != record.resume_called_at
                     or not found.due_at < record.resume_called_at - self.late_after
-                ):  # fmt: skip
-                    self.bad(r, found, "its resume at "
-                             f"{record.resume_called_at.isoformat()} reported it missed, but "
-                             "it was not missed then, or not late then")  # fmt: skip
+                ):
+                    self.bad(
+                        r,
+                        found,
+                        "its resume at "
+                        f"{record.resume_called_at.isoformat()} reported it missed, but "
+                        "it was not missed then, or not late then",
+                    )
         return r

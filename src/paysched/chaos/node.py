@@ -65,8 +65,12 @@ class FaultPlan:
 
     def draw(self, order: PaymentOrder) -> str:
         x = random.Random(f"{self.seed}:{order.idempotency_key}:{order.attempt}").random()
-        for name, rate in (("fail", self.fail), ("hang-before", self.hang / 2),
-                           ("hang-after", self.hang / 2), ("stall", self.stall)):  # fmt: skip
+        for name, rate in (
+            ("fail", self.fail),
+            ("hang-before", self.hang / 2),
+            ("hang-after", self.hang / 2),
+            ("stall", self.stall),
+        ):
             if x < rate:
                 return name
             x -= rate
@@ -138,12 +142,21 @@ class StallingProvider(HangingExecutor):
             return
         try:  # once: a retry of this attempt after a database error is not held again
             with (self._hold_dir / f"{claim.payment.id}.held").open("x") as f:
-                json.dump({"fence": claim.fence, "outcome": result.outcome.value,
-                           "reason": result.reason}, f)  # fmt: skip
+                json.dump(
+                    {
+                        "fence": claim.fence,
+                        "outcome": result.outcome.value,
+                        "reason": result.reason,
+                    },
+                    f,
+                )
         except FileExistsError:
             return
-        log.warning("holding the event loop after the provider answered %s on %s",
-                    result.outcome.value, claim.occurrence.key)  # fmt: skip
+        log.warning(
+            "holding the event loop after the provider answered %s on %s",
+            result.outcome.value,
+            claim.occurrence.key,
+        )
         deadline = time.monotonic() + HOLD_MAX_S
         while mark.exists() and time.monotonic() < deadline:
             time.sleep(0.05)  # blocks lock renewal: the job is taken over meanwhile
@@ -159,16 +172,19 @@ class StallingProvider(HangingExecutor):
 
 def build_executor(app: App) -> Executor:
     plan = FaultPlan(
-        os.environ.get("PAYSCHED_CHAOS_SEED", "0"), _rate("PAYSCHED_CHAOS_FAIL_RATE"),
-        _rate("PAYSCHED_CHAOS_HANG_RATE"), _rate("PAYSCHED_CHAOS_STALL_RATE"),
-    )  # fmt: skip
+        os.environ.get("PAYSCHED_CHAOS_SEED", "0"),
+        _rate("PAYSCHED_CHAOS_FAIL_RATE"),
+        _rate("PAYSCHED_CHAOS_HANG_RATE"),
+        _rate("PAYSCHED_CHAOS_STALL_RATE"),
+    )
     stall_s = app.settings.lock_ms / 1000 * 2.5
     inject_db_errors(app, _rate("PAYSCHED_CHAOS_DB_ERROR_RATE"))
     if app.settings.executor != "ledger":
         provider = default_executor(app)
         hold = os.environ.get("PAYSCHED_CHAOS_HOLD_DIR")
-        return StallingProvider(provider, FaultPlan(plan.seed, 0, 0, plan.stall), stall_s,
-                                Path(hold) if hold else None)  # fmt: skip
+        return StallingProvider(
+            provider, FaultPlan(plan.seed, 0, 0, plan.stall), stall_s, Path(hold) if hold else None
+        )
     ledger = LedgerExecutor(app.store, app.clock, app.pool)
     hanging = HangingExecutor(
         ledger, plan, timeout_s=_rate("PAYSCHED_CHAOS_TIMEOUT_S") or 1.0, stall_s=stall_s
@@ -216,10 +232,13 @@ def supervise_group(settings: Settings) -> int:
     --processes K` is) and its children are chaos nodes sharing the concurrency."""
     count = min(settings.processes, settings.concurrency)
     children = [
-        (f"chaos node {i + 1}/{count}", [sys.executable, "-m", "paysched.chaos.node"],
-         {"PAYSCHED_CONCURRENCY": str(share), "PAYSCHED_PROCESSES": "1"})
+        (
+            f"chaos node {i + 1}/{count}",
+            [sys.executable, "-m", "paysched.chaos.node"],
+            {"PAYSCHED_CONCURRENCY": str(share), "PAYSCHED_PROCESSES": "1"},
+        )
         for i, share in enumerate(shares(settings.concurrency, count))
-    ]  # fmt: skip
+    ]
     return supervise(settings, children)
 
 

@@ -75,9 +75,13 @@ class Pauser:
         self.sleep(hold_s)
         self.resume(record, "resumed")
         return {
-            "payment": pid, "catchup": payment.catchup, "held": len(record.held),
-            "held_s": hold_s, "outcome": record.outcome, "missed": len(record.missed),
-        }  # fmt: skip
+            "payment": pid,
+            "catchup": payment.catchup,
+            "held": len(record.held),
+            "held_s": hold_s,
+            "outcome": record.outcome,
+            "missed": len(record.missed),
+        }
 
     def resume_open(self) -> None:
         """At the drain: resume every payment a pause left paused (its resume kept failing);

@@ -45,9 +45,12 @@ class Processes:
         self._logs: list[IO[bytes]] = []
 
     def add(
-        self, role: str, count: int, command: list[str] | None = None,
+        self,
+        role: str,
+        count: int,
+        command: list[str] | None = None,
         env: dict[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """`count` processes of `role`, running `command` (default: the role's paysched one)."""
         for i in range(count):
             name = f"{role}-{i + 1}"
@@ -63,9 +66,13 @@ class Processes:
         log = (self.logdir / f"{name}.log").open("ab")
         self._logs.append(log)
         proc.process = subprocess.Popen(
-            proc.command, env=os.environ | self.env | proc.env, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            proc.command,
+            env=os.environ | self.env | proc.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         proc.down_until = 0.0
 
     def start_all(self) -> None:

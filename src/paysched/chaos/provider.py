@@ -38,9 +38,12 @@ SETTLE_S = 1.5
 
 class ChaosProvider:
     def __init__(
-        self, workdir: Path, seed: int, rates: dict[str, float] | None = None,
+        self,
+        workdir: Path,
+        seed: int,
+        rates: dict[str, float] | None = None,
         slow_s: float | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
@@ -55,11 +58,23 @@ class ChaosProvider:
     def command(self) -> list[str]:
         rates = ",".join(f"{mode}={rate}" for mode, rate in self.rates.items())
         return [
-            sys.executable, "-m", "paysched.standin", "--port", str(self.port),
-            "--db", str(self.db), "--seed", f"chaos-{self.seed}", "--rates", rates,
-            "--hang-s", str(HANG_S), "--settle-s", str(SETTLE_S),
+            sys.executable,
+            "-m",
+            "paysched.standin",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
+            "--seed",
+            f"chaos-{self.seed}",
+            "--rates",
+            rates,
+            "--hang-s",
+            str(HANG_S),
+            "--settle-s",
+            str(SETTLE_S),
             *(["--slow-s", str(self.slow_s)] if self.slow_s is not None else []),
-        ]  # fmt: skip
+        ]
 
     def env(self) -> dict[str, str]:
         """For the stand-in (its token) and for the workers (where it is, how long to wait)."""

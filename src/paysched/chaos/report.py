@@ -131,9 +131,10 @@ def cancel_stats(
 
 
 def pause_stats(
-    faults: Sequence[InjectedFault], records: Sequence[PauseRecord],
+    faults: Sequence[InjectedFault],
+    records: Sequence[PauseRecord],
     occurrences: Sequence[Occurrence],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The pauses the harness made, how they ended, and what was missed (by a resume, or by
     a scheduler's catch-up after one, or after paysched's own downtime)."""
     outcomes: Counter[str] = Counter()
@@ -141,9 +142,10 @@ def pause_stats(
         if f.kind == "pause":
             outcomes[str(f.detail.get("outcome", "")).split(":")[0]] += 1
     held = [
-        (r.resume_called_at - r.paused_at).total_seconds() for r in records
+        (r.resume_called_at - r.paused_at).total_seconds()
+        for r in records
         if r.resume_called_at is not None
-    ]  # fmt: skip
+    ]
     return {
         "issued": sum(outcomes.values()),
         "paused": len(records),
@@ -274,15 +276,16 @@ def text(run: dict[str, Any]) -> str:
         f"{p['planned']} payments -> {p['states']}, failed by reason {p['failed_by_reason']}, "
         f"{p['retries']} retries, {p['takeovers']} takeovers, drained in {run['drain_s']}s",
         f"  faults: {run['faults']}",
-        "  invariants: " + ", ".join(
+        "  invariants: "
+        + ", ".join(
             f"{name} {'ok' if r['ok'] else 'VIOLATED x' + str(r['violations'])}"
             for name, r in run["invariants"].items()
         ),
-        "  recovery (s, fault -> next completed payment): " + ", ".join(
-            f"{k} p50 {v['p50']} max {v['max']}" for k, v in run["recovery_s"].items()
-            if v.get("n")
+        "  recovery (s, fault -> next completed payment): "
+        + ", ".join(
+            f"{k} p50 {v['p50']} max {v['max']}" for k, v in run["recovery_s"].items() if v.get("n")
         ),
-    ]  # fmt: skip
+    ]
     if run.get("provider"):
         lines.append(f"  provider: {run['provider']}")
     if run.get("unknown_to_resolved_s", {}).get("n"):

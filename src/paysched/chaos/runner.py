@@ -140,20 +140,34 @@ def create_payments(
         # Its own draws: a seed's other choices stay what they were before approvals.
         approval = approvals_rng.random() < APPROVAL_SHARE
         payment = store.create_payment(
-            payer=payer, payee=payee, amount=amount, currency="USD", due_at=due, cron=None,
-            timezone=None, memo="chaos", now=datetime.now(UTC),
+            payer=payer,
+            payee=payee,
+            amount=amount,
+            currency="USD",
+            due_at=due,
+            cron=None,
+            timezone=None,
+            memo="chaos",
+            now=datetime.now(UTC),
             approval="required" if approval else "none",
-        )  # fmt: skip
+        )
         planned.append(PlannedPayment(payment.id, payer, payee, amount, due, approval=approval))
     for _ in range(cfg.recurring):
         payer = rng.choice(PAYERS)
         payee, amount, cron = rng.choice(PAYEES), rng.randint(100, 5_000), rng.choice(CRONS)
         catchup = rng.choice(CATCHUPS)
         payment = store.create_payment(
-            payer=payer, payee=payee, amount=amount, currency="USD", due_at=None, cron=cron,
-            timezone=None, memo="chaos recurring", now=base - timedelta(seconds=1),
+            payer=payer,
+            payee=payee,
+            amount=amount,
+            currency="USD",
+            due_at=None,
+            cron=cron,
+            timezone=None,
+            memo="chaos recurring",
+            now=base - timedelta(seconds=1),
             catchup=catchup,
-        )  # fmt: skip
+        )
         assert payment.next_due_at is not None
         planned.append(
             PlannedPayment(payment.id, payer, payee, amount, payment.next_due_at, cron, catchup)
@@ -214,16 +228,23 @@ def run(cfg: Config) -> dict[str, Any]:
         payments, deposits, base = create_payments(store, cfg)
         if provider is not None:
             fund_provider(provider, deposits)
-        log.info("seed %s: %s payments (%s recurring) due from %s", cfg.seed, len(payments),
-                 cfg.recurring, base.isoformat())  # fmt: skip
+        log.info(
+            "seed %s: %s payments (%s recurring) due from %s",
+            cfg.seed,
+            len(payments),
+            cfg.recurring,
+            base.isoformat(),
+        )
         canceller = Canceller(store, payments, LOOKAHEAD_S, cfg.seed)
 
         procs.add("scheduler", cfg.schedulers)
         group: dict[str, str] = {}
         if cfg.worker_processes > 1:  # each child as many jobs at once as a lone worker
             total = cfg.concurrency * cfg.worker_processes
-            group = {"PAYSCHED_PROCESSES": str(cfg.worker_processes),
-                     "PAYSCHED_CONCURRENCY": str(total)}  # fmt: skip
+            group = {
+                "PAYSCHED_PROCESSES": str(cfg.worker_processes),
+                "PAYSCHED_CONCURRENCY": str(total),
+            }
         procs.add("worker", cfg.workers, env=group)
         for name in procs.procs:
             if name != "provider-1":
@@ -249,14 +270,29 @@ def run(cfg: Config) -> dict[str, Any]:
 
         skipper = Skipper(store, payments, cfg.seed, sleep, busy)
         injector = Injector(
-            procs, redis, pg, sqlite_path, env, sleep, canceller, provider, pauser, hold_dir,
+            procs,
+            redis,
+            pg,
+            sqlite_path,
+            env,
+            sleep,
+            canceller,
+            provider,
+            pauser,
+            hold_dir,
             skipper,
-        )  # fmt: skip
+        )
         phase_start = time.monotonic() + max(0.0, (base - datetime.now(UTC)).total_seconds())
         injected: list[InjectedFault] = []
-        for fault in plan(cfg.seed, cfg.duration, cfg.database, cfg.executor, only=cfg.faults,
-                          groups=cfg.worker_processes > 1,
-                          replicated=cfg.replicated):  # fmt: skip
+        for fault in plan(
+            cfg.seed,
+            cfg.duration,
+            cfg.database,
+            cfg.executor,
+            only=cfg.faults,
+            groups=cfg.worker_processes > 1,
+            replicated=cfg.replicated,
+        ):
             sleep(phase_start + fault.at - time.monotonic())
             try:
                 done = injector.inject(fault)
@@ -294,12 +330,25 @@ def run(cfg: Config) -> dict[str, Any]:
         procs.stop_all()
         unexpected = procs.unexpected_exits()
         for name, tails in procs.exit_logs().items():
-            log.info("%s exited on its own %s time(s); last lines before the last exit:\n%s",
-                     name, len(tails), tails[-1])  # fmt: skip
+            log.info(
+                "%s exited on its own %s time(s); last lines before the last exit:\n%s",
+                name,
+                len(tails),
+                tails[-1],
+            )
 
-        results = invariants.check(store, cfg.seed, payments, deposits, datetime.now(UTC),
-                                   canceller.records, view, pauser.records,
-                                   late_after, skipper.records)  # fmt: skip
+        results = invariants.check(
+            store,
+            cfg.seed,
+            payments,
+            deposits,
+            datetime.now(UTC),
+            canceller.records,
+            view,
+            pauser.records,
+            late_after,
+            skipper.records,
+        )
         results = [*results, decided_once(approver.records, cfg.seed), closing]
         occurrences = store.all_occurrences()
         transitions = store.transitions_of([o.id for o in occurrences]) if occurrences else []
@@ -313,12 +362,19 @@ def run(cfg: Config) -> dict[str, Any]:
             "approvals": approval_stats(approver.records),
         }
         result = report.run_report(
-            seed=cfg.seed, database=cfg.database, executor=cfg.executor, duration=cfg.duration,
+            seed=cfg.seed,
+            database=cfg.database,
+            executor=cfg.executor,
+            duration=cfg.duration,
             payments=report.payment_stats(occurrences, transitions, len(payments)),
-            faults=injected, results=results,
-            recovery_times=report.recovery(injected, occurrences), drain_s=drain_s,
-            unexpected_exits=unexpected, started=started, extra=extra,
-        )  # fmt: skip
+            faults=injected,
+            results=results,
+            recovery_times=report.recovery(injected, occurrences),
+            drain_s=drain_s,
+            unexpected_exits=unexpected,
+            started=started,
+            extra=extra,
+        )
         if db_errors:
             result["faults"]["db_error"] = db_errors  # injected by the workers themselves
         result["exit_log_tails"] = {n: t[-1] for n, t in procs.exit_logs().items()}
@@ -343,9 +399,11 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def end_recurring(
-    canceller: Canceller, payments: list[PlannedPayment], sleep: Callable[[float], None],
+    canceller: Canceller,
+    payments: list[PlannedPayment],
+    sleep: Callable[[float], None],
     pauser: Pauser | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Resume every payment a pause left paused (its record then holds the resume), then
     cancel every recurring payment still running, retrying through a last outage."""
     if pauser is not None:

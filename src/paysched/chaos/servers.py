@@ -37,8 +37,9 @@ class RedisServer(RedisProcess):
     (SIGKILL and start again: the AOF is replayed), flushable, its clients killable."""
 
     def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir, appendonly=True,
-                         extra=("--maxmemory-policy", "noeviction", "--hz", "100"))  # fmt: skip
+        super().__init__(
+            workdir, appendonly=True, extra=("--maxmemory-policy", "noeviction", "--hz", "100")
+        )
 
 
 def pg_bindir() -> Path:
@@ -67,9 +68,12 @@ class PostgresCluster:
         # PostgreSQL refuses to run as root: then run its tools as the `postgres` user.
         as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         done = subprocess.run(
-            [*as_user, str(self.bindir / args[0]), *args[1:]], timeout=timeout,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
+            [*as_user, str(self.bindir / args[0]), *args[1:]],
+            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {done.stderr.decode(errors='replace')[-500:]}")
 
@@ -343,9 +347,20 @@ class ReplicatedPostgres:
         # -R writes primary_conninfo and standby.signal; -X stream copies the WAL written
         # during the copy, so the standby starts consistent without archive or slot.
         self.primary._run(
-            "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres",
-            "-D", str(standby.datadir), "-R", "-X", "stream", "--checkpoint=fast",
-        )  # fmt: skip
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(standby.datadir),
+            "-R",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+        )
         # The copy holds the primary's log and socket lock file (both live in its data dir).
         for leftover in [standby.datadir / "server.log", *standby.datadir.glob(".s.PGSQL.*")]:
             leftover.unlink(missing_ok=True)
@@ -390,8 +405,11 @@ class ReplicatedPostgres:
         promoted._run("pg_ctl", "-D", str(promoted.datadir), "-w", "promote")
         self._sql(promoted, "ALTER SYSTEM RESET synchronous_standby_names")
         self._sql(promoted, "SELECT pg_reload_conf()")
-        wait_until(lambda: self._sql(promoted, "SELECT pg_is_in_recovery()") == [(False,)], 30,
-                   "the promoted standby to leave recovery")  # fmt: skip
+        wait_until(
+            lambda: self._sql(promoted, "SELECT pg_is_in_recovery()") == [(False,)],
+            30,
+            "the promoted standby to leave recovery",
+        )
         elapsed = time.monotonic() - began
         if not hang:
             self.primary.destroy()

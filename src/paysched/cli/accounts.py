@@ -40,10 +40,12 @@ ApprovalAbove = Annotated[
 @accounts_cli.command("create", context_settings=NEGATIVE_OK)
 @handled
 def accounts_create(
-    name: str, currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
-    remind: RemindOption = None, approval_above: ApprovalAbove = None,
+    name: str,
+    currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
+    remind: RemindOption = None,
+    approval_above: ApprovalAbove = None,
     as_json: JsonFlag = False,
-) -> None:  # fmt: skip
+) -> None:
     """Create an account with a zero balance."""
     from paysched.clock import SystemClock
     from paysched.db.actions import Acting, account_subject
@@ -84,10 +86,14 @@ def _set_approval_above(store: Store, name: str, above: int | str) -> Any:
     from paysched.db.actions import Acting, Subject
 
     minor = None if above == "off" else int(above)
-    acting = Acting(cli_actor(), "set_account", SystemClock().now(),
-                    lambda a: Subject(detail={"account": a.name,
-                                              "approval_above": "off" if minor is None
-                                              else minor}))  # fmt: skip
+    acting = Acting(
+        cli_actor(),
+        "set_account",
+        SystemClock().now(),
+        lambda a: Subject(
+            detail={"account": a.name, "approval_above": "off" if minor is None else minor}
+        ),
+    )
     account = store.set_approval_above(name, minor, acting.then())
     acting.logged()
     return account

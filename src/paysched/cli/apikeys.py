@@ -32,9 +32,15 @@ SCOPE_HELP = "read: GET; write: + create, deposit, cancel; admin: + resolve occu
 def _apikey_view(key: Any) -> dict[str, Any]:
     from paysched.views import iso
 
-    return {"id": key.id, "name": key.name, "scope": key.scope, "prefix": f"psk_{key.prefix}",
-            "created_at": iso(key.created_at), "last_used_at": iso(key.last_used_at),
-            "revoked_at": iso(key.revoked_at)}  # fmt: skip
+    return {
+        "id": key.id,
+        "name": key.name,
+        "scope": key.scope,
+        "prefix": f"psk_{key.prefix}",
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at),
+        "revoked_at": iso(key.revoked_at),
+    }
 
 
 @apikeys_cli.command("create")
@@ -56,9 +62,12 @@ def apikeys_create(
         return created
 
     row, key = with_app(body, with_queue=False)
-    emit({"id": row.id, "key": key, "name": row.name, "scope": row.scope}, as_json,
-         f"created API key {row.id} ({row.name}, {row.scope}):\n{key}\n"
-         "store it now: it is not shown again")  # fmt: skip
+    emit(
+        {"id": row.id, "key": key, "name": row.name, "scope": row.scope},
+        as_json,
+        f"created API key {row.id} ({row.name}, {row.scope}):\n{key}\n"
+        "store it now: it is not shown again",
+    )
 
 
 @apikeys_cli.command("list")

@@ -72,9 +72,12 @@ class QuickTyper(typer.Typer):
 
 
 cli = QuickTyper(
-    cls=QuickGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    cls=QuickGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="paysched: scheduled payments, each exactly once, on time, never lost.",
-)  # fmt: skip
+)
 accounts_cli = QuickTyper(cls=QuickGroup, no_args_is_help=True, help="Accounts and their balances.")
 cli.add_typer(accounts_cli, name="accounts")
 
@@ -125,8 +128,10 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
                 raise
             # Redis went away mid-command: one line, never a traceback.
             first = str(exc).strip().splitlines()
-            raise fail(f"backend unavailable: {first[0] if first else type(exc).__name__}",
-                       EXIT_UNAVAILABLE) from None  # fmt: skip
+            raise fail(
+                f"backend unavailable: {first[0] if first else type(exc).__name__}",
+                EXIT_UNAVAILABLE,
+            ) from None
 
     return wrapper
 

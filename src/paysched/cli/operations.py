@@ -277,8 +277,9 @@ async def _queue_check(app: App, cfg: Settings, url: str) -> dict[str, Any]:
     from paysched.queue import PaymentQueue
 
     deployment = await app.db(app.store.deployment_id)
-    queue = PaymentQueue(url, cfg.queue_name, cfg.queue_prefix, cfg.attempts, app.backoff,
-                         deployment_id=deployment)  # fmt: skip
+    queue = PaymentQueue(
+        url, cfg.queue_name, cfg.queue_prefix, cfg.attempts, app.backoff, deployment_id=deployment
+    )
     try:
         others = await queue.other_deployments(app.clock.now())
     finally:

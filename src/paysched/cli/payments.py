@@ -139,12 +139,28 @@ def schedule(
     check_schedule_choice(at, in_, cron, tz, CLI_NAMES, rule=rule.given)
     cfg = settings()
     request = payment_request(
-        payer=payer, payee=payee, amount=amount, currency=currency, at=at, in_=in_, cron=cron,
-        tz=tz, memo=memo, notify=notify, allow_past=allow_past,
-        allow_private=cfg.webhook_allow_private, now=SystemClock().now(), names=CLI_NAMES,
-        calendar=rule, catchup=catchup, catchup_window=catchup_window, remind=remind,
-        approval=approval, approval_timeout=approval_timeout, on_timeout=on_timeout,
-    )  # fmt: skip
+        payer=payer,
+        payee=payee,
+        amount=amount,
+        currency=currency,
+        at=at,
+        in_=in_,
+        cron=cron,
+        tz=tz,
+        memo=memo,
+        notify=notify,
+        allow_past=allow_past,
+        allow_private=cfg.webhook_allow_private,
+        now=SystemClock().now(),
+        names=CLI_NAMES,
+        calendar=rule,
+        catchup=catchup,
+        catchup_window=catchup_window,
+        remind=remind,
+        approval=approval,
+        approval_timeout=approval_timeout,
+        on_timeout=on_timeout,
+    )
     if request.currency is None:
         with store_of(migrate=True) as store:
             request = request.in_currency(payer_currency(store.get_account, payer, CLI_NAMES))
@@ -156,8 +172,11 @@ def schedule(
     payment = with_app(body, cfg=cfg)
     view = payment_view(payment)
     when = view["due_at"] or f"{view['schedule']}, next {view['next_due_at']}"
-    emit(view, as_json, f"scheduled payment {payment.id}: {view['amount']} {code} "
-                        f"{payer} -> {payee} at {when}")  # fmt: skip
+    emit(
+        view,
+        as_json,
+        f"scheduled payment {payment.id}: {view['amount']} {code} {payer} -> {payee} at {when}",
+    )
 
 
 @cli.command("list")
@@ -227,10 +246,18 @@ def cancel(
     result = with_app(lambda app: app.cancel_payment(pid, actor=cli_actor()))
     in_flight = [{"key": o.key, "state": o.state.value} for o in result.in_flight]
     lines = [f"cancelled payment {pid} ({len(result.cancelled)} pending occurrence(s))"]
-    lines += [f"  {o['key']} is {o['state']}: it cannot be cancelled and will finish"
-              for o in in_flight]  # fmt: skip
-    emit({"id": pid, "cancelled_occurrences": [o.key for o in result.cancelled],
-          "in_flight": in_flight}, as_json, "\n".join(lines))  # fmt: skip
+    lines += [
+        f"  {o['key']} is {o['state']}: it cannot be cancelled and will finish" for o in in_flight
+    ]
+    emit(
+        {
+            "id": pid,
+            "cancelled_occurrences": [o.key for o in result.cancelled],
+            "in_flight": in_flight,
+        },
+        as_json,
+        "\n".join(lines),
+    )
 
 
 @cli.command(context_settings=NEGATIVE_OK)
@@ -243,8 +270,11 @@ def pause(
 
     pid = _parse_id(payment_id)
     held = with_app(lambda app: app.pause_payment(pid, actor=cli_actor()))
-    emit(payment_view(held.payment) | {"held": [o.key for o in held.occurrences]}, as_json,
-         f"paused payment {pid} ({len(held.occurrences)} occurrence(s) held)")  # fmt: skip
+    emit(
+        payment_view(held.payment) | {"held": [o.key for o in held.occurrences]},
+        as_json,
+        f"paused payment {pid} ({len(held.occurrences)} occurrence(s) held)",
+    )
 
 
 @cli.command(context_settings=NEGATIVE_OK)
@@ -258,10 +288,13 @@ def resume(
     pid = _parse_id(payment_id)
     held = with_app(lambda app: app.resume_payment(pid, actor=cli_actor()))
     missed = [o.key for o in held.missed]
-    emit(payment_view(held.payment) | {"released": [o.key for o in held.occurrences],
-                                       "missed": missed}, as_json,
-         f"resumed payment {pid}" + (f"; missed by its catch-up policy: {', '.join(missed)}"
-                                     if missed else ""))  # fmt: skip
+    emit(
+        payment_view(held.payment)
+        | {"released": [o.key for o in held.occurrences], "missed": missed},
+        as_json,
+        f"resumed payment {pid}"
+        + (f"; missed by its catch-up policy: {', '.join(missed)}" if missed else ""),
+    )
 
 
 @cli.command("skip-next", context_settings=NEGATIVE_OK)
@@ -274,8 +307,11 @@ def skip_next(
 
     pid = _parse_id(payment_id)
     occ = with_app(lambda app: app.skip_next(pid, actor=cli_actor()))
-    emit({"id": pid, "skipped": occ.key, "due_at": iso(occ.due_at)}, as_json,
-         f"skipped {occ.key} of payment {pid}, due {iso(occ.due_at)}")  # fmt: skip
+    emit(
+        {"id": pid, "skipped": occ.key, "due_at": iso(occ.due_at)},
+        as_json,
+        f"skipped {occ.key} of payment {pid}, due {iso(occ.due_at)}",
+    )
 
 
 def _occurrence_ref(occurrence: str) -> str:
@@ -295,8 +331,11 @@ def approve(
     payment you created (four eyes)."""
     ref = _occurrence_ref(occurrence)
     occ = with_app(lambda app: app.decide_occurrence(ref, True, actor=cli_actor()))
-    emit({"occurrence": occ.key, "state": occ.state.value}, as_json,
-         f"approved {occ.key}: it runs at its due time")  # fmt: skip
+    emit(
+        {"occurrence": occ.key, "state": occ.state.value},
+        as_json,
+        f"approved {occ.key}: it runs at its due time",
+    )
 
 
 @cli.command(context_settings=NEGATIVE_OK)
@@ -311,8 +350,11 @@ def reject(
     if not reason.strip():
         raise InvalidInput("reason", "say why it is rejected (--reason TEXT)")
     occ = with_app(lambda app: app.decide_occurrence(ref, False, reason, actor=cli_actor()))
-    emit({"occurrence": occ.key, "state": occ.state.value}, as_json,
-         f"rejected {occ.key}: cancelled, it never runs")  # fmt: skip
+    emit(
+        {"occurrence": occ.key, "state": occ.state.value},
+        as_json,
+        f"rejected {occ.key}: cancelled, it never runs",
+    )
 
 
 @cli.command(context_settings=NEGATIVE_OK)
@@ -329,8 +371,10 @@ def preview(
     with store_of(migrate=False) as store:
         dues = store.upcoming(pid, count)
     views = [due_view(d) for d in dues]
-    lines = [v["due_at"] + ("" if v["due_at"] == v["nominal_at"] else
-                            f"  (rule date {v['nominal_at']})") for v in views]  # fmt: skip
+    lines = [
+        v["due_at"] + ("" if v["due_at"] == v["nominal_at"] else f"  (rule date {v['nominal_at']})")
+        for v in views
+    ]
     emit(views, as_json, "\n".join(lines) or f"payment {pid} has nothing left to run")
 
 
@@ -351,8 +395,9 @@ def resolve(
     as_json: JsonFlag = False,
 ) -> None:
     """Settle an occurrence whose outcome is unknown or needs review, by hand."""
-    chosen = [name for name, on in (("succeeded", succeeded), ("failed", failed),
-                                    ("retry", retry)) if on]  # fmt: skip
+    chosen = [
+        name for name, on in (("succeeded", succeeded), ("failed", failed), ("retry", retry)) if on
+    ]
     if len(chosen) != 1:
         raise InvalidInput("outcome", "give exactly one of --succeeded, --failed or --retry")
     ref = occurrence.strip()
@@ -361,5 +406,6 @@ def resolve(
     if ref.isdigit():
         ref = str(_parse_id(ref))
     state = with_app(lambda app: app.resolve_occurrence(ref, chosen[0], reason, actor=cli_actor()))
-    emit({"occurrence": ref, "state": state.value}, as_json,
-         f"occurrence {ref} is now {state.value}")  # fmt: skip
+    emit(
+        {"occurrence": ref, "state": state.value}, as_json, f"occurrence {ref} is now {state.value}"
+    )

@@ -22,9 +22,13 @@ from paysched.cli.base import cli, handled, settings, with_app
 
 
 def _serve(
-    scheduler: bool, worker: bool, api: str | None = None, processes: int | None = 1,
-    api_workers: int = 1, bot: bool = False,
-) -> None:  # fmt: skip
+    scheduler: bool,
+    worker: bool,
+    api: str | None = None,
+    processes: int | None = 1,
+    api_workers: int = 1,
+    bot: bool = False,
+) -> None:
     """Run the long-running parts: in this process, or (several processes asked for, or one
     per core by default: `processes=None`) as supervised children of this one."""
     import socket
@@ -186,11 +190,13 @@ API_DEFAULT = "127.0.0.1:8080"
 Processes = Annotated[
     int | None,
     typer.Option(
-        "--processes", min=1, max=1024,
+        "--processes",
+        min=1,
+        max=1024,
         help="Worker processes, sharing PAYSCHED_CONCURRENCY (default: PAYSCHED_PROCESSES, "
         "else one per core).",
     ),
-]  # fmt: skip
+]
 
 
 @cli.command()
@@ -199,12 +205,13 @@ def run(
     api: Annotated[
         str | None,
         typer.Option(
-            "--api", metavar="[HOST:PORT]",
+            "--api",
+            metavar="[HOST:PORT]",
             help=f"Also serve the HTTP API (alone: {API_DEFAULT}).",
         ),
     ] = None,
     processes: Processes = None,
-) -> None:  # fmt: skip
+) -> None:
     """Run the scheduler and the worker pool (until SIGTERM / Ctrl-C), on every core: the
     first worker process also runs the scheduler, the API and (PAYSCHED_BOT=on) the bot."""
     _serve(scheduler=True, worker=True, api=api, processes=processes, bot=settings().bot)

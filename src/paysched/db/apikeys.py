@@ -76,10 +76,11 @@ class ApiKeys:
         with self.engine.begin() as conn:
             key_id = conn.execute(
                 insert(t.api_keys)
-                .values(name=name, scope=scope, prefix=prefix, key_hash=key_hash(key),
-                        created_at=now)
+                .values(
+                    name=name, scope=scope, prefix=prefix, key_hash=key_hash(key), created_at=now
+                )
                 .returning(t.api_keys.c.id)
-            ).scalar_one()  # fmt: skip
+            ).scalar_one()
             if then is not None:
                 then(conn, int(key_id))
         return self.get(int(key_id)), key
@@ -134,6 +135,11 @@ class ApiKeys:
 
 def _from(row: Row[Any]) -> ApiKey:
     return ApiKey(
-        id=row.id, name=row.name, scope=row.scope, prefix=row.prefix,
-        created_at=row.created_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at,
-    )  # fmt: skip
+        id=row.id,
+        name=row.name,
+        scope=row.scope,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )

@@ -32,8 +32,11 @@ _MIGRATION_LOCK_ID = 0x70617973
 READ_ONLY = "paysched_read_only"
 
 
-_MULTIHOST = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://(?:.*@)?)(?P<hosts>[^@/?]*)"
-                        r"(?P<path>/[^?]*)?(?:\?(?P<query>.*))?\Z", re.S)  # fmt: skip
+_MULTIHOST = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://(?:.*@)?)(?P<hosts>[^@/?]*)"
+    r"(?P<path>/[^?]*)?(?:\?(?P<query>.*))?\Z",
+    re.S,
+)
 _HOST_PORT = re.compile(
     r"\A(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]]+))(?::(?P<port>[^:]*))?\Z"
 )
@@ -49,19 +52,25 @@ def multihost_query_form(url: str) -> str:
         return url
     query = match["query"] or ""
     if re.search(r"(?:\A|&)(?:host|port|hostaddr)=", query):
-        raise ConfigError("DATABASE_URL", "name the hosts either before the database name "
-                          "(h1:5432,h2:5432) or as ?host=, not both")  # fmt: skip
+        raise ConfigError(
+            "DATABASE_URL",
+            "name the hosts either before the database name "
+            "(h1:5432,h2:5432) or as ?host=, not both",
+        )
     hosts: list[str] = []
     ports: list[str] = []
     for item in match["hosts"].split(","):
         parsed = _HOST_PORT.match(item.strip())
         if parsed is None:
-            raise ConfigError("DATABASE_URL", f"cannot read host {item!r} of the host list "
-                              "(expected host:port,host:port)")  # fmt: skip
+            raise ConfigError(
+                "DATABASE_URL",
+                f"cannot read host {item!r} of the host list (expected host:port,host:port)",
+            )
         port = parsed["port"] or "5432"
         if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-            raise ConfigError("DATABASE_URL", f"the port of host {item!r} is not a number "
-                              "between 1 and 65535")  # fmt: skip
+            raise ConfigError(
+                "DATABASE_URL", f"the port of host {item!r} is not a number between 1 and 65535"
+            )
         hosts.append(parsed["v6"] or parsed["name"])
         ports.append(str(int(port)))
     query = "&".join(p for p in (f"host={','.join(hosts)}&port={','.join(ports)}", query) if p)
@@ -111,7 +120,11 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
     # hangs inside a transaction must not hold its locks forever: PostgreSQL ends both.
     options = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
     engine = create_engine(
-        url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_recycle=1800,
+        url,
+        pool_size=pool_size,
+        max_overflow=5,
+        pool_pre_ping=True,
+        pool_recycle=1800,
         connect_args={
             "options": options,
             # Per host (psycopg tries the hosts of a multi-host URL one after the other): a
@@ -122,10 +135,13 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             # with its worker's whole claim/settle pipeline queued behind it, silently.
             # Keepalives probe an idle connection; tcp_user_timeout also bounds unacknowledged
             # data and probes; either way the connection fails within ~10 s.
-            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-            "keepalives_count": 3, "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
         },
-    )  # fmt: skip
+    )
     _watch_postgresql(engine)
     errors.install(engine)  # after _watch_postgresql's handler, which marks lost connections
     return engine
@@ -182,15 +198,19 @@ class _Health:
             since, self._down_since = self._down_since, None
             self._answered = True
         if since is not None:
-            log.info("database answers again after %.1f s (%s)", time.monotonic() - since,
-                     _where(dbapi_conn))  # fmt: skip
+            log.info(
+                "database answers again after %.1f s (%s)",
+                time.monotonic() - since,
+                _where(dbapi_conn),
+            )
 
     def begin(self, dbapi_conn: Any, what: str) -> None:
         with self._lock:
             self._busy[id(dbapi_conn)] = [dbapi_conn, time.monotonic(), what, False]
             if self._watcher is None or not self._watcher.is_alive():
-                self._watcher = threading.Thread(target=self._watch, name="paysched-db-watch",
-                                                 daemon=True)  # fmt: skip
+                self._watcher = threading.Thread(
+                    target=self._watch, name="paysched-db-watch", daemon=True
+                )
                 self._watcher.start()
 
     def end(self, dbapi_conn: Any) -> None:
@@ -219,12 +239,18 @@ class _Health:
                     entry[3] = True
             for conn, since, what, _ in warn:
                 hint = _SYNC_HINT if what == "COMMIT" else ""
-                log.warning("database has not answered a %s for %.0f s (%s); cut off after "
-                            "%.0f s%s", what, now - since, _where(conn), self._limit(what),
-                            hint)  # fmt: skip
+                log.warning(
+                    "database has not answered a %s for %.0f s (%s); cut off after %.0f s%s",
+                    what,
+                    now - since,
+                    _where(conn),
+                    self._limit(what),
+                    hint,
+                )
             for conn, since, what, _ in cut:
-                self.failed(f"no answer to a {what} for {now - since:.0f} s from {_where(conn)}",
-                            since)  # fmt: skip
+                self.failed(
+                    f"no answer to a {what} for {now - since:.0f} s from {_where(conn)}", since
+                )
                 _shut_down(conn)
 
 

@@ -86,10 +86,15 @@ class IdempotencyKeys:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(t.idempotency_keys).values(
-                        api_key_id=api_key_id, key=key, fingerprint=fingerprint,
-                        state="in_flight", owner=owner, locked_until=now + lease, created_at=now,
+                        api_key_id=api_key_id,
+                        key=key,
+                        fingerprint=fingerprint,
+                        state="in_flight",
+                        owner=owner,
+                        locked_until=now + lease,
+                        created_at=now,
                     )
-                )  # fmt: skip
+                )
             return Reserved(owner)
         except ConstraintViolation:
             pass  # the key exists: replay, refuse, or take over an abandoned reservation
@@ -115,9 +120,14 @@ class IdempotencyKeys:
             return Reserved(owner)
 
     def reservation(
-        self, api_key_id: int, key: str, fingerprint: str, now: datetime, lease: timedelta,
+        self,
+        api_key_id: int,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        lease: timedelta,
         owner: str,
-    ) -> Callable[[Connection], None]:  # fmt: skip
+    ) -> Callable[[Connection], None]:
         """`reserve` for a new key as the first statement of the change's own transaction: one
         transaction for the whole request instead of two (or three). If the key exists (a
         replay, another body, a request still in flight: a concurrent one holding it waits
@@ -126,10 +136,18 @@ class IdempotencyKeys:
 
         def reserve(conn: Connection) -> None:
             try:
-                conn.execute(_RESERVE, dict(
-                    api_key_id=api_key_id, key=key, fingerprint=fingerprint, state="in_flight",
-                    owner=owner, locked_until=now + lease, created_at=now,
-                ))  # fmt: skip
+                conn.execute(
+                    _RESERVE,
+                    dict(
+                        api_key_id=api_key_id,
+                        key=key,
+                        fingerprint=fingerprint,
+                        state="in_flight",
+                        owner=owner,
+                        locked_until=now + lease,
+                        created_at=now,
+                    ),
+                )
             except ConstraintViolation as exc:
                 raise KeyTaken(key) from exc
 
@@ -142,10 +160,16 @@ class IdempotencyKeys:
         LostRace (rolling the change back) if the reservation is no longer this request's."""
 
         def complete(conn: Connection, result: Any) -> None:
-            done = conn.execute(_COMPLETE, dict(
-                b_api_key_id=api_key_id, b_key=key, b_owner=owner, b_status=status,
-                b_response=json.dumps(body(result)),
-            )).rowcount  # fmt: skip
+            done = conn.execute(
+                _COMPLETE,
+                dict(
+                    b_api_key_id=api_key_id,
+                    b_key=key,
+                    b_owner=owner,
+                    b_status=status,
+                    b_response=json.dumps(body(result)),
+                ),
+            ).rowcount
             if done != 1:
                 raise LostRace(f"idempotency key {key!r} was taken over; nothing was changed")
 

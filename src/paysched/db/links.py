@@ -95,10 +95,14 @@ class ChatLinks:
             found = _account(conn, account)
             conn.execute(
                 insert(t.link_tokens).values(
-                    token_hash=token_hash(token), account_id=found.id, channel=CHANNEL,
-                    created_at=now, expires_at=now + ttl, role=role,
+                    token_hash=token_hash(token),
+                    account_id=found.id,
+                    channel=CHANNEL,
+                    created_at=now,
+                    expires_at=now + ttl,
+                    role=role,
                 )
-            )  # fmt: skip
+            )
             issued = IssuedToken(token, found, now + ttl, role)
             after(then, conn, issued)
             return issued
@@ -154,9 +158,12 @@ class ChatLinks:
             return _links(conn, and_(t.chat_links.c.account_id == found.id))
 
     def unlink(
-        self, account: str, link_id: int | None, chat_id: str | None,
+        self,
+        account: str,
+        link_id: int | None,
+        chat_id: str | None,
         then: AfterWrite | None = None,
-    ) -> ChatLink:  # fmt: skip
+    ) -> ChatLink:
         """Remove one link of `account`, by its id or its chat; NotFound if it has none such.
         `then` runs in the same transaction with the removed ChatLink."""
         cl = t.chat_links.c

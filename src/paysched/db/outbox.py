@@ -143,9 +143,12 @@ class Outbox:
         return notification_from(row)
 
     def list(
-        self, state: str | None = None, payment_id: int | None = None, limit: int = 100,
+        self,
+        state: str | None = None,
+        payment_id: int | None = None,
+        limit: int = 100,
         before_id: int | None = None,
-    ) -> list[Notification]:  # fmt: skip
+    ) -> list[Notification]:
         query = select(t.notifications).order_by(t.notifications.c.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(t.notifications.c.id < before_id)
@@ -168,9 +171,18 @@ class Outbox:
 
 def notification_from(row: Row[Any]) -> Notification:
     return Notification(
-        id=row.id, dedup_key=row.dedup_key, payment_id=row.payment_id,
-        occurrence_id=row.occurrence_id, event=row.event, channel=row.channel, target=row.target,
-        payload=row.payload, state=row.state, attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at, last_error=row.last_error,
-        created_at=row.created_at, sent_at=row.sent_at,
-    )  # fmt: skip
+        id=row.id,
+        dedup_key=row.dedup_key,
+        payment_id=row.payment_id,
+        occurrence_id=row.occurrence_id,
+        event=row.event,
+        channel=row.channel,
+        target=row.target,
+        payload=row.payload,
+        state=row.state,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+    )

@@ -66,9 +66,19 @@ metadata = MetaData(
 # The states as the database knows them: CHECK constraints keep a bug or a hand-written UPDATE
 # from storing a state the code cannot read.
 OCCURRENCE_STATES = (
-    "scheduled", "queued", "executing", "retrying", "unknown", "needs_review", "succeeded",
-    "failed", "cancelled", "skipped", "missed", "awaiting_approval",
-)  # fmt: skip
+    "scheduled",
+    "queued",
+    "executing",
+    "retrying",
+    "unknown",
+    "needs_review",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "skipped",
+    "missed",
+    "awaiting_approval",
+)
 PAYMENT_STATES = ("active", "paused", "done", "cancelled")
 # Whether a payment's occurrences wait for a person's approval before they may be claimed, and
 # what becomes of one nobody approved or rejected within the payment's approval timeout.

@@ -113,8 +113,10 @@ class Resolver:
             if isinstance(result, Exception):  # paysched's own database or Redis failed
                 log.warning(
                     "checking %s failed (%s: %s); it is asked again when its lease ends",
-                    claim.occurrence.key, type(result).__name__, result,
-                )  # fmt: skip
+                    claim.occurrence.key,
+                    type(result).__name__,
+                    result,
+                )
             elif isinstance(result, BaseException):
                 raise result  # cancelled: stopping
         return len(claims)
@@ -147,8 +149,10 @@ class Resolver:
             settled = (sent or now) + self.in_flight
             if now < settled:
                 never = answer.reason or "the provider never received it"
-                reason = (f"{never}, but the request may still be in flight until "
-                          f"{settled.isoformat(timespec='seconds')}")  # fmt: skip
+                reason = (
+                    f"{never}, but the request may still be in flight until "
+                    f"{settled.isoformat(timespec='seconds')}"
+                )
                 await self._still_unknown(claim, ExecutionResult.unknown(reason), now, settled)
             else:
                 await self._never_received(claim, answer, now)
@@ -174,9 +178,12 @@ class Resolver:
         await self.queue.replace([occurrence], now)
 
     async def _still_unknown(
-        self, claim: Claim, answer: ExecutionResult, now: datetime,
+        self,
+        claim: Claim,
+        answer: ExecutionResult,
+        now: datetime,
         not_before: datetime | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         since = await in_pool(self.pool, self.store.entered_at, claim.occurrence.id, S.UNKNOWN)
         since = since or now
         reason = answer.reason or "the provider cannot tell yet"
@@ -188,18 +195,32 @@ class Resolver:
             return
         wait = next_interval(claim.occurrence.resolve_checks, self.max_interval)
         at = min(max(now + wait, not_before or now), since + self.window)
-        log.info("occurrence %s still unknown (%s); asking again at %s", claim.occurrence.key,
-                 reason, at.isoformat(timespec="seconds"))  # fmt: skip
+        log.info(
+            "occurrence %s still unknown (%s); asking again at %s",
+            claim.occurrence.key,
+            reason,
+            at.isoformat(timespec="seconds"),
+        )
         await in_pool(self.pool, self.store.recheck_later, claim, at, reason)
 
     async def _resolve(
-        self, claim: Claim, target: OccurrenceState, reason: str | None,
-        outbox: list[OutboxMessage], reference: str | None = None,
-    ) -> bool:  # fmt: skip
+        self,
+        claim: Claim,
+        target: OccurrenceState,
+        reason: str | None,
+        outbox: list[OutboxMessage],
+        reference: str | None = None,
+    ) -> bool:
         done = await in_pool(
-            self.pool, self.store.resolve, claim, target, self.clock.now(), reason, outbox,
+            self.pool,
+            self.store.resolve,
+            claim,
+            target,
+            self.clock.now(),
+            reason,
+            outbox,
             reference,
-        )  # fmt: skip
+        )
         if done and target != S.QUEUED:
             self._emit(EventKind.RESOLVED, claim, outcome=target.value, by="resolver")
         return done
@@ -207,9 +228,18 @@ class Resolver:
     def _outbox(
         self, claim: Claim, event: str, reason: str | None, now: datetime
     ) -> list[OutboxMessage]:
-        return outbox_for(self.notify, event, claim.payment, claim.occurrence, claim.attempt,
-                          now, reason)  # fmt: skip
+        return outbox_for(
+            self.notify, event, claim.payment, claim.occurrence, claim.attempt, now, reason
+        )
 
     def _emit(self, kind: EventKind, claim: Claim, **detail: object) -> None:
-        self.bus.emit(Event(kind, self.clock.now(), claim.occurrence.key, claim.payment.id,
-                            claim.attempt, dict(detail)))  # fmt: skip
+        self.bus.emit(
+            Event(
+                kind,
+                self.clock.now(),
+                claim.occurrence.key,
+                claim.payment.id,
+                claim.attempt,
+                dict(detail),
+            )
+        )

@@ -138,8 +138,9 @@ class Deliverer:
         # The channel's own Retry-After wins over our backoff: sending earlier only earns
         # another 429.
         delay = retry_after if retry_after is not None else self.backoff_s(n.attempts)
-        log.info("notification %s to %s failed (%s); retrying in %.1fs", n.id, n.channel,
-                 error, delay)  # fmt: skip
+        log.info(
+            "notification %s to %s failed (%s); retrying in %.1fs", n.id, n.channel, error, delay
+        )
         await self._db(
             self.outbox.reschedule, n.id, self.clock.now() + timedelta(seconds=delay), error
         )

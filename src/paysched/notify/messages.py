@@ -26,9 +26,14 @@ def local_time(when: datetime, tz: str | None) -> str:
 
 
 def render(
-    event: str, payment: Payment, occurrence: Occurrence, attempt: int, at: datetime,
-    reason: str | None, next_attempt_at: datetime | None,
-) -> str:  # fmt: skip
+    event: str,
+    payment: Payment,
+    occurrence: Occurrence,
+    attempt: int,
+    at: datetime,
+    reason: str | None,
+    next_attempt_at: datetime | None,
+) -> str:
     money = f"{format_amount(payment.amount, payment.currency)} {payment.currency}"
     head = f"Payment #{payment.id}: {money} from {payment.payer} to {payment.payee}"
     if event == "succeeded":
@@ -49,9 +54,15 @@ def render(
 
 
 def outbox_for(
-    policy: NotifyPolicy, event: str, payment: Payment, occurrence: Occurrence, attempt: int,
-    at: datetime, reason: str | None = None, next_attempt_at: datetime | None = None,
-) -> list[OutboxMessage]:  # fmt: skip
+    policy: NotifyPolicy,
+    event: str,
+    payment: Payment,
+    occurrence: Occurrence,
+    attempt: int,
+    at: datetime,
+    reason: str | None = None,
+    next_attempt_at: datetime | None = None,
+) -> list[OutboxMessage]:
     """One outbox row per target, each with a dedup key unique to (event, attempt, target)."""
     if event not in policy.events:
         return []
@@ -80,11 +91,15 @@ def outbox_for(
         channel, target = split_target(spec)
         rows.append(
             OutboxMessage(
-                dedup_key=f"{event_id}:{channel}:{_digest(target)}", payment_id=payment.id,
-                occurrence_id=occurrence.id, event=event, channel=channel, target=target,
+                dedup_key=f"{event_id}:{channel}:{_digest(target)}",
+                payment_id=payment.id,
+                occurrence_id=occurrence.id,
+                event=event,
+                channel=channel,
+                target=target,
                 payload=json.dumps(body, ensure_ascii=False),
             )
-        )  # fmt: skip
+        )
     return rows
 
 

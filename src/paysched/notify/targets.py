@@ -94,20 +94,25 @@ def parse_target(text: str, field: str = "notify", allow_private: bool = False) 
         return "log", ""
     channel, sep, target = raw.partition(":")
     if not sep or channel not in CHANNELS:
-        raise InvalidInput(field, f"expected telegram:CHAT_ID, webhook:URL or log, got "
-                                  f"{_shown(text)}")  # fmt: skip
+        raise InvalidInput(
+            field, f"expected telegram:CHAT_ID, webhook:URL or log, got {_shown(text)}"
+        )
     if channel == "telegram" and not _CHAT_RE.match(target):
-        raise InvalidInput(field, f"telegram chat must be a numeric id or @channel, got "
-                                  f"{_shown(target)}")  # fmt: skip
+        raise InvalidInput(
+            field, f"telegram chat must be a numeric id or @channel, got {_shown(target)}"
+        )
     if channel == "webhook":
         problem = webhook_problem(target)
         if problem:
             raise InvalidInput(field, f"webhook URL {problem}")
         host = urlsplit(target).hostname or ""
         if not allow_private and is_internal_host(host):
-            raise InvalidInput(field, f"webhook host {host!r} is a loopback, private, "
-                               "link-local or otherwise internal address; set "
-                               "PAYSCHED_WEBHOOK_ALLOW_PRIVATE=1 to allow it")  # fmt: skip
+            raise InvalidInput(
+                field,
+                f"webhook host {host!r} is a loopback, private, "
+                "link-local or otherwise internal address; set "
+                "PAYSCHED_WEBHOOK_ALLOW_PRIVATE=1 to allow it",
+            )
     if channel == "log" and target:
         raise InvalidInput(field, "the log channel takes no target: use 'log'")
     return channel, target

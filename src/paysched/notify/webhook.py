@@ -38,9 +38,12 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 
 
 def verify(
-    secret: str, header: str, body: bytes, now: float | None = None,
+    secret: str,
+    header: str,
+    body: bytes,
+    now: float | None = None,
     tolerance_s: int = DEFAULT_TOLERANCE_S,
-) -> None:  # fmt: skip
+) -> None:
     """Raise SignatureError unless `header` signs `body` with `secret` within the tolerance."""
     try:
         parts = dict(item.split("=", 1) for item in header.split(","))
@@ -84,10 +87,11 @@ class WebhookNotifier:
             # Posted to the address just checked, not to a second lookup of the name that
             # could answer otherwise (DNS rebinding); Host and TLS still name the host.
             response = await self._client.post(
-                url.copy_with(host=address), content=body,
+                url.copy_with(host=address),
+                content=body,
                 headers=headers | {"Host": url.netloc.decode("ascii")},
                 extensions={"sni_hostname": url.host} if url.scheme == "https" else None,
-            )  # fmt: skip
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise PermanentDelivery(f"invalid webhook URL: {exc}") from None
         except httpx.HTTPError as exc:

@@ -211,8 +211,11 @@ class PaymentQueue:
         summaries = await self._summaries(occurrences, payments or {})
         jobs: list[dict[str, Any]] = []
         for occ in occurrences:
-            data: dict[str, Any] = {"occurrence_id": occ.id, "payment_id": occ.payment_id,
-                    "due_at_ms": to_ms(occ.due_at)}  # fmt: skip
+            data: dict[str, Any] = {
+                "occurrence_id": occ.id,
+                "payment_id": occ.payment_id,
+                "due_at_ms": to_ms(occ.due_at),
+            }
             if occ.payment_id in summaries:
                 data["summary"] = summaries[occ.payment_id]
             if self.deployment_id:  # whose database this job belongs to
@@ -229,8 +232,10 @@ class PaymentQueue:
         for occ, job in zip(occurrences, jobs, strict=True):
             log.info(
                 "added payment #%s to queue (job id %s, delay %sms)",
-                occ.payment_id, occ.key, job["opts"]["delay"],
-            )  # fmt: skip
+                occ.payment_id,
+                occ.key,
+                job["opts"]["delay"],
+            )
 
     async def remove(self, job_id: str) -> bool:
         """Remove a job that is not being processed. False when it is active (locked)."""
@@ -271,8 +276,11 @@ class PaymentQueue:
         out: dict[str, str] = {}
         for start in range(0, len(job_ids), PRESENCE_BATCH):
             batch = list(job_ids[start : start + PRESENCE_BATCH])
-            keys = [self._queue.toKey("completed"), self._queue.toKey("failed"),
-                    *(self._queue.toKey(job_id) for job_id in batch)]  # fmt: skip
+            keys = [
+                self._queue.toKey("completed"),
+                self._queue.toKey("failed"),
+                *(self._queue.toKey(job_id) for job_id in batch),
+            ]
             codes = await self._presence_script(keys=keys, args=batch)
             out.update(zip(batch, (PRESENCE[int(c)] for c in codes), strict=True))
         return out

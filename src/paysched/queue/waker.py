@@ -85,9 +85,11 @@ class DelayWaker:
         # redis-py's default socket timeout (5 s) would cut the blocking read short and
         # reconnect every time: the read's own block, with room for Redis to answer.
         events = redis_client(
-            self._redis_url, single_connection_client=True, client_name=self.client_name,
+            self._redis_url,
+            single_connection_client=True,
+            client_name=self.client_name,
             socket_timeout=IDLE_LOOK_S + 5,
-        )  # fmt: skip
+        )
         reconnect_promptly(events)
         try:
             await self._loop(events)
@@ -131,8 +133,14 @@ class DelayWaker:
                 # wakes the read below, one added before it is in the head.
                 pipe.xrevrange(self._events_key, "+", "-", count=1)
                 # BullMQ scores delayed jobs as timestamp * 4096 + a 12-bit counter.
-                pipe.zrangebyscore(self._delayed_key, (signalled_until + 1) << 12, "+inf",
-                                   start=0, num=1, withscores=True)  # fmt: skip
+                pipe.zrangebyscore(
+                    self._delayed_key,
+                    (signalled_until + 1) << 12,
+                    "+inf",
+                    start=0,
+                    num=1,
+                    withscores=True,
+                )
                 pipe.zrange(self._marker_key, 0, 0, withscores=True)
                 newest, head, marker = await pipe.execute()
                 looked_at = time.monotonic()

@@ -243,12 +243,21 @@ class Ledger:
             conn.execute(
                 f"INSERT INTO charges ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    charge.key, charge.id, charge.amount, charge.currency, charge.payer,
-                    charge.payee, charge.reference, charge.status, charge.reason,
-                    _iso(charge.created_at), _iso(charge.settles_at), charge.settle_to,
+                    charge.key,
+                    charge.id,
+                    charge.amount,
+                    charge.currency,
+                    charge.payer,
+                    charge.payee,
+                    charge.reference,
+                    charge.status,
+                    charge.reason,
+                    _iso(charge.created_at),
+                    _iso(charge.settles_at),
+                    charge.settle_to,
                     charge.fingerprint,
                 ),
-            )  # fmt: skip
+            )
             return charge, True
 
     # -- accounts ----------------------------------------------------------------------------

@@ -57,20 +57,28 @@ def check_csrf(request: Request) -> None:
     if "origin" in request.headers:
         if same_origin(request):
             return
-        raise Problem(403, "cross_site", "refused: this form was not sent from the dashboard "
-                      "(its Origin names another site)")  # fmt: skip
+        raise Problem(
+            403,
+            "cross_site",
+            "refused: this form was not sent from the dashboard (its Origin names another site)",
+        )
     if request.headers.get("hx-request", "").lower() == "true":
         return
-    raise Problem(403, "cross_site", "refused: this form was not sent from the dashboard "
-                  "(no HX-Request header and no Origin naming this host)")  # fmt: skip
+    raise Problem(
+        403,
+        "cross_site",
+        "refused: this form was not sent from the dashboard "
+        "(no HX-Request header and no Origin naming this host)",
+    )
 
 
 async def verify(guard: Guard, key: str) -> ApiKey | None:
     """The key's row if it is valid (counted against its rate limit), None if unknown or
     revoked. A rate-limited key is a 429 Problem."""
     try:
-        return await guard.authenticate(HTTPAuthorizationCredentials(scheme="Bearer",
-                                                                     credentials=key))  # fmt: skip
+        return await guard.authenticate(
+            HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
+        )
     except Problem as problem:
         if problem.status == 401:
             return None
@@ -96,8 +104,12 @@ def signed_in(needed: str) -> Callable[[Request], Awaitable[ApiKey]]:
         found = await guard.admit(session.key)  # the key's rate limit, as an API request
         request.state.dashboard_key = found
         if not found.allows(needed):
-            raise Problem(403, "insufficient_scope", f"this needs a key with scope {needed!r} "
-                          f"or above; you signed in with a {found.scope!r} key")  # fmt: skip
+            raise Problem(
+                403,
+                "insufficient_scope",
+                f"this needs a key with scope {needed!r} "
+                f"or above; you signed in with a {found.scope!r} key",
+            )
         return found
 
     return check
@@ -152,5 +164,6 @@ async def sign_out(request: Request, response: Response) -> None:
 
 
 def clear_cookie(request: Request, response: Response, name: str = COOKIE) -> None:
-    response.delete_cookie(name, path=PATH, httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")  # fmt: skip
+    response.delete_cookie(
+        name, path=PATH, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )

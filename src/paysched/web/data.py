@@ -109,8 +109,13 @@ async def payment_list(
 
 
 def _entry_view(e: LedgerEntry, currency: str) -> dict[str, Any]:
-    return {"id": e.id, "amount": format_amount(e.amount, currency), "transfer_id": e.transfer_id,
-            "payment_id": e.payment_id, "at": iso(e.created_at)}  # fmt: skip
+    return {
+        "id": e.id,
+        "amount": format_amount(e.amount, currency),
+        "transfer_id": e.transfer_id,
+        "payment_id": e.payment_id,
+        "at": iso(e.created_at),
+    }
 
 
 async def account_page(app: App, name: str, ledger_before: int | None) -> dict[str, Any]:

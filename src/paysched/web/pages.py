@@ -197,9 +197,11 @@ async def action_log(
 
 @router.get("/accounts/{name:path}", response_class=HTMLResponse)  # an old name may hold /
 async def account(
-    request: Request, name: str, before: str | None = Query(None, max_length=20),
+    request: Request,
+    name: str,
+    before: str | None = Query(None, max_length=20),
     _: ApiKey = Read,
-) -> HTMLResponse:  # fmt: skip
+) -> HTMLResponse:
     """An account: balance, ledger entries (paged, newest first), its latest payments."""
     try:
         position = _position(before, "before")
@@ -210,9 +212,12 @@ async def account(
 
 
 async def _detail_page(
-    request: Request, payment_id: int, status: int = 200, flash: tuple[bool, str] | None = None,
+    request: Request,
+    payment_id: int,
+    status: int = 200,
+    flash: tuple[bool, str] | None = None,
     cursor: str | None = None,
-) -> HTMLResponse:  # fmt: skip
+) -> HTMLResponse:
     """The payment with its newest occurrences, or those older than `cursor` (the API's
     cursor: a bad one is a 422 page naming it)."""
     before = occurrence_after(decode(cursor, is_occurrence_position))
@@ -223,9 +228,11 @@ async def _detail_page(
 
 @router.get("/payments/{payment_id}", response_class=HTMLResponse)
 async def payment(
-    request: Request, payment_id: str, cursor: str | None = Query(None, max_length=200),
+    request: Request,
+    payment_id: str,
+    cursor: str | None = Query(None, max_length=200),
     _: ApiKey = Read,
-) -> HTMLResponse:  # fmt: skip
+) -> HTMLResponse:
     # Taken as text and parsed by the CLI's rule: a bad id is a 422 page naming it.
     return await _detail_page(request, parse_id(payment_id, "payment id"), cursor=cursor)
 
@@ -253,13 +260,17 @@ async def _pause(app: App, pid: int, actor: Actor) -> str:
 
 async def _resume(app: App, pid: int, actor: Actor) -> str:
     held = await app.resume_payment(pid, actor=actor)
-    return (f"Payment #{pid} resumed: {len(held.occurrences)} occurrence(s) released, "
-            f"{len(held.missed)} missed.")  # fmt: skip
+    return (
+        f"Payment #{pid} resumed: {len(held.occurrences)} occurrence(s) released, "
+        f"{len(held.missed)} missed."
+    )
 
 
 ACTIONS: dict[str, Callable[[App, int, Actor], Awaitable[str]]] = {
-    "cancel": _cancel, "pause": _pause, "resume": _resume,
-}  # fmt: skip
+    "cancel": _cancel,
+    "pause": _pause,
+    "resume": _resume,
+}
 
 
 @router.post("/payments/{payment_id}/{action}", response_class=HTMLResponse)
@@ -303,8 +314,9 @@ async def decide(
     reason = await auth.form_field(request, "reason") if decision == "reject" else ""
 
     async def decided() -> str:
-        occ = await app.decide_occurrence(str(occurrence.id), decision == "approve", reason,
-                                          actor=_actor(key))  # fmt: skip
+        occ = await app.decide_occurrence(
+            str(occurrence.id), decision == "approve", reason, actor=_actor(key)
+        )
         if decision == "approve":
             return f"Occurrence {occ.key} approved: it runs at its due time."
         return f"Occurrence {occ.key} rejected: it will not run."

@@ -47,9 +47,12 @@ def render(name: str, **context: Any) -> str:
 
 
 def page(
-    request: Request, name: str, status_code: int = 200,
-    headers: dict[str, str] | None = None, **context: Any,
-) -> HTMLResponse:  # fmt: skip
+    request: Request,
+    name: str,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
     """A template as a response; `scope` is the signed-in key's, if any (for the header)."""
     key = getattr(request.state, "dashboard_key", None)
     context.setdefault("scope", key.scope if key is not None else None)
@@ -65,8 +68,12 @@ def error_page(
     request: Request, status: int, detail: str, headers: dict[str, str] | None = None
 ) -> HTMLResponse:
     """An error as a page, or as the fragment an htmx request swaps in where its result goes."""
-    context = {"status": status, "title": TITLES.get(status, "Error"), "detail": redact(detail),
-               "request_id": request_id(request)}  # fmt: skip
+    context = {
+        "status": status,
+        "title": TITLES.get(status, "Error"),
+        "detail": redact(detail),
+        "request_id": request_id(request),
+    }
     name = "_error.html" if is_htmx(request) else "error.html"
     return page(request, name, status, headers, **context)
 
@@ -88,7 +95,7 @@ def install(web: FastAPI) -> None:
         where = ", ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
             for e in exc.errors()
-        )  # fmt: skip
+        )
         return error_page(request, 422, f"invalid input ({where})")
 
     @web.exception_handler(StarletteHTTPException)

@@ -43,16 +43,30 @@ def write_entries(conn: Connection, rows: list[dict[str, object]]) -> None:
 
 
 def entries(
-    transfer_id: str, debit_id: int, credit_id: int, amount: int, occurrence_id: int | None,
+    transfer_id: str,
+    debit_id: int,
+    credit_id: int,
+    amount: int,
+    occurrence_id: int | None,
     now: datetime,
-) -> list[dict[str, object]]:  # fmt: skip
+) -> list[dict[str, object]]:
     """The two ledger rows of one transfer: they sum to zero."""
     return [
-        dict(transfer_id=transfer_id, account_id=debit_id, amount=-amount,
-             occurrence_id=occurrence_id, created_at=now),
-        dict(transfer_id=transfer_id, account_id=credit_id, amount=amount,
-             occurrence_id=occurrence_id, created_at=now),
-    ]  # fmt: skip
+        dict(
+            transfer_id=transfer_id,
+            account_id=debit_id,
+            amount=-amount,
+            occurrence_id=occurrence_id,
+            created_at=now,
+        ),
+        dict(
+            transfer_id=transfer_id,
+            account_id=credit_id,
+            amount=amount,
+            occurrence_id=occurrence_id,
+            created_at=now,
+        ),
+    ]
 
 
 # An account by name, built once (every create reads its two): building a statement and its
@@ -145,13 +159,19 @@ class AccountsStore(StoreBase):
                     .order_by(t.accounts.c.id)
                     .with_for_update()
                 )
-            }  # fmt: skip
+            }
             if held[account.id] + amount > MAX_BALANCE:
-                raise InvalidInput("amount", f"{account.name!r} would hold more than the balance "
-                                   f"limit of {format_amount(MAX_BALANCE, cur)} {cur}")  # fmt: skip
+                raise InvalidInput(
+                    "amount",
+                    f"{account.name!r} would hold more than the balance "
+                    f"limit of {format_amount(MAX_BALANCE, cur)} {cur}",
+                )
             if -held[external] + amount > MAX_ISSUED:
-                raise InvalidInput("amount", f"deposits in {cur} would exceed the limit of "
-                                   f"{format_amount(MAX_ISSUED, cur)} {cur} in all")  # fmt: skip
+                raise InvalidInput(
+                    "amount",
+                    f"deposits in {cur} would exceed the limit of "
+                    f"{format_amount(MAX_ISSUED, cur)} {cur} in all",
+                )
             transfer_id = f"deposit-{account.id}-{to_ms(now)}-{amount}"
             for account_id, delta in ((external, -amount), (account.id, amount)):
                 conn.execute(
@@ -223,8 +243,9 @@ class AccountsStore(StoreBase):
                 .where(occ.reference == occ.key)
                 .where(occ.id.not_in(moved))
             ).all()
-            problems += [f"occurrence {k} succeeded in the ledger without a transfer"
-                         for (k,) in missing]  # fmt: skip
+            problems += [
+                f"occurrence {k} succeeded in the ledger without a transfer" for (k,) in missing
+            ]
             stray = conn.execute(
                 select(occ.key)
                 .where(occ.id.in_(moved))

@@ -55,20 +55,29 @@ def timeout_text(seconds: int) -> str:
 def already(occ: Occurrence) -> str:
     """Why an occurrence no longer waits for a decision, for the one who came too late."""
     what = {
-        S.SCHEDULED: "already approved", S.QUEUED: "already approved",
-        S.EXECUTING: "already approved", S.SUCCEEDED: "already approved and paid",
-        S.CANCELLED: "already rejected or cancelled", S.SKIPPED: "skipped",
-        S.FAILED: "failed", S.MISSED: "missed",
-    }.get(occ.state, occ.state.value)  # fmt: skip
+        S.SCHEDULED: "already approved",
+        S.QUEUED: "already approved",
+        S.EXECUTING: "already approved",
+        S.SUCCEEDED: "already approved and paid",
+        S.CANCELLED: "already rejected or cancelled",
+        S.SKIPPED: "skipped",
+        S.FAILED: "failed",
+        S.MISSED: "missed",
+    }.get(occ.state, occ.state.value)
     return f"occurrence {occ.key} is {what} ({occ.state.value}); it no longer awaits approval"
 
 
 class ApprovalsStore(ControlStore):
     @retried_if_victim
     def decide(
-        self, occurrence_id: int, approve: bool, actor: Actor, now: datetime,
-        reason: str = "", then: AfterWrite | None = None,
-    ) -> Decided:  # fmt: skip
+        self,
+        occurrence_id: int,
+        approve: bool,
+        actor: Actor,
+        now: datetime,
+        reason: str = "",
+        then: AfterWrite | None = None,
+    ) -> Decided:
         """Approve (-> scheduled) or reject (-> cancelled, with `reason`) an occurrence
         awaiting approval; Conflict if it awaits none any more, FourEyes if `actor` created
         its payment. `then` runs in the transaction with the Decided."""
@@ -118,10 +127,12 @@ class ApprovalsStore(ControlStore):
         with self.engine.begin() as conn:
             locked = transitions.lock(conn, ids)
             expired = [
-                occ for occ in locked.values()
-                if occ.state == S.AWAITING_APPROVAL and occ.approval_deadline is not None
+                occ
+                for occ in locked.values()
+                if occ.state == S.AWAITING_APPROVAL
+                and occ.approval_deadline is not None
                 and occ.approval_deadline <= now
-            ]  # fmt: skip
+            ]
             settings = {
                 r.id: (r.approval_on_timeout, r.approval_timeout_s)
                 for r in conn.execute(
@@ -136,9 +147,8 @@ class ApprovalsStore(ControlStore):
                 target = S.FAILED if on_timeout == "fail" else S.SKIPPED
                 why = f"no approval within {timeout_text(seconds or 0)}"
                 changes.append(
-                    transitions.Change(occ, replace(occ, state=target, reason=why,
-                                                    finished_at=now))
-                )  # fmt: skip
+                    transitions.Change(occ, replace(occ, state=target, reason=why, finished_at=now))
+                )
             transitions.apply(conn, changes, now)
             moved = [c.after for c in changes]
             if outbox is not None and moved:

@@ -122,13 +122,22 @@ class StoreBase:
         conn.execute(
             self._insert_ignore(t.notifications, ["dedup_key"]),
             [
-                dict(dedup_key=msg.dedup_key, payment_id=msg.payment_id,
-                     occurrence_id=msg.occurrence_id, event=msg.event, channel=msg.channel,
-                     target=msg.target, payload=msg.payload, state="pending", attempts=0,
-                     next_attempt_at=now, created_at=now)
+                dict(
+                    dedup_key=msg.dedup_key,
+                    payment_id=msg.payment_id,
+                    occurrence_id=msg.occurrence_id,
+                    event=msg.event,
+                    channel=msg.channel,
+                    target=msg.target,
+                    payload=msg.payload,
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
                 for msg in outbox
             ],
-        )  # fmt: skip
+        )
 
     def _insert_ignore(self, table: Any, conflict_columns: list[str] | None) -> Any:
         """INSERT ... ON CONFLICT [(conflict_columns)] DO NOTHING; None: on any unique index."""

@@ -163,9 +163,12 @@ class ControlStore(PaymentsStore):
 
     @retried_if_victim
     def resume(
-        self, payment_id: int, now: datetime, missed_outbox: MissedOutbox | None = None,
+        self,
+        payment_id: int,
+        now: datetime,
+        missed_outbox: MissedOutbox | None = None,
         then: AfterWrite | None = None,
-    ) -> Held:  # fmt: skip
+    ) -> Held:
         """Active again. What fell due while it was paused is run or marked missed by its
         catch-up policy (all / latest / none, and its window); the caller enqueues the rest
         and materializes what falls due next."""
@@ -176,9 +179,12 @@ class ControlStore(PaymentsStore):
                 raise Conflict(f"payment {payment_id} is {state}, not paused")
             # Back to active while its series goes on; a one-time payment, or a series whose
             # last occurrence exists, is done again.
-            ongoing = conn.execute(
-                select(t.payments.c.next_due_at).where(t.payments.c.id == payment_id)
-            ).scalar_one() is not None  # fmt: skip
+            ongoing = (
+                conn.execute(
+                    select(t.payments.c.next_due_at).where(t.payments.c.id == payment_id)
+                ).scalar_one()
+                is not None
+            )
             target = PaymentState.ACTIVE if ongoing else PaymentState.DONE
             self._set_state(conn, payment_id, target, now)
             payment = self._payment(conn, payment_id)
@@ -210,9 +216,7 @@ class ControlStore(PaymentsStore):
                 transitions.apply(conn, [transitions.Change(occ, skipped)], now)
                 after(then, conn, skipped)
                 return skipped
-            p = conn.execute(
-                select(t.payments).where(t.payments.c.id == payment_id)
-            ).one()  # fmt: skip
+            p = conn.execute(select(t.payments).where(t.payments.c.id == payment_id)).one()
             if p.next_due_at is None:
                 raise Conflict(f"payment {payment_id} has no occurrence left to skip")
             occ = self._skip_unmade(conn, p, now, reason)
@@ -226,25 +230,37 @@ class ControlStore(PaymentsStore):
         nominal = p.next_nominal_at or p.next_due_at
         created = conn.execute(
             self._insert_ignore(t.occurrences, None).returning(*t.occurrences.c),
-            [dict(payment_id=payment_id, due_at=p.next_due_at,
-                  key=occurrence_key(payment_id, to_ms(nominal)), state=S.SKIPPED.value,
-                  attempts=0, fence=0, reason=reason, finished_at=now, created_at=now,
-                  updated_at=now, nominal_at=p.next_nominal_at)],
-        ).all()  # fmt: skip
+            [
+                dict(
+                    payment_id=payment_id,
+                    due_at=p.next_due_at,
+                    key=occurrence_key(payment_id, to_ms(nominal)),
+                    state=S.SKIPPED.value,
+                    attempts=0,
+                    fence=0,
+                    reason=reason,
+                    finished_at=now,
+                    created_at=now,
+                    updated_at=now,
+                    nominal_at=p.next_nominal_at,
+                )
+            ],
+        ).all()
         if not created:
             raise Conflict(f"payment {payment_id} changed meanwhile; try again")
         occ = occurrence_from(created[0])
         transitions.record(conn, [transitions.history(occ.id, now, None, S.SKIPPED, 0, reason)])
         step = series.following(p.cron, p.timezone, p.recurrence, nominal)
         conn.execute(
-            update(t.payments).where(t.payments.c.id == payment_id)
+            update(t.payments)
+            .where(t.payments.c.id == payment_id)
             .values(
                 next_due_at=None if step is None else step.due,
-                next_nominal_at=None if step is None or step.nominal == step.due
-                else step.nominal,
-                state=PaymentState.DONE.value if step is None else p.state, updated_at=now,
+                next_nominal_at=None if step is None or step.nominal == step.due else step.nominal,
+                state=PaymentState.DONE.value if step is None else p.state,
+                updated_at=now,
             )
-        )  # fmt: skip
+        )
         return occ
 
     @retried_if_victim
@@ -306,8 +322,9 @@ class ControlStore(PaymentsStore):
             return out
         nominal = payment.next_nominal_at or payment.next_due_at
         out.append(Due(nominal=nominal, due=payment.next_due_at))
-        out += series.upcoming(payment.cron, payment.timezone, payment.recurrence, nominal,
-                               count - len(out))  # fmt: skip
+        out += series.upcoming(
+            payment.cron, payment.timezone, payment.recurrence, nominal, count - len(out)
+        )
         return out[:count]
 
     def _not_started(self, conn: Connection, payment_id: int) -> list[Occurrence]:

@@ -189,19 +189,22 @@ class ExecutionStore(ControlStore):
                     continue
                 takeover = occ.state == S.EXECUTING
                 after = replace(
-                    occ, state=S.EXECUTING, fence=occ.fence + 1,
+                    occ,
+                    state=S.EXECUTING,
+                    fence=occ.fence + 1,
                     attempts=occ.attempts + (0 if takeover else 1),
                     takeovers=occ.takeovers + (1 if takeover else 0),
                     started_at=occ.started_at or now,
                     reason=TAKEOVER if takeover else occ.reason,
-                )  # fmt: skip
+                )
                 changes.append(transitions.Change(occ, after, note=TAKEOVER if takeover else ""))
                 current[occurrence_id] = after
                 payment = payment_from(row, prefix="p_")
                 results.append(
-                    Claim(after, payment, after.fence, after.attempts, row.p_payer_id,
-                          row.p_payee_id)
-                )  # fmt: skip
+                    Claim(
+                        after, payment, after.fence, after.attempts, row.p_payer_id, row.p_payee_id
+                    )
+                )
             transitions.apply(conn, changes, now)
             return results
 
@@ -261,10 +264,12 @@ class ExecutionStore(ControlStore):
                     continue
                 if balance[payee.id] + payment.amount > MAX_BALANCE:
                     limit = format_amount(MAX_BALANCE, payment.currency)
-                    results.append(BalanceLimit(
-                        f"{payee.name!r} would hold more than the balance limit of {limit} "
-                        f"{payment.currency}"
-                    ))  # fmt: skip
+                    results.append(
+                        BalanceLimit(
+                            f"{payee.name!r} would hold more than the balance limit of {limit} "
+                            f"{payment.currency}"
+                        )
+                    )
                     continue
                 for account_id, amount in ((payer.id, -payment.amount), (payee.id, payment.amount)):
                     balance[account_id] += amount
@@ -307,13 +312,15 @@ class ExecutionStore(ControlStore):
                     results.append(False)
                     continue
                 after = replace(
-                    occ, state=item.target, reason=item.reason,
+                    occ,
+                    state=item.target,
+                    reason=item.reason,
                     finished_at=now if item.target in FINAL_STATES else None,
                     reference=item.reference or occ.reference,
                     resolve_at=item.resolve_at if item.target == S.UNKNOWN else None,
                     resolve_checks=0,
                     attempts=occ.attempts - 1 if item.uncount else occ.attempts,
-                )  # fmt: skip
+                )
                 changes.append(transitions.Change(occ, after))
                 locked[occ.id] = after
                 outbox.extend(item.outbox)
@@ -402,13 +409,16 @@ class ExecutionStore(ControlStore):
             if occ is None or occ.state != claim.occurrence.state or occ.fence != claim.fence:
                 return False
             after = replace(
-                occ, state=target, reason=reason, resolve_at=None,
+                occ,
+                state=target,
+                reason=reason,
+                resolve_at=None,
                 finished_at=now if target in FINAL_STATES else None,
                 reference=reference or occ.reference,
                 # Sent again by a person's decision: a fresh start, not the takeovers that
                 # parked it (else a retry of a takeover-parked one is parked again at once).
                 takeovers=0 if target == OccurrenceState.QUEUED else occ.takeovers,
-            )  # fmt: skip
+            )
             transitions.apply(conn, [transitions.Change(occ, after)], now)
             self._enqueue_notifications(conn, outbox, now)
             if then is not None:
@@ -417,5 +427,11 @@ class ExecutionStore(ControlStore):
 
     def _claim_of(self, row: Any) -> Claim:
         occ = occurrence_from(row)
-        return Claim(occ, payment_from(row, prefix="p_"), occ.fence, occ.attempts,
-                     row.p_payer_id, row.p_payee_id)  # fmt: skip
+        return Claim(
+            occ,
+            payment_from(row, prefix="p_"),
+            occ.fence,
+            occ.attempts,
+            row.p_payer_id,
+            row.p_payee_id,
+        )

@@ -29,8 +29,16 @@ S = OccurrenceState
 # Payment ids checked per request by a filter no index answers (see the module's docstring).
 STRETCH = 5_000
 # What a payment's status (views.status_of) may be.
-STATUSES = ("scheduled", "pending", "paused", "cancelled", "succeeded", "failed", "missed",
-            "skipped")  # fmt: skip
+STATUSES = (
+    "scheduled",
+    "pending",
+    "paused",
+    "cancelled",
+    "succeeded",
+    "failed",
+    "missed",
+    "skipped",
+)
 # The occurrence states whose rows stay few (the (state, due_at) index finds them all at once);
 # the final ones are history and grow forever.
 _UNFINISHED = tuple(s.value for s in S if s not in FINAL_STATES)
@@ -57,8 +65,12 @@ class PaymentFilter:
     def stretched(self) -> bool:
         """Whether a filter no index answers is set (the search goes a stretch at a time)."""
         final_occurrence = self.occurrence is not None and self.occurrence not in _UNFINISHED
-        return (self.status is not None or final_occurrence or self.due_from is not None
-                or self.due_before is not None)  # fmt: skip
+        return (
+            self.status is not None
+            or final_occurrence
+            or self.due_from is not None
+            or self.due_before is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +111,7 @@ def _status_is(status: str) -> ColumnElement[bool]:
     unfinished = exists(select(o.id).where(of_it).where(o.state.in_(_UNFINISHED)))
     last = (
         select(o.state).where(of_it).order_by(o.due_at.desc(), o.id.desc()).limit(1)
-    ).scalar_subquery()  # fmt: skip
+    ).scalar_subquery()
     if status == "scheduled":  # active, or done with no occurrence yet
         return or_(own, and_(done, ~exists(select(o.id).where(of_it))))
     if status == "pending":
@@ -139,9 +151,13 @@ class FindsStore(StoreBase):
             return self._find(conn, f, limit, before, after)
 
     def _find(
-        self, conn: Connection, f: PaymentFilter, limit: int, before: int | None,
+        self,
+        conn: Connection,
+        f: PaymentFilter,
+        limit: int,
+        before: int | None,
         after: int | None,
-    ) -> FoundPayments:  # fmt: skip
+    ) -> FoundPayments:
         p = t.payments.c
         where: list[ColumnElement[bool]] = []
         matched: str | None = None
@@ -211,17 +227,22 @@ class FindsStore(StoreBase):
         return FoundPayments(shown, older, newer, matched, after + 1 if stretched else None)
 
     def _rows(
-        self, conn: Connection, where: list[ColumnElement[bool]],
-        sides: Sequence[ColumnElement[bool]], limit: int, newest: bool,
-    ) -> list[Payment]:  # fmt: skip
+        self,
+        conn: Connection,
+        where: list[ColumnElement[bool]],
+        sides: Sequence[ColumnElement[bool]],
+        limit: int,
+        newest: bool,
+    ) -> list[Payment]:
         order = t.payments.c.id.desc() if newest else t.payments.c.id
         query = payment_select().where(*where).order_by(order).limit(limit)
         if not sides:
             return [payment_from(r) for r in conn.execute(query)]
         merged = {
             payment.id: payment
-            for side in sides for payment in map(payment_from, conn.execute(query.where(side)))
-        }  # fmt: skip
+            for side in sides
+            for payment in map(payment_from, conn.execute(query.where(side)))
+        }
         return [merged[pid] for pid in sorted(merged, reverse=newest)[:limit]]
 
     def _search(self, conn: Connection, text: str) -> tuple[str, list[int]]:
@@ -235,12 +256,10 @@ class FindsStore(StoreBase):
         # One reference may name a few occurrences (a provider reusing ids): their payments.
         by_reference = conn.execute(
             select(o.payment_id).where(o.reference == text).limit(1000)
-        ).all()  # fmt: skip
+        ).all()
         if by_reference:
             return "reference", sorted({r.payment_id for r in by_reference})
-        account = conn.execute(
-            select(a.id).where(a.name == text).where(a.kind == "user")
-        ).first()  # fmt: skip
+        account = conn.execute(select(a.id).where(a.name == text).where(a.kind == "user")).first()
         if account is not None:
             return "account", [account.id]
         return "memo", []
@@ -265,13 +284,18 @@ class FindsStore(StoreBase):
         with self._reading() as conn:
             account_id = self._account_id(conn, account)
             query = (
-                select(le.id, le.amount, le.transfer_id, le.occurrence_id, le.created_at,
-                       o.payment_id)
-                .select_from(t.ledger_entries.outerjoin(
-                    t.occurrences, t.occurrences.c.id == le.occurrence_id))
+                select(
+                    le.id, le.amount, le.transfer_id, le.occurrence_id, le.created_at, o.payment_id
+                )
+                .select_from(
+                    t.ledger_entries.outerjoin(
+                        t.occurrences, t.occurrences.c.id == le.occurrence_id
+                    )
+                )
                 .where(le.account_id == account_id)
-                .order_by(le.id.desc()).limit(limit)
-            )  # fmt: skip
+                .order_by(le.id.desc())
+                .limit(limit)
+            )
             if before is not None:
                 query = query.where(le.id < before)
             return [

@@ -72,9 +72,12 @@ AWAITING_NOTE = "awaiting approval: a person other than the payment's creator ap
 
 
 def approval_fields(
-    payer: Account, amount: int, approval: str, timeout: timedelta | None,
+    payer: Account,
+    amount: int,
+    approval: str,
+    timeout: timedelta | None,
     on_timeout: str | None,
-) -> tuple[str, int | None, str | None]:  # fmt: skip
+) -> tuple[str, int | None, str | None]:
     """A new payment's approval columns: what its creator asked for, and `required` whatever
     they asked when the payer's account requires approval above an amount this exceeds."""
     if approval not in APPROVAL_POLICIES:
@@ -102,10 +105,12 @@ _ADVANCE = (
     .where(t.payments.c.next_due_at == bindparam("b_due"))
     .where(t.payments.c.state == PaymentState.ACTIVE.value)
     .values(
-        next_due_at=bindparam("b_next"), next_nominal_at=bindparam("b_nominal"),
-        state=bindparam("b_state"), updated_at=bindparam("b_updated"),
+        next_due_at=bindparam("b_next"),
+        next_nominal_at=bindparam("b_nominal"),
+        state=bindparam("b_state"),
+        updated_at=bindparam("b_updated"),
     )
-)  # fmt: skip
+)
 
 _MARK_QUEUED = (
     update(t.occurrences)
@@ -168,19 +173,37 @@ class PaymentsStore(AccountsStore):
         """A new payment, in a transaction of its own; `then` is called in it with the
         payment."""
         fields = dict(
-            payer=payer, payee=payee, amount=amount, currency=currency, due_at=due_at,
-            cron=cron, timezone=timezone, memo=memo, notify=notify, recurrence=recurrence,
-            catchup=catchup, catchup_window=catchup_window, remind=remind, approval=approval,
-            approval_timeout=approval_timeout, approval_on_timeout=approval_on_timeout,
-        )  # fmt: skip
+            payer=payer,
+            payee=payee,
+            amount=amount,
+            currency=currency,
+            due_at=due_at,
+            cron=cron,
+            timezone=timezone,
+            memo=memo,
+            notify=notify,
+            recurrence=recurrence,
+            catchup=catchup,
+            catchup_window=catchup_window,
+            remind=remind,
+            approval=approval,
+            approval_timeout=approval_timeout,
+            approval_on_timeout=approval_on_timeout,
+        )
         created = self.create_and_materialize(lambda _: fields, now=now, horizon=None, then=then)
         return created.payment
 
     def create_and_materialize(
-        self, fields_of: Callable[[Callable[[str], Account]], dict[str, Any]], *, now: datetime,
-        horizon: datetime | None, limit: int = 1000, missed_outbox: MissedOutbox | None = None,
-        first: Callable[[Connection], None] | None = None, then: AfterWrite | None = None,
-    ) -> Created:  # fmt: skip
+        self,
+        fields_of: Callable[[Callable[[str], Account]], dict[str, Any]],
+        *,
+        now: datetime,
+        horizon: datetime | None,
+        limit: int = 1000,
+        missed_outbox: MissedOutbox | None = None,
+        first: Callable[[Connection], None] | None = None,
+        then: AfterWrite | None = None,
+    ) -> Created:
         """A new payment and whatever of it falls due by `horizon`, in ONE transaction: a
         create was five (an idempotency reservation, the payment, a probe and a materialize,
         and a read back), each a pool checkout, a ping, BEGIN and COMMIT, most of
@@ -202,16 +225,30 @@ class PaymentsStore(AccountsStore):
             if horizon is not None and due is not None and due <= horizon:
                 # The payment is this transaction's own: no need to find and lock it.
                 window = payment.catchup_window
-                found = [(payment.id, due, payment.cron, payment.timezone, payment.recurrence,
-                          payment.next_nominal_at, payment.catchup,
-                          None if window is None else int(window.total_seconds()),
-                          payment.approval, _seconds(payment.approval_timeout))]  # fmt: skip
-                made, advanced = self._materialize_found(conn, now, horizon, found, limit,
-                                                         missed_outbox)  # fmt: skip
+                found = [
+                    (
+                        payment.id,
+                        due,
+                        payment.cron,
+                        payment.timezone,
+                        payment.recurrence,
+                        payment.next_nominal_at,
+                        payment.catchup,
+                        None if window is None else int(window.total_seconds()),
+                        payment.approval,
+                        _seconds(payment.approval_timeout),
+                    )
+                ]
+                made, advanced = self._materialize_found(
+                    conn, now, horizon, found, limit, missed_outbox
+                )
                 for step in advanced:  # as the UPDATE it made left the row
-                    payment = replace(payment, next_due_at=step["b_next"],
-                                      next_nominal_at=step["b_nominal"],
-                                      state=PaymentState(step["b_state"]))  # fmt: skip
+                    payment = replace(
+                        payment,
+                        next_due_at=step["b_next"],
+                        next_nominal_at=step["b_nominal"],
+                        state=PaymentState(step["b_state"]),
+                    )
             after(then, conn, payment)
             return Created(payment, made, capped=len(made) >= limit)
 
@@ -264,9 +301,10 @@ class PaymentsStore(AccountsStore):
             limit = format_amount(MAX_AMOUNT, currency)
             raise InvalidInput("amount", f"at most {limit} {currency} per payment")
         found = (
-            Due(nominal=due_at, due=due_at) if due_at is not None
+            Due(nominal=due_at, due=due_at)
+            if due_at is not None
             else series.first(cron, timezone, recurrence, now)
-        )  # fmt: skip
+        )
         if found is None:
             raise InvalidInput("rrule", "the rule has no occurrence after now")
         first: Due = found
@@ -285,20 +323,37 @@ class PaymentsStore(AccountsStore):
         approval, timeout_s, on_timeout = approval_fields(
             accounts["from"], amount, approval, approval_timeout, approval_on_timeout
         )
-        inserted = conn.execute(_INSERT_PAYMENT, dict(
-            payer_id=accounts["from"].id, payee_id=accounts["to"].id, amount=amount,
-            currency=currency, state=PaymentState.ACTIVE.value, due_at=due_at, cron=cron,
-            timezone=timezone, next_due_at=first.due, memo=memo, created_at=now,
-            recurrence=recurrence, catchup=catchup,
-            catchup_window_s=None if catchup_window is None
-            else int(catchup_window.total_seconds()),
-            next_nominal_at=first.nominal if first.nominal != first.due else None,
-            notify=json.dumps(list(notify)),
-            updated_at=now, approval=approval, approval_timeout_s=timeout_s,
-            approval_on_timeout=on_timeout,
-            # None: the payer's default, as it is now (a later change of it is not copied).
-            remind_s=_seconds(remind) if remind is not None else _seconds(accounts["from"].remind),
-        )).one()  # fmt: skip
+        inserted = conn.execute(
+            _INSERT_PAYMENT,
+            dict(
+                payer_id=accounts["from"].id,
+                payee_id=accounts["to"].id,
+                amount=amount,
+                currency=currency,
+                state=PaymentState.ACTIVE.value,
+                due_at=due_at,
+                cron=cron,
+                timezone=timezone,
+                next_due_at=first.due,
+                memo=memo,
+                created_at=now,
+                recurrence=recurrence,
+                catchup=catchup,
+                catchup_window_s=None
+                if catchup_window is None
+                else int(catchup_window.total_seconds()),
+                next_nominal_at=first.nominal if first.nominal != first.due else None,
+                notify=json.dumps(list(notify)),
+                updated_at=now,
+                approval=approval,
+                approval_timeout_s=timeout_s,
+                approval_on_timeout=on_timeout,
+                # None: the payer's default, as it is now (a later change of it is not copied).
+                remind_s=_seconds(remind)
+                if remind is not None
+                else _seconds(accounts["from"].remind),
+            ),
+        ).one()
         # As read back (the names are the accounts'), without reading it back.
         names = {"payer_name": accounts["from"].name, "payee_name": accounts["to"].name}
         return payment_from(cast(Any, _Named({**inserted._mapping, **names})))
@@ -327,9 +382,15 @@ class PaymentsStore(AccountsStore):
         return out
 
     def list_payments(
-        self, limit: int = 100, state: str | None = None, *, before_id: int | None = None,
-        payer: str | None = None, payee: str | None = None, currency: str | None = None,
-    ) -> list[Payment]:  # fmt: skip
+        self,
+        limit: int = 100,
+        state: str | None = None,
+        *,
+        before_id: int | None = None,
+        payer: str | None = None,
+        payee: str | None = None,
+        currency: str | None = None,
+    ) -> list[Payment]:
         """Newest first; `before_id` continues a page (keyset: stable while payments are
         added, unlike an offset)."""
         query = payment_select().order_by(t.payments.c.id.desc()).limit(limit)
@@ -361,9 +422,10 @@ class PaymentsStore(AccountsStore):
     ) -> None:
         """The payment's new state; the caller holds its row lock (`_lock_payment`)."""
         conn.execute(
-            update(t.payments).where(t.payments.c.id == payment_id)
+            update(t.payments)
+            .where(t.payments.c.id == payment_id)
             .values(state=target.value, updated_at=now)
-        )  # fmt: skip
+        )
 
     def _payment(self, conn: Connection, payment_id: int) -> Payment:
         row = conn.execute(payment_select().where(t.payments.c.id == payment_id)).first()
@@ -374,9 +436,13 @@ class PaymentsStore(AccountsStore):
     # -- scheduler --------------------------------------------------------------------------
 
     def materialize_due(
-        self, now: datetime, horizon: datetime, payment_ids: Sequence[int] | None = None,
-        limit: int = 1000, missed_outbox: MissedOutbox | None = None,
-    ) -> list[Occurrence]:  # fmt: skip
+        self,
+        now: datetime,
+        horizon: datetime,
+        payment_ids: Sequence[int] | None = None,
+        limit: int = 1000,
+        missed_outbox: MissedOutbox | None = None,
+    ) -> list[Occurrence]:
         """Create the occurrences of every active payment due at or before `horizon`.
 
         One transaction. Idempotent and safe under concurrent schedulers: the payments are
@@ -404,29 +470,50 @@ class PaymentsStore(AccountsStore):
             return self._materialize(conn, now, horizon, payment_ids, limit, missed_outbox)
 
     def _materialize(
-        self, conn: Connection, now: datetime, horizon: datetime,
-        payment_ids: Sequence[int] | None, limit: int, missed_outbox: MissedOutbox | None,
-    ) -> list[Occurrence]:  # fmt: skip
+        self,
+        conn: Connection,
+        now: datetime,
+        horizon: datetime,
+        payment_ids: Sequence[int] | None,
+        limit: int,
+        missed_outbox: MissedOutbox | None,
+    ) -> list[Occurrence]:
         """materialize_due's transaction, on `conn`."""
         p = t.payments.c
         query = (
-            select(p.id, p.next_due_at, p.cron, p.timezone, p.recurrence, p.next_nominal_at,
-                   p.catchup, p.catchup_window_s, p.approval, p.approval_timeout_s)
+            select(
+                p.id,
+                p.next_due_at,
+                p.cron,
+                p.timezone,
+                p.recurrence,
+                p.next_nominal_at,
+                p.catchup,
+                p.catchup_window_s,
+                p.approval,
+                p.approval_timeout_s,
+            )
             .where(t.payments.c.next_due_at <= horizon)
             .where(t.payments.c.state == PaymentState.ACTIVE.value)
             .order_by(t.payments.c.next_due_at, t.payments.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True, key_share=True)
-        )  # fmt: skip
+        )
         if payment_ids is not None:
             query = query.where(t.payments.c.id.in_(list(payment_ids)))
-        return self._materialize_found(conn, now, horizon, conn.execute(query), limit,
-                                       missed_outbox)[0]  # fmt: skip
+        return self._materialize_found(
+            conn, now, horizon, conn.execute(query), limit, missed_outbox
+        )[0]
 
     def _materialize_found(
-        self, conn: Connection, now: datetime, horizon: datetime, found: Iterable[Any],
-        limit: int, missed_outbox: MissedOutbox | None,
-    ) -> tuple[list[Occurrence], list[dict[str, Any]]]:  # fmt: skip
+        self,
+        conn: Connection,
+        now: datetime,
+        horizon: datetime,
+        found: Iterable[Any],
+        limit: int,
+        missed_outbox: MissedOutbox | None,
+    ) -> tuple[list[Occurrence], list[dict[str, Any]]]:
         """The occurrences of the `found` payments (locked, or inserted by this transaction),
         and how each payment advanced (b_id, b_next, b_nominal, b_state)."""
         rows: list[dict[str, Any]] = []
@@ -445,23 +532,35 @@ class PaymentsStore(AccountsStore):
                 # makes it another occurrence.
                 key = occurrence_key(pid, to_ms(step.nominal))
                 rows.append(
-                    dict(payment_id=pid, due_at=step.due, key=key, state=first_state.value,
-                         attempts=0, fence=0, created_at=now, updated_at=now,
-                         nominal_at=step.nominal if step.nominal != step.due else None,
-                         approval_deadline=None if wait_s is None
-                         else step.due + timedelta(seconds=wait_s))
-                )  # fmt: skip
+                    dict(
+                        payment_id=pid,
+                        due_at=step.due,
+                        key=key,
+                        state=first_state.value,
+                        attempts=0,
+                        fence=0,
+                        created_at=now,
+                        updated_at=now,
+                        nominal_at=step.nominal if step.nominal != step.due else None,
+                        approval_deadline=None
+                        if wait_s is None
+                        else step.due + timedelta(seconds=wait_s),
+                    )
+                )
                 if step.due < late_before and (catchup != "all" or window is not None):
                     late[pid] = (catchup, window)
                 step = series.following(cron, tz, rule, step.nominal)
                 count += 1
             done = step is None
             advances.append(
-                dict(b_id=pid, b_due=due, b_next=None if step is None else step.due,
-                     b_nominal=None if step is None or step.nominal == step.due
-                     else step.nominal,
-                     b_state=PaymentState.DONE.value if done else PaymentState.ACTIVE.value)
-            )  # fmt: skip
+                dict(
+                    b_id=pid,
+                    b_due=due,
+                    b_next=None if step is None else step.due,
+                    b_nominal=None if step is None or step.nominal == step.due else step.nominal,
+                    b_state=PaymentState.DONE.value if done else PaymentState.ACTIVE.value,
+                )
+            )
         if not rows:
             return [], advances
         # One multi-row INSERT for the whole batch, skipping any row whose key (UNIQUE, from
@@ -477,27 +576,37 @@ class PaymentsStore(AccountsStore):
             )
         inserted = conn.execute(self._insert_occurrences, rows).all()
         created = [occurrence_from(r) for r in inserted]
-        transitions.record(conn, [
-            transitions.history(o.id, now, None, o.state, 0, AWAITING_NOTE
-                                if o.state == S.AWAITING_APPROVAL else None)
-            for o in created
-        ])  # fmt: skip
+        transitions.record(
+            conn,
+            [
+                transitions.history(
+                    o.id,
+                    now,
+                    None,
+                    o.state,
+                    0,
+                    AWAITING_NOTE if o.state == S.AWAITING_APPROVAL else None,
+                )
+                for o in created
+            ],
+        )
         conn.execute(_ADVANCE, [a | {"b_updated": now} for a in advances])
         missed = self._catch_up(conn, late, now, missed_outbox) if late else set()
         if awaiting and self.approval_outbox is not None:
             asked = [o for o in created if o.state == S.AWAITING_APPROVAL and o.id not in missed]
             self._enqueue_notifications(conn, self.approval_outbox(conn, asked), now)
         # Missed ones are returned too (as missed): the caller enqueues only the scheduled.
-        created = [
-            replace(o, state=S.MISSED) if o.id in missed else o for o in created
-        ]  # fmt: skip
+        created = [replace(o, state=S.MISSED) if o.id in missed else o for o in created]
         created.sort(key=lambda o: (o.due_at, o.id))
         return created, advances
 
     def _catch_up(
-        self, conn: Connection, policies: dict[int, tuple[str, int | None]], now: datetime,
+        self,
+        conn: Connection,
+        policies: dict[int, tuple[str, int | None]],
+        now: datetime,
         missed_outbox: MissedOutbox | None,
-    ) -> set[int]:  # fmt: skip
+    ) -> set[int]:
         """Apply each payment's catch-up policy to its occurrences that fell due while
         paysched was down or the payment paused (due more than `late_after` ago, not started):
         `all` runs them, `latest` only the most recent, `none` none; any older than the
@@ -524,10 +633,13 @@ class PaymentsStore(AccountsStore):
                 stale = window is not None and occ.due_at < now - timedelta(seconds=window)
                 skip = policy == "none" or (policy == "latest" and i < len(late) - 1)
                 if stale or skip:
-                    why = (f"missed: due {occ.due_at.isoformat(timespec='seconds')}, older than "
-                           "the catch-up window" if stale else
-                           f"missed: catch-up policy {policy!r} while paysched was down or the "
-                           "payment paused")  # fmt: skip
+                    why = (
+                        f"missed: due {occ.due_at.isoformat(timespec='seconds')}, older than "
+                        "the catch-up window"
+                        if stale
+                        else f"missed: catch-up policy {policy!r} while paysched was down or the "
+                        "payment paused"
+                    )
                     after_ = replace(occ, state=S.MISSED, reason=why, finished_at=now)
                     changes.append(transitions.Change(occ, after_))
         transitions.apply(conn, changes, now)
@@ -547,9 +659,10 @@ class PaymentsStore(AccountsStore):
             return 0
         with self.engine.begin() as conn:
             rows = conn.execute(_MARK_QUEUED, {"ids": ids, "b_updated": now}).all()
-            transitions.record(conn, [
-                transitions.history(r[0], now, S.SCHEDULED, S.QUEUED, r[1], None) for r in rows
-            ])  # fmt: skip
+            transitions.record(
+                conn,
+                [transitions.history(r[0], now, S.SCHEDULED, S.QUEUED, r[1], None) for r in rows],
+            )
             return len(rows)
 
 

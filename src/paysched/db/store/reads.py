@@ -111,9 +111,11 @@ def _detail_head(limit: int) -> Any:
     o_* and tr_* NULL; no payment, no row."""
     p, o, tr = t.payments, t.occurrences, t.transitions
     page = (
-        select(o).where(o.c.payment_id == bindparam("pid"))
-        .order_by(o.c.due_at.desc(), o.c.id.desc()).limit(limit)
-    ).subquery("page")  # fmt: skip
+        select(o)
+        .where(o.c.payment_id == bindparam("pid"))
+        .order_by(o.c.due_at.desc(), o.c.id.desc())
+        .limit(limit)
+    ).subquery("page")
     payer = t.accounts.alias("payer")
     payee = t.accounts.alias("payee")
     # Literal states (our own constants): an expanding IN was rendered again at every call.
@@ -121,52 +123,76 @@ def _detail_head(limit: int) -> Any:
     unfinished = exists(select(o.c.id).where(o.c.payment_id == p.c.id).where(o.c.state.in_(states)))
     return (
         select(
-            *(c.label(f"p_{c.name}") for c in p.c), payer.c.name.label("p_payer_name"),
-            payee.c.name.label("p_payee_name"), unfinished.label("unfinished"),
-            *(c.label(f"o_{c.name}") for c in page.c), *(c.label(f"tr_{c.name}") for c in tr.c),
+            *(c.label(f"p_{c.name}") for c in p.c),
+            payer.c.name.label("p_payer_name"),
+            payee.c.name.label("p_payee_name"),
+            unfinished.label("unfinished"),
+            *(c.label(f"o_{c.name}") for c in page.c),
+            *(c.label(f"tr_{c.name}") for c in tr.c),
         )
         .select_from(
-            p.join(payer, payer.c.id == p.c.payer_id).join(payee, payee.c.id == p.c.payee_id)
-            .outerjoin(page, true()).outerjoin(tr, tr.c.occurrence_id == page.c.id)
+            p.join(payer, payer.c.id == p.c.payer_id)
+            .join(payee, payee.c.id == p.c.payee_id)
+            .outerjoin(page, true())
+            .outerjoin(tr, tr.c.occurrence_id == page.c.id)
         )
         .where(p.c.id == bindparam("pid"))
         .order_by(page.c.due_at.desc(), page.c.id.desc(), tr.c.id)
-    )  # fmt: skip
+    )
 
 
 def _occurrence_at(m: RowMapping) -> Occurrence:
     return Occurrence(
-        id=m["o_id"], payment_id=m["o_payment_id"], key=m["o_key"], due_at=m["o_due_at"],
-        state=S(m["o_state"]), attempts=m["o_attempts"], fence=m["o_fence"],
-        reason=m["o_reason"], started_at=m["o_started_at"], finished_at=m["o_finished_at"],
-        takeovers=m["o_takeovers"], reference=m["o_reference"], resolve_at=m["o_resolve_at"],
-        resolve_checks=m["o_resolve_checks"], nominal_at=m["o_nominal_at"],
+        id=m["o_id"],
+        payment_id=m["o_payment_id"],
+        key=m["o_key"],
+        due_at=m["o_due_at"],
+        state=S(m["o_state"]),
+        attempts=m["o_attempts"],
+        fence=m["o_fence"],
+        reason=m["o_reason"],
+        started_at=m["o_started_at"],
+        finished_at=m["o_finished_at"],
+        takeovers=m["o_takeovers"],
+        reference=m["o_reference"],
+        resolve_at=m["o_resolve_at"],
+        resolve_checks=m["o_resolve_checks"],
+        nominal_at=m["o_nominal_at"],
         approval_deadline=m.get("o_approval_deadline"),
-    )  # fmt: skip
+    )
 
 
 def _transition_at(m: RowMapping) -> Transition:
     return Transition(
-        occurrence_id=m["tr_occurrence_id"], at=m["tr_at"],
+        occurrence_id=m["tr_occurrence_id"],
+        at=m["tr_at"],
         from_state=S(m["tr_from_state"]) if m["tr_from_state"] else None,
-        to_state=S(m["tr_to_state"]), attempt=m["tr_attempt"], reason=m["tr_reason"],
-    )  # fmt: skip
+        to_state=S(m["tr_to_state"]),
+        attempt=m["tr_attempt"],
+        reason=m["tr_reason"],
+    )
 
 
 @functools.cache
 def _notifications_of(limit: int) -> Any:
     n = t.notifications.c
     return (
-        select(t.notifications).where(n.payment_id == bindparam("pid"))
-        .order_by(n.id.desc()).limit(limit)
-    )  # fmt: skip
+        select(t.notifications)
+        .where(n.payment_id == bindparam("pid"))
+        .order_by(n.id.desc())
+        .limit(limit)
+    )
 
 
 class ReadsStore(StoreBase):
     def payment_history(
-        self, payment_id: int, *, page: int | None = None,
-        before: tuple[datetime, int] | None = None, notifications: int = 1000,
-    ) -> PaymentHistory:  # fmt: skip
+        self,
+        payment_id: int,
+        *,
+        page: int | None = None,
+        before: tuple[datetime, int] | None = None,
+        notifications: int = 1000,
+    ) -> PaymentHistory:
         """A payment, its occurrences, their transitions and its latest notifications on ONE
         connection in one read transaction: a detail read was four checkouts (each a pool
         ping, BEGIN and ROLLBACK around its query), most of GET /v1/payments/{id}'s time.
@@ -199,13 +225,16 @@ class ReadsStore(StoreBase):
                 last, unfinished = self._status_of(conn, payment, rows if before is None else None)
             transitions = self._histories(conn, occurrences)
             sent = conn.execute(
-                select(t.notifications).where(n.payment_id == payment_id)
-                .order_by(n.id.desc()).limit(notifications)
-            )  # fmt: skip
+                select(t.notifications)
+                .where(n.payment_id == payment_id)
+                .order_by(n.id.desc())
+                .limit(notifications)
+            )
             notes = [notification_from(r) for r in sent]
             actions = read_actions(conn, payment_id, None if page is None else page + 1)
-            return PaymentHistory(payment, occurrences, transitions, notes, more, last,
-                                  unfinished, actions)  # fmt: skip
+            return PaymentHistory(
+                payment, occurrences, transitions, notes, more, last, unfinished, actions
+            )
 
     def _detail(self, payment_id: int, page: int, notifications: int) -> PaymentHistory:
         """payment_history's first page in two statements (it was five): the payment with
@@ -239,9 +268,16 @@ class ReadsStore(StoreBase):
         # Only a done payment's status depends on its occurrences (views.payment_status).
         last = occurrences[0].state if done and occurrences else None
         unfinished = done and bool(rows[0]._mapping["unfinished"])
-        return PaymentHistory(payment, shown, transitions,
-                              [notification_from(r) for r in sent], more, last,
-                              unfinished, actions)  # fmt: skip
+        return PaymentHistory(
+            payment,
+            shown,
+            transitions,
+            [notification_from(r) for r in sent],
+            more,
+            last,
+            unfinished,
+            actions,
+        )
 
     def payment_occurrences(
         self, payment_id: int, limit: int, before: tuple[datetime, int] | None = None
@@ -266,9 +302,11 @@ class ReadsStore(StoreBase):
         # index however deep the page.
         c = t.occurrences.c
         query = (
-            select(t.occurrences).where(c.payment_id == payment_id)
-            .order_by(c.due_at.desc(), c.id.desc()).limit(limit)
-        )  # fmt: skip
+            select(t.occurrences)
+            .where(c.payment_id == payment_id)
+            .order_by(c.due_at.desc(), c.id.desc())
+            .limit(limit)
+        )
         if before is not None:
             query = query.where(
                 or_(c.due_at < before[0], and_(c.due_at == before[0], c.id < before[1]))
@@ -289,10 +327,15 @@ class ReadsStore(StoreBase):
         # The states that are not final, listed, rather than NOT IN the final ones: a list the
         # (state, due_at) index can look up (its non-final part stays small), which NOT IN is
         # not; else the payment's whole history is walked when all of it is final.
-        unfinished = conn.execute(
-            select(c.id).where(c.payment_id == payment.id)
-            .where(c.state.in_([s.value for s in S if s not in FINAL_STATES])).limit(1)
-        ).first() is not None  # fmt: skip
+        unfinished = (
+            conn.execute(
+                select(c.id)
+                .where(c.payment_id == payment.id)
+                .where(c.state.in_([s.value for s in S if s not in FINAL_STATES]))
+                .limit(1)
+            ).first()
+            is not None
+        )
         return (newest[0].state if newest else None), unfinished
 
     def _histories(
@@ -415,18 +458,26 @@ class ReadsStore(StoreBase):
         )
         return [
             Transition(
-                occurrence_id=r.occurrence_id, at=r.at,
+                occurrence_id=r.occurrence_id,
+                at=r.at,
                 from_state=S(r.from_state) if r.from_state else None,
-                to_state=S(r.to_state), attempt=r.attempt, reason=r.reason,
+                to_state=S(r.to_state),
+                attempt=r.attempt,
+                reason=r.reason,
             )
             for r in rows
-        ]  # fmt: skip
+        ]
 
     def list_occurrences(
-        self, limit: int, *, after: tuple[datetime, int] | None = None,
-        state: OccurrenceState | None = None, payment_id: int | None = None,
-        due_from: datetime | None = None, due_before: datetime | None = None,
-    ) -> list[Occurrence]:  # fmt: skip
+        self,
+        limit: int,
+        *,
+        after: tuple[datetime, int] | None = None,
+        state: OccurrenceState | None = None,
+        payment_id: int | None = None,
+        due_from: datetime | None = None,
+        due_before: datetime | None = None,
+    ) -> list[Occurrence]:
         """Earliest due first (then by id); `after` is the (due_at, id) a page ended at."""
         c = t.occurrences.c
         query = select(t.occurrences).order_by(c.due_at, c.id).limit(limit)

@@ -39,8 +39,10 @@ def claim_rows() -> Any:
     payee = t.accounts.alias("payee")
     return (
         select(
-            t.occurrences, *(c.label(f"p_{c.name}") for c in t.payments.c),
-            payer.c.name.label("p_payer_name"), payee.c.name.label("p_payee_name"),
+            t.occurrences,
+            *(c.label(f"p_{c.name}") for c in t.payments.c),
+            payer.c.name.label("p_payer_name"),
+            payee.c.name.label("p_payee_name"),
         )
         .select_from(
             t.occurrences.join(t.payments, t.payments.c.id == t.occurrences.c.payment_id)
@@ -50,37 +52,56 @@ def claim_rows() -> Any:
         .where(t.occurrences.c.id.in_(bindparam("ids", expanding=True)))
         .order_by(t.occurrences.c.id)
         .with_for_update(of=t.occurrences)
-    )  # fmt: skip
+    )
 
 
 def payment_from(row: Row[Any], prefix: str = "") -> Payment:
     m = row._mapping
     window = m[prefix + "catchup_window_s"]
     return Payment(
-        id=m[prefix + "id"], payer=m[prefix + "payer_name"], payee=m[prefix + "payee_name"],
-        amount=int(m[prefix + "amount"]), currency=m[prefix + "currency"],
-        state=PaymentState(m[prefix + "state"]), due_at=m[prefix + "due_at"],
-        cron=m[prefix + "cron"], timezone=m[prefix + "timezone"],
-        next_due_at=m[prefix + "next_due_at"], memo=m[prefix + "memo"],
-        created_at=m[prefix + "created_at"], notify=tuple(json.loads(m[prefix + "notify"] or "[]")),
-        recurrence=m[prefix + "recurrence"], catchup=m[prefix + "catchup"],
+        id=m[prefix + "id"],
+        payer=m[prefix + "payer_name"],
+        payee=m[prefix + "payee_name"],
+        amount=int(m[prefix + "amount"]),
+        currency=m[prefix + "currency"],
+        state=PaymentState(m[prefix + "state"]),
+        due_at=m[prefix + "due_at"],
+        cron=m[prefix + "cron"],
+        timezone=m[prefix + "timezone"],
+        next_due_at=m[prefix + "next_due_at"],
+        memo=m[prefix + "memo"],
+        created_at=m[prefix + "created_at"],
+        notify=tuple(json.loads(m[prefix + "notify"] or "[]")),
+        recurrence=m[prefix + "recurrence"],
+        catchup=m[prefix + "catchup"],
         catchup_window=None if window is None else timedelta(seconds=window),
-        next_nominal_at=m[prefix + "next_nominal_at"], remind=_seconds(m[prefix + "remind_s"]),
+        next_nominal_at=m[prefix + "next_nominal_at"],
+        remind=_seconds(m[prefix + "remind_s"]),
         approval=m.get(prefix + "approval") or "none",
         approval_timeout=_seconds(m.get(prefix + "approval_timeout_s")),
         approval_on_timeout=m.get(prefix + "approval_on_timeout"),
-    )  # fmt: skip
+    )
 
 
 def occurrence_from(row: Row[Any]) -> Occurrence:
     return Occurrence(
-        id=row.id, payment_id=row.payment_id, key=row.key, due_at=row.due_at,
-        state=OccurrenceState(row.state), attempts=row.attempts, fence=row.fence,
-        reason=row.reason, started_at=row.started_at, finished_at=row.finished_at,
-        takeovers=row.takeovers, reference=row.reference, resolve_at=row.resolve_at,
-        resolve_checks=row.resolve_checks, nominal_at=row.nominal_at,
+        id=row.id,
+        payment_id=row.payment_id,
+        key=row.key,
+        due_at=row.due_at,
+        state=OccurrenceState(row.state),
+        attempts=row.attempts,
+        fence=row.fence,
+        reason=row.reason,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        takeovers=row.takeovers,
+        reference=row.reference,
+        resolve_at=row.resolve_at,
+        resolve_checks=row.resolve_checks,
+        nominal_at=row.nominal_at,
         approval_deadline=row._mapping.get("approval_deadline"),
-    )  # fmt: skip
+    )
 
 
 def account_from(row: Row[Any]) -> Account:

@@ -63,14 +63,19 @@ def _cas() -> Any:
         .where(occ.state == bindparam("b_state_was"))
         .where(occ.fence == bindparam("b_fence_was"))
         .values(
-            state=bindparam("b_state"), attempts=bindparam("b_attempts"),
-            fence=bindparam("b_fence"), reason=bindparam("b_reason"),
-            started_at=bindparam("b_started"), finished_at=bindparam("b_finished"),
-            takeovers=bindparam("b_takeovers"), reference=bindparam("b_reference"),
-            resolve_at=bindparam("b_resolve_at"), resolve_checks=bindparam("b_checks"),
+            state=bindparam("b_state"),
+            attempts=bindparam("b_attempts"),
+            fence=bindparam("b_fence"),
+            reason=bindparam("b_reason"),
+            started_at=bindparam("b_started"),
+            finished_at=bindparam("b_finished"),
+            takeovers=bindparam("b_takeovers"),
+            reference=bindparam("b_reference"),
+            resolve_at=bindparam("b_resolve_at"),
+            resolve_checks=bindparam("b_checks"),
             updated_at=bindparam("b_now"),
         )
-    )  # fmt: skip
+    )
 
 
 @functools.cache
@@ -179,26 +184,36 @@ def apply(conn: Connection, changes: Sequence[Change], now: datetime) -> None:
         return
     params = [
         {
-            "b_id": c.after.id, "b_state_was": c.before.state.value,
-            "b_fence_was": c.before.fence, "b_state": c.after.state.value,
-            "b_attempts": c.after.attempts, "b_fence": c.after.fence,
-            "b_reason": c.after.reason, "b_started": c.after.started_at,
-            "b_finished": c.after.finished_at, "b_takeovers": c.after.takeovers,
-            "b_reference": c.after.reference, "b_resolve_at": c.after.resolve_at,
-            "b_checks": c.after.resolve_checks, "b_now": now,
+            "b_id": c.after.id,
+            "b_state_was": c.before.state.value,
+            "b_fence_was": c.before.fence,
+            "b_state": c.after.state.value,
+            "b_attempts": c.after.attempts,
+            "b_fence": c.after.fence,
+            "b_reason": c.after.reason,
+            "b_started": c.after.started_at,
+            "b_finished": c.after.finished_at,
+            "b_takeovers": c.after.takeovers,
+            "b_reference": c.after.reference,
+            "b_resolve_at": c.after.resolve_at,
+            "b_checks": c.after.resolve_checks,
+            "b_now": now,
         }
         for c in changes
-    ]  # fmt: skip
+    ]
     matched = conn.execute(_cas(), params).rowcount
     if matched != len(changes):
         raise LostRace(
             f"{len(changes) - matched} of {len(changes)} occurrence(s) changed under a "
             "compare-and-set; nothing was written"
         )
-    record(conn, [
-        history(c.after.id, now, c.before.state, c.after.state, c.after.attempts, _note(c))
-        for c in changes
-    ])  # fmt: skip
+    record(
+        conn,
+        [
+            history(c.after.id, now, c.before.state, c.after.state, c.after.attempts, _note(c))
+            for c in changes
+        ],
+    )
 
 
 def record(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -208,9 +223,19 @@ def record(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def history(
-    occurrence_id: int, now: datetime, source: OccurrenceState | None, target: OccurrenceState,
-    attempt: int, reason: str | None,
-) -> dict[str, Any]:  # fmt: skip
+    occurrence_id: int,
+    now: datetime,
+    source: OccurrenceState | None,
+    target: OccurrenceState,
+    attempt: int,
+    reason: str | None,
+) -> dict[str, Any]:
     """A transitions row."""
-    return dict(occurrence_id=occurrence_id, at=now, from_state=source.value if source else None,
-                to_state=target.value, attempt=attempt, reason=reason)  # fmt: skip
+    return dict(
+        occurrence_id=occurrence_id,
+        at=now,
+        from_state=source.value if source else None,
+        to_state=target.value,
+        attempt=attempt,
+        reason=reason,
+    )

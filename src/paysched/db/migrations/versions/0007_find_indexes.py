@@ -26,8 +26,13 @@ HAS_REFERENCE = sa.text("reference IS NOT NULL")
 def upgrade() -> None:
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
-    op.create_index("ix_occurrences_reference", "occurrences", ["reference"],
-                    postgresql_where=HAS_REFERENCE, sqlite_where=HAS_REFERENCE)  # fmt: skip
+    op.create_index(
+        "ix_occurrences_reference",
+        "occurrences",
+        ["reference"],
+        postgresql_where=HAS_REFERENCE,
+        sqlite_where=HAS_REFERENCE,
+    )
     op.drop_index("ix_ledger_entries_account_id", table_name="ledger_entries")
 
 

@@ -14,8 +14,11 @@ down_revision = "0011"
 branch_labels = None
 depends_on = None
 
-COLUMNS = (("occurrences", "state", False), ("transitions", "from_state", True),
-           ("transitions", "to_state", False))  # fmt: skip
+COLUMNS = (
+    ("occurrences", "state", False),
+    ("transitions", "from_state", True),
+    ("transitions", "to_state", False),
+)
 
 
 def upgrade() -> None:
