@@ -43,10 +43,12 @@ DESCRIPTION = """\
 Scheduled payments, each exactly once, on time, never lost.
 
 Every route under `/v1` needs an API key (`paysched apikeys create NAME --scope
-read|write|admin`) as `Authorization: Bearer <key>`: `read` for GET, `write` for creating
-accounts, deposits, payments, cancels and notification retries, `admin` for resolving
-occurrences by hand. Every POST takes an `Idempotency-Key`. Errors are RFC 9457
-`application/problem+json` documents with a stable `code` and the offending `field`.
+read|write|approve|admin`) as `Authorization: Bearer <key>`: `read` for GET, `write` for
+creating accounts, deposits, payments, cancels and notification retries, `approve` also for
+approving or rejecting occurrences awaiting approval (never of a payment the key created),
+`admin` also for resolving occurrences by hand. Every POST takes an `Idempotency-Key`. Errors
+are RFC 9457 `application/problem+json` documents with a stable `code` and the offending
+`field`.
 Money is a decimal string and a currency, never a number.
 """
 

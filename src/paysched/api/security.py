@@ -25,7 +25,7 @@ TOUCH_EVERY = timedelta(minutes=1)
 
 bearer = HTTPBearer(
     auto_error=False,
-    description="An API key from `paysched apikeys create NAME --scope read|write|admin`.",
+    description="An API key from `paysched apikeys create NAME --scope read|write|approve|admin`.",
 )
 
 

@@ -26,7 +26,10 @@ apikeys_cli = typer.Typer(no_args_is_help=True, help="Keys of the HTTP API.")
 cli.add_typer(apikeys_cli, name="apikeys")
 
 
-SCOPE_HELP = "read: GET; write: + create, deposit, cancel; admin: + resolve occurrences."
+SCOPE_HELP = (
+    "read: GET; write: + create, deposit, cancel; approve: + approve or reject occurrences "
+    "awaiting approval; admin: + resolve occurrences."
+)
 
 
 def _apikey_view(key: Any) -> dict[str, Any]:
