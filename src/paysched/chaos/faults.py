@@ -140,7 +140,12 @@ def plan(
             return round(rng.uniform(1.0, 5.0), 2)
         return 0.0
 
-    faults = [PlannedFault(rng.uniform(1.0, end), k, down(k), rng.randrange(1000)) for k in chosen]
+    def first_at(kind: str) -> float:
+        # The staged interleaving needs a one-time payment still to fall due: in the first
+        # half, so that faults running late (outages waited out) cannot push it past the last.
+        return rng.uniform(1.0, max(end / 2, 2.0) if kind == "stall_takeover_cancel" else end)
+
+    faults = [PlannedFault(first_at(k), k, down(k), rng.randrange(1000)) for k in chosen]
     extra = int(duration / mean_gap_s)
     weights = [WEIGHTS[k] for k in chosen]
     for _ in range(extra):
@@ -228,7 +233,10 @@ class Injector:
         assert self.provider is not None and self.hold_dir is not None
         if not self._until(self.provider.up):  # a provider_kill before may still hold it down
             return {"outcome": "the provider did not come back"}
-        payment = self.canceller.take_next_due(STAGE_LEAD, lambda p: p.payer != BROKE)
+        # Not one awaiting approval: its first attempt waits for a decision the stage cannot make.
+        payment = self.canceller.take_next_due(
+            STAGE_LEAD, lambda p: p.payer != BROKE and not p.approval
+        )
         if payment is None:
             return {"outcome": "nothing left to stall"}
         # Its first charge goes through and is answered at once (none of the stand-in's faults).

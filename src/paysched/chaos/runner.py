@@ -11,6 +11,7 @@ import logging
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -251,16 +252,22 @@ def run(cfg: Config) -> dict[str, Any]:
                 procs.start(name)
         active = procs
 
+        # The approver decides on its own thread, under whatever fault is on: a decision that
+        # waits out a database outage must not hold up the faults planned after it.
         approver = Approver(store, cfg.seed)
-        approved_at = [0.0]
+        approver_stop = threading.Event()
+
+        def approving() -> None:
+            while not approver_stop.wait(APPROVE_EVERY_S):
+                approver.step()
+
+        approving_thread = threading.Thread(target=approving, name="chaos-approver", daemon=True)
+        approving_thread.start()
 
         def sleep(seconds: float) -> None:
             end = time.monotonic() + seconds
             while (left := end - time.monotonic()) > 0:
                 active.supervise()
-                if time.monotonic() - approved_at[0] > APPROVE_EVERY_S:
-                    approver.step()  # under whatever fault is on
-                    approved_at[0] = time.monotonic()
                 time.sleep(min(0.2, left))
 
         pauser = Pauser(store, payments, cfg.seed, sleep, canceller.cancelled_ids)
@@ -323,6 +330,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 log.debug("drain probe: %s", exc)
             sleep(0.5)
         drain_s = time.monotonic() - drain_start
+        approver_stop.set()
+        approving_thread.join(timeout=30)
         # Last, while the provider is still up: an operator's `paysched reconcile` over the run.
         closing, reconciled = reconcile_check(env, started, datetime.now(UTC))
         db_errors = procs.count_in_logs(DB_ERROR_LOG_LINE)
