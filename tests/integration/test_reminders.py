@@ -19,7 +19,6 @@ from paysched.actors import Actor
 from paysched.app import App, build_registry
 from paysched.bot import messages
 from paysched.bot.reminders import reminder_outbox
-from paysched.bot.service import run_bot
 from paysched.clock import ManualClock, to_ms
 from paysched.config import Settings
 from paysched.db import tables as t
@@ -30,8 +29,8 @@ from paysched.domain import OccurrenceState, PaymentState
 from paysched.notify.delivery import Deliverer
 from tests.http_peers import BotApi
 from tests.integration.helpers import all_final, fund, running
+from tests.integration.test_bot import TOKEN, bot_running
 
-TOKEN = "123456:BOT-test-token"
 ALICE, ALICE2, BOB, MALLORY = 4201, 4202, 4301, 4666  # chat ids
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 S = OccurrenceState
@@ -258,28 +257,6 @@ async def bapp(bot_env: dict[str, str]) -> AsyncIterator[App]:
     app = await App.open(Settings.from_env(bot_env), clock=clock, with_queue=False)
     yield app
     await app.close()
-
-
-@contextlib.asynccontextmanager
-async def bot_running(app: App) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_bot(
-            app.store.engine,
-            app.clock,
-            app.pool,
-            TOKEN,
-            app.settings.telegram_api_url,
-            stop,
-            poll_timeout=1,
-            app=app,
-        )
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 @contextlib.asynccontextmanager
