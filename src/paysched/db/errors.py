@@ -10,6 +10,8 @@ than a wrapper at each transaction: a transaction added later cannot forget it.
 
 from __future__ import annotations
 
+import weakref
+
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -22,11 +24,18 @@ from paysched.errors import (
     ValueRefused,
 )
 
+# The engines already hooked. Not `event.contains`: SQLAlchemy's registry keys a listener by
+# id(engine) and forgets it only when the listener's collection (on the engine's dialect) is
+# garbage-collected, so a new engine at a freed engine's address read as hooked and was not:
+# its driver errors escaped raw, now and then (a test's fresh SQLite "no such table").
+_HOOKED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
 
 def install(engine: Engine) -> None:
     """Translate `engine`'s driver errors from now on (once per engine however often asked)."""
-    if not event.contains(engine, "handle_error", _translate_error):
+    if engine not in _HOOKED:
         event.listen(engine, "handle_error", _translate_error)
+        _HOOKED.add(engine)
 
 
 def translate(exc: DBAPIError, disconnect: bool = False) -> DatabaseUnavailable | DatabaseError:
