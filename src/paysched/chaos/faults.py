@@ -374,7 +374,18 @@ class Injector:
                     with contextlib.suppress(Exception):
                         await a.close()
 
-        return {"enqueued": asyncio.run(both())}
+        # A Redis restarted by the fault before may still be loading its data: the two ticks
+        # wait it out as a scheduler's next tick would, within STAGE_TIMEOUT_S.
+        deadline = time.monotonic() + STAGE_TIMEOUT_S
+        tries = 1
+        while True:
+            try:
+                return {"enqueued": asyncio.run(both()), "tries": tries}
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            tries += 1
+            self.sleep(0.5)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
