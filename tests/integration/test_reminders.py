@@ -25,6 +25,7 @@ from paysched.db import tables as t
 from paysched.db.actions import actions_of
 from paysched.db.links import ChatLinks
 from paysched.db.store import Store
+from paysched.db.store.execution import NoClaim
 from paysched.domain import OccurrenceState, PaymentState
 from paysched.notify.delivery import Deliverer
 from tests.http_peers import BotApi
@@ -106,6 +107,43 @@ def test_each_occurrence_is_reminded_once_in_its_window(store: Store) -> None:
     assert len(reminders(store)) == 6
 
 
+def test_a_reminder_shorter_than_the_look_ahead_names_the_made_occurrence(store: Store) -> None:
+    """The scheduler makes an occurrence its look-ahead (5 minutes) before it is due, and the
+    series moves on: a 2-minute reminder names that made occurrence, once, until it starts."""
+    for name in ("alice", "bob"):
+        store.create_account(name, "USD", T0)
+    link(store.engine, "alice", ALICE, T0)
+    pid = daily(store, T0, timedelta(minutes=2))
+    due = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    (made,) = store.materialize_due(due - timedelta(minutes=5), due)
+    assert made.due_at == due
+    assert store.get_payment(pid).next_due_at == due + timedelta(days=1)
+    assert store.remind_due(due - timedelta(minutes=2, seconds=1), reminder_outbox) == 0
+    assert store.remind_due(due - timedelta(minutes=2), reminder_outbox) == 1
+    assert [r.dedup_key for r in reminders(store)] == [f"remind:{pid}:{to_ms(due)}:{ALICE}"]
+    assert store.remind_due(due - timedelta(minutes=1), reminder_outbox) == 0
+    # The next day's: made, then claimed before its window opens — never reminded.
+    tomorrow = due + timedelta(days=1)
+    (nxt,) = store.materialize_due(tomorrow - timedelta(minutes=5), tomorrow)
+    assert not isinstance(store.claim(nxt.id, tomorrow - timedelta(minutes=3)), NoClaim)
+    assert store.remind_due(tomorrow - timedelta(minutes=1), reminder_outbox) == 0
+    # A 24-hour reminder already sent from the series is not sent again once it is made.
+    store.set_account_remind("alice", None)
+    with store.engine.begin() as conn:
+        conn.execute(t.payments.update().values(remind_s=86400, reminded_due_at=None))
+    day3 = tomorrow + timedelta(days=1)
+    assert store.remind_due(tomorrow + timedelta(minutes=1), reminder_outbox) == 1
+    store.materialize_due(day3 - timedelta(minutes=5), day3)
+    assert store.remind_due(day3 - timedelta(minutes=1), reminder_outbox) == 0
+    assert len(reminders(store)) == 2
+    # Past its due time, a made occurrence is no longer reminded of.
+    late = daily(store, day3, timedelta(minutes=2))
+    day4 = day3 + timedelta(days=1)
+    store.materialize_due(day4 - timedelta(minutes=5), day4, [late])
+    assert store.remind_due(day4 + timedelta(seconds=1), reminder_outbox) == 0
+    assert len(reminders(store)) == 2
+
+
 def test_account_default_is_copied_into_new_payments(store: Store) -> None:
     store.create_account("alice", "USD", T0, remind=timedelta(hours=24))
     store.create_account("bob", "USD", T0)
@@ -118,7 +156,6 @@ def test_account_default_is_copied_into_new_payments(store: Store) -> None:
 
 def test_skip_occurrence_skips_that_one_only_or_says_why_not(store: Store) -> None:
     from paysched.db.store.control import NotSkippable
-    from paysched.db.store.execution import NoClaim
 
     for name in ("alice", "bob"):
         store.create_account(name, "USD", T0)
