@@ -33,6 +33,7 @@ from paysched.db.actions import (
     Acting,
     Subject,
     account_subject,
+    approval_rule_subject,
     deposit_subject,
     notification_subject,
 )
@@ -632,6 +633,14 @@ class App:
         """The account's reminder default (None: off) for the payments created from now on."""
         acting = Acting(actor, "set_account", self.clock.now(), account_subject)
         account = await self.db(self.store.set_account_remind, name, remind, acting.then())
+        acting.logged()
+        return account
+
+    async def set_approval_above(self, name: str, minor: int | None, *, actor: Actor) -> Account:
+        """The account's approval rule (None: off): its payments created from now on above
+        `minor` require approval."""
+        acting = Acting(actor, "set_account", self.clock.now(), approval_rule_subject(minor))
+        account = await self.db(self.store.set_approval_above, name, minor, acting.then())
         acting.logged()
         return account
 

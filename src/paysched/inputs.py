@@ -22,6 +22,7 @@ from paysched.domain import (
     amount_shape,
     check_text,
     normalise_name,
+    parse_amount,
     parse_currency,
     parse_positive_amount,
     shown,
@@ -395,6 +396,14 @@ def parse_remind_setting(value: object, field: str = "remind") -> timedelta | No
     if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
         return None
     return parse_remind(value, field)
+
+
+def parse_approval_above(text: str | None, currency: str) -> int | None:
+    """An account's approval rule: its new payments above this amount require approval.
+    An amount in `currency` (its minor units), or None or 'off': no rule."""
+    if text is None or text.strip().lower() == "off":
+        return None
+    return parse_amount(text, currency, "approval_above")
 
 
 def check_approval(

@@ -3,6 +3,7 @@ POST /v1/occurrences/{ref}/approve | reject (scope approve, four eyes, once)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from paysched.db.apikeys import ApiKeys
@@ -145,3 +146,54 @@ async def test_dashboard_approve_and_reject_buttons(api: Api) -> None:
     mine_path = f"/dashboard/occurrences/{mine['id']}/approve"
     r = await api.client.post(mine_path, content="", headers=signed(api, "approve") | HX | form)
     assert r.status_code == 409 and "four eyes" in r.text
+
+
+async def test_an_accounts_approval_rule_over_patch(api: Api) -> None:
+    """PATCH /v1/accounts/{name} sets and clears `approval_above`; the payments created after
+    it above the amount await approval, those at or below it and those before it do not; a
+    PATCH changes only the fields it gives, and a bad amount changes nothing."""
+    await setup(api)
+    one_time = {"from": "alice", "to": "bob", "in": "1h"}
+
+    async def patch(body: dict[str, object], scope: str = "write") -> httpx.Response:
+        return await api.client.patch("/v1/accounts/alice", json=body, headers=api.auth(scope))
+
+    remind = await patch({"remind": "2h"})
+    assert remind.status_code == 200
+    r = await patch({"approval_above": "50.00"})
+    assert r.status_code == 200, r.text
+    assert r.json()["approval_above"] == "50.00"
+    assert r.json()["remind"] == "7200s"
+    above = await api.post("/v1/payments", one_time | {"amount": "50.01"}, "write")
+    at = await api.post("/v1/payments", one_time | {"amount": "50.00"}, "write")
+    assert above.json()["approval"] == "required", above.text
+    assert at.json()["approval"] == "none", at.text
+    refusals: list[dict[str, object]] = [
+        {"approval_above": "12.345"},  # more decimals than USD has
+        {"approval_above": "-1"},
+        {"approval_above": "lots"},
+        {"remind": "3h", "approval_above": "x"},  # nothing written: the remind stays 2h
+        {},
+    ]
+    for bad in refusals:
+        refused = await patch(bad)
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.json()["code"] == "invalid_input"
+        assert refused.json()["field"] in ("approval_above", "remind")
+    shown = (await api.get("/v1/accounts/alice")).json()
+    assert (shown["approval_above"], shown["remind"]) == ("50.00", "7200s")
+    problem(
+        await api.client.patch(
+            "/v1/accounts/ghost", json={"approval_above": "1.00"}, headers=api.auth("write")
+        ),
+        404,
+        "not_found",
+    )
+    assert (await patch({"approval_above": "1.00"}, "read")).status_code == 403
+    off = await patch({"approval_above": None})
+    assert off.json()["approval_above"] is None
+    after = await api.post("/v1/payments", one_time | {"amount": "99.00"}, "write")
+    assert after.json()["approval"] == "none"
+    # The rule's changes are in the action log with the key that made them.
+    log = (await api.get("/v1/actions", action="set_account", limit=50)).json()["data"]
+    assert {str(a["detail"].get("approval_above")) for a in log} >= {"5000", "off"}

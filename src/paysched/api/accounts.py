@@ -1,4 +1,5 @@
-"""/v1/accounts: create, list, get, change (its reminder default), deposit."""
+"""/v1/accounts: create, list, get, change (its reminder default, its approval rule),
+deposit."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from paysched.api.security import Read, Write
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import Store
 from paysched.domain import normalise_name, parse_currency, parse_positive_amount, refuse_external
-from paysched.inputs import parse_remind, parse_remind_setting
+from paysched.errors import InvalidInput
+from paysched.inputs import parse_approval_above, parse_remind, parse_remind_setting
 from paysched.views import account_view
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -62,13 +64,27 @@ async def create_account(
 async def change_account(
     name: str, body: AccountChange, request: Request, caller: ApiKey = Write
 ) -> dict[str, Any]:
-    """Change an account's reminder default (`remind`, null: off), for the payments created
-    from now on."""
+    """Change an account's settings for the payments created from now on (those it pays
+    keep their own): its reminder default (`remind`, null: off) and its approval rule
+    (`approval_above`, null: off). Only the fields given change."""
     app = paysched(request)
-    remind = parse_remind_setting(body.remind)
-    account = await app.set_account_remind(
-        normalise_name(name), remind, actor=Actor.of_key(caller, "api")
+    given = body.model_fields_set
+    if not given:
+        raise InvalidInput("remind", "give a setting to change: remind or approval_above")
+    name = normalise_name(name)
+    actor = Actor.of_key(caller, "api")
+    # Every value checked before anything is written (the amount needs the currency).
+    remind = parse_remind_setting(body.remind) if "remind" in given else None
+    account = await app.read(Store.get_account, name)
+    above = (
+        parse_approval_above(body.approval_above, account.currency)
+        if "approval_above" in given
+        else None
     )
+    if "remind" in given:
+        account = await app.set_account_remind(name, remind, actor=actor)
+    if "approval_above" in given:
+        account = await app.set_approval_above(name, above, actor=actor)
     return account_view(account)
 
 

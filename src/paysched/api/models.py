@@ -66,10 +66,20 @@ class AccountCreate(Strict):
 
 
 class AccountChange(Strict):
+    """Only the settings given change (at least one)."""
+
     remind: str | None = Field(
+        None,
         max_length=32,
         examples=["24h"],
         description="The reminder default of its new payments: a duration, or null (off).",
+    )
+    approval_above: str | None = Field(
+        None,
+        max_length=32,
+        examples=["500.00"],
+        description="Its new payments above this amount (a decimal string in the account's "
+        "currency) require approval; null or 'off': none do.",
     )
 
 

@@ -68,32 +68,21 @@ def accounts_create(
 
 def _approval_above(text: str | None, currency: str) -> int | str | None:
     """--approval-above: minor units, 'off' (to clear it), or None (not given)."""
-    from paysched.domain import parse_amount
+    from paysched.inputs import parse_approval_above
 
     if text is None:
         return None
-    if text.strip().lower() == "off":
-        return "off"
-    minor = parse_amount(text, currency, "approval_above")
-    if minor < 0:
-        raise InvalidInput("approval_above", f"must not be negative, got {text!r}")
-    return minor
+    minor = parse_approval_above(text, currency)
+    return "off" if minor is None else minor
 
 
 def _set_approval_above(store: Store, name: str, above: int | str) -> Any:
     """Set (or, 'off', clear) an account's approval rule, recorded as `set_account`."""
     from paysched.clock import SystemClock
-    from paysched.db.actions import Acting, Subject
+    from paysched.db.actions import Acting, approval_rule_subject
 
     minor = None if above == "off" else int(above)
-    acting = Acting(
-        cli_actor(),
-        "set_account",
-        SystemClock().now(),
-        lambda a: Subject(
-            detail={"account": a.name, "approval_above": "off" if minor is None else minor}
-        ),
-    )
+    acting = Acting(cli_actor(), "set_account", SystemClock().now(), approval_rule_subject(minor))
     account = store.set_approval_above(name, minor, acting.then())
     acting.logged()
     return account

@@ -120,6 +120,13 @@ def account_subject(account: Account) -> Subject:
     return Subject(detail={"account": account.name, "currency": account.currency})
 
 
+def approval_rule_subject(minor: int | None) -> Callable[[Account], Subject]:
+    """An account's approval rule set (minor units) or cleared ('off')."""
+    return lambda a: Subject(
+        detail={"account": a.name, "approval_above": "off" if minor is None else minor}
+    )
+
+
 def deposit_subject(minor: int) -> Callable[[Account], Subject]:
     """The amount in minor units, as everything of money is kept."""
     return lambda a: Subject(
