@@ -561,12 +561,25 @@ class App:
         actor: Actor,
     ) -> Occurrence:
         """Approve (scheduled, then queued as a materialized one is) or reject (cancelled,
-        with `reason`) an occurrence awaiting approval; Conflict if it awaits none any more
-        or `actor` created its payment (see ApprovalsStore.decide)."""
-        _, scheduler = self._need_queue()
+        with `reason`) an occurrence awaiting approval, by id or key; Conflict if it awaits
+        none any more or `actor` created its payment (see ApprovalsStore.decide)."""
         if not approve:
             check_text(reason, "reason")
         occurrence = await self.find_occurrence(ref)
+        return (await self.decide(occurrence.id, approve, reason, then, actor=actor)).occurrence
+
+    async def decide(
+        self,
+        occurrence_id: int,
+        approve: bool,
+        reason: str = "",
+        then: AfterWrite | None = None,
+        *,
+        actor: Actor,
+    ) -> Decided:
+        """The decision (every caller's: the API, the CLI, the dashboard, the chat's buttons),
+        recorded as `actor`'s; an approved occurrence is queued at once when this App has a
+        queue, else (`paysched bot`) by the scheduler's next tick."""
         now = self.clock.now()
         detail: dict[str, str | int] = {} if approve else {"reason": reason.strip()}
 
@@ -579,25 +592,26 @@ class App:
             else Acting(actor, "reject", now, subject)
         )
         decided = await self.db(
-            self.store.decide, occurrence.id, approve, actor, now, reason, acting.then(then)
+            self.store.decide, occurrence_id, approve, actor, now, reason, acting.then(then)
         )
         acting.logged()
-        if approve:
-            payment = decided.payment
-            try:  # committed: a failed enqueue is the next tick's (reconcile) to make good
-                await asyncio.wait_for(
-                    scheduler.enqueue_made([decided.occurrence], now, {payment.id: payment}),
-                    CREATE_ENQUEUE_WAIT_S,
-                )
-            except Exception as exc:
-                log.warning(
-                    "occurrence %s is approved but not yet queued (%s); the "
-                    "scheduler's next tick queues it",
-                    decided.occurrence.key,
-                    short_error(exc),
-                )
-            return await self.db(self.store.get_occurrence, decided.occurrence.id)
-        return decided.occurrence
+        if not approve or self.scheduler is None:
+            return decided
+        payment = decided.payment
+        try:  # committed: a failed enqueue is the next tick's (reconcile) to make good
+            await asyncio.wait_for(
+                self.scheduler.enqueue_made([decided.occurrence], now, {payment.id: payment}),
+                CREATE_ENQUEUE_WAIT_S,
+            )
+        except Exception as exc:
+            log.warning(
+                "occurrence %s is approved but not yet queued (%s); the "
+                "scheduler's next tick queues it",
+                decided.occurrence.key,
+                short_error(exc),
+            )
+        queued = await self.db(self.store.get_occurrence, decided.occurrence.id)
+        return replace(decided, occurrence=queued)
 
     async def retry_notification(
         self, notification_id: int, then: AfterWrite | None = None, *, actor: Actor

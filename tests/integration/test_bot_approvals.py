@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from paysched.actors import Actor
 from paysched.app import App
 from paysched.bot import approvals, messages
+from paysched.clock import ManualClock
+from paysched.config import Settings
 from paysched.db import tables as t
 from paysched.db.actions import Acting, Subject
 from paysched.domain import OccurrenceState
@@ -88,6 +90,27 @@ async def test_only_the_payers_approver_chat_decides_once(bapp: App, bot_api: Bo
         ("approve", "chat", f"telegram:{APPROVER}", "chat", first),
         ("reject", "chat", f"telegram:{APPROVER}", "chat", second),
     ]
+
+
+async def test_inside_run_an_approval_from_the_chat_is_queued_at_once(
+    bot_settings: Settings, bot_api: BotApi
+) -> None:
+    """With the bot inside `paysched run` (an App with a queue), Approve queues the occurrence
+    at once, as the API's approve does: it does not wait for the scheduler's next tick."""
+    app = await App.open(bot_settings, clock=ManualClock(datetime.now(UTC)))
+    try:
+        await fund(app, {"alice": 5000, "bob": 0}, "EUR")
+        await link_chat(app, "alice", str(APPROVER), "approver")
+        occurrence_id = await awaiting(app)
+        async with bot_running(app):
+            said = await press(bot_api, APPROVER, f"approve:{occurrence_id}")
+            assert said.startswith("✅ Approved payment #"), said
+        occ = await app.db(app.store.get_occurrence, occurrence_id)
+        assert occ.state == S.QUEUED
+        assert app.queue is not None
+        assert await app.queue.job_states([occ.key]) == {occ.key: "delayed"}
+    finally:
+        await app.close()
 
 
 def _decisions(app: App) -> list[tuple[object, ...]]:

@@ -6,23 +6,24 @@ a holder's chat or any other gets a polite refusal and nothing changes. A stale 
 occurrence was decided meanwhile, or timed out) says so and changes nothing: the decision is
 the store's compare-and-set, once. The decision is recorded as the chat's (Actor.chat).
 
-The bot has no queue: an approved occurrence is `scheduled`, and the scheduler's next tick
-queues it (its reconcile queues every scheduled occurrence due within the look-ahead).
+The decision is App.decide's, as the API's and the dashboard's: inside `paysched run` an
+approved occurrence is queued at once; `paysched bot` has no queue, so there it is `scheduled`
+and the scheduler's next tick queues it (its reconcile queues every scheduled occurrence due
+within the look-ahead).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from datetime import datetime
-from functools import partial
+from typing import TYPE_CHECKING
 
 from paysched.actors import Actor
-from paysched.db.actions import Acting, Subject
-from paysched.db.store import Store
 from paysched.db.store.approvals import Decided, already
 from paysched.domain import Account, OccurrenceState, format_amount
 from paysched.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from paysched.app import App
 
 CHANNEL = "telegram"
 CHAT_REASON = "rejected in the chat"
@@ -40,37 +41,25 @@ def _line(verb: str, decided: Decided) -> str:
 
 
 async def _decide(
-    store: Store,
+    app: App,
     chat_id: str,
     approver_of: Sequence[Account],
     occurrence_id: int,
-    now: datetime,
     verb: str,
 ) -> str:
     try:
-        occ, payer_id = await asyncio.to_thread(store.payer_id_of, occurrence_id)
+        occ, payer_id = await app.db(app.store.payer_id_of, occurrence_id)
     except NotFound:
         return GONE
     if payer_id not in {a.id for a in approver_of}:
         return NOT_APPROVER
     if occ.state != OccurrenceState.AWAITING_APPROVAL:  # a stale button
         return _sentence(already(occ))
-    approve = verb == "approve"
     actor = Actor.chat(CHANNEL, chat_id)
-    detail: dict[str, str | int] = {} if approve else {"reason": CHAT_REASON}
-
-    def subject(d: Decided) -> Subject:
-        return Subject(d.payment.id, d.occurrence.id, detail)
-
-    acting = (
-        Acting(actor, "approve", now, subject) if approve else Acting(actor, "reject", now, subject)
-    )
-    decide = partial(store.decide, occurrence_id, approve, actor, now, CHAT_REASON, acting.then())
     try:
-        decided = await asyncio.to_thread(decide)
+        decided = await app.decide(occurrence_id, verb == "approve", CHAT_REASON, actor=actor)
     except Conflict as exc:  # decided by someone else meanwhile
         return _sentence(str(exc))
-    acting.logged()
     return _line(verb, decided)
 
 
@@ -79,25 +68,15 @@ def _sentence(text: str) -> str:
 
 
 async def approve(
-    store: Store,
-    chat_id: str,
-    approver_of: Sequence[Account],
-    occurrence_id: int,
-    now: datetime,
+    app: App, chat_id: str, approver_of: Sequence[Account], occurrence_id: int
 ) -> str:
     """The Approve button: `approver_of`, the accounts the chat is an approver of."""
-    return await _decide(store, chat_id, approver_of, occurrence_id, now, "approve")
+    return await _decide(app, chat_id, approver_of, occurrence_id, "approve")
 
 
-async def reject(
-    store: Store,
-    chat_id: str,
-    approver_of: Sequence[Account],
-    occurrence_id: int,
-    now: datetime,
-) -> str:
+async def reject(app: App, chat_id: str, approver_of: Sequence[Account], occurrence_id: int) -> str:
     """The Reject button."""
-    return await _decide(store, chat_id, approver_of, occurrence_id, now, "reject")
+    return await _decide(app, chat_id, approver_of, occurrence_id, "reject")
 
 
 # callback_data `<verb>:<occurrence id>` -> handler, for the bot's button registry.

@@ -120,9 +120,7 @@ async def _decide(press: Press, verb: str) -> str:
     occurrence_id = press.number(0)
     approver_of = [link.account for link in press.links if link.role == "approver"]
     decide = approvals.VERBS[verb]
-    line = await decide(
-        press.app.store, press.chat_id, approver_of, occurrence_id, press.app.clock.now()
-    )
+    line = await decide(press.app, press.chat_id, approver_of, occurrence_id)
     if line in (approvals.NOT_APPROVER, approvals.GONE):
         raise Refused(line)
     return line
