@@ -15,7 +15,7 @@ import importlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -58,6 +58,7 @@ from paysched.executors.claims import adapted
 from paysched.executors.ledger import LedgerExecutor
 from paysched.executors.resolver import DEFAULT_LOOKUP_TIMEOUT, Resolver
 from paysched.heartbeat import Heartbeat, processes_key, read_processes
+from paysched.inputs import parse_approval_above, parse_remind_setting
 from paysched.notify.base import Notifier, NotifierRegistry
 from paysched.notify.delivery import Deliverer
 from paysched.notify.log import LogNotifier
@@ -648,6 +649,31 @@ class App:
         acting = Acting(actor, "set_account", self.clock.now(), account_subject)
         account = await self.db(self.store.set_account_remind, name, remind, acting.then())
         acting.logged()
+        return account
+
+    async def change_account(
+        self, name: str, changes: Mapping[str, str | None], *, actor: Actor
+    ) -> Account:
+        """Change an account's settings as given in text (the API's PATCH, the dashboard's
+        form): `remind` (a duration; None or 'off': none) and `approval_above` (an amount in
+        its currency; None or 'off': none). Every value is checked before anything is
+        written; only the settings given change."""
+        unknown = sorted(set(changes) - {"remind", "approval_above"})
+        if unknown:
+            raise InvalidInput(unknown[0], "not a setting of an account")
+        if not changes:
+            raise InvalidInput("remind", "give a setting to change: remind or approval_above")
+        remind = parse_remind_setting(changes["remind"]) if "remind" in changes else None
+        account = await self.db(self.store.get_account, name)
+        above = (
+            parse_approval_above(changes["approval_above"], account.currency)
+            if "approval_above" in changes
+            else None
+        )
+        if "remind" in changes:
+            account = await self.set_account_remind(account.name, remind, actor=actor)
+        if "approval_above" in changes:
+            account = await self.set_approval_above(account.name, above, actor=actor)
         return account
 
     async def set_approval_above(self, name: str, minor: int | None, *, actor: Actor) -> Account:

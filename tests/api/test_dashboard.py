@@ -510,3 +510,49 @@ async def test_open_tabs_share_one_count_per_interval(api: Api) -> None:
     # Tabs that open a little apart may each wait for one more rendering; one per tab would
     # be tabs x renderings = 15.
     assert renderings <= len(counts) <= renderings + 2, len(counts)
+
+
+async def test_an_accounts_settings_are_shown_and_changed_from_its_page(api: Api) -> None:
+    """The account page shows its reminder default and approval rule; a write key changes both
+    with one form (as PATCH /v1/accounts/{name}), a bad value is refused naming its field and
+    changes nothing, and a read key sees no form and cannot post one."""
+    await accounts(api, {"alice": "100.00"})
+    base = "/dashboard/accounts/alice"
+    shown = await page(api, base, "write")
+    assert "<dt>Reminders</dt><dd>off</dd>" in shown
+    assert "<dt>Approval</dt><dd>none required</dd>" in shown
+    assert f'hx-post="{base}/settings"' in shown
+    assert f'hx-post="{base}/settings"' not in await page(api, base, "read")
+
+    async def save(scope: str, **form: str) -> httpx.Response:
+        return await api.client.post(
+            f"{base}/settings",
+            data=form,
+            headers=signed(api, scope) | HX,
+        )
+
+    saved = await save("write", remind="24h", approval_above="500.00")
+    assert saved.status_code == 200, saved.text
+    assert "Account alice: reminders 1d before, approval above 500.00 USD." in saved.text
+    assert saved.headers["HX-Trigger"] == "payment-changed"  # the card reloads itself
+    shown = await page(api, base)
+    assert "<dt>Reminders</dt><dd>1d before each payment it pays</dd>" in shown
+    assert "<dt>Approval</dt><dd>required above 500.00 USD</dd>" in shown
+    account = (await api.get("/v1/accounts/alice")).json()
+    assert (account["remind"], account["approval_above"]) == ("86400s", "500.00")
+    # A bad amount: refused, naming it, and the remind given beside it is not written either.
+    bad = await save("write", remind="2h", approval_above="5.001")
+    assert bad.status_code == 422 and "approval_above" in bad.text, bad.text
+    assert (await api.get("/v1/accounts/alice")).json()["remind"] == "86400s"
+    # Blank fields are off.
+    cleared = await save("write", remind="", approval_above="")
+    assert "reminders off, approval off" in cleared.text, cleared.text
+    account = (await api.get("/v1/accounts/alice")).json()
+    assert (account["remind"], account["approval_above"]) == (None, None)
+    assert (await save("read", remind="1h")).status_code == 403
+    ghost = await api.client.post(
+        "/dashboard/accounts/ghost/settings",
+        data={"remind": "1h"},
+        headers=signed(api, "write") | HX,
+    )
+    assert ghost.status_code == 404

@@ -17,8 +17,7 @@ from paysched.api.security import Read, Write
 from paysched.db.apikeys import ApiKey
 from paysched.db.store import Store
 from paysched.domain import normalise_name, parse_currency, parse_positive_amount, refuse_external
-from paysched.errors import InvalidInput
-from paysched.inputs import parse_approval_above, parse_remind, parse_remind_setting
+from paysched.inputs import parse_remind
 from paysched.views import account_view
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -67,24 +66,10 @@ async def change_account(
     """Change an account's settings for the payments created from now on (those it pays
     keep their own): its reminder default (`remind`, null: off) and its approval rule
     (`approval_above`, null: off). Only the fields given change."""
-    app = paysched(request)
-    given = body.model_fields_set
-    if not given:
-        raise InvalidInput("remind", "give a setting to change: remind or approval_above")
-    name = normalise_name(name)
-    actor = Actor.of_key(caller, "api")
-    # Every value checked before anything is written (the amount needs the currency).
-    remind = parse_remind_setting(body.remind) if "remind" in given else None
-    account = await app.read(Store.get_account, name)
-    above = (
-        parse_approval_above(body.approval_above, account.currency)
-        if "approval_above" in given
-        else None
+    changes = {field: getattr(body, field) for field in body.model_fields_set}
+    account = await paysched(request).change_account(
+        normalise_name(name), changes, actor=Actor.of_key(caller, "api")
     )
-    if "remind" in given:
-        account = await app.set_account_remind(name, remind, actor=actor)
-    if "approval_above" in given:
-        account = await app.set_approval_above(name, above, actor=actor)
     return account_view(account)
 
 

@@ -9,6 +9,7 @@ from paysched.app import App
 from paysched.cursors import encode
 from paysched.db.actions import ActionFilter, logged_view
 from paysched.db.store import Store, finds
+from paysched.db.store.approvals import timeout_text
 from paysched.db.store.finds import LedgerEntry, PaymentFilter
 from paysched.domain import OccurrenceState, format_amount
 from paysched.reads import (
@@ -130,6 +131,14 @@ async def account_page(app: App, name: str, ledger_before: int | None) -> dict[s
         payments = find_payments(store, mine, ACCOUNT_PAYMENTS, now=app.clock.now())
         return {
             "account": account_view(account),
+            "settings": {
+                "remind": None
+                if account.remind is None
+                else timeout_text(int(account.remind.total_seconds())),
+                "approval_above": None
+                if account.approval_above is None
+                else format_amount(account.approval_above, account.currency),
+            },
             "entries": [_entry_view(e, account.currency) for e in shown],
             "ledger_older": shown[-1].id if len(entries) > PAGE else None,
             "ledger_paged": ledger_before is not None,

@@ -17,9 +17,11 @@ from paysched.audit import action_filter
 from paysched.cursors import is_id, is_occurrence_position, occurrence_after
 from paysched.db.actions import ACTIONS as ACTIONS_LOGGED
 from paysched.db.apikeys import ApiKey
+from paysched.db.store.approvals import timeout_text
 from paysched.domain import parse_id
 from paysched.errors import InvalidInput, NotFound, PayschedError
 from paysched.finding import payment_filter
+from paysched.views import account_view
 from paysched.web import auth, live
 from paysched.web.data import (
     ACTION_FILTERS,
@@ -281,6 +283,28 @@ async def act(request: Request, payment_id: str, action: str, key: ApiKey = Writ
         raise NotFound(f"no action {action!r}; expected one of {', '.join(ACTIONS)}")
     pid = parse_id(payment_id, "payment id")
     return await _answer(request, pid, ACTIONS[action](_app(request), pid, _actor(key)))
+
+
+@router.post("/accounts/{name:path}/settings", response_class=HTMLResponse)
+async def account_settings(request: Request, name: str, key: ApiKey = Write) -> Response:
+    """Change an account's reminder default and approval rule, as `paysched accounts set` and
+    PATCH /v1/accounts/{name} do; a blank field means off. A bad value is shown with the
+    field it names, and nothing is written."""
+    app = _app(request)
+    changes: dict[str, str | None] = {}
+    for field in ("remind", "approval_above"):
+        changes[field] = await auth.form_field(request, field) or "off"
+
+    async def change() -> str:
+        account = await app.change_account(name, changes, actor=_actor(key))
+        view = account_view(account)
+        rule = view.get("approval_above")
+        above = f"above {rule} {account.currency}" if rule else "off"
+        seconds = None if account.remind is None else int(account.remind.total_seconds())
+        remind = "off" if seconds is None else f"{timeout_text(seconds)} before"
+        return f"Account {account.name}: reminders {remind}, approval {above}."
+
+    return await _answer(request, None, change())
 
 
 @router.post("/occurrences/{occurrence_id}/resolve", response_class=HTMLResponse)
