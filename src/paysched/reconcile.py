@@ -362,7 +362,11 @@ class Reconciler:
         """Stage the provider's charges; whether there is a listing at all."""
         from paysched.executors.ledger import LedgerExecutor
 
-        lo, hi = period.start - self.margin, period.end + self.margin
+        # Up to the last settle of an occurrence started in the period: its charge may be
+        # hours after the period (a late retry, a resolve), and is then still the period's.
+        settled = await self._db(staging.last_settled, period.start, period.end)
+        lo = period.start - self.margin
+        hi = max(period.end, settled or period.end) + self.margin
         if isinstance(self.executor, LedgerExecutor):
             counts["compared_with"] = "ledger"
             after = 0

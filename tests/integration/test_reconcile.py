@@ -172,6 +172,41 @@ async def test_every_discrepancy_kind_is_found_page_by_page(
         await app.close()
 
 
+async def test_a_charge_made_hours_after_its_period_is_still_found(
+    settings: Settings, provider: StandinProvider
+) -> None:
+    """An occurrence started in the period whose charge came hours after it (a retry sent
+    late, an unknown outcome resolved later) is not reported succeeded_not_charged: the
+    provider is asked up to the last settle of the period's occurrences, not an hour past
+    its end."""
+    app = await App.open(http_settings(settings, provider))
+    try:
+        occs = await paid(app, 2)
+        now = datetime.now(UTC)
+        started = now - timedelta(hours=5)  # the attempt began in the period...
+        with app.store.engine.begin() as conn:  # ...the charge and its settle are now
+            conn.execute(
+                update(t.occurrences)
+                .where(t.occurrences.c.id == occs[0].id)
+                .values(started_at=started)
+            )
+        period = (now - timedelta(hours=6), now - timedelta(hours=4))
+        rec = await app.reconciler(page_size=3).run(*period)
+        assert rec is not None and rec.state == "done", rec
+        assert rec.counts["occurrences"] == 1
+        assert rec.counts["discrepancies"] == 0, await items_of(app, rec)
+        # The other occurrence's charge, listed too (the window is wider), is not this
+        # period's: it started after it.
+        assert rec.counts["charges"] == 2
+        # And a charge the provider really lost is still found.
+        provider_sql(provider, "DELETE FROM charges WHERE reference = ?", occs[0].key)
+        rec = await app.reconciler(page_size=3).run(*period)
+        assert rec is not None
+        assert [i.kind for i in await items_of(app, rec)] == ["succeeded_not_charged"]
+    finally:
+        await app.close()
+
+
 async def test_resolve_settles_an_unknown_from_the_provider(
     settings: Settings, provider: StandinProvider
 ) -> None:

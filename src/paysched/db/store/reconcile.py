@@ -377,6 +377,22 @@ class Staging:
         with self.conn.begin():
             return list(self.conn.execute(query))
 
+    def last_settled(self, period_from: datetime, period_to: datetime) -> datetime | None:
+        """When the last of the occurrences started in the period that succeeded was settled
+        (None: none did). A charge is made before its success is recorded, so the charges of
+        the period's occurrences are all listed up to then — a retry sent hours later, or an
+        unknown outcome resolved then, included."""
+        o = t.occurrences.c
+        query = (
+            select(func.max(o.finished_at))
+            .where(o.started_at >= period_from)
+            .where(o.started_at < period_to)
+            .where(o.state == OccurrenceState.SUCCEEDED.value)
+        )
+        with self.conn.begin():
+            last: datetime | None = self.conn.execute(query).scalar_one_or_none()
+        return last
+
     def occurrences_page(
         self, period_from: datetime, period_to: datetime, after_id: int, limit: int
     ) -> list[Row[Any]]:
