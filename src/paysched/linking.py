@@ -10,6 +10,9 @@ when the token is issued ("issue_link"), and the chat that used it is kept on th
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
 from datetime import datetime
 from typing import Any
@@ -79,6 +82,15 @@ def deep_link(username: str, token: str) -> str:
     return f"https://t.me/{username}?start={token}"
 
 
+def sealed_token(secret: str, nonce: str) -> str:
+    """A link token that only the holder of `secret` (the caller's API key, which paysched
+    keeps hashed) can make again from `nonce`. An Idempotency-Key's record keeps the nonce,
+    not the token: a replay makes the token again from the key the retry is sent with, and a
+    reader of the database alone cannot (the link tokens themselves are kept hashed too)."""
+    mac = hmac.new(secret.encode(), b"paysched link token\0" + nonce.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+
+
 def issue(
     engine: Engine,
     account: str,
@@ -87,9 +99,10 @@ def issue(
     settings: Settings,
     then: AfterWrite | None = None,
     role: str = "holder",
+    token: str | None = None,
 ) -> IssuedToken:
     """A one-time token for `account` linking a chat as `role`, its issue recorded with
-    `actor` (never the token)."""
+    `actor` (never the token); `token`: see ChatLinks.issue."""
     acting = Acting(
         actor,
         "issue_link",
@@ -103,7 +116,8 @@ def issue(
             }
         ),
     )
-    issued = ChatLinks(engine).issue(account, now, settings.link_ttl, acting.then(then), role)
+    links = ChatLinks(engine)
+    issued = links.issue(account, now, settings.link_ttl, acting.then(then), role, token)
     acting.logged()
     return issued
 

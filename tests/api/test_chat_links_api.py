@@ -9,9 +9,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from sqlalchemy import select
 
 from paysched.config import Settings
-from paysched.db.links import ChatLinks
+from paysched.db import tables as t
+from paysched.db.links import ChatLinks, LinkRefused
 from tests.api.conftest import Api, problem
 from tests.http_peers import BotApi
 
@@ -74,6 +76,27 @@ async def test_link_list_and_unlink(api: Api, bot_api: BotApi) -> None:
     assert removed.status_code == 200 and removed.json() == link
     problem(await api.client.delete(path, headers=api.auth("write")), 404, "not_found")
     assert (await api.get("/v1/accounts/alice/links")).json() == []
+
+
+async def test_an_idempotency_record_never_holds_the_links_token(api: Api) -> None:
+    """The deep link is a secret: paysched keeps link tokens hashed, and an Idempotency-Key's
+    record keeps only the nonce the token is made from with the caller's API key. A replay
+    answers the same link, which links a chat once; the database alone cannot make it."""
+    assert (await api.post("/v1/accounts", {"name": "alice"})).status_code == 201
+    first = await api.post("/v1/accounts/alice/links", {}, scope="write", key="k-secret")
+    assert first.status_code == 201, first.text
+    token = start_token(first.json()["url"])
+    app = api.app
+    with app.store.engine.connect() as conn:
+        stored = " ".join(str(v) for row in conn.execute(select(t.idempotency_keys)) for v in row)
+    assert "sealed:" in stored and token not in stored
+    again = await api.post("/v1/accounts/alice/links", {}, scope="write", key="k-secret")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    linked = await app.db(ChatLinks(app.store.engine).redeem, token, "4301", app.clock.now())
+    assert linked.account.name == "alice"
+    with pytest.raises(LinkRefused):  # once
+        await app.db(ChatLinks(app.store.engine).redeem, token, "4302", app.clock.now())
 
 
 async def test_bad_input_is_a_problem_naming_the_field(api: Api) -> None:

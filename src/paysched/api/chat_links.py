@@ -3,14 +3,16 @@ one-time deep links that link one. See paysched.linking."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
 
 from paysched.actors import Actor
 from paysched.api.deps import paysched, problems
-from paysched.api.idempotent import IdempotencyKey, once
+from paysched.api.idempotent import IdempotencyKey, Seal, once
 from paysched.api.models import ChatLink, ChatLinkCreate, ChatLinkToken, Id
 from paysched.api.security import Read, Write
 from paysched.db.apikeys import ApiKey
@@ -18,9 +20,20 @@ from paysched.db.links import ChatLinks
 from paysched.db.store.base import existing_id
 from paysched.domain import normalise_name
 from paysched.errors import Conflict
-from paysched.linking import bot_username, issue, issued_view, link_view, parse_channel, unlink
+from paysched.linking import (
+    bot_username,
+    deep_link,
+    issue,
+    issued_view,
+    link_view,
+    parse_channel,
+    sealed_token,
+    unlink,
+)
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+# What an Idempotency-Key's record keeps in place of the deep link: the nonce it is made from.
+SEALED = "sealed:"
 
 
 @router.post(
@@ -49,14 +62,37 @@ async def create_link(
         raise Conflict("no Telegram bot is set up here: TELEGRAM_BOT_TOKEN is not set")
     username = await bot_username(app.settings)  # before the token: a failure makes none
     actor = Actor.of_key(caller, "api")
+    token: str | None = None
+    seal: Seal | None = None
+    if idempotency_key is not None:  # the record keeps a nonce; a replay remakes the token
+        _, secret = get_authorization_scheme_param(request.headers.get("Authorization"))
+        nonce = secrets.token_urlsafe(16)
+        token = sealed_token(secret, nonce)
+
+        def close(view: dict[str, Any]) -> dict[str, Any]:
+            return view | {"url": SEALED + nonce}
+
+        def open_(stored: dict[str, Any]) -> dict[str, Any]:
+            kept = str(stored["url"]).removeprefix(SEALED)
+            return stored | {"url": deep_link(username, sealed_token(secret, kept))}
+
+        seal = Seal(close, open_)
 
     def run(then: Any) -> Any:
         return app.db(
-            issue, app.store.engine, name, actor, app.clock.now(), app.settings, then, body.role
+            issue,
+            app.store.engine,
+            name,
+            actor,
+            app.clock.now(),
+            app.settings,
+            then,
+            body.role,
+            token,
         )
 
     return await once(
-        request, caller, idempotency_key, 201, run, lambda i: issued_view(i, username)
+        request, caller, idempotency_key, 201, run, lambda i: issued_view(i, username), seal
     )
 
 

@@ -15,6 +15,7 @@ import json
 import math
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -58,6 +59,16 @@ async def fingerprint(request: Request) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Seal:
+    """What of an answer must not be stored as it is (a secret made for the caller): `close`
+    turns the answer into what is stored, `open` turns what is stored back into the answer
+    a replay gives — from something only the caller holds, never from the database alone."""
+
+    close: Callable[[Any], Any]
+    open: Callable[[Any], Any]
+
+
 async def once(
     request: Request,
     caller: ApiKey,
@@ -65,9 +76,11 @@ async def once(
     status: int,
     run: Callable[[AfterWrite | None], Awaitable[T]],
     body: Callable[[T], Any],
+    seal: Seal | None = None,
 ) -> JSONResponse:
     """Run the change `run(hook)` at most once per idempotency key; `hook` must be called by
-    the store inside the change's transaction (the `then=` of its write methods)."""
+    the store inside the change's transaction (the `then=` of its write methods). With a
+    `seal`, the answer is stored closed and a replay opens it."""
     if key is None:
         return JSONResponse(body(await run(None)), status_code=status)
     keys: IdempotencyKeys = request.app.state.idempotency
@@ -76,7 +89,7 @@ async def once(
     reservation = await db(keys.reserve, caller.id, key, await fingerprint(request), now, LEASE)
     if isinstance(reservation, Replay):
         return JSONResponse(
-            reservation.body,
+            reservation.body if seal is None else seal.open(reservation.body),
             status_code=reservation.status,
             headers={"Idempotent-Replayed": "true"},
         )
@@ -100,7 +113,7 @@ async def once(
 
     def answer(result: T) -> Any:
         stored.append(body(result))
-        return stored[-1]
+        return stored[-1] if seal is None else seal.close(stored[-1])
 
     hook = keys.completion(caller.id, key, reservation.owner, status, answer)
     try:

@@ -82,15 +82,17 @@ class ChatLinks:
         ttl: timedelta,
         then: AfterWrite | None = None,
         role: str = "holder",
+        token: str | None = None,
     ) -> IssuedToken:
         """A new one-time token for `account`, valid for `ttl`, linking a chat as `role`
         (holder, or approver: it also approves or rejects the account's payments). `then`
         runs in the same transaction with the IssuedToken (the actor's record, an
-        idempotency key)."""
+        idempotency key). `token`: one the caller made (linking.sealed_token), else a random
+        one."""
         if role not in t.CHAT_ROLES:
             raise InvalidInput("role", f"expected {' or '.join(t.CHAT_ROLES)}, got {role!r}")
         # 32 bytes: 43 URL-safe characters, within /start's 64 and unguessable.
-        token = secrets.token_urlsafe(32)
+        token = token or secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
             found = _account(conn, account)
             conn.execute(
