@@ -80,6 +80,16 @@ async def opens(api: Api, path: str = "/dashboard/") -> bool:
     return True
 
 
+async def told(api: Api) -> str | None:
+    """What the sign-in page says about the session that ended (then never again)."""
+    r = await api.client.get("/dashboard/login")
+    assert r.status_code == 200
+    found = re.search(r'<p class="flash" role="status">(.*?)</p>', r.text)
+    again = await api.client.get("/dashboard/login")
+    assert 'class="flash" role="status"' not in again.text
+    return html.unescape(found.group(1)) if found else None
+
+
 # -- what the cookie and the table hold ---------------------------------------------------------
 
 
@@ -118,9 +128,13 @@ async def test_signing_out_deletes_the_session_and_its_token_opens_nothing(api: 
     assert out.status_code == 303 and out.headers["location"] == "/dashboard/login"
     assert out.headers["set-cookie"].startswith(f'{COOKIE}="";')
     assert await session_rows(api.app) == []
+    assert await told(api) is None  # signing out is no surprise
     # A copy of the cookie kept from before is worth nothing.
     again = await api.client.get("/dashboard/", headers={"Cookie": f"{COOKIE}={token}"})
     assert again.status_code == 303 and again.headers["location"] == "/dashboard/login"
+    assert await told(api) == (
+        "Your session has ended (signed out here or elsewhere). Sign in again."
+    )
     # Signing in again over a live session ends that one: one row per browser.
     first = await sign_in(api)
     second = await sign_in(api)
@@ -151,6 +165,8 @@ async def test_a_session_ends_after_30_idle_minutes(clocked: tuple[Api, ManualCl
     assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
     assert r.headers["set-cookie"].startswith(f'{COOKIE}="";')
     assert await session_rows(api.app) == []
+    # The sign-in page says why, once.
+    assert await told(api) == "You were signed out after 30m without a request. Sign in again."
 
 
 async def test_a_session_ends_12_hours_after_sign_in_however_used(
@@ -165,6 +181,9 @@ async def test_a_session_ends_12_hours_after_sign_in_however_used(
     assert await opens(api)
     clock.advance(timedelta(minutes=1))
     assert not await opens(api)
+    assert await told(api) == (
+        "Your session reached its limit of 12h since signing in. Sign in again."
+    )
     # A new sign-in purges ended sessions, other people's too.
     other = httpx.AsyncClient(transport=httpx.ASGITransport(app=api.api), base_url="http://api")
     async with other:
@@ -214,6 +233,22 @@ async def test_a_revoked_key_is_sent_to_sign_in_at_its_next_request(api: Api) ->
     r = await api.client.get("/dashboard/", headers=cookie)
     assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
     assert await session_rows(api.app) == []
+    # (Each request here sent its own Cookie header, not the browser's other cookies: the
+    # last one could only say the session is gone.)
+    assert await told(api) == (
+        "Your session has ended (signed out here or elsewhere). Sign in again."
+    )
+    # As a browser sends it: the first request to find the key revoked tells the sign-in page.
+    again = await sign_in(api, "write")
+    writer = await api.app.db(keys.verify, api.keys["write"])
+    assert writer is not None
+    await api.app.db(keys.revoke, writer.id, api.app.clock.now())
+    r = await api.client.get("/dashboard/", headers=HX)
+    assert r.status_code == 401 and r.headers["hx-redirect"] == "/dashboard/login"
+    assert again not in str(api.client.cookies.get(COOKIE))  # cleared
+    assert await told(api) == (
+        "The API key you signed in with was revoked. Sign in with another key."
+    )
 
 
 async def test_session_requests_count_against_the_keys_rate_limit(

@@ -24,6 +24,9 @@ from paysched.db.engine import reading
 # not one write per request (idle expiry is exact to this much).
 TOUCH_EVERY = timedelta(minutes=1)
 TOKEN_MAX = 100  # token_urlsafe(32) is 43 characters; anything much longer is not one of ours
+# Why a cookie opens no session: signed out (or never one of ours), its key revoked, past its
+# lifetime, idle too long.
+ENDED = ("unknown", "revoked", "lifetime", "idle")
 
 s, k = t.dashboard_sessions, t.api_keys
 # Every request's lookup, built once (as db.apikeys' is): the session and its key, in one trip.
@@ -81,19 +84,30 @@ class DashboardSessions:
         """The live session this token opens, or None (unknown, ended, or its key revoked; an
         ended one is deleted). `touch`: this is a person's request, which keeps the session
         from idling out; a live stream re-checking is not."""
+        found = self.find_or_why(token, now, touch)
+        return found if isinstance(found, Session) else None
+
+    def find_or_why(self, token: str, now: datetime, touch: bool = True) -> Session | str:
+        """`find`, saying why there is none: one of ENDED (an ended session is deleted, so
+        only the request that finds it ended can tell why)."""
         if not token or len(token) > TOKEN_MAX:
-            return None
+            return "unknown"
         with reading(self.engine) as conn:
             row = conn.execute(_FIND, {"token_hash": token_hash(token)}).first()
         if row is None:
-            return None
-        if (
-            row.revoked_at is not None
-            or now >= row.expires_at
-            or now - row.last_seen_at >= self.idle
-        ):
+            return "unknown"
+        why = (
+            "revoked"
+            if row.revoked_at is not None
+            else "lifetime"
+            if now >= row.expires_at
+            else "idle"
+            if now - row.last_seen_at >= self.idle
+            else None
+        )
+        if why is not None:
             self.end(token)
-            return None
+            return why
         last_seen = row.last_seen_at
         if touch and now - last_seen >= TOUCH_EVERY:
             last_seen = now

@@ -68,6 +68,8 @@ def create_dashboard(app: App, guard: Guard, stopping: asyncio.Event) -> FastAPI
             response = RedirectResponse(auth.LOGIN, status_code=303)
         if exc.stale:
             auth.clear_cookie(request, response)
+        if exc.why is not None:
+            auth.tell_ended(request, response, exc.why)
         return response
 
     # htmx, its SSE extension and the stylesheet, from the installed package (no CDN).

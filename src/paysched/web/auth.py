@@ -28,7 +28,7 @@ from paysched.api.problems import Problem
 from paysched.api.security import Guard
 from paysched.app import App
 from paysched.db.apikeys import ApiKey
-from paysched.db.sessions import DashboardSessions
+from paysched.db.sessions import ENDED, DashboardSessions
 
 COOKIE = "paysched_session"
 # What the cookie was called when it held the API key itself: cleared at sign-in and sign-out,
@@ -36,14 +36,16 @@ COOKIE = "paysched_session"
 OLD_COOKIE = "paysched_key"
 PATH = "/dashboard"
 LOGIN = f"{PATH}/login"
+ENDED_COOKIE = "paysched_ended"
 
 
 class NotSignedIn(Exception):
     """No cookie, or its session is unknown or ended (or its key revoked): to the login page."""
 
-    def __init__(self, stale: bool) -> None:
+    def __init__(self, stale: bool, why: str | None = None) -> None:
         super().__init__("not signed in")
         self.stale = stale  # a cookie was sent and is no good: clear it
+        self.why = why  # why its session ended (sessions.ENDED), told on the sign-in page
 
 
 def same_origin(request: Request) -> bool:
@@ -97,9 +99,9 @@ def signed_in(needed: str) -> Callable[[Request], Awaitable[ApiKey]]:
             raise NotSignedIn(stale=False)
         app: App = request.app.state.paysched
         sessions: DashboardSessions = request.app.state.sessions
-        session = await app.db(sessions.find, token, app.clock.now())
-        if session is None:
-            raise NotSignedIn(stale=True)
+        session = await app.db(sessions.find_or_why, token, app.clock.now())
+        if isinstance(session, str):
+            raise NotSignedIn(stale=True, why=session)
         guard: Guard = request.app.state.guard
         found = await guard.admit(session.key)  # the key's rate limit, as an API request
         request.state.dashboard_key = found
@@ -161,6 +163,30 @@ async def sign_out(request: Request, response: Response) -> None:
     clear_cookie(request, response)
     if OLD_COOKIE in request.cookies:
         clear_cookie(request, response, OLD_COOKIE)
+
+
+def tell_ended(request: Request, response: Response, why: str) -> None:
+    """Carry why the session ended to the sign-in page, in a cookie of its own that only that
+    page reads and clears: the redirect's location stays /dashboard/login. The first
+    request to find the session ended knows why; later ones only find no session, and do
+    not overwrite the reason not yet told."""
+    if why == "unknown" and ENDED_COOKIE in request.cookies:
+        return
+    response.set_cookie(
+        ENDED_COOKIE,
+        why,
+        max_age=300,
+        path=PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+def told_ended(request: Request) -> str | None:
+    """Why the last session ended, if the sign-in page was sent here for that."""
+    why = request.cookies.get(ENDED_COOKIE)
+    return why if why in ENDED else None
 
 
 def clear_cookie(request: Request, response: Response, name: str = COOKIE) -> None:

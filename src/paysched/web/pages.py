@@ -4,6 +4,7 @@ account, actions, live events."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -17,6 +18,7 @@ from paysched.audit import action_filter
 from paysched.cursors import is_id, is_occurrence_position, occurrence_after
 from paysched.db.actions import ACTIONS as ACTIONS_LOGGED
 from paysched.db.apikeys import ApiKey
+from paysched.db.sessions import DashboardSessions
 from paysched.db.store.approvals import timeout_text
 from paysched.domain import parse_id
 from paysched.errors import InvalidInput, NotFound, PayschedError
@@ -53,7 +55,30 @@ def _app(request: Request) -> App:
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request) -> HTMLResponse:
-    return page(request, "login.html", error=None)
+    """The sign-in form; sent here because a session ended, it says why."""
+    why = auth.told_ended(request)
+    notice = None if why is None else ended_notice(why, request.app.state.sessions)
+    response = page(request, "login.html", error=None, notice=notice)
+    if auth.ENDED_COOKIE in request.cookies:  # told once
+        auth.clear_cookie(request, response, auth.ENDED_COOKIE)
+    return response
+
+
+def ended_notice(why: str, sessions: DashboardSessions) -> str:
+    if why == "idle":
+        return f"You were signed out after {_span(sessions.idle)} without a request. Sign in again."
+    if why == "lifetime":
+        return (
+            f"Your session reached its limit of {_span(sessions.lifetime)} since "
+            "signing in. Sign in again."
+        )
+    if why == "revoked":
+        return "The API key you signed in with was revoked. Sign in with another key."
+    return "Your session has ended (signed out here or elsewhere). Sign in again."
+
+
+def _span(value: timedelta) -> str:
+    return timeout_text(int(value.total_seconds()))
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -62,7 +87,9 @@ async def login(request: Request) -> Response:
     key = await auth.form_field(request, "key")
     found = await auth.verify(request.app.state.guard, key) if key else None
     if found is None:
-        return page(request, "login.html", 401, error="that API key is unknown or revoked")
+        return page(
+            request, "login.html", 401, error="that API key is unknown or revoked", notice=None
+        )
     response = RedirectResponse(HOME, status_code=303)
     await auth.sign_in(request, response, found)
     return response
