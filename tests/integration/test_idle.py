@@ -94,11 +94,11 @@ async def test_an_idle_app_opens_no_write_transaction_and_still_picks_up_work(
             # before it is due) is unknown, the resolver asks the provider, and its
             # notification is delivered.
             pid = await pay(app, "alice", "bob", 100, in_s=1.5)
-            (occ,) = await app.db(app.store.occurrences_of, pid)
+            (occ,) = await app.db(app.store.reads.occurrences_of, pid)
             provider.set_faults({"keys": {occ.key: "timeout_after"}})
             (done,) = await all_final(app, [pid], 60)
             assert done.state == S.SUCCEEDED
-            history = await app.db(app.store.transitions_of, [done.id])
+            history = await app.db(app.store.reads.transitions_of, [done.id])
             assert S.UNKNOWN in {h.to_state for h in history}  # resolved by the resolver
 
             async def notified() -> bool:

@@ -48,7 +48,7 @@ async def _decide(
     verb: str,
 ) -> str:
     try:
-        occ, payer_id = await asyncio.to_thread(store.payer_id_of, occurrence_id)
+        occ, payer_id = await asyncio.to_thread(store.approvals.payer_id_of, occurrence_id)
     except NotFound:
         return GONE
     if payer_id not in {a.id for a in approver_of}:
@@ -65,7 +65,9 @@ async def _decide(
     acting = (
         Acting(actor, "approve", now, subject) if approve else Acting(actor, "reject", now, subject)
     )
-    decide = partial(store.decide, occurrence_id, approve, actor, now, CHAT_REASON, acting.then())
+    decide = partial(
+        store.approvals.decide, occurrence_id, approve, actor, now, CHAT_REASON, acting.then()
+    )
     try:
         decided = await asyncio.to_thread(decide)
     except Conflict as exc:  # decided by someone else meanwhile
