@@ -602,7 +602,12 @@ def _seconds(window: timedelta | None) -> int | None:
     return None if window is None else int(window.total_seconds())
 
 
+# What more than one part does with a payment (control, approvals): functions on the caller's
+# connection, in its transaction.
+
+
 def lock_payment(conn: Connection, payment_id: int) -> str:
+    """Lock the payment's row (first, in the lock order) and return its state."""
     row = conn.execute(
         select(t.payments.c.state)
         .where(t.payments.c.id == payment_id)
@@ -625,6 +630,7 @@ def set_payment_state(
 
 
 def read_payment(conn: Connection, payment_id: int) -> Payment:
+    """The payment as `conn` sees it; NotFound if none."""
     row = conn.execute(payment_select().where(t.payments.c.id == payment_id)).first()
     if row is None:
         raise NotFound(f"no payment with id {payment_id}")
