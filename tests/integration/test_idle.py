@@ -74,9 +74,9 @@ async def test_an_idle_app_opens_no_write_transaction_and_still_picks_up_work(
 
         # The passes of the three loops that ask the database every second (tests tick every
         # second): counted, so the window holds several of each whatever the machine's speed.
-        ticks = Counted(app.store, "materialize_due")
+        ticks = Counted(app.store.payments, "materialize_due")
         deliveries = Counted(app.outbox, "lease_due")
-        checks = Counted(app.store, "lease_unknowns")
+        checks = Counted(app.store.execution, "lease_unknowns")
         loops = (ticks, deliveries, checks)
 
         async with running(app):
