@@ -135,7 +135,7 @@ class SlowLedgerExecutor:
 
 
 class NoopExecutor:
-    """Does nothing: the worker then marks the occurrence succeeded (Store.finish)."""
+    """Does nothing: the worker then marks the occurrence succeeded (Execution.finish)."""
 
     name = "noop"
 
@@ -232,10 +232,10 @@ async def paysched(
         try:
             cap_pg_pool(app)
             now = app.clock.now()
-            await app.db(app.store.create_account, PAYER, CURRENCY, now)
-            await app.db(app.store.create_account, PAYEE, CURRENCY, now)
+            await app.db(app.store.accounts.create_account, PAYER, CURRENCY, now)
+            await app.db(app.store.accounts.create_account, PAYEE, CURRENCY, now)
             if funds:
-                await app.db(app.store.deposit, PAYER, funds, now)
+                await app.db(app.store.accounts.deposit, PAYER, funds, now)
             yield app
         finally:
             if app.queue is not None:
@@ -248,8 +248,8 @@ async def paysched(
 def insert_payments(app: App, due: Sequence[datetime]) -> None:
     """Store one-time payments in bulk (one INSERT per 5,000, straight through the engine)."""
     store = app.store
-    payer = store.get_account(PAYER).id
-    payee = store.get_account(PAYEE).id
+    payer = store.accounts.get_account(PAYER).id
+    payee = store.accounts.get_account(PAYEE).id
     now = app.clock.now()
     rows = [
         dict(
@@ -304,7 +304,7 @@ async def wait_all_final(app: App, n: int, timeout_s: float) -> bool:
         if int(done) + int(bad) >= n:
             return True
         if time.monotonic() >= next_db:
-            counts = await app.db(app.store.occurrence_counts)
+            counts = await app.db(app.store.reads.occurrence_counts)
             if sum(counts[s.value] for s in FINAL_STATES) >= n:
                 return True
             next_db = time.monotonic() + 2

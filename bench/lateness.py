@@ -17,7 +17,7 @@ itself, unless --redis-url names one; the bench then only touches its own queue'
 The JSON report (default bench/results/lateness.json) holds every run and the medians across
 runs, plus the environment (Redis version, database, concurrency, waker on/off, date).
 
-Payments are stored through Store.create_payment and then enqueued with one
+Payments are stored through Payments.create_payment and then enqueued with one
 Scheduler.schedule_now (app.create_payment, one at a time, is too slow for thousands); the worker
 pool and scheduler (`App.run`) start right after. A short calibration on a throw-away database
 first warms everything up and times creation, and the due window opens --lead seconds after
@@ -128,7 +128,7 @@ def store_payments(app: App, due_times: Sequence[datetime]) -> list[int]:
     """Store payments (blocking; runs in a creation thread). Enqueueing is done afterwards."""
     ids = []
     for due in due_times:
-        payment = app.store.create_payment(
+        payment = app.store.payments.create_payment(
             payer="bench-payer",
             payee="bench-payee",
             amount=AMOUNT,
@@ -149,9 +149,9 @@ async def open_app(plan: Plan, redis_url: str, database_url: str, data_dir: Path
     app = await App.open(settings, executor_factory=ledger_executor)
     try:
         now = app.clock.now()
-        await app.db(app.store.create_account, "bench-payer", CURRENCY, now)
-        await app.db(app.store.create_account, "bench-payee", CURRENCY, now)
-        await app.db(app.store.deposit, "bench-payer", AMOUNT * plan.payments, now)
+        await app.db(app.store.accounts.create_account, "bench-payer", CURRENCY, now)
+        await app.db(app.store.accounts.create_account, "bench-payee", CURRENCY, now)
+        await app.db(app.store.accounts.deposit, "bench-payer", AMOUNT * plan.payments, now)
     except BaseException:
         await app.close()
         raise
@@ -254,7 +254,7 @@ async def one_run(
                 if runner.done():
                     runner.result()
                     raise RuntimeError("app.run returned before stop was set")
-                counts = await app.db(app.store.occurrence_counts)
+                counts = await app.db(app.store.reads.occurrence_counts)
                 final = sum(counts[s.value] for s in FINAL_STATES)
                 if final >= plan.payments:
                     break
@@ -269,8 +269,8 @@ async def one_run(
             await runner
             runner = None
 
-            occs = await app.db(app.store.all_occurrences, payment_ids)
-            ledger = await app.db(app.store.ledger_report)
+            occs = await app.db(app.store.reads.all_occurrences, payment_ids)
+            ledger = await app.db(app.store.accounts.ledger_report)
             late = [v for o in occs if (v := lateness_ms(o)) is not None]
             # The late tail, with where each due time fell within the scheduler's 5 s tick
             # period (0 = at a tick): a tail clustered at small phases is the tick's doing.

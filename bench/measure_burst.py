@@ -37,7 +37,7 @@ async def burst_run(ctx: Ctx, kind: str, n: int, per_payment_tick_s: float) -> d
             # The last on-time payment is due spacing_s * ontime after the burst.
             wait_s = max(margin_s, 0) + spacing_s * ontime + 300
             ok = await wait_all_final(app, n + ontime, timeout_s=wait_s)
-        everything = await app.db(app.store.all_occurrences)
+        everything = await app.db(app.store.reads.all_occurrences)
         occs = [o for o in everything if o.due_at == due]
         late = [v for o in occs if (v := lateness_ms(o)) is not None]
         behind = [v for o in everything if o.due_at > due and (v := lateness_ms(o)) is not None]

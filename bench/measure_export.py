@@ -144,7 +144,7 @@ def store_read(url: str, n: int) -> dict[str, float]:
         began = time.perf_counter()
         after, rows = 0, 0
         while True:
-            page = store.export_page("occurrences", asked.start, asked.end, after)
+            page = store.exports.export_page("occurrences", asked.start, asked.end, after)
             rows += len(page)
             if len(page) < EXPORT_PAGE:
                 break

@@ -95,13 +95,13 @@ def main() -> int:
         store.migrate()
         now = datetime.now(UTC)
         for name in ("payer", "payee"):
-            store.create_account(name, "USD", now)
+            store.accounts.create_account(name, "USD", now)
         span = args.rounds * (STEADY_S + 25) + 10
         count = int(span / GAP_S)
-        store.deposit("payer", count * 100, now)
+        store.accounts.deposit("payer", count * 100, now)
         start = now + timedelta(seconds=5 + count * 0.01)  # after they are all created
         for i in range(count):
-            store.create_payment(
+            store.payments.create_payment(
                 payer="payer",
                 payee="payee",
                 amount=100,
@@ -139,17 +139,17 @@ def main() -> int:
             (last_due - datetime.now(UTC)).total_seconds() + 120,
             "every payment final",
         )
-        occurrences = store.all_occurrences()
+        occurrences = store.reads.all_occurrences()
         rounds = [_round(occurrences, n + 1, *f) for n, f in enumerate(failovers)]
-        succeeded = store.occurrence_counts().get(OccurrenceState.SUCCEEDED.value, 0)
-        ledger = store.ledger_report()
+        succeeded = store.reads.occurrence_counts().get(OccurrenceState.SUCCEEDED.value, 0)
+        ledger = store.accounts.ledger_report()
         result = {
             "kind": args.kind,
             "hang": args.hang,
             "rounds": rounds,
             "payments": count,
             "succeeded": succeeded,
-            "transfers": store.succeeded_transfer_count(),
+            "transfers": store.accounts.succeeded_transfer_count(),
             "ledger_balanced": ledger.balanced,
             "summary": {
                 k: _stats([r[k] for r in rounds])
@@ -199,7 +199,7 @@ class _Hung:
 
 
 def _finished(store: Store) -> int:
-    counts = store.occurrence_counts()
+    counts = store.reads.occurrence_counts()
     return sum(counts.get(s.value, 0) for s in (OccurrenceState.SUCCEEDED, OccurrenceState.FAILED))
 
 
@@ -209,7 +209,7 @@ def _first_completion_after(store: Store, after: float, timeout: float) -> float
         try:
             done = [
                 o.finished_at.timestamp()
-                for o in store.all_occurrences()
+                for o in store.reads.all_occurrences()
                 if o.finished_at is not None and o.finished_at.timestamp() > after
             ]
         except Exception:  # the database itself is coming back

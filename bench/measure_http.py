@@ -77,7 +77,7 @@ async def http_run(ctx: Ctx, kind: str, concurrency: int, n: int) -> dict[str, A
             started = app.clock.now()
             async with running(app, scheduler=False):
                 ok = await wait_all_final(app, n, timeout_s=max(120.0, n / 5))
-            occs = await app.db(app.store.all_occurrences)
+            occs = await app.db(app.store.reads.all_occurrences)
     finally:
         stop_process(process)
     finished = [o.finished_at for o in occs if o.finished_at is not None]

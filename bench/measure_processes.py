@@ -87,7 +87,7 @@ async def drain_run(
             for group in running:
                 stop_process(group)
             stop_s = time.monotonic() - began
-        occs = await app.db(app.store.all_occurrences)
+        occs = await app.db(app.store.reads.all_occurrences)
         late = [v for o in occs if (v := lateness_ms(o)) is not None]
         finished = [o.finished_at for o in occs if o.finished_at is not None]
         succeeded = sum(1 for o in occs if o.state == OccurrenceState.SUCCEEDED)

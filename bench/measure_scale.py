@@ -54,7 +54,7 @@ FROM payments WHERE next_due_at > :later
 def bulk_schedule(app: App, n: int) -> dict[str, float]:
     """n payments due 1 day + i seconds from now, and one finished occurrence of history each."""
     store = app.store
-    payer, payee = store.get_account(PAYER).id, store.get_account(PAYEE).id
+    payer, payee = store.accounts.get_account(PAYER).id, store.accounts.get_account(PAYEE).id
     now = app.clock.now().replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     later = (app.clock.now() + timedelta(hours=1)).replace(tzinfo=None)
     timings: dict[str, float] = {}
@@ -143,11 +143,14 @@ async def scale_run(ctx: Ctx, kind: str) -> dict[str, Any]:
         store = app.store
         horizon = app.clock.now() + timedelta(minutes=5)
         mat_ms = [
-            await app.db(_timed_ms, lambda: store.materialize_due(app.clock.now(), horizon))
+            await app.db(
+                _timed_ms, lambda: store.payments.materialize_due(app.clock.now(), horizon)
+            )
             for _ in range(5)
         ]
         pend_ms = [
-            await app.db(_timed_ms, lambda: store.pending_occurrences(horizon)) for _ in range(5)
+            await app.db(_timed_ms, lambda: store.reads.pending_occurrences(horizon))
+            for _ in range(5)
         ]
         discovery = next(
             (s for s in statements if "FROM payments" in s[0] and "next_due_at <=" in s[0]), None

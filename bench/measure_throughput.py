@@ -33,7 +33,7 @@ async def throughput_run(
         async with running(app, scheduler=False):
             ok = await wait_all_final(app, n, timeout_s=max(120.0, n / 5))
         cpu_pct = 100 * (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9)
-        occs = await app.db(app.store.all_occurrences)
+        occs = await app.db(app.store.reads.all_occurrences)
         finished = [o.finished_at for o in occs if o.finished_at is not None]
         exec_s = (max(finished) - started).total_seconds() if finished else None
         succeeded = sum(1 for o in occs if o.state == OccurrenceState.SUCCEEDED)

@@ -34,15 +34,15 @@ async def one(ctx: Ctx, kind: str, n: int, batch: int) -> tuple[float, float]:
         assert app.scheduler is not None
         await app.db(insert_payments, app, [app.clock.now() - timedelta(milliseconds=1)] * n)
         await app.scheduler.tick()
-        ids = [o.id for o in await app.db(app.store.all_occurrences)]
+        ids = [o.id for o in await app.db(app.store.reads.all_occurrences)]
         store, now = app.store, app.clock.now
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for start in range(0, n, batch):
-            got = store.claim_many([(i, None) for i in ids[start : start + batch]], now())
+            got = store.execution.claim_many([(i, None) for i in ids[start : start + batch]], now())
             claims = [c for c in got if isinstance(c, Claim)]
             half = len(claims) // 2
-            store.settle_many(claims[:half], now())
-            store.finish_many(
+            store.execution.settle_many(claims[:half], now())
+            store.execution.finish_many(
                 [Finish(c, OccurrenceState.SUCCEEDED, None) for c in claims[half:]], now()
             )
         return (time.process_time() - cpu0) / n * 1000, (time.perf_counter() - wall0) / n * 1000

@@ -194,7 +194,7 @@ class App:
         backoff = Backoff(settings.backoff_ms, settings.backoff_jitter, rng or random.Random())
         app = cls(settings, clock, store, pool, bus, backoff)
         app.outbox = Outbox(store.engine)
-        store.approval_outbox = approvals.needed_outbox(settings.notify_default, clock.now)
+        store.payments.approval_outbox = approvals.needed_outbox(settings.notify_default, clock.now)
         if not with_queue:
             return app
         # Started here, on the event loop's (main) thread: see EmbeddedRedis.
@@ -308,7 +308,7 @@ class App:
         return await in_pool(self.pool, fn, self.store, *args, **kwargs)
 
     async def _job_summaries(self, payment_ids: Sequence[int]) -> dict[int, str]:
-        return await self.db(self.store.job_summaries, payment_ids)
+        return await self.db(self.store.payments.job_summaries, payment_ids)
 
     def _need_queue(self) -> tuple[PaymentQueue, Scheduler]:
         if self.queue is None or self.scheduler is None:
@@ -332,7 +332,7 @@ class App:
         then: AfterWrite | None = None,
     ) -> Payment:
         """Store the payment and make whatever of it falls inside the window, in one
-        transaction (see Store.create_and_materialize: `fields_of`, `first`, `then`), then
+        transaction (see Payments.create_and_materialize: `fields_of`, `first`, `then`), then
         enqueue that. `actor` is recorded as its creator in the same transaction.
 
         Once the payment is committed it is the answer: the enqueue is best-effort and bounded
@@ -343,7 +343,7 @@ class App:
         now = self.clock.now()
         acting = Acting(actor, "create", now, lambda p: Subject(p.id))
         created = await self.db(
-            self.store.create_and_materialize,
+            self.store.payments.create_and_materialize,
             fields_of,
             now=now,
             horizon=now + scheduler.lookahead,
@@ -385,7 +385,11 @@ class App:
         now = self.clock.now()
         acting = Acting(actor, "cancel", now, lambda _: Subject(payment_id))
         result = await self.db(
-            self.store.cancel_payment, payment_id, now, "cancelled by user", acting.then(then)
+            self.store.control.cancel_payment,
+            payment_id,
+            now,
+            "cancelled by user",
+            acting.then(then),
         )
         acting.logged()
         for occ in result.cancelled:
@@ -396,11 +400,11 @@ class App:
     async def pause_payment(
         self, payment_id: int, then: AfterWrite | None = None, *, actor: Actor
     ) -> Held:
-        """Nothing of the payment starts until it is resumed (see ControlStore.pause). Without
+        """Nothing of the payment starts until it is resumed (see Control.pause). Without
         a queue (the bot's own process) its jobs stay: a claim refuses them all the same."""
         now = self.clock.now()
         acting = Acting(actor, "pause", now, lambda _: Subject(payment_id))
-        held = await self.db(self.store.pause, payment_id, now, acting.then(then))
+        held = await self.db(self.store.control.pause, payment_id, now, acting.then(then))
         acting.logged()
         if self.queue is not None:
             for occ in held.occurrences:  # a job already taken is refused by its claim
@@ -416,13 +420,13 @@ class App:
         now = self.clock.now()
         acting = Acting(actor, "resume", now, lambda _: Subject(payment_id))
         held = await self.db(
-            self.store.resume, payment_id, now, scheduler.missed_outbox, acting.then(then)
+            self.store.control.resume, payment_id, now, scheduler.missed_outbox, acting.then(then)
         )
         acting.logged()
         # What fell due while paused and was never created is created now, under the same
         # policy (which may now mark a held one missed: "latest" is over all of them).
         await scheduler.schedule_now([payment_id])
-        waiting = {o.id: o for o in await self.db(self.store.occurrences_of, payment_id)}
+        waiting = {o.id: o for o in await self.db(self.store.reads.occurrences_of, payment_id)}
         release = [
             waiting[o.id]
             for o in held.occurrences
@@ -445,7 +449,7 @@ class App:
         now = self.clock.now()
         acting = Acting(actor, "skip_next", now, lambda o: Subject(payment_id, o.id))
         skipped = await self.db(
-            self.store.skip_next, payment_id, now, "skipped by user", acting.then(then)
+            self.store.control.skip_next, payment_id, now, "skipped by user", acting.then(then)
         )
         acting.logged()
         await queue.remove(skipped.key)
@@ -455,12 +459,17 @@ class App:
         self, payment_id: int, due_at: datetime, *, actor: Actor
     ) -> Occurrence:
         """Skip the payment's occurrence due at `due_at` and only it (a reminder's Skip; see
-        ControlStore.skip_occurrence). Without a queue its job, if any, stays: a claim
+        Control.skip_occurrence). Without a queue its job, if any, stays: a claim
         refuses a skipped occurrence."""
         now = self.clock.now()
         acting = Acting(actor, "skip", now, lambda o: Subject(payment_id, o.id))
         skipped = await self.db(
-            self.store.skip_occurrence, payment_id, due_at, now, "skipped by user", acting.then()
+            self.store.control.skip_occurrence,
+            payment_id,
+            due_at,
+            now,
+            "skipped by user",
+            acting.then(),
         )
         acting.logged()
         if self.queue is not None:
@@ -471,17 +480,17 @@ class App:
         """The payment's next `count` due times."""
         if not 1 <= count <= 1000:
             raise InvalidInput("count", f"expected 1-1000, got {count}")
-        return await self.db(self.store.upcoming, payment_id, count)
+        return await self.db(self.store.control.upcoming, payment_id, count)
 
     async def find_occurrence(self, ref: str) -> Occurrence:
         """By id (digits) or by key."""
         if ref.isascii() and ref.isdigit():  # 0 or past any id: not found, like a key
-            return await self.db(self.store.get_occurrence, int(ref))
-        return await self.db(self.store.find_occurrence, ref)
+            return await self.db(self.store.reads.get_occurrence, int(ref))
+        return await self.db(self.store.reads.find_occurrence, ref)
 
     async def occurrence_detail(self, ref: str) -> dict[str, Any]:
         occurrence = await self.find_occurrence(ref)
-        history = await self.db(self.store.transitions_of, [occurrence.id])
+        history = await self.db(self.store.reads.transitions_of, [occurrence.id])
         return occurrence_view(occurrence, history)
 
     async def resolve_occurrence(
@@ -507,7 +516,7 @@ class App:
         if not reason.strip():
             raise InvalidInput("reason", "say why (it is kept in the occurrence's history)")
         check_text(reason, "reason")
-        claim = await self.db(self.store.unresolved, occurrence.id)
+        claim = await self.db(self.store.execution.unresolved, occurrence.id)
         state = claim.occurrence.state
         if state not in (OccurrenceState.UNKNOWN, OccurrenceState.NEEDS_REVIEW):
             raise Conflict(
@@ -532,7 +541,7 @@ class App:
         subject = Subject(claim.payment.id, claim.occurrence.id, detail)
         acting = Acting(actor, "resolve", now, lambda _: subject)
         resolved = await self.db(
-            self.store.resolve, claim, target, now, note, outbox, None, acting.then(then)
+            self.store.execution.resolve, claim, target, now, note, outbox, None, acting.then(then)
         )
         if not resolved:
             raise Conflict(f"occurrence {claim.occurrence.key} changed meanwhile; try again")
@@ -548,7 +557,7 @@ class App:
             )
         )
         if target == OccurrenceState.QUEUED:
-            fresh = await self.db(self.store.get_occurrence, claim.occurrence.id)
+            fresh = await self.db(self.store.reads.get_occurrence, claim.occurrence.id)
             await queue.replace([fresh], now)
         return target
 
@@ -563,7 +572,7 @@ class App:
     ) -> Occurrence:
         """Approve (scheduled, then queued as a materialized one is) or reject (cancelled,
         with `reason`) an occurrence awaiting approval, by id or key; Conflict if it awaits
-        none any more or `actor` created its payment (see ApprovalsStore.decide)."""
+        none any more or `actor` created its payment (see Approvals.decide)."""
         if not approve:
             check_text(reason, "reason")
         occurrence = await self.find_occurrence(ref)
@@ -593,7 +602,13 @@ class App:
             else Acting(actor, "reject", now, subject)
         )
         decided = await self.db(
-            self.store.decide, occurrence_id, approve, actor, now, reason, acting.then(then)
+            self.store.approvals.decide,
+            occurrence_id,
+            approve,
+            actor,
+            now,
+            reason,
+            acting.then(then),
         )
         acting.logged()
         if not approve or self.scheduler is None:
@@ -611,7 +626,7 @@ class App:
                 decided.occurrence.key,
                 short_error(exc),
             )
-        queued = await self.db(self.store.get_occurrence, decided.occurrence.id)
+        queued = await self.db(self.store.reads.get_occurrence, decided.occurrence.id)
         return replace(decided, occurrence=queued)
 
     async def retry_notification(
@@ -637,7 +652,7 @@ class App:
         now = self.clock.now()
         acting = Acting(actor, "create_account", now, account_subject)
         account = await self.db(
-            self.store.create_account, name, currency, now, acting.then(then), remind
+            self.store.accounts.create_account, name, currency, now, acting.then(then), remind
         )
         acting.logged()
         return account
@@ -647,7 +662,7 @@ class App:
     ) -> Account:
         """The account's reminder default (None: off) for the payments created from now on."""
         acting = Acting(actor, "set_account", self.clock.now(), account_subject)
-        account = await self.db(self.store.set_account_remind, name, remind, acting.then())
+        account = await self.db(self.store.accounts.set_account_remind, name, remind, acting.then())
         acting.logged()
         return account
 
@@ -664,7 +679,7 @@ class App:
         if not changes:
             raise InvalidInput("remind", "give a setting to change: remind or approval_above")
         remind = parse_remind_setting(changes["remind"]) if "remind" in changes else None
-        account = await self.db(self.store.get_account, name)
+        account = await self.db(self.store.accounts.get_account, name)
         above = (
             parse_approval_above(changes["approval_above"], account.currency)
             if "approval_above" in changes
@@ -680,7 +695,7 @@ class App:
         """The account's approval rule (None: off): its payments created from now on above
         `minor` require approval."""
         acting = Acting(actor, "set_account", self.clock.now(), approval_rule_subject(minor))
-        account = await self.db(self.store.set_approval_above, name, minor, acting.then())
+        account = await self.db(self.store.approvals.set_approval_above, name, minor, acting.then())
         acting.logged()
         return account
 
@@ -689,7 +704,7 @@ class App:
     ) -> Account:
         now = self.clock.now()
         acting = Acting(actor, "deposit", now, deposit_subject(minor))
-        account = await self.db(self.store.deposit, name, minor, now, acting.then(then))
+        account = await self.db(self.store.accounts.deposit, name, minor, now, acting.then(then))
         acting.logged()
         return account
 
@@ -781,7 +796,7 @@ class App:
         assert self.outbox is not None
         return {
             "queue": await queue.counts(),
-            "occurrences": await self.db(self.store.occurrence_counts),
+            "occurrences": await self.db(self.store.reads.occurrence_counts),
             "notifications": await self.db(self.outbox.counts),
             "processes": await self.processes(),
         }

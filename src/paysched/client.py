@@ -56,7 +56,7 @@ from typing import Any
 from paysched.actors import Actor
 from paysched.app import App
 from paysched.config import Settings, normalise_database_url
-from paysched.db.store import CancelResult, Store
+from paysched.db.store import CancelResult
 from paysched.domain import (
     FINAL_STATES,
     Account,
@@ -237,17 +237,17 @@ class Paysched:
         """Money entering paysched into `name`'s account; returns it with its new balance."""
         app = self._open_app()
         refuse_external(_account_name(name))
-        account = await app.read(Store.get_account, name)
+        account = await app.db(app.store.accounts.get_account, name)
         minor = deposit_amount(amount, account.currency)
         return await app.deposit(name, minor, actor=self.actor)
 
     async def get_account(self, name: str) -> Account:
         app = self._open_app()
-        return await app.read(Store.get_account, _account_name(name))
+        return await app.db(app.store.accounts.get_account, _account_name(name))
 
     async def list_accounts(self) -> list[Account]:
         app = self._open_app()
-        return await app.read(Store.list_accounts)
+        return await app.db(app.store.accounts.list_accounts)
 
     # -- payments ----------------------------------------------------------------------------
 
@@ -324,7 +324,7 @@ class Paysched:
         )
         if request.currency is None:
             request = request.in_currency(
-                await app.db(payer_currency, app.store.get_account, payer, PYTHON_NAMES)
+                await app.db(payer_currency, app.store.accounts.get_account, payer, PYTHON_NAMES)
             )
         try:
             return await app.create_payment(actor=self.actor, **request.fields())
@@ -339,8 +339,8 @@ class Paysched:
         """The payment, its status and its occurrences. NotFound if there is none."""
         app = self._open_app()
         pid = _payment_id(payment_id)
-        payment = await app.read(Store.get_payment, pid)
-        occurrences = await app.read(Store.occurrences_of, pid)
+        payment = await app.db(app.store.payments.get_payment, pid)
+        occurrences = await app.db(app.store.reads.occurrences_of, pid)
         return PaymentDetail(
             payment, payment_status(payment, [o.state for o in occurrences]), tuple(occurrences)
         )
@@ -353,7 +353,7 @@ class Paysched:
             raise InvalidInput(
                 "limit", f"expected an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}"
             )
-        return await app.read(Store.list_payments, limit, state)
+        return await app.db(app.store.payments.list_payments, limit, state)
 
     async def cancel(self, payment_id: int | str) -> CancelResult:
         """Cancel the payment: none of its occurrences that have not started will execute

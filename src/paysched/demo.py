@@ -97,9 +97,9 @@ async def _demo(
         now = app.clock.now()
         deposits = {"alice": 1_000_000, "bob": 500_000, "carol": 1_000}  # minor units
         for name in ("alice", "bob", "carol", "dave"):
-            await app.db(app.store.create_account, name, "USD", now)
+            await app.db(app.store.accounts.create_account, name, "USD", now)
             if name in deposits:
-                await app.db(app.store.deposit, name, deposits[name], now)
+                await app.db(app.store.accounts.deposit, name, deposits[name], now)
         start = app.clock.now()
         payment_ids = []
         for i in range(count):
@@ -131,7 +131,7 @@ async def _demo(
         tty = sys.stderr.isatty()
         last_line = 0.0
         while time.monotonic() < deadline:
-            occs = await app.db(app.store.all_occurrences, payment_ids)
+            occs = await app.db(app.store.reads.all_occurrences, payment_ids)
             counts = {s: sum(1 for o in occs if o.state == s) for s in OccurrenceState}
             final = sum(counts[s] for s in FINAL_STATES)
             line = (
@@ -152,9 +152,9 @@ async def _demo(
             print(file=sys.stderr)
         stop.set()
         await runner
-        occs = await app.db(app.store.all_occurrences, payment_ids)
-        ledger = await app.db(app.store.ledger_report)
-        accounts = await app.db(app.store.list_accounts)
+        occs = await app.db(app.store.reads.all_occurrences, payment_ids)
+        ledger = await app.db(app.store.accounts.ledger_report)
+        accounts = await app.db(app.store.accounts.list_accounts)
         conserved = sum(a.balance for a in accounts) == sum(deposits.values())
         late = sorted(v for o in occs if (v := lateness_ms(o)) is not None)
         summary = {

@@ -271,7 +271,7 @@ _VALUES: dict[str, Callable[[Any], tuple[Any, ...]]] = {
 
 
 def values(kind: str, rows: list[Any]) -> list[tuple[Any, ...]]:
-    """Store rows (ExportsStore.export_page) as the values of COLUMNS[kind]."""
+    """Store rows (Exports.export_page) as the values of COLUMNS[kind]."""
     shape = _VALUES[kind]
     return [shape(r) for r in rows]
 
@@ -320,7 +320,7 @@ def read_chunk(
 ) -> Chunk:
     """One page read and encoded (the header comes with the first, after=0): synchronous, for
     the CLI's thread or the API's database threads."""
-    rows = store.export_page(request.kind, request.start, request.end, after, page)
+    rows = store.exports.export_page(request.kind, request.start, request.end, after, page)
     text = encode(request.kind, request.format, values(request.kind, rows), header=after == 0)
     last = int(rows[-1].id) if len(rows) == page else None
     return Chunk(text, len(rows), last)

@@ -5,8 +5,9 @@ Each read is a function of the Store, run where its caller reads: the CLI's quic
 (`list`, `show`, `notifications list`, `stats`) call it on the store of db.setup.open_store,
 on the calling thread, without building App (which imports bullmq, httpx and the executors,
 ~0.3 s); the HTTP API and the dashboard through App.read, on App's database threads, one
-trip each. A Store method is a read too (`app.read(Store.get_account, name)`); this module
-holds the reads that put several of them together into what is shown.
+trip each. A method of one of the Store's parts is a read too
+(`app.db(app.store.accounts.get_account, name)`); this module holds the reads that put several
+of them together into what is shown.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ async def stats(settings: Settings) -> dict[str, Any]:
     from paysched.redis_client import redis_client
 
     with open_store(settings, migrate=False) as store:
-        occurrences = store.occurrence_counts()
+        occurrences = store.reads.occurrence_counts()
         notifications = Outbox(store.engine).counts()
     url, embedded = resolve_redis(settings)
     try:
@@ -82,7 +83,7 @@ def payment_detail(
     from paysched.db.actions import actions_page
     from paysched.views import notification_view, occurrence_view, payment_view, status_of
 
-    found = store.payment_history(payment_id, page=page, before=before)
+    found = store.reads.payment_history(payment_id, page=page, before=before)
     occs = found.occurrences
     view = payment_view(found.payment)
     view["status"] = status_of(found.payment, found.last_state, found.unfinished)
@@ -106,8 +107,8 @@ def payment_rows(
     now = now or datetime.now(UTC)
     # Only a done payment's status depends on its occurrences (views.payment_status).
     done = [p.id for p in payments if p.state == PaymentState.DONE]
-    states = store.occurrence_states(done)
-    flagged = store.needing_attention([p.id for p in payments], now - LATE_AFTER)
+    states = store.reads.occurrence_states(done)
+    flagged = store.reads.needing_attention([p.id for p in payments], now - LATE_AFTER)
     return [
         payment_view(p)
         | {"status": payment_status(p, states.get(p.id, []))}
@@ -129,7 +130,7 @@ def find_payments(
     `newer` (the `after` of the page before, or None), `matched` (what the search text was
     taken for) and `searched_down_to` (the lowest payment id a stretched search looked at:
     see db/store/finds.py)."""
-    found = store.find_payments(f, limit, before, after)
+    found = store.finds.find_payments(f, limit, before, after)
     return {
         "data": payment_rows(store, found.payments, now),
         "older": found.older,

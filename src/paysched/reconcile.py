@@ -467,7 +467,7 @@ class Reconciler:
             detail.update(_theirs(r))
         if not (resolve or not listed) or not isinstance(self.executor, Resolvable):
             return _item("unresolved", r, r.reference, detail)
-        claim = await self._db(self.store.unresolved, r.id)
+        claim = await self._db(self.store.execution.unresolved, r.id)
         try:
             answer = await asyncio.wait_for(self.executor.lookup(order_of(claim)), LOOKUP_TIMEOUT_S)
         except Exception as exc:  # a lookup that breaks tells nothing
@@ -505,7 +505,7 @@ class Reconciler:
         acting = None if by is None else Acting(by, "resolve", now, lambda _: subject)
         hook = None if acting is None else acting.then()
         done = await self._db(
-            self.store.resolve, claim, target, now, note, outbox, answer.reference, hook
+            self.store.execution.resolve, claim, target, now, note, outbox, answer.reference, hook
         )
         if not done:  # settled meanwhile (the resolver, a person): report what was seen
             detail["resolve"] = "changed meanwhile; not resolved"

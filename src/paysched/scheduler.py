@@ -80,11 +80,13 @@ class Scheduler:
         return TickResult(created=created, reconciled=reconciled)
 
     async def remind(self, now: datetime) -> None:
-        """Write the reminders due now (Store.remind_due), a batch per transaction. A failure
+        """Write the reminders due now (Reminders.remind_due), a batch per transaction. A failure
         is logged and tried again at the next tick: reminders never hold up payments."""
         try:
             while True:
-                done = await self._db(self.store.remind_due, now, reminder_outbox, REMIND_BATCH)
+                done = await self._db(
+                    self.store.reminders.remind_due, now, reminder_outbox, REMIND_BATCH
+                )
                 if done < REMIND_BATCH:
                     break
         except Exception:
@@ -93,7 +95,7 @@ class Scheduler:
     async def expire_approvals(self, now: datetime) -> int:
         """Skip or fail what waited for approval past its deadline (the payment's
         approval_on_timeout); how many."""
-        expired = await self._db(self.store.expire_approvals, now, self.expired_outbox)
+        expired = await self._db(self.store.approvals.expire_approvals, now, self.expired_outbox)
         if expired:
             log.warning(
                 "%s occurrence(s) got no approval in time: %s",
@@ -111,7 +113,7 @@ class Scheduler:
         total = 0
         while True:
             made = await self._db(
-                self.store.materialize_due,
+                self.store.payments.materialize_due,
                 now,
                 horizon,
                 payment_ids,
@@ -156,7 +158,7 @@ class Scheduler:
         # Committed first, enqueued second: a crash in between leaves `scheduled` rows that
         # the next reconcile enqueues, never a job without its row.
         await self.queue.enqueue(created, now, payments=payments)
-        await self._db(self.store.mark_queued, [o.id for o in created], now)
+        await self._db(self.store.payments.mark_queued, [o.id for o in created], now)
         return len(created)
 
     def missed_outbox(self, payment: Payment, occurrence: Occurrence) -> list[OutboxMessage]:
@@ -173,7 +175,7 @@ class Scheduler:
         Covers Redis restarts without persistence, FLUSHALL, eviction, and a scheduler that died
         between commit and enqueue. Returns how many jobs were re-created.
         """
-        pending = await self._db(self.store.pending_occurrences, now + self.lookahead)
+        pending = await self._db(self.store.reads.pending_occurrences, now + self.lookahead)
         if not pending:
             return 0
         presence = await self.queue.presence([o.key for o in pending])
@@ -182,7 +184,8 @@ class Scheduler:
             # Re-read: a worker may have finished some of these while we looked at Redis (the
             # database commits first, then the job completes).
             still = {
-                o.id for o in await self._db(self.store.pending_occurrences, now + self.lookahead)
+                o.id
+                for o in await self._db(self.store.reads.pending_occurrences, now + self.lookahead)
             }
             lost = [o for o in lost if o.id in still]
         if lost:
@@ -193,7 +196,7 @@ class Scheduler:
             await self._replace(lost, presence, now)
         scheduled = [o.id for o in pending if o.state == S.SCHEDULED]
         if scheduled:
-            await self._db(self.store.mark_queued, scheduled, now)
+            await self._db(self.store.payments.mark_queued, scheduled, now)
         return len(lost)
 
     async def requeue(self, occurrences: Sequence[Occurrence], now: datetime) -> list[Occurrence]:

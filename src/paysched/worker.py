@@ -104,10 +104,12 @@ class PaymentProcessor:
         self.deployment_id = deployment_id
         # Concurrent jobs claim and finish in shared transactions (see GroupCommit).
         self._claims: GroupCommit[tuple[int, str | None], Claim | NoClaim] = GroupCommit(
-            pool, lambda requests: store.claim_many(requests, clock.now()), linger_s=CLAIM_LINGER_S
+            pool,
+            lambda requests: store.execution.claim_many(requests, clock.now()),
+            linger_s=CLAIM_LINGER_S,
         )
         self._finishes: GroupCommit[Finish, bool] = GroupCommit(
-            pool, lambda items: store.finish_many(items, clock.now())
+            pool, lambda items: store.execution.finish_many(items, clock.now())
         )
 
     def _emit(self, kind: EventKind, claim: Claim, **detail: Any) -> None:

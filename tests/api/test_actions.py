@@ -241,8 +241,8 @@ async def test_a_change_that_fails_after_its_actor_records_neither(api: Api) -> 
 
     acting = Acting(Actor.python(), "pause", app.clock.now(), lambda _: Subject(pid))
     with pytest.raises(PayschedError):
-        await app.db(app.store.pause, pid, app.clock.now(), acting.then(fails))
-    assert (await app.db(app.store.get_payment, pid)).state == PaymentState.ACTIVE
+        await app.db(app.store.control.pause, pid, app.clock.now(), acting.then(fails))
+    assert (await app.db(app.store.payments.get_payment, pid)).state == PaymentState.ACTIVE
     assert [r.action for r in await rows(api, pid)] == ["create"]
 
 
@@ -287,6 +287,6 @@ async def test_a_system_action_records_no_one(api: Api) -> None:
     pid = await schedule(api, **{"in": "100ms"})
     async with running(api.app):
         await all_final(api.app, [pid])
-    [occ] = await api.app.db(api.app.store.occurrences_of, pid)
+    [occ] = await api.app.db(api.app.store.reads.occurrences_of, pid)
     assert occ.state == OccurrenceState.SUCCEEDED
     assert [r.action for r in await rows(api, pid)] == ["create"]

@@ -226,7 +226,7 @@ async def test_two_concurrent_requests_with_one_key_create_one_payment(api: Api)
         if r.status_code == 409:
             problem(r, 409, "idempotency_key_in_use", "Idempotency-Key")
             assert int(r.headers["retry-after"]) >= 1
-    payments = await api.app.db(api.app.store.list_payments, 100)
+    payments = await api.app.db(api.app.store.payments.list_payments, 100)
     assert [p.id for p in payments] == list(created)
 
 
@@ -267,7 +267,7 @@ async def test_bad_payment_input_is_422_naming_the_field(
     await accounts(api, {"alice": "10.00", "bob": ""})
     merged = {k: v for k, v in (PAYMENT | body).items() if v is not None}
     problem(await api.post("/v1/payments", merged, "write"), 422, "invalid_input", field)
-    assert await api.app.db(api.app.store.list_payments, 10) == []
+    assert await api.app.db(api.app.store.payments.list_payments, 10) == []
 
 
 async def test_not_found_and_malformed_ids(api: Api) -> None:
@@ -353,7 +353,7 @@ async def test_occurrence_pages_keep_the_due_times_microseconds(api: Api) -> Non
     base = (now + timedelta(hours=1)).replace(microsecond=0)
     for micros in (5, 4, 3, 2, 1):
         p = await app.db(
-            app.store.create_payment,
+            app.store.payments.create_payment,
             payer="alice",
             payee="bob",
             amount=100,
@@ -364,8 +364,8 @@ async def test_occurrence_pages_keep_the_due_times_microseconds(api: Api) -> Non
             memo="",
             now=now,
         )
-        await app.db(app.store.materialize_due, now, base + timedelta(seconds=1), [p.id])
-    stored = await app.db(app.store.list_occurrences, 10)
+        await app.db(app.store.payments.materialize_due, now, base + timedelta(seconds=1), [p.id])
+    stored = await app.db(app.store.reads.list_occurrences, 10)
     assert [o.due_at - base for o in stored] == [timedelta(microseconds=m) for m in range(1, 6)]
     seen: list[int] = []
     params: dict[str, Any] = {"limit": 2}
@@ -441,14 +441,14 @@ async def test_a_create_materializes_its_payment_in_one_transaction(
 ) -> None:
     await accounts(api, {"alice": "100.00", "bob": ""})
     store = api.app.store
-    real = store.materialize_due
+    real = store.payments.materialize_due
     calls: list[object] = []
 
     def materialize_due(*args: Any, **kwargs: Any) -> Any:
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "materialize_due", materialize_due)
+    monkeypatch.setattr(store.payments, "materialize_due", materialize_due)
     # Its occurrence is made in the create's own transaction (materialize_due was a probe and
     # a transaction more), and queued.
     body = {"from": "alice", "to": "bob", "amount": "1.00", "in": "200ms"}

@@ -34,9 +34,9 @@ async def test_a_cancel_that_loses_to_a_settle_is_409_already_ran(api: Api) -> N
     app, store = api.app, api.app.store
     await fund(app, {"alice": 10_000, "bob": 0})
     pid = await pay(app, "alice", "bob", 1_000, in_s=30)
-    [occ] = await app.db(store.occurrences_of, pid)
+    [occ] = await app.db(store.reads.occurrences_of, pid)
     now = app.clock.now()
-    claim = await app.db(store.claim, occ.id, now)
+    claim = await app.db(store.execution.claim, occ.id, now)
     assert isinstance(claim, Claim), claim
     policy = NotifyPolicy(frozenset({"succeeded"}), ("log",))
     outbox = outbox_for(policy, "succeeded", claim.payment, claim.occurrence, claim.attempt, now)
@@ -56,7 +56,7 @@ async def test_a_cancel_that_loses_to_a_settle_is_409_already_ran(api: Api) -> N
 
     def settle() -> list[Any]:
         settler.append(threading.get_ident())
-        return store.settle_many([claim], now)
+        return store.execution.settle_many([claim], now)
 
     event.listen(store.engine, "before_cursor_execute", pause_before_notifying)
     try:

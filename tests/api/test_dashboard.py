@@ -228,11 +228,15 @@ async def needing_review(api: Api) -> tuple[int, Occurrence]:
     await accounts(api, {"alice": "10.00", "bob": ""})
     pid = await schedule(api, **{"in": "30s"})
     store, now = api.app.store, api.app.clock.now()
-    [occ] = await api.app.db(store.occurrences_of, pid)
-    claim = await api.app.db(store.claim, occ.id, now)
+    [occ] = await api.app.db(store.reads.occurrences_of, pid)
+    claim = await api.app.db(store.execution.claim, occ.id, now)
     assert isinstance(claim, Claim)
     assert await api.app.db(
-        store.finish, claim, OccurrenceState.NEEDS_REVIEW, now, "the provider never answered"
+        store.execution.finish,
+        claim,
+        OccurrenceState.NEEDS_REVIEW,
+        now,
+        "the provider never answered",
     )
     return pid, occ
 
@@ -434,9 +438,9 @@ async def test_an_admin_resolves_an_occurrence_by_hand(api: Api) -> None:
     )
     assert r.status_code == 200 and "now queued" in r.text, r.text
     assert r.headers["hx-trigger"] == "payment-changed"
-    again = await api.app.db(store.get_occurrence, occ.id)
+    again = await api.app.db(store.reads.get_occurrence, occ.id)
     assert again.state == OccurrenceState.QUEUED
-    history = await api.app.db(store.transitions_of, [occ.id])
+    history = await api.app.db(store.reads.transitions_of, [occ.id])
     assert history[-1].reason is not None and "provider is back" in history[-1].reason
     bad = await api.client.post(
         "/dashboard/occurrences/999999/resolve",

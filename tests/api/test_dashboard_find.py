@@ -301,7 +301,7 @@ async def test_bad_input_is_a_400_page_naming_the_field(api: Api, world: World) 
 
 async def test_the_account_page(api: Api, world: World) -> None:
     for _ in range(30):  # more ledger entries than a page
-        await api.app.db(api.app.store.deposit, "carol", 1, api.app.clock.now())
+        await api.app.db(api.app.store.accounts.deposit, "carol", 1, api.app.clock.now())
     text = await page(api, "/dashboard/accounts/carol")
     assert "Account carol" in text and "5.30 EUR" in text
     assert found_ids('id="found"' + text.split("<h2>Payments</h2>", 1)[1]) == [

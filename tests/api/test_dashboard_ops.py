@@ -87,11 +87,11 @@ async def test_a_paused_payment_is_not_late(api: Api) -> None:
 
 async def settle_as(api: Api, pid: int, target: OccurrenceState, resolve_at: datetime) -> None:
     store, now = api.app.store, api.app.clock.now()
-    [occ] = await api.app.db(store.occurrences_of, pid)
-    claim = await api.app.db(store.claim, occ.id, now)
+    [occ] = await api.app.db(store.reads.occurrences_of, pid)
+    claim = await api.app.db(store.execution.claim, occ.id, now)
     assert isinstance(claim, Claim), claim
     finish = Finish(claim, target, "the provider did not say", resolve_at=resolve_at)
-    assert await api.app.db(store.finish_many, [finish], now) == [True]
+    assert await api.app.db(store.execution.finish_many, [finish], now) == [True]
 
 
 async def test_unknown_and_needs_review_are_shown_as_such_with_the_next_lookup(api: Api) -> None:

@@ -376,7 +376,7 @@ async def test_the_payment_stream_sees_changes_made_elsewhere(api: Api) -> None:
         async with asyncio.timeout(10):
             assert await anext(states) != "paused"
         store = api.app.store
-        await api.app.db(store.pause, pid, api.app.clock.now(), None)
+        await api.app.db(store.control.pause, pid, api.app.clock.now(), None)
         async with asyncio.timeout(10):
             assert await anext(states) == "paused"  # the next one sent is the change
 
@@ -443,7 +443,7 @@ async def test_resolving_has_no_default_outcome_and_asks_naming_the_outcome(api:
     for body in ("reason=seen", "outcome=&reason=seen"):
         r = await api.client.post(resolve, content=body, headers=headers)
         assert r.status_code == 422 and "outcome" in html.unescape(r.text), r.text
-    occurrences = await api.app.db(api.app.store.occurrences_of, pid)
+    occurrences = await api.app.db(api.app.store.reads.occurrences_of, pid)
     assert [o.state.value for o in occurrences] == ["needs_review"]
 
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from paysched.db.store import Claim
 from paysched.domain import MAX_ID, OccurrenceState
 from tests.api.conftest import Api, problem
 from tests.integration.helpers import fund, pay
@@ -196,11 +197,16 @@ async def test_a_resolve_reason_with_a_nul_is_422_naming_reason(api: Api) -> Non
     await fund(api.app, {"alice": 10_000, "bob": 0})
     pid = await pay(api.app, "alice", "bob", 100, in_s=30)
     store, now = api.app.store, api.app.clock.now()
-    [occ] = await api.app.db(store.occurrences_of, pid)
-    claim = await api.app.db(store.claim, occ.id, now)
-    assert await api.app.db(store.finish, claim, OccurrenceState.NEEDS_REVIEW, now, "lost")  # type: ignore[arg-type]
+    [occ] = await api.app.db(store.reads.occurrences_of, pid)
+    claim = await api.app.db(store.execution.claim, occ.id, now)
+    assert isinstance(claim, Claim)
+    assert await api.app.db(
+        store.execution.finish, claim, OccurrenceState.NEEDS_REVIEW, now, "lost"
+    )
     r = await api.post(
         f"/v1/occurrences/{occ.key}/resolve", {"outcome": "failed", "reason": "no\u0000pe"}
     )
     problem(r, 422, "invalid_input", "reason")
-    assert (await api.app.db(store.get_occurrence, occ.id)).state == OccurrenceState.NEEDS_REVIEW
+    assert (
+        await api.app.db(store.reads.get_occurrence, occ.id)
+    ).state == OccurrenceState.NEEDS_REVIEW

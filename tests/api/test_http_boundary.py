@@ -199,7 +199,7 @@ async def test_a_backend_error_is_503_without_a_traceback(
     def gone(*args: object, **kwargs: object) -> None:
         raise DatabaseUnavailable("database unavailable: server closed the connection")
 
-    monkeypatch.setattr(api.app.store, "payment_history", gone)
+    monkeypatch.setattr(api.app.store.reads, "payment_history", gone)
     response = await api.get("/v1/payments/1")
     problem(response, 503, "backend_unavailable")
     assert response.headers["retry-after"] == "5"

@@ -30,7 +30,7 @@ def test_reserve_replay_mismatch_in_flight(keys: tuple[IdempotencyKeys, int], st
     )
     assert isinstance(repo.reserve(owner_key, "k", "other", T0, LEASE), Mismatch)
     complete = repo.completion(owner_key, "k", first.owner, 201, lambda account: account.name)
-    store.create_account("alice", "USD", T0, complete)
+    store.accounts.create_account("alice", "USD", T0, complete)
     replay = repo.reserve(owner_key, "k", "fp", T0 + timedelta(days=29), LEASE)
     assert replay == Replay(201, "alice")
 
@@ -45,14 +45,14 @@ def test_an_abandoned_reservation_is_taken_over_after_its_lease_and_the_slow_one
     assert isinstance(later, Reserved) and later.owner != slow.owner
     # The first request was slow, not dead: its change must not commit beside the second's.
     with pytest.raises(LostRace):
-        store.create_account(
+        store.accounts.create_account(
             "alice", "USD", T0, repo.completion(owner_key, "k", slow.owner, 201, str)
         )
-    assert store.list_accounts() == []
-    store.create_account(
+    assert store.accounts.list_accounts() == []
+    store.accounts.create_account(
         "alice", "USD", T0, repo.completion(owner_key, "k", later.owner, 201, lambda a: a.name)
     )
-    assert [a.name for a in store.list_accounts()] == ["alice"]
+    assert [a.name for a in store.accounts.list_accounts()] == ["alice"]
 
 
 def test_release_frees_the_key_and_purge_forgets_old_ones(
@@ -64,7 +64,9 @@ def test_release_frees_the_key_and_purge_forgets_old_ones(
     repo.release(owner_key, "k", held.owner)
     again = repo.reserve(owner_key, "k", "another body", T0, LEASE)
     assert isinstance(again, Reserved)
-    store.create_account("bob", "USD", T0, repo.completion(owner_key, "k", again.owner, 201, str))
+    store.accounts.create_account(
+        "bob", "USD", T0, repo.completion(owner_key, "k", again.owner, 201, str)
+    )
     assert repo.purge(T0) == 0  # kept: not older than the cutoff
     assert repo.purge(T0 + timedelta(days=30, seconds=1)) == 1
     assert isinstance(repo.reserve(owner_key, "k", "fp", T0, LEASE), Reserved)

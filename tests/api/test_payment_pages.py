@@ -35,7 +35,7 @@ async def with_history(api: Api, n: int, unfinished_at: int | None = None) -> in
     `unfinished_at`, if any, is unknown). Due times repeat in threes and are not whole
     milliseconds: a page boundary between two occurrences due at one instant is kept apart by
     their ids, and a cursor in milliseconds would lose its place."""
-    if not await api.app.db(api.app.store.list_accounts, 10):
+    if not await api.app.db(api.app.store.accounts.list_accounts, 10):
         await fund(api.app, {"alice": 10_000, "bob": 0})
     pid = await pay(api.app, "alice", "bob", 100, in_s=3600)  # outside the look-ahead
     with api.app.store.engine.begin() as conn:
@@ -121,7 +121,7 @@ async def test_the_status_still_sees_occurrences_beyond_the_first_page(api: Api)
     assert all(o["state"] == "succeeded" for o in detail["occurrences"])
     assert detail["status"] == "pending"
     states = [OccurrenceState(s) for s in ["unknown"] + ["succeeded"] * 49]
-    payment = await api.app.db(api.app.store.get_payment, pid)
+    payment = await api.app.db(api.app.store.payments.get_payment, pid)
     assert payment_status(payment, states) == "pending"  # what it said reading them all
 
 

@@ -110,15 +110,17 @@ async def test_the_first_page_of_a_detail_reads_as_the_whole_history(api: Api) -
         memo="m",
         now=now,
     )
-    every = await app.db(lambda: store.create_payment(cron="* * * * *", **fields))
-    once = await app.db(lambda: store.create_payment(cron=None, **fields | {"due_at": now}))
-    bare = await app.db(lambda: store.create_payment(cron="0 0 1 1 *", **fields))
-    made = await app.db(store.materialize_due, now, now + timedelta(minutes=30))
-    await app.db(store.mark_queued, [o.id for o in made[::3]], now)
-    assert (await app.db(store.get_payment, once.id)).state == PaymentState.DONE
+    every = await app.db(lambda: store.payments.create_payment(cron="* * * * *", **fields))
+    once = await app.db(
+        lambda: store.payments.create_payment(cron=None, **fields | {"due_at": now})
+    )
+    bare = await app.db(lambda: store.payments.create_payment(cron="0 0 1 1 *", **fields))
+    made = await app.db(store.payments.materialize_due, now, now + timedelta(minutes=30))
+    await app.db(store.payments.mark_queued, [o.id for o in made[::3]], now)
+    assert (await app.db(store.payments.get_payment, once.id)).state == PaymentState.DONE
     for payment in (every, once, bare):
-        whole = await app.db(store.payment_history, payment.id)
-        first = await app.db(functools.partial(store.payment_history, payment.id, page=20))
+        whole = await app.db(store.reads.payment_history, payment.id)
+        first = await app.db(functools.partial(store.reads.payment_history, payment.id, page=20))
         newest = list(reversed(whole.occurrences))
         assert first.payment == whole.payment
         assert first.occurrences == newest[:20]

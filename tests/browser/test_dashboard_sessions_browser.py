@@ -98,8 +98,8 @@ def test_resolving_asks_naming_the_outcome_and_keeps_a_reason_being_typed(
     store = Store.connect(server.env["DATABASE_URL"])
     try:
         now = datetime.now(UTC)
-        claim = store.claim(occurrences[-1]["id"], now)
-        assert store.finish(claim, OccurrenceState.NEEDS_REVIEW, now, "no answer")  # type: ignore[arg-type]
+        claim = store.execution.claim(occurrences[-1]["id"], now)
+        assert store.execution.finish(claim, OccurrenceState.NEEDS_REVIEW, now, "no answer")  # type: ignore[arg-type]
     finally:
         store.close()
     key = occurrences[-1]["key"]

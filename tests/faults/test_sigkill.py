@@ -53,9 +53,9 @@ async def test_killed_mid_payment_is_finished_once(
     victim = start_worker(env, mode, marker)
     try:
         wait_for_sync(marker.exists, 30, f"the worker to reach {mode}")
-        (occ,) = await app.db(app.store.occurrences_of, pid)
+        (occ,) = await app.db(app.store.reads.occurrences_of, pid)
         assert occ.state == S.EXECUTING
-        assert (await app.db(app.store.get_account, "bob")).balance == 0
+        assert (await app.db(app.store.accounts.get_account, "bob")).balance == 0
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=10) == -signal.SIGKILL
     finally:
@@ -70,10 +70,10 @@ async def test_killed_mid_payment_is_finished_once(
     assert done.state == S.SUCCEEDED
     # The killed claim and the takeover are one attempt under two fences.
     assert done.attempts == 1 and done.takeovers == 1 and done.fence == 2
-    assert await app.db(app.store.succeeded_transfer_count) == 1
-    assert (await app.db(app.store.get_account, "bob")).balance == 2_500
-    assert (await app.db(app.store.get_account, "alice")).balance == 7_500
-    assert (await app.db(app.store.ledger_report)).balanced
+    assert await app.db(app.store.accounts.succeeded_transfer_count) == 1
+    assert (await app.db(app.store.accounts.get_account, "bob")).balance == 2_500
+    assert (await app.db(app.store.accounts.get_account, "alice")).balance == 7_500
+    assert (await app.db(app.store.accounts.ledger_report)).balanced
 
 
 async def test_killed_after_payment_notification_still_sent_once(
@@ -126,9 +126,9 @@ async def test_killed_after_payment_notification_still_sent_once(
             survivor.send_signal(signal.SIGTERM)
             assert survivor.wait(timeout=90) == 0, log_of(tmp_path / "unused", "normal")
         assert len(hook.requests) == 1
-        (occ,) = await app.db(app.store.occurrences_of, payment.id)
+        (occ,) = await app.db(app.store.reads.occurrences_of, payment.id)
         assert occ.state == S.SUCCEEDED and occ.attempts == 1
-        assert await app.db(app.store.succeeded_transfer_count) == 1
+        assert await app.db(app.store.accounts.succeeded_transfer_count) == 1
     finally:
         hook.stop()
         await app.close()
@@ -160,9 +160,9 @@ async def test_sigterm_past_the_grace_forces_the_stop_and_the_payment_is_taken_o
         if victim.poll() is None:
             victim.kill()
     assert "did not finish within 1s; forcing close" in log_of(marker, "hang-before-settle")
-    (occ,) = await app.db(app.store.occurrences_of, pid)
+    (occ,) = await app.db(app.store.reads.occurrences_of, pid)
     assert occ.state == S.EXECUTING and occ.attempts == 1
-    assert (await app.db(app.store.get_account, "bob")).balance == 0
+    assert (await app.db(app.store.accounts.get_account, "bob")).balance == 0
     survivor = start_worker(env, "normal", tmp_path / "unused")
     try:
         (done,) = await all_final(app, [pid], timeout=60)
@@ -170,5 +170,5 @@ async def test_sigterm_past_the_grace_forces_the_stop_and_the_payment_is_taken_o
         survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(timeout=90) == 0, log_of(tmp_path / "unused", "normal")
     assert done.state == S.SUCCEEDED and done.attempts == 1 and done.takeovers == 1
-    assert await app.db(app.store.succeeded_transfer_count) == 1
-    assert (await app.db(app.store.get_account, "bob")).balance == 1_500
+    assert await app.db(app.store.accounts.succeeded_transfer_count) == 1
+    assert (await app.db(app.store.accounts.get_account, "bob")).balance == 1_500

@@ -16,9 +16,9 @@ from tests.conftest import wait_for
 async def fund(app: App, balances: dict[str, int], currency: str = "USD") -> None:
     now = app.clock.now()
     for name, amount in balances.items():
-        await app.db(app.store.create_account, name, currency, now)
+        await app.db(app.store.accounts.create_account, name, currency, now)
         if amount:
-            await app.db(app.store.deposit, name, amount, now)
+            await app.db(app.store.accounts.deposit, name, amount, now)
 
 
 async def pay(
@@ -51,8 +51,8 @@ async def running(app: App, *, scheduler: bool = True, worker: bool = True) -> A
 
 async def all_final(app: App, payment_ids: Sequence[int], timeout: float = 30) -> list[Occurrence]:
     async def done() -> bool:
-        occs = await app.db(app.store.all_occurrences, list(payment_ids))
+        occs = await app.db(app.store.reads.all_occurrences, list(payment_ids))
         return len(occs) >= len(payment_ids) and all(o.state in FINAL_STATES for o in occs)
 
     await wait_for(done, timeout, f"payments {list(payment_ids)} to reach a final state")
-    return await app.db(app.store.all_occurrences, list(payment_ids))
+    return await app.db(app.store.reads.all_occurrences, list(payment_ids))

@@ -54,7 +54,7 @@ async def approval_payment(
 
 
 async def only(app: App, payment_id: int) -> Occurrence:
-    occs = await app.db(app.store.occurrences_of, payment_id)
+    occs = await app.db(app.store.reads.occurrences_of, payment_id)
     assert len(occs) == 1, occs
     return occs[0]
 
@@ -64,8 +64,8 @@ async def state_of(app: App, payment_id: int) -> OccurrenceState:
 
 
 async def balances(app: App) -> tuple[int, int]:
-    alice = await app.db(app.store.get_account, "alice")
-    bob = await app.db(app.store.get_account, "bob")
+    alice = await app.db(app.store.accounts.get_account, "alice")
+    bob = await app.db(app.store.accounts.get_account, "bob")
     return alice.balance, bob.balance
 
 
@@ -98,13 +98,13 @@ async def test_awaiting_never_executes_even_with_a_job_and_a_worker(app: App) ->
     pid = await approval_payment(app)
     occ = await only(app, pid)
     assert occ.state == S.AWAITING_APPROVAL
-    history = await app.db(app.store.transitions_of, [occ.id])
+    history = await app.db(app.store.reads.transitions_of, [occ.id])
     assert [h.to_state for h in history] == [S.AWAITING_APPROVAL]
     assert "awaiting approval" in (history[0].reason or "")
     # A job for it anyway (one enqueued by mistake): the claim refuses it.
     assert app.queue is not None
     await app.queue.enqueue([occ], app.clock.now())
-    claimed = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
+    claimed = await app.db(app.store.execution.claim, occ.id, app.clock.now(), occ.key)
     assert isinstance(claimed, NoClaim) and claimed.why == "awaiting"
     async with running(app):
         # The worker takes the job and ends it without running it; ticks pass meanwhile.
@@ -133,7 +133,7 @@ async def test_approve_executes_exactly_once(app: App) -> None:
         with pytest.raises(Conflict, match="already approved"):
             await app.decide_occurrence(str(occ.id), True, actor=ALICE_KEY)
     assert await balances(app) == (4000, 1000)
-    history = await app.db(app.store.transitions_of, [occ.id])
+    history = await app.db(app.store.reads.transitions_of, [occ.id])
     approved = [h for h in history if h.from_state == S.AWAITING_APPROVAL]
     assert approved[0].to_state == S.SCHEDULED
     assert approved[0].reason == "approved by cli (approver)"
@@ -182,7 +182,7 @@ async def test_approve_racing_approve_and_reject_acts_once(app: App) -> None:
         won = [r for r in results if isinstance(r, Occurrence)]
         lost = [r for r in results if isinstance(r, Conflict)]
         assert len(won) == 1 and len(lost) == 3, results
-        history = await app.db(app.store.transitions_of, [occ.id])
+        history = await app.db(app.store.reads.transitions_of, [occ.id])
         assert sum(h.from_state == S.AWAITING_APPROVAL for h in history) == 1
         decisions = [a for a in await app.db(_actions, app, pid) if a.action != "create"]
         assert len(decisions) == 1
@@ -229,7 +229,7 @@ async def test_timeout_skips_or_fails(app: App, on_timeout: str, target: S) -> N
     final = await only(app, pid)
     assert final.state == target
     assert final.reason == "no approval within 2h"
-    history = await app.db(app.store.transitions_of, [occ.id])
+    history = await app.db(app.store.reads.transitions_of, [occ.id])
     assert (history[-1].from_state, history[-1].to_state) == (S.AWAITING_APPROVAL, target)
     with pytest.raises(Conflict, match="no longer awaits approval"):
         await app.decide_occurrence(occ.key, True, actor=ALICE_KEY)
@@ -273,13 +273,13 @@ async def test_approval_needed_goes_to_approver_chats_with_buttons(app: App) -> 
 
 async def test_account_rule_applies_above_the_amount_only(app: App) -> None:
     await fund(app, {"alice": 50_000, "bob": 0})
-    await app.db(app.store.set_approval_above, "alice", 10_000)
+    await app.db(app.store.approvals.set_approval_above, "alice", 10_000)
     above = await approval_payment(app, amount=10_001, approval="none")
     at = await approval_payment(app, amount=10_000, approval="none")
     assert await state_of(app, above) == S.AWAITING_APPROVAL
-    assert (await app.db(app.store.get_payment, above)).approval == "required"
+    assert (await app.db(app.store.payments.get_payment, above)).approval == "required"
     assert await state_of(app, at) in (S.SCHEDULED, S.QUEUED)
-    assert (await app.db(app.store.get_payment, at)).approval == "none"
+    assert (await app.db(app.store.payments.get_payment, at)).approval == "none"
 
 
 async def test_the_schedulers_tick_sweeps_expired_approvals(settings: Settings) -> None:

@@ -173,7 +173,7 @@ async def test_upcoming_and_history_in_the_payments_zone(
             "alice", "landlord", 95_000, cron="0 9 1 * *", timezone="Europe/Berlin"
         )
         await create("stranger", "landlord", 1_000, due_at=later)  # not alice's: never shown
-        rent = await app.db(app.store.get_payment, monthly)
+        rent = await app.db(app.store.payments.get_payment, monthly)
         assert rent.next_due_at is not None
         token = await token_for(app, "alice")
         async with bot_running(app):
@@ -196,7 +196,7 @@ async def test_upcoming_and_history_in_the_payments_zone(
             assert await answer(bot_api, ALICE, "/upcoming") == messages.upcoming(expected)
             assert "Europe/Berlin" in messages.upcoming(expected)
             history = await answer(bot_api, ALICE, "/history")
-            due = (await app.db(app.store.occurrences_of, paid))[0].due_at
+            due = (await app.db(app.store.reads.occurrences_of, paid))[0].due_at
             assert history == messages.history(
                 [PaymentLine(paid, due, 2_500, "EUR", "alice", "landlord", None, "succeeded")]
             )

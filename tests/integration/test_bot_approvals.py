@@ -34,7 +34,7 @@ async def awaiting(app: App) -> int:
     now = app.clock.now()
     acting = Acting(Actor.python(), "create", now, lambda p: Subject(p.id))
     payment = await app.db(
-        app.store.create_payment,
+        app.store.payments.create_payment,
         payer="alice",
         payee="bob",
         amount=700,
@@ -47,7 +47,9 @@ async def awaiting(app: App) -> int:
         approval="required",
         then=acting.then(),
     )
-    [occ] = await app.db(app.store.materialize_due, now, now + timedelta(minutes=1), [payment.id])
+    [occ] = await app.db(
+        app.store.payments.materialize_due, now, now + timedelta(minutes=1), [payment.id]
+    )
     assert occ.state == S.AWAITING_APPROVAL
     return occ.id
 
@@ -60,7 +62,7 @@ async def press(api: BotApi, chat: int, data: str) -> str:
 
 
 async def state(app: App, occurrence_id: int) -> S:
-    return (await app.db(app.store.get_occurrence, occurrence_id)).state
+    return (await app.db(app.store.reads.get_occurrence, occurrence_id)).state
 
 
 async def test_only_the_payers_approver_chat_decides_once(bapp: App, bot_api: BotApi) -> None:
@@ -105,7 +107,7 @@ async def test_inside_run_an_approval_from_the_chat_is_queued_at_once(
         async with bot_running(app):
             said = await press(bot_api, APPROVER, f"approve:{occurrence_id}")
             assert said.startswith("✅ Approved payment #"), said
-        occ = await app.db(app.store.get_occurrence, occurrence_id)
+        occ = await app.db(app.store.reads.get_occurrence, occurrence_id)
         assert occ.state == S.QUEUED
         assert app.queue is not None
         assert await app.queue.job_states([occ.key]) == {occ.key: "delayed"}

@@ -56,38 +56,38 @@ def refused(result: subprocess.CompletedProcess[str], code: int, *needles: str) 
 
 
 def test_deposits_stop_at_the_balance_and_issue_limits(store: Store) -> None:
-    store.create_account("big", "USD", T0)
-    store.create_account("other", "USD", T0)
+    store.accounts.create_account("big", "USD", T0)
+    store.accounts.create_account("other", "USD", T0)
     with pytest.raises(InvalidInput, match="at most"):
-        store.deposit("big", MAX_AMOUNT + 1, T0)
+        store.accounts.deposit("big", MAX_AMOUNT + 1, T0)
     for _ in range(MAX_BALANCE // MAX_AMOUNT):
-        store.deposit("big", MAX_AMOUNT, T0)
-    assert store.get_account("big").balance == MAX_BALANCE
+        store.accounts.deposit("big", MAX_AMOUNT, T0)
+    assert store.accounts.get_account("big").balance == MAX_BALANCE
     with pytest.raises(InvalidInput, match="balance limit") as info:
-        store.deposit("big", 1, T0)
+        store.accounts.deposit("big", 1, T0)
     assert info.value.field == "amount"
-    assert store.get_account("big").balance == MAX_BALANCE  # unchanged, still an integer
+    assert store.accounts.get_account("big").balance == MAX_BALANCE  # unchanged, still an integer
     # Everything deposited in USD is bounded too (the external account holds minus it).
     accounts = MAX_ISSUED // MAX_BALANCE
     for i in range(accounts - 1):
-        store.create_account(f"filler-{i}", "USD", T0)
+        store.accounts.create_account(f"filler-{i}", "USD", T0)
         for _ in range(MAX_BALANCE // MAX_AMOUNT):
-            store.deposit(f"filler-{i}", MAX_AMOUNT, T0)
+            store.accounts.deposit(f"filler-{i}", MAX_AMOUNT, T0)
     with pytest.raises(InvalidInput, match="deposits in USD would exceed"):
-        store.deposit("other", 1, T0)
-    report = store.ledger_report()
+        store.accounts.deposit("other", 1, T0)
+    report = store.accounts.ledger_report()
     assert report.balanced, report.problems
-    store.create_account("euro", "EUR", T0)
-    assert store.deposit("euro", 100, T0).balance == 100  # another currency, its own limit
+    store.accounts.create_account("euro", "EUR", T0)
+    assert store.accounts.deposit("euro", 100, T0).balance == 100  # another currency, its own limit
 
 
 def test_a_payee_over_the_limit_fails_at_once_with_a_plain_reason(store: Store) -> None:
-    store.create_account("payer", "USD", T0)
-    store.create_account("rich", "USD", T0)
-    store.deposit("payer", 500, T0)
+    store.accounts.create_account("payer", "USD", T0)
+    store.accounts.create_account("rich", "USD", T0)
+    store.accounts.deposit("payer", 500, T0)
     for _ in range(MAX_BALANCE // MAX_AMOUNT):
-        store.deposit("rich", MAX_AMOUNT, T0)
-    store.create_payment(
+        store.accounts.deposit("rich", MAX_AMOUNT, T0)
+    store.payments.create_payment(
         payer="payer",
         payee="rich",
         amount=100,
@@ -98,41 +98,45 @@ def test_a_payee_over_the_limit_fails_at_once_with_a_plain_reason(store: Store) 
         memo="",
         now=T0,
     )
-    (occ,) = store.materialize_due(T0, T0)
-    claim = store.claim(occ.id, T0)
+    (occ,) = store.payments.materialize_due(T0, T0)
+    claim = store.execution.claim(occ.id, T0)
     assert isinstance(claim, Claim)
-    (result,) = store.settle_many([claim], T0)
+    (result,) = store.execution.settle_many([claim], T0)
     # Permanent (no retries), and the reason is words, not SQL with its parameters.
     assert isinstance(result, BalanceLimit)
     assert "'rich' would hold more than the balance limit" in str(result)
-    assert store.get_account("payer").balance == 500
-    assert store.get_account("rich").balance == MAX_BALANCE
+    assert store.accounts.get_account("payer").balance == 500
+    assert store.accounts.get_account("rich").balance == MAX_BALANCE
 
 
 def test_payments_are_bounded_and_between_users(store: Store) -> None:
-    store.create_account("a", "USD", T0)
-    store.create_account("b", "USD", T0)
-    store.deposit("a", 100, T0)
+    store.accounts.create_account("a", "USD", T0)
+    store.accounts.create_account("b", "USD", T0)
+    store.accounts.deposit("a", 100, T0)
     fields: dict[str, Any] = dict(
         payer="a", payee="b", currency="USD", due_at=T0, cron=None, timezone=None, memo="", now=T0
     )
     with pytest.raises(InvalidInput, match="at most") as info:
-        store.create_payment(amount=MAX_AMOUNT + 1, **fields)
+        store.payments.create_payment(amount=MAX_AMOUNT + 1, **fields)
     assert info.value.field == "amount"
     with pytest.raises(InvalidInput, match="external account") as info:
-        store.create_payment(amount=1, **(fields | {"payer": "@external:USD"}))
+        store.payments.create_payment(amount=1, **(fields | {"payer": "@external:USD"}))
     assert info.value.field == "from"
     with pytest.raises(InvalidInput, match="external account"):
-        store.deposit("@external:USD", 5, T0)
-    assert store.list_payments() == []
+        store.accounts.deposit("@external:USD", 5, T0)
+    assert store.payments.list_payments() == []
 
 
 def test_ids_beyond_any_row_are_not_found_without_asking_sql(store: Store) -> None:
-    for lookup in (store.get_payment, store.get_occurrence, store.unresolved):
+    for lookup in (
+        store.payments.get_payment,
+        store.reads.get_occurrence,
+        store.execution.unresolved,
+    ):
         with pytest.raises(NotFound):
             lookup(2**31)
     with pytest.raises(NotFound):
-        store.cancel_payment(2**63, T0, "x")
+        store.control.cancel_payment(2**63, T0, "x")
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -141,11 +145,11 @@ def test_ids_beyond_any_row_are_not_found_without_asking_sql(store: Store) -> No
 def test_names_are_normalised_trimmed_printable_and_unique(store: Store) -> None:
     nfc, nfd = unicodedata.normalize("NFC", "zoé"), unicodedata.normalize("NFD", "zoé")
     assert nfc != nfd
-    assert store.create_account(nfd, "EUR", T0).name == nfc
+    assert store.accounts.create_account(nfd, "EUR", T0).name == nfc
     with pytest.raises(Conflict):
-        store.create_account(nfc, "EUR", T0)  # a look-alike duplicate
-    assert store.create_account("  alice  ", "USD", T0).name == "alice"
-    assert store.get_account("alice ").name == "alice"
+        store.accounts.create_account(nfc, "EUR", T0)  # a look-alike duplicate
+    assert store.accounts.create_account("  alice  ", "USD", T0).name == "alice"
+    assert store.accounts.get_account("alice ").name == "alice"
     for bad in (
         "   ",
         "a\nb",
@@ -166,12 +170,12 @@ def test_names_are_normalised_trimmed_printable_and_unique(store: Store) -> None
         "..",
     ):
         with pytest.raises(InvalidInput) as info:
-            store.create_account(bad, "USD", T0)
+            store.accounts.create_account(bad, "USD", T0)
         assert info.value.field == "name"
     # Refused as external wherever a name is used, not only when it is created.
     with pytest.raises(InvalidInput, match="external account"):
-        store.deposit("\uff20external:USD", 5, T0)
-    assert store.create_account("a.b+c&d;e=f g", "USD", T0).name == "a.b+c&d;e=f g"
+        store.accounts.deposit("\uff20external:USD", 5, T0)
+    assert store.accounts.create_account("a.b+c&d;e=f g", "USD", T0).name == "a.b+c&d;e=f g"
 
 
 # -- the CLI: one line, the field, the right exit code -----------------------------------------

@@ -26,15 +26,15 @@ S = OccurrenceState
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store.connect(f"sqlite:///{tmp_path / 'paysched.db'}")
     s.migrate()
-    s.create_account("payer", "USD", T0)
-    s.create_account("payee", "USD", T0)
-    s.deposit("payer", DEPOSITS["payer"], T0)
+    s.accounts.create_account("payer", "USD", T0)
+    s.accounts.create_account("payee", "USD", T0)
+    s.accounts.deposit("payer", DEPOSITS["payer"], T0)
     yield s
     s.close()
 
 
 def awaiting(store: Store, amount: int = 1_000) -> tuple[PlannedPayment, int]:
-    p = store.create_payment(
+    p = store.payments.create_payment(
         payer="payer",
         payee="payee",
         amount=amount,
@@ -46,24 +46,24 @@ def awaiting(store: Store, amount: int = 1_000) -> tuple[PlannedPayment, int]:
         now=T0 - timedelta(seconds=1),
         approval="required",
     )
-    store.materialize_due(T0, T0, [p.id])
-    (occ,) = store.occurrences_of(p.id)
+    store.payments.materialize_due(T0, T0, [p.id])
+    (occ,) = store.reads.occurrences_of(p.id)
     assert occ.state == S.AWAITING_APPROVAL
     return PlannedPayment(p.id, "payer", "payee", amount, T0, approval=True), occ.id
 
 
 def pay(store: Store, occurrence_id: int) -> None:
-    claim = store.claim(occurrence_id, T0)
+    claim = store.execution.claim(occurrence_id, T0)
     assert isinstance(claim, Claim)
-    assert store.settle_transfer(claim, T0)
+    assert store.execution.settle_transfer(claim, T0)
 
 
 def test_approved_before_paid_names_one_paid_without_approval(store: Store) -> None:
     approved, first = awaiting(store)
-    store.decide(first, True, Actor("cli", "chaos approver", "cli"), T0)
+    store.approvals.decide(first, True, Actor("cli", "chaos approver", "cli"), T0)
     pay(store, first)
     rejected, second = awaiting(store, 2_000)
-    store.decide(second, False, Actor("cli", "chaos approver", "cli"), T0, "no")
+    store.approvals.decide(second, False, Actor("cli", "chaos approver", "cli"), T0, "no")
     sound = results(store, [approved, rejected])
     assert {n: problems(r) for n, r in sound.items() if not r.ok} == {}
     # One that skipped its approval (as a claim that ignored the state would): scheduled
@@ -82,7 +82,7 @@ def test_the_approver_decides_each_once(store: Store) -> None:
     planned = [awaiting(store, 1_000 + i) for i in range(8)]
     approver = Approver(store, seed=3)
     approver.step(T0)
-    states = [store.get_occurrence(oid).state for _, oid in planned]
+    states = [store.reads.get_occurrence(oid).state for _, oid in planned]
     assert S.AWAITING_APPROVAL not in states and set(states) <= {S.SCHEDULED, S.CANCELLED}
     assert len(approver.records) == 8
     assert all(r.again_refused for r in approver.records if r.twice)

@@ -34,15 +34,15 @@ DEPOSITS = {"payer": 100_000}
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store.connect(f"sqlite:///{tmp_path / 'paysched.db'}")
     s.migrate()
-    s.create_account("payer", "USD", T0)
-    s.create_account("payee", "USD", T0)
-    s.deposit("payer", DEPOSITS["payer"], T0)
+    s.accounts.create_account("payer", "USD", T0)
+    s.accounts.create_account("payee", "USD", T0)
+    s.accounts.deposit("payer", DEPOSITS["payer"], T0)
     yield s
     s.close()
 
 
 def payment(store: Store, amount: int = 1_000, cron: str | None = None) -> PlannedPayment:
-    p = store.create_payment(
+    p = store.payments.create_payment(
         payer="payer",
         payee="payee",
         amount=amount,
@@ -58,9 +58,9 @@ def payment(store: Store, amount: int = 1_000, cron: str | None = None) -> Plann
 
 
 def claimed(store: Store, planned: PlannedPayment, at: datetime = T0) -> Claim:
-    store.materialize_due(at, at)
-    (occ,) = store.occurrences_of(planned.id)
-    claim = store.claim(occ.id, at)
+    store.payments.materialize_due(at, at)
+    (occ,) = store.reads.occurrences_of(planned.id)
+    claim = store.execution.claim(occ.id, at)
     assert isinstance(claim, Claim)
     return claim
 
@@ -76,15 +76,15 @@ def problems(result: Result) -> list[str]:
 
 def test_a_sound_run_passes_every_invariant(store: Store) -> None:
     paid, cancelled = payment(store), payment(store, 2_000)
-    assert store.settle_transfer(claimed(store, paid), T0)
-    done = store.cancel_payment(cancelled.id, T0, "changed my mind")
+    assert store.execution.settle_transfer(claimed(store, paid), T0)
+    done = store.control.cancel_payment(cancelled.id, T0, "changed my mind")
     record = CancelRecord(
         cancelled.id,
         T0 + timedelta(milliseconds=1),
         "later",
         [o.id for o in done.cancelled],
         [],
-        {o.id: o for o in store.occurrences_of(cancelled.id)},
+        {o.id: o for o in store.reads.occurrences_of(cancelled.id)},
     )
     found = results(store, [paid, cancelled], cancels=[record])
     assert {name: problems(r) for name, r in found.items() if not r.ok} == {}
@@ -93,7 +93,7 @@ def test_a_sound_run_passes_every_invariant(store: Store) -> None:
 def test_cancel_wins_names_a_claim_after_the_cancel(store: Store) -> None:
     planned = payment(store)
     claim = claimed(store, planned, T0 + timedelta(seconds=5))
-    assert store.settle_transfer(claim, T0 + timedelta(seconds=5))
+    assert store.execution.settle_transfer(claim, T0 + timedelta(seconds=5))
     # The harness saw the cancel commit at T0 with the occurrence cancelled, yet it was
     # claimed 5 s later and paid: a claim that ignored the cancel.
     seen = replace(claim.occurrence, state=S.CANCELLED)
@@ -116,17 +116,21 @@ def test_cancel_wins_lets_a_cancel_leave_a_taken_over_retry_in_flight(store: Sto
     the same snapshot of a retry nobody took over is a cancel that failed to stop it."""
     planned = payment(store, cron="0 9 * * *")  # recurring: its cancel commits
     stalled = claimed(store, planned)  # worker A sent the charge and stalled
-    takeover = store.claim(stalled.occurrence.id, T0)  # worker B
+    takeover = store.execution.claim(stalled.occurrence.id, T0)  # worker B
     assert isinstance(takeover, Claim) and takeover.occurrence.takeovers == 1
-    assert store.finish_many([Finish(takeover, S.RETRYING, "provider unreachable")], T0) == [True]
-    done = store.cancel_payment(planned.id, T0 + timedelta(seconds=1), "changed my mind")
+    assert store.execution.finish_many(
+        [Finish(takeover, S.RETRYING, "provider unreachable")], T0
+    ) == [True]
+    done = store.control.cancel_payment(planned.id, T0 + timedelta(seconds=1), "changed my mind")
     (occ,) = done.in_flight
     assert (occ.state, done.cancelled) == (S.RETRYING, [])
     record = CancelRecord(
         planned.id, T0 + timedelta(seconds=1), "takeover", [], [occ.id], {occ.id: occ}
     )
-    retry = store.claim(occ.id, T0 + timedelta(seconds=2))  # the retry goes on, same key
-    assert isinstance(retry, Claim) and store.settle_transfer(retry, T0 + timedelta(seconds=2))
+    retry = store.execution.claim(occ.id, T0 + timedelta(seconds=2))  # the retry goes on, same key
+    assert isinstance(retry, Claim) and store.execution.settle_transfer(
+        retry, T0 + timedelta(seconds=2)
+    )
     assert results(store, [planned], cancels=[record])["cancel_wins"].ok
 
     record.snapshot = {occ.id: replace(occ, takeovers=0)}
@@ -138,7 +142,7 @@ def test_cancel_wins_lets_a_cancel_leave_a_taken_over_retry_in_flight(store: Sto
 def test_provider_charged_once_names_every_mismatch(store: Store) -> None:
     paid, declined = payment(store, 1_234), payment(store, 500)
     a, b = claimed(store, paid), claimed(store, declined)
-    assert store.finish_many(
+    assert store.execution.finish_many(
         [
             Finish(a, S.SUCCEEDED, None, reference="ch_1"),
             Finish(b, S.FAILED, "declined", reference="ch_2"),
@@ -177,7 +181,7 @@ def test_provider_charged_once_names_every_mismatch(store: Store) -> None:
 def test_infrastructure_failures_and_open_unknowns_are_named(store: Store) -> None:
     broken, unknown = payment(store), payment(store, 700)
     x, y = claimed(store, broken), claimed(store, unknown)
-    assert store.finish_many(
+    assert store.execution.finish_many(
         [
             Finish(x, S.FAILED, "database error: (psycopg.OperationalError) server closed"),
             Finish(y, S.UNKNOWN, "provider timed out", resolve_at=T0),
@@ -194,7 +198,7 @@ def test_infrastructure_failures_and_open_unknowns_are_named(store: Store) -> No
 
 def test_recurring_complete_names_a_missing_cron_time(store: Store) -> None:
     planned = payment(store, 300, cron="*/2 * * * * *")
-    store.materialize_due(T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))
+    store.payments.materialize_due(T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))
     assert results(store, [planned])["recurring_complete"].ok
     # Planned to start two seconds earlier than its first occurrence: that one was lost.
     lost = PlannedPayment(
@@ -208,8 +212,8 @@ def test_pause_holds_names_a_claim_and_a_creation_inside_a_pause(store: Store) -
     planned = payment(store)
     at = T0 + timedelta(seconds=5)
     claim = claimed(store, planned, at)  # created and claimed at T0 + 5 s
-    assert store.settle_transfer(claim, at)
-    seen = store.transitions_of([claim.occurrence.id])
+    assert store.execution.settle_transfer(claim, at)
+    seen = store.reads.transitions_of([claim.occurrence.id])
 
     def record(paused_s: float, resumed_s: float, before: Any) -> PauseRecord:
         return PauseRecord(
@@ -235,7 +239,7 @@ def test_pause_holds_names_a_claim_and_a_creation_inside_a_pause(store: Store) -
     assert found[1].startswith("started at") and "while its payment was paused" in found[1]
     # A pause that never ended is named too.
     recurring = payment(store, 300, cron="*/2 * * * * *")
-    store.pause(recurring.id, T0)
+    store.control.pause(recurring.id, T0)
     assert problems(results(store, [planned, recurring])["pause_holds"]) == [
         f"payment {recurring.id} is still paused at the end"
     ]
@@ -244,7 +248,7 @@ def test_pause_holds_names_a_claim_and_a_creation_inside_a_pause(store: Store) -
 def test_missed_only_by_policy_names_a_miss_its_policy_does_not_allow(store: Store) -> None:
     late_after = timedelta(seconds=1)
     tuned = Store(store.engine, late_after=late_after)  # PAYSCHED_CATCHUP_LATE_AFTER=1s
-    pid = tuned.create_payment(
+    pid = tuned.payments.create_payment(
         payer="payer",
         payee="payee",
         amount=100,
@@ -258,7 +262,7 @@ def test_missed_only_by_policy_names_a_miss_its_policy_does_not_allow(store: Sto
     ).id
     planned = PlannedPayment(pid, "payer", "payee", 100, T0, "* * * * * *", "latest")
     # Found 10 s late: T0 .. T0 + 8 s are late, "latest" runs T0 + 8 s and misses the rest.
-    made = tuned.materialize_due(T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))
+    made = tuned.payments.materialize_due(T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))
     missed = [o for o in made if o.state == S.MISSED]
     assert [o.due_at for o in missed] == [T0 + timedelta(seconds=s) for s in range(8)]
 
@@ -285,13 +289,13 @@ def test_missed_only_by_policy_names_a_miss_its_policy_does_not_allow(store: Sto
 
 def test_skip_holds_names_a_skipped_occurrence_that_ran(store: Store) -> None:
     sound, broken = payment(store, cron="*/2 * * * * *"), payment(store, 700, cron="0 * * * *")
-    skipped = store.skip_next(sound.id, T0, "skipped from the chat")
+    skipped = store.control.skip_next(sound.id, T0, "skipped from the chat")
     records = [SkipRecord(sound.id, skipped.id, T0)]
     assert results(store, [sound, broken], skips=records)["skip_holds"].ok
     # A skip the harness saw commit, yet the occurrence ran and moved money: a claim that
     # did not see the skip.
     claim = claimed(store, broken, broken.due_at)
-    assert store.settle_transfer(claim, broken.due_at)
+    assert store.execution.settle_transfer(claim, broken.due_at)
     ran = SkipRecord(broken.id, claim.occurrence.id, broken.due_at - timedelta(seconds=1))
     found = problems(results(store, [sound, broken], skips=[*records, ran])["skip_holds"])
     assert found == [

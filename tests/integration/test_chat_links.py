@@ -20,8 +20,8 @@ TTL = timedelta(minutes=15)
 
 @pytest.fixture
 def links(store: Store) -> ChatLinks:
-    store.create_account("alice", "EUR", NOW)
-    store.create_account("bob", "EUR", NOW)
+    store.accounts.create_account("alice", "EUR", NOW)
+    store.accounts.create_account("bob", "EUR", NOW)
     return ChatLinks(store.engine)
 
 

@@ -85,11 +85,11 @@ def test_a_cli_resolve_records_its_reason(env: dict[str, str], store: Store) -> 
             "id"
         ]
     )
-    [occ] = store.occurrences_of(pid)
+    [occ] = store.reads.occurrences_of(pid)
     now = occ.due_at
-    claim = store.claim(occ.id, now)
+    claim = store.execution.claim(occ.id, now)
     assert isinstance(claim, Claim)
-    store.finish(claim, OccurrenceState.NEEDS_REVIEW, now, "the provider never answered")
+    store.execution.finish(claim, OccurrenceState.NEEDS_REVIEW, now, "the provider never answered")
     paysched(env, "resolve", str(occ.id), "--retry", "--reason", "sent again by hand")
     [resolved] = [r for r in recorded(store) if r.action == "resolve"]
     assert (resolved.payment_id, resolved.occurrence_id) == (pid, occ.id)

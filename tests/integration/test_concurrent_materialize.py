@@ -34,11 +34,11 @@ def test_two_schedulers_materialize_the_same_occurrence_without_error(
     stores: tuple[Store, Store],
 ) -> None:
     a, b = stores
-    a.create_account("alice", "USD", T0)
-    a.create_account("bob", "USD", T0)
+    a.accounts.create_account("alice", "USD", T0)
+    a.accounts.create_account("bob", "USD", T0)
     rounds = 500
     ids = [
-        a.create_payment(
+        a.payments.create_payment(
             payer="alice",
             payee="bob",
             amount=1,
@@ -61,7 +61,7 @@ def test_two_schedulers_materialize_the_same_occurrence_without_error(
             try:
                 now = T0 + timedelta(seconds=i)
                 horizon = now + timedelta(seconds=1)
-                created.extend(o.id for o in store.materialize_due(now, horizon, [pid]))
+                created.extend(o.id for o in store.payments.materialize_due(now, horizon, [pid]))
             except Exception as exc:
                 errors.append(exc)
 
@@ -72,4 +72,4 @@ def test_two_schedulers_materialize_the_same_occurrence_without_error(
         thread.join(timeout=120)
     assert errors == []
     assert len(created) == len(set(created)) == rounds  # each occurrence created once
-    assert len(a.all_occurrences()) == rounds
+    assert len(a.reads.all_occurrences()) == rounds

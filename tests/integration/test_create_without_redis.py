@@ -54,13 +54,13 @@ def writes_paused(server: PrivateRedis) -> Iterator[None]:
 async def runs_once(app: App, payment_id: int) -> None:
     """Exactly one payment exists, left `scheduled`; with Redis back, the next tick queues it
     and it runs once."""
-    assert [p.id for p in await app.db(app.store.list_payments, 10)] == [payment_id]
-    (occ,) = await app.db(app.store.occurrences_of, payment_id)
+    assert [p.id for p in await app.db(app.store.payments.list_payments, 10)] == [payment_id]
+    (occ,) = await app.db(app.store.reads.occurrences_of, payment_id)
     assert occ.state == S.SCHEDULED
     async with running(app):
         (done,) = await all_final(app, [payment_id])
     assert done.state == S.SUCCEEDED and done.attempts == 1
-    assert await app.db(app.store.succeeded_transfer_count) == 1
+    assert await app.db(app.store.accounts.succeeded_transfer_count) == 1
 
 
 async def test_http_create_answers_201_while_redis_is_down(

@@ -92,9 +92,9 @@ def test_refusals_are_database_errors_with_the_driver_error_as_cause(pg_store: S
     assert type(other) is DatabaseError and str(other).startswith("database error: ")
     assert isinstance(other.__cause__, psycopg.errors.UndefinedTable)
     # Inside the store a constraint's refusal is still told apart from the rest.
-    pg_store.create_account("alice", "USD", datetime.now(UTC))
+    pg_store.accounts.create_account("alice", "USD", datetime.now(UTC))
     with pytest.raises(Conflict, match="already exists"):
-        pg_store.create_account("alice", "USD", datetime.now(UTC))
+        pg_store.accounts.create_account("alice", "USD", datetime.now(UTC))
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_a_cancel_chosen_as_a_deadlock_victim_runs_again(pg_store: Store) -> Non
     store = pg_store
     accounts(store, "alice", "bob")
     pid = payment(store)
-    (occ,) = store.materialize_due(T0, T0)
+    (occ,) = store.payments.materialize_due(T0, T0)
     other = store.engine.connect()
     try:
         other.begin()
@@ -42,7 +42,7 @@ def test_a_cancel_chosen_as_a_deadlock_victim_runs_again(pg_store: Store) -> Non
             select(t.occurrences.c.id).where(t.occurrences.c.id == occ.id).with_for_update()
         )
         with ThreadPoolExecutor(max_workers=1) as pool:
-            cancel = pool.submit(store.cancel_payment, pid, T0, "cancelled by user")
+            cancel = pool.submit(store.control.cancel_payment, pid, T0, "cancelled by user")
             wait_for_sync(lambda: cancel.done() or waiting_on_a_lock(store), 30, "the cancel")
             assert not cancel.done(), cancel.result()
             # Waits for the cancel's payment lock until the cancel is aborted as the victim.
@@ -52,4 +52,4 @@ def test_a_cancel_chosen_as_a_deadlock_victim_runs_again(pg_store: Store) -> Non
     finally:
         other.close()
     assert [o.id for o in result.cancelled] == [occ.id]
-    assert store.get_occurrence(occ.id).state == OccurrenceState.CANCELLED
+    assert store.reads.get_occurrence(occ.id).state == OccurrenceState.CANCELLED

@@ -83,7 +83,7 @@ def test_statement_balances_across_months(store: Store) -> None:
     from paysched.exports import parse_month, statement_view
 
     def month(name: str, text: str) -> dict[str, Any]:
-        return statement_view(store.statement(name, *parse_month(text)), text)
+        return statement_view(store.exports.statement(name, *parse_month(text)), text)
 
     dec, jan, feb = (month("alice", m) for m in ("2026-12", "2027-01", "2027-02"))
     assert (dec["opening_balance"], dec["closing_balance"]) == ("0.00", "100.00")

@@ -74,9 +74,9 @@ async def test_an_idle_app_opens_no_write_transaction_and_still_picks_up_work(
 
         # The passes of the three loops that ask the database every second (tests tick every
         # second): counted, so the window holds several of each whatever the machine's speed.
-        ticks = Counted(app.store, "materialize_due")
+        ticks = Counted(app.store.payments, "materialize_due")
         deliveries = Counted(app.outbox, "lease_due")
-        checks = Counted(app.store, "lease_unknowns")
+        checks = Counted(app.store.execution, "lease_unknowns")
         loops = (ticks, deliveries, checks)
 
         async with running(app):
@@ -94,11 +94,11 @@ async def test_an_idle_app_opens_no_write_transaction_and_still_picks_up_work(
             # before it is due) is unknown, the resolver asks the provider, and its
             # notification is delivered.
             pid = await pay(app, "alice", "bob", 100, in_s=1.5)
-            (occ,) = await app.db(app.store.occurrences_of, pid)
+            (occ,) = await app.db(app.store.reads.occurrences_of, pid)
             provider.set_faults({"keys": {occ.key: "timeout_after"}})
             (done,) = await all_final(app, [pid], 60)
             assert done.state == S.SUCCEEDED
-            history = await app.db(app.store.transitions_of, [done.id])
+            history = await app.db(app.store.reads.transitions_of, [done.id])
             assert S.UNKNOWN in {h.to_state for h in history}  # resolved by the resolver
 
             async def notified() -> bool:

@@ -38,7 +38,7 @@ async def test_job_data_has_a_summary_and_no_memo_or_targets(app: App) -> None:
         memo=MEMO,
         notify=[HOOK, "telegram:987654"],
     )
-    (occ,) = await app.db(app.store.occurrences_of, payment.id)
+    (occ,) = await app.db(app.store.reads.occurrences_of, payment.id)
     job = await _job(app, occ.key)
     assert job.data["summary"] == f"payment #{payment.id}: 12.34 EUR alice → bob"
     assert job.data["occurrence_id"] == occ.id and job.data["payment_id"] == payment.id
@@ -53,7 +53,7 @@ async def test_jobs_enqueued_without_their_payments_read_them_once_per_batch(app
     await fund(app, {"alice": 0, "bob": 0, "carol": 0})
     ids = [await pay(app, "alice", "bob", 100 + i, in_s=50) for i in range(3)]
     ids.append(await pay(app, "bob", "carol", 5, in_s=50))
-    occs = await app.db(app.store.all_occurrences, ids)
+    occs = await app.db(app.store.reads.all_occurrences, ids)
     assert app.queue is not None and app.scheduler is not None
     for occ in occs:  # Redis lost them
         assert await app.queue.remove(occ.key)
@@ -80,7 +80,7 @@ async def test_jobs_enqueued_without_their_payments_read_them_once_per_batch(app
 async def test_a_failed_read_leaves_the_summary_out_not_the_job(app: App) -> None:
     await fund(app, {"alice": 0, "bob": 0})
     pid = await pay(app, "alice", "bob", 100, in_s=50)
-    (occ,) = await app.db(app.store.occurrences_of, pid)
+    (occ,) = await app.db(app.store.reads.occurrences_of, pid)
     assert app.queue is not None and app.scheduler is not None
     assert await app.queue.remove(occ.key)
 

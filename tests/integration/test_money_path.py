@@ -31,8 +31,8 @@ T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 def accounts(store: Store, *names: str, balance: int = 10_000) -> None:
     for name in names:
-        store.create_account(name, "USD", T0)
-        store.deposit(name, balance, T0)
+        store.accounts.create_account(name, "USD", T0)
+        store.accounts.deposit(name, balance, T0)
 
 
 def payment(
@@ -42,7 +42,7 @@ def payment(
     cron: str | None = None,
     amount: int = 1_000,
 ) -> int:
-    return store.create_payment(
+    return store.payments.create_payment(
         payer=payer,
         payee=payee,
         amount=amount,
@@ -110,12 +110,12 @@ def test_a_cancel_racing_materialize_cancels_what_it_created(store: Store) -> No
 
     def materialize() -> list[Any]:
         materializer.append(threading.get_ident())
-        return store.materialize_due(T0, T0)
+        return store.payments.materialize_due(T0, T0)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         created = pool.submit(materialize)
         assert inserted.wait(timeout=30)
-        cancel = pool.submit(store.cancel_payment, pid, T0, "cancelled by user")
+        cancel = pool.submit(store.control.cancel_payment, pid, T0, "cancelled by user")
         # Resume only once the cancel has run as far as it can: finished (the bug: it saw
         # nothing to cancel), or waiting for the materialize's transaction.
         wait_for_sync(lambda: cancel.done() or waiting_on_a_lock(store), 30, "the cancel")
@@ -123,8 +123,8 @@ def test_a_cancel_racing_materialize_cancels_what_it_created(store: Store) -> No
         (occ,) = created.result(timeout=30)
         result = cancel.result(timeout=30)
     assert [o.id for o in result.cancelled] == [occ.id]
-    assert store.get_occurrence(occ.id).state == S.CANCELLED
-    assert store.claim(occ.id, T0) == NoClaim("final", S.CANCELLED)
+    assert store.reads.get_occurrence(occ.id).state == S.CANCELLED
+    assert store.execution.claim(occ.id, T0) == NoClaim("final", S.CANCELLED)
 
 
 def test_a_claim_never_starts_an_occurrence_of_a_cancelled_payment(store: Store) -> None:
@@ -132,13 +132,13 @@ def test_a_claim_never_starts_an_occurrence_of_a_cancelled_payment(store: Store)
     (however it got there) is cancelled at its claim, never executed."""
     accounts(store, "alice", "bob")
     pid = payment(store)
-    (occ,) = store.materialize_due(T0, T0)
+    (occ,) = store.payments.materialize_due(T0, T0)
     with store.engine.begin() as conn:  # the cancel committed, the occurrence not cancelled
         conn.execute(t.payments.update().where(t.payments.c.id == pid).values(state="cancelled"))
-    assert store.claim(occ.id, T0) == NoClaim("cancelled", S.CANCELLED)
-    after = store.get_occurrence(occ.id)
+    assert store.execution.claim(occ.id, T0) == NoClaim("cancelled", S.CANCELLED)
+    after = store.reads.get_occurrence(occ.id)
     assert after.state == S.CANCELLED and after.reason == "payment cancelled"
-    assert after.attempts == 0 and store.get_account("bob").balance == 10_000
+    assert after.attempts == 0 and store.accounts.get_account("bob").balance == 10_000
 
 
 def test_cancel_leaves_an_executing_occurrence_to_finish(store: Store) -> None:
@@ -147,22 +147,22 @@ def test_cancel_leaves_an_executing_occurrence_to_finish(store: Store) -> None:
     accounts(store, "alice", "bob")
     recurring = payment(store, cron="0 9 * * *")
     one_time = payment(store)
-    occs = store.materialize_due(T0, T0)
-    claims = {o.payment_id: claimed(store.claim(o.id, T0)) for o in occs}
+    occs = store.payments.materialize_due(T0, T0)
+    claims = {o.payment_id: claimed(store.execution.claim(o.id, T0)) for o in occs}
 
-    result = store.cancel_payment(recurring, T0, "cancelled by user")
+    result = store.control.cancel_payment(recurring, T0, "cancelled by user")
     assert result.cancelled == [] and [o.id for o in result.in_flight] == [
         claims[recurring].occurrence.id
     ]
     assert result.payment.state.value == "cancelled"  # no more occurrences will come
     with pytest.raises(Conflict, match="executing"):
-        store.cancel_payment(one_time, T0, "cancelled by user")
+        store.control.cancel_payment(one_time, T0, "cancelled by user")
 
-    assert all(store.settle_transfer(c, T0) for c in claims.values())
+    assert all(store.execution.settle_transfer(c, T0) for c in claims.values())
     for c in claims.values():
-        assert store.get_occurrence(c.occurrence.id).state == S.SUCCEEDED
-    assert store.get_account("bob").balance == 12_000
-    assert store.ledger_report().balanced
+        assert store.reads.get_occurrence(c.occurrence.id).state == S.SUCCEEDED
+    assert store.accounts.get_account("bob").balance == 12_000
+    assert store.accounts.ledger_report().balanced
 
 
 def test_a_taken_over_retrying_occurrence_is_not_cancelled(store: Store) -> None:
@@ -173,21 +173,21 @@ def test_a_taken_over_retrying_occurrence_is_not_cancelled(store: Store) -> None
     accounts(store, "alice", "bob")
     recurring = payment(store, cron="0 9 * * *")
     one_time = payment(store)
-    occs = store.materialize_due(T0, T0)
+    occs = store.payments.materialize_due(T0, T0)
     for occ in occs:
-        claimed(store.claim(occ.id, T0))  # worker A: the charge is on its way
-        takeover = claimed(store.claim(occ.id, T0))  # worker B takes the attempt over
+        claimed(store.execution.claim(occ.id, T0))  # worker A: the charge is on its way
+        takeover = claimed(store.execution.claim(occ.id, T0))  # worker B takes the attempt over
         assert takeover.occurrence.takeovers == 1
-        assert store.finish(takeover, S.RETRYING, T0, "provider unreachable")
+        assert store.execution.finish(takeover, S.RETRYING, T0, "provider unreachable")
     with pytest.raises(Conflict, match="asking the provider first"):
-        store.cancel_payment(one_time, T0, "cancelled by user")
-    result = store.cancel_payment(recurring, T0, "cancelled by user")
+        store.control.cancel_payment(one_time, T0, "cancelled by user")
+    result = store.control.cancel_payment(recurring, T0, "cancelled by user")
     assert result.cancelled == [] and len(result.in_flight) == 1
-    assert {store.get_occurrence(o.id).state for o in occs} == {S.RETRYING}
+    assert {store.reads.get_occurrence(o.id).state for o in occs} == {S.RETRYING}
     # Its retry still runs under the same key (claims of a cancelled payment stop only what
     # a cancel could stop): the provider answers with what the first request did.
     for occ in occs:
-        assert isinstance(store.claim(occ.id, T0), Claim)
+        assert isinstance(store.execution.claim(occ.id, T0), Claim)
 
 
 def test_compare_and_set_holds_without_the_locked_read(
@@ -198,24 +198,24 @@ def test_compare_and_set_holds_without_the_locked_read(
     refuses the stale claim, and the whole transaction rolls back."""
     accounts(store, "alice", "bob")
     payment(store)
-    (occ,) = store.materialize_due(T0, T0)
-    stale = claimed(store.claim(occ.id, T0))
+    (occ,) = store.payments.materialize_due(T0, T0)
+    stale = claimed(store.execution.claim(occ.id, T0))
     stale_view = {occ.id: stale.occurrence}
-    current = claimed(store.claim(occ.id, T0 + timedelta(seconds=1)))  # a takeover
+    current = claimed(store.execution.claim(occ.id, T0 + timedelta(seconds=1)))  # a takeover
     monkeypatch.setattr(transitions, "lock", lambda conn, ids: dict(stale_view))
-    history_before = len(store.transitions_of([occ.id]))
+    history_before = len(store.reads.transitions_of([occ.id]))
 
     with pytest.raises(LostRace):
-        store.settle_many([stale], T0)
+        store.execution.settle_many([stale], T0)
     with pytest.raises(LostRace):
-        store.finish(stale, S.FAILED, T0, "stale worker")
+        store.execution.finish(stale, S.FAILED, T0, "stale worker")
 
     monkeypatch.undo()
-    after = store.get_occurrence(occ.id)
+    after = store.reads.get_occurrence(occ.id)
     assert (after.state, after.fence) == (S.EXECUTING, current.fence)
-    assert len(store.transitions_of([occ.id])) == history_before
-    assert store.get_account("bob").balance == 10_000  # no money moved
-    assert store.settle_transfer(current, T0) is True
+    assert len(store.reads.transitions_of([occ.id])) == history_before
+    assert store.accounts.get_account("bob").balance == 10_000  # no money moved
+    assert store.execution.settle_transfer(current, T0) is True
 
 
 def test_claims_refuse_a_job_whose_key_is_not_this_databases(store: Store) -> None:
@@ -223,9 +223,11 @@ def test_claims_refuse_a_job_whose_key_is_not_this_databases(store: Store) -> No
     exists here with another key. It is refused and the occurrence is left untouched."""
     accounts(store, "alice", "bob")
     payment(store)
-    (occ,) = store.materialize_due(T0, T0)
-    assert store.claim(occ.id, T0, key="pay-77-1795856400000") == NoClaim("foreign", S.SCHEDULED)
-    assert store.get_occurrence(occ.id) == occ
+    (occ,) = store.payments.materialize_due(T0, T0)
+    assert store.execution.claim(occ.id, T0, key="pay-77-1795856400000") == NoClaim(
+        "foreign", S.SCHEDULED
+    )
+    assert store.reads.get_occurrence(occ.id) == occ
 
 
 def test_unknown_currencies_and_bad_rows_are_refused_by_the_schema(store: Store) -> None:
@@ -233,7 +235,7 @@ def test_unknown_currencies_and_bad_rows_are_refused_by_the_schema(store: Store)
     would never write."""
     accounts(store, "alice", "bob")
     pid = payment(store)
-    (occ,) = store.materialize_due(T0, T0)
+    (occ,) = store.payments.materialize_due(T0, T0)
     for table, column, value, where in (
         (t.occurrences, "state", "paid", t.occurrences.c.id == occ.id),
         (t.occurrences, "attempts", -1, t.occurrences.c.id == occ.id),
@@ -242,7 +244,7 @@ def test_unknown_currencies_and_bad_rows_are_refused_by_the_schema(store: Store)
     ):
         with pytest.raises(ConstraintViolation, match=r"(?i)check"), store.engine.begin() as conn:
             conn.execute(table.update().where(where).values({column: value}))
-    assert store.get_occurrence(occ.id) == occ
+    assert store.reads.get_occurrence(occ.id) == occ
 
 
 async def test_one_locked_account_never_fails_another_payment_in_the_batch(
@@ -260,9 +262,9 @@ async def test_one_locked_account_never_fails_another_payment_in_the_batch(
     accounts(store, "alice", "bob", "carol", "dave")
     payment(store, "alice", "bob")
     payment(store, "carol", "dave")
-    occs = store.materialize_due(T0, T0)
-    claims = [claimed(c) for c in store.claim_many([(o.id, o.key) for o in occs], T0)]
-    carol = store.get_account("carol")
+    occs = store.payments.materialize_due(T0, T0)
+    claims = [claimed(c) for c in store.execution.claim_many([(o.id, o.key) for o in occs], T0)]
+    carol = store.accounts.get_account("carol")
     with ThreadPoolExecutor(max_workers=4) as pool, engine.connect() as blocker:
         blocker.execute(
             select(t.accounts.c.id).where(t.accounts.c.id == carol.id).with_for_update()
@@ -275,21 +277,23 @@ async def test_one_locked_account_never_fails_another_payment_in_the_batch(
     ok, blocked = results
     assert not isinstance(ok, BaseException) and ok.outcome == Outcome.SUCCEEDED
     assert isinstance(blocked, InfrastructureError)
-    assert store.get_account("bob").balance == 11_000
-    assert store.get_occurrence(claims[1].occurrence.id).state == S.EXECUTING
+    assert store.accounts.get_account("bob").balance == 11_000
+    assert store.reads.get_occurrence(claims[1].occurrence.id).state == S.EXECUTING
     store.close()
 
 
 def test_an_infrastructure_release_does_not_count_as_an_attempt(store: Store) -> None:
     accounts(store, "alice", "bob")
     payment(store)
-    (occ,) = store.materialize_due(T0, T0)
-    first = claimed(store.claim(occ.id, T0))
+    (occ,) = store.payments.materialize_due(T0, T0)
+    first = claimed(store.execution.claim(occ.id, T0))
     assert first.attempt == 1
-    done = store.finish_many([Finish(first, S.RETRYING, "database error", uncount=True)], T0)
+    done = store.execution.finish_many(
+        [Finish(first, S.RETRYING, "database error", uncount=True)], T0
+    )
     assert done == [True]
-    assert store.get_occurrence(occ.id).attempts == 0
-    again = claimed(store.claim(occ.id, T0))
+    assert store.reads.get_occurrence(occ.id).attempts == 0
+    again = claimed(store.execution.claim(occ.id, T0))
     assert again.attempt == 1  # still the payment's first attempt
 
 

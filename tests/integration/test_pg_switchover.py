@@ -59,9 +59,9 @@ async def schedule(env: dict[str, str]) -> None:
     app = await App.open(Settings.from_env(env))
     try:
         now = app.clock.now()
-        await app.db(app.store.create_account, "alice", "USD", now)
-        await app.db(app.store.create_account, "bob", "USD", now)
-        await app.db(app.store.deposit, "alice", PAYMENTS * AMOUNT, now)
+        await app.db(app.store.accounts.create_account, "alice", "USD", now)
+        await app.db(app.store.accounts.create_account, "bob", "USD", now)
+        await app.db(app.store.accounts.deposit, "alice", PAYMENTS * AMOUNT, now)
         first = app.clock.now() + timedelta(seconds=3)
         for i in range(PAYMENTS):
             await app.create_payment(
@@ -128,14 +128,14 @@ async def test_payments_due_during_a_switchover_run_once_on_the_promoted_server(
     assert code == 0, output[-3000:]
     store = Store.connect(pair.url(), pool_size=1)
     try:
-        occurrences = store.all_occurrences()
+        occurrences = store.reads.all_occurrences()
         assert len(occurrences) == PAYMENTS
         assert {o.state for o in occurrences} == {S.SUCCEEDED}
         # Exactly once: one transfer per occurrence, balances equal to their entries.
-        assert store.succeeded_transfer_count() == PAYMENTS
-        assert store.ledger_report().balanced
-        assert store.get_account("bob").balance == PAYMENTS * AMOUNT
-        assert store.get_account("alice").balance == 0
+        assert store.accounts.succeeded_transfer_count() == PAYMENTS
+        assert store.accounts.ledger_report().balanced
+        assert store.accounts.get_account("bob").balance == PAYMENTS * AMOUNT
+        assert store.accounts.get_account("alice").balance == 0
         # A lost primary is paysched's own infrastructure failing: never a payment's attempt.
         assert all(o.attempts == 1 for o in occurrences), [(o.key, o.attempts) for o in occurrences]
         after = [o.finished_at for o in occurrences if o.finished_at and o.finished_at > stopped_at]
@@ -168,7 +168,7 @@ def test_a_primary_that_stops_answering_is_cut_off_and_the_promoted_one_used(
         health = store.engine.pool_health  # type: ignore[attr-defined]
         health.warn_s, health.abort_s = 1.0, 3.0
         now = datetime.now(UTC)
-        store.create_account("carol", "USD", now)  # a pooled connection to the primary
+        store.accounts.create_account("carol", "USD", now)  # a pooled connection to the primary
         pair.fail_over(hang=True)
         done = threading.Event()
         errors: list[BaseException] = []
@@ -177,7 +177,7 @@ def test_a_primary_that_stops_answering_is_cut_off_and_the_promoted_one_used(
             deadline = time.monotonic() + 30
             while True:  # as a worker does: an infrastructure error is retried
                 try:
-                    store.deposit("carol", 500, now)
+                    store.accounts.deposit("carol", 500, now)
                     break
                 except Exception as exc:  # recorded, and retried
                     errors.append(exc)
@@ -191,7 +191,7 @@ def test_a_primary_that_stops_answering_is_cut_off_and_the_promoted_one_used(
             threading.Thread(target=deposit, daemon=True).start()
             assert done.wait(40), "the deposit hung on the frozen primary"
         took = time.monotonic() - began
-        assert store.get_account("carol").balance == 500, errors
+        assert store.accounts.get_account("carol").balance == 500, errors
         print(f"\nhung primary: the deposit went through on the promoted server after {took:.1f}s")
         text = caplog.text
         assert "database unavailable" in text and "no answer to a" in text, text

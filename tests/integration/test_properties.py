@@ -112,7 +112,7 @@ def payments(runner: Any) -> list[int]:
     for amount in ("1.00", "2.00", "3.00"):
         args = ["schedule", "--from", "alice", "--to", "bob", "--amount", amount, "--in", "1h"]
         assert run.invoke(cli, args, env=env).exit_code == 0
-    ids = sorted(p.id for p in store.list_payments(10))
+    ids = sorted(p.id for p in store.payments.list_payments(10))
     assert len(ids) == 3
     return ids
 
@@ -169,8 +169,12 @@ def refused_with(result: Result, codes: set[int], *fields: str, value: str = "")
 
 def state(store: Store) -> tuple[Any, ...]:
     """Everything a refused command must leave as it was."""
-    accounts = tuple((a.name, a.balance) for a in store.list_accounts())
-    return accounts, len(store.list_payments(10**6)), store.ledger_report().balanced
+    accounts = tuple((a.name, a.balance) for a in store.accounts.list_accounts())
+    return (
+        accounts,
+        len(store.payments.list_payments(10**6)),
+        store.accounts.ledger_report().balanced,
+    )
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -178,7 +182,7 @@ def state(store: Store) -> tuple[Any, ...]:
 @given(amount=amounts)
 def test_deposit_amounts(runner: Any, amount: str) -> None:
     run, env, store = runner
-    before = store.get_account("alice").balance
+    before = store.accounts.get_account("alice").balance
     total = state(store)
     cents = usd_cents(amount)
     result = invoke(run, env, ["accounts", "deposit", "alice", amount])
@@ -186,7 +190,7 @@ def test_deposit_amounts(runner: Any, amount: str) -> None:
         assert result.exit_code == 0, (amount, result.stderr)  # a valid amount is taken
     if result.exit_code == 0:
         assert cents is not None and 0 < cents <= MAX_DEPOSIT, amount
-        assert store.get_account("alice").balance == before + cents
+        assert store.accounts.get_account("alice").balance == before + cents
     else:
         refused_with(result, {2}, "amount", value=amount)
         assert state(store) == total
@@ -208,7 +212,7 @@ def test_schedule_amounts_and_times(runner: Any, amount: str, when: list[str]) -
     args = ["schedule", "--from", "alice", "--to", "bob", "--amount", amount, *when]
     result = invoke(run, env, args)
     if result.exit_code == 0:
-        assert len(store.list_payments(10**6)) == total[1] + 1
+        assert len(store.payments.list_payments(10**6)) == total[1] + 1
     else:
         refused_with(
             result,
@@ -246,7 +250,7 @@ def test_ids(runner: Any, payments: list[int], ref: str) -> None:
         assert show.stdout.startswith(f"payment {number} "), show.stdout
         # Cancelled now, or by an earlier example (a conflict: it is final already).
         assert cancel.exit_code in (0, 4), cancel.stderr
-        assert store.get_payment(number).state == "cancelled"
+        assert store.payments.get_payment(number).state == "cancelled"
     elif 0 < number < 10**12:  # a positive id naming no row: not found
         for result in (show, cancel):
             assert result.exit_code == 3, (ref, result.stderr)
@@ -255,7 +259,7 @@ def test_ids(runner: Any, payments: list[int], ref: str) -> None:
         for result in (show, cancel):
             refused_with(result, {2, 3}, "id", value=ref)
     assert state(store)[0] == total[0]
-    assert sorted(p.id for p in store.list_payments(10)) == payments  # none made or lost
+    assert sorted(p.id for p in store.payments.list_payments(10)) == payments  # none made or lost
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -270,7 +274,7 @@ def test_account_names_and_currencies(runner: Any, name: str, currency: str) -> 
     if result.exit_code == 0:
         created = result.stdout.removeprefix("created account ").rsplit(" (", 1)[0]
         assert created == created.strip() and created.isprintable()
-        assert store.get_account(name).name == created  # found again as typed
+        assert store.accounts.get_account(name).name == created  # found again as typed
     else:
         refused_with(
             result,
@@ -303,7 +307,7 @@ def test_webhook_targets(runner: Any, url: str) -> None:
     ]
     result = invoke(run, env, args)
     if result.exit_code == 0:
-        (payment,) = store.list_payments(1)
+        (payment,) = store.payments.list_payments(1)
         (target,) = payment.notify
         host = target.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
         assert host and not host.startswith(("127.", "10.", "169.254.", "[::1]", "localhost"))

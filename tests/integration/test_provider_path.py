@@ -4,6 +4,7 @@ never guessed; each succeeded occurrence is charged exactly once under its own k
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,8 @@ from paysched.actors import Actor
 from paysched.app import App
 from paysched.clock import ManualClock
 from paysched.config import Settings
-from paysched.db.store import Claim, Finish, Store
+from paysched.db.store import Claim, Finish
+from paysched.db.store.execution import Execution
 from paysched.domain import Occurrence, OccurrenceState
 from paysched.errors import Conflict, DatabaseUnavailable
 from paysched.executors.claims import order_of
@@ -66,7 +68,8 @@ async def test_every_provider_fault_ends_in_the_truth(
             mode: await pay(app, "alice", "bob", 100 + i, in_s=1.5) for i, mode in enumerate(MODES)
         }
         keys = {
-            mode: (await app.db(app.store.occurrences_of, pid))[0].key for mode, pid in pids.items()
+            mode: (await app.db(app.store.reads.occurrences_of, pid))[0].key
+            for mode, pid in pids.items()
         }
         provider.set_faults({"keys": {keys[m]: m for m in MODES if m != "none"}})
         async with running(app):
@@ -82,9 +85,9 @@ async def test_every_provider_fault_ends_in_the_truth(
                 assert occ.reference == charge.id  # the provider's id, shown by `show`
         assert occs[pids["decline"]].state == S.FAILED
         for mode in ("timeout_before", "timeout_after", "error_after", "drop_after", "pending"):
-            history = await app.db(app.store.transitions_of, [occs[pids[mode]].id])
+            history = await app.db(app.store.reads.transitions_of, [occs[pids[mode]].id])
             assert S.UNKNOWN in {h.to_state for h in history}, mode  # asked, never guessed
-        retried = await app.db(app.store.transitions_of, [occs[pids["timeout_before"]].id])
+        retried = await app.db(app.store.reads.transitions_of, [occs[pids["timeout_before"]].id])
         assert (S.UNKNOWN, S.QUEUED) in {(h.from_state, h.to_state) for h in retried}
         # Exactly once: one charge per key, and no charge for a key paysched does not know.
         assert sorted(charges) == sorted(keys.values())
@@ -100,15 +103,15 @@ async def test_still_unknown_after_the_window_needs_a_person(
     try:
         await fund(app, {"alice": 0, "bob": 0})
         pid = await pay(app, "alice", "bob", 4_200, in_s=1.0)
-        (occ,) = await app.db(app.store.occurrences_of, pid)
+        (occ,) = await app.db(app.store.reads.occurrences_of, pid)
         provider.set_faults({"keys": {occ.key: "timeout_after"}, "lookup_error": 1.0})
 
         async def needs_review() -> bool:
-            return (await app.db(app.store.get_occurrence, occ.id)).state == S.NEEDS_REVIEW
+            return (await app.db(app.store.reads.get_occurrence, occ.id)).state == S.NEEDS_REVIEW
 
         async with running(app):
             await wait_for(needs_review, 60, "the occurrence to need review")
-        assert (await app.db(app.store.occurrence_counts))["needs_review"] == 1
+        assert (await app.db(app.store.reads.occurrence_counts))["needs_review"] == 1
         assert app.outbox is not None
         events = [n.event for n in await app.db(app.outbox.list, None, pid, 100)]
         assert "needs_review" in events
@@ -117,9 +120,9 @@ async def test_still_unknown_after_the_window_needs_a_person(
             await app.resolve_occurrence(occ.key, "succeeded", "charge seen", actor=Actor.python())
             == S.SUCCEEDED
         )
-        done = await app.db(app.store.get_occurrence, occ.id)
+        done = await app.db(app.store.reads.get_occurrence, occ.id)
         assert done.state == S.SUCCEEDED
-        history = await app.db(app.store.transitions_of, [occ.id])
+        history = await app.db(app.store.reads.transitions_of, [occ.id])
         assert history[-1].reason == "resolved by hand: charge seen"
         assert len(provider.charges()) == 1
     finally:
@@ -146,20 +149,20 @@ async def test_the_users_own_executor_from_examples(
 
 
 class FailsToResolve:
-    """The real store, except that recording the outcome of one occurrence fails as a lock
-    timeout or a dropped connection would."""
+    """The real store's execution part, except that recording the outcome of one occurrence
+    fails as a lock timeout or a dropped connection would."""
 
-    def __init__(self, store: Store, occurrence_id: int) -> None:
-        self._store = store
+    def __init__(self, execution: Execution, occurrence_id: int) -> None:
+        self._execution = execution
         self._occurrence_id = occurrence_id
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        return getattr(self._execution, name)
 
     def resolve(self, claim: Claim, *args: Any) -> bool:
         if claim.occurrence.id == self._occurrence_id:
             raise DatabaseUnavailable("database unavailable: lock timeout")
-        return self._store.resolve(claim, *args)
+        return self._execution.resolve(claim, *args)
 
 
 async def test_a_failed_check_holds_its_occurrence_for_seconds_not_the_others(
@@ -172,23 +175,25 @@ async def test_a_failed_check_holds_its_occurrence_for_seconds_not_the_others(
         await fund(app, {"alice": 0, "bob": 0})
         pids = [await pay(app, "alice", "bob", 100 + i) for i in range(3)]
         now = app.clock.now()
-        await app.db(app.store.materialize_due, now, now)
+        await app.db(app.store.payments.materialize_due, now, now)
         assert app.executor is not None and app.resolver is not None
         ids = []
         for i, pid in enumerate(pids):
-            (occ,) = await app.db(app.store.occurrences_of, pid)
-            claim = await app.db(app.store.claim, occ.id, now)
+            (occ,) = await app.db(app.store.reads.occurrences_of, pid)
+            claim = await app.db(app.store.execution.claim, occ.id, now)
             assert isinstance(claim, Claim)
             # The provider charged it; its answer was lost on the way back.
             assert (await app.executor.execute(order_of(claim))).outcome == "succeeded"
             unknown = Finish(claim, S.UNKNOWN, "answer lost", resolve_at=now + i * MS)
-            assert await app.db(app.store.finish_many, [unknown], now) == [True]
+            assert await app.db(app.store.execution.finish_many, [unknown], now) == [True]
             ids.append(occ.id)
-        app.resolver.store = FailsToResolve(app.store, ids[0])  # type: ignore[assignment]
+        failing = copy.copy(app.store)  # the same parts, but for its execution
+        failing.execution = FailsToResolve(app.store.execution, ids[0])  # type: ignore[assignment]
+        app.resolver.store = failing
         assert await app.resolver.check_due() == 3
-        states = [(await app.db(app.store.get_occurrence, i)).state for i in ids]
+        states = [(await app.db(app.store.reads.get_occurrence, i)).state for i in ids]
         assert states == [S.UNKNOWN, S.SUCCEEDED, S.SUCCEEDED]
-        held = await app.db(app.store.get_occurrence, ids[0])
+        held = await app.db(app.store.reads.get_occurrence, ids[0])
         assert held.resolve_at is not None
         # Leased for one lookup (2 x (1 s connect + 0.5 s read)) and a margin: seconds.
         assert held.resolve_at - now <= app.resolver.lease + timedelta(seconds=1)
@@ -207,8 +212,8 @@ async def charged_then_unreachable(
     pid = await pay(app, "alice", "bob", amount)
     assert app.scheduler is not None and app.executor is not None
     await app.scheduler.tick()  # the job is in the queue
-    (occ,) = await app.db(app.store.occurrences_of, pid)
-    first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
+    (occ,) = await app.db(app.store.reads.occurrences_of, pid)
+    first = await app.db(app.store.execution.claim, occ.id, app.clock.now(), occ.key)
     assert isinstance(first, Claim)
     assert (await app.executor.execute(order_of(first))).outcome == "succeeded"
     port = int(provider.url.rsplit(":", 1)[1])
@@ -228,11 +233,11 @@ async def test_an_unreachable_last_attempt_asks_before_failing(
         occ, _, port = await charged_then_unreachable(app, provider, 777)
 
         async def state() -> S:
-            return (await app.db(app.store.get_occurrence, occ.id)).state
+            return (await app.db(app.store.reads.get_occurrence, occ.id)).state
 
         async with running(app, scheduler=False):
             await wait_for(lambda: _is(state, S.UNKNOWN), 30, "the takeover to ask, not fail")
-            history = await app.db(app.store.transitions_of, [occ.id])
+            history = await app.db(app.store.reads.transitions_of, [occ.id])
             assert history[-1].reason is not None and "unreachable" in history[-1].reason
             back = StandinProvider(tmp_path / "provider.db", token="s3cret-token", port=port)
             back.start()
@@ -259,12 +264,12 @@ async def test_a_cancel_after_an_unreachable_takeover_asks_the_provider_first(
         pid = occ.payment_id
 
         async def taken_over_and_answered() -> bool:
-            now = await app.db(app.store.get_occurrence, occ.id)
+            now = await app.db(app.store.reads.get_occurrence, occ.id)
             return now.fence > first.fence and now.state != S.EXECUTING
 
         async with running(app, scheduler=False):
             await wait_for(taken_over_and_answered, 30, "the takeover's attempt to end")
-            assert (await app.db(app.store.get_occurrence, occ.id)).state == S.UNKNOWN
+            assert (await app.db(app.store.reads.get_occurrence, occ.id)).state == S.UNKNOWN
             with pytest.raises(Conflict, match="asking the provider first"):
                 await app.cancel_payment(pid, actor=Actor.python())
             back = StandinProvider(tmp_path / "provider.db", token="s3cret-token", port=port)
@@ -273,8 +278,8 @@ async def test_a_cancel_after_an_unreachable_takeover_asks_the_provider_first(
                 await wait_for(lambda: _is(state_of(app, occ.id), S.SUCCEEDED), 30, "the answer")
             finally:
                 back.stop()
-        assert (await app.db(app.store.get_payment, pid)).state.value != "cancelled"
-        history = await app.db(app.store.transitions_of, [occ.id])
+        assert (await app.db(app.store.payments.get_payment, pid)).state.value != "cancelled"
+        history = await app.db(app.store.reads.transitions_of, [occ.id])
         assert S.CANCELLED not in {h.to_state for h in history}
     finally:
         await app.close()
@@ -282,7 +287,7 @@ async def test_a_cancel_after_an_unreachable_takeover_asks_the_provider_first(
 
 def state_of(app: App, occurrence_id: int) -> Any:
     async def state() -> S:
-        return (await app.db(app.store.get_occurrence, occurrence_id)).state
+        return (await app.db(app.store.reads.get_occurrence, occurrence_id)).state
 
     return state
 
@@ -309,20 +314,20 @@ async def test_a_404_while_the_request_may_be_in_flight_is_asked_again(
             assert app.executor is not None and app.resolver is not None
             await fund(app, {"alice": 0, "bob": 0})
             pid = await pay(app, "alice", "bob", 555)
-            (occ,) = await app.db(app.store.occurrences_of, pid)
+            (occ,) = await app.db(app.store.reads.occurrences_of, pid)
             provider.set_faults({"keys": {occ.key: "slow"}})
             sent_at = clock.now()
-            claim = await app.db(app.store.claim, occ.id, sent_at, occ.key)
+            claim = await app.db(app.store.execution.claim, occ.id, sent_at, occ.key)
             assert isinstance(claim, Claim)
             sent = await app.executor.execute(order_of(claim))
             assert sent.outcome == "unknown" and occ.key in provider.in_flight()
             unknown = Finish(claim, S.UNKNOWN, sent.reason, resolve_at=clock.now())
-            assert await app.db(app.store.finish_many, [unknown], clock.now()) == [True]
+            assert await app.db(app.store.execution.finish_many, [unknown], clock.now()) == [True]
 
             clock.advance(timedelta(seconds=2.5))  # the request may be in flight until 3 s
             assert await app.resolver.check_due() == 1
             assert occ.key in provider.in_flight()  # the 404 it got was about this one
-            held = await app.db(app.store.get_occurrence, occ.id)
+            held = await app.db(app.store.reads.get_occurrence, occ.id)
             assert held.state == S.UNKNOWN, held.reason
             assert "may still be in flight" in (held.reason or "")
             # Asked again once nothing can be in flight any more, not before.
@@ -332,7 +337,7 @@ async def test_a_404_while_the_request_may_be_in_flight_is_asked_again(
 
             clock.advance(timedelta(seconds=10))
             assert await app.resolver.check_due() == 1
-            (done,) = await app.db(app.store.occurrences_of, pid)
+            (done,) = await app.db(app.store.reads.occurrences_of, pid)
             (charge,) = provider.charges()
             assert done.state == S.SUCCEEDED and done.reference == charge.id
         finally:

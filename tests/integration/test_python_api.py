@@ -85,7 +85,7 @@ async def test_a_payment_completes_once_and_its_event_is_seen(settings: Settings
         assert [e.occurrence_key for e in seen] == [occ.key]
         assert await balance(ps, "alice") == Decimal("87.66")
         assert await balance(ps, "bob") == Decimal("12.34")
-        assert await ps.app.db(ps.app.store.succeeded_transfer_count) == 1
+        assert await ps.app.db(ps.app.store.accounts.succeeded_transfer_count) == 1
         stats = await ps.stats()
         assert stats.occurrences.get("succeeded") == 1
 

@@ -154,9 +154,9 @@ def test_reconcile_finds_pending_occurrences_by_index(grown: Store) -> None:
     """The tick's reconcile: paused payments are found through the payment's key, not by
     reading every payment (a sequential scan that grew with the schedule)."""
     horizon = database_now(grown) + timedelta(minutes=5)
-    pending = grown.pending_occurrences(horizon)
+    pending = grown.reads.pending_occurrences(horizon)
     assert [o.key for o in pending] == ["due-10"]  # the paused payment's waits for its resume
-    assert_indexed(grown, lambda: grown.pending_occurrences(horizon))
+    assert_indexed(grown, lambda: grown.reads.pending_occurrences(horizon))
 
 
 def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
@@ -167,23 +167,23 @@ def test_per_payment_and_per_state_queries_read_by_index(grown: Store) -> None:
     pid = 20  # active, with ten finished occurrences and two notifications in the history
 
     def per_payment() -> None:
-        grown.get_payment(pid)
-        grown.occurrences_of(pid)
-        grown.occurrence_states([pid, pid + 10])
-        grown.needing_attention([pid, pid + 10], now)
-        grown.list_occurrences(50, payment_id=pid)
+        grown.payments.get_payment(pid)
+        grown.reads.occurrences_of(pid)
+        grown.reads.occurrence_states([pid, pid + 10])
+        grown.reads.needing_attention([pid, pid + 10], now)
+        grown.reads.list_occurrences(50, payment_id=pid)
         outbox.list(payment_id=pid, limit=50)
-        grown.pause(pid, now)
-        grown.resume(pid, now)
-        grown.cancel_payment(pid + 10, now, "test")  # resume left 20 done: nothing more due
+        grown.control.pause(pid, now)
+        grown.control.resume(pid, now)
+        grown.control.cancel_payment(pid + 10, now, "test")  # resume left 20 done: nothing more due
 
     def per_state() -> None:
-        grown.list_payments(50, state="paused")
-        grown.list_occurrences(50, state=OccurrenceState.SCHEDULED)
-        grown.recent_activity(now - timedelta(hours=1))  # the dashboard's chart
+        grown.payments.list_payments(50, state="paused")
+        grown.reads.list_occurrences(50, state=OccurrenceState.SCHEDULED)
+        grown.reads.recent_activity(now - timedelta(hours=1))  # the dashboard's chart
         outbox.list(state="dead", limit=50)
 
-    assert len(grown.occurrences_of(pid)) == OCCURRENCES // PAYMENTS
+    assert len(grown.reads.occurrences_of(pid)) == OCCURRENCES // PAYMENTS
     assert_indexed(grown, per_payment)
     assert_indexed(grown, per_state)
 
@@ -196,8 +196,8 @@ def test_the_reminder_sweep_reads_only_the_reminding_payments(grown: Store) -> N
     due = "UPDATE payments SET next_due_at = {} WHERE state = 'active'"
     try:
         _set(grown, due.format("now() + interval '1 day'"))
-        assert grown.remind_due(now, reminder_outbox) == 0
-        assert_indexed(grown, lambda: grown.remind_due(now, reminder_outbox))
+        assert grown.reminders.remind_due(now, reminder_outbox) == 0
+        assert_indexed(grown, lambda: grown.reminders.remind_due(now, reminder_outbox))
     finally:
         _set(grown, due.format("NULL"))
 
@@ -247,8 +247,8 @@ def test_finding_payments_reads_by_index_on_sqlite(tmp_path: Path) -> None:
         event.listen(store.engine, "before_cursor_execute", capture)
         for f in _searches(datetime.now(UTC)):
             for before, after in PAGES:
-                store.find_payments(f, 26, before, after)
-        store.ledger_entries("payer", 26, 10)
+                store.finds.find_payments(f, 26, before, after)
+        store.finds.ledger_entries("payer", 26, 10)
         event.remove(store.engine, "before_cursor_execute", capture)
         with store.engine.connect() as conn:
             for statement, parameters in sent:
@@ -282,11 +282,11 @@ def test_finding_payments_reads_by_index(grown: Store) -> None:
     searches = _searches(database_now(grown))
     for f in searches:
         for before, after in PAGES:
-            read = functools.partial(grown.find_payments, f, 26, before, after)
+            read = functools.partial(grown.finds.find_payments, f, 26, before, after)
             bad = [(sql, wrong) for sql, wrong in reads_of(grown, read, STRETCH) if wrong]
             assert bad == [], (f, before, after)
-    assert_indexed(grown, lambda: grown.ledger_entries("payer", 26))
-    assert_indexed(grown, lambda: grown.ledger_entries("payer", 26, 10))
+    assert_indexed(grown, lambda: grown.finds.ledger_entries("payer", 26))
+    assert_indexed(grown, lambda: grown.finds.ledger_entries("payer", 26, 10))
 
 
 def test_the_audit_log_finds_one_keys_or_one_kinds_actions_by_index(grown: Store) -> None:

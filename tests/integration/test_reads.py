@@ -27,7 +27,7 @@ async def test_app_and_the_cli_set_the_store_up_alike(
     cfg = settings.with_overrides(catchup_late_after=timedelta(minutes=7), telegram_token=token)
     log = logging.getLogger("paysched.test")
     with open_store(cfg, migrate=True) as store:
-        assert store.late_after == timedelta(minutes=7)
+        assert store.payments.late_after == timedelta(minutes=7)
         pool: Any = store.engine.pool  # a QueuePool (Pool does not declare size)
         assert pool.size() == 1  # a quick command's one connection
     with caplog.at_level(logging.INFO, "paysched.test"):
@@ -40,7 +40,7 @@ async def test_app_and_the_cli_set_the_store_up_alike(
         with_queue=False,
     )
     try:
-        assert app.store.late_after == timedelta(minutes=9)
+        assert app.store.payments.late_after == timedelta(minutes=9)
         caplog.clear()
         with caplog.at_level(logging.INFO, "paysched.test"):
             log.info("another token %s", other)

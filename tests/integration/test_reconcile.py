@@ -167,7 +167,7 @@ async def test_every_discrepancy_kind_is_found_page_by_page(
         stray = next(i for i in items if i.kind == "ledger_without_occurrence")
         assert stray.reference == "stray-1" and stray.detail["amount"] == "5.00"
         # Reconcile changed nothing by itself.
-        assert (await app.db(app.store.get_occurrence, occs[4].id)).state == S.NEEDS_REVIEW
+        assert (await app.db(app.store.reads.get_occurrence, occs[4].id)).state == S.NEEDS_REVIEW
     finally:
         await app.close()
 
@@ -221,14 +221,14 @@ async def test_resolve_settles_an_unknown_from_the_provider(
             )
         plain = await reconcile(app)
         assert plain.counts["unresolved"] == 1
-        assert (await app.db(app.store.get_occurrence, occs[0].id)).state == S.UNKNOWN
+        assert (await app.db(app.store.reads.get_occurrence, occs[0].id)).state == S.UNKNOWN
 
         rec = await reconcile(app, resolve=True, by=Actor("cli", "cli (ops)", "cli"))
         assert rec.counts["unresolved"] == 0 and rec.counts["resolved"] == 1
         assert rec.counts["discrepancies"] == 0 and rec.actor_name == "cli (ops)"
-        occ = await app.db(app.store.get_occurrence, occs[0].id)
+        occ = await app.db(app.store.reads.get_occurrence, occs[0].id)
         assert occ.state == S.SUCCEEDED
-        history = await app.db(app.store.transitions_of, [occ.id])
+        history = await app.db(app.store.reads.transitions_of, [occ.id])
         assert f"resolved by reconcile #{rec.id}" in (history[-1].reason or "")
         # Who asked, and that they settled money: the reconcile and the resolve it made.
         ops = ActionFilter(actor_kind="cli")  # (not the fixture's own, by the Python API)
@@ -276,7 +276,7 @@ async def test_the_ledger_executor_is_compared_with_the_ledger(app: App) -> None
     rec = await reconcile(app)
     assert rec.counts["compared_with"] == "ledger"
     assert rec.counts["discrepancies"] == 0 and rec.counts["charges"] == 4
-    occ = (await app.db(app.store.occurrences_of, pids[0]))[0]
+    occ = (await app.db(app.store.reads.occurrences_of, pids[0]))[0]
     with app.store.engine.begin() as conn:  # money moved for an occurrence marked failed
         conn.execute(
             update(t.occurrences).where(t.occurrences.c.id == occ.id).values(state="failed")

@@ -52,7 +52,7 @@ def paysched(env: dict[str, str], *args: str) -> Any:
 
 
 def counts(store: Store) -> dict[str, int]:
-    return store.occurrence_counts()
+    return store.reads.occurrence_counts()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -136,8 +136,8 @@ def test_a_redis_failover_under_sentinel_loses_and_doubles_nothing(
             f"{recovered_s:.1f} s after the kill"
         )
 
-        assert store.succeeded_transfer_count() == COUNT + 1
-        report = store.ledger_report()
+        assert store.accounts.succeeded_transfer_count() == COUNT + 1
+        report = store.accounts.ledger_report()
         assert report.balanced, report.problems
         bob = paysched(env, "accounts", "show", "bob")
         assert bob["balance"] == f"{COUNT + 1}.00"

@@ -45,7 +45,7 @@ def link(engine: Any, account: str, chat: int, now: datetime) -> None:
 
 def daily(store: Store, now: datetime, remind: timedelta | None, **more: Any) -> int:
     """alice -> bob 12.34 USD every day at 09:00 UTC."""
-    return store.create_payment(
+    return store.payments.create_payment(
         payer="alice",
         payee="bob",
         amount=1234,
@@ -71,15 +71,15 @@ def reminders(store: Store) -> list[Any]:
 
 def test_each_occurrence_is_reminded_once_in_its_window(store: Store) -> None:
     for name in ("alice", "bob"):
-        store.create_account(name, "USD", T0)
+        store.accounts.create_account(name, "USD", T0)
     link(store.engine, "alice", ALICE, T0)
     link(store.engine, "alice", ALICE2, T0)
     link(store.engine, "bob", BOB, T0)  # the payee's chat is not reminded
     reminding = daily(store, T0, timedelta(hours=2))  # due 09:00: in its window at 07:00
     later = daily(store, T0, timedelta(minutes=59))  # in its window at 08:01
     daily(store, T0, None)  # never reminded
-    assert store.remind_due(T0 - timedelta(hours=1, seconds=1), reminder_outbox) == 0
-    assert store.remind_due(T0, reminder_outbox) == 1
+    assert store.reminders.remind_due(T0 - timedelta(hours=1, seconds=1), reminder_outbox) == 0
+    assert store.reminders.remind_due(T0, reminder_outbox) == 1
     rows = reminders(store)
     assert sorted(r.target for r in rows) == [str(ALICE), str(ALICE2)]
     assert {r.payment_id for r in rows} == {reminding}
@@ -94,16 +94,16 @@ def test_each_occurrence_is_reminded_once_in_its_window(store: Store) -> None:
     )
     assert body["buttons"] == messages.reminder_buttons(reminding, to_ms(due))
     # Again, and again later: nothing more of that occurrence.
-    assert store.remind_due(T0, reminder_outbox) == 0
-    assert store.remind_due(T0 + timedelta(seconds=59), reminder_outbox) == 0
+    assert store.reminders.remind_due(T0, reminder_outbox) == 0
+    assert store.reminders.remind_due(T0 + timedelta(seconds=59), reminder_outbox) == 0
     assert len(reminders(store)) == 2
     # Exactly at its window's start: the other one.
-    assert store.remind_due(due - timedelta(minutes=59), reminder_outbox) == 1
+    assert store.reminders.remind_due(due - timedelta(minutes=59), reminder_outbox) == 1
     assert {r.payment_id for r in reminders(store)} == {reminding, later}
     # Once the occurrence is made, the next of the series is reminded in its own window.
-    store.materialize_due(due, due)
-    assert store.remind_due(due + timedelta(hours=21), reminder_outbox) == 0
-    assert store.remind_due(due + timedelta(hours=22), reminder_outbox) == 1
+    store.payments.materialize_due(due, due)
+    assert store.reminders.remind_due(due + timedelta(hours=21), reminder_outbox) == 0
+    assert store.reminders.remind_due(due + timedelta(hours=22), reminder_outbox) == 1
     assert len(reminders(store)) == 6
 
 
@@ -111,88 +111,90 @@ def test_a_reminder_shorter_than_the_look_ahead_names_the_made_occurrence(store:
     """The scheduler makes an occurrence its look-ahead (5 minutes) before it is due, and the
     series moves on: a 2-minute reminder names that made occurrence, once, until it starts."""
     for name in ("alice", "bob"):
-        store.create_account(name, "USD", T0)
+        store.accounts.create_account(name, "USD", T0)
     link(store.engine, "alice", ALICE, T0)
     pid = daily(store, T0, timedelta(minutes=2))
     due = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-    (made,) = store.materialize_due(due - timedelta(minutes=5), due)
+    (made,) = store.payments.materialize_due(due - timedelta(minutes=5), due)
     assert made.due_at == due
-    assert store.get_payment(pid).next_due_at == due + timedelta(days=1)
-    assert store.remind_due(due - timedelta(minutes=2, seconds=1), reminder_outbox) == 0
-    assert store.remind_due(due - timedelta(minutes=2), reminder_outbox) == 1
+    assert store.payments.get_payment(pid).next_due_at == due + timedelta(days=1)
+    assert store.reminders.remind_due(due - timedelta(minutes=2, seconds=1), reminder_outbox) == 0
+    assert store.reminders.remind_due(due - timedelta(minutes=2), reminder_outbox) == 1
     assert [r.dedup_key for r in reminders(store)] == [f"remind:{pid}:{to_ms(due)}:{ALICE}"]
-    assert store.remind_due(due - timedelta(minutes=1), reminder_outbox) == 0
+    assert store.reminders.remind_due(due - timedelta(minutes=1), reminder_outbox) == 0
     # The next day's: made, then claimed before its window opens — never reminded.
     tomorrow = due + timedelta(days=1)
-    (nxt,) = store.materialize_due(tomorrow - timedelta(minutes=5), tomorrow)
-    assert not isinstance(store.claim(nxt.id, tomorrow - timedelta(minutes=3)), NoClaim)
-    assert store.remind_due(tomorrow - timedelta(minutes=1), reminder_outbox) == 0
+    (nxt,) = store.payments.materialize_due(tomorrow - timedelta(minutes=5), tomorrow)
+    assert not isinstance(store.execution.claim(nxt.id, tomorrow - timedelta(minutes=3)), NoClaim)
+    assert store.reminders.remind_due(tomorrow - timedelta(minutes=1), reminder_outbox) == 0
     # A 24-hour reminder already sent from the series is not sent again once it is made.
-    store.set_account_remind("alice", None)
+    store.accounts.set_account_remind("alice", None)
     with store.engine.begin() as conn:
         conn.execute(t.payments.update().values(remind_s=86400, reminded_due_at=None))
     day3 = tomorrow + timedelta(days=1)
-    assert store.remind_due(tomorrow + timedelta(minutes=1), reminder_outbox) == 1
-    store.materialize_due(day3 - timedelta(minutes=5), day3)
-    assert store.remind_due(day3 - timedelta(minutes=1), reminder_outbox) == 0
+    assert store.reminders.remind_due(tomorrow + timedelta(minutes=1), reminder_outbox) == 1
+    store.payments.materialize_due(day3 - timedelta(minutes=5), day3)
+    assert store.reminders.remind_due(day3 - timedelta(minutes=1), reminder_outbox) == 0
     assert len(reminders(store)) == 2
     # Past its due time, a made occurrence is no longer reminded of.
     late = daily(store, day3, timedelta(minutes=2))
     day4 = day3 + timedelta(days=1)
-    store.materialize_due(day4 - timedelta(minutes=5), day4, [late])
-    assert store.remind_due(day4 + timedelta(seconds=1), reminder_outbox) == 0
+    store.payments.materialize_due(day4 - timedelta(minutes=5), day4, [late])
+    assert store.reminders.remind_due(day4 + timedelta(seconds=1), reminder_outbox) == 0
     assert len(reminders(store)) == 2
 
 
 def test_account_default_is_copied_into_new_payments(store: Store) -> None:
-    store.create_account("alice", "USD", T0, remind=timedelta(hours=24))
-    store.create_account("bob", "USD", T0)
-    assert store.get_account("alice").remind == timedelta(hours=24)
-    assert store.get_payment(daily(store, T0, None)).remind == timedelta(hours=24)
-    assert store.get_payment(daily(store, T0, timedelta(hours=1))).remind == timedelta(hours=1)
-    store.set_account_remind("alice", None)
-    assert store.get_payment(daily(store, T0, None)).remind is None
+    store.accounts.create_account("alice", "USD", T0, remind=timedelta(hours=24))
+    store.accounts.create_account("bob", "USD", T0)
+    assert store.accounts.get_account("alice").remind == timedelta(hours=24)
+    assert store.payments.get_payment(daily(store, T0, None)).remind == timedelta(hours=24)
+    assert store.payments.get_payment(daily(store, T0, timedelta(hours=1))).remind == timedelta(
+        hours=1
+    )
+    store.accounts.set_account_remind("alice", None)
+    assert store.payments.get_payment(daily(store, T0, None)).remind is None
 
 
 def test_skip_occurrence_skips_that_one_only_or_says_why_not(store: Store) -> None:
     from paysched.db.store.control import NotSkippable
 
     for name in ("alice", "bob"):
-        store.create_account(name, "USD", T0)
-    store.deposit("alice", 100_00, T0)
+        store.accounts.create_account(name, "USD", T0)
+    store.accounts.deposit("alice", 100_00, T0)
     pid = daily(store, T0, timedelta(hours=1))
     day = timedelta(days=1)
-    first, second = store.materialize_due(T0, T0 + day + timedelta(hours=2), [pid])
+    first, second = store.payments.materialize_due(T0, T0 + day + timedelta(hours=2), [pid])
     # The second of two waiting: the first stays as it is.
-    skipped = store.skip_occurrence(pid, second.due_at, T0, "from a reminder")
+    skipped = store.control.skip_occurrence(pid, second.due_at, T0, "from a reminder")
     assert (skipped.id, skipped.state) == (second.id, S.SKIPPED)
-    states = {o.id: o.state for o in store.occurrences_of(pid)}
+    states = {o.id: o.state for o in store.reads.occurrences_of(pid)}
     assert states == {first.id: S.SCHEDULED, second.id: S.SKIPPED}
-    assert isinstance(store.claim(second.id, second.due_at), NoClaim)
+    assert isinstance(store.execution.claim(second.id, second.due_at), NoClaim)
     with pytest.raises(NotSkippable) as again:
-        store.skip_occurrence(pid, second.due_at, T0, "again")
+        store.control.skip_occurrence(pid, second.due_at, T0, "again")
     assert again.value.why == "skipped"
     # Begun: too late.
-    assert not isinstance(store.claim(first.id, first.due_at), NoClaim)
+    assert not isinstance(store.execution.claim(first.id, first.due_at), NoClaim)
     with pytest.raises(NotSkippable) as begun:
-        store.skip_occurrence(pid, first.due_at, T0, "late")
+        store.control.skip_occurrence(pid, first.due_at, T0, "late")
     assert begun.value.why == "ran"
     # The next one, not made yet: made as skipped, and the series moves on past it.
-    nxt = store.get_payment(pid).next_due_at
+    nxt = store.payments.get_payment(pid).next_due_at
     assert nxt == second.due_at + day
-    made = store.skip_occurrence(pid, nxt, T0, "from a reminder")
+    made = store.control.skip_occurrence(pid, nxt, T0, "from a reminder")
     assert made.state == S.SKIPPED and made.due_at == nxt
-    assert store.get_payment(pid).next_due_at == nxt + day
-    assert store.materialize_due(nxt, nxt + timedelta(hours=1), [pid]) == []
+    assert store.payments.get_payment(pid).next_due_at == nxt + day
+    assert store.payments.materialize_due(nxt, nxt + timedelta(hours=1), [pid]) == []
     # A due time the series never had, or is past: out of date.
     with pytest.raises(NotSkippable) as gone:
-        store.skip_occurrence(pid, nxt + day + timedelta(minutes=1), T0, "?")
+        store.control.skip_occurrence(pid, nxt + day + timedelta(minutes=1), T0, "?")
     assert gone.value.why == "gone"
-    store.cancel_payment(pid, T0, "done with it")
+    store.control.cancel_payment(pid, T0, "done with it")
     with pytest.raises(NotSkippable) as cancelled:
-        store.skip_occurrence(pid, nxt + day, T0, "late")
+        store.control.skip_occurrence(pid, nxt + day, T0, "late")
     assert cancelled.value.why == "cancelled"
-    assert {o.id: o.state for o in store.occurrences_of(pid)}[first.id] == S.EXECUTING
+    assert {o.id: o.state for o in store.reads.occurrences_of(pid)}[first.id] == S.EXECUTING
 
 
 @pytest.fixture
@@ -207,13 +209,13 @@ def two_stores(database_url: str) -> Iterator[tuple[Store, Store]]:
 def test_two_concurrent_sweeps_write_each_reminder_once(two_stores: tuple[Store, Store]) -> None:
     a, b = two_stores
     for name in ("alice", "bob"):
-        a.create_account(name, "USD", T0)
+        a.accounts.create_account(name, "USD", T0)
     link(a.engine, "alice", ALICE, T0)
     link(a.engine, "alice", ALICE2, T0)
     rounds = 40
     # One payment per round, each entering its window at its round's instant.
     ids = [
-        a.create_payment(
+        a.payments.create_payment(
             payer="alice",
             payee="bob",
             amount=1,
@@ -235,7 +237,9 @@ def test_two_concurrent_sweeps_write_each_reminder_once(two_stores: tuple[Store,
         for i in range(rounds):
             barrier.wait()
             try:
-                written.append(store.remind_due(T0 + timedelta(seconds=i), reminder_outbox, 5))
+                written.append(
+                    store.reminders.remind_due(T0 + timedelta(seconds=i), reminder_outbox, 5)
+                )
             except Exception as exc:
                 errors.append(exc)
 
@@ -310,7 +314,7 @@ async def serving(app: App, **roles: bool) -> AsyncIterator[None]:
 async def remind_and_send(app: App, api: BotApi, count: int) -> None:
     """The sweep, then the deliverer's pass: `count` reminders reach the stand-in."""
     before = len(api.sent)
-    await app.db(app.store.remind_due, app.clock.now(), reminder_outbox)
+    await app.db(app.store.reminders.remind_due, app.clock.now(), reminder_outbox)
     assert app.outbox is not None
     deliverer = Deliverer(app.outbox, build_registry(app.settings), app.clock, app.pool)
     try:
@@ -353,7 +357,7 @@ async def setup_alice(app: App) -> int:
     for account, chat in (("alice", ALICE), ("alice", ALICE2), ("mallory", MALLORY)):
         await app.db(link, app.store.engine, account, chat, app.clock.now())
     payment = await app.db(
-        app.store.create_payment,
+        app.store.payments.create_payment,
         payer="alice",
         payee="bob",
         amount=1234,
@@ -387,7 +391,7 @@ async def test_reminder_skip_acts_once_for_the_payers_chats(bapp: App, bot_api: 
         assert await press(bot_api, MALLORY, skip, reminder) == messages.NOT_LINKED_SHORT
         assert await press(bot_api, BOB, skip, reminder) == messages.NOT_LINKED_SHORT
         assert not bot_api.edited
-        assert (await bapp.db(bapp.store.get_payment, pid)).next_due_at == due
+        assert (await bapp.db(bapp.store.payments.get_payment, pid)).next_due_at == due
         # The payer's chat: that occurrence is skipped, the series goes on.
         assert await press(bot_api, ALICE, skip, reminder) == messages.SKIPPED
         assert bot_api.edited[-1]["text"] == messages.pressed(reminder["text"], messages.SKIPPED)
@@ -395,13 +399,13 @@ async def test_reminder_skip_acts_once_for_the_payers_chats(bapp: App, bot_api: 
         # A double tap, and the other linked chat: done once.
         assert await press(bot_api, ALICE, skip, reminder) == messages.ALREADY_SKIPPED
         assert await press(bot_api, ALICE2, skip, reminder) == messages.ALREADY_SKIPPED
-    occurrences = await bapp.db(bapp.store.occurrences_of, pid)
+    occurrences = await bapp.db(bapp.store.reads.occurrences_of, pid)
     assert [(o.due_at, o.state) for o in occurrences] == [(due, S.SKIPPED)]
-    payment = await bapp.db(bapp.store.get_payment, pid)
+    payment = await bapp.db(bapp.store.payments.get_payment, pid)
     assert payment.state == PaymentState.ACTIVE and payment.next_due_at == due + timedelta(days=1)
     assert await chat_actions(bapp, pid) == [("skip", f"telegram:{ALICE}")]
     # It never runs: the scheduler makes nothing more of that due time.
-    made = await bapp.db(bapp.store.materialize_due, due, due + timedelta(minutes=5))
+    made = await bapp.db(bapp.store.payments.materialize_due, due, due + timedelta(minutes=5))
     assert made == []
 
 
@@ -429,7 +433,7 @@ async def test_pause_acts_once_replayed_or_pressed_again(bapp: App, bot_api: Bot
     async with bot_running(bapp):
         assert await press(bot_api, ALICE2, pause, reminder) == messages.ALREADY_PAUSED
         assert await press(bot_api, ALICE, pause, reminder) == messages.ALREADY_PAUSED
-    assert (await bapp.db(bapp.store.get_payment, pid)).state == PaymentState.PAUSED
+    assert (await bapp.db(bapp.store.payments.get_payment, pid)).state == PaymentState.PAUSED
     assert await chat_actions(bapp, pid) == [("pause", f"telegram:{ALICE}")]
 
 
@@ -438,7 +442,7 @@ async def test_stale_buttons_change_nothing(bapp: App, bot_api: BotApi) -> None:
     await remind_and_send(bapp, bot_api, 2)
     reminder = sent_to(bot_api, ALICE)
     skip = button(reminder, messages.SKIP_BUTTON)
-    await bapp.db(bapp.store.cancel_payment, pid, bapp.clock.now(), "cancelled by user")
+    await bapp.db(bapp.store.control.cancel_payment, pid, bapp.clock.now(), "cancelled by user")
     async with bot_running(bapp):
         assert await press(bot_api, ALICE, skip, reminder) == messages.TOO_LATE["cancelled"]
         pause = button(reminder, messages.PAUSE_BUTTON)
@@ -465,7 +469,7 @@ async def test_a_skipped_occurrence_never_runs_and_a_late_press_is_too_late(
         ids = [
             (
                 await app.db(
-                    app.store.create_payment,
+                    app.store.payments.create_payment,
                     payer="alice",
                     payee="bob",
                     amount=amount,
@@ -504,7 +508,7 @@ async def test_a_skipped_occurrence_never_runs_and_a_late_press_is_too_late(
                 await press(bot_api, ALICE, button(late, messages.SKIP_BUTTON), late)
                 == messages.TOO_LATE["ran"]
             )
-        assert (await app.db(app.store.get_account, "alice")).balance == 100_00 - 700
+        assert (await app.db(app.store.accounts.get_account, "alice")).balance == 100_00 - 700
         assert await chat_actions(app, skipped) == [("skip", f"telegram:{ALICE}")]
         assert await chat_actions(app, paid) == []
     finally:

@@ -25,14 +25,14 @@ async def test_inside_window_enqueued_at_once_outside_waits_for_tick(settings: S
         await fund(app, {"alice": 10_000, "bob": 0})
         soon = await pay(app, "alice", "bob", 100, in_s=120)
         later = await pay(app, "alice", "bob", 100, in_s=600)
-        (occ,) = await app.db(app.store.occurrences_of, soon)
+        (occ,) = await app.db(app.store.reads.occurrences_of, soon)
         assert occ.state == S.QUEUED
         assert await app.queue.job_states([occ.key]) == {occ.key: "delayed"}
-        assert await app.db(app.store.occurrences_of, later) == []
+        assert await app.db(app.store.reads.occurrences_of, later) == []
         clock.advance(timedelta(minutes=6))
         result = await app.scheduler.tick()
         assert result.created == 1
-        (occ2,) = await app.db(app.store.occurrences_of, later)
+        (occ2,) = await app.db(app.store.reads.occurrences_of, later)
         assert occ2.state == S.QUEUED
         job = await app.queue._queue.getJob(occ2.key)
         # Delay counts from the injected "now", so it is due at due_at: never before it (see
@@ -47,7 +47,7 @@ async def test_enqueue_twice_is_a_no_op(app: App) -> None:
     assert app.queue is not None
     await fund(app, {"alice": 10_000, "bob": 0})
     pid = await pay(app, "alice", "bob", 100, in_s=60)
-    occs = await app.db(app.store.occurrences_of, pid)
+    occs = await app.db(app.store.reads.occurrences_of, pid)
     await app.queue.enqueue(occs, app.clock.now())
     await app.queue.enqueue(occs, app.clock.now())
     assert (await app.queue.counts())["delayed"] == 1
@@ -61,7 +61,7 @@ async def test_replace_renews_the_jobs_it_is_told_to(app: App) -> None:
     assert app.queue is not None
     await fund(app, {"alice": 10_000, "bob": 0})
     pid = await pay(app, "alice", "bob", 100, in_s=60)
-    (occ,) = await app.db(app.store.occurrences_of, pid)
+    (occ,) = await app.db(app.store.reads.occurrences_of, pid)
 
     async def added_at() -> int:
         assert app.queue is not None
@@ -91,7 +91,7 @@ async def test_two_schedulers_ticking_together_pay_once(settings: Settings) -> N
         ids = []
         for i in range(20):  # stored only; the schedulers' ticks discover them
             p = await first.db(
-                first.store.create_payment,
+                first.store.payments.create_payment,
                 payer="alice",
                 payee="bob",
                 amount=100 + i,
@@ -110,11 +110,11 @@ async def test_two_schedulers_ticking_together_pay_once(settings: Settings) -> N
             occs = await all_final(first, ids)
         assert len(occs) == 20 and {o.state for o in occs} == {S.SUCCEEDED}
         assert all(o.attempts == 1 for o in occs)
-        assert await first.db(first.store.succeeded_transfer_count) == 20
-        assert (await first.db(first.store.get_account, "bob")).balance == sum(
+        assert await first.db(first.store.accounts.succeeded_transfer_count) == 20
+        assert (await first.db(first.store.accounts.get_account, "bob")).balance == sum(
             100 + i for i in range(20)
         )
-        assert (await first.db(first.store.ledger_report)).balanced
+        assert (await first.db(first.store.accounts.ledger_report)).balanced
     finally:
         await first.close()
         await second.close()
@@ -126,7 +126,7 @@ async def test_crash_between_commit_and_enqueue_is_reconciled(app: App) -> None:
     await fund(app, {"alice": 10_000, "bob": 0})
     now = app.clock.now()
     p = await app.db(
-        app.store.create_payment,
+        app.store.payments.create_payment,
         payer="alice",
         payee="bob",
         amount=100,
@@ -137,7 +137,7 @@ async def test_crash_between_commit_and_enqueue_is_reconciled(app: App) -> None:
         memo="",
         now=now,
     )
-    (occ,) = await app.db(app.store.materialize_due, now, now + timedelta(minutes=1))
+    (occ,) = await app.db(app.store.payments.materialize_due, now, now + timedelta(minutes=1))
     assert await app.queue.existing([occ.key]) == set()
     result = await app.scheduler.tick()
     assert result.reconciled == 1
@@ -169,8 +169,8 @@ async def test_redis_flush_loses_nothing(settings: Settings, private_redis: Priv
             assert result.reconciled == 10
             occs = await all_final(app, ids)
         assert {o.state for o in occs} == {S.SUCCEEDED}
-        assert await app.db(app.store.succeeded_transfer_count) == 11
-        assert (await app.db(app.store.ledger_report)).balanced
+        assert await app.db(app.store.accounts.succeeded_transfer_count) == 11
+        assert (await app.db(app.store.accounts.ledger_report)).balanced
     finally:
         await app.close()
 
@@ -192,10 +192,10 @@ async def test_recurring_payment_runs_each_occurrence(settings: Settings) -> Non
             timezone="Europe/Berlin",
             memo="",
         )
-        created = await app.db(app.store.occurrences_of, payment.id)
+        created = await app.db(app.store.reads.occurrences_of, payment.id)
         assert [o.due_at.minute for o in created] == [15, 30, 45, 0]
         clock.advance(timedelta(minutes=30))
         await app.scheduler.tick()
-        assert len(await app.db(app.store.occurrences_of, payment.id)) == 6
+        assert len(await app.db(app.store.reads.occurrences_of, payment.id)) == 6
     finally:
         await app.close()

@@ -17,13 +17,13 @@ T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 
 def funded(store: Store, balance: int = 10_000) -> None:
-    store.create_account("alice", "USD", T0)
-    store.create_account("bob", "USD", T0)
-    store.deposit("alice", balance, T0)
+    store.accounts.create_account("alice", "USD", T0)
+    store.accounts.create_account("bob", "USD", T0)
+    store.accounts.deposit("alice", balance, T0)
 
 
 def one_time(store: Store, amount: int = 1_000, due: datetime = T0) -> int:
-    payment = store.create_payment(
+    payment = store.payments.create_payment(
         payer="alice",
         payee="bob",
         amount=amount,
@@ -39,17 +39,17 @@ def one_time(store: Store, amount: int = 1_000, due: datetime = T0) -> int:
 
 def test_accounts_and_deposits(store: Store) -> None:
     funded(store, 12_34)
-    assert store.get_account("alice").balance == 1234
+    assert store.accounts.get_account("alice").balance == 1234
     with pytest.raises(Conflict):
-        store.create_account("alice", "USD", T0)
+        store.accounts.create_account("alice", "USD", T0)
     with pytest.raises(NotFound):
-        store.get_account("nobody")
-    assert store.ledger_report().balanced
+        store.accounts.get_account("nobody")
+    assert store.accounts.ledger_report().balanced
 
 
 def test_payment_validation_names_the_field(store: Store) -> None:
     funded(store)
-    store.create_account("eur", "EUR", T0)
+    store.accounts.create_account("eur", "EUR", T0)
     cases = [({"payee": "nobody"}, "to"), ({"payee": "eur"}, "to"), ({"payee": "alice"}, "to")]
     for change, field in cases:
         fields = (
@@ -67,7 +67,7 @@ def test_payment_validation_names_the_field(store: Store) -> None:
             | change
         )
         with pytest.raises(InvalidInput) as info:
-            store.create_payment(**fields)  # type: ignore[arg-type]
+            store.payments.create_payment(**fields)  # type: ignore[arg-type]
         assert info.value.field == field
 
 
@@ -75,19 +75,19 @@ def test_materialize_is_idempotent_and_respects_the_window(store: Store) -> None
     funded(store)
     soon = one_time(store, due=T0 + timedelta(minutes=2))
     later = one_time(store, due=T0 + timedelta(minutes=30))
-    created = store.materialize_due(T0, T0 + timedelta(minutes=5))
+    created = store.payments.materialize_due(T0, T0 + timedelta(minutes=5))
     assert [o.payment_id for o in created] == [soon]
     assert created[0].state == S.SCHEDULED
-    assert store.materialize_due(T0, T0 + timedelta(minutes=5)) == []
-    assert store.get_payment(soon).state == PaymentState.DONE
-    assert store.get_payment(later).next_due_at == T0 + timedelta(minutes=30)
-    assert store.mark_queued([created[0].id], T0) == 1
-    assert store.get_occurrence(created[0].id).state == S.QUEUED
+    assert store.payments.materialize_due(T0, T0 + timedelta(minutes=5)) == []
+    assert store.payments.get_payment(soon).state == PaymentState.DONE
+    assert store.payments.get_payment(later).next_due_at == T0 + timedelta(minutes=30)
+    assert store.payments.mark_queued([created[0].id], T0) == 1
+    assert store.reads.get_occurrence(created[0].id).state == S.QUEUED
 
 
 def test_recurring_payment_advances_in_its_time_zone(store: Store) -> None:
     funded(store)
-    payment = store.create_payment(
+    payment = store.payments.create_payment(
         payer="alice",
         payee="bob",
         amount=100,
@@ -99,9 +99,9 @@ def test_recurring_payment_advances_in_its_time_zone(store: Store) -> None:
         now=T0,
     )
     assert payment.next_due_at == datetime(2026, 11, 28, 14, tzinfo=UTC)  # 09:00 EST
-    created = store.materialize_due(T0, T0 + timedelta(days=3))
+    created = store.payments.materialize_due(T0, T0 + timedelta(days=3))
     assert [o.due_at.hour for o in created] == [14, 14, 14]
-    assert store.get_payment(payment.id).state == PaymentState.ACTIVE
+    assert store.payments.get_payment(payment.id).state == PaymentState.ACTIVE
 
 
 def test_concurrent_schedulers_create_each_occurrence_once(store: Store) -> None:
@@ -113,7 +113,7 @@ def test_concurrent_schedulers_create_each_occurrence_once(store: Store) -> None
 
     def tick() -> None:
         barrier.wait()
-        results.append(len(store.materialize_due(T0, T0 + timedelta(minutes=5))))
+        results.append(len(store.payments.materialize_due(T0, T0 + timedelta(minutes=5))))
 
     threads = [threading.Thread(target=tick) for _ in range(4)]
     for th in threads:
@@ -121,30 +121,30 @@ def test_concurrent_schedulers_create_each_occurrence_once(store: Store) -> None
     for th in threads:
         th.join()
     assert sum(results) == 40
-    assert len(store.all_occurrences()) == 40
+    assert len(store.reads.all_occurrences()) == 40
 
 
 def test_claim_settle_moves_money_exactly_once(store: Store) -> None:
     funded(store)
     one_time(store, amount=2_500)
-    (occ,) = store.materialize_due(T0, T0)
-    first = store.claim(occ.id, T0)
+    (occ,) = store.payments.materialize_due(T0, T0)
+    first = store.execution.claim(occ.id, T0)
     assert isinstance(first, Claim) and first.attempt == 1
     # The queue redelivers (stall): a second worker takes over and bumps the fence.
-    second = store.claim(occ.id, T0 + timedelta(seconds=1))
+    second = store.execution.claim(occ.id, T0 + timedelta(seconds=1))
     assert isinstance(second, Claim) and second.fence == first.fence + 1
-    assert store.settle_transfer(first, T0) is False  # the stale holder is fenced out
-    assert store.settle_transfer(second, T0) is True
-    assert store.settle_transfer(second, T0) is False  # and nobody settles twice
-    assert store.claim(occ.id, T0) == NoClaim("final", S.SUCCEEDED)
-    assert store.get_account("alice").balance == 7_500
-    assert store.get_account("bob").balance == 2_500
-    done = store.get_occurrence(occ.id)
+    assert store.execution.settle_transfer(first, T0) is False  # the stale holder is fenced out
+    assert store.execution.settle_transfer(second, T0) is True
+    assert store.execution.settle_transfer(second, T0) is False  # and nobody settles twice
+    assert store.execution.claim(occ.id, T0) == NoClaim("final", S.SUCCEEDED)
+    assert store.accounts.get_account("alice").balance == 7_500
+    assert store.accounts.get_account("bob").balance == 2_500
+    done = store.reads.get_occurrence(occ.id)
     # The takeover continued the same attempt under a new fence: one attempt, one takeover.
     assert done.state == S.SUCCEEDED and done.attempts == 1 and done.takeovers == 1
     assert done.started_at == T0  # lateness counts from the first claim
-    assert store.ledger_report().balanced
-    history = [(t.from_state, t.to_state) for t in store.transitions_of([occ.id])]
+    assert store.accounts.ledger_report().balanced
+    history = [(t.from_state, t.to_state) for t in store.reads.transitions_of([occ.id])]
     assert history == [
         (None, S.SCHEDULED),
         (S.SCHEDULED, S.EXECUTING),
@@ -158,43 +158,45 @@ def test_retry_by_hand_starts_takeovers_afresh(store: Store) -> None:
     it again with its takeovers reset, or it would be parked again at its first claim."""
     funded(store)
     one_time(store)
-    (occ,) = store.materialize_due(T0, T0)
+    (occ,) = store.payments.materialize_due(T0, T0)
     for i in range(4):  # the first claim, then three takeovers
-        claim = store.claim(occ.id, T0 + timedelta(seconds=i))
+        claim = store.execution.claim(occ.id, T0 + timedelta(seconds=i))
     assert isinstance(claim, Claim) and claim.occurrence.takeovers == 3
-    assert store.finish(claim, S.NEEDS_REVIEW, T0, "its workers died 3 times")
-    parked = store.unresolved(occ.id)
+    assert store.execution.finish(claim, S.NEEDS_REVIEW, T0, "its workers died 3 times")
+    parked = store.execution.unresolved(occ.id)
     assert parked.occurrence.state == S.NEEDS_REVIEW and parked.occurrence.takeovers == 3
-    assert store.resolve(parked, S.QUEUED, T0, "resolved by hand: provider says nothing arrived")
-    again = store.get_occurrence(occ.id)
+    assert store.execution.resolve(
+        parked, S.QUEUED, T0, "resolved by hand: provider says nothing arrived"
+    )
+    again = store.reads.get_occurrence(occ.id)
     assert again.state == S.QUEUED and again.takeovers == 0
-    fresh = store.claim(occ.id, T0 + timedelta(minutes=1))
+    fresh = store.execution.claim(occ.id, T0 + timedelta(minutes=1))
     assert isinstance(fresh, Claim) and fresh.occurrence.takeovers == 0
 
 
 def test_insufficient_funds_rolls_back_whole(store: Store) -> None:
     funded(store, 500)
     one_time(store, amount=1_000)
-    (occ,) = store.materialize_due(T0, T0)
-    claim = store.claim(occ.id, T0)
+    (occ,) = store.payments.materialize_due(T0, T0)
+    claim = store.execution.claim(occ.id, T0)
     assert isinstance(claim, Claim)
     with pytest.raises(InsufficientFunds):
-        store.settle_transfer(claim, T0)
-    assert store.get_occurrence(occ.id).state == S.EXECUTING
-    assert store.get_account("alice").balance == 500
-    assert store.finish(claim, S.FAILED, T0, "insufficient funds")
-    assert store.get_occurrence(occ.id).reason == "insufficient funds"
-    assert store.ledger_report().balanced
+        store.execution.settle_transfer(claim, T0)
+    assert store.reads.get_occurrence(occ.id).state == S.EXECUTING
+    assert store.accounts.get_account("alice").balance == 500
+    assert store.execution.finish(claim, S.FAILED, T0, "insufficient funds")
+    assert store.reads.get_occurrence(occ.id).reason == "insufficient funds"
+    assert store.accounts.ledger_report().balanced
 
 
 def test_batches_settle_each_claim_on_its_own_merits(store: Store) -> None:
     """One transaction, one result per item: a payer short of funds fails its own payment
     only, balances are checked in order within the batch, and a stale fence is refused."""
     funded(store, 3_000)
-    store.create_account("carol", "USD", T0)
+    store.accounts.create_account("carol", "USD", T0)
     for _ in range(3):
         one_time(store, amount=1_000)
-    store.create_payment(
+    store.payments.create_payment(
         payer="carol",
         payee="bob",
         amount=1,
@@ -206,24 +208,24 @@ def test_batches_settle_each_claim_on_its_own_merits(store: Store) -> None:
         now=T0 - timedelta(hours=1),
     )
     one_time(store, amount=1_500)
-    occs = store.materialize_due(T0, T0)
+    occs = store.payments.materialize_due(T0, T0)
     ids = [o.id for o in occs]
-    claims = store.claim_many([(i, None) for i in [*ids, 999_999]], T0)
+    claims = store.execution.claim_many([(i, None) for i in [*ids, 999_999]], T0)
     assert claims[-1] == NoClaim("missing")  # unknown id
     live = [c for c in claims if isinstance(c, Claim)]
     assert len(live) == 5
-    stale = store.claim(ids[0], T0)  # a takeover: the first claim is now stale
+    stale = store.execution.claim(ids[0], T0)  # a takeover: the first claim is now stale
     assert isinstance(stale, Claim)
-    results = store.settle_many([*live, stale], T0)
+    results = store.execution.settle_many([*live, stale], T0)
     assert results[0] is False  # fenced out by the takeover
     assert results[1] is True and results[2] is True
     assert isinstance(results[3], InsufficientFunds)  # carol has nothing
     assert isinstance(results[4], InsufficientFunds)  # 1,000 left after two, 1,500 asked
     assert results[5] is True  # the takeover settles the first payment
-    assert store.get_account("alice").balance == 0
-    assert store.get_account("bob").balance == 3_000
-    assert store.ledger_report().balanced
-    finished = store.finish_many(
+    assert store.accounts.get_account("alice").balance == 0
+    assert store.accounts.get_account("bob").balance == 3_000
+    assert store.accounts.ledger_report().balanced
+    finished = store.execution.finish_many(
         [
             Finish(live[3], S.FAILED, "insufficient funds", ()),
             Finish(live[4], S.RETRYING, "try later", ()),
@@ -232,27 +234,27 @@ def test_batches_settle_each_claim_on_its_own_merits(store: Store) -> None:
         T0,
     )
     assert finished == [True, True, False]
-    states = {o.id: o.state for o in store.all_occurrences()}
+    states = {o.id: o.state for o in store.reads.all_occurrences()}
     assert [states[i] for i in ids] == [S.SUCCEEDED, S.SUCCEEDED, S.SUCCEEDED, S.FAILED, S.RETRYING]
 
 
 def test_cancel_stops_pending_occurrences(store: Store) -> None:
     funded(store)
     pid = one_time(store)
-    (occ,) = store.materialize_due(T0, T0)
-    result = store.cancel_payment(pid, T0, "cancelled by user")
+    (occ,) = store.payments.materialize_due(T0, T0)
+    result = store.control.cancel_payment(pid, T0, "cancelled by user")
     assert [o.id for o in result.cancelled] == [occ.id] and result.in_flight == []
-    assert store.claim(occ.id, T0) == NoClaim("final", S.CANCELLED)
-    assert store.get_occurrence(occ.id).state == S.CANCELLED
+    assert store.execution.claim(occ.id, T0) == NoClaim("final", S.CANCELLED)
+    assert store.reads.get_occurrence(occ.id).state == S.CANCELLED
     with pytest.raises(Conflict):
-        store.cancel_payment(pid, T0, "again")
+        store.control.cancel_payment(pid, T0, "again")
 
 
 def test_ledger_report_detects_tampering(store: Store) -> None:
     funded(store)
     with store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE accounts SET balance = balance + 1 WHERE name = 'bob'")
-    report = store.ledger_report()
+    report = store.accounts.ledger_report()
     assert not report.balanced
     assert any("bob" in p for p in report.problems)
 
@@ -260,7 +262,7 @@ def test_ledger_report_detects_tampering(store: Store) -> None:
 def test_times_come_back_aware_utc(store: Store) -> None:
     funded(store)
     pid = one_time(store, due=datetime(2026, 11, 28, 10, 0, 0, 123_000, tzinfo=UTC))
-    payment = store.get_payment(pid)
+    payment = store.payments.get_payment(pid)
     assert payment.due_at == datetime(2026, 11, 28, 10, 0, 0, 123_000, tzinfo=UTC)
     assert payment.due_at is not None and payment.due_at.tzinfo is not None
 
@@ -272,8 +274,8 @@ def test_a_batch_of_changes_is_all_or_nothing(store: Store) -> None:
     funded(store)
     for _ in range(4):
         one_time(store, amount=10)
-    ids = [o.id for o in store.materialize_due(T0, T0)]
-    claims = store.claim_many(
+    ids = [o.id for o in store.payments.materialize_due(T0, T0)]
+    claims = store.execution.claim_many(
         [(ids[0], None), (ids[1], None), (ids[1], None), (ids[2], None), (ids[3], None)], T0
     )
     first, taken, second, third, fourth = claims
@@ -285,14 +287,14 @@ def test_a_batch_of_changes_is_all_or_nothing(store: Store) -> None:
         Finish(second, S.FAILED, "no"),
         Finish(third, S.RETRYING, "later"),
     ]
-    assert store.finish_many(finishes, T0) == [True, True, True]
-    done = {o.id: o for o in store.all_occurrences()}
+    assert store.execution.finish_many(finishes, T0) == [True, True, True]
+    done = {o.id: o for o in store.reads.all_occurrences()}
     assert [done[i].state for i in ids] == [S.SUCCEEDED, S.FAILED, S.RETRYING, S.EXECUTING]
     assert done[ids[0]].finished_at == T0 and done[ids[2]].finished_at is None
     assert done[ids[1]].reason == "no" and done[ids[1]].takeovers == 1
     history = {
         (t.occurrence_id, t.from_state, t.to_state, t.reason)
-        for t in store.transitions_of(ids)
+        for t in store.reads.transitions_of(ids)
         if t.from_state is not None
     }
     assert history == {
@@ -306,14 +308,14 @@ def test_a_batch_of_changes_is_all_or_nothing(store: Store) -> None:
         (ids[3], S.SCHEDULED, S.EXECUTING, None),
     }
     # A batch with one change whose row moved on (a stale fence) writes nothing at all.
-    executing, retrying = store.get_occurrence(ids[3]), store.get_occurrence(ids[2])
+    executing, retrying = store.reads.get_occurrence(ids[3]), store.reads.get_occurrence(ids[2])
     ok = transitions.Change(executing, replace(executing, state=S.FAILED, reason="x"))
     stale = transitions.Change(
         replace(retrying, fence=retrying.fence - 1), replace(retrying, state=S.EXECUTING)
     )
-    rows = len(store.transitions_of(ids))
+    rows = len(store.reads.transitions_of(ids))
     with pytest.raises(LostRace), store.engine.begin() as conn:
         transitions.apply(conn, [ok, stale], T0)
-    assert store.get_occurrence(ids[3]) == executing
-    assert store.get_occurrence(ids[2]) == retrying
-    assert len(store.transitions_of(ids)) == rows
+    assert store.reads.get_occurrence(ids[3]) == executing
+    assert store.reads.get_occurrence(ids[2]) == retrying
+    assert len(store.reads.transitions_of(ids)) == rows

@@ -38,9 +38,9 @@ async def test_payments_run_once_and_balance(app: App) -> None:
         occs = await all_final(app, ids)
     assert {o.state for o in occs} == {S.SUCCEEDED}
     assert all(o.attempts == 1 for o in occs)
-    bob = await app.db(app.store.get_account, "bob")
+    bob = await app.db(app.store.accounts.get_account, "bob")
     assert bob.balance == sum(1_000 + i for i in range(10))
-    assert (await app.db(app.store.ledger_report)).balanced
+    assert (await app.db(app.store.accounts.ledger_report)).balanced
     # Nothing started before it was due.
     assert all(o.started_at is not None and o.started_at >= o.due_at for o in occs)
     kinds = [e.kind for e in events]
@@ -60,7 +60,7 @@ async def test_retries_follow_backoff_then_succeed(settings: Settings) -> None:
         async with running(app):
             (occ,) = await all_final(app, [pid])
         assert occ.state == S.SUCCEEDED and occ.attempts == 3
-        history = await app.db(app.store.transitions_of, [occ.id])
+        history = await app.db(app.store.reads.transitions_of, [occ.id])
         starts = [t.at for t in history if t.to_state == S.EXECUTING]
         retries = [t.at for t in history if t.to_state == S.RETRYING]
         assert len(starts) == 3 and len(retries) == 2
@@ -70,7 +70,7 @@ async def test_retries_follow_backoff_then_succeed(settings: Settings) -> None:
             gap_ms = (next_start - failed_at).total_seconds() * 1000
             low, high = app.backoff.bounds_ms(n)
             assert low - 5 <= gap_ms <= high + 1500, (n, gap_ms, low, high)
-        assert (await app.db(app.store.get_account, "bob")).balance == 500
+        assert (await app.db(app.store.accounts.get_account, "bob")).balance == 500
     finally:
         await app.close()
 
@@ -84,7 +84,7 @@ async def test_retries_exhausted_fail_with_reason(settings: Settings) -> None:
             (occ,) = await all_final(app, [pid])
         assert occ.state == S.FAILED and occ.attempts == 3
         assert occ.reason is not None and "after 3 attempts" in occ.reason
-        assert (await app.db(app.store.get_account, "alice")).balance == 10_000
+        assert (await app.db(app.store.accounts.get_account, "alice")).balance == 10_000
     finally:
         await app.close()
 
@@ -114,9 +114,9 @@ async def test_cancelled_while_queued_never_executes(app: App) -> None:
     assert await app.queue.existing([cancelled[0].key]) == set()  # job removed from Redis
     async with running(app):
         await all_final(app, [keep])
-    (occ,) = await app.db(app.store.occurrences_of, pid)
+    (occ,) = await app.db(app.store.reads.occurrences_of, pid)
     assert occ.state == S.CANCELLED and occ.attempts == 0
-    assert (await app.db(app.store.get_account, "bob")).balance == 300
+    assert (await app.db(app.store.accounts.get_account, "bob")).balance == 300
 
 
 async def test_backlog_runs_in_due_order(settings: Settings) -> None:
@@ -225,15 +225,15 @@ async def test_unexpected_executor_error_is_never_guessed(settings: Settings) ->
         pid = await pay(app, "alice", "bob", 100)
 
         async def parked() -> bool:
-            (occ,) = await app.db(app.store.occurrences_of, pid)
+            (occ,) = await app.db(app.store.reads.occurrences_of, pid)
             return occ.state == S.NEEDS_REVIEW
 
         async with running(app):
             await wait_for(parked, 20, "the occurrence to need review")
-        (occ,) = await app.db(app.store.occurrences_of, pid)
+        (occ,) = await app.db(app.store.reads.occurrences_of, pid)
         assert occ.attempts == 1
         assert "executor error: ValueError: index out of range" in (occ.reason or "")
-        assert (await app.db(app.store.get_account, "alice")).balance == 1_000
+        assert (await app.db(app.store.accounts.get_account, "alice")).balance == 1_000
     finally:
         await app.close()
 
@@ -252,12 +252,12 @@ async def test_a_second_needs_review_is_announced_too(settings: Settings) -> Non
     try:
         await fund(app, {"alice": 1_000, "bob": 0})
         pid = await pay(app, "alice", "bob", 100)
-        (occ,) = await app.db(app.store.occurrences_of, pid)
+        (occ,) = await app.db(app.store.reads.occurrences_of, pid)
         assert app.outbox is not None
         outbox = app.outbox
 
         async def announced(count: int) -> bool:
-            current = await app.db(app.store.get_occurrence, occ.id)
+            current = await app.db(app.store.reads.get_occurrence, occ.id)
             events = [n.event for n in await app.db(outbox.list, None, pid, 100)]
             return current.state == S.NEEDS_REVIEW and events.count("needs_review") == count
 
@@ -279,28 +279,28 @@ async def test_a_retrying_occurrence_of_a_paused_payment_runs_at_resume(app: App
     waited for the next reconcile (up to a minute). Now it runs at resume."""
     await fund(app, {"alice": 1_000, "bob": 0})
     pid = await pay(app, "alice", "bob", 100)  # due now: queued at once
-    (occ,) = await app.db(app.store.occurrences_of, pid)
+    (occ,) = await app.db(app.store.reads.occurrences_of, pid)
     assert occ.state == S.QUEUED and app.queue is not None
     queue = app.queue
     # Its first attempt moved nothing and left it retrying; its job is back in the queue.
-    first = await app.db(app.store.claim, occ.id, app.clock.now(), occ.key)
+    first = await app.db(app.store.execution.claim, occ.id, app.clock.now(), occ.key)
     assert isinstance(first, Claim)
-    assert await app.db(app.store.finish, first, S.RETRYING, app.clock.now(), "bank busy")
+    assert await app.db(app.store.execution.finish, first, S.RETRYING, app.clock.now(), "bank busy")
     await app.pause_payment(pid, actor=Actor.python())
 
     async def refused() -> bool:
         return await queue.job_states([occ.key]) == {occ.key: "completed"}
 
     async def succeeded() -> bool:
-        return (await app.db(app.store.get_occurrence, occ.id)).state == S.SUCCEEDED
+        return (await app.db(app.store.reads.get_occurrence, occ.id)).state == S.SUCCEEDED
 
     async with running(app, scheduler=False):  # no reconcile: only resume can release it
         await wait_for(refused, 20, "the paused payment's retry to be refused")
-        assert (await app.db(app.store.get_occurrence, occ.id)).state == S.RETRYING
+        assert (await app.db(app.store.reads.get_occurrence, occ.id)).state == S.RETRYING
         resumed = await app.resume_payment(pid, actor=Actor.python())
         assert [o.id for o in resumed.occurrences] == [occ.id]
         await wait_for(succeeded, 20, "the retry to run after resume")
-    assert (await app.db(app.store.get_account, "bob")).balance == 100
+    assert (await app.db(app.store.accounts.get_account, "bob")).balance == 100
 
 
 async def test_corrupt_job_fails_without_crashing_the_worker(app: App) -> None:
@@ -358,7 +358,7 @@ async def test_graceful_stop_lets_active_payment_finish(settings: Settings) -> N
         assert not finished, "stopped without waiting for the active payment"
         held[0].release.set()
         await asyncio.wait_for(task, 10)
-        (occ,) = await app.db(app.store.occurrences_of, pid)
+        (occ,) = await app.db(app.store.reads.occurrences_of, pid)
         assert occ.state == S.SUCCEEDED
     finally:
         await app.close()
@@ -421,7 +421,7 @@ async def test_a_slow_step_shows_in_the_queue_while_it_runs(settings: Settings) 
         assert app.queue is not None
         queue = app.queue
         async with running(app):
-            (occ,) = await app.db(app.store.all_occurrences, [pid])
+            (occ,) = await app.db(app.store.reads.all_occurrences, [pid])
 
             async def executing() -> bool:
                 progress = await queue.get_progress(occ.key)
@@ -457,12 +457,12 @@ async def test_concurrency_runs_that_many_payments_at_once(settings: Settings) -
                 return gated.inside == 3
 
             await wait_for(three_inside, what="three payments executing together")
-            counts = await app.db(app.store.occurrence_counts)
+            counts = await app.db(app.store.reads.occurrence_counts)
             assert counts["executing"] == 3  # the fourth was not claimed: no free slot
             gated.gate.set()
             occs = await all_final(app, ids)
         assert {o.state for o in occs} == {S.SUCCEEDED}
-        assert (await app.db(app.store.get_account, "bob")).balance == 400
+        assert (await app.db(app.store.accounts.get_account, "bob")).balance == 400
     finally:
         await app.close()
 

@@ -37,7 +37,7 @@ class TerminatedSettles:
         self.errors: list[str] = []  # the driver's own messages, as the settles met them
         self._settling = threading.local()
         self._lock = threading.Lock()
-        settle_many = store.settle_many
+        settle_many = store.execution.settle_many
 
         def settle_marked(claims: Sequence[Claim], now: datetime) -> list[bool | PermanentError]:
             self._settling.first_statement = True
@@ -49,7 +49,7 @@ class TerminatedSettles:
             finally:
                 self._settling.first_statement = False
 
-        store.settle_many = settle_marked  # type: ignore[method-assign]
+        store.execution.settle_many = settle_marked  # type: ignore[method-assign]
         event.listen(store.engine, "before_cursor_execute", self._before_statement)
 
     def _before_statement(self, conn: Any, cursor: Any, *args: Any) -> None:
@@ -90,7 +90,7 @@ async def test_infrastructure_errors_never_consume_attempts(settings: Settings) 
         assert killers[0].failures == 0
         assert len(killers[0].errors) == 5
         assert all("terminat" in e or "closed" in e for e in killers[0].errors), killers[0].errors
-        history = await app.db(app.store.transitions_of, [occ.id])
+        history = await app.db(app.store.reads.transitions_of, [occ.id])
         releases = [h for h in history if h.to_state == S.RETRYING]
         assert len(releases) == 5
         assert all("not counted as an attempt" in (h.reason or "") for h in releases)
@@ -100,7 +100,7 @@ async def test_infrastructure_errors_never_consume_attempts(settings: Settings) 
         assert app.outbox is not None
         sent = await app.db(app.outbox.list, None, pid, 100)
         assert [n.event for n in sent] == ["succeeded"]
-        assert (await app.db(app.store.get_account, "bob")).balance == 1_250
+        assert (await app.db(app.store.accounts.get_account, "bob")).balance == 1_250
     finally:
         await app.close()
 
@@ -131,9 +131,9 @@ async def test_a_queue_shared_by_two_deployments_never_runs_the_others_jobs(
 
         async with running(other, scheduler=False):
             await wait_for(was_refused, 30, "the other deployment to refuse the job")
-        (occ,) = await owner.db(owner.store.occurrences_of, pid)
+        (occ,) = await owner.db(owner.store.reads.occurrences_of, pid)
         assert occ.state == S.QUEUED  # untouched: never skipped, never completed
-        assert await other.db(other.store.all_occurrences) == []
+        assert await other.db(other.store.reads.all_occurrences) == []
         assert owner.queue is not None
         assert (await owner.queue.job_states([occ.key]))[occ.key] != "completed"
         others = await owner.queue.announce(owner.clock.now())
@@ -141,7 +141,7 @@ async def test_a_queue_shared_by_two_deployments_never_runs_the_others_jobs(
         async with running(owner):
             (done,) = await all_final(owner, [pid], timeout=60)
         assert done.state == S.SUCCEEDED
-        assert (await owner.db(owner.store.get_account, "bob")).balance == 700
+        assert (await owner.db(owner.store.accounts.get_account, "bob")).balance == 700
     finally:
         await other.close()
         await owner.close()

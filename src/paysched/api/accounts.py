@@ -15,7 +15,6 @@ from paysched.api.idempotent import IdempotencyKey, once
 from paysched.api.models import Account, AccountChange, AccountCreate, Deposit, Page
 from paysched.api.security import Read, Write
 from paysched.db.apikeys import ApiKey
-from paysched.db.store import Store
 from paysched.domain import normalise_name, parse_currency, parse_positive_amount, refuse_external
 from paysched.inputs import parse_remind
 from paysched.views import account_view
@@ -83,7 +82,7 @@ async def list_accounts(
     """Accounts by name."""
     app = paysched(request)
     after = pages.decode(cursor, pages.is_name)
-    rows = await app.read(Store.list_accounts, limit + 1, after)
+    rows = await app.db(app.store.accounts.list_accounts, limit + 1, after)
     return pages.page(rows, limit, pages.each(account_view), lambda a: a.name)
 
 
@@ -91,7 +90,7 @@ async def list_accounts(
 async def get_account(name: str, request: Request, _: ApiKey = Read) -> dict[str, Any]:
     """An account and its balance."""
     app = paysched(request)
-    return account_view(await app.read(Store.get_account, normalise_name(name)))
+    return account_view(await app.db(app.store.accounts.get_account, normalise_name(name)))
 
 
 @router.post(
@@ -111,7 +110,7 @@ async def deposit(
     app = paysched(request)
     name = normalise_name(name)
     refuse_external(name)
-    account = await app.read(Store.get_account, name)
+    account = await app.db(app.store.accounts.get_account, name)
     minor = parse_positive_amount(body.amount, account.currency)
     return await once(
         request,

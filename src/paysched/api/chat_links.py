@@ -56,7 +56,7 @@ async def create_link(
     app = paysched(request)
     parse_channel(body.channel)
     name = normalise_name(name)
-    await app.db(app.store.get_account, name)  # 404 before the Bot API is asked anything
+    await app.db(app.store.accounts.get_account, name)  # 404 before the Bot API is asked anything
     if not (app.settings.bot_username or app.settings.telegram_token):
         # The request is fine; this deployment has no bot to link a chat to (not a 5xx).
         raise Conflict("no Telegram bot is set up here: TELEGRAM_BOT_TOKEN is not set")

@@ -16,7 +16,6 @@ from paysched.api.routing import is_head
 from paysched.api.security import Read
 from paysched.app import App
 from paysched.db.apikeys import ApiKey
-from paysched.db.store import Store
 from paysched.domain import normalise_name
 from paysched.exports import (
     MEDIA_TYPES,
@@ -121,5 +120,5 @@ async def statement(
     the closing balance, from one snapshot of the ledger."""
     app = paysched(request)
     start, end = parse_month(month)
-    data = await app.read(Store.statement, normalise_name(name), start, end)
+    data = await app.db(app.store.exports.statement, normalise_name(name), start, end)
     return statement_view(data, month)

@@ -74,7 +74,7 @@ async def list_occurrences(
     app = paysched(request)
     after = occurrence_after(pages.decode(cursor, is_occurrence_position))
     rows = await app.db(
-        app.store.list_occurrences,
+        app.store.reads.list_occurrences,
         limit + 1,
         after=after,
         state=_state(state),

@@ -111,5 +111,5 @@ async def refresh_gauges(request: Request) -> None:
         for state in ("up", "down", "stopped"):
             metrics.PROCESSES.labels(role, state).set(beats[(role, state)])
     now = app.clock.now()
-    oldest = await app.read(Store.oldest_due, now)
+    oldest = await app.db(app.store.reads.oldest_due, now)
     metrics.OLDEST_DUE_AGE.set(0 if oldest is None else (now - oldest).total_seconds())

@@ -34,7 +34,7 @@ from paysched.app import App
 from paysched.cursors import is_occurrence_position, occurrence_after, occurrence_position
 from paysched.db.actions import views
 from paysched.db.apikeys import ApiKey
-from paysched.db.store import CancelResult, Store
+from paysched.db.store import CancelResult
 from paysched.db.store.control import Held as HeldResult
 from paysched.domain import Account
 from paysched.finding import payment_filter
@@ -243,7 +243,7 @@ async def list_payment_occurrences(
     the payment's history (keyset on due time and id)."""
     app = paysched(request)
     before = occurrence_after(pages.decode(cursor, is_occurrence_position))
-    found = await app.read(Store.payment_occurrences, payment_id, limit + 1, before)
+    found = await app.db(app.store.reads.payment_occurrences, payment_id, limit + 1, before)
     return pages.page(
         found.occurrences,
         limit,

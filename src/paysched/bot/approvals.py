@@ -48,7 +48,7 @@ async def _decide(
     verb: str,
 ) -> str:
     try:
-        occ, payer_id = await app.db(app.store.payer_id_of, occurrence_id)
+        occ, payer_id = await app.db(app.store.approvals.payer_id_of, occurrence_id)
     except NotFound:
         return GONE
     if payer_id not in {a.id for a in approver_of}:

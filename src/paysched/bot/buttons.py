@@ -74,7 +74,7 @@ class Press:
         if not 0 < payment_id <= MAX_ID:
             raise Refused(messages.NOT_LINKED_SHORT)
         try:
-            payment = await self.app.db(self.app.store.get_payment, payment_id)
+            payment = await self.app.db(self.app.store.payments.get_payment, payment_id)
         except NotFound:
             raise Refused(messages.NOT_LINKED_SHORT) from None
         if not self.roles(payment.payer):
@@ -105,7 +105,7 @@ async def pause(press: Press) -> str:
         await press.app.pause_payment(payment.id, actor=press.actor)
     except Conflict:
         # What it is now says why: paused already (a double tap, another chat), or over.
-        now = await press.app.db(press.app.store.get_payment, payment.id)
+        now = await press.app.db(press.app.store.payments.get_payment, payment.id)
         if now.state == PaymentState.PAUSED:
             return messages.ALREADY_PAUSED
         if now.state == PaymentState.CANCELLED:

@@ -1,6 +1,6 @@
 """A reminder's outbox rows: one per chat linked to the payer's account, each with the
 Skip / Pause buttons (paysched.bot.buttons acts on them). Pure: the scheduler's sweep
-(Store.remind_due) writes them in the transaction that marks the occurrence reminded."""
+(Reminders.remind_due) writes them in the transaction that marks the occurrence reminded."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ class Approver:
             approve = self.rng.random() < APPROVE_RATE
             twice = self.rng.random() < TWICE_RATE
             try:
-                self.store.decide(
+                self.store.approvals.decide(
                     occurrence_id,
                     approve,
                     APPROVER,
@@ -78,7 +78,7 @@ class Approver:
             decided += 1
             if twice:
                 try:
-                    self.store.decide(
+                    self.store.approvals.decide(
                         occurrence_id,
                         not approve,
                         APPROVER,

@@ -83,7 +83,9 @@ class Canceller:
         due = next(p.due_at for p in self.payments if p.id == payment_id)
         lead_ms = round((due - datetime.now(UTC)).total_seconds() * 1000)
         try:
-            result = self.store.cancel_payment(payment_id, datetime.now(UTC), "chaos: cancelled")
+            result = self.store.control.cancel_payment(
+                payment_id, datetime.now(UTC), "chaos: cancelled"
+            )
         except Conflict as exc:  # already done, or its only occurrence is executing
             return {"payment": payment_id, "due_in_ms": lead_ms, "outcome": f"refused: {exc}"}
         committed_at = datetime.now(UTC)
@@ -109,7 +111,7 @@ class Canceller:
         answer within a few seconds (that cancel's snapshot rules are then not checked)."""
         for _ in range(20):
             try:
-                return {o.id: o for o in self.store.occurrences_of(payment_id)}
+                return {o.id: o for o in self.store.reads.occurrences_of(payment_id)}
             except Exception:  # an injected outage; reading back is the harness's own business
                 time.sleep(0.25)
         return None

@@ -278,7 +278,7 @@ class Injector:
         """The payment's occurrence once another claim took it over from `fence` and that
         takeover's attempt ended (it is no longer executing)."""
         try:
-            (occ,) = self.canceller.store.occurrences_of(payment_id)
+            (occ,) = self.canceller.store.reads.occurrences_of(payment_id)
         except Exception:  # not there yet, or the harness's read failed: ask again
             return None
         return occ if occ.fence > fence and occ.state != OccurrenceState.EXECUTING else None

@@ -1,7 +1,7 @@
 """The end-of-run checks, read from the database and the ledger (never from logs).
 
 Each invariant yields violations; a violation names the occurrence, its transition history
-(`Store.transitions_of`) and the seed, so the run can be replayed and the history read.
+(`Reads.transitions_of`) and the seed, so the run can be replayed and the history read.
 """
 
 from __future__ import annotations
@@ -124,13 +124,13 @@ class Checker:
         self.deposits = deposits
         self.cancels = list(cancels)
         self.provider = provider
-        self.occurrences = store.all_occurrences()
+        self.occurrences = store.reads.all_occurrences()
         self.by_payment: dict[int, list[Occurrence]] = defaultdict(list)
         for occ in self.occurrences:
             self.by_payment[occ.payment_id].append(occ)
         self.history: dict[int, list[Transition]] = defaultdict(list)
         if self.occurrences:
-            for tr in store.transitions_of([o.id for o in self.occurrences]):
+            for tr in store.reads.transitions_of([o.id for o in self.occurrences]):
                 self.history[tr.occurrence_id].append(tr)
         with store.engine.connect() as conn:
             entries = conn.execute(
@@ -393,7 +393,7 @@ class Checker:
                     balance=balance,
                     expected=expected,
                 )
-        for problem in self.store.ledger_report().problems:
+        for problem in self.store.accounts.ledger_report().problems:
             self.bad(r, None, f"ledger: {problem}")
         if self.provider is not None:
             for name, start in sorted(self.provider.initial.items()):

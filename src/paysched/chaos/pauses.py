@@ -61,7 +61,9 @@ class Pauser:
         payment = self.rng.choice(candidates)
         pid = payment.id
         try:
-            held = self._retry(lambda: self.store.pause(pid, datetime.now(UTC)), f"pausing {pid}")
+            held = self._retry(
+                lambda: self.store.control.pause(pid, datetime.now(UTC)), f"pausing {pid}"
+            )
             held_ids = [o.id for o in held.occurrences]
         except Conflict as exc:
             # An attempt that failed may have committed before its answer was lost: then this
@@ -99,7 +101,7 @@ class Pauser:
             nonlocal first_call
             now = datetime.now(UTC)
             first_call = first_call or now
-            held = self.store.resume(pid, now)
+            held = self.store.control.resume(pid, now)
             return now, held
 
         try:
@@ -146,7 +148,7 @@ class Pauser:
 
     def _state(self, pid: int) -> PaymentState | None:
         try:
-            return self._retry(lambda: self.store.get_payment(pid).state, f"reading {pid}")
+            return self._retry(lambda: self.store.payments.get_payment(pid).state, f"reading {pid}")
         except Exception:
             return None
 
@@ -154,8 +156,8 @@ class Pauser:
         """The payment's transitions now; None if the database does not answer for a while."""
         for _ in range(10):
             try:
-                ids = [o.id for o in self.store.occurrences_of(pid)]
-                return self.store.transitions_of(ids) if ids else []
+                ids = [o.id for o in self.store.reads.occurrences_of(pid)]
+                return self.store.reads.transitions_of(ids) if ids else []
             except Exception:  # an injected outage
                 self.sleep(0.25)
         return None

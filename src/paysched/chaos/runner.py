@@ -121,12 +121,12 @@ def create_payments(
     now = datetime.now(UTC)
     deposits: dict[str, int] = {}
     for name in [*PAYERS, *PAYEES, BROKE]:
-        store.create_account(name, "USD", now)
+        store.accounts.create_account(name, "USD", now)
     for name in PAYERS:
         deposits[name] = 50_000_000
-        store.deposit(name, deposits[name], now)
+        store.accounts.deposit(name, deposits[name], now)
     deposits[BROKE] = 2_000
-    store.deposit(BROKE, deposits[BROKE], now)
+    store.accounts.deposit(BROKE, deposits[BROKE], now)
     # Leave time to create them all and start the processes before the first falls due.
     base = now + timedelta(seconds=3 + cfg.payments * 0.004)
     span = max(cfg.duration - 2.0, 1.0)
@@ -140,7 +140,7 @@ def create_payments(
         due = base + timedelta(seconds=rng.uniform(0, span))  # microsecond precision
         # Its own draws: a seed's other choices stay what they were before approvals.
         approval = approvals_rng.random() < APPROVAL_SHARE
-        payment = store.create_payment(
+        payment = store.payments.create_payment(
             payer=payer,
             payee=payee,
             amount=amount,
@@ -157,7 +157,7 @@ def create_payments(
         payer = rng.choice(PAYERS)
         payee, amount, cron = rng.choice(PAYEES), rng.randint(100, 5_000), rng.choice(CRONS)
         catchup = rng.choice(CATCHUPS)
-        payment = store.create_payment(
+        payment = store.payments.create_payment(
             payer=payer,
             payee=payee,
             amount=amount,
@@ -319,8 +319,8 @@ def run(cfg: Config) -> dict[str, Any]:
         one_time = {p.id for p in payments if p.cron is None}
         while time.monotonic() - drain_start < cfg.drain_timeout:
             try:
-                occs = store.all_occurrences()
-                cancelled = {p.id for p in store.list_payments(10**6, state="cancelled")}
+                occs = store.reads.all_occurrences()
+                cancelled = {p.id for p in store.payments.list_payments(10**6, state="cancelled")}
                 pending = one_time - cancelled - {o.payment_id for o in occs}
                 if not pending and all(
                     o.state in FINAL_STATES or o.state == OccurrenceState.NEEDS_REVIEW for o in occs
@@ -359,8 +359,8 @@ def run(cfg: Config) -> dict[str, Any]:
             skipper.records,
         )
         results = [*results, decided_once(approver.records, cfg.seed), closing]
-        occurrences = store.all_occurrences()
-        transitions = store.transitions_of([o.id for o in occurrences]) if occurrences else []
+        occurrences = store.reads.all_occurrences()
+        transitions = store.reads.transitions_of([o.id for o in occurrences]) if occurrences else []
         extra = {
             "cancels": report.cancel_stats(injected, canceller.records),
             "pauses": report.pause_stats(injected, pauser.records, occurrences),

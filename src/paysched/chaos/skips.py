@@ -56,11 +56,11 @@ class Skipper:
         failed = 0
         for attempt in range(RETRIES):
             try:
-                upcoming = self.store.upcoming(pid, 1)
+                upcoming = self.store.control.upcoming(pid, 1)
                 if not upcoming:
                     return {"payment": pid, "outcome": "nothing to skip"}
                 named = upcoming[0].due  # the reminder's occurrence
-                occ = self.store.skip_occurrence(pid, named, datetime.now(UTC), REASON)
+                occ = self.store.control.skip_occurrence(pid, named, datetime.now(UTC), REASON)
             except NotSkippable as exc:
                 # Too late (it began, ran or was missed meanwhile), or skipped by an attempt
                 # whose answer was lost: nothing changed by this press.

@@ -59,7 +59,7 @@ def accounts_create(
     now = SystemClock().now()
     acting = Acting(cli_actor(), "create_account", now, account_subject)
     with store_of(migrate=True) as store:
-        account = store.create_account(name, code, now, acting.then(), default)
+        account = store.accounts.create_account(name, code, now, acting.then(), default)
         if above is not None:  # its own change, recorded as such
             account = _set_approval_above(store, account.name, above)
     acting.logged()
@@ -83,7 +83,7 @@ def _set_approval_above(store: Store, name: str, above: int | str) -> Any:
 
     minor = None if above == "off" else int(above)
     acting = Acting(cli_actor(), "set_account", SystemClock().now(), approval_rule_subject(minor))
-    account = store.set_approval_above(name, minor, acting.then())
+    account = store.approvals.set_approval_above(name, minor, acting.then())
     acting.logged()
     return account
 
@@ -112,10 +112,10 @@ def accounts_set(
     default = None if remind is None else parse_remind_setting(remind)
     lines = []
     with store_of(migrate=True) as store:
-        account = store.get_account(name)
+        account = store.accounts.get_account(name)
         if remind is not None:
             acting = Acting(cli_actor(), "set_account", SystemClock().now(), account_subject)
-            account = store.set_account_remind(name, default, acting.then())
+            account = store.accounts.set_account_remind(name, default, acting.then())
             acting.logged()
         if approval_above is not None:
             above = _approval_above(approval_above, account.currency)
@@ -146,10 +146,10 @@ def accounts_deposit(name: str, amount: str, as_json: JsonFlag = False) -> None:
 
     with store_of(migrate=True) as store:
         refuse_external(name)
-        minor = deposit_amount(amount, store.get_account(name).currency)
+        minor = deposit_amount(amount, store.accounts.get_account(name).currency)
         now = SystemClock().now()
         acting = Acting(cli_actor(), "deposit", now, deposit_subject(minor))
-        account = store.deposit(name, minor, now, acting.then())
+        account = store.accounts.deposit(name, minor, now, acting.then())
     acting.logged()
     view = account_view(account)
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
@@ -162,7 +162,7 @@ def accounts_show(name: str, as_json: JsonFlag = False) -> None:
     from paysched.views import account_view
 
     with store_of(migrate=False) as store:
-        account = store.get_account(name)
+        account = store.accounts.get_account(name)
     view = account_view(account)
     emit(view, as_json, f"{account.name}: balance {view['balance']} {account.currency}")
 
@@ -174,7 +174,7 @@ def accounts_list(as_json: JsonFlag = False) -> None:
     from paysched.views import account_view
 
     with store_of(migrate=False) as store:
-        accounts = store.list_accounts()
+        accounts = store.accounts.list_accounts()
     views = [account_view(a) for a in accounts]
     lines = [f"{v['name']:<24} {v['balance']:>14} {v['currency']}" for v in views]
     emit(views, as_json, "\n".join(lines) or "no accounts")
@@ -206,7 +206,7 @@ def accounts_link(
         raise InvalidInput("--telegram", "say which kind of chat to link: --telegram")
     cfg = settings()
     with store_of(migrate=True, cfg=cfg) as store:
-        store.get_account(name)  # an unknown account before asking the Bot API anything
+        store.accounts.get_account(name)  # an unknown account before asking the Bot API anything
         username = bot_username_now(cfg)  # before the token: a failure here makes none
         role = "approver" if approver else "holder"
         issued = issue(store.engine, name, cli_actor(), SystemClock().now(), cfg, role=role)

@@ -219,7 +219,7 @@ def statement_cmd(
     start, end = parse_month(month)
     assert month is not None
     with store_of(migrate=False) as store:
-        data = store.statement(account, start, end)
+        data = store.exports.statement(account, start, end)
     view = statement_view(data, month.strip())
     emit(view, as_json, statement_text(view))
 

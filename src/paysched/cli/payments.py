@@ -163,7 +163,9 @@ def schedule(
     )
     if request.currency is None:
         with store_of(migrate=True) as store:
-            request = request.in_currency(payer_currency(store.get_account, payer, CLI_NAMES))
+            request = request.in_currency(
+                payer_currency(store.accounts.get_account, payer, CLI_NAMES)
+            )
     code = request.currency
 
     async def body(app: App) -> Any:
@@ -192,7 +194,9 @@ def list_cmd(
     from paysched.views import marker
 
     with store_of(migrate=False) as store:
-        views = payment_rows(store, store.list_payments(limit, payment_state_filter(state)))
+        views = payment_rows(
+            store, store.payments.list_payments(limit, payment_state_filter(state))
+        )
     lines = [
         f"{v['id']:>6}  {marker(v):<9} {v['amount']:>12} {v['currency']}  {v['from']} -> "
         f"{v['to']}  {v['due_at'] or v['schedule']}"
@@ -369,7 +373,7 @@ def preview(
 
     pid = _parse_id(payment_id)
     with store_of(migrate=False) as store:
-        dues = store.upcoming(pid, count)
+        dues = store.control.upcoming(pid, count)
     views = [due_view(d) for d in dues]
     lines = [
         v["due_at"] + ("" if v["due_at"] == v["nominal_at"] else f"  (rule date {v['nominal_at']})")

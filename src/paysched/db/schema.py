@@ -2,7 +2,7 @@
 
 Importing Alembic and loading the migration scripts costs ~0.3 s; a command that only reads
 compares the database's `alembic_version` with HEAD_REVISION instead, and migrates only when
-it has to (see `StoreBase.ensure_schema`). tests/unit/test_schema_head.py asserts REVISIONS
+it has to (see `Database.ensure_schema`). tests/unit/test_schema_head.py asserts REVISIONS
 is the chain of the scripts in migrations/versions, so a new migration cannot forget it.
 """
 

@@ -24,7 +24,7 @@ class LedgerExecutor:
         # Concurrent payments settle in shared transactions (see GroupCommit); a permanent error
         # (insufficient funds ...) is returned for its own payment only.
         self._settles: GroupCommit[Claim, bool] = GroupCommit(
-            pool, lambda claims: store.settle_many(claims, clock.now())
+            pool, lambda claims: store.execution.settle_many(claims, clock.now())
         )
 
     async def execute(self, order: PaymentOrder) -> ExecutionResult:

@@ -106,7 +106,7 @@ class Resolver:
         """Ask about up to BATCH unknown occurrences whose next check is due, concurrently.
         Returns how many were leased."""
         claims = await in_pool(
-            self.pool, self.store.lease_unknowns, self.clock.now(), self.lease, BATCH
+            self.pool, self.store.execution.lease_unknowns, self.clock.now(), self.lease, BATCH
         )
         results = await asyncio.gather(*(self.check(c) for c in claims), return_exceptions=True)
         for claim, result in zip(claims, results, strict=True):
@@ -145,7 +145,9 @@ class Resolver:
             ):
                 self._emit(EventKind.FAILED, claim, reason=reason)
         elif answer.outcome == Outcome.NOT_ATTEMPTED:
-            sent = await in_pool(self.pool, self.store.entered_at, claim.occurrence.id, S.EXECUTING)
+            sent = await in_pool(
+                self.pool, self.store.reads.entered_at, claim.occurrence.id, S.EXECUTING
+            )
             settled = (sent or now) + self.in_flight
             if now < settled:
                 never = answer.reason or "the provider never received it"
@@ -174,7 +176,7 @@ class Resolver:
         self._emit(EventKind.RESOLVED, claim, outcome="not_attempted")
         # The finished job keeps the key in Redis (dedup); replace it. If this process dies
         # first, reconcile finds the occurrence queued with a finished job and does the same.
-        occurrence = await in_pool(self.pool, self.store.get_occurrence, claim.occurrence.id)
+        occurrence = await in_pool(self.pool, self.store.reads.get_occurrence, claim.occurrence.id)
         await self.queue.replace([occurrence], now)
 
     async def _still_unknown(
@@ -184,7 +186,9 @@ class Resolver:
         now: datetime,
         not_before: datetime | None = None,
     ) -> None:
-        since = await in_pool(self.pool, self.store.entered_at, claim.occurrence.id, S.UNKNOWN)
+        since = await in_pool(
+            self.pool, self.store.reads.entered_at, claim.occurrence.id, S.UNKNOWN
+        )
         since = since or now
         reason = answer.reason or "the provider cannot tell yet"
         if now - since >= self.window:
@@ -201,7 +205,7 @@ class Resolver:
             reason,
             at.isoformat(timespec="seconds"),
         )
-        await in_pool(self.pool, self.store.recheck_later, claim, at, reason)
+        await in_pool(self.pool, self.store.execution.recheck_later, claim, at, reason)
 
     async def _resolve(
         self,
@@ -213,7 +217,7 @@ class Resolver:
     ) -> bool:
         done = await in_pool(
             self.pool,
-            self.store.resolve,
+            self.store.execution.resolve,
             claim,
             target,
             self.clock.now(),

@@ -48,12 +48,14 @@ async def overview(app: App) -> dict[str, Any]:
 
     def read(store: Store) -> dict[str, Any]:  # one trip to the thread pool
         def by_state(state: OccurrenceState) -> list[dict[str, Any]]:
-            return [occurrence_view(o, []) for o in store.list_occurrences(ATTENTION, state=state)]
+            return [
+                occurrence_view(o, []) for o in store.reads.list_occurrences(ATTENTION, state=state)
+            ]
 
-        oldest = store.oldest_due(now)
+        oldest = store.reads.oldest_due(now)
         age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         return {
-            "payments": payment_rows(store, store.list_payments(LATEST), now),
+            "payments": payment_rows(store, store.payments.list_payments(LATEST), now),
             "needs_review": by_state(OccurrenceState.NEEDS_REVIEW),
             "unknown": by_state(OccurrenceState.UNKNOWN),
             "dead": [notification_view(n) for n in notifications(store, "dead", None, ATTENTION)],
@@ -72,11 +74,11 @@ async def overview(app: App) -> dict[str, Any]:
 
 async def activity_chart(app: App) -> dict[str, Any]:
     """The overview's chart of the last hour: start lateness and outcomes per minute (one
-    indexed read, see Store.recent_activity), rendered as inline SVG."""
+    indexed read, see Reads.recent_activity), rendered as inline SVG."""
     from paysched.web.chart import activity_svg
 
     now = app.clock.now()
-    found = await app.read(Store.recent_activity, now - CHART_WINDOW)
+    found = await app.db(app.store.reads.recent_activity, now - CHART_WINDOW)
     return {"chart": activity_svg(found, now, CHART_WINDOW)}
 
 
@@ -124,8 +126,8 @@ async def account_page(app: App, name: str, ledger_before: int | None) -> dict[s
     `ledger_before`), and its latest payments as payer or payee."""
 
     def read(store: Store) -> dict[str, Any]:
-        account = store.get_account(name)  # NotFound: a 404 page
-        entries = store.ledger_entries(account.name, PAGE + 1, ledger_before)
+        account = store.accounts.get_account(name)  # NotFound: a 404 page
+        entries = store.finds.ledger_entries(account.name, PAGE + 1, ledger_before)
         shown = entries[:PAGE]
         mine = PaymentFilter(account=account.name)
         payments = find_payments(store, mine, ACCOUNT_PAYMENTS, now=app.clock.now())

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from paysched.clock import to_ms
 from paysched.db import tables as t
-from paysched.db.store.base import AfterWrite, StoreBase, after
+from paysched.db.store.base import AfterWrite, Database, after, insert_ignore
 from paysched.db.store.rows import account_from
 from paysched.domain import (
     MAX_AMOUNT,
@@ -74,7 +74,26 @@ def entries(
 _BY_NAME = select(t.accounts).where(t.accounts.c.name == bindparam("name"))
 
 
-class AccountsStore(StoreBase):
+def account_named(conn: Connection, name: str) -> Account:
+    """The account of that name, read on `conn`; NotFound if none."""
+    # Looked up as stored: "zoé" typed in either Unicode form, " alice " as "alice". A
+    # name no account can have (a NUL, a lone surrogate) names none and never reaches SQL.
+    try:
+        name = normalise_name(name)
+    except InvalidInput:
+        raise NotFound(f"no account named {name!r}") from None
+    row = conn.execute(_BY_NAME, {"name": name}).first()
+    if row is None:
+        raise NotFound(f"no account named {name!r}")
+    return account_from(row)
+
+
+class Accounts:
+    """Accounts and the ledger: create, deposit, read, and the ledger's own checks."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def create_account(
         self,
         name: str,
@@ -88,7 +107,7 @@ class AccountsStore(StoreBase):
         currency_exponent(currency)  # an ISO 4217 currency with minor units, or InvalidInput
         remind_s = None if remind is None else int(remind.total_seconds())
         try:
-            with self.engine.begin() as conn:
+            with self.db.engine.begin() as conn:
                 conn.execute(
                     insert(t.accounts).values(
                         name=name,
@@ -99,7 +118,7 @@ class AccountsStore(StoreBase):
                         remind_s=remind_s,
                     )
                 )
-                account = self._account(conn, name)
+                account = account_named(conn, name)
                 after(then, conn, account)
                 return account
         except ConstraintViolation:
@@ -111,27 +130,27 @@ class AccountsStore(StoreBase):
         """The account's reminder default (None: off), for the payments created from now on;
         those it pays already keep their own."""
         refuse_external(name)
-        with self.engine.begin() as conn:
-            account = self._account(conn, name)
+        with self.db.engine.begin() as conn:
+            account = account_named(conn, name)
             conn.execute(
                 update(t.accounts)
                 .where(t.accounts.c.id == account.id)
                 .values(remind_s=None if remind is None else int(remind.total_seconds()))
             )
-            account = self._account(conn, name)
+            account = account_named(conn, name)
             after(then, conn, account)
             return account
 
     def get_account(self, name: str) -> Account:
-        with self._reading() as conn:
-            return self._account(conn, name)
+        with self.db.reading() as conn:
+            return account_named(conn, name)
 
     def list_accounts(self, limit: int | None = None, after: str | None = None) -> list[Account]:
         """By name; `after` continues a page."""
         query = select(t.accounts).where(t.accounts.c.kind == "user").order_by(t.accounts.c.name)
         if after is not None:
             query = query.where(t.accounts.c.name > after)
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return [account_from(r) for r in conn.execute(query.limit(limit))]
 
     def deposit(
@@ -145,8 +164,8 @@ class AccountsStore(StoreBase):
         refuse_external(name)
         if amount <= 0:
             raise InvalidInput("amount", "must be greater than zero")
-        with self.engine.begin() as conn:
-            account = self._account(conn, name)
+        with self.db.engine.begin() as conn:
+            account = account_named(conn, name)
             cur = account.currency
             if amount > MAX_AMOUNT:
                 raise InvalidInput("amount", f"at most {format_amount(MAX_AMOUNT, cur)} {cur}")
@@ -180,31 +199,19 @@ class AccountsStore(StoreBase):
                     .values(balance=t.accounts.c.balance + delta)
                 )
             write_entries(conn, entries(transfer_id, external, account.id, amount, None, now))
-            result = self._account(conn, name)
+            result = account_named(conn, name)
             after(then, conn, result)
             return result
-
-    def _account(self, conn: Connection, name: str) -> Account:
-        # Looked up as stored: "zoé" typed in either Unicode form, " alice " as "alice". A
-        # name no account can have (a NUL, a lone surrogate) names none and never reaches SQL.
-        try:
-            name = normalise_name(name)
-        except InvalidInput:
-            raise NotFound(f"no account named {name!r}") from None
-        row = conn.execute(_BY_NAME, {"name": name}).first()
-        if row is None:
-            raise NotFound(f"no account named {name!r}")
-        return account_from(row)
 
     def _external_account(self, conn: Connection, currency: str, now: datetime) -> int:
         name = external_name(currency)
         values = dict(name=name, currency=currency, kind="external", balance=0, created_at=now)
-        conn.execute(self._insert_ignore(t.accounts, ["name"]).values(**values))
+        conn.execute(insert_ignore(self.db.dialect, t.accounts, ["name"]).values(**values))
         found = conn.execute(select(t.accounts.c.id).where(t.accounts.c.name == name)).scalar_one()
         return int(found)
 
     def succeeded_transfer_count(self) -> int:
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             n = conn.execute(
                 select(func.count(func.distinct(t.ledger_entries.c.occurrence_id)))
             ).scalar_one()
@@ -215,7 +222,7 @@ class AccountsStore(StoreBase):
         and each succeeded occurrence moved money exactly once."""
         problems: list[str] = []
         le = t.ledger_entries.c
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             unbalanced = conn.execute(
                 select(le.transfer_id, func.sum(le.amount))
                 .group_by(le.transfer_id)

@@ -21,8 +21,16 @@ from sqlalchemy import Connection, and_, or_, select
 from paysched.actors import Actor
 from paysched.db import tables as t
 from paysched.db.store import transitions
-from paysched.db.store.base import AfterWrite, after, existing_id, retried_if_victim
-from paysched.db.store.control import ControlStore
+from paysched.db.store.accounts import account_named
+from paysched.db.store.base import (
+    AfterWrite,
+    Database,
+    after,
+    enqueue_notifications,
+    existing_id,
+    retried_if_victim,
+)
+from paysched.db.store.payments import read_payment
 from paysched.db.store.rows import account_from, occurrence_from
 from paysched.domain import Account, Occurrence, OccurrenceState, OutboxMessage, Payment
 from paysched.errors import Conflict, InvalidInput, NotFound
@@ -67,7 +75,12 @@ def already(occ: Occurrence) -> str:
     return f"occurrence {occ.key} is {what} ({occ.state.value}); it no longer awaits approval"
 
 
-class ApprovalsStore(ControlStore):
+class Approvals:
+    """Deciding occurrences awaiting approval, the approval timeout, who approves."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     @retried_if_victim
     def decide(
         self,
@@ -84,7 +97,7 @@ class ApprovalsStore(ControlStore):
         existing_id(occurrence_id, "occurrence")
         if not approve and not reason.strip():
             raise InvalidInput("reason", "say why it is rejected (kept in its history)")
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             occ = transitions.lock(conn, [occurrence_id]).get(occurrence_id)
             if occ is None:
                 raise NotFound(f"no occurrence with id {occurrence_id}")
@@ -103,7 +116,7 @@ class ApprovalsStore(ControlStore):
                 note = f"rejected by {who}: {reason.strip()}"
                 decided = replace(occ, state=S.CANCELLED, reason=note, finished_at=now)
             transitions.apply(conn, [transitions.Change(occ, decided, note=note)], now)
-            result = Decided(decided, self._payment(conn, occ.payment_id))
+            result = Decided(decided, read_payment(conn, occ.payment_id))
             after(then, conn, result)
             return result
 
@@ -120,11 +133,11 @@ class ApprovalsStore(ControlStore):
             .order_by(o.approval_deadline, o.id)
             .limit(limit)
         )
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             ids = [r.id for r in conn.execute(due)]
         if not ids:
             return []
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             locked = transitions.lock(conn, ids)
             expired = [
                 occ
@@ -152,13 +165,13 @@ class ApprovalsStore(ControlStore):
             transitions.apply(conn, changes, now)
             moved = [c.after for c in changes]
             if outbox is not None and moved:
-                self._enqueue_notifications(conn, outbox(conn, moved), now)
+                enqueue_notifications(conn, outbox(conn, moved), now)
             return moved
 
     def approver_accounts(self, channel: str, chat_id: str) -> list[Account]:
         """The accounts a chat is linked to as their approver."""
         cl = t.chat_links.c
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             rows = conn.execute(
                 select(t.accounts)
                 .join(t.chat_links, cl.account_id == t.accounts.c.id)
@@ -176,7 +189,7 @@ class ApprovalsStore(ControlStore):
             .join(t.payments, t.payments.c.id == o.payment_id)
             .where(o.id == occurrence_id)
         )
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             row = conn.execute(query).first()
         if row is None:
             raise NotFound(f"no occurrence with id {occurrence_id}")
@@ -189,8 +202,8 @@ class ApprovalsStore(ControlStore):
         Payments already created keep what they were created with."""
         if minor is not None and minor < 0:
             raise InvalidInput("approval_above", "must not be negative")
-        with self.engine.begin() as conn:
-            account = self._account(conn, name)
+        with self.db.engine.begin() as conn:
+            account = account_named(conn, name)
             conn.execute(
                 t.accounts.update()
                 .where(t.accounts.c.id == account.id)
@@ -214,4 +227,4 @@ def created_by(conn: Connection, payment_id: int, actor: Actor) -> bool:
     return conn.execute(query.limit(1)).first() is not None
 
 
-__all__ = ["ApprovalsStore", "Decided", "FourEyes", "created_by", "timeout_text"]
+__all__ = ["Approvals", "Decided", "FourEyes", "created_by", "timeout_text"]

@@ -1,5 +1,6 @@
-"""What every part of the store shares: the engine (its driver errors translated into
-paysched's, see db.errors), connections, dialect helpers, the deployment id."""
+"""What every part of the store shares: `Database` (the engine, its driver errors translated
+into paysched's, see db.errors; read connections, the schema, the deployment id), and the
+helpers each part uses on a connection (`insert_ignore`, `enqueue_notifications`)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,11 @@ class LostRace(PayschedError):
     SQL-level guarantee for when they do not."""
 
 
-class StoreBase:
+class Database:
+    """The database as a whole: the engine, its dialect, the schema's revision and migration,
+    the deployment id. Every part of the store (see paysched.db.store) holds the one of its
+    Store."""
+
     def __init__(self, engine: Engine) -> None:
         errors.install(engine)  # already, if make_engine made it
         self.engine = engine
@@ -77,7 +82,7 @@ class StoreBase:
 
     def schema_revision(self) -> str | None:
         """The database's schema revision (None: a fresh database), with one query."""
-        with self._reading() as conn:
+        with self.reading() as conn:
             return schema.read_revision(conn)
 
     def ensure_schema(self, *, migrate: bool = True) -> tuple[str | None, str | None]:
@@ -93,7 +98,7 @@ class StoreBase:
         return before, self.schema_revision()
 
     def ping(self) -> None:
-        with self._reading() as conn:
+        with self.reading() as conn:
             conn.execute(select(1))
 
     def close(self) -> None:
@@ -103,52 +108,54 @@ class StoreBase:
         """This database's identity, created by the migration that added it. Every queue job
         carries it, so that a worker can tell a job of another deployment sharing its Redis."""
         if self._deployment_id is None:
-            with self._reading() as conn:
+            with self.reading() as conn:
                 value = conn.execute(
                     select(t.meta.c.value).where(t.meta.c.key == "deployment_id")
                 ).scalar_one()
             self._deployment_id = str(value)
         return self._deployment_id
 
-    def _reading(self) -> Connection:
+    def reading(self) -> Connection:
         """A connection for reads only (never blocked by a writer on SQLite's WAL)."""
         return reading(self.engine)
 
-    def _enqueue_notifications(
-        self, conn: Any, outbox: Sequence[OutboxMessage], now: datetime
-    ) -> None:
-        if not outbox:
-            return
-        conn.execute(
-            self._insert_ignore(t.notifications, ["dedup_key"]),
-            [
-                dict(
-                    dedup_key=msg.dedup_key,
-                    payment_id=msg.payment_id,
-                    occurrence_id=msg.occurrence_id,
-                    event=msg.event,
-                    channel=msg.channel,
-                    target=msg.target,
-                    payload=msg.payload,
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-                for msg in outbox
-            ],
-        )
 
-    def _insert_ignore(self, table: Any, conflict_columns: list[str] | None) -> Any:
-        """INSERT ... ON CONFLICT [(conflict_columns)] DO NOTHING; None: on any unique index."""
-        # The dialect's module only: importing both costs a command ~40 ms for nothing.
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql
+def insert_ignore(dialect: str, table: Any, conflict_columns: list[str] | None) -> Any:
+    """INSERT ... ON CONFLICT [(conflict_columns)] DO NOTHING; None: on any unique index.
+    `dialect`: the engine's (Database.dialect, or a connection's `dialect.name`)."""
+    # The dialect's module only: importing both costs a command ~40 ms for nothing.
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
 
-            return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
-        from sqlalchemy.dialects import sqlite
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    from sqlalchemy.dialects import sqlite
 
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+
+
+def enqueue_notifications(conn: Connection, outbox: Sequence[OutboxMessage], now: datetime) -> None:
+    """Write the outbox rows in `conn`'s transaction (one per dedup key: a repeat is skipped)."""
+    if not outbox:
+        return
+    conn.execute(
+        insert_ignore(conn.dialect.name, t.notifications, ["dedup_key"]),
+        [
+            dict(
+                dedup_key=msg.dedup_key,
+                payment_id=msg.payment_id,
+                occurrence_id=msg.occurrence_id,
+                event=msg.event,
+                channel=msg.channel,
+                target=msg.target,
+                payload=msg.payload,
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            for msg in outbox
+        ],
+    )
 
 
 def existing_id(value: int, what: str) -> None:

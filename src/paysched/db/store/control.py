@@ -18,13 +18,23 @@ from paysched import series
 from paysched.clock import from_ms, to_ms
 from paysched.db import tables as t
 from paysched.db.store import transitions
-from paysched.db.store.base import AfterWrite, after, existing_id, retried_if_victim
+from paysched.db.store.base import (
+    AfterWrite,
+    Database,
+    after,
+    existing_id,
+    insert_ignore,
+    retried_if_victim,
+)
 from paysched.db.store.payments import (
     CATCHABLE,
     LATE_AFTER,
     MissedOutbox,
-    PaymentsStore,
     _seconds,
+    catch_up,
+    lock_payment,
+    read_payment,
+    set_payment_state,
 )
 from paysched.db.store.rows import occurrence_from
 from paysched.domain import (
@@ -41,7 +51,7 @@ from paysched.errors import Conflict
 from paysched.recurrence import Due
 
 S = OccurrenceState
-__all__ = ["LATE_AFTER", "CancelResult", "ControlStore", "Held", "NotSkippable"]
+__all__ = ["LATE_AFTER", "CancelResult", "Control", "Held", "NotSkippable"]
 
 
 class NotSkippable(Conflict):
@@ -78,8 +88,13 @@ class Held:
     missed: list[Occurrence]  # resumed: marked missed by the catch-up policy
 
 
-class ControlStore(PaymentsStore):
-    """Cancel, pause, resume and skip: a person's control over a payment's series."""
+class Control:
+    """Cancel, pause, resume and skip: a person's control over a payment's series.
+    `late_after`: the catch-up a resume applies (as Payments's, see payments.LATE_AFTER)."""
+
+    def __init__(self, db: Database, late_after: timedelta = LATE_AFTER) -> None:
+        self.db = db
+        self.late_after = late_after
 
     @retried_if_victim
     def cancel_payment(
@@ -93,8 +108,8 @@ class ControlStore(PaymentsStore):
         Occurrences already executing or being resolved are left to finish and reported.
         """
         existing_id(payment_id, "payment")
-        with self.engine.begin() as conn:
-            state = self._lock_payment(conn, payment_id)
+        with self.db.engine.begin() as conn:
+            state = lock_payment(conn, payment_id)
             if state == PaymentState.CANCELLED.value:
                 raise Conflict(f"payment {payment_id} is already cancelled")
             rows = conn.execute(
@@ -130,7 +145,7 @@ class ControlStore(PaymentsStore):
                 ],
                 now,
             )
-            result = CancelResult(self._payment(conn, payment_id), stoppable, in_flight)
+            result = CancelResult(read_payment(conn, payment_id), stoppable, in_flight)
             after(then, conn, result)
             return result
 
@@ -140,8 +155,8 @@ class ControlStore(PaymentsStore):
         none is claimed (its not-started occurrences are held as they are). Occurrences
         already executing finish."""
         existing_id(payment_id, "payment")
-        with self.engine.begin() as conn:
-            state = self._lock_payment(conn, payment_id)
+        with self.db.engine.begin() as conn:
+            state = lock_payment(conn, payment_id)
             waiting = self._not_started(conn, payment_id)
             # A one-time payment is done once its occurrence exists, yet until that starts (or
             # while it waits to be retried) a person can still hold it, as they can cancel it.
@@ -156,8 +171,8 @@ class ControlStore(PaymentsStore):
                     else "not active"
                 )
                 raise Conflict(f"payment {payment_id} is {state}; {detail}")
-            self._set_state(conn, payment_id, PaymentState.PAUSED, now)
-            result = Held(self._payment(conn, payment_id), waiting, [])
+            set_payment_state(conn, payment_id, PaymentState.PAUSED, now)
+            result = Held(read_payment(conn, payment_id), waiting, [])
             after(then, conn, result)
             return result
 
@@ -173,8 +188,8 @@ class ControlStore(PaymentsStore):
         catch-up policy (all / latest / none, and its window); the caller enqueues the rest
         and materializes what falls due next."""
         existing_id(payment_id, "payment")
-        with self.engine.begin() as conn:
-            state = self._lock_payment(conn, payment_id)
+        with self.db.engine.begin() as conn:
+            state = lock_payment(conn, payment_id)
             if state != PaymentState.PAUSED.value:
                 raise Conflict(f"payment {payment_id} is {state}, not paused")
             # Back to active while its series goes on; a one-time payment, or a series whose
@@ -186,10 +201,10 @@ class ControlStore(PaymentsStore):
                 is not None
             )
             target = PaymentState.ACTIVE if ongoing else PaymentState.DONE
-            self._set_state(conn, payment_id, target, now)
-            payment = self._payment(conn, payment_id)
+            set_payment_state(conn, payment_id, target, now)
+            payment = read_payment(conn, payment_id)
             policy = {payment_id: (payment.catchup, _seconds(payment.catchup_window))}
-            missed = self._catch_up(conn, policy, now, missed_outbox)
+            missed = catch_up(conn, policy, now, self.late_after, missed_outbox)
             held = [o for o in self._not_started(conn, payment_id) if o.id not in missed]
             gone = [o for o in self._occurrences(conn, payment_id) if o.id in missed]
             result = Held(payment, held, gone)
@@ -203,8 +218,8 @@ class ControlStore(PaymentsStore):
         """Skip the payment's next occurrence: the earliest not started, or the next of its
         series (created as skipped, so the series moves on past it)."""
         existing_id(payment_id, "payment")
-        with self.engine.begin() as conn:
-            state = self._lock_payment(conn, payment_id)
+        with self.db.engine.begin() as conn:
+            state = lock_payment(conn, payment_id)
             waiting = self._not_started(conn, payment_id)
             if state == PaymentState.CANCELLED.value or (
                 state == PaymentState.DONE.value and not waiting
@@ -229,7 +244,7 @@ class ControlStore(PaymentsStore):
         payment_id = p.id
         nominal = p.next_nominal_at or p.next_due_at
         created = conn.execute(
-            self._insert_ignore(t.occurrences, None).returning(*t.occurrences.c),
+            insert_ignore(self.db.dialect, t.occurrences, None).returning(*t.occurrences.c),
             [
                 dict(
                     payment_id=payment_id,
@@ -278,8 +293,8 @@ class ControlStore(PaymentsStore):
         written) when it already was skipped, ran or began, was missed or cancelled, or is
         none of the payment's any more."""
         existing_id(payment_id, "payment")
-        with self.engine.begin() as conn:
-            state = self._lock_payment(conn, payment_id)
+        with self.db.engine.begin() as conn:
+            state = lock_payment(conn, payment_id)
             c = t.occurrences.c
             # To the millisecond, as a reminder names it (`--in 30s` gives microseconds).
             start = from_ms(to_ms(due_at))
@@ -312,8 +327,8 @@ class ControlStore(PaymentsStore):
         """The payment's next `count` due times: the occurrences not started yet, then its
         series onwards (none for a cancelled or finished payment)."""
         existing_id(payment_id, "payment")
-        with self._reading() as conn:
-            payment = self._payment(conn, payment_id)
+        with self.db.reading() as conn:
+            payment = read_payment(conn, payment_id)
             waiting = self._not_started(conn, payment_id)
         out = [Due(nominal=o.nominal_at or o.due_at, due=o.due_at) for o in waiting][:count]
         if payment.state in (PaymentState.CANCELLED, PaymentState.DONE) or not (

@@ -20,8 +20,7 @@ from sqlalchemy import bindparam, select, update
 from paysched.db import tables as t
 from paysched.db.store import transitions
 from paysched.db.store.accounts import entries, write_entries
-from paysched.db.store.base import AfterWrite, existing_id
-from paysched.db.store.control import ControlStore
+from paysched.db.store.base import AfterWrite, Database, enqueue_notifications, existing_id
 from paysched.db.store.rows import claim_rows, occurrence_from, payment_from
 from paysched.domain import (
     CANCELLABLE_STATES,
@@ -75,7 +74,7 @@ class NoClaim:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """One occurrence's move out of executing, for Store.finish_many."""
+    """One occurrence's move out of executing, for Execution.finish_many."""
 
     claim: Claim
     target: OccurrenceState
@@ -124,7 +123,12 @@ def _balance_update() -> Any:
     )
 
 
-class ExecutionStore(ControlStore):
+class Execution:
+    """Occurrences being executed: claims, settles, finishes, unknown outcomes."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def claim(self, occurrence_id: int, now: datetime, key: str | None = None) -> Claim | NoClaim:
         """Take the occurrence for execution (bumping its fence)."""
         return self.claim_many([(occurrence_id, key)], now)[0]
@@ -143,8 +147,8 @@ class ExecutionStore(ControlStore):
         after the other: the second takes over.
         """
         ids = sorted({occurrence_id for occurrence_id, _ in requests})
-        with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
+        with self.db.engine.begin() as conn:
+            if self.db.dialect == "postgresql":
                 # Only for its locks (see _payments_of): the states are the joined p_state
                 # below, read after them. SQLite's BEGIN IMMEDIATE already holds the whole
                 # database, and there the statement was one of four per claim for nothing.
@@ -230,7 +234,7 @@ class ExecutionStore(ControlStore):
         claim, then every write of the batch is one statement each: the compare-and-sets, their
         history, the ledger entries, the notifications and one balance update per account.
         """
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             locked = transitions.lock(conn, {c.occurrence.id for c in claims})
             account_ids = {c.payer_id for c in claims} | {c.payee_id for c in claims}
             accounts = {
@@ -285,7 +289,7 @@ class ExecutionStore(ControlStore):
             if changes:
                 transitions.apply(conn, changes, now)
                 write_entries(conn, ledger)
-                self._enqueue_notifications(conn, outbox, now)
+                enqueue_notifications(conn, outbox, now)
                 changed = [{"b_id": i, "b_delta": d} for i, d in sorted(delta.items()) if d]
                 if changed:
                     conn.execute(_balance_update(), changed)
@@ -301,7 +305,7 @@ class ExecutionStore(ControlStore):
 
     def finish_many(self, items: Sequence[Finish], now: datetime) -> list[bool]:
         """finish() for a batch, in one transaction; one result per item, in order."""
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             locked = transitions.lock(conn, {i.claim.occurrence.id for i in items})
             results: list[bool] = []
             changes: list[transitions.Change] = []
@@ -326,7 +330,7 @@ class ExecutionStore(ControlStore):
                 outbox.extend(item.outbox)
                 results.append(True)
             transitions.apply(conn, changes, now)
-            self._enqueue_notifications(conn, outbox, now)
+            enqueue_notifications(conn, outbox, now)
             return results
 
     # -- unknown outcomes ---------------------------------------------------------------------
@@ -339,7 +343,7 @@ class ExecutionStore(ControlStore):
         A read-only look comes first: the resolver asks every second, and with nothing due it
         must not open a write transaction (on SQLite one takes the database's write lock)."""
         occ = t.occurrences.c
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             due = conn.execute(
                 select(occ.id)
                 .where(occ.state == S.UNKNOWN.value)
@@ -348,7 +352,7 @@ class ExecutionStore(ControlStore):
             ).first()
         if due is None:
             return []
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             ids = [
                 r.id
                 for r in conn.execute(
@@ -373,7 +377,7 @@ class ExecutionStore(ControlStore):
     def unresolved(self, occurrence_id: int) -> Claim:
         """An occurrence in unknown or needs_review with its payment, for a manual resolve."""
         existing_id(occurrence_id, "occurrence")
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             row = conn.execute(claim_rows(), {"ids": [occurrence_id]}).first()
         if row is None:
             raise NotFound(f"no occurrence with id {occurrence_id}")
@@ -382,7 +386,7 @@ class ExecutionStore(ControlStore):
     def recheck_later(self, claim: Claim, at: datetime, reason: str) -> bool:
         """The provider could not tell yet: ask again at `at` (state stays unknown)."""
         occ = t.occurrences.c
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             done = conn.execute(
                 update(t.occurrences)
                 .where(occ.id == claim.occurrence.id)
@@ -404,7 +408,7 @@ class ExecutionStore(ControlStore):
     ) -> bool:
         """unknown | needs_review -> succeeded | failed | queued | needs_review, by the resolver
         or by a person; False when the occurrence was no longer in the state the claim saw."""
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             occ = transitions.lock(conn, [claim.occurrence.id]).get(claim.occurrence.id)
             if occ is None or occ.state != claim.occurrence.state or occ.fence != claim.fence:
                 return False
@@ -420,7 +424,7 @@ class ExecutionStore(ControlStore):
                 takeovers=0 if target == OccurrenceState.QUEUED else occ.takeovers,
             )
             transitions.apply(conn, [transitions.Change(occ, after)], now)
-            self._enqueue_notifications(conn, outbox, now)
+            enqueue_notifications(conn, outbox, now)
             if then is not None:
                 then(conn, target)
             return True

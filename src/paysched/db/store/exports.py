@@ -35,7 +35,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, select
 
 from paysched.db import tables as t
-from paysched.db.store.accounts import AccountsStore
+from paysched.db.store.accounts import account_named
+from paysched.db.store.base import Database
 from paysched.errors import PayschedError
 
 EXPORT_KINDS = ("payments", "occurrences", "ledger")
@@ -170,7 +171,12 @@ def export_select(kind: str) -> tuple[Any, Any, Any]:
     return query, id_col, time_col
 
 
-class ExportsStore(AccountsStore):
+class Exports:
+    """A period's rows page by page, an account's statement."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def export_page(
         self,
         kind: str,
@@ -188,7 +194,7 @@ class ExportsStore(AccountsStore):
             .order_by(id_col)
             .limit(limit)
         )
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return conn.execute(query).all()  # fetchall: row by row cost 10 %
 
     def statement(self, account: str, start: datetime, end: datetime) -> StatementData:
@@ -197,7 +203,7 @@ class ExportsStore(AccountsStore):
         le = t.ledger_entries.c
         o = t.occurrences.c
         with self._snapshot() as conn:
-            found = self._account(conn, account)
+            found = account_named(conn, account)
             mine = le.account_id == found.id
 
             def total_before(instant: datetime) -> int:
@@ -247,9 +253,9 @@ class ExportsStore(AccountsStore):
         """A read that sees one snapshot across statements: on PostgreSQL a REPEATABLE READ,
         READ ONLY transaction (reads are in autocommit otherwise, a snapshot per statement);
         SQLite's reading connection already is one."""
-        if self.dialect != "postgresql":
-            return self._reading()
-        conn = self.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        if self.db.dialect != "postgresql":
+            return self.db.reading()
+        conn = self.db.engine.connect().execution_options(isolation_level="REPEATABLE READ")
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
         return conn
 
@@ -257,7 +263,7 @@ class ExportsStore(AccountsStore):
 __all__ = [
     "EXPORT_KINDS",
     "EXPORT_PAGE",
-    "ExportsStore",
+    "Exports",
     "StatementData",
     "StatementEntry",
     "export_select",

@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, or_, select
 
 from paysched.db import tables as t
-from paysched.db.store.base import StoreBase
+from paysched.db.store.base import Database
 from paysched.db.store.rows import payment_from, payment_select
 from paysched.domain import FINAL_STATES, MAX_ID, OccurrenceState, Payment, PaymentState
 
@@ -140,14 +140,19 @@ def _has_occurrence(f: PaymentFilter) -> ColumnElement[bool] | None:
     return exists(query)
 
 
-class FindsStore(StoreBase):
+class Finds:
+    """Search and filters of payments, an account's ledger entries."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def find_payments(
         self, f: PaymentFilter, limit: int, before: int | None = None, after: int | None = None
     ) -> FoundPayments:
         """Up to `limit` payments matching `f`, newest first, read by index (see the module's
         docstring): the newest with ids below `before` (None: from the newest), or, with
         `after`, the oldest with ids above it (the page before one), still newest first."""
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return self._find(conn, f, limit, before, after)
 
     def _find(
@@ -281,7 +286,7 @@ class FindsStore(StoreBase):
         """The account's ledger entries, newest first, below entry id `before`; each with the
         payment its occurrence belongs to (None for a deposit). An unknown name: none."""
         le, o = t.ledger_entries.c, t.occurrences.c
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             account_id = self._account_id(conn, account)
             query = (
                 select(

@@ -23,7 +23,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
-    Engine,
     bindparam,
     insert,
     select,
@@ -34,8 +33,15 @@ from paysched import series
 from paysched.clock import to_ms
 from paysched.db import tables as t
 from paysched.db.store import transitions
-from paysched.db.store.accounts import AccountsStore
-from paysched.db.store.base import AfterWrite, after, existing_id
+from paysched.db.store.accounts import account_named
+from paysched.db.store.base import (
+    AfterWrite,
+    Database,
+    after,
+    enqueue_notifications,
+    existing_id,
+    insert_ignore,
+)
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
 from paysched.domain import (
     APPROVAL_POLICIES,
@@ -135,9 +141,12 @@ class Created:
     capped: bool  # more are due than were made: materialize_due makes the rest
 
 
-class PaymentsStore(AccountsStore):
-    def __init__(self, engine: Engine, late_after: timedelta = LATE_AFTER) -> None:
-        super().__init__(engine)
+class Payments:
+    """Payments: create and read them, materialize their occurrences (the scheduler's), mark
+    them queued. `approval_outbox` is set by the App (paysched.approvals)."""
+
+    def __init__(self, db: Database, late_after: timedelta = LATE_AFTER) -> None:
+        self.db = db
         if late_after <= timedelta(0):
             raise ValueError(f"late_after must be more than 0, got {late_after}")
         # The same in every process of a deployment: resume applies catch-up in the caller's
@@ -214,7 +223,7 @@ class PaymentsStore(AccountsStore):
         `then(conn, payment)` runs last. The occurrences come back as materialize_due's do
         (the caller enqueues the scheduled ones); `capped` says the payment has more due by
         `horizon` than `limit`: the rest is for materialize_due."""
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             account = self._account_of(conn)
             fields = fields_of(account)
             if first is not None:
@@ -259,7 +268,7 @@ class PaymentsStore(AccountsStore):
 
         def account(name: str) -> Account:
             if name not in seen:
-                seen[name] = self._account(conn, name)
+                seen[name] = account_named(conn, name)
             return seen[name]
 
         return account
@@ -360,8 +369,8 @@ class PaymentsStore(AccountsStore):
 
     def get_payment(self, payment_id: int) -> Payment:
         existing_id(payment_id, "payment")
-        with self._reading() as conn:
-            return self._payment(conn, payment_id)
+        with self.db.reading() as conn:
+            return read_payment(conn, payment_id)
 
     def job_summaries(self, payment_ids: Sequence[int]) -> dict[int, str]:
         """payment_summary of each of these payments that exists, by id; one query per 1,000.
@@ -374,7 +383,7 @@ class PaymentsStore(AccountsStore):
             t.payments.join(payer, payer.c.id == p.payer_id).join(payee, payee.c.id == p.payee_id)
         )
         out: dict[int, str] = {}
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             for start in range(0, len(payment_ids), 1000):
                 chunk = list(payment_ids[start : start + 1000])
                 rows = conn.execute(query.where(p.id.in_(chunk)))
@@ -404,34 +413,8 @@ class PaymentsStore(AccountsStore):
             if name is not None:
                 named = select(t.accounts.c.id).where(t.accounts.c.name == name)
                 query = query.where(column == named.scalar_subquery())
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return [payment_from(r) for r in conn.execute(query)]
-
-    def _lock_payment(self, conn: Connection, payment_id: int) -> str:
-        row = conn.execute(
-            select(t.payments.c.state)
-            .where(t.payments.c.id == payment_id)
-            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: see the module's docstring
-        ).first()
-        if row is None:
-            raise NotFound(f"no payment with id {payment_id}")
-        return str(row.state)
-
-    def _set_state(
-        self, conn: Connection, payment_id: int, target: PaymentState, now: datetime
-    ) -> None:
-        """The payment's new state; the caller holds its row lock (`_lock_payment`)."""
-        conn.execute(
-            update(t.payments)
-            .where(t.payments.c.id == payment_id)
-            .values(state=target.value, updated_at=now)
-        )
-
-    def _payment(self, conn: Connection, payment_id: int) -> Payment:
-        row = conn.execute(payment_select().where(t.payments.c.id == payment_id)).first()
-        if row is None:
-            raise NotFound(f"no payment with id {payment_id}")
-        return payment_from(row)
 
     # -- scheduler --------------------------------------------------------------------------
 
@@ -463,10 +446,10 @@ class PaymentsStore(AccountsStore):
         )
         if payment_ids is not None:
             probe = probe.where(p.id.in_(list(payment_ids)))
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             if conn.execute(probe).first() is None:
                 return []
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             return self._materialize(conn, now, horizon, payment_ids, limit, missed_outbox)
 
     def _materialize(
@@ -571,9 +554,9 @@ class PaymentsStore(AccountsStore):
         # skipped too. RETURNING yields only the rows this call inserted: what another
         # scheduler created is not ours.
         if self._insert_occurrences is None:  # built once: see _INSERT_PAYMENT
-            self._insert_occurrences = self._insert_ignore(t.occurrences, None).returning(
-                *t.occurrences.c
-            )
+            self._insert_occurrences = insert_ignore(
+                self.db.dialect, t.occurrences, None
+            ).returning(*t.occurrences.c)
         inserted = conn.execute(self._insert_occurrences, rows).all()
         created = [occurrence_from(r) for r in inserted]
         transitions.record(
@@ -591,65 +574,14 @@ class PaymentsStore(AccountsStore):
             ],
         )
         conn.execute(_ADVANCE, [a | {"b_updated": now} for a in advances])
-        missed = self._catch_up(conn, late, now, missed_outbox) if late else set()
+        missed = catch_up(conn, late, now, self.late_after, missed_outbox) if late else set()
         if awaiting and self.approval_outbox is not None:
             asked = [o for o in created if o.state == S.AWAITING_APPROVAL and o.id not in missed]
-            self._enqueue_notifications(conn, self.approval_outbox(conn, asked), now)
+            enqueue_notifications(conn, self.approval_outbox(conn, asked), now)
         # Missed ones are returned too (as missed): the caller enqueues only the scheduled.
         created = [replace(o, state=S.MISSED) if o.id in missed else o for o in created]
         created.sort(key=lambda o: (o.due_at, o.id))
         return created, advances
-
-    def _catch_up(
-        self,
-        conn: Connection,
-        policies: dict[int, tuple[str, int | None]],
-        now: datetime,
-        missed_outbox: MissedOutbox | None,
-    ) -> set[int]:
-        """Apply each payment's catch-up policy to its occurrences that fell due while
-        paysched was down or the payment paused (due more than `late_after` ago, not started):
-        `all` runs them, `latest` only the most recent, `none` none; any older than the
-        payment's window is missed whatever the policy. Returns the ids marked missed."""
-        c = t.occurrences.c
-        rows = conn.execute(
-            select(c.id, c.payment_id)
-            .where(c.payment_id.in_(list(policies)))
-            .where(c.state.in_(CATCHABLE))
-            .where(c.attempts == 0)
-            .where(c.due_at < now - self.late_after)
-            .order_by(c.payment_id, c.due_at, c.id)
-        ).all()
-        locked = transitions.lock(conn, [r.id for r in rows])
-        by_payment: dict[int, list[Occurrence]] = {}
-        for r in rows:
-            occ = locked.get(r.id)
-            if occ is not None and occ.state.value in CATCHABLE and occ.attempts == 0:
-                by_payment.setdefault(r.payment_id, []).append(occ)
-        changes: list[transitions.Change] = []
-        for pid, late in by_payment.items():
-            policy, window = policies[pid]
-            for i, occ in enumerate(late):
-                stale = window is not None and occ.due_at < now - timedelta(seconds=window)
-                skip = policy == "none" or (policy == "latest" and i < len(late) - 1)
-                if stale or skip:
-                    why = (
-                        f"missed: due {occ.due_at.isoformat(timespec='seconds')}, older than "
-                        "the catch-up window"
-                        if stale
-                        else f"missed: catch-up policy {policy!r} while paysched was down or the "
-                        "payment paused"
-                    )
-                    after_ = replace(occ, state=S.MISSED, reason=why, finished_at=now)
-                    changes.append(transitions.Change(occ, after_))
-        transitions.apply(conn, changes, now)
-        if missed_outbox is not None and changes:
-            payments = {pid: self._payment(conn, pid) for pid in by_payment}
-            messages = [
-                m for ch in changes for m in missed_outbox(payments[ch.after.payment_id], ch.after)
-            ]
-            self._enqueue_notifications(conn, messages, now)
-        return {ch.after.id for ch in changes}
 
     def mark_queued(self, occurrence_ids: Iterable[int], now: datetime) -> int:
         """scheduled -> queued for occurrences whose job is now in the queue (a compare-and-set
@@ -657,7 +589,7 @@ class PaymentsStore(AccountsStore):
         ids = list(occurrence_ids)
         if not ids:
             return 0
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             rows = conn.execute(_MARK_QUEUED, {"ids": ids, "b_updated": now}).all()
             transitions.record(
                 conn,
@@ -668,3 +600,90 @@ class PaymentsStore(AccountsStore):
 
 def _seconds(window: timedelta | None) -> int | None:
     return None if window is None else int(window.total_seconds())
+
+
+# What more than one part does with a payment (control, approvals): functions on the caller's
+# connection, in its transaction.
+
+
+def lock_payment(conn: Connection, payment_id: int) -> str:
+    """Lock the payment's row (first, in the lock order) and return its state."""
+    row = conn.execute(
+        select(t.payments.c.state)
+        .where(t.payments.c.id == payment_id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: see the module's docstring
+    ).first()
+    if row is None:
+        raise NotFound(f"no payment with id {payment_id}")
+    return str(row.state)
+
+
+def set_payment_state(
+    conn: Connection, payment_id: int, target: PaymentState, now: datetime
+) -> None:
+    """The payment's new state; the caller holds its row lock (`lock_payment`)."""
+    conn.execute(
+        update(t.payments)
+        .where(t.payments.c.id == payment_id)
+        .values(state=target.value, updated_at=now)
+    )
+
+
+def read_payment(conn: Connection, payment_id: int) -> Payment:
+    """The payment as `conn` sees it; NotFound if none."""
+    row = conn.execute(payment_select().where(t.payments.c.id == payment_id)).first()
+    if row is None:
+        raise NotFound(f"no payment with id {payment_id}")
+    return payment_from(row)
+
+
+def catch_up(
+    conn: Connection,
+    policies: dict[int, tuple[str, int | None]],
+    now: datetime,
+    late_after: timedelta,
+    missed_outbox: MissedOutbox | None,
+) -> set[int]:
+    """Apply each payment's catch-up policy to its occurrences that fell due while
+    paysched was down or the payment paused (due more than `late_after` ago, not started):
+    `all` runs them, `latest` only the most recent, `none` none; any older than the
+    payment's window is missed whatever the policy. Returns the ids marked missed."""
+    c = t.occurrences.c
+    rows = conn.execute(
+        select(c.id, c.payment_id)
+        .where(c.payment_id.in_(list(policies)))
+        .where(c.state.in_(CATCHABLE))
+        .where(c.attempts == 0)
+        .where(c.due_at < now - late_after)
+        .order_by(c.payment_id, c.due_at, c.id)
+    ).all()
+    locked = transitions.lock(conn, [r.id for r in rows])
+    by_payment: dict[int, list[Occurrence]] = {}
+    for r in rows:
+        occ = locked.get(r.id)
+        if occ is not None and occ.state.value in CATCHABLE and occ.attempts == 0:
+            by_payment.setdefault(r.payment_id, []).append(occ)
+    changes: list[transitions.Change] = []
+    for pid, late in by_payment.items():
+        policy, window = policies[pid]
+        for i, occ in enumerate(late):
+            stale = window is not None and occ.due_at < now - timedelta(seconds=window)
+            skip = policy == "none" or (policy == "latest" and i < len(late) - 1)
+            if stale or skip:
+                why = (
+                    f"missed: due {occ.due_at.isoformat(timespec='seconds')}, older than "
+                    "the catch-up window"
+                    if stale
+                    else f"missed: catch-up policy {policy!r} while paysched was down or the "
+                    "payment paused"
+                )
+                after_ = replace(occ, state=S.MISSED, reason=why, finished_at=now)
+                changes.append(transitions.Change(occ, after_))
+    transitions.apply(conn, changes, now)
+    if missed_outbox is not None and changes:
+        payments = {pid: read_payment(conn, pid) for pid in by_payment}
+        messages = [
+            m for ch in changes for m in missed_outbox(payments[ch.after.payment_id], ch.after)
+        ]
+        enqueue_notifications(conn, messages, now)
+    return {ch.after.id for ch in changes}

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 
 from paysched.db import tables as t
-from paysched.db.store.base import StoreBase, existing_id
+from paysched.db.store.base import Database, existing_id
 from paysched.db.store.rows import occurrence_from, payment_from, payment_select
 from paysched.domain import (
     FINAL_STATES,
@@ -184,7 +184,12 @@ def _notifications_of(limit: int) -> Any:
     )
 
 
-class ReadsStore(StoreBase):
+class Reads:
+    """Read models: occurrences, their history and counts."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def payment_history(
         self,
         payment_id: int,
@@ -209,7 +214,7 @@ class ReadsStore(StoreBase):
         n = t.notifications.c
         if page is not None and before is None:  # the detail's first page: the hot path
             return self._detail(payment_id, page, notifications)
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             row = conn.execute(payment_select().where(t.payments.c.id == payment_id)).first()
             if row is None:
                 raise NotFound(f"no payment with id {payment_id}")
@@ -243,7 +248,7 @@ class ReadsStore(StoreBase):
         from paysched.db.actions import read_actions  # both import the store
         from paysched.db.outbox import notification_from
 
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             rows = conn.execute(_detail_head(page + 1), {"pid": payment_id}).all()
             if not rows:
                 raise NotFound(f"no payment with id {payment_id}")
@@ -286,7 +291,7 @@ class ReadsStore(StoreBase):
         position; None from the newest), newest first, with their transitions: three
         statements on one connection however long its history. NotFound if no payment."""
         existing_id(payment_id, "payment")
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             found = conn.execute(
                 select(t.payments.c.id).where(t.payments.c.id == payment_id)
             ).first()
@@ -348,7 +353,7 @@ class ReadsStore(StoreBase):
 
     def get_occurrence(self, occurrence_id: int) -> Occurrence:
         existing_id(occurrence_id, "occurrence")
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             row = conn.execute(
                 select(t.occurrences).where(t.occurrences.c.id == occurrence_id)
             ).first()
@@ -357,14 +362,14 @@ class ReadsStore(StoreBase):
         return occurrence_from(row)
 
     def find_occurrence(self, key: str) -> Occurrence:
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             row = conn.execute(select(t.occurrences).where(t.occurrences.c.key == key)).first()
         if row is None:
             raise NotFound(f"no occurrence with key {key!r}")
         return occurrence_from(row)
 
     def occurrences_of(self, payment_id: int) -> list[Occurrence]:
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return self._occurrences_of(conn, payment_id)
 
     def _occurrences_of(self, conn: Connection, payment_id: int) -> list[Occurrence]:
@@ -381,7 +386,7 @@ class ReadsStore(StoreBase):
         out: dict[int, list[OccurrenceState]] = {pid: [] for pid in payment_ids}
         if not payment_ids:
             return out
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             rows = conn.execute(
                 select(t.occurrences.c.payment_id, t.occurrences.c.state)
                 .where(t.occurrences.c.payment_id.in_(list(payment_ids)))
@@ -414,7 +419,7 @@ class ReadsStore(StoreBase):
             .where(or_(unresolved, late))
             .order_by(c.due_at, c.id)
         )
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             for row in conn.execute(query):
                 out[row.payment_id].append(Attention(S(row.state), row.due_at, row.resolve_at))
         return out
@@ -438,14 +443,14 @@ class ReadsStore(StoreBase):
             .order_by(c.due_at)
             .limit(limit)
         )
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return [
                 Activity(r.due_at, r.started_at, r.finished_at, S(r.state))
                 for r in conn.execute(query)
             ]
 
     def transitions_of(self, occurrence_ids: Sequence[int]) -> list[Transition]:
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return self._transitions_of(conn, occurrence_ids)
 
     def _transitions_of(self, conn: Connection, occurrence_ids: Sequence[int]) -> list[Transition]:
@@ -493,13 +498,13 @@ class ReadsStore(StoreBase):
             query = query.where(c.due_at >= due_from)
         if due_before is not None:
             query = query.where(c.due_at < due_before)
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return [occurrence_from(r) for r in conn.execute(query)]
 
     def oldest_due(self, now: datetime) -> datetime | None:
         """The due time of the oldest occurrence that is due and still waits to run."""
         c = t.occurrences.c
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             oldest: datetime | None = conn.execute(
                 select(func.min(c.due_at))
                 .where(c.state.in_([s.value for s in PENDING_STATES]))
@@ -508,7 +513,7 @@ class ReadsStore(StoreBase):
         return oldest
 
     def occurrence_counts(self) -> dict[str, int]:
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             rows = conn.execute(
                 select(t.occurrences.c.state, func.count()).group_by(t.occurrences.c.state)
             )
@@ -520,7 +525,7 @@ class ReadsStore(StoreBase):
         query = select(t.occurrences).order_by(t.occurrences.c.due_at)
         if payment_ids is not None:
             query = query.where(t.occurrences.c.payment_id.in_(list(payment_ids)))
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return [occurrence_from(r) for r in conn.execute(query)]
 
     def pending_occurrences(self, horizon: datetime, limit: int = 10_000) -> list[Occurrence]:
@@ -542,13 +547,13 @@ class ReadsStore(StoreBase):
             .order_by(t.occurrences.c.due_at)
             .limit(limit)
         )
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             return [occurrence_from(r) for r in conn.execute(query)]
 
     def entered_at(self, occurrence_id: int, state: OccurrenceState) -> datetime | None:
         """When the occurrence last entered `state`, from its history."""
         tr = t.transitions.c
-        with self._reading() as conn:
+        with self.db.reading() as conn:
             at: datetime | None = conn.execute(
                 select(tr.at)
                 .where(tr.occurrence_id == occurrence_id)

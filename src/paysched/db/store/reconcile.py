@@ -36,7 +36,14 @@ from sqlalchemy import (
 
 from paysched.db import tables as t
 from paysched.db.engine import READ_ONLY
-from paysched.db.store.base import AfterWrite, StoreBase, after, existing_id
+from paysched.db.store.base import (
+    AfterWrite,
+    Database,
+    after,
+    enqueue_notifications,
+    existing_id,
+    insert_ignore,
+)
 from paysched.db.tables import UTCDateTime
 from paysched.domain import OccurrenceState, OutboxMessage, format_amount
 from paysched.errors import NotFound
@@ -104,7 +111,7 @@ def _reconciliation(row: Row[Any]) -> Reconciliation:
     )
 
 
-class ReconcileStore(StoreBase):
+class ReconcileStore(Database):
     """Reports: started, filled page by page, finished (or failed) in one transaction with
     their notification."""
 
@@ -130,7 +137,7 @@ class ReconcileStore(StoreBase):
             counts="{}",
             created_at=now,
         )
-        stmt = self._insert_ignore(t.reconciliations, ["dedup_key"]).values(**values)
+        stmt = insert_ignore(self.dialect, t.reconciliations, ["dedup_key"]).values(**values)
         with self.engine.begin() as conn:
             row = conn.execute(stmt.returning(*t.reconciliations.c)).first()
             if row is not None:
@@ -197,7 +204,7 @@ class ReconcileStore(StoreBase):
                     finished_at=now,
                 )
             )
-            self._enqueue_notifications(conn, outbox, now)
+            enqueue_notifications(conn, outbox, now)
 
     def fail(
         self, reconciliation_id: int, error: str, counts: dict[str, Any], now: datetime
@@ -216,7 +223,7 @@ class ReconcileStore(StoreBase):
 
     def get(self, reconciliation_id: int) -> Reconciliation:
         existing_id(reconciliation_id, "reconciliation")
-        with self._reading() as conn:
+        with self.reading() as conn:
             row = conn.execute(
                 select(t.reconciliations).where(t.reconciliations.c.id == reconciliation_id)
             ).first()
@@ -225,7 +232,7 @@ class ReconcileStore(StoreBase):
         return _reconciliation(row)
 
     def by_dedup_key(self, dedup_key: str) -> Reconciliation | None:
-        with self._reading() as conn:
+        with self.reading() as conn:
             row = conn.execute(
                 select(t.reconciliations).where(t.reconciliations.c.dedup_key == dedup_key)
             ).first()
@@ -237,12 +244,12 @@ class ReconcileStore(StoreBase):
         query = select(t.reconciliations).order_by(r.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(r.id < before_id)
-        with self._reading() as conn:
+        with self.reading() as conn:
             return [_reconciliation(row) for row in conn.execute(query)]
 
     def items(self, reconciliation_id: int, after_id: int, limit: int) -> list[Item]:
         i = t.reconciliation_items.c
-        with self._reading() as conn:
+        with self.reading() as conn:
             rows = conn.execute(
                 select(t.reconciliation_items)
                 .where(i.reconciliation_id == reconciliation_id)

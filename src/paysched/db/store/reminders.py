@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 
 from paysched.db import tables as t
-from paysched.db.store.base import StoreBase
+from paysched.db.store.base import Database, enqueue_notifications
 from paysched.db.store.rows import payment_from, payment_select
 from paysched.db.tables import UTCDateTime
 from paysched.domain import (
@@ -41,8 +41,11 @@ REMIND_HORIZON = timedelta(days=30)
 NOT_STARTED = (OccurrenceState.SCHEDULED.value, OccurrenceState.QUEUED.value)
 
 
-class RemindersStore(StoreBase):
+class Reminders:
     """The reminder sweep (run by the scheduler's tick)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def remind_due(self, now: datetime, outbox_of: ReminderOutbox, limit: int = 500) -> int:
         """Write the reminders that are due: for each active payment with a reminder, each of
@@ -70,13 +73,13 @@ class RemindersStore(StoreBase):
                 self._reminding(now, o.due_at),
             )
         )
-        with self._reading() as conn:  # with nothing due, no write transaction
+        with self.db.reading() as conn:  # with nothing due, no write transaction
             if (
                 conn.execute(series.limit(1)).first() is None
                 and conn.execute(made.limit(1)).first() is None
             ):
                 return 0
-        with self.engine.begin() as conn:
+        with self.db.engine.begin() as conn:
             ids = set(conn.execute(series.limit(limit)).scalars())
             ids |= set(conn.execute(made.limit(limit)).scalars())
             rows = conn.execute(
@@ -135,7 +138,7 @@ class RemindersStore(StoreBase):
                 if marked.rowcount == 1:
                     for due_at in dues[r.id]:
                         messages += outbox_of(payments[r.id], due_at, chats.get(r.payer_id, []))
-            self._enqueue_notifications(conn, messages, now)
+            enqueue_notifications(conn, messages, now)
             return len(dues)
 
     def _reminding(self, now: datetime, due: ColumnElement[datetime]) -> ColumnElement[bool]:
@@ -154,7 +157,7 @@ class RemindersStore(StoreBase):
         """due - remind_s <= now, as each database computes it (to the second: the caller
         checks exactly)."""
         p = t.payments.c
-        if self.dialect == "postgresql":
+        if self.db.dialect == "postgresql":
             second: ColumnElement[Any] = literal_column("interval '1 second'")
             return due <= literal(now, UTCDateTime) + p.remind_s * second
         days = func.julianday(literal(now, UTCDateTime)) + (p.remind_s + 1) / 86400.0
