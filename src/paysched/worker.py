@@ -35,7 +35,7 @@ from paysched.executors.base import ExecutionResult, Executor, Outcome, Resolvab
 from paysched.executors.claims import order_of
 from paysched.logs import payment_fields
 from paysched.notify.messages import NotifyPolicy, outbox_for
-from paysched.queue import GiveUp, PaymentFailed, PaymentQueue, RetryLater
+from paysched.queue import AttemptFailed, GiveUp, PaymentFailed, PaymentQueue, RetryLater
 from paysched.queue.waker import DelayWaker
 from paysched.threads import GroupCommit
 from paysched.views import lateness_ms
@@ -358,7 +358,7 @@ class PaymentProcessor:
         outbox = self._outbox(claim, "retrying", reason, next_at)
         if await self._finish(Finish(claim, S.RETRYING, reason, tuple(outbox))):
             self._emit(EventKind.RETRYING, claim, reason=reason, delay_ms=delay)
-        raise RetryLater(reason, delay)
+        raise AttemptFailed(reason, delay)
 
     async def _unknown(self, claim: Claim, result: ExecutionResult) -> dict[str, Any]:
         reason = result.reason or "outcome unknown"

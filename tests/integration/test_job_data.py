@@ -10,7 +10,11 @@ from typing import Any
 
 from paysched.actors import Actor
 from paysched.app import App
+from paysched.config import Settings
 from paysched.domain import OccurrenceState
+from paysched.errors import RetryableError
+from paysched.executors.base import ExecutionResult, PaymentOrder
+from paysched.executors.ledger import LedgerExecutor
 from tests.integration.helpers import all_final, fund, pay, running
 
 MEMO = "rent for Jane Doe, IBAN DE89370400440532013000"
@@ -105,3 +109,36 @@ async def test_a_declined_payment_fails_its_job_with_the_reason_not_a_traceback(
     assert await job.isFailed()
     assert job.failedReason == "insufficient funds in 'alice'"
     assert job.stacktrace == []
+
+
+async def test_a_business_retry_keeps_its_reason_not_a_traceback(settings: Settings) -> None:
+    """The provider's 503 on the first attempt: the job is retried with that reason and no
+    stack trace of paysched's own code (as a final business failure), then succeeds."""
+
+    class FirstAttemptBusy:
+        name = "first-busy"
+
+        def __init__(self, inner: LedgerExecutor) -> None:
+            self.inner = inner
+
+        async def execute(self, order: PaymentOrder) -> ExecutionResult:
+            if order.attempt == 1:
+                raise RetryableError("HTTP 503 from provider")
+            return await self.inner.execute(order)
+
+    app = await App.open(
+        settings,
+        executor_factory=lambda a: FirstAttemptBusy(LedgerExecutor(a.store, a.clock, a.pool)),
+    )
+    try:
+        await fund(app, {"alice": 1_000, "bob": 0})
+        pid = await pay(app, "alice", "bob", 100)
+        async with running(app):
+            (occ,) = await all_final(app, [pid])
+        assert occ.state == OccurrenceState.SUCCEEDED and occ.attempts == 2
+        job = await _job(app, occ.key)
+        assert await job.isCompleted()
+        assert job.attemptsMade == 2 and job.failedReason == "HTTP 503 from provider"
+        assert job.stacktrace == []
+    finally:
+        await app.close()

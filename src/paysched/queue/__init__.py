@@ -85,6 +85,13 @@ class RetryLater(Exception):
         self.delay_ms = delay_ms
 
 
+class AttemptFailed(RetryLater):
+    """An attempt failed for a business reason (the provider's 503, a timeout before the
+    request left) and the payment is retried: the reason is the whole story, as for
+    PaymentFailed. A retry for paysched's own database or Redis error stays a RetryLater, with
+    its stack trace."""
+
+
 class GiveUp(UnrecoverableError):  # type: ignore[misc]
     """Raised from the processor for a failure that must not be retried."""
 
@@ -98,13 +105,13 @@ def _without_traceback(processor: Processor) -> Processor:
     """BullMQ stores str(error) as the job's failedReason and appends traceback.format_exc()
     to its stacktrace. For a business failure that traceback is paysched's own call chain, not
     what went wrong: Bull Board showed it under "insufficient funds" as if paysched had crashed.
-    Such a job ends with its reason alone; the stack traces of earlier attempts (errors of
-    paysched's own database or Redis) stay."""
+    Such a job ends, or is retried, with its reason alone; the stack traces of attempts that
+    met paysched's own database or Redis errors stay."""
 
     async def process(job: Job, token: str) -> Any:
         try:
             return await processor(job, token)
-        except PaymentFailed:
+        except (PaymentFailed, AttemptFailed):
             job.updateStacktrace = lambda: None  # this job object only, for this failure
             raise
 
