@@ -242,6 +242,9 @@ def test_the_next_click_after_a_revoke_goes_to_sign_in(
     paysched(server.env, "apikeys", "revoke", str(server.key_ids["revoked-click"]))
     page.get_by_role("link", name="Payments", exact=True).click()
     expect(page).to_have_url(server.url + "/dashboard/login")
+    expect(page.get_by_role("status")).to_have_text(
+        "The API key you signed in with was revoked. Sign in with another key."
+    )
     assert context.cookies() == [], "the revoked key's cookie is cleared"
 
 
@@ -255,6 +258,10 @@ def test_an_open_page_goes_to_sign_in_when_its_key_is_revoked(
     sign_in(page, server, "revoked-open")
     paysched(server.env, "apikeys", "revoke", str(server.key_ids["revoked-open"]))
     page.wait_for_url(server.url + "/dashboard/login**", timeout=max(WAIT_MS, 30_000))
+    # And says why (the stream's check left the ended session for the page to find).
+    expect(page.get_by_role("status")).to_have_text(
+        "The API key you signed in with was revoked. Sign in with another key."
+    )
 
 
 # -- phone width -------------------------------------------------------------------------------

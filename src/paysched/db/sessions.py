@@ -87,9 +87,12 @@ class DashboardSessions:
         found = self.find_or_why(token, now, touch)
         return found if isinstance(found, Session) else None
 
-    def find_or_why(self, token: str, now: datetime, touch: bool = True) -> Session | str:
-        """`find`, saying why there is none: one of ENDED (an ended session is deleted, so
-        only the request that finds it ended can tell why)."""
+    def find_or_why(
+        self, token: str, now: datetime, touch: bool = True, end: bool = True
+    ) -> Session | str:
+        """`find`, saying why there is none: one of ENDED. An ended session is deleted, so
+        only the request that finds it ended can tell why; `end=False` (a live stream's
+        check) leaves it for the page request that follows to find and tell."""
         if not token or len(token) > TOKEN_MAX:
             return "unknown"
         with reading(self.engine) as conn:
@@ -106,7 +109,8 @@ class DashboardSessions:
             else None
         )
         if why is not None:
-            self.end(token)
+            if end:
+                self.end(token)
             return why
         last_seen = row.last_seen_at
         if touch and now - last_seen >= TOUCH_EVERY:

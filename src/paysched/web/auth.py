@@ -126,7 +126,8 @@ def still_signed_in(request: Request) -> Callable[[], Awaitable[bool]]:
     token = request.cookies.get(COOKIE, "")
 
     async def check() -> bool:
-        return await app.db(sessions.find, token, app.clock.now(), False) is not None
+        found = await app.db(sessions.find_or_why, token, app.clock.now(), False, False)
+        return not isinstance(found, str)
 
     return check
 
