@@ -87,6 +87,13 @@ def may_have_reached_provider(occ: Occurrence) -> bool:
     return occ.takeovers > 0
 
 
+def never_claimed(occ: Occurrence) -> bool:
+    """No worker has claimed it: nothing of it was ever sent. One queued again after an
+    attempt (an unknown outcome the provider never received, a person's retry) was claimed:
+    it has begun, and a skip from a reminder is too late for it."""
+    return occ.attempts == 0 and occ.started_at is None
+
+
 def cancellable(occ: Occurrence) -> bool:
     """A cancel stops it: nothing of it has started, or its last attempt moved nothing and no
     earlier request of it may still have reached the provider."""

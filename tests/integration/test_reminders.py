@@ -25,7 +25,7 @@ from paysched.db import tables as t
 from paysched.db.actions import actions_of
 from paysched.db.links import ChatLinks
 from paysched.db.store import Store
-from paysched.db.store.execution import NoClaim
+from paysched.db.store.execution import Finish, NoClaim
 from paysched.domain import OccurrenceState, PaymentState
 from paysched.notify.delivery import Deliverer
 from tests.http_peers import BotApi
@@ -195,6 +195,36 @@ def test_skip_occurrence_skips_that_one_only_or_says_why_not(store: Store) -> No
         store.control.skip_occurrence(pid, nxt + day, T0, "late")
     assert cancelled.value.why == "cancelled"
     assert {o.id: o.state for o in store.reads.occurrences_of(pid)}[first.id] == S.EXECUTING
+
+
+def test_an_occurrence_queued_again_after_an_attempt_is_too_late_to_skip(store: Store) -> None:
+    """An attempt whose answer was lost, the provider then saying it never received it: the
+    occurrence is queued again to be sent, but it has begun — a reminder's Skip (and skip
+    next) is too late for it (the chaos run's skip_holds found one skipped)."""
+    from paysched.db.store.control import NotSkippable
+
+    for name in ("alice", "bob"):
+        store.accounts.create_account(name, "USD", T0)
+    pid = daily(store, T0, timedelta(hours=1))
+    due = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    (occ,) = store.payments.materialize_due(due - timedelta(minutes=5), due)
+    claim = store.execution.claim(occ.id, due)
+    assert not isinstance(claim, NoClaim)
+    lost = Finish(claim, S.UNKNOWN, "no answer from provider within 1 s", resolve_at=due)
+    assert store.execution.finish_many([lost], due) == [True]
+    later = due + timedelta(hours=1)
+    (leased,) = store.execution.lease_unknowns(later, timedelta(minutes=1))
+    sent_again = "provider never received it; sending it again"
+    assert store.execution.resolve(leased, S.QUEUED, later, sent_again)
+    again = store.reads.get_occurrence(occ.id)
+    assert again.state == S.QUEUED and again.attempts == 1
+    with pytest.raises(NotSkippable) as begun:
+        store.control.skip_occurrence(pid, due, later, "from a reminder")
+    assert begun.value.why == "ran"
+    # Skip next passes it by: the next of the series is the one skipped.
+    skipped = store.control.skip_next(pid, later, "skip next")
+    assert skipped.due_at == due + timedelta(days=1) and skipped.id != occ.id
+    assert store.reads.get_occurrence(occ.id).state == S.QUEUED
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from paysched.domain import (
     PaymentState,
     cancellable,
     may_have_reached_provider,
+    never_claimed,
     occurrence_key,
 )
 from paysched.errors import Conflict
@@ -220,7 +221,8 @@ class Control:
         existing_id(payment_id, "payment")
         with self.db.engine.begin() as conn:
             state = lock_payment(conn, payment_id)
-            waiting = self._not_started(conn, payment_id)
+            # Not one queued again after an attempt: it has begun (see never_claimed).
+            waiting = [o for o in self._not_started(conn, payment_id) if never_claimed(o)]
             if state == PaymentState.CANCELLED.value or (
                 state == PaymentState.DONE.value and not waiting
             ):
@@ -305,7 +307,9 @@ class Control:
             if made:
                 # Two nominal dates moved onto one day share a due time: the first not
                 # started is the one, else the first tells what became of them.
-                waiting = [o for o in made if o.state in (S.SCHEDULED, S.QUEUED)]
+                waiting = [
+                    o for o in made if o.state in (S.SCHEDULED, S.QUEUED) and never_claimed(o)
+                ]
                 if not waiting:
                     raise NotSkippable(payment_id, _why_not(made[0].state))
                 occ = waiting[0]
